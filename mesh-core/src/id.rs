@@ -1,0 +1,237 @@
+//! Typed identifiers.
+//!
+//! Every id in mesh is a short, immutable string wrapped in its own type, so that a
+//! [`FolderId`] can never be passed where an [`EntryId`] is expected. Ids are cheap to clone
+//! (they share one allocation), compare by content, and serialize as plain JSON strings.
+//!
+//! An id is 1 to 256 bytes of UTF-8 without control characters. The core never invents ids:
+//! the caller (normally `mesh-client`) generates them and passes them in.
+//!
+//! ```
+//! use mesh_core::id::{DeviceId, EntryId};
+//! let device: DeviceId = "laptop-7f3a".parse().unwrap();
+//! assert_eq!(device.as_str(), "laptop-7f3a");
+//! assert!(EntryId::new("").is_err());
+//! ```
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{CoreError, Result};
+
+/// The longest id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+pub(crate) fn check_id(kind: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(CoreError::InvalidId {
+            kind,
+            reason: "must not be empty".into(),
+        });
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(CoreError::InvalidId {
+            kind,
+            reason: format!("{} bytes is longer than {MAX_ID_LEN}", s.len()),
+        });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(CoreError::InvalidId {
+            kind,
+            reason: "must not contain control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Checks `s` and wraps it.
+            pub fn new(s: impl AsRef<str>) -> Result<Self> {
+                let s = s.as_ref();
+                check_id($kind, s)?;
+                Ok($name(Arc::from(s)))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = CoreError;
+            fn from_str(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = CoreError;
+            fn try_from(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = CoreError;
+            fn try_from(s: String) -> Result<Self> {
+                check_id($kind, &s)?;
+                Ok($name(Arc::from(s)))
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::new(&*s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A device (a FeedSync *endpoint*): the `by` of every history item it writes.
+    /// Two devices never share an id.
+    DeviceId,
+    "device id"
+);
+string_id!(
+    /// A user account: the owner of a mesh, the author of entries, a folder member.
+    UserId,
+    "user id"
+);
+string_id!(
+    /// A folder ("mesh object"): the unit of sharing and of device mapping.
+    FolderId,
+    "folder id"
+);
+string_id!(
+    /// The sync id of an entry, unique within its feed and immutable.
+    EntryId,
+    "entry id"
+);
+string_id!(
+    /// A replica (a device's store or a hub): stamps change-log records so that a peer is
+    /// never sent back what it just sent.
+    ReplicaId,
+    "replica id"
+);
+string_id!(
+    /// The name a client gives one of its remotes (the hub, a peer device); sync cursors are
+    /// kept per remote.
+    RemoteId,
+    "remote id"
+);
+
+/// The name of a feed inside a folder, such as `todos` or `files`.
+///
+/// Feed names are 1 to 64 characters of ASCII letters, digits, `-`, `_` and `.`, so that they
+/// can appear in URL paths unescaped.
+///
+/// ```
+/// use mesh_core::id::FeedName;
+/// assert!(FeedName::new("todos").is_ok());
+/// assert!(FeedName::new("a/b").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FeedName(Arc<str>);
+
+impl FeedName {
+    /// Checks `s` and wraps it.
+    pub fn new(s: impl AsRef<str>) -> Result<Self> {
+        let s = s.as_ref();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s != "."
+            && s != "..";
+        if ok {
+            Ok(FeedName(Arc::from(s)))
+        } else {
+            Err(CoreError::InvalidId {
+                kind: "feed name",
+                reason: format!(
+                    "{s:?} is not 1-64 characters of ASCII letters, digits, '-', '_' and '.'"
+                ),
+            })
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FeedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for FeedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FeedName({:?})", &*self.0)
+    }
+}
+
+impl FromStr for FeedName {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        FeedName::new(s)
+    }
+}
+
+impl Serialize for FeedName {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FeedName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        FeedName::new(&*s).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,320 @@
+//! A replica: FeedSync entries in a [`Store`], with local writes and merges that each take the
+//! replica's next change sequence number.
+//!
+//! ```
+//! use mesh_core::model::{EntryDraft, FeedKey};
+//! use mesh_core::replica::{Actor, Replica};
+//! use mesh_core::store::{Cursor, MemoryStore};
+//! use mesh_core::time::Timestamp;
+//!
+//! let mut replica = Replica::new(MemoryStore::new("laptop".parse().unwrap()));
+//! let feed = FeedKey::folder("f1".parse().unwrap(), "todos".parse().unwrap());
+//! let ann = Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap());
+//! let now = Timestamp::from_unix(1_700_000_000).unwrap();
+//! let w = replica
+//!     .create(&feed, "t1".parse().unwrap(), EntryDraft::new("Buy milk", serde_json::json!({})), &ann, now)
+//!     .unwrap();
+//! assert_eq!(w.seq, Cursor(1));
+//! let page = replica.changes_since(&feed, Cursor::ZERO, 10).unwrap();
+//! assert_eq!(page.changes.len(), 1);
+//! ```
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::feedsync::{self, MergeOutcome, Stamp};
+use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
+use crate::model::{Entry, EntryDraft, FeedKey};
+use crate::store::{ChangePage, Cursor, Store, StoreTxn, SyncState};
+use crate::time::Timestamp;
+
+/// Who writes: a user, on one of their devices (the FeedSync endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    /// The user; becomes the author of entries they create.
+    pub user: UserId,
+    /// The device; the `by` of the history items it writes.
+    pub device: DeviceId,
+}
+
+impl Actor {
+    /// A user on a device.
+    pub fn new(user: UserId, device: DeviceId) -> Self {
+        Actor { user, device }
+    }
+
+    fn stamp(&self, when: Timestamp) -> Stamp {
+        Stamp::new(self.device.clone(), when)
+    }
+}
+
+/// Options of a [`Replica`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaOptions {
+    /// Compact the history of every version this replica writes to one item per device plus
+    /// the topmost. Merge results are unchanged; histories stay short on long-lived entries.
+    pub compact_history: bool,
+}
+
+/// A local write's result: the entry as stored and the change sequence number it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The entry after the write.
+    pub entry: Entry,
+    /// Its position in the change log.
+    pub seq: Cursor,
+}
+
+/// What merging one incoming entry did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeReport {
+    /// The entry.
+    pub id: EntryId,
+    /// What happened to the local copy.
+    pub outcome: MergeOutcome,
+    /// The change sequence number it took, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Cursor>,
+}
+
+/// How an application resolves an entry's conflicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Keep one of the versions: 0 is the current winner, `n` is conflict `n - 1`.
+    Pick(usize),
+    /// Keep new content written by the application.
+    Write(EntryDraft),
+    /// Resolve by deleting the entry.
+    Delete,
+}
+
+/// A replica of feeds over a [`Store`].
+pub struct Replica<S> {
+    store: S,
+    options: ReplicaOptions,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("store", &self.store).finish()
+    }
+}
+
+impl<S: Store> Replica<S> {
+    /// A replica over `store` with default options.
+    pub fn new(store: S) -> Self {
+        Replica::with_options(store, ReplicaOptions::default())
+    }
+
+    /// A replica over `store`.
+    pub fn with_options(store: S, options: ReplicaOptions) -> Self {
+        Replica { store, options }
+    }
+
+    /// The replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.store.replica_id()
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, for writes outside the replica's own operations (such as sync state).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Gives the store back.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// One entry (tombstones included).
+    pub fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>> {
+        self.store.get(feed, id)
+    }
+
+    /// Up to `limit` changes of `feed` after `since`.
+    pub fn changes_since(&self, feed: &FeedKey, since: Cursor, limit: usize) -> Result<ChangePage> {
+        self.store.changes_since(feed, since, limit, None)
+    }
+
+    /// Creates an entry authored by `actor.user`. Fails with `AlreadyExists` if the id is taken
+    /// (tombstones included: ids are never reused).
+    pub fn create(
+        &mut self,
+        feed: &FeedKey,
+        id: EntryId,
+        draft: EntryDraft,
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Written> {
+        let key = id.clone();
+        self.write(feed, &key, |cur| match cur {
+            Some(_) => Err(CoreError::AlreadyExists {
+                kind: "entry",
+                id: id.to_string(),
+            }),
+            None => Ok(feedsync::create(
+                id,
+                &actor.stamp(when),
+                draft.into_new_data(actor.user.clone(), when),
+            )),
+        })
+    }
+
+    /// Writes a new version of an entry (also revives a deleted one).
+    pub fn update(
+        &mut self,
+        feed: &FeedKey,
+        id: &EntryId,
+        draft: EntryDraft,
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Written> {
+        self.write(feed, id, |cur| {
+            let cur = cur.ok_or_else(|| not_found(id))?;
+            let data = draft.into_next_data(&cur.content, when);
+            feedsync::update(cur, &actor.stamp(when), data, false)
+        })
+    }
+
+    /// Deletes an entry, leaving a tombstone that syncs like any other version.
+    pub fn delete(&mut self, feed: &FeedKey, id: &EntryId, actor: &Actor, when: Timestamp) -> Result<Written> {
+        self.write(feed, id, |cur| {
+            let cur = cur.filter(|e| !e.is_deleted()).ok_or_else(|| not_found(id))?;
+            let mut data = cur.content.clone();
+            data.updated = when;
+            feedsync::update(cur, &actor.stamp(when), data, true)
+        })
+    }
+
+    /// Resolves every conflict of an entry.
+    pub fn resolve(
+        &mut self,
+        feed: &FeedKey,
+        id: &EntryId,
+        resolution: Resolution,
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Written> {
+        self.write(feed, id, |cur| {
+            let cur = cur.ok_or_else(|| not_found(id))?;
+            if !cur.has_conflicts() {
+                return Err(CoreError::NotFound {
+                    kind: "conflict of entry",
+                    id: id.to_string(),
+                });
+            }
+            let stamp = actor.stamp(when);
+            let (mut data, deleted) = match resolution {
+                Resolution::Pick(0) => (cur.content.clone(), cur.sync.deleted),
+                Resolution::Pick(n) => {
+                    let v = cur.conflicts.get(n - 1).ok_or_else(|| CoreError::NotFound {
+                        kind: "conflict version",
+                        id: format!("{id}#{n}"),
+                    })?;
+                    (v.content.clone(), v.sync.deleted)
+                }
+                Resolution::Write(draft) => (draft.into_next_data(&cur.content, when), false),
+                Resolution::Delete => (cur.content.clone(), true),
+            };
+            data.updated = when;
+            feedsync::resolve(cur, &stamp, data, deleted)
+        })
+    }
+
+    fn write(
+        &mut self,
+        feed: &FeedKey,
+        id: &EntryId,
+        f: impl FnOnce(Option<&Entry>) -> Result<Entry>,
+    ) -> Result<Written> {
+        let mut tx = self.store.begin()?;
+        let mut entry = {
+            let cur = tx.get(feed, id)?;
+            f(cur.as_deref())?
+        };
+        if self.options.compact_history {
+            entry.sync.compact();
+        }
+        let seq = tx.put(feed, entry.clone(), None)?;
+        tx.commit()?;
+        Ok(Written { entry, seq })
+    }
+
+    /// Merges one incoming entry; see [`Replica::merge_batch`].
+    pub fn merge(&mut self, feed: &FeedKey, incoming: Entry, origin: Option<&ReplicaId>) -> Result<MergeReport> {
+        let mut reports = self.merge_batch(feed, vec![incoming], origin)?;
+        reports.pop().ok_or_else(|| CoreError::Store("merge produced no report".into()))
+    }
+
+    /// Merges a batch of incoming entries in one transaction: all of it is applied, or (on any
+    /// error, such as a malformed entry or a sync id given twice) none of it. Every entry that
+    /// changes takes the next change sequence number; `origin` is the replica the batch came
+    /// from, so that it is not sent back what it already has.
+    pub fn merge_batch(
+        &mut self,
+        feed: &FeedKey,
+        incoming: Vec<Entry>,
+        origin: Option<&ReplicaId>,
+    ) -> Result<Vec<MergeReport>> {
+        self.merge_batch_with_state(feed, incoming, origin, None)
+    }
+
+    /// [`Replica::merge_batch`], also recording a sync state in the same transaction (so that
+    /// a pull cursor never runs ahead of the merged data).
+    pub fn merge_batch_with_state(
+        &mut self,
+        feed: &FeedKey,
+        incoming: Vec<Entry>,
+        origin: Option<&ReplicaId>,
+        state: Option<(&RemoteId, &SyncState)>,
+    ) -> Result<Vec<MergeReport>> {
+        if incoming.len() > 1 {
+            let mut seen = HashSet::with_capacity(incoming.len());
+            for e in &incoming {
+                if !seen.insert(&e.sync.id) {
+                    return Err(CoreError::DuplicateId {
+                        id: e.sync.id.to_string(),
+                        context: format!("merge batch for {feed}"),
+                    });
+                }
+            }
+        }
+        let mut tx = self.store.begin()?;
+        let mut reports = Vec::with_capacity(incoming.len());
+        for entry in incoming {
+            let id = entry.sync.id.clone();
+            let merged = {
+                let local = tx.get(feed, &id)?;
+                feedsync::merge(local.as_deref(), entry)?
+            };
+            let seq = match merged.item {
+                Some(item) => Some(tx.put(feed, item, if merged.verbatim { origin } else { None })?),
+                None => None,
+            };
+            reports.push(MergeReport {
+                id,
+                outcome: merged.outcome,
+                seq,
+            });
+        }
+        if let Some((remote, state)) = state {
+            tx.set_sync_state(remote, feed, state)?;
+        }
+        tx.commit()?;
+        Ok(reports)
+    }
+}
+
+fn not_found(id: &EntryId) -> CoreError {
+    CoreError::NotFound {
+        kind: "entry",
+        id: id.to_string(),
+    }
+}

@@ -1,0 +1,89 @@
+//! Change-log positions and pages.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::id::ReplicaId;
+use crate::model::{Entry, FeedKey};
+
+/// A position in a replica's change log: the local sequence number of a change.
+///
+/// Every write or merge that changes an entry gives it the replica's next sequence number, so
+/// "everything after cursor C" is exactly what changed since a peer last looked. `Cursor::ZERO`
+/// is before the first change. Cursors belong to one replica and mean nothing to another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(pub u64);
+
+impl Cursor {
+    /// Before the first change.
+    pub const ZERO: Cursor = Cursor(0);
+
+    /// The sequence number.
+    pub fn seq(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        s.parse::<u64>().map(Cursor).map_err(|_| CoreError::InvalidId {
+            kind: "cursor",
+            reason: format!("{:?} is not a change sequence number", s.chars().take(32).collect::<String>()),
+        })
+    }
+}
+
+/// One change: an entry as it is now, and the sequence number its latest change took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The change's position.
+    pub seq: Cursor,
+    /// The entry after the change.
+    pub entry: Entry,
+}
+
+/// A page of [`Change`]s from [`Store::changes_since`](crate::store::Store::changes_since).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangePage {
+    /// The changes, in sequence order.
+    pub changes: Vec<Change>,
+    /// Where the next page starts: the last position examined (which may be past the last
+    /// change returned, when changes were skipped), or the `since` asked for when nothing was.
+    pub next: Cursor,
+    /// Whether more changes may follow `next`.
+    pub more: bool,
+}
+
+/// A feed and the newest position of its change log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedHead {
+    /// The feed.
+    pub feed: FeedKey,
+    /// The sequence number of its latest change.
+    pub head: Cursor,
+    /// How many entries (tombstones included) it holds.
+    pub entries: u64,
+}
+
+/// What a replica remembers about syncing one feed with one remote.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The remote replica the cursors below belong to; when the remote turns out to be another
+    /// replica (a reset hub, say), both cursors start again from zero.
+    pub remote_replica: Option<ReplicaId>,
+    /// Position in the *remote's* change log up to which its changes have been merged here.
+    pub pulled: Cursor,
+    /// Position in the *local* change log up to which changes were acknowledged by the remote.
+    pub pushed: Cursor,
+}

@@ -1,0 +1,76 @@
+//! Storage of a replica: the [`Store`] trait and the in-memory [`MemoryStore`].
+//!
+//! A store keeps, per feed, the entries and a change log in which each entry appears once, at
+//! the sequence number of its latest change; plus the per-remote [`SyncState`]. All writes go
+//! through a transaction ([`Store::begin`]) that is applied whole by
+//! [`StoreTxn::commit`] or not at all (dropping it rolls back), which is the shape a SQLite
+//! store needs. The trait is synchronous: the core has no runtime; an async client runs store
+//! calls on a blocking thread.
+
+mod change;
+mod memory;
+
+use std::borrow::Cow;
+
+pub use change::{Change, ChangePage, Cursor, FeedHead, SyncState};
+pub use memory::MemoryStore;
+
+use crate::error::Result;
+use crate::id::{EntryId, RemoteId, ReplicaId};
+use crate::model::{Entry, FeedKey};
+
+/// A replica's storage.
+pub trait Store {
+    /// A write transaction.
+    type Txn<'a>: StoreTxn
+    where
+        Self: 'a;
+
+    /// The id of the replica this store holds; fixed when the store is created.
+    fn replica_id(&self) -> ReplicaId;
+
+    /// Every feed that holds at least one entry, with its head.
+    fn feeds(&self) -> Result<Vec<FeedHead>>;
+
+    /// The head of one feed (`Cursor::ZERO` for an empty or unknown feed).
+    fn head(&self, feed: &FeedKey) -> Result<Cursor>;
+
+    /// One entry.
+    fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>>;
+
+    /// Up to `limit` changes after `since`, in order. Changes whose latest write came verbatim
+    /// from replica `skip_origin` are passed over (that replica has them already), but still
+    /// advance `next`. Costs O(changes examined), never O(feed size).
+    fn changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> Result<ChangePage>;
+
+    /// Entries of a feed in id order, starting after `after`, at most `limit`.
+    fn list(&self, feed: &FeedKey, after: Option<&EntryId>, limit: usize) -> Result<Vec<Entry>>;
+
+    /// The sync state of one feed with one remote (default when never synced).
+    fn sync_state(&self, remote: &RemoteId, feed: &FeedKey) -> Result<SyncState>;
+
+    /// Starts a write transaction.
+    fn begin(&mut self) -> Result<Self::Txn<'_>>;
+}
+
+/// A write transaction on a [`Store`]. Reads see the transaction's own writes.
+pub trait StoreTxn {
+    /// One entry, as the transaction sees it.
+    fn get(&mut self, feed: &FeedKey, id: &EntryId) -> Result<Option<Cow<'_, Entry>>>;
+
+    /// Stores `entry` (replacing any entry of the same id) and gives it the replica's next
+    /// sequence number, which is returned. `origin` is the replica it came from verbatim, if any.
+    fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor>;
+
+    /// Records the sync state of one feed with one remote.
+    fn set_sync_state(&mut self, remote: &RemoteId, feed: &FeedKey, state: &SyncState) -> Result<()>;
+
+    /// Makes every write of the transaction durable and visible, atomically.
+    fn commit(self) -> Result<()>;
+}

@@ -1,0 +1,16 @@
+//! The sync protocol: a sans-I/O [`SyncSession`] on the syncing side, [`respond`] on the
+//! answering side, and the [`Request`]/[`Response`] messages between them.
+//!
+//! A session asks the peer for its feeds and heads, then for each feed pulls the peer's
+//! changes since the stored cursor (merging each page with its new cursor in one transaction)
+//! and pushes local changes since the last acknowledged position. Entries that came verbatim
+//! from the peer are never sent back to it. Because every merge is idempotent, a message lost,
+//! duplicated or replayed after a crash does no harm: the worst case is sending a page again.
+
+mod message;
+mod responder;
+mod session;
+
+pub use message::{PushResult, Request, Response, MAX_PAGE};
+pub use responder::respond;
+pub use session::{FeedFilter, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};

@@ -1,0 +1,58 @@
+//! The answering side of the protocol.
+
+use crate::error::Result;
+use crate::replica::Replica;
+use crate::store::Store;
+use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
+
+/// Answers one request from a peer against `replica`.
+///
+/// This is all a hub or a device needs to serve sync (after it has authenticated the peer and
+/// checked which feeds it may touch): pulls are answered from the change log, skipping what
+/// came from the asker; pushes are merged in one transaction.
+pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<Response> {
+    match request {
+        Request::Feeds { from: _, only } => {
+            let mut feeds = replica.store().feeds()?;
+            if let Some(only) = only {
+                feeds.retain(|h| only.contains(&h.feed));
+            }
+            Ok(Response::Feeds {
+                replica: replica.id(),
+                feeds,
+            })
+        }
+        Request::Pull {
+            from,
+            feed,
+            since,
+            limit,
+        } => {
+            let limit = limit.clamp(1, MAX_PAGE) as usize;
+            let page = replica.store().changes_since(&feed, since, limit, Some(&from))?;
+            Ok(Response::Changes {
+                feed,
+                entries: page.changes.into_iter().map(|c| c.entry).collect(),
+                next: page.next,
+                more: page.more,
+            })
+        }
+        Request::Push {
+            from,
+            feed,
+            entries,
+        } => {
+            let reports = replica.merge_batch(&feed, entries, Some(&from))?;
+            Ok(Response::Pushed {
+                feed,
+                results: reports
+                    .into_iter()
+                    .map(|r| PushResult {
+                        id: r.id,
+                        outcome: r.outcome,
+                    })
+                    .collect(),
+            })
+        }
+    }
+}

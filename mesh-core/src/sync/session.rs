@@ -1,0 +1,436 @@
+//! The syncing side of the protocol, as a sans-I/O state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::error::{CoreError, Result};
+use crate::feedsync::MergeOutcome;
+use crate::id::{RemoteId, ReplicaId};
+use crate::model::FeedKey;
+use crate::replica::{MergeReport, Replica};
+use crate::store::{Cursor, Store, StoreTxn, SyncState};
+use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
+
+/// Which feeds a session syncs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FeedFilter {
+    /// Every feed either side holds.
+    #[default]
+    All,
+    /// Only these feeds.
+    Only(BTreeSet<FeedKey>),
+}
+
+impl FeedFilter {
+    fn accepts(&self, feed: &FeedKey) -> bool {
+        match self {
+            FeedFilter::All => true,
+            FeedFilter::Only(set) => set.contains(feed),
+        }
+    }
+}
+
+/// How a [`SyncSession`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The remote's name; cursors are kept under it.
+    pub remote: RemoteId,
+    /// The feeds to sync.
+    pub feeds: FeedFilter,
+    /// Entries per pull or push message (1 to [`MAX_PAGE`]).
+    pub page_size: u32,
+    /// Pull the remote's changes.
+    pub pull: bool,
+    /// Push local changes.
+    pub push: bool,
+}
+
+impl SessionConfig {
+    /// Both directions, every feed, pages of 500.
+    pub fn new(remote: RemoteId) -> Self {
+        SessionConfig {
+            remote,
+            feeds: FeedFilter::All,
+            page_size: 500,
+            pull: true,
+            push: true,
+        }
+    }
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this request and pass the response to [`SyncSession::receive`].
+    Send(Request),
+    /// The session is over: both sides were caught up when it ended.
+    Done(SyncReport),
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Feeds looked at.
+    pub feeds: usize,
+    /// Requests sent.
+    pub requests: usize,
+    /// Entries received from the remote.
+    pub received: usize,
+    /// Entries sent to the remote.
+    pub sent: usize,
+    /// Local merge outcomes of received entries.
+    pub added: usize,
+    /// See `added`.
+    pub updated: usize,
+    /// See `added`.
+    pub conflicts: usize,
+    /// See `added`.
+    pub unchanged: usize,
+}
+
+/// Something the session did that an application may want to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A received entry was merged locally.
+    Merged {
+        /// The feed.
+        feed: FeedKey,
+        /// What happened.
+        report: MergeReport,
+    },
+    /// The remote acknowledged a pushed entry.
+    Acknowledged {
+        /// The feed.
+        feed: FeedKey,
+        /// What the remote made of it.
+        result: PushResult,
+    },
+}
+
+#[derive(Debug)]
+struct FeedWork {
+    feed: FeedKey,
+    state: SyncState,
+    remote_head: Option<Cursor>,
+    pull_done: bool,
+    push_done: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Start,
+    AwaitFeeds,
+    Work,
+    AwaitPull { since: Cursor },
+    AwaitPush { upto: Cursor, more: bool, sent: usize },
+    Done,
+}
+
+/// One sync between the local replica and a remote: it says which request to send next and
+/// absorbs the responses, keeping cursors in the local store (in the same transaction as the
+/// data they cover), so a session cut off at any point resumes where it stopped.
+///
+/// The session never does I/O; any transport moves its [`Request`]s and [`Response`]s.
+///
+/// ```
+/// use mesh_core::replica::Replica;
+/// use mesh_core::store::MemoryStore;
+/// use mesh_core::sync::{respond, SessionConfig, Step, SyncSession};
+///
+/// let mut local = Replica::new(MemoryStore::new("laptop".parse().unwrap()));
+/// let mut hub = Replica::new(MemoryStore::new("hub".parse().unwrap()));
+/// let mut session = SyncSession::new(SessionConfig::new("hub".parse().unwrap()));
+/// let report = loop {
+///     match session.poll(&mut local).unwrap() {
+///         Step::Send(request) => {
+///             let response = respond(&mut hub, request).unwrap();
+///             session.receive(&mut local, response).unwrap();
+///         }
+///         Step::Done(report) => break report,
+///     }
+/// };
+/// assert_eq!(report.received, 0);
+/// ```
+#[derive(Debug)]
+pub struct SyncSession {
+    config: SessionConfig,
+    phase: Phase,
+    remote_replica: Option<ReplicaId>,
+    queue: VecDeque<FeedWork>,
+    report: SyncReport,
+}
+
+impl SyncSession {
+    /// A session that has not sent anything yet.
+    pub fn new(mut config: SessionConfig) -> Self {
+        config.page_size = config.page_size.clamp(1, MAX_PAGE);
+        SyncSession {
+            config,
+            phase: Phase::Start,
+            remote_replica: None,
+            queue: VecDeque::new(),
+            report: SyncReport::default(),
+        }
+    }
+
+    /// The remote's replica id, once known.
+    pub fn remote_replica(&self) -> Option<&ReplicaId> {
+        self.remote_replica.as_ref()
+    }
+
+    /// Counters so far.
+    pub fn report(&self) -> &SyncReport {
+        &self.report
+    }
+
+    /// Whether the session awaits a response.
+    pub fn is_waiting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitFeeds | Phase::AwaitPull { .. } | Phase::AwaitPush { .. }
+        )
+    }
+
+    /// What to do next. Call again after each [`SyncSession::receive`]; calling while a
+    /// response is awaited is a protocol error.
+    pub fn poll<S: Store>(&mut self, local: &mut Replica<S>) -> Result<Step> {
+        match self.phase {
+            Phase::Start => {
+                self.phase = Phase::AwaitFeeds;
+                let only = match &self.config.feeds {
+                    FeedFilter::All => None,
+                    FeedFilter::Only(set) => Some(set.iter().cloned().collect()),
+                };
+                Ok(self.send(Request::Feeds {
+                    from: local.id(),
+                    only,
+                }))
+            }
+            Phase::Work => self.next_work(local),
+            Phase::Done => Ok(Step::Done(self.report.clone())),
+            _ => Err(CoreError::Protocol(
+                "poll called while a response is awaited".into(),
+            )),
+        }
+    }
+
+    fn send(&mut self, r: Request) -> Step {
+        self.report.requests += 1;
+        Step::Send(r)
+    }
+
+    fn remote(&self) -> Result<ReplicaId> {
+        self.remote_replica
+            .clone()
+            .ok_or_else(|| CoreError::Protocol("the remote's replica id is not known yet".into()))
+    }
+
+    fn next_work<S: Store>(&mut self, local: &mut Replica<S>) -> Result<Step> {
+        let remote = self.remote()?;
+        let limit = self.config.page_size;
+        while let Some(w) = self.queue.front_mut() {
+            if !w.pull_done {
+                let since = w.state.pulled;
+                let req = Request::Pull {
+                    from: local.id(),
+                    feed: w.feed.clone(),
+                    since,
+                    limit,
+                };
+                self.phase = Phase::AwaitPull { since };
+                return Ok(self.send(req));
+            }
+            if !w.push_done {
+                let page = local
+                    .store()
+                    .changes_since(&w.feed, w.state.pushed, limit as usize, Some(&remote))?;
+                if page.changes.is_empty() {
+                    // Everything examined came from the remote: just move the cursor.
+                    if page.next > w.state.pushed {
+                        w.state.pushed = page.next;
+                        save_state(local, &self.config.remote, w)?;
+                    }
+                    if !page.more {
+                        w.push_done = true;
+                    }
+                    continue;
+                }
+                let sent = page.changes.len();
+                let req = Request::Push {
+                    from: local.id(),
+                    feed: w.feed.clone(),
+                    entries: page.changes.into_iter().map(|c| c.entry).collect(),
+                };
+                self.phase = Phase::AwaitPush {
+                    upto: page.next,
+                    more: page.more,
+                    sent,
+                };
+                return Ok(self.send(req));
+            }
+            self.queue.pop_front();
+        }
+        self.phase = Phase::Done;
+        Ok(Step::Done(self.report.clone()))
+    }
+
+    /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
+    /// entries are merged into `local` with the new cursor in one transaction.
+    pub fn receive<S: Store>(&mut self, local: &mut Replica<S>, response: Response) -> Result<Vec<SessionEvent>> {
+        match (&self.phase, response) {
+            (Phase::AwaitFeeds, Response::Feeds { replica, feeds }) => {
+                self.start_feeds(local, replica, feeds)?;
+                self.phase = Phase::Work;
+                Ok(Vec::new())
+            }
+            (&Phase::AwaitPull { since }, Response::Changes {
+                feed,
+                entries,
+                next,
+                more,
+            }) => {
+                let remote = self.remote()?;
+                let w = current(&mut self.queue, &feed)?;
+                if next < since || (more && next == since && entries.is_empty()) {
+                    return Err(CoreError::Protocol(format!(
+                        "pull of {feed} after {since} answered with cursor {next} and no progress"
+                    )));
+                }
+                self.report.received += entries.len();
+                let mut state = w.state.clone();
+                state.pulled = next;
+                let reports = local.merge_batch_with_state(
+                    &feed,
+                    entries,
+                    Some(&remote),
+                    Some((&self.config.remote, &state)),
+                )?;
+                w.state = state;
+                let reached_head = w.remote_head.is_some_and(|h| next >= h);
+                if !more || reached_head {
+                    w.pull_done = true;
+                }
+                for r in &reports {
+                    match r.outcome {
+                        MergeOutcome::Added => self.report.added += 1,
+                        MergeOutcome::Updated => self.report.updated += 1,
+                        MergeOutcome::Conflict => self.report.conflicts += 1,
+                        MergeOutcome::Unchanged => self.report.unchanged += 1,
+                    }
+                }
+                self.phase = Phase::Work;
+                Ok(reports
+                    .into_iter()
+                    .map(|report| SessionEvent::Merged {
+                        feed: feed.clone(),
+                        report,
+                    })
+                    .collect())
+            }
+            (&Phase::AwaitPush { upto, more, sent }, Response::Pushed { feed, results }) => {
+                if results.len() != sent {
+                    return Err(CoreError::Protocol(format!(
+                        "push of {sent} entries to {feed} acknowledged {}",
+                        results.len()
+                    )));
+                }
+                let w = current(&mut self.queue, &feed)?;
+                w.state.pushed = upto;
+                if !more {
+                    w.push_done = true;
+                }
+                save_state(local, &self.config.remote, w)?;
+                self.report.sent += sent;
+                self.phase = Phase::Work;
+                Ok(results
+                    .into_iter()
+                    .map(|result| SessionEvent::Acknowledged {
+                        feed: feed.clone(),
+                        result,
+                    })
+                    .collect())
+            }
+            (phase, response) => Err(CoreError::Protocol(format!(
+                "unexpected {} response while {}",
+                response_name(&response),
+                phase_name(phase)
+            ))),
+        }
+    }
+
+    fn start_feeds<S: Store>(
+        &mut self,
+        local: &mut Replica<S>,
+        replica: ReplicaId,
+        remote_feeds: Vec<crate::store::FeedHead>,
+    ) -> Result<()> {
+        let mut heads: BTreeMap<FeedKey, (Option<Cursor>, Cursor)> = BTreeMap::new();
+        for h in remote_feeds {
+            if self.config.feeds.accepts(&h.feed) {
+                heads.entry(h.feed).or_insert((None, Cursor::ZERO)).0 = Some(h.head);
+            }
+        }
+        for h in local.store().feeds()? {
+            if self.config.feeds.accepts(&h.feed) {
+                heads.entry(h.feed).or_insert((None, Cursor::ZERO)).1 = h.head;
+            }
+        }
+        for (feed, (remote_head, local_head)) in heads {
+            let mut state = local.store().sync_state(&self.config.remote, &feed)?;
+            if state.remote_replica.as_ref() != Some(&replica) {
+                // A different remote replica (or a first sync): its cursors mean nothing here,
+                // and it may lack everything we pushed to its predecessor.
+                state = SyncState {
+                    remote_replica: Some(replica.clone()),
+                    pulled: Cursor::ZERO,
+                    pushed: Cursor::ZERO,
+                };
+            }
+            let pull_done = !self.config.pull || remote_head.is_none_or(|h| h <= state.pulled);
+            let push_done = !self.config.push || local_head <= state.pushed;
+            self.report.feeds += 1;
+            self.queue.push_back(FeedWork {
+                feed,
+                state,
+                remote_head,
+                pull_done,
+                push_done,
+            });
+        }
+        self.remote_replica = Some(replica);
+        Ok(())
+    }
+}
+
+fn current<'q>(queue: &'q mut VecDeque<FeedWork>, feed: &FeedKey) -> Result<&'q mut FeedWork> {
+    match queue.front_mut() {
+        Some(w) if &w.feed == feed => Ok(w),
+        _ => Err(CoreError::Protocol(format!(
+            "response for feed {feed}, which was not asked about"
+        ))),
+    }
+}
+
+fn save_state<S: Store>(local: &mut Replica<S>, remote: &RemoteId, w: &FeedWork) -> Result<()> {
+    let mut tx = local.store_mut().begin()?;
+    tx.set_sync_state(remote, &w.feed, &w.state)?;
+    tx.commit()
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Feeds { .. } => "feeds",
+        Response::Changes { .. } => "changes",
+        Response::Pushed { .. } => "pushed",
+    }
+}
+
+fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Start => "not started",
+        Phase::AwaitFeeds => "awaiting feeds",
+        Phase::Work => "not awaiting a response",
+        Phase::AwaitPull { .. } => "awaiting changes",
+        Phase::AwaitPush { .. } => "awaiting a push acknowledgement",
+        Phase::Done => "done",
+    }
+}

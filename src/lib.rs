@@ -1,0 +1,9 @@
+//! # mesh
+//!
+//! The umbrella crate of the mesh SDK: it re-exports the layers so that the examples, tests
+//! and benchmarks at the top of the workspace can use them with one dependency.
+//!
+//! * [`core`] — `mesh-core`: the resource model, the FeedSync engine, replicas and the
+//!   sans-I/O sync protocol.
+
+pub use mesh_core as core;
