@@ -106,7 +106,9 @@ impl From<&Value> for JsonContent {
     fn from(v: &Value) -> Self {
         // Serializing a Value cannot fail; only the size limit can refuse it, and a Value built
         // in memory by the caller is theirs to size.
-        JsonContent(Arc::from(serde_json::to_string(v).unwrap_or_else(|_| "null".into())))
+        JsonContent(Arc::from(
+            serde_json::to_string(v).unwrap_or_else(|_| "null".into()),
+        ))
     }
 }
 

@@ -75,7 +75,11 @@ pub struct XmlPosition {
 
 impl fmt::Display for XmlPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {} (byte {})", self.line, self.column, self.offset)
+        write!(
+            f,
+            "line {}, column {} (byte {})",
+            self.line, self.column, self.offset
+        )
     }
 }
 

@@ -36,7 +36,7 @@
 //! ```
 
 // pub mod atom;
-// pub mod conformance;
+pub mod conformance;
 pub mod content;
 pub mod error;
 pub mod feedsync;

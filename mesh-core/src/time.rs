@@ -70,7 +70,11 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::Secs, true))
+        f.write_str(
+            &self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
     }
 }
 
@@ -114,7 +118,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_bounds() {
-        for s in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"] {
+        for s in [
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+        ] {
             let t: Timestamp = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
         }

@@ -39,9 +39,7 @@ impl HistoryItem {
     pub fn covers(&self, other: &HistoryItem) -> bool {
         match &other.by {
             Some(by) => self.by.as_ref() == Some(by) && self.sequence >= other.sequence,
-            None => {
-                self.by.is_none() && self.when == other.when && self.sequence == other.sequence
-            }
+            None => self.by.is_none() && self.when == other.when && self.sequence == other.sequence,
         }
     }
 }
@@ -62,10 +60,9 @@ pub fn compact_history(history: &[HistoryItem]) -> Vec<HistoryItem> {
     for (i, h) in history.iter().enumerate() {
         let keep = i == 0
             || h.by.is_none()
-            || !history
-                .iter()
-                .enumerate()
-                .any(|(j, o)| o.by == h.by && (o.sequence > h.sequence || (o.sequence == h.sequence && j < i)));
+            || !history.iter().enumerate().any(|(j, o)| {
+                o.by == h.by && (o.sequence > h.sequence || (o.sequence == h.sequence && j < i))
+            });
         if keep {
             out.push(h.clone());
         }
@@ -106,7 +103,14 @@ mod tests {
             h(1, Some(1), Some("A")),
         ];
         let c = compact_history(&hist);
-        assert_eq!(c, vec![h(5, Some(5), Some("B")), h(4, Some(4), Some("A")), h(2, Some(2), None)]);
+        assert_eq!(
+            c,
+            vec![
+                h(5, Some(5), Some("B")),
+                h(4, Some(4), Some("A")),
+                h(2, Some(2), None)
+            ]
+        );
         for item in &hist {
             assert_eq!(history_covers(&hist, item), history_covers(&c, item));
         }

@@ -83,7 +83,10 @@ impl SyncMeta {
         self.updates
             .cmp(&other.updates)
             .then_with(|| a.and_then(|h| h.when).cmp(&b.and_then(|h| h.when)))
-            .then_with(|| a.and_then(|h| h.by.as_ref()).cmp(&b.and_then(|h| h.by.as_ref())))
+            .then_with(|| {
+                a.and_then(|h| h.by.as_ref())
+                    .cmp(&b.and_then(|h| h.by.as_ref()))
+            })
             .then_with(|| a.map(|h| h.sequence).cmp(&b.map(|h| h.sequence)))
             .then_with(|| self.deleted.cmp(&other.deleted))
             .then_with(|| self.noconflicts.cmp(&other.noconflicts))

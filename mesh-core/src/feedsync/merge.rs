@@ -138,7 +138,8 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
     let result = assemble(versions);
     let verbatim = verbatim && result.conflicts.len() + 1 == incoming_count;
 
-    if result.sync.same_version(&local.sync) && same_version_set(&result.conflicts, &local.conflicts)
+    if result.sync.same_version(&local.sync)
+        && same_version_set(&result.conflicts, &local.conflicts)
     {
         return Ok(unchanged());
     }
@@ -166,7 +167,9 @@ fn unchanged<T>() -> Merged<T> {
 }
 
 fn same_version_set<T>(a: &[Version<T>], b: &[Version<T>]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.sync.same_version(&y.sync)))
+    a.len() == b.len()
+        && a.iter()
+            .all(|x| b.iter().any(|y| x.sync.same_version(&y.sync)))
 }
 
 /// Builds a canonical item from a set of versions: duplicates removed, the winner on top, the

@@ -21,6 +21,4 @@ mod ops;
 pub use history::{compact_history, history_covers, HistoryItem};
 pub use item::{Item, SyncMeta, Version};
 pub use merge::{merge, MergeOutcome, Merged};
-pub use ops::{
-    canonicalize, create, delete, resolve, resolve_with_version, update, Stamp,
-};
+pub use ops::{canonicalize, create, delete, resolve, resolve_with_version, update, Stamp};

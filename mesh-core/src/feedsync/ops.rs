@@ -77,12 +77,18 @@ pub fn create<T>(id: EntryId, stamp: &Stamp, content: T) -> Item<T> {
 /// Conflicts whose topmost `by` is the updating endpoint are subsumed by the new version and
 /// dropped; their history items that the new history does not cover yet are folded in just
 /// below the new topmost item, so that everything they knew stays known.
-pub fn update<T: Clone>(item: &Item<T>, stamp: &Stamp, content: T, deleted: bool) -> Result<Item<T>> {
+pub fn update<T: Clone>(
+    item: &Item<T>,
+    stamp: &Stamp,
+    content: T,
+    deleted: bool,
+) -> Result<Item<T>> {
     let (next, mut history) = bump(item, stamp)?;
     let mut conflicts = Vec::with_capacity(item.conflicts.len());
     let mut folded = Vec::new();
     for c in &item.conflicts {
-        let mine = stamp.by.is_some() && c.sync.topmost().and_then(|h| h.by.as_ref()) == stamp.by.as_ref();
+        let mine =
+            stamp.by.is_some() && c.sync.topmost().and_then(|h| h.by.as_ref()) == stamp.by.as_ref();
         if mine {
             folded.push(&c.sync);
         } else {
@@ -113,7 +119,12 @@ pub fn delete<T: Clone>(item: &Item<T>, stamp: &Stamp) -> Result<Item<T>> {
 /// The resolving endpoint first performs an update; then the history items of the resolved
 /// conflicts that the new history does not cover yet are folded in just below the new topmost
 /// item, and the conflicts are removed.
-pub fn resolve<T: Clone>(item: &Item<T>, stamp: &Stamp, content: T, deleted: bool) -> Result<Item<T>> {
+pub fn resolve<T: Clone>(
+    item: &Item<T>,
+    stamp: &Stamp,
+    content: T,
+    deleted: bool,
+) -> Result<Item<T>> {
     let (next, mut history) = bump(item, stamp)?;
     fold(&mut history, item.conflicts.iter().map(|c| &c.sync));
     Ok(Item {
@@ -131,7 +142,11 @@ pub fn resolve<T: Clone>(item: &Item<T>, stamp: &Stamp, content: T, deleted: boo
 
 /// Picks one of the item's versions (the winner or a conflict, by index: 0 is the winner, `n`
 /// is conflict `n - 1`) as the resolution, keeping its content and deleted state.
-pub fn resolve_with_version<T: Clone>(item: &Item<T>, stamp: &Stamp, index: usize) -> Result<Item<T>> {
+pub fn resolve_with_version<T: Clone>(
+    item: &Item<T>,
+    stamp: &Stamp,
+    index: usize,
+) -> Result<Item<T>> {
     let (content, deleted) = match index {
         0 => (item.content.clone(), item.sync.deleted),
         n => match item.conflicts.get(n - 1) {
@@ -158,9 +173,10 @@ pub fn canonicalize<T>(item: Item<T>) -> Item<T> {
 }
 
 fn bump<T>(item: &Item<T>, stamp: &Stamp) -> Result<(u32, Vec<HistoryItem>)> {
-    let next = item.sync.updates.checked_add(1).ok_or_else(|| {
-        CoreError::invalid_sync(item.sync.id.as_str(), "updates would overflow")
-    })?;
+    let next =
+        item.sync.updates.checked_add(1).ok_or_else(|| {
+            CoreError::invalid_sync(item.sync.id.as_str(), "updates would overflow")
+        })?;
     let mut history = Vec::with_capacity(item.sync.history.len() + 1);
     history.push(stamp.history_item(next));
     history.extend(item.sync.history.iter().cloned());

@@ -147,7 +147,9 @@ pub fn authorize(actor: &UserId, role: Option<Role>, action: Action<'_>) -> Resu
     let allowed = match action {
         Action::Read | Action::Leave | Action::Map => true,
         Action::CreateEntry => role >= Role::Author,
-        Action::ChangeEntry { author } => role >= Role::Full || (role == Role::Author && author == actor),
+        Action::ChangeEntry { author } => {
+            role >= Role::Full || (role == Role::Author && author == actor)
+        }
         Action::Invite { role: offered } => match role {
             Role::Owner => true,
             Role::Full => offered <= Role::Full,
@@ -211,7 +213,11 @@ mod tests {
         ];
         for (role, expect) in table {
             for (a, e) in actions.iter().zip(expect) {
-                assert_eq!(authorize(&me, Some(role), *a).is_ok(), e == 1, "{role} {a:?}");
+                assert_eq!(
+                    authorize(&me, Some(role), *a).is_ok(),
+                    e == 1,
+                    "{role} {a:?}"
+                );
             }
         }
         for a in actions {
@@ -226,6 +232,8 @@ mod tests {
     fn roles_parse_and_order() {
         assert_eq!("Owner".parse::<Role>().unwrap(), Role::Owner);
         assert!("admin".parse::<Role>().is_err());
-        assert!(Role::Reader < Role::Author && Role::Author < Role::Full && Role::Full < Role::Owner);
+        assert!(
+            Role::Reader < Role::Author && Role::Author < Role::Full && Role::Full < Role::Owner
+        );
     }
 }

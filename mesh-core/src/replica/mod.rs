@@ -98,7 +98,9 @@ pub struct Replica<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Replica<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replica").field("store", &self.store).finish()
+        f.debug_struct("Replica")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -184,9 +186,17 @@ impl<S: Store> Replica<S> {
     }
 
     /// Deletes an entry, leaving a tombstone that syncs like any other version.
-    pub fn delete(&mut self, feed: &FeedKey, id: &EntryId, actor: &Actor, when: Timestamp) -> Result<Written> {
+    pub fn delete(
+        &mut self,
+        feed: &FeedKey,
+        id: &EntryId,
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Written> {
         self.write(feed, id, |cur| {
-            let cur = cur.filter(|e| !e.is_deleted()).ok_or_else(|| not_found(id))?;
+            let cur = cur
+                .filter(|e| !e.is_deleted())
+                .ok_or_else(|| not_found(id))?;
             let mut data = cur.content.clone();
             data.updated = when;
             feedsync::update(cur, &actor.stamp(when), data, true)
@@ -214,10 +224,13 @@ impl<S: Store> Replica<S> {
             let (mut data, deleted) = match resolution {
                 Resolution::Pick(0) => (cur.content.clone(), cur.sync.deleted),
                 Resolution::Pick(n) => {
-                    let v = cur.conflicts.get(n - 1).ok_or_else(|| CoreError::NotFound {
-                        kind: "conflict version",
-                        id: format!("{id}#{n}"),
-                    })?;
+                    let v = cur
+                        .conflicts
+                        .get(n - 1)
+                        .ok_or_else(|| CoreError::NotFound {
+                            kind: "conflict version",
+                            id: format!("{id}#{n}"),
+                        })?;
                     (v.content.clone(), v.sync.deleted)
                 }
                 Resolution::Write(draft) => (draft.into_next_data(&cur.content, when), false),
@@ -248,9 +261,16 @@ impl<S: Store> Replica<S> {
     }
 
     /// Merges one incoming entry; see [`Replica::merge_batch`].
-    pub fn merge(&mut self, feed: &FeedKey, incoming: Entry, origin: Option<&ReplicaId>) -> Result<MergeReport> {
+    pub fn merge(
+        &mut self,
+        feed: &FeedKey,
+        incoming: Entry,
+        origin: Option<&ReplicaId>,
+    ) -> Result<MergeReport> {
         let mut reports = self.merge_batch(feed, vec![incoming], origin)?;
-        reports.pop().ok_or_else(|| CoreError::Store("merge produced no report".into()))
+        reports
+            .pop()
+            .ok_or_else(|| CoreError::Store("merge produced no report".into()))
     }
 
     /// Merges a batch of incoming entries in one transaction: all of it is applied, or (on any
@@ -295,7 +315,9 @@ impl<S: Store> Replica<S> {
                 feedsync::merge(local.as_deref(), entry)?
             };
             let seq = match merged.item {
-                Some(item) => Some(tx.put(feed, item, if merged.verbatim { origin } else { None })?),
+                Some(item) => {
+                    Some(tx.put(feed, item, if merged.verbatim { origin } else { None })?)
+                }
                 None => None,
             };
             reports.push(MergeReport {

@@ -14,7 +14,9 @@ use crate::model::{Entry, FeedKey};
 /// Every write or merge that changes an entry gives it the replica's next sequence number, so
 /// "everything after cursor C" is exactly what changed since a peer last looked. `Cursor::ZERO`
 /// is before the first change. Cursors belong to one replica and mean nothing to another.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Cursor(pub u64);
 
@@ -37,10 +39,15 @@ impl fmt::Display for Cursor {
 impl FromStr for Cursor {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self> {
-        s.parse::<u64>().map(Cursor).map_err(|_| CoreError::InvalidId {
-            kind: "cursor",
-            reason: format!("{:?} is not a change sequence number", s.chars().take(32).collect::<String>()),
-        })
+        s.parse::<u64>()
+            .map(Cursor)
+            .map_err(|_| CoreError::InvalidId {
+                kind: "cursor",
+                reason: format!(
+                    "{:?} is not a change sequence number",
+                    s.chars().take(32).collect::<String>()
+                ),
+            })
     }
 }
 

@@ -246,7 +246,12 @@ impl StoreTxn for MemoryTxn<'_> {
         Ok(Cursor(seq))
     }
 
-    fn set_sync_state(&mut self, remote: &RemoteId, feed: &FeedKey, state: &SyncState) -> Result<()> {
+    fn set_sync_state(
+        &mut self,
+        remote: &RemoteId,
+        feed: &FeedKey,
+        state: &SyncState,
+    ) -> Result<()> {
         let key = (remote.clone(), feed.clone());
         let prev = self.store.sync.insert(key.clone(), state.clone());
         self.undo.push(Undo::Sync { key, prev });

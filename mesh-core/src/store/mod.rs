@@ -69,7 +69,12 @@ pub trait StoreTxn {
     fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor>;
 
     /// Records the sync state of one feed with one remote.
-    fn set_sync_state(&mut self, remote: &RemoteId, feed: &FeedKey, state: &SyncState) -> Result<()>;
+    fn set_sync_state(
+        &mut self,
+        remote: &RemoteId,
+        feed: &FeedKey,
+        state: &SyncState,
+    ) -> Result<()>;
 
     /// Makes every write of the transaction durable and visible, atomically.
     fn commit(self) -> Result<()>;

@@ -29,7 +29,9 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
             limit,
         } => {
             let limit = limit.clamp(1, MAX_PAGE) as usize;
-            let page = replica.store().changes_since(&feed, since, limit, Some(&from))?;
+            let page = replica
+                .store()
+                .changes_since(&feed, since, limit, Some(&from))?;
             Ok(Response::Changes {
                 feed,
                 entries: page.changes.into_iter().map(|c| c.entry).collect(),

@@ -120,8 +120,14 @@ enum Phase {
     Start,
     AwaitFeeds,
     Work,
-    AwaitPull { since: Cursor },
-    AwaitPush { upto: Cursor, more: bool, sent: usize },
+    AwaitPull {
+        since: Cursor,
+    },
+    AwaitPush {
+        upto: Cursor,
+        more: bool,
+        sent: usize,
+    },
     Done,
 }
 
@@ -240,9 +246,12 @@ impl SyncSession {
                 return Ok(self.send(req));
             }
             if !w.push_done {
-                let page = local
-                    .store()
-                    .changes_since(&w.feed, w.state.pushed, limit as usize, Some(&remote))?;
+                let page = local.store().changes_since(
+                    &w.feed,
+                    w.state.pushed,
+                    limit as usize,
+                    Some(&remote),
+                )?;
                 if page.changes.is_empty() {
                     // Everything examined came from the remote: just move the cursor.
                     if page.next > w.state.pushed {
@@ -275,19 +284,26 @@ impl SyncSession {
 
     /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
     /// entries are merged into `local` with the new cursor in one transaction.
-    pub fn receive<S: Store>(&mut self, local: &mut Replica<S>, response: Response) -> Result<Vec<SessionEvent>> {
+    pub fn receive<S: Store>(
+        &mut self,
+        local: &mut Replica<S>,
+        response: Response,
+    ) -> Result<Vec<SessionEvent>> {
         match (&self.phase, response) {
             (Phase::AwaitFeeds, Response::Feeds { replica, feeds }) => {
                 self.start_feeds(local, replica, feeds)?;
                 self.phase = Phase::Work;
                 Ok(Vec::new())
             }
-            (&Phase::AwaitPull { since }, Response::Changes {
-                feed,
-                entries,
-                next,
-                more,
-            }) => {
+            (
+                &Phase::AwaitPull { since },
+                Response::Changes {
+                    feed,
+                    entries,
+                    next,
+                    more,
+                },
+            ) => {
                 let remote = self.remote()?;
                 let w = current(&mut self.queue, &feed)?;
                 if next < since || (more && next == since && entries.is_empty()) {

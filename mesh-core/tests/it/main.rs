@@ -1,0 +1,6 @@
+//! Integration tests of mesh-core (one test binary; one module per area).
+
+mod common;
+mod conformance;
+mod rules;
+mod session;

@@ -1,0 +1,259 @@
+//! The sans-I/O sync session, driven in memory.
+
+use mesh_core::feedsync::MergeOutcome;
+use mesh_core::replica::{Replica, Resolution};
+use mesh_core::store::{Cursor, MemoryStore, Store, SyncState};
+use mesh_core::sync::{
+    respond, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+};
+use mesh_core::ErrorCode;
+
+use crate::common::*;
+
+type R = Replica<MemoryStore>;
+
+fn config(page: u32) -> SessionConfig {
+    let mut c = SessionConfig::new("hub".parse().unwrap());
+    c.page_size = page;
+    c
+}
+
+/// Runs a whole session of `local` against `hub`; returns the report and the events.
+fn sync(local: &mut R, hub: &mut R, page: u32) -> (SyncReport, Vec<SessionEvent>) {
+    let mut s = SyncSession::new(config(page));
+    let mut events = Vec::new();
+    for _ in 0..10_000 {
+        match s.poll(local).unwrap() {
+            Step::Send(req) => {
+                let resp = respond(hub, req).unwrap();
+                events.extend(s.receive(local, resp).unwrap());
+            }
+            Step::Done(report) => return (report, events),
+        }
+    }
+    panic!("session did not finish");
+}
+
+fn titles(r: &R) -> Vec<(String, String, usize)> {
+    r.store()
+        .list(&feed(), None, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.sync.id.to_string(),
+                e.content.title.clone(),
+                e.conflicts.len(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_devices_converge_through_a_hub_and_see_the_conflict() {
+    let (mut a, mut b, mut hub) = (replica("a"), replica("b"), replica("hub"));
+    let (ann_a, ann_b) = (actor("ann", "a"), actor("ann", "b"));
+    let f = feed();
+    a.create(&f, id("t1"), draft("milk"), &ann_a, t(0)).unwrap();
+    b.create(&f, id("t2"), draft("eggs"), &ann_b, t(0)).unwrap();
+    let (ra, _) = sync(&mut a, &mut hub, 100);
+    assert_eq!((ra.sent, ra.received), (1, 0));
+    let (rb, ev) = sync(&mut b, &mut hub, 100);
+    assert_eq!((rb.sent, rb.received, rb.added), (1, 1, 1));
+    assert!(ev.iter().any(|e| matches!(e, SessionEvent::Acknowledged { result, .. } if result.outcome == MergeOutcome::Added)));
+    sync(&mut a, &mut hub, 100);
+    assert_eq!(titles(&a), titles(&b));
+    assert_eq!(titles(&a).len(), 2);
+
+    // Concurrent edits of t1: the later one wins everywhere, the other is kept as a conflict.
+    a.update(&f, &id("t1"), draft("milk (A)"), &ann_a, t(10))
+        .unwrap();
+    b.update(&f, &id("t1"), draft("milk (B)"), &ann_b, t(11))
+        .unwrap();
+    sync(&mut a, &mut hub, 100);
+    let (_, ev) = sync(&mut b, &mut hub, 100);
+    let conflict = ev.iter().any(|e| matches!(e, SessionEvent::Merged { report, .. } if report.outcome == MergeOutcome::Conflict));
+    assert!(conflict, "b must see a conflict event: {ev:?}");
+    sync(&mut a, &mut hub, 100);
+    assert_eq!(titles(&a), titles(&b));
+    assert!(titles(&a).contains(&("t1".into(), "milk (B)".into(), 1)));
+
+    // Resolve on a; it reaches b without a new conflict.
+    a.resolve(
+        &f,
+        &id("t1"),
+        Resolution::Write(draft("milk (A+B)")),
+        &ann_a,
+        t(20),
+    )
+    .unwrap();
+    sync(&mut a, &mut hub, 100);
+    sync(&mut b, &mut hub, 100);
+    assert!(titles(&b).contains(&("t1".into(), "milk (A+B)".into(), 0)));
+    assert_eq!(titles(&a), titles(&b));
+    assert_eq!(titles(&hub), titles(&b));
+}
+
+#[test]
+fn nothing_is_sent_back_to_where_it_came_from() {
+    let (mut a, mut hub) = (replica("a"), replica("hub"));
+    let me = actor("ann", "a");
+    for i in 0..50 {
+        a.create(&feed(), id(&format!("e{i}")), draft("x"), &me, t(0))
+            .unwrap();
+    }
+    let (r1, _) = sync(&mut a, &mut hub, 7);
+    assert_eq!((r1.sent, r1.received), (50, 0));
+    let (r2, _) = sync(&mut a, &mut hub, 7);
+    assert_eq!(
+        (r2.sent, r2.received),
+        (0, 0),
+        "the hub's copies came from a: nothing to move"
+    );
+    // The hub pulls from nobody; a second device gets everything exactly once.
+    let mut b = replica("b");
+    let (rb, _) = sync(&mut b, &mut hub, 7);
+    assert_eq!((rb.sent, rb.received, rb.added), (0, 50, 50));
+    let (rb2, _) = sync(&mut b, &mut hub, 7);
+    assert_eq!((rb2.sent, rb2.received), (0, 0));
+    assert!(
+        rb2.requests <= 1,
+        "caught up: only the feeds request ({} sent)",
+        rb2.requests
+    );
+}
+
+#[test]
+fn an_interrupted_session_resumes_from_durable_cursors() {
+    let (mut a, mut hub) = (replica("a"), replica("hub"));
+    let me = actor("ann", "a");
+    for i in 0..40 {
+        hub.create(&feed(), id(&format!("h{i}")), draft("from hub"), &me, t(0))
+            .unwrap();
+        a.create(&feed(), id(&format!("a{i}")), draft("from a"), &me, t(0))
+            .unwrap();
+    }
+    // Cut sessions off after a few exchanges, and lose some responses on the way.
+    for cut in [3, 4, 5, 6, 2] {
+        let mut s = SyncSession::new(config(5));
+        for n in 0..cut {
+            match s.poll(&mut a).unwrap() {
+                Step::Send(req) => {
+                    let resp = respond(&mut hub, req).unwrap();
+                    if n + 1 == cut && cut % 2 == 0 {
+                        break; // the response never arrives: the session is abandoned
+                    }
+                    s.receive(&mut a, resp).unwrap();
+                }
+                Step::Done(_) => break,
+            }
+        }
+    }
+    let (report, _) = sync(&mut a, &mut hub, 5);
+    assert!(
+        report.received < 40 || report.sent < 40,
+        "some progress was kept: {report:?}"
+    );
+    assert_eq!(titles(&a), titles(&hub));
+    assert_eq!(titles(&a).len(), 80);
+    let state = a
+        .store()
+        .sync_state(&"hub".parse().unwrap(), &feed())
+        .unwrap();
+    assert_eq!(
+        state.remote_replica.as_ref().map(|r| r.as_str()),
+        Some("hub")
+    );
+    // The hub's head moved past `pulled` with a's own pushes; the next session only skips them.
+    let (again, _) = sync(&mut a, &mut hub, 5);
+    assert_eq!((again.received, again.sent), (0, 0));
+    let state = a
+        .store()
+        .sync_state(&"hub".parse().unwrap(), &feed())
+        .unwrap();
+    assert_eq!(state.pulled, hub.store().head(&feed()).unwrap());
+    assert_eq!(state.pushed, a.store().head(&feed()).unwrap());
+}
+
+#[test]
+fn a_replaced_hub_gets_everything_again() {
+    let (mut a, mut hub) = (replica("a"), replica("hub"));
+    let me = actor("ann", "a");
+    for i in 0..10 {
+        a.create(&feed(), id(&format!("e{i}")), draft("x"), &me, t(0))
+            .unwrap();
+    }
+    sync(&mut a, &mut hub, 100);
+    let mut new_hub = replica("hub-restored-empty");
+    let (r, _) = sync(&mut a, &mut new_hub, 100);
+    assert_eq!(r.sent, 10);
+    assert_eq!(titles(&new_hub), titles(&a));
+}
+
+#[test]
+fn protocol_misuse_is_a_typed_error() {
+    let (mut a, mut hub) = (replica("a"), replica("hub"));
+    let me = actor("ann", "a");
+    a.create(&feed(), id("e"), draft("x"), &me, t(0)).unwrap();
+    let mut s = SyncSession::new(config(10));
+    let Step::Send(req) = s.poll(&mut a).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(req, Request::Feeds { .. }));
+    assert_eq!(
+        s.poll(&mut a).unwrap_err().code(),
+        ErrorCode::Protocol,
+        "poll while waiting"
+    );
+    let wrong = Response::Pushed {
+        feed: feed(),
+        results: vec![],
+    };
+    assert_eq!(
+        s.receive(&mut a, wrong).unwrap_err().code(),
+        ErrorCode::Protocol
+    );
+    s.receive(&mut a, respond(&mut hub, req).unwrap()).unwrap();
+    let Step::Send(Request::Push { .. }) = s.poll(&mut a).unwrap() else {
+        panic!("expected a push")
+    };
+    // An acknowledgement of the wrong size is refused and moves no cursor.
+    let short = Response::Pushed {
+        feed: feed(),
+        results: vec![],
+    };
+    assert_eq!(
+        s.receive(&mut a, short).unwrap_err().code(),
+        ErrorCode::Protocol
+    );
+    assert_eq!(
+        a.store()
+            .sync_state(&"hub".parse().unwrap(), &feed())
+            .unwrap(),
+        SyncState::default()
+    );
+
+    // A peer whose cursor goes backwards is refused too.
+    let mut s = SyncSession::new(config(10));
+    let Step::Send(req) = s.poll(&mut a).unwrap() else {
+        panic!()
+    };
+    hub.create(&feed(), id("h"), draft("y"), &me, t(0)).unwrap();
+    hub.create(&feed(), id("h2"), draft("y"), &me, t(0))
+        .unwrap();
+    s.receive(&mut a, respond(&mut hub, req).unwrap()).unwrap();
+    let Step::Send(Request::Pull { since, .. }) = s.poll(&mut a).unwrap() else {
+        panic!("expected a pull")
+    };
+    assert_eq!(since, Cursor::ZERO);
+    let stuck = Response::Changes {
+        feed: feed(),
+        entries: vec![],
+        next: Cursor::ZERO,
+        more: true,
+    };
+    assert_eq!(
+        s.receive(&mut a, stuck).unwrap_err().code(),
+        ErrorCode::Protocol
+    );
+}
