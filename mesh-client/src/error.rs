@@ -1,0 +1,85 @@
+//! The client's error type.
+
+use mesh_core::{CoreError, ErrorCode};
+
+/// A small, stable classification of [`ClientError`]s, for matching and for the C ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input was invalid (ids, JSON, sync metadata…).
+    InvalidInput,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// It exists already.
+    AlreadyExists,
+    /// The member's role does not allow it.
+    PermissionDenied,
+    /// The local store failed, is corrupt, or belongs to something else.
+    Store,
+    /// A remote could not be reached or answered wrongly.
+    Transport,
+    /// The client was closed.
+    Closed,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+/// Everything that can go wrong in `mesh-client`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// An error from the core (validation, merge, protocol…).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The local store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// The store file is corrupt, or is not a mesh store.
+    #[error("store file {path}: {reason}")]
+    CorruptStore {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was written by a newer version of mesh.
+    #[error("store schema version {found} is newer than this build supports ({supported})")]
+    StoreTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Core(e) => match e.code() {
+                ErrorCode::NotFound => ErrorKind::NotFound,
+                ErrorCode::AlreadyExists => ErrorKind::AlreadyExists,
+                ErrorCode::PermissionDenied => ErrorKind::PermissionDenied,
+                ErrorCode::Store => ErrorKind::Store,
+                ErrorCode::Protocol => ErrorKind::Transport,
+                _ => ErrorKind::InvalidInput,
+            },
+            ClientError::Store(_) | ClientError::CorruptStore { .. } | ClientError::StoreTooNew { .. } => {
+                ErrorKind::Store
+            }
+            ClientError::Closed => ErrorKind::Closed,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ClientError {
+    fn from(e: rusqlite::Error) -> Self {
+        ClientError::Store(e.to_string())
+    }
+}
+
+/// Shorthand for `Result<T, ClientError>`.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
