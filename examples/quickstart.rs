@@ -1,191 +1,250 @@
-//! The mesh quickstart: two replicas of one feed, edited concurrently, synced through the
-//! sync protocol, with the conflict surfaced and resolved.
+//! The mesh quickstart: a tour of the SDK in one process.
 //!
 //! ```text
 //! cargo run --example quickstart
 //! ```
 //!
-//! Everything runs in memory in one process: two devices of one user ("laptop" and "phone")
-//! each hold a replica; a sync session on the laptop talks to the phone's responder. (Later
-//! stages of the SDK add the background client, the SQLite store and a hub between them.)
+//! An in-process hub; Ann's laptop and phone; Bob, invited into Ann's folder. They create a
+//! folder, share it, write on both devices, take the phone offline, make conflicting edits,
+//! reconnect, see the conflict event and resolve it. Each client keeps its store in a
+//! temporary directory, and every event is printed as it happens.
 
-use mesh::core::feedsync::MergeOutcome;
-use mesh::core::model::{EntryDraft, FeedKey};
-use mesh::core::replica::{Actor, Replica, Resolution};
-use mesh::core::store::{MemoryStore, Store};
-use mesh::core::sync::{
-    respond, Request, Response, SessionConfig, SessionEvent, Step, SyncSession,
-};
-use mesh::core::time::Timestamp;
-use mesh::core::Result;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh::client::store::StoreConfig;
+use mesh::client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
+use mesh::client::{ChangeKind, ChangeSource, Event, MeshClient};
+use mesh::core::model::{EntryDraft, Query, Role};
+use mesh::core::replica::Resolution;
 use serde_json::json;
 
-type Device = Replica<MemoryStore>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn main() -> Result<()> {
-    let feed: FeedKey = "folder:groceries/todos".parse()?;
-    let mut laptop = Replica::new(MemoryStore::new("laptop".parse()?));
-    let mut phone = Replica::new(MemoryStore::new("phone".parse()?));
-    let on_laptop = Actor::new("ann".parse()?, "laptop".parse()?);
-    let on_phone = Actor::new("ann".parse()?, "phone".parse()?);
-    let mut clock = Timestamp::from_unix(1_790_000_000)?;
-    let mut now = || {
-        clock = clock.plus_secs(1);
-        clock
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Error> {
+    let _dir = tempfile::tempdir()?;
+    let hub = InProcessHub::new();
+    // Links through a (fault-free) simulated network, so that a device can go offline.
+    let net = SimNetwork::new(SimConfig::default());
+
+    let open = |user: &str, device: &str, name: &str| {
+        let (transport, link) = net.wrap(hub.connect(user.parse().expect("user id")));
+        let builder = MeshClient::builder()
+            .user(user.parse().expect("user id"))
+            .device(device.parse().expect("device id"))
+            .device_name(name, "device")
+            .store(StoreConfig::Memory)
+            .remote("hub".parse().expect("remote id"), transport);
+        (builder, link)
     };
-
-    step("1. Ann writes two to-dos on her laptop");
-    for (id, title) in [("milk", "Buy milk"), ("eggs", "Buy eggs")] {
-        let w = laptop.create(
-            &feed,
-            id.parse()?,
-            EntryDraft::new(title, json!({"done": false})),
-            &on_laptop,
-            now(),
-        )?;
-        println!(
-            "   laptop: created {id:<5} {:?} (change #{})",
-            w.entry.content.title, w.seq
-        );
+    let (b, _) = open("ann", "ann-laptop", "Ann's laptop");
+    let laptop = b.build().await?;
+    let (b, phone_link) = open("ann", "ann-phone", "Ann's phone");
+    let phone = b.build().await?;
+    let (b, _) = open("bob", "bob-desktop", "Bob's desktop");
+    let bob = b.build().await?;
+    for (name, c) in [("laptop", &laptop), ("phone", &phone), ("bob", &bob)] {
+        trace(name, c);
     }
 
-    step("2. The laptop syncs with the phone");
-    sync(&mut laptop, &mut phone)?;
-    show("phone", &phone, &feed)?;
+    step("1. Ann creates a shared folder on her laptop and writes two to-dos");
+    let folder = laptop.create_folder("Groceries", "app/todo").await?;
+    let todos = laptop
+        .create_feed(&folder.id, "todos".parse()?, "To do")
+        .await?;
+    let milk = laptop
+        .put(
+            &folder.id,
+            &todos,
+            EntryDraft::new("Buy milk", json!({"done": false})),
+        )
+        .await?;
+    laptop
+        .put(
+            &folder.id,
+            &todos,
+            EntryDraft::new("Buy eggs", json!({"done": false})),
+        )
+        .await?;
+    laptop
+        .invite(&folder.id, &"bob".parse()?, Role::Author)
+        .await?;
+    settle(&[&laptop, &phone, &bob]).await?;
 
-    step("3. Both devices edit \"milk\" while apart");
-    laptop.update(
-        &feed,
-        &"milk".parse()?,
-        EntryDraft::new("Buy oat milk", json!({"done": false})),
-        &on_laptop,
-        now(),
-    )?;
-    println!("   laptop: \"Buy milk\" -> \"Buy oat milk\"");
-    phone.update(
-        &feed,
-        &"milk".parse()?,
-        EntryDraft::new("Buy milk", json!({"done": true})),
-        &on_phone,
-        now(),
-    )?;
-    println!("   phone:  marked \"Buy milk\" done");
+    step("2. Bob accepts the invitation and adds a to-do; Ann's phone has everything");
+    let invitations = bob.invitations().await?;
+    println!("   bob sees {} invitation(s)", invitations.len());
+    bob.accept(&folder.id).await?;
+    settle(&[&bob, &laptop]).await?;
+    bob.put(
+        &folder.id,
+        &todos,
+        EntryDraft::new("Buy bread", json!({"done": false})),
+    )
+    .await?;
+    settle(&[&bob, &laptop, &phone]).await?;
+    show("phone", &phone, &folder.id, &todos).await?;
+    match bob.delete(&folder.id, &todos, milk.entry_id()).await {
+        Err(e) => println!("   bob may not delete Ann's entry: {e}"),
+        Ok(()) => return Err("an Author deleted someone else's entry".into()),
+    }
 
-    step("4. They sync again: FeedSync keeps both versions");
-    let events = sync(&mut laptop, &mut phone)?;
-    for e in &events {
-        if let SessionEvent::Merged { report, .. } = e {
-            if report.outcome == MergeOutcome::Conflict {
-                println!("   laptop: CONFLICT on {:?}", report.id.as_str());
+    step("3. The phone goes offline; both of Ann's devices edit \"Buy milk\"");
+    set_online(&phone_link, false);
+    phone
+        .put_with_id(
+            &folder.id,
+            &todos,
+            milk.entry_id().clone(),
+            EntryDraft::new("Buy milk", json!({"done": true})),
+        )
+        .await?;
+    println!("   phone (offline): marked milk done");
+    laptop
+        .put_with_id(
+            &folder.id,
+            &todos,
+            milk.entry_id().clone(),
+            EntryDraft::new("Buy oat milk", json!({"done": false})),
+        )
+        .await?;
+    println!("   laptop: changed milk to oat milk");
+    laptop.sync_now().await?;
+    match phone.sync_now().await {
+        Err(e) => println!("   phone cannot sync: {e}"),
+        Ok(_) => return Err("an offline device synced".into()),
+    }
+
+    step("4. The phone reconnects: the edits conflict, and both versions are kept");
+    let mut conflicts = laptop.subscribe(&folder.id, Some(&todos));
+    set_online(&phone_link, true);
+    settle(&[&phone, &laptop]).await?;
+    let conflict_seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = conflicts.next().await {
+            if matches!(
+                e,
+                Event::EntryChanged {
+                    kind: ChangeKind::Conflict,
+                    ..
+                }
+            ) {
+                return true;
             }
         }
-    }
-    let milk = laptop.get(&feed, &"milk".parse()?)?.expect("milk exists");
-    println!(
-        "   winner:   {:?} {} (by {})",
-        milk.content.title,
-        milk.content.content,
-        top_by(&milk.sync)
-    );
-    for c in &milk.conflicts {
-        println!(
-            "   conflict: {:?} {} (by {})",
-            c.content.title,
-            c.content.content,
-            top_by(&c.sync)
-        );
+        false
+    })
+    .await
+    .unwrap_or(false);
+    println!("   laptop got a conflict event: {conflict_seen}");
+    for (_, e) in laptop.conflicts(&folder.id).await? {
+        println!("   winner:   {:?} {}", e.content.title, e.content.content);
+        for c in &e.conflicts {
+            println!("   conflict: {:?} {}", c.content.title, c.content.content);
+        }
     }
 
-    step("5. Ann resolves on the laptop: oat milk, and done");
+    step("5. Ann resolves on the laptop: oat milk, done");
     let resolved = EntryDraft::new("Buy oat milk", json!({"done": true}));
-    laptop.resolve(
-        &feed,
-        &"milk".parse()?,
-        Resolution::Write(resolved),
-        &on_laptop,
-        now(),
-    )?;
-    sync(&mut laptop, &mut phone)?;
-    show("laptop", &laptop, &feed)?;
-    show("phone", &phone, &feed)?;
-
-    let same = laptop.store().list(&feed, None, 100)? == phone.store().list(&feed, None, 100)?;
-    step(if same {
-        "Both replicas are identical."
-    } else {
-        "The replicas differ!"
-    });
-    if !same {
-        std::process::exit(1);
+    laptop
+        .resolve(
+            &folder.id,
+            &todos,
+            milk.entry_id(),
+            Resolution::Write(resolved),
+        )
+        .await?;
+    settle(&[&laptop, &phone, &bob]).await?;
+    for (name, c) in [("laptop", &laptop), ("phone", &phone), ("bob", &bob)] {
+        show(name, c, &folder.id, &todos).await?;
+    }
+    let lists = [
+        laptop.query(&folder.id, &todos, Query::new()).await?,
+        phone.query(&folder.id, &todos, Query::new()).await?,
+        bob.query(&folder.id, &todos, Query::new()).await?,
+    ];
+    let converged = lists[0] == lists[1]
+        && lists[1] == lists[2]
+        && laptop.conflicts(&folder.id).await?.is_empty();
+    println!("\n== All three replicas identical, no conflicts left: {converged}");
+    println!(
+        "   devices of ann: {:?}",
+        laptop
+            .devices()
+            .await?
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>()
+    );
+    for n in laptop.folder_news(&folder.id).await?.iter().rev() {
+        println!("   news: {}", n.summary);
+    }
+    if !converged || !conflict_seen {
+        return Err("the tour did not converge".into());
     }
     Ok(())
 }
 
-/// One sync session: the laptop drives it, the phone answers. Prints each message.
-fn sync(local: &mut Device, remote: &mut Device) -> Result<Vec<SessionEvent>> {
-    let mut session = SyncSession::new(SessionConfig::new("phone".parse()?));
-    let mut events = Vec::new();
-    loop {
-        match session.poll(local)? {
-            Step::Send(request) => {
-                println!("   -> {}", describe_request(&request));
-                let response = respond(remote, request)?;
-                println!("   <- {}", describe_response(&response));
-                events.extend(session.receive(local, response)?);
+/// Syncs each client in turn, twice, so that what one pushes the next pulls.
+async fn settle(clients: &[&MeshClient]) -> Result<(), Error> {
+    for _ in 0..2 {
+        for c in clients {
+            c.sync_now().await?;
+        }
+    }
+    Ok(())
+}
+
+fn set_online(link: &LinkControl, on: bool) {
+    link.set_online(on);
+    println!("   phone link {}", if on { "up" } else { "down" });
+}
+
+fn trace(name: &'static str, client: &MeshClient) {
+    let mut events = client.events();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e {
+                Event::EntryChanged {
+                    feed,
+                    id,
+                    kind,
+                    source: ChangeSource::Remote(_),
+                } if !feed.is_system() => {
+                    println!("   [{name}] {kind:?} {id} in {}", feed.name)
+                }
+                Event::Offline { remote } => println!("   [{name}] offline from {remote}"),
+                Event::Online { remote } => println!("   [{name}] online with {remote}"),
+                Event::Refused { id, reason, .. } => println!("   [{name}] refused {id}: {reason}"),
+                _ => {}
             }
-            Step::Done(r) => {
-                println!(
-                    "   done: {} sent, {} received ({} added, {} updated, {} conflicts)",
-                    r.sent, r.received, r.added, r.updated, r.conflicts
-                );
-                return Ok(events);
-            }
         }
-    }
+    });
 }
 
-fn describe_request(r: &Request) -> String {
-    match r {
-        Request::Feeds { .. } => "feeds?".into(),
-        Request::Pull { feed, since, .. } => format!("pull {feed} since #{since}"),
-        Request::Push { feed, entries, .. } => format!("push {} entries to {feed}", entries.len()),
-    }
-}
-
-fn describe_response(r: &Response) -> String {
-    match r {
-        Response::Feeds { replica, feeds } => format!("{replica} holds {} feeds", feeds.len()),
-        Response::Changes { entries, next, .. } => {
-            format!("{} changes, up to #{next}", entries.len())
-        }
-        Response::Pushed { results, .. } => {
-            let outcomes: Vec<_> = results
-                .iter()
-                .map(|r| format!("{}: {:?}", r.id, r.outcome))
-                .collect();
-            format!("merged [{}]", outcomes.join(", "))
-        }
-    }
-}
-
-fn show(name: &str, r: &Device, feed: &FeedKey) -> Result<()> {
-    for e in r.store().list(feed, None, 100)? {
+async fn show(
+    name: &str,
+    c: &MeshClient,
+    folder: &mesh::core::id::FolderId,
+    feed: &mesh::core::id::FeedName,
+) -> Result<(), Error> {
+    for e in c
+        .query(
+            folder,
+            feed,
+            Query::new().order_by(mesh::core::model::Field::Title, false),
+        )
+        .await?
+    {
         println!(
-            "   {name}: {:<5} {:?} {} ({} conflicts)",
-            e.sync.id.as_str(),
-            e.content.title,
+            "   {name}: {:<13} {} by {} ({} conflicts)",
+            format!("{:?}", e.content.title),
             e.content.content,
+            e.content.author,
             e.conflicts.len()
         );
     }
     Ok(())
-}
-
-fn top_by(s: &mesh::core::feedsync::SyncMeta) -> String {
-    s.topmost()
-        .and_then(|h| h.by.as_ref())
-        .map(|b| b.to_string())
-        .unwrap_or_default()
 }
 
 fn step(s: &str) {

@@ -5,5 +5,7 @@
 //!
 //! * [`core`] — `mesh-core`: the resource model, the FeedSync engine, replicas and the
 //!   sans-I/O sync protocol.
+//! * [`client`] — `mesh-client`: the async client, stores, transports and sync engine.
 
+pub use mesh_client as client;
 pub use mesh_core as core;

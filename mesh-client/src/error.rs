@@ -50,9 +50,23 @@ pub enum ClientError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// A remote could not be reached or refused the request.
+    #[error("sync with {remote}: {error}")]
+    Transport {
+        /// The remote.
+        remote: String,
+        /// What went wrong.
+        error: crate::transport::TransportError,
+    },
+    /// The client's configuration is incomplete or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// An unexpected internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ClientError {
@@ -67,10 +81,13 @@ impl ClientError {
                 ErrorCode::Protocol => ErrorKind::Transport,
                 _ => ErrorKind::InvalidInput,
             },
-            ClientError::Store(_) | ClientError::CorruptStore { .. } | ClientError::StoreTooNew { .. } => {
-                ErrorKind::Store
-            }
+            ClientError::Store(_)
+            | ClientError::CorruptStore { .. }
+            | ClientError::StoreTooNew { .. } => ErrorKind::Store,
+            ClientError::Transport { .. } => ErrorKind::Transport,
+            ClientError::Config(_) => ErrorKind::InvalidInput,
             ClientError::Closed => ErrorKind::Closed,
+            ClientError::Internal(_) => ErrorKind::Internal,
         }
     }
 }

@@ -1,11 +1,24 @@
 //! # mesh-client
 //!
 //! The SDK a Rust application embeds. It writes locally and returns at once, and keeps every
-//! replica converging in the background: stores (SQLite by default, memory as an option),
-//! transports (in-process, HTTP…) and the sync engine that moves `mesh-core`'s protocol
-//! messages between them.
+//! replica converging in the background.
+//!
+//! * [`MeshClient`] — the handle: devices, folders, feeds, entries, members, mappings, news,
+//!   conflicts, events. Every write is checked against the folder's member roles first.
+//! * [`store`] — the local store: SQLite (the embedded default) or memory.
+//! * [`transport`] — how sync messages reach a remote: in-process, simulated network, HTTP.
+//! * [`sync`] — the background engine (one task per remote) and its [`Event`]s.
+//!
+//! `mesh-client` moves `mesh-core`'s protocol messages and persists their state; it never
+//! re-implements merge rules or message formats.
 
+mod client;
 pub mod error;
+mod shared;
 pub mod store;
+pub mod sync;
+pub mod transport;
 
+pub use client::{Clock, MeshClient, MeshClientBuilder};
 pub use error::{ClientError, ErrorKind};
+pub use sync::{ChangeKind, ChangeSource, Event, SyncOptions};

@@ -55,9 +55,13 @@ pub mod names {
     pub const FEEDS: &str = "feeds";
     /// A folder's file entries.
     pub const FILES: &str = "files";
+    /// A folder's own record (one entry, [`FOLDER_RECORD`]).
+    pub const INFO: &str = "info";
+    /// The id of the folder record in the `info` feed.
+    pub const FOLDER_RECORD: &str = "folder";
 
     /// Names an application may not use for its own feeds.
-    pub const RESERVED: &[&str] = &[DEVICES, FOLDERS, NEWS, MEMBERS, MAPPINGS, FEEDS];
+    pub const RESERVED: &[&str] = &[DEVICES, FOLDERS, NEWS, MEMBERS, MAPPINGS, FEEDS, INFO];
 }
 
 impl FeedKey {
@@ -108,6 +112,11 @@ impl FeedKey {
     /// The feeds feed of a folder (which application feeds it holds).
     pub fn feeds(folder: &FolderId) -> Self {
         Self::well_known(Scope::Folder(folder.clone()), names::FEEDS)
+    }
+
+    /// The info feed of a folder (its own record).
+    pub fn info(folder: &FolderId) -> Self {
+        Self::well_known(Scope::Folder(folder.clone()), names::INFO)
     }
 
     /// The news feed of a folder.

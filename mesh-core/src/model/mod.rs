@@ -21,8 +21,10 @@ mod entry;
 mod feed;
 mod member;
 mod mesh;
+mod query;
 
 pub use entry::{Entry, EntryData, EntryDraft, EntryVersion, MediaRef};
 pub use feed::{names, FeedInfo, FeedKey, Scope};
 pub use member::{authorize, Action, InvitationState, Member, Role};
 pub use mesh::{Device, Folder, Mapping, NewsItem, NewsKind};
+pub use query::{Field, Filter, Query};

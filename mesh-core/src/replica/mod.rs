@@ -77,6 +77,9 @@ pub struct MergeReport {
     /// The change sequence number it took, when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<Cursor>,
+    /// Whether the entry's winning version is now a tombstone (when it changed).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// How an application resolves an entry's conflicts.
@@ -314,16 +317,19 @@ impl<S: Store> Replica<S> {
                 let local = tx.get(feed, &id)?;
                 feedsync::merge(local.as_deref(), entry)?
             };
-            let seq = match merged.item {
+            let (seq, deleted) = match merged.item {
                 Some(item) => {
-                    Some(tx.put(feed, item, if merged.verbatim { origin } else { None })?)
+                    let deleted = item.sync.deleted;
+                    let origin = if merged.verbatim { origin } else { None };
+                    (Some(tx.put(feed, item, origin)?), deleted)
                 }
-                None => None,
+                None => (None, false),
             };
             reports.push(MergeReport {
                 id,
                 outcome: merged.outcome,
                 seq,
+                deleted,
             });
         }
         if let Some((remote, state)) = state {

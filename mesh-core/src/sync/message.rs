@@ -83,6 +83,10 @@ pub enum Response {
 pub struct PushResult {
     /// The entry.
     pub id: EntryId,
-    /// The outcome of merging it into the responder's replica.
+    /// The outcome of merging it into the responder's replica (`unchanged` when refused).
     pub outcome: MergeOutcome,
+    /// Why the responder refused the entry (the pusher's role does not allow the write); the
+    /// other entries of the batch were still merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }

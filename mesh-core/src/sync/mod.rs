@@ -7,10 +7,12 @@
 //! from the peer are never sent back to it. Because every merge is idempotent, a message lost,
 //! duplicated or replayed after a crash does no harm: the worst case is sending a page again.
 
+pub mod guard;
 mod message;
 mod responder;
 mod session;
 
+pub use guard::respond_as;
 pub use message::{PushResult, Request, Response, MAX_PAGE};
 pub use responder::respond;
 pub use session::{FeedFilter, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};

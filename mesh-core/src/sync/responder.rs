@@ -52,6 +52,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
                     .map(|r| PushResult {
                         id: r.id,
                         outcome: r.outcome,
+                        refused: None,
                     })
                     .collect(),
             })

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::error::{CoreError, Result};
 use crate::feedsync::MergeOutcome;
 use crate::id::{RemoteId, ReplicaId};
-use crate::model::FeedKey;
+use crate::model::{names, FeedKey};
 use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
 use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
@@ -390,6 +390,13 @@ impl SyncSession {
                 heads.entry(h.feed).or_insert((None, Cursor::ZERO)).1 = h.head;
             }
         }
+        // Membership first: what may be read or written in a folder depends on it.
+        let mut heads: Vec<_> = heads.into_iter().collect();
+        heads.sort_by_key(|(feed, _)| match feed.name.as_str() {
+            names::MEMBERS => 0,
+            names::INFO => 1,
+            _ => 2,
+        });
         for (feed, (remote_head, local_head)) in heads {
             let mut state = local.store().sync_state(&self.config.remote, &feed)?;
             if state.remote_replica.as_ref() != Some(&replica) {

@@ -1,0 +1,156 @@
+//! Building a [`MeshClient`].
+
+use std::sync::{Arc, Mutex};
+
+use mesh_core::id::{DeviceId, RemoteId, ReplicaId, UserId};
+use mesh_core::replica::{Actor, Replica, ReplicaOptions};
+use mesh_core::time::Timestamp;
+use tokio::sync::broadcast;
+
+use crate::client::{Inner, MeshClient};
+use crate::error::{ClientError, Result};
+use crate::shared::SharedReplica;
+use crate::store::{ClientStore, StoreConfig};
+use crate::sync::engine::{self, SyncOptions};
+use crate::transport::Transport;
+
+/// Where a client's time comes from (whole-second UTC). Tests pass a fixed or stepping clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+fn system_clock() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
+}
+
+/// Builds a [`MeshClient`]: identity, store, remotes. Consumed by [`MeshClientBuilder::build`].
+#[must_use]
+#[derive(Default)]
+pub struct MeshClientBuilder {
+    user: Option<UserId>,
+    device: Option<DeviceId>,
+    device_name: Option<String>,
+    device_kind: Option<String>,
+    store: StoreConfig,
+    remotes: Vec<(RemoteId, Arc<dyn Transport>)>,
+    clock: Option<Clock>,
+    options: SyncOptions,
+    compact_history: bool,
+}
+
+impl MeshClientBuilder {
+    /// The user the client acts for (required).
+    pub fn user(mut self, user: UserId) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// This device's id, its FeedSync endpoint (required; unique per device).
+    pub fn device(mut self, device: DeviceId) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// A human-readable device name and kind ("Ann's laptop", "laptop") for the devices list.
+    pub fn device_name(mut self, name: impl Into<String>, kind: impl Into<String>) -> Self {
+        self.device_name = Some(name.into());
+        self.device_kind = Some(kind.into());
+        self
+    }
+
+    /// The local store (memory by default).
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Adds a remote to sync with, under a name that keys its cursors.
+    pub fn remote(mut self, name: RemoteId, transport: impl Transport) -> Self {
+        self.remotes.push((name, Arc::new(transport)));
+        self
+    }
+
+    /// Replaces the system clock.
+    pub fn clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Sync engine timing.
+    pub fn sync_options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Compact the history of every version this device writes.
+    pub fn compact_history(mut self, on: bool) -> Self {
+        self.compact_history = on;
+        self
+    }
+
+    /// Opens the store, registers the device, and starts one sync engine per remote. Must be
+    /// called inside a tokio runtime.
+    pub async fn build(self) -> Result<MeshClient> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::Config(
+                "a MeshClient needs a tokio runtime".into(),
+            ));
+        }
+        let user = self
+            .user
+            .ok_or_else(|| ClientError::Config("no user given".into()))?;
+        let device = self
+            .device
+            .ok_or_else(|| ClientError::Config("no device given".into()))?;
+        let replica_id: ReplicaId = format!(
+            "{device}.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+        .parse()?;
+        let config = self.store.clone();
+        let store = tokio::task::spawn_blocking(move || ClientStore::open(&config, replica_id))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))??;
+        let replica = Replica::with_options(
+            store,
+            ReplicaOptions {
+                compact_history: self.compact_history,
+            },
+        );
+        let shared = SharedReplica::new(replica);
+        let (events, _) = broadcast::channel(4096);
+        let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let client = MeshClient {
+            inner: Arc::new(Inner {
+                actor: Actor::new(user, device.clone()),
+                shared: shared.clone(),
+                events: events.clone(),
+                engines: Mutex::new(Vec::new()),
+                clock,
+            }),
+        };
+        let name = self.device_name.unwrap_or_else(|| device.to_string());
+        let kind = self.device_kind.unwrap_or_else(|| "device".into());
+        client.register_device(name, kind).await?;
+        let engines = self
+            .remotes
+            .into_iter()
+            .map(|(remote, transport)| {
+                engine::spawn(
+                    shared.clone(),
+                    events.clone(),
+                    remote,
+                    transport,
+                    self.options.clone(),
+                )
+            })
+            .collect();
+        *client
+            .inner
+            .engines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = engines;
+        Ok(client)
+    }
+}

@@ -1,0 +1,217 @@
+//! Entries of application feeds: put, get, delete, query, conflicts.
+
+use mesh_core::error::CoreError;
+use mesh_core::id::{EntryId, FeedName, FolderId};
+use mesh_core::model::{names, Action, Entry, EntryDraft, FeedKey, Query};
+use mesh_core::replica::{Replica, Resolution, Written};
+use mesh_core::store::Store;
+
+use crate::client::MeshClient;
+use crate::error::Result;
+use crate::store::ClientStore;
+use crate::sync::events::{ChangeKind, ChangeSource, Event};
+
+/// What a local write did, for its event.
+enum Op {
+    Create,
+    Update,
+    Delete,
+    Resolve,
+}
+
+impl MeshClient {
+    pub(crate) fn app_feed(folder: &FolderId, feed: &FeedName) -> Result<FeedKey> {
+        if names::RESERVED.contains(&feed.as_str()) {
+            return Err(CoreError::InvalidId {
+                kind: "feed name",
+                reason: format!("{feed:?} is reserved for the system"),
+            }
+            .into());
+        }
+        Ok(FeedKey::folder(folder.clone(), feed.clone()))
+    }
+
+    /// Runs a replica write on the blocking pool, then announces it.
+    pub(crate) async fn write_entry(
+        &self,
+        feed: FeedKey,
+        f: impl FnOnce(&mut Replica<ClientStore>, &FeedKey) -> mesh_core::Result<Written>
+            + Send
+            + 'static,
+    ) -> Result<Entry> {
+        let k = feed.clone();
+        let w = self.shared().run(move |r| f(r, &k)).await??;
+        self.changed(feed, w.seq);
+        Ok(w.entry)
+    }
+
+    async fn announce(&self, feed: FeedKey, op: Op, entry: Entry) -> Result<Entry> {
+        let kind = match op {
+            Op::Create => ChangeKind::Added,
+            Op::Update => ChangeKind::Updated,
+            Op::Delete => ChangeKind::Deleted,
+            Op::Resolve => ChangeKind::Resolved,
+        };
+        self.emit(Event::EntryChanged {
+            feed,
+            id: entry.sync.id.clone(),
+            kind,
+            source: ChangeSource::Local,
+        });
+        Ok(entry)
+    }
+
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica<ClientStore>) -> mesh_core::Result<R> + Send + 'static,
+    ) -> Result<R> {
+        Ok(self.shared().run(move |r| f(r)).await??)
+    }
+
+    /// Creates an entry with a new id in an application feed. Needs the Author role or more.
+    pub async fn put(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        draft: EntryDraft,
+    ) -> Result<Entry> {
+        let id: EntryId = uuid::Uuid::new_v4().simple().to_string().parse()?;
+        self.put_with_id(folder, feed, id, draft).await
+    }
+
+    /// Creates the entry `id`, or writes a new version of it. Authors may only change their own
+    /// entries; Full members and owners any.
+    pub async fn put_with_id(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        id: EntryId,
+        draft: EntryDraft,
+    ) -> Result<Entry> {
+        let key = Self::app_feed(folder, feed)?;
+        let existing = self.entry_author(&key, &id).await?;
+        let (actor, now) = (self.actor().clone(), self.now());
+        match existing {
+            Some(author) => {
+                self.check(folder, Action::ChangeEntry { author: &author })
+                    .await?;
+                let e = self
+                    .write_entry(key.clone(), move |r, k| {
+                        r.update(k, &id, draft, &actor, now)
+                    })
+                    .await?;
+                self.announce(key, Op::Update, e).await
+            }
+            None => {
+                self.check(folder, Action::CreateEntry).await?;
+                let e = self
+                    .write_entry(key.clone(), move |r, k| r.create(k, id, draft, &actor, now))
+                    .await?;
+                self.announce(key, Op::Create, e).await
+            }
+        }
+    }
+
+    async fn entry_author(
+        &self,
+        key: &FeedKey,
+        id: &EntryId,
+    ) -> Result<Option<mesh_core::id::UserId>> {
+        let (k, i) = (key.clone(), id.clone());
+        self.read(move |r| Ok(r.get(&k, &i)?.map(|e| e.content.author)))
+            .await
+    }
+
+    /// One live entry (`None` when absent or deleted).
+    pub async fn get(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        id: &EntryId,
+    ) -> Result<Option<Entry>> {
+        self.check(folder, Action::Read).await?;
+        let (k, i) = (Self::app_feed(folder, feed)?, id.clone());
+        self.read(move |r| Ok(r.get(&k, &i)?.filter(|e| !e.is_deleted())))
+            .await
+    }
+
+    /// Deletes an entry (a tombstone syncs to every replica).
+    pub async fn delete(&self, folder: &FolderId, feed: &FeedName, id: &EntryId) -> Result<()> {
+        let key = Self::app_feed(folder, feed)?;
+        let author = self
+            .entry_author(&key, id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "entry",
+                id: id.to_string(),
+            })?;
+        self.check(folder, Action::ChangeEntry { author: &author })
+            .await?;
+        let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
+        let e = self
+            .write_entry(key.clone(), move |r, k| r.delete(k, &id, &actor, now))
+            .await?;
+        self.announce(key, Op::Delete, e).await.map(|_| ())
+    }
+
+    /// Entries of a feed that match `query` (filter, order, paging).
+    pub async fn query(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        query: Query,
+    ) -> Result<Vec<Entry>> {
+        self.check(folder, Action::Read).await?;
+        let k = Self::app_feed(folder, feed)?;
+        self.read(move |r| Ok(query.run(r.store().list(&k, None, usize::MAX)?)))
+            .await
+    }
+
+    /// Every entry of the folder's application feeds that holds unresolved conflicts.
+    pub async fn conflicts(&self, folder: &FolderId) -> Result<Vec<(FeedName, Entry)>> {
+        self.check(folder, Action::Read).await?;
+        let folder = folder.clone();
+        self.read(move |r| {
+            let mut out = Vec::new();
+            for h in r.store().feeds()? {
+                if h.feed.folder_id() != Some(&folder) || h.feed.is_system() {
+                    continue;
+                }
+                for e in r.store().list(&h.feed, None, usize::MAX)? {
+                    if e.has_conflicts() {
+                        out.push((h.feed.name.clone(), e));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Resolves every conflict of an entry: keep one version, write new content, or delete.
+    pub async fn resolve(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        id: &EntryId,
+        resolution: Resolution,
+    ) -> Result<Entry> {
+        let key = Self::app_feed(folder, feed)?;
+        let author = self
+            .entry_author(&key, id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "entry",
+                id: id.to_string(),
+            })?;
+        self.check(folder, Action::ChangeEntry { author: &author })
+            .await?;
+        let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
+        let e = self
+            .write_entry(key.clone(), move |r, k| {
+                r.resolve(k, &id, resolution, &actor, now)
+            })
+            .await?;
+        self.announce(key, Op::Resolve, e).await
+    }
+}

@@ -1,0 +1,220 @@
+//! The [`MeshClient`] handle and its builder.
+
+mod builder;
+mod entries;
+mod folders;
+
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, BoxStream, StreamExt};
+use mesh_core::id::{DeviceId, FolderId, RemoteId, UserId};
+use mesh_core::model::{authorize, Action, FeedKey, Member, Role, Scope};
+use mesh_core::replica::Actor;
+use mesh_core::sync::{guard, SyncReport};
+use mesh_core::time::Timestamp;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+pub use builder::{Clock, MeshClientBuilder};
+
+use crate::error::{ClientError, Result};
+use crate::shared::{Changed, SharedReplica};
+use crate::sync::engine::EngineHandle;
+use crate::sync::events::Event;
+use crate::transport::InProcessTransport;
+
+/// The mesh SDK's entry point: a local replica, its remotes, and the background sync between
+/// them. Cheap to clone (all clones share one client); every write is local first and
+/// returns at once, and the sync engines carry it to the remotes.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)] async fn main() -> mesh_client::error::Result<()> {
+/// use mesh_client::MeshClient;
+/// use mesh_client::transport::InProcessHub;
+/// use mesh_core::model::EntryDraft;
+///
+/// let hub = InProcessHub::new();
+/// let laptop = MeshClient::builder()
+///     .user("ann".parse()?)
+///     .device("laptop".parse()?)
+///     .remote("hub".parse()?, hub.connect("ann".parse()?))
+///     .build()
+///     .await?;
+/// let folder = laptop.create_folder("Groceries", "app/todo").await?;
+/// let todos = laptop.create_feed(&folder.id, "todos".parse()?, "To do").await?;
+/// let entry = laptop.put(&folder.id, &todos, EntryDraft::new("Buy milk", serde_json::json!({"done": false}))).await?;
+/// laptop.sync_now().await?;
+/// assert!(hub.inspect(|r| r.get(&mesh_core::model::FeedKey::folder(folder.id.clone(), todos.clone()), entry.entry_id()).unwrap().is_some()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MeshClient {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub actor: Actor,
+    pub shared: SharedReplica,
+    pub events: broadcast::Sender<Event>,
+    pub engines: Mutex<Vec<EngineHandle>>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for MeshClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshClient")
+            .field("user", &self.inner.actor.user)
+            .field("device", &self.inner.actor.device)
+            .finish()
+    }
+}
+
+impl MeshClient {
+    /// Starts building a client.
+    #[must_use]
+    pub fn builder() -> MeshClientBuilder {
+        MeshClientBuilder::default()
+    }
+
+    /// The user this client acts for.
+    pub fn user(&self) -> &UserId {
+        &self.inner.actor.user
+    }
+
+    /// This device.
+    pub fn device(&self) -> &DeviceId {
+        &self.inner.actor.device
+    }
+
+    pub(crate) fn actor(&self) -> &Actor {
+        &self.inner.actor
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        (self.inner.clock)()
+    }
+
+    pub(crate) fn shared(&self) -> &SharedReplica {
+        &self.inner.shared
+    }
+
+    pub(crate) fn changed(&self, feed: FeedKey, head: mesh_core::store::Cursor) {
+        self.inner.shared.notify(Changed {
+            feed,
+            head,
+            via: None,
+        });
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        let _ = self.inner.events.send(e);
+    }
+
+    /// Every event of this client, from now on. Dropping the stream unsubscribes.
+    /// A consumer that falls far behind skips the events it missed.
+    pub fn events(&self) -> BoxStream<'static, Event> {
+        event_stream(self.inner.events.subscribe(), |_| true)
+    }
+
+    /// The events about one folder (every feed in it, when `feed` is `None`) or one feed.
+    pub fn subscribe(
+        &self,
+        folder: &FolderId,
+        feed: Option<&mesh_core::id::FeedName>,
+    ) -> BoxStream<'static, Event> {
+        let folder = folder.clone();
+        let feed = feed.cloned();
+        event_stream(self.inner.events.subscribe(), move |e| match e.feed() {
+            Some(k) => {
+                k.scope == Scope::Folder(folder.clone())
+                    && feed.as_ref().is_none_or(|f| &k.name == f)
+            }
+            None => false,
+        })
+    }
+
+    /// Syncs with every remote now; completes when each session has finished with both sides
+    /// caught up, or fails with the first remote's error.
+    pub async fn sync_now(&self) -> Result<Vec<(RemoteId, SyncReport)>> {
+        let requests = {
+            let engines = self.inner.engines.lock().unwrap_or_else(|p| p.into_inner());
+            engines
+                .iter()
+                .map(|e| Ok((e.remote.clone(), e.request_sync()?)))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        for (remote, rx) in requests {
+            let report = rx.await.map_err(|_| ClientError::Closed)??;
+            out.push((remote, report));
+        }
+        Ok(out)
+    }
+
+    /// A transport through which another client (acting for `user`) syncs directly with this
+    /// client's replica, as if it were a hub; member roles are enforced the same way.
+    pub fn serve(&self, user: UserId) -> InProcessTransport {
+        InProcessTransport::new(
+            self.inner.shared.clone(),
+            user.clone(),
+            format!("device {} as {user}", self.inner.actor.device),
+        )
+    }
+
+    /// Stops every sync engine. Local reads and writes keep working.
+    pub fn close(&self) {
+        let engines =
+            std::mem::take(&mut *self.inner.engines.lock().unwrap_or_else(|p| p.into_inner()));
+        for e in &engines {
+            e.stop();
+        }
+    }
+
+    /// The role of this client's user in `folder` (`None`: not an active member).
+    pub async fn role(&self, folder: &FolderId) -> Result<Option<Role>> {
+        Ok(self
+            .membership(folder)
+            .await?
+            .and_then(|m| m.effective_role()))
+    }
+
+    pub(crate) async fn membership(&self, folder: &FolderId) -> Result<Option<Member>> {
+        let folder = folder.clone();
+        let user = self.user().clone();
+        Ok(self
+            .shared()
+            .run(move |r| guard::membership(r.store(), &folder, &user))
+            .await??)
+    }
+
+    pub(crate) async fn check(
+        &self,
+        folder: &FolderId,
+        action: Action<'_>,
+    ) -> Result<Option<Member>> {
+        let m = self.membership(folder).await?;
+        let role = m.as_ref().and_then(Member::effective_role);
+        authorize(self.user(), role, action)?;
+        Ok(m)
+    }
+}
+
+fn event_stream(
+    rx: broadcast::Receiver<Event>,
+    keep: impl Fn(&Event) -> bool + Send + Sync + 'static,
+) -> BoxStream<'static, Event> {
+    let keep = Arc::new(keep);
+    stream::unfold(rx, move |mut rx| {
+        let keep = keep.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if keep(&e) => return Some((e, rx)),
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,74 @@
+//! The replica a client (or an in-process hub) holds, shared between the application's calls,
+//! the sync engines and any peers served directly.
+
+use std::sync::{Arc, Mutex};
+
+use mesh_core::id::RemoteId;
+use mesh_core::model::FeedKey;
+use mesh_core::replica::Replica;
+use mesh_core::store::Cursor;
+use tokio::sync::broadcast;
+
+use crate::error::{ClientError, Result};
+use crate::store::ClientStore;
+
+/// A feed of the shared replica changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Changed {
+    /// The feed.
+    pub feed: FeedKey,
+    /// Its new head.
+    pub head: Cursor,
+    /// The remote whose sync caused the change (`None`: a local write or a peer's push).
+    pub via: Option<RemoteId>,
+}
+
+struct Cell {
+    replica: Mutex<Replica<ClientStore>>,
+    changed: broadcast::Sender<Changed>,
+}
+
+/// A replica behind a lock, with a broadcast of its changes. Store work runs on tokio's
+/// blocking pool, so a slow disk never stalls the runtime.
+#[derive(Clone)]
+pub(crate) struct SharedReplica(Arc<Cell>);
+
+impl SharedReplica {
+    pub fn new(replica: Replica<ClientStore>) -> Self {
+        let (changed, _) = broadcast::channel(1024);
+        SharedReplica(Arc::new(Cell {
+            replica: Mutex::new(replica),
+            changed,
+        }))
+    }
+
+    /// Runs `f` with the replica locked, on the blocking pool.
+    pub async fn run<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Replica<ClientStore>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let cell = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = cell.replica.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| ClientError::Internal(format!("store task failed: {e}")))
+    }
+
+    /// Runs `f` with the replica locked, on the calling thread (for short, memory-only work).
+    pub fn run_now<R>(&self, f: impl FnOnce(&mut Replica<ClientStore>) -> R) -> R {
+        let mut guard = self.0.replica.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn notify(&self, c: Changed) {
+        // No receiver is fine: nobody is listening.
+        let _ = self.0.changed.send(c);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
+        self.0.changed.subscribe()
+    }
+}

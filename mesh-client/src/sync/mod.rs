@@ -1,0 +1,7 @@
+//! Background sync: the engine (one task per remote) and the events it reports.
+
+pub(crate) mod engine;
+pub mod events;
+
+pub use engine::SyncOptions;
+pub use events::{ChangeKind, ChangeSource, Event};

@@ -1,0 +1,105 @@
+//! Transports: how sync messages reach a remote replica.
+//!
+//! A [`Transport`] carries the core's sync protocol ([`Request`] → [`Response`]: feeds, changes
+//! since a cursor, push a batch) and a stream of remote change [`Notification`]s. Transports are
+//! injected per client (see `MeshClientBuilder::remote`), never registered globally.
+//!
+//! * [`InProcessHub`] / [`InProcessTransport`]: a hub replica in the same process, or another
+//!   client's replica served directly;
+//! * [`SimNetwork`]: wraps any transport in a deterministic simulated network (seeded drops,
+//!   duplicates, replays, delays and partitions) for tests.
+
+mod inproc;
+mod simnet;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use mesh_core::model::FeedKey;
+use mesh_core::store::Cursor;
+use mesh_core::sync::{Request, Response};
+use mesh_core::{CoreError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+pub use inproc::{InProcessHub, InProcessTransport};
+pub use simnet::{LinkControl, SimConfig, SimNetwork, SimTransport};
+
+/// A remote replica's feed moved: something new may be pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The feed that changed.
+    pub feed: FeedKey,
+    /// Its new head in the remote's change log.
+    pub head: Cursor,
+}
+
+/// Why a transport call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The remote cannot be reached (no route, connection refused, partition).
+    #[error("offline: {0}")]
+    Offline(String),
+    /// The remote did not answer in time; the request may or may not have been applied.
+    #[error("timed out")]
+    Timeout,
+    /// The credentials were refused.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The credentials are valid but the operation is not allowed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The remote asks to slow down.
+    #[error("rate limited")]
+    RateLimited {
+        /// How long the remote asked to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The remote failed (a 5xx, say).
+    #[error("remote failure: {0}")]
+    Server(String),
+    /// The remote answered something that is not the protocol (malformed or truncated body).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The remote refused the request with a typed error.
+    #[error("remote refused: {0}")]
+    Remote(CoreError),
+}
+
+impl TransportError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Offline(_)
+            | TransportError::Timeout
+            | TransportError::RateLimited { .. }
+            | TransportError::Server(_)
+            | TransportError::Protocol(_) => true,
+            TransportError::Remote(e) => e.code() == ErrorCode::Store,
+            TransportError::Unauthorized | TransportError::Forbidden(_) => false,
+        }
+    }
+
+    /// How long the remote asked to wait before the next try, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransportError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Carries the sync protocol to one remote replica.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one request and waits for its response.
+    async fn send(&self, request: Request) -> Result<Response, TransportError>;
+
+    /// A stream of the remote's change notifications for feeds this client may read. The
+    /// stream ends when the connection is lost; the engine then reconnects with backoff.
+    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError>;
+
+    /// A short description for logs and events ("in-process hub", a URL…).
+    fn describe(&self) -> String;
+}

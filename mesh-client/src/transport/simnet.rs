@@ -1,0 +1,202 @@
+//! A deterministic simulated network for tests.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use mesh_core::sync::{Request, Response};
+
+use crate::transport::{Notification, Transport, TransportError};
+
+/// Fault rates and delays of a [`SimNetwork`]. Rates are probabilities from 0 to 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Seed of the network's random choices: the same seed and the same calls give the same
+    /// faults.
+    pub seed: u64,
+    /// A request is lost before reaching the remote (the caller sees a timeout).
+    pub drop_request: f64,
+    /// A response is lost after the remote applied the request (the caller sees a timeout).
+    pub drop_response: f64,
+    /// A request is delivered twice.
+    pub duplicate: f64,
+    /// An old request (from the last few) is delivered again before this one: a replay.
+    pub replay: f64,
+    /// Longest delay added to a call (uniform from zero). Uses tokio's clock, so tests with a
+    /// paused clock run instantly.
+    pub max_delay: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            drop_request: 0.0,
+            drop_response: 0.0,
+            duplicate: 0.0,
+            replay: 0.0,
+            max_delay: Duration::ZERO,
+        }
+    }
+}
+
+struct NetState {
+    rng: fastrand::Rng,
+    history: VecDeque<Request>,
+}
+
+/// A simulated network shared by several links: seeded drops, duplicates, replays, delays and
+/// partitions (see [`LinkControl`]). Applications can use it in their own tests.
+///
+/// ```
+/// use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork};
+/// let hub = InProcessHub::new();
+/// let net = SimNetwork::new(SimConfig { seed: 7, drop_request: 0.1, ..SimConfig::default() });
+/// let (transport, link) = net.wrap(hub.connect("ann".parse().unwrap()));
+/// link.set_online(false); // a partition: every call fails as offline
+/// # let _ = transport;
+/// ```
+#[derive(Clone)]
+pub struct SimNetwork {
+    config: Arc<SimConfig>,
+    state: Arc<Mutex<NetState>>,
+}
+
+impl SimNetwork {
+    /// A network with the given faults.
+    pub fn new(config: SimConfig) -> Self {
+        SimNetwork {
+            state: Arc::new(Mutex::new(NetState {
+                rng: fastrand::Rng::with_seed(config.seed),
+                history: VecDeque::new(),
+            })),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Routes `inner` through this network; the returned control cuts and restores the link.
+    pub fn wrap<T: Transport>(&self, inner: T) -> (SimTransport, LinkControl) {
+        let link = LinkControl(Arc::new(AtomicBool::new(true)));
+        (
+            SimTransport {
+                inner: Arc::new(inner),
+                net: self.clone(),
+                link: link.clone(),
+            },
+            link,
+        )
+    }
+
+    fn roll(&self, p: f64) -> bool {
+        p > 0.0 && self.lock().rng.f64() < p
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn delay(&self) -> Duration {
+        let max = self.config.max_delay.as_micros() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.lock().rng.u64(0..=max))
+    }
+}
+
+/// Cuts and restores one simulated link.
+#[derive(Clone, Debug)]
+pub struct LinkControl(Arc<AtomicBool>);
+
+impl LinkControl {
+    /// Connects (`true`) or partitions (`false`) the link.
+    pub fn set_online(&self, online: bool) {
+        self.0.store(online, Ordering::SeqCst);
+    }
+
+    /// Whether the link is up.
+    pub fn is_online(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A transport routed through a [`SimNetwork`].
+#[derive(Clone)]
+pub struct SimTransport {
+    inner: Arc<dyn Transport>,
+    net: SimNetwork,
+    link: LinkControl,
+}
+
+impl SimTransport {
+    fn check_link(&self) -> Result<(), TransportError> {
+        if self.link.is_online() {
+            Ok(())
+        } else {
+            Err(TransportError::Offline("simulated partition".into()))
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for SimTransport {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        self.check_link()?;
+        let d = self.net.delay();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        self.check_link()?;
+        if self.net.roll(self.net.config.replay) {
+            let old = {
+                let mut st = self.net.lock();
+                let n = st.history.len();
+                if n > 0 {
+                    let i = st.rng.usize(0..n);
+                    Some(st.history[i].clone())
+                } else {
+                    None
+                }
+            };
+            if let Some(old) = old {
+                // The replayed request's answer goes nowhere; its errors too.
+                let _ = self.inner.send(old).await;
+            }
+        }
+        if self.net.roll(self.net.config.drop_request) {
+            return Err(TransportError::Timeout);
+        }
+        {
+            let mut st = self.net.lock();
+            st.history.push_back(request.clone());
+            if st.history.len() > 16 {
+                st.history.pop_front();
+            }
+        }
+        if self.net.roll(self.net.config.duplicate) {
+            let _ = self.inner.send(request.clone()).await;
+        }
+        let response = self.inner.send(request).await?;
+        if self.net.roll(self.net.config.drop_response) || !self.link.is_online() {
+            return Err(TransportError::Timeout);
+        }
+        Ok(response)
+    }
+
+    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
+        self.check_link()?;
+        let link = self.link.clone();
+        let inner = self.inner.watch().await?;
+        // Notifications stop while the link is down (the stream ends; the engine reconnects).
+        Ok(inner
+            .take_while(move |_| futures::future::ready(link.is_online()))
+            .boxed())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (simulated network)", self.inner.describe())
+    }
+}
