@@ -35,7 +35,7 @@
 //! assert_eq!(merged.outcome, MergeOutcome::Conflict);
 //! ```
 
-// pub mod atom;
+pub mod atom;
 pub mod conformance;
 pub mod content;
 pub mod error;

@@ -1,5 +1,6 @@
 //! Integration tests of mesh-core (one test binary; one module per area).
 
+mod atom;
 mod common;
 mod conformance;
 mod rules;
