@@ -427,7 +427,7 @@ impl MeshClient {
     pub async fn folder_news(&self, folder: &FolderId) -> Result<Vec<NewsItem>> {
         self.check(folder, Action::Read).await?;
         let mut items: Vec<NewsItem> = self.records(FeedKey::folder_news(folder)).await?;
-        items.sort_by(|a, b| b.at.cmp(&a.at));
+        items.sort_by_key(|n| std::cmp::Reverse(n.at));
         Ok(items)
     }
 

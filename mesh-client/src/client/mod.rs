@@ -71,7 +71,6 @@ impl std::fmt::Debug for MeshClient {
 
 impl MeshClient {
     /// Starts building a client.
-    #[must_use]
     pub fn builder() -> MeshClientBuilder {
         MeshClientBuilder::default()
     }

@@ -1,0 +1,6 @@
+//! Integration tests of mesh-client (one test binary; one module per area).
+
+mod client;
+mod common;
+mod convergence;
+mod transport_suite;
