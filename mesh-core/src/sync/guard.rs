@@ -162,6 +162,8 @@ fn check_member_write<S: Store>(
                 return Ok(());
             }
         }
+        // Any other change to one's own membership (a new role, say) is an owner's business.
+        return authorize(user, role, Action::ManageMember { target: &target });
     }
     match old {
         None => authorize(user, role, Action::Invite { role: new.role }),
@@ -219,32 +221,46 @@ pub fn respond_as<S: Store>(
             feed,
             entries,
         } => {
-            let mut allowed = Vec::with_capacity(entries.len());
-            let mut results = Vec::with_capacity(entries.len());
-            for e in entries {
+            for e in &entries {
                 e.validate()?;
-                let refused = match check_push(replica.store(), user, &feed, &e) {
-                    Ok(()) => None,
-                    Err(err @ (CoreError::PermissionDenied(_) | CoreError::NotFound { .. })) => {
-                        Some(err.to_string())
-                    }
-                    Err(other) => return Err(other),
-                };
-                results.push(PushResult {
+            }
+            let mut results: Vec<PushResult> = entries
+                .iter()
+                .map(|e| PushResult {
                     id: e.sync.id.clone(),
                     outcome: MergeOutcome::Unchanged,
-                    refused: refused.clone(),
-                });
-                if refused.is_none() {
-                    allowed.push(e);
+                    refused: None,
+                })
+                .collect();
+            // Entries may depend on each other (a folder's first owner, then the invitations
+            // that owner made): merge what is allowed, then look again at what was refused,
+            // until a pass allows nothing more.
+            let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
+            while !pending.is_empty() {
+                let mut allowed = Vec::new();
+                let mut refused = Vec::new();
+                for (i, e) in pending {
+                    match check_push(replica.store(), user, &feed, &e) {
+                        Ok(()) => allowed.push((i, e)),
+                        Err(
+                            err @ (CoreError::PermissionDenied(_) | CoreError::NotFound { .. }),
+                        ) => {
+                            results[i].refused = Some(err.to_string());
+                            refused.push((i, e));
+                        }
+                        Err(other) => return Err(other),
+                    }
                 }
-            }
-            let reports = replica.merge_batch(&feed, allowed, Some(&from))?;
-            let mut reports = reports.into_iter();
-            for r in results.iter_mut().filter(|r| r.refused.is_none()) {
-                if let Some(rep) = reports.next() {
-                    r.outcome = rep.outcome;
+                if allowed.is_empty() {
+                    break;
                 }
+                let (index, batch): (Vec<usize>, Vec<Entry>) = allowed.into_iter().unzip();
+                let reports = replica.merge_batch(&feed, batch, Some(&from))?;
+                for (i, r) in index.into_iter().zip(reports) {
+                    results[i].outcome = r.outcome;
+                    results[i].refused = None;
+                }
+                pending = refused;
             }
             Ok(Response::Pushed { feed, results })
         }

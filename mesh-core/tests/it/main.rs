@@ -3,5 +3,7 @@
 mod atom;
 mod common;
 mod conformance;
+mod guard;
 mod rules;
 mod session;
+mod store_suite;
