@@ -1248,7 +1248,11 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 feed,
                 results: results
                     .into_iter()
-                    .map(|(id, outcome)| PushResult { id, outcome })
+                    .map(|(id, outcome)| PushResult {
+                        id,
+                        outcome,
+                        refused: None
+                    })
                     .collect(),
             }),
     ]
@@ -1600,6 +1604,7 @@ fn session_rejects_unexpected_responses() {
         results: vec![PushResult {
             id: entry_id(0),
             outcome: MergeOutcome::Added,
+            refused: None,
         }],
     };
     let err = session.receive(&mut mine, short).unwrap_err();
