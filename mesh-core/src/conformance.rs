@@ -59,42 +59,30 @@ pub enum VectorOp {
         #[serde(default)]
         one_way: bool,
     },
-    /// An update (or delete) at endpoint `by`.
-    Update {
-        /// The item before.
-        item: VectorItem,
-        /// The updating endpoint.
-        #[serde(default)]
-        by: Option<DeviceId>,
-        /// The update's time.
-        #[serde(default)]
-        when: Option<Timestamp>,
-        /// The new content.
-        content: Value,
-        /// Whether the update is a delete.
-        #[serde(default)]
-        deleted: bool,
-        /// The result.
-        expected: VectorItem,
-    },
+    /// An update (or a delete) at endpoint `by`.
+    Update(LocalOp),
     /// The endpoint resolves every conflict, keeping `content`.
-    Resolve {
-        /// The item with conflicts.
-        item: VectorItem,
-        /// The resolving endpoint.
-        #[serde(default)]
-        by: Option<DeviceId>,
-        /// The resolution's time.
-        #[serde(default)]
-        when: Option<Timestamp>,
-        /// The kept content.
-        content: Value,
-        /// Whether the resolution deletes the item.
-        #[serde(default)]
-        deleted: bool,
-        /// The result.
-        expected: VectorItem,
-    },
+    Resolve(LocalOp),
+}
+
+/// A local operation of a vector: an update or a resolve.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LocalOp {
+    /// The item before.
+    pub item: VectorItem,
+    /// The endpoint; may be absent (then `when` is present).
+    #[serde(default)]
+    pub by: Option<DeviceId>,
+    /// The time; may be absent (then `by` is present).
+    #[serde(default)]
+    pub when: Option<Timestamp>,
+    /// The new content.
+    pub content: Value,
+    /// Whether the result is a tombstone.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The result.
+    pub expected: VectorItem,
 }
 
 /// Parses a vector from JSON text.
@@ -123,33 +111,18 @@ pub fn run_vector(v: &Vector) -> std::result::Result<(), String> {
             }
             Ok(())
         }
-        VectorOp::Update {
-            item,
-            by,
-            when,
-            content,
-            deleted,
-            expected,
-        } => {
-            let stamp = Stamp::partial(by.clone(), *when).map_err(|e| e.to_string())?;
-            let got = feedsync::update(item, &stamp, content.clone(), *deleted)
-                .map_err(|e| format!("update failed: {e}"))?;
-            compare("update", &got, expected)
-        }
-        VectorOp::Resolve {
-            item,
-            by,
-            when,
-            content,
-            deleted,
-            expected,
-        } => {
-            let stamp = Stamp::partial(by.clone(), *when).map_err(|e| e.to_string())?;
-            let got = feedsync::resolve(item, &stamp, content.clone(), *deleted)
-                .map_err(|e| format!("resolve failed: {e}"))?;
-            compare("resolve", &got, expected)
-        }
+        VectorOp::Update(op) => run_local("update", feedsync::update, op),
+        VectorOp::Resolve(op) => run_local("resolve", feedsync::resolve, op),
     }
+}
+
+type LocalFn = fn(&VectorItem, &Stamp, Value, bool) -> Result<VectorItem>;
+
+fn run_local(what: &str, f: LocalFn, op: &LocalOp) -> std::result::Result<(), String> {
+    let stamp = Stamp::partial(op.by.clone(), op.when).map_err(|e| e.to_string())?;
+    let got = f(&op.item, &stamp, op.content.clone(), op.deleted)
+        .map_err(|e| format!("{what} failed: {e}"))?;
+    compare(what, &got, &op.expected)
 }
 
 fn merged(

@@ -158,6 +158,26 @@ impl MeshClient {
         Ok(out)
     }
 
+    /// Checks that this user may change the existing entry `id`; gives its feed key.
+    async fn check_change(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        id: &EntryId,
+    ) -> Result<FeedKey> {
+        let key = Self::app_feed(folder, feed)?;
+        let author = self
+            .entry_author(&key, id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "entry",
+                id: id.to_string(),
+            })?;
+        self.check(folder, Action::ChangeEntry { author: &author })
+            .await?;
+        Ok(key)
+    }
+
     async fn entry_author(
         &self,
         key: &FeedKey,
@@ -183,16 +203,7 @@ impl MeshClient {
 
     /// Deletes an entry (a tombstone syncs to every replica).
     pub async fn delete(&self, folder: &FolderId, feed: &FeedName, id: &EntryId) -> Result<()> {
-        let key = Self::app_feed(folder, feed)?;
-        let author = self
-            .entry_author(&key, id)
-            .await?
-            .ok_or_else(|| CoreError::NotFound {
-                kind: "entry",
-                id: id.to_string(),
-            })?;
-        self.check(folder, Action::ChangeEntry { author: &author })
-            .await?;
+        let key = self.check_change(folder, feed, id).await?;
         let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
         let e = self
             .write_entry(key.clone(), move |r, k| r.delete(k, &id, &actor, now))
@@ -242,16 +253,7 @@ impl MeshClient {
         id: &EntryId,
         resolution: Resolution,
     ) -> Result<Entry> {
-        let key = Self::app_feed(folder, feed)?;
-        let author = self
-            .entry_author(&key, id)
-            .await?
-            .ok_or_else(|| CoreError::NotFound {
-                kind: "entry",
-                id: id.to_string(),
-            })?;
-        self.check(folder, Action::ChangeEntry { author: &author })
-            .await?;
+        let key = self.check_change(folder, feed, id).await?;
         let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
         let e = self
             .write_entry(key.clone(), move |r, k| {

@@ -2,7 +2,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::feedsync::history::{history_covers, HistoryItem};
-use crate::feedsync::item::{Item, SyncMeta};
+use crate::feedsync::item::{Item, SyncMeta, Version};
 use crate::feedsync::merge::assemble;
 use crate::id::{DeviceId, EntryId};
 use crate::time::Timestamp;
@@ -83,19 +83,25 @@ pub fn update<T: Clone>(
     content: T,
     deleted: bool,
 ) -> Result<Item<T>> {
+    let mine = |c: &Version<T>| {
+        stamp.by.is_some() && c.sync.topmost().and_then(|h| h.by.as_ref()) == stamp.by.as_ref()
+    };
+    next_version(item, stamp, content, deleted, |c| !mine(c))
+}
+
+/// The item's next version by `stamp`: the conflicts `keep` refuses are dropped, and their
+/// history items the new history does not cover yet are folded in below the new topmost item.
+fn next_version<T: Clone>(
+    item: &Item<T>,
+    stamp: &Stamp,
+    content: T,
+    deleted: bool,
+    keep: impl Fn(&Version<T>) -> bool,
+) -> Result<Item<T>> {
     let (next, mut history) = bump(item, stamp)?;
-    let mut conflicts = Vec::with_capacity(item.conflicts.len());
-    let mut folded = Vec::new();
-    for c in &item.conflicts {
-        let mine =
-            stamp.by.is_some() && c.sync.topmost().and_then(|h| h.by.as_ref()) == stamp.by.as_ref();
-        if mine {
-            folded.push(&c.sync);
-        } else {
-            conflicts.push(c.clone());
-        }
-    }
-    fold(&mut history, folded.into_iter());
+    let (kept, dropped): (Vec<&Version<T>>, Vec<&Version<T>>) =
+        item.conflicts.iter().partition(|c| keep(c));
+    fold(&mut history, dropped.into_iter().map(|c| &c.sync));
     Ok(Item {
         sync: SyncMeta {
             id: item.sync.id.clone(),
@@ -105,7 +111,7 @@ pub fn update<T: Clone>(
             history,
         },
         content,
-        conflicts,
+        conflicts: kept.into_iter().cloned().collect(),
     })
 }
 
@@ -125,19 +131,7 @@ pub fn resolve<T: Clone>(
     content: T,
     deleted: bool,
 ) -> Result<Item<T>> {
-    let (next, mut history) = bump(item, stamp)?;
-    fold(&mut history, item.conflicts.iter().map(|c| &c.sync));
-    Ok(Item {
-        sync: SyncMeta {
-            id: item.sync.id.clone(),
-            updates: next,
-            deleted,
-            noconflicts: item.sync.noconflicts,
-            history,
-        },
-        content,
-        conflicts: Vec::new(),
-    })
+    next_version(item, stamp, content, deleted, |_| false)
 }
 
 /// Picks one of the item's versions (the winner or a conflict, by index: 0 is the winner, `n`
