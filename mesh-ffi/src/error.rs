@@ -242,3 +242,24 @@ pub unsafe extern "C" fn mesh_string_free(s: *mut c_char) {
 pub(crate) fn to_c_string(s: String) -> CString {
     c_string_lossy(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_an_error() {
+        let mut err: *mut mesh_error = std::ptr::null_mut();
+        let status = guard(&mut err, || panic!("boom"));
+        assert_eq!(status, mesh_status::MESH_STATUS_PANIC);
+        // SAFETY: the error `guard` just wrote.
+        let e = unsafe { Box::from_raw(err) };
+        assert!(e.message.to_str().unwrap().contains("boom"));
+        guard_void(|| panic!("swallowed"));
+    }
+
+    #[test]
+    fn messages_with_nul_bytes_survive() {
+        assert_eq!(c_string_lossy("a\0b".into()).to_str().unwrap(), "ab");
+    }
+}
