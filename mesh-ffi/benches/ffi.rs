@@ -16,8 +16,8 @@
 use std::ffi::{CStr, CString};
 use std::ptr::{null, null_mut};
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use ::mesh_client::MeshClient;
+use criterion::{criterion_group, criterion_main, Criterion};
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::EntryDraft;
 use mesh_ffi::mesh_status::MESH_STATUS_OK;
