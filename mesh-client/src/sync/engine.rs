@@ -7,6 +7,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use mesh_core::feedsync::MergeOutcome;
 use mesh_core::id::RemoteId;
+use mesh_core::model::names;
 use mesh_core::store::Store;
 use mesh_core::sync::{SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
 use mesh_core::CoreError;
@@ -96,6 +97,7 @@ pub(crate) fn spawn(
         transport,
         options,
         online: None,
+        membership_changed: false,
     };
     let task = tokio::spawn(engine.run(cmd_rx));
     EngineHandle { remote, cmd, task }
@@ -108,6 +110,8 @@ struct Engine {
     transport: Arc<dyn Transport>,
     options: SyncOptions,
     online: Option<bool>,
+    /// Whether the running session changed a folder's members on either side.
+    membership_changed: bool,
 }
 
 enum Failure {
@@ -180,7 +184,7 @@ impl Engine {
                 if watch.is_none() {
                     watch = self.transport.watch().await.ok();
                 }
-                match self.session().await {
+                match self.sessions().await {
                     Ok(report) => {
                         failures = 0;
                         retry_at = None;
@@ -255,6 +259,29 @@ impl Engine {
         }
     }
 
+    /// Runs sessions until one ends without a membership change: a change to a folder's
+    /// members (an accepted invitation, say) can make more feeds readable or writable on the
+    /// remote, which the next session then syncs. At most three sessions.
+    async fn sessions(&mut self) -> std::result::Result<SyncReport, Failure> {
+        let mut total = SyncReport::default();
+        for _ in 0..3 {
+            self.membership_changed = false;
+            let r = self.session().await?;
+            total.feeds += r.feeds;
+            total.requests += r.requests;
+            total.received += r.received;
+            total.sent += r.sent;
+            total.added += r.added;
+            total.updated += r.updated;
+            total.conflicts += r.conflicts;
+            total.unchanged += r.unchanged;
+            if !self.membership_changed {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     async fn session(&mut self) -> std::result::Result<SyncReport, Failure> {
         let mut config = SessionConfig::new(self.remote.clone());
         config.page_size = self.options.page_size;
@@ -321,7 +348,7 @@ impl Engine {
     }
 
     fn report_events(
-        &self,
+        &mut self,
         evs: Vec<SessionEvent>,
         head: Option<(mesh_core::store::Cursor, mesh_core::model::FeedKey)>,
     ) {
@@ -329,6 +356,9 @@ impl Engine {
         for e in evs {
             match e {
                 SessionEvent::Merged { feed, report } => {
+                    if report.outcome.changed() && feed.name.as_str() == names::MEMBERS {
+                        self.membership_changed = true;
+                    }
                     let kind = match report.outcome {
                         MergeOutcome::Unchanged => continue,
                         MergeOutcome::Conflict => ChangeKind::Conflict,
@@ -345,6 +375,9 @@ impl Engine {
                     });
                 }
                 SessionEvent::Acknowledged { feed, result } => {
+                    if result.outcome.changed() && feed.name.as_str() == names::MEMBERS {
+                        self.membership_changed = true;
+                    }
                     if let Some(reason) = result.refused {
                         self.emit(Event::Refused {
                             remote: self.remote.clone(),

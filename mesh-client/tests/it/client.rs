@@ -476,3 +476,44 @@ async fn a_restart_resumes_from_durable_cursors() {
         60
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sync_after_accepting_brings_the_folder() {
+    let hub = InProcessHub::new();
+    let manual = SyncOptions {
+        auto: false,
+        ..SyncOptions::default()
+    };
+    let open = |user: &str| {
+        builder(user, &format!("{user}-1"))
+            .remote("hub".parse().unwrap(), hub.connect(user.parse().unwrap()))
+            .sync_options(manual.clone())
+    };
+    let ann = open("ann").build().await.unwrap();
+    let bob = open("bob").build().await.unwrap();
+    let folder = ann.create_folder("F", "app/x").await.unwrap();
+    let feed = ann
+        .create_feed(&folder.id, "items".parse().unwrap(), "Items")
+        .await
+        .unwrap();
+    ann.put(&folder.id, &feed, draft("hello", json!(1)))
+        .await
+        .unwrap();
+    ann.invite(&folder.id, &"bob".parse().unwrap(), Role::Full)
+        .await
+        .unwrap();
+    ann.sync_now().await.unwrap();
+    bob.sync_now().await.unwrap();
+    assert_eq!(bob.invitations().await.unwrap().len(), 1);
+    bob.accept(&folder.id).await.unwrap();
+    // Pushing the acceptance opens the folder's feeds; the engine pulls them in the same call.
+    bob.sync_now().await.unwrap();
+    assert_eq!(
+        bob.query(&folder.id, &feed, Query::new())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(bob.folders().await.unwrap().len(), 1);
+}
