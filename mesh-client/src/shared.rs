@@ -26,6 +26,8 @@ pub(crate) struct Changed {
 struct Cell {
     replica: Mutex<Replica<ClientStore>>,
     changed: broadcast::Sender<Changed>,
+    /// The store never blocks on I/O (memory): run its work on the calling thread.
+    inline: bool,
 }
 
 /// A replica behind a lock, with a broadcast of its changes. Store work runs on tokio's
@@ -36,18 +38,25 @@ pub(crate) struct SharedReplica(Arc<Cell>);
 impl SharedReplica {
     pub fn new(replica: Replica<ClientStore>) -> Self {
         let (changed, _) = broadcast::channel(1024);
+        let inline = matches!(replica.store(), ClientStore::Memory(_));
         SharedReplica(Arc::new(Cell {
             replica: Mutex::new(replica),
             changed,
+            inline,
         }))
     }
 
-    /// Runs `f` with the replica locked, on the blocking pool.
+    /// Runs `f` with the replica locked: on the blocking pool when the store does disk I/O,
+    /// on the calling thread when it is in memory (a hop to the pool would cost more than the
+    /// work).
     pub async fn run<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&mut Replica<ClientStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
+        if self.0.inline {
+            return Ok(self.run_now(f));
+        }
         let cell = self.0.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = cell.replica.lock().unwrap_or_else(|p| p.into_inner());
