@@ -165,7 +165,16 @@ fn check_member_write<S: Store>(
     }
     match old {
         None => authorize(user, role, Action::Invite { role: new.role }),
-        Some(_) => authorize(user, role, Action::ManageMember { target: &target }),
+        Some(old) => {
+            // Raising one's own role is member management like any other: owners only.
+            if &target == user && new.role > old.role && role != Some(Role::Owner) {
+                return Err(CoreError::PermissionDenied(format!(
+                    "{user} may not raise its own role to {}",
+                    new.role
+                )));
+            }
+            authorize(user, role, Action::ManageMember { target: &target })
+        }
     }
 }
 
@@ -248,5 +257,59 @@ pub fn respond_as<S: Store>(
             }
             Ok(Response::Pushed { feed, results })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EntryDraft;
+    use crate::replica::Actor;
+    use crate::store::MemoryStore;
+    use crate::time::Timestamp;
+
+    #[test]
+    fn members_cannot_raise_their_own_role() {
+        let mut r = Replica::new(MemoryStore::new("hub".parse().unwrap()));
+        let folder: FolderId = "f".parse().unwrap();
+        let feed = FeedKey::members(&folder);
+        let t = Timestamp::EPOCH;
+        let member = |user: &str, role, state| Member {
+            user: user.parse().unwrap(),
+            role,
+            state,
+            invited_by: "ann".parse().unwrap(),
+            invited_at: t,
+        };
+        let draft = |m: &Member| EntryDraft {
+            title: m.user.to_string(),
+            content: crate::content::JsonContent::from_serialize(m).unwrap(),
+            media: None,
+        };
+        let ann = Actor::new("ann".parse().unwrap(), "ann-dev".parse().unwrap());
+        let bob = Actor::new("bob".parse().unwrap(), "bob-dev".parse().unwrap());
+        let owner = member("ann", Role::Owner, InvitationState::Active);
+        r.create(&feed, "ann".parse().unwrap(), draft(&owner), &ann, t)
+            .unwrap();
+        let invited = member("bob", Role::Reader, InvitationState::Invited);
+        let e = r
+            .create(&feed, "bob".parse().unwrap(), draft(&invited), &ann, t)
+            .unwrap()
+            .entry;
+        let as_bob = |m: &Member| {
+            let data = draft(m).into_next_data(&e.content, t);
+            let next = crate::feedsync::update(
+                &e,
+                &crate::feedsync::Stamp::new(bob.device.clone(), t),
+                data,
+                false,
+            )
+            .unwrap();
+            check_push(r.store(), &bob.user, &feed, &next)
+        };
+        // Accepting as invited is fine; accepting as owner is not.
+        assert!(as_bob(&member("bob", Role::Reader, InvitationState::Active)).is_ok());
+        assert!(as_bob(&member("bob", Role::Owner, InvitationState::Active)).is_err());
+        assert!(as_bob(&member("bob", Role::Full, InvitationState::Invited)).is_err());
     }
 }
