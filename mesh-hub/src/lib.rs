@@ -108,11 +108,8 @@ impl HubBuilder {
 }
 
 fn open_store(path: &Path, fresh: ReplicaId) -> Result<ClientStore, HubError> {
-    ClientStore::open(&StoreConfig::Sqlite(path.to_owned()), fresh.clone()).or_else(|e| {
-        // Until the SQLite store is built in, a hub keeps its replica in memory.
-        tracing::warn!(error = %e, "SQLite store unavailable; the replica is kept in memory");
-        ClientStore::open(&StoreConfig::Memory, fresh).map_err(|e| HubError::Store(e.to_string()))
-    })
+    ClientStore::open(&StoreConfig::Sqlite(path.to_owned()), fresh)
+        .map_err(|e| HubError::Store(e.to_string()))
 }
 
 /// A hub: its replica, accounts and HTTP API. Cheap to clone (clones share one hub).

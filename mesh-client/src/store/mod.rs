@@ -2,9 +2,12 @@
 //!
 //! [`ClientStore`] is the store a client (or an in-process hub) holds: one of the
 //! implementations of the core [`Store`] trait, chosen at run time by [`StoreConfig`].
+//! [`SqliteStore`] keeps a replica in one SQLite file (WAL, `synchronous = FULL`, versioned
+//! schema); the in-memory store is `mesh_core`'s [`MemoryStore`](mesh_core::store::MemoryStore).
+//! Both pass `mesh_core`'s store conformance suite ([`mesh_core::store::suite`]).
 
-// pub mod sqlite;
-// pub use sqlite::SqliteStore;
+pub mod sqlite;
+pub use sqlite::SqliteStore;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ pub enum StoreConfig {
 pub enum ClientStore {
     /// In memory.
     Memory(MemoryStore),
+    /// In a SQLite file.
+    Sqlite(SqliteStore),
 }
 
 impl ClientStore {
@@ -38,9 +43,7 @@ impl ClientStore {
     pub fn open(config: &StoreConfig, replica: ReplicaId) -> Result<Self> {
         match config {
             StoreConfig::Memory => Ok(ClientStore::Memory(MemoryStore::new(replica))),
-            StoreConfig::Sqlite(_) => Err(crate::ClientError::Store(
-                "SQLite store not built yet".into(),
-            )),
+            StoreConfig::Sqlite(path) => Ok(ClientStore::Sqlite(SqliteStore::open(path, replica)?)),
         }
     }
 }
@@ -49,12 +52,15 @@ impl ClientStore {
 pub enum ClientTxn<'a> {
     /// In memory.
     Memory(<MemoryStore as Store>::Txn<'a>),
+    /// In a SQLite file.
+    Sqlite(<SqliteStore as Store>::Txn<'a>),
 }
 
 macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             ClientStore::Memory($s) => $e,
+            ClientStore::Sqlite($s) => $e,
         }
     };
 }
@@ -97,6 +103,7 @@ impl Store for ClientStore {
     fn begin(&mut self) -> CoreResult<ClientTxn<'_>> {
         Ok(match self {
             ClientStore::Memory(s) => ClientTxn::Memory(s.begin()?),
+            ClientStore::Sqlite(s) => ClientTxn::Sqlite(s.begin()?),
         })
     }
 }
@@ -105,6 +112,7 @@ macro_rules! each_txn {
     ($self:expr, $t:ident => $e:expr) => {
         match $self {
             ClientTxn::Memory($t) => $e,
+            ClientTxn::Sqlite($t) => $e,
         }
     };
 }

@@ -6,9 +6,14 @@
 //! [`StoreTxn::commit`] or not at all (dropping it rolls back), which is the shape a SQLite
 //! store needs. The trait is synchronous: the core has no runtime; an async client runs store
 //! calls on a blocking thread.
+//!
+//! Every implementation must pass the conformance [`suite`], which also pins down the rules the
+//! trait's documentation leaves implicit (sequence numbers after a rollback, page shapes,
+//! orders).
 
 mod change;
 mod memory;
+pub mod suite;
 
 use std::borrow::Cow;
 

@@ -1,0 +1,915 @@
+//! The SQLite store: the embedded default, one file per replica.
+//!
+//! # Schema
+//!
+//! The file is marked as a mesh store by SQLite's header fields: `PRAGMA application_id` is
+//! [`SqliteStore::APPLICATION_ID`] and `PRAGMA user_version` is the schema version. Version 1:
+//!
+//! | table | holds |
+//! |---|---|
+//! | `meta(key, value)` | `replica_id` (this replica's id), `last_seq` (the last sequence number committed) |
+//! | `feeds(feed_id, key, head, entries)` | every feed that was written: its text key, head and entry count |
+//! | `entries(seq, feed_id, id, origin, body)` | one row per entry: `seq` (the row id) is its position in the change log, `origin` the replica its latest write came from verbatim, `body` its JSON |
+//! | `sync_state(remote, feed, remote_replica, pulled, pushed)` | the sync state of a feed with a remote |
+//!
+//! with the indexes `entries_by_id(feed_id, id)` (unique; for `get` and `list`) and
+//! `entries_log(feed_id, seq)` (for `changes_since`, which therefore costs O(changes)).
+//!
+//! Schema changes are [`MIGRATIONS`]: a list of SQL steps, step `n` taking the file from version
+//! `n` to `n + 1`, each applied in its own transaction together with the version bump. A file
+//! from a newer build fails to open with [`ClientError::StoreTooNew`]; another application's
+//! SQLite file, or something that is no database, with [`ClientError::CorruptStore`]. Neither is
+//! modified.
+//!
+//! # Durability
+//!
+//! The store runs in WAL mode with `synchronous = FULL` (and `fullfsync` where the platform has
+//! it): every commit syncs the write-ahead log before [`StoreTxn::commit`] returns, so a write
+//! that was acknowledged survives a killed process *and* a power loss or OS crash. (`NORMAL`
+//! would be enough for a killed process only; losing the last acknowledged writes on power loss
+//! would break the promise made to the caller.) A crash at any other point leaves the last
+//! committed state, which SQLite recovers from the log on the next open. Readers never block the
+//! writer; a second process writing the same file waits up to [`BUSY_TIMEOUT`].
+//!
+//! # Sequence numbers
+//!
+//! `meta.last_seq` is read when a transaction begins, advanced by each put and written back in
+//! the same transaction on commit: a rolled-back transaction leaves it as it was, so committed
+//! numbers run `1, 2, 3…` without gaps and none is ever given out twice (the rules of
+//! [`mesh_core::store::suite`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use mesh_core::id::{EntryId, RemoteId, ReplicaId};
+use mesh_core::model::{Entry, FeedKey};
+use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::CoreError;
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
+    TransactionBehavior,
+};
+
+use crate::error::ClientError;
+
+type CoreResult<T> = mesh_core::Result<T>;
+
+/// How long a writer waits for another connection's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many log records `changes_since` examines per change it may return, at least, before it
+/// stops and reports `more` (the same bound as the memory store's).
+const SCAN_FACTOR: usize = 8;
+const MIN_SCAN: usize = 1024;
+
+/// The schema migrations, in order: step `n` takes a store from version `n` to `n + 1`.
+///
+/// Adding version 2 is adding one element; a released step never changes.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value ANY NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('last_seq', 0);
+
+    CREATE TABLE feeds (
+        feed_id INTEGER PRIMARY KEY,
+        key     TEXT NOT NULL UNIQUE,
+        head    INTEGER NOT NULL DEFAULT 0,
+        entries INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    CREATE TABLE entries (
+        seq     INTEGER PRIMARY KEY,
+        feed_id INTEGER NOT NULL REFERENCES feeds (feed_id),
+        id      TEXT NOT NULL,
+        origin  TEXT,
+        body    TEXT NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX entries_by_id ON entries (feed_id, id);
+    CREATE INDEX entries_log ON entries (feed_id, seq);
+
+    CREATE TABLE sync_state (
+        remote         TEXT NOT NULL,
+        feed           TEXT NOT NULL,
+        remote_replica TEXT,
+        pulled         INTEGER NOT NULL,
+        pushed         INTEGER NOT NULL,
+        PRIMARY KEY (remote, feed)
+    ) STRICT, WITHOUT ROWID;
+    ",
+];
+
+/// The tables a store of the current version holds.
+const TABLES: &[&str] = &["meta", "feeds", "entries", "sync_state"];
+
+const SQL_LAST_SEQ: &str = "SELECT value FROM meta WHERE key = 'last_seq'";
+const SQL_SET_LAST_SEQ: &str = "UPDATE meta SET value = ?1 WHERE key = 'last_seq'";
+const SQL_GET: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
+     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id = ?2";
+const SQL_CHANGES: &str = "SELECT seq, origin, id, body FROM entries INDEXED BY entries_log
+     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND seq > ?2
+     ORDER BY seq LIMIT ?3";
+const SQL_LIST: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
+     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1)
+     ORDER BY id LIMIT ?2";
+const SQL_LIST_AFTER: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
+     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id > ?2
+     ORDER BY id LIMIT ?3";
+const SQL_FEEDS: &str = "SELECT key, head, entries FROM feeds WHERE entries > 0";
+const SQL_HEAD: &str = "SELECT head FROM feeds WHERE key = ?1";
+const SQL_SYNC_STATE: &str =
+    "SELECT remote_replica, pulled, pushed FROM sync_state WHERE remote = ?1 AND feed = ?2";
+const SQL_SET_SYNC_STATE: &str =
+    "INSERT INTO sync_state (remote, feed, remote_replica, pulled, pushed)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (remote, feed) DO UPDATE SET
+        remote_replica = excluded.remote_replica,
+        pulled = excluded.pulled,
+        pushed = excluded.pushed";
+const SQL_FEED_ID: &str = "SELECT feed_id FROM feeds WHERE key = ?1";
+const SQL_NEW_FEED: &str = "INSERT INTO feeds (key) VALUES (?1)";
+const SQL_UPDATE_FEED: &str =
+    "UPDATE feeds SET head = ?2, entries = entries + ?3 WHERE feed_id = ?1";
+const SQL_REPLACE_ENTRY: &str =
+    "UPDATE entries SET seq = ?1, origin = ?2, body = ?3 WHERE feed_id = ?4 AND id = ?5";
+const SQL_INSERT_ENTRY: &str =
+    "INSERT INTO entries (seq, origin, body, feed_id, id) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// A [`Store`] in a SQLite file (or in memory, for tests).
+///
+/// ```
+/// use mesh_client::store::SqliteStore;
+/// use mesh_core::store::Store;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("replica.db");
+/// let store = SqliteStore::open(&path, "laptop".parse().unwrap()).unwrap();
+/// assert_eq!(store.replica_id().as_str(), "laptop");
+/// drop(store);
+/// // An existing store keeps its own replica id.
+/// let store = SqliteStore::open(&path, "other".parse().unwrap()).unwrap();
+/// assert_eq!(store.replica_id().as_str(), "laptop");
+/// ```
+pub struct SqliteStore {
+    conn: Connection,
+    replica: ReplicaId,
+    location: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .field("replica", &self.replica)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// The `application_id` in the header of every mesh store file (`"MESH"`).
+    pub const APPLICATION_ID: i32 = 0x4d45_5348;
+
+    /// The schema version this build writes, and the newest it opens.
+    pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+    /// Opens the store in file `path`, creating it if the file does not exist (or is empty).
+    ///
+    /// A new store belongs to replica `new_replica`; an existing one keeps the replica id it
+    /// was created with. Fails with [`ClientError::CorruptStore`] when the file is not a
+    /// database, is damaged, or belongs to another application, and with
+    /// [`ClientError::StoreTooNew`] when a newer build of mesh wrote it; such files are left
+    /// untouched.
+    pub fn open(path: impl AsRef<Path>, new_replica: ReplicaId) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let location = path.display().to_string();
+        check_header(path, &location)?;
+        // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e))?;
+        Self::init(conn, location, new_replica, true)
+    }
+
+    /// A new store held in memory, for tests: the same SQL, nothing on disk.
+    pub fn open_in_memory(replica: ReplicaId) -> Result<Self, ClientError> {
+        let location = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|e| open_error(&location, e))?;
+        Self::init(conn, location, replica, false)
+    }
+
+    fn init(
+        mut conn: Connection,
+        location: String,
+        new_replica: ReplicaId,
+        on_disk: bool,
+    ) -> Result<Self, ClientError> {
+        let fail = |e: rusqlite::Error| open_error(&location, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        conn.set_prepared_statement_cache_capacity(32);
+
+        // Identify the file before changing anything in it: these reads are what fail on a
+        // file that is not a database or is damaged.
+        let version = identify(&conn, &location)?;
+
+        if on_disk {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(fail)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(
+                    store = %location,
+                    journal_mode = %mode,
+                    "SQLite refused WAL mode; using its rollback journal instead"
+                );
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "fullfsync", true).map_err(fail)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(fail)?;
+
+        if version < Self::SCHEMA_VERSION {
+            migrate(&mut conn, &location)?;
+        }
+        let replica = load_replica_id(&conn, &location, new_replica)?;
+        check_meta(&conn, &location)?;
+        Ok(SqliteStore {
+            conn,
+            replica,
+            location,
+        })
+    }
+
+    /// Where the store lives: its file's path, or `:memory:`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Checks the whole file: SQLite's `quick_check`, then the store's own invariants (every
+    /// body readable and under its id, feed heads and counts matching the change log, the
+    /// sequence counter ahead of every change). Costs O(store size); [`SqliteStore::open`]
+    /// does only cheap checks.
+    pub fn check_integrity(&self) -> Result<(), ClientError> {
+        let corrupt = |reason: String| ClientError::CorruptStore {
+            path: self.location.clone(),
+            reason,
+        };
+        let fail = |e: rusqlite::Error| open_error(&self.location, e);
+        let mut problems = Vec::new();
+        self.conn
+            .pragma_query(None, "quick_check", |r| {
+                problems.push(r.get::<_, String>(0)?);
+                Ok(())
+            })
+            .map_err(fail)?;
+        if problems != ["ok"] {
+            return Err(corrupt(format!("quick_check: {}", problems.join("; "))));
+        }
+        let mut orphans = 0usize;
+        self.conn
+            .pragma_query(None, "foreign_key_check", |_| {
+                orphans += 1;
+                Ok(())
+            })
+            .map_err(fail)?;
+        if orphans > 0 {
+            return Err(corrupt(format!("{orphans} entries of no feed")));
+        }
+        let bad_feed: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT f.key FROM feeds AS f LEFT JOIN
+                   (SELECT feed_id, count(*) AS n, max(seq) AS h FROM entries GROUP BY feed_id)
+                   AS e USING (feed_id)
+                 WHERE f.entries != ifnull(e.n, 0) OR f.head != ifnull(e.h, 0) LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        if let Some(key) = bad_feed {
+            return Err(corrupt(format!(
+                "head or entry count of feed {key} does not match its change log"
+            )));
+        }
+        let last_seq = read_last_seq(&self.conn).map_err(|e| corrupt(e.to_string()))?;
+        let max_seq: Option<i64> = self
+            .conn
+            .query_row("SELECT max(seq) FROM entries", [], |r| r.get(0))
+            .map_err(fail)?;
+        if max_seq.unwrap_or(0) > i64::try_from(last_seq).unwrap_or(i64::MAX) {
+            return Err(corrupt(
+                "the sequence counter is behind the change log".into(),
+            ));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT f.key, e.id, e.body FROM entries AS e JOIN feeds AS f USING (feed_id)")
+            .map_err(fail)?;
+        let mut rows = stmt.query([]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let key = text(row, 0, "feed key").map_err(|e| corrupt(e.to_string()))?;
+            let id = text(row, 1, "entry id").map_err(|e| corrupt(e.to_string()))?;
+            let body = text(row, 2, "entry body").map_err(|e| corrupt(e.to_string()))?;
+            key.parse::<FeedKey>()
+                .map_err(|e| corrupt(format!("feed key {key:?}: {e}")))?;
+            decode_entry(key, id, body).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the store, reporting any error SQLite meets while doing so (dropping the store
+    /// closes it too, silently).
+    pub fn close(self) -> Result<(), ClientError> {
+        let location = self.location;
+        self.conn
+            .close()
+            .map_err(|(_, e)| ClientError::Store(format!("{location}: closing: {e}")))
+    }
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses a file that is not empty and does not start like a SQLite database. SQLite itself
+/// takes a file shorter than its header for an empty database and would write over it.
+fn check_header(path: &Path, location: &str) -> Result<(), ClientError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // Missing (to be created) or unreadable: SQLite reports what is wrong.
+        Err(_) => return Ok(()),
+    };
+    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    file.by_ref()
+        .take(SQLITE_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| ClientError::Store(format!("{location}: {e}")))?;
+    if head.is_empty() || head == SQLITE_MAGIC {
+        return Ok(());
+    }
+    Err(ClientError::CorruptStore {
+        path: location.to_owned(),
+        reason: "not a database (no SQLite header)".into(),
+    })
+}
+
+/// Checks that the file is a mesh store this build can open (or a new, empty database), and
+/// returns its schema version (0 for a new database).
+fn identify(conn: &Connection, location: &str) -> Result<i64, ClientError> {
+    let fail = |e: rusqlite::Error| open_error(location, e);
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(fail)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(fail)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(fail)?;
+    let not_ours = || ClientError::CorruptStore {
+        path: location.to_owned(),
+        reason: "not a mesh store".into(),
+    };
+    if app_id == 0 && version == 0 && objects == 0 {
+        return Ok(0); // A new (or empty) database: migrations create the store.
+    }
+    if app_id != SqliteStore::APPLICATION_ID {
+        return Err(not_ours());
+    }
+    check_version(version, location)?;
+    Ok(version)
+}
+
+fn check_version(version: i64, location: &str) -> Result<(), ClientError> {
+    if version > SqliteStore::SCHEMA_VERSION {
+        return Err(ClientError::StoreTooNew {
+            found: version,
+            supported: SqliteStore::SCHEMA_VERSION,
+        });
+    }
+    if version < 0 {
+        return Err(ClientError::CorruptStore {
+            path: location.to_owned(),
+            reason: format!("invalid schema version {version}"),
+        });
+    }
+    Ok(())
+}
+
+/// Applies the missing migrations, each in its own transaction with its version bump. The
+/// version is read again inside each transaction, so two processes opening a new file at once
+/// do not both migrate it.
+fn migrate(conn: &mut Connection, location: &str) -> Result<(), ClientError> {
+    let fail = |e: rusqlite::Error| open_error(location, e);
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(fail)?;
+        check_version(version, location)?;
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            // Up to date; nothing was written.
+            return tx.commit().map_err(fail);
+        };
+        tx.execute_batch(step).map_err(|e| {
+            ClientError::Store(format!(
+                "{location}: migrating to schema version {}: {e}",
+                version + 1
+            ))
+        })?;
+        if version == 0 {
+            tx.pragma_update(None, "application_id", SqliteStore::APPLICATION_ID)
+                .map_err(fail)?;
+        }
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::debug!(store = %location, version = version + 1, "migrated store schema");
+    }
+}
+
+/// The store's replica id, recording `new_replica` if the store has none yet (it was just
+/// created).
+fn load_replica_id(
+    conn: &Connection,
+    location: &str,
+    new_replica: ReplicaId,
+) -> Result<ReplicaId, ClientError> {
+    let fail = |e: rusqlite::Error| open_error(location, e);
+    let read = || -> Result<Option<String>, ClientError> {
+        conn.query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'replica_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(fail)
+    };
+    let stored = match read()? {
+        Some(s) => s,
+        None => {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('replica_id', ?1)",
+                [new_replica.as_str()],
+            )
+            .map_err(fail)?;
+            read()?.ok_or_else(|| ClientError::Store(format!("{location}: no replica id")))?
+        }
+    };
+    ReplicaId::new(&stored).map_err(|e| ClientError::CorruptStore {
+        path: location.to_owned(),
+        reason: format!("stored replica id is unusable: {e}"),
+    })
+}
+
+/// Cheap consistency checks on open: the tables exist and the sequence counter is sane.
+fn check_meta(conn: &Connection, location: &str) -> Result<(), ClientError> {
+    let fail = |e: rusqlite::Error| open_error(location, e);
+    let corrupt = |reason: String| ClientError::CorruptStore {
+        path: location.to_owned(),
+        reason,
+    };
+    for table in TABLES {
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        if found.is_none() {
+            return Err(corrupt(format!("table {table} is missing")));
+        }
+    }
+    let last_seq = read_last_seq(conn).map_err(|e| corrupt(e.to_string()))?;
+    let max_seq: Option<i64> = conn
+        .query_row("SELECT max(seq) FROM entries", [], |r| r.get(0))
+        .map_err(fail)?;
+    if max_seq.unwrap_or(0) > i64::try_from(last_seq).unwrap_or(i64::MAX) {
+        return Err(corrupt(format!(
+            "the sequence counter {last_seq} is behind the change log ({})",
+            max_seq.unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
+
+/// Maps an error met while opening or checking a store: SQLite's "not a database" and
+/// "malformed" mean a corrupt store; anything else is a plain store failure.
+fn open_error(location: &str, e: rusqlite::Error) -> ClientError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => ClientError::CorruptStore {
+            path: location.to_owned(),
+            reason: format!("not a database ({e})"),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => ClientError::CorruptStore {
+            path: location.to_owned(),
+            reason: format!("damaged database ({e})"),
+        },
+        _ => ClientError::Store(format!("{location}: {e}")),
+    }
+}
+
+/// Maps a SQLite error met by a store operation into the core's error.
+fn db(what: &'static str) -> impl Fn(rusqlite::Error) -> CoreError {
+    move |e| CoreError::Store(format!("sqlite: {what}: {e}"))
+}
+
+fn text<'r>(row: &'r Row<'_>, idx: usize, what: &'static str) -> CoreResult<&'r str> {
+    row.get_ref(idx)
+        .map_err(db(what))?
+        .as_str()
+        .map_err(|e| CoreError::Store(format!("sqlite: {what}: {e}")))
+}
+
+fn read_last_seq(conn: &Connection) -> CoreResult<u64> {
+    let v: i64 = conn
+        .prepare_cached(SQL_LAST_SEQ)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db("reading the sequence counter"))?;
+    u64::try_from(v).map_err(|_| CoreError::Store(format!("sqlite: invalid sequence counter {v}")))
+}
+
+/// A log position as SQLite stores it (positions past `i64::MAX` are never given out, so
+/// clamping a query bound there changes nothing).
+fn seq_to_sql(c: Cursor) -> i64 {
+    i64::try_from(c.0).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(v: i64) -> CoreResult<Cursor> {
+    u64::try_from(v)
+        .map(Cursor)
+        .map_err(|_| CoreError::Store(format!("sqlite: invalid sequence number {v}")))
+}
+
+/// A sync-state cursor as SQLite stores it: the bits of the `u64` as an `i64`, so that every
+/// cursor a remote hands out round-trips (they are compared only after reading them back).
+fn cursor_bits_to_sql(c: Cursor) -> i64 {
+    i64::from_ne_bytes(c.0.to_ne_bytes())
+}
+
+fn cursor_bits_from_sql(v: i64) -> Cursor {
+    Cursor(u64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+fn count_to_sql(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
+    let entry: Entry = serde_json::from_str(body).map_err(|e| {
+        CoreError::Store(format!(
+            "sqlite: entry {id:?} of {feed}: unreadable body: {e}"
+        ))
+    })?;
+    if entry.sync.id.as_str() != id {
+        return Err(CoreError::Store(format!(
+            "sqlite: entry {id:?} of {feed}: body holds entry {:?}",
+            entry.sync.id.as_str()
+        )));
+    }
+    Ok(entry)
+}
+
+fn get_entry(conn: &Connection, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
+    let key = feed.to_string();
+    let mut stmt = conn.prepare_cached(SQL_GET).map_err(db("get"))?;
+    let mut rows = stmt.query(params![key, id.as_str()]).map_err(db("get"))?;
+    match rows.next().map_err(db("get"))? {
+        Some(row) => Ok(Some(decode_entry(
+            &key,
+            text(row, 0, "entry id")?,
+            text(row, 1, "entry body")?,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+impl Store for SqliteStore {
+    type Txn<'a> = SqliteTxn<'a>;
+
+    fn replica_id(&self) -> ReplicaId {
+        self.replica.clone()
+    }
+
+    fn feeds(&self) -> CoreResult<Vec<FeedHead>> {
+        let mut stmt = self.conn.prepare_cached(SQL_FEEDS).map_err(db("feeds"))?;
+        let mut rows = stmt.query([]).map_err(db("feeds"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db("feeds"))? {
+            let key = text(row, 0, "feed key")?;
+            let feed: FeedKey = key.parse().map_err(|e| {
+                CoreError::Store(format!("sqlite: unreadable feed key {key:?}: {e}"))
+            })?;
+            let head = seq_from_sql(row.get(1).map_err(db("feed head"))?)?;
+            let entries: i64 = row.get(2).map_err(db("feed entry count"))?;
+            out.push(FeedHead {
+                feed,
+                head,
+                entries: u64::try_from(entries).map_err(|_| {
+                    CoreError::Store(format!("sqlite: feed {key}: invalid count {entries}"))
+                })?,
+            });
+        }
+        out.sort_by(|a, b| a.feed.cmp(&b.feed));
+        Ok(out)
+    }
+
+    fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
+        let head: Option<i64> = self
+            .conn
+            .prepare_cached(SQL_HEAD)
+            .and_then(|mut s| s.query_row([feed.to_string()], |r| r.get(0)).optional())
+            .map_err(db("head"))?;
+        head.map_or(Ok(Cursor::ZERO), seq_from_sql)
+    }
+
+    fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
+        get_entry(&self.conn, feed, id)
+    }
+
+    fn changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> CoreResult<ChangePage> {
+        let mut page = ChangePage {
+            changes: Vec::new(),
+            next: since,
+            more: false,
+        };
+        let scan_cap = limit.saturating_mul(SCAN_FACTOR).max(MIN_SCAN);
+        // At most `scan_cap` records are examined, plus one to learn whether more follow.
+        let fetch = count_to_sql(scan_cap.saturating_add(1));
+        let key = feed.to_string();
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_CHANGES)
+            .map_err(db("changes_since"))?;
+        let mut rows = stmt
+            .query(params![key, seq_to_sql(since), fetch])
+            .map_err(db("changes_since"))?;
+        let mut scanned = 0usize;
+        while let Some(row) = rows.next().map_err(db("changes_since"))? {
+            if page.changes.len() >= limit || scanned >= scan_cap {
+                page.more = true;
+                break;
+            }
+            scanned += 1;
+            let seq = seq_from_sql(row.get(0).map_err(db("change seq"))?)?;
+            page.next = seq;
+            if let Some(skip) = skip_origin {
+                let origin = row
+                    .get_ref(1)
+                    .map_err(db("change origin"))?
+                    .as_str_or_null()
+                    .map_err(|e| CoreError::Store(format!("sqlite: change origin: {e}")))?;
+                if origin == Some(skip.as_str()) {
+                    continue;
+                }
+            }
+            let entry = decode_entry(&key, text(row, 2, "entry id")?, text(row, 3, "entry body")?)?;
+            page.changes.push(Change { seq, entry });
+        }
+        Ok(page)
+    }
+
+    fn list(
+        &self,
+        feed: &FeedKey,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> CoreResult<Vec<Entry>> {
+        let key = feed.to_string();
+        let limit = count_to_sql(limit);
+        let mut stmt;
+        let mut rows = match after {
+            None => {
+                stmt = self.conn.prepare_cached(SQL_LIST).map_err(db("list"))?;
+                stmt.query(params![key, limit])
+            }
+            Some(after) => {
+                stmt = self
+                    .conn
+                    .prepare_cached(SQL_LIST_AFTER)
+                    .map_err(db("list"))?;
+                stmt.query(params![key, after.as_str(), limit])
+            }
+        }
+        .map_err(db("list"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db("list"))? {
+            out.push(decode_entry(
+                &key,
+                text(row, 0, "entry id")?,
+                text(row, 1, "entry body")?,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn sync_state(&self, remote: &RemoteId, feed: &FeedKey) -> CoreResult<SyncState> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_SYNC_STATE)
+            .map_err(db("sync_state"))?;
+        let mut rows = stmt
+            .query(params![remote.as_str(), feed.to_string()])
+            .map_err(db("sync_state"))?;
+        let Some(row) = rows.next().map_err(db("sync_state"))? else {
+            return Ok(SyncState::default());
+        };
+        let remote_replica: Option<String> = row.get(0).map_err(db("sync_state"))?;
+        let remote_replica = remote_replica
+            .map(|s| {
+                ReplicaId::new(&s).map_err(|e| {
+                    CoreError::Store(format!(
+                        "sqlite: sync state of {feed} with {remote}: unusable replica id: {e}"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(SyncState {
+            remote_replica,
+            pulled: cursor_bits_from_sql(row.get(1).map_err(db("sync_state"))?),
+            pushed: cursor_bits_from_sql(row.get(2).map_err(db("sync_state"))?),
+        })
+    }
+
+    fn begin(&mut self) -> CoreResult<SqliteTxn<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin"))?;
+        let last_seq = read_last_seq(&tx)?;
+        Ok(SqliteTxn {
+            tx,
+            start_seq: last_seq,
+            last_seq,
+            feeds: HashMap::new(),
+        })
+    }
+}
+
+/// What a transaction changed in one feed, written to `feeds` on commit.
+struct TxnFeed {
+    feed_id: i64,
+    head: Option<Cursor>,
+    added: i64,
+}
+
+/// A transaction on a [`SqliteStore`]: an immediate SQLite transaction (it holds the write lock
+/// from the start, so it never fails half-way for lack of it). Dropping it without
+/// [`StoreTxn::commit`] rolls it back.
+pub struct SqliteTxn<'a> {
+    tx: Transaction<'a>,
+    start_seq: u64,
+    last_seq: u64,
+    feeds: HashMap<FeedKey, TxnFeed>,
+}
+
+impl std::fmt::Debug for SqliteTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTxn")
+            .field("start_seq", &self.start_seq)
+            .field("last_seq", &self.last_seq)
+            .finish()
+    }
+}
+
+impl SqliteTxn<'_> {
+    /// The row id of `feed`, creating the feed's row on its first write.
+    fn feed_id(&mut self, feed: &FeedKey) -> CoreResult<i64> {
+        if let Some(f) = self.feeds.get(feed) {
+            return Ok(f.feed_id);
+        }
+        let key = feed.to_string();
+        let existing: Option<i64> = self
+            .tx
+            .prepare_cached(SQL_FEED_ID)
+            .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+            .map_err(db("looking up a feed"))?;
+        let feed_id = match existing {
+            Some(id) => id,
+            None => {
+                self.tx
+                    .prepare_cached(SQL_NEW_FEED)
+                    .and_then(|mut s| s.execute([&key]))
+                    .map_err(db("creating a feed"))?;
+                self.tx.last_insert_rowid()
+            }
+        };
+        self.feeds.insert(
+            feed.clone(),
+            TxnFeed {
+                feed_id,
+                head: None,
+                added: 0,
+            },
+        );
+        Ok(feed_id)
+    }
+}
+
+impl StoreTxn for SqliteTxn<'_> {
+    fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
+        Ok(get_entry(&self.tx, feed, id)?.map(Cow::Owned))
+    }
+
+    fn put(
+        &mut self,
+        feed: &FeedKey,
+        entry: Entry,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        let seq = self
+            .last_seq
+            .checked_add(1)
+            .filter(|s| i64::try_from(*s).is_ok())
+            .map(Cursor)
+            .ok_or_else(|| CoreError::Store("sqlite: sequence numbers exhausted".into()))?;
+        let feed_id = self.feed_id(feed)?;
+        let body = serde_json::to_string(&entry)?;
+        let args = params![
+            seq_to_sql(seq),
+            origin.map(ReplicaId::as_str),
+            body,
+            feed_id,
+            entry.sync.id.as_str()
+        ];
+        let replaced = self
+            .tx
+            .prepare_cached(SQL_REPLACE_ENTRY)
+            .and_then(|mut s| s.execute(args))
+            .map_err(db("replacing an entry"))?;
+        let added = if replaced == 0 {
+            self.tx
+                .prepare_cached(SQL_INSERT_ENTRY)
+                .and_then(|mut s| s.execute(args))
+                .map_err(db("inserting an entry"))?;
+            1
+        } else {
+            0
+        };
+        if let Some(f) = self.feeds.get_mut(feed) {
+            f.head = Some(seq);
+            f.added += added;
+        }
+        self.last_seq = seq.0;
+        Ok(seq)
+    }
+
+    fn set_sync_state(
+        &mut self,
+        remote: &RemoteId,
+        feed: &FeedKey,
+        state: &SyncState,
+    ) -> CoreResult<()> {
+        self.tx
+            .prepare_cached(SQL_SET_SYNC_STATE)
+            .and_then(|mut s| {
+                s.execute(params![
+                    remote.as_str(),
+                    feed.to_string(),
+                    state.remote_replica.as_ref().map(ReplicaId::as_str),
+                    cursor_bits_to_sql(state.pulled),
+                    cursor_bits_to_sql(state.pushed),
+                ])
+            })
+            .map_err(db("set_sync_state"))?;
+        Ok(())
+    }
+
+    fn commit(self) -> CoreResult<()> {
+        for f in self.feeds.values() {
+            let Some(head) = f.head else { continue };
+            self.tx
+                .prepare_cached(SQL_UPDATE_FEED)
+                .and_then(|mut s| s.execute(params![f.feed_id, seq_to_sql(head), f.added]))
+                .map_err(db("updating a feed head"))?;
+        }
+        if self.last_seq != self.start_seq {
+            self.tx
+                .prepare_cached(SQL_SET_LAST_SEQ)
+                .and_then(|mut s| s.execute([seq_to_sql(Cursor(self.last_seq))]))
+                .map_err(db("advancing the sequence counter"))?;
+        }
+        self.tx.commit().map_err(db("commit"))
+    }
+}

@@ -1,0 +1,577 @@
+//! Tests of the SQLite store: the shared store suite (file-backed and in memory), persistence
+//! across reopen, corrupt and foreign files, and durability under `kill -9`.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mesh_client::store::SqliteStore;
+use mesh_client::ClientError;
+use mesh_core::feedsync::{self, Stamp};
+use mesh_core::id::{EntryId, RemoteId, ReplicaId};
+use mesh_core::model::{Entry, EntryDraft, FeedKey};
+use mesh_core::replica::{Actor, Replica};
+use mesh_core::store::{suite, Cursor, Store, StoreTxn, SyncState};
+use mesh_core::time::Timestamp;
+use mesh_core::CoreError;
+
+fn rid(s: &str) -> ReplicaId {
+    s.parse().unwrap()
+}
+
+fn eid(s: &str) -> EntryId {
+    s.parse().unwrap()
+}
+
+fn feed() -> FeedKey {
+    "folder:f1/todos".parse().unwrap()
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_unix(1_700_000_000 + secs).unwrap()
+}
+
+fn actor() -> Actor {
+    Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap())
+}
+
+fn draft(title: &str) -> EntryDraft {
+    EntryDraft::new(
+        title,
+        serde_json::json!({ "title": title, "pad": "x".repeat(200) }),
+    )
+}
+
+/// A new entry as a peer would send it.
+fn remote_entry(id: &str, title: &str) -> Entry {
+    feedsync::create(
+        eid(id),
+        &Stamp::new("phone".parse().unwrap(), t(1)),
+        draft(title).into_new_data("bob".parse().unwrap(), t(1)),
+    )
+}
+
+fn total_entries(store: &SqliteStore) -> u64 {
+    store.feeds().unwrap().iter().map(|f| f.entries).sum()
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Fills a store file with `n` entries and some sync state, and closes it.
+fn make_store(path: &Path, n: usize) {
+    let mut replica = Replica::new(SqliteStore::open(path, rid("maker")).unwrap());
+    for i in 0..n {
+        replica
+            .create(
+                &feed(),
+                eid(&format!("e{i:05}")),
+                draft("x"),
+                &actor(),
+                t(0),
+            )
+            .unwrap();
+    }
+    replica.into_store().close().unwrap();
+}
+
+fn expect_corrupt<T: std::fmt::Debug>(r: Result<T, ClientError>, what: &str) -> String {
+    match r {
+        Err(ClientError::CorruptStore { reason, .. }) => reason,
+        Err(e) => panic!("{what}: expected CorruptStore, got {e:?}"),
+        Ok(v) => panic!("{what}: expected CorruptStore, but it succeeded: {v:?}"),
+    }
+}
+
+// ---- the shared suite -------------------------------------------------------------------------
+
+#[test]
+fn sqlite_in_memory_passes_the_store_suite() {
+    suite::run_all(|replica| SqliteStore::open_in_memory(replica).unwrap());
+}
+
+#[test]
+fn sqlite_file_passes_the_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    suite::run_all(|replica| {
+        n += 1;
+        SqliteStore::open(dir.path().join(format!("suite-{n}.db")), replica).unwrap()
+    });
+}
+
+// ---- persistence ------------------------------------------------------------------------------
+
+#[test]
+fn reopen_keeps_data_counter_sync_states_and_replica_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.db");
+    let hub = RemoteId::new("hub").unwrap();
+    let state = SyncState {
+        remote_replica: Some(rid("hub-1")),
+        pulled: Cursor(17),
+        pushed: Cursor(3),
+    };
+    let first = {
+        let mut replica = Replica::new(SqliteStore::open(&path, rid("laptop")).unwrap());
+        let w = replica
+            .create(&feed(), eid("a"), draft("a"), &actor(), t(0))
+            .unwrap();
+        replica
+            .merge_batch(
+                &feed(),
+                vec![remote_entry("b", "b"), remote_entry("c", "c")],
+                Some(&rid("phone")),
+            )
+            .unwrap();
+        replica
+            .update(&feed(), &eid("a"), draft("a2"), &actor(), t(5))
+            .unwrap();
+        let mut tx = replica.store_mut().begin().unwrap();
+        tx.set_sync_state(&hub, &feed(), &state).unwrap();
+        tx.commit().unwrap();
+        // An uncommitted transaction is not persisted.
+        let mut tx = replica.store_mut().begin().unwrap();
+        tx.put(&feed(), remote_entry("ghost", "g"), None).unwrap();
+        drop(tx);
+        replica.into_store().close().unwrap();
+        w
+    };
+    assert_eq!(first.seq, Cursor(1));
+
+    let store = SqliteStore::open(&path, rid("someone-else")).unwrap();
+    assert_eq!(store.replica_id(), rid("laptop"), "the replica id persists");
+    assert_eq!(store.head(&feed()).unwrap(), Cursor(4));
+    assert_eq!(total_entries(&store), 3);
+    assert_eq!(store.get(&feed(), &eid("ghost")).unwrap(), None);
+    assert_eq!(
+        store
+            .get(&feed(), &eid("a"))
+            .unwrap()
+            .unwrap()
+            .content
+            .title,
+        "a2"
+    );
+    assert_eq!(store.sync_state(&hub, &feed()).unwrap(), state);
+    let page = store
+        .changes_since(&feed(), Cursor::ZERO, 10, Some(&rid("phone")))
+        .unwrap();
+    assert_eq!(
+        page.changes.iter().map(|c| c.seq.0).collect::<Vec<_>>(),
+        vec![4],
+        "origins persist"
+    );
+    store.check_integrity().unwrap();
+    drop(store);
+
+    let mut replica = Replica::new(SqliteStore::open(&path, rid("laptop")).unwrap());
+    let w = replica
+        .create(&feed(), eid("d"), draft("d"), &actor(), t(9))
+        .unwrap();
+    assert_eq!(
+        w.seq,
+        Cursor(5),
+        "the sequence counter persists (and the rolled-back put's number was reused)"
+    );
+}
+
+#[test]
+fn two_handles_on_one_file_share_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let mut a = Replica::new(SqliteStore::open(&path, rid("r")).unwrap());
+    let mut b = Replica::new(SqliteStore::open(&path, rid("ignored")).unwrap());
+    assert_eq!(b.id(), rid("r"));
+    let w1 = a
+        .create(&feed(), eid("x"), draft("x"), &actor(), t(0))
+        .unwrap();
+    let w2 = b
+        .create(&feed(), eid("y"), draft("y"), &actor(), t(0))
+        .unwrap();
+    assert_eq!((w1.seq, w2.seq), (Cursor(1), Cursor(2)));
+    assert!(a.get(&feed(), &eid("y")).unwrap().is_some());
+    assert_eq!(a.store().head(&feed()).unwrap(), Cursor(2));
+    assert_eq!(total_entries(a.store()), 2);
+}
+
+#[test]
+fn an_empty_file_becomes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.db");
+    write_file(&path, b"");
+    let store = SqliteStore::open(&path, rid("r")).unwrap();
+    assert_eq!(store.replica_id(), rid("r"));
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn the_store_can_move_to_a_blocking_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<SqliteStore>();
+}
+
+#[test]
+fn an_unopenable_path_is_a_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    match SqliteStore::open(dir.path().join("missing/dir/x.db"), rid("r")) {
+        Err(ClientError::Store(msg)) => assert!(msg.contains("missing"), "{msg}"),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    match SqliteStore::open(dir.path(), rid("r")) {
+        Err(ClientError::Store(_)) => {}
+        other => panic!("a directory: expected a store error, got {other:?}"),
+    }
+}
+
+// ---- corrupt and foreign files ----------------------------------------------------------------
+
+#[test]
+fn random_bytes_are_a_corrupt_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for (i, len) in [1usize, 15, 100, 512, 4096, 100_000]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("random-{i}.db"));
+        let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        write_file(&path, &bytes);
+        let reason = expect_corrupt(SqliteStore::open(&path, rid("r")), "random bytes");
+        assert!(reason.contains("not a database"), "{reason}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "a file that is not a store is left untouched"
+        );
+    }
+    // Text that starts like a SQLite header but is not one.
+    let path = dir.path().join("fake-header.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend((0..8192).map(|_| rng.u8(..)));
+    write_file(&path, &bytes);
+    expect_corrupt(SqliteStore::open(&path, rid("r")), "fake header");
+}
+
+#[test]
+fn a_truncated_store_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    make_store(&path, 400);
+    let full = std::fs::read(&path).unwrap();
+    assert!(full.len() > 64 * 1024, "the store spans many pages");
+    for keep in [full.len() / 2, full.len() - 4096, 4096 + 100, 4096, 100, 50] {
+        let cut = dir.path().join(format!("cut-{keep}.db"));
+        write_file(&cut, &full[..keep]);
+        expect_corrupt(
+            SqliteStore::open(&cut, rid("r")),
+            &format!("store truncated to {keep} bytes"),
+        );
+    }
+}
+
+#[test]
+fn another_apps_database_is_not_a_mesh_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 3] = [
+        (
+            "tables",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);
+             INSERT INTO notes (text) VALUES ('hello');",
+        ),
+        ("app-id", "PRAGMA application_id = 1234;"),
+        ("version", "PRAGMA user_version = 3;"),
+    ];
+    for (name, sql) in cases {
+        let path = dir.path().join(format!("other-{name}.db"));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let reason = expect_corrupt(SqliteStore::open(&path, rid("r")), name);
+        assert_eq!(reason, "not a mesh store", "{name}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "another application's database is left untouched ({name})"
+        );
+        assert!(!PathBuf::from(format!("{}-wal", path.display())).exists());
+    }
+}
+
+#[test]
+fn a_newer_schema_is_too_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    make_store(&path, 3);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SqliteStore::SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    match SqliteStore::open(&path, rid("r")) {
+        Err(ClientError::StoreTooNew { found, supported }) => {
+            assert_eq!(found, SqliteStore::SCHEMA_VERSION + 1);
+            assert_eq!(supported, SqliteStore::SCHEMA_VERSION);
+        }
+        other => panic!("expected StoreTooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_store_contents_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let tamper = |name: &str, sql: &str| -> Result<SqliteStore, ClientError> {
+        let path = dir.path().join(format!("{name}.db"));
+        make_store(&path, 5);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+        SqliteStore::open(&path, rid("r"))
+    };
+    let reason = expect_corrupt(
+        tamper(
+            "no-replica",
+            "UPDATE meta SET value = '' WHERE key = 'replica_id'",
+        ),
+        "empty replica id",
+    );
+    assert!(reason.contains("replica id"), "{reason}");
+    let reason = expect_corrupt(
+        tamper(
+            "counter",
+            "UPDATE meta SET value = 2 WHERE key = 'last_seq'",
+        ),
+        "counter behind the log",
+    );
+    assert!(reason.contains("sequence counter"), "{reason}");
+    let reason = expect_corrupt(tamper("no-table", "DROP TABLE sync_state"), "missing table");
+    assert!(reason.contains("sync_state"), "{reason}");
+    let reason = expect_corrupt(
+        tamper("bad-version", "PRAGMA user_version = -1"),
+        "negative version",
+    );
+    assert!(reason.contains("version"), "{reason}");
+
+    // Damage that opening does not look for surfaces as errors, never panics, and the full
+    // check finds it.
+    let store = tamper(
+        "bad-body",
+        "UPDATE entries SET body = '{oops' WHERE id = 'e00002'",
+    )
+    .unwrap();
+    let err = store.get(&feed(), &eid("e00002")).unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Store(m) if m.contains("e00002")),
+        "{err:?}"
+    );
+    assert!(store.get(&feed(), &eid("e00001")).unwrap().is_some());
+    assert!(store
+        .changes_since(&feed(), Cursor::ZERO, 10, None)
+        .is_err());
+    assert!(store.list(&feed(), None, 10).is_err());
+    expect_corrupt(store.check_integrity(), "check_integrity on a bad body");
+
+    let store = tamper(
+        "wrong-id",
+        "UPDATE entries SET id = 'zzz' WHERE id = 'e00003'",
+    )
+    .unwrap();
+    assert!(store.get(&feed(), &eid("zzz")).is_err());
+
+    let store = tamper("bad-count", "UPDATE feeds SET entries = 99").unwrap();
+    let reason = expect_corrupt(store.check_integrity(), "check_integrity on a bad count");
+    assert!(reason.contains("does not match"), "{reason}");
+}
+
+// ---- kill -9 ----------------------------------------------------------------------------------
+
+const WRITER_ENV: &str = "MESH_TEST_KILL9_WRITER";
+const WRITER_TEST: &str = "kill9_writer_child";
+/// The most entries one transaction of the writer adds.
+const MAX_BATCH: u64 = 8;
+
+fn writer_id(i: u64) -> EntryId {
+    eid(&format!("w{i:06}"))
+}
+
+/// Not a test on its own: the body of the child process of
+/// [`kill_9_loses_no_acknowledged_write`], which runs only when the environment names a store.
+/// It writes to the store in a loop and prints `ack <entries>` after every commit.
+#[test]
+fn kill9_writer_child() {
+    let Some(path) = std::env::var_os(WRITER_ENV) else {
+        return;
+    };
+    let store = SqliteStore::open(Path::new(&path), rid("writer")).unwrap();
+    let mut count = total_entries(&store);
+    let mut replica = Replica::new(store);
+    let peer = rid("phone");
+    let mut out = std::io::stdout().lock();
+    for round in 0u64..1_000_000 {
+        match round % 4 {
+            0 => {
+                replica
+                    .create(
+                        &feed(),
+                        writer_id(count),
+                        draft("created"),
+                        &actor(),
+                        t(round as i64),
+                    )
+                    .unwrap();
+                count += 1;
+            }
+            3 if count > 0 => {
+                // An update: moves an entry to the end of the log, adds none.
+                replica
+                    .update(
+                        &feed(),
+                        &writer_id(round % count),
+                        draft("updated"),
+                        &actor(),
+                        t(round as i64),
+                    )
+                    .unwrap();
+            }
+            _ => {
+                let n = 1 + round % (MAX_BATCH - 1);
+                let mut batch: Vec<Entry> = (count..count + n)
+                    .map(|i| remote_entry(writer_id(i).as_str(), "merged"))
+                    .collect();
+                if count > 0 {
+                    // A newer version of an existing entry, in the same transaction.
+                    let old = replica
+                        .get(&feed(), &writer_id(count / 2))
+                        .unwrap()
+                        .unwrap();
+                    let newer = feedsync::update(
+                        &old,
+                        &Stamp::new("phone".parse().unwrap(), t(round as i64 + 1)),
+                        draft("merged update").into_new_data("bob".parse().unwrap(), t(1)),
+                        false,
+                    )
+                    .unwrap();
+                    batch.push(newer);
+                }
+                replica.merge_batch(&feed(), batch, Some(&peer)).unwrap();
+                count += n;
+            }
+        }
+        // The write is acknowledged only once commit has returned.
+        if writeln!(out, "ack {count}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            std::process::exit(0); // The parent is gone.
+        }
+    }
+}
+
+/// Spawns the writer on `path`, lets it acknowledge `acks` transactions, and kills it with
+/// SIGKILL. Returns the entry count of the last acknowledgement.
+fn write_then_kill(path: &Path, acks: usize) -> u64 {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([WRITER_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(WRITER_ENV, path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = 0;
+    let mut last = None;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("ack ") {
+            last = Some(n.parse::<u64>().unwrap());
+            seen += 1;
+            if seen >= acks {
+                break;
+            }
+        }
+    }
+    // Child::kill sends SIGKILL on Unix: no destructor, no checkpoint, no clean close.
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        seen >= acks,
+        "the writer stopped after {seen} of {acks} acknowledgements ({status}):\n{err}"
+    );
+    last.unwrap()
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.db");
+    let seed = fastrand::u64(..);
+    println!("kill -9 test seed: {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut before = 0;
+    for round in 0..5 {
+        let acked = write_then_kill(&path, rng.usize(1..60));
+        let ctx = format!("round {round}, seed {seed}");
+        assert!(acked > before, "{ctx}: the writer made progress");
+
+        let store = SqliteStore::open(&path, rid("parent"))
+            .unwrap_or_else(|e| panic!("{ctx}: the store does not open after kill -9: {e}"));
+        assert_eq!(store.replica_id(), rid("writer"), "{ctx}");
+        store
+            .check_integrity()
+            .unwrap_or_else(|e| panic!("{ctx}: integrity: {e}"));
+        let total = total_entries(&store);
+        assert!(
+            total >= acked,
+            "{ctx}: {total} entries, but {acked} were acknowledged"
+        );
+        assert!(
+            total <= acked + MAX_BATCH,
+            "{ctx}: {total} entries after {acked} acknowledged: more than one transaction in flight?"
+        );
+        for i in 0..acked {
+            assert!(
+                store.get(&feed(), &writer_id(i)).unwrap().is_some(),
+                "{ctx}: acknowledged entry {i} is lost"
+            );
+        }
+        // The change log holds every entry exactly once, in increasing order.
+        let mut ids = HashSet::new();
+        let mut since = Cursor::ZERO;
+        loop {
+            let page = store.changes_since(&feed(), since, 97, None).unwrap();
+            for c in &page.changes {
+                assert!(c.seq > since, "{ctx}: log out of order");
+                since = c.seq;
+                assert!(
+                    ids.insert(c.entry.sync.id.clone()),
+                    "{ctx}: {} appears twice in the log",
+                    c.entry.sync.id
+                );
+                assert_eq!(
+                    store.get(&feed(), &c.entry.sync.id).unwrap().as_ref(),
+                    Some(&c.entry),
+                    "{ctx}: the log and the entry disagree"
+                );
+            }
+            since = page.next;
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(ids.len() as u64, total, "{ctx}: every entry is in the log");
+        assert_eq!(since, store.head(&feed()).unwrap(), "{ctx}");
+        println!("{ctx}: acked {acked}, found {total}");
+        before = total;
+    }
+}
