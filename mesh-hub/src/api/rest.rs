@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mesh_core::atom::{read_feed_bytes, write_entry, write_feed, AtomFeed};
 use mesh_core::content::JsonContent;
 use mesh_core::feedsync::{self, Stamp};
@@ -477,13 +477,12 @@ pub(crate) async fn create_folder(
     };
     // A folder id that is taken answers as a conflict only to those who may see it.
     let members = FeedKey::members(&id);
-    let taken = {
+    let taken = !{
         let m = members.clone();
         state
             .run(move |r| r.store().list(&m, None, 1))
             .await??
-            .first()
-            .is_some()
+            .is_empty()
     };
     if taken {
         return Err(ApiError::new(
@@ -1448,5 +1447,4 @@ pub(crate) async fn changes(
             more: page.more,
         },
     ))
-    .map(IntoResponse::into_response)
 }
