@@ -6,6 +6,8 @@
 //! * [`core`] — `mesh-core`: the resource model, the FeedSync engine, replicas and the
 //!   sans-I/O sync protocol.
 //! * [`client`] — `mesh-client`: the async client, stores, transports and sync engine.
+//! * [`hub`] — `mesh-hub`: the self-hostable hub (HTTP API, accounts, notifications).
 
 pub use mesh_client as client;
 pub use mesh_core as core;
+pub use mesh_hub as hub;
