@@ -53,7 +53,8 @@ impl HubProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
             .arg("--data")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--listen", "127.0.0.1:0", "--log"])
+            .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -174,6 +175,9 @@ impl Transport for NoWatch {
 fn options() -> SyncOptions {
     SyncOptions {
         poll_interval: Duration::from_secs(3600),
+        // MESH_BENCH_PAGE sets the entries per pull/push message (the client default is 500;
+        // the hub caps pages at 1000).
+        page_size: env_usize("MESH_BENCH_PAGE", 500) as u32,
         ..SyncOptions::default()
     }
 }
@@ -242,7 +246,11 @@ async fn run() -> Result<(), Error> {
     let streams = env_usize("MESH_BENCH_STREAMS", 1_000);
     println!("machine: {}", machine());
 
-    let dir = tempfile::tempdir()?;
+    // MESH_BENCH_DIR puts the hub's data elsewhere (e.g. /dev/shm, to take the disk out).
+    let dir = match std::env::var("MESH_BENCH_DIR") {
+        Ok(base) => tempfile::tempdir_in(base)?,
+        Err(_) => tempfile::tempdir()?,
+    };
     admin(dir.path(), &["user", "add", "ann"])?;
     let token_a = admin(dir.path(), &["device", "add", "ann", "a"])?;
     let token_b = admin(dir.path(), &["device", "add", "ann", "b"])?;

@@ -16,11 +16,18 @@ pub(crate) async fn sync(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
+    let t0 = std::time::Instant::now();
     // Parse off the async threads: a push page can be megabytes.
     let request: Request = if body.len() > 64 << 10 {
         blocking(move || json_body(&headers, &body)).await??
     } else {
         json_body(&headers, &body)?
+    };
+    let t_parse = t0.elapsed();
+    let kind = match &request {
+        Request::Feeds { .. } => "feeds",
+        Request::Pull { .. } => "pull",
+        Request::Push { .. } => "push",
     };
     let user = auth.principal.user.clone();
     let changes = state.0.changes.clone();
@@ -40,7 +47,9 @@ pub(crate) async fn sync(
             Ok::<_, mesh_core::CoreError>(response)
         })
         .await??;
+    let t_respond = t0.elapsed();
     let body = blocking(move || serde_json::to_vec(&response)).await?;
+    tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");
     match body {
         Ok(body) => Ok(crate::api::json_bytes(StatusCode::OK, body)),
         Err(e) => Err(ApiError::internal(e)),
