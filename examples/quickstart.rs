@@ -23,7 +23,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
-    let _dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
     let hub = InProcessHub::new();
     // Links through a (fault-free) simulated network, so that a device can go offline.
     let net = SimNetwork::new(SimConfig::default());
@@ -34,7 +34,7 @@ async fn main() -> Result<(), Error> {
             .user(user.parse().expect("user id"))
             .device(device.parse().expect("device id"))
             .device_name(name, "device")
-            .store(StoreConfig::Memory)
+            .store(StoreConfig::Sqlite(dir.path().join(format!("{device}.db"))))
             .remote("hub".parse().expect("remote id"), transport);
         (builder, link)
     };

@@ -11,3 +11,8 @@
 pub use mesh_client as client;
 pub use mesh_core as core;
 pub use mesh_hub as hub;
+
+/// The README's code blocks, compiled as doc tests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -112,6 +112,52 @@ impl MeshClient {
         }
     }
 
+    /// Creates or updates many entries of one feed in one local transaction (all or none).
+    /// The role check is the same as for each single write.
+    pub async fn put_many(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        drafts: Vec<(EntryId, EntryDraft)>,
+    ) -> Result<Vec<Entry>> {
+        let key = Self::app_feed(folder, feed)?;
+        let member = self.check(folder, Action::CreateEntry).await?;
+        let role = member
+            .as_ref()
+            .and_then(mesh_core::model::Member::effective_role);
+        let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
+        let written = self
+            .shared()
+            .run(move |r| {
+                for (id, _) in &drafts {
+                    if let Some(e) = r.get(&k, id)? {
+                        mesh_core::model::authorize(
+                            &actor.user,
+                            role,
+                            Action::ChangeEntry {
+                                author: &e.content.author,
+                            },
+                        )?;
+                    }
+                }
+                r.write_batch(&k, drafts, &actor, now)
+            })
+            .await??;
+        if let Some(last) = written.last() {
+            self.changed(key.clone(), last.seq);
+        }
+        let mut out = Vec::with_capacity(written.len());
+        for w in written {
+            let op = if w.entry.sync.updates == 1 {
+                Op::Create
+            } else {
+                Op::Update
+            };
+            out.push(self.announce(key.clone(), op, w.entry).await?);
+        }
+        Ok(out)
+    }
+
     async fn entry_author(
         &self,
         key: &FeedKey,

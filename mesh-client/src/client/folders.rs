@@ -374,8 +374,12 @@ impl MeshClient {
     /// Removes a member (owners), or leaves (anyone, for themselves). The last owner cannot
     /// leave.
     pub async fn remove_member(&self, folder: &FolderId, user: &UserId) -> Result<()> {
-        self.check(folder, Action::ManageMember { target: user })
-            .await?;
+        if user == self.user() {
+            self.check(folder, Action::Leave).await?;
+        } else {
+            self.check(folder, Action::ManageMember { target: user })
+                .await?;
+        }
         let m = self.member_record(folder, user).await?;
         if m.role == Role::Owner && !self.other_owners(folder, user).await? {
             return Err(

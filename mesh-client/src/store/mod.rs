@@ -2,12 +2,13 @@
 //!
 //! [`ClientStore`] is the store a client (or an in-process hub) holds: one of the
 //! implementations of the core [`Store`] trait, chosen at run time by [`StoreConfig`].
+//!
 //! [`SqliteStore`] keeps a replica in one SQLite file (WAL, `synchronous = FULL`, versioned
 //! schema); the in-memory store is `mesh_core`'s [`MemoryStore`](mesh_core::store::MemoryStore).
 //! Both pass `mesh_core`'s store conformance suite ([`mesh_core::store::suite`]).
 
 pub mod sqlite;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -25,8 +26,10 @@ pub enum StoreConfig {
     /// Everything in memory; gone when the client is dropped.
     #[default]
     Memory,
-    /// A SQLite database file (created if missing).
+    /// A SQLite database file (created if missing), with full durability.
     Sqlite(PathBuf),
+    /// A SQLite database file with a chosen durability.
+    SqliteWith(PathBuf, Durability),
 }
 
 /// One of the store implementations.
@@ -44,6 +47,9 @@ impl ClientStore {
         match config {
             StoreConfig::Memory => Ok(ClientStore::Memory(MemoryStore::new(replica))),
             StoreConfig::Sqlite(path) => Ok(ClientStore::Sqlite(SqliteStore::open(path, replica)?)),
+            StoreConfig::SqliteWith(path, durability) => Ok(ClientStore::Sqlite(
+                SqliteStore::open_with(path, replica, *durability)?,
+            )),
         }
     }
 }

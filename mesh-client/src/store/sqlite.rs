@@ -111,6 +111,8 @@ const SQL_LAST_SEQ: &str = "SELECT value FROM meta WHERE key = 'last_seq'";
 const SQL_SET_LAST_SEQ: &str = "UPDATE meta SET value = ?1 WHERE key = 'last_seq'";
 const SQL_GET: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id = ?2";
+const SQL_GET_BY_FEED_ID: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
+     WHERE feed_id = ?1 AND id = ?2";
 const SQL_CHANGES: &str = "SELECT seq, origin, id, body FROM entries INDEXED BY entries_log
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND seq > ?2
      ORDER BY seq LIMIT ?3";
@@ -139,6 +141,18 @@ const SQL_REPLACE_ENTRY: &str =
     "UPDATE entries SET seq = ?1, origin = ?2, body = ?3 WHERE feed_id = ?4 AND id = ?5";
 const SQL_INSERT_ENTRY: &str =
     "INSERT INTO entries (seq, origin, body, feed_id, id) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// How hard a [`SqliteStore`] works to keep committed transactions on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is synced to disk before it returns; nothing
+    /// acknowledged is lost to a crash of the process *or* of the machine. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL` (in WAL mode): commits survive a crash or kill of the process,
+    /// but the last ones may be lost if the machine loses power; each commit saves an fsync.
+    Normal,
+}
 
 /// A [`Store`] in a SQLite file (or in memory, for tests).
 ///
@@ -184,6 +198,15 @@ impl SqliteStore {
     /// [`ClientError::StoreTooNew`] when a newer build of mesh wrote it; such files are left
     /// untouched.
     pub fn open(path: impl AsRef<Path>, new_replica: ReplicaId) -> Result<Self, ClientError> {
+        Self::open_with(path, new_replica, Durability::Full)
+    }
+
+    /// [`SqliteStore::open`] with a chosen [`Durability`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        new_replica: ReplicaId,
+        durability: Durability,
+    ) -> Result<Self, ClientError> {
         let path = path.as_ref();
         let location = path.display().to_string();
         check_header(path, &location)?;
@@ -193,7 +216,14 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
             Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e))?;
-        Self::init(conn, location, new_replica, true)
+        let store = Self::init(conn, location, new_replica, true)?;
+        if durability == Durability::Normal {
+            store
+                .conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| ClientError::Store(format!("{}: {e}", store.location)))?;
+        }
+        Ok(store)
     }
 
     /// A new store held in memory, for tests: the same SQL, nothing on disk.
@@ -763,6 +793,7 @@ impl Store for SqliteStore {
             start_seq: last_seq,
             last_seq,
             feeds: HashMap::new(),
+            absent: None,
         })
     }
 }
@@ -782,6 +813,9 @@ pub struct SqliteTxn<'a> {
     start_seq: u64,
     last_seq: u64,
     feeds: HashMap<FeedKey, TxnFeed>,
+    /// The entry the last `get` found absent: a `put` of it right after can insert without
+    /// first trying to replace (the usual create and merge-of-a-new-entry path).
+    absent: Option<(FeedKey, EntryId)>,
 }
 
 impl std::fmt::Debug for SqliteTxn<'_> {
@@ -829,7 +863,29 @@ impl SqliteTxn<'_> {
 
 impl StoreTxn for SqliteTxn<'_> {
     fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
-        Ok(get_entry(&self.tx, feed, id)?.map(Cow::Owned))
+        let found = match self.feeds.get(feed) {
+            // The feed's row id is known: skip the key lookup.
+            Some(f) => {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached(SQL_GET_BY_FEED_ID)
+                    .map_err(db("get"))?;
+                let mut rows = stmt
+                    .query(params![f.feed_id, id.as_str()])
+                    .map_err(db("get"))?;
+                match rows.next().map_err(db("get"))? {
+                    Some(row) => Some(decode_entry(
+                        &feed.to_string(),
+                        text(row, 0, "entry id")?,
+                        text(row, 1, "entry body")?,
+                    )?),
+                    None => None,
+                }
+            }
+            None => get_entry(&self.tx, feed, id)?,
+        };
+        self.absent = found.is_none().then(|| (feed.clone(), id.clone()));
+        Ok(found.map(Cow::Owned))
     }
 
     fn put(
@@ -853,11 +909,18 @@ impl StoreTxn for SqliteTxn<'_> {
             feed_id,
             entry.sync.id.as_str()
         ];
-        let replaced = self
-            .tx
-            .prepare_cached(SQL_REPLACE_ENTRY)
-            .and_then(|mut s| s.execute(args))
-            .map_err(db("replacing an entry"))?;
+        let known_absent = self
+            .absent
+            .take()
+            .is_some_and(|(f, i)| &f == feed && i == entry.sync.id);
+        let replaced = if known_absent {
+            0
+        } else {
+            self.tx
+                .prepare_cached(SQL_REPLACE_ENTRY)
+                .and_then(|mut s| s.execute(args))
+                .map_err(db("replacing an entry"))?
+        };
         let added = if replaced == 0 {
             self.tx
                 .prepare_cached(SQL_INSERT_ENTRY)

@@ -32,6 +32,9 @@ pub struct SyncOptions {
     /// How often to sync when nothing announces a change (a fallback for remotes whose
     /// notifications were lost).
     pub poll_interval: Duration,
+    /// Sync by itself on local writes, remote notifications and the poll interval. When off,
+    /// the engine syncs only on `MeshClient::sync_now` (and retries failures).
+    pub auto: bool,
 }
 
 impl Default for SyncOptions {
@@ -41,6 +44,7 @@ impl Default for SyncOptions {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(60),
+            auto: true,
         }
     }
 }
@@ -164,7 +168,8 @@ impl Engine {
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut local = self.shared.subscribe();
         let mut watch: Option<BoxStream<'static, Notification>> = None;
-        let mut dirty = true;
+        let auto = self.options.auto;
+        let mut dirty = auto;
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
         let mut waiters: Vec<oneshot::Sender<Result<SyncReport>>> = Vec::new();
@@ -216,7 +221,7 @@ impl Engine {
                             self.options.backoff_max
                         };
                         retry_at = Some(Instant::now() + delay);
-                        dirty = true;
+                        dirty = auto;
                         for w in waiters.drain(..) {
                             let _ = w.send(Err(ClientError::Transport {
                                 remote: self.remote.to_string(),
@@ -238,14 +243,14 @@ impl Engine {
                 },
                 c = local.recv() => match c {
                     Ok(c) if c.via.as_ref() == Some(&self.remote) => {}
-                    Ok(_) | Err(RecvError::Lagged(_)) => dirty = true,
+                    Ok(_) | Err(RecvError::Lagged(_)) => dirty |= auto,
                     Err(RecvError::Closed) => return,
                 },
                 n = next_notification(&mut watch) => match n {
-                    Some(_) => dirty = true,
+                    Some(_) => dirty |= auto,
                     None => watch = None,
                 },
-                _ = tokio::time::sleep_until(wake) => dirty = true,
+                _ = tokio::time::sleep_until(wake) => dirty |= auto,
             }
         }
     }

@@ -3,4 +3,5 @@
 mod client;
 mod common;
 mod convergence;
+mod store;
 mod transport_suite;

@@ -113,7 +113,7 @@ pub enum Action<'a> {
         /// The role offered.
         role: Role,
     },
-    /// Change another member's role, or remove another member.
+    /// Change a member's role, or remove a member (leaving is [`Action::Leave`]).
     ManageMember {
         /// The member acted on.
         target: &'a UserId,
@@ -155,7 +155,7 @@ pub fn authorize(actor: &UserId, role: Option<Role>, action: Action<'_>) -> Resu
             Role::Full => offered <= Role::Full,
             Role::Author | Role::Reader => false,
         },
-        Action::ManageMember { target } => role == Role::Owner || target == actor,
+        Action::ManageMember { .. } => role == Role::Owner,
         Action::DeleteFolder => role == Role::Owner,
     };
     if allowed {
@@ -206,9 +206,9 @@ mod tests {
         ];
         // Expected per role, in the order of `actions`.
         let table = [
-            (Role::Reader, [1, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
-            (Role::Author, [1, 1, 1, 0, 0, 0, 0, 0, 1, 0]),
-            (Role::Full, [1, 1, 1, 1, 1, 1, 0, 0, 1, 0]),
+            (Role::Reader, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (Role::Author, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]),
+            (Role::Full, [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]),
             (Role::Owner, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
         ];
         for (role, expect) in table {

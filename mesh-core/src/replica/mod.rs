@@ -244,6 +244,41 @@ impl<S: Store> Replica<S> {
         })
     }
 
+    /// Creates or updates many entries of one feed in one transaction (all or none): each
+    /// id that exists gets a new version, the others are created by `actor`.
+    pub fn write_batch(
+        &mut self,
+        feed: &FeedKey,
+        drafts: Vec<(EntryId, EntryDraft)>,
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Vec<Written>> {
+        let stamp = actor.stamp(when);
+        let mut tx = self.store.begin()?;
+        let mut out = Vec::with_capacity(drafts.len());
+        for (id, draft) in drafts {
+            let mut entry = {
+                let cur = tx.get(feed, &id)?;
+                match cur.as_deref() {
+                    Some(cur) => {
+                        let data = draft.into_next_data(&cur.content, when);
+                        feedsync::update(cur, &stamp, data, false)?
+                    }
+                    None => {
+                        feedsync::create(id, &stamp, draft.into_new_data(actor.user.clone(), when))
+                    }
+                }
+            };
+            if self.options.compact_history {
+                entry.sync.compact();
+            }
+            let seq = tx.put(feed, entry.clone(), None)?;
+            out.push(Written { entry, seq });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn write(
         &mut self,
         feed: &FeedKey,

@@ -163,7 +163,50 @@ pub struct SyncSession {
     remote_replica: Option<ReplicaId>,
     queue: VecDeque<FeedWork>,
     report: SyncReport,
+    unsaved: Unsaved,
 }
+
+/// Cursor moves not yet written: they are written together (at the end of the session, or
+/// every [`FLUSH_EVERY`] moves), not one transaction each. Losing them to a crash only means
+/// asking for, or sending, a page again.
+#[derive(Debug, Default)]
+struct Unsaved {
+    states: BTreeMap<FeedKey, SyncState>,
+    moves: usize,
+}
+
+impl Unsaved {
+    fn defer<S: Store>(
+        &mut self,
+        local: &mut Replica<S>,
+        remote: &RemoteId,
+        feed: FeedKey,
+        state: SyncState,
+    ) -> Result<()> {
+        self.states.insert(feed, state);
+        self.moves += 1;
+        if self.moves >= FLUSH_EVERY {
+            self.flush(local, remote)?;
+        }
+        Ok(())
+    }
+
+    fn flush<S: Store>(&mut self, local: &mut Replica<S>, remote: &RemoteId) -> Result<()> {
+        if !self.states.is_empty() {
+            let mut tx = local.store_mut().begin()?;
+            for (feed, state) in &self.states {
+                tx.set_sync_state(remote, feed, state)?;
+            }
+            tx.commit()?;
+            self.states.clear();
+        }
+        self.moves = 0;
+        Ok(())
+    }
+}
+
+/// How many deferred cursor moves a session keeps before writing them.
+const FLUSH_EVERY: usize = 16;
 
 impl SyncSession {
     /// A session that has not sent anything yet.
@@ -175,6 +218,7 @@ impl SyncSession {
             remote_replica: None,
             queue: VecDeque::new(),
             report: SyncReport::default(),
+            unsaved: Unsaved::default(),
         }
     }
 
@@ -256,7 +300,9 @@ impl SyncSession {
                     // Everything examined came from the remote: just move the cursor.
                     if page.next > w.state.pushed {
                         w.state.pushed = page.next;
-                        save_state(local, &self.config.remote, w)?;
+                        let (feed, state) = (w.feed.clone(), w.state.clone());
+                        self.unsaved
+                            .defer(local, &self.config.remote, feed, state)?;
                     }
                     if !page.more {
                         w.push_done = true;
@@ -278,6 +324,7 @@ impl SyncSession {
             }
             self.queue.pop_front();
         }
+        self.unsaved.flush(local, &self.config.remote)?;
         self.phase = Phase::Done;
         Ok(Step::Done(self.report.clone()))
     }
@@ -314,17 +361,27 @@ impl SyncSession {
                 self.report.received += entries.len();
                 let mut state = w.state.clone();
                 state.pulled = next;
-                let reports = local.merge_batch_with_state(
-                    &feed,
-                    entries,
-                    Some(&remote),
-                    Some((&self.config.remote, &state)),
-                )?;
-                w.state = state;
                 let reached_head = w.remote_head.is_some_and(|h| next >= h);
                 if !more || reached_head {
                     w.pull_done = true;
                 }
+                let reports = if entries.is_empty() {
+                    // Only the cursor moved (everything examined came from us).
+                    w.state = state.clone();
+                    self.unsaved
+                        .defer(local, &self.config.remote, feed.clone(), state)?;
+                    Vec::new()
+                } else {
+                    let reports = local.merge_batch_with_state(
+                        &feed,
+                        entries,
+                        Some(&remote),
+                        Some((&self.config.remote, &state)),
+                    )?;
+                    w.state = state;
+                    self.unsaved.states.remove(&feed);
+                    reports
+                };
                 for r in &reports {
                     match r.outcome {
                         MergeOutcome::Added => self.report.added += 1,
@@ -354,7 +411,9 @@ impl SyncSession {
                 if !more {
                     w.push_done = true;
                 }
-                save_state(local, &self.config.remote, w)?;
+                let state = w.state.clone();
+                self.unsaved
+                    .defer(local, &self.config.remote, feed.clone(), state)?;
                 self.report.sent += sent;
                 self.phase = Phase::Work;
                 Ok(results
@@ -431,12 +490,6 @@ fn current<'q>(queue: &'q mut VecDeque<FeedWork>, feed: &FeedKey) -> Result<&'q 
             "response for feed {feed}, which was not asked about"
         ))),
     }
-}
-
-fn save_state<S: Store>(local: &mut Replica<S>, remote: &RemoteId, w: &FeedWork) -> Result<()> {
-    let mut tx = local.store_mut().begin()?;
-    tx.set_sync_state(remote, &w.feed, &w.state)?;
-    tx.commit()
 }
 
 fn response_name(r: &Response) -> &'static str {

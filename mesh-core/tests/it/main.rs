@@ -3,6 +3,8 @@
 mod atom;
 mod common;
 mod conformance;
+mod guard;
+mod properties;
 mod rules;
 mod session;
 mod store_suite;

@@ -29,6 +29,7 @@ fn options() -> SyncOptions {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(300),
         poll_interval: Duration::from_secs(3600),
+        ..SyncOptions::default()
     }
 }
 

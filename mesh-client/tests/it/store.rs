@@ -391,7 +391,7 @@ fn damaged_store_contents_are_typed_errors() {
 // ---- kill -9 ----------------------------------------------------------------------------------
 
 const WRITER_ENV: &str = "MESH_TEST_KILL9_WRITER";
-const WRITER_TEST: &str = "kill9_writer_child";
+const WRITER_TEST: &str = "store::kill9_writer_child";
 /// The most entries one transaction of the writer adds.
 const MAX_BATCH: u64 = 8;
 

@@ -1,0 +1,195 @@
+//! Access control of a replica serving several users.
+
+use mesh_core::content::JsonContent;
+use mesh_core::feedsync::MergeOutcome;
+use mesh_core::id::{FolderId, UserId};
+use mesh_core::model::{Entry, EntryDraft, FeedKey, InvitationState, Member, Role};
+use mesh_core::replica::Replica;
+use mesh_core::store::{Cursor, MemoryStore};
+use mesh_core::sync::{respond_as, Request, Response};
+use mesh_core::ErrorCode;
+
+use crate::common::*;
+
+fn member(user: &str, role: Role, state: InvitationState) -> EntryDraft {
+    let m = Member {
+        user: user.parse().unwrap(),
+        role,
+        state,
+        invited_by: "ann".parse().unwrap(),
+        invited_at: t(0),
+    };
+    EntryDraft {
+        title: user.into(),
+        content: JsonContent::from_serialize(&m).unwrap(),
+        media: None,
+    }
+}
+
+fn changes(r: &Replica<MemoryStore>, feed: &FeedKey) -> Vec<Entry> {
+    r.changes_since(feed, Cursor::ZERO, 100)
+        .unwrap()
+        .changes
+        .into_iter()
+        .map(|c| c.entry)
+        .collect()
+}
+
+fn push(
+    hub: &mut Replica<MemoryStore>,
+    user: &str,
+    feed: &FeedKey,
+    entries: Vec<Entry>,
+) -> Vec<(MergeOutcome, bool)> {
+    let req = Request::Push {
+        from: format!("{user}-dev").parse().unwrap(),
+        feed: feed.clone(),
+        entries,
+    };
+    let Response::Pushed { results, .. } = respond_as(hub, &user.parse().unwrap(), req).unwrap()
+    else {
+        panic!()
+    };
+    results
+        .into_iter()
+        .map(|r| (r.outcome, r.refused.is_some()))
+        .collect()
+}
+
+fn pull(hub: &mut Replica<MemoryStore>, user: &str, feed: &FeedKey) -> Result<usize, ErrorCode> {
+    let req = Request::Pull {
+        from: "x".parse().unwrap(),
+        feed: feed.clone(),
+        since: Cursor::ZERO,
+        limit: 100,
+    };
+    match respond_as(hub, &user.parse::<UserId>().unwrap(), req) {
+        Ok(Response::Changes { entries, .. }) => Ok(entries.len()),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.code()),
+    }
+}
+
+#[test]
+fn roles_decide_what_a_served_replica_accepts_and_shows() {
+    let folder: FolderId = "f".parse().unwrap();
+    let (members, notes) = (
+        FeedKey::members(&folder),
+        FeedKey::folder(folder.clone(), "notes".parse().unwrap()),
+    );
+    let mut ann_dev = replica("ann-dev");
+    let ann = actor("ann", "ann-dev");
+    ann_dev
+        .create(
+            &members,
+            id("ann"),
+            member("ann", Role::Owner, InvitationState::Active),
+            &ann,
+            t(0),
+        )
+        .unwrap();
+    ann_dev
+        .create(
+            &members,
+            id("bob"),
+            member("bob", Role::Reader, InvitationState::Invited),
+            &ann,
+            t(1),
+        )
+        .unwrap();
+    ann_dev
+        .create(&notes, id("n1"), draft("note"), &ann, t(2))
+        .unwrap();
+    let mut hub = replica("hub");
+
+    // The owner entry and an invitation made by that owner arrive in one batch: both merge.
+    assert_eq!(
+        push(&mut hub, "ann", &members, changes(&ann_dev, &members)),
+        [(MergeOutcome::Added, false); 2]
+    );
+    assert_eq!(
+        push(&mut hub, "ann", &notes, changes(&ann_dev, &notes)),
+        [(MergeOutcome::Added, false)]
+    );
+    // Someone else cannot claim the folder, nor see it.
+    let mut eve_dev = replica("eve-dev");
+    eve_dev
+        .create(
+            &members,
+            id("eve"),
+            member("eve", Role::Owner, InvitationState::Active),
+            &actor("eve", "eve-dev"),
+            t(3),
+        )
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "eve", &members, changes(&eve_dev, &members)),
+        [(MergeOutcome::Unchanged, true)]
+    );
+    assert_eq!(pull(&mut hub, "eve", &notes), Err(ErrorCode::NotFound));
+    assert_eq!(pull(&mut hub, "eve", &members), Err(ErrorCode::NotFound));
+    // Bob, invited, sees the members feed but not the notes until he accepts.
+    assert_eq!(pull(&mut hub, "bob", &members), Ok(2));
+    assert_eq!(pull(&mut hub, "bob", &notes), Err(ErrorCode::NotFound));
+    let mut bob_dev = replica("bob-dev");
+    bob_dev
+        .merge_batch(&members, changes(&hub, &members), None)
+        .unwrap();
+    bob_dev
+        .merge_batch(&notes, changes(&ann_dev, &notes), None)
+        .unwrap();
+    let bob = actor("bob", "bob-dev");
+    let accepted = bob_dev
+        .update(
+            &members,
+            &id("bob"),
+            member("bob", Role::Reader, InvitationState::Active),
+            &bob,
+            t(4),
+        )
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "bob", &members, vec![accepted.entry]),
+        [(MergeOutcome::Updated, false)]
+    );
+    assert_eq!(pull(&mut hub, "bob", &notes), Ok(1));
+    // A Reader cannot promote himself, write, or change ann's note; relaying what the hub
+    // already knows needs no permission.
+    let promoted = bob_dev
+        .update(
+            &members,
+            &id("bob"),
+            member("bob", Role::Owner, InvitationState::Active),
+            &bob,
+            t(5),
+        )
+        .unwrap();
+    let written = bob_dev
+        .create(&notes, id("n2"), draft("bob's"), &bob, t(5))
+        .unwrap();
+    let edited = bob_dev
+        .update(&notes, &id("n1"), draft("edited"), &bob, t(6))
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "bob", &members, vec![promoted.entry]),
+        [(MergeOutcome::Unchanged, true)]
+    );
+    assert_eq!(
+        push(
+            &mut hub,
+            "bob",
+            &notes,
+            vec![
+                written.entry,
+                edited.entry,
+                changes(&ann_dev, &notes)[0].clone()
+            ]
+        ),
+        [
+            (MergeOutcome::Unchanged, true),
+            (MergeOutcome::Unchanged, true),
+            (MergeOutcome::Unchanged, false)
+        ]
+    );
+    assert_eq!(pull(&mut hub, "ann", &notes), Ok(1));
+}
