@@ -43,12 +43,15 @@ async fn main() -> Result<(), Error> {
             let hub = Hub::builder().data_dir(_dir.path()).build()?;
             let ann = "ann".parse()?;
             hub.accounts().add_user(&ann)?;
-            let a = hub
-                .accounts()
-                .add_device(&ann, &"ann-laptop".parse()?, "Ann's laptop", "laptop")?;
-            let b = hub
-                .accounts()
-                .add_device(&ann, &"ann-phone".parse()?, "Ann's phone", "phone")?;
+            let a = hub.accounts().add_device(
+                &ann,
+                &"ann-laptop".parse()?,
+                "Ann's laptop",
+                "laptop",
+            )?;
+            let b =
+                hub.accounts()
+                    .add_device(&ann, &"ann-phone".parse()?, "Ann's phone", "phone")?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             tokio::spawn(hub.serve(listener, std::future::pending()));
@@ -72,7 +75,11 @@ async fn main() -> Result<(), Error> {
         .await?;
     for title in ["Buy milk", "Buy eggs", "Call the plumber"] {
         laptop
-            .put(&folder.id, &todos, EntryDraft::new(title, json!({"done": false})))
+            .put(
+                &folder.id,
+                &todos,
+                EntryDraft::new(title, json!({"done": false})),
+            )
             .await?;
     }
     laptop.sync_now().await?;

@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! cargo bench -p mesh-hub --bench hub
+//! MESH_BENCH_DURABILITY=normal cargo bench -p mesh-hub --bench hub   # the hub's --durability
 //! MESH_BENCH_ENTRIES=20000 MESH_BENCH_WRITES=200 MESH_BENCH_STREAMS=200 cargo bench -p mesh-hub --bench hub
 //! ```
 
@@ -55,6 +56,8 @@ impl HubProcess {
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--log"])
             .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
+            .arg("--durability")
+            .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -70,8 +73,8 @@ impl HubProcess {
 
     /// Resident set size of the hub process, in KiB.
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -264,13 +267,15 @@ async fn run() -> Result<(), Error> {
     control.set_online(false);
     let a = device("ann", "a", link).await?;
     let folder = a.create_folder("Bench", "app/bench").await?;
-    let feed = a
-        .create_feed(&folder.id, "items".parse()?, "Items")
-        .await?;
+    let feed = a.create_feed(&folder.id, "items".parse()?, "Items").await?;
     let t = Instant::now();
     for i in 0..entries {
-        a.put(&folder.id, &feed, EntryDraft::new(format!("item {i}"), kib_payload(i)))
-            .await?;
+        a.put(
+            &folder.id,
+            &feed,
+            EntryDraft::new(format!("item {i}"), kib_payload(i)),
+        )
+        .await?;
     }
     println!(
         "local writes on A: {entries} entries in {:.2?} (not part of the sync figures)",
@@ -300,16 +305,14 @@ async fn run() -> Result<(), Error> {
         received as f64 / pull_time.as_secs_f64(),
         entries as f64 / total.as_secs_f64()
     );
-    println!("hub RSS after the initial sync: {} MiB", hub.rss_kib() / 1024);
+    println!(
+        "hub RSS after the initial sync: {} MiB",
+        hub.rss_kib() / 1024
+    );
 
     // ---- incremental sync of one entry -----------------------------------------------------
     let (proxied, counters) = proxy(&hub.url).await?;
-    let c = device(
-        "ann",
-        "c",
-        NoWatch(HttpTransport::new(&proxied, &token_c)?),
-    )
-    .await?;
+    let c = device("ann", "c", NoWatch(HttpTransport::new(&proxied, &token_c)?)).await?;
     c.sync_now().await?; // catch up first (pulls everything)
     let mut times = Vec::new();
     let mut bytes = Vec::new();
@@ -317,8 +320,12 @@ async fn run() -> Result<(), Error> {
     for i in 0..20 {
         let before = counters.total();
         let t = Instant::now();
-        c.put(&folder.id, &feed, EntryDraft::new(format!("inc {i}"), kib_payload(i)))
-            .await?;
+        c.put(
+            &folder.id,
+            &feed,
+            EntryDraft::new(format!("inc {i}"), kib_payload(i)),
+        )
+        .await?;
         session_done(&mut c_events).await?;
         times.push(t.elapsed());
         bytes.push(counters.total() - before);
@@ -340,7 +347,11 @@ async fn run() -> Result<(), Error> {
     for i in 0..writes {
         let t = Instant::now();
         let e = a
-            .put(&folder.id, &feed, EntryDraft::new(format!("live {i}"), json!({"i": i})))
+            .put(
+                &folder.id,
+                &feed,
+                EntryDraft::new(format!("live {i}"), json!({"i": i})),
+            )
             .await?;
         tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(ev) = b_events.next().await {

@@ -40,7 +40,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mesh_client::store::{ClientStore, StoreConfig};
+use mesh_client::store::{ClientStore, Durability, StoreConfig};
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
 
@@ -61,6 +61,7 @@ pub const REPLICA_DB: &str = "hub.db";
 pub struct HubBuilder {
     data_dir: Option<PathBuf>,
     config: HubConfig,
+    durability: Durability,
 }
 
 impl HubBuilder {
@@ -77,6 +78,14 @@ impl HubBuilder {
         self
     }
 
+    /// How the replica database syncs commits to disk: `Full` (the default) survives a crash
+    /// of the machine; `Normal` survives a crash of the hub process and saves an fsync per
+    /// commit.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// The largest request body accepted, in bytes.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
@@ -90,7 +99,7 @@ impl HubBuilder {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let accounts = Accounts::open(&dir.join(ACCOUNTS_DB))?;
-                let store = open_store(&dir.join(REPLICA_DB), fresh)?;
+                let store = open_store(&dir.join(REPLICA_DB), fresh, self.durability)?;
                 (accounts, store)
             }
             None => (
@@ -107,8 +116,12 @@ impl HubBuilder {
     }
 }
 
-fn open_store(path: &Path, fresh: ReplicaId) -> Result<ClientStore, HubError> {
-    ClientStore::open(&StoreConfig::Sqlite(path.to_owned()), fresh)
+fn open_store(
+    path: &Path,
+    fresh: ReplicaId,
+    durability: Durability,
+) -> Result<ClientStore, HubError> {
+    ClientStore::open(&StoreConfig::SqliteWith(path.to_owned(), durability), fresh)
         .map_err(|e| HubError::Store(e.to_string()))
 }
 

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mesh_client::store::Durability;
 use mesh_hub::{Accounts, Hub, HubError, ACCOUNTS_DB};
 use tracing_subscriber::filter::LevelFilter;
 
@@ -36,6 +37,10 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     max_body: usize,
+    /// Durability of the replica database: `full` (every commit synced to disk) or `normal`
+    /// (survives a crash of the hub, not of the machine; faster).
+    #[arg(long, default_value = "full")]
+    durability: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -139,9 +144,19 @@ fn admin(data: &std::path::Path, command: Command) -> Result<(), HubError> {
 }
 
 async fn serve(cli: Cli) -> Result<(), HubError> {
+    let durability = match cli.durability.as_str() {
+        "full" => Durability::Full,
+        "normal" => Durability::Normal,
+        other => {
+            return Err(HubError::Store(format!(
+                "--durability {other:?}: expected full or normal"
+            )))
+        }
+    };
     let hub = Hub::builder()
         .data_dir(&cli.data)
         .max_body(cli.max_body)
+        .durability(durability)
         .build()?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     // Scripts starting the hub on port 0 read the address from this line.
