@@ -6,9 +6,11 @@
 //! * [`core`] — `mesh-core`: the resource model, the FeedSync engine, replicas and the
 //!   sans-I/O sync protocol.
 //! * [`client`] — `mesh-client`: the async client, stores, transports and sync engine.
+//! * [`hub`] — `mesh-hub`: the self-hostable hub (HTTP API, accounts, notifications).
 
 pub use mesh_client as client;
 pub use mesh_core as core;
+pub use mesh_hub as hub;
 
 /// The README's code blocks, compiled as doc tests so that they cannot go stale.
 #[cfg(doctest)]

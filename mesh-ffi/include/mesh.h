@@ -94,8 +94,8 @@ const char *mesh_version(void);
 
 // Opens a client from a JSON configuration (see the README: `user`, `device`,
 // `device_name`, `device_kind`, `store_path`, `remotes`, `sync`). `hub` may be NULL unless a
-// remote is `{"in_process": true}`. A remote given by `url` fails with
-// `MESH_STATUS_UNSUPPORTED` until the HTTP transport is merged. The client starts its own
+// remote is `{"in_process": true}`. A remote given by `url` (and `token`) is a hub reached over
+// HTTP. The client starts its own
 // runtime (two worker threads) and one sync engine per remote.
 //
 // Thread-safety: may be called from any thread, but not from a callback of this library.

@@ -104,20 +104,27 @@ struct SyncConfig {
     page_size: Option<u32>,
 }
 
-/// The hook for remotes given by URL. The HTTP transport (`HttpTransport`) is written on
-/// another branch; until it is merged, such a remote is refused with
-/// `MESH_STATUS_UNSUPPORTED`. Once it exists, this returns
-/// `builder.remote(name, HttpTransport::new(url, token))`.
+/// A remote given by URL: a `mesh-hub` reached through the HTTP transport, with the device
+/// token the hub minted for this device.
 fn http_remote(
-    _builder: ::mesh_client::MeshClientBuilder,
+    builder: ::mesh_client::MeshClientBuilder,
     name: &RemoteId,
     url: &str,
-    _token: Option<&str>,
+    token: Option<&str>,
 ) -> Result<::mesh_client::MeshClientBuilder> {
-    Err(Error::new(
-        mesh_status::MESH_STATUS_UNSUPPORTED,
-        format!("remote {name}: hub URLs ({url}) need the HTTP transport, which this build does not have yet"),
-    ))
+    let token = token.ok_or_else(|| {
+        Error::new(
+            mesh_status::MESH_STATUS_INVALID_INPUT,
+            format!("remote {name}: a hub URL needs a \"token\""),
+        )
+    })?;
+    let transport = ::mesh_client::transport::HttpTransport::new(url, token).map_err(|e| {
+        Error::new(
+            mesh_status::MESH_STATUS_INVALID_INPUT,
+            format!("remote {name}: {e}"),
+        )
+    })?;
+    Ok(builder.remote(name.clone(), transport))
 }
 
 fn open(config: &str, hub: Option<&mesh_hub>) -> Result<mesh_client> {
@@ -185,8 +192,8 @@ fn open(config: &str, hub: Option<&mesh_hub>) -> Result<mesh_client> {
 
 /// Opens a client from a JSON configuration (see the README: `user`, `device`,
 /// `device_name`, `device_kind`, `store_path`, `remotes`, `sync`). `hub` may be NULL unless a
-/// remote is `{"in_process": true}`. A remote given by `url` fails with
-/// `MESH_STATUS_UNSUPPORTED` until the HTTP transport is merged. The client starts its own
+/// remote is `{"in_process": true}`. A remote given by `url` (and `token`) is a hub reached over
+/// HTTP. The client starts its own
 /// runtime (two worker threads) and one sync engine per remote.
 ///
 /// Thread-safety: may be called from any thread, but not from a callback of this library.

@@ -192,7 +192,19 @@ fn open_refuses_bad_configurations() {
         null(),
         MESH_STATUS_INVALID_JSON,
     );
-    open(cs(r#"{"user": "ann", "device": "d", "remotes": [{"name": "cloud", "url": "http://127.0.0.1:1/", "token": "t"}]}"#).as_ptr(), null(), MESH_STATUS_UNSUPPORTED);
+    // A hub URL needs a token; with one, the client opens (its engine then finds nobody
+    // listening on port 1 and retries in the background).
+    open(cs(r#"{"user": "ann", "device": "d", "remotes": [{"name": "cloud", "url": "http://127.0.0.1:1/"}]}"#).as_ptr(), null(), MESH_STATUS_INVALID_INPUT);
+    open(cs(r#"{"user": "ann", "device": "d", "remotes": [{"name": "cloud", "url": "not a url", "token": "t"}]}"#).as_ptr(), null(), MESH_STATUS_INVALID_INPUT);
+    let config = cs(
+        r#"{"user": "ann", "device": "d", "remotes": [{"name": "cloud", "url": "http://127.0.0.1:1/", "token": "t"}]}"#,
+    );
+    let c = expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_open(config.as_ptr(), null(), o, e)
+    });
+    assert!(!c.is_null());
+    // SAFETY: `c` came from a successful open and is freed once.
+    unsafe { mesh_client_free(c) };
     let config = cs(r#"{"user": "ann", "device": "d"}"#);
     assert_eq!(
         unsafe { mesh_client_open(config.as_ptr(), null(), null_mut(), null_mut()) },

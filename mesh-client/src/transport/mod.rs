@@ -6,9 +6,12 @@
 //!
 //! * [`InProcessHub`] / [`InProcessTransport`]: a hub replica in the same process, or another
 //!   client's replica served directly;
+//! * [`HttpTransport`]: a `mesh-hub` over HTTP (reqwest with rustls), with timeouts, retries
+//!   and server-sent notifications;
 //! * [`SimNetwork`]: wraps any transport in a deterministic simulated network (seeded drops,
 //!   duplicates, replays, delays and partitions) for tests.
 
+mod http;
 mod inproc;
 mod simnet;
 
@@ -22,6 +25,7 @@ use mesh_core::sync::{Request, Response};
 use mesh_core::{CoreError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
+pub use http::{HttpConfig, HttpTransport};
 pub use inproc::{InProcessHub, InProcessTransport};
 pub use simnet::{LinkControl, SimConfig, SimNetwork, SimTransport};
 
@@ -62,6 +66,9 @@ pub enum TransportError {
     /// The remote answered something that is not the protocol (malformed or truncated body).
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A precondition of the request (`If-Match`) did not hold: the resource changed.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// The remote refused the request with a typed error.
     #[error("remote refused: {0}")]
     Remote(CoreError),
@@ -77,7 +84,9 @@ impl TransportError {
             | TransportError::Server(_)
             | TransportError::Protocol(_) => true,
             TransportError::Remote(e) => e.code() == ErrorCode::Store,
-            TransportError::Unauthorized | TransportError::Forbidden(_) => false,
+            TransportError::Unauthorized
+            | TransportError::Forbidden(_)
+            | TransportError::PreconditionFailed(_) => false,
         }
     }
 

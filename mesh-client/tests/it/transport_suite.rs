@@ -41,7 +41,7 @@ fn entries(user: &str, n: usize) -> (FeedKey, Vec<mesh_core::model::Entry>) {
 }
 
 /// The suite: `connect(user)` gives a transport to one shared remote, acting for `user`.
-async fn suite(connect: impl Fn(&str) -> Arc<dyn Transport>) {
+pub(crate) async fn suite(connect: impl Fn(&str) -> Arc<dyn Transport>) {
     let ann = connect("ann");
     let from: ReplicaId = "device-1".parse().unwrap();
     let other: ReplicaId = "device-2".parse().unwrap();

@@ -21,6 +21,7 @@ mod entry;
 mod feed;
 mod member;
 mod mesh;
+pub mod odata;
 mod query;
 
 pub use entry::{Entry, EntryData, EntryDraft, EntryVersion, MediaRef};

@@ -1,0 +1,437 @@
+//! Benchmarks of a hub over loopback HTTP (the figures of issue 4):
+//!
+//! * initial sync of N entries of 1 KiB, device A → hub → device B (entries/s);
+//! * incremental sync of one entry (ms, and bytes on the wire counted by a TCP proxy);
+//! * latency from a write on A to the change event on B (p50, p99);
+//! * resident memory of a hub holding many open notification streams.
+//!
+//! The hub runs as its own process (the `mesh-hub` binary, SQLite replica in a temporary
+//! directory); the devices are `MeshClient`s with in-memory stores and `HttpTransport`s.
+//!
+//! ```text
+//! cargo bench -p mesh-hub --bench hub
+//! MESH_BENCH_DURABILITY=normal cargo bench -p mesh-hub --bench hub   # the hub's --durability
+//! MESH_BENCH_ENTRIES=20000 MESH_BENCH_WRITES=200 MESH_BENCH_STREAMS=200 cargo bench -p mesh-hub --bench hub
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use mesh_client::sync::SyncOptions;
+use mesh_client::transport::{
+    HttpTransport, Notification, SimConfig, SimNetwork, Transport, TransportError,
+};
+use mesh_client::{ChangeSource, Event, MeshClient};
+use mesh_core::model::EntryDraft;
+use mesh_core::sync::{Request, Response};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---- the hub process -------------------------------------------------------------------------
+
+struct HubProcess {
+    child: Child,
+    url: String,
+}
+
+impl HubProcess {
+    fn start(dir: &Path) -> Result<HubProcess, Error> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+            .arg("--data")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--log"])
+            .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
+            .arg("--durability")
+            .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("mesh-hub listening on ")
+            .ok_or("unexpected first line")?
+            .to_owned();
+        Ok(HubProcess { child, url })
+    }
+
+    /// Resident set size of the hub process, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn admin(dir: &Path, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+// ---- a byte-counting TCP proxy ---------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Counters {
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn total(&self) -> u64 {
+        self.up.load(Ordering::SeqCst) + self.down.load(Ordering::SeqCst)
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    count: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                count.fetch_add(n as u64, Ordering::SeqCst);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Forwards a loopback port to `target`, counting the bytes each way.
+async fn proxy(target: &str) -> Result<(String, Counters), Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let target = target.trim_start_matches("http://").to_owned();
+    let counters = Counters::default();
+    let c = counters.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, c.up.clone()));
+            tokio::spawn(pipe(sr, cw, c.down.clone()));
+        }
+    });
+    Ok((format!("http://{addr}"), counters))
+}
+
+/// A transport without notifications, so that only the sync session's own traffic is counted.
+struct NoWatch(HttpTransport);
+
+#[async_trait]
+impl Transport for NoWatch {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        self.0.send(request).await
+    }
+    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
+        Ok(futures::stream::pending().boxed())
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+fn options() -> SyncOptions {
+    SyncOptions {
+        poll_interval: Duration::from_secs(3600),
+        // MESH_BENCH_PAGE sets the entries per pull/push message (the client default is 500;
+        // the hub caps pages at 1000).
+        page_size: env_usize("MESH_BENCH_PAGE", 500) as u32,
+        ..SyncOptions::default()
+    }
+}
+
+async fn device(user: &str, id: &str, remote: impl Transport) -> Result<MeshClient, Error> {
+    Ok(MeshClient::builder()
+        .user(user.parse()?)
+        .device(id.parse()?)
+        .remote("hub".parse()?, remote)
+        .sync_options(options())
+        .build()
+        .await?)
+}
+
+/// Waits for the end of a sync session of `events`' client.
+async fn session_done(events: &mut BoxStream<'static, Event>) -> Result<(), Error> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = events.next().await {
+            if let Event::SyncProgress { done: true, .. } = e {
+                return Ok(());
+            }
+        }
+        Err("event stream ended".into())
+    })
+    .await
+    .map_err(|_| "timed out waiting for a session")?
+}
+
+fn kib_payload(i: usize) -> serde_json::Value {
+    // About 1 KiB of JSON content per entry.
+    json!({"n": i, "text": format!("{i:08}").repeat(126)})
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem}")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn run() -> Result<(), Error> {
+    let entries = env_usize("MESH_BENCH_ENTRIES", 100_000);
+    let writes = env_usize("MESH_BENCH_WRITES", 1_000);
+    let streams = env_usize("MESH_BENCH_STREAMS", 1_000);
+    println!("machine: {}", machine());
+
+    // MESH_BENCH_DIR puts the hub's data elsewhere (e.g. /dev/shm, to take the disk out).
+    let dir = match std::env::var("MESH_BENCH_DIR") {
+        Ok(base) => tempfile::tempdir_in(base)?,
+        Err(_) => tempfile::tempdir()?,
+    };
+    admin(dir.path(), &["user", "add", "ann"])?;
+    let token_a = admin(dir.path(), &["device", "add", "ann", "a"])?;
+    let token_b = admin(dir.path(), &["device", "add", "ann", "b"])?;
+    let token_c = admin(dir.path(), &["device", "add", "ann", "c"])?;
+    let hub = HubProcess::start(dir.path())?;
+    println!("hub: {} (SQLite replica in a temporary directory)", hub.url);
+
+    // ---- initial sync A → hub → B ----------------------------------------------------------
+    let net = SimNetwork::new(SimConfig::default());
+    let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_a)?);
+    control.set_online(false);
+    let a = device("ann", "a", link).await?;
+    let folder = a.create_folder("Bench", "app/bench").await?;
+    let feed = a.create_feed(&folder.id, "items".parse()?, "Items").await?;
+    let t = Instant::now();
+    for i in 0..entries {
+        a.put(
+            &folder.id,
+            &feed,
+            EntryDraft::new(format!("item {i}"), kib_payload(i)),
+        )
+        .await?;
+    }
+    println!(
+        "local writes on A: {entries} entries in {:.2?} (not part of the sync figures)",
+        t.elapsed()
+    );
+    control.set_online(true);
+    let t = Instant::now();
+    a.sync_now().await?;
+    let push_time = t.elapsed();
+    let sent = entries;
+    // B starts cut off too, so that its first session is the timed one.
+    let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_b)?);
+    control.set_online(false);
+    let b = device("ann", "b", link).await?;
+    control.set_online(true);
+    let t = Instant::now();
+    b.sync_now().await?;
+    let pull_time = t.elapsed();
+    let received = b
+        .query(&folder.id, &feed, mesh_core::model::Query::new())
+        .await?
+        .len();
+    let total = push_time + pull_time;
+    println!(
+        "initial sync: A→hub {sent} entries in {push_time:.2?} ({:.0}/s); hub→B {received} in {pull_time:.2?} ({:.0}/s); A→hub→B {:.0} entries/s",
+        sent as f64 / push_time.as_secs_f64(),
+        received as f64 / pull_time.as_secs_f64(),
+        entries as f64 / total.as_secs_f64()
+    );
+    println!(
+        "hub RSS after the initial sync: {} MiB",
+        hub.rss_kib() / 1024
+    );
+
+    // ---- incremental sync of one entry -----------------------------------------------------
+    let (proxied, counters) = proxy(&hub.url).await?;
+    let c = device("ann", "c", NoWatch(HttpTransport::new(&proxied, &token_c)?)).await?;
+    c.sync_now().await?; // catch up first (pulls everything)
+    let mut times = Vec::new();
+    let mut bytes = Vec::new();
+    let mut c_events = c.events();
+    for i in 0..20 {
+        let before = counters.total();
+        let t = Instant::now();
+        c.put(
+            &folder.id,
+            &feed,
+            EntryDraft::new(format!("inc {i}"), kib_payload(i)),
+        )
+        .await?;
+        session_done(&mut c_events).await?;
+        times.push(t.elapsed());
+        bytes.push(counters.total() - before);
+    }
+    times.sort();
+    bytes.sort();
+    println!(
+        "incremental sync of one 1 KiB entry (device C → hub, whole session): median {:.2?}, max {:.2?}; {} bytes on the wire (median; requests + responses with HTTP headers)",
+        percentile(&times, 0.5),
+        times.last().copied().unwrap_or_default(),
+        bytes[bytes.len() / 2]
+    );
+
+    // ---- write on A → change event on B ----------------------------------------------------
+    b.sync_now().await?;
+    a.sync_now().await?;
+    let mut b_events = b.subscribe(&folder.id, Some(&feed));
+    let mut lat = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let t = Instant::now();
+        let e = a
+            .put(
+                &folder.id,
+                &feed,
+                EntryDraft::new(format!("live {i}"), json!({"i": i})),
+            )
+            .await?;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(ev) = b_events.next().await {
+                if let Event::EntryChanged {
+                    id,
+                    source: ChangeSource::Remote(_),
+                    ..
+                } = ev
+                {
+                    if id == e.sync.id {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no change event on B")?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "write on A → change event on B over {writes} writes: p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default()
+    );
+    for d in [&a, &b, &c] {
+        d.close();
+    }
+    drop(hub);
+
+    // ---- memory of a hub holding many notification streams ---------------------------------
+    let dir = tempfile::tempdir()?;
+    admin(dir.path(), &["user", "add", "ann"])?;
+    let token = admin(dir.path(), &["device", "add", "ann", "base"])?;
+    let hub = HubProcess::start(dir.path())?;
+    let http = reqwest::Client::new();
+    // One device (and token) per stream, registered through the API.
+    let mut tokens = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let v: serde_json::Value = http
+            .post(format!("{}/mesh/devices", hub.url))
+            .bearer_auth(&token)
+            .json(&json!({"id": format!("d{i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        tokens.push(v["token"].as_str().ok_or("no token")?.to_owned());
+    }
+    // Warm the hub up with one stream, then measure the baseline.
+    let warm = HttpTransport::new(&hub.url, &token)?;
+    let _warm = warm.watch().await?;
+    let idle = hub.rss_kib();
+    let mut open = Vec::with_capacity(streams);
+    for t in &tokens {
+        let tr = HttpTransport::new(&hub.url, t)?;
+        open.push(tr.watch().await?);
+    }
+    let loaded = hub.rss_kib();
+    println!(
+        "hub RSS: {:.1} MiB idle, {:.1} MiB with {streams} open SSE streams ({:.1} KiB per stream)",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0,
+        loaded.saturating_sub(idle) as f64 / streams.max(1) as f64
+    );
+    drop(open);
+    Ok(())
+}
+
+fn main() -> Result<(), Error> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would run this too, so only run
+    // the (long) measurements when asked for.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("hub benchmarks: run with `cargo bench -p mesh-hub --bench hub`");
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}

@@ -1,0 +1,357 @@
+//! Change notifications: server-sent events and long-poll, resumable from a cursor; and the
+//! opaque cursors of the REST API.
+//!
+//! A notification says that a feed the caller may read has a new head. Its cursor (the SSE
+//! event id, or the long-poll answer's `cursor`) is the hub's change position it covers:
+//! reconnecting with it (`?cursor=` or `Last-Event-ID`) first replays every readable feed
+//! that moved since, then goes on live. Changes are broadcast under the replica's lock, so they
+//! leave in change order and a cursor never runs ahead of a notification not yet sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::header::ACCEPT;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use mesh_core::id::{DeviceId, ReplicaId, UserId};
+use mesh_core::model::{names, FeedKey, Scope};
+use mesh_core::store::{Cursor, Store};
+use mesh_core::sync::guard;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{json, Auth};
+use crate::error::ApiError;
+use crate::state::{Changed, HubState, StreamGuard};
+
+fn tag(replica: &ReplicaId, scope: &str, seq: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(replica.as_str().as_bytes());
+    h.update([0]);
+    h.update(scope.as_bytes());
+    h.update([0]);
+    h.update(seq.to_be_bytes());
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An opaque cursor: a change position, bound to this hub replica and to `scope` (a feed key,
+/// or `*` for notifications).
+pub(crate) fn encode_cursor(replica: &ReplicaId, scope: &str, seq: Cursor) -> String {
+    format!("{:x}-{}", seq.0, tag(replica, scope, seq.0))
+}
+
+/// Reads back a cursor made by [`encode_cursor`] for the same replica and scope.
+pub(crate) fn decode_cursor(
+    replica: &ReplicaId,
+    scope: &str,
+    text: &str,
+) -> Result<Cursor, ApiError> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+            "the cursor is malformed, or was issued for another feed or another hub replica; start again without one",
+        )
+    };
+    let (seq, t) = text.split_once('-').ok_or_else(bad)?;
+    if seq.is_empty() || seq.len() > 16 {
+        return Err(bad());
+    }
+    let seq = u64::from_str_radix(seq, 16).map_err(|_| bad())?;
+    if tag(replica, scope, seq) != t {
+        return Err(bad());
+    }
+    Ok(Cursor(seq))
+}
+
+#[derive(Serialize)]
+struct Note<'a> {
+    feed: &'a FeedKey,
+    head: Cursor,
+}
+
+#[derive(Serialize)]
+struct LongPoll<'a> {
+    cursor: String,
+    changes: Vec<Note<'a>>,
+}
+
+enum Item {
+    Change(FeedKey, Cursor),
+    Heartbeat,
+    Revoked,
+}
+
+/// One open watch (an SSE stream or a long-poll) of one device.
+struct Watcher {
+    state: HubState,
+    user: UserId,
+    device: DeviceId,
+    token: String,
+    rx: broadcast::Receiver<Changed>,
+    revoked: broadcast::Receiver<DeviceId>,
+    shutdown: watch::Receiver<bool>,
+    visible: HashMap<FeedKey, bool>,
+    pending: VecDeque<(FeedKey, Cursor)>,
+    pos: Cursor,
+    heartbeat: tokio::time::Interval,
+    _guard: StreamGuard,
+    done: bool,
+}
+
+/// Readable feeds with a head after `since`, in head order, and the replica's newest position.
+async fn backlog(
+    state: &HubState,
+    user: &UserId,
+    since: Option<Cursor>,
+) -> Result<(Vec<(FeedKey, Cursor)>, Cursor), ApiError> {
+    let user = user.clone();
+    state
+        .run(move |r| {
+            let mut global = Cursor::ZERO;
+            let mut out = Vec::new();
+            for h in r.store().feeds()? {
+                global = global.max(h.head);
+                if let Some(s) = since {
+                    if h.head > s && guard::can_read(r.store(), &user, &h.feed)? {
+                        out.push((h.feed, h.head));
+                    }
+                }
+            }
+            out.sort_by_key(|(_, h)| *h);
+            Ok::<_, mesh_core::CoreError>((out, global))
+        })
+        .await?
+        .map_err(ApiError::from)
+}
+
+impl Watcher {
+    async fn visible(&mut self, feed: &FeedKey) -> bool {
+        if let Scope::Mesh(owner) = &feed.scope {
+            return owner == &self.user;
+        }
+        if let Some(v) = self.visible.get(feed) {
+            return *v;
+        }
+        let (user, f) = (self.user.clone(), feed.clone());
+        let v = matches!(
+            self.state
+                .run(move |r| guard::can_read(r.store(), &user, &f))
+                .await,
+            Ok(Ok(true))
+        );
+        self.visible.insert(feed.clone(), v);
+        v
+    }
+
+    async fn still_authorized(&self) -> bool {
+        let (token, device) = (self.token.clone(), self.device.clone());
+        matches!(
+            self.state.accounts(move |a| a.authenticate(&token)).await,
+            Ok(Ok(Some(p))) if p.device == device
+        )
+    }
+
+    async fn next(&mut self) -> Option<Item> {
+        if self.done {
+            return None;
+        }
+        if let Some((feed, head)) = self.pending.pop_front() {
+            self.pos = self.pos.max(head);
+            return Some(Item::Change(feed, head));
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = self.shutdown.changed() => return None,
+                d = self.revoked.recv() => match d {
+                    Ok(d) if d == self.device => return Some(Item::Revoked),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if !self.still_authorized().await {
+                            return Some(Item::Revoked);
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                c = self.rx.recv() => match c {
+                    Ok(c) => {
+                        if c.feed.name.as_str() == names::MEMBERS {
+                            self.visible.clear();
+                        }
+                        if c.head > self.pos && self.visible(&c.feed).await {
+                            self.pos = c.head;
+                            return Some(Item::Change(c.feed, c.head));
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        // Missed some: replay from the store what moved since our position.
+                        self.visible.clear();
+                        let (back, _) = backlog(&self.state, &self.user, Some(self.pos)).await.ok()?;
+                        self.pending.extend(back);
+                        if let Some((feed, head)) = self.pending.pop_front() {
+                            self.pos = self.pos.max(head);
+                            return Some(Item::Change(feed, head));
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => {
+                    // Catches revocations made outside this process (the admin command).
+                    if !self.still_authorized().await {
+                        return Some(Item::Revoked);
+                    }
+                    return Some(Item::Heartbeat);
+                }
+            }
+        }
+    }
+}
+
+fn sse_event(w: &Watcher, item: Item) -> Event {
+    let replica = &w.state.0.replica_id;
+    match item {
+        Item::Change(feed, head) => {
+            let data = serde_json::to_string(&Note { feed: &feed, head }).unwrap_or_default();
+            Event::default()
+                .event("change")
+                .id(encode_cursor(replica, "*", w.pos))
+                .data(data)
+        }
+        Item::Heartbeat => Event::default().comment("heartbeat"),
+        Item::Revoked => Event::default()
+            .event("revoked")
+            .data(r#"{"code":"unauthorized","message":"this device was revoked"}"#),
+    }
+}
+
+pub(crate) async fn notifications(
+    State(state): State<HubState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let replica = state.0.replica_id.clone();
+    let cursor_text = q.get("cursor").cloned().or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let since = cursor_text
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_cursor(&replica, "*", &c))
+        .transpose()?;
+    let max_wait = state.0.config.long_poll_max;
+    let wait = match q.get("wait") {
+        None => max_wait.min(Duration::from_secs(30)),
+        Some(w) => match w.parse::<u64>() {
+            Ok(s) => Duration::from_secs(s).min(max_wait),
+            Err(_) => return Err(ApiError::bad_request("wait must be a number of seconds")),
+        },
+    };
+    let sse = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+
+    // Subscribe before looking at the store, so that nothing falls in between.
+    let rx = state.0.changes.subscribe();
+    let revoked = state.0.revoked.subscribe();
+    let shutdown = state.0.shutdown.subscribe();
+    let user = auth.principal.user.clone();
+    let (back, global) = backlog(&state, &user, since).await?;
+    let period = state.0.config.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = Watcher {
+        _guard: StreamGuard::new(&state, &auth.principal.device),
+        state,
+        user,
+        device: auth.principal.device,
+        token: auth.token,
+        rx,
+        revoked,
+        shutdown,
+        visible: HashMap::new(),
+        pending: back.into(),
+        pos: since.unwrap_or(global),
+        heartbeat,
+        done: false,
+    };
+
+    if sse {
+        let s = stream::unfold(w, |mut w| async move {
+            let item = w.next().await?;
+            if matches!(item, Item::Revoked) {
+                w.done = true;
+            }
+            let ev = sse_event(&w, item);
+            Some((Ok::<_, Infallible>(ev), w))
+        });
+        return Ok(Sse::new(s).into_response());
+    }
+
+    // Long-poll: answer at once with what is pending, or wait for the first change.
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes: Vec<(FeedKey, Cursor)> = w.pending.drain(..).collect();
+    if let Some((_, h)) = changes.last() {
+        w.pos = w.pos.max(*h);
+    }
+    while changes.is_empty() {
+        match tokio::time::timeout_at(deadline, w.next()).await {
+            Ok(Some(Item::Change(f, h))) => changes.push((f, h)),
+            Ok(Some(Item::Heartbeat)) => {}
+            Ok(Some(Item::Revoked)) => return Err(ApiError::unauthorized()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let body = LongPoll {
+        cursor: encode_cursor(&w.state.0.replica_id, "*", w.pos),
+        changes: changes
+            .iter()
+            .map(|(feed, head)| Note { feed, head: *head })
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        let r: ReplicaId = "hub-1".parse().unwrap();
+        let other: ReplicaId = "hub-2".parse().unwrap();
+        let c = encode_cursor(&r, "folder:f/todos", Cursor(42));
+        assert_eq!(decode_cursor(&r, "folder:f/todos", &c).unwrap(), Cursor(42));
+        assert!(decode_cursor(&r, "folder:f/other", &c).is_err());
+        assert!(decode_cursor(&other, "folder:f/todos", &c).is_err());
+        for bad in [
+            "",
+            "-",
+            "2a",
+            "2a-",
+            "zz-000000000000",
+            "2b-".to_owned().as_str(),
+            &c.replace("2a", "2b"),
+        ] {
+            assert_eq!(
+                decode_cursor(&r, "folder:f/todos", bad).unwrap_err().code,
+                "invalid_cursor"
+            );
+        }
+    }
+}

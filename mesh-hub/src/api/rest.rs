@@ -1,0 +1,1450 @@
+//! The REST resources in the Live Framework shape: the mesh, devices, folders, members,
+//! invitations, mappings, news, feeds, entries and changes.
+//!
+//! Reads check `guard::can_read`; every write is built as the FeedSync version it is (by the
+//! hub's own endpoint, authored by the caller) and checked with `guard::check_push` before it
+//! is merged, so REST and sync clients obey exactly the same role rules. A folder the caller
+//! may not read answers 404, whether it exists or not.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::{ETAG, IF_MATCH, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use mesh_core::atom::{read_feed_bytes, write_entry, write_feed, AtomFeed};
+use mesh_core::content::JsonContent;
+use mesh_core::feedsync::{self, Stamp};
+use mesh_core::id::{DeviceId, EntryId, FeedName, FolderId, UserId};
+use mesh_core::model::{
+    names, odata, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, InvitationState, Mapping,
+    MediaRef, Member, NewsItem, NewsKind, Role, Scope,
+};
+use mesh_core::store::{Cursor, Store};
+use mesh_core::sync::{guard, Request as SyncRequest, Response as SyncResponse, MAX_PAGE};
+use mesh_core::time::Timestamp;
+use mesh_core::CoreError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::notify::decode_cursor;
+use crate::api::{
+    atom, blocking, encode_cursor, is_atom_body, json, json_body, no_content, wants_atom, Auth,
+    RawBody,
+};
+use crate::error::ApiError;
+use crate::state::{now, Changed, HubState};
+
+type Params = Query<HashMap<String, String>>;
+
+// ---- ids from paths ------------------------------------------------------------------------
+
+fn folder_id(s: &str) -> Result<FolderId, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found("folder"))
+}
+
+fn feed_name(s: &str) -> Result<FeedName, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found("feed"))
+}
+
+fn entry_id(s: &str) -> Result<EntryId, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found("entry"))
+}
+
+fn user_id(s: &str) -> Result<UserId, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found("user"))
+}
+
+fn device_id(s: &str) -> Result<DeviceId, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found("device"))
+}
+
+fn as_entry_id(s: &str) -> Result<EntryId, ApiError> {
+    s.parse().map_err(|e: CoreError| e.into())
+}
+
+// ---- ETags ---------------------------------------------------------------------------------
+
+/// A strong ETag over everything the entry holds (versions, conflicts, metadata).
+pub(crate) fn etag(e: &Entry) -> String {
+    let bytes = serde_json::to_vec(e).unwrap_or_default();
+    let d = Sha256::digest(&bytes);
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(IF_MATCH)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
+}
+
+fn check_if_match(cond: &str, current: Option<&Entry>) -> Result<(), ApiError> {
+    let Some(cur) = current else {
+        return Err(ApiError::precondition_failed(
+            "If-Match given, but the entry does not exist",
+        ));
+    };
+    if cond.trim() == "*" {
+        return Ok(());
+    }
+    let tag = etag(cur);
+    if cond.split(',').any(|t| t.trim() == tag) {
+        Ok(())
+    } else {
+        Err(ApiError::precondition_failed(format!(
+            "the entry changed: its ETag is now {tag}"
+        )))
+    }
+}
+
+// ---- reading and writing the replica -------------------------------------------------------
+
+async fn check_read(state: &HubState, user: &UserId, feed: &FeedKey) -> Result<(), ApiError> {
+    let (u, f) = (user.clone(), feed.clone());
+    let ok = state
+        .run(move |r| guard::can_read(r.store(), &u, &f))
+        .await??;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(match &feed.scope {
+            Scope::Folder(f) => format!("folder {f}"),
+            Scope::Mesh(_) => format!("feed {feed}"),
+        }))
+    }
+}
+
+/// Builds the next version of an entry from the current one (if any), at `stamp`.
+type Make = Box<dyn FnOnce(Option<&Entry>, &Stamp, Timestamp) -> Result<Entry, ApiError> + Send>;
+
+/// Writes one entry as `user`: If-Match, then the version is built, checked against the
+/// member roles, merged and announced, all under the replica's lock.
+async fn write(
+    state: &HubState,
+    user: &UserId,
+    feed: FeedKey,
+    id: EntryId,
+    precondition: Option<String>,
+    make: Make,
+) -> Result<Entry, ApiError> {
+    let user = user.clone();
+    let endpoint = state.0.endpoint.clone();
+    let changes = state.0.changes.clone();
+    state
+        .run(move |r| {
+            let local = r.get(&feed, &id)?;
+            if let Some(cond) = precondition {
+                check_if_match(&cond, local.as_ref())?;
+            }
+            let when = now();
+            let stamp = Stamp::new(endpoint, when);
+            let new = make(local.as_ref(), &stamp, when)?;
+            guard::check_push(r.store(), &user, &feed, &new)?;
+            let reports = r.merge_batch(&feed, vec![new], None)?;
+            if reports.iter().any(|x| x.outcome.changed()) {
+                let head = r.store().head(&feed)?;
+                let _ = changes.send(Changed {
+                    feed: feed.clone(),
+                    head,
+                });
+            }
+            r.get(&feed, &id)?
+                .ok_or_else(|| ApiError::internal("written entry vanished"))
+        })
+        .await?
+}
+
+/// Creates the entry, or writes a new version of it.
+fn upsert(user: UserId, id: EntryId, draft: EntryDraft) -> Make {
+    Box::new(move |local, stamp, when| match local {
+        Some(l) => {
+            let data = draft.into_next_data(&l.content, when);
+            Ok(feedsync::update(l, stamp, data, false)?)
+        }
+        None => Ok(feedsync::create(id, stamp, draft.into_new_data(user, when))),
+    })
+}
+
+/// Writes a new version of an existing live entry.
+fn update_only(draft: EntryDraft, what: &'static str) -> Make {
+    Box::new(move |local, stamp, when| match local {
+        Some(l) if !l.is_deleted() => {
+            let data = draft.into_next_data(&l.content, when);
+            Ok(feedsync::update(l, stamp, data, false)?)
+        }
+        _ => Err(ApiError::not_found(what)),
+    })
+}
+
+/// Leaves a tombstone on an existing live entry.
+fn tombstone(what: &'static str) -> Make {
+    Box::new(move |local, stamp, when| match local {
+        Some(l) if !l.is_deleted() => {
+            let mut data = l.content.clone();
+            data.updated = when;
+            Ok(feedsync::update(l, stamp, data, true)?)
+        }
+        _ => Err(ApiError::not_found(what)),
+    })
+}
+
+fn record<T: Serialize>(title: impl Into<String>, value: &T) -> Result<EntryDraft, ApiError> {
+    Ok(EntryDraft {
+        title: title.into(),
+        content: JsonContent::from_serialize(value)?,
+        media: None,
+    })
+}
+
+fn decode<T: DeserializeOwned>(e: &Entry) -> Result<T, ApiError> {
+    Ok(e.content.content.decode()?)
+}
+
+async fn live_records<T: DeserializeOwned + Send + 'static>(
+    state: &HubState,
+    feed: FeedKey,
+) -> Result<Vec<T>, ApiError> {
+    let entries = state
+        .run(move |r| r.store().list(&feed, None, usize::MAX))
+        .await??;
+    entries
+        .iter()
+        .filter(|e| !e.is_deleted())
+        .map(decode)
+        .collect()
+}
+
+async fn get_entry(
+    state: &HubState,
+    feed: FeedKey,
+    id: EntryId,
+) -> Result<Option<Entry>, ApiError> {
+    Ok(state.run(move |r| r.get(&feed, &id)).await??)
+}
+
+/// Best-effort activity record in a folder's news feed.
+async fn news(state: &HubState, auth: &Auth, folder: &FolderId, kind: NewsKind, summary: String) {
+    let item = NewsItem {
+        kind,
+        actor: auth.principal.user.clone(),
+        device: Some(auth.principal.device.clone()),
+        folder: Some(folder.clone()),
+        feed: None,
+        entry: None,
+        summary: summary.clone(),
+        at: now(),
+    };
+    let Ok(id) = uuid::Uuid::new_v4().simple().to_string().parse::<EntryId>() else {
+        return;
+    };
+    let Ok(draft) = record(summary, &item) else {
+        return;
+    };
+    let user = auth.principal.user.clone();
+    let r = write(
+        state,
+        &user,
+        FeedKey::folder_news(folder),
+        id.clone(),
+        None,
+        upsert(user.clone(), id, draft),
+    )
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(code = e.code, "news not recorded");
+    }
+}
+
+// ---- the mesh and devices ------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct MeshDoc {
+    user: UserId,
+    device: DeviceId,
+    replica: String,
+    links: HashMap<&'static str, &'static str>,
+}
+
+pub(crate) async fn mesh(State(state): State<HubState>, auth: Auth) -> Response {
+    let links = HashMap::from([
+        ("devices", "/mesh/devices"),
+        ("folders", "/mesh/folders"),
+        ("invitations", "/mesh/invitations"),
+        ("news", "/mesh/news"),
+        ("notifications", "/mesh/notifications"),
+        ("sync", "/mesh/sync"),
+    ]);
+    json(
+        StatusCode::OK,
+        &MeshDoc {
+            user: auth.principal.user,
+            device: auth.principal.device,
+            replica: state.0.replica_id.to_string(),
+            links,
+        },
+    )
+}
+
+async fn device_docs(state: &HubState, user: &UserId) -> Result<Vec<Device>, ApiError> {
+    let u = user.clone();
+    let records = state.accounts(move |a| a.devices(&u)).await??;
+    let presence = state.presence();
+    Ok(records
+        .into_iter()
+        .map(|d| {
+            let p = presence.get(&d.id).cloned().unwrap_or_default();
+            Device {
+                id: d.id,
+                owner: d.owner,
+                name: d.name,
+                kind: d.kind,
+                last_seen: p.last_seen,
+                online: p.streams > 0,
+            }
+        })
+        .collect())
+}
+
+pub(crate) async fn devices(
+    State(state): State<HubState>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
+    let docs = device_docs(&state, &auth.principal.user).await?;
+    Ok(json(StatusCode::OK, &docs))
+}
+
+pub(crate) async fn device(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = device_id(&id)?;
+    let docs = device_docs(&state, &auth.principal.user).await?;
+    let d = docs
+        .into_iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("device {id}")))?;
+    Ok(json(StatusCode::OK, &d))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevice {
+    id: DeviceId,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NewDeviceDoc {
+    device: Device,
+    token: String,
+}
+
+pub(crate) async fn add_device(
+    State(state): State<HubState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let req: NewDevice = json_body(&headers, &body)?;
+    let user = auth.principal.user.clone();
+    let name = req.name.unwrap_or_else(|| req.id.to_string());
+    let kind = req.kind.unwrap_or_else(|| "device".into());
+    let (u, d, n, k) = (user.clone(), req.id.clone(), name.clone(), kind.clone());
+    let token = state
+        .accounts(move |a| a.add_device(&u, &d, &n, &k))
+        .await??;
+    tracing::info!(%user, device = %req.id, "device registered");
+    let doc = NewDeviceDoc {
+        device: Device {
+            id: req.id.clone(),
+            owner: user,
+            name,
+            kind,
+            last_seen: None,
+            online: false,
+        },
+        token,
+    };
+    let mut resp = json(StatusCode::CREATED, &doc);
+    if let Ok(v) = HeaderValue::from_str(&format!("/mesh/devices/{}", req.id)) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn revoke_device(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = device_id(&id)?;
+    let user = auth.principal.user.clone();
+    let mine = device_docs(&state, &user).await?.iter().any(|d| d.id == id);
+    if !mine {
+        return Err(ApiError::not_found(format!("device {id}")));
+    }
+    let d = id.clone();
+    state.accounts(move |a| a.revoke_device(&d)).await??;
+    let _ = state.0.revoked.send(id.clone());
+    tracing::info!(%user, device = %id, "device revoked");
+    Ok(no_content())
+}
+
+// ---- folders -------------------------------------------------------------------------------
+
+/// The id of a folder's own record in its `info` feed.
+fn folder_record(_folder: &FolderId) -> EntryId {
+    names::FOLDER_RECORD
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the record id is valid"))
+}
+
+pub(crate) async fn folders(
+    State(state): State<HubState>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
+    let user = auth.principal.user.clone();
+    let mut list: Vec<Folder> = state
+        .run(move |r| {
+            let mut out = Vec::new();
+            for h in r.store().feeds()? {
+                if h.feed.name.as_str() != names::MEMBERS {
+                    continue;
+                }
+                let Scope::Folder(f) = &h.feed.scope else {
+                    continue;
+                };
+                let active = guard::membership(r.store(), f, &user)?
+                    .is_some_and(|m| m.effective_role().is_some());
+                if !active {
+                    continue;
+                }
+                if let Some(e) = r.get(&FeedKey::info(f), &folder_record(f))? {
+                    if !e.is_deleted() {
+                        out.push(e.content.content.decode::<Folder>()?);
+                    }
+                }
+            }
+            Ok::<_, CoreError>(out)
+        })
+        .await??;
+    list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    Ok(json(StatusCode::OK, &list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFolder {
+    name: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<FolderId>,
+}
+
+pub(crate) async fn create_folder(
+    State(state): State<HubState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let req: NewFolder = json_body(&headers, &body)?;
+    let user = auth.principal.user.clone();
+    let id = match req.id {
+        Some(id) => id,
+        None => uuid::Uuid::new_v4().simple().to_string().parse()?,
+    };
+    let when = now();
+    let folder = Folder {
+        id: id.clone(),
+        name: req.name.clone(),
+        kind: req.kind.unwrap_or_else(|| "app/mesh".into()),
+        created_by: user.clone(),
+        created_at: when,
+    };
+    let owner = Member {
+        user: user.clone(),
+        role: Role::Owner,
+        state: InvitationState::Active,
+        invited_by: user.clone(),
+        invited_at: when,
+    };
+    // A folder id that is taken answers as a conflict only to those who may see it.
+    let members = FeedKey::members(&id);
+    let taken = !{
+        let m = members.clone();
+        state
+            .run(move |r| r.store().list(&m, None, 1))
+            .await??
+            .is_empty()
+    };
+    if taken {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("folder {id} already exists"),
+        ));
+    }
+    let uid = as_entry_id(user.as_str())?;
+    write(
+        &state,
+        &user,
+        members,
+        uid.clone(),
+        None,
+        upsert(user.clone(), uid, record(user.to_string(), &owner)?),
+    )
+    .await?;
+    let rec = folder_record(&id);
+    write(
+        &state,
+        &user,
+        FeedKey::info(&id),
+        rec.clone(),
+        None,
+        upsert(user.clone(), rec, record(req.name.clone(), &folder)?),
+    )
+    .await?;
+    news(
+        &state,
+        &auth,
+        &id,
+        NewsKind::FolderCreated,
+        format!("{user} created {:?}", req.name),
+    )
+    .await;
+    let mut resp = json(StatusCode::CREATED, &folder);
+    if let Ok(v) = HeaderValue::from_str(&format!("/mesh/folders/{id}")) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn folder(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let info = FeedKey::info(&f);
+    check_read(&state, &auth.principal.user, &info).await?;
+    let e = get_entry(&state, info, folder_record(&f))
+        .await?
+        .filter(|e| !e.is_deleted())
+        .ok_or_else(|| ApiError::not_found(format!("folder {f}")))?;
+    let folder: Folder = decode(&e)?;
+    Ok(json(StatusCode::OK, &folder))
+}
+
+pub(crate) async fn delete_folder(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let info = FeedKey::info(&f);
+    check_read(&state, &auth.principal.user, &info).await?;
+    write(
+        &state,
+        &auth.principal.user,
+        info,
+        folder_record(&f),
+        None,
+        tombstone("folder"),
+    )
+    .await?;
+    Ok(no_content())
+}
+
+// ---- members and invitations ---------------------------------------------------------------
+
+pub(crate) async fn members(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::members(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let list: Vec<Member> = live_records(&state, key).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn member(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, u)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::members(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let u = user_id(&u)?;
+    let e = get_entry(&state, key, as_entry_id(u.as_str())?)
+        .await?
+        .filter(|e| !e.is_deleted())
+        .ok_or_else(|| ApiError::not_found(format!("member {u}")))?;
+    let m: Member = decode(&e)?;
+    Ok(json(StatusCode::OK, &m))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invite {
+    user: UserId,
+    role: Role,
+}
+
+pub(crate) async fn invite(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::members(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let req: Invite = json_body(&headers, &body)?;
+    let target = req.user.clone();
+    let exists = state.accounts(move |a| a.has_user(&target)).await??;
+    if !exists {
+        return Err(ApiError::not_found(format!("user {}", req.user)));
+    }
+    let id = as_entry_id(req.user.as_str())?;
+    let current = get_entry(&state, key.clone(), id.clone()).await?;
+    if current.is_some_and(|e| !e.is_deleted()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("{} is already a member or invited", req.user),
+        ));
+    }
+    let me = auth.principal.user.clone();
+    let m = Member {
+        user: req.user.clone(),
+        role: req.role,
+        state: InvitationState::Invited,
+        invited_by: me.clone(),
+        invited_at: now(),
+    };
+    write(
+        &state,
+        &me,
+        key,
+        id.clone(),
+        None,
+        upsert(me.clone(), id, record(req.user.to_string(), &m)?),
+    )
+    .await?;
+    news(
+        &state,
+        &auth,
+        &f,
+        NewsKind::MemberInvited,
+        format!("{me} invited {} as {}", req.user, req.role),
+    )
+    .await;
+    let mut resp = json(StatusCode::CREATED, &m);
+    if let Ok(v) = HeaderValue::from_str(&format!("/mesh/folders/{f}/members/{}", req.user)) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRole {
+    role: Role,
+}
+
+async fn member_of(state: &HubState, f: &FolderId, u: &UserId) -> Result<Member, ApiError> {
+    let e = get_entry(state, FeedKey::members(f), as_entry_id(u.as_str())?)
+        .await?
+        .filter(|e| !e.is_deleted())
+        .ok_or_else(|| ApiError::not_found(format!("member {u}")))?;
+    decode(&e)
+}
+
+async fn other_owners(state: &HubState, f: &FolderId, u: &UserId) -> Result<bool, ApiError> {
+    let all: Vec<Member> = live_records(state, FeedKey::members(f)).await?;
+    Ok(all
+        .iter()
+        .any(|m| &m.user != u && m.role == Role::Owner && m.state == InvitationState::Active))
+}
+
+pub(crate) async fn set_role(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, u)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::members(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let u = user_id(&u)?;
+    let req: SetRole = json_body(&headers, &body)?;
+    let mut m = member_of(&state, &f, &u).await?;
+    if m.role == Role::Owner && req.role != Role::Owner && !other_owners(&state, &f, &u).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "a folder keeps at least one owner",
+        ));
+    }
+    m.role = req.role;
+    let id = as_entry_id(u.as_str())?;
+    write(
+        &state,
+        &auth.principal.user,
+        key,
+        id,
+        None,
+        update_only(record(u.to_string(), &m)?, "member"),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &m))
+}
+
+pub(crate) async fn remove_member(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, u)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::members(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let u = user_id(&u)?;
+    let m = member_of(&state, &f, &u).await?;
+    if m.role == Role::Owner && !other_owners(&state, &f, &u).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "a folder keeps at least one owner",
+        ));
+    }
+    write(
+        &state,
+        &auth.principal.user,
+        key,
+        as_entry_id(u.as_str())?,
+        None,
+        tombstone("member"),
+    )
+    .await?;
+    news(&state, &auth, &f, NewsKind::MemberLeft, format!("{u} left")).await;
+    Ok(no_content())
+}
+
+#[derive(Serialize)]
+struct Invitation {
+    folder: FolderId,
+    member: Member,
+}
+
+pub(crate) async fn invitations(
+    State(state): State<HubState>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
+    let user = auth.principal.user.clone();
+    let list = state
+        .run(move |r| {
+            let mut out = Vec::new();
+            for h in r.store().feeds()? {
+                if let (Scope::Folder(f), names::MEMBERS) = (&h.feed.scope, h.feed.name.as_str()) {
+                    if let Some(m) = guard::membership(r.store(), f, &user)? {
+                        if m.state == InvitationState::Invited {
+                            out.push(Invitation {
+                                folder: f.clone(),
+                                member: m,
+                            });
+                        }
+                    }
+                }
+            }
+            Ok::<_, CoreError>(out)
+        })
+        .await??;
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn answer_invitation(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, answer)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let new_state = match answer.as_str() {
+        "accept" => InvitationState::Active,
+        "decline" => InvitationState::Declined,
+        _ => return Err(ApiError::not_found("resource")),
+    };
+    let user = auth.principal.user.clone();
+    let not_invited = || ApiError::not_found(format!("invitation to folder {f}"));
+    let mut m = member_of(&state, &f, &user)
+        .await
+        .map_err(|_| not_invited())?;
+    if m.state != InvitationState::Invited {
+        return Err(not_invited());
+    }
+    m.state = new_state;
+    write(
+        &state,
+        &user,
+        FeedKey::members(&f),
+        as_entry_id(user.as_str())?,
+        None,
+        update_only(record(user.to_string(), &m)?, "invitation"),
+    )
+    .await?;
+    if new_state == InvitationState::Active {
+        news(
+            &state,
+            &auth,
+            &f,
+            NewsKind::MemberJoined,
+            format!("{user} joined as {}", m.role),
+        )
+        .await;
+    }
+    Ok(json(StatusCode::OK, &m))
+}
+
+// ---- mappings and news ---------------------------------------------------------------------
+
+pub(crate) async fn mappings(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::mappings(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let list: Vec<Mapping> = live_records(&state, key).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn mapping(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, d)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::mappings(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let d = device_id(&d)?;
+    let e = get_entry(&state, key, as_entry_id(d.as_str())?)
+        .await?
+        .filter(|e| !e.is_deleted())
+        .ok_or_else(|| ApiError::not_found(format!("mapping of device {d}")))?;
+    let m: Mapping = decode(&e)?;
+    Ok(json(StatusCode::OK, &m))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutMapping {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+pub(crate) async fn put_mapping(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, d)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::mappings(&f);
+    let user = auth.principal.user.clone();
+    check_read(&state, &user, &key).await?;
+    let d = device_id(&d)?;
+    let req: PutMapping = if body.is_empty() {
+        PutMapping::default()
+    } else {
+        json_body(&headers, &body)?
+    };
+    if !device_docs(&state, &user).await?.iter().any(|x| x.id == d) {
+        return Err(ApiError::not_found(format!("device {d}")));
+    }
+    let m = Mapping {
+        device: d.clone(),
+        user: user.clone(),
+        path: req.path,
+        created_at: now(),
+    };
+    let id = as_entry_id(d.as_str())?;
+    write(
+        &state,
+        &user,
+        key,
+        id.clone(),
+        None,
+        upsert(user.clone(), id, record(d.to_string(), &m)?),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &m))
+}
+
+pub(crate) async fn delete_mapping(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, d)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::mappings(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let d = device_id(&d)?;
+    write(
+        &state,
+        &auth.principal.user,
+        key,
+        as_entry_id(d.as_str())?,
+        None,
+        tombstone("mapping"),
+    )
+    .await?;
+    Ok(no_content())
+}
+
+fn top_param(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
+    match q.get("$top") {
+        None => Ok(default),
+        Some(t) => Ok(odata::parse_query(None, None, Some(t), None)?
+            .top
+            .unwrap_or(default)),
+    }
+}
+
+pub(crate) async fn folder_news(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let top = top_param(&q, 100)?;
+    let key = FeedKey::folder_news(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let mut items: Vec<NewsItem> = live_records(&state, key).await?;
+    items.sort_by_key(|n| std::cmp::Reverse(n.at));
+    items.truncate(top);
+    Ok(json(StatusCode::OK, &items))
+}
+
+pub(crate) async fn mesh_news(
+    State(state): State<HubState>,
+    auth: Auth,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let top = top_param(&q, 100)?;
+    let user = auth.principal.user.clone();
+    let entries = state
+        .run(move |r| {
+            let mut out = Vec::new();
+            for h in r.store().feeds()? {
+                if h.feed.name.as_str() != names::NEWS
+                    || !guard::can_read(r.store(), &user, &h.feed)?
+                {
+                    continue;
+                }
+                if let Scope::Folder(f) = &h.feed.scope {
+                    let active = guard::membership(r.store(), f, &user)?
+                        .is_some_and(|m| m.effective_role().is_some());
+                    if !active {
+                        continue;
+                    }
+                }
+                out.extend(r.store().list(&h.feed, None, usize::MAX)?);
+            }
+            Ok::<_, CoreError>(out)
+        })
+        .await??;
+    let mut items: Vec<NewsItem> = entries
+        .iter()
+        .filter(|e| !e.is_deleted())
+        .filter_map(|e| decode(e).ok())
+        .collect();
+    items.sort_by_key(|n| std::cmp::Reverse(n.at));
+    items.truncate(top);
+    Ok(json(StatusCode::OK, &items))
+}
+
+// ---- feeds ---------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct FeedDoc {
+    name: FeedName,
+    title: Option<String>,
+    created_at: Option<Timestamp>,
+    head: Cursor,
+    entries: u64,
+}
+
+pub(crate) async fn feeds(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::feeds(&f);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let list: Vec<FeedInfo> = live_records(&state, key).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFeed {
+    name: FeedName,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+pub(crate) async fn create_feed(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(f): Path<String>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let key = FeedKey::feeds(&f);
+    let user = auth.principal.user.clone();
+    check_read(&state, &user, &key).await?;
+    let req: NewFeed = json_body(&headers, &body)?;
+    if names::RESERVED.contains(&req.name.as_str()) {
+        return Err(CoreError::InvalidId {
+            kind: "feed name",
+            reason: format!("{:?} is reserved for the system", req.name.as_str()),
+        }
+        .into());
+    }
+    let id = as_entry_id(req.name.as_str())?;
+    if get_entry(&state, key.clone(), id.clone())
+        .await?
+        .is_some_and(|e| !e.is_deleted())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("feed {} already exists", req.name),
+        ));
+    }
+    let title = req.title.unwrap_or_else(|| req.name.to_string());
+    let info = FeedInfo {
+        name: req.name.clone(),
+        title: title.clone(),
+        created_at: now(),
+    };
+    write(
+        &state,
+        &user,
+        key,
+        id.clone(),
+        None,
+        upsert(user.clone(), id, record(title, &info)?),
+    )
+    .await?;
+    let mut resp = json(StatusCode::CREATED, &info);
+    if let Ok(v) = HeaderValue::from_str(&format!("/mesh/folders/{f}/feeds/{}", req.name)) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn feed(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = folder_id(&f)?;
+    let n = feed_name(&n)?;
+    let key = FeedKey::folder(f.clone(), n.clone());
+    check_read(&state, &auth.principal.user, &key).await?;
+    let (k, id) = (key.clone(), as_entry_id(n.as_str())?);
+    let (info, head, count) = state
+        .run(move |r| {
+            let info = r.get(&FeedKey::feeds(&f), &id)?.filter(|e| !e.is_deleted());
+            let head = r.store().head(&k)?;
+            let count = r
+                .store()
+                .feeds()?
+                .into_iter()
+                .find(|h| h.feed == k)
+                .map_or(0, |h| h.entries);
+            Ok::<_, CoreError>((info, head, count))
+        })
+        .await??;
+    let info: Option<FeedInfo> = info.as_ref().map(decode).transpose()?;
+    if info.is_none() && head == Cursor::ZERO && !key.is_system() {
+        return Err(ApiError::not_found(format!("feed {n}")));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &FeedDoc {
+            name: n,
+            title: info.as_ref().map(|i| i.title.clone()),
+            created_at: info.map(|i| i.created_at),
+            head,
+            entries: count,
+        },
+    ))
+}
+
+// ---- entries -------------------------------------------------------------------------------
+
+fn feed_key(f: &str, n: &str) -> Result<FeedKey, ApiError> {
+    Ok(FeedKey::folder(folder_id(f)?, feed_name(n)?))
+}
+
+#[derive(Serialize)]
+struct EntryList<'a> {
+    feed: &'a FeedKey,
+    count: usize,
+    entries: &'a [Entry],
+}
+
+fn atom_feed(state: &HubState, feed: &FeedKey, entries: Vec<Entry>) -> AtomFeed {
+    let updated = entries
+        .iter()
+        .map(|e| e.content.updated)
+        .max()
+        .unwrap_or_else(now);
+    AtomFeed {
+        id: format!("urn:mesh:{}:{feed}", state.0.replica_id),
+        title: feed.to_string(),
+        updated,
+        entries,
+    }
+}
+
+pub(crate) async fn entries(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let mut query = odata::parse_query(
+        q.get("$filter").map(String::as_str),
+        q.get("$orderby").map(String::as_str),
+        q.get("$top").map(String::as_str),
+        q.get("$skip").map(String::as_str),
+    )?;
+    let atom_out = wants_atom(&headers);
+    // Atom is the FeedSync form: tombstones travel too.
+    query.include_deleted =
+        atom_out || matches!(q.get("deleted").map(String::as_str), Some("true" | "1"));
+    check_read(&state, &auth.principal.user, &key).await?;
+    let k = key.clone();
+    let list = state
+        .run(move |r| -> Result<Vec<Entry>, CoreError> {
+            // Without filter or order the id order of the store pages directly.
+            if query.filter.is_none() && query.order.is_empty() && query.include_deleted {
+                let want = query.skip.saturating_add(query.top.unwrap_or(usize::MAX));
+                let all = r.store().list(&k, None, want)?;
+                return Ok(query.run(all));
+            }
+            Ok(query.run(r.store().list(&k, None, usize::MAX)?))
+        })
+        .await??;
+    if atom_out {
+        let feed = atom_feed(&state, &key, list);
+        let xml = blocking(move || write_feed(&feed)).await?;
+        return Ok(atom(StatusCode::OK, xml));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &EntryList {
+            feed: &key,
+            count: list.len(),
+            entries: &list,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEntry {
+    #[serde(default)]
+    id: Option<String>,
+    title: String,
+    #[serde(default)]
+    content: serde_json::Value,
+    #[serde(default)]
+    media: Option<MediaRef>,
+}
+
+#[derive(Serialize)]
+struct MergeDoc<'a> {
+    feed: &'a FeedKey,
+    results: &'a [mesh_core::sync::PushResult],
+}
+
+fn entry_response(status: StatusCode, e: &Entry, as_atom: bool) -> Response {
+    let mut resp = if as_atom {
+        atom(status, write_entry(e))
+    } else {
+        json(status, e)
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag(e)) {
+        resp.headers_mut().insert(ETAG, v);
+    }
+    resp
+}
+
+pub(crate) async fn post_entries(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let user = auth.principal.user.clone();
+    check_read(&state, &user, &key).await?;
+    if is_atom_body(&headers) {
+        // A FeedSync feed: merged entry by entry, each checked as the write it is.
+        let feed = blocking(move || read_feed_bytes(&body)).await??;
+        let from = state.0.replica_id.clone();
+        let k = key.clone();
+        let changes = state.0.changes.clone();
+        let response = state
+            .run(move |r| {
+                let resp = guard::respond_as(
+                    r,
+                    &user,
+                    SyncRequest::Push {
+                        from,
+                        feed: k.clone(),
+                        entries: feed.entries,
+                    },
+                )?;
+                if let SyncResponse::Pushed { results, .. } = &resp {
+                    if results.iter().any(|x| x.outcome.changed()) {
+                        let head = r.store().head(&k)?;
+                        let _ = changes.send(Changed { feed: k, head });
+                    }
+                }
+                Ok::<_, CoreError>(resp)
+            })
+            .await??;
+        let SyncResponse::Pushed { results, .. } = response else {
+            return Err(ApiError::internal("push answered with another message"));
+        };
+        return Ok(json(
+            StatusCode::OK,
+            &MergeDoc {
+                feed: &key,
+                results: &results,
+            },
+        ));
+    }
+    let req: NewEntry = json_body(&headers, &body)?;
+    let id: EntryId = match req.id {
+        Some(id) => as_entry_id(&id)?,
+        None => uuid::Uuid::new_v4().simple().to_string().parse()?,
+    };
+    let draft = EntryDraft {
+        title: req.title,
+        content: JsonContent::from_value(&req.content)?,
+        media: req.media,
+    };
+    let eid = id.clone();
+    let make: Make = Box::new(move |local, stamp, when| match local {
+        Some(_) => Err(CoreError::AlreadyExists {
+            kind: "entry",
+            id: eid.to_string(),
+        }
+        .into()),
+        None => Ok(feedsync::create(
+            eid,
+            stamp,
+            draft.into_new_data(user, when),
+        )),
+    });
+    let e = write(
+        &state,
+        &auth.principal.user,
+        key.clone(),
+        id.clone(),
+        None,
+        make,
+    )
+    .await?;
+    let mut resp = entry_response(StatusCode::CREATED, &e, wants_atom(&headers));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "/mesh/folders/{f}/feeds/{n}/entries/{}",
+        urlencode(id.as_str())
+    )) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) async fn entry(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let id = entry_id(&id)?;
+    check_read(&state, &auth.principal.user, &key).await?;
+    let e = get_entry(&state, key, id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("entry {id}")))?;
+    Ok(entry_response(StatusCode::OK, &e, wants_atom(&headers)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEntry {
+    title: String,
+    #[serde(default)]
+    content: serde_json::Value,
+    #[serde(default)]
+    media: Option<MediaRef>,
+}
+
+pub(crate) async fn put_entry(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let id = entry_id(&id)?;
+    check_read(&state, &auth.principal.user, &key).await?;
+    let req: PutEntry = json_body(&headers, &body)?;
+    let draft = EntryDraft {
+        title: req.title,
+        content: JsonContent::from_value(&req.content)?,
+        media: req.media,
+    };
+    let make: Make = Box::new(move |local, stamp, when| match local {
+        // Writing a deleted entry revives it.
+        Some(l) => {
+            let data = draft.into_next_data(&l.content, when);
+            Ok(feedsync::update(l, stamp, data, false)?)
+        }
+        None => Err(ApiError::not_found("entry")),
+    });
+    let e = write(
+        &state,
+        &auth.principal.user,
+        key,
+        id,
+        if_match(&headers),
+        make,
+    )
+    .await?;
+    Ok(entry_response(StatusCode::OK, &e, wants_atom(&headers)))
+}
+
+pub(crate) async fn delete_entry(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let id = entry_id(&id)?;
+    check_read(&state, &auth.principal.user, &key).await?;
+    write(
+        &state,
+        &auth.principal.user,
+        key,
+        id,
+        if_match(&headers),
+        tombstone("entry"),
+    )
+    .await?;
+    Ok(no_content())
+}
+
+#[derive(Serialize)]
+struct ChangesDoc<'a> {
+    feed: &'a FeedKey,
+    entries: &'a [Entry],
+    cursor: String,
+    more: bool,
+}
+
+pub(crate) async fn changes(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path((f, n)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = feed_key(&f, &n)?;
+    let scope = key.to_string();
+    let replica = state.0.replica_id.clone();
+    let since = match q.get("cursor").filter(|c| !c.is_empty()) {
+        Some(c) => decode_cursor(&replica, &scope, c)?,
+        None => Cursor::ZERO,
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE as usize).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be 1 to {MAX_PAGE}"
+                )))
+            }
+        },
+    };
+    check_read(&state, &auth.principal.user, &key).await?;
+    let k = key.clone();
+    let page = state
+        .run(move |r| r.store().changes_since(&k, since, limit, None))
+        .await??;
+    let cursor = encode_cursor(&replica, &scope, page.next);
+    let entries: Vec<Entry> = page.changes.into_iter().map(|c| c.entry).collect();
+    if wants_atom(&headers) {
+        let feed = atom_feed(&state, &key, entries);
+        let xml = blocking(move || write_feed(&feed)).await?;
+        let mut resp = atom(StatusCode::OK, xml);
+        if let Ok(v) = HeaderValue::from_str(&cursor) {
+            resp.headers_mut().insert("Mesh-Cursor", v);
+        }
+        resp.headers_mut().insert(
+            "Mesh-More",
+            HeaderValue::from_static(if page.more { "true" } else { "false" }),
+        );
+        return Ok(resp);
+    }
+    Ok(json(
+        StatusCode::OK,
+        &ChangesDoc {
+            feed: &key,
+            entries: &entries,
+            cursor,
+            more: page.more,
+        },
+    ))
+}

@@ -1,0 +1,232 @@
+//! The route table behind OPTIONS: what each resource is and what it accepts.
+
+use axum::http::header::ALLOW;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::api::json;
+use crate::error::ApiError;
+
+#[derive(Serialize)]
+struct RouteDoc {
+    resource: &'static str,
+    description: &'static str,
+    methods: &'static [&'static str],
+    accepts: &'static [&'static str],
+    produces: &'static [&'static str],
+    query: &'static [&'static str],
+}
+
+const JSON: &[&str] = &["application/json"];
+const JSON_ATOM: &[&str] = &["application/json", "application/atom+xml"];
+const NONE: &[&str] = &[];
+const LIST_QUERY: &[&str] = &["$top", "$skip", "$orderby", "$filter"];
+
+const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        resource: "/mesh",
+        description: "the caller's mesh: user, device, hub replica and links",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/sync",
+        description: "the sync protocol: POST one request, get its response",
+        methods: &["POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/notifications",
+        description: "change notifications: server-sent events (Accept: text/event-stream) or a long-poll, resumable from a cursor",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: &["text/event-stream", "application/json"],
+        query: &["cursor", "wait"],
+    },
+    RouteDoc {
+        resource: "/mesh/devices",
+        description: "the caller's devices; POST registers a new one and returns its token",
+        methods: &["GET", "POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/devices/{device}",
+        description: "one of the caller's devices; DELETE revokes it at once",
+        methods: &["GET", "DELETE", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/invitations",
+        description: "folders the caller is invited to and has not answered",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/invitations/{folder}/{answer}",
+        description: "answer an invitation: answer is accept or decline",
+        methods: &["POST", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/news",
+        description: "activity of every folder the caller belongs to, newest first",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: &["$top"],
+    },
+    RouteDoc {
+        resource: "/mesh/folders",
+        description: "the folders the caller is an active member of; POST creates one",
+        methods: &["GET", "POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}",
+        description: "a folder's record; DELETE deletes the folder (owners)",
+        methods: &["GET", "DELETE", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/members",
+        description: "a folder's members and invitations; POST invites a user with a role",
+        methods: &["GET", "POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/members/{user}",
+        description: "one member; PUT changes the role (owners), DELETE removes the member or leaves",
+        methods: &["GET", "PUT", "DELETE", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/mappings",
+        description: "which devices replicate the folder, and where",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/mappings/{device}",
+        description: "one device's mapping; PUT maps one of the caller's devices, DELETE unmaps",
+        methods: &["GET", "PUT", "DELETE", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/news",
+        description: "the folder's activity, newest first",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: &["$top"],
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/feeds",
+        description: "the folder's application feeds; POST creates one",
+        methods: &["GET", "POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/feeds/{feed}",
+        description: "one feed: its record, head and size",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/feeds/{feed}/entries",
+        description: "a feed's entries; POST JSON creates one, POST a FeedSync Atom feed merges it",
+        methods: &["GET", "POST", "OPTIONS"],
+        accepts: JSON_ATOM,
+        produces: JSON_ATOM,
+        query: LIST_QUERY,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/feeds/{feed}/entries/{entry}",
+        description: "one entry with its ETag; PUT writes a new version, DELETE leaves a tombstone (If-Match honoured)",
+        methods: &["GET", "PUT", "DELETE", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON_ATOM,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/feeds/{feed}/changes",
+        description: "the feed's changes after an opaque cursor, in change order, tombstones included",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON_ATOM,
+        query: &["cursor", "limit"],
+    },
+];
+
+fn matches(template: &str, path: &str) -> bool {
+    let mut t = template.split('/');
+    let mut p = path.trim_end_matches('/').split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) => {
+                let var = ts.starts_with('{');
+                if (var && ps.is_empty()) || (!var && ts != ps) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Describes the resource at `path`.
+pub(crate) fn options(path: &str) -> Response {
+    match ROUTES.iter().find(|r| matches(r.resource, path)) {
+        Some(doc) => {
+            let mut resp = json(StatusCode::OK, doc);
+            if let Ok(v) = HeaderValue::from_str(&doc.methods.join(", ")) {
+                resp.headers_mut().insert(ALLOW, v);
+            }
+            resp
+        }
+        None => ApiError::not_found("resource").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_paths() {
+        assert!(matches("/mesh/folders/{folder}", "/mesh/folders/abc"));
+        assert!(matches("/mesh/folders/{folder}", "/mesh/folders/abc/"));
+        assert!(!matches("/mesh/folders/{folder}", "/mesh/folders/"));
+        assert!(!matches("/mesh/folders/{folder}", "/mesh/folders/a/b"));
+        assert!(!matches("/mesh", "/meshy"));
+    }
+}

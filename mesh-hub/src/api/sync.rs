@@ -1,0 +1,57 @@
+//! `POST /mesh/sync`: the core sync protocol, authorized for the token's user.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use mesh_core::store::Store;
+use mesh_core::sync::{guard, Request, Response as SyncResponse};
+
+use crate::api::{blocking, json_body, Auth, RawBody};
+use crate::error::ApiError;
+use crate::state::{Changed, HubState};
+
+pub(crate) async fn sync(
+    State(state): State<HubState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let t0 = std::time::Instant::now();
+    // Parse off the async threads: a push page can be megabytes.
+    let request: Request = if body.len() > 64 << 10 {
+        blocking(move || json_body(&headers, &body)).await??
+    } else {
+        json_body(&headers, &body)?
+    };
+    let t_parse = t0.elapsed();
+    let kind = match &request {
+        Request::Feeds { .. } => "feeds",
+        Request::Pull { .. } => "pull",
+        Request::Push { .. } => "push",
+    };
+    let user = auth.principal.user.clone();
+    let changes = state.0.changes.clone();
+    let response = state
+        .run(move |r| {
+            let response = guard::respond_as(r, &user, request)?;
+            if let SyncResponse::Pushed { feed, results } = &response {
+                if results.iter().any(|x| x.outcome.changed()) {
+                    // Announced under the lock, so announcements leave in change order.
+                    let head = r.store().head(feed)?;
+                    let _ = changes.send(Changed {
+                        feed: feed.clone(),
+                        head,
+                    });
+                }
+            }
+            Ok::<_, mesh_core::CoreError>(response)
+        })
+        .await??;
+    let t_respond = t0.elapsed();
+    let body = blocking(move || serde_json::to_vec(&response)).await?;
+    tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");
+    match body {
+        Ok(body) => Ok(crate::api::json_bytes(StatusCode::OK, body)),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}

@@ -1,0 +1,224 @@
+//! # mesh-hub
+//!
+//! The reference hub of [mesh](https://example.invalid/mesh): the "cloud" replica that a
+//! person's devices, and the people they share with, sync through. It is just another replica
+//! (a `mesh-core` [`Replica`](mesh_core::replica::Replica) over a `mesh-client` store) served
+//! over HTTP, with
+//!
+//! * **accounts** ([`Accounts`]): users, their devices, and bearer tokens bound to one user and
+//!   one device, stored hashed; revoking a device cuts it off at once, open notification
+//!   streams included;
+//! * **the sync protocol** at `POST /mesh/sync`, answered by the core's
+//!   [`respond_as`](mesh_core::sync::guard::respond_as) for the token's user, so every read
+//!   and write is checked against the folder's member roles;
+//! * **a REST API in the Live Framework shape**: `/mesh/devices`, `/mesh/folders/{id}`,
+//!   members, invitations, mappings, news, feeds and entries (JSON, or Atom with FeedSync
+//!   metadata), ETags with `If-Match`, `$top`/`$skip`/`$orderby`/`$filter`, a changes feed with
+//!   opaque cursors;
+//! * **notifications** by server-sent events or long-poll, resumable from a cursor.
+//!
+//! `docs/protocol.md` specifies the wire format. The hub holds no sync logic of its own: merges,
+//! change logs and role checks are the core's.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), mesh_hub::HubError> {
+//! let hub = mesh_hub::Hub::builder().data_dir("./hub-data").build()?;
+//! hub.accounts().add_user(&"ann".parse()?)?;
+//! let token = hub.accounts().add_device(&"ann".parse()?, &"laptop".parse()?, "Ann's laptop", "laptop")?;
+//! println!("token for ann's laptop: {token}");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7300").await?;
+//! hub.serve(listener, mesh_hub::shutdown_signal()).await
+//! # }
+//! ```
+
+mod accounts;
+mod api;
+mod error;
+mod state;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mesh_client::store::{ClientStore, Durability, StoreConfig};
+use mesh_core::id::ReplicaId;
+use mesh_core::replica::Replica;
+
+pub use accounts::{Accounts, DeviceRecord, Principal};
+pub use error::{ApiError, HubError};
+pub use state::HubConfig;
+
+use state::HubState;
+
+/// The name of the accounts database in a hub's data directory.
+pub const ACCOUNTS_DB: &str = "accounts.db";
+/// The name of the replica database in a hub's data directory.
+pub const REPLICA_DB: &str = "hub.db";
+
+/// Builds a [`Hub`].
+#[must_use]
+#[derive(Debug, Default)]
+pub struct HubBuilder {
+    data_dir: Option<PathBuf>,
+    config: HubConfig,
+    durability: Durability,
+}
+
+impl HubBuilder {
+    /// Keeps the hub's data (accounts and replica) in this directory, created if missing.
+    /// Without one, everything lives in memory and is gone when the hub is dropped.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Limits and timings.
+    pub fn config(mut self, config: HubConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How the replica database syncs commits to disk: `Full` (the default) survives a crash
+    /// of the machine; `Normal` survives a crash of the hub process and saves an fsync per
+    /// commit.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The largest request body accepted, in bytes.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.config.max_body = bytes;
+        self
+    }
+
+    /// Opens the data directory (or memory) and makes the hub.
+    pub fn build(self) -> Result<Hub, HubError> {
+        let fresh: ReplicaId = format!("hub-{}", uuid::Uuid::new_v4().simple()).parse()?;
+        let (accounts, store) = match &self.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let accounts = Accounts::open(&dir.join(ACCOUNTS_DB))?;
+                let store = open_store(&dir.join(REPLICA_DB), fresh, self.durability)?;
+                (accounts, store)
+            }
+            None => (
+                Accounts::in_memory()?,
+                ClientStore::open(&StoreConfig::Memory, fresh)
+                    .map_err(|e| HubError::Store(e.to_string()))?,
+            ),
+        };
+        let replica = Replica::new(store);
+        tracing::info!(replica = %replica.id(), data = ?self.data_dir, "hub opened");
+        Ok(Hub {
+            state: HubState::new(replica, Arc::new(accounts), self.config),
+        })
+    }
+}
+
+fn open_store(
+    path: &Path,
+    fresh: ReplicaId,
+    durability: Durability,
+) -> Result<ClientStore, HubError> {
+    ClientStore::open(&StoreConfig::SqliteWith(path.to_owned(), durability), fresh)
+        .map_err(|e| HubError::Store(e.to_string()))
+}
+
+/// A hub: its replica, accounts and HTTP API. Cheap to clone (clones share one hub).
+#[derive(Clone)]
+pub struct Hub {
+    state: HubState,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("replica", &self.state.0.replica_id)
+            .finish()
+    }
+}
+
+impl Hub {
+    /// Starts building a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The accounts database: users, devices, tokens.
+    pub fn accounts(&self) -> &Accounts {
+        &self.state.0.accounts
+    }
+
+    /// The id of the hub's replica (cursors issued by the hub belong to it).
+    pub fn replica_id(&self) -> ReplicaId {
+        self.state.0.replica_id.clone()
+    }
+
+    /// Revokes a device: its tokens stop working and its open notification streams close now.
+    pub fn revoke_device(&self, device: &mesh_core::id::DeviceId) -> Result<(), HubError> {
+        self.state.0.accounts.revoke_device(device)?;
+        let _ = self.state.0.revoked.send(device.clone());
+        Ok(())
+    }
+
+    /// How many notification streams (SSE or long-poll) are open now.
+    pub fn open_streams(&self) -> usize {
+        self.state.presence().values().map(|p| p.streams).sum()
+    }
+
+    /// The HTTP API as an axum router (to serve it yourself, or to test it without sockets).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Ends every open notification stream; a server stops once its connections close.
+    pub fn close_streams(&self) {
+        self.state.0.shutdown.send_replace(true);
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes, then closes the notification
+    /// streams and waits for the requests in flight to finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving");
+        let state = self.state.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                state.0.shutdown.send_replace(true);
+            })
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,159 @@
+//! The state every request shares: the hub's replica, its change broadcast, the accounts,
+//! device presence and the revocation and shutdown signals.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh_client::store::ClientStore;
+use mesh_core::id::{DeviceId, ReplicaId};
+use mesh_core::model::FeedKey;
+use mesh_core::replica::Replica;
+use mesh_core::store::Cursor;
+use mesh_core::time::Timestamp;
+use tokio::sync::{broadcast, watch};
+
+use crate::accounts::Accounts;
+use crate::error::ApiError;
+
+/// A feed of the hub's replica moved to a new head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub feed: FeedKey,
+    pub head: Cursor,
+}
+
+/// Limits and timings of a hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// The largest request body accepted, in bytes (larger ones get 413).
+    pub max_body: usize,
+    /// How often an idle notification stream gets a heartbeat comment.
+    pub heartbeat: Duration,
+    /// The longest a long-poll waits before answering with no changes.
+    pub long_poll_max: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_body: 32 << 20,
+            heartbeat: Duration::from_secs(15),
+            long_poll_max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Presence {
+    pub last_seen: Option<Timestamp>,
+    pub streams: usize,
+}
+
+pub(crate) struct Inner {
+    pub replica: Mutex<Replica<ClientStore>>,
+    pub replica_id: ReplicaId,
+    /// The FeedSync endpoint of writes the hub makes for REST clients.
+    pub endpoint: DeviceId,
+    pub accounts: Arc<Accounts>,
+    pub config: HubConfig,
+    pub changes: broadcast::Sender<Changed>,
+    pub revoked: broadcast::Sender<DeviceId>,
+    pub shutdown: watch::Sender<bool>,
+    pub presence: Mutex<HashMap<DeviceId, Presence>>,
+}
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct HubState(pub Arc<Inner>);
+
+pub(crate) fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
+}
+
+impl HubState {
+    pub fn new(replica: Replica<ClientStore>, accounts: Arc<Accounts>, config: HubConfig) -> Self {
+        let replica_id = replica.id();
+        // A replica id is a valid device id: both are plain ids.
+        let endpoint: DeviceId = replica_id
+            .as_str()
+            .parse()
+            .unwrap_or_else(|_| unreachable!("replica ids are valid device ids"));
+        let (changes, _) = broadcast::channel(4096);
+        let (revoked, _) = broadcast::channel(256);
+        let (shutdown, _) = watch::channel(false);
+        HubState(Arc::new(Inner {
+            replica: Mutex::new(replica),
+            replica_id,
+            endpoint,
+            accounts,
+            config,
+            changes,
+            revoked,
+            shutdown,
+            presence: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Runs `f` with the replica locked, on tokio's blocking pool.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&mut Replica<ClientStore>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.replica.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+
+    /// Runs blocking account work on tokio's blocking pool.
+    pub async fn accounts<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&Accounts) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let accounts = self.0.accounts.clone();
+        tokio::task::spawn_blocking(move || f(&accounts))
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    pub fn presence(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Presence>> {
+        self.0.presence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn seen(&self, device: &DeviceId) {
+        self.presence().entry(device.clone()).or_default().last_seen = Some(now());
+    }
+}
+
+/// Counts one open notification stream of a device while alive.
+pub(crate) struct StreamGuard {
+    state: HubState,
+    device: DeviceId,
+}
+
+impl StreamGuard {
+    pub fn new(state: &HubState, device: &DeviceId) -> Self {
+        state.presence().entry(device.clone()).or_default().streams += 1;
+        StreamGuard {
+            state: state.clone(),
+            device: device.clone(),
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.state.presence().get_mut(&self.device) {
+            p.streams = p.streams.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! `HttpTransport`: the shared conformance suite against a real hub on loopback, and its edge
+//! cases against wiremock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_client::transport::{HttpConfig, HttpTransport, Transport, TransportError};
+use mesh_core::sync::{Request, Response};
+use mesh_core::ErrorCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::hubs::{fast, TestHub};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_transport_passes_the_suite_against_a_real_hub() {
+    let hub = TestHub::memory().await;
+    let n = AtomicUsize::new(0);
+    crate::transport_suite::suite(|user| {
+        let device = format!("{user}-device-{}", n.fetch_add(1, Ordering::SeqCst));
+        Arc::new(hub.transport(user, &device))
+    })
+    .await;
+    hub.stop().await;
+}
+
+fn feeds() -> Request {
+    Request::Feeds {
+        from: "device-1".parse().unwrap(),
+        only: None,
+    }
+}
+
+const FEEDS_OK: &str = r#"{"type":"feeds","replica":"hub-1","feeds":[]}"#;
+
+fn transport(server: &MockServer, config: HttpConfig) -> HttpTransport {
+    HttpTransport::with_config(&server.uri(), "token", config).unwrap()
+}
+
+async fn answer(status: u16, body: &str) -> (MockServer, HttpTransport) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/sync"))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    (server, t)
+}
+
+#[tokio::test]
+async fn unauthorized_and_forbidden_are_typed_and_not_retried() {
+    let (server, t) = answer(401, r#"{"code":"unauthorized","message":"no"}"#).await;
+    assert_eq!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::Unauthorized
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    let (server, t) = answer(
+        403,
+        r#"{"code":"permission_denied","message":"readers read"}"#,
+    )
+    .await;
+    assert_eq!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::Forbidden("readers read".into())
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn precondition_failed_and_other_4xx_are_typed_and_not_retried() {
+    let (server, t) = answer(412, r#"{"code":"precondition_failed","message":"etag"}"#).await;
+    assert!(matches!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::PreconditionFailed(m) if m == "etag"
+    ));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    let (server, t) = answer(404, r#"{"code":"not_found","message":"feed x"}"#).await;
+    match t.send(feeds()).await.unwrap_err() {
+        TransportError::Remote(e) => assert_eq!(e.code(), ErrorCode::NotFound),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    // A 4xx without the JSON error body is still a typed error, not a panic.
+    let (server, t) = answer(400, "<html>bad</html>").await;
+    assert!(matches!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::Protocol(_)
+    ));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_for_retry_after_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(FEEDS_OK, "application/json"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    let started = Instant::now();
+    assert!(matches!(
+        t.send(feeds()).await.unwrap(),
+        Response::Feeds { .. }
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn too_many_requests_beyond_the_limit_is_handed_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    assert_eq!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::RateLimited {
+            retry_after: Some(Duration::from_secs(3600))
+        }
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(FEEDS_OK, "application/json"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    assert!(t.send(feeds()).await.is_ok());
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+
+    // Past the retry budget the last failure is returned.
+    let (server, t) = answer(500, r#"{"code":"internal","message":"boom"}"#).await;
+    assert!(matches!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::Server(_)
+    ));
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn malformed_and_truncated_bodies_are_protocol_errors() {
+    for body in [
+        "not json",
+        r#"{"type":"feeds","repl"#,
+        r#"{"type":"nonsense"}"#,
+        "",
+    ] {
+        let (_server, t) = answer(200, body).await;
+        assert!(
+            matches!(
+                t.send(feeds()).await.unwrap_err(),
+                TransportError::Protocol(_)
+            ),
+            "{body:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_body_is_a_protocol_error() {
+    // A server that promises 1000 bytes, sends 20 and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"type\":\"feeds\",\"re",
+                )
+                .await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    let t = HttpTransport::with_config(&format!("http://{addr}"), "t", fast()).unwrap();
+    match t.send(feeds()).await.unwrap_err() {
+        TransportError::Protocol(m) => assert!(m.contains("truncated"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_response_hits_the_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(FEEDS_OK, "application/json")
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&server)
+        .await;
+    let t = transport(
+        &server,
+        HttpConfig {
+            timeout: Duration::from_millis(300),
+            ..fast()
+        },
+    );
+    let started = Instant::now();
+    assert_eq!(t.send(feeds()).await.unwrap_err(), TransportError::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_unreachable_hub_is_offline_after_the_retries() {
+    // Bind, then close: nothing listens on the port.
+    let addr = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let t = HttpTransport::with_config(&format!("http://{addr}"), "t", fast()).unwrap();
+    assert!(matches!(
+        t.send(feeds()).await.unwrap_err(),
+        TransportError::Offline(_)
+    ));
+    assert!(matches!(
+        t.watch().await.err(),
+        Some(TransportError::Offline(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_watch_stream_reads_server_sent_events() {
+    use futures::StreamExt;
+    let server = MockServer::start().await;
+    let body = concat!(
+        ": heartbeat\n\n",
+        "event: change\nid: 5-abc\ndata: {\"feed\":{\"scope\":{\"mesh\":\"ann\"},\"name\":\"devices\"},\"head\":5}\n\n",
+        "event: other\ndata: ignored\n\n",
+        "event: change\ndata: not json\n\n",
+        "event: revoked\ndata: {}\n\n",
+        "event: change\ndata: {\"feed\":{\"scope\":{\"mesh\":\"ann\"},\"name\":\"devices\"},\"head\":6}\n\n",
+    );
+    Mock::given(method("GET"))
+        .and(path("/mesh/notifications"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    let got: Vec<_> = t.watch().await.unwrap().collect().await;
+    // One change; the revocation ends the stream before the second.
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].head.0, 5);
+    // The next watch resumes from the last event id.
+    let _ = t.watch().await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(
+        reqs[1]
+            .headers
+            .get("last-event-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "5-abc"
+    );
+
+    let (_server, t) = answer(401, r#"{"code":"unauthorized","message":""}"#).await;
+    let server2 = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server2)
+        .await;
+    let t2 = transport(&server2, fast());
+    assert_eq!(t2.watch().await.err(), Some(TransportError::Unauthorized));
+    drop(t);
+}

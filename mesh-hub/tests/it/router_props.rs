@@ -1,0 +1,220 @@
+//! Random requests thrown at the router: whatever comes in, the answer is never a 5xx nor a
+//! panic, and every error answer carries a JSON `{code, message}` body.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use mesh_hub::{Hub, HubConfig};
+use proptest::prelude::*;
+use tower::ServiceExt;
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    router: axum::Router,
+    token: String,
+}
+
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = Hub::builder()
+        .config(HubConfig {
+            max_body: 64 << 10,
+            heartbeat: Duration::from_secs(3600),
+            long_poll_max: Duration::from_millis(20),
+        })
+        .build()
+        .unwrap();
+    let ann = "ann".parse().unwrap();
+    hub.accounts().add_user(&ann).unwrap();
+    let token = hub
+        .accounts()
+        .add_device(&ann, &"laptop".parse().unwrap(), "l", "laptop")
+        .unwrap();
+    let router = hub.router();
+    // A folder with a feed and an entry, so that valid paths reach deep handlers.
+    rt.block_on(async {
+        for (path, body) in [
+            ("/mesh/folders", r#"{"name":"F","id":"f1"}"#),
+            ("/mesh/folders/f1/feeds", r#"{"name":"todos"}"#),
+            (
+                "/mesh/folders/f1/feeds/todos/entries",
+                r#"{"id":"e1","title":"t"}"#,
+            ),
+        ] {
+            let r = router
+                .clone()
+                .oneshot(
+                    Request::post(path)
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    });
+    Fixture { rt, router, token }
+}
+
+fn segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("mesh".to_owned()),
+        Just("folders".to_owned()),
+        Just("f1".to_owned()),
+        Just("feeds".to_owned()),
+        Just("todos".to_owned()),
+        Just("entries".to_owned()),
+        Just("e1".to_owned()),
+        Just("members".to_owned()),
+        Just("ann".to_owned()),
+        Just("mappings".to_owned()),
+        Just("laptop".to_owned()),
+        Just("news".to_owned()),
+        Just("changes".to_owned()),
+        Just("devices".to_owned()),
+        Just("invitations".to_owned()),
+        Just("accept".to_owned()),
+        Just("sync".to_owned()),
+        Just("notifications".to_owned()),
+        Just("".to_owned()),
+        Just("..".to_owned()),
+        Just("%FF".to_owned()),
+        Just("%2F".to_owned()),
+        Just("%00".to_owned()),
+        "[a-z0-9._~-]{1,12}",
+        "x{300}",
+    ]
+}
+
+fn query() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("?$filter=title%20eq%20'x'".to_owned()),
+        Just("?$filter=((((".to_owned()),
+        Just("?$orderby=updated%20desc&$top=2&$skip=1".to_owned()),
+        Just("?$top=99999999999999999999".to_owned()),
+        Just("?cursor=zz-00".to_owned()),
+        Just("?cursor=1-000000000000&limit=5".to_owned()),
+        Just("?wait=0".to_owned()),
+        Just("?wait=abc".to_owned()),
+        Just("?limit=-1".to_owned()),
+        Just("?%ZZ=%ZZ&&==".to_owned()),
+        "\\?[ -~]{0,40}".prop_map(|s| s.replace([' ', '#'], "")),
+    ]
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(Vec::new()),
+        Just(br#"{"type":"feeds","from":"r1"}"#.to_vec()),
+        Just(br#"{"type":"pull","from":"r1","feed":{"scope":{"folder":"f1"},"name":"todos"},"since":0,"limit":5}"#.to_vec()),
+        Just(br#"{"type":"push","from":"r1","feed":{"scope":{"folder":"f1"},"name":"todos"},"entries":[{}]}"#.to_vec()),
+        Just(br#"{"name":"n","id":"f2"}"#.to_vec()),
+        Just(br#"{"user":"ann","role":"owner"}"#.to_vec()),
+        Just(br#"{"title":"t","content":{"a":[1,2]}}"#.to_vec()),
+        Just(br#"{"role":"superuser"}"#.to_vec()),
+        Just(b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><title>x</title></entry></feed>".to_vec()),
+        Just(b"<<<<".to_vec()),
+        Just(vec![b'{'; 70_000]),
+        proptest::collection::vec(any::<u8>(), 0..200),
+        "[ -~]{0,200}".prop_map(String::into_bytes),
+    ]
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::GET),
+        Just(Method::POST),
+        Just(Method::PUT),
+        Just(Method::DELETE),
+        Just(Method::PATCH),
+        Just(Method::OPTIONS),
+        Just(Method::HEAD),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_requests_never_get_a_5xx(
+        m in method(),
+        segs in proptest::collection::vec(segment(), 0..8),
+        q in query(),
+        b in body(),
+        auth in 0u8..3,
+        ct in prop_oneof![
+            Just(None),
+            Just(Some("application/json")),
+            Just(Some("application/atom+xml")),
+            Just(Some("text/plain")),
+            Just(Some("application/json; charset=\u{7f}")),
+        ],
+        accept in prop_oneof![
+            Just(None),
+            Just(Some("application/atom+xml")),
+            Just(Some("text/event-stream")),
+            Just(Some("*/*")),
+        ],
+    ) {
+        thread_local! {
+            static FIX: Fixture = fixture();
+        }
+        FIX.with(|fx| {
+            let uri = format!("/{}{}", segs.join("/"), q);
+            let mut rb = Request::builder().method(m.clone()).uri(uri.as_str());
+            match auth {
+                0 => {}
+                1 => rb = rb.header("authorization", format!("Bearer {}", fx.token)),
+                _ => rb = rb.header("authorization", "Bearer mesh_forged"),
+            }
+            if let Some(ct) = ct {
+                rb = rb.header("content-type", ct);
+            }
+            if let Some(a) = accept {
+                rb = rb.header("accept", a);
+            }
+            let Ok(req) = rb.body(Body::from(b.clone())) else {
+                // Not a representable HTTP request (the URI did not parse): nothing to send.
+                return Ok(());
+            };
+            let (status, ctype, bytes) = fx.rt.block_on(async {
+                let resp = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    fx.router.clone().oneshot(req),
+                )
+                .await
+                .expect("answers promptly")
+                .expect("infallible");
+                let status = resp.status();
+                let ctype = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let bytes = if ctype.starts_with("text/event-stream") {
+                    Default::default()
+                } else {
+                    axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap()
+                };
+                (status, ctype, bytes)
+            });
+            prop_assert!(status.as_u16() < 500, "{m} {uri}: {status} {}", String::from_utf8_lossy(&bytes));
+            if status.as_u16() >= 400 && m != Method::HEAD {
+                prop_assert!(ctype.starts_with("application/json"), "{m} {uri}: {status} {ctype}");
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| TestCaseError::fail(format!("{m} {uri}: {e}")))?;
+                prop_assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+            }
+            Ok(())
+        })?;
+    }
+}
