@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::replica::Replica;
 use crate::store::Store;
-use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
+use crate::sync::message::{PushResult, Request, Response};
 
 /// The membership record of `user` in `folder`, if any (tombstones count as none).
 pub fn membership<S: Store>(store: &S, folder: &FolderId, user: &UserId) -> Result<Option<Member>> {
@@ -203,18 +203,7 @@ pub fn respond_as<S: Store>(
             if !can_read(replica.store(), user, &feed)? {
                 return Err(not_found(&feed));
             }
-            let page = replica.store().changes_since(
-                &feed,
-                since,
-                limit.clamp(1, MAX_PAGE) as usize,
-                Some(&from),
-            )?;
-            Ok(Response::Changes {
-                feed,
-                entries: page.changes.into_iter().map(|c| c.entry).collect(),
-                next: page.next,
-                more: page.more,
-            })
+            crate::sync::responder::pull(replica, &from, feed, since, limit)
         }
         Request::Push {
             from,

@@ -1,7 +1,10 @@
 //! The answering side of the protocol.
 
 use crate::error::Result;
+use crate::id::ReplicaId;
+use crate::model::FeedKey;
 use crate::replica::Replica;
+use crate::store::Cursor;
 use crate::store::Store;
 use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
 
@@ -27,18 +30,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
             feed,
             since,
             limit,
-        } => {
-            let limit = limit.clamp(1, MAX_PAGE) as usize;
-            let page = replica
-                .store()
-                .changes_since(&feed, since, limit, Some(&from))?;
-            Ok(Response::Changes {
-                feed,
-                entries: page.changes.into_iter().map(|c| c.entry).collect(),
-                next: page.next,
-                more: page.more,
-            })
-        }
+        } => pull(replica, &from, feed, since, limit),
         Request::Push {
             from,
             feed,
@@ -58,4 +50,25 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
             })
         }
     }
+}
+
+/// Answers a pull: up to `limit` (capped at [`MAX_PAGE`]) changes of `feed` after `since`,
+/// skipping those that came verbatim from `from`.
+pub(crate) fn pull<S: Store>(
+    replica: &Replica<S>,
+    from: &ReplicaId,
+    feed: FeedKey,
+    since: Cursor,
+    limit: u32,
+) -> Result<Response> {
+    let limit = limit.clamp(1, MAX_PAGE) as usize;
+    let page = replica
+        .store()
+        .changes_since(&feed, since, limit, Some(from))?;
+    Ok(Response::Changes {
+        feed,
+        entries: page.changes.into_iter().map(|c| c.entry).collect(),
+        next: page.next,
+        more: page.more,
+    })
 }
