@@ -324,6 +324,58 @@ impl<S: Store> Replica<S> {
         self.merge_batch_with_state(feed, incoming, origin, None)
     }
 
+    /// [`Replica::merge_batch`] with a gate: `allow(local, incoming)` is asked about every
+    /// entry whose merge would change the replica; an entry it refuses with
+    /// `PermissionDenied` or `NotFound` is left out (reported `Unchanged`, with the refusal),
+    /// while the rest of the batch is merged. Any other error aborts the whole batch.
+    pub fn merge_batch_filtered(
+        &mut self,
+        feed: &FeedKey,
+        incoming: Vec<Entry>,
+        origin: Option<&ReplicaId>,
+        mut allow: impl FnMut(Option<&Entry>, &Entry) -> Result<()>,
+    ) -> Result<Vec<(MergeReport, Option<CoreError>)>> {
+        check_unique(feed, &incoming)?;
+        let mut tx = self.store.begin()?;
+        let mut out = Vec::with_capacity(incoming.len());
+        for entry in incoming {
+            let id = entry.sync.id.clone();
+            let (merged, refused) = {
+                let local = tx.get(feed, &id)?;
+                let probe = entry.clone();
+                let merged = feedsync::merge(local.as_deref(), entry)?;
+                let refused = if merged.outcome.changed() {
+                    match allow(local.as_deref(), &probe) {
+                        Ok(()) => None,
+                        Err(e @ (CoreError::PermissionDenied(_) | CoreError::NotFound { .. })) => {
+                            Some(e)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    None
+                };
+                (merged, refused)
+            };
+            let mut report = MergeReport {
+                id,
+                outcome: merged.outcome,
+                seq: None,
+                deleted: false,
+            };
+            if refused.is_some() {
+                report.outcome = MergeOutcome::Unchanged;
+            } else if let Some(item) = merged.item {
+                report.deleted = item.sync.deleted;
+                let origin = if merged.verbatim { origin } else { None };
+                report.seq = Some(tx.put(feed, item, origin)?);
+            }
+            out.push((report, refused));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// [`Replica::merge_batch`], also recording a sync state in the same transaction (so that
     /// a pull cursor never runs ahead of the merged data).
     pub fn merge_batch_with_state(
@@ -333,17 +385,7 @@ impl<S: Store> Replica<S> {
         origin: Option<&ReplicaId>,
         state: Option<(&RemoteId, &SyncState)>,
     ) -> Result<Vec<MergeReport>> {
-        if incoming.len() > 1 {
-            let mut seen = HashSet::with_capacity(incoming.len());
-            for e in &incoming {
-                if !seen.insert(&e.sync.id) {
-                    return Err(CoreError::DuplicateId {
-                        id: e.sync.id.to_string(),
-                        context: format!("merge batch for {feed}"),
-                    });
-                }
-            }
-        }
+        check_unique(feed, &incoming)?;
         let mut tx = self.store.begin()?;
         let mut reports = Vec::with_capacity(incoming.len());
         for entry in incoming {
@@ -380,4 +422,20 @@ fn not_found(id: &EntryId) -> CoreError {
         kind: "entry",
         id: id.to_string(),
     }
+}
+
+/// Refuses a batch that names one sync id twice.
+fn check_unique(feed: &FeedKey, incoming: &[Entry]) -> Result<()> {
+    if incoming.len() > 1 {
+        let mut seen = HashSet::with_capacity(incoming.len());
+        for e in incoming {
+            if !seen.insert(&e.sync.id) {
+                return Err(CoreError::DuplicateId {
+                    id: e.sync.id.to_string(),
+                    context: format!("merge batch for {feed}"),
+                });
+            }
+        }
+    }
+    Ok(())
 }

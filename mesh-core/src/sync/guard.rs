@@ -72,7 +72,7 @@ pub fn check_push<S: Store>(store: &S, user: &UserId, feed: &FeedKey, entry: &En
     }
     let me = membership(store, folder, user)?;
     let role = me.as_ref().and_then(Member::effective_role);
-    if let Some(local) = &local {
+    if let (Some(local), names::MEMBERS | names::INFO) = (&local, feed.name.as_str()) {
         if local.content.author != entry.content.author {
             return Err(CoreError::PermissionDenied(format!(
                 "the author of entry {} cannot change",
@@ -91,28 +91,43 @@ pub fn check_push<S: Store>(store: &S, user: &UserId, feed: &FeedKey, entry: &En
                 authorize(user, role, Action::DeleteFolder)
             }
         }
-        _ => {
-            if me.is_none() {
-                return Err(not_found(feed));
-            }
-            match &local {
-                Some(l) => authorize(
-                    user,
-                    role,
-                    Action::ChangeEntry {
-                        author: &l.content.author,
-                    },
-                ),
-                None if &entry.content.author == user => authorize(user, role, Action::CreateEntry),
-                None => authorize(
-                    user,
-                    role,
-                    Action::ChangeEntry {
-                        author: &entry.content.author,
-                    },
-                ),
-            }
-        }
+        _ => check_entry_write(user, me.as_ref(), feed, local.as_ref(), entry),
+    }
+}
+
+/// The rule for an ordinary entry (not a membership or the folder record) that would change
+/// the serving replica: the pusher must be a member whose role allows creating it, or
+/// changing an entry by its author; the author never changes.
+fn check_entry_write(
+    user: &UserId,
+    me: Option<&Member>,
+    feed: &FeedKey,
+    local: Option<&Entry>,
+    entry: &Entry,
+) -> Result<()> {
+    let Some(me) = me else {
+        return Err(not_found(feed));
+    };
+    let role = me.effective_role();
+    match local {
+        Some(l) if l.content.author != entry.content.author => Err(CoreError::PermissionDenied(
+            format!("the author of entry {} cannot change", entry.sync.id),
+        )),
+        Some(l) => authorize(
+            user,
+            role,
+            Action::ChangeEntry {
+                author: &l.content.author,
+            },
+        ),
+        None if &entry.content.author == user => authorize(user, role, Action::CreateEntry),
+        None => authorize(
+            user,
+            role,
+            Action::ChangeEntry {
+                author: &entry.content.author,
+            },
+        ),
     }
 }
 
@@ -213,6 +228,9 @@ pub fn respond_as<S: Store>(
             for e in &entries {
                 e.validate()?;
             }
+            if let Some(results) = push_ordinary(replica, user, &from, &feed, &entries)? {
+                return Ok(Response::Pushed { feed, results });
+            }
             let mut results: Vec<PushResult> = entries
                 .iter()
                 .map(|e| PushResult {
@@ -254,4 +272,55 @@ pub fn respond_as<S: Store>(
             Ok(Response::Pushed { feed, results })
         }
     }
+}
+
+/// Pushes into an ordinary feed (not members or the folder record, whose entries can depend on
+/// each other) in one pass: the pusher's membership is read once, and each entry is merged
+/// once, checked only when it would change something. `None` for the other feeds.
+fn push_ordinary<S: Store>(
+    replica: &mut Replica<S>,
+    user: &UserId,
+    from: &crate::id::ReplicaId,
+    feed: &FeedKey,
+    entries: &[Entry],
+) -> Result<Option<Vec<PushResult>>> {
+    if matches!(feed.name.as_str(), names::MEMBERS | names::INFO) {
+        return Ok(None);
+    }
+    // A stranger to the feed learns nothing, not even which entries it already holds.
+    let refuse_all = |reason: CoreError| {
+        entries
+            .iter()
+            .map(|e| PushResult {
+                id: e.sync.id.clone(),
+                outcome: MergeOutcome::Unchanged,
+                refused: Some(reason.to_string()),
+            })
+            .collect()
+    };
+    let me = match &feed.scope {
+        Scope::Mesh(owner) if owner == user => None,
+        Scope::Mesh(_) => return Ok(Some(refuse_all(not_found(feed)))),
+        Scope::Folder(f) => match membership(replica.store(), f, user)? {
+            Some(m) => Some(m),
+            None => return Ok(Some(refuse_all(not_found(feed)))),
+        },
+    };
+    let outcomes =
+        replica.merge_batch_filtered(feed, entries.to_vec(), Some(from), |local, incoming| {
+            match me.as_ref() {
+                None => Ok(()), // the user's own mesh feed
+                Some(m) => check_entry_write(user, Some(m), feed, local, incoming),
+            }
+        })?;
+    Ok(Some(
+        outcomes
+            .into_iter()
+            .map(|(report, refused)| PushResult {
+                id: report.id,
+                outcome: report.outcome,
+                refused: refused.map(|e| e.to_string()),
+            })
+            .collect(),
+    ))
 }

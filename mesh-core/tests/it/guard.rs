@@ -175,21 +175,30 @@ fn roles_decide_what_a_served_replica_accepts_and_shows() {
         [(MergeOutcome::Unchanged, true)]
     );
     assert_eq!(
+        push(&mut hub, "bob", &notes, vec![written.entry, edited.entry]),
+        [
+            (MergeOutcome::Unchanged, true),
+            (MergeOutcome::Unchanged, true)
+        ]
+    );
+    assert_eq!(
         push(
             &mut hub,
             "bob",
             &notes,
-            vec![
-                written.entry,
-                edited.entry,
-                changes(&ann_dev, &notes)[0].clone()
-            ]
+            vec![changes(&ann_dev, &notes)[0].clone()]
         ),
-        [
-            (MergeOutcome::Unchanged, true),
-            (MergeOutcome::Unchanged, true),
-            (MergeOutcome::Unchanged, false)
-        ]
+        [(MergeOutcome::Unchanged, false)]
+    );
+    // A stranger is refused everything, even what the hub already holds.
+    assert_eq!(
+        push(
+            &mut hub,
+            "eve",
+            &notes,
+            vec![changes(&ann_dev, &notes)[0].clone()]
+        ),
+        [(MergeOutcome::Unchanged, true)]
     );
     assert_eq!(pull(&mut hub, "ann", &notes), Ok(1));
 }
