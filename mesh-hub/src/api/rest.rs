@@ -202,6 +202,19 @@ fn decode<T: DeserializeOwned>(e: &Entry) -> Result<T, ApiError> {
     Ok(e.content.content.decode()?)
 }
 
+/// The live records of one of a folder's system feeds (`feed` picks which), for a user who may
+/// read it; `not_found` otherwise, as for a folder that does not exist.
+async fn readable_records<T: DeserializeOwned + Send + 'static>(
+    state: &HubState,
+    auth: &Auth,
+    folder: &str,
+    feed: fn(&FolderId) -> FeedKey,
+) -> Result<Vec<T>, ApiError> {
+    let key = feed(&folder_id(folder)?);
+    check_read(state, &auth.principal.user, &key).await?;
+    live_records(state, key).await
+}
+
 async fn live_records<T: DeserializeOwned + Send + 'static>(
     state: &HubState,
     feed: FeedKey,
@@ -569,10 +582,7 @@ pub(crate) async fn members(
     auth: Auth,
     Path(f): Path<String>,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
-    let key = FeedKey::members(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
-    let list: Vec<Member> = live_records(&state, key).await?;
+    let list: Vec<Member> = readable_records(&state, &auth, &f, FeedKey::members).await?;
     Ok(json(StatusCode::OK, &list))
 }
 
@@ -823,10 +833,7 @@ pub(crate) async fn mappings(
     auth: Auth,
     Path(f): Path<String>,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
-    let key = FeedKey::mappings(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
-    let list: Vec<Mapping> = live_records(&state, key).await?;
+    let list: Vec<Mapping> = readable_records(&state, &auth, &f, FeedKey::mappings).await?;
     Ok(json(StatusCode::OK, &list))
 }
 
@@ -929,11 +936,9 @@ pub(crate) async fn folder_news(
     Path(f): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
     let top = top_param(&q, 100)?;
-    let key = FeedKey::folder_news(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
-    let mut items: Vec<NewsItem> = live_records(&state, key).await?;
+    let mut items: Vec<NewsItem> =
+        readable_records(&state, &auth, &f, FeedKey::folder_news).await?;
     items.sort_by_key(|n| std::cmp::Reverse(n.at));
     items.truncate(top);
     Ok(json(StatusCode::OK, &items))
@@ -993,10 +998,7 @@ pub(crate) async fn feeds(
     auth: Auth,
     Path(f): Path<String>,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
-    let key = FeedKey::feeds(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
-    let list: Vec<FeedInfo> = live_records(&state, key).await?;
+    let list: Vec<FeedInfo> = readable_records(&state, &auth, &f, FeedKey::feeds).await?;
     Ok(json(StatusCode::OK, &list))
 }
 
