@@ -28,16 +28,20 @@ pub async fn client(user: &str, device: &str, remote: impl Transport) -> MeshCli
         .unwrap()
 }
 
-/// Syncs every client in turn until a whole round moves nothing.
+/// Syncs every client in turn until two whole rounds in a row move nothing. (One quiet round
+/// is not enough: a client's background engine may have pushed a change just before its
+/// `sync_now`, after the clients before it in the round had already synced.)
 pub async fn settle(clients: &[&MeshClient]) {
-    for _ in 0..20 {
+    let mut quiet = 0;
+    for _ in 0..30 {
         let mut moved = 0;
         for c in clients {
             for (_, r) in c.sync_now().await.unwrap() {
                 moved += r.sent + r.received;
             }
         }
-        if moved == 0 {
+        quiet = if moved == 0 { quiet + 1 } else { 0 };
+        if quiet == 2 {
             return;
         }
     }
