@@ -59,11 +59,6 @@ type CoreResult<T> = mesh_core::Result<T>;
 /// How long a writer waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many log records `changes_since` examines per change it may return, at least, before it
-/// stops and reports `more` (the same bound as the memory store's).
-const SCAN_FACTOR: usize = 8;
-const MIN_SCAN: usize = 1024;
-
 /// The schema migrations, in order: step `n` takes a store from version `n` to `n + 1`.
 ///
 /// Adding version 2 is adding one element; a released step never changes.
@@ -684,7 +679,7 @@ impl Store for SqliteStore {
             next: since,
             more: false,
         };
-        let scan_cap = limit.saturating_mul(SCAN_FACTOR).max(MIN_SCAN);
+        let scan_cap = mesh_core::store::scan_cap(limit);
         // At most `scan_cap` records are examined, plus one to learn whether more follow.
         let fetch = count_to_sql(scan_cap.saturating_add(1));
         let key = feed.to_string();

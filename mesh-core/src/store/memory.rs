@@ -9,11 +9,6 @@ use crate::id::{EntryId, RemoteId, ReplicaId};
 use crate::model::{Entry, FeedKey};
 use crate::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 
-/// How many log records [`Store::changes_since`] examines per change it may return, at least,
-/// before it stops and reports `more` (bounds the work when most records are skipped).
-const SCAN_FACTOR: usize = 8;
-const MIN_SCAN: usize = 1024;
-
 struct Slot {
     seq: u64,
     origin: Option<ReplicaId>,
@@ -131,7 +126,7 @@ impl Store for MemoryStore {
         let Some(fs) = self.feeds.get(feed) else {
             return Ok(page);
         };
-        let scan_cap = limit.saturating_mul(SCAN_FACTOR).max(MIN_SCAN);
+        let scan_cap = crate::store::scan_cap(limit);
         let log = fs.log.range((Bound::Excluded(since.0), Bound::Unbounded));
         for (scanned, (&seq, id)) in log.enumerate() {
             if page.changes.len() >= limit || scanned >= scan_cap {

@@ -24,6 +24,14 @@ use crate::error::Result;
 use crate::id::{EntryId, RemoteId, ReplicaId};
 use crate::model::{Entry, FeedKey};
 
+/// How many change-log records [`Store::changes_since`] examines at most for a page of
+/// `limit` changes: at least 1,024, and 8 per change asked for. It bounds the work of a page
+/// whose records are mostly skipped (they came from the asking replica); every store obeys it,
+/// so `next` and `more` mean the same whatever the store.
+pub fn scan_cap(limit: usize) -> usize {
+    limit.saturating_mul(8).max(1024)
+}
+
 /// A replica's storage.
 pub trait Store {
     /// A write transaction.

@@ -215,6 +215,24 @@ async fn readable_records<T: DeserializeOwned + Send + 'static>(
     live_records(state, key).await
 }
 
+/// One live record (keyed by `id`) of a folder's system feed, for a user who may read it.
+async fn readable_record<T: DeserializeOwned>(
+    state: &HubState,
+    auth: &Auth,
+    folder: &str,
+    feed: fn(&FolderId) -> FeedKey,
+    id: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    let key = feed(&folder_id(folder)?);
+    check_read(state, &auth.principal.user, &key).await?;
+    let e = get_entry(state, key, as_entry_id(id)?)
+        .await?
+        .filter(|e| !e.is_deleted())
+        .ok_or_else(|| ApiError::not_found(format!("{what} {id}")))?;
+    decode(&e)
+}
+
 async fn live_records<T: DeserializeOwned + Send + 'static>(
     state: &HubState,
     feed: FeedKey,
@@ -591,15 +609,9 @@ pub(crate) async fn member(
     auth: Auth,
     Path((f, u)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
-    let key = FeedKey::members(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
     let u = user_id(&u)?;
-    let e = get_entry(&state, key, as_entry_id(u.as_str())?)
-        .await?
-        .filter(|e| !e.is_deleted())
-        .ok_or_else(|| ApiError::not_found(format!("member {u}")))?;
-    let m: Member = decode(&e)?;
+    let m: Member =
+        readable_record(&state, &auth, &f, FeedKey::members, u.as_str(), "member").await?;
     Ok(json(StatusCode::OK, &m))
 }
 
@@ -842,15 +854,16 @@ pub(crate) async fn mapping(
     auth: Auth,
     Path((f, d)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let f = folder_id(&f)?;
-    let key = FeedKey::mappings(&f);
-    check_read(&state, &auth.principal.user, &key).await?;
     let d = device_id(&d)?;
-    let e = get_entry(&state, key, as_entry_id(d.as_str())?)
-        .await?
-        .filter(|e| !e.is_deleted())
-        .ok_or_else(|| ApiError::not_found(format!("mapping of device {d}")))?;
-    let m: Mapping = decode(&e)?;
+    let m: Mapping = readable_record(
+        &state,
+        &auth,
+        &f,
+        FeedKey::mappings,
+        d.as_str(),
+        "mapping of device",
+    )
+    .await?;
     Ok(json(StatusCode::OK, &m))
 }
 
