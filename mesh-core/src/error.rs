@@ -35,6 +35,10 @@ pub enum ErrorCode {
     Protocol,
     /// The storage backend failed.
     Store,
+    /// A blob object, manifest, pack or hash was malformed or did not match its hash.
+    InvalidBlob,
+    /// A file path from an entry is unsafe or malformed.
+    InvalidPath,
 }
 
 impl ErrorCode {
@@ -52,6 +56,8 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Protocol => "protocol",
             ErrorCode::Store => "store",
+            ErrorCode::InvalidBlob => "invalid_blob",
+            ErrorCode::InvalidPath => "invalid_path",
         }
     }
 }
@@ -155,6 +161,18 @@ pub enum CoreError {
     /// The storage backend failed.
     #[error("store error: {0}")]
     Store(String),
+    /// A malformed blob object, manifest, pack or hash, or an object that does not match its
+    /// hash.
+    #[error("invalid blob: {0}")]
+    InvalidBlob(String),
+    /// An unsafe or malformed file path.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path (at most 200 characters of it).
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl CoreError {
@@ -172,6 +190,8 @@ impl CoreError {
             CoreError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             CoreError::Protocol(_) => ErrorCode::Protocol,
             CoreError::Store(_) => ErrorCode::Store,
+            CoreError::InvalidBlob(_) => ErrorCode::InvalidBlob,
+            CoreError::InvalidPath { .. } => ErrorCode::InvalidPath,
         }
     }
 

@@ -8,6 +8,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`id`], [`time`], [`content`] | typed ids, whole-second UTC timestamps, canonical JSON |
+//! | [`blob`] | content-defined chunks, BLAKE3 addresses, manifests, packs |
 //! | [`model`] | the resource model: entries, feeds, devices, folders, members and roles, mappings, news |
 //! | [`feedsync`] | the FeedSync 1.0.1 engine: create, update, delete, merge, resolve, compaction |
 //! | [`atom`] | Atom feeds and entries with FeedSync `sx:` metadata, read and written |
@@ -36,6 +37,7 @@
 //! ```
 
 pub mod atom;
+pub mod blob;
 pub mod conformance;
 pub mod content;
 pub mod error;

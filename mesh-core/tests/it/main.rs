@@ -1,6 +1,7 @@
 //! Integration tests of mesh-core (one test binary; one module per area).
 
 mod atom;
+mod blob;
 mod common;
 mod conformance;
 mod guard;
