@@ -10,7 +10,7 @@ use mesh_core::store::Cursor;
 use tokio::sync::broadcast;
 
 use crate::error::{ClientError, Result};
-use crate::store::ClientStore;
+use crate::store::{BlobStore, ClientStore};
 
 /// A feed of the shared replica changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,7 @@ pub(crate) struct Changed {
 
 struct Cell {
     replica: Mutex<Replica<ClientStore>>,
+    blobs: BlobStore,
     changed: broadcast::Sender<Changed>,
     /// The store never blocks on I/O (memory): run its work on the calling thread.
     inline: bool,
@@ -36,11 +37,12 @@ struct Cell {
 pub(crate) struct SharedReplica(Arc<Cell>);
 
 impl SharedReplica {
-    pub fn new(replica: Replica<ClientStore>) -> Self {
+    pub fn new(replica: Replica<ClientStore>, blobs: BlobStore) -> Self {
         let (changed, _) = broadcast::channel(1024);
         let inline = matches!(replica.store(), ClientStore::Memory(_));
         SharedReplica(Arc::new(Cell {
             replica: Mutex::new(replica),
+            blobs,
             changed,
             inline,
         }))
@@ -70,6 +72,26 @@ impl SharedReplica {
     pub fn run_now<R>(&self, f: impl FnOnce(&mut Replica<ClientStore>) -> R) -> R {
         let mut guard = self.0.replica.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    /// The blob store that goes with the replica.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.0.blobs
+    }
+
+    /// Runs `f` on the blob store: on the blocking pool when it is a file.
+    pub async fn run_blobs<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&BlobStore) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let blobs = self.0.blobs.clone();
+        if !blobs.blocks() {
+            return Ok(f(&blobs));
+        }
+        tokio::task::spawn_blocking(move || f(&blobs))
+            .await
+            .map_err(|e| ClientError::Internal(format!("blob store task failed: {e}")))
     }
 
     pub fn notify(&self, c: Changed) {

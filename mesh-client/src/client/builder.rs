@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
-use crate::store::{ClientStore, StoreConfig};
+use crate::store::{BlobStore, ClientStore, StoreConfig};
 use crate::sync::engine::{self, SyncOptions};
 use crate::transport::Transport;
 
@@ -109,16 +109,21 @@ impl MeshClientBuilder {
         )
         .parse()?;
         let config = self.store.clone();
-        let store = tokio::task::spawn_blocking(move || ClientStore::open(&config, replica_id))
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))??;
+        let (store, blobs) = tokio::task::spawn_blocking(move || {
+            Ok::<_, ClientError>((
+                ClientStore::open(&config, replica_id)?,
+                BlobStore::for_config(&config)?,
+            ))
+        })
+        .await
+        .map_err(|e| ClientError::Internal(e.to_string()))??;
         let replica = Replica::with_options(
             store,
             ReplicaOptions {
                 compact_history: self.compact_history,
             },
         );
-        let shared = SharedReplica::new(replica);
+        let shared = SharedReplica::new(replica, blobs);
         let (events, _) = broadcast::channel(4096);
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
         let client = MeshClient {

@@ -7,7 +7,9 @@
 //! schema); the in-memory store is `mesh_core`'s [`MemoryStore`](mesh_core::store::MemoryStore).
 //! Both pass `mesh_core`'s store conformance suite ([`mesh_core::store::suite`]).
 
+pub mod blobs;
 pub mod sqlite;
+pub use blobs::BlobStore;
 pub use sqlite::{Durability, SqliteStore};
 
 use std::borrow::Cow;

@@ -99,6 +99,23 @@ pub const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// A kind of mesh SQLite file: the `application_id` that marks it and its migrations.
+pub(crate) struct Schema {
+    pub application_id: i32,
+    pub migrations: &'static [&'static str],
+}
+
+impl Schema {
+    pub fn version(&self) -> i64 {
+        self.migrations.len() as i64
+    }
+}
+
+const REPLICA_SCHEMA: Schema = Schema {
+    application_id: SqliteStore::APPLICATION_ID,
+    migrations: MIGRATIONS,
+};
+
 /// The tables a store of the current version holds.
 const TABLES: &[&str] = &["meta", "feeds", "entries", "sync_state"];
 
@@ -240,7 +257,7 @@ impl SqliteStore {
 
         // Identify the file before changing anything in it: these reads are what fail on a
         // file that is not a database or is damaged.
-        let version = identify(&conn, &location)?;
+        let version = identify(&conn, &location, &REPLICA_SCHEMA)?;
 
         if on_disk {
             let mode: String = conn
@@ -261,7 +278,7 @@ impl SqliteStore {
             .map_err(fail)?;
 
         if version < Self::SCHEMA_VERSION {
-            migrate(&mut conn, &location)?;
+            migrate(&mut conn, &location, &REPLICA_SCHEMA)?;
         }
         let replica = load_replica_id(&conn, &location, new_replica)?;
         check_meta(&conn, &location)?;
@@ -365,7 +382,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Refuses a file that is not empty and does not start like a SQLite database. SQLite itself
 /// takes a file shorter than its header for an empty database and would write over it.
-fn check_header(path: &Path, location: &str) -> Result<(), ClientError> {
+pub(crate) fn check_header(path: &Path, location: &str) -> Result<(), ClientError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -388,7 +405,11 @@ fn check_header(path: &Path, location: &str) -> Result<(), ClientError> {
 
 /// Checks that the file is a mesh store this build can open (or a new, empty database), and
 /// returns its schema version (0 for a new database).
-fn identify(conn: &Connection, location: &str) -> Result<i64, ClientError> {
+pub(crate) fn identify(
+    conn: &Connection,
+    location: &str,
+    schema: &Schema,
+) -> Result<i64, ClientError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -406,18 +427,18 @@ fn identify(conn: &Connection, location: &str) -> Result<i64, ClientError> {
     if app_id == 0 && version == 0 && objects == 0 {
         return Ok(0); // A new (or empty) database: migrations create the store.
     }
-    if app_id != SqliteStore::APPLICATION_ID {
+    if app_id != schema.application_id {
         return Err(not_ours());
     }
-    check_version(version, location)?;
+    check_version(version, location, schema)?;
     Ok(version)
 }
 
-fn check_version(version: i64, location: &str) -> Result<(), ClientError> {
-    if version > SqliteStore::SCHEMA_VERSION {
+fn check_version(version: i64, location: &str, schema: &Schema) -> Result<(), ClientError> {
+    if version > schema.version() {
         return Err(ClientError::StoreTooNew {
             found: version,
-            supported: SqliteStore::SCHEMA_VERSION,
+            supported: schema.version(),
         });
     }
     if version < 0 {
@@ -432,7 +453,11 @@ fn check_version(version: i64, location: &str) -> Result<(), ClientError> {
 /// Applies the missing migrations, each in its own transaction with its version bump. The
 /// version is read again inside each transaction, so two processes opening a new file at once
 /// do not both migrate it.
-fn migrate(conn: &mut Connection, location: &str) -> Result<(), ClientError> {
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    location: &str,
+    schema: &Schema,
+) -> Result<(), ClientError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
     loop {
         let tx = conn
@@ -441,10 +466,10 @@ fn migrate(conn: &mut Connection, location: &str) -> Result<(), ClientError> {
         let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(fail)?;
-        check_version(version, location)?;
+        check_version(version, location, schema)?;
         let Some(step) = usize::try_from(version)
             .ok()
-            .and_then(|v| MIGRATIONS.get(v))
+            .and_then(|v| schema.migrations.get(v))
         else {
             // Up to date; nothing was written.
             return tx.commit().map_err(fail);
@@ -456,7 +481,7 @@ fn migrate(conn: &mut Connection, location: &str) -> Result<(), ClientError> {
             ))
         })?;
         if version == 0 {
-            tx.pragma_update(None, "application_id", SqliteStore::APPLICATION_ID)
+            tx.pragma_update(None, "application_id", schema.application_id)
                 .map_err(fail)?;
         }
         tx.pragma_update(None, "user_version", version + 1)
@@ -535,7 +560,7 @@ fn check_meta(conn: &Connection, location: &str) -> Result<(), ClientError> {
 
 /// Maps an error met while opening or checking a store: SQLite's "not a database" and
 /// "malformed" mean a corrupt store; anything else is a plain store failure.
-fn open_error(location: &str, e: rusqlite::Error) -> ClientError {
+pub(crate) fn open_error(location: &str, e: rusqlite::Error) -> ClientError {
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => ClientError::CorruptStore {
             path: location.to_owned(),

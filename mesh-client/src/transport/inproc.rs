@@ -8,10 +8,13 @@ use mesh_core::sync::{guard, Request, Response};
 use mesh_core::CoreError;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};
-use crate::store::{ClientStore, StoreConfig};
-use crate::transport::{Notification, Transport, TransportError};
+use crate::store::{BlobStore, ClientStore, StoreConfig};
+use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::FolderId;
+use mesh_core::model::{authorize, Action};
 
 /// A hub in the same process: a replica that serves any number of clients through
 /// [`InProcessTransport`]s, enforcing the folders' member roles like the HTTP hub does.
@@ -42,20 +45,28 @@ impl InProcessHub {
         // A fresh uuid is always a valid id.
         let id: ReplicaId = id.parse().unwrap_or_else(|_| unreachable!());
         let store = ClientStore::Memory(mesh_core::store::MemoryStore::new(id));
-        Self::from_store(store)
+        Self::from_store(store, BlobStore::memory())
     }
 
     /// A hub over the given store (for a hub whose data survives restarts).
     pub fn open(config: &StoreConfig) -> Result<Self> {
         let id = format!("hub-{}", uuid::Uuid::new_v4().simple());
         let id: ReplicaId = id.parse().unwrap_or_else(|_| unreachable!());
-        Ok(Self::from_store(ClientStore::open(config, id)?))
+        Ok(Self::from_store(
+            ClientStore::open(config, id)?,
+            BlobStore::for_config(config)?,
+        ))
     }
 
-    fn from_store(store: ClientStore) -> Self {
+    fn from_store(store: ClientStore, blobs: BlobStore) -> Self {
         InProcessHub {
-            shared: SharedReplica::new(Replica::new(store)),
+            shared: SharedReplica::new(Replica::new(store), blobs),
         }
+    }
+
+    /// The hub's blob store (for tests and inspection).
+    pub fn blobs(&self) -> &BlobStore {
+        self.shared.blobs()
     }
 
     /// A transport through which `user` syncs with this hub.
@@ -161,5 +172,76 @@ impl Transport for InProcessTransport {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>, TransportError> {
+        self.allowed(folder, Action::Read).await?;
+        let (folder, hashes) = (folder.clone(), hashes.to_vec());
+        self.shared
+            .run_blobs(move |b| b.missing(&folder, &hashes))
+            .await
+            .and_then(|r| r)
+            .map_err(blob_error)
+    }
+
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        self.allowed(folder, Action::CreateEntry).await?;
+        let folder = folder.clone();
+        self.shared
+            .run_blobs(move |b| b.put(&folder, &objects))
+            .await
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(blob_error)
+    }
+
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        self.allowed(folder, Action::Read).await?;
+        let (folder, hashes) = (folder.clone(), hashes.to_vec());
+        self.shared
+            .run_blobs(move |b| b.get_for(&folder, &hashes, MAX_OBJECTS_RESPONSE))
+            .await
+            .and_then(|r| r)
+            .map_err(blob_error)
+    }
+}
+
+impl InProcessTransport {
+    /// Checks the user's role in `folder` like a hub does; a non-member gets the same answer as
+    /// for a folder that does not exist.
+    async fn allowed(&self, folder: &FolderId, action: Action<'static>) -> Result<(), TransportError> {
+        let (f, user) = (folder.clone(), self.user.clone());
+        let member = self
+            .shared
+            .run(move |r| guard::membership(r.store(), &f, &user))
+            .await
+            .map_err(|e| TransportError::Server(e.to_string()))?
+            .map_err(remote_error)?;
+        let Some(role) = member.and_then(|m| m.effective_role()) else {
+            return Err(remote_error(CoreError::NotFound {
+                kind: "folder",
+                id: folder.to_string(),
+            }));
+        };
+        authorize(&self.user, Some(role), action).map_err(remote_error)
+    }
+}
+
+fn blob_error(e: ClientError) -> TransportError {
+    match e {
+        ClientError::Core(c) => TransportError::Remote(c),
+        other => TransportError::Server(other.to_string()),
     }
 }

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::FolderId;
 use mesh_core::model::FeedKey;
 use mesh_core::store::Cursor;
 use mesh_core::sync::{Request, Response};
@@ -72,6 +74,9 @@ pub enum TransportError {
     /// The remote refused the request with a typed error.
     #[error("remote refused: {0}")]
     Remote(CoreError),
+    /// The transport does not carry this kind of request (blobs, say).
+    #[error("not supported by this transport: {0}")]
+    Unsupported(String),
 }
 
 impl TransportError {
@@ -86,7 +91,8 @@ impl TransportError {
             TransportError::Remote(e) => e.code() == ErrorCode::Store,
             TransportError::Unauthorized
             | TransportError::Forbidden(_)
-            | TransportError::PreconditionFailed(_) => false,
+            | TransportError::PreconditionFailed(_)
+            | TransportError::Unsupported(_) => false,
         }
     }
 
@@ -111,4 +117,42 @@ pub trait Transport: Send + Sync + 'static {
 
     /// A short description for logs and events ("in-process hub", a URL…).
     fn describe(&self) -> String;
+
+    /// Which of these blob objects (chunks, manifests) the remote lacks for `folder`: the
+    /// ones to upload. Needs read access to the folder.
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>, TransportError> {
+        let _ = (folder, hashes);
+        Err(TransportError::Unsupported("blobs".into()))
+    }
+
+    /// Uploads blob objects for `folder` (the remote checks each against its hash). Needs the
+    /// right to create entries in the folder.
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        let _ = (folder, objects);
+        Err(TransportError::Unsupported("blobs".into()))
+    }
+
+    /// Downloads blob objects of `folder`: those of `hashes` the remote has, in order, possibly
+    /// only a prefix of them (the remote bounds a response's size; the caller asks again for
+    /// the rest). Objects the remote lacks are left out. The caller verifies every object.
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        let _ = (folder, hashes);
+        Err(TransportError::Unsupported("blobs".into()))
+    }
 }
+
+/// The most bytes of objects one `get_objects` response carries (a hub or peer may choose
+/// less).
+pub const MAX_OBJECTS_RESPONSE: usize = 8 << 20;

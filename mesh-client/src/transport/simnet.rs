@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::FolderId;
 use futures::stream::{BoxStream, StreamExt};
 use mesh_core::sync::{Request, Response};
 
@@ -198,5 +200,62 @@ impl Transport for SimTransport {
 
     fn describe(&self) -> String {
         format!("{} (simulated network)", self.inner.describe())
+    }
+
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>, TransportError> {
+        self.before_call().await?;
+        let out = self.inner.missing_objects(folder, hashes).await?;
+        self.after_call()?;
+        Ok(out)
+    }
+
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        self.before_call().await?;
+        self.inner.put_objects(folder, objects).await?;
+        self.after_call()
+    }
+
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        self.before_call().await?;
+        let out = self.inner.get_objects(folder, hashes).await?;
+        self.after_call()?;
+        Ok(out)
+    }
+}
+
+impl SimTransport {
+    /// The faults of a blob call before it reaches the remote: a partition, a delay, a lost
+    /// request.
+    async fn before_call(&self) -> Result<(), TransportError> {
+        self.check_link()?;
+        let d = self.net.delay();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        self.check_link()?;
+        if self.net.roll(self.net.config.drop_request) {
+            return Err(TransportError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// The faults after the remote answered: a lost response, a link gone down meanwhile.
+    fn after_call(&self) -> Result<(), TransportError> {
+        if self.net.roll(self.net.config.drop_response) || !self.link.is_online() {
+            return Err(TransportError::Timeout);
+        }
+        Ok(())
     }
 }

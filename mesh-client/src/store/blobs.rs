@@ -1,0 +1,465 @@
+//! The object store for blobs: chunks and manifests by content address, deduplicated, with the
+//! folders each object belongs to — and the index of mapped directories.
+//!
+//! Every object is stored once however many blobs, files or folders use it. A folder's claim on
+//! an object is recorded separately (`refs`): a peer may read or skip uploading only the objects
+//! of folders it may read, so knowing a hash never grants its content, and the existence of an
+//! object in another folder is never revealed (an upload for a folder that lacks the object is
+//! always asked for, even when the bytes are already stored).
+//!
+//! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, WAL, the
+//! replica's [`Durability`]). Schema version 1:
+//!
+//! | table | holds |
+//! |---|---|
+//! | `objects(hash, size, data)` | one row per object; `hash` is its 32-byte BLAKE3 hash |
+//! | `refs(folder, hash)` | which folders claim which objects |
+//! | `file_index(folder, path, body)` | a mapped directory's last synced state of each path (JSON) |
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::FolderId;
+use mesh_core::CoreError;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::error::{ClientError, Result};
+use crate::store::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TIMEOUT};
+use crate::store::{Durability, StoreConfig};
+
+/// The migrations of a blob store file.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE objects (
+        hash BLOB PRIMARY KEY NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE refs (
+        folder TEXT NOT NULL,
+        hash   BLOB NOT NULL,
+        PRIMARY KEY (folder, hash)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE file_index (
+        folder TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        body   TEXT NOT NULL,
+        PRIMARY KEY (folder, path)
+    ) STRICT, WITHOUT ROWID;
+    "];
+
+const SCHEMA: Schema = Schema {
+    application_id: BlobStore::APPLICATION_ID,
+    migrations: MIGRATIONS,
+};
+
+/// Stored objects by content address, the folders that claim them, and mapped directories'
+/// indexes. Cheap to clone (clones share the store); calls block on disk I/O for the SQLite
+/// backend, so async code runs them on the blocking pool.
+///
+/// ```
+/// use mesh_client::store::BlobStore;
+/// use mesh_core::blob::ChunkHash;
+/// let store = BlobStore::memory();
+/// let folder = "f1".parse().unwrap();
+/// let h = ChunkHash::of(b"chunk");
+/// assert_eq!(store.missing(&folder, &[h]).unwrap(), vec![h]);
+/// store.put(&folder, &[(h, b"chunk".to_vec())]).unwrap();
+/// assert!(store.missing(&folder, &[h]).unwrap().is_empty());
+/// // Another folder has no claim on it, even though the bytes are stored.
+/// assert_eq!(store.missing(&"f2".parse().unwrap(), &[h]).unwrap(), vec![h]);
+/// assert!(store.put(&folder, &[(h, b"forged".to_vec())]).is_err());
+/// ```
+#[derive(Clone)]
+pub struct BlobStore(Arc<Backend>);
+
+enum Backend {
+    Memory(Mutex<MemoryBlobs>),
+    Sqlite { conn: Mutex<Connection> },
+}
+
+#[derive(Default)]
+struct MemoryBlobs {
+    objects: HashMap<ChunkHash, Arc<[u8]>>,
+    refs: HashSet<(FolderId, ChunkHash)>,
+    index: HashMap<FolderId, BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Backend::Memory(_) => f.write_str("BlobStore(memory)"),
+            Backend::Sqlite { .. } => f.write_str("BlobStore(sqlite)"),
+        }
+    }
+}
+
+fn store_err(e: rusqlite::Error) -> ClientError {
+    ClientError::Store(format!("blob store: {e}"))
+}
+
+fn hash_from_sql(bytes: Vec<u8>) -> Result<ChunkHash> {
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| ClientError::CorruptStore {
+        path: "blob store".into(),
+        reason: "an object hash is not 32 bytes".into(),
+    })?;
+    Ok(ChunkHash::from_bytes(arr))
+}
+
+impl BlobStore {
+    /// The `application_id` in the header of a blob store file (`"MSHB"`).
+    pub const APPLICATION_ID: i32 = 0x4d53_4842;
+
+    /// An empty store in memory.
+    pub fn memory() -> Self {
+        BlobStore(Arc::new(Backend::Memory(Mutex::default())))
+    }
+
+    /// The blob store that goes with a replica store: in memory for a memory replica, the
+    /// file `<replica file>.blobs` for a SQLite one.
+    pub fn for_config(config: &StoreConfig) -> Result<Self> {
+        match config {
+            StoreConfig::Memory => Ok(Self::memory()),
+            StoreConfig::Sqlite(p) => Self::open(Self::path_beside(p), Durability::Full),
+            StoreConfig::SqliteWith(p, d) => Self::open(Self::path_beside(p), *d),
+        }
+    }
+
+    /// The blob store file that goes with the replica file `replica`.
+    pub fn path_beside(replica: &Path) -> PathBuf {
+        let mut name = replica.as_os_str().to_owned();
+        name.push(".blobs");
+        PathBuf::from(name)
+    }
+
+    /// Opens (or creates) a blob store file. Fails with [`ClientError::CorruptStore`] on a
+    /// file that is not a blob store and [`ClientError::StoreTooNew`] on a newer one.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
+        let path = path.as_ref();
+        let location = path.display().to_string();
+        check_header(path, &location)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e))?;
+        let fail = |e: rusqlite::Error| open_error(&location, e);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        let version = identify(&conn, &location, &SCHEMA)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(fail)?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
+        if version < SCHEMA.version() {
+            migrate(&mut conn, &location, &SCHEMA)?;
+        }
+        Ok(BlobStore(Arc::new(Backend::Sqlite {
+            conn: Mutex::new(conn),
+        })))
+    }
+
+    /// Whether calls do disk I/O (and so belong on a blocking thread).
+    pub fn blocks(&self) -> bool {
+        matches!(&*self.0, Backend::Sqlite { .. })
+    }
+
+    fn conn(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        match &*self.0 {
+            Backend::Sqlite { conn } => Some(conn.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    fn mem(&self) -> Option<std::sync::MutexGuard<'_, MemoryBlobs>> {
+        match &*self.0 {
+            Backend::Memory(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The objects of `hashes` that `folder` has no claim on (in the order given, without
+    /// repeats).
+    pub fn missing(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        let mut seen = HashSet::with_capacity(hashes.len());
+        let wanted = hashes.iter().filter(|h| seen.insert(**h));
+        if let Some(m) = self.mem() {
+            return Ok(wanted
+                .filter(|h| !m.refs.contains(&(folder.clone(), **h)))
+                .copied()
+                .collect());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM refs WHERE folder = ?1 AND hash = ?2")
+            .map_err(store_err)?;
+        let mut out = Vec::new();
+        for h in wanted {
+            let found = stmt
+                .query_row(params![folder.as_str(), &h.as_bytes()[..]], |_| Ok(()))
+                .optional()
+                .map_err(store_err)?;
+            if found.is_none() {
+                out.push(*h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The objects of `hashes` not stored at all (for any folder).
+    pub fn absent(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        let mut seen = HashSet::with_capacity(hashes.len());
+        let wanted = hashes.iter().filter(|h| seen.insert(**h));
+        if let Some(m) = self.mem() {
+            return Ok(wanted
+                .filter(|h| !m.objects.contains_key(h))
+                .copied()
+                .collect());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM objects WHERE hash = ?1")
+            .map_err(store_err)?;
+        let mut out = Vec::new();
+        for h in wanted {
+            let found = stmt
+                .query_row(params![&h.as_bytes()[..]], |_| Ok(()))
+                .optional()
+                .map_err(store_err)?;
+            if found.is_none() {
+                out.push(*h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores objects for `folder` in one transaction, after checking each against its hash
+    /// (all or nothing: one mismatch refuses the batch with [`CoreError::InvalidBlob`]).
+    /// Returns the bytes newly stored (objects already present cost nothing).
+    pub fn put(&self, folder: &FolderId, objects: &[(ChunkHash, Vec<u8>)]) -> Result<u64> {
+        for (h, data) in objects {
+            if !h.verifies(data) {
+                return Err(CoreError::InvalidBlob(format!(
+                    "object {h} does not match its content"
+                ))
+                .into());
+            }
+        }
+        self.put_trusted(folder, objects.iter().map(|(h, d)| (*h, d.as_slice())))
+    }
+
+    /// [`BlobStore::put`] for objects the caller hashed itself.
+    pub(crate) fn put_trusted<'a>(
+        &self,
+        folder: &FolderId,
+        objects: impl IntoIterator<Item = (ChunkHash, &'a [u8])>,
+    ) -> Result<u64> {
+        let mut added = 0u64;
+        if let Some(mut m) = self.mem() {
+            for (h, data) in objects {
+                if !m.objects.contains_key(&h) {
+                    added += data.len() as u64;
+                    m.objects.insert(h, Arc::from(data));
+                }
+                m.refs.insert((folder.clone(), h));
+            }
+            return Ok(added);
+        }
+        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO objects (hash, size, data) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .map_err(store_err)?;
+            let mut claim = tx
+                .prepare_cached("INSERT OR IGNORE INTO refs (folder, hash) VALUES (?1, ?2)")
+                .map_err(store_err)?;
+            for (h, data) in objects {
+                let n = insert
+                    .execute(params![&h.as_bytes()[..], data.len() as i64, data])
+                    .map_err(store_err)?;
+                if n > 0 {
+                    added += data.len() as u64;
+                }
+                claim
+                    .execute(params![folder.as_str(), &h.as_bytes()[..]])
+                    .map_err(store_err)?;
+            }
+        }
+        tx.commit().map_err(store_err)?;
+        Ok(added)
+    }
+
+    /// One object, whatever folder claims it (for the device's own use).
+    pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        if let Some(m) = self.mem() {
+            return Ok(m.objects.get(hash).map(|d| d.to_vec()));
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let data = conn
+            .prepare_cached("SELECT data FROM objects WHERE hash = ?1")
+            .map_err(store_err)?
+            .query_row(params![&hash.as_bytes()[..]], |r| r.get(0))
+            .optional()
+            .map_err(store_err)?;
+        Ok(data)
+    }
+
+    /// The objects of `hashes` that `folder` claims, in order, stopping once `max_bytes` are
+    /// gathered (the first object is always returned whatever its size). Objects the folder
+    /// does not claim are skipped.
+    pub fn get_for(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+        max_bytes: usize,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        if let Some(m) = self.mem() {
+            for h in hashes {
+                if total >= max_bytes && !out.is_empty() {
+                    break;
+                }
+                if !m.refs.contains(&(folder.clone(), *h)) {
+                    continue;
+                }
+                if let Some(d) = m.objects.get(h) {
+                    total += d.len();
+                    out.push((*h, d.to_vec()));
+                }
+            }
+            return Ok(out);
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT o.data FROM refs AS r JOIN objects AS o USING (hash)
+                 WHERE r.folder = ?1 AND r.hash = ?2",
+            )
+            .map_err(store_err)?;
+        for h in hashes {
+            if total >= max_bytes && !out.is_empty() {
+                break;
+            }
+            let data: Option<Vec<u8>> = stmt
+                .query_row(params![folder.as_str(), &h.as_bytes()[..]], |r| r.get(0))
+                .optional()
+                .map_err(store_err)?;
+            if let Some(d) = data {
+                total += d.len();
+                out.push((*h, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of objects stored and their total size in bytes.
+    pub fn usage(&self) -> Result<(u64, u64)> {
+        if let Some(m) = self.mem() {
+            let bytes = m.objects.values().map(|d| d.len() as u64).sum();
+            return Ok((m.objects.len() as u64, bytes));
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        conn.query_row("SELECT count(*), ifnull(sum(size), 0) FROM objects", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(store_err)
+    }
+
+    /// Every hash stored (for tests and checks).
+    pub fn hashes(&self) -> Result<Vec<ChunkHash>> {
+        if let Some(m) = self.mem() {
+            return Ok(m.objects.keys().copied().collect());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut stmt = conn
+            .prepare("SELECT hash FROM objects")
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(store_err)?;
+        rows.map(|r| hash_from_sql(r.map_err(store_err)?))
+            .collect()
+    }
+
+    /// A mapped directory's index: path → the JSON its mapping stored.
+    pub fn index_load(&self, folder: &FolderId) -> Result<BTreeMap<String, String>> {
+        if let Some(m) = self.mem() {
+            return Ok(m.index.get(folder).cloned().unwrap_or_default());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut stmt = conn
+            .prepare_cached("SELECT path, body FROM file_index WHERE folder = ?1")
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(params![folder.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(store_err)?;
+        rows.map(|r| r.map_err(store_err)).collect()
+    }
+
+    /// Updates a mapped directory's index in one transaction: `Some(body)` sets a path,
+    /// `None` removes it.
+    pub fn index_update(
+        &self,
+        folder: &FolderId,
+        changes: &[(String, Option<String>)],
+    ) -> Result<()> {
+        if let Some(mut m) = self.mem() {
+            let index = m.index.entry(folder.clone()).or_default();
+            for (path, body) in changes {
+                match body {
+                    Some(b) => index.insert(path.clone(), b.clone()),
+                    None => index.remove(path),
+                };
+            }
+            return Ok(());
+        }
+        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        {
+            let mut set = tx
+                .prepare_cached(
+                    "INSERT INTO file_index (folder, path, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (folder, path) DO UPDATE SET body = excluded.body",
+                )
+                .map_err(store_err)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM file_index WHERE folder = ?1 AND path = ?2")
+                .map_err(store_err)?;
+            for (path, body) in changes {
+                match body {
+                    Some(b) => set.execute(params![folder.as_str(), path, b]),
+                    None => del.execute(params![folder.as_str(), path]),
+                }
+                .map_err(store_err)?;
+            }
+        }
+        tx.commit().map_err(store_err)
+    }
+
+    /// Forgets a mapped directory's index (on unmap).
+    pub fn index_clear(&self, folder: &FolderId) -> Result<()> {
+        if let Some(mut m) = self.mem() {
+            m.index.remove(folder);
+            return Ok(());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        conn.execute(
+            "DELETE FROM file_index WHERE folder = ?1",
+            params![folder.as_str()],
+        )
+        .map_err(store_err)?;
+        Ok(())
+    }
+}
