@@ -14,7 +14,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The member's role does not allow it.
     PermissionDenied,
-    /// The local store failed, is corrupt, or belongs to something else.
+    /// The local store (or a mapped directory's file system) failed, is corrupt, or belongs to
+    /// something else.
     Store,
     /// A remote could not be reached or answered wrongly.
     Transport,
@@ -58,6 +59,15 @@ pub enum ClientError {
         /// What went wrong.
         error: crate::transport::TransportError,
     },
+    /// A file of a mapped directory (or one given to a blob call) could not be read or
+    /// written.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: String,
+    },
     /// The client's configuration is incomplete or inconsistent.
     #[error("configuration: {0}")]
     Config(String),
@@ -83,7 +93,8 @@ impl ClientError {
             },
             ClientError::Store(_)
             | ClientError::CorruptStore { .. }
-            | ClientError::StoreTooNew { .. } => ErrorKind::Store,
+            | ClientError::StoreTooNew { .. }
+            | ClientError::Io { .. } => ErrorKind::Store,
             ClientError::Transport { .. } => ErrorKind::Transport,
             ClientError::Config(_) => ErrorKind::InvalidInput,
             ClientError::Closed => ErrorKind::Closed,

@@ -8,12 +8,15 @@
 //! * [`store`] — the local store: SQLite (the embedded default) or memory.
 //! * [`transport`] — how sync messages reach a remote: in-process, simulated network, HTTP.
 //! * [`sync`] — the background engine (one task per remote) and its [`Event`]s.
+//! * [`mapping`] — folders of files: a folder kept equal to a directory on this device, its
+//!   content moved as content-defined chunks (blobs) that only travel where they are missing.
 //!
 //! `mesh-client` moves `mesh-core`'s protocol messages and persists their state; it never
 //! re-implements merge rules or message formats.
 
 mod client;
 pub mod error;
+pub mod mapping;
 mod shared;
 pub mod store;
 pub mod sync;
@@ -21,4 +24,4 @@ pub mod transport;
 
 pub use client::{Clock, MeshClient, MeshClientBuilder};
 pub use error::{ClientError, ErrorKind};
-pub use sync::{ChangeKind, ChangeSource, Event, SyncOptions};
+pub use sync::{ChangeKind, ChangeSource, Event, MappingEvent, SyncOptions, TransferDirection};

@@ -132,6 +132,7 @@ impl MeshClientBuilder {
                 shared: shared.clone(),
                 events: events.clone(),
                 engines: Mutex::new(Vec::new()),
+                mappings: Mutex::default(),
                 clock,
             }),
         };

@@ -394,8 +394,9 @@ impl MeshClient {
 
     // ---- mappings and news ---------------------------------------------------------------
 
-    /// Records that this device replicates the folder (at `path`, for a folder of files).
-    pub async fn map_folder(&self, folder: &FolderId, path: Option<String>) -> Result<Mapping> {
+    /// Records that this device replicates the folder (at `path`, for a folder of files)
+    /// without syncing any directory: [`MeshClient::map_folder`] records and syncs.
+    pub async fn record_mapping(&self, folder: &FolderId, path: Option<String>) -> Result<Mapping> {
         self.check(folder, Action::Map).await?;
         let m = Mapping {
             device: self.device().clone(),
@@ -413,8 +414,8 @@ impl MeshClient {
         Ok(m)
     }
 
-    /// Removes this device's mapping (never deletes local files).
-    pub async fn unmap_folder(&self, folder: &FolderId) -> Result<()> {
+    /// Removes this device's mapping record.
+    pub(crate) async fn remove_mapping_record(&self, folder: &FolderId) -> Result<()> {
         self.check(folder, Action::Map).await?;
         self.tombstone(FeedKey::mappings(folder), eid(self.device().as_str())?)
             .await?;

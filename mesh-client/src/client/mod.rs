@@ -1,5 +1,6 @@
 //! The [`MeshClient`] handle and its builder.
 
+pub(crate) mod blobs;
 mod builder;
 mod entries;
 mod folders;
@@ -49,7 +50,7 @@ use crate::transport::InProcessTransport;
 /// ```
 #[derive(Clone)]
 pub struct MeshClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     pub shared: SharedReplica,
     pub events: broadcast::Sender<Event>,
     pub engines: Mutex<Vec<EngineHandle>>,
+    pub mappings: Mutex<std::collections::HashMap<FolderId, crate::mapping::MappingHandle>>,
     pub clock: Clock,
 }
 
@@ -160,8 +162,16 @@ impl MeshClient {
         )
     }
 
-    /// Stops every sync engine. Local reads and writes keep working.
+    /// Stops every sync engine and mapping. Local reads and writes keep working.
     pub fn close(&self) {
+        let mappings = std::mem::take(
+            &mut *self
+                .inner
+                .mappings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        drop(mappings);
         let engines =
             std::mem::take(&mut *self.inner.engines.lock().unwrap_or_else(|p| p.into_inner()));
         for e in &engines {

@@ -20,7 +20,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use mesh_core::blob::ChunkHash;
+use fastcdc::v2020::StreamCDC;
+use mesh_core::blob::{chunk_boundaries, ChunkHash, Manifest, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 use mesh_core::id::FolderId;
 use mesh_core::CoreError;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -28,6 +29,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use crate::error::{ClientError, Result};
 use crate::store::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TIMEOUT};
 use crate::store::{Durability, StoreConfig};
+
+/// Inputs up to this size are read whole and chunked in memory.
+const WHOLE_READ_LIMIT: u64 = 4 << 20;
+/// Bytes of chunks stored per transaction while ingesting a large input.
+const INGEST_BATCH: usize = 8 << 20;
 
 /// The migrations of a blob store file.
 const MIGRATIONS: &[&str] = &["
@@ -153,7 +159,8 @@ impl BlobStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
         if version < SCHEMA.version() {
             migrate(&mut conn, &location, &SCHEMA)?;
         }
@@ -298,6 +305,113 @@ impl BlobStore {
         Ok(added)
     }
 
+    /// Records `folder`'s claim on those of `hashes` that are stored (for objects this device
+    /// already holds under another folder).
+    pub fn claim(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<()> {
+        if let Some(mut m) = self.mem() {
+            for h in hashes {
+                if m.objects.contains_key(h) {
+                    m.refs.insert((folder.clone(), *h));
+                }
+            }
+            return Ok(());
+        }
+        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        {
+            let mut claim = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO refs (folder, hash)
+                     SELECT ?1, hash FROM objects WHERE hash = ?2",
+                )
+                .map_err(store_err)?;
+            for h in hashes {
+                claim
+                    .execute(params![folder.as_str(), &h.as_bytes()[..]])
+                    .map_err(store_err)?;
+            }
+        }
+        tx.commit().map_err(store_err)
+    }
+
+    /// Chunks everything `reader` yields into objects stored for `folder` (in batches of a
+    /// few MiB, so a large file never sits in memory) and stores the blob's manifest last.
+    /// `size_hint` (the expected length) picks between reading small inputs whole and
+    /// streaming large ones; both cut at the same boundaries.
+    pub fn ingest(
+        &self,
+        folder: &FolderId,
+        mut reader: impl std::io::Read,
+        size_hint: u64,
+    ) -> Result<Manifest> {
+        let io = |e: std::io::Error| ClientError::Store(format!("reading blob content: {e}"));
+        let mut chunks: Vec<(ChunkHash, u32)> = Vec::new();
+        if size_hint <= WHOLE_READ_LIMIT {
+            let mut data = Vec::with_capacity(size_hint as usize);
+            reader.read_to_end(&mut data).map_err(io)?;
+            let objects: Vec<(ChunkHash, &[u8])> = chunk_boundaries(&data)
+                .map(|r| (ChunkHash::of(&data[r.clone()]), &data[r]))
+                .collect();
+            chunks.extend(objects.iter().map(|(h, d)| (*h, d.len() as u32)));
+            self.put_trusted(folder, objects)?;
+        } else {
+            let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
+            let mut batch_bytes = 0usize;
+            for c in StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+                let c = c.map_err(|e| io(e.into()))?;
+                let h = ChunkHash::of(&c.data);
+                chunks.push((h, c.data.len() as u32));
+                batch_bytes += c.data.len();
+                batch.push((h, c.data));
+                if batch_bytes >= INGEST_BATCH {
+                    self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                    batch.clear();
+                    batch_bytes = 0;
+                }
+            }
+            self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+        }
+        let manifest = Manifest::new(chunks)?;
+        let encoded = manifest.encode();
+        self.put_trusted(folder, [(ChunkHash::of(&encoded), encoded.as_slice())])?;
+        Ok(manifest)
+    }
+
+    /// The manifest of a stored blob.
+    pub fn manifest(&self, hash: &ChunkHash) -> Result<Option<Manifest>> {
+        match self.get(hash)? {
+            Some(bytes) => Ok(Some(Manifest::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a stored blob's content to `out`, chunk by chunk, checking every chunk against
+    /// its hash. Fails with [`CoreError::NotFound`] if an object is missing (fetch the blob
+    /// first) and [`ClientError::CorruptStore`] if one was damaged on disk.
+    pub fn write_to(&self, manifest: &ChunkHash, mut out: impl std::io::Write) -> Result<u64> {
+        let not_found = |h: &ChunkHash| CoreError::NotFound {
+            kind: "blob object",
+            id: h.to_string(),
+        };
+        let m = self
+            .manifest(manifest)?
+            .ok_or_else(|| not_found(manifest))?;
+        for c in m.chunks() {
+            let data = self.get(&c.hash)?.ok_or_else(|| not_found(&c.hash))?;
+            if !c.hash.verifies(&data) {
+                return Err(ClientError::CorruptStore {
+                    path: "blob store".into(),
+                    reason: format!("object {} does not match its hash", c.hash),
+                });
+            }
+            out.write_all(&data)
+                .map_err(|e| ClientError::Store(format!("writing blob content: {e}")))?;
+        }
+        Ok(m.length())
+    }
+
     /// One object, whatever folder claims it (for the device's own use).
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>> {
         if let Some(m) = self.mem() {
@@ -369,9 +483,11 @@ impl BlobStore {
             return Ok((m.objects.len() as u64, bytes));
         }
         let conn = self.conn().unwrap_or_else(|| unreachable!());
-        conn.query_row("SELECT count(*), ifnull(sum(size), 0) FROM objects", [], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-        })
+        conn.query_row(
+            "SELECT count(*), ifnull(sum(size), 0) FROM objects",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
         .map_err(store_err)
     }
 
@@ -387,8 +503,7 @@ impl BlobStore {
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(store_err)?;
-        rows.map(|r| hash_from_sql(r.map_err(store_err)?))
-            .collect()
+        rows.map(|r| hash_from_sql(r.map_err(store_err)?)).collect()
     }
 
     /// A mapped directory's index: path → the JSON its mapping stored.

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
 use mesh_core::id::RemoteId;
-use mesh_core::model::names;
+use mesh_core::model::{names, Scope};
 use mesh_core::store::Store;
-use mesh_core::sync::{SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
+use mesh_core::sync::{Request, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
 use mesh_core::CoreError;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
+use crate::sync::transfer::{self, Progress, UploadError};
 use crate::transport::{Notification, Transport, TransportError};
 
 /// Timing of a sync engine.
@@ -57,6 +59,7 @@ enum Cmd {
 /// A running engine, owned by the client.
 pub(crate) struct EngineHandle {
     pub remote: RemoteId,
+    pub transport: Arc<dyn Transport>,
     cmd: mpsc::UnboundedSender<Cmd>,
     task: JoinHandle<()>,
 }
@@ -94,13 +97,18 @@ pub(crate) fn spawn(
         shared,
         events,
         remote: remote.clone(),
-        transport,
+        transport: transport.clone(),
         options,
         online: None,
         membership_changed: false,
     };
     let task = tokio::spawn(engine.run(cmd_rx));
-    EngineHandle { remote, cmd, task }
+    EngineHandle {
+        remote,
+        transport,
+        cmd,
+        task,
+    }
 }
 
 struct Engine {
@@ -312,6 +320,7 @@ impl Engine {
                     return Ok(report);
                 }
                 Step::Send(request) => {
+                    self.upload_blobs(&request).await?;
                     let response = self
                         .transport
                         .send(request)
@@ -344,6 +353,38 @@ impl Engine {
                     });
                 }
             }
+        }
+    }
+
+    /// Before pushing entries with media into a folder feed, uploads the blob objects the
+    /// remote lacks, so that a device that receives an entry can always fetch its content.
+    async fn upload_blobs(&self, request: &Request) -> std::result::Result<(), Failure> {
+        let Request::Push { feed, entries, .. } = request else {
+            return Ok(());
+        };
+        let Scope::Folder(folder) = &feed.scope else {
+            return Ok(());
+        };
+        let mut manifests: Vec<ChunkHash> = Vec::new();
+        for e in entries {
+            for v in std::iter::once(&e.content).chain(e.conflicts.iter().map(|c| &c.content)) {
+                if let Some(h) = v.media.as_ref().and_then(|m| m.hash.parse().ok()) {
+                    manifests.push(h);
+                }
+            }
+        }
+        if manifests.is_empty() {
+            return Ok(());
+        }
+        let progress = Progress {
+            events: &self.events,
+            remote: &self.remote,
+            folder,
+        };
+        match transfer::upload(&self.shared, &self.transport, folder, manifests, &progress).await {
+            Ok(_) => Ok(()),
+            Err(UploadError::Transport(e)) => Err(Failure::Transport(e)),
+            Err(UploadError::Client(e)) => Err(Failure::Client(e)),
         }
     }
 

@@ -1,6 +1,6 @@
 //! What a client reports: entry changes, conflicts, sync progress, errors, connectivity.
 
-use mesh_core::id::{EntryId, RemoteId};
+use mesh_core::id::{EntryId, FolderId, RemoteId};
 use mesh_core::model::FeedKey;
 
 /// Where a change came from.
@@ -84,6 +84,84 @@ pub enum Event {
     Offline {
         /// The remote.
         remote: RemoteId,
+    },
+    /// Blob bytes moved to or from a remote: one event per batch of objects.
+    Transfer {
+        /// The remote.
+        remote: RemoteId,
+        /// The folder the blob belongs to.
+        folder: FolderId,
+        /// Which way.
+        direction: TransferDirection,
+        /// Bytes moved so far in this transfer.
+        done_bytes: u64,
+        /// Bytes this transfer moves in all (objects already on the other side are not
+        /// counted).
+        total_bytes: u64,
+    },
+    /// A mapped directory did something worth telling: a file written or published, a conflict
+    /// copy kept, a remote entry refused for an unsafe path…
+    Mapping {
+        /// The folder.
+        folder: FolderId,
+        /// What happened.
+        event: MappingEvent,
+    },
+}
+
+/// Which way a blob transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferDirection {
+    /// From this device to the remote.
+    Upload,
+    /// From the remote to this device.
+    Download,
+}
+
+/// What a mapped directory reports (see [`Event::Mapping`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MappingEvent {
+    /// A scan of the directory finished and its local changes were published.
+    Scanned {
+        /// Files and directories seen.
+        paths: usize,
+        /// Of which published as new versions or tombstones.
+        published: usize,
+    },
+    /// A remote change was written into the directory.
+    Applied {
+        /// The path, relative to the mapped directory.
+        path: String,
+        /// Whether it was a deletion.
+        deleted: bool,
+    },
+    /// Two versions of a file were written concurrently; the losing one was kept beside it.
+    ConflictCopy {
+        /// The file.
+        path: String,
+        /// The copy holding the losing version.
+        copy: String,
+    },
+    /// A remote entry was not applied: an unsafe or colliding path, a malformed entry.
+    Refused {
+        /// The entry's path as it came (or its id when it had none).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A local file was left out: a symlink, an unreadable file, a name other devices cannot
+    /// hold.
+    Skipped {
+        /// The path, relative to the mapped directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Applying or publishing failed; the mapping retries at its next scan.
+    Error {
+        /// What went wrong.
+        error: String,
     },
 }
 

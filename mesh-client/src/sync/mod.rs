@@ -2,6 +2,7 @@
 
 pub(crate) mod engine;
 pub mod events;
+pub(crate) mod transfer;
 
 pub use engine::SyncOptions;
-pub use events::{ChangeKind, ChangeSource, Event};
+pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, TransferDirection};

@@ -221,7 +221,11 @@ impl Transport for InProcessTransport {
 impl InProcessTransport {
     /// Checks the user's role in `folder` like a hub does; a non-member gets the same answer as
     /// for a folder that does not exist.
-    async fn allowed(&self, folder: &FolderId, action: Action<'static>) -> Result<(), TransportError> {
+    async fn allowed(
+        &self,
+        folder: &FolderId,
+        action: Action<'static>,
+    ) -> Result<(), TransportError> {
         let (f, user) = (folder.clone(), self.user.clone());
         let member = self
             .shared

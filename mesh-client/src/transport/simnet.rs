@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
-use futures::stream::{BoxStream, StreamExt};
 use mesh_core::sync::{Request, Response};
 
 use crate::transport::{Notification, Transport, TransportError};

@@ -383,11 +383,11 @@ async fn devices_mappings_and_news() {
     names.sort();
     assert_eq!(names, ["Ann's laptop", "phone"]);
     let f = a.create_folder("Photos", "files").await.unwrap();
-    a.map_folder(&f.id, Some("/home/ann/Photos".into()))
+    a.record_mapping(&f.id, Some("/home/ann/Photos".into()))
         .await
         .unwrap();
     settle(&[&a, &b]).await;
-    b.map_folder(&f.id, None).await.unwrap();
+    b.record_mapping(&f.id, None).await.unwrap();
     settle(&[&a, &b]).await;
     assert_eq!(a.mappings(&f.id).await.unwrap().len(), 2);
     b.unmap_folder(&f.id).await.unwrap();

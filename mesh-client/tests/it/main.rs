@@ -3,5 +3,6 @@
 mod client;
 mod common;
 mod convergence;
+mod mapping;
 mod store;
 mod transport_suite;

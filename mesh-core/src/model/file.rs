@@ -107,7 +107,13 @@ impl FilePath {
         };
         let device: String = device
             .chars()
-            .map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         let stamp = when.to_datetime().format("%Y-%m-%d %H%M%S");

@@ -158,7 +158,15 @@ fn hostile_paths_are_refused_with_a_typed_error() {
     }
     let long = "a".repeat(300);
     assert!(FilePath::new(&long).is_err());
-    for ok in ["a", "a/b/c.txt", ".hidden", "dir/con2.txt", "COM0", "ünïcødé/файл", "a b/c d"] {
+    for ok in [
+        "a",
+        "a/b/c.txt",
+        ".hidden",
+        "dir/con2.txt",
+        "COM0",
+        "ünïcødé/файл",
+        "a b/c d",
+    ] {
         FilePath::new(ok).unwrap();
     }
     // A path in a remote entry is validated while parsing the entry.
@@ -171,11 +179,25 @@ fn entry_ids_fold_case_and_conflict_copies_keep_the_extension() {
     let a: FilePath = "Docs/Plan.TXT".parse().unwrap();
     let b: FilePath = "docs/plan.txt".parse().unwrap();
     assert_eq!(a.entry_id(), b.entry_id());
-    assert_ne!(a.entry_id(), "docs/plan2.txt".parse::<FilePath>().unwrap().entry_id());
+    assert_ne!(
+        a.entry_id(),
+        "docs/plan2.txt".parse::<FilePath>().unwrap().entry_id()
+    );
     let when = Timestamp::from_unix(1_764_072_000).unwrap();
-    let copy = "Makefile".parse::<FilePath>().unwrap().conflict_copy("my laptop", when).unwrap();
-    assert_eq!(copy.as_str(), "Makefile (conflict my_laptop 2025-11-25 120000)");
-    let dotfile = ".bashrc".parse::<FilePath>().unwrap().conflict_copy("pc", when).unwrap();
+    let copy = "Makefile"
+        .parse::<FilePath>()
+        .unwrap()
+        .conflict_copy("my laptop", when)
+        .unwrap();
+    assert_eq!(
+        copy.as_str(),
+        "Makefile (conflict my_laptop 2025-11-25 120000)"
+    );
+    let dotfile = ".bashrc"
+        .parse::<FilePath>()
+        .unwrap()
+        .conflict_copy("pc", when)
+        .unwrap();
     assert_eq!(dotfile.as_str(), ".bashrc (conflict pc 2025-11-25 120000)");
 }
 
@@ -194,7 +216,10 @@ fn manifests_describe_and_address_a_blob() {
     // A wrong total length is refused.
     let mut wrong = encoded.clone();
     wrong[16] ^= 1;
-    assert_eq!(Manifest::decode(&wrong).unwrap_err().code(), ErrorCode::InvalidBlob);
+    assert_eq!(
+        Manifest::decode(&wrong).unwrap_err().code(),
+        ErrorCode::InvalidBlob
+    );
     // Empty and over-long chunks are refused.
     assert!(Manifest::new([(ChunkHash::of(b""), 0)]).is_err());
     assert!(Manifest::new([(ChunkHash::of(b"x"), (blob::MAX_CHUNK + 1) as u32)]).is_err());

@@ -1,0 +1,158 @@
+//! Blobs: an entry's media resource, stored as content-defined chunks and fetched on demand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::{FolderId, RemoteId};
+use mesh_core::model::{Action, MediaRef};
+
+use crate::error::{ClientError, Result};
+use crate::sync::transfer;
+use crate::transport::Transport;
+use crate::MeshClient;
+
+impl MeshClient {
+    /// Stores `data` as a blob of `folder` (chunked and deduplicated) and returns the media
+    /// reference to put in an entry. The bytes reach the remotes when the entry is synced.
+    /// Needs the right to create entries in the folder.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> mesh_client::error::Result<()> {
+    /// use mesh_client::MeshClient;
+    /// use mesh_core::model::EntryDraft;
+    /// let client = MeshClient::builder().user("ann".parse()?).device("pc".parse()?).build().await?;
+    /// let folder = client.create_folder("Photos", "app/photos").await?;
+    /// let feed = client.create_feed(&folder.id, "photos".parse()?, "Photos").await?;
+    /// let media = client.put_blob(&folder.id, vec![42u8; 100_000], "image/png").await?;
+    /// let mut draft = EntryDraft::new("Beach", serde_json::json!({}));
+    /// draft.media = Some(media.clone());
+    /// client.put(&folder.id, &feed, draft).await?;
+    /// assert_eq!(client.read_blob(&folder.id, &media).await?, vec![42u8; 100_000]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_blob(
+        &self,
+        folder: &FolderId,
+        data: Vec<u8>,
+        content_type: &str,
+    ) -> Result<MediaRef> {
+        self.check(folder, Action::CreateEntry).await?;
+        let f = folder.clone();
+        let len = data.len() as u64;
+        let manifest = self
+            .shared()
+            .run_blobs(move |b| b.ingest(&f, data.as_slice(), len))
+            .await??;
+        Ok(MediaRef {
+            hash: manifest.hash().to_string(),
+            content_type: content_type.to_owned(),
+            length: manifest.length(),
+        })
+    }
+
+    /// Stores the content of the file at `path` as a blob of `folder`, streaming it (a large
+    /// file never sits in memory).
+    pub async fn put_file_blob(
+        &self,
+        folder: &FolderId,
+        path: impl AsRef<Path>,
+        content_type: &str,
+    ) -> Result<MediaRef> {
+        self.check(folder, Action::CreateEntry).await?;
+        let (f, path) = (folder.clone(), path.as_ref().to_owned());
+        let manifest = self
+            .shared()
+            .run_blobs(move |b| {
+                let file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+                let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
+                b.ingest(&f, std::io::BufReader::with_capacity(1 << 20, file), len)
+            })
+            .await??;
+        Ok(MediaRef {
+            hash: manifest.hash().to_string(),
+            content_type: content_type.to_owned(),
+            length: manifest.length(),
+        })
+    }
+
+    /// Makes the blob's content present on this device, downloading the objects it lacks from
+    /// the remotes (in turn, until one has them all). Resumable: objects already downloaded
+    /// are kept when a transfer is cut, and not asked for again. Reports
+    /// [`Event::Transfer`](crate::Event::Transfer) progress. Returns the bytes downloaded.
+    pub async fn fetch_blob(&self, folder: &FolderId, media: &MediaRef) -> Result<u64> {
+        self.check(folder, Action::Read).await?;
+        let manifest: ChunkHash = media.hash.parse()?;
+        self.fetch_objects(folder, manifest).await
+    }
+
+    /// This device's blob store (chunks and manifests of every folder, and mapping indexes).
+    pub fn blob_store(&self) -> &crate::store::BlobStore {
+        self.shared().blobs()
+    }
+
+    pub(crate) async fn fetch_objects(
+        &self,
+        folder: &FolderId,
+        manifest: ChunkHash,
+    ) -> Result<u64> {
+        let remotes = self.remotes();
+        transfer::download(
+            self.shared(),
+            &remotes,
+            &self.inner.events,
+            folder,
+            vec![manifest],
+        )
+        .await
+    }
+
+    pub(crate) fn remotes(&self) -> Vec<(RemoteId, Arc<dyn Transport>)> {
+        self.inner
+            .engines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| (e.remote.clone(), e.transport.clone()))
+            .collect()
+    }
+
+    /// The whole content of a blob, fetched first if needed (for small blobs; large ones go
+    /// to a file with [`MeshClient::export_blob`]).
+    pub async fn read_blob(&self, folder: &FolderId, media: &MediaRef) -> Result<Vec<u8>> {
+        self.fetch_blob(folder, media).await?;
+        let manifest: ChunkHash = media.hash.parse()?;
+        self.shared()
+            .run_blobs(move |b| {
+                let mut out = Vec::new();
+                b.write_to(&manifest, &mut out)?;
+                Ok(out)
+            })
+            .await?
+    }
+
+    /// Writes a blob's content to the file `path`, fetched first if needed: into a temporary
+    /// file beside it, synced, then renamed over `path`, so `path` never holds part of it.
+    pub async fn export_blob(
+        &self,
+        folder: &FolderId,
+        media: &MediaRef,
+        path: impl AsRef<Path>,
+    ) -> Result<()> {
+        self.fetch_blob(folder, media).await?;
+        let manifest: ChunkHash = media.hash.parse()?;
+        let path = path.as_ref().to_owned();
+        self.shared()
+            .run_blobs(move |b| {
+                crate::mapping::write_atomically(&path, |f| b.write_to(&manifest, f).map(|_| ()))
+            })
+            .await?
+    }
+}
+
+pub(crate) fn io_error(path: &Path, e: std::io::Error) -> ClientError {
+    ClientError::Io {
+        path: PathBuf::from(path),
+        error: e.to_string(),
+    }
+}

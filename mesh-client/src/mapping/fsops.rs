@@ -1,0 +1,159 @@
+//! File-system operations of a mapping: safe targets, atomic writes, metadata.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_core::model::FilePath;
+
+use crate::client::blobs::io_error;
+use crate::error::Result;
+
+/// Names starting with this are a mapping's temporary files: never published, removed when a
+/// mapping starts (left over from a crash).
+pub const TEMP_PREFIX: &str = ".mesh-tmp-";
+
+/// Writes `target` atomically: `fill` writes the content into a new temporary file in the
+/// same directory, which is synced to disk and then renamed over `target`. A crash at any
+/// point leaves either the old file or the new one, never a part of it (at worst a temporary
+/// file, which the next mapping start removes).
+pub fn write_atomically(
+    target: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
+) -> Result<()> {
+    write_atomically_with(target, None, None, fill)
+}
+
+/// [`write_atomically`], also setting the modification time and permission bits before the
+/// rename.
+pub fn write_atomically_with(
+    target: &Path,
+    mtime_ns: Option<i64>,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
+) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io_error(&temp, e))?;
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, &file);
+            fill(&mut w)?;
+            w.flush().map_err(|e| io_error(&temp, e))?;
+        }
+        if let Some(ns) = mtime_ns {
+            file.set_modified(from_ns(ns))
+                .map_err(|e| io_error(&temp, e))?;
+        }
+        set_mode(&file, mode).map_err(|e| io_error(&temp, e))?;
+        file.sync_all().map_err(|e| io_error(&temp, e))?;
+        drop(file);
+        fs::rename(&temp, target).map_err(|e| io_error(target, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(unix)]
+fn set_mode(file: &File, mode: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match mode {
+        Some(m) if m & 0o777 != 0 => file.set_permissions(fs::Permissions::from_mode(m & 0o777)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn set_mode(_file: &File, _mode: Option<u32>) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The permission bits of a file's metadata (0 where the platform has none).
+#[cfg(unix)]
+pub fn mode_of(meta: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o777
+}
+
+/// The permission bits of a file's metadata (0 where the platform has none).
+#[cfg(not(unix))]
+pub fn mode_of(_meta: &fs::Metadata) -> u32 {
+    0
+}
+
+/// Nanoseconds since the Unix epoch of a file's modification time.
+pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    match meta.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+        },
+        Err(_) => 0,
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Where `path` lives under `root`, making sure every directory on the way is a real directory
+/// inside `root` (never a symlink, which could lead outside); missing ones are created when
+/// `create` is set. The last component itself must not be a symlink either.
+pub fn safe_target(
+    root: &Path,
+    path: &FilePath,
+    create: bool,
+) -> std::result::Result<PathBuf, String> {
+    let mut at = root.to_path_buf();
+    let names: Vec<&str> = path.components().collect();
+    let (last, dirs) = names.split_last().ok_or("empty path")?;
+    for name in dirs {
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symbolic link", at.display()))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("{} is a file, not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    at.push(last);
+    if let Ok(m) = fs::symlink_metadata(&at) {
+        if m.file_type().is_symlink() {
+            return Err(format!("{} is a symbolic link", at.display()));
+        }
+    }
+    Ok(at)
+}
+
+/// Removes temporary files a crashed write left behind.
+pub fn remove_stale_temps(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,1145 @@
+//! Mappings: a folder's `files` feed kept equal to a directory on this device.
+//!
+//! [`MeshClient::map_folder`] binds a folder to a directory. The mapping then runs by itself:
+//! an initial scan, file-system notifications (the `notify` crate; debounced) with a periodic
+//! rescan as a fallback for missed events, and a pass whenever a sync brings changes to the
+//! folder's files. Each pass ([`MeshClient::rescan`] runs one now) compares three things per
+//! path: what is on disk, what the feed holds, and the mapping's index (what both last agreed
+//! on), and so tells local changes from remote ones:
+//!
+//! * a local change is published: a file's content is chunked into the blob store and its
+//!   entry (path, size, mtime, mode, manifest; see [`FileMeta`]) written to the `files` feed;
+//!   directories are entries too, so empty ones sync; a deleted file becomes a tombstone;
+//!   a rename is a tombstone plus a new entry whose content is already present everywhere
+//!   (no byte moves again);
+//! * a remote change is applied: missing chunks are downloaded (all files of a pass in shared
+//!   batches), each file is written to a temporary file beside its target, synced and renamed
+//!   over it, with the entry's mtime and mode; a tombstone deletes the file only if it is
+//!   unchanged since it was synced;
+//! * when both changed, nothing is lost: an edit beats a deletion on either side, and of two
+//!   edits the one in the feed wins the path while this device's is kept as
+//!   `name (conflict <device> <date> <time>).ext` and published in turn. A FeedSync conflict
+//!   (two devices published concurrently) is settled the same way by the device whose version
+//!   lost: it renames its file to a conflict copy, writes the winner and resolves the entry.
+//!
+//! Safety: every path of a remote entry is validated ([`FilePath`]: no absolute paths, `..`,
+//! backslashes, NUL, `:`, reserved device names), must match the entry's id, must not collide
+//! in case with another file on disk, and is written only below the mapped directory through
+//! real directories: a symbolic link on the way, or at the target, refuses the entry (each
+//! refusal is an [`MappingEvent::Refused`] event). Symbolic links inside a mapped directory
+//! are neither followed nor synced ([`MappingEvent::Skipped`]). Patterns in a `.meshignore`
+//! file at the root (gitignore syntax) leave paths out on this device, both ways.
+//! [`MeshClient::unmap_folder`] stops the mapping and never deletes a local file.
+
+pub(crate) mod fsops;
+mod index;
+mod scan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::{EntryId, FeedName, FolderId};
+use mesh_core::model::{
+    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, Mapping, MediaRef,
+};
+use mesh_core::replica::Resolution;
+use mesh_core::store::Store;
+use notify::Watcher;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use fsops::{write_atomically, TEMP_PREFIX};
+pub use scan::IGNORE_FILE;
+
+use crate::client::Inner;
+use crate::error::{ClientError, Result};
+use crate::sync::events::{Event, MappingEvent};
+use crate::MeshClient;
+use index::{entry_version, version_key, IndexRecord};
+use scan::{Ignore, LocalFile};
+
+/// How a mapping watches its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingOptions {
+    /// Watch the directory with file-system notifications.
+    pub watch: bool,
+    /// How long to wait after a notification for more before a pass.
+    pub debounce: Duration,
+    /// How often to rescan without notifications (the fallback for missed events).
+    pub rescan_interval: Duration,
+    /// Run a pass when a sync brings changes to the folder's files.
+    pub follow_remote: bool,
+}
+
+impl Default for MappingOptions {
+    fn default() -> Self {
+        MappingOptions {
+            watch: true,
+            debounce: Duration::from_millis(100),
+            rescan_interval: Duration::from_secs(60),
+            follow_remote: true,
+        }
+    }
+}
+
+enum Cmd {
+    Rescan(oneshot::Sender<Result<()>>),
+}
+
+/// A running mapping, owned by the client.
+pub(crate) struct MappingHandle {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MappingHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn files_feed() -> FeedName {
+    // A constant, valid name.
+    FeedName::new(names::FILES).unwrap_or_else(|_| unreachable!())
+}
+
+impl MeshClient {
+    /// Maps `folder` onto the directory `dir` on this device (created if missing) with
+    /// default [`MappingOptions`], and starts keeping the two in sync; see the
+    /// [module documentation](crate::mapping). Replaces an earlier mapping of the folder.
+    /// Needs a role that may create entries to publish local files (a Reader's mapping
+    /// only receives).
+    pub async fn map_folder(&self, folder: &FolderId, dir: impl Into<PathBuf>) -> Result<Mapping> {
+        self.map_folder_with(folder, dir, MappingOptions::default())
+            .await
+    }
+
+    /// [`MeshClient::map_folder`] with chosen options.
+    pub async fn map_folder_with(
+        &self,
+        folder: &FolderId,
+        dir: impl Into<PathBuf>,
+        options: MappingOptions,
+    ) -> Result<Mapping> {
+        let dir: PathBuf = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| crate::client::blobs::io_error(&dir, e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| crate::client::blobs::io_error(&dir, e))?;
+        let record = self
+            .record_mapping(folder, Some(dir.display().to_string()))
+            .await?;
+        let index = {
+            let f = folder.clone();
+            self.shared().run_blobs(move |b| b.index_load(&f)).await??
+        };
+        let mut index_map = BTreeMap::new();
+        for (key, body) in index {
+            if let Ok(rec) = serde_json::from_str::<IndexRecord>(&body) {
+                index_map.insert(key, rec);
+            }
+        }
+        let (cmd, cmd_rx) = mpsc::unbounded_channel();
+        let mapper = Mapper {
+            client: Arc::downgrade(&self.inner),
+            folder: folder.clone(),
+            root: dir,
+            index: index_map,
+            reported: HashSet::new(),
+            options,
+        };
+        let task = tokio::spawn(mapper.run(cmd_rx));
+        let old = self
+            .inner
+            .mappings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(folder.clone(), MappingHandle { cmd, task });
+        drop(old);
+        Ok(record)
+    }
+
+    /// Stops the mapping of `folder` on this device and removes its mapping record. Local
+    /// files are never deleted.
+    pub async fn unmap_folder(&self, folder: &FolderId) -> Result<()> {
+        let old = self
+            .inner
+            .mappings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(folder);
+        drop(old);
+        let f = folder.clone();
+        self.shared()
+            .run_blobs(move |b| b.index_clear(&f))
+            .await??;
+        self.remove_mapping_record(folder).await
+    }
+
+    /// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
+    /// waits for it. Fails if the folder is not mapped on this device.
+    pub async fn rescan(&self, folder: &FolderId) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let maps = self
+                .inner
+                .mappings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let h = maps
+                .get(folder)
+                .ok_or_else(|| mesh_core::CoreError::NotFound {
+                    kind: "mapping",
+                    id: folder.to_string(),
+                })?;
+            h.cmd
+                .send(Cmd::Rescan(tx))
+                .map_err(|_| ClientError::Closed)?;
+        }
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
+struct Mapper {
+    client: Weak<Inner>,
+    folder: FolderId,
+    root: PathBuf,
+    /// By fold key.
+    index: BTreeMap<String, IndexRecord>,
+    /// Skips and refusals already reported (each is reported once).
+    reported: HashSet<(String, String)>,
+    options: MappingOptions,
+}
+
+/// What a pass decided for one path.
+enum Plan {
+    /// Publish the local file or directory.
+    Publish(LocalFile),
+    /// Publish a tombstone for the entry.
+    Tombstone(EntryId),
+    /// Write the remote file (after keeping the local one as a conflict copy, if set).
+    Write {
+        meta: FileMeta,
+        version: String,
+        conflict_copy: bool,
+        resolve: bool,
+    },
+    /// Make the remote directory.
+    MakeDir { meta: FileMeta, version: String },
+    /// Delete the local file or (empty) directory.
+    Remove(LocalFile),
+    /// Record a new index state without touching the disk or the feed.
+    Adopt(IndexRecord),
+    /// Forget the path.
+    Forget,
+}
+
+impl Mapper {
+    async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
+        {
+            let root = self.root.clone();
+            let _ = tokio::task::spawn_blocking(move || fsops::remove_stale_temps(&root)).await;
+        }
+        let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
+        // Kept alive for as long as the mapping runs.
+        let mut _watcher = None;
+        if self.options.watch {
+            let tx = fs_tx;
+            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = tx.send(());
+                }
+            }) {
+                Ok(mut w) => match w.watch(&self.root, notify::RecursiveMode::Recursive) {
+                    Ok(()) => _watcher = Some(w),
+                    Err(e) => self.emit_error(format!("watching {}: {e}", self.root.display())),
+                },
+                Err(e) => self.emit_error(format!("file-system notifications: {e}")),
+            }
+        }
+        let mut remote = match self.client.upgrade() {
+            Some(inner) => inner.shared.subscribe(),
+            None => return,
+        };
+        let files = FeedKey::folder(self.folder.clone(), files_feed());
+        let mut due = Some(tokio::time::Instant::now());
+        loop {
+            let rescan_at = tokio::time::Instant::now() + self.options.rescan_interval;
+            let wake = due.unwrap_or(rescan_at);
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Cmd::Rescan(tx)) => {
+                        let r = self.pass().await;
+                        let _ = tx.send(r);
+                        due = None;
+                        continue;
+                    }
+                    None => return,
+                },
+                Some(()) = fs_rx.recv() => {
+                    // The first notification sets the deadline; later ones ride along.
+                    if due.is_none() {
+                        due = Some(tokio::time::Instant::now() + self.options.debounce);
+                    }
+                    continue;
+                }
+                c = remote.recv() => {
+                    match c {
+                        Ok(c) if c.feed == files && c.via.is_some() && self.options.follow_remote => {
+                            due = Some(tokio::time::Instant::now());
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            due = None;
+            if let Err(e) = self.pass().await {
+                if matches!(e, ClientError::Closed) {
+                    return;
+                }
+                self.emit_error(e.to_string());
+            }
+        }
+    }
+
+    fn client(&self) -> Result<MeshClient> {
+        self.client
+            .upgrade()
+            .map(|inner| MeshClient { inner })
+            .ok_or(ClientError::Closed)
+    }
+
+    fn emit(&self, event: MappingEvent) {
+        if let Some(inner) = self.client.upgrade() {
+            let _ = inner.events.send(Event::Mapping {
+                folder: self.folder.clone(),
+                event,
+            });
+        }
+    }
+
+    fn emit_error(&self, error: String) {
+        tracing::warn!(folder = %self.folder, %error, "mapping");
+        self.emit(MappingEvent::Error { error });
+    }
+
+    fn report_once(&mut self, path: String, reason: String, refused: bool) {
+        if self.reported.insert((path.clone(), reason.clone())) {
+            tracing::info!(folder = %self.folder, %path, %reason, refused, "mapping left a path out");
+            self.emit(if refused {
+                MappingEvent::Refused { path, reason }
+            } else {
+                MappingEvent::Skipped { path, reason }
+            });
+        }
+    }
+
+    /// One pass: scan, compare, publish, download, write, delete, record.
+    async fn pass(&mut self) -> Result<()> {
+        let client = self.client()?;
+        let root = self.root.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let ignore = Ignore::load(&root);
+            (scan::scan(&root, &ignore), ignore)
+        })
+        .await
+        .map_err(|e| ClientError::Internal(e.to_string()))?;
+        let (scan, ignore) = scan;
+        for (path, reason) in scan.skipped {
+            self.report_once(path, reason, false);
+        }
+        let local = scan.files;
+        let me = client.device().clone();
+        let mut remote = self.remote_entries(&client).await?;
+        // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
+        // brings it back (by resolving the entry to it); the others wait for that.
+        let mut revived = false;
+        for (key, (_, e)) in &remote {
+            if !e.is_deleted() {
+                continue;
+            }
+            let mine = e.conflicts.iter().position(|c| {
+                !c.sync.deleted && c.sync.topmost().and_then(|h| h.by.as_ref()) == Some(&me)
+            });
+            if let Some(n) = mine {
+                client
+                    .resolve(
+                        &self.folder,
+                        &files_feed(),
+                        e.entry_id(),
+                        Resolution::Pick(n + 1),
+                    )
+                    .await?;
+                revived = true;
+            } else if e.conflicts.iter().any(|c| !c.sync.deleted) {
+                tracing::debug!(path = %key, "waiting for an edit to win over a deletion");
+            }
+        }
+        if revived {
+            remote = self.remote_entries(&client).await?;
+        }
+        remote.retain(|_, (_, e)| !(e.is_deleted() && e.conflicts.iter().any(|c| !c.sync.deleted)));
+
+        let mut keys: BTreeSet<String> = local.keys().cloned().collect();
+        keys.extend(self.index.keys().cloned());
+        keys.extend(remote.keys().cloned());
+
+        let mut plans: Vec<(String, Plan)> = Vec::new();
+        let mut publish_check: Vec<(String, LocalFile)> = Vec::new();
+        for key in keys {
+            let l = local.get(&key);
+            let i = self.index.get(&key);
+            let r = remote.get(&key);
+            // A remote entry this device leaves out or cannot hold.
+            if let Some((meta, _)) = r {
+                if let Some(meta) = meta {
+                    if ignore.ignored(meta.path.as_str(), meta.kind == FileKind::Dir) {
+                        continue;
+                    }
+                    if let Some(l) = l {
+                        if l.path != meta.path {
+                            self.report_once(
+                                meta.path.to_string(),
+                                format!("differs only in case from the local {}", l.path),
+                                true,
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
+            let local_changed = match (l, i) {
+                (None, None) => false,
+                (Some(l), Some(i)) => !i.matches(l),
+                _ => true,
+            };
+            let remote_version = r.map(|(_, e)| entry_version(e));
+            let remote_changed = match (&remote_version, i) {
+                (Some(v), Some(i)) => *v != i.version,
+                (Some(_), None) => r.is_some_and(|(_, e)| !e.is_deleted()),
+                (None, _) => false,
+            };
+            let live = r.and_then(|(m, e)| (!e.is_deleted()).then_some(m.as_ref()).flatten());
+            let tomb = r.is_some_and(|(_, e)| e.is_deleted());
+            let plan = match (local_changed, remote_changed) {
+                (false, false) => continue,
+                (true, false) => match l {
+                    Some(l) => {
+                        publish_check.push((key.clone(), l.clone()));
+                        continue;
+                    }
+                    None => match r {
+                        Some((_, e)) if !e.is_deleted() => Plan::Tombstone(e.entry_id().clone()),
+                        _ => Plan::Forget,
+                    },
+                },
+                (false, true) => {
+                    let Some(r_entry) = r.map(|(_, e)| e) else {
+                        continue;
+                    };
+                    if tomb {
+                        match l {
+                            Some(l) => Plan::Remove(l.clone()),
+                            None => Plan::Forget,
+                        }
+                    } else if let Some(meta) = live {
+                        // Did this device's version lose a FeedSync conflict?
+                        let lost = i.is_some_and(|i| {
+                            r_entry.conflicts.iter().any(|c| {
+                                version_key(&c.sync) == i.version
+                                    && c.sync.topmost().and_then(|h| h.by.as_ref()) == Some(&me)
+                            })
+                        });
+                        let same_content = i.is_some_and(|i| {
+                            i.kind == meta.kind && i.manifest == meta.manifest && l.is_some()
+                        });
+                        match meta.kind {
+                            FileKind::Dir => Plan::MakeDir {
+                                meta: meta.clone(),
+                                version: remote_version.clone().unwrap_or_default(),
+                            },
+                            FileKind::File if same_content && !lost => {
+                                let l = l.cloned().unwrap_or_else(|| unreachable!());
+                                Plan::Adopt(IndexRecord::of(
+                                    &l,
+                                    meta.manifest,
+                                    remote_version.clone().unwrap_or_default(),
+                                ))
+                            }
+                            FileKind::File => Plan::Write {
+                                meta: meta.clone(),
+                                version: remote_version.clone().unwrap_or_default(),
+                                conflict_copy: lost && l.is_some(),
+                                resolve: lost,
+                            },
+                        }
+                    } else {
+                        continue; // Refused when read.
+                    }
+                }
+                (true, true) => match (l, live, tomb) {
+                    (None, _, true) => Plan::Forget,
+                    (None, Some(meta), _) => match meta.kind {
+                        FileKind::Dir => Plan::MakeDir {
+                            meta: meta.clone(),
+                            version: remote_version.clone().unwrap_or_default(),
+                        },
+                        FileKind::File => Plan::Write {
+                            meta: meta.clone(),
+                            version: remote_version.clone().unwrap_or_default(),
+                            conflict_copy: false,
+                            resolve: false,
+                        },
+                    },
+                    (Some(l), _, true) => {
+                        publish_check.push((key.clone(), l.clone()));
+                        continue;
+                    }
+                    (Some(l), Some(meta), _) => {
+                        if l.kind == FileKind::Dir && meta.kind == FileKind::Dir {
+                            Plan::Adopt(IndexRecord::of(
+                                l,
+                                None,
+                                remote_version.clone().unwrap_or_default(),
+                            ))
+                        } else {
+                            // Decided after hashing the local file (below).
+                            publish_check.push((key.clone(), l.clone()));
+                            continue;
+                        }
+                    }
+                    _ => continue,
+                },
+            };
+            plans.push((key, plan));
+        }
+
+        // Hash the local files that changed: publish, adopt, or lose to the feed's version.
+        let to_hash: Vec<LocalFile> = publish_check
+            .iter()
+            .filter(|(_, l)| l.kind == FileKind::File)
+            .map(|(_, l)| l.clone())
+            .collect();
+        let hashed = self.ingest(&client, to_hash).await?;
+        for (key, l) in publish_check {
+            let i = self.index.get(&key);
+            let r = remote.get(&key);
+            let live = r.and_then(|(m, e)| (!e.is_deleted()).then_some(m.as_ref()).flatten());
+            let remote_changed = match (r, i) {
+                (Some((_, e)), Some(i)) => entry_version(e) != i.version,
+                (Some((_, e)), None) => !e.is_deleted(),
+                (None, _) => false,
+            };
+            let manifest = match l.kind {
+                FileKind::Dir => None,
+                FileKind::File => match hashed.get(l.path.as_str()) {
+                    Some(Ok(m)) => Some(*m),
+                    Some(Err(reason)) => {
+                        self.report_once(l.path.to_string(), reason.clone(), false);
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            let plan = match (remote_changed, live) {
+                (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
+                    Plan::Adopt(IndexRecord::of(
+                        &l,
+                        manifest,
+                        r.map(|(_, e)| entry_version(e)).unwrap_or_default(),
+                    ))
+                }
+                (true, Some(meta)) => Plan::Write {
+                    meta: meta.clone(),
+                    version: r.map(|(_, e)| entry_version(e)).unwrap_or_default(),
+                    conflict_copy: true,
+                    resolve: false,
+                },
+                _ => {
+                    let unchanged = i.is_some_and(|i| {
+                        i.kind == l.kind && i.manifest == manifest && i.mode == l.mode
+                    }) && !remote_changed;
+                    if unchanged {
+                        let v = i.map(|i| i.version.clone()).unwrap_or_default();
+                        Plan::Adopt(IndexRecord::of(&l, manifest, v))
+                    } else {
+                        Plan::Publish(LocalFile { ..l })
+                    }
+                }
+            };
+            plans.push((key, plan));
+        }
+        let manifests_of: HashMap<String, ChunkHash> = hashed
+            .into_iter()
+            .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
+            .collect();
+        self.execute(&client, plans, &manifests_of, &remote, local.len())
+            .await
+    }
+
+    /// The folder's `files` entries by fold key: the entry and its checked metadata (`None`
+    /// for a tombstone or an entry that was refused).
+    async fn remote_entries(
+        &mut self,
+        client: &MeshClient,
+    ) -> Result<BTreeMap<String, (Option<FileMeta>, Entry)>> {
+        let key = FeedKey::folder(self.folder.clone(), files_feed());
+        let entries = client
+            .shared()
+            .run(move |r| {
+                let mut out = Vec::new();
+                let mut after: Option<EntryId> = None;
+                loop {
+                    let page = r.store().list(&key, after.as_ref(), 1000)?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.entry_id().clone());
+                    out.extend(page);
+                }
+                Ok::<_, mesh_core::CoreError>(out)
+            })
+            .await??;
+        let mut out = BTreeMap::new();
+        let by_id: HashMap<EntryId, String> = self
+            .index
+            .iter()
+            .map(|(k, rec)| (rec.path.entry_id(), k.clone()))
+            .collect();
+        let mut refusals = Vec::new();
+        for e in entries {
+            if e.is_deleted() {
+                // A tombstone: its path is the one this device knew, if any.
+                let key = match serde_json::from_str::<FileMeta>(e.content.content.as_str()) {
+                    Ok(m) if m.path.entry_id() == *e.entry_id() => m.path.fold_key(),
+                    _ => match by_id.get(e.entry_id()) {
+                        Some(k) => k.clone(),
+                        None => continue,
+                    },
+                };
+                out.insert(key, (None, e));
+                continue;
+            }
+            match check_entry(&e) {
+                Ok(meta) => {
+                    out.insert(meta.path.fold_key(), (Some(meta), e));
+                }
+                Err(reason) => {
+                    let shown =
+                        serde_json::from_str::<serde_json::Value>(e.content.content.as_str())
+                            .ok()
+                            .and_then(|v| v.get("path").and_then(|p| p.as_str()).map(str::to_owned))
+                            .unwrap_or_else(|| e.entry_id().to_string());
+                    refusals.push((shown, reason));
+                }
+            }
+        }
+        for (p, r) in refusals {
+            self.report_once(p, r, true);
+        }
+        Ok(out)
+    }
+
+    /// Chunks local files into the blob store, many small files per transaction.
+    async fn ingest(
+        &self,
+        client: &MeshClient,
+        files: Vec<LocalFile>,
+    ) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
+        if files.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let root = self.root.clone();
+        let folder = self.folder.clone();
+        client
+            .shared()
+            .run_blobs(move |b| ingest_files(b, &folder, &root, files))
+            .await?
+    }
+
+    async fn execute(
+        &mut self,
+        client: &MeshClient,
+        plans: Vec<(String, Plan)>,
+        manifests: &HashMap<String, ChunkHash>,
+        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        seen: usize,
+    ) -> Result<()> {
+        let mut index_changes: Vec<(String, Option<String>)> = Vec::new();
+        let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
+        let mut published_recs: Vec<(String, LocalFile, Option<ChunkHash>)> = Vec::new();
+        let mut tombstones: Vec<(String, EntryId)> = Vec::new();
+        let mut writes: Vec<(String, FileMeta, String, bool, bool)> = Vec::new();
+        let mut dirs: Vec<(String, FileMeta, String)> = Vec::new();
+        let mut removals: Vec<(String, LocalFile)> = Vec::new();
+        let deleted_manifests: HashMap<ChunkHash, FilePath> = plans
+            .iter()
+            .filter_map(|(k, p)| match p {
+                Plan::Tombstone(_) => self
+                    .index
+                    .get(k)
+                    .and_then(|i| i.manifest.map(|m| (m, i.path.clone()))),
+                _ => None,
+            })
+            .collect();
+        for (key, plan) in plans {
+            match plan {
+                Plan::Publish(l) => {
+                    let manifest = manifests.get(l.path.as_str()).copied();
+                    let meta = FileMeta {
+                        path: l.path.clone(),
+                        kind: l.kind,
+                        size: l.size,
+                        mtime_ns: l.mtime_ns,
+                        mode: l.mode,
+                        manifest,
+                        renamed_from: manifest.and_then(|m| deleted_manifests.get(&m).cloned()),
+                    };
+                    let draft = EntryDraft {
+                        title: l.path.to_string(),
+                        content: mesh_core::content::JsonContent::from(
+                            &serde_json::to_value(&meta).map_err(mesh_core::CoreError::from)?,
+                        ),
+                        media: manifest.map(|m| MediaRef {
+                            hash: m.to_string(),
+                            content_type: "application/octet-stream".into(),
+                            length: l.size,
+                        }),
+                    };
+                    drafts.push((l.path.entry_id(), draft));
+                    published_recs.push((key, l, manifest));
+                }
+                Plan::Tombstone(id) => tombstones.push((key, id)),
+                Plan::Write {
+                    meta,
+                    version,
+                    conflict_copy,
+                    resolve,
+                } => writes.push((key, meta, version, conflict_copy, resolve)),
+                Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),
+                Plan::Remove(l) => removals.push((key, l)),
+                Plan::Adopt(rec) => {
+                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
+                    self.index.insert(key, rec);
+                }
+                Plan::Forget => {
+                    index_changes.push((key.clone(), None));
+                    self.index.remove(&key);
+                }
+            }
+        }
+        let published = drafts.len() + tombstones.len();
+
+        // Publish local changes.
+        let feed = files_feed();
+        if !drafts.is_empty() {
+            if let Err(e) = client.check(&self.folder, Action::CreateEntry).await {
+                self.report_once(
+                    String::new(),
+                    format!("local changes are not published: {e}"),
+                    false,
+                );
+                published_recs.clear();
+                drafts.clear();
+            }
+        }
+        for batch in drafts.chunks(1000) {
+            let written = client.put_many(&self.folder, &feed, batch.to_vec()).await?;
+            for e in written {
+                let v = entry_version(&e);
+                if let Some(pos) = published_recs
+                    .iter()
+                    .position(|(_, l, _)| l.path.entry_id() == *e.entry_id())
+                {
+                    let (key, l, m) = published_recs.swap_remove(pos);
+                    let rec = IndexRecord::of(&l, m, v);
+                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
+                    self.index.insert(key, rec);
+                }
+            }
+        }
+        for (key, id) in tombstones {
+            client.delete(&self.folder, &feed, &id).await?;
+            index_changes.push((key.clone(), None));
+            self.index.remove(&key);
+        }
+
+        // Apply remote changes: directories, then files (after one shared download), then
+        // deletions deepest first.
+        for (key, meta, version) in dirs {
+            let root = self.root.clone();
+            let path = meta.path.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                let target = fsops::safe_target(&root, &path, true)?;
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => Ok(target),
+                    Ok(_) => Err(format!(
+                        "{} exists and is not a directory",
+                        target.display()
+                    )),
+                    Err(_) => std::fs::create_dir(&target)
+                        .map(|_| target)
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+            match made {
+                Ok(_) => {
+                    let rec = IndexRecord {
+                        path: meta.path.clone(),
+                        kind: FileKind::Dir,
+                        size: 0,
+                        mtime_ns: 0,
+                        mode: 0,
+                        manifest: None,
+                        version,
+                    };
+                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
+                    self.index.insert(key, rec);
+                    self.emit(MappingEvent::Applied {
+                        path: meta.path.to_string(),
+                        deleted: false,
+                    });
+                }
+                Err(reason) => self.report_once(meta.path.to_string(), reason, true),
+            }
+        }
+
+        if !writes.is_empty() {
+            let needed: Vec<ChunkHash> = writes
+                .iter()
+                .filter_map(|(_, m, ..)| m.manifest)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if let Err(e) = client.download_for_mapping(&self.folder, needed).await {
+                // Write what is complete; the rest waits for the next pass.
+                self.emit_error(format!("download: {e}"));
+            }
+            let root = self.root.clone();
+            let device_name = client.device().to_string();
+            let blobs = client.shared().blobs().clone();
+            let jobs: Vec<WriteJob> = writes
+                .iter()
+                .map(|(key, meta, version, copy, _)| WriteJob {
+                    key: key.clone(),
+                    meta: meta.clone(),
+                    version: version.clone(),
+                    conflict_copy: *copy,
+                })
+                .collect();
+            let now = client.now();
+            let results = tokio::task::spawn_blocking(move || {
+                write_files(&blobs, &root, jobs, &device_name, now)
+            })
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+            for (job, outcome) in results {
+                match outcome {
+                    WriteOutcome::Written { local, copy } => {
+                        if let Some(copy) = copy {
+                            self.emit(MappingEvent::ConflictCopy {
+                                path: job.meta.path.to_string(),
+                                copy: copy.to_string(),
+                            });
+                        }
+                        let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
+                        index_changes.push((job.key.clone(), Some(to_json(&rec)?)));
+                        self.index.insert(job.key, rec);
+                        self.emit(MappingEvent::Applied {
+                            path: job.meta.path.to_string(),
+                            deleted: false,
+                        });
+                    }
+                    WriteOutcome::Refused(reason) => {
+                        self.report_once(job.meta.path.to_string(), reason, true)
+                    }
+                    WriteOutcome::Pending => {}
+                    WriteOutcome::Failed(error) => {
+                        self.emit_error(format!("writing {}: {error}", job.meta.path))
+                    }
+                }
+            }
+            // Settle the conflicts this device's versions lost.
+            for (key, meta, ..) in writes.iter().filter(|w| w.4) {
+                if let Some((_, e)) = remote.get(key) {
+                    if e.has_conflicts() {
+                        let _ = client
+                            .resolve(&self.folder, &feed, e.entry_id(), Resolution::Pick(0))
+                            .await
+                            .map_err(|err| {
+                                self.emit_error(format!("resolving {}: {err}", meta.path))
+                            });
+                    }
+                }
+            }
+        }
+
+        removals.sort_by(|a, b| b.1.path.cmp(&a.1.path));
+        for (key, l) in removals {
+            let root = self.root.clone();
+            let path = l.path.clone();
+            let kind = l.kind;
+            let expected = self.index.get(&key).cloned();
+            let removed = tokio::task::spawn_blocking(move || {
+                let target = fsops::safe_target(&root, &path, false)?;
+                // Only what is unchanged since it was synced.
+                let now = scan::stat(&target, &path);
+                match (kind, now, expected) {
+                    (FileKind::File, Some(now), Some(exp)) if exp.matches(&now) => {
+                        std::fs::remove_file(&target).map_err(|e| e.to_string())
+                    }
+                    (FileKind::Dir, Some(_), _) => {
+                        std::fs::remove_dir(&target).map_err(|e| e.to_string())
+                    }
+                    (_, None, _) => Ok(()),
+                    _ => Err("changed since it was synced; kept".into()),
+                }
+            })
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+            match removed {
+                Ok(()) => {
+                    index_changes.push((key.clone(), None));
+                    self.index.remove(&key);
+                    self.emit(MappingEvent::Applied {
+                        path: l.path.to_string(),
+                        deleted: true,
+                    });
+                }
+                // A directory with files left in it, or a changed file: the next pass
+                // publishes it again.
+                Err(reason) => {
+                    tracing::debug!(path = %l.path, %reason, "not removed");
+                    index_changes.push((key.clone(), None));
+                    self.index.remove(&key);
+                }
+            }
+        }
+
+        if !index_changes.is_empty() {
+            let f = self.folder.clone();
+            client
+                .shared()
+                .run_blobs(move |b| b.index_update(&f, &index_changes))
+                .await??;
+        }
+        self.emit(MappingEvent::Scanned {
+            paths: seen,
+            published,
+        });
+        Ok(())
+    }
+}
+
+/// Checks a live remote entry: its metadata parses (which validates the path), fits together
+/// and belongs to the entry's id.
+fn check_entry(e: &Entry) -> std::result::Result<FileMeta, String> {
+    let meta: FileMeta =
+        serde_json::from_str(e.content.content.as_str()).map_err(|e| e.to_string())?;
+    meta.check().map_err(|e| e.to_string())?;
+    if meta.path.entry_id() != *e.entry_id() {
+        return Err(format!(
+            "entry id {} does not belong to the path {}",
+            e.entry_id(),
+            meta.path
+        ));
+    }
+    if let (Some(m), Some(media)) = (&meta.manifest, &e.content.media) {
+        if media.hash != m.to_string() {
+            return Err("the media and the manifest differ".into());
+        }
+    }
+    Ok(meta)
+}
+
+/// Chunks files of the mapped directory into the blob store: small files many per
+/// transaction, large ones streamed. A file that changes while read is left for the next pass.
+fn ingest_files(
+    b: &crate::store::BlobStore,
+    folder: &FolderId,
+    root: &Path,
+    files: Vec<LocalFile>,
+) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
+    use std::io::Read;
+    const SMALL: u64 = 1 << 20;
+    const BATCH: usize = 8 << 20;
+    let mut out = HashMap::new();
+    let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0usize;
+    for l in files {
+        let target = root.join(l.path.as_str());
+        let result: std::result::Result<ChunkHash, String> = (|| {
+            let mut f = std::fs::File::open(&target).map_err(|e| e.to_string())?;
+            if l.size <= SMALL {
+                let mut data = Vec::with_capacity(l.size as usize);
+                f.read_to_end(&mut data).map_err(|e| e.to_string())?;
+                if data.len() as u64 != l.size {
+                    return Err("changed while read".into());
+                }
+                let mut chunks = Vec::new();
+                for r in mesh_core::blob::chunk_boundaries(&data) {
+                    let h = ChunkHash::of(&data[r.clone()]);
+                    chunks.push((h, r.len() as u32));
+                    pending_bytes += r.len();
+                    pending.push((h, data[r].to_vec()));
+                }
+                let m = mesh_core::blob::Manifest::new(chunks).map_err(|e| e.to_string())?;
+                let enc = m.encode();
+                let h = ChunkHash::of(&enc);
+                pending.push((h, enc));
+                Ok(h)
+            } else {
+                let m = b
+                    .ingest(
+                        folder,
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                        l.size,
+                    )
+                    .map_err(|e| e.to_string())?;
+                if m.length() != l.size {
+                    return Err("changed while read".into());
+                }
+                Ok(m.hash())
+            }
+        })();
+        out.insert(l.path.to_string(), result);
+        if pending_bytes >= BATCH {
+            b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
+            pending.clear();
+            pending_bytes = 0;
+        }
+    }
+    b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
+    Ok(out)
+}
+
+struct WriteJob {
+    key: String,
+    meta: FileMeta,
+    version: String,
+    conflict_copy: bool,
+}
+
+enum WriteOutcome {
+    Written {
+        local: LocalFile,
+        copy: Option<FilePath>,
+    },
+    /// The content is not all here yet.
+    Pending,
+    Refused(String),
+    Failed(String),
+}
+
+/// Writes remote files, a few at a time (each write ends with an fsync, which overlaps well).
+fn write_files(
+    blobs: &crate::store::BlobStore,
+    root: &Path,
+    jobs: Vec<WriteJob>,
+    device: &str,
+    now: mesh_core::time::Timestamp,
+) -> Vec<(WriteJob, WriteOutcome)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<WriteOutcome>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let workers = jobs.len().clamp(1, 8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let outcome = write_one(blobs, root, job, device, now);
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            });
+        }
+    });
+    jobs.into_iter()
+        .zip(slots)
+        .map(|(j, s)| {
+            let o = s
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or(WriteOutcome::Pending);
+            (j, o)
+        })
+        .collect()
+}
+
+fn write_one(
+    blobs: &crate::store::BlobStore,
+    root: &Path,
+    job: &WriteJob,
+    device: &str,
+    now: mesh_core::time::Timestamp,
+) -> WriteOutcome {
+    let Some(manifest) = job.meta.manifest else {
+        return WriteOutcome::Refused("file entry without content".into());
+    };
+    match blobs.manifest(&manifest) {
+        Ok(Some(m)) => match blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) {
+            Ok(a) if a.is_empty() => {}
+            _ => return WriteOutcome::Pending,
+        },
+        _ => return WriteOutcome::Pending,
+    }
+    let target = match fsops::safe_target(root, &job.meta.path, true) {
+        Ok(t) => t,
+        Err(reason) => return WriteOutcome::Refused(reason),
+    };
+    if let Ok(m) = std::fs::symlink_metadata(&target) {
+        if m.is_dir() {
+            return WriteOutcome::Refused(format!("{} is a directory", target.display()));
+        }
+    }
+    let mut copy = None;
+    if job.conflict_copy && target.exists() {
+        let Ok(copy_path) = job.meta.path.conflict_copy(device, now) else {
+            return WriteOutcome::Failed("no name for a conflict copy".into());
+        };
+        let copy_target = root.join(copy_path.as_str());
+        if let Err(e) = std::fs::rename(&target, &copy_target) {
+            return WriteOutcome::Failed(format!("keeping a conflict copy: {e}"));
+        }
+        copy = Some(copy_path);
+    }
+    let written =
+        fsops::write_atomically_with(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
+            blobs.write_to(&manifest, w).map(|_| ())
+        });
+    if let Err(e) = written {
+        return WriteOutcome::Failed(e.to_string());
+    }
+    match scan::stat(&target, &job.meta.path) {
+        Some(local) => WriteOutcome::Written { local, copy },
+        None => WriteOutcome::Failed("the written file vanished".into()),
+    }
+}
+
+impl MeshClient {
+    async fn download_for_mapping(
+        &self,
+        folder: &FolderId,
+        manifests: Vec<ChunkHash>,
+    ) -> Result<u64> {
+        let remotes = self.remotes();
+        crate::sync::transfer::download(
+            self.shared(),
+            &remotes,
+            &self.inner.events,
+            folder,
+            manifests,
+        )
+        .await
+    }
+}
+
+fn to_json(rec: &IndexRecord) -> Result<String> {
+    Ok(serde_json::to_string(rec).map_err(mesh_core::CoreError::from)?)
+}

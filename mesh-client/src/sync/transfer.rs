@@ -1,0 +1,302 @@
+//! Blob transfers: uploading the objects a remote lacks, downloading the ones this device
+//! lacks, in bounded batches that each commit on their own, so an interrupted transfer resumes
+//! where it stopped (only whole objects move, and an object once stored is never asked for
+//! again). Progress is reported in bytes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mesh_core::blob::{ChunkHash, Manifest};
+use mesh_core::id::{FolderId, RemoteId};
+use mesh_core::CoreError;
+use tokio::sync::broadcast;
+
+use crate::error::{ClientError, Result};
+use crate::shared::SharedReplica;
+use crate::sync::events::{Event, TransferDirection};
+use crate::transport::{Transport, TransportError};
+
+/// Hashes per `missing_objects` question.
+const HASHES_PER_QUERY: usize = 16_384;
+/// Bytes per upload request.
+const UPLOAD_BATCH: usize = 4 << 20;
+/// Hashes per download request.
+const HASHES_PER_FETCH: usize = 4_096;
+
+/// Where transfer events go.
+pub(crate) struct Progress<'a> {
+    pub events: &'a broadcast::Sender<Event>,
+    pub remote: &'a RemoteId,
+    pub folder: &'a FolderId,
+}
+
+impl Progress<'_> {
+    fn report(&self, direction: TransferDirection, done: u64, total: u64) {
+        let _ = self.events.send(Event::Transfer {
+            remote: self.remote.clone(),
+            folder: self.folder.clone(),
+            direction,
+            done_bytes: done,
+            total_bytes: total,
+        });
+    }
+}
+
+/// Every object of the blobs `manifests` that is stored here: each manifest's chunks, then the
+/// manifest itself (chunks first, so a remote that holds a manifest also holds its chunks).
+/// Blobs whose manifest is not stored here are skipped: their writer uploads them.
+pub(crate) async fn local_objects(
+    shared: &SharedReplica,
+    manifests: Vec<ChunkHash>,
+) -> Result<Vec<(ChunkHash, u64)>> {
+    shared
+        .run_blobs(move |b| {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for m in manifests {
+                let Some(bytes) = b.get(&m)? else { continue };
+                let manifest = Manifest::decode(&bytes)?;
+                for c in manifest.chunks() {
+                    if seen.insert(c.hash) {
+                        out.push((c.hash, u64::from(c.len)));
+                    }
+                }
+                if seen.insert(m) {
+                    out.push((m, bytes.len() as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await?
+}
+
+/// Uploads the objects of `manifests` that `transport` lacks for `folder`.
+pub(crate) async fn upload(
+    shared: &SharedReplica,
+    transport: &Arc<dyn Transport>,
+    folder: &FolderId,
+    manifests: Vec<ChunkHash>,
+    progress: &Progress<'_>,
+) -> std::result::Result<u64, UploadError> {
+    let objects = local_objects(shared, manifests).await?;
+    if objects.is_empty() {
+        return Ok(0);
+    }
+    let mut missing = HashSet::new();
+    for part in objects.chunks(HASHES_PER_QUERY) {
+        let hashes: Vec<_> = part.iter().map(|(h, _)| *h).collect();
+        missing.extend(transport.missing_objects(folder, &hashes).await?);
+    }
+    let todo: Vec<(ChunkHash, u64)> = objects
+        .into_iter()
+        .filter(|(h, _)| missing.contains(h))
+        .collect();
+    let total: u64 = todo.iter().map(|(_, n)| n).sum();
+    let mut done = 0u64;
+    let mut i = 0;
+    while i < todo.len() {
+        let mut j = i;
+        let mut size = 0u64;
+        while j < todo.len() && (j == i || size + todo[j].1 <= UPLOAD_BATCH as u64) {
+            size += todo[j].1;
+            j += 1;
+        }
+        let hashes: Vec<ChunkHash> = todo[i..j].iter().map(|(h, _)| *h).collect();
+        let batch = shared
+            .run_blobs(move |b| {
+                hashes
+                    .into_iter()
+                    .map(|h| {
+                        let data = b.get(&h)?.ok_or_else(|| {
+                            ClientError::Store(format!("object {h} vanished from the blob store"))
+                        })?;
+                        Ok((h, data))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await??;
+        transport.put_objects(folder, batch).await?;
+        done += size;
+        progress.report(TransferDirection::Upload, done, total);
+        i = j;
+    }
+    Ok(total)
+}
+
+/// Why an upload stopped.
+pub(crate) enum UploadError {
+    Transport(TransportError),
+    Client(ClientError),
+}
+
+impl From<TransportError> for UploadError {
+    fn from(e: TransportError) -> Self {
+        UploadError::Transport(e)
+    }
+}
+
+impl From<ClientError> for UploadError {
+    fn from(e: ClientError) -> Self {
+        UploadError::Client(e)
+    }
+}
+
+/// Makes every object of the blobs `manifests` present here (and claimed by `folder`),
+/// downloading what is missing from the remotes in turn: first the missing manifests, then
+/// all missing chunks of all blobs, in batches that are stored as they arrive (so a cut
+/// transfer resumes where it stopped). Returns the bytes downloaded.
+pub(crate) async fn download(
+    shared: &SharedReplica,
+    remotes: &[(RemoteId, Arc<dyn Transport>)],
+    events: &broadcast::Sender<Event>,
+    folder: &FolderId,
+    manifests: Vec<ChunkHash>,
+) -> Result<u64> {
+    let mut last_error: Option<ClientError> = None;
+    let mut downloaded = 0u64;
+    for (remote, transport) in remotes {
+        let progress = Progress {
+            events,
+            remote,
+            folder,
+        };
+        match download_from(shared, transport, folder, &manifests, &progress).await {
+            Ok(n) => {
+                downloaded += n;
+                if missing_locally(shared, folder, manifests.clone())
+                    .await?
+                    .is_empty()
+                {
+                    return Ok(downloaded);
+                }
+            }
+            Err((n, e)) => {
+                downloaded += n;
+                last_error = Some(ClientError::Transport {
+                    remote: remote.to_string(),
+                    error: e,
+                });
+            }
+        }
+    }
+    let missing = missing_locally(shared, folder, manifests).await?;
+    if missing.is_empty() {
+        return Ok(downloaded);
+    }
+    Err(last_error.unwrap_or_else(|| {
+        CoreError::NotFound {
+            kind: "blob object",
+            id: missing[0].0.to_string(),
+        }
+        .into()
+    }))
+}
+
+/// The objects of the blobs that are not stored here, after claiming for `folder` those
+/// that are: the missing manifests (with length 0) when some manifest is itself missing,
+/// else the missing chunks.
+async fn missing_locally(
+    shared: &SharedReplica,
+    folder: &FolderId,
+    manifests: Vec<ChunkHash>,
+) -> Result<Vec<(ChunkHash, u64)>> {
+    let folder = folder.clone();
+    shared
+        .run_blobs(move |b| {
+            let absent_manifests = b.absent(&manifests)?;
+            if !absent_manifests.is_empty() {
+                return Ok(absent_manifests.into_iter().map(|h| (h, 0)).collect());
+            }
+            let mut seen = HashSet::new();
+            let mut chunks: Vec<(ChunkHash, u64)> = Vec::new();
+            for h in &manifests {
+                let Some(m) = b.manifest(h)? else { continue };
+                for c in m.chunks() {
+                    if seen.insert(c.hash) {
+                        chunks.push((c.hash, u64::from(c.len)));
+                    }
+                }
+            }
+            let mut all: Vec<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
+            all.extend(manifests.iter().copied());
+            b.claim(&folder, &all)?;
+            let absent: HashSet<_> = b
+                .absent(&chunks.iter().map(|(h, _)| *h).collect::<Vec<_>>())?
+                .into_iter()
+                .collect();
+            Ok(chunks
+                .into_iter()
+                .filter(|(h, _)| absent.contains(h))
+                .collect())
+        })
+        .await?
+}
+
+/// One remote's attempt: downloads what it has of the missing objects. `Err` carries the
+/// bytes downloaded before a transport failure.
+async fn download_from(
+    shared: &SharedReplica,
+    transport: &Arc<dyn Transport>,
+    folder: &FolderId,
+    manifests: &[ChunkHash],
+    progress: &Progress<'_>,
+) -> std::result::Result<u64, (u64, TransportError)> {
+    let local =
+        |done: u64, e: ClientError| (done, TransportError::Server(format!("local store: {e}")));
+    let mut done = 0u64;
+    // Two rounds: the manifests, then the chunks they list.
+    for _ in 0..2 {
+        let todo = missing_locally(shared, folder, manifests.to_vec())
+            .await
+            .map_err(|e| local(done, e))?;
+        if todo.is_empty() {
+            break;
+        }
+        let total: u64 = todo.iter().map(|(_, n)| n).sum();
+        let mut round = 0u64;
+        let mut rest: Vec<ChunkHash> = todo.iter().map(|(h, _)| *h).collect();
+        while !rest.is_empty() {
+            let ask: Vec<ChunkHash> = rest.iter().take(HASHES_PER_FETCH).copied().collect();
+            let got = transport
+                .get_objects(folder, &ask)
+                .await
+                .map_err(|e| (done, e))?;
+            if got.is_empty() {
+                // This remote has no more of them.
+                return Ok(done);
+            }
+            let received: HashSet<ChunkHash> = got.iter().map(|(h, _)| *h).collect();
+            let bytes: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
+            store(shared, folder, got)
+                .await
+                .map_err(|e| local(done, e))?;
+            done += bytes;
+            round += bytes;
+            progress.report(TransferDirection::Download, round, total.max(round));
+            rest.retain(|h| !received.contains(h));
+            // What it skipped in this answer, it does not have.
+            if let Some(pos) = ask.iter().rposition(|h| received.contains(h)) {
+                let skipped: HashSet<_> = ask[..pos]
+                    .iter()
+                    .filter(|h| !received.contains(h))
+                    .collect();
+                if !skipped.is_empty() {
+                    rest.retain(|h| !skipped.contains(h));
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Stores downloaded objects (checked against their hashes).
+async fn store(
+    shared: &SharedReplica,
+    folder: &FolderId,
+    objects: Vec<(ChunkHash, Vec<u8>)>,
+) -> Result<()> {
+    let folder = folder.clone();
+    shared
+        .run_blobs(move |b| b.put(&folder, &objects).map(|_| ()))
+        .await?
+}

@@ -1,0 +1,601 @@
+//! Mapped directories: publish, apply, conflicts, deletions, renames, ignore rules, hostile
+//! entries, interrupted downloads, and convergence under random file operations.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use mesh_client::mapping::MappingOptions;
+use mesh_client::transport::{InProcessHub, Transport};
+use mesh_client::{Event, MappingEvent, MeshClient, SyncOptions};
+use mesh_core::id::FolderId;
+use mesh_core::model::{EntryDraft, FeedKey};
+use proptest::prelude::*;
+
+use crate::common::{builder, settle};
+
+fn manual() -> SyncOptions {
+    SyncOptions {
+        auto: false,
+        ..SyncOptions::default()
+    }
+}
+
+fn quiet_mapping() -> MappingOptions {
+    MappingOptions {
+        watch: false,
+        follow_remote: false,
+        ..MappingOptions::default()
+    }
+}
+
+async fn device(hub: &InProcessHub, name: &str) -> MeshClient {
+    builder("ann", name)
+        .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+        .sync_options(manual())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Deterministic pseudo-random bytes (xorshift): no repeats for the chunker to deduplicate.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// Relative path → content (`None` for a directory), skipping nothing.
+fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                out.insert(rel, None);
+                stack.push(p);
+            } else if ft.is_file() {
+                out.insert(rel, Some(std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Rescans and syncs both devices until their directories agree and stay so.
+async fn converge(a: &MeshClient, b: &MeshClient, folder: &FolderId, da: &Path, db: &Path) {
+    let mut stable = 0;
+    for _ in 0..20 {
+        a.rescan(folder).await.unwrap();
+        settle(&[a, b]).await;
+        b.rescan(folder).await.unwrap();
+        settle(&[a, b]).await;
+        a.rescan(folder).await.unwrap();
+        if snapshot(da) == snapshot(db) {
+            stable += 1;
+            if stable == 2 {
+                return;
+            }
+        } else {
+            stable = 0;
+        }
+    }
+    panic!(
+        "directories did not converge:\nA: {:?}\nB: {:?}",
+        snapshot(da).keys().collect::<Vec<_>>(),
+        snapshot(db).keys().collect::<Vec<_>>()
+    );
+}
+
+struct Pair {
+    _hub: InProcessHub,
+    a: MeshClient,
+    b: MeshClient,
+    folder: FolderId,
+    da: tempfile::TempDir,
+    db: tempfile::TempDir,
+}
+
+async fn pair() -> Pair {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a.map_folder_with(&folder, da.path(), quiet_mapping())
+        .await
+        .unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    Pair {
+        _hub: hub,
+        a,
+        b,
+        folder,
+        da,
+        db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_directories_edits_renames_and_deletions_reach_the_other_device() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir_all(da.join("notes/empty")).unwrap();
+    std::fs::write(da.join("notes/todo.txt"), b"milk").unwrap();
+    let big = noise(1, 3_000_000);
+    std::fs::write(da.join("big.bin"), &big).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(da.join("run.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(da.join("run.sh"), std::fs::Permissions::from_mode(0o750))
+            .unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(std::fs::read(db.join("notes/todo.txt")).unwrap(), b"milk");
+    assert!(db.join("notes/empty").is_dir());
+    assert_eq!(std::fs::read(db.join("big.bin")).unwrap(), big);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(db.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+    }
+    // The mtime travels too.
+    let ma = std::fs::metadata(da.join("notes/todo.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let mb = std::fs::metadata(db.join("notes/todo.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(ma, mb);
+
+    // Edit on B, rename and delete on A.
+    std::fs::write(db.join("notes/todo.txt"), b"milk, eggs").unwrap();
+    std::fs::rename(da.join("big.bin"), da.join("notes/big-renamed.bin")).unwrap();
+    std::fs::remove_dir(da.join("notes/empty")).unwrap();
+    let objects_before = p.b.shared_blob_usage();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(da.join("notes/todo.txt")).unwrap(),
+        b"milk, eggs"
+    );
+    assert!(!db.join("big.bin").exists());
+    assert_eq!(
+        std::fs::read(db.join("notes/big-renamed.bin")).unwrap(),
+        big
+    );
+    assert!(!db.join("notes/empty").exists());
+    // The rename moved no chunk: B's store grew by at most the edited file and a manifest.
+    let grown = p.b.shared_blob_usage() - objects_before;
+    assert!(grown < 2_000, "the rename downloaded {grown} bytes");
+
+    // Delete everything on B.
+    std::fs::remove_dir_all(db.join("notes")).unwrap();
+    std::fs::remove_file(db.join("run.sh")).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert!(snapshot(da).is_empty(), "{:?}", snapshot(da).keys());
+}
+
+trait Usage {
+    fn shared_blob_usage(&self) -> u64;
+}
+
+impl Usage for MeshClient {
+    fn shared_blob_usage(&self) -> u64 {
+        self.blob_store().usage().unwrap().1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_keep_both_versions_as_a_conflict_copy() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("plan.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    // Both edit offline, both publish, then sync.
+    std::fs::write(da.join("plan.txt"), b"laptop edit").unwrap();
+    std::fs::write(db.join("plan.txt"), b"desktop edit, longer").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.b.rescan(&p.folder).await.unwrap();
+    let mut events = p.a.events().boxed();
+    let mut events_b = p.b.events().boxed();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    let snap = snapshot(da);
+    let contents: Vec<&[u8]> = snap.values().flatten().map(|v| v.as_slice()).collect();
+    assert_eq!(snap.len(), 2, "{:?}", snap.keys());
+    assert!(contents.contains(&&b"laptop edit"[..]));
+    assert!(contents.contains(&&b"desktop edit, longer"[..]));
+    let copy = snap.keys().find(|k| k.contains("(conflict ")).unwrap();
+    assert!(copy.starts_with("plan (conflict "), "{copy}");
+    assert!(copy.ends_with(").txt"), "{copy}");
+    // One device reported keeping the copy.
+    let mut reported = false;
+    for stream in [&mut events, &mut events_b] {
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(stream.next()) {
+            if matches!(
+                e,
+                Event::Mapping {
+                    event: MappingEvent::ConflictCopy { .. },
+                    ..
+                }
+            ) {
+                reported = true;
+            }
+        }
+    }
+    assert!(reported);
+    // The entry's conflict was resolved.
+    assert!(p.a.conflicts(&p.folder).await.unwrap().is_empty());
+
+    // An edit beats a deletion.
+    std::fs::remove_file(da.join("plan.txt")).unwrap();
+    std::fs::write(db.join("plan.txt"), b"kept").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.b.rescan(&p.folder).await.unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(std::fs::read(da.join("plan.txt")).unwrap(), b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_rules_symlinks_and_unmap() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join(".meshignore"), b"*.tmp\nbuild/\n").unwrap();
+    std::fs::write(da.join("keep.txt"), b"k").unwrap();
+    std::fs::write(da.join("scratch.tmp"), b"t").unwrap();
+    std::fs::create_dir(da.join("build")).unwrap();
+    std::fs::write(da.join("build/out.o"), b"o").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/etc", da.join("etc-link")).unwrap();
+    for _ in 0..3 {
+        p.a.rescan(&p.folder).await.unwrap();
+        settle(&[&p.a, &p.b]).await;
+        p.b.rescan(&p.folder).await.unwrap();
+    }
+    let snap = snapshot(db);
+    assert!(snap.contains_key("keep.txt"));
+    assert!(snap.contains_key(".meshignore"));
+    assert!(!snap.contains_key("scratch.tmp"));
+    assert!(!snap.keys().any(|k| k.starts_with("build")));
+    assert!(!snap.keys().any(|k| k.starts_with("etc-link")));
+
+    // Unmapping keeps every local file, and stops syncing.
+    p.b.unmap_folder(&p.folder).await.unwrap();
+    assert!(db.join("keep.txt").exists());
+    assert!(p.b.rescan(&p.folder).await.is_err());
+    std::fs::write(da.join("later.txt"), b"l").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    settle(&[&p.a, &p.b]).await;
+    assert!(!db.join("later.txt").exists());
+}
+
+/// Hostile entries written straight into the folder's files feed by another member: each is
+/// refused with an event, and nothing appears outside the mapped directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_paths_are_refused_and_nothing_is_written_outside() {
+    let hub = InProcessHub::new();
+    let mallory = builder("mallory", "evil")
+        .remote(
+            "hub".parse().unwrap(),
+            hub.connect("mallory".parse().unwrap()),
+        )
+        .sync_options(manual())
+        .build()
+        .await
+        .unwrap();
+    let ann = device(&hub, "laptop").await;
+    let folder = mallory.create_folder("Shared", "files").await.unwrap().id;
+    mallory
+        .invite(
+            &folder,
+            &"ann".parse().unwrap(),
+            mesh_core::model::Role::Full,
+        )
+        .await
+        .unwrap();
+    settle(&[&mallory, &ann]).await;
+    ann.accept(&folder).await.unwrap();
+    settle(&[&mallory, &ann]).await;
+
+    let outer = tempfile::tempdir().unwrap();
+    let mapped = outer.path().join("mapped");
+    std::fs::create_dir(&mapped).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outer.path(), mapped.join("escape")).unwrap();
+    let mut events = ann.events().boxed();
+    ann.map_folder_with(&folder, &mapped, quiet_mapping())
+        .await
+        .unwrap();
+
+    let media = mallory
+        .put_blob(&folder, b"pwned".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let files: mesh_core::id::FeedName = "files".parse().unwrap();
+    let hostile = [
+        "../outside.txt",
+        "/tmp/absolute.txt",
+        "a/../../outside2.txt",
+        "a\\..\\..\\win.txt",
+        "nul\u{0}byte.txt",
+        "CON",
+        "aux.txt",
+        "C:/drive.txt",
+        "escape/through-symlink.txt",
+    ];
+    for (i, path) in hostile.iter().enumerate() {
+        let meta = serde_json::json!({
+            "path": path, "kind": "file", "size": 5, "mtime_ns": 0, "mode": 420,
+            "manifest": media.hash,
+        });
+        let mut d = EntryDraft::new("x", meta.clone());
+        d.media = Some(media.clone());
+        // The id of a valid path, so only the path check can refuse it…
+        let id = match path.parse::<mesh_core::model::FilePath>() {
+            Ok(p) => p.entry_id(),
+            Err(_) => format!("hostile-{i}").parse().unwrap(),
+        };
+        mallory.put_with_id(&folder, &files, id, d).await.unwrap();
+    }
+    // …and a valid path under an id that is not its own (a case-collision attempt).
+    let meta = serde_json::json!({"path": "Readme.txt", "kind": "file", "size": 5, "manifest": media.hash});
+    let mut d = EntryDraft::new("x", meta);
+    d.media = Some(media.clone());
+    mallory
+        .put_with_id(&folder, &files, "f-not-its-id".parse().unwrap(), d)
+        .await
+        .unwrap();
+    // A case collision with a local file.
+    std::fs::write(mapped.join("readme.TXT"), b"mine").unwrap();
+    ann.rescan(&folder).await.unwrap();
+    let meta = serde_json::json!({"path": "README.txt", "kind": "file", "size": 5, "manifest": media.hash});
+    let mut d = EntryDraft::new("x", meta);
+    d.media = Some(media.clone());
+    let id = "README.txt"
+        .parse::<mesh_core::model::FilePath>()
+        .unwrap()
+        .entry_id();
+    // Mallory's version of the same (case-folded) id.
+    let _ = mallory.put_with_id(&folder, &files, id, d).await;
+    settle(&[&mallory, &ann]).await;
+    ann.rescan(&folder).await.unwrap();
+
+    let mut refused = Vec::new();
+    while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+        if let Event::Mapping {
+            event: MappingEvent::Refused { path, .. },
+            ..
+        } = e
+        {
+            refused.push(path);
+        }
+    }
+    for path in hostile {
+        let shown = path.to_string();
+        assert!(
+            refused.iter().any(|r| r == &shown),
+            "{path:?} not refused: {refused:?}"
+        );
+    }
+    assert!(refused.iter().any(|r| r == "Readme.txt"), "{refused:?}");
+    // Nothing outside the mapped directory; inside only ann's own file (and the symlink).
+    let outside: Vec<_> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("mapped")]);
+    assert!(!Path::new("/tmp/absolute.txt").exists());
+    let inside = snapshot(&mapped);
+    assert_eq!(
+        inside.get("readme.TXT"),
+        Some(&Some(b"mine".to_vec())),
+        "{:?}",
+        inside.keys()
+    );
+    assert!(!inside
+        .keys()
+        .any(|k| k.contains("pwned") || k.ends_with("drive.txt")));
+    let _ = FeedKey::folder(folder.clone(), files);
+}
+
+/// A transport whose downloads break after a budget of objects.
+struct Flaky {
+    inner: Arc<dyn Transport>,
+    budget: Arc<Mutex<usize>>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Flaky {
+    async fn send(
+        &self,
+        r: mesh_core::sync::Request,
+    ) -> Result<mesh_core::sync::Response, mesh_client::transport::TransportError> {
+        self.inner.send(r).await
+    }
+    async fn watch(
+        &self,
+    ) -> Result<
+        futures::stream::BoxStream<'static, mesh_client::transport::Notification>,
+        mesh_client::transport::TransportError,
+    > {
+        self.inner.watch().await
+    }
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[mesh_core::blob::ChunkHash],
+    ) -> Result<Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>, mesh_client::transport::TransportError>
+    {
+        let allowed = {
+            let mut b = self.budget.lock().unwrap();
+            let n = (*b).min(hashes.len()).min(3);
+            *b -= n;
+            n
+        };
+        if allowed == 0 {
+            return Err(mesh_client::transport::TransportError::Offline(
+                "cut".into(),
+            ));
+        }
+        self.inner.get_objects(folder, &hashes[..allowed]).await
+    }
+}
+
+/// A download cut midway leaves no partial file visible (nor a temporary one after the next
+/// start), and resumes without fetching again what it already has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_leaves_no_partial_file_and_resumes() {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let budget = Arc::new(Mutex::new(6usize));
+    let b = builder("ann", "desktop")
+        .remote(
+            "hub".parse().unwrap(),
+            Flaky {
+                inner: Arc::new(hub.connect("ann".parse().unwrap())),
+                budget: budget.clone(),
+            },
+        )
+        .sync_options(manual())
+        .build()
+        .await
+        .unwrap();
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a.map_folder_with(&folder, da.path(), quiet_mapping())
+        .await
+        .unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    let big = noise(2, 4_000_000);
+    std::fs::write(da.path().join("video.bin"), &big).unwrap();
+    a.rescan(&folder).await.unwrap();
+    settle(&[&a, &b]).await;
+    let mut transfers = b.events().boxed();
+    b.rescan(&folder).await.unwrap();
+    // Cut after 6 objects: nothing visible yet, no temporary file either.
+    assert!(
+        snapshot(db.path()).is_empty(),
+        "{:?}",
+        snapshot(db.path()).keys()
+    );
+    let stored_after_cut = b.blob_store().usage().unwrap().1;
+    assert!(stored_after_cut > 0, "the first objects were kept");
+    let mut progressed = false;
+    while let Some(Some(e)) = futures::FutureExt::now_or_never(transfers.next()) {
+        if let Event::Transfer {
+            done_bytes,
+            total_bytes,
+            ..
+        } = e
+        {
+            assert!(done_bytes <= total_bytes);
+            progressed |= done_bytes > 0;
+        }
+    }
+    assert!(progressed);
+    // The link comes back: the rest arrives, and only the rest.
+    *budget.lock().unwrap() = usize::MAX;
+    b.rescan(&folder).await.unwrap();
+    assert_eq!(std::fs::read(db.path().join("video.bin")).unwrap(), big);
+    let total = b.blob_store().usage().unwrap().1;
+    assert!(total < big.len() as u64 + 10_000);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(bool, u8, u8),
+    Delete(bool, u8),
+    Rename(bool, u8, u8),
+    Mkdir(bool, u8),
+    Sync,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<bool>(), 0u8..6, any::<u8>()).prop_map(|(s, f, c)| Op::Write(s, f, c)),
+        2 => (any::<bool>(), 0u8..6).prop_map(|(s, f)| Op::Delete(s, f)),
+        1 => (any::<bool>(), 0u8..6, 0u8..6).prop_map(|(s, f, t)| Op::Rename(s, f, t)),
+        1 => (any::<bool>(), 0u8..3).prop_map(|(s, d)| Op::Mkdir(s, d)),
+        2 => Just(Op::Sync),
+    ]
+}
+
+fn file_name(f: u8) -> String {
+    match f % 3 {
+        0 => format!("f{f}.txt"),
+        1 => format!("d{}/f{f}.txt", f % 2),
+        _ => format!("d{}/sub/f{f}.dat", f % 2),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Two mapped directories converge to the same tree, whatever files are written, deleted,
+    /// renamed and made on both sides between syncs.
+    #[test]
+    fn two_mapped_directories_converge(ops in proptest::collection::vec(op(), 1..16)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let p = pair().await;
+            let dirs = [p.da.path().to_path_buf(), p.db.path().to_path_buf()];
+            for op in &ops {
+                match op {
+                    Op::Write(side, f, c) => {
+                        let path = dirs[*side as usize].join(file_name(*f));
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        let _ = std::fs::write(&path, vec![*c; 10 + *c as usize]);
+                    }
+                    Op::Delete(side, f) => {
+                        let _ = std::fs::remove_file(dirs[*side as usize].join(file_name(*f)));
+                    }
+                    Op::Rename(side, f, t) => {
+                        let to = dirs[*side as usize].join(file_name(*t));
+                        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                        let _ = std::fs::rename(dirs[*side as usize].join(file_name(*f)), to);
+                    }
+                    Op::Mkdir(side, d) => {
+                        let _ = std::fs::create_dir_all(dirs[*side as usize].join(format!("empty{d}")));
+                    }
+                    Op::Sync => {
+                        p.a.rescan(&p.folder).await.unwrap();
+                        p.b.rescan(&p.folder).await.unwrap();
+                        settle(&[&p.a, &p.b]).await;
+                    }
+                }
+            }
+            converge(&p.a, &p.b, &p.folder, p.da.path(), p.db.path()).await;
+        });
+    }
+}
