@@ -397,20 +397,18 @@ impl Mapper {
             let i = self.index.get(&key);
             let r = remote.get(&key);
             // A remote entry this device leaves out or cannot hold.
-            if let Some((meta, _)) = r {
-                if let Some(meta) = meta {
-                    if ignore.ignored(meta.path.as_str(), meta.kind == FileKind::Dir) {
+            if let Some((Some(meta), _)) = r {
+                if ignore.ignored(meta.path.as_str(), meta.kind == FileKind::Dir) {
+                    continue;
+                }
+                if let Some(l) = l {
+                    if l.path != meta.path {
+                        self.report_once(
+                            meta.path.to_string(),
+                            format!("differs only in case from the local {}", l.path),
+                            true,
+                        );
                         continue;
-                    }
-                    if let Some(l) = l {
-                        if l.path != meta.path {
-                            self.report_once(
-                                meta.path.to_string(),
-                                format!("differs only in case from the local {}", l.path),
-                                true,
-                            );
-                            continue;
-                        }
                     }
                 }
             }

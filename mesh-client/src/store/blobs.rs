@@ -267,9 +267,9 @@ impl BlobStore {
         let mut added = 0u64;
         if let Some(mut m) = self.mem() {
             for (h, data) in objects {
-                if !m.objects.contains_key(&h) {
+                if let std::collections::hash_map::Entry::Vacant(v) = m.objects.entry(h) {
                     added += data.len() as u64;
-                    m.objects.insert(h, Arc::from(data));
+                    v.insert(Arc::from(data));
                 }
                 m.refs.insert((folder.clone(), h));
             }

@@ -599,3 +599,60 @@ proptest! {
         });
     }
 }
+
+/// Streaming a large input and chunking it whole in memory cut at the same boundaries.
+#[test]
+fn streamed_and_whole_chunking_agree() {
+    let data = noise(9, 9_000_000);
+    let store = mesh_client::store::BlobStore::memory();
+    let folder: FolderId = "f".parse().unwrap();
+    let streamed = store
+        .ingest(&folder, data.as_slice(), data.len() as u64)
+        .unwrap();
+    let whole = store.ingest(&folder, data.as_slice(), 0).unwrap();
+    assert_eq!(streamed, whole);
+    let mut back = Vec::new();
+    store.write_to(&streamed.hash(), &mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+/// With the defaults (notifications, automatic sync, passes on remote changes) a file written
+/// on one device appears on the other with no call but the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_directories_sync_by_themselves() {
+    let hub = InProcessHub::new();
+    let auto = |name: &str| {
+        builder("ann", name)
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .build()
+    };
+    let a = auto("laptop").await.unwrap();
+    let b = auto("desktop").await.unwrap();
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a.map_folder(&folder, da.path()).await.unwrap();
+    b.map_folder(&folder, db.path()).await.unwrap();
+    let mut events = b.events().boxed();
+    std::fs::write(da.path().join("hello.txt"), b"hi").unwrap();
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            if let Event::Mapping {
+                event:
+                    MappingEvent::Applied {
+                        path,
+                        deleted: false,
+                    },
+                ..
+            } = e
+            {
+                if path == "hello.txt" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(arrived.is_ok(), "the file did not arrive by itself");
+    assert_eq!(std::fs::read(db.path().join("hello.txt")).unwrap(), b"hi");
+}
