@@ -745,16 +745,15 @@ impl Mapper {
                 drafts.clear();
             }
         }
+        let mut by_id: HashMap<EntryId, (String, LocalFile, Option<ChunkHash>)> = published_recs
+            .into_iter()
+            .map(|(k, l, m)| (l.path.entry_id(), (k, l, m)))
+            .collect();
         for batch in drafts.chunks(1000) {
             let written = client.put_many(&self.folder, &feed, batch.to_vec()).await?;
             for e in written {
-                let v = entry_version(&e);
-                if let Some(pos) = published_recs
-                    .iter()
-                    .position(|(_, l, _)| l.path.entry_id() == *e.entry_id())
-                {
-                    let (key, l, m) = published_recs.swap_remove(pos);
-                    let rec = IndexRecord::of(&l, m, v);
+                if let Some((key, l, m)) = by_id.remove(e.entry_id()) {
+                    let rec = IndexRecord::of(&l, m, entry_version(&e));
                     index_changes.push((key.clone(), Some(to_json(&rec)?)));
                     self.index.insert(key, rec);
                 }

@@ -163,7 +163,7 @@ pub(crate) async fn download(
         match download_from(shared, transport, folder, &manifests, &progress).await {
             Ok(n) => {
                 downloaded += n;
-                if missing_locally(shared, folder, manifests.clone())
+                if missing_locally(shared, folder, manifests.clone(), true)
                     .await?
                     .is_empty()
                 {
@@ -179,7 +179,7 @@ pub(crate) async fn download(
             }
         }
     }
-    let missing = missing_locally(shared, folder, manifests).await?;
+    let missing = missing_locally(shared, folder, manifests, true).await?;
     if missing.is_empty() {
         return Ok(downloaded);
     }
@@ -192,13 +192,14 @@ pub(crate) async fn download(
     }))
 }
 
-/// The objects of the blobs that are not stored here, after claiming for `folder` those
-/// that are: the missing manifests (with length 0) when some manifest is itself missing,
+/// The objects of the blobs that are not stored here (after claiming for `folder` those that
+/// are, when `claim` is set): the missing manifests (with length 0) when some manifest is itself missing,
 /// else the missing chunks.
 async fn missing_locally(
     shared: &SharedReplica,
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
+    claim: bool,
 ) -> Result<Vec<(ChunkHash, u64)>> {
     let folder = folder.clone();
     shared
@@ -219,7 +220,9 @@ async fn missing_locally(
             }
             let mut all: Vec<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
             all.extend(manifests.iter().copied());
-            b.claim(&folder, &all)?;
+            if claim {
+                b.claim(&folder, &all)?;
+            }
             let absent: HashSet<_> = b
                 .absent(&chunks.iter().map(|(h, _)| *h).collect::<Vec<_>>())?
                 .into_iter()
@@ -246,7 +249,7 @@ async fn download_from(
     let mut done = 0u64;
     // Two rounds: the manifests, then the chunks they list.
     for _ in 0..2 {
-        let todo = missing_locally(shared, folder, manifests.to_vec())
+        let todo = missing_locally(shared, folder, manifests.to_vec(), false)
             .await
             .map_err(|e| local(done, e))?;
         if todo.is_empty() {

@@ -1,0 +1,232 @@
+//! A device killed (SIGKILL) in the middle of downloading a large file of a mapped folder
+//! leaves no partial file where the file belongs, and on restart resumes the download from the
+//! chunks it had already stored, then writes the whole file.
+//!
+//! The parent runs a hub on loopback and the publishing device; the receiving device is a
+//! child process (this test binary re-run with an environment variable), killed once it has
+//! reported download progress.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use futures::StreamExt;
+use mesh::client::mapping::MappingOptions;
+use mesh::client::store::StoreConfig;
+use mesh::client::transport::HttpTransport;
+use mesh::client::{Event, MeshClient, SyncOptions, TransferDirection};
+use mesh::hub::Hub;
+
+const CHILD_ENV: &str = "MESH_TEST_DOWNLOAD_CHILD";
+const CHILD_TEST: &str = "download_receiver_child";
+const SIZE: usize = 40 << 20;
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn quiet() -> MappingOptions {
+    MappingOptions {
+        watch: false,
+        follow_remote: false,
+        ..MappingOptions::default()
+    }
+}
+
+/// Not a test on its own: the receiving device, run as a child process by
+/// [`a_killed_download_leaves_no_partial_file_and_resumes`].
+#[test]
+fn download_receiver_child() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = args.split('\n');
+    let (url, token, folder, dir, store) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let b = MeshClient::builder()
+            .user("ann".parse().unwrap())
+            .device("ann-desktop".parse().unwrap())
+            .store(StoreConfig::Sqlite(store.into()))
+            .sync_options(SyncOptions {
+                auto: false,
+                ..SyncOptions::default()
+            })
+            .remote(
+                "hub".parse().unwrap(),
+                HttpTransport::new(&url, &token).unwrap(),
+            )
+            .build()
+            .await
+            .unwrap();
+        let mut events = b.events();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                if let Event::Transfer {
+                    direction: TransferDirection::Download,
+                    done_bytes,
+                    ..
+                } = e
+                {
+                    println!("progress {done_bytes}");
+                }
+            }
+        });
+        b.sync_now().await.unwrap();
+        let (_, before) = b.blob_store().usage().unwrap();
+        println!("before {before}");
+        let folder = folder.parse().unwrap();
+        b.map_folder_with(&folder, dir, quiet()).await.unwrap();
+        b.rescan(&folder).await.unwrap();
+        let (_, stored) = b.blob_store().usage().unwrap();
+        println!("done {stored}");
+    });
+}
+
+/// Runs the receiver; returns whether it was killed, the bytes its blob store held when it
+/// started, and when it finished.
+fn run_child(env: &str, kill_on_progress: bool) -> (bool, u64, Option<u64>) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut killed = false;
+    let mut done = None;
+    let mut before = 0;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("progress ") && kill_on_progress {
+            // SIGKILL: no destructor, no flush, no clean close.
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        if let Some(n) = line.strip_prefix("before ") {
+            before = n.parse().unwrap();
+        }
+        if let Some(n) = line.strip_prefix("done ") {
+            done = Some(n.parse().unwrap());
+        }
+    }
+    let status = child.wait().unwrap();
+    if !killed {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        assert!(status.success(), "receiver failed ({status}):\n{err}");
+    }
+    (killed, before, done)
+}
+
+fn visible_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(mesh::client::mapping::TEMP_PREFIX))
+        .collect()
+}
+
+#[test]
+fn a_killed_download_leaves_no_partial_file_and_resumes() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = noise(7, SIZE);
+    let (url, token_b, folder, _hub) = rt.block_on(async {
+        let hub = Hub::builder()
+            .data_dir(tmp.path().join("hub"))
+            .build()
+            .unwrap();
+        let ann = "ann".parse().unwrap();
+        hub.accounts().add_user(&ann).unwrap();
+        let ta = hub
+            .accounts()
+            .add_device(&ann, &"ann-laptop".parse().unwrap(), "laptop", "laptop")
+            .unwrap();
+        let tb = hub
+            .accounts()
+            .add_device(&ann, &"ann-desktop".parse().unwrap(), "desktop", "desktop")
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(hub.clone().serve(listener, std::future::pending()));
+        let a = MeshClient::builder()
+            .user("ann".parse().unwrap())
+            .device("ann-laptop".parse().unwrap())
+            .remote(
+                "hub".parse().unwrap(),
+                HttpTransport::new(&url, &ta).unwrap(),
+            )
+            .build()
+            .await
+            .unwrap();
+        let folder = a.create_folder("Videos", "files").await.unwrap().id;
+        let dir_a = tmp.path().join("a");
+        std::fs::create_dir(&dir_a).unwrap();
+        std::fs::write(dir_a.join("movie.bin"), &data).unwrap();
+        a.map_folder_with(&folder, &dir_a, quiet()).await.unwrap();
+        a.rescan(&folder).await.unwrap();
+        a.sync_now().await.unwrap();
+        (url, tb, folder, (hub, a))
+    });
+    let dir_b = tmp.path().join("b");
+    std::fs::create_dir(&dir_b).unwrap();
+    let env = format!(
+        "{url}\n{token_b}\n{folder}\n{}\n{}",
+        dir_b.display(),
+        tmp.path().join("b.db").display()
+    );
+    // The guard keeps the hub serving while the children run.
+    let _guard = rt.enter();
+
+    let (killed, _, _) = run_child(&env, true);
+    assert!(killed, "the receiver finished before it could be killed");
+    // Nothing where the file belongs (at most a temporary file, which is not the file).
+    assert!(
+        visible_files(&dir_b).is_empty(),
+        "after the kill: {:?}",
+        visible_files(&dir_b)
+    );
+
+    let (_, kept, stored) = run_child(&env, false);
+    // The restarted device had kept what it downloaded before the kill.
+    assert!(kept > 0, "nothing downloaded before the kill survived it");
+    assert_eq!(visible_files(&dir_b), vec!["movie.bin".to_owned()]);
+    assert!(std::fs::read(dir_b.join("movie.bin")).unwrap() == data);
+    // No temporary file is left, and the store holds each chunk once.
+    let all: Vec<_> = std::fs::read_dir(&dir_b).unwrap().flatten().collect();
+    assert_eq!(all.len(), 1);
+    let stored = stored.unwrap();
+    assert!(stored < SIZE as u64 + 1_000_000, "stored {stored}");
+}
