@@ -180,6 +180,7 @@ pub(crate) fn code_for_status(status: StatusCode) -> &'static str {
         413 => "payload_too_large",
         414 => "uri_too_long",
         415 => "unsupported_media_type",
+        416 => "range_not_satisfiable",
         422 => "bad_request",
         429 => "rate_limited",
         431 => "headers_too_large",

@@ -15,6 +15,9 @@
 //!   members, invitations, mappings, news, feeds and entries (JSON, or Atom with FeedSync
 //!   metadata), ETags with `If-Match`, `$top`/`$skip`/`$orderby`/`$filter`, a changes feed with
 //!   opaque cursors;
+//! * **blobs**: content-addressed objects (chunks and manifests) uploaded and downloaded in
+//!   packs, per folder and under the folder's member roles, and whole blobs or single objects
+//!   served with HTTP ranges (resumable downloads);
 //! * **notifications** by server-sent events or long-poll, resumable from a cursor.
 //!
 //! `docs/protocol.md` specifies the wire format. The hub holds no sync logic of its own: merges,
@@ -40,7 +43,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mesh_client::store::{ClientStore, Durability, StoreConfig};
+use mesh_client::store::{BlobStore, ClientStore, Durability, StoreConfig};
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
 
@@ -54,6 +57,8 @@ use state::HubState;
 pub const ACCOUNTS_DB: &str = "accounts.db";
 /// The name of the replica database in a hub's data directory.
 pub const REPLICA_DB: &str = "hub.db";
+/// The name of the blob store (chunks and manifests) in a hub's data directory.
+pub const BLOBS_DB: &str = "blobs.db";
 
 /// Builds a [`Hub`].
 #[must_use]
@@ -65,7 +70,7 @@ pub struct HubBuilder {
 }
 
 impl HubBuilder {
-    /// Keeps the hub's data (accounts and replica) in this directory, created if missing.
+    /// Keeps the hub's data (accounts, replica and blobs) in this directory, created if missing.
     /// Without one, everything lives in memory and is gone when the hub is dropped.
     pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.data_dir = Some(dir.as_ref().to_owned());
@@ -78,7 +83,7 @@ impl HubBuilder {
         self
     }
 
-    /// How the replica database syncs commits to disk: `Full` (the default) survives a crash
+    /// How the replica and blob databases sync commits to disk: `Full` (the default) survives a crash
     /// of the machine; `Normal` survives a crash of the hub process and saves an fsync per
     /// commit.
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -95,23 +100,26 @@ impl HubBuilder {
     /// Opens the data directory (or memory) and makes the hub.
     pub fn build(self) -> Result<Hub, HubError> {
         let fresh: ReplicaId = format!("hub-{}", uuid::Uuid::new_v4().simple()).parse()?;
-        let (accounts, store) = match &self.data_dir {
+        let (accounts, store, blobs) = match &self.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let accounts = Accounts::open(&dir.join(ACCOUNTS_DB))?;
                 let store = open_store(&dir.join(REPLICA_DB), fresh, self.durability)?;
-                (accounts, store)
+                let blobs = BlobStore::open(dir.join(BLOBS_DB), self.durability)
+                    .map_err(|e| HubError::Store(e.to_string()))?;
+                (accounts, store, blobs)
             }
             None => (
                 Accounts::in_memory()?,
                 ClientStore::open(&StoreConfig::Memory, fresh)
                     .map_err(|e| HubError::Store(e.to_string()))?,
+                BlobStore::memory(),
             ),
         };
         let replica = Replica::new(store);
         tracing::info!(replica = %replica.id(), data = ?self.data_dir, "hub opened");
         Ok(Hub {
-            state: HubState::new(replica, Arc::new(accounts), self.config),
+            state: HubState::new(replica, blobs, Arc::new(accounts), self.config),
         })
     }
 }
@@ -148,6 +156,12 @@ impl Hub {
     /// The accounts database: users, devices, tokens.
     pub fn accounts(&self) -> &Accounts {
         &self.state.0.accounts
+    }
+
+    /// The hub's blob store: every object uploaded, and the folders that claim them (for
+    /// administration and tests; requests reach it through the API's role checks).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.state.0.blobs
     }
 
     /// The id of the hub's replica (cursors issued by the hub belong to it).

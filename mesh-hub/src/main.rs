@@ -28,7 +28,7 @@ struct Cli {
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
-    /// Data directory: accounts.db and the replica's hub.db.
+    /// Data directory: accounts.db, the replica's hub.db and the blob store blobs.db.
     #[arg(long, default_value = "./hub-data")]
     data: PathBuf,
     /// Log level: error, warn, info, debug or trace.
@@ -37,7 +37,7 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     max_body: usize,
-    /// Durability of the replica database: `full` (every commit synced to disk) or `normal`
+    /// Durability of the replica and blob databases: `full` (every commit synced to disk) or `normal`
     /// (survives a crash of the hub, not of the machine; faster).
     #[arg(long, default_value = "full")]
     durability: String,

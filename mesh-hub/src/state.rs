@@ -1,11 +1,11 @@
-//! The state every request shares: the hub's replica, its change broadcast, the accounts,
-//! device presence and the revocation and shutdown signals.
+//! The state every request shares: the hub's replica, its blob store, its change broadcast, the
+//! accounts, device presence and the revocation and shutdown signals.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mesh_client::store::ClientStore;
+use mesh_client::store::{BlobStore, ClientStore};
 use mesh_core::id::{DeviceId, ReplicaId};
 use mesh_core::model::FeedKey;
 use mesh_core::replica::Replica;
@@ -53,6 +53,8 @@ pub(crate) struct Presence {
 pub(crate) struct Inner {
     pub replica: Mutex<Replica<ClientStore>>,
     pub replica_id: ReplicaId,
+    /// Blob objects (chunks, manifests) and the folders that claim them.
+    pub blobs: BlobStore,
     /// The FeedSync endpoint of writes the hub makes for REST clients.
     pub endpoint: DeviceId,
     pub accounts: Arc<Accounts>,
@@ -75,7 +77,12 @@ pub(crate) fn now() -> Timestamp {
 }
 
 impl HubState {
-    pub fn new(replica: Replica<ClientStore>, accounts: Arc<Accounts>, config: HubConfig) -> Self {
+    pub fn new(
+        replica: Replica<ClientStore>,
+        blobs: BlobStore,
+        accounts: Arc<Accounts>,
+        config: HubConfig,
+    ) -> Self {
         let replica_id = replica.id();
         // A replica id is a valid device id: both are plain ids.
         let endpoint: DeviceId = replica_id
@@ -88,6 +95,7 @@ impl HubState {
         HubState(Arc::new(Inner {
             replica: Mutex::new(replica),
             replica_id,
+            blobs,
             endpoint,
             accounts,
             config,
@@ -111,6 +119,18 @@ impl HubState {
         })
         .await
         .map_err(ApiError::internal)
+    }
+
+    /// Runs blob store work on tokio's blocking pool.
+    pub async fn blobs<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&BlobStore) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let blobs = self.0.blobs.clone();
+        tokio::task::spawn_blocking(move || f(&blobs))
+            .await
+            .map_err(ApiError::internal)
     }
 
     /// Runs blocking account work on tokio's blocking pool.

@@ -5,6 +5,13 @@
 //! * `watch` is `GET {base}/mesh/notifications` as server-sent events: each `change` event
 //!   carries a [`Notification`]; the stream resumes from the last event id it saw when it is
 //!   opened again, and ends when the hub revokes the device or the connection drops.
+//! * the blob calls are `POST {base}/mesh/folders/{folder}/objects/missing` (a hash list in, the
+//!   missing ones out; lists longer than the hub's 65,536 go in several requests),
+//!   `POST …/objects` (a pack of objects, sent in batches of at most 4 MiB and 65,536 objects)
+//!   and `POST …/objects/fetch` (a hash list in, a pack out). A fetched pack is read as it arrives and every complete object is
+//!   verified against its hash: when the connection is cut midway, the objects received whole
+//!   are returned (the caller asks again for the rest), and an object whose bytes do not match
+//!   its hash fails the call with `Protocol`.
 //!
 //! Failures are typed ([`TransportError`]): 401 is `Unauthorized`, 403 `Forbidden`, 412
 //! `PreconditionFailed`, other 4xx carry the hub's error code as a [`CoreError`] (`Remote`), a
@@ -13,18 +20,32 @@
 //! Connection errors, 5xx and 429 are retried with exponential backoff (429 and 503 honour
 //! `Retry-After`), other 4xx never.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
+use mesh_core::blob::{pack, ChunkHash};
+use mesh_core::id::FolderId;
 use mesh_core::sync::{Request, Response};
 use mesh_core::CoreError;
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::transport::{Notification, Transport, TransportError};
+use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
+
+/// The most hashes the hub takes in one request (and objects in one uploaded pack); longer
+/// lists are sent in several requests.
+const MAX_HASHES: usize = 65_536;
+/// The most bytes of objects sent in one upload request (one larger object goes alone). Small
+/// enough to finish within the default timeout on a slow uplink, and well under the hub's
+/// default body limit of 32 MiB.
+const UPLOAD_BATCH: usize = 4 << 20;
+const HASHES_TYPE: &str = "application/x-mesh-hashes";
+const PACK_TYPE: &str = "application/x-mesh-pack";
 
 /// Timeouts and retries of an [`HttpTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +176,125 @@ impl HttpTransport {
         half + Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64))
     }
 
+    /// Runs `once` until it succeeds, retrying connection failures, 5xx and 429 with backoff
+    /// (honouring `Retry-After` up to [`HttpConfig::max_retry_after`]).
+    async fn retrying<T, F, Fut>(&self, mut once: F) -> Result<T, TransportError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TransportError>>,
+    {
+        let c = &self.inner.config;
+        let mut attempt = 0u32;
+        loop {
+            let err = match once().await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let wait = match &err {
+                TransportError::Offline(_) | TransportError::Server(_) => self.backoff(attempt),
+                TransportError::RateLimited { retry_after } => match retry_after {
+                    Some(d) if *d > c.max_retry_after => return Err(err),
+                    Some(d) => (*d).max(self.backoff(attempt)),
+                    None => self.backoff(attempt),
+                },
+                _ => return Err(err),
+            };
+            if attempt >= c.retries {
+                return Err(err);
+            }
+            attempt += 1;
+            tracing::debug!(hub = %self.inner.base, error = %err, ?wait, attempt, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `{base}/mesh/folders/{folder}/{tail}`, the folder id percent-encoded.
+    fn folder_url(&self, folder: &FolderId, tail: &str) -> String {
+        format!(
+            "{}/mesh/folders/{}/{tail}",
+            self.inner.base,
+            path_segment(folder.as_str())
+        )
+    }
+
+    /// POSTs a binary body; the answer when its status is a success.
+    async fn post_once(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        accept: &'static str,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, TransportError> {
+        let inner = &self.inner;
+        let resp = inner
+            .client
+            .post(url)
+            .bearer_auth(&inner.token)
+            .header(CONTENT_TYPE, content_type)
+            .header(ACCEPT, accept)
+            .body(body)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(status_error(status, &headers, &body))
+    }
+
+    /// A successful answer's whole body.
+    async fn post_bytes(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        accept: &'static str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, TransportError> {
+        let resp = self
+            .post_once(url, content_type, accept, body.to_vec().into())
+            .await?;
+        Ok(resp.bytes().await.map_err(body_error)?.to_vec())
+    }
+
+    /// One `fetch`: the verified objects of the answer, read as they arrive.
+    async fn fetch_once(
+        &self,
+        url: &str,
+        asked: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        let body = pack::encode_hashes(asked);
+        let resp = self
+            .post_once(url, HASHES_TYPE, PACK_TYPE, body.into())
+            .await?;
+        let wanted: HashSet<ChunkHash> = asked.iter().copied().collect();
+        let mut reader = PackReader::new(&wanted, asked.len());
+        let mut bytes = resp.bytes_stream();
+        loop {
+            if reader.take_frames()? {
+                return Ok(reader.out);
+            }
+            match bytes.next().await {
+                Some(Ok(chunk)) => reader.push(&chunk),
+                Some(Err(e)) if reader.out.is_empty() => return Err(body_error(e)),
+                Some(Err(e)) => {
+                    // Cut midway: keep what arrived whole; the caller asks again for the rest.
+                    tracing::debug!(hub = %self.inner.base, error = %e, objects = reader.out.len(),
+                        "object download cut; keeping the complete objects");
+                    return Ok(reader.out);
+                }
+                None if reader.pending() && reader.out.is_empty() => {
+                    return Err(TransportError::Protocol(
+                        "pack answer ends inside an object".into(),
+                    ))
+                }
+                None => return Ok(reader.out),
+            }
+        }
+    }
+
     async fn send_once(&self, request: &Request) -> Result<Response, TransportError> {
         let inner = &self.inner;
         let resp = inner
@@ -246,6 +386,7 @@ fn core_error(code: &str, message: String) -> Option<CoreError> {
             id: message,
         },
         "permission_denied" => CoreError::PermissionDenied(message),
+        "invalid_blob" => CoreError::InvalidBlob(message),
         "store" => CoreError::Store(message),
         // invalid_xml and the hub's own codes (payload_too_large, invalid_query, …) have no
         // richer core form.
@@ -278,29 +419,7 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Transpo
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        let c = &self.inner.config;
-        let mut attempt = 0u32;
-        loop {
-            let err = match self.send_once(&request).await {
-                Ok(r) => return Ok(r),
-                Err(e) => e,
-            };
-            let wait = match &err {
-                TransportError::Offline(_) | TransportError::Server(_) => self.backoff(attempt),
-                TransportError::RateLimited { retry_after } => match retry_after {
-                    Some(d) if *d > c.max_retry_after => return Err(err),
-                    Some(d) => (*d).max(self.backoff(attempt)),
-                    None => self.backoff(attempt),
-                },
-                _ => return Err(err),
-            };
-            if attempt >= c.retries {
-                return Err(err);
-            }
-            attempt += 1;
-            tracing::debug!(hub = %self.inner.base, error = %err, ?wait, attempt, "retrying");
-            tokio::time::sleep(wait).await;
-        }
+        self.retrying(|| self.send_once(&request)).await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
@@ -344,6 +463,162 @@ impl Transport for HttpTransport {
 
     fn describe(&self) -> String {
         format!("hub at {}", self.inner.base)
+    }
+
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>, TransportError> {
+        let url = self.folder_url(folder, "objects/missing");
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for batch in hashes.chunks(MAX_HASHES) {
+            let body = pack::encode_hashes(batch);
+            let answer = self
+                .retrying(|| self.post_bytes(&url, HASHES_TYPE, HASHES_TYPE, &body))
+                .await?;
+            let missing = pack::decode_hashes(&answer)
+                .map_err(|e| TransportError::Protocol(format!("missing objects: {e}")))?;
+            let asked: HashSet<&ChunkHash> = batch.iter().collect();
+            for h in missing {
+                if !asked.contains(&h) {
+                    return Err(TransportError::Protocol(format!(
+                        "missing objects: {h} was not asked about"
+                    )));
+                }
+                if seen.insert(h) {
+                    out.push(h);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        let url = self.folder_url(folder, "objects");
+        let mut rest = &objects[..];
+        while !rest.is_empty() {
+            // At least one object, then as many as fit the batch.
+            let mut n = 1;
+            let mut size = rest[0].1.len();
+            while n < rest.len() && n < MAX_HASHES && size + rest[n].1.len() <= UPLOAD_BATCH {
+                size += rest[n].1.len();
+                n += 1;
+            }
+            let (batch, tail) = rest.split_at(n);
+            let mut body = Vec::with_capacity(size + batch.len() * pack::FRAME_OVERHEAD);
+            for (h, data) in batch {
+                pack::write_frame(&mut body, h, data);
+            }
+            self.retrying(|| self.post_bytes(&url, PACK_TYPE, "application/json", &body))
+                .await?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.folder_url(folder, "objects/fetch");
+        let asked = &hashes[..hashes.len().min(MAX_HASHES)];
+        self.retrying(|| self.fetch_once(&url, asked)).await
+    }
+}
+
+/// Percent-encodes an id for one path segment (everything but the unreserved characters).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A response body that failed midway: a timeout, or a connection lost (retried).
+fn body_error(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else {
+        TransportError::Offline(format!("response cut: {}", error_chain(&e)))
+    }
+}
+
+/// Splits a pack as it arrives into verified objects.
+struct PackReader<'a> {
+    wanted: &'a HashSet<ChunkHash>,
+    max_objects: usize,
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    start: usize,
+    total: usize,
+    out: Vec<(ChunkHash, Vec<u8>)>,
+}
+
+impl<'a> PackReader<'a> {
+    fn new(wanted: &'a HashSet<ChunkHash>, max_objects: usize) -> Self {
+        PackReader {
+            wanted,
+            max_objects,
+            buf: Vec::new(),
+            start: 0,
+            total: 0,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Whether part of an object is buffered.
+    fn pending(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    /// Takes every complete frame buffered, verifying each. `Ok(true)` once the answer has all
+    /// it may carry (as many objects as asked, or the response budget), so that a remote
+    /// sending more is not read further.
+    fn take_frames(&mut self) -> Result<bool, TransportError> {
+        while let Some((h, data, used)) = pack::peek_frame(&self.buf[self.start..])
+            .map_err(|e| TransportError::Protocol(e.to_string()))?
+        {
+            if !self.wanted.contains(&h) {
+                return Err(TransportError::Protocol(format!(
+                    "the hub sent object {h}, which was not asked for"
+                )));
+            }
+            if !h.verifies(data) {
+                return Err(TransportError::Protocol(format!(
+                    "object {h} does not match its content"
+                )));
+            }
+            self.total += data.len();
+            self.out.push((h, data.to_vec()));
+            self.start += used;
+            if self.out.len() >= self.max_objects || self.total >= MAX_OBJECTS_RESPONSE {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -466,6 +741,17 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn folder_ids_are_percent_encoded_in_paths() {
+        assert_eq!(path_segment("f1.a_b-c~"), "f1.a_b-c~");
+        assert_eq!(path_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
+        let t = HttpTransport::new("http://hub/", "t").unwrap();
+        assert_eq!(
+            t.folder_url(&"x/y".parse().unwrap(), "objects/fetch"),
+            "http://hub/mesh/folders/x%2Fy/objects/fetch"
+        );
     }
 
     #[test]

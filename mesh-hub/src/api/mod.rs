@@ -1,5 +1,6 @@
 //! The HTTP API: routing, authentication, content negotiation, error bodies, OPTIONS.
 
+mod blobs;
 mod notify;
 mod rest;
 mod routes;
@@ -204,6 +205,17 @@ pub(crate) fn router(state: HubState) -> Router {
             "/mesh/folders/{folder}/feeds/{feed}/changes",
             get(rest::changes),
         )
+        .route("/mesh/folders/{folder}/objects", post(blobs::upload))
+        .route(
+            "/mesh/folders/{folder}/objects/missing",
+            post(blobs::missing),
+        )
+        .route("/mesh/folders/{folder}/objects/fetch", post(blobs::fetch))
+        .route(
+            "/mesh/folders/{folder}/objects/{object}",
+            get(blobs::object),
+        )
+        .route("/mesh/folders/{folder}/blobs/{manifest}", get(blobs::blob))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(options_and_errors))

@@ -40,7 +40,7 @@ type Params = Query<HashMap<String, String>>;
 
 // ---- ids from paths ------------------------------------------------------------------------
 
-fn folder_id(s: &str) -> Result<FolderId, ApiError> {
+pub(crate) fn folder_id(s: &str) -> Result<FolderId, ApiError> {
     s.parse().map_err(|_| ApiError::not_found("folder"))
 }
 

@@ -21,6 +21,9 @@ struct RouteDoc {
 const JSON: &[&str] = &["application/json"];
 const JSON_ATOM: &[&str] = &["application/json", "application/atom+xml"];
 const NONE: &[&str] = &[];
+const PACK: &[&str] = &["application/x-mesh-pack"];
+const HASHES: &[&str] = &["application/x-mesh-hashes"];
+const OCTETS: &[&str] = &["application/octet-stream"];
 const LIST_QUERY: &[&str] = &["$top", "$skip", "$orderby", "$filter"];
 
 const ROUTES: &[RouteDoc] = &[
@@ -183,6 +186,46 @@ const ROUTES: &[RouteDoc] = &[
         accepts: NONE,
         produces: JSON_ATOM,
         query: &["cursor", "limit"],
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/objects",
+        description: "blob objects (chunks, manifests): POST a pack (application/x-mesh-pack) to store its objects for the folder, all or none (authors and up)",
+        methods: &["POST", "OPTIONS"],
+        accepts: PACK,
+        produces: NONE,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/objects/missing",
+        description: "POST a hash list (application/x-mesh-hashes, at most 65536): the hashes the folder lacks",
+        methods: &["POST", "OPTIONS"],
+        accepts: HASHES,
+        produces: HASHES,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/objects/fetch",
+        description: "POST a hash list: a pack of the folder's objects among them, in order, up to 8 MiB (ask again for the rest)",
+        methods: &["POST", "OPTIONS"],
+        accepts: HASHES,
+        produces: PACK,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/objects/{object}",
+        description: "one object's bytes by its 64 hex digits; ETag, Range, If-None-Match",
+        methods: &["GET", "HEAD", "OPTIONS"],
+        accepts: NONE,
+        produces: OCTETS,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/folders/{folder}/blobs/{manifest}",
+        description: "a whole blob, assembled from the chunks its manifest lists; ETag, Range (resumable), If-None-Match",
+        methods: &["GET", "HEAD", "OPTIONS"],
+        accepts: NONE,
+        produces: OCTETS,
+        query: NONE,
     },
 ];
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_client::transport::{HttpConfig, HttpTransport, Transport, TransportError};
+use mesh_core::blob::{pack, ChunkHash};
 use mesh_core::sync::{Request, Response};
 use mesh_core::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,4 +295,293 @@ async fn the_watch_stream_reads_server_sent_events() {
     let t2 = transport(&server2, fast());
     assert_eq!(t2.watch().await.err(), Some(TransportError::Unauthorized));
     drop(t);
+}
+
+// ---- blob calls ----------------------------------------------------------------------------
+
+fn folder() -> mesh_core::id::FolderId {
+    "f1".parse().unwrap()
+}
+
+fn frames(objects: &[&[u8]]) -> (Vec<ChunkHash>, Vec<u8>) {
+    let mut body = Vec::new();
+    let mut hashes = Vec::new();
+    for o in objects {
+        let h = ChunkHash::of(o);
+        pack::write_frame(&mut body, &h, o);
+        hashes.push(h);
+    }
+    (hashes, body)
+}
+
+async fn pack_answer(status: u16, body: Vec<u8>) -> (MockServer, HttpTransport) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/f1/objects/fetch"))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/x-mesh-pack"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    (server, t)
+}
+
+#[tokio::test]
+async fn fetched_objects_are_verified_and_sent_as_hash_lists() {
+    let objects: [&[u8]; 3] = [b"one", b"", b"three"];
+    let (hashes, body) = frames(&objects);
+    let (server, t) = pack_answer(200, body).await;
+    let mut asked = hashes.clone();
+    asked.insert(1, ChunkHash::of(b"not there"));
+    let got = t.get_objects(&folder(), &asked).await.unwrap();
+    assert_eq!(got.len(), 3);
+    for ((h, d), o) in got.iter().zip(objects) {
+        assert_eq!((h, d.as_slice()), (&ChunkHash::of(o), o));
+    }
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].body, pack::encode_hashes(&asked));
+    assert_eq!(
+        reqs[0].headers.get("content-type").unwrap(),
+        "application/x-mesh-hashes"
+    );
+    assert_eq!(
+        reqs[0].headers.get("authorization").unwrap(),
+        "Bearer token"
+    );
+    // Nothing asked, nothing sent.
+    assert!(t.get_objects(&folder(), &[]).await.unwrap().is_empty());
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_fetch_answer_cut_mid_frame_keeps_the_complete_objects() {
+    let (hashes, body) = frames(&[&[1u8; 5000], &[2u8; 5000], &[3u8; 5000]]);
+    let cut = body.len() - 2000;
+    // A body that ends inside the third frame.
+    let (_server, t) = pack_answer(200, body[..cut].to_vec()).await;
+    let got = t.get_objects(&folder(), &hashes).await.unwrap();
+    assert_eq!(got.iter().map(|o| o.0).collect::<Vec<_>>(), hashes[..2]);
+
+    // A connection that promises the whole pack and hangs up inside the third frame.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let full = body.len();
+    let partial = body[..cut].to_vec();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = sock.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-mesh-pack\r\ncontent-length: {full}\r\n\r\n"
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&partial).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    let t = HttpTransport::with_config(&format!("http://{addr}"), "t", fast()).unwrap();
+    let got = t.get_objects(&folder(), &hashes).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].1, vec![2u8; 5000]);
+    // Asking again for the rest is how the download resumes.
+    assert_eq!(got.iter().map(|o| o.0).collect::<Vec<_>>(), hashes[..2]);
+}
+
+#[tokio::test]
+async fn a_fetch_cut_before_any_complete_object_is_an_error() {
+    let (hashes, body) = frames(&[&[1u8; 5000]]);
+    let (_server, t) = pack_answer(200, body[..100].to_vec()).await;
+    assert!(matches!(
+        t.get_objects(&folder(), &hashes).await.unwrap_err(),
+        TransportError::Protocol(_)
+    ));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5036\r\n\r\n0123456789")
+                .await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    let t = HttpTransport::with_config(&format!("http://{addr}"), "t", fast()).unwrap();
+    let e = t.get_objects(&folder(), &hashes).await.unwrap_err();
+    assert!(matches!(e, TransportError::Offline(_)), "{e:?}");
+    assert!(e.is_retryable());
+    // A connection lost before any object is retried like any connection failure.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1 + fast().retries as usize);
+}
+
+#[tokio::test]
+async fn a_fetched_object_with_wrong_bytes_is_a_protocol_error() {
+    let (hashes, mut body) = frames(&[b"good", b"also good"]);
+    *body.last_mut().unwrap() ^= 1;
+    let (server, t) = pack_answer(200, body).await;
+    match t.get_objects(&folder(), &hashes).await.unwrap_err() {
+        TransportError::Protocol(m) => assert!(m.contains("does not match"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "not retried"
+    );
+
+    // An object that was not asked for, even with the right bytes, is refused too.
+    let (_, body) = frames(&[b"uninvited"]);
+    let (_server, t) = pack_answer(200, body).await;
+    assert!(matches!(
+        t.get_objects(&folder(), &hashes).await.unwrap_err(),
+        TransportError::Protocol(_)
+    ));
+
+    // So is a frame announcing an object over the size limit.
+    let mut body = hashes[0].as_bytes().to_vec();
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    body.extend_from_slice(&[0; 100]);
+    let (_server, t) = pack_answer(200, body).await;
+    assert!(matches!(
+        t.get_objects(&folder(), &hashes).await.unwrap_err(),
+        TransportError::Protocol(_)
+    ));
+}
+
+#[tokio::test]
+async fn blob_calls_map_403_and_404_and_are_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/f1/objects"))
+        .respond_with(ResponseTemplate::new(403).set_body_raw(
+            r#"{"code":"permission_denied","message":"bob (reader) may not create entries"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/f1/objects/fetch"))
+        .respond_with(ResponseTemplate::new(404).set_body_raw(
+            r#"{"code":"not_found","message":"folder f1 not found"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/f1/objects/missing"))
+        .respond_with(ResponseTemplate::new(404).set_body_raw(
+            r#"{"code":"not_found","message":"folder f1 not found"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    let o = (ChunkHash::of(b"x"), b"x".to_vec());
+    assert_eq!(
+        t.put_objects(&folder(), vec![o.clone()]).await.unwrap_err(),
+        TransportError::Forbidden("bob (reader) may not create entries".into())
+    );
+    for e in [
+        t.get_objects(&folder(), &[o.0]).await.unwrap_err(),
+        t.missing_objects(&folder(), &[o.0])
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        match e {
+            TransportError::Remote(c) => assert_eq!(c.code(), ErrorCode::NotFound),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+
+    // A forged upload refused by the hub comes back as invalid_blob.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_raw(
+            r#"{"code":"invalid_blob","message":"object does not match its content"}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    match t.put_objects(&folder(), vec![o]).await.unwrap_err() {
+        TransportError::Remote(c) => assert_eq!(c.code(), ErrorCode::InvalidBlob),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn uploads_and_long_hash_lists_are_split_into_requests() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/a%2Fb%20c/objects"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mesh/folders/a%2Fb%20c/objects/missing"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(Vec::new(), "application/x-mesh-hashes"),
+        )
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    let f: mesh_core::id::FolderId = "a/b c".parse().unwrap();
+    // 3 MiB objects: one per request (4 MiB batches); small ones share one.
+    let mut objects: Vec<_> = (0..3u8)
+        .map(|i| {
+            let d = vec![i; 3 << 20];
+            (ChunkHash::of(&d), d)
+        })
+        .collect();
+    objects
+        .extend((0..100u32).map(|i| (ChunkHash::of(&i.to_be_bytes()), i.to_be_bytes().to_vec())));
+    t.put_objects(&f, objects.clone()).await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 3);
+    let sent: Vec<_> = reqs
+        .iter()
+        .flat_map(|r| pack::decode(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent, objects, "every object once, in order");
+    assert_eq!(
+        reqs[0].headers.get("content-type").unwrap(),
+        "application/x-mesh-pack"
+    );
+
+    let hashes: Vec<ChunkHash> = (0..70_000u32)
+        .map(|i| ChunkHash::of(&i.to_le_bytes()))
+        .collect();
+    assert!(t.missing_objects(&f, &hashes).await.unwrap().is_empty());
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 5);
+    assert_eq!(reqs[3].body.len(), 65_536 * 32);
+    assert_eq!(reqs[4].body.len(), (70_000 - 65_536) * 32);
+
+    // An answer naming a hash that was not asked about is not the protocol.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            pack::encode_hashes(&[ChunkHash::of(b"?")]),
+            "application/x-mesh-hashes",
+        ))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    assert!(matches!(
+        t.missing_objects(&f, &hashes[..3]).await.unwrap_err(),
+        TransportError::Protocol(_)
+    ));
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
+use mesh_core::blob::{pack, ChunkHash, Manifest};
 use mesh_hub::{Hub, HubConfig};
 use proptest::prelude::*;
 use tower::ServiceExt;
@@ -59,8 +60,48 @@ fn fixture() -> Fixture {
                 .unwrap();
             assert!(r.status().is_success(), "{path}: {}", r.status());
         }
+        // A blob of two chunks, so that object and blob paths reach deep handlers.
+        let r = router
+            .clone()
+            .oneshot(
+                Request::post("/mesh/folders/f1/objects")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/x-mesh-pack")
+                    .body(Body::from(blob_pack()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "upload: {}", r.status());
     });
     Fixture { rt, router, token }
+}
+
+/// A segment naming an object: the blob's manifest, a chunk, an unknown hash, or anything.
+fn blob_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(manifest().hash().hex()),
+        Just(ChunkHash::of(CHUNKS[0]).hex()),
+        Just(ChunkHash::of(b"unknown").hex()),
+        Just(manifest().hash().hex().to_uppercase()),
+        segment(),
+    ]
+}
+
+const CHUNKS: [&[u8]; 2] = [b"first chunk", b"second chunk"];
+
+fn manifest() -> Manifest {
+    Manifest::new(CHUNKS.map(|c| (ChunkHash::of(c), c.len() as u32))).unwrap()
+}
+
+fn blob_pack() -> Vec<u8> {
+    let mut body = Vec::new();
+    for c in CHUNKS {
+        pack::write_frame(&mut body, &ChunkHash::of(c), c);
+    }
+    let m = manifest().encode();
+    pack::write_frame(&mut body, &ChunkHash::of(&m), &m);
+    body
 }
 
 fn segment() -> impl Strategy<Value = String> {
@@ -83,6 +124,13 @@ fn segment() -> impl Strategy<Value = String> {
         Just("accept".to_owned()),
         Just("sync".to_owned()),
         Just("notifications".to_owned()),
+        Just("objects".to_owned()),
+        Just("missing".to_owned()),
+        Just("fetch".to_owned()),
+        Just("blobs".to_owned()),
+        Just(manifest().hash().hex()),
+        Just(ChunkHash::of(CHUNKS[0]).hex()),
+        Just(ChunkHash::of(b"unknown").hex()),
         Just("".to_owned()),
         Just("..".to_owned()),
         Just("%FF".to_owned()),
@@ -91,6 +139,27 @@ fn segment() -> impl Strategy<Value = String> {
         "[a-z0-9._~-]{1,12}",
         "x{300}",
     ]
+}
+
+/// Paths: random segments, or the blob resources of a folder (which random segments would
+/// seldom spell out).
+fn path() -> impl Strategy<Value = Vec<String>> {
+    let blob = (
+        prop_oneof![Just("f1".to_owned()), Just("nope".to_owned()), segment()],
+        prop_oneof![
+            Just(vec!["objects".to_owned()]),
+            Just(vec!["objects".to_owned(), "missing".to_owned()]),
+            Just(vec!["objects".to_owned(), "fetch".to_owned()]),
+            segment().prop_map(|s| vec!["objects".to_owned(), s]),
+            segment().prop_map(|s| vec!["blobs".to_owned(), s]),
+        ],
+    )
+        .prop_map(|(folder, tail)| {
+            let mut p = vec!["mesh".to_owned(), "folders".to_owned(), folder];
+            p.extend(tail);
+            p
+        });
+    prop_oneof![proptest::collection::vec(segment(), 0..8), blob]
 }
 
 fn query() -> impl Strategy<Value = String> {
@@ -123,6 +192,9 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(b"<feed xmlns='http://www.w3.org/2005/Atom'><entry><title>x</title></entry></feed>".to_vec()),
         Just(b"<<<<".to_vec()),
         Just(vec![b'{'; 70_000]),
+        Just(blob_pack()),
+        Just(blob_pack()[..50].to_vec()),
+        Just(pack::encode_hashes(&[manifest().hash(), ChunkHash::of(CHUNKS[1])])),
         proptest::collection::vec(any::<u8>(), 0..200),
         "[ -~]{0,200}".prop_map(String::into_bytes),
     ]
@@ -140,23 +212,119 @@ fn method() -> impl Strategy<Value = Method> {
     ]
 }
 
+/// One request through the router: never a 5xx nor a panic; error answers carry JSON
+/// `{code, message}`.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    fx: &Fixture,
+    m: Method,
+    uri: String,
+    b: Vec<u8>,
+    auth: u8,
+    ct: Option<&str>,
+    accept: Option<&str>,
+    extra: Vec<(&'static str, String)>,
+) -> Result<(), TestCaseError> {
+    let mut rb = Request::builder().method(m.clone()).uri(uri.as_str());
+    match auth {
+        0 => {}
+        1 => rb = rb.header("authorization", format!("Bearer {}", fx.token)),
+        _ => rb = rb.header("authorization", "Bearer mesh_forged"),
+    }
+    if let Some(ct) = ct {
+        rb = rb.header("content-type", ct);
+    }
+    if let Some(a) = accept {
+        rb = rb.header("accept", a);
+    }
+    for (name, value) in &extra {
+        rb = rb.header(*name, value.as_str());
+    }
+    let Ok(req) = rb.body(Body::from(b)) else {
+        // Not a representable HTTP request (the URI did not parse): nothing to send.
+        return Ok(());
+    };
+    let (status, ctype, bytes) = fx.rt.block_on(async {
+        let resp = tokio::time::timeout(Duration::from_secs(10), fx.router.clone().oneshot(req))
+            .await
+            .expect("answers promptly")
+            .expect("infallible");
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = if ctype.starts_with("text/event-stream") {
+            Default::default()
+        } else {
+            axum::body::to_bytes(resp.into_body(), 16 << 20)
+                .await
+                .unwrap()
+        };
+        (status, ctype, bytes)
+    });
+    prop_assert!(
+        status.as_u16() < 500,
+        "{m} {uri}: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    if status.as_u16() >= 400 && m != Method::HEAD {
+        prop_assert!(
+            ctype.starts_with("application/json"),
+            "{m} {uri}: {status} {ctype}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| TestCaseError::fail(format!("{m} {uri}: {e}")))?;
+        prop_assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+    }
+    Ok(())
+}
+
+thread_local! {
+    static FIX: Fixture = fixture();
+}
+
+fn content_type() -> impl Strategy<Value = Option<&'static str>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("application/json")),
+        Just(Some("application/atom+xml")),
+        Just(Some("text/plain")),
+        Just(Some("application/json; charset=\u{7f}")),
+        Just(Some("application/x-mesh-pack")),
+        Just(Some("application/x-mesh-hashes")),
+    ]
+}
+
+fn range() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("bytes=0-5".to_owned())),
+        Just(Some("bytes=-3".to_owned())),
+        Just(Some("bytes=5-".to_owned())),
+        Just(Some("bytes=99999999999999999999999-".to_owned())),
+        Just(Some("bytes=-99999999999999999999999".to_owned())),
+        Just(Some("bytes=7-2".to_owned())),
+        Just(Some("bytes=0-0,2-3".to_owned())),
+        "bytes=[0-9-]{0,12}".prop_map(Some),
+        "[ -~]{0,24}".prop_map(Some),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
     fn random_requests_never_get_a_5xx(
         m in method(),
-        segs in proptest::collection::vec(segment(), 0..8),
+        segs in path(),
         q in query(),
         b in body(),
         auth in 0u8..3,
-        ct in prop_oneof![
-            Just(None),
-            Just(Some("application/json")),
-            Just(Some("application/atom+xml")),
-            Just(Some("text/plain")),
-            Just(Some("application/json; charset=\u{7f}")),
-        ],
+        ct in content_type(),
+        range in range(),
         accept in prop_oneof![
             Just(None),
             Just(Some("application/atom+xml")),
@@ -164,57 +332,34 @@ proptest! {
             Just(Some("*/*")),
         ],
     ) {
-        thread_local! {
-            static FIX: Fixture = fixture();
-        }
-        FIX.with(|fx| {
-            let uri = format!("/{}{}", segs.join("/"), q);
-            let mut rb = Request::builder().method(m.clone()).uri(uri.as_str());
-            match auth {
-                0 => {}
-                1 => rb = rb.header("authorization", format!("Bearer {}", fx.token)),
-                _ => rb = rb.header("authorization", "Bearer mesh_forged"),
-            }
-            if let Some(ct) = ct {
-                rb = rb.header("content-type", ct);
-            }
-            if let Some(a) = accept {
-                rb = rb.header("accept", a);
-            }
-            let Ok(req) = rb.body(Body::from(b.clone())) else {
-                // Not a representable HTTP request (the URI did not parse): nothing to send.
-                return Ok(());
-            };
-            let (status, ctype, bytes) = fx.rt.block_on(async {
-                let resp = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    fx.router.clone().oneshot(req),
-                )
-                .await
-                .expect("answers promptly")
-                .expect("infallible");
-                let status = resp.status();
-                let ctype = resp
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                let bytes = if ctype.starts_with("text/event-stream") {
-                    Default::default()
-                } else {
-                    axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap()
-                };
-                (status, ctype, bytes)
-            });
-            prop_assert!(status.as_u16() < 500, "{m} {uri}: {status} {}", String::from_utf8_lossy(&bytes));
-            if status.as_u16() >= 400 && m != Method::HEAD {
-                prop_assert!(ctype.starts_with("application/json"), "{m} {uri}: {status} {ctype}");
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| TestCaseError::fail(format!("{m} {uri}: {e}")))?;
-                prop_assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
-            }
-            Ok(())
-        })?;
+        let uri = format!("/{}{}", segs.join("/"), q);
+        let extra = range.map(|r| ("range", r)).into_iter().collect();
+        FIX.with(|fx| check(fx, m, uri, b, auth, ct, accept, extra))?;
+    }
+
+    /// The blob resources, reached with a valid token: every hash and range.
+    #[test]
+    fn random_blob_requests_never_get_a_5xx(
+        m in prop_oneof![Just(Method::GET), Just(Method::HEAD), Just(Method::POST)],
+        folder in prop_oneof![3 => Just("f1".to_owned()), 1 => Just("nope".to_owned()), 1 => segment()],
+        tail in prop_oneof![
+            Just("objects".to_owned()),
+            Just("objects/missing".to_owned()),
+            Just("objects/fetch".to_owned()),
+            blob_segment().prop_map(|s| format!("objects/{s}")),
+            blob_segment().prop_map(|s| format!("blobs/{s}")),
+        ],
+        b in body(),
+        ct in content_type(),
+        range in range(),
+        if_none_match in prop_oneof![Just(None), Just(Some(format!("\"{}\"", manifest().hash().hex()))), Just(Some("*".to_owned()))],
+    ) {
+        let uri = format!("/mesh/folders/{folder}/{tail}");
+        let extra = range
+            .map(|r| ("range", r))
+            .into_iter()
+            .chain(if_none_match.map(|t| ("if-none-match", t)))
+            .collect();
+        FIX.with(|fx| check(fx, m, uri, b, 1, ct, None, extra))?;
     }
 }
