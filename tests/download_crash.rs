@@ -102,9 +102,19 @@ fn download_receiver_child() {
     });
 }
 
+/// When to kill the receiver.
+#[derive(Clone, Copy, PartialEq)]
+enum Kill {
+    Never,
+    /// Once it reports download progress past 1 MiB.
+    MidDownload,
+    /// As soon as its temporary file appears in `dir` (the file is being written).
+    MidWrite,
+}
+
 /// Runs the receiver; returns whether it was killed, the bytes its blob store held when it
 /// started, and when it finished.
-fn run_child(env: &str, kill_on_progress: bool) -> (bool, u64, Option<u64>) {
+fn run_child(env: &str, kill: Kill, dir: &Path) -> (bool, u64, Option<u64>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
@@ -115,25 +125,61 @@ fn run_child(env: &str, kill_on_progress: bool) -> (bool, u64, Option<u64>) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let watcher = (kill == Kill::MidWrite).then(|| {
+        let (pid, dir) = (child.id().to_string(), dir.to_owned());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let writing = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(mesh::client::mapping::TEMP_PREFIX)
+                    });
+                if writing {
+                    let _ = Command::new("kill").args(["-9", &pid]).status();
+                    return true;
+                }
+                std::thread::yield_now();
+            }
+            false
+        })
+    });
+    let kill_on_progress = kill == Kill::MidDownload;
     let mut killed = false;
     let mut done = None;
     let mut before = 0;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        if line.starts_with("progress ") && kill_on_progress {
+        // Lines may follow the test harness's own output on the same line.
+        let field = |name: &str| -> Option<u64> {
+            let at = line.find(name)?;
+            line[at + name.len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        if kill_on_progress && field("progress ").is_some_and(|n| n > 1 << 20) {
             // SIGKILL: no destructor, no flush, no clean close.
             let _ = child.kill();
             killed = true;
             break;
         }
-        if let Some(n) = line.strip_prefix("before ") {
-            before = n.parse().unwrap();
+        if let Some(n) = field("before ") {
+            before = n;
         }
-        if let Some(n) = line.strip_prefix("done ") {
-            done = Some(n.parse().unwrap());
+        if let Some(n) = field("done ") {
+            done = Some(n);
         }
     }
     let status = child.wait().unwrap();
+    if let Some(w) = watcher {
+        killed = w.join().unwrap();
+    }
     if !killed {
         let mut err = String::new();
         let _ = child.stderr.take().unwrap().read_to_string(&mut err);
@@ -210,7 +256,7 @@ fn a_killed_download_leaves_no_partial_file_and_resumes() {
     // The guard keeps the hub serving while the children run.
     let _guard = rt.enter();
 
-    let (killed, _, _) = run_child(&env, true);
+    let (killed, _, _) = run_child(&env, Kill::MidDownload, &dir_b);
     assert!(killed, "the receiver finished before it could be killed");
     // Nothing where the file belongs (at most a temporary file, which is not the file).
     assert!(
@@ -218,10 +264,24 @@ fn a_killed_download_leaves_no_partial_file_and_resumes() {
         "after the kill: {:?}",
         visible_files(&dir_b)
     );
+    // Killed again while the file is being written: still nothing visible.
+    let (killed, _, _) = run_child(&env, Kill::MidWrite, &dir_b);
+    assert!(
+        killed,
+        "the receiver wrote the file before it could be killed"
+    );
+    assert!(
+        visible_files(&dir_b).is_empty(),
+        "after a kill during the write: {:?}",
+        visible_files(&dir_b)
+    );
 
-    let (_, kept, stored) = run_child(&env, false);
+    let (_, kept, stored) = run_child(&env, Kill::Never, &dir_b);
     // The restarted device had kept what it downloaded before the kill.
-    assert!(kept > 0, "nothing downloaded before the kill survived it");
+    assert!(
+        kept > 1 << 20,
+        "what was downloaded before the kill did not survive it ({kept} bytes)"
+    );
     assert_eq!(visible_files(&dir_b), vec!["movie.bin".to_owned()]);
     assert!(std::fs::read(dir_b.join("movie.bin")).unwrap() == data);
     // No temporary file is left, and the store holds each chunk once.

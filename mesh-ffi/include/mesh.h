@@ -286,6 +286,33 @@ mesh_status mesh_client_remove_member(const mesh_client *client,
                                       const char *user,
                                       mesh_error **error);
 
+// Maps `folder` onto the directory `path` (UTF-8; created if missing) on this device and
+// starts keeping the two in sync: local edits are published, remote ones written atomically,
+// concurrent edits keep a conflict copy. Symbolic links inside the directory are neither
+// followed nor synced; a `.meshignore` file at its root (gitignore syntax) leaves paths out.
+// The mapping record (JSON) goes to `*mapping_json` (may be NULL). Progress and refusals
+// arrive as `transfer` and `mapping` events.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_map_folder(const mesh_client *client,
+                                   const char *folder,
+                                   const char *path,
+                                   char **mapping_json,
+                                   mesh_error **error);
+
+// Stops the mapping of `folder` on this device. Never deletes a local file.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_unmap_folder(const mesh_client *client,
+                                     const char *folder,
+                                     mesh_error **error);
+
+// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
+// waits for it. `MESH_STATUS_NOT_FOUND` when the folder is not mapped on this device.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_rescan(const mesh_client *client, const char *folder, mesh_error **error);
+
 // Syncs with every remote now and waits until each session has finished with both sides
 // caught up. The report (may be NULL) is a JSON array:
 // `[{"remote": "hub", "sent": 1, "received": 0, "added": 0, "updated": 0, "conflicts": 0}]`.

@@ -694,6 +694,68 @@ pub unsafe extern "C" fn mesh_client_remove_member(
     })
 }
 
+// ---- folders of files ------------------------------------------------------------------------
+
+/// Maps `folder` onto the directory `path` (UTF-8; created if missing) on this device and
+/// starts keeping the two in sync: local edits are published, remote ones written atomically,
+/// concurrent edits keep a conflict copy. Symbolic links inside the directory are neither
+/// followed nor synced; a `.meshignore` file at its root (gitignore syntax) leaves paths out.
+/// The mapping record (JSON) goes to `*mapping_json` (may be NULL). Progress and refusals
+/// arrive as `transfer` and `mapping` events.
+///
+/// Thread-safety: may be called from any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn mesh_client_map_folder(
+    client: *const mesh_client,
+    folder: *const c_char,
+    path: *const c_char,
+    mapping_json: *mut *mut c_char,
+    error: *mut *mut mesh_error,
+) -> mesh_status {
+    with_client(client, error, |c| {
+        let folder: FolderId = id_arg(folder, "folder")?;
+        let path = str_arg(path, "path")?.to_owned();
+        let m = c.run(c.client.map_folder(&folder, path))?;
+        if !mapping_json.is_null() {
+            Out::new(mapping_json, "mapping_json")?.write_json(&m)?;
+        }
+        Ok(())
+    })
+}
+
+/// Stops the mapping of `folder` on this device. Never deletes a local file.
+///
+/// Thread-safety: may be called from any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn mesh_client_unmap_folder(
+    client: *const mesh_client,
+    folder: *const c_char,
+    error: *mut *mut mesh_error,
+) -> mesh_status {
+    with_client(client, error, |c| {
+        let folder: FolderId = id_arg(folder, "folder")?;
+        c.run(c.client.unmap_folder(&folder))?;
+        Ok(())
+    })
+}
+
+/// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
+/// waits for it. `MESH_STATUS_NOT_FOUND` when the folder is not mapped on this device.
+///
+/// Thread-safety: may be called from any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn mesh_client_rescan(
+    client: *const mesh_client,
+    folder: *const c_char,
+    error: *mut *mut mesh_error,
+) -> mesh_status {
+    with_client(client, error, |c| {
+        let folder: FolderId = id_arg(folder, "folder")?;
+        c.run(c.client.rescan(&folder))?;
+        Ok(())
+    })
+}
+
 // ---- sync and conflicts ----------------------------------------------------------------------
 
 /// Syncs with every remote now and waits until each session has finished with both sides

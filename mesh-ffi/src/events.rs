@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ::mesh_client::{ChangeKind, ChangeSource, Event};
+use ::mesh_client::{ChangeKind, ChangeSource, Event, MappingEvent, TransferDirection};
 use futures::StreamExt;
 use mesh_core::id::{FeedName, FolderId};
 use mesh_core::model::Scope;
@@ -253,6 +253,42 @@ pub(crate) fn event_json(e: &Event) -> String {
         }
         Event::Online { remote } => json!({ "type": "online", "remote": remote }),
         Event::Offline { remote } => json!({ "type": "offline", "remote": remote }),
+        Event::Transfer {
+            remote,
+            folder,
+            direction,
+            done_bytes,
+            total_bytes,
+        } => json!({
+            "type": "transfer", "remote": remote, "folder": folder,
+            "direction": match direction {
+                TransferDirection::Upload => "upload",
+                TransferDirection::Download => "download",
+            },
+            "done_bytes": done_bytes, "total_bytes": total_bytes,
+        }),
+        Event::Mapping { folder, event } => {
+            let detail = match event {
+                MappingEvent::Scanned { paths, published } => {
+                    json!({ "kind": "scanned", "paths": paths, "published": published })
+                }
+                MappingEvent::Applied { path, deleted } => {
+                    json!({ "kind": "applied", "path": path, "deleted": deleted })
+                }
+                MappingEvent::ConflictCopy { path, copy } => {
+                    json!({ "kind": "conflict_copy", "path": path, "copy": copy })
+                }
+                MappingEvent::Refused { path, reason } => {
+                    json!({ "kind": "refused", "path": path, "reason": reason })
+                }
+                MappingEvent::Skipped { path, reason } => {
+                    json!({ "kind": "skipped", "path": path, "reason": reason })
+                }
+                MappingEvent::Error { error } => json!({ "kind": "error", "error": error }),
+                _ => json!({ "kind": "other" }),
+            };
+            merge(json!({ "type": "mapping", "folder": folder }), detail)
+        }
         _ => json!({ "type": "other" }),
     };
     v.to_string()

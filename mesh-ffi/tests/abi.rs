@@ -1086,3 +1086,76 @@ fn clients_are_usable_from_many_threads() {
     assert_eq!(all.as_array().unwrap().len(), 40);
     unsafe { mesh_client_free(c) };
 }
+
+#[test]
+fn folders_of_files_through_the_abi() {
+    let w = World::new();
+    let laptop = w.open("ann", "laptop");
+    let phone = w.open("ann", "phone");
+    let f = folder_with_feed(laptop);
+    sync(laptop);
+    sync(phone);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(da.path().join("hello.txt"), b"hello from C").unwrap();
+    let path_a = cs(da.path().to_str().unwrap());
+    let path_b = cs(db.path().to_str().unwrap());
+    let mapping = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_map_folder(laptop, f.as_ptr(), path_a.as_ptr(), o, e)
+    }));
+    assert_eq!(mapping["device"], "laptop");
+    expect(MESH_STATUS_OK, (), |_, e| unsafe {
+        mesh_client_map_folder(phone, f.as_ptr(), path_b.as_ptr(), null_mut(), e)
+    });
+    expect(MESH_STATUS_OK, (), |_, e| unsafe {
+        mesh_client_rescan(laptop, f.as_ptr(), e)
+    });
+    sync(laptop);
+    sync(phone);
+    expect(MESH_STATUS_OK, (), |_, e| unsafe {
+        mesh_client_rescan(phone, f.as_ptr(), e)
+    });
+    assert_eq!(
+        std::fs::read(db.path().join("hello.txt")).unwrap(),
+        b"hello from C"
+    );
+    // The phone's events include the mapping's, as JSON.
+    let mut kinds = Vec::new();
+    loop {
+        let mut out: *mut c_char = null_mut();
+        let st = unsafe { mesh_client_poll_event(phone, 0, &mut out, null_mut()) };
+        if st != MESH_STATUS_OK {
+            break;
+        }
+        let ev = json_of(out);
+        if ev["type"] == "mapping" || ev["type"] == "transfer" {
+            kinds.push(format!(
+                "{}:{}",
+                ev["type"].as_str().unwrap_or(""),
+                ev["kind"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    assert!(kinds.iter().any(|k| k == "mapping:applied"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k.starts_with("transfer")), "{kinds:?}");
+    // Unmapping keeps the files; a rescan then finds no mapping; NULLs give a status.
+    expect(MESH_STATUS_OK, (), |_, e| unsafe {
+        mesh_client_unmap_folder(phone, f.as_ptr(), e)
+    });
+    assert!(db.path().join("hello.txt").exists());
+    expect(MESH_STATUS_NOT_FOUND, (), |_, e| unsafe {
+        mesh_client_rescan(phone, f.as_ptr(), e)
+    });
+    expect(MESH_STATUS_NULL_ARGUMENT, (), |_, e| unsafe {
+        mesh_client_map_folder(phone, f.as_ptr(), null(), null_mut(), e)
+    });
+    expect(MESH_STATUS_NULL_ARGUMENT, (), |_, e| unsafe {
+        mesh_client_map_folder(phone, null(), path_b.as_ptr(), null_mut(), e)
+    });
+    expect(MESH_STATUS_INVALID_UTF8, (), |_, e| unsafe {
+        mesh_client_map_folder(phone, f.as_ptr(), bad_utf8(), null_mut(), e)
+    });
+    unsafe {
+        mesh_client_free(laptop);
+        mesh_client_free(phone);
+    }
+}

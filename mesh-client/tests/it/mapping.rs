@@ -656,3 +656,64 @@ async fn watched_directories_sync_by_themselves() {
     assert!(arrived.is_ok(), "the file did not arrive by itself");
     assert_eq!(std::fs::read(db.path().join("hello.txt")).unwrap(), b"hi");
 }
+
+/// An application's media: stored as chunks on one device, uploaded with its entry, fetched
+/// on demand on another, deduplicated both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_blobs_travel_with_their_entries_and_are_fetched_on_demand() {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Photos", "app/photos").await.unwrap().id;
+    let feed = a
+        .create_feed(&folder, "photos".parse().unwrap(), "Photos")
+        .await
+        .unwrap();
+    let photo = noise(5, 1_500_000);
+    let media = a
+        .put_blob(&folder, photo.clone(), "image/jpeg")
+        .await
+        .unwrap();
+    assert_eq!(media.length, 1_500_000);
+    let mut d = EntryDraft::new("Beach", serde_json::json!({}));
+    d.media = Some(media.clone());
+    let e = a.put(&folder, &feed, d).await.unwrap();
+    settle(&[&a, &b]).await;
+    // The hub got every object before the entry.
+    assert!(hub.blobs().usage().unwrap().1 >= 1_500_000);
+    let got = b.get(&folder, &feed, e.entry_id()).await.unwrap().unwrap();
+    let m = got.data().media.clone().unwrap();
+    // Not downloaded until asked for.
+    assert_eq!(b.blob_store().usage().unwrap().1, 0);
+    let mut events = b.events().boxed();
+    assert_eq!(b.read_blob(&folder, &m).await.unwrap(), photo);
+    let mut last = None;
+    while let Some(Some(ev)) = futures::FutureExt::now_or_never(events.next()) {
+        if let Event::Transfer {
+            done_bytes,
+            total_bytes,
+            ..
+        } = ev
+        {
+            last = Some((done_bytes, total_bytes));
+        }
+    }
+    let (done, total) = last.unwrap();
+    assert_eq!(done, total);
+    // A second fetch moves nothing.
+    assert_eq!(b.fetch_blob(&folder, &m).await.unwrap(), 0);
+    // Exported atomically to a file.
+    let dir = tempfile::tempdir().unwrap();
+    b.export_blob(&folder, &m, dir.path().join("beach.jpg"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dir.path().join("beach.jpg")).unwrap(), photo);
+    // A blob of another folder is not reachable through this one.
+    let other = a.create_folder("Private", "app/photos").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let secret = a
+        .put_blob(&other, noise(6, 10_000), "text/plain")
+        .await
+        .unwrap();
+    assert!(b.fetch_blob(&folder, &secret).await.is_err());
+}
