@@ -7,8 +7,9 @@
 //! object in another folder is never revealed (an upload for a folder that lacks the object is
 //! always asked for, even when the bytes are already stored).
 //!
-//! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, WAL, the
-//! replica's [`Durability`]). Schema version 1:
+//! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, 64 KiB
+//! pages, a rollback journal so that object bytes are written once, the replica's
+//! [`Durability`]). Schema version 1:
 //!
 //! | table | holds |
 //! |---|---|
@@ -153,7 +154,16 @@ impl BlobStore {
         let fail = |e: rusqlite::Error| open_error(&location, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         let version = identify(&conn, &location, &SCHEMA)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        if version == 0 {
+            // Objects are up to 256 KiB: large pages keep their overflow chains short. Only
+            // a new file can take it.
+            conn.pragma_update(None, "page_size", 65_536)
+                .map_err(fail)?;
+        }
+        // A rollback journal, not WAL: new objects are appended to the file and written once
+        // (WAL would write every byte twice, to the log and at the checkpoint); only the few
+        // b-tree pages a transaction changes are journaled.
+        conn.pragma_update_and_check(None, "journal_mode", "TRUNCATE", |r| r.get::<_, String>(0))
             .map_err(fail)?;
         let sync = match durability {
             Durability::Full => "FULL",

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use mesh_core::blob::{ChunkHash, Manifest};
 use mesh_core::id::{FolderId, RemoteId};
 use mesh_core::CoreError;
@@ -93,6 +94,9 @@ pub(crate) async fn upload(
         .collect();
     let total: u64 = todo.iter().map(|(_, n)| n).sum();
     let mut done = 0u64;
+    // Batches of about UPLOAD_BATCH bytes, two in flight: one is read and sent while the
+    // remote stores the other.
+    let mut batches: Vec<(Vec<ChunkHash>, u64)> = Vec::new();
     let mut i = 0;
     while i < todo.len() {
         let mut j = i;
@@ -101,7 +105,10 @@ pub(crate) async fn upload(
             size += todo[j].1;
             j += 1;
         }
-        let hashes: Vec<ChunkHash> = todo[i..j].iter().map(|(h, _)| *h).collect();
+        batches.push((todo[i..j].iter().map(|(h, _)| *h).collect(), size));
+        i = j;
+    }
+    let sends = batches.into_iter().map(|(hashes, size)| async move {
         let batch = shared
             .run_blobs(move |b| {
                 hashes
@@ -116,9 +123,12 @@ pub(crate) async fn upload(
             })
             .await??;
         transport.put_objects(folder, batch).await?;
-        done += size;
+        Ok::<u64, UploadError>(size)
+    });
+    let mut sends = futures::stream::iter(sends).buffered(2);
+    while let Some(size) = sends.next().await {
+        done += size?;
         progress.report(TransferDirection::Upload, done, total);
-        i = j;
     }
     Ok(total)
 }
@@ -258,24 +268,36 @@ async fn download_from(
         let total: u64 = todo.iter().map(|(_, n)| n).sum();
         let mut round = 0u64;
         let mut rest: Vec<ChunkHash> = todo.iter().map(|(h, _)| *h).collect();
+        // The next batch is asked for while the last one is being stored.
+        let mut storing: Option<tokio::task::JoinHandle<Result<u64>>> = None;
+        let finish = |h: Option<tokio::task::JoinHandle<Result<u64>>>| async move {
+            match h {
+                Some(h) => h
+                    .await
+                    .map_err(|e| ClientError::Internal(format!("storing objects: {e}")))?,
+                None => Ok(0),
+            }
+        };
         while !rest.is_empty() {
             let ask: Vec<ChunkHash> = rest.iter().take(HASHES_PER_FETCH).copied().collect();
-            let got = transport
-                .get_objects(folder, &ask)
-                .await
-                .map_err(|e| (done, e))?;
+            let got = transport.get_objects(folder, &ask).await;
+            let stored = finish(storing.take()).await.map_err(|e| local(done, e))?;
+            if stored > 0 {
+                done += stored;
+                round += stored;
+                progress.report(TransferDirection::Download, round, total.max(round));
+            }
+            let got = got.map_err(|e| (done, e))?;
             if got.is_empty() {
                 // This remote has no more of them.
                 return Ok(done);
             }
             let received: HashSet<ChunkHash> = got.iter().map(|(h, _)| *h).collect();
             let bytes: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
-            store(shared, folder, got)
-                .await
-                .map_err(|e| local(done, e))?;
-            done += bytes;
-            round += bytes;
-            progress.report(TransferDirection::Download, round, total.max(round));
+            let (sh, f) = (shared.clone(), folder.clone());
+            storing = Some(tokio::spawn(async move {
+                store(&sh, &f, got).await.map(|()| bytes)
+            }));
             rest.retain(|h| !received.contains(h));
             // What it skipped in this answer, it does not have.
             if let Some(pos) = ask.iter().rposition(|h| received.contains(h)) {
@@ -287,6 +309,12 @@ async fn download_from(
                     rest.retain(|h| !skipped.contains(h));
                 }
             }
+        }
+        let stored = finish(storing.take()).await.map_err(|e| local(done, e))?;
+        if stored > 0 {
+            done += stored;
+            round += stored;
+            progress.report(TransferDirection::Download, round, total.max(round));
         }
     }
     Ok(done)
