@@ -33,6 +33,27 @@ pub fn write_atomically_with(
     mode: Option<u32>,
     fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
 ) -> Result<()> {
+    let temp = write_temp(target, mtime_ns, mode, fill)?;
+    let result = (|| {
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_error(&temp, e))?;
+        fs::rename(&temp, target).map_err(|e| io_error(target, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Writes a new temporary file in `target`'s directory (not yet synced to disk) and returns
+/// its path; on failure nothing is left behind.
+pub fn write_temp(
+    target: &Path,
+    mtime_ns: Option<i64>,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
+) -> Result<PathBuf> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
@@ -50,15 +71,36 @@ pub fn write_atomically_with(
             file.set_modified(from_ns(ns))
                 .map_err(|e| io_error(&temp, e))?;
         }
-        set_mode(&file, mode).map_err(|e| io_error(&temp, e))?;
-        file.sync_all().map_err(|e| io_error(&temp, e))?;
-        drop(file);
-        fs::rename(&temp, target).map_err(|e| io_error(target, e))
+        set_mode(&file, mode).map_err(|e| io_error(&temp, e))
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    match result {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
     }
-    result
+}
+
+/// Makes the content of `files` (all under `root`) durable. On Linux, one `syncfs` of the file
+/// system holding `root`: a single journal commit covers them all, where an `fsync` per file
+/// would commit once per file. Elsewhere, an `fsync` per file.
+pub fn sync_files(root: &Path, files: &[&Path]) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = files;
+        let dir = File::open(root)?;
+        rustix::fs::syncfs(&dir)?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        for f in files {
+            File::open(f)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(unix)]

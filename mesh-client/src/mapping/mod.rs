@@ -1035,6 +1035,9 @@ enum WriteOutcome {
 }
 
 /// Writes remote files, a few at a time (each write ends with an fsync, which overlaps well).
+/// Writes remote files in three steps: every file into a temporary file beside its target (a
+/// few at a time), then one flush of the file system (so the data of all of them is durable
+/// with one journal commit instead of one per file), then each rename over its target.
 fn write_files(
     blobs: &crate::store::BlobStore,
     root: &Path,
@@ -1045,75 +1048,122 @@ fn write_files(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<WriteOutcome>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    let workers = jobs.len().clamp(1, 8);
+    let slots: Vec<Mutex<Option<Stage>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let workers = jobs.len().clamp(1, 4);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let outcome = write_one(blobs, root, job, device, now);
-                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                let stage = stage_one(blobs, root, job);
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(stage);
             });
         }
     });
-    jobs.into_iter()
-        .zip(slots)
-        .map(|(j, s)| {
-            let o = s
-                .into_inner()
+    let stages: Vec<Stage> = slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
                 .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or(WriteOutcome::Pending);
-            (j, o)
+                .unwrap_or(Stage::Done(WriteOutcome::Pending))
+        })
+        .collect();
+    let temps: Vec<&Path> = stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Ready { temp, .. } => Some(temp.as_path()),
+            Stage::Done(_) => None,
+        })
+        .collect();
+    let synced = if temps.is_empty() {
+        Ok(())
+    } else {
+        fsops::sync_files(root, &temps)
+    };
+    jobs.into_iter()
+        .zip(stages)
+        .map(|(job, stage)| {
+            let outcome = match (stage, &synced) {
+                (Stage::Done(o), _) => o,
+                (Stage::Ready { temp, target }, Ok(())) => {
+                    finish_one(root, &job, &temp, &target, device, now)
+                }
+                (Stage::Ready { temp, .. }, Err(e)) => {
+                    let _ = std::fs::remove_file(&temp);
+                    WriteOutcome::Failed(format!("syncing to disk: {e}"))
+                }
+            };
+            (job, outcome)
         })
         .collect()
 }
 
-fn write_one(
-    blobs: &crate::store::BlobStore,
-    root: &Path,
-    job: &WriteJob,
-    device: &str,
-    now: mesh_core::time::Timestamp,
-) -> WriteOutcome {
+/// A remote file on its way: written to `temp`, to be renamed over `target`.
+enum Stage {
+    Ready { temp: PathBuf, target: PathBuf },
+    Done(WriteOutcome),
+}
+
+fn stage_one(blobs: &crate::store::BlobStore, root: &Path, job: &WriteJob) -> Stage {
     let Some(manifest) = job.meta.manifest else {
-        return WriteOutcome::Refused("file entry without content".into());
+        return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
     match blobs.manifest(&manifest) {
         Ok(Some(m)) => match blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) {
             Ok(a) if a.is_empty() => {}
-            _ => return WriteOutcome::Pending,
+            _ => return Stage::Done(WriteOutcome::Pending),
         },
-        _ => return WriteOutcome::Pending,
+        _ => return Stage::Done(WriteOutcome::Pending),
     }
     let target = match fsops::safe_target(root, &job.meta.path, true) {
         Ok(t) => t,
-        Err(reason) => return WriteOutcome::Refused(reason),
+        Err(reason) => return Stage::Done(WriteOutcome::Refused(reason)),
     };
     if let Ok(m) = std::fs::symlink_metadata(&target) {
         if m.is_dir() {
-            return WriteOutcome::Refused(format!("{} is a directory", target.display()));
+            return Stage::Done(WriteOutcome::Refused(format!(
+                "{} is a directory",
+                target.display()
+            )));
         }
     }
+    match fsops::write_temp(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
+        blobs.write_to(&manifest, w).map(|_| ())
+    }) {
+        Ok(temp) => Stage::Ready { temp, target },
+        Err(e) => Stage::Done(WriteOutcome::Failed(e.to_string())),
+    }
+}
+
+/// Keeps the local file as a conflict copy if asked, then renames the synced temporary file
+/// over the target.
+fn finish_one(
+    root: &Path,
+    job: &WriteJob,
+    temp: &Path,
+    target: &Path,
+    device: &str,
+    now: mesh_core::time::Timestamp,
+) -> WriteOutcome {
+    let fail = |e: String| {
+        let _ = std::fs::remove_file(temp);
+        WriteOutcome::Failed(e)
+    };
     let mut copy = None;
     if job.conflict_copy && target.exists() {
         let Ok(copy_path) = job.meta.path.conflict_copy(device, now) else {
-            return WriteOutcome::Failed("no name for a conflict copy".into());
+            return fail("no name for a conflict copy".into());
         };
         let copy_target = root.join(copy_path.as_str());
-        if let Err(e) = std::fs::rename(&target, &copy_target) {
-            return WriteOutcome::Failed(format!("keeping a conflict copy: {e}"));
+        if let Err(e) = std::fs::rename(target, &copy_target) {
+            return fail(format!("keeping a conflict copy: {e}"));
         }
         copy = Some(copy_path);
     }
-    let written =
-        fsops::write_atomically_with(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
-            blobs.write_to(&manifest, w).map(|_| ())
-        });
-    if let Err(e) = written {
-        return WriteOutcome::Failed(e.to_string());
+    if let Err(e) = std::fs::rename(temp, target) {
+        return fail(format!("{}: {e}", target.display()));
     }
-    match scan::stat(&target, &job.meta.path) {
+    match scan::stat(target, &job.meta.path) {
         Some(local) => WriteOutcome::Written { local, copy },
         None => WriteOutcome::Failed("the written file vanished".into()),
     }
