@@ -101,6 +101,7 @@ pub(crate) fn spawn(
         options,
         online: None,
         membership_changed: false,
+        known: transfer::KnownObjects::default(),
     };
     let task = tokio::spawn(engine.run(cmd_rx));
     EngineHandle {
@@ -120,6 +121,8 @@ struct Engine {
     online: Option<bool>,
     /// Whether the running session changed a folder's members on either side.
     membership_changed: bool,
+    /// Blob objects the remote is known to hold.
+    known: transfer::KnownObjects,
 }
 
 enum Failure {
@@ -381,7 +384,16 @@ impl Engine {
             remote: &self.remote,
             folder,
         };
-        match transfer::upload(&self.shared, &self.transport, folder, manifests, &progress).await {
+        match transfer::upload(
+            &self.shared,
+            &self.transport,
+            folder,
+            manifests,
+            &progress,
+            &self.known,
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(UploadError::Transport(e)) => Err(Failure::Transport(e)),
             Err(UploadError::Client(e)) => Err(Failure::Client(e)),

@@ -72,21 +72,30 @@ pub(crate) async fn local_objects(
 }
 
 /// Uploads the objects of `manifests` that `transport` lacks for `folder`.
+///
+/// `known` holds objects this remote is known to have for the folder (answers and uploads of
+/// earlier calls): they are not asked about again, so an edit of a large file asks only about
+/// its new chunks.
 pub(crate) async fn upload(
     shared: &SharedReplica,
     transport: &Arc<dyn Transport>,
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
     progress: &Progress<'_>,
+    known: &KnownObjects,
 ) -> std::result::Result<u64, UploadError> {
-    let objects = local_objects(shared, manifests).await?;
+    let mut objects = local_objects(shared, manifests).await?;
+    objects.retain(|(h, _)| !known.contains(folder, h));
     if objects.is_empty() {
         return Ok(0);
     }
     let mut missing = HashSet::new();
     for part in objects.chunks(HASHES_PER_QUERY) {
         let hashes: Vec<_> = part.iter().map(|(h, _)| *h).collect();
-        missing.extend(transport.missing_objects(folder, &hashes).await?);
+        let lacking = transport.missing_objects(folder, &hashes).await?;
+        let lacking_set: HashSet<_> = lacking.iter().copied().collect();
+        known.add(folder, hashes.iter().filter(|h| !lacking_set.contains(h)));
+        missing.extend(lacking);
     }
     let todo: Vec<(ChunkHash, u64)> = objects
         .into_iter()
@@ -122,7 +131,9 @@ pub(crate) async fn upload(
                     .collect::<Result<Vec<_>>>()
             })
             .await??;
+        let sent: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
         transport.put_objects(folder, batch).await?;
+        known.add(folder, sent.iter());
         Ok::<u64, UploadError>(size)
     });
     let mut sends = futures::stream::iter(sends).buffered(2);
@@ -131,6 +142,28 @@ pub(crate) async fn upload(
         progress.report(TransferDirection::Upload, done, total);
     }
     Ok(total)
+}
+
+/// Objects a remote is known to hold, per folder (in memory; forgotten when it grows past a
+/// bound, which only costs a question).
+#[derive(Default)]
+pub(crate) struct KnownObjects(std::sync::Mutex<HashSet<(FolderId, ChunkHash)>>);
+
+impl KnownObjects {
+    const MAX: usize = 1 << 20;
+
+    fn contains(&self, folder: &FolderId, h: &ChunkHash) -> bool {
+        let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.contains(&(folder.clone(), *h))
+    }
+
+    fn add<'a>(&self, folder: &FolderId, hashes: impl Iterator<Item = &'a ChunkHash>) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() > Self::MAX {
+            set.clear();
+        }
+        set.extend(hashes.map(|h| (folder.clone(), *h)));
+    }
 }
 
 /// Why an upload stopped.
