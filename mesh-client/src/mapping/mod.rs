@@ -567,7 +567,7 @@ impl Mapper {
                         let v = i.map(|i| i.version.clone()).unwrap_or_default();
                         Plan::Adopt(IndexRecord::of(&l, manifest, v))
                     } else {
-                        Plan::Publish(LocalFile { ..l })
+                        Plan::Publish(l)
                     }
                 }
             };
