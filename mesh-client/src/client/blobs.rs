@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mesh_core::blob::ChunkHash;
+use mesh_core::blob::{ChunkHash, Manifest};
 use mesh_core::id::{FolderId, RemoteId};
 use mesh_core::model::{Action, MediaRef};
 
@@ -44,11 +44,7 @@ impl MeshClient {
             .shared()
             .run_blobs(move |b| b.ingest(&f, data.as_slice(), len))
             .await??;
-        Ok(MediaRef {
-            hash: manifest.hash().to_string(),
-            content_type: content_type.to_owned(),
-            length: manifest.length(),
-        })
+        Ok(media_ref(&manifest, content_type))
     }
 
     /// Stores the content of the file at `path` as a blob of `folder`, streaming it (a large
@@ -69,11 +65,7 @@ impl MeshClient {
                 b.ingest(&f, std::io::BufReader::with_capacity(1 << 20, file), len)
             })
             .await??;
-        Ok(MediaRef {
-            hash: manifest.hash().to_string(),
-            content_type: content_type.to_owned(),
-            length: manifest.length(),
-        })
+        Ok(media_ref(&manifest, content_type))
     }
 
     /// Makes the blob's content present on this device, downloading the objects it lacks from
@@ -83,7 +75,7 @@ impl MeshClient {
     pub async fn fetch_blob(&self, folder: &FolderId, media: &MediaRef) -> Result<u64> {
         self.check(folder, Action::Read).await?;
         let manifest: ChunkHash = media.hash.parse()?;
-        self.fetch_objects(folder, manifest).await
+        self.fetch_objects(folder, vec![manifest]).await
     }
 
     /// This device's blob store (chunks and manifests of every folder, and mapping indexes).
@@ -91,10 +83,12 @@ impl MeshClient {
         self.shared().blobs()
     }
 
+    /// Makes the blobs `manifests` present here, downloading from the remotes in turn (one
+    /// shared download for all of them).
     pub(crate) async fn fetch_objects(
         &self,
         folder: &FolderId,
-        manifest: ChunkHash,
+        manifests: Vec<ChunkHash>,
     ) -> Result<u64> {
         let remotes = self.remotes();
         transfer::download(
@@ -102,7 +96,7 @@ impl MeshClient {
             &remotes,
             &self.inner.events,
             folder,
-            vec![manifest],
+            manifests,
         )
         .await
     }
@@ -147,6 +141,15 @@ impl MeshClient {
                 crate::mapping::write_atomically(&path, |f| b.write_to(&manifest, f).map(|_| ()))
             })
             .await?
+    }
+}
+
+/// The media reference of a stored blob.
+fn media_ref(manifest: &Manifest, content_type: &str) -> MediaRef {
+    MediaRef {
+        hash: manifest.hash().to_string(),
+        content_type: content_type.to_owned(),
+        length: manifest.length(),
     }
 }
 

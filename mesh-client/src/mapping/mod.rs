@@ -149,6 +149,7 @@ impl MeshClient {
             root: dir,
             index: index_map,
             reported: HashSet::new(),
+            unsaved: Vec::new(),
             options,
         };
         let task = tokio::spawn(mapper.run(cmd_rx));
@@ -211,7 +212,19 @@ struct Mapper {
     index: BTreeMap<String, IndexRecord>,
     /// Skips and refusals already reported (each is reported once).
     reported: HashSet<(String, String)>,
+    /// Index changes not yet saved to the blob store (saved at the end of a pass; a pass
+    /// cut short by an error leaves them for the next one).
+    unsaved: Vec<(String, Option<String>)>,
     options: MappingOptions,
+}
+
+/// A changed local file whose fate is decided once its content is hashed.
+struct ToHash {
+    key: String,
+    local: LocalFile,
+    /// Whether the feed's version differs from the index's, and which it is.
+    remote_changed: bool,
+    remote_version: Option<String>,
 }
 
 /// What a pass decided for one path.
@@ -329,6 +342,20 @@ impl Mapper {
         self.emit(MappingEvent::Error { error });
     }
 
+    /// Records the agreed state of a path (saved with the pass).
+    fn set_index(&mut self, key: String, rec: IndexRecord) -> Result<()> {
+        let body = serde_json::to_string(&rec).map_err(mesh_core::CoreError::from)?;
+        self.unsaved.push((key.clone(), Some(body)));
+        self.index.insert(key, rec);
+        Ok(())
+    }
+
+    /// Forgets a path (saved with the pass).
+    fn forget(&mut self, key: String) {
+        self.index.remove(&key);
+        self.unsaved.push((key, None));
+    }
+
     fn report_once(&mut self, path: String, reason: String, refused: bool) {
         if self.reported.insert((path.clone(), reason.clone())) {
             tracing::info!(folder = %self.folder, %path, %reason, refused, "mapping left a path out");
@@ -364,9 +391,10 @@ impl Mapper {
             if !e.is_deleted() {
                 continue;
             }
-            let mine = e.conflicts.iter().position(|c| {
-                !c.sync.deleted && c.sync.topmost().and_then(|h| h.by.as_ref()) == Some(&me)
-            });
+            let mine = e
+                .conflicts
+                .iter()
+                .position(|c| !c.sync.deleted && written_by(&c.sync, &me));
             if let Some(n) = mine {
                 client
                     .resolve(
@@ -391,7 +419,7 @@ impl Mapper {
         keys.extend(remote.keys().cloned());
 
         let mut plans: Vec<(String, Plan)> = Vec::new();
-        let mut publish_check: Vec<(String, LocalFile)> = Vec::new();
+        let mut publish_check: Vec<ToHash> = Vec::new();
         for key in keys {
             let l = local.get(&key);
             let i = self.index.get(&key);
@@ -429,7 +457,12 @@ impl Mapper {
                 (false, false) => continue,
                 (true, false) => match l {
                     Some(l) => {
-                        publish_check.push((key.clone(), l.clone()));
+                        publish_check.push(ToHash {
+                            key: key.clone(),
+                            local: l.clone(),
+                            remote_changed,
+                            remote_version,
+                        });
                         continue;
                     }
                     None => match r {
@@ -450,8 +483,7 @@ impl Mapper {
                         // Did this device's version lose a FeedSync conflict?
                         let lost = i.is_some_and(|i| {
                             r_entry.conflicts.iter().any(|c| {
-                                version_key(&c.sync) == i.version
-                                    && c.sync.topmost().and_then(|h| h.by.as_ref()) == Some(&me)
+                                version_key(&c.sync) == i.version && written_by(&c.sync, &me)
                             })
                         });
                         let same_content = i.is_some_and(|i| {
@@ -496,7 +528,12 @@ impl Mapper {
                         },
                     },
                     (Some(l), _, true) => {
-                        publish_check.push((key.clone(), l.clone()));
+                        publish_check.push(ToHash {
+                            key: key.clone(),
+                            local: l.clone(),
+                            remote_changed,
+                            remote_version,
+                        });
                         continue;
                     }
                     (Some(l), Some(meta), _) => {
@@ -508,7 +545,12 @@ impl Mapper {
                             ))
                         } else {
                             // Decided after hashing the local file (below).
-                            publish_check.push((key.clone(), l.clone()));
+                            publish_check.push(ToHash {
+                                key: key.clone(),
+                                local: l.clone(),
+                                remote_changed,
+                                remote_version,
+                            });
                             continue;
                         }
                     }
@@ -521,19 +563,21 @@ impl Mapper {
         // Hash the local files that changed: publish, adopt, or lose to the feed's version.
         let to_hash: Vec<LocalFile> = publish_check
             .iter()
-            .filter(|(_, l)| l.kind == FileKind::File)
-            .map(|(_, l)| l.clone())
+            .filter(|t| t.local.kind == FileKind::File)
+            .map(|t| t.local.clone())
             .collect();
         let hashed = self.ingest(&client, to_hash).await?;
-        for (key, l) in publish_check {
+        for ToHash {
+            key,
+            local: l,
+            remote_changed,
+            remote_version,
+        } in publish_check
+        {
             let i = self.index.get(&key);
-            let r = remote.get(&key);
-            let live = r.and_then(|(m, e)| (!e.is_deleted()).then_some(m.as_ref()).flatten());
-            let remote_changed = match (r, i) {
-                (Some((_, e)), Some(i)) => entry_version(e) != i.version,
-                (Some((_, e)), None) => !e.is_deleted(),
-                (None, _) => false,
-            };
+            let live = remote
+                .get(&key)
+                .and_then(|(m, e)| (!e.is_deleted()).then_some(m.as_ref()).flatten());
             let manifest = match l.kind {
                 FileKind::Dir => None,
                 FileKind::File => match hashed.get(l.path.as_str()) {
@@ -550,12 +594,12 @@ impl Mapper {
                     Plan::Adopt(IndexRecord::of(
                         &l,
                         manifest,
-                        r.map(|(_, e)| entry_version(e)).unwrap_or_default(),
+                        remote_version.unwrap_or_default(),
                     ))
                 }
                 (true, Some(meta)) => Plan::Write {
                     meta: meta.clone(),
-                    version: r.map(|(_, e)| entry_version(e)).unwrap_or_default(),
+                    version: remote_version.unwrap_or_default(),
                     conflict_copy: true,
                     resolve: false,
                 },
@@ -667,11 +711,12 @@ impl Mapper {
         remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
         seen: usize,
     ) -> Result<()> {
-        let mut index_changes: Vec<(String, Option<String>)> = Vec::new();
         let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
         let mut published_recs: Vec<(String, LocalFile, Option<ChunkHash>)> = Vec::new();
         let mut tombstones: Vec<(String, EntryId)> = Vec::new();
-        let mut writes: Vec<(String, FileMeta, String, bool, bool)> = Vec::new();
+        let mut jobs: Vec<WriteJob> = Vec::new();
+        // Entries whose conflict this device's lost version leaves to settle.
+        let mut to_resolve: Vec<String> = Vec::new();
         let mut dirs: Vec<(String, FileMeta, String)> = Vec::new();
         let mut removals: Vec<(String, LocalFile)> = Vec::new();
         let deleted_manifests: HashMap<ChunkHash, FilePath> = plans
@@ -717,16 +762,24 @@ impl Mapper {
                     version,
                     conflict_copy,
                     resolve,
-                } => writes.push((key, meta, version, conflict_copy, resolve)),
+                } => {
+                    if resolve {
+                        to_resolve.push(key.clone());
+                    }
+                    jobs.push(WriteJob {
+                        key,
+                        meta,
+                        version,
+                        conflict_copy,
+                    });
+                }
                 Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),
                 Plan::Remove(l) => removals.push((key, l)),
                 Plan::Adopt(rec) => {
-                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
-                    self.index.insert(key, rec);
+                    self.set_index(key, rec)?;
                 }
                 Plan::Forget => {
-                    index_changes.push((key.clone(), None));
-                    self.index.remove(&key);
+                    self.forget(key);
                 }
             }
         }
@@ -754,15 +807,13 @@ impl Mapper {
             for e in written {
                 if let Some((key, l, m)) = by_id.remove(e.entry_id()) {
                     let rec = IndexRecord::of(&l, m, entry_version(&e));
-                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
-                    self.index.insert(key, rec);
+                    self.set_index(key, rec)?;
                 }
             }
         }
         for (key, id) in tombstones {
             client.delete(&self.folder, &feed, &id).await?;
-            index_changes.push((key.clone(), None));
-            self.index.remove(&key);
+            self.forget(key);
         }
 
         // Apply remote changes: directories, then files (after one shared download), then
@@ -796,8 +847,7 @@ impl Mapper {
                         manifest: None,
                         version,
                     };
-                    index_changes.push((key.clone(), Some(to_json(&rec)?)));
-                    self.index.insert(key, rec);
+                    self.set_index(key, rec)?;
                     self.emit(MappingEvent::Applied {
                         path: meta.path.to_string(),
                         deleted: false,
@@ -807,29 +857,20 @@ impl Mapper {
             }
         }
 
-        if !writes.is_empty() {
-            let needed: Vec<ChunkHash> = writes
+        if !jobs.is_empty() {
+            let needed: Vec<ChunkHash> = jobs
                 .iter()
-                .filter_map(|(_, m, ..)| m.manifest)
+                .filter_map(|j| j.meta.manifest)
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            if let Err(e) = client.download_for_mapping(&self.folder, needed).await {
+            if let Err(e) = client.fetch_objects(&self.folder, needed).await {
                 // Write what is complete; the rest waits for the next pass.
                 self.emit_error(format!("download: {e}"));
             }
             let root = self.root.clone();
             let device_name = client.device().to_string();
             let blobs = client.shared().blobs().clone();
-            let jobs: Vec<WriteJob> = writes
-                .iter()
-                .map(|(key, meta, version, copy, _)| WriteJob {
-                    key: key.clone(),
-                    meta: meta.clone(),
-                    version: version.clone(),
-                    conflict_copy: *copy,
-                })
-                .collect();
             let now = client.now();
             let results = tokio::task::spawn_blocking(move || {
                 write_files(&blobs, &root, jobs, &device_name, now)
@@ -846,8 +887,7 @@ impl Mapper {
                             });
                         }
                         let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
-                        index_changes.push((job.key.clone(), Some(to_json(&rec)?)));
-                        self.index.insert(job.key, rec);
+                        self.set_index(job.key, rec)?;
                         self.emit(MappingEvent::Applied {
                             path: job.meta.path.to_string(),
                             deleted: false,
@@ -863,8 +903,8 @@ impl Mapper {
                 }
             }
             // Settle the conflicts this device's versions lost.
-            for (key, meta, ..) in writes.iter().filter(|w| w.4) {
-                if let Some((_, e)) = remote.get(key) {
+            for key in &to_resolve {
+                if let Some((Some(meta), e)) = remote.get(key) {
                     if e.has_conflicts() {
                         let _ = client
                             .resolve(&self.folder, &feed, e.entry_id(), Resolution::Pick(0))
@@ -900,30 +940,24 @@ impl Mapper {
             })
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))?;
+            // Forgotten either way: a directory with files left in it, or a changed file, is
+            // published again by the next pass.
+            self.forget(key);
             match removed {
-                Ok(()) => {
-                    index_changes.push((key.clone(), None));
-                    self.index.remove(&key);
-                    self.emit(MappingEvent::Applied {
-                        path: l.path.to_string(),
-                        deleted: true,
-                    });
-                }
-                // A directory with files left in it, or a changed file: the next pass
-                // publishes it again.
-                Err(reason) => {
-                    tracing::debug!(path = %l.path, %reason, "not removed");
-                    index_changes.push((key.clone(), None));
-                    self.index.remove(&key);
-                }
+                Ok(()) => self.emit(MappingEvent::Applied {
+                    path: l.path.to_string(),
+                    deleted: true,
+                }),
+                Err(reason) => tracing::debug!(path = %l.path, %reason, "not removed"),
             }
         }
 
-        if !index_changes.is_empty() {
+        let changes = std::mem::take(&mut self.unsaved);
+        if !changes.is_empty() {
             let f = self.folder.clone();
             client
                 .shared()
-                .run_blobs(move |b| b.index_update(&f, &index_changes))
+                .run_blobs(move |b| b.index_update(&f, &changes))
                 .await??;
         }
         self.emit(MappingEvent::Scanned {
@@ -932,6 +966,11 @@ impl Mapper {
         });
         Ok(())
     }
+}
+
+/// Whether `device` wrote this version.
+fn written_by(sync: &mesh_core::feedsync::SyncMeta, device: &mesh_core::id::DeviceId) -> bool {
+    sync.topmost().and_then(|h| h.by.as_ref()) == Some(device)
 }
 
 /// Checks a live remote entry: its metadata parses (which validates the path), fits together
@@ -979,14 +1018,15 @@ fn ingest_files(
                 if data.len() as u64 != l.size {
                     return Err("changed while read".into());
                 }
-                let mut chunks = Vec::new();
-                for r in mesh_core::blob::chunk_boundaries(&data) {
-                    let h = ChunkHash::of(&data[r.clone()]);
-                    chunks.push((h, r.len() as u32));
-                    pending_bytes += r.len();
-                    pending.push((h, data[r].to_vec()));
+                let objects = crate::store::blobs::chunk_in_memory(&data);
+                let m = mesh_core::blob::Manifest::new(
+                    objects.iter().map(|(h, d)| (*h, d.len() as u32)),
+                )
+                .map_err(|e| e.to_string())?;
+                for (h, d) in objects {
+                    pending_bytes += d.len();
+                    pending.push((h, d.to_vec()));
                 }
-                let m = mesh_core::blob::Manifest::new(chunks).map_err(|e| e.to_string())?;
                 let enc = m.encode();
                 let h = ChunkHash::of(&enc);
                 pending.push((h, enc));
@@ -1167,26 +1207,4 @@ fn finish_one(
         Some(local) => WriteOutcome::Written { local, copy },
         None => WriteOutcome::Failed("the written file vanished".into()),
     }
-}
-
-impl MeshClient {
-    async fn download_for_mapping(
-        &self,
-        folder: &FolderId,
-        manifests: Vec<ChunkHash>,
-    ) -> Result<u64> {
-        let remotes = self.remotes();
-        crate::sync::transfer::download(
-            self.shared(),
-            &remotes,
-            &self.inner.events,
-            folder,
-            manifests,
-        )
-        .await
-    }
-}
-
-fn to_json(rec: &IndexRecord) -> Result<String> {
-    Ok(serde_json::to_string(rec).map_err(mesh_core::CoreError::from)?)
 }

@@ -22,6 +22,20 @@ pub struct LocalFile {
     pub mode: u32,
 }
 
+impl LocalFile {
+    /// What the metadata of a directory or regular file at `path` says.
+    fn of(path: FilePath, meta: &fs::Metadata) -> Self {
+        let dir = meta.is_dir();
+        LocalFile {
+            path,
+            kind: if dir { FileKind::Dir } else { FileKind::File },
+            size: if dir { 0 } else { meta.len() },
+            mtime_ns: if dir { 0 } else { mtime_ns(meta) },
+            mode: mode_of(meta),
+        }
+    }
+}
+
 /// The ignore rules of a mapped directory: the patterns of its root `.meshignore` (gitignore
 /// syntax), plus the mapping's own temporary files.
 pub struct Ignore(Option<Gitignore>);
@@ -116,22 +130,10 @@ pub fn scan(root: &Path, ignore: &Ignore) -> Scan {
                     .push((rel, format!("differs only in case from {}", other.path)));
                 continue;
             }
-            let kind = if ft.is_dir() {
+            if ft.is_dir() {
                 stack.push((e.path(), format!("{rel}/")));
-                FileKind::Dir
-            } else {
-                FileKind::File
-            };
-            out.files.insert(
-                key,
-                LocalFile {
-                    path,
-                    kind,
-                    size: if ft.is_dir() { 0 } else { meta.len() },
-                    mtime_ns: if ft.is_dir() { 0 } else { mtime_ns(&meta) },
-                    mode: mode_of(&meta),
-                },
-            );
+            }
+            out.files.insert(key, LocalFile::of(path, &meta));
         }
     }
     out
@@ -144,15 +146,5 @@ pub fn stat(target: &Path, path: &FilePath) -> Option<LocalFile> {
     if ft.is_symlink() || !(ft.is_dir() || ft.is_file()) {
         return None;
     }
-    Some(LocalFile {
-        path: path.clone(),
-        kind: if ft.is_dir() {
-            FileKind::Dir
-        } else {
-            FileKind::File
-        },
-        size: if ft.is_dir() { 0 } else { meta.len() },
-        mtime_ns: if ft.is_dir() { 0 } else { mtime_ns(&meta) },
-        mode: mode_of(&meta),
-    })
+    Some(LocalFile::of(path.clone(), &meta))
 }

@@ -114,6 +114,13 @@ fn hash_from_sql(bytes: Vec<u8>) -> Result<ChunkHash> {
     Ok(ChunkHash::from_bytes(arr))
 }
 
+/// The chunks of a blob held in memory: each chunk's hash and bytes, in order.
+pub(crate) fn chunk_in_memory(data: &[u8]) -> Vec<(ChunkHash, &[u8])> {
+    chunk_boundaries(data)
+        .map(|r| (ChunkHash::of(&data[r.clone()]), &data[r]))
+        .collect()
+}
+
 impl BlobStore {
     /// The `application_id` in the header of a blob store file (`"MSHB"`).
     pub const APPLICATION_ID: i32 = 0x4d53_4842;
@@ -201,51 +208,42 @@ impl BlobStore {
     /// The objects of `hashes` that `folder` has no claim on (in the order given, without
     /// repeats).
     pub fn missing(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
-        let mut seen = HashSet::with_capacity(hashes.len());
-        let wanted = hashes.iter().filter(|h| seen.insert(**h));
-        if let Some(m) = self.mem() {
-            return Ok(wanted
-                .filter(|h| !m.refs.contains(&(folder.clone(), **h)))
-                .copied()
-                .collect());
-        }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
-        let mut stmt = conn
-            .prepare_cached("SELECT 1 FROM refs WHERE folder = ?1 AND hash = ?2")
-            .map_err(store_err)?;
-        let mut out = Vec::new();
-        for h in wanted {
-            let found = stmt
-                .query_row(params![folder.as_str(), &h.as_bytes()[..]], |_| Ok(()))
-                .optional()
-                .map_err(store_err)?;
-            if found.is_none() {
-                out.push(*h);
-            }
-        }
-        Ok(out)
+        self.lacking(Some(folder), hashes)
     }
 
     /// The objects of `hashes` not stored at all (for any folder).
     pub fn absent(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        self.lacking(None, hashes)
+    }
+
+    /// The hashes (in order, without repeats) that `folder` has no claim on or, without a
+    /// folder, that are not stored at all.
+    fn lacking(&self, folder: Option<&FolderId>, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
         let mut seen = HashSet::with_capacity(hashes.len());
         let wanted = hashes.iter().filter(|h| seen.insert(**h));
         if let Some(m) = self.mem() {
-            return Ok(wanted
-                .filter(|h| !m.objects.contains_key(h))
-                .copied()
-                .collect());
+            let has = |h: &ChunkHash| match folder {
+                Some(f) => m.refs.contains(&(f.clone(), *h)),
+                None => m.objects.contains_key(h),
+            };
+            return Ok(wanted.filter(|h| !has(h)).copied().collect());
         }
         let conn = self.conn().unwrap_or_else(|| unreachable!());
         let mut stmt = conn
-            .prepare_cached("SELECT 1 FROM objects WHERE hash = ?1")
+            .prepare_cached(match folder {
+                Some(_) => "SELECT 1 FROM refs WHERE hash = ?1 AND folder = ?2",
+                None => "SELECT 1 FROM objects WHERE hash = ?1",
+            })
             .map_err(store_err)?;
         let mut out = Vec::new();
         for h in wanted {
-            let found = stmt
-                .query_row(params![&h.as_bytes()[..]], |_| Ok(()))
-                .optional()
-                .map_err(store_err)?;
+            let key = &h.as_bytes()[..];
+            let found = match folder {
+                Some(f) => stmt.query_row(params![key, f.as_str()], |_| Ok(())),
+                None => stmt.query_row(params![key], |_| Ok(())),
+            }
+            .optional()
+            .map_err(store_err)?;
             if found.is_none() {
                 out.push(*h);
             }
@@ -361,9 +359,7 @@ impl BlobStore {
         if size_hint <= WHOLE_READ_LIMIT {
             let mut data = Vec::with_capacity(size_hint as usize);
             reader.read_to_end(&mut data).map_err(io)?;
-            let objects: Vec<(ChunkHash, &[u8])> = chunk_boundaries(&data)
-                .map(|r| (ChunkHash::of(&data[r.clone()]), &data[r]))
-                .collect();
+            let objects = chunk_in_memory(&data);
             chunks.extend(objects.iter().map(|(h, d)| (*h, d.len() as u32)));
             self.put_trusted(folder, objects)?;
         } else {

@@ -301,25 +301,24 @@ async fn download_from(
         let total: u64 = todo.iter().map(|(_, n)| n).sum();
         let mut round = 0u64;
         let mut rest: Vec<ChunkHash> = todo.iter().map(|(h, _)| *h).collect();
-        // The next batch is asked for while the last one is being stored.
         let mut storing: Option<tokio::task::JoinHandle<Result<u64>>> = None;
-        let finish = |h: Option<tokio::task::JoinHandle<Result<u64>>>| async move {
-            match h {
-                Some(h) => h
-                    .await
-                    .map_err(|e| ClientError::Internal(format!("storing objects: {e}")))?,
-                None => Ok(0),
-            }
-        };
-        while !rest.is_empty() {
+        loop {
+            // The next batch is asked for while the last one is being stored.
             let ask: Vec<ChunkHash> = rest.iter().take(HASHES_PER_FETCH).copied().collect();
-            let got = transport.get_objects(folder, &ask).await;
-            let stored = finish(storing.take()).await.map_err(|e| local(done, e))?;
+            let got = if ask.is_empty() {
+                None
+            } else {
+                Some(transport.get_objects(folder, &ask).await)
+            };
+            let stored = stored_bytes(storing.take())
+                .await
+                .map_err(|e| local(done, e))?;
             if stored > 0 {
                 done += stored;
                 round += stored;
                 progress.report(TransferDirection::Download, round, total.max(round));
             }
+            let Some(got) = got else { break };
             let got = got.map_err(|e| (done, e))?;
             if got.is_empty() {
                 // This remote has no more of them.
@@ -343,14 +342,18 @@ async fn download_from(
                 }
             }
         }
-        let stored = finish(storing.take()).await.map_err(|e| local(done, e))?;
-        if stored > 0 {
-            done += stored;
-            round += stored;
-            progress.report(TransferDirection::Download, round, total.max(round));
-        }
     }
     Ok(done)
+}
+
+/// Waits for a batch being stored; the bytes it stored (0 without one).
+async fn stored_bytes(storing: Option<tokio::task::JoinHandle<Result<u64>>>) -> Result<u64> {
+    match storing {
+        Some(h) => h
+            .await
+            .map_err(|e| ClientError::Internal(format!("storing objects: {e}")))?,
+        None => Ok(0),
+    }
 }
 
 /// Stores downloaded objects (checked against their hashes).

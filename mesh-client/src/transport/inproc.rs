@@ -14,7 +14,7 @@ use crate::store::{BlobStore, ClientStore, StoreConfig};
 use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
-use mesh_core::model::{authorize, Action};
+use mesh_core::model::Action;
 
 /// A hub in the same process: a replica that serves any number of clients through
 /// [`InProcessTransport`]s, enforcing the folders' member roles like the HTTP hub does.
@@ -227,19 +227,12 @@ impl InProcessTransport {
         action: Action<'static>,
     ) -> Result<(), TransportError> {
         let (f, user) = (folder.clone(), self.user.clone());
-        let member = self
-            .shared
-            .run(move |r| guard::membership(r.store(), &f, &user))
+        self.shared
+            .run(move |r| guard::check_folder(r.store(), &user, &f, action))
             .await
             .map_err(|e| TransportError::Server(e.to_string()))?
-            .map_err(remote_error)?;
-        let Some(role) = member.and_then(|m| m.effective_role()) else {
-            return Err(remote_error(CoreError::NotFound {
-                kind: "folder",
-                id: folder.to_string(),
-            }));
-        };
-        authorize(&self.user, Some(role), action).map_err(remote_error)
+            .map(|_| ())
+            .map_err(remote_error)
     }
 }
 

@@ -35,6 +35,25 @@ pub fn membership<S: Store>(store: &S, folder: &FolderId, user: &UserId) -> Resu
     }
 }
 
+/// Checks that `user` is an active member of `folder` whose role allows `action`, and gives
+/// that role. A non-member (or a pending invitee) gets the same [`CoreError::NotFound`] as for
+/// a folder that does not exist, so that folders are not revealed to outsiders.
+pub fn check_folder<S: Store>(
+    store: &S,
+    user: &UserId,
+    folder: &FolderId,
+    action: Action<'_>,
+) -> Result<Role> {
+    let Some(role) = membership(store, folder, user)?.and_then(|m| m.effective_role()) else {
+        return Err(CoreError::NotFound {
+            kind: "folder",
+            id: folder.to_string(),
+        });
+    };
+    authorize(user, Some(role), action)?;
+    Ok(role)
+}
+
 /// Whether `user` may read `feed`.
 pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bool> {
     match &feed.scope {

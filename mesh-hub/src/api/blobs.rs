@@ -29,7 +29,7 @@ use mesh_client::transport::MAX_OBJECTS_RESPONSE;
 use mesh_client::ClientError;
 use mesh_core::blob::{pack, ChunkHash, Manifest};
 use mesh_core::id::{FolderId, UserId};
-use mesh_core::model::{authorize, Action};
+use mesh_core::model::Action;
 use mesh_core::sync::guard;
 use mesh_core::CoreError;
 
@@ -63,13 +63,9 @@ async fn access(
 ) -> Result<FolderId, ApiError> {
     let f = folder_id(folder)?;
     let (ff, u) = (f.clone(), user.clone());
-    let member = state
-        .run(move |r| guard::membership(r.store(), &ff, &u))
+    state
+        .run(move |r| guard::check_folder(r.store(), &u, &ff, action))
         .await??;
-    let Some(role) = member.and_then(|m| m.effective_role()) else {
-        return Err(ApiError::not_found(format!("folder {f}")));
-    };
-    authorize(user, Some(role), action)?;
     Ok(f)
 }
 
