@@ -39,6 +39,15 @@ pub enum ErrorCode {
     InvalidBlob,
     /// A file path from an entry is unsafe or malformed.
     InvalidPath,
+    /// A signature is missing, malformed, or does not verify.
+    InvalidSignature,
+    /// A device certificate is missing, expired, or not signed by the trusted authority.
+    UntrustedCertificate,
+    /// The device was revoked.
+    Revoked,
+    /// A value is beyond one of the limits that keep items bounded (conflicts, history
+    /// length, `updates`).
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -58,6 +67,10 @@ impl ErrorCode {
             ErrorCode::Store => "store",
             ErrorCode::InvalidBlob => "invalid_blob",
             ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::UntrustedCertificate => "untrusted_certificate",
+            ErrorCode::Revoked => "revoked",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 }
@@ -173,6 +186,21 @@ pub enum CoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// A signature is missing, malformed, or does not verify.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
+    /// A device certificate is missing, expired, or not signed by the trusted authority.
+    #[error("untrusted certificate: {0}")]
+    UntrustedCertificate(String),
+    /// A version signed by a revoked device that the replica does not already hold.
+    #[error("device {device:?} is revoked")]
+    Revoked {
+        /// The revoked device.
+        device: String,
+    },
+    /// A limit on the shape of items was exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
 }
 
 impl CoreError {
@@ -192,6 +220,10 @@ impl CoreError {
             CoreError::Store(_) => ErrorCode::Store,
             CoreError::InvalidBlob(_) => ErrorCode::InvalidBlob,
             CoreError::InvalidPath { .. } => ErrorCode::InvalidPath,
+            CoreError::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            CoreError::UntrustedCertificate(_) => ErrorCode::UntrustedCertificate,
+            CoreError::Revoked { .. } => ErrorCode::Revoked,
+            CoreError::LimitExceeded(_) => ErrorCode::LimitExceeded,
         }
     }
 

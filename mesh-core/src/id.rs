@@ -4,7 +4,8 @@
 //! [`FolderId`] can never be passed where an [`EntryId`] is expected. Ids are cheap to clone
 //! (they share one allocation), compare by content, and serialize as plain JSON strings.
 //!
-//! An id is 1 to 256 bytes of UTF-8 without control characters. The core never invents ids:
+//! An id is 1 to 256 bytes of UTF-8 without control, bidirectional or zero-width characters.
+//! The core never invents ids:
 //! the caller (normally `mesh-client`) generates them and passes them in.
 //!
 //! ```
@@ -45,7 +46,37 @@ pub(crate) fn check_id(kind: &'static str, s: &str) -> Result<()> {
             reason: "must not contain control characters".into(),
         });
     }
+    if let Some(c) = s.chars().find(|&c| is_invisible_format(c)) {
+        return Err(CoreError::InvalidId {
+            kind,
+            reason: format!(
+                "must not contain bidirectional or zero-width characters (U+{:04X})",
+                c as u32
+            ),
+        });
+    }
     Ok(())
+}
+
+/// Characters that change how an id is displayed without being seen: bidirectional controls
+/// (which can make a name read in another order), zero-width characters (which make
+/// two ids that look equal differ) and the other invisible format characters. Two users must
+/// never be able to hold ids that look the same.
+pub(crate) fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'               // soft hyphen
+            | '\u{061C}'         // Arabic letter mark
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+            | '\u{180E}'         // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space/non-joiner/joiner, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // LRE, RLE, PDF, LRO, RLO
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{206F}' // LRI, RLI, FSI, PDI, deprecated format characters
+            | '\u{FEFF}'         // zero-width no-break space (BOM)
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+            | '\u{E0000}'..='\u{E007F}' // tags
+    )
 }
 
 macro_rules! string_id {

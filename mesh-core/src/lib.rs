@@ -14,7 +14,8 @@
 //! | [`atom`] | Atom feeds and entries with FeedSync `sx:` metadata, read and written |
 //! | [`store`] | the transactional [`store::Store`] trait and an in-memory store |
 //! | [`replica`] | a replica: writes and merges that feed a per-replica change log |
-//! | [`sync`] | the sans-I/O sync protocol between two replicas |
+//! | [`sync`] | the sans-I/O sync protocol between two replicas, and the guard that serves it |
+//! | [`trust`] | device keys and certificates, signed versions, verification |
 //! | [`conformance`] | the runner for FeedSync conformance vectors |
 //!
 //! Layers above: `mesh-client` adds async I/O, the SQLite store and transports; `mesh-hub`
@@ -48,5 +49,6 @@ pub mod replica;
 pub mod store;
 pub mod sync;
 pub mod time;
+pub mod trust;
 
 pub use error::{CoreError, ErrorCode, Result};

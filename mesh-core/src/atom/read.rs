@@ -404,7 +404,7 @@ fn history_item(cursor: &Cursor<'_>, el: &Element<'_>) -> Result<HistoryItem> {
         Some(b) => Some(parse_at::<DeviceId>(cursor, el, "by", b)?),
         None => None,
     };
-    Ok(HistoryItem { sequence, when, by })
+    Ok(HistoryItem::new(sequence, when, by))
 }
 
 /// `<sx:conflicts>`: every version of every conflict entry, nested conflicts flattened.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::DeviceId;
 use crate::time::Timestamp;
+use crate::trust::Seal;
 
 /// One `sx:history` element: which update, when and by which endpoint.
 ///
@@ -18,12 +19,21 @@ pub struct HistoryItem {
     /// The endpoint (device) that made the update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<DeviceId>,
+    /// The writer's signature, made when this item was topmost (see [`crate::trust`]).
+    /// Coverage ignores it; equality does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Box<Seal>>,
 }
 
 impl HistoryItem {
     /// A history item made by `by` at `when`.
     pub fn new(sequence: u32, when: Option<Timestamp>, by: Option<DeviceId>) -> Self {
-        HistoryItem { sequence, when, by }
+        HistoryItem {
+            sequence,
+            when,
+            by,
+            seal: None,
+        }
     }
 
     /// Whether `self` covers (subsumes) `other`: the same `by` with a sequence at least as

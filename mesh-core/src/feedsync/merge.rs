@@ -2,8 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{CoreError, Result};
+use crate::feedsync::history::HistoryItem;
 use crate::feedsync::item::{Item, SyncMeta, Version};
+use crate::id::DeviceId;
+use crate::time::Timestamp;
 
 /// What a merge did to the local item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,14 +94,17 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
     let local_versions: Vec<&SyncMeta> = std::iter::once(&local.sync)
         .chain(local.conflicts.iter().map(|c| &c.sync))
         .collect();
-    let knows_any = |set: &[&SyncMeta], v: &SyncMeta| set.iter().any(|l| l.knows(v));
+    // "Known to a side" means covered by the history of any of its versions, so each side's
+    // histories are indexed once and every question is answered in constant time: the merge
+    // costs time linear in the two items' sizes.
+    let local_cover = Coverage::of(local_versions.iter().copied());
 
     // Fast path: a merge that learns nothing changes nothing.
-    if knows_any(&local_versions, &incoming.sync)
+    if local_cover.knows(&incoming.sync)
         && incoming
             .conflicts
             .iter()
-            .all(|c| knows_any(&local_versions, &c.sync))
+            .all(|c| local_cover.knows(&c.sync))
     {
         return Ok(unchanged());
     }
@@ -109,15 +117,13 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
 
     // Pass one: drop local versions the incoming side knows (index 0 is the local winner,
     // index i > 0 its conflict i - 1).
+    let incoming_cover = Coverage::of(incoming_versions.iter().map(|v| &v.sync));
     let kept_local: Vec<usize> = (0..local_versions.len())
-        .filter(|&n| {
-            !incoming_versions
-                .iter()
-                .any(|i| i.sync.knows(local_versions[n]))
-        })
+        .filter(|&n| !incoming_cover.knows(local_versions[n]))
         .collect();
     // Pass two: drop incoming versions the remaining local versions know.
-    incoming_versions.retain(|i| !kept_local.iter().any(|&n| local_versions[n].knows(&i.sync)));
+    let kept_cover = Coverage::of(kept_local.iter().map(|&n| local_versions[n]));
+    incoming_versions.retain(|i| !kept_cover.knows(&i.sync));
     if incoming_versions.is_empty() && kept_local.len() == local_versions.len() {
         return Ok(unchanged());
     }
@@ -163,6 +169,55 @@ fn unchanged<T>() -> Merged<T> {
         outcome: MergeOutcome::Unchanged,
         item: None,
         verbatim: false,
+    }
+}
+
+/// The union of some versions' histories, indexed for coverage questions: for every `by`
+/// the highest sequence seen, and the by-less items as (`when`, sequence) pairs.
+pub(crate) struct Coverage<'a> {
+    by: HashMap<&'a DeviceId, u32>,
+    byless: HashSet<(Option<Timestamp>, u32)>,
+}
+
+impl<'a> Coverage<'a> {
+    /// Indexes the histories of `versions`.
+    pub(crate) fn of(versions: impl Iterator<Item = &'a SyncMeta>) -> Self {
+        let mut cover = Coverage {
+            by: HashMap::new(),
+            byless: HashSet::new(),
+        };
+        for v in versions {
+            for h in &v.history {
+                cover.add(h);
+            }
+        }
+        cover
+    }
+
+    /// Adds one history item.
+    pub(crate) fn add(&mut self, h: &'a HistoryItem) {
+        match &h.by {
+            Some(by) => {
+                let seq = self.by.entry(by).or_insert(h.sequence);
+                *seq = (*seq).max(h.sequence);
+            }
+            None => {
+                self.byless.insert((h.when, h.sequence));
+            }
+        }
+    }
+
+    /// Whether some indexed item covers `h` (see [`HistoryItem::covers`]).
+    pub(crate) fn covers(&self, h: &HistoryItem) -> bool {
+        match &h.by {
+            Some(by) => self.by.get(by).is_some_and(|&s| s >= h.sequence),
+            None => self.byless.contains(&(h.when, h.sequence)),
+        }
+    }
+
+    /// Whether the indexed histories know `v` (cover its topmost item).
+    pub(crate) fn knows(&self, v: &SyncMeta) -> bool {
+        v.topmost().is_some_and(|t| self.covers(t))
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod history;
 mod item;
+pub mod limits;
 mod merge;
 mod ops;
 

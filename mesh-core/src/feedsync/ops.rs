@@ -1,9 +1,10 @@
 //! Local operations on items: create, update, delete and resolve.
 
 use crate::error::{CoreError, Result};
-use crate::feedsync::history::{history_covers, HistoryItem};
+use crate::feedsync::history::HistoryItem;
 use crate::feedsync::item::{Item, SyncMeta, Version};
-use crate::feedsync::merge::assemble;
+use crate::feedsync::limits::MAX_UPDATES;
+use crate::feedsync::merge::{assemble, Coverage};
 use crate::id::{DeviceId, EntryId};
 use crate::time::Timestamp;
 
@@ -48,11 +49,7 @@ impl Stamp {
     }
 
     fn history_item(&self, sequence: u32) -> HistoryItem {
-        HistoryItem {
-            sequence,
-            when: self.when,
-            by: self.by.clone(),
-        }
+        HistoryItem::new(sequence, self.when, self.by.clone())
     }
 }
 
@@ -167,9 +164,16 @@ pub fn canonicalize<T>(item: Item<T>) -> Item<T> {
 }
 
 fn bump<T>(item: &Item<T>, stamp: &Stamp) -> Result<(u32, Vec<HistoryItem>)> {
-    let next =
-        item.sync.updates.checked_add(1).ok_or_else(|| {
-            CoreError::invalid_sync(item.sync.id.as_str(), "updates would overflow")
+    let next = item
+        .sync
+        .updates
+        .checked_add(1)
+        .filter(|&n| n <= MAX_UPDATES)
+        .ok_or_else(|| {
+            CoreError::LimitExceeded(format!(
+                "item {:?}: updates would pass {MAX_UPDATES}",
+                item.sync.id.as_str()
+            ))
         })?;
     let mut history = Vec::with_capacity(item.sync.history.len() + 1);
     history.push(stamp.history_item(next));
@@ -178,15 +182,22 @@ fn bump<T>(item: &Item<T>, stamp: &Stamp) -> Result<(u32, Vec<HistoryItem>)> {
 }
 
 /// Inserts, just below the topmost item, every history item of `versions` that `history`
-/// does not cover yet, in order.
+/// does not cover yet, in order (in time linear in the histories' lengths).
 fn fold<'a>(history: &mut Vec<HistoryItem>, versions: impl Iterator<Item = &'a SyncMeta>) {
-    let mut at = 1;
-    for v in versions {
-        for h in &v.history {
-            if !history_covers(history, h) {
-                history.insert(at, h.clone());
-                at += 1;
+    let mut folded: Vec<HistoryItem> = Vec::new();
+    {
+        let mut cover = Coverage::of(std::iter::empty());
+        for h in history.iter() {
+            cover.add(h);
+        }
+        for v in versions {
+            for h in &v.history {
+                if !cover.covers(h) {
+                    cover.add(h);
+                    folded.push(h.clone());
+                }
             }
         }
     }
+    history.splice(1..1, folded);
 }

@@ -29,6 +29,7 @@ use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
 use crate::model::{Entry, EntryDraft, FeedKey};
 use crate::store::{ChangePage, Cursor, Store, StoreTxn, SyncState};
 use crate::time::Timestamp;
+use crate::trust::{self, PublicKey, SecretKey};
 
 /// Who writes: a user, on one of their devices (the FeedSync endpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,6 +98,7 @@ pub enum Resolution {
 pub struct Replica<S> {
     store: S,
     options: ReplicaOptions,
+    signer: Option<SecretKey>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Replica<S> {
@@ -115,9 +117,45 @@ impl<S: Store> Replica<S> {
 
     /// A replica over `store`.
     pub fn with_options(store: S, options: ReplicaOptions) -> Self {
-        Replica { store, options }
+        Replica {
+            store,
+            options,
+            signer: None,
+        }
     }
 
+    /// Signs every version this replica writes from now on with `key`, the key of the device
+    /// that writes them (see [`crate::trust`]): the new topmost history item carries a
+    /// [`Seal`](crate::trust::Seal).
+    pub fn set_signer(&mut self, key: SecretKey) {
+        self.signer = Some(key);
+    }
+
+    /// The public key versions are signed with, if any.
+    pub fn signer(&self) -> Option<PublicKey> {
+        self.signer.as_ref().map(SecretKey::public)
+    }
+}
+
+/// Compacts (when asked) and signs (when a signer is set) a version a replica wrote.
+fn finish(options: &ReplicaOptions, signer: Option<&SecretKey>, feed: &FeedKey, entry: &mut Entry) {
+    if options.compact_history {
+        entry.sync.compact();
+    }
+    if let Some(key) = signer {
+        let deleted = entry.sync.deleted;
+        trust::seal_version(
+            feed,
+            &entry.sync.id,
+            &mut entry.sync.history,
+            deleted,
+            &entry.content,
+            key,
+        );
+    }
+}
+
+impl<S: Store> Replica<S> {
     /// The replica's id.
     pub fn id(&self) -> ReplicaId {
         self.store.replica_id()
@@ -269,9 +307,7 @@ impl<S: Store> Replica<S> {
                     }
                 }
             };
-            if self.options.compact_history {
-                entry.sync.compact();
-            }
+            finish(&self.options, self.signer.as_ref(), feed, &mut entry);
             let seq = tx.put(feed, entry.clone(), None)?;
             out.push(Written { entry, seq });
         }
@@ -290,9 +326,7 @@ impl<S: Store> Replica<S> {
             let cur = tx.get(feed, id)?;
             f(cur.as_deref())?
         };
-        if self.options.compact_history {
-            entry.sync.compact();
-        }
+        finish(&self.options, self.signer.as_ref(), feed, &mut entry);
         let seq = tx.put(feed, entry.clone(), None)?;
         tx.commit()?;
         Ok(Written { entry, seq })
@@ -324,51 +358,56 @@ impl<S: Store> Replica<S> {
         self.merge_batch_with_state(feed, incoming, origin, None)
     }
 
-    /// [`Replica::merge_batch`] with a gate: `allow(local, incoming)` is asked about every
-    /// entry whose merge would change the replica; an entry it refuses with
-    /// `PermissionDenied` or `NotFound` is left out (reported `Unchanged`, with the refusal),
-    /// while the rest of the batch is merged. Any other error aborts the whole batch.
+    /// [`Replica::merge_batch`] with a [`MergeGate`]: the gate sees every incoming entry before
+    /// its merge and, when the merge would change the replica, the merge's result. An entry the
+    /// gate refuses with a per-entry error (see [`is_refusal`]) is left out (reported
+    /// `Unchanged`, with the refusal) while the rest of the batch is merged; any other error
+    /// aborts the whole batch.
     pub fn merge_batch_filtered(
         &mut self,
         feed: &FeedKey,
         incoming: Vec<Entry>,
         origin: Option<&ReplicaId>,
-        mut allow: impl FnMut(Option<&Entry>, &Entry) -> Result<()>,
+        gate: &mut dyn MergeGate,
     ) -> Result<Vec<(MergeReport, Option<CoreError>)>> {
         check_unique(feed, &incoming)?;
         let mut tx = self.store.begin()?;
         let mut out = Vec::with_capacity(incoming.len());
         for entry in incoming {
             let id = entry.sync.id.clone();
-            let (merged, refused) = {
-                let local = tx.get(feed, &id)?;
-                let probe = entry.clone();
-                let merged = feedsync::merge(local.as_deref(), entry)?;
-                let refused = if merged.outcome.changed() {
-                    match allow(local.as_deref(), &probe) {
-                        Ok(()) => None,
-                        Err(e @ (CoreError::PermissionDenied(_) | CoreError::NotFound { .. })) => {
-                            Some(e)
-                        }
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    None
-                };
-                (merged, refused)
-            };
             let mut report = MergeReport {
                 id,
-                outcome: merged.outcome,
+                outcome: MergeOutcome::Unchanged,
                 seq: None,
                 deleted: false,
             };
-            if refused.is_some() {
-                report.outcome = MergeOutcome::Unchanged;
-            } else if let Some(item) = merged.item {
-                report.deleted = item.sync.deleted;
-                let origin = if merged.verbatim { origin } else { None };
-                report.seq = Some(tx.put(feed, item, origin)?);
+            let (merged, refused) = {
+                let local = tx.get(feed, &report.id)?;
+                let local = local.as_deref();
+                match gate.before(local, &entry) {
+                    Err(e) if is_refusal(&e) => (None, Some(e)),
+                    Err(e) => return Err(e),
+                    Ok(()) => {
+                        let merged = feedsync::merge(local, entry)?;
+                        let refused = match &merged.item {
+                            Some(result) => match gate.after(local, result) {
+                                Ok(()) => None,
+                                Err(e) if is_refusal(&e) => Some(e),
+                                Err(e) => return Err(e),
+                            },
+                            None => None,
+                        };
+                        (Some(merged), refused)
+                    }
+                }
+            };
+            if let (Some(merged), None) = (merged, &refused) {
+                report.outcome = merged.outcome;
+                if let Some(item) = merged.item {
+                    report.deleted = item.sync.deleted;
+                    let origin = if merged.verbatim { origin } else { None };
+                    report.seq = Some(tx.put(feed, item, origin)?);
+                }
             }
             out.push((report, refused));
         }
@@ -415,6 +454,29 @@ impl<S: Store> Replica<S> {
         tx.commit()?;
         Ok(reports)
     }
+}
+
+/// Judges the entries of a [`Replica::merge_batch_filtered`]: once before each merge, and
+/// again with the result when the merge would change the replica.
+pub trait MergeGate {
+    /// Checks an incoming entry against what the replica holds, before any merge work.
+    fn before(&mut self, local: Option<&Entry>, incoming: &Entry) -> Result<()>;
+    /// Checks the item the merge would store in place of `local`.
+    fn after(&mut self, local: Option<&Entry>, result: &Entry) -> Result<()>;
+}
+
+/// Whether a gate's error refuses one entry (permissions, signatures, certificates,
+/// revocations, limits, unknown resources) rather than the whole batch.
+pub fn is_refusal(e: &CoreError) -> bool {
+    matches!(
+        e,
+        CoreError::PermissionDenied(_)
+            | CoreError::NotFound { .. }
+            | CoreError::InvalidSignature(_)
+            | CoreError::UntrustedCertificate(_)
+            | CoreError::Revoked { .. }
+            | CoreError::LimitExceeded(_)
+    )
 }
 
 fn not_found(id: &EntryId) -> CoreError {

@@ -89,4 +89,8 @@ pub struct PushResult {
     /// other entries of the batch were still merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The stable error code of the refusal (`permission_denied`, `not_found`,
+    /// `invalid_signature`, `untrusted_certificate`, `revoked`, `limit_exceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }

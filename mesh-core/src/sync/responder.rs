@@ -45,6 +45,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
                         id: r.id,
                         outcome: r.outcome,
                         refused: None,
+                        code: None,
                     })
                     .collect(),
             })

@@ -792,7 +792,10 @@ fn deep_nesting_is_refused_without_recursion() {
 // ---- property tests --------------------------------------------------------------------------
 
 fn arb_id() -> impl Strategy<Value = String> {
-    "[^\\p{Cc}]{1,24}"
+    // Ids refuse bidirectional and zero-width characters: only valid ones are drawn.
+    "[^\\p{Cc}]{1,24}".prop_filter("a valid id", |s| {
+        s.parse::<mesh_core::id::EntryId>().is_ok()
+    })
 }
 
 fn arb_time() -> impl Strategy<Value = Timestamp> {
@@ -860,10 +863,8 @@ fn arb_history_item() -> impl Strategy<Value = HistoryItem> {
         arb_time().prop_map(|w| (Some(w), None)),
         arb_id().prop_map(|b| (None, Some(b))),
     ];
-    (1u32..=u32::MAX, when_by).prop_map(|(sequence, (when, by))| HistoryItem {
-        sequence,
-        when,
-        by: by.map(|b| b.parse().unwrap()),
+    (1u32..=u32::MAX, when_by).prop_map(|(sequence, (when, by))| {
+        HistoryItem::new(sequence, when, by.map(|b| b.parse().unwrap()))
     })
 }
 

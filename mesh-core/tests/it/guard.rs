@@ -6,7 +6,9 @@ use mesh_core::id::{FolderId, UserId};
 use mesh_core::model::{Entry, EntryDraft, FeedKey, InvitationState, Member, Role};
 use mesh_core::replica::Replica;
 use mesh_core::store::{Cursor, MemoryStore};
+use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{respond_as, Request, Response};
+use mesh_core::trust::NoKeyring;
 use mesh_core::ErrorCode;
 
 use crate::common::*;
@@ -46,7 +48,8 @@ fn push(
         feed: feed.clone(),
         entries,
     };
-    let Response::Pushed { results, .. } = respond_as(hub, &user.parse().unwrap(), req).unwrap()
+    let Response::Pushed { results, .. } =
+        respond_as(hub, Pusher::new(&user.parse().unwrap(), &NoKeyring), req).unwrap()
     else {
         panic!()
     };
@@ -63,7 +66,11 @@ fn pull(hub: &mut Replica<MemoryStore>, user: &str, feed: &FeedKey) -> Result<us
         since: Cursor::ZERO,
         limit: 100,
     };
-    match respond_as(hub, &user.parse::<UserId>().unwrap(), req) {
+    match respond_as(
+        hub,
+        Pusher::new(&user.parse::<UserId>().unwrap(), &NoKeyring),
+        req,
+    ) {
         Ok(Response::Changes { entries, .. }) => Ok(entries.len()),
         Ok(other) => panic!("{other:?}"),
         Err(e) => Err(e.code()),

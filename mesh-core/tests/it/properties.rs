@@ -1063,7 +1063,9 @@ fn arb_id<T: std::str::FromStr + std::fmt::Debug>() -> impl Strategy<Value = T>
 where
     T::Err: std::fmt::Debug,
 {
-    prop_oneof!["[A-Za-z0-9._:-]{1,12}", "\\PC{1,16}"].prop_map(|s| s.parse().unwrap())
+    // Ids refuse bidirectional and zero-width characters: only valid ones are drawn.
+    prop_oneof!["[A-Za-z0-9._:-]{1,12}", "\\PC{1,16}"]
+        .prop_filter_map("a valid id", |s: String| s.parse().ok())
 }
 
 fn arb_time() -> impl Strategy<Value = Timestamp> {
@@ -1251,7 +1253,8 @@ fn arb_response() -> impl Strategy<Value = Response> {
                     .map(|(id, outcome)| PushResult {
                         id,
                         outcome,
-                        refused: None
+                        refused: None,
+                        code: None,
                     })
                     .collect(),
             }),
@@ -1605,6 +1608,7 @@ fn session_rejects_unexpected_responses() {
             id: entry_id(0),
             outcome: MergeOutcome::Added,
             refused: None,
+            code: None,
         }],
     };
     let err = session.receive(&mut mine, short).unwrap_err();

@@ -260,7 +260,7 @@ fn bad_sync_metadata_is_a_typed_error() {
         update(&max, &stamp("A", 1), serde_json::Value::Null, false)
             .unwrap_err()
             .code(),
-        ErrorCode::InvalidSync
+        ErrorCode::LimitExceeded
     );
     assert!(Stamp::partial(None, None).is_err());
     // Ids are typed and checked.

@@ -1,0 +1,306 @@
+//! Access control for a replica that serves several users (a hub, or a device serving peers).
+//!
+//! Who may read and write what follows from the folders' `members` feeds held by the serving
+//! replica itself, through the one permission check of the model
+//! ([`authorize`](crate::model::authorize)), and from who **signed** each version
+//! ([`crate::trust`]), never from who relayed it:
+//!
+//! * a user's mesh feeds (`mesh:<user>/…`) belong to that user alone;
+//! * a folder's `members` feed is visible to everyone named in it (so that an invited user can
+//!   see and accept the invitation); its other feeds need an active membership;
+//! * a pushed entry is first held to the item-shape limits
+//!   ([`limits`](crate::feedsync::limits)) and its signatures are checked: every history item
+//!   the replica does not already hold, in the winning version and in every conflict
+//!   ([`verify_entry`]);
+//! * then every version the merge would newly store — winner or conflict — is authorized as a
+//!   write of its signer's user (see [`rules`]): creating an entry, changing one (by author),
+//!   inviting, answering an invitation, managing members, mapping, deleting the folder;
+//! * a push may not discard a version it does not know (`noconflicts`), and a folder always
+//!   keeps at least one active owner.
+//!
+//! The pusher itself needs only read access: a Reader's device may carry an Owner's signed
+//! change. A user who may not read a feed is told it does not exist (`not_found`), never that
+//! it is forbidden, so that folder ids do not leak. All of it runs inside the replica's
+//! write transaction, so that concurrent requests cannot slip past a check.
+
+mod roster;
+pub mod rules;
+
+use crate::error::{CoreError, Result};
+use crate::feedsync::limits;
+use crate::id::{FolderId, ReplicaId, UserId};
+use crate::model::{
+    authorize, names, Action, Entry, FeedKey, InvitationState, Member, Role, Scope,
+};
+use crate::replica::{MergeGate, Replica};
+use crate::store::Store;
+use crate::sync::message::{PushResult, Request, Response};
+use crate::trust::{verify_entry, Keyring};
+
+pub use roster::Roster;
+
+/// Who pushes, and against what their data is checked.
+#[derive(Clone, Copy)]
+pub struct Pusher<'a> {
+    /// The authenticated user who sends the data.
+    pub user: &'a UserId,
+    /// The devices whose signatures the replica can check.
+    pub keyring: &'a dyn Keyring,
+    /// Whose role versions signed by the authority itself are checked against: the REST
+    /// caller when the hub writes on a caller's behalf; `None` when such versions arrive by
+    /// sync (the authority checked the role when it signed them).
+    pub authority_acts_for: Option<&'a UserId>,
+}
+
+impl<'a> Pusher<'a> {
+    /// `user` pushing data checked against `keyring`.
+    pub fn new(user: &'a UserId, keyring: &'a dyn Keyring) -> Self {
+        Pusher {
+            user,
+            keyring,
+            authority_acts_for: None,
+        }
+    }
+
+    /// The authority writing on `user`'s behalf (the hub's REST API): versions it signs are
+    /// authorized as `user`'s writes.
+    pub fn on_behalf_of(user: &'a UserId, keyring: &'a dyn Keyring) -> Self {
+        Pusher {
+            user,
+            keyring,
+            authority_acts_for: Some(user),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pusher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("user", self.user)
+            .field("authority_acts_for", &self.authority_acts_for)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The membership record of `user` in `folder`, if any (tombstones count as none).
+pub fn membership<S: Store>(store: &S, folder: &FolderId, user: &UserId) -> Result<Option<Member>> {
+    let Ok(id) = user.as_str().parse() else {
+        return Ok(None);
+    };
+    match store.get(&FeedKey::members(folder), &id)? {
+        Some(e) if !e.is_deleted() => Ok(Some(e.content.content.decode()?)),
+        _ => Ok(None),
+    }
+}
+
+/// Checks that `user` is an active member of `folder` whose role allows `action`, and gives
+/// that role. A non-member (or a pending invitee) gets the same [`CoreError::NotFound`] as for
+/// a folder that does not exist, so that folders are not revealed to outsiders.
+pub fn check_folder<S: Store>(
+    store: &S,
+    user: &UserId,
+    folder: &FolderId,
+    action: Action<'_>,
+) -> Result<Role> {
+    let Some(role) = membership(store, folder, user)?.and_then(|m| m.effective_role()) else {
+        return Err(CoreError::NotFound {
+            kind: "folder",
+            id: folder.to_string(),
+        });
+    };
+    authorize(user, Some(role), action)?;
+    Ok(role)
+}
+
+/// Whether `user` may read `feed`.
+pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bool> {
+    match &feed.scope {
+        Scope::Mesh(owner) => Ok(owner == user),
+        Scope::Folder(folder) => Ok(readable(membership(store, folder, user)?.as_ref(), feed)),
+    }
+}
+
+/// Whether a member holding `m` may read `feed` of its folder.
+fn readable(m: Option<&Member>, feed: &FeedKey) -> bool {
+    match m {
+        None => false,
+        Some(m) if feed.name.as_str() == names::MEMBERS => m.state != InvitationState::Declined,
+        Some(m) => m.effective_role().is_some(),
+    }
+}
+
+fn not_found(feed: &FeedKey) -> CoreError {
+    CoreError::NotFound {
+        kind: "feed",
+        id: feed.to_string(),
+    }
+}
+
+/// The outcome of pushing one entry through the guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// What the merge did (`Unchanged` when refused).
+    pub outcome: crate::feedsync::MergeOutcome,
+    /// Why the entry was refused, typed.
+    pub refused: Option<CoreError>,
+}
+
+/// Pushes `entries` into `feed` of `replica` as `pusher`, in the replica's transactions:
+/// each entry is checked (limits, signatures, the signer's role for every version it would
+/// newly store, no discarded version, a remaining owner) and merged, or refused on its own.
+///
+/// Entries of the `members` and `info` feeds may depend on each other (a folder's first owner,
+/// then the invitations that owner made): refused ones are looked at again after each pass
+/// that merged something, at most once per entry of the batch.
+pub fn push<S: Store>(
+    replica: &mut Replica<S>,
+    pusher: Pusher<'_>,
+    origin: Option<&ReplicaId>,
+    feed: &FeedKey,
+    entries: Vec<Entry>,
+) -> Result<Vec<Judged>> {
+    for e in &entries {
+        e.validate()?;
+    }
+    let dependent = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
+    let mut results: Vec<Judged> = entries
+        .iter()
+        .map(|_| Judged {
+            outcome: crate::feedsync::MergeOutcome::Unchanged,
+            refused: None,
+        })
+        .collect();
+    let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
+    let mut passes = 0;
+    while !pending.is_empty() {
+        passes += 1;
+        let roster = Roster::load(replica.store(), feed)?;
+        // A stranger to the feed learns nothing, not even which entries it already holds.
+        if !pusher_may_push(&roster, pusher.user, feed) {
+            for (i, _) in pending {
+                results[i].refused = Some(not_found(feed));
+            }
+            break;
+        }
+        let (index, batch): (Vec<usize>, Vec<Entry>) = pending.into_iter().unzip();
+        let retry = dependent.then(|| batch.clone());
+        let mut gate = Gate {
+            pusher,
+            feed,
+            roster,
+        };
+        let outcomes = replica.merge_batch_filtered(feed, batch, origin, &mut gate)?;
+        let mut progress = false;
+        let mut refused = Vec::new();
+        for (n, (report, why)) in outcomes.into_iter().enumerate() {
+            let i = index[n];
+            results[i].outcome = report.outcome;
+            progress |= report.outcome.changed();
+            if why.is_some() {
+                refused.push(n);
+            }
+            results[i].refused = why;
+        }
+        pending = match retry {
+            Some(batch) if progress && passes <= results.len() => {
+                let mut batch: Vec<Option<Entry>> = batch.into_iter().map(Some).collect();
+                refused
+                    .into_iter()
+                    .filter_map(|n| batch[n].take().map(|e| (index[n], e)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+    }
+    Ok(results)
+}
+
+/// Whether `user` may push into `feed` at all (the entries are judged one by one after).
+fn pusher_may_push(roster: &Roster, user: &UserId, feed: &FeedKey) -> bool {
+    match &feed.scope {
+        Scope::Mesh(owner) => owner == user,
+        // A new folder's first record comes from a stranger to it: its creator.
+        Scope::Folder(_) => roster.is_new() || readable(roster.get(user), feed),
+    }
+}
+
+/// The guard's [`MergeGate`]: limits and signatures before the merge, authorization of every
+/// newly stored version and the folder invariants after it.
+struct Gate<'a, 'k> {
+    pusher: Pusher<'k>,
+    feed: &'a FeedKey,
+    roster: Roster,
+}
+
+impl MergeGate for Gate<'_, '_> {
+    fn before(&mut self, local: Option<&Entry>, incoming: &Entry) -> Result<()> {
+        limits::check_shape(local, incoming)?;
+        verify_entry(self.pusher.keyring, self.feed, local, incoming)
+    }
+
+    fn after(&mut self, local: Option<&Entry>, result: &Entry) -> Result<()> {
+        rules::check_result(self.pusher, self.feed, &self.roster, local, result)?;
+        if self.feed.name.as_str() == names::MEMBERS {
+            self.roster.apply(result)?;
+        }
+        Ok(())
+    }
+}
+
+/// Answers `request` from `pusher` against `replica`, applying the access rules above: feeds
+/// the user may not read are left out of listings and answered `not_found`; pushed entries
+/// that may not be stored are refused one by one (see [`PushResult::refused`]) while the rest
+/// merge.
+pub fn respond_as<S: Store>(
+    replica: &mut Replica<S>,
+    pusher: Pusher<'_>,
+    request: Request,
+) -> Result<Response> {
+    let user = pusher.user;
+    match request {
+        Request::Feeds { from: _, only } => {
+            let mut feeds = Vec::new();
+            for h in replica.store().feeds()? {
+                if only.as_ref().is_none_or(|o| o.contains(&h.feed))
+                    && can_read(replica.store(), user, &h.feed)?
+                {
+                    feeds.push(h);
+                }
+            }
+            Ok(Response::Feeds {
+                replica: replica.id(),
+                feeds,
+            })
+        }
+        Request::Pull {
+            from,
+            feed,
+            since,
+            limit,
+        } => {
+            if !can_read(replica.store(), user, &feed)? {
+                return Err(not_found(&feed));
+            }
+            crate::sync::responder::pull(replica, &from, feed, since, limit)
+        }
+        Request::Push {
+            from,
+            feed,
+            entries,
+        } => {
+            let ids: Vec<_> = entries.iter().map(|e| e.sync.id.clone()).collect();
+            let judged = push(replica, pusher, Some(&from), &feed, entries)?;
+            let results = ids
+                .into_iter()
+                .zip(judged)
+                .map(|(id, j)| PushResult {
+                    id,
+                    outcome: j.outcome,
+                    code: j.refused.as_ref().map(|e| e.code().as_str().to_string()),
+                    refused: j.refused.map(|e| e.to_string()),
+                })
+                .collect();
+            Ok(Response::Pushed { feed, results })
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Keyrings: what a verifying replica knows about the devices whose signatures it checks.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::Result;
+use crate::id::{DeviceId, UserId};
+use crate::time::Timestamp;
+use crate::trust::cert::DeviceCertificate;
+use crate::trust::keys::PublicKey;
+
+/// A device whose certificate the keyring holds (and has verified), with its revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedDevice {
+    /// The verified certificate.
+    pub certificate: DeviceCertificate,
+    /// When the device was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What a keyring says about the `by` of a history item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// The authority's own endpoint (the hub writing REST versions): signed with the
+    /// authority key.
+    Authority(PublicKey),
+    /// A certified device of the mesh.
+    Device(CertifiedDevice),
+    /// A device of the mesh that holds no valid certificate: its items cannot be verified and
+    /// are refused.
+    Uncertified,
+    /// Not a device of this mesh (an endpoint of another FeedSync implementation): its items
+    /// may be unsigned and count as writes of the user who pushes them.
+    Foreign,
+}
+
+/// The devices a verifying replica knows. The hub implements it over its accounts; the
+/// [`MemoryKeyring`] serves tests and in-process hubs.
+pub trait Keyring {
+    /// What is known of `device`.
+    fn lookup(&self, device: &DeviceId) -> KeyStatus;
+}
+
+/// Who wrote a version, as far as authorization goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// A certified device of this user.
+    User(UserId),
+    /// The authority itself (the hub, writing on some user's behalf after checking that
+    /// user's role).
+    Authority,
+    /// An endpoint outside the mesh, or an item without `by`: the pushing user answers for it.
+    Foreign,
+}
+
+/// A keyring in memory: the authority key, the authority's endpoint, certified devices and
+/// devices known to exist without a certificate.
+///
+/// ```
+/// use mesh_core::trust::{DeviceCertificate, KeyStatus, Keyring, MemoryKeyring, SecretKey};
+/// use mesh_core::time::Timestamp;
+/// let authority = SecretKey::from_seed([1; 32]);
+/// let t = Timestamp::from_unix(1_700_000_000).unwrap();
+/// let mut ring = MemoryKeyring::new(authority.public());
+/// let cert = DeviceCertificate::issue(&authority, "ann".parse().unwrap(),
+///     "laptop".parse().unwrap(), SecretKey::from_seed([2; 32]).public(), t, t.plus_secs(60));
+/// ring.add(cert).unwrap();
+/// assert!(matches!(ring.lookup(&"laptop".parse().unwrap()), KeyStatus::Device(_)));
+/// assert_eq!(ring.lookup(&"elsewhere".parse().unwrap()), KeyStatus::Foreign);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryKeyring {
+    authority: PublicKey,
+    authority_device: Option<DeviceId>,
+    devices: HashMap<DeviceId, CertifiedDevice>,
+    registered: HashSet<DeviceId>,
+}
+
+impl MemoryKeyring {
+    /// An empty keyring trusting `authority`.
+    pub fn new(authority: PublicKey) -> Self {
+        MemoryKeyring {
+            authority,
+            authority_device: None,
+            devices: HashMap::new(),
+            registered: HashSet::new(),
+        }
+    }
+
+    /// The authority key this keyring trusts.
+    pub fn authority(&self) -> &PublicKey {
+        &self.authority
+    }
+
+    /// Names the endpoint whose items the authority key signs.
+    pub fn set_authority_device(&mut self, device: DeviceId) {
+        self.authority_device = Some(device);
+    }
+
+    /// Adds a certificate after checking that the trusted authority signed it. A newer
+    /// certificate for the same device replaces the older one but keeps its revocation.
+    pub fn add(&mut self, certificate: DeviceCertificate) -> Result<()> {
+        certificate.verify(&self.authority)?;
+        let revoked_at = self
+            .devices
+            .get(&certificate.device)
+            .and_then(|d| d.revoked_at);
+        self.devices.insert(
+            certificate.device.clone(),
+            CertifiedDevice {
+                certificate,
+                revoked_at,
+            },
+        );
+        Ok(())
+    }
+
+    /// Records that `device` belongs to the mesh, certificate or not: its items are never
+    /// treated as foreign.
+    pub fn register(&mut self, device: DeviceId) {
+        self.registered.insert(device);
+    }
+
+    /// Revokes `device` from `at` on.
+    pub fn revoke(&mut self, device: &DeviceId, at: Timestamp) {
+        self.registered.insert(device.clone());
+        if let Some(d) = self.devices.get_mut(device) {
+            d.revoked_at = Some(d.revoked_at.map_or(at, |r| r.min(at)));
+        }
+    }
+
+    /// The certified device, if any.
+    pub fn device(&self, device: &DeviceId) -> Option<&CertifiedDevice> {
+        self.devices.get(device)
+    }
+}
+
+impl Keyring for MemoryKeyring {
+    fn lookup(&self, device: &DeviceId) -> KeyStatus {
+        if self.authority_device.as_ref() == Some(device) {
+            return KeyStatus::Authority(self.authority);
+        }
+        match self.devices.get(device) {
+            Some(d) => KeyStatus::Device(d.clone()),
+            None if self.registered.contains(device) => KeyStatus::Uncertified,
+            None => KeyStatus::Foreign,
+        }
+    }
+}
+
+/// A keyring that knows no device: every item counts as foreign, so every version is
+/// authorized as a write of the user who pushes it. For replicas that serve a single trusted
+/// party, and for tests of the role rules alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKeyring;
+
+impl Keyring for NoKeyring {
+    fn lookup(&self, _device: &DeviceId) -> KeyStatus {
+        KeyStatus::Foreign
+    }
+}
