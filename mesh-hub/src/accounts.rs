@@ -6,9 +6,13 @@
 //! any of them is refused (and the hub closes the device's open notification streams).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use mesh_core::id::{DeviceId, UserId};
+use mesh_core::time::Timestamp;
+use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,8 +44,14 @@ pub struct DeviceRecord {
 }
 
 /// The accounts database. Cheap to share behind an `Arc`; calls are short and synchronous.
+///
+/// It also holds the mesh's authority: the key that signs device certificates (made on first
+/// open and kept in the database) and a keyring of every registered device, its certificate
+/// and its revocation, which the guard checks signatures against.
 pub struct Accounts {
     conn: Mutex<Connection>,
+    authority: SecretKey,
+    keyring: RwLock<Arc<MemoryKeyring>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -69,6 +79,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tokens_by_device ON tokens(device_id);
+CREATE TABLE IF NOT EXISTS certificates (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id),
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hub_keys (
+    name TEXT PRIMARY KEY,
+    seed TEXT NOT NULL
+);
 ";
 
 fn now() -> i64 {
@@ -108,8 +127,12 @@ impl Accounts {
 
     fn init(conn: Connection) -> Result<Self, HubError> {
         conn.execute_batch(SCHEMA)?;
+        let authority = authority_key(&conn)?;
+        let keyring = load_keyring(&conn, &authority)?;
         Ok(Accounts {
             conn: Mutex::new(conn),
+            authority,
+            keyring: RwLock::new(Arc::new(keyring)),
         })
     }
 
@@ -179,6 +202,7 @@ impl Accounts {
         if n == 0 {
             return Err(HubError::AlreadyExists(format!("device {device}")));
         }
+        self.change_keyring(|k| k.register(device.clone()));
         let token = new_token();
         tx.execute(
             "INSERT INTO tokens (hash, device_id, created_at) VALUES (?1, ?2, ?3)",
@@ -231,6 +255,8 @@ impl Accounts {
         )?;
         tx.execute("DELETE FROM tokens WHERE device_id = ?1", [device.as_str()])?;
         tx.commit()?;
+        let at = Timestamp::from_unix(now())?;
+        self.change_keyring(|k| k.revoke(device, at));
         Ok(owner.parse()?)
     }
 
@@ -283,6 +309,155 @@ impl Accounts {
             });
         }
         Ok(out)
+    }
+}
+
+/// The authority's key: read from the database, or made on first open and saved there.
+fn authority_key(conn: &Connection) -> Result<SecretKey, HubError> {
+    let saved: Option<String> = conn
+        .query_row(
+            "SELECT seed FROM hub_keys WHERE name = 'authority'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(text) = saved {
+        let seed = URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| HubError::Accounts("the authority key is malformed".into()))?;
+        return Ok(SecretKey::from_seed(seed));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| HubError::Accounts(format!("no random source for the authority key: {e}")))?;
+    conn.execute(
+        "INSERT INTO hub_keys (name, seed) VALUES ('authority', ?1)",
+        [URL_SAFE_NO_PAD.encode(seed)],
+    )?;
+    Ok(SecretKey::from_seed(seed))
+}
+
+/// Every registered device, with its certificate and revocation, as a keyring.
+fn load_keyring(conn: &Connection, authority: &SecretKey) -> Result<MemoryKeyring, HubError> {
+    let mut ring = MemoryKeyring::new(authority.public());
+    let mut st = conn.prepare(
+        "SELECT d.id, d.revoked_at, c.body FROM devices d
+         LEFT JOIN certificates c ON c.device_id = d.id",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, revoked, body) = row?;
+        let device: DeviceId = id.parse()?;
+        ring.register(device.clone());
+        if let Some(body) = body {
+            let cert: DeviceCertificate = serde_json::from_str(&body)
+                .map_err(|e| HubError::Accounts(format!("certificate of {device}: {e}")))?;
+            ring.add(cert)?;
+        }
+        if let Some(at) = revoked {
+            ring.revoke(&device, Timestamp::from_unix(at)?);
+        }
+    }
+    Ok(ring)
+}
+
+impl Accounts {
+    /// The authority's public key (devices pin it when they enroll).
+    pub fn authority_key(&self) -> PublicKey {
+        self.authority.public()
+    }
+
+    /// The authority's signing key, for the versions the hub writes on REST callers' behalf.
+    pub(crate) fn authority(&self) -> &SecretKey {
+        &self.authority
+    }
+
+    /// The keyring the guard checks signatures against (a snapshot; cheap to clone).
+    pub fn keyring(&self) -> Arc<MemoryKeyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Names the hub's own endpoint, whose versions the authority key signs.
+    pub(crate) fn set_authority_device(&self, device: DeviceId) {
+        self.change_keyring(|k| k.set_authority_device(device));
+    }
+
+    fn change_keyring(&self, f: impl FnOnce(&mut MemoryKeyring)) {
+        let mut guard = self.keyring.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Certifies the key of the token's device, valid from five minutes ago for `validity`
+    /// seconds. A device keeps the key it first enrolled (enrolling it again renews the
+    /// certificate); a revoked device is never certified.
+    pub fn enroll(
+        &self,
+        principal: &Principal,
+        key: PublicKey,
+        validity: i64,
+    ) -> Result<Enrollment, HubError> {
+        let conn = self.lock();
+        let live = conn
+            .query_row(
+                "SELECT 1 FROM devices WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+                [principal.device.as_str(), principal.user.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !live {
+            return Err(HubError::NotFound(format!("device {}", principal.device)));
+        }
+        if let Some(known) = self.keyring().device(&principal.device) {
+            if known.certificate.key != key {
+                return Err(HubError::AlreadyExists(format!(
+                    "a certificate for device {} with another key",
+                    principal.device
+                )));
+            }
+        }
+        let t = now();
+        let certificate = DeviceCertificate::issue(
+            &self.authority,
+            principal.user.clone(),
+            principal.device.clone(),
+            key,
+            Timestamp::from_unix(t - 300)?,
+            Timestamp::from_unix(t.saturating_add(validity))?,
+        );
+        let body =
+            serde_json::to_string(&certificate).map_err(|e| HubError::Accounts(e.to_string()))?;
+        conn.execute(
+            "INSERT INTO certificates (device_id, body, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at",
+            params![principal.device.as_str(), body, t],
+        )?;
+        drop(conn);
+        let mut added = Ok(());
+        self.change_keyring(|k| added = k.add(certificate.clone()));
+        added?;
+        let ring = self.keyring();
+        Ok(Enrollment {
+            certificate,
+            authority: self.authority.public(),
+            authority_device: ring
+                .authority_device()
+                .cloned()
+                .ok_or_else(|| HubError::Accounts("the hub's endpoint is not set".into()))?,
+        })
     }
 }
 

@@ -124,7 +124,11 @@ impl From<CoreError> for ApiError {
         let status = match code {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
-            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied
+            | ErrorCode::InvalidSignature
+            | ErrorCode::UntrustedCertificate
+            | ErrorCode::Revoked => StatusCode::FORBIDDEN,
+            ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Store => return ApiError::internal(e),
             _ => StatusCode::BAD_REQUEST,
         };

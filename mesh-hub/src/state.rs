@@ -32,6 +32,8 @@ pub struct HubConfig {
     pub heartbeat: Duration,
     /// The longest a long-poll waits before answering with no changes.
     pub long_poll_max: Duration,
+    /// How long the device certificates the hub issues stay valid.
+    pub certificate_validity: Duration,
 }
 
 impl Default for HubConfig {
@@ -40,6 +42,7 @@ impl Default for HubConfig {
             max_body: 32 << 20,
             heartbeat: Duration::from_secs(15),
             long_poll_max: Duration::from_secs(60),
+            certificate_validity: Duration::from_secs(365 * 86_400),
         }
     }
 }
@@ -89,6 +92,7 @@ impl HubState {
             .as_str()
             .parse()
             .unwrap_or_else(|_| unreachable!("replica ids are valid device ids"));
+        accounts.set_authority_device(endpoint.clone());
         let (changes, _) = broadcast::channel(4096);
         let (revoked, _) = broadcast::channel(256);
         let (shutdown, _) = watch::channel(false);

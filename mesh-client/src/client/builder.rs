@@ -109,20 +109,26 @@ impl MeshClientBuilder {
         )
         .parse()?;
         let config = self.store.clone();
-        let (store, blobs) = tokio::task::spawn_blocking(move || {
-            Ok::<_, ClientError>((
-                ClientStore::open(&config, replica_id)?,
-                BlobStore::for_config(&config)?,
-            ))
+        let (store, blobs, key) = tokio::task::spawn_blocking(move || {
+            let mut store = ClientStore::open(&config, replica_id)?;
+            let key = store.device_key()?;
+            Ok::<_, ClientError>((store, BlobStore::for_config(&config)?, key))
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))??;
-        let replica = Replica::with_options(
+        let identity = engine::Identity {
+            user: user.clone(),
+            device: device.clone(),
+            key: key.public(),
+        };
+        let mut replica = Replica::with_options(
             store,
             ReplicaOptions {
                 compact_history: self.compact_history,
             },
         );
+        // Every version this device writes carries its signature.
+        replica.set_signer(key);
         let shared = SharedReplica::new(replica, blobs);
         let (events, _) = broadcast::channel(4096);
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
@@ -149,6 +155,7 @@ impl MeshClientBuilder {
                     remote,
                     transport,
                     self.options.clone(),
+                    identity.clone(),
                 )
             })
             .collect();

@@ -20,7 +20,10 @@ use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{ChangePage, Cursor, FeedHead, MemoryStore, Store, StoreTxn, SyncState};
 use mesh_core::Result as CoreResult;
 
-use crate::error::Result;
+use base64::Engine as _;
+use mesh_core::trust::{Enrollment, SecretKey};
+
+use crate::error::{ClientError, Result};
 
 /// Which store a client opens.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -54,6 +57,73 @@ impl ClientStore {
             )),
         }
     }
+}
+
+impl ClientStore {
+    /// This device's signing key: read from a SQLite store, or made from the operating
+    /// system's random source and saved there on first use. A memory store makes a new key
+    /// each time it is opened (its data does not outlive it either). The key never leaves the
+    /// store: nothing sends it anywhere.
+    pub fn device_key(&mut self) -> Result<SecretKey> {
+        const KEY: &str = "device_key";
+        let ClientStore::Sqlite(s) = self else {
+            return fresh_key();
+        };
+        if let Some(text) = s.meta(KEY)? {
+            let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text.as_bytes())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| ClientError::CorruptStore {
+                    path: s.location().to_owned(),
+                    reason: "the device key is malformed".into(),
+                })?;
+            return Ok(SecretKey::from_seed(seed));
+        }
+        let key = fresh_key()?;
+        s.set_meta(
+            KEY,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_seed()),
+        )?;
+        Ok(key)
+    }
+
+    /// The enrollment this device holds with `remote` (its certificate and the pinned
+    /// authority), if it was saved (SQLite stores only).
+    pub fn enrollment(&self, remote: &RemoteId) -> Result<Option<Enrollment>> {
+        let ClientStore::Sqlite(s) = self else {
+            return Ok(None);
+        };
+        match s.meta(&format!("enrollment:{remote}"))? {
+            None => Ok(None),
+            Some(text) => {
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| ClientError::CorruptStore {
+                        path: s.location().to_owned(),
+                        reason: format!("the enrollment with {remote} is malformed: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// Saves the enrollment with `remote` (a no-op for memory stores).
+    pub fn set_enrollment(&mut self, remote: &RemoteId, e: &Enrollment) -> Result<()> {
+        if let ClientStore::Sqlite(s) = self {
+            let text =
+                serde_json::to_string(e).map_err(|e| ClientError::Internal(e.to_string()))?;
+            s.set_meta(&format!("enrollment:{remote}"), &text)?;
+        }
+        Ok(())
+    }
+}
+
+/// A new signing key from the operating system's random source.
+pub(crate) fn fresh_key() -> Result<SecretKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| ClientError::Internal(format!("no random source for a device key: {e}")))?;
+    Ok(SecretKey::from_seed(seed))
 }
 
 /// A transaction on a [`ClientStore`].

@@ -289,6 +289,30 @@ impl SqliteStore {
         })
     }
 
+    /// A value of the store's `meta` table (device key, trust pinned per remote).
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>, ClientError> {
+        self.conn
+            .query_row(
+                "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| ClientError::Store(format!("{}: {e}", self.location)))
+    }
+
+    /// Sets a value of the store's `meta` table (durably, in its own transaction).
+    pub(crate) fn set_meta(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| ClientError::Store(format!("{}: {e}", self.location)))
+    }
+
     /// Where the store lives: its file's path, or `:memory:`.
     pub fn location(&self) -> &str {
         &self.location

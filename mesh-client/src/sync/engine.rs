@@ -7,10 +7,11 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
-use mesh_core::id::RemoteId;
+use mesh_core::id::{DeviceId, RemoteId, UserId};
 use mesh_core::model::{names, Scope};
 use mesh_core::store::Store;
 use mesh_core::sync::{Request, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
+use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -91,6 +92,7 @@ pub(crate) fn spawn(
     remote: RemoteId,
     transport: Arc<dyn Transport>,
     options: SyncOptions,
+    identity: Identity,
 ) -> EngineHandle {
     let (cmd, cmd_rx) = mpsc::unbounded_channel();
     let engine = Engine {
@@ -102,6 +104,8 @@ pub(crate) fn spawn(
         online: None,
         membership_changed: false,
         known: transfer::KnownObjects::default(),
+        identity,
+        enrolled: false,
     };
     let task = tokio::spawn(engine.run(cmd_rx));
     EngineHandle {
@@ -123,7 +127,23 @@ struct Engine {
     membership_changed: bool,
     /// Blob objects the remote is known to hold.
     known: transfer::KnownObjects,
+    /// Who this device is, for enrollment.
+    identity: Identity,
+    /// Whether this device holds a current certificate from the remote's authority (or the
+    /// remote has no authority).
+    enrolled: bool,
 }
+
+/// This device as its engines enroll it with their remotes.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub key: PublicKey,
+}
+
+/// A certificate is renewed when it has less than this left.
+const RENEW_BEFORE_SECS: i64 = 7 * 86_400;
 
 enum Failure {
     Transport(TransportError),
@@ -273,7 +293,58 @@ impl Engine {
     /// Runs sessions until one ends without a membership change: a change to a folder's
     /// members (an accepted invitation, say) can make more feeds readable or writable on the
     /// remote, which the next session then syncs. At most three sessions.
+    /// Makes sure the remote's authority has certified this device's key before anything
+    /// signed is pushed: the saved enrollment is used while it is valid for another week;
+    /// otherwise the device enrolls, pinning the authority's key on first contact and
+    /// refusing an answer signed by any other authority afterwards.
+    async fn enroll(&mut self) -> std::result::Result<(), Failure> {
+        if self.enrolled {
+            return Ok(());
+        }
+        let remote = self.remote.clone();
+        let saved = self
+            .shared
+            .run(move |r| r.store().enrollment(&remote))
+            .await??;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let id = &self.identity;
+        if let Some(e) = &saved {
+            if e.certificate.key == id.key
+                && e.certificate.not_after.unix() - now > RENEW_BEFORE_SECS
+            {
+                self.enrolled = true;
+                return Ok(());
+            }
+        }
+        let answer = match self.transport.enroll(&id.device, &id.key).await {
+            Ok(answer) => answer,
+            // A remote without an authority (a client served directly) checks no signatures.
+            Err(TransportError::Unsupported(_)) => {
+                self.enrolled = true;
+                return Ok(());
+            }
+            Err(e) => return Err(Failure::Transport(e)),
+        };
+        answer
+            .check(
+                &id.user,
+                &id.device,
+                &id.key,
+                saved.as_ref().map(|e| &e.authority),
+            )
+            .map_err(|e| Failure::Client(e.into()))?;
+        let remote = self.remote.clone();
+        self.shared
+            .run(move |r| r.store_mut().set_enrollment(&remote, &answer))
+            .await??;
+        self.enrolled = true;
+        Ok(())
+    }
+
     async fn sessions(&mut self) -> std::result::Result<SyncReport, Failure> {
+        self.enroll().await?;
         let mut total = SyncReport::default();
         for _ in 0..3 {
             self.membership_changed = false;

@@ -20,6 +20,8 @@
 //! Connection errors, 5xx and 429 are retried with exponential backoff (429 and 503 honour
 //! `Retry-After`), other 4xx never.
 
+use mesh_core::id::DeviceId;
+use mesh_core::trust::{Enrollment, PublicKey};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -463,6 +465,25 @@ impl Transport for HttpTransport {
 
     fn describe(&self) -> String {
         format!("hub at {}", self.inner.base)
+    }
+
+    async fn enroll(
+        &self,
+        device: &DeviceId,
+        key: &PublicKey,
+    ) -> Result<Enrollment, TransportError> {
+        let url = format!(
+            "{}/mesh/devices/{}/certificate",
+            self.inner.base,
+            path_segment(device.as_str())
+        );
+        let body = serde_json::to_vec(&serde_json::json!({ "key": key }))
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let answer = self
+            .retrying(|| self.post_bytes(&url, "application/json", "application/json", &body))
+            .await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| TransportError::Protocol(format!("malformed enrollment: {e}")))
     }
 
     async fn missing_objects(

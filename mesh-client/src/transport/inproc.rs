@@ -2,15 +2,24 @@
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use mesh_core::id::{ReplicaId, UserId};
+use std::sync::{Arc, Mutex};
+
+use mesh_core::id::{DeviceId, ReplicaId, UserId};
 use mesh_core::replica::Replica;
+use mesh_core::store::Store as _;
+use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response};
+use mesh_core::time::Timestamp;
+use mesh_core::trust::{
+    DeviceCertificate, Enrollment, MemoryKeyring, NoKeyring, PublicKey, SecretKey,
+};
 use mesh_core::CoreError;
+use mesh_core::Result as CoreResult;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};
-use crate::store::{BlobStore, ClientStore, StoreConfig};
+use crate::store::{fresh_key, BlobStore, ClientStore, StoreConfig};
 use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
@@ -30,6 +39,75 @@ use mesh_core::model::Action;
 #[derive(Clone)]
 pub struct InProcessHub {
     shared: SharedReplica,
+    authority: Arc<Authority>,
+}
+
+/// How long the certificates an in-process hub issues stay valid.
+const CERTIFICATE_VALIDITY_SECS: i64 = 365 * 86_400;
+
+/// An in-process hub's authority: its key, and the devices it certified or revoked.
+pub(crate) struct Authority {
+    key: SecretKey,
+    device: DeviceId,
+    keyring: Mutex<MemoryKeyring>,
+}
+
+impl Authority {
+    fn new(device: DeviceId) -> Result<Self> {
+        let key = fresh_key()?;
+        let mut keyring = MemoryKeyring::new(key.public());
+        keyring.set_authority_device(device.clone());
+        Ok(Authority {
+            key,
+            device,
+            keyring: Mutex::new(keyring),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, MemoryKeyring> {
+        self.keyring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Certifies `device`'s `key` for `user` (again, to renew it); a device keeps the key it
+    /// first enrolled, and a revoked device is never certified again.
+    fn enroll(&self, user: &UserId, device: &DeviceId, key: &PublicKey) -> CoreResult<Enrollment> {
+        let mut ring = self.ring();
+        if let Some(known) = ring.device(device) {
+            if known.revoked_at.is_some() {
+                return Err(CoreError::Revoked {
+                    device: device.to_string(),
+                });
+            }
+            if &known.certificate.key != key || &known.certificate.user != user {
+                return Err(CoreError::AlreadyExists {
+                    kind: "device certificate",
+                    id: device.to_string(),
+                });
+            }
+        }
+        let now = system_now();
+        let certificate = DeviceCertificate::issue(
+            &self.key,
+            user.clone(),
+            device.clone(),
+            *key,
+            now.plus_secs(-300),
+            now.plus_secs(CERTIFICATE_VALIDITY_SECS),
+        );
+        ring.add(certificate.clone())?;
+        Ok(Enrollment {
+            certificate,
+            authority: self.key.public(),
+            authority_device: self.device.clone(),
+        })
+    }
+}
+
+fn system_now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
 }
 
 impl Default for InProcessHub {
@@ -59,9 +137,40 @@ impl InProcessHub {
     }
 
     fn from_store(store: ClientStore, blobs: BlobStore) -> Self {
+        // A replica id is a valid device id: both are plain ids.
+        let endpoint: DeviceId = store
+            .replica_id()
+            .as_str()
+            .parse()
+            .unwrap_or_else(|_| unreachable!("replica ids are valid device ids"));
+        // Without a random source there is no key to sign with: nothing works then.
+        let authority = Authority::new(endpoint).expect("the operating system's random source");
         InProcessHub {
             shared: SharedReplica::new(Replica::new(store), blobs),
+            authority: Arc::new(authority),
         }
+    }
+
+    /// The public key of this hub's authority (devices pin it when they enroll).
+    pub fn authority_key(&self) -> PublicKey {
+        self.authority.key.public()
+    }
+
+    /// Certifies a device's key for `user`, as the transport's `enroll` does.
+    pub fn enroll(&self, user: &UserId, device: &DeviceId, key: &PublicKey) -> Result<Enrollment> {
+        Ok(self.authority.enroll(user, device, key)?)
+    }
+
+    /// Revokes a device from now on: versions it signs that the hub does not hold yet are
+    /// refused.
+    pub fn revoke_device(&self, device: &DeviceId) {
+        self.authority.ring().revoke(device, system_now());
+    }
+
+    /// Records that `device` belongs to the mesh: until it enrolls, its versions are refused
+    /// (instead of counting as the pusher's foreign versions).
+    pub fn register_device(&self, device: DeviceId) {
+        self.authority.ring().register(device);
     }
 
     /// The hub's blob store (for tests and inspection).
@@ -75,6 +184,7 @@ impl InProcessHub {
             shared: self.shared.clone(),
             label: format!("in-process hub as {user}"),
             user,
+            authority: Some(self.authority.clone()),
         }
     }
 
@@ -91,6 +201,9 @@ pub struct InProcessTransport {
     shared: SharedReplica,
     user: UserId,
     label: String,
+    /// The hub's authority; `None` for a client served directly, which checks no signatures
+    /// (every version counts as the pushing user's).
+    authority: Option<Arc<Authority>>,
 }
 
 impl InProcessTransport {
@@ -99,6 +212,7 @@ impl InProcessTransport {
             shared,
             user,
             label,
+            authority: None,
         }
     }
 }
@@ -111,10 +225,14 @@ fn remote_error(e: CoreError) -> TransportError {
 impl Transport for InProcessTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         let user = self.user.clone();
+        let authority = self.authority.clone();
         let (response, changed) = self
             .shared
             .run(move |r| {
-                let response = guard::respond_as(r, &user, request)?;
+                let response = match &authority {
+                    Some(a) => guard::respond_as(r, Pusher::new(&user, &*a.ring()), request)?,
+                    None => guard::respond_as(r, Pusher::new(&user, &NoKeyring), request)?,
+                };
                 let mut changed = None;
                 if let Response::Pushed { feed, results } = &response {
                     if results.iter().any(|x| x.outcome.changed()) {
@@ -172,6 +290,17 @@ impl Transport for InProcessTransport {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    async fn enroll(
+        &self,
+        device: &DeviceId,
+        key: &PublicKey,
+    ) -> Result<Enrollment, TransportError> {
+        match &self.authority {
+            Some(a) => a.enroll(&self.user, device, key).map_err(remote_error),
+            None => Err(TransportError::Unsupported("enrollment".into())),
+        }
     }
 
     async fn missing_objects(

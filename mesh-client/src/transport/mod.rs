@@ -20,10 +20,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use mesh_core::blob::ChunkHash;
-use mesh_core::id::FolderId;
+use mesh_core::id::{DeviceId, FolderId};
 use mesh_core::model::FeedKey;
 use mesh_core::store::Cursor;
 use mesh_core::sync::{Request, Response};
+use mesh_core::trust::{Enrollment, PublicKey};
 use mesh_core::{CoreError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,18 @@ pub trait Transport: Send + Sync + 'static {
 
     /// A short description for logs and events ("in-process hub", a URL…).
     fn describe(&self) -> String;
+
+    /// Enrolls this device's public key with the remote's authority: the answer holds the
+    /// device's certificate and the authority's key, which the engine pins on first contact.
+    /// A remote without an authority (a peer served directly) answers `Unsupported`.
+    async fn enroll(
+        &self,
+        device: &DeviceId,
+        key: &PublicKey,
+    ) -> Result<Enrollment, TransportError> {
+        let _ = (device, key);
+        Err(TransportError::Unsupported("enrollment".into()))
+    }
 
     /// Which of these blob objects (chunks, manifests) the remote lacks for `folder`: the
     /// ones to upload. Needs read access to the folder.

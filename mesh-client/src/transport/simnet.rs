@@ -1,5 +1,7 @@
 //! A deterministic simulated network for tests.
 
+use mesh_core::id::DeviceId;
+use mesh_core::trust::{Enrollment, PublicKey};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,6 +202,17 @@ impl Transport for SimTransport {
 
     fn describe(&self) -> String {
         format!("{} (simulated network)", self.inner.describe())
+    }
+
+    async fn enroll(
+        &self,
+        device: &DeviceId,
+        key: &PublicKey,
+    ) -> Result<Enrollment, TransportError> {
+        self.before_call().await?;
+        let out = self.inner.enroll(device, key).await?;
+        self.after_call()?;
+        Ok(out)
     }
 
     async fn missing_objects(

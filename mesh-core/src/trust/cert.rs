@@ -111,3 +111,47 @@ impl DeviceCertificate {
         self.not_before <= at && at <= self.not_after
     }
 }
+
+/// What a device gets when it enrolls its key with an authority: its certificate, the
+/// authority's key (which the device pins on first contact) and the authority's own endpoint
+/// (the `by` of the versions the authority writes itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The device's certificate.
+    pub certificate: DeviceCertificate,
+    /// The authority's public key.
+    pub authority: PublicKey,
+    /// The endpoint whose versions the authority key signs.
+    pub authority_device: DeviceId,
+}
+
+impl Enrollment {
+    /// Checks the answer to an enrollment of `device`'s `key` for `user`: the certificate
+    /// names them and was signed by the enclosed authority, which must equal `pinned` when the
+    /// device already trusts an authority.
+    pub fn check(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        key: &PublicKey,
+        pinned: Option<&PublicKey>,
+    ) -> Result<()> {
+        if let Some(pinned) = pinned {
+            if pinned != &self.authority {
+                return Err(CoreError::UntrustedCertificate(format!(
+                    "the remote's authority key {} is not the pinned {pinned}",
+                    self.authority
+                )));
+            }
+        }
+        self.certificate.verify(&self.authority)?;
+        let c = &self.certificate;
+        if &c.user != user || &c.device != device || &c.key != key {
+            return Err(CoreError::UntrustedCertificate(format!(
+                "the certificate names {}/{} and another key, not {user}/{device}",
+                c.user, c.device
+            )));
+        }
+        Ok(())
+    }
+}

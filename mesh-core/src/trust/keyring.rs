@@ -91,6 +91,11 @@ impl MemoryKeyring {
         &self.authority
     }
 
+    /// The endpoint whose items the authority key signs, if named.
+    pub fn authority_device(&self) -> Option<&DeviceId> {
+        self.authority_device.as_ref()
+    }
+
     /// Names the endpoint whose items the authority key signs.
     pub fn set_authority_device(&mut self, device: DeviceId) {
         self.authority_device = Some(device);

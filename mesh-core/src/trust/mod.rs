@@ -17,7 +17,7 @@ mod keys;
 mod seal;
 mod verify;
 
-pub use cert::{DeviceCertificate, CERT_TAG};
+pub use cert::{DeviceCertificate, Enrollment, CERT_TAG};
 pub use keyring::{CertifiedDevice, KeyStatus, Keyring, MemoryKeyring, NoKeyring, Signer};
 pub use keys::{Digest, PublicKey, SecretKey, Signature};
 pub use seal::{data_digest, seal_version, signing_bytes, Seal, DATA_TAG, VERSION_TAG};

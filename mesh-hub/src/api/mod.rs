@@ -5,6 +5,7 @@ mod notify;
 mod rest;
 mod routes;
 mod sync;
+mod trust;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
@@ -154,6 +155,7 @@ pub(crate) fn router(state: HubState) -> Router {
             "/mesh/devices/{device}",
             get(rest::device).delete(rest::revoke_device),
         )
+        .route("/mesh/devices/{device}/certificate", post(trust::enroll))
         .route("/mesh/invitations", get(rest::invitations))
         .route(
             "/mesh/invitations/{folder}/{answer}",

@@ -21,8 +21,10 @@ use mesh_core::model::{
     MediaRef, Member, NewsItem, NewsKind, Role, Scope,
 };
 use mesh_core::store::{Cursor, Store};
+use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request as SyncRequest, Response as SyncResponse, MAX_PAGE};
 use mesh_core::time::Timestamp;
+use mesh_core::trust;
 use mesh_core::CoreError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,7 @@ async fn write(
     let user = user.clone();
     let endpoint = state.0.endpoint.clone();
     let changes = state.0.changes.clone();
+    let accounts = state.0.accounts.clone();
     state
         .run(move |r| {
             let local = r.get(&feed, &id)?;
@@ -140,10 +143,31 @@ async fn write(
             }
             let when = now();
             let stamp = Stamp::new(endpoint, when);
-            let new = make(local.as_ref(), &stamp, when)?;
-            guard::check_push(r.store(), &user, &feed, &new)?;
-            let reports = r.merge_batch(&feed, vec![new], None)?;
-            if reports.iter().any(|x| x.outcome.changed()) {
+            let mut new = make(local.as_ref(), &stamp, when)?;
+            // The hub writes under its own endpoint, signed with the authority key, and the
+            // guard checks the version as the caller's write, in the same transaction.
+            let deleted = new.sync.deleted;
+            trust::seal_version(
+                &feed,
+                &id,
+                &mut new.sync.history,
+                deleted,
+                &new.content,
+                accounts.authority(),
+            );
+            let keyring = accounts.keyring();
+            let judged = guard::push(
+                r,
+                Pusher::on_behalf_of(&user, &*keyring),
+                None,
+                &feed,
+                vec![new],
+            )?;
+            let changed = judged.iter().any(|j| j.outcome.changed());
+            if let Some(refused) = judged.into_iter().find_map(|j| j.refused) {
+                return Err(refused.into());
+            }
+            if changed {
                 let head = r.store().head(&feed)?;
                 let _ = changes.send(Changed {
                     feed: feed.clone(),
@@ -1233,11 +1257,12 @@ pub(crate) async fn post_entries(
         let from = state.0.replica_id.clone();
         let k = key.clone();
         let changes = state.0.changes.clone();
+        let keyring = state.0.accounts.keyring();
         let response = state
             .run(move |r| {
                 let resp = guard::respond_as(
                     r,
-                    &user,
+                    Pusher::new(&user, &*keyring),
                     SyncRequest::Push {
                         from,
                         feed: k.clone(),

@@ -68,6 +68,14 @@ const ROUTES: &[RouteDoc] = &[
         query: NONE,
     },
     RouteDoc {
+        resource: "/mesh/devices/{device}/certificate",
+        description: "enrollment: POST the token's own device's public key, get its certificate and the authority's key",
+        methods: &["POST", "OPTIONS"],
+        accepts: JSON,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
         resource: "/mesh/invitations",
         description: "folders the caller is invited to and has not answered",
         methods: &["GET", "OPTIONS"],

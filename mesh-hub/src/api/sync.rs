@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use mesh_core::store::Store;
+use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response as SyncResponse};
 
 use crate::api::{blocking, json_body, Auth, RawBody};
@@ -31,9 +32,10 @@ pub(crate) async fn sync(
     };
     let user = auth.principal.user.clone();
     let changes = state.0.changes.clone();
+    let keyring = state.0.accounts.keyring();
     let response = state
         .run(move |r| {
-            let response = guard::respond_as(r, &user, request)?;
+            let response = guard::respond_as(r, Pusher::new(&user, &*keyring), request)?;
             if let SyncResponse::Pushed { feed, results } = &response {
                 if results.iter().any(|x| x.outcome.changed()) {
                     // Announced under the lock, so announcements leave in change order.

@@ -121,22 +121,16 @@ fn check_version(
         names::MAPPINGS => Changes::OwnOnly,
         _ => Changes::ByRole,
     };
-    if !(roster.is_new() && changes == Changes::ByMemberRules) {
+    // A new folder's first records (its creator's owner record, its folder record) come
+    // from someone who holds no role in it yet: their own rules below decide.
+    let founding = roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
+    if !founding {
         check_lineage(actor, role, local, v, changes)?;
     }
     match feed.name.as_str() {
         names::MEMBERS => check_member(roster, actor, role, local, v),
-        names::INFO => {
-            if local.is_none()
-                && roster.active_owners() == 0
-                && roster.role(actor) == Some(Role::Owner)
-            {
-                // The creator's first folder record, right after its owner record.
-                Ok(())
-            } else {
-                authorize(actor, role, Action::DeleteFolder)
-            }
-        }
+        names::INFO if founding && local.is_none() => Ok(()),
+        names::INFO => authorize(actor, role, Action::DeleteFolder),
         names::MAPPINGS => {
             let m: Mapping = decode(v, "mapping")?;
             if &m.user != actor {
