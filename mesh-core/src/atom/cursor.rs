@@ -12,7 +12,7 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use super::escape::{is_xml_space, resolve_reference, short, unescape_attribute};
-use super::{ATOM_NS, FEEDSYNC_NS};
+use super::{ATOM_NS, FEEDSYNC_NS, MESH_NS};
 use crate::error::{CoreError, XmlPosition};
 
 /// The deepest element nesting accepted (the root element is at depth 1).
@@ -29,6 +29,8 @@ pub(super) enum Ns {
     Atom,
     /// `http://feedsync.org/2007/feedsync`.
     Sx,
+    /// mesh's own namespace ([`MESH_NS`]).
+    Mesh,
     /// Any other namespace, or none.
     Other,
 }
@@ -383,6 +385,7 @@ fn namespace(ns: &ResolveResult<'_>) -> Result<Ns, String> {
     match ns {
         ResolveResult::Bound(n) if n.as_ref() == ATOM_NS.as_bytes() => Ok(Ns::Atom),
         ResolveResult::Bound(n) if n.as_ref() == FEEDSYNC_NS.as_bytes() => Ok(Ns::Sx),
+        ResolveResult::Bound(n) if n.as_ref() == MESH_NS.as_bytes() => Ok(Ns::Mesh),
         ResolveResult::Bound(_) | ResolveResult::Unbound => Ok(Ns::Other),
         ResolveResult::Unknown(prefix) => Err(String::from_utf8_lossy(prefix).into_owned()),
     }

@@ -63,6 +63,7 @@
 //! | `sync.id` | `sx:sync/@id` (also written as `atom:id`, which the reader ignores) |
 //! | `sync.updates`, `deleted`, `noconflicts` | attributes of `sx:sync` (`deleted` and `noconflicts` default to `false`) |
 //! | `sync.history` | `sx:history` elements, newest first; `when` / `by` omitted when absent |
+//! | a history item's `seal` | a `mesh:seal` child of its `sx:history` ([`MESH_NS`]): attributes `deleted`, `author`, `digest`, `sig` |
 //! | `content.title` | `atom:title`, verbatim (white space included) |
 //! | `content.content` | `atom:content type="application/json"` |
 //! | `content.media` | `atom:link rel="enclosure" href="mesh:blob:HASH" type=… length=…` |
@@ -129,6 +130,9 @@ pub const FEEDSYNC_NS: &str = "http://feedsync.org/2007/feedsync";
 
 /// The Atom namespace.
 pub const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
+
+/// mesh's own namespace (`mesh:`), for the seal of a history item (see [`crate::trust`]).
+pub const MESH_NS: &str = "urn:mesh:2026";
 
 /// An Atom feed of entries with FeedSync metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Reading Atom feeds and entries.
 
+use crate::trust::Seal;
 use std::collections::HashSet;
 use std::str::FromStr;
 
@@ -367,7 +368,6 @@ fn sync_element(
         match cursor.next()? {
             Node::Start(child) if child.is(Ns::Sx, "history") => {
                 history.push(history_item(cursor, &child)?);
-                cursor.skip(&child)?;
             }
             Node::Start(child) if child.is(Ns::Sx, "conflicts") => {
                 let cs = conflict_list(cursor, &child)?;
@@ -389,7 +389,7 @@ fn sync_element(
     Ok((meta, conflicts.unwrap_or_default()))
 }
 
-fn history_item(cursor: &Cursor<'_>, el: &Element<'_>) -> Result<HistoryItem> {
+fn history_item(cursor: &mut Cursor<'_>, el: &Element<'_>) -> Result<HistoryItem> {
     let sequence = parse_at(
         cursor,
         el,
@@ -404,7 +404,43 @@ fn history_item(cursor: &Cursor<'_>, el: &Element<'_>) -> Result<HistoryItem> {
         Some(b) => Some(parse_at::<DeviceId>(cursor, el, "by", b)?),
         None => None,
     };
-    Ok(HistoryItem::new(sequence, when, by))
+    let mut item = HistoryItem::new(sequence, when, by);
+    let mut seal = None;
+    loop {
+        match cursor.next()? {
+            Node::Start(child) if child.is(Ns::Mesh, "seal") => {
+                let s = seal_element(cursor, &child)?;
+                once(cursor, &child, &mut seal, s)?;
+                cursor.skip(&child)?;
+            }
+            Node::Start(child) => cursor.skip(&child)?,
+            Node::End => break,
+            Node::Text { .. } => {}
+            Node::Eof => return Err(cursor.unclosed(el)),
+        }
+    }
+    item.seal = seal.map(Box::new);
+    Ok(item)
+}
+
+/// `<mesh:seal deleted author digest sig/>`: the signature on a history item.
+fn seal_element(cursor: &Cursor<'_>, el: &Element<'_>) -> Result<Seal> {
+    Ok(Seal {
+        deleted: boolean(cursor, el, "deleted")?,
+        author: parse_at(cursor, el, "seal author", required(cursor, el, "author")?)?,
+        digest: parse_at(
+            cursor,
+            el,
+            "seal digest",
+            required(cursor, el, "digest")?.trim(),
+        )?,
+        sig: parse_at(
+            cursor,
+            el,
+            "seal signature",
+            required(cursor, el, "sig")?.trim(),
+        )?,
+    })
 }
 
 /// `<sx:conflicts>`: every version of every conflict entry, nested conflicts flattened.

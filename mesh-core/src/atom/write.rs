@@ -2,7 +2,7 @@
 
 use super::escape::{escape_into, Escape};
 use super::read::BLOB_HREF_PREFIX;
-use super::{AtomFeed, ATOM_NS, FEEDSYNC_NS};
+use super::{AtomFeed, ATOM_NS, FEEDSYNC_NS, MESH_NS};
 use crate::feedsync::SyncMeta;
 use crate::model::{Entry, EntryData};
 
@@ -53,6 +53,7 @@ impl Writer {
         self.out.push_str(name);
         self.attr("xmlns", ATOM_NS);
         self.attr("xmlns:sx", FEEDSYNC_NS);
+        self.attr("xmlns:mesh", MESH_NS);
         self.out.push_str(">\n");
     }
 
@@ -150,7 +151,17 @@ impl Writer {
             if let Some(by) = &h.by {
                 self.attr("by", by.as_str());
             }
-            self.out.push_str("/>\n");
+            match &h.seal {
+                None => self.out.push_str("/>\n"),
+                Some(seal) => {
+                    self.out.push_str("><mesh:seal");
+                    self.attr("deleted", bool_str(seal.deleted));
+                    self.attr("author", seal.author.as_str());
+                    self.attr("digest", &seal.digest.to_string());
+                    self.attr("sig", &seal.sig.to_string());
+                    self.out.push_str("/></sx:history>\n");
+                }
+            }
         }
         inside_sync(self, inner + 1);
         self.indent(inner);

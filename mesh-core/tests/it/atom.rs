@@ -197,7 +197,7 @@ fn writes_the_documented_shape() {
     });
     let xml = write_entry(&entry);
     let expected = r#"<?xml version="1.0" encoding="utf-8"?>
-<entry xmlns="http://www.w3.org/2005/Atom" xmlns:sx="http://feedsync.org/2007/feedsync">
+<entry xmlns="http://www.w3.org/2005/Atom" xmlns:sx="http://feedsync.org/2007/feedsync" xmlns:mesh="urn:mesh:2026">
   <id>todo.1</id>
   <title>Buy milk</title>
   <published>2007-01-01T00:00:00Z</published>
@@ -863,8 +863,27 @@ fn arb_history_item() -> impl Strategy<Value = HistoryItem> {
         arb_time().prop_map(|w| (Some(w), None)),
         arb_id().prop_map(|b| (None, Some(b))),
     ];
-    (1u32..=u32::MAX, when_by).prop_map(|(sequence, (when, by))| {
-        HistoryItem::new(sequence, when, by.map(|b| b.parse().unwrap()))
+    let seal = prop::option::of((
+        any::<bool>(),
+        arb_id(),
+        any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
+    ));
+    (1u32..=u32::MAX, when_by, seal).prop_map(|(sequence, (when, by), seal)| {
+        let mut h = HistoryItem::new(sequence, when, by.map(|b| b.parse().unwrap()));
+        // Seals round-trip whatever their bytes (checking them is the guard's business).
+        h.seal = seal.map(|(deleted, author, digest, sig)| {
+            let mut s = [0u8; 64];
+            s[..32].copy_from_slice(&sig);
+            s[32..].copy_from_slice(&digest);
+            Box::new(mesh_core::trust::Seal {
+                deleted,
+                author: author.parse().unwrap(),
+                digest: mesh_core::trust::Digest(digest),
+                sig: mesh_core::trust::Signature(s),
+            })
+        });
+        h
     })
 }
 

@@ -27,6 +27,7 @@ fn fixture() -> Fixture {
             max_body: 64 << 10,
             heartbeat: Duration::from_secs(3600),
             long_poll_max: Duration::from_millis(20),
+            ..HubConfig::default()
         })
         .build()
         .unwrap();
