@@ -19,8 +19,8 @@ use crate::trust::seal::{data_digest, signing_bytes, Seal};
 ///   authority's endpoint must be signed with the authority key; items without `by`, or by an
 ///   endpoint outside the mesh, may be unsigned.
 /// * The topmost item of every incoming version that carries a seal must match that version
-///   (its `deleted` flag, author and data digest), held or not, so that a genuine seal cannot
-///   be put on other data.
+///   (its `deleted` flag, author and data digest, and `updates` must equal its sequence),
+///   held or not, so that a genuine seal cannot be put on other data or count.
 /// * A revoked device's items are accepted only if they were made before the revocation and
 ///   are not the topmost item of a version the replica does not hold.
 pub fn verify_entry(
@@ -50,7 +50,7 @@ pub fn verify_entry(
         for (i, h) in sync.history.iter().enumerate() {
             let top = i == 0;
             if top && !known {
-                check_top_matches(id, h, sync.deleted, data)?;
+                check_top_matches(id, h, sync, data)?;
             }
             if held.contains(h) {
                 continue;
@@ -61,11 +61,27 @@ pub fn verify_entry(
     Ok(())
 }
 
-fn check_top_matches(id: &EntryId, h: &HistoryItem, deleted: bool, data: &EntryData) -> Result<()> {
+fn check_top_matches(
+    id: &EntryId,
+    h: &HistoryItem,
+    sync: &SyncMeta,
+    data: &EntryData,
+) -> Result<()> {
     let Some(seal) = &h.seal else {
         return Ok(());
     };
-    if seal.deleted != deleted || seal.author != data.author || seal.digest != data_digest(data) {
+    // `updates` is not signed on its own: a signed version's count is its topmost sequence
+    // (as every mesh write makes it), so that no relay can raise it to win a merge.
+    if sync.updates != h.sequence {
+        return Err(CoreError::InvalidSignature(format!(
+            "entry {id}: updates {} is not the signed sequence {}",
+            sync.updates, h.sequence
+        )));
+    }
+    if seal.deleted != sync.deleted
+        || seal.author != data.author
+        || seal.digest != data_digest(data)
+    {
         return Err(CoreError::InvalidSignature(format!(
             "the seal of entry {id}'s topmost history item (sequence {}) does not match its data",
             h.sequence

@@ -9,3 +9,4 @@ mod properties;
 mod rules;
 mod session;
 mod store_suite;
+mod trust;

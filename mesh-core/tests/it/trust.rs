@@ -1,0 +1,1045 @@
+//! Verifiable writes: signatures, certificates, and every version authorized as its signer's
+//! write, on a replica serving several users through the guard (the code path of the
+//! in-process hub and of the HTTP hub's sync endpoint).
+
+use mesh_core::content::JsonContent;
+use mesh_core::feedsync::{HistoryItem, MergeOutcome, Version};
+use mesh_core::id::{DeviceId, UserId};
+use mesh_core::model::{Entry, EntryDraft, FeedKey, InvitationState, Member, Role};
+use mesh_core::replica::{Actor, Replica};
+use mesh_core::store::{Cursor, MemoryStore};
+use mesh_core::sync::guard::Pusher;
+use mesh_core::sync::{respond_as, Request, Response};
+use mesh_core::time::Timestamp;
+use mesh_core::trust::{
+    data_digest, seal_version, signing_bytes, DeviceCertificate, KeyStatus, Keyring, MemoryKeyring,
+    SecretKey,
+};
+use mesh_core::ErrorCode;
+
+use crate::common::*;
+
+const USERS: &[(&str, Role, InvitationState)] = &[
+    ("ann", Role::Owner, InvitationState::Active),
+    ("bob", Role::Reader, InvitationState::Active),
+    ("carol", Role::Reader, InvitationState::Invited),
+    ("dave", Role::Reader, InvitationState::Declined),
+    ("erin", Role::Author, InvitationState::Active),
+    ("frank", Role::Full, InvitationState::Active),
+];
+
+pub fn member_draft(user: &str, role: Role, state: InvitationState, by: &str) -> EntryDraft {
+    let m = Member {
+        user: user.parse().unwrap(),
+        role,
+        state,
+        invited_by: by.parse().unwrap(),
+        invited_at: t(0),
+    };
+    EntryDraft {
+        title: user.into(),
+        content: JsonContent::from_serialize(&m).unwrap(),
+        media: None,
+    }
+}
+
+fn key_of(user: &str) -> SecretKey {
+    let mut seed = [0u8; 32];
+    seed[..user.len()].copy_from_slice(user.as_bytes());
+    SecretKey::from_seed(seed)
+}
+
+/// A folder `f` on a hub replica, with one device per user of [`USERS`] (`<user>-dev`),
+/// each certified by the hub's authority, every membership in the state the table says, and
+/// one note by ann (`n1`) and one by erin (`e1`).
+pub struct World {
+    pub authority: SecretKey,
+    pub ring: MemoryKeyring,
+    pub hub: Replica<MemoryStore>,
+    pub members: FeedKey,
+    pub notes: FeedKey,
+    pub clock: i64,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let authority = SecretKey::from_seed([9; 32]);
+        let mut ring = MemoryKeyring::new(authority.public());
+        for (user, _, _) in USERS {
+            ring.add(DeviceCertificate::issue(
+                &authority,
+                user.parse().unwrap(),
+                dev(&format!("{user}-dev")),
+                key_of(user).public(),
+                t(-10),
+                t(1_000_000),
+            ))
+            .unwrap();
+        }
+        let folder = "f".parse().unwrap();
+        let mut w = World {
+            authority,
+            ring,
+            hub: replica("hub"),
+            members: FeedKey::members(&folder),
+            notes: FeedKey::folder(folder, "notes".parse().unwrap()),
+            clock: 0,
+        };
+        let members = w.members.clone();
+        // ann creates the folder and invites everyone; the others answer.
+        let mut ann = w.device("ann");
+        w.write(&mut ann, "ann", &members, |r, a, now| {
+            r.create(
+                &members,
+                id("ann"),
+                member_draft("ann", Role::Owner, InvitationState::Active, "ann"),
+                a,
+                now,
+            )
+        });
+        for (user, role, _) in &USERS[1..] {
+            w.write(&mut ann, "ann", &members, |r, a, now| {
+                r.create(
+                    &members,
+                    id(user),
+                    member_draft(user, *role, InvitationState::Invited, "ann"),
+                    a,
+                    now,
+                )
+            });
+        }
+        for (user, role, state) in &USERS[1..] {
+            if *state != InvitationState::Invited {
+                let mut d = w.device(user);
+                w.write(&mut d, user, &members, |r, a, now| {
+                    r.update(
+                        &members,
+                        &id(user),
+                        member_draft(user, *role, *state, "ann"),
+                        a,
+                        now,
+                    )
+                });
+            }
+        }
+        let notes = w.notes.clone();
+        w.write(&mut ann, "ann", &notes, |r, a, now| {
+            r.create(&notes, id("n1"), draft("ann's note"), a, now)
+        });
+        let mut erin = w.device("erin");
+        w.write(&mut erin, "erin", &notes, |r, a, now| {
+            r.create(&notes, id("e1"), draft("erin's note"), a, now)
+        });
+        w
+    }
+
+    /// A replica of `user`'s device, signing with its key, holding everything the hub holds.
+    pub fn device(&self, user: &str) -> Replica<MemoryStore> {
+        let mut r = replica(&format!("{user}-dev"));
+        r.set_signer(key_of(user));
+        self.refresh(&mut r);
+        r
+    }
+
+    /// Brings a device up to date with the hub.
+    pub fn refresh(&self, r: &mut Replica<MemoryStore>) {
+        for feed in [&self.members, &self.notes] {
+            let all = self.all(feed);
+            r.merge_batch(feed, all, None).unwrap();
+        }
+    }
+
+    pub fn all(&self, feed: &FeedKey) -> Vec<Entry> {
+        self.hub
+            .changes_since(feed, Cursor::ZERO, 1000)
+            .unwrap()
+            .changes
+            .into_iter()
+            .map(|c| c.entry)
+            .collect()
+    }
+
+    pub fn now(&mut self) -> Timestamp {
+        self.clock += 1;
+        t(self.clock)
+    }
+
+    /// Writes on a device and pushes the written entry as `user`; the push must merge.
+    pub fn write(
+        &mut self,
+        r: &mut Replica<MemoryStore>,
+        user: &str,
+        feed: &FeedKey,
+        f: impl FnOnce(
+            &mut Replica<MemoryStore>,
+            &Actor,
+            Timestamp,
+        ) -> mesh_core::Result<mesh_core::replica::Written>,
+    ) -> Entry {
+        let now = self.now();
+        let written = f(r, &actor(user, &format!("{user}-dev")), now).unwrap();
+        let got = self.push(user, feed, vec![written.entry.clone()]);
+        assert!(got[0].1.is_none(), "honest write refused: {got:?}");
+        written.entry
+    }
+
+    /// Pushes as `user` through the guard: (outcome, refusal code) per entry.
+    pub fn push(
+        &mut self,
+        user: &str,
+        feed: &FeedKey,
+        entries: Vec<Entry>,
+    ) -> Vec<(MergeOutcome, Option<String>)> {
+        let req = Request::Push {
+            from: format!("{user}-replica").parse().unwrap(),
+            feed: feed.clone(),
+            entries,
+        };
+        let user: UserId = user.parse().unwrap();
+        match respond_as(&mut self.hub, Pusher::new(&user, &self.ring), req).unwrap() {
+            Response::Pushed { results, .. } => {
+                results.into_iter().map(|r| (r.outcome, r.code)).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub fn member(&self, user: &str) -> Option<Member> {
+        self.hub
+            .get(&self.members, &id(user))
+            .unwrap()
+            .filter(|e| !e.is_deleted())
+            .map(|e| e.content.content.decode().unwrap())
+    }
+
+    pub fn hub_entry(&self, feed: &FeedKey, name: &str) -> Entry {
+        self.hub.get(feed, &id(name)).unwrap().unwrap()
+    }
+}
+
+fn code(c: ErrorCode) -> Option<String> {
+    Some(c.as_str().to_string())
+}
+
+/// `entry` with `extra` added as a conflicting version.
+fn with_conflict(mut entry: Entry, extra: &Entry) -> Entry {
+    entry.conflicts.push(Version {
+        sync: extra.sync.clone(),
+        content: extra.content.clone(),
+    });
+    entry
+}
+
+// ---- attacks from the issue, each refused ----------------------------------------------------
+
+#[test]
+fn a_hidden_conflict_cannot_make_a_reader_owner() {
+    let mut w = World::new();
+    let members = w.members.clone();
+    // bob (Reader) signs a version of his own record as Owner with a high count, and hides it
+    // as a conflict of an honest-looking tombstone of his record (leaving).
+    let mut a = w.device("bob");
+    let mut b = w.device("bob");
+    let now = w.now();
+    let owner = a
+        .update(
+            &members,
+            &id("bob"),
+            member_draft("bob", Role::Owner, InvitationState::Active, "ann"),
+            &actor("bob", "bob-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    let leave = b
+        .delete(&members, &id("bob"), &actor("bob", "bob-dev"), now)
+        .unwrap()
+        .entry;
+    let forged = with_conflict(leave.clone(), &owner);
+    assert_eq!(
+        w.push("bob", &members, vec![forged]),
+        [(MergeOutcome::Unchanged, code(ErrorCode::PermissionDenied))]
+    );
+    assert_eq!(w.member("bob").unwrap().role, Role::Reader);
+    // Alone, the leave is his right.
+    assert_eq!(w.push("bob", &members, vec![leave])[0].1, None);
+    assert!(w.member("bob").is_none());
+    assert_eq!(w.member("ann").unwrap().role, Role::Owner);
+}
+
+#[test]
+fn an_accept_cannot_carry_a_forged_owner_version() {
+    let mut w = World::new();
+    let members = w.members.clone();
+    let (mut a, mut b) = (w.device("carol"), w.device("carol"));
+    let now = w.now();
+    let me = actor("carol", "carol-dev");
+    let accept = a
+        .update(
+            &members,
+            &id("carol"),
+            member_draft("carol", Role::Reader, InvitationState::Active, "ann"),
+            &me,
+            now,
+        )
+        .unwrap()
+        .entry;
+    let owner = b
+        .update(
+            &members,
+            &id("carol"),
+            member_draft("carol", Role::Owner, InvitationState::Active, "ann"),
+            &me,
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push(
+            "carol",
+            &members,
+            vec![with_conflict(accept.clone(), &owner)]
+        )[0]
+        .1,
+        code(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(w.member("carol").unwrap().state, InvitationState::Invited);
+    assert_eq!(w.push("carol", &members, vec![accept])[0].1, None);
+    assert_eq!(w.member("carol").unwrap().role, Role::Reader);
+}
+
+#[test]
+fn a_declined_invitee_cannot_make_itself_owner() {
+    let mut w = World::new();
+    let members = w.members.clone();
+    let mut d = w.device("dave");
+    let now = w.now();
+    let owner = d
+        .update(
+            &members,
+            &id("dave"),
+            member_draft("dave", Role::Owner, InvitationState::Active, "ann"),
+            &actor("dave", "dave-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("dave", &members, vec![owner])[0].1,
+        code(ErrorCode::NotFound) // a declined invitee cannot even see the members feed
+    );
+    assert_eq!(w.member("dave").unwrap().state, InvitationState::Declined);
+}
+
+#[test]
+fn noconflicts_cannot_discard_a_version_the_pusher_never_saw() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    // ann and frank edit n1 concurrently: the hub keeps both.
+    let (mut ann, mut frank) = (w.device("ann"), w.device("frank"));
+    // frank's second device has seen neither edit.
+    let mut f2 = w.device("frank");
+    f2.set_signer(key_of("frank2"));
+    let cert = DeviceCertificate::issue(
+        &w.authority,
+        "frank".parse().unwrap(),
+        dev("frank-dev2"),
+        key_of("frank2").public(),
+        t(-10),
+        t(1_000_000),
+    );
+    w.ring.add(cert).unwrap();
+    w.write(&mut ann, "ann", &notes, |r, a, now| {
+        r.update(&notes, &id("n1"), draft("ann's edit"), a, now)
+    });
+    let theirs = {
+        let now = w.now();
+        frank
+            .update(
+                &notes,
+                &id("n1"),
+                draft("frank's edit"),
+                &actor("frank", "frank-dev"),
+                now,
+            )
+            .unwrap()
+            .entry
+    };
+    assert_eq!(w.push("frank", &notes, vec![theirs])[0].1, None);
+    assert_eq!(w.hub_entry(&notes, "n1").conflicts.len(), 1);
+    // frank's second device writes a version that says `noconflicts` and wins by count: it
+    // would drop both edits, which it does not know.
+    let now = w.now();
+    let mut v = f2
+        .update(
+            &notes,
+            &id("n1"),
+            draft("frank, again"),
+            &actor("frank", "frank-dev2"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    v.sync.noconflicts = true;
+    v.sync.updates = w.hub_entry(&notes, "n1").sync.updates + 1;
+    v.sync.history[0].sequence = v.sync.updates;
+    seal_version(
+        &notes,
+        &id("n1"),
+        &mut v.sync.history,
+        false,
+        &v.content,
+        &key_of("frank2"),
+    );
+    assert_eq!(
+        w.push("frank", &notes, vec![v])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    let n1 = w.hub_entry(&notes, "n1");
+    assert_eq!(n1.conflicts.len(), 1, "both edits are still there");
+}
+
+#[test]
+fn a_history_item_in_another_devices_name_is_refused_and_its_next_edit_lands() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut frank = w.device("frank");
+    let now = w.now();
+    let mut edit = frank
+        .update(
+            &notes,
+            &id("n1"),
+            draft("frank's edit"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    // A claim that ann's device already made its millionth update.
+    edit.sync
+        .history
+        .push(HistoryItem::new(1_000_000, Some(now), Some(dev("ann-dev"))));
+    assert_eq!(
+        w.push("frank", &notes, vec![edit])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    // With the seal of another of ann's items copied onto it, still no.
+    let mut edit = frank.get(&notes, &id("n1")).unwrap().unwrap();
+    let mut stolen = w.hub_entry(&notes, "n1").sync.history[0].clone();
+    stolen.sequence = 1_000_000;
+    edit.sync.history.push(stolen);
+    assert_eq!(
+        w.push("frank", &notes, vec![edit])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    // ann's next honest edit is merged, not dropped as already known.
+    let mut ann = w.device("ann");
+    w.write(&mut ann, "ann", &notes, |r, a, now| {
+        r.update(&notes, &id("n1"), draft("ann's edit"), a, now)
+    });
+    assert_eq!(w.hub_entry(&notes, "n1").content.title, "ann's edit");
+}
+
+#[test]
+fn a_tombstone_planted_in_another_devices_name_is_refused() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    // erin (Author) makes a tombstone for a predictable id and claims frank's device wrote it.
+    let mut erin = w.device("erin");
+    let now = w.now();
+    let mut planted = erin
+        .create(
+            &notes,
+            id("frank-todo-1"),
+            draft("x"),
+            &actor("erin", "erin-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    planted.sync.deleted = true;
+    planted.sync.history[0].by = Some(dev("frank-dev"));
+    assert_eq!(
+        w.push("erin", &notes, vec![planted.clone()])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    // Signed by erin's key in frank's name: still no.
+    planted.sync.history[0].seal = None;
+    seal_version(
+        &notes,
+        &id("frank-todo-1"),
+        &mut planted.sync.history,
+        true,
+        &planted.content,
+        &key_of("erin"),
+    );
+    assert_eq!(
+        w.push("erin", &notes, vec![planted])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    // frank's later create lands.
+    let mut frank = w.device("frank");
+    w.write(&mut frank, "frank", &notes, |r, a, now| {
+        r.create(&notes, id("frank-todo-1"), draft("mine"), a, now)
+    });
+    assert_eq!(w.hub_entry(&notes, "frank-todo-1").content.title, "mine");
+}
+
+#[test]
+fn a_tombstone_planted_under_ones_own_name_keeps_the_later_create() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut erin = w.device("erin");
+    w.write(&mut erin, "erin", &notes, |r, a, now| {
+        r.create(&notes, id("frank-todo-2"), draft("x"), a, now)?;
+        r.delete(&notes, &id("frank-todo-2"), a, now)
+    });
+    // frank, who never saw it, creates the same id: his version is kept (winner or conflict).
+    let mut frank = replica("frank-dev");
+    frank.set_signer(key_of("frank"));
+    let now = w.now();
+    let mine = frank
+        .create(
+            &notes,
+            id("frank-todo-2"),
+            draft("mine"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(w.push("frank", &notes, vec![mine])[0].1, None);
+    let e = w.hub_entry(&notes, "frank-todo-2");
+    let kept = std::iter::once(&e.content).chain(e.conflicts.iter().map(|c| &c.content));
+    assert!(kept.into_iter().any(|d| d.title == "mine"), "{e:?}");
+}
+
+#[test]
+fn the_author_of_an_entry_cannot_be_forged_through_sync() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    // erin (Author) creates an entry in ann's name.
+    let mut erin = w.device("erin");
+    let now = w.now();
+    let mut e = erin
+        .create(
+            &notes,
+            id("e2"),
+            draft("by ann?"),
+            &actor("erin", "erin-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    e.content.author = "ann".parse().unwrap();
+    e.sync.history[0].seal = None;
+    seal_version(
+        &notes,
+        &id("e2"),
+        &mut e.sync.history,
+        false,
+        &e.content,
+        &key_of("erin"),
+    );
+    assert_eq!(
+        w.push("erin", &notes, vec![e])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    // frank (Full) takes over erin's entry by changing its author: refused too.
+    let mut frank = w.device("frank");
+    let now = w.now();
+    let mut e1 = frank
+        .update(
+            &notes,
+            &id("e1"),
+            draft("mine now"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    e1.content.author = "frank".parse().unwrap();
+    e1.sync.history[0].seal = None;
+    seal_version(
+        &notes,
+        &id("e1"),
+        &mut e1.sync.history,
+        false,
+        &e1.content,
+        &key_of("frank"),
+    );
+    assert_eq!(
+        w.push("frank", &notes, vec![e1])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(w.hub_entry(&notes, "e1").content.author.as_str(), "erin");
+}
+
+#[test]
+fn only_the_invitee_accepts_or_declines() {
+    let mut w = World::new();
+    let members = w.members.clone();
+    let mut frank = w.device("frank");
+    let now = w.now();
+    let accept = frank
+        .update(
+            &members,
+            &id("carol"),
+            member_draft("carol", Role::Reader, InvitationState::Active, "ann"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("frank", &members, vec![accept])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    // Not even the owner activates someone else's membership.
+    let mut ann = w.device("ann");
+    let now = w.now();
+    let accept = ann
+        .update(
+            &members,
+            &id("carol"),
+            member_draft("carol", Role::Reader, InvitationState::Active, "ann"),
+            &actor("ann", "ann-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("ann", &members, vec![accept])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(w.member("carol").unwrap().state, InvitationState::Invited);
+}
+
+#[test]
+fn a_folder_always_keeps_an_active_owner() {
+    let mut w = World::new();
+    let members = w.members.clone();
+    let me = actor("ann", "ann-dev");
+    for make in [
+        |r: &mut Replica<MemoryStore>, members: &FeedKey, me: &Actor, now| {
+            r.delete(members, &id("ann"), me, now)
+        },
+        |r: &mut Replica<MemoryStore>, members: &FeedKey, me: &Actor, now| {
+            r.update(
+                members,
+                &id("ann"),
+                member_draft("ann", Role::Full, InvitationState::Active, "ann"),
+                me,
+                now,
+            )
+        },
+    ] {
+        let mut ann = w.device("ann");
+        let now = w.now();
+        let e = make(&mut ann, &members, &me, now).unwrap().entry;
+        assert_eq!(
+            w.push("ann", &members, vec![e])[0].1,
+            code(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(w.member("ann").unwrap().role, Role::Owner);
+    }
+    // Two demotions in one batch cannot leave the folder ownerless either: make frank an
+    // owner, then push both owners' demotions together.
+    let mut ann = w.device("ann");
+    w.write(&mut ann, "ann", &members, |r, a, now| {
+        r.update(
+            &members,
+            &id("frank"),
+            member_draft("frank", Role::Owner, InvitationState::Active, "ann"),
+            a,
+            now,
+        )
+    });
+    let mut ann = w.device("ann");
+    let now = w.now();
+    let d1 = ann
+        .update(
+            &members,
+            &id("frank"),
+            member_draft("frank", Role::Full, InvitationState::Active, "ann"),
+            &me,
+            now,
+        )
+        .unwrap()
+        .entry;
+    let d2 = ann
+        .update(
+            &members,
+            &id("ann"),
+            member_draft("ann", Role::Full, InvitationState::Active, "ann"),
+            &me,
+            now,
+        )
+        .unwrap()
+        .entry;
+    let got = w.push("ann", &members, vec![d1, d2]);
+    assert_eq!(got.iter().filter(|g| g.1.is_none()).count(), 1, "{got:?}");
+    let owners = ["ann", "frank"]
+        .iter()
+        .filter(|u| w.member(u).unwrap().role == Role::Owner)
+        .count();
+    assert_eq!(owners, 1);
+}
+
+#[test]
+fn an_update_count_at_the_end_of_the_counter_is_refused() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut frank = w.device("frank");
+    let now = w.now();
+    let mut e = frank
+        .update(
+            &notes,
+            &id("n1"),
+            draft("frozen?"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    e.sync.updates = u32::MAX;
+    e.sync.history[0].sequence = u32::MAX;
+    e.sync.history[0].seal = None;
+    seal_version(
+        &notes,
+        &id("n1"),
+        &mut e.sync.history,
+        false,
+        &e.content,
+        &key_of("frank"),
+    );
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::LimitExceeded)
+    );
+    // Raising the count without signing it is refused as well.
+    let mut e = frank.get(&notes, &id("n1")).unwrap().unwrap();
+    e.sync.updates += 100;
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    let mut ann = w.device("ann");
+    w.write(&mut ann, "ann", &notes, |r, a, now| {
+        r.update(&notes, &id("n1"), draft("still editable"), a, now)
+    });
+}
+
+#[test]
+fn item_shapes_are_bounded() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut e = w.hub_entry(&notes, "n1");
+    let mut frank = w.device("frank");
+    for i in 0..=mesh_core::feedsync::limits::MAX_CONFLICTS {
+        let now = w.now();
+        let v = frank
+            .update(
+                &notes,
+                &id("n1"),
+                draft(&format!("v{i}")),
+                &actor("frank", "frank-dev"),
+                now,
+            )
+            .unwrap()
+            .entry;
+        e.conflicts.push(Version {
+            sync: v.sync,
+            content: v.content,
+        });
+    }
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::LimitExceeded)
+    );
+}
+
+// ---- relaying, interop, signatures -----------------------------------------------------------
+
+#[test]
+fn a_reader_relays_an_owners_signed_change() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut ann = w.device("ann");
+    let now = w.now();
+    let edit = ann
+        .update(
+            &notes,
+            &id("n1"),
+            draft("ann's edit"),
+            &actor("ann", "ann-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("bob", &notes, vec![edit]),
+        [(MergeOutcome::Updated, None)]
+    );
+    // bob's own edit is refused.
+    let mut bob = w.device("bob");
+    let now = w.now();
+    let own = bob
+        .update(
+            &notes,
+            &id("n1"),
+            draft("bob's edit"),
+            &actor("bob", "bob-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("bob", &notes, vec![own])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+}
+
+#[test]
+fn foreign_unsigned_items_count_as_the_pushers_writes() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut tool = replica("tool");
+    tool.merge_batch(&notes, w.all(&notes), None).unwrap();
+    let now = w.now();
+    let e = tool
+        .update(
+            &notes,
+            &id("n1"),
+            draft("from another tool"),
+            &actor("frank", "feedsync-tool"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert!(e.sync.history[0].seal.is_none());
+    assert_eq!(
+        w.push("bob", &notes, vec![e.clone()])[0].1,
+        code(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(w.push("frank", &notes, vec![e])[0].1, None);
+    // A device of the mesh without a certificate is not foreign: its items are refused.
+    w.ring.register(dev("new-dev"));
+    let now = w.now();
+    let e = tool
+        .update(
+            &notes,
+            &id("n1"),
+            draft("x"),
+            &actor("frank", "new-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::UntrustedCertificate)
+    );
+}
+
+/// Every signed field, changed after signing, makes the signature fail.
+#[test]
+fn tampering_with_any_signed_field_is_refused() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut frank = w.device("frank");
+    let now = w.now();
+    let good = frank
+        .update(
+            &notes,
+            &id("n1"),
+            draft("frank's edit"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    type Tamper = fn(&mut Entry);
+    let tampers: &[(&str, Tamper)] = &[
+        ("title", |e| e.content.title.push('!')),
+        ("content", |e| {
+            e.content.content = JsonContent::from(&serde_json::json!({"x": 1}))
+        }),
+        ("published", |e| {
+            e.content.published = e.content.published.plus_secs(1)
+        }),
+        ("deleted", |e| e.sync.deleted = true),
+        ("sequence", |e| {
+            e.sync.history[0].sequence += 1;
+            e.sync.updates += 1;
+        }),
+        ("when", |e| {
+            e.sync.history[0].when = e.sync.history[0].when.map(|w| w.plus_secs(1))
+        }),
+        ("by", |e| {
+            e.sync.history[0].by = Some("erin-dev".parse().unwrap())
+        }),
+        ("seal author", |e| {
+            e.sync.history[0].seal.as_mut().unwrap().author = "erin".parse().unwrap()
+        }),
+        ("author", |e| e.content.author = "erin".parse().unwrap()),
+    ];
+    for (what, tamper) in tampers {
+        let mut e = good.clone();
+        tamper(&mut e);
+        let got = w.push("frank", &notes, vec![e]);
+        assert_eq!(got[0].1, code(ErrorCode::InvalidSignature), "{what}");
+    }
+    // The same version in another feed or under another id does not verify either.
+    let other = FeedKey::folder("f".parse().unwrap(), "other".parse().unwrap());
+    assert_eq!(
+        w.push("frank", &other, vec![good.clone()])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    let mut moved = good.clone();
+    moved.sync.id = id("n2");
+    assert_eq!(
+        w.push("frank", &notes, vec![moved])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    assert_eq!(
+        w.push("frank", &notes, vec![good]),
+        [(MergeOutcome::Updated, None)]
+    );
+}
+
+#[test]
+fn certificates_from_elsewhere_expired_or_revoked_are_refused() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    // Another authority's certificate never enters the keyring.
+    let rogue = SecretKey::from_seed([66; 32]);
+    let err = w
+        .ring
+        .add(DeviceCertificate::issue(
+            &rogue,
+            "ann".parse().unwrap(),
+            dev("ann-dev2"),
+            key_of("zed").public(),
+            t(0),
+            t(100),
+        ))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UntrustedCertificate);
+    assert_eq!(w.ring.lookup(&dev("ann-dev2")), KeyStatus::Foreign);
+    // A certificate that ended before the write.
+    w.ring
+        .add(DeviceCertificate::issue(
+            &w.authority,
+            "frank".parse().unwrap(),
+            dev("old-dev"),
+            key_of("old").public(),
+            t(-100),
+            t(-50),
+        ))
+        .unwrap();
+    let mut old = w.device("frank");
+    old.set_signer(key_of("old"));
+    let now = w.now();
+    let e = old
+        .update(
+            &notes,
+            &id("n1"),
+            draft("late"),
+            &actor("frank", "old-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::UntrustedCertificate)
+    );
+    // A revoked device's new versions are refused; what it wrote before stays.
+    let mut frank = w.device("frank");
+    w.write(&mut frank, "frank", &notes, |r, a, now| {
+        r.update(&notes, &id("n1"), draft("before"), a, now)
+    });
+    let at = w.now();
+    w.ring.revoke(&dev("frank-dev"), at);
+    let now = w.now();
+    let e = frank
+        .update(
+            &notes,
+            &id("n1"),
+            draft("after"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::Revoked)
+    );
+    assert_eq!(w.hub_entry(&notes, "n1").content.title, "before");
+    // ann still builds on frank's earlier version.
+    let mut ann = w.device("ann");
+    w.write(&mut ann, "ann", &notes, |r, a, now| {
+        r.update(&notes, &id("n1"), draft("ann after"), a, now)
+    });
+}
+
+#[test]
+fn a_signature_by_the_wrong_device_is_refused() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    // erin's key signs an item that says frank's device wrote it.
+    let mut forger = w.device("frank");
+    forger.set_signer(key_of("erin"));
+    let now = w.now();
+    let e = forger
+        .update(
+            &notes,
+            &id("n1"),
+            draft("who?"),
+            &actor("frank", "frank-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    assert_eq!(
+        w.push("frank", &notes, vec![e])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+}
+
+/// The worked example of `docs/protocol.md` ("Signed versions"): the bytes, digest and
+/// signature printed there are what this code computes.
+#[test]
+fn the_worked_example_of_the_protocol_docs_holds() {
+    let feed: FeedKey = "folder:f1/notes".parse().unwrap();
+    let author: UserId = "ann".parse().unwrap();
+    let when = Timestamp::from_unix(1_700_000_000).unwrap();
+    let data = mesh_core::model::EntryData {
+        title: "Hi".into(),
+        content: JsonContent::from(&serde_json::json!({"a": 1})),
+        media: None,
+        author: author.clone(),
+        published: when,
+        updated: when,
+    };
+    let digest = data_digest(&data);
+    let item = HistoryItem::new(1, Some(when), Some("laptop".parse::<DeviceId>().unwrap()));
+    let bytes = signing_bytes(&feed, &id("n1"), &item, false, &author, &digest);
+    let key = SecretKey::from_seed([1; 32]);
+    let sig = key.sign(&bytes);
+    let doc = include_str!("../../../docs/protocol.md");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    for (what, value) in [
+        ("public key", key.public().to_string()),
+        ("digest", digest.to_string()),
+        ("message", hex),
+        ("signature", sig.to_string()),
+    ] {
+        assert!(
+            doc.contains(&value),
+            "docs/protocol.md lacks the {what} {value}"
+        );
+    }
+}
