@@ -11,6 +11,7 @@ mod common;
 mod transport_suite;
 
 mod api;
+mod attacks;
 mod blobs;
 mod e2e;
 mod http_transport;
