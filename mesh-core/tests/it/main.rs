@@ -10,3 +10,4 @@ mod rules;
 mod session;
 mod store_suite;
 mod trust;
+mod trust_props;
