@@ -248,9 +248,81 @@ fn changes_since_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cost of trust: signing one write, and verifying entries the way a hub checks a pushed
+/// page (one entry alone, and a page of 500 new entries of 1 KiB).
+fn trust_benches(c: &mut Criterion) {
+    use mesh_core::time::Timestamp;
+    use mesh_core::trust::{
+        seal_version, verify_entry, DeviceCertificate, MemoryKeyring, SecretKey,
+    };
+    let feed = feed();
+    let key = SecretKey::from_seed([7; 32]);
+    let authority = SecretKey::from_seed([8; 32]);
+    let t = Timestamp::from_unix(1_700_000_000).unwrap();
+    let mut ring = MemoryKeyring::new(authority.public());
+    ring.add(DeviceCertificate::issue(
+        &authority,
+        "ann".parse().unwrap(),
+        "laptop".parse().unwrap(),
+        key.public(),
+        t,
+        t.plus_secs(86_400),
+    ))
+    .unwrap();
+    let mut signer = empty_replica();
+    signer.set_signer(key.clone());
+    let actor = Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap());
+    let page: Vec<Entry> = (0..500)
+        .map(|i| {
+            let draft = EntryDraft {
+                title: format!("item {i}"),
+                content: fixtures::content(i, 1, 1024),
+                media: None,
+            };
+            signer
+                .create(&feed, fixtures::entry_id(i), draft, &actor, t)
+                .unwrap()
+                .entry
+        })
+        .collect();
+    let mut g = c.benchmark_group("trust_1KiB");
+    g.bench_function("sign_one_write", |b| {
+        let e = page[0].clone();
+        b.iter_batched(
+            || e.clone(),
+            |mut e| {
+                let del = e.sync.deleted;
+                seal_version(
+                    &feed,
+                    &e.sync.id,
+                    &mut e.sync.history,
+                    del,
+                    &e.content,
+                    &key,
+                );
+                e
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("verify_one_entry", |b| {
+        b.iter(|| verify_entry(&ring, &feed, None, black_box(&page[0])).unwrap())
+    });
+    g.throughput(Throughput::Elements(page.len() as u64));
+    g.bench_function("verify_page_of_500", |b| {
+        b.iter(|| {
+            for e in &page {
+                verify_entry(&ring, &feed, None, black_box(e)).unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     merge_benches(&mut c);
     changes_since_benches(&mut c);
+    trust_benches(&mut c);
     c.final_summary();
 }

@@ -58,6 +58,11 @@ impl HubProcess {
             .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
             .arg("--durability")
             .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
+            // MESH_BENCH_VERIFY=off measures the same run without signature checks.
+            .args(
+                (std::env::var("MESH_BENCH_VERIFY").as_deref() == Ok("off"))
+                    .then_some("--skip-signature-checks"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -41,6 +41,10 @@ struct Cli {
     /// (survives a crash of the hub, not of the machine; faster).
     #[arg(long, default_value = "full")]
     durability: String,
+    /// Benchmarks only: do not verify pushed versions' signatures, and authorize every version
+    /// as the pusher's own write (as before signed versions). Never on a shared hub.
+    #[arg(long)]
+    skip_signature_checks: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -155,9 +159,16 @@ async fn serve(cli: Cli) -> Result<(), HubError> {
     };
     let hub = Hub::builder()
         .data_dir(&cli.data)
-        .max_body(cli.max_body)
+        .config(mesh_hub::HubConfig {
+            max_body: cli.max_body,
+            verify_signatures: !cli.skip_signature_checks,
+            ..mesh_hub::HubConfig::default()
+        })
         .durability(durability)
         .build()?;
+    if cli.skip_signature_checks {
+        tracing::warn!("signature checks are off: every pushed version counts as its pusher's");
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     // Scripts starting the hub on port 0 read the address from this line.
     println!("mesh-hub listening on http://{}", listener.local_addr()?);

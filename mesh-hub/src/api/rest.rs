@@ -135,6 +135,7 @@ async fn write(
     let endpoint = state.0.endpoint.clone();
     let changes = state.0.changes.clone();
     let accounts = state.0.accounts.clone();
+    let keyring = state.keyring();
     state
         .run(move |r| {
             let local = r.get(&feed, &id)?;
@@ -155,7 +156,6 @@ async fn write(
                 &new.content,
                 accounts.authority(),
             );
-            let keyring = accounts.keyring();
             let judged = guard::push(
                 r,
                 Pusher::on_behalf_of(&user, &*keyring),
@@ -1257,7 +1257,7 @@ pub(crate) async fn post_entries(
         let from = state.0.replica_id.clone();
         let k = key.clone();
         let changes = state.0.changes.clone();
-        let keyring = state.0.accounts.keyring();
+        let keyring = state.keyring();
         let response = state
             .run(move |r| {
                 let resp = guard::respond_as(

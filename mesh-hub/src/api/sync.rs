@@ -32,7 +32,7 @@ pub(crate) async fn sync(
     };
     let user = auth.principal.user.clone();
     let changes = state.0.changes.clone();
-    let keyring = state.0.accounts.keyring();
+    let keyring = state.keyring();
     let response = state
         .run(move |r| {
             let response = guard::respond_as(r, Pusher::new(&user, &*keyring), request)?;

@@ -251,7 +251,8 @@ async fn a_reader_cannot_become_owner_through_a_hidden_conflict_by_sync_or_atom(
     )
     .unwrap();
     let (a, now) = (bob.actor(), bob.now());
-    let owner = bob
+    // Two updates of his own record, so that the forged version has the larger count.
+    let _first = bob
         .replica
         .update(
             &f.members,
@@ -262,7 +263,6 @@ async fn a_reader_cannot_become_owner_through_a_hidden_conflict_by_sync_or_atom(
         )
         .unwrap()
         .entry;
-    // Written twice, so that it has the larger count and would win the merge.
     let owner = bob
         .replica
         .update(
