@@ -52,6 +52,9 @@ pub struct Accounts {
     conn: Mutex<Connection>,
     authority: SecretKey,
     keyring: RwLock<Arc<MemoryKeyring>>,
+    /// SQLite's `data_version` when the keyring was last loaded: another process (the admin
+    /// CLI) registering or revoking a device changes it, and the keyring is read again.
+    loaded_at: Mutex<i64>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -129,10 +132,12 @@ impl Accounts {
         conn.execute_batch(SCHEMA)?;
         let authority = authority_key(&conn)?;
         let keyring = load_keyring(&conn, &authority)?;
+        let version = data_version(&conn)?;
         Ok(Accounts {
             conn: Mutex::new(conn),
             authority,
             keyring: RwLock::new(Arc::new(keyring)),
+            loaded_at: Mutex::new(version),
         })
     }
 
@@ -339,6 +344,11 @@ fn authority_key(conn: &Connection) -> Result<SecretKey, HubError> {
     Ok(SecretKey::from_seed(seed))
 }
 
+/// SQLite's count of commits made by other connections to this database.
+fn data_version(conn: &Connection) -> Result<i64, HubError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
 /// Every registered device, with its certificate and revocation, as a keyring.
 fn load_keyring(conn: &Connection, authority: &SecretKey) -> Result<MemoryKeyring, HubError> {
     let mut ring = MemoryKeyring::new(authority.public());
@@ -381,11 +391,37 @@ impl Accounts {
     }
 
     /// The keyring the guard checks signatures against (a snapshot; cheap to clone).
+    ///
+    /// Devices registered, enrolled or revoked by another process on the same database (the
+    /// admin CLI) are seen from the next call on.
     pub fn keyring(&self) -> Arc<MemoryKeyring> {
+        if let Err(e) = self.reload_if_changed() {
+            tracing::warn!(error = %e, "could not re-read the devices; using the keyring as it was");
+        }
+        self.snapshot()
+    }
+
+    fn snapshot(&self) -> Arc<MemoryKeyring> {
         self.keyring
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn reload_if_changed(&self) -> Result<(), HubError> {
+        let conn = self.lock();
+        let version = data_version(&conn)?;
+        let mut loaded = self.loaded_at.lock().unwrap_or_else(|p| p.into_inner());
+        if *loaded == version {
+            return Ok(());
+        }
+        let mut ring = load_keyring(&conn, &self.authority)?;
+        if let Some(d) = self.snapshot().authority_device() {
+            ring.set_authority_device(d.clone());
+        }
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        *loaded = version;
+        Ok(())
     }
 
     /// Names the hub's own endpoint, whose versions the authority key signs.
@@ -421,7 +457,7 @@ impl Accounts {
         if !live {
             return Err(HubError::NotFound(format!("device {}", principal.device)));
         }
-        if let Some(known) = self.keyring().device(&principal.device) {
+        if let Some(known) = self.snapshot().device(&principal.device) {
             if known.certificate.key != key {
                 return Err(HubError::AlreadyExists(format!(
                     "a certificate for device {} with another key",
@@ -449,7 +485,7 @@ impl Accounts {
         let mut added = Ok(());
         self.change_keyring(|k| added = k.add(certificate.clone()));
         added?;
-        let ring = self.keyring();
+        let ring = self.snapshot();
         Ok(Enrollment {
             certificate,
             authority: self.authority.public(),
@@ -464,6 +500,40 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::trust::{KeyStatus, Keyring};
+
+    /// The admin CLI works on the database while the hub runs: the hub's keyring follows.
+    #[test]
+    fn the_keyring_sees_devices_added_and_revoked_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        let hub = Accounts::open(&path).unwrap();
+        let cli = Accounts::open(&path).unwrap();
+        assert_eq!(hub.authority_key(), cli.authority_key());
+        hub.set_authority_device("hub".parse().unwrap());
+        let ann: UserId = "ann".parse().unwrap();
+        let phone: DeviceId = "phone".parse().unwrap();
+        cli.add_user(&ann).unwrap();
+        cli.add_device(&ann, &phone, "P", "phone").unwrap();
+        assert_eq!(hub.keyring().lookup(&phone), KeyStatus::Uncertified);
+        let key = mesh_core::trust::SecretKey::from_seed([3; 32]).public();
+        let principal = Principal {
+            user: ann.clone(),
+            device: phone.clone(),
+        };
+        hub.enroll(&principal, key, 3600).unwrap();
+        assert!(
+            matches!(hub.keyring().lookup(&phone), KeyStatus::Device(d) if d.revoked_at.is_none())
+        );
+        cli.revoke_device(&phone).unwrap();
+        assert!(
+            matches!(hub.keyring().lookup(&phone), KeyStatus::Device(d) if d.revoked_at.is_some())
+        );
+        assert!(matches!(
+            hub.keyring().lookup(&"hub".parse().unwrap()),
+            KeyStatus::Authority(_)
+        ));
+    }
 
     #[test]
     fn tokens_authenticate_until_revoked() {

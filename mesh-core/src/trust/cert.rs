@@ -34,9 +34,10 @@ pub struct DeviceCertificate {
     pub device: DeviceId,
     /// The device's public key.
     pub key: PublicKey,
-    /// Start of validity (inclusive).
+    /// When the certificate was issued (informational: items the device signed before its
+    /// enrollment are still vouched for).
     pub not_before: Timestamp,
-    /// End of validity (inclusive).
+    /// End of validity (inclusive): items dated later are refused.
     pub not_after: Timestamp,
     /// The public key of the authority that signed it.
     pub authority: PublicKey,
@@ -106,9 +107,11 @@ impl DeviceCertificate {
             })
     }
 
-    /// Whether `at` lies within the validity period.
-    pub fn valid_at(&self, at: Timestamp) -> bool {
-        self.not_before <= at && at <= self.not_after
+    /// Whether the certificate vouches for an item the device dated `at`: any time up to
+    /// `not_after`. Items dated before `not_before` are accepted too: an offline-first device
+    /// writes (and signs) before it first meets the authority.
+    pub fn covers(&self, at: Timestamp) -> bool {
+        at <= self.not_after
     }
 }
 

@@ -115,9 +115,9 @@ fn verify_item(
                     h.sequence
                 ))
             })?;
-            if !d.certificate.valid_at(when) {
+            if !d.certificate.covers(when) {
                 return Err(CoreError::UntrustedCertificate(format!(
-                    "the certificate of device {by} is not valid at {when}"
+                    "the certificate of device {by} ended before {when}"
                 )));
             }
             if let Some(revoked) = d.revoked_at {
