@@ -142,9 +142,6 @@ pub(crate) struct Identity {
     pub key: PublicKey,
 }
 
-/// A certificate is renewed when it has less than this left.
-const RENEW_BEFORE_SECS: i64 = 7 * 86_400;
-
 enum Failure {
     Transport(TransportError),
     Client(ClientError),
@@ -294,9 +291,8 @@ impl Engine {
     /// members (an accepted invitation, say) can make more feeds readable or writable on the
     /// remote, which the next session then syncs. At most three sessions.
     /// Makes sure the remote's authority has certified this device's key before anything
-    /// signed is pushed: the saved enrollment is used while it is valid for another week;
-    /// otherwise the device enrolls, pinning the authority's key on first contact and
-    /// refusing an answer signed by any other authority afterwards.
+    /// signed is pushed, once per engine run: the answer must come from the authority pinned
+    /// on first contact (saved in the store), and renews the certificate.
     async fn enroll(&mut self) -> std::result::Result<(), Failure> {
         if self.enrolled {
             return Ok(());
@@ -306,18 +302,7 @@ impl Engine {
             .shared
             .run(move |r| r.store().enrollment(&remote))
             .await??;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let id = &self.identity;
-        if let Some(e) = &saved {
-            if e.certificate.key == id.key
-                && e.certificate.not_after.unix() - now > RENEW_BEFORE_SECS
-            {
-                self.enrolled = true;
-                return Ok(());
-            }
-        }
         let answer = match self.transport.enroll(&id.device, &id.key).await {
             Ok(answer) => answer,
             // A remote without an authority (a client served directly) checks no signatures.

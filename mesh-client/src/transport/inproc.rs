@@ -161,6 +161,14 @@ impl InProcessHub {
         Ok(self.authority.enroll(user, device, key)?)
     }
 
+    /// The certificate this hub issued to `device`, if any.
+    pub fn certificate(&self, device: &DeviceId) -> Option<DeviceCertificate> {
+        self.authority
+            .ring()
+            .device(device)
+            .map(|d| d.certificate.clone())
+    }
+
     /// Revokes a device from now on: versions it signs that the hub does not hold yet are
     /// refused.
     pub fn revoke_device(&self, device: &DeviceId) {

@@ -6,3 +6,4 @@ mod convergence;
 mod mapping;
 mod store;
 mod transport_suite;
+mod trust;
