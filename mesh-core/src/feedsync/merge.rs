@@ -42,6 +42,10 @@ pub struct Merged<T> {
     /// Whether `item` holds exactly the incoming versions: the sender already has the result,
     /// so it need not be sent back.
     pub verbatim: bool,
+    /// Whether a `noconflicts` winner discarded versions (local or incoming) that the result
+    /// does not know. A replica serving other parties refuses such a merge rather than lose
+    /// a write silently.
+    pub discarded: bool,
 }
 
 /// Merges `incoming` into `local` (FeedSync 1.0.1 merge behaviour).
@@ -77,11 +81,12 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
         versions.push(v);
         versions.extend(cs);
         let count = versions.len();
-        let item = assemble(versions);
+        let (item, dropped) = assemble_counting(versions);
         return Ok(Merged {
             outcome: MergeOutcome::Added,
             verbatim: item.conflicts.len() + 1 == count,
             item: Some(item),
+            discarded: dropped > 0,
         });
     };
     if local.sync.id != incoming.sync.id {
@@ -141,13 +146,16 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
     }
     let verbatim = kept_local.is_empty() && incoming_versions.len() == incoming_count;
     versions.extend(incoming_versions);
-    let result = assemble(versions);
+    let (result, dropped) = assemble_counting(versions);
     let verbatim = verbatim && result.conflicts.len() + 1 == incoming_count;
 
     if result.sync.same_version(&local.sync)
         && same_version_set(&result.conflicts, &local.conflicts)
     {
-        return Ok(unchanged());
+        return Ok(Merged {
+            discarded: dropped > 0,
+            ..unchanged()
+        });
     }
     let new_conflict = result
         .conflicts
@@ -161,6 +169,7 @@ pub fn merge<T: Clone>(local: Option<&Item<T>>, incoming: Item<T>) -> Result<Mer
         },
         item: Some(result),
         verbatim,
+        discarded: dropped > 0,
     })
 }
 
@@ -169,6 +178,7 @@ fn unchanged<T>() -> Merged<T> {
         outcome: MergeOutcome::Unchanged,
         item: None,
         verbatim: false,
+        discarded: false,
     }
 }
 
@@ -229,21 +239,28 @@ fn same_version_set<T>(a: &[Version<T>], b: &[Version<T>]) -> bool {
 
 /// Builds a canonical item from a set of versions: duplicates removed, the winner on top, the
 /// others as conflicts in winner order (or dropped when the winner says `noconflicts`).
-pub(crate) fn assemble<T>(mut versions: Vec<Version<T>>) -> Item<T> {
+pub(crate) fn assemble<T>(versions: Vec<Version<T>>) -> Item<T> {
+    assemble_counting(versions).0
+}
+
+/// [`assemble`], also saying how many distinct versions a `noconflicts` winner dropped.
+fn assemble_counting<T>(mut versions: Vec<Version<T>>) -> (Item<T>, usize) {
     // Best first; a stable sort keeps the first of two identical versions.
     versions.sort_by(|a, b| b.sync.winner_cmp(&a.sync));
     versions.dedup_by(|later, earlier| later.sync.same_version(&earlier.sync));
     let mut it = versions.into_iter();
     // Callers never pass an empty set.
     let winner = it.next().expect("assemble needs at least one version");
-    let conflicts = if winner.sync.noconflicts {
-        Vec::new()
+    let (conflicts, dropped) = if winner.sync.noconflicts {
+        let knows = Coverage::of(std::iter::once(&winner.sync));
+        (Vec::new(), it.filter(|v| !knows.knows(&v.sync)).count())
     } else {
-        it.collect()
+        (it.collect(), 0)
     };
-    Item {
+    let item = Item {
         sync: winner.sync,
         content: winner.content,
         conflicts,
-    }
+    };
+    (item, dropped)
 }

@@ -24,9 +24,9 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::feedsync::{self, MergeOutcome, Stamp};
+use crate::feedsync::{self, MergeOutcome, Merged, Stamp};
 use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
-use crate::model::{Entry, EntryDraft, FeedKey};
+use crate::model::{Entry, EntryData, EntryDraft, FeedKey};
 use crate::store::{ChangePage, Cursor, Store, StoreTxn, SyncState};
 use crate::time::Timestamp;
 use crate::trust::{self, PublicKey, SecretKey};
@@ -359,7 +359,8 @@ impl<S: Store> Replica<S> {
     }
 
     /// [`Replica::merge_batch`] with a [`MergeGate`]: the gate sees every incoming entry before
-    /// its merge and, when the merge would change the replica, the merge's result. An entry the
+    /// its merge and, when the merge would change the replica or discard a version, the
+    /// merge's result. An entry the
     /// gate refuses with a per-entry error (see [`is_refusal`]) is left out (reported
     /// `Unchanged`, with the refusal) while the rest of the batch is merged; any other error
     /// aborts the whole batch.
@@ -389,13 +390,14 @@ impl<S: Store> Replica<S> {
                     Err(e) => return Err(e),
                     Ok(()) => {
                         let merged = feedsync::merge(local, entry)?;
-                        let refused = match &merged.item {
-                            Some(result) => match gate.after(local, result) {
+                        let refused = if merged.item.is_some() || merged.discarded {
+                            match gate.after(local, &merged) {
                                 Ok(()) => None,
                                 Err(e) if is_refusal(&e) => Some(e),
                                 Err(e) => return Err(e),
-                            },
-                            None => None,
+                            }
+                        } else {
+                            None
                         };
                         (Some(merged), refused)
                     }
@@ -461,8 +463,9 @@ impl<S: Store> Replica<S> {
 pub trait MergeGate {
     /// Checks an incoming entry against what the replica holds, before any merge work.
     fn before(&mut self, local: Option<&Entry>, incoming: &Entry) -> Result<()>;
-    /// Checks the item the merge would store in place of `local`.
-    fn after(&mut self, local: Option<&Entry>, result: &Entry) -> Result<()>;
+    /// Checks a merge that would change the replica (`merged.item` is the item it would store
+    /// in place of `local`), or that would discard versions (`merged.discarded`).
+    fn after(&mut self, local: Option<&Entry>, merged: &Merged<EntryData>) -> Result<()>;
 }
 
 /// Whether a gate's error refuses one entry (permissions, signatures, certificates,

@@ -35,7 +35,7 @@ pub enum KeyStatus {
 
 /// The devices a verifying replica knows. The hub implements it over its accounts; the
 /// [`MemoryKeyring`] serves tests and in-process hubs.
-pub trait Keyring {
+pub trait Keyring: Sync {
     /// What is known of `device`.
     fn lookup(&self, device: &DeviceId) -> KeyStatus;
 }

@@ -61,6 +61,44 @@ pub fn verify_entry(
     Ok(())
 }
 
+/// [`verify_entry`] for many entries (each beside what the replica holds for it), spread over
+/// up to `threads` scoped threads when the batch is large enough to pay for them. The answers
+/// are in the order of `pairs`.
+pub fn verify_entries(
+    keyring: &dyn Keyring,
+    feed: &FeedKey,
+    pairs: &[(Option<&Entry>, &Entry)],
+    threads: usize,
+) -> Vec<Result<()>> {
+    const MIN_PER_THREAD: usize = 64;
+    let threads = threads
+        .clamp(1, 64)
+        .min(pairs.len() / MIN_PER_THREAD)
+        .max(1);
+    let one = |&(local, incoming): &(Option<&Entry>, &Entry)| {
+        verify_entry(keyring, feed, local, incoming)
+    };
+    if threads == 1 {
+        return pairs.iter().map(one).collect();
+    }
+    let per = pairs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = pairs
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // Verification does not panic; should it, the entries are refused, not lost.
+                Err(_) => vec![Err(CoreError::InvalidSignature("verification failed".into())); per],
+            })
+            .take(pairs.len())
+            .collect()
+    })
+}
+
 fn check_top_matches(
     id: &EntryId,
     h: &HistoryItem,
@@ -72,6 +110,11 @@ fn check_top_matches(
     };
     // `updates` is not signed on its own: a signed version's count is its topmost sequence
     // (as every mesh write makes it), so that no relay can raise it to win a merge.
+    if sync.noconflicts {
+        return Err(CoreError::InvalidSignature(format!(
+            "entry {id}: a signed version cannot say noconflicts (the flag is not signed)"
+        )));
+    }
     if sync.updates != h.sequence {
         return Err(CoreError::InvalidSignature(format!(
             "entry {id}: updates {} is not the signed sequence {}",

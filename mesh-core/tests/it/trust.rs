@@ -391,12 +391,60 @@ fn noconflicts_cannot_discard_a_version_the_pusher_never_saw() {
         &v.content,
         &key_of("frank2"),
     );
+    // The flag is not signed, so a signed version may not carry it at all.
     assert_eq!(
-        w.push("frank", &notes, vec![v])[0].1,
+        w.push("frank", &notes, vec![v.clone()])[0].1,
+        code(ErrorCode::InvalidSignature)
+    );
+    // Written by a tool outside the mesh (unsigned, frank's own write): the merge would
+    // discard both edits, which it does not know.
+    v.sync.history[0].by = Some(dev("frank-tool"));
+    v.sync.history[0].seal = None;
+    assert_eq!(
+        w.push("frank", &notes, vec![v.clone()])[0].1,
         code(ErrorCode::PermissionDenied)
     );
     let n1 = w.hub_entry(&notes, "n1");
     assert_eq!(n1.conflicts.len(), 1, "both edits are still there");
+    // Nor may it make a later concurrent version vanish: a tool's version with the larger
+    // count wins, and would drop the other silently.
+    let mut tool = replica("tool");
+    let me = actor("frank", "frank-tool");
+    let now = w.now();
+    tool.create(&notes, id("n9"), draft("tool"), &me, now)
+        .unwrap();
+    let mut v = tool
+        .update(&notes, &id("n9"), draft("tool, again"), &me, now)
+        .unwrap()
+        .entry;
+    v.sync.noconflicts = true;
+    assert_eq!(w.push("frank", &notes, vec![v])[0].1, None);
+    let mut ann = replica("ann-dev");
+    ann.set_signer(key_of("ann"));
+    let now = w.now();
+    let late = ann
+        .create(
+            &notes,
+            id("n9"),
+            draft("ann's n9"),
+            &actor("ann", "ann-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    let got = w.push("ann", &notes, vec![late]);
+    assert!(
+        got[0].1.is_none() || got[0].1 == code(ErrorCode::PermissionDenied),
+        "{got:?}"
+    );
+    if got[0].1.is_none() {
+        let n9 = w.hub_entry(&notes, "n9");
+        let kept = std::iter::once(&n9.content).chain(n9.conflicts.iter().map(|c| &c.content));
+        assert!(
+            kept.into_iter().any(|d| d.title == "ann's n9"),
+            "silently dropped: {n9:?}"
+        );
+    }
 }
 
 #[test]

@@ -1262,7 +1262,7 @@ pub(crate) async fn post_entries(
             .run(move |r| {
                 let resp = guard::respond_as(
                     r,
-                    Pusher::new(&user, &*keyring),
+                    Pusher::new(&user, &*keyring).with_threads(crate::api::sync::verify_threads()),
                     SyncRequest::Push {
                         from,
                         feed: k.clone(),

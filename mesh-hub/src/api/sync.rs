@@ -35,7 +35,11 @@ pub(crate) async fn sync(
     let keyring = state.keyring();
     let response = state
         .run(move |r| {
-            let response = guard::respond_as(r, Pusher::new(&user, &*keyring), request)?;
+            let response = guard::respond_as(
+                r,
+                Pusher::new(&user, &*keyring).with_threads(verify_threads()),
+                request,
+            )?;
             if let SyncResponse::Pushed { feed, results } = &response {
                 if results.iter().any(|x| x.outcome.changed()) {
                     // Announced under the lock, so announcements leave in change order.
@@ -56,4 +60,9 @@ pub(crate) async fn sync(
         Ok(body) => Ok(crate::api::json_bytes(StatusCode::OK, body)),
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+/// How many threads check the signatures of one push: the machine's cores.
+pub(crate) fn verify_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

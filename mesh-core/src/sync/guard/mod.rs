@@ -27,15 +27,16 @@ mod roster;
 pub mod rules;
 
 use crate::error::{CoreError, Result};
-use crate::feedsync::limits;
+use crate::feedsync::{limits, Merged};
 use crate::id::{FolderId, ReplicaId, UserId};
+use crate::model::EntryData;
 use crate::model::{
     authorize, names, Action, Entry, FeedKey, InvitationState, Member, Role, Scope,
 };
 use crate::replica::{MergeGate, Replica};
 use crate::store::Store;
 use crate::sync::message::{PushResult, Request, Response};
-use crate::trust::{verify_entry, Keyring};
+use crate::trust::{verify_entries, Keyring};
 
 pub use roster::Roster;
 
@@ -50,6 +51,8 @@ pub struct Pusher<'a> {
     /// caller when the hub writes on a caller's behalf; `None` when such versions arrive by
     /// sync (the authority checked the role when it signed them).
     pub authority_acts_for: Option<&'a UserId>,
+    /// How many threads may verify signatures of one push (1: the calling thread only).
+    pub threads: usize,
 }
 
 impl<'a> Pusher<'a> {
@@ -59,6 +62,7 @@ impl<'a> Pusher<'a> {
             user,
             keyring,
             authority_acts_for: None,
+            threads: 1,
         }
     }
 
@@ -69,7 +73,16 @@ impl<'a> Pusher<'a> {
             user,
             keyring,
             authority_acts_for: Some(user),
+            threads: 1,
         }
+    }
+}
+
+impl Pusher<'_> {
+    /// Lets signature checks of one push use up to `threads` threads.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 }
 
@@ -170,6 +183,31 @@ pub fn push<S: Store>(
             refused: None,
         })
         .collect();
+    // Shapes and signatures do not depend on the other entries of the push: they are judged
+    // once, up front (signatures on several threads), against what the replica holds.
+    let verdicts: Vec<Option<CoreError>> = {
+        let locals = entries
+            .iter()
+            .map(|e| replica.store().get(feed, &e.sync.id))
+            .collect::<Result<Vec<_>>>()?;
+        let shaped: Vec<Result<()>> = locals
+            .iter()
+            .zip(&entries)
+            .map(|(l, e)| limits::check_shape(l.as_ref(), e))
+            .collect();
+        let pairs: Vec<(Option<&Entry>, &Entry)> = locals
+            .iter()
+            .zip(&entries)
+            .zip(&shaped)
+            .filter(|(_, s)| s.is_ok())
+            .map(|((l, e), _)| (l.as_ref(), e))
+            .collect();
+        let mut signed = verify_entries(pusher.keyring, feed, &pairs, pusher.threads).into_iter();
+        shaped
+            .into_iter()
+            .map(|s| s.and_then(|()| signed.next().unwrap_or(Ok(()))).err())
+            .collect()
+    };
     let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
     let mut passes = 0;
     while !pending.is_empty() {
@@ -188,6 +226,9 @@ pub fn push<S: Store>(
             pusher,
             feed,
             roster,
+            verdicts: &verdicts,
+            order: &index,
+            next: 0,
         };
         let outcomes = replica.merge_batch_filtered(feed, batch, origin, &mut gate)?;
         let mut progress = false;
@@ -230,15 +271,38 @@ struct Gate<'a, 'k> {
     pusher: Pusher<'k>,
     feed: &'a FeedKey,
     roster: Roster,
+    /// The shape and signature verdict of every entry of the push, by its index there.
+    verdicts: &'a [Option<CoreError>],
+    /// The indexes of this pass's batch, in the order the gate sees its entries.
+    order: &'a [usize],
+    next: usize,
 }
 
 impl MergeGate for Gate<'_, '_> {
-    fn before(&mut self, local: Option<&Entry>, incoming: &Entry) -> Result<()> {
-        limits::check_shape(local, incoming)?;
-        verify_entry(self.pusher.keyring, self.feed, local, incoming)
+    fn before(&mut self, _local: Option<&Entry>, _incoming: &Entry) -> Result<()> {
+        let verdict = self
+            .order
+            .get(self.next)
+            .and_then(|&i| self.verdicts.get(i));
+        self.next += 1;
+        match verdict {
+            Some(Some(e)) => Err(e.clone()),
+            Some(None) => Ok(()),
+            None => Err(CoreError::Protocol(
+                "the gate saw more entries than the push".into(),
+            )),
+        }
     }
 
-    fn after(&mut self, local: Option<&Entry>, result: &Entry) -> Result<()> {
+    fn after(&mut self, local: Option<&Entry>, merged: &Merged<EntryData>) -> Result<()> {
+        if merged.discarded {
+            return Err(CoreError::PermissionDenied(
+                "a noconflicts version would discard versions it does not know".into(),
+            ));
+        }
+        let Some(result) = &merged.item else {
+            return Ok(());
+        };
         rules::check_result(self.pusher, self.feed, &self.roster, local, result)?;
         if self.feed.name.as_str() == names::MEMBERS {
             self.roster.apply(result)?;
