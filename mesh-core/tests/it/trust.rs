@@ -1091,3 +1091,41 @@ fn the_worked_example_of_the_protocol_docs_holds() {
         );
     }
 }
+
+#[test]
+fn compacted_histories_keep_their_signatures() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut frank = Replica::with_options(
+        MemoryStore::new("frank-dev".parse().unwrap()),
+        mesh_core::replica::ReplicaOptions {
+            compact_history: true,
+        },
+    );
+    frank.set_signer(key_of("frank"));
+    w.refresh(&mut frank);
+    let mut last = None;
+    for i in 0..5 {
+        let now = w.now();
+        let e = frank
+            .update(
+                &notes,
+                &id("n1"),
+                draft(&format!("v{i}")),
+                &actor("frank", "frank-dev"),
+                now,
+            )
+            .unwrap()
+            .entry;
+        last = Some(e);
+    }
+    let e = last.unwrap();
+    // One item per writer plus the topmost: ann's creation and frank's latest.
+    assert_eq!(e.sync.history.len(), 2);
+    assert!(e.sync.history.iter().all(|h| h.seal.is_some()));
+    assert_eq!(
+        w.push("frank", &notes, vec![e]),
+        [(MergeOutcome::Updated, None)]
+    );
+    mesh_core::trust::verify_entry(&w.ring, &notes, None, &w.hub_entry(&notes, "n1")).unwrap();
+}

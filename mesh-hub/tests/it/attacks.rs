@@ -294,9 +294,17 @@ async fn a_reader_cannot_become_owner_through_a_hidden_conflict_by_sync_or_atom(
         bob.atom("f1", "members", vec![forged]).await,
         refused("permission_denied")
     );
-    // With `noconflicts`, the forged version alone.
+    // With `noconflicts`, the forged version alone: the flag is not signed, so a signed
+    // version cannot carry it; written as an outside tool's (unsigned) version, it is bob's
+    // own write, which his role does not allow.
     let mut alone = owner;
     alone.sync.noconflicts = true;
+    assert_eq!(
+        bob.atom("f1", "members", vec![alone.clone()]).await,
+        refused("invalid_signature")
+    );
+    alone.sync.history[0].by = Some("bobs-tool".parse().unwrap());
+    alone.sync.history[0].seal = None;
     assert_eq!(
         bob.atom("f1", "members", vec![alone]).await,
         refused("permission_denied")
