@@ -314,6 +314,10 @@ async fn run() -> Result<(), Error> {
         "hub RSS after the initial sync: {} MiB",
         hub.rss_kib() / 1024
     );
+    // MESH_BENCH_ONLY=initial stops here (the verification on/off comparison).
+    if std::env::var("MESH_BENCH_ONLY").as_deref() == Ok("initial") {
+        return Ok(());
+    }
 
     // ---- incremental sync of one entry -----------------------------------------------------
     let (proxied, counters) = proxy(&hub.url).await?;
