@@ -183,6 +183,27 @@ impl World {
         written.entry
     }
 
+    /// `user`'s device `r` writes a new version of entry `name` titled `title` (not pushed).
+    pub fn edit(
+        &mut self,
+        r: &mut Replica<MemoryStore>,
+        user: &str,
+        feed: &FeedKey,
+        name: &str,
+        title: &str,
+    ) -> Entry {
+        let now = self.now();
+        r.update(
+            feed,
+            &id(name),
+            draft(title),
+            &actor(user, &format!("{user}-dev")),
+            now,
+        )
+        .unwrap()
+        .entry
+    }
+
     /// Pushes as `user` through the guard: (outcome, refusal code) per entry.
     pub fn push(
         &mut self,
@@ -452,21 +473,13 @@ fn a_history_item_in_another_devices_name_is_refused_and_its_next_edit_lands() {
     let mut w = World::new();
     let notes = w.notes.clone();
     let mut frank = w.device("frank");
-    let now = w.now();
-    let mut edit = frank
-        .update(
-            &notes,
-            &id("n1"),
-            draft("frank's edit"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let mut edit = w.edit(&mut frank, "frank", &notes, "n1", "frank's edit");
     // A claim that ann's device already made its millionth update.
-    edit.sync
-        .history
-        .push(HistoryItem::new(1_000_000, Some(now), Some(dev("ann-dev"))));
+    edit.sync.history.push(HistoryItem::new(
+        1_000_000,
+        edit.sync.history[0].when,
+        Some(dev("ann-dev")),
+    ));
     assert_eq!(
         w.push("frank", &notes, vec![edit])[0].1,
         code(ErrorCode::InvalidSignature)
@@ -595,17 +608,7 @@ fn the_author_of_an_entry_cannot_be_forged_through_sync() {
     );
     // frank (Full) takes over erin's entry by changing its author: refused too.
     let mut frank = w.device("frank");
-    let now = w.now();
-    let mut e1 = frank
-        .update(
-            &notes,
-            &id("e1"),
-            draft("mine now"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let mut e1 = w.edit(&mut frank, "frank", &notes, "e1", "mine now");
     e1.content.author = "frank".parse().unwrap();
     e1.sync.history[0].seal = None;
     seal_version(
@@ -739,17 +742,7 @@ fn an_update_count_at_the_end_of_the_counter_is_refused() {
     let mut w = World::new();
     let notes = w.notes.clone();
     let mut frank = w.device("frank");
-    let now = w.now();
-    let mut e = frank
-        .update(
-            &notes,
-            &id("n1"),
-            draft("frozen?"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let mut e = w.edit(&mut frank, "frank", &notes, "n1", "frozen?");
     e.sync.updates = u32::MAX;
     e.sync.history[0].sequence = u32::MAX;
     e.sync.history[0].seal = None;
@@ -814,34 +807,14 @@ fn a_reader_relays_an_owners_signed_change() {
     let mut w = World::new();
     let notes = w.notes.clone();
     let mut ann = w.device("ann");
-    let now = w.now();
-    let edit = ann
-        .update(
-            &notes,
-            &id("n1"),
-            draft("ann's edit"),
-            &actor("ann", "ann-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let edit = w.edit(&mut ann, "ann", &notes, "n1", "ann's edit");
     assert_eq!(
         w.push("bob", &notes, vec![edit]),
         [(MergeOutcome::Updated, None)]
     );
     // bob's own edit is refused.
     let mut bob = w.device("bob");
-    let now = w.now();
-    let own = bob
-        .update(
-            &notes,
-            &id("n1"),
-            draft("bob's edit"),
-            &actor("bob", "bob-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let own = w.edit(&mut bob, "bob", &notes, "n1", "bob's edit");
     assert_eq!(
         w.push("bob", &notes, vec![own])[0].1,
         code(ErrorCode::PermissionDenied)
@@ -896,17 +869,7 @@ fn tampering_with_any_signed_field_is_refused() {
     let mut w = World::new();
     let notes = w.notes.clone();
     let mut frank = w.device("frank");
-    let now = w.now();
-    let good = frank
-        .update(
-            &notes,
-            &id("n1"),
-            draft("frank's edit"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let good = w.edit(&mut frank, "frank", &notes, "n1", "frank's edit");
     type Tamper = fn(&mut Entry);
     let tampers: &[(&str, Tamper)] = &[
         ("title", |e| e.content.title.push('!')),
@@ -1010,17 +973,7 @@ fn certificates_from_elsewhere_expired_or_revoked_are_refused() {
     });
     let at = w.now();
     w.ring.revoke(&dev("frank-dev"), at);
-    let now = w.now();
-    let e = frank
-        .update(
-            &notes,
-            &id("n1"),
-            draft("after"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let e = w.edit(&mut frank, "frank", &notes, "n1", "after");
     assert_eq!(
         w.push("frank", &notes, vec![e])[0].1,
         code(ErrorCode::Revoked)
@@ -1040,17 +993,7 @@ fn a_signature_by_the_wrong_device_is_refused() {
     // erin's key signs an item that says frank's device wrote it.
     let mut forger = w.device("frank");
     forger.set_signer(key_of("erin"));
-    let now = w.now();
-    let e = forger
-        .update(
-            &notes,
-            &id("n1"),
-            draft("who?"),
-            &actor("frank", "frank-dev"),
-            now,
-        )
-        .unwrap()
-        .entry;
+    let e = w.edit(&mut forger, "frank", &notes, "n1", "who?");
     assert_eq!(
         w.push("frank", &notes, vec![e])[0].1,
         code(ErrorCode::InvalidSignature)
