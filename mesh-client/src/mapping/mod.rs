@@ -31,8 +31,12 @@
 //! file at the root (gitignore syntax) leave paths out on this device, both ways.
 //! [`MeshClient::unmap_folder`] stops the mapping and never deletes a local file.
 
+mod apply;
+#[doc(hidden)]
+pub mod faults;
 pub(crate) mod fsops;
 mod index;
+mod root;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -52,12 +56,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use fsops::{write_atomically, TEMP_PREFIX};
+pub use root::MARKER_FILE;
 pub use scan::IGNORE_FILE;
 
 use crate::client::Inner;
 use crate::error::{ClientError, Result};
 use crate::sync::events::{Event, MappingEvent};
 use crate::MeshClient;
+use apply::{WriteJob, WriteOutcome};
 use index::{entry_version, version_key, IndexRecord};
 use scan::{Ignore, LocalFile};
 
@@ -125,16 +131,37 @@ impl MeshClient {
         options: MappingOptions,
     ) -> Result<Mapping> {
         let dir: PathBuf = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| crate::client::blobs::io_error(&dir, e))?;
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| crate::client::blobs::io_error(&dir, e))?;
+        let blobs = self.shared().blobs().clone();
+        let f = folder.clone();
+        let device = self.device().to_string();
+        let start = tokio::task::spawn_blocking(move || {
+            let known = blobs.mapped_dir(&f)?;
+            root::prepare(f.as_str(), &device, &dir, known).map_err(|reason| {
+                ClientError::MappingPaused {
+                    folder: f.to_string(),
+                    reason,
+                }
+            })
+        })
+        .await
+        .map_err(|e| ClientError::Internal(e.to_string()))??;
+        let root::Start {
+            root: dir,
+            marker,
+            paused,
+        } = start;
         let record = self
             .record_mapping(folder, Some(dir.display().to_string()))
             .await?;
         let index = {
             let f = folder.clone();
-            self.shared().run_blobs(move |b| b.index_load(&f)).await??
+            let (root, mapping) = (dir.display().to_string(), marker.mapping.clone());
+            self.shared()
+                .run_blobs(move |b| {
+                    b.set_mapped_dir(&f, Some((&root, &mapping)))?;
+                    b.index_load(&f, &mapping)
+                })
+                .await??
         };
         let mut index_map = BTreeMap::new();
         for (key, body) in index {
@@ -142,16 +169,31 @@ impl MeshClient {
                 index_map.insert(key, rec);
             }
         }
+        let device_name = self
+            .devices()
+            .await
+            .ok()
+            .and_then(|ds| ds.into_iter().find(|d| d.id == *self.device()))
+            .map(|d| d.name)
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| self.device().to_string());
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
-        let mapper = Mapper {
+        let mut mapper = Mapper {
+            device_name,
             client: Arc::downgrade(&self.inner),
             folder: folder.clone(),
             root: dir,
+            marker,
+            paused: None,
             index: index_map,
             reported: HashSet::new(),
             unsaved: Vec::new(),
             options,
         };
+        if let Some(reason) = paused {
+            // Told before this call returns, so a caller subscribed to events sees it.
+            mapper.pause(reason);
+        }
         let task = tokio::spawn(mapper.run(cmd_rx));
         let old = self
             .inner
@@ -173,9 +215,11 @@ impl MeshClient {
             .unwrap_or_else(|p| p.into_inner())
             .remove(folder);
         drop(old);
+        // The index stays with its directory (under the id in the directory's marker): mapping
+        // that directory again carries on where this mapping stopped.
         let f = folder.clone();
         self.shared()
-            .run_blobs(move |b| b.index_clear(&f))
+            .run_blobs(move |b| b.set_mapped_dir(&f, None))
             .await??;
         self.remove_mapping_record(folder).await
     }
@@ -208,6 +252,12 @@ struct Mapper {
     client: Weak<Inner>,
     folder: FolderId,
     root: PathBuf,
+    /// This device's display name, for conflict-copy names.
+    device_name: String,
+    /// The marker the directory must hold.
+    marker: root::Marker,
+    /// Why the mapping is paused, if it is.
+    paused: Option<crate::sync::events::PauseReason>,
     /// By fold key.
     index: BTreeMap<String, IndexRecord>,
     /// Skips and refusals already reported (each is reported once).
@@ -239,6 +289,8 @@ enum Plan {
         version: String,
         conflict_copy: bool,
         resolve: bool,
+        /// What the pass saw at the path (checked again just before the file is replaced).
+        local: Option<LocalFile>,
     },
     /// Make the remote directory.
     MakeDir { meta: FileMeta, version: String },
@@ -312,11 +364,10 @@ impl Mapper {
                 _ = tokio::time::sleep_until(wake) => {}
             }
             due = None;
-            if let Err(e) = self.pass().await {
-                if matches!(e, ClientError::Closed) {
-                    return;
-                }
-                self.emit_error(e.to_string());
+            match self.pass().await {
+                Ok(()) | Err(ClientError::MappingPaused { .. }) => {}
+                Err(ClientError::Closed) => return,
+                Err(e) => self.emit_error(e.to_string()),
             }
         }
     }
@@ -340,6 +391,46 @@ impl Mapper {
     fn emit_error(&self, error: String) {
         tracing::warn!(folder = %self.folder, %error, "mapping");
         self.emit(MappingEvent::Error { error });
+    }
+
+    /// Pauses the mapping (telling it once per reason).
+    fn pause(&mut self, reason: crate::sync::events::PauseReason) {
+        if self.paused.as_ref() == Some(&reason) {
+            return;
+        }
+        tracing::warn!(folder = %self.folder, %reason, "mapping paused");
+        self.paused = Some(reason.clone());
+        if let Some(inner) = self.client.upgrade() {
+            let _ = inner.events.send(Event::MappingPaused {
+                folder: self.folder.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Checks that the mapped directory is still the marked one: pauses the mapping if not,
+    /// resumes it if it was paused and the directory is back.
+    async fn check_root(&mut self) -> Result<()> {
+        let (root, marker) = (self.root.clone(), self.marker.clone());
+        let checked = tokio::task::spawn_blocking(move || root::check(&root, &marker))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        match checked {
+            Ok(()) => {
+                if self.paused.take().is_some() {
+                    tracing::info!(folder = %self.folder, "mapping resumed");
+                    self.emit(MappingEvent::Resumed);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.pause(reason.clone());
+                Err(ClientError::MappingPaused {
+                    folder: self.folder.to_string(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// Records the agreed state of a path (saved with the pass).
@@ -370,6 +461,7 @@ impl Mapper {
     /// One pass: scan, compare, publish, download, write, delete, record.
     async fn pass(&mut self) -> Result<()> {
         let client = self.client()?;
+        self.check_root().await?;
         let root = self.root.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let ignore = Ignore::load(&root);
@@ -378,6 +470,18 @@ impl Mapper {
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))?;
         let (scan, ignore) = scan;
+        // The root may have gone while it was scanned: then what the scan missed is not gone.
+        self.check_root().await?;
+        let unknown = scan.unknown_prefixes();
+        for (path, error) in scan.unreadable {
+            if self
+                .reported
+                .insert((path.clone(), format!("unreadable: {error}")))
+            {
+                tracing::warn!(folder = %self.folder, %path, %error, "unreadable; left as it is");
+                self.emit(MappingEvent::Unreadable { path, error });
+            }
+        }
         for (path, reason) in scan.skipped {
             self.report_once(path, reason, false);
         }
@@ -421,6 +525,10 @@ impl Mapper {
         let mut plans: Vec<(String, Plan)> = Vec::new();
         let mut publish_check: Vec<ToHash> = Vec::new();
         for key in keys {
+            // Below a directory that could not be read: nothing is known, nothing changes.
+            if scan::is_unknown(&unknown, &key) {
+                continue;
+            }
             let l = local.get(&key);
             let i = self.index.get(&key);
             let r = remote.get(&key);
@@ -507,6 +615,7 @@ impl Mapper {
                                 version: remote_version.clone().unwrap_or_default(),
                                 conflict_copy: lost && l.is_some(),
                                 resolve: lost,
+                                local: l.cloned(),
                             },
                         }
                     } else {
@@ -525,6 +634,7 @@ impl Mapper {
                             version: remote_version.clone().unwrap_or_default(),
                             conflict_copy: false,
                             resolve: false,
+                            local: None,
                         },
                     },
                     (Some(l), _, true) => {
@@ -602,6 +712,7 @@ impl Mapper {
                     version: remote_version.unwrap_or_default(),
                     conflict_copy: true,
                     resolve: false,
+                    local: Some(l.clone()),
                 },
                 _ => {
                     let unchanged = i.is_some_and(|i| {
@@ -762,6 +873,7 @@ impl Mapper {
                     version,
                     conflict_copy,
                     resolve,
+                    local,
                 } => {
                     if resolve {
                         to_resolve.push(key.clone());
@@ -771,6 +883,7 @@ impl Mapper {
                         meta,
                         version,
                         conflict_copy,
+                        expected: local,
                     });
                 }
                 Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),
@@ -869,11 +982,11 @@ impl Mapper {
                 self.emit_error(format!("download: {e}"));
             }
             let root = self.root.clone();
-            let device_name = client.device().to_string();
+            let device_name = self.device_name.clone();
             let blobs = client.shared().blobs().clone();
             let now = client.now();
             let results = tokio::task::spawn_blocking(move || {
-                write_files(&blobs, &root, jobs, &device_name, now)
+                apply::write_files(&blobs, &root, jobs, &device_name, now)
             })
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))?;
@@ -897,6 +1010,10 @@ impl Mapper {
                         self.report_once(job.meta.path.to_string(), reason, true)
                     }
                     WriteOutcome::Pending => {}
+                    WriteOutcome::ChangedMeanwhile => tracing::info!(
+                        path = %job.meta.path,
+                        "changed locally while the remote version was written; both are kept"
+                    ),
                     WriteOutcome::Failed(error) => {
                         self.emit_error(format!("writing {}: {error}", job.meta.path))
                     }
@@ -955,9 +1072,10 @@ impl Mapper {
         let changes = std::mem::take(&mut self.unsaved);
         if !changes.is_empty() {
             let f = self.folder.clone();
+            let mapping = self.marker.mapping.clone();
             client
                 .shared()
-                .run_blobs(move |b| b.index_update(&f, &changes))
+                .run_blobs(move |b| b.index_update(&f, &mapping, &changes))
                 .await??;
         }
         self.emit(MappingEvent::Scanned {
@@ -1054,157 +1172,4 @@ fn ingest_files(
     }
     b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
     Ok(out)
-}
-
-struct WriteJob {
-    key: String,
-    meta: FileMeta,
-    version: String,
-    conflict_copy: bool,
-}
-
-enum WriteOutcome {
-    Written {
-        local: LocalFile,
-        copy: Option<FilePath>,
-    },
-    /// The content is not all here yet.
-    Pending,
-    Refused(String),
-    Failed(String),
-}
-
-/// Writes remote files, a few at a time (each write ends with an fsync, which overlaps well).
-/// Writes remote files in three steps: every file into a temporary file beside its target (a
-/// few at a time), then one flush of the file system (so the data of all of them is durable
-/// with one journal commit instead of one per file), then each rename over its target.
-fn write_files(
-    blobs: &crate::store::BlobStore,
-    root: &Path,
-    jobs: Vec<WriteJob>,
-    device: &str,
-    now: mesh_core::time::Timestamp,
-) -> Vec<(WriteJob, WriteOutcome)> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Stage>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    let workers = jobs.len().clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let stage = stage_one(blobs, root, job);
-                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(stage);
-            });
-        }
-    });
-    let stages: Vec<Stage> = slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or(Stage::Done(WriteOutcome::Pending))
-        })
-        .collect();
-    let temps: Vec<&Path> = stages
-        .iter()
-        .filter_map(|s| match s {
-            Stage::Ready { temp, .. } => Some(temp.as_path()),
-            Stage::Done(_) => None,
-        })
-        .collect();
-    let synced = if temps.is_empty() {
-        Ok(())
-    } else {
-        fsops::sync_files(root, &temps)
-    };
-    jobs.into_iter()
-        .zip(stages)
-        .map(|(job, stage)| {
-            let outcome = match (stage, &synced) {
-                (Stage::Done(o), _) => o,
-                (Stage::Ready { temp, target }, Ok(())) => {
-                    finish_one(root, &job, &temp, &target, device, now)
-                }
-                (Stage::Ready { temp, .. }, Err(e)) => {
-                    let _ = std::fs::remove_file(&temp);
-                    WriteOutcome::Failed(format!("syncing to disk: {e}"))
-                }
-            };
-            (job, outcome)
-        })
-        .collect()
-}
-
-/// A remote file on its way: written to `temp`, to be renamed over `target`.
-enum Stage {
-    Ready { temp: PathBuf, target: PathBuf },
-    Done(WriteOutcome),
-}
-
-fn stage_one(blobs: &crate::store::BlobStore, root: &Path, job: &WriteJob) -> Stage {
-    let Some(manifest) = job.meta.manifest else {
-        return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
-    };
-    match blobs.manifest(&manifest) {
-        Ok(Some(m)) => match blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) {
-            Ok(a) if a.is_empty() => {}
-            _ => return Stage::Done(WriteOutcome::Pending),
-        },
-        _ => return Stage::Done(WriteOutcome::Pending),
-    }
-    let target = match fsops::safe_target(root, &job.meta.path, true) {
-        Ok(t) => t,
-        Err(reason) => return Stage::Done(WriteOutcome::Refused(reason)),
-    };
-    if let Ok(m) = std::fs::symlink_metadata(&target) {
-        if m.is_dir() {
-            return Stage::Done(WriteOutcome::Refused(format!(
-                "{} is a directory",
-                target.display()
-            )));
-        }
-    }
-    match fsops::write_temp(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
-        blobs.write_to(&manifest, w).map(|_| ())
-    }) {
-        Ok(temp) => Stage::Ready { temp, target },
-        Err(e) => Stage::Done(WriteOutcome::Failed(e.to_string())),
-    }
-}
-
-/// Keeps the local file as a conflict copy if asked, then renames the synced temporary file
-/// over the target.
-fn finish_one(
-    root: &Path,
-    job: &WriteJob,
-    temp: &Path,
-    target: &Path,
-    device: &str,
-    now: mesh_core::time::Timestamp,
-) -> WriteOutcome {
-    let fail = |e: String| {
-        let _ = std::fs::remove_file(temp);
-        WriteOutcome::Failed(e)
-    };
-    let mut copy = None;
-    if job.conflict_copy && target.exists() {
-        let Ok(copy_path) = job.meta.path.conflict_copy(device, now) else {
-            return fail("no name for a conflict copy".into());
-        };
-        let copy_target = root.join(copy_path.as_str());
-        if let Err(e) = std::fs::rename(target, &copy_target) {
-            return fail(format!("keeping a conflict copy: {e}"));
-        }
-        copy = Some(copy_path);
-    }
-    if let Err(e) = std::fs::rename(temp, target) {
-        return fail(format!("{}: {e}", target.display()));
-    }
-    match scan::stat(target, &job.meta.path) {
-        Some(local) => WriteOutcome::Written { local, copy },
-        None => WriteOutcome::Failed("the written file vanished".into()),
-    }
 }

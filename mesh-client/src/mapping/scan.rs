@@ -8,6 +8,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use mesh_core::model::{FileKind, FilePath};
 
 use crate::mapping::fsops::{mode_of, mtime_ns, TEMP_PREFIX};
+use crate::mapping::root::MARKER_FILE;
 
 /// The name of the ignore file at the root of a mapped directory.
 pub const IGNORE_FILE: &str = ".meshignore";
@@ -37,7 +38,7 @@ impl LocalFile {
 }
 
 /// The ignore rules of a mapped directory: the patterns of its root `.meshignore` (gitignore
-/// syntax), plus the mapping's own temporary files.
+/// syntax), plus the mapping's own temporary files and marker.
 pub struct Ignore(Option<Gitignore>);
 
 impl Ignore {
@@ -57,7 +58,7 @@ impl Ignore {
     /// Whether `path` (a directory when `dir`) is left out.
     pub fn ignored(&self, path: &str, dir: bool) -> bool {
         let name = path.rsplit('/').next().unwrap_or(path);
-        if name.starts_with(TEMP_PREFIX) {
+        if name.starts_with(TEMP_PREFIX) || path == MARKER_FILE {
             return true;
         }
         match &self.0 {
@@ -68,28 +69,57 @@ impl Ignore {
 }
 
 /// What a scan found, keyed by [`FilePath::fold_key`], and what it left out (symlinks, names
-/// other devices could not hold, case collisions, unreadable entries) with the reason.
+/// other devices could not hold, case collisions) with the reason.
 pub struct Scan {
     pub files: BTreeMap<String, LocalFile>,
     pub skipped: Vec<(String, String)>,
+    /// Directories and files that could not be read, with the error (`""`: the root). What is
+    /// below them is unknown for this pass: neither deleted nor written.
+    pub unreadable: Vec<(String, String)>,
 }
 
-/// Walks `root` without following symbolic links.
+impl Scan {
+    /// Fold keys of the unreadable paths: a key equal to one, or below one, is unknown.
+    pub fn unknown_prefixes(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|(p, _)| p.to_lowercase())
+            .collect()
+    }
+}
+
+/// Whether the fold key `key` is one of `prefixes` or below one.
+pub fn is_unknown(prefixes: &[String], key: &str) -> bool {
+    prefixes.iter().any(|p| {
+        p.is_empty()
+            || key == p
+            || (key.len() > p.len()
+                && key.starts_with(p.as_str())
+                && key.as_bytes()[p.len()] == b'/')
+    })
+}
+
+/// Walks `root` without following symbolic links. A path is reported absent only when its
+/// directory was listed completely: a directory whose listing fails (or fails part way) and a
+/// file whose metadata cannot be read are [`Scan::unreadable`].
 pub fn scan(root: &Path, ignore: &Ignore) -> Scan {
     let mut out = Scan {
         files: BTreeMap::new(),
         skipped: Vec::new(),
+        unreadable: Vec::new(),
     };
     let mut stack: Vec<(std::path::PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
+        let shown = prefix.trim_end_matches('/').to_owned();
+        let listed = crate::mapping::faults::list_dir(&dir)
+            .and_then(|rd| rd.collect::<std::io::Result<Vec<fs::DirEntry>>>());
+        let mut entries = match listed {
+            Ok(entries) => entries,
             Err(e) => {
-                out.skipped.push((prefix.clone(), e.to_string()));
+                out.unreadable.push((shown, e.to_string()));
                 continue;
             }
         };
-        let mut entries: Vec<fs::DirEntry> = rd.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name();
@@ -101,8 +131,13 @@ pub fn scan(root: &Path, ignore: &Ignore) -> Scan {
                 continue;
             };
             let rel = format!("{prefix}{name}");
-            let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                continue; // Gone meanwhile.
+            let meta = match fs::symlink_metadata(e.path()) {
+                Ok(m) => m,
+                // Gone, or unreadable, meanwhile: unknown for this pass.
+                Err(err) => {
+                    out.unreadable.push((rel, err.to_string()));
+                    continue;
+                }
             };
             let ft = meta.file_type();
             if ignore.ignored(&rel, ft.is_dir()) {

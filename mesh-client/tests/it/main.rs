@@ -4,5 +4,6 @@ mod client;
 mod common;
 mod convergence;
 mod mapping;
+mod mapping_safety;
 mod store;
 mod transport_suite;

@@ -1,0 +1,330 @@
+//! Mapped folders never destroy data: a mapping whose directory is missing, replaced or
+//! pointed elsewhere, a directory that cannot be read, races with local edits, symbolic links
+//! swapped in, case-only renames, and bulk deletions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_client::mapping::{faults, MappingOptions};
+use mesh_client::transport::InProcessHub;
+use mesh_client::{ClientError, Event, MappingEvent, MeshClient, PauseReason};
+use mesh_core::id::FolderId;
+
+use crate::common::{builder, settle};
+use crate::mapping::{converge, device, manual, pair, quiet_mapping, snapshot};
+
+/// Files (not directories) below `root`, by relative path.
+fn files(root: &Path) -> Vec<String> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn conflict_copies(root: &Path) -> Vec<String> {
+    files(root)
+        .into_iter()
+        .filter(|k| k.contains("(conflict "))
+        .collect()
+}
+
+/// Publishes on `a`, then syncs both and applies on `b`.
+async fn push(a: &MeshClient, b: &MeshClient, folder: &FolderId) {
+    let _ = a.rescan(folder).await;
+    settle(&[a, b]).await;
+    let _ = b.rescan(folder).await;
+    settle(&[a, b]).await;
+}
+
+fn paused(r: Result<(), ClientError>) -> PauseReason {
+    match r {
+        Err(ClientError::MappingPaused { reason, .. }) => reason,
+        other => panic!("expected a paused mapping, got {other:?}"),
+    }
+}
+
+/// Waits (20 s at most) for an event `pick` accepts.
+async fn wait_for<T>(
+    events: &mut futures::stream::BoxStream<'static, Event>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .expect("the event did not come")
+}
+
+/// Why: pointing a mapped folder at another directory reused the folder's index, so every
+/// indexed path looked deleted and was tombstoned (25 → 0 on the other device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_a_folder_onto_another_directory_deletes_nothing() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    for i in 0..25 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("shared {i}")).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 25);
+
+    // The other directory has a file of its own and a different version of a shared one.
+    let dc = tempfile::tempdir().unwrap();
+    std::fs::write(dc.path().join("own.txt"), b"only here").unwrap();
+    std::fs::write(dc.path().join("f0.txt"), b"another f0").unwrap();
+    p.a.map_folder_with(&p.folder, dc.path(), quiet_mapping())
+        .await
+        .unwrap();
+    converge(&p.a, &p.b, &p.folder, dc.path(), db).await;
+    let on_b = files(db);
+    assert_eq!(on_b.len(), 27, "{on_b:?}");
+    assert!(on_b.contains(&"own.txt".to_string()));
+    for i in 1..25 {
+        assert_eq!(
+            std::fs::read(db.join(format!("f{i}.txt"))).unwrap(),
+            format!("shared {i}").as_bytes()
+        );
+    }
+    // Both versions of f0 are kept.
+    let copies = conflict_copies(db);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let mut f0: Vec<Vec<u8>> = vec![
+        std::fs::read(db.join("f0.txt")).unwrap(),
+        std::fs::read(db.join(&copies[0])).unwrap(),
+    ];
+    f0.sort();
+    assert_eq!(f0, vec![b"another f0".to_vec(), b"shared 0".to_vec()]);
+    // The first directory is left as it was.
+    assert_eq!(files(da).len(), 25);
+}
+
+/// Why: on restart with the mapped directory missing, `map_folder` created an empty one and
+/// the old index tombstoned everything (10 → 0 on the other device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_directory_missing_pauses_and_deletes_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let hub = InProcessHub::new();
+    let open = || {
+        builder("ann", "laptop")
+            .store(mesh_client::store::StoreConfig::Sqlite(
+                store.path().join("laptop.db"),
+            ))
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .sync_options(manual())
+            .build()
+    };
+    let a = open().await.unwrap();
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let da = parent.path().join("Docs");
+    a.map_folder_with(&folder, &da, quiet_mapping())
+        .await
+        .unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("{i}")).unwrap();
+    }
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 10);
+    a.close();
+    drop(a);
+
+    // The directory is renamed while the application is closed.
+    let moved = parent.path().join("Docs (moved)");
+    std::fs::rename(&da, &moved).unwrap();
+    let a = open().await.unwrap();
+    let mut events = a.events().boxed();
+    a.map_folder_with(&folder, &da, quiet_mapping())
+        .await
+        .unwrap();
+    assert!(!da.exists(), "a missing mapped directory was created");
+    let reason = wait_for(&mut events, |e| match e {
+        Event::MappingPaused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason.kind(), "root_missing");
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "root_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 10);
+
+    // An empty directory in its place is not the mapped one either.
+    std::fs::create_dir(&da).unwrap();
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "marker_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 10);
+
+    // The marked directory is back: the mapping resumes where it stopped.
+    std::fs::remove_dir(&da).unwrap();
+    std::fs::rename(&moved, &da).unwrap();
+    std::fs::write(da.join("new.txt"), b"new").unwrap();
+    a.rescan(&folder).await.unwrap();
+    wait_for(&mut events, |e| {
+        matches!(
+            e,
+            Event::Mapping {
+                event: MappingEvent::Resumed,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 11);
+    assert!(conflict_copies(db.path()).is_empty());
+}
+
+/// Why: the mapped root disappearing while mapped (with the watcher on) was only a `Skipped`
+/// event, and the empty scan became tombstones (40 → 0 within 1.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_removed_while_watched_pauses_the_mapping() {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let da = parent.path().join("Docs");
+    std::fs::create_dir(&da).unwrap();
+    for i in 0..40 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("{i}")).unwrap();
+    }
+    let watched = MappingOptions {
+        debounce: Duration::from_millis(20),
+        follow_remote: false,
+        ..MappingOptions::default()
+    };
+    let mut events = a.events().boxed();
+    a.map_folder_with(&folder, &da, watched).await.unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 40);
+
+    std::fs::rename(&da, parent.path().join("elsewhere")).unwrap();
+    let reason = wait_for(&mut events, |e| match e {
+        Event::MappingPaused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason.kind(), "root_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 40);
+
+    // A directory of another folder in its place is refused too.
+    std::fs::create_dir(&da).unwrap();
+    std::fs::write(
+        da.join(mesh_client::mapping::MARKER_FILE),
+        br#"{"folder":"other","device":"laptop","mapping":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "marker_mismatch");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 40);
+    // And mapping onto it is refused with the same error.
+    let dc = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dc.path().join(mesh_client::mapping::MARKER_FILE),
+        br#"{"folder":"other","device":"laptop","mapping":"x"}"#,
+    )
+    .unwrap();
+    let err = a
+        .map_folder_with(&folder, dc.path(), quiet_mapping())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::MappingPaused { .. }), "{err}");
+}
+
+/// Unmapping and mapping the same directory again carries on from its index: no spurious
+/// conflict copies, and deletions made while unmapped are not undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remapping_the_same_directory_keeps_its_state() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(da.join(name), name).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    p.a.unmap_folder(&p.folder).await.unwrap();
+    std::fs::remove_file(da.join("a.txt")).unwrap();
+    std::fs::write(db.join("b.txt"), b"edited on the desktop").unwrap();
+    push(&p.b, &p.a, &p.folder).await;
+
+    p.a.map_folder_with(&p.folder, da, quiet_mapping())
+        .await
+        .unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(da), vec!["b.txt".to_string(), "c.txt".to_string()]);
+    assert_eq!(
+        std::fs::read(da.join("b.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+    assert!(conflict_copies(db).is_empty());
+}
+
+/// Why: a subdirectory that could not be read counted as "its files were deleted". Tests run
+/// as root, where permissions do not stop reads, so the failure is injected:
+/// [`faults::fail_listing`] makes the scan's listing of that directory fail with an I/O error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_directory_is_not_taken_for_deleted() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir_all(da.join("sub/deeper")).unwrap();
+    for name in [
+        "top.txt",
+        "sub/one.txt",
+        "sub/two.txt",
+        "sub/deeper/three.txt",
+    ] {
+        std::fs::write(da.join(name), name).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 4);
+
+    let mut events = p.a.events().boxed();
+    faults::fail_listing(&da.join("sub"), true);
+    std::fs::write(db.join("sub/one.txt"), b"edited on the desktop").unwrap();
+    std::fs::write(da.join("top.txt"), b"still published").unwrap();
+    push(&p.a, &p.b, &p.folder).await;
+    push(&p.b, &p.a, &p.folder).await;
+    push(&p.a, &p.b, &p.folder).await;
+    let path = wait_for(&mut events, |e| match e {
+        Event::Mapping {
+            event: MappingEvent::Unreadable { path, .. },
+            ..
+        } => Some(path.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(path, "sub");
+    assert_eq!(files(db).len(), 4, "{:?}", files(db));
+    assert_eq!(
+        std::fs::read(db.join("top.txt")).unwrap(),
+        b"still published"
+    );
+    // Nothing was written into the unreadable directory either.
+    assert_eq!(
+        std::fs::read(da.join("sub/one.txt")).unwrap(),
+        b"sub/one.txt"
+    );
+
+    faults::fail_listing(&da.join("sub"), false);
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(da).len(), 4);
+    assert_eq!(
+        std::fs::read(da.join("sub/one.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+}
