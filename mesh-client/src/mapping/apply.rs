@@ -13,13 +13,14 @@
 //! before the closing parenthesis when that name is taken (`… 2)`, `… 3)`…): a copy never
 //! replaces an existing file.
 
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
 
 use mesh_core::model::{FileMeta, FilePath};
 
+use crate::mapping::beneath::{Beneath, DirHandle, Found, RenameMode};
 use crate::mapping::faults;
-use crate::mapping::fsops;
-use crate::mapping::scan::{self, LocalFile};
+use crate::mapping::fsops::{self, TEMP_PREFIX};
+use crate::mapping::scan::LocalFile;
 
 /// A remote file to write.
 pub(super) struct WriteJob {
@@ -50,10 +51,11 @@ pub(super) enum WriteOutcome {
 
 /// Writes remote files in three steps: every file into a temporary file beside its target (a
 /// few at a time), then one flush of the file system (so the data of all of them is durable
-/// with one journal commit instead of one per file), then each replaces its target.
+/// with one journal commit instead of one per file), then each replaces its target. Every
+/// operation goes through the handle of the target's directory, opened beneath the root.
 pub(super) fn write_files(
     blobs: &crate::store::BlobStore,
-    root: &Path,
+    root: &Beneath,
     jobs: Vec<WriteJob>,
     device: &str,
     now: mesh_core::time::Timestamp,
@@ -81,28 +83,18 @@ pub(super) fn write_files(
                 .unwrap_or(Stage::Done(WriteOutcome::Pending))
         })
         .collect();
-    let temps: Vec<&Path> = stages
-        .iter()
-        .filter_map(|s| match s {
-            Stage::Ready { temp, .. } => Some(temp.as_path()),
-            Stage::Done(_) => None,
-        })
-        .collect();
-    let synced = if temps.is_empty() {
-        Ok(())
-    } else {
-        fsops::sync_files(root, &temps)
-    };
+    let any = stages.iter().any(|s| matches!(s, Stage::Ready { .. }));
+    let synced = if any { sync(root) } else { Ok(()) };
     jobs.into_iter()
         .zip(stages)
         .map(|(job, stage)| {
             let outcome = match (stage, &synced) {
                 (Stage::Done(o), _) => o,
-                (Stage::Ready { temp, target }, Ok(())) => {
-                    finish_one(root, &job, &temp, &target, device, now)
+                (Stage::Ready { dir, temp, name }, Ok(())) => {
+                    finish_one(root, &job, &dir, &temp, &name, device, now)
                 }
-                (Stage::Ready { temp, .. }, Err(e)) => {
-                    let _ = std::fs::remove_file(&temp);
+                (Stage::Ready { dir, temp, .. }, Err(e)) => {
+                    let _ = dir.remove(&temp, false);
                     WriteOutcome::Failed(format!("syncing to disk: {e}"))
                 }
             };
@@ -111,13 +103,31 @@ pub(super) fn write_files(
         .collect()
 }
 
-/// A remote file on its way: written to `temp`, to be renamed over `target`.
+/// Makes the pass's temporary files durable: on Linux one `syncfs` of the file system holding
+/// the root (a single journal commit for all of them); elsewhere each was synced when written.
+fn sync(root: &Beneath) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        root.root().sync_fs()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        Ok(())
+    }
+}
+
+/// A remote file on its way: written to `temp` in `dir`, to replace `name` there.
 enum Stage {
-    Ready { temp: PathBuf, target: PathBuf },
+    Ready {
+        dir: DirHandle,
+        temp: String,
+        name: String,
+    },
     Done(WriteOutcome),
 }
 
-fn stage_one(blobs: &crate::store::BlobStore, root: &Path, job: &WriteJob) -> Stage {
+fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) -> Stage {
     let Some(manifest) = job.meta.manifest else {
         return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
@@ -128,75 +138,103 @@ fn stage_one(blobs: &crate::store::BlobStore, root: &Path, job: &WriteJob) -> St
         },
         _ => return Stage::Done(WriteOutcome::Pending),
     }
-    let target = match fsops::safe_target(root, &job.meta.path, true) {
-        Ok(t) => t,
-        Err(reason) => return Stage::Done(WriteOutcome::Refused(reason)),
+    let (dir, name) = match root.parent(&job.meta.path, true) {
+        Ok(d) => d,
+        Err(e) => return Stage::Done(WriteOutcome::Refused(e.to_string())),
     };
-    if let Ok(m) = std::fs::symlink_metadata(&target) {
-        if m.is_dir() {
+    match dir.entry(&name) {
+        Ok(Found::Dir { .. }) => {
             return Stage::Done(WriteOutcome::Refused(format!(
                 "{} is a directory",
-                target.display()
-            )));
+                job.meta.path
+            )))
         }
+        Ok(Found::Symlink) => {
+            return Stage::Done(WriteOutcome::Refused(format!(
+                "{} is a symbolic link",
+                job.meta.path
+            )))
+        }
+        _ => {}
     }
-    match fsops::write_temp(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
-        blobs.write_to(&manifest, w).map(|_| ())
-    }) {
-        Ok(temp) => Stage::Ready { temp, target },
-        Err(e) => Stage::Done(WriteOutcome::Failed(e.to_string())),
+    faults::at(faults::Moment::Write, &dir.path().join(&name));
+    let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let written = (|| -> Result<(), String> {
+        let file = dir.create_new(&temp).map_err(|e| e.to_string())?;
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, &file);
+            blobs
+                .write_to(&manifest, &mut w)
+                .map_err(|e| e.to_string())?;
+            w.flush().map_err(|e| e.to_string())?;
+        }
+        file.set_modified(fsops::from_ns(job.meta.mtime_ns))
+            .map_err(|e| e.to_string())?;
+        fsops::set_mode(&file, Some(job.meta.mode)).map_err(|e| e.to_string())?;
+        #[cfg(not(target_os = "linux"))]
+        file.sync_all().map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => Stage::Ready { dir, temp, name },
+        Err(e) => {
+            let _ = dir.remove(&temp, false);
+            Stage::Done(WriteOutcome::Failed(e))
+        }
     }
 }
 
 /// Keeps the local file as a conflict copy if asked, then puts the synced temporary file in
 /// the target's place without losing what is there (see the module documentation).
 fn finish_one(
-    root: &Path,
+    root: &Beneath,
     job: &WriteJob,
-    temp: &Path,
-    target: &Path,
+    dir: &DirHandle,
+    temp: &str,
+    name: &str,
     device: &str,
     now: mesh_core::time::Timestamp,
 ) -> WriteOutcome {
     let fail = |e: String| {
-        let _ = std::fs::remove_file(temp);
+        let _ = dir.remove(temp, false);
         WriteOutcome::Failed(e)
     };
+    let path = &job.meta.path;
     let mut copy = None;
     let mut expected = job.expected.as_ref();
-    if job.conflict_copy && target.exists() {
-        match keep_as_copy(root, target, &job.meta.path, device, now) {
+    if job.conflict_copy && dir.entry(name).is_ok() {
+        match keep_as_copy(dir, name, path, device, now) {
             Ok(c) => copy = Some(c),
             Err(e) => return fail(format!("keeping a conflict copy: {e}")),
         }
         expected = None;
     }
-    faults::replacing(target);
-    match replace(temp, target, expected, &job.meta.path) {
+    faults::at(faults::Moment::Replace, &root.path().join(path.as_str()));
+    match replace(dir, temp, name, expected, path) {
         Ok(Replaced::Done) => {}
         Ok(Replaced::Kept) => {
             // What the new file replaced had changed: it is at `temp` now; keep it.
-            match keep_as_copy(root, temp, &job.meta.path, device, now) {
+            match keep_as_copy(dir, temp, path, device, now) {
                 Ok(c) => copy = Some(c),
                 Err(e) => {
                     // Put it back rather than leave it under a temporary name.
-                    return match exchange(temp, target) {
+                    return match dir.rename(temp, name, RenameMode::Exchange) {
                         Ok(()) => fail(format!("keeping a file changed meanwhile: {e}")),
                         Err(e2) => WriteOutcome::Failed(format!(
                             "keeping a file changed meanwhile: {e}; it is at {}: {e2}",
-                            temp.display()
+                            dir.path().join(temp).display()
                         )),
                     };
                 }
             }
         }
         Ok(Replaced::Refused) => {
-            let _ = std::fs::remove_file(temp);
+            let _ = dir.remove(temp, false);
             return WriteOutcome::ChangedMeanwhile;
         }
-        Err(e) => return fail(format!("{}: {e}", target.display())),
+        Err(e) => return fail(format!("{path}: {e}")),
     }
-    match scan::stat(target, &job.meta.path) {
+    match dir.stat(name, path) {
         Some(local) => WriteOutcome::Written { local, copy },
         None => WriteOutcome::Failed("the written file vanished".into()),
     }
@@ -206,7 +244,7 @@ enum Replaced {
     /// The target now holds the new file; what it replaced (if anything) was as expected.
     Done,
     /// The target now holds the new file; what it replaced had changed and is at the
-    /// temporary path, to be kept.
+    /// temporary name, to be kept.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Kept,
     /// The target had changed; nothing was replaced.
@@ -225,23 +263,23 @@ fn unchanged(now: Option<&LocalFile>, expected: Option<&LocalFile>) -> bool {
 
 #[cfg(target_os = "linux")]
 fn replace(
-    temp: &Path,
-    target: &Path,
+    dir: &DirHandle,
+    temp: &str,
+    name: &str,
     expected: Option<&LocalFile>,
     path: &FilePath,
 ) -> std::io::Result<Replaced> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
     if expected.is_none() {
-        match renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE) {
+        match dir.rename(temp, name, RenameMode::NoReplace) {
             Ok(()) => return Ok(Replaced::Done),
-            Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
         }
     }
-    renameat_with(CWD, temp, CWD, target, RenameFlags::EXCHANGE)?;
+    dir.rename(temp, name, RenameMode::Exchange)?;
     // `temp` now names what was at the target.
-    if unchanged(scan::stat(temp, path).as_ref(), expected) {
-        let _ = std::fs::remove_file(temp);
+    if unchanged(dir.stat(temp, path).as_ref(), expected) {
+        let _ = dir.remove(temp, false);
         Ok(Replaced::Done)
     } else {
         Ok(Replaced::Kept)
@@ -250,15 +288,16 @@ fn replace(
 
 #[cfg(not(target_os = "linux"))]
 fn replace(
-    temp: &Path,
-    target: &Path,
+    dir: &DirHandle,
+    temp: &str,
+    name: &str,
     expected: Option<&LocalFile>,
     path: &FilePath,
 ) -> std::io::Result<Replaced> {
-    if !unchanged(scan::stat(target, path).as_ref(), expected) {
+    if !unchanged(dir.stat(name, path).as_ref(), expected) {
         return Ok(Replaced::Refused);
     }
-    std::fs::rename(temp, target)?;
+    dir.rename_over(temp, name)?;
     Ok(Replaced::Done)
 }
 
@@ -281,10 +320,11 @@ pub(super) fn copy_name(
 /// Most copies of one name a device keeps in one second.
 const COPY_LIMIT: u32 = 1000;
 
-/// Renames `from` to the first free conflict-copy name of `path`, never replacing a file.
+/// Renames `from` (in `dir`, the directory of `path`) to the first free conflict-copy name of
+/// `path`, never replacing a file.
 fn keep_as_copy(
-    root: &Path,
-    from: &Path,
+    dir: &DirHandle,
+    from: &str,
     path: &FilePath,
     device: &str,
     now: mesh_core::time::Timestamp,
@@ -293,8 +333,7 @@ fn keep_as_copy(
         let Some(copy) = copy_name(path, device, now, n) else {
             return Err("no name for a conflict copy".into());
         };
-        let to = fsops::safe_target(root, &copy, false)?;
-        match rename_noreplace(from, &to) {
+        match dir.rename(from, copy.file_name(), RenameMode::NoReplace) {
             Ok(()) => return Ok(copy),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e.to_string()),
@@ -305,28 +344,22 @@ fn keep_as_copy(
     ))
 }
 
-/// Swaps two files atomically.
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
-    Ok(renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)?)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(target_os = "linux")]
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
-    Ok(renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(to).is_ok() {
-        return Err(std::io::ErrorKind::AlreadyExists.into());
+/// Removes temporary files a crashed write left behind, below the opened root (never
+/// through a symbolic link).
+pub(super) fn remove_stale_temps(root: &Beneath) {
+    let mut stack = vec![root.open_dir("")];
+    while let Some(dir) = stack.pop() {
+        let Ok(dir) = dir else { continue };
+        let Ok(names) = dir.list() else { continue };
+        for name in names {
+            let Some(name) = name.to_str() else { continue };
+            match dir.entry(name) {
+                Ok(Found::Dir { .. }) => stack.push(dir.child_dir(name)),
+                Ok(Found::File { .. }) if name.starts_with(TEMP_PREFIX) => {
+                    let _ = dir.remove(name, false);
+                }
+                _ => {}
+            }
+        }
     }
-    std::fs::rename(from, to)
 }

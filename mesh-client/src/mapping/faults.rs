@@ -1,5 +1,6 @@
-//! Fault injection for tests: make a directory listing fail, or run a hook just before a
-//! mapping replaces a file. Tests run as root, where permissions cannot make a read fail, and
+//! Fault injection for tests: make a directory listing fail, or run a hook at a precise
+//! moment of a mapping's file operations (a local edit, or a directory swapped for a symbolic
+//! link, racing with them). Tests run as root, where permissions cannot make a read fail, and
 //! a race needs a precise moment; these seams give both. Nothing is injected unless a test
 //! asks (one relaxed atomic load per call otherwise).
 
@@ -7,7 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-type Hook = Arc<dyn Fn(&Path) + Send + Sync>;
+type Hook = Arc<dyn Fn(Moment, &Path) + Send + Sync>;
+
+/// A moment of a mapping's file operations a test hook runs at.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// A local file's path was checked and is about to be opened and read to publish it.
+    Read,
+    /// A remote file's directory was checked and its temporary file is about to be written.
+    Write,
+    /// A remote file was written and synced and is about to replace its target.
+    Replace,
+}
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 static FAILING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -30,11 +43,10 @@ pub fn fail_listing(dir: &Path, fail: bool) {
     }
 }
 
-/// Runs `hook` with the target's path whenever a mapping is about to replace a file below
-/// `root` with a remote version (after the remote version is written and synced, before the
-/// rename), until [`clear_hooks`]. For tests of races with local edits.
+/// Runs `hook` with the moment and the file's path at each [`Moment`] of a mapping's file
+/// operations below `root`, until [`clear_hooks`]. For tests of races.
 #[doc(hidden)]
-pub fn before_replace(root: &Path, hook: impl Fn(&Path) + Send + Sync + 'static) {
+pub fn set_hook(root: &Path, hook: impl Fn(Moment, &Path) + Send + Sync + 'static) {
     HOOKS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -52,8 +64,8 @@ pub fn clear_hooks(root: &Path) {
         .retain(|(r, _)| *r != root);
 }
 
-/// `std::fs::read_dir`, unless a test made listings of `dir` fail.
-pub(crate) fn list_dir(dir: &Path) -> std::io::Result<std::fs::ReadDir> {
+/// An injected error if a test made listings of `dir` fail.
+pub(crate) fn listing(dir: &Path) -> std::io::Result<()> {
     if ARMED.load(Ordering::Relaxed)
         && FAILING
             .lock()
@@ -65,11 +77,11 @@ pub(crate) fn list_dir(dir: &Path) -> std::io::Result<std::fs::ReadDir> {
             "input/output error (injected by a test)",
         ));
     }
-    std::fs::read_dir(dir)
+    Ok(())
 }
 
-/// Runs the hooks of tests for a file about to be replaced.
-pub(crate) fn replacing(target: &Path) {
+/// Runs the hooks of tests at `moment` for `target`.
+pub(crate) fn at(moment: Moment, target: &Path) {
     if !ARMED.load(Ordering::Relaxed) {
         return;
     }
@@ -81,6 +93,6 @@ pub(crate) fn replacing(target: &Path) {
         .map(|(_, h)| h.clone())
         .collect();
     for h in hooks {
-        h(target);
+        h(moment, target);
     }
 }

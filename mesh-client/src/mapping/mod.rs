@@ -32,6 +32,7 @@
 //! [`MeshClient::unmap_folder`] stops the mapping and never deletes a local file.
 
 mod apply;
+mod beneath;
 #[doc(hidden)]
 pub mod faults;
 pub(crate) mod fsops;
@@ -40,7 +41,7 @@ mod root;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -64,6 +65,7 @@ use crate::error::{ClientError, Result};
 use crate::sync::events::{Event, MappingEvent};
 use crate::MeshClient;
 use apply::{WriteJob, WriteOutcome};
+use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
 use scan::{Ignore, LocalFile};
 
@@ -185,6 +187,7 @@ impl MeshClient {
             root: dir,
             marker,
             paused: None,
+            opened: None,
             index: index_map,
             reported: HashSet::new(),
             unsaved: Vec::new(),
@@ -256,6 +259,8 @@ struct Mapper {
     device_name: String,
     /// The marker the directory must hold.
     marker: root::Marker,
+    /// The directory, as opened by the last check of its marker.
+    opened: Option<Arc<Beneath>>,
     /// Why the mapping is paused, if it is.
     paused: Option<crate::sync::events::PauseReason>,
     /// By fold key.
@@ -305,8 +310,13 @@ enum Plan {
 impl Mapper {
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
         {
-            let root = self.root.clone();
-            let _ = tokio::task::spawn_blocking(move || fsops::remove_stale_temps(&root)).await;
+            let (root, marker) = (self.root.clone(), self.marker.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(opened) = root::check(&root, &marker) {
+                    apply::remove_stale_temps(&opened);
+                }
+            })
+            .await;
         }
         let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
         // Kept alive for as long as the mapping runs.
@@ -395,6 +405,7 @@ impl Mapper {
 
     /// Pauses the mapping (telling it once per reason).
     fn pause(&mut self, reason: crate::sync::events::PauseReason) {
+        self.opened = None;
         if self.paused.as_ref() == Some(&reason) {
             return;
         }
@@ -410,18 +421,20 @@ impl Mapper {
 
     /// Checks that the mapped directory is still the marked one: pauses the mapping if not,
     /// resumes it if it was paused and the directory is back.
-    async fn check_root(&mut self) -> Result<()> {
+    async fn check_root(&mut self) -> Result<Arc<Beneath>> {
         let (root, marker) = (self.root.clone(), self.marker.clone());
         let checked = tokio::task::spawn_blocking(move || root::check(&root, &marker))
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))?;
         match checked {
-            Ok(()) => {
+            Ok(opened) => {
                 if self.paused.take().is_some() {
                     tracing::info!(folder = %self.folder, "mapping resumed");
                     self.emit(MappingEvent::Resumed);
                 }
-                Ok(())
+                let opened = Arc::new(opened);
+                self.opened = Some(opened.clone());
+                Ok(opened)
             }
             Err(reason) => {
                 self.pause(reason.clone());
@@ -461,8 +474,7 @@ impl Mapper {
     /// One pass: scan, compare, publish, download, write, delete, record.
     async fn pass(&mut self) -> Result<()> {
         let client = self.client()?;
-        self.check_root().await?;
-        let root = self.root.clone();
+        let root = self.check_root().await?;
         let scan = tokio::task::spawn_blocking(move || {
             let ignore = Ignore::load(&root);
             (scan::scan(&root, &ignore), ignore)
@@ -797,6 +809,13 @@ impl Mapper {
         Ok(out)
     }
 
+    /// The mapped directory as opened by this pass.
+    fn opened(&self) -> Result<Arc<Beneath>> {
+        self.opened
+            .clone()
+            .ok_or_else(|| ClientError::Internal("the mapped directory is not open".into()))
+    }
+
     /// Chunks local files into the blob store, many small files per transaction.
     async fn ingest(
         &self,
@@ -806,7 +825,7 @@ impl Mapper {
         if files.is_empty() {
             return Ok(HashMap::new());
         }
-        let root = self.root.clone();
+        let root = self.opened()?;
         let folder = self.folder.clone();
         client
             .shared()
@@ -932,19 +951,14 @@ impl Mapper {
         // Apply remote changes: directories, then files (after one shared download), then
         // deletions deepest first.
         for (key, meta, version) in dirs {
-            let root = self.root.clone();
+            let root = self.opened()?;
             let path = meta.path.clone();
             let made = tokio::task::spawn_blocking(move || {
-                let target = fsops::safe_target(&root, &path, true)?;
-                match std::fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => Ok(target),
-                    Ok(_) => Err(format!(
-                        "{} exists and is not a directory",
-                        target.display()
-                    )),
-                    Err(_) => std::fs::create_dir(&target)
-                        .map(|_| target)
-                        .map_err(|e| e.to_string()),
+                let (dir, name) = root.parent(&path, true).map_err(|e| e.to_string())?;
+                match dir.entry(&name) {
+                    Ok(beneath::Found::Dir { .. }) => Ok(()),
+                    Ok(_) => Err(format!("{path} exists and is not a directory")),
+                    Err(_) => dir.mkdir(&name).map_err(|e| e.to_string()),
                 }
             })
             .await
@@ -981,7 +995,7 @@ impl Mapper {
                 // Write what is complete; the rest waits for the next pass.
                 self.emit_error(format!("download: {e}"));
             }
-            let root = self.root.clone();
+            let root = self.opened()?;
             let device_name = self.device_name.clone();
             let blobs = client.shared().blobs().clone();
             let now = client.now();
@@ -1036,20 +1050,20 @@ impl Mapper {
 
         removals.sort_by(|a, b| b.1.path.cmp(&a.1.path));
         for (key, l) in removals {
-            let root = self.root.clone();
+            let root = self.opened()?;
             let path = l.path.clone();
             let kind = l.kind;
             let expected = self.index.get(&key).cloned();
             let removed = tokio::task::spawn_blocking(move || {
-                let target = fsops::safe_target(&root, &path, false)?;
+                let (dir, name) = root.parent(&path, false).map_err(|e| e.to_string())?;
                 // Only what is unchanged since it was synced.
-                let now = scan::stat(&target, &path);
+                let now = dir.stat(&name, &path);
                 match (kind, now, expected) {
                     (FileKind::File, Some(now), Some(exp)) if exp.matches(&now) => {
-                        std::fs::remove_file(&target).map_err(|e| e.to_string())
+                        dir.remove(&name, false).map_err(|e| e.to_string())
                     }
-                    (FileKind::Dir, Some(_), _) => {
-                        std::fs::remove_dir(&target).map_err(|e| e.to_string())
+                    (FileKind::Dir, Some(now), _) if now.kind == FileKind::Dir => {
+                        dir.remove(&name, true).map_err(|e| e.to_string())
                     }
                     (_, None, _) => Ok(()),
                     _ => Err("changed since it was synced; kept".into()),
@@ -1113,11 +1127,14 @@ fn check_entry(e: &Entry) -> std::result::Result<FileMeta, String> {
 }
 
 /// Chunks files of the mapped directory into the blob store: small files many per
-/// transaction, large ones streamed. A file that changes while read is left for the next pass.
+/// transaction, large ones streamed. Each file is opened beneath the root's handle (never
+/// through a symbolic link) and must be, before and after it is read, the file the scan saw
+/// (same size and modification time, and the same inode throughout): a file that changes
+/// while read is not published by this pass (the next one sees it settled).
 fn ingest_files(
     b: &crate::store::BlobStore,
     folder: &FolderId,
-    root: &Path,
+    root: &Beneath,
     files: Vec<LocalFile>,
 ) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
     use std::io::Read;
@@ -1127,14 +1144,26 @@ fn ingest_files(
     let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
     let mut pending_bytes = 0usize;
     for l in files {
-        let target = root.join(l.path.as_str());
         let result: std::result::Result<ChunkHash, String> = (|| {
-            let mut f = std::fs::File::open(&target).map_err(|e| e.to_string())?;
+            faults::at(faults::Moment::Read, &root.path().join(l.path.as_str()));
+            let f = root.open_read(&l.path).map_err(|e| e.to_string())?;
+            let before = f.metadata().map_err(|e| e.to_string())?;
+            let changed = "changed while read; published once it settles".to_string();
+            if !same_file(&before, &before, &l) {
+                return Err(changed);
+            }
+            let settled = |f: &std::fs::File| {
+                f.metadata()
+                    .map(|after| same_file(&before, &after, &l))
+                    .unwrap_or(false)
+            };
             if l.size <= SMALL {
                 let mut data = Vec::with_capacity(l.size as usize);
-                f.read_to_end(&mut data).map_err(|e| e.to_string())?;
-                if data.len() as u64 != l.size {
-                    return Err("changed while read".into());
+                (&f).take(l.size + 1)
+                    .read_to_end(&mut data)
+                    .map_err(|e| e.to_string())?;
+                if data.len() as u64 != l.size || !settled(&f) {
+                    return Err(changed);
                 }
                 let objects = crate::store::blobs::chunk_in_memory(&data);
                 let m = mesh_core::blob::Manifest::new(
@@ -1153,12 +1182,13 @@ fn ingest_files(
                 let m = b
                     .ingest(
                         folder,
-                        std::io::BufReader::with_capacity(1 << 20, f),
+                        std::io::BufReader::with_capacity(1 << 20, (&f).take(l.size + 1)),
                         l.size,
                     )
                     .map_err(|e| e.to_string())?;
-                if m.length() != l.size {
-                    return Err("changed while read".into());
+                // (The chunks stored meanwhile are unreferenced if the file changed.)
+                if m.length() != l.size || !settled(&f) {
+                    return Err(changed);
                 }
                 Ok(m.hash())
             }
@@ -1172,4 +1202,21 @@ fn ingest_files(
     }
     b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
     Ok(out)
+}
+
+/// Whether `after` is still the file `before` was (same inode on Unix) and both are what the
+/// scan saw as `l`.
+fn same_file(before: &std::fs::Metadata, after: &std::fs::Metadata, l: &LocalFile) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if before.ino() != after.ino() || before.dev() != after.dev() {
+            return false;
+        }
+    }
+    let _ = before;
+    after.is_file()
+        && after.len() == l.size
+        && fsops::mtime_ns(after) == l.mtime_ns
+        && fsops::mode_of(after) == l.mode
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mapping::beneath::{Beneath, Found};
 use crate::sync::events::PauseReason;
 
 /// The name of the marker file at the root of a mapped directory. It is never published, and a
@@ -61,56 +62,50 @@ impl Marker {
 }
 
 /// What is at a mapped directory's root.
-pub enum Found {
+pub enum Marking {
     /// The directory and its marker.
     Marked(Marker),
     /// The directory, without a marker.
     Unmarked,
 }
 
-/// Reads the marker of `root`, which must be a directory (not a symbolic link).
-pub fn read(root: &Path) -> Result<Found, PauseReason> {
+/// Opens the mapped directory `root`, which must be a directory (not a symbolic link).
+pub fn open(root: &Path) -> Result<Beneath, PauseReason> {
     let shown = root.display().to_string();
-    match std::fs::symlink_metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(PauseReason::RootUnreadable {
-                root: shown,
-                error: "not a directory".into(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(PauseReason::RootMissing { root: shown })
-        }
-        Err(e) => {
-            return Err(PauseReason::RootUnreadable {
-                root: shown,
-                error: e.to_string(),
-            })
-        }
-    }
-    let file = root.join(MARKER_FILE);
+    Beneath::open(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PauseReason::RootMissing { root: shown },
+        _ => PauseReason::RootUnreadable {
+            root: shown,
+            error: e.to_string(),
+        },
+    })
+}
+
+/// Reads the marker of an opened mapped directory.
+pub fn read_marker(root: &Beneath) -> Result<Marking, PauseReason> {
+    let shown = root.path().display().to_string();
     let unreadable = |error: String| PauseReason::RootUnreadable {
         root: shown.clone(),
         error,
     };
-    match std::fs::symlink_metadata(&file) {
-        Ok(m) if m.is_file() && m.len() <= MARKER_LIMIT => {}
+    match root.root().entry(MARKER_FILE) {
+        Ok(Found::File { size, .. }) if size <= MARKER_LIMIT => {}
         Ok(_) => {
             return Err(PauseReason::MarkerMismatch {
                 root: shown.clone(),
                 found: "something that is not a marker file".into(),
             })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Unmarked),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marking::Unmarked),
         Err(e) => return Err(unreadable(e.to_string())),
     }
     let mut body = Vec::new();
-    std::fs::File::open(&file)
+    root.root()
+        .open_read(MARKER_FILE)
         .and_then(|f| f.take(MARKER_LIMIT).read_to_end(&mut body))
         .map_err(|e| unreadable(e.to_string()))?;
     match serde_json::from_slice::<Marker>(&body) {
-        Ok(m) => Ok(Found::Marked(m)),
+        Ok(m) => Ok(Marking::Marked(m)),
         Err(_) => Err(PauseReason::MarkerMismatch {
             root: shown,
             found: "an unreadable marker".into(),
@@ -118,15 +113,20 @@ pub fn read(root: &Path) -> Result<Found, PauseReason> {
     }
 }
 
-/// Checks that `root` is still the directory marked with `expected`.
-pub fn check(root: &Path, expected: &Marker) -> Result<(), PauseReason> {
-    match read(root)? {
-        Found::Marked(m) if m == *expected => Ok(()),
-        Found::Marked(m) => Err(PauseReason::MarkerMismatch {
+fn read(root: &Path) -> Result<Marking, PauseReason> {
+    read_marker(&open(root)?)
+}
+
+/// Opens `root` and checks that it is still the directory marked with `expected`.
+pub fn check(root: &Path, expected: &Marker) -> Result<Beneath, PauseReason> {
+    let opened = open(root)?;
+    match read_marker(&opened)? {
+        Marking::Marked(m) if m == *expected => Ok(opened),
+        Marking::Marked(m) => Err(PauseReason::MarkerMismatch {
             root: root.display().to_string(),
             found: m.describe(),
         }),
-        Found::Unmarked => Err(PauseReason::MarkerMissing {
+        Marking::Unmarked => Err(PauseReason::MarkerMissing {
             root: root.display().to_string(),
         }),
     }
@@ -182,13 +182,13 @@ pub fn prepare(
             fresh(folder, device, dir)
         }
         Err(reason) => Err(reason),
-        Ok(Found::Unmarked) => fresh(folder, device, dir),
-        Ok(Found::Marked(m)) if m.folder == folder && m.device == device => Ok(Start {
+        Ok(Marking::Unmarked) => fresh(folder, device, dir),
+        Ok(Marking::Marked(m)) if m.folder == folder && m.device == device => Ok(Start {
             root: canonical(dir)?,
             marker: m,
             paused: None,
         }),
-        Ok(Found::Marked(m)) => Err(PauseReason::MarkerMismatch {
+        Ok(Marking::Marked(m)) => Err(PauseReason::MarkerMismatch {
             root: dir.display().to_string(),
             found: m.describe(),
         }),

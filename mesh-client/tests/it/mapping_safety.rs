@@ -331,7 +331,7 @@ async fn an_unreadable_directory_is_not_taken_for_deleted() {
 
 /// Why: a local edit made while a remote version of the same file downloaded was overwritten
 /// without a conflict copy. The edit is made at the last moment: by a hook
-/// ([`faults::before_replace`]) that runs after the remote version is written and synced,
+/// ([`faults::set_hook`] at [`faults::Moment::Replace`]) that runs after the remote version is written and synced,
 /// just before it replaces the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_edit_made_during_a_download_is_kept() {
@@ -341,8 +341,8 @@ async fn a_local_edit_made_during_a_download_is_kept() {
     converge(&p.a, &p.b, &p.folder, da, db).await;
 
     std::fs::write(db.join("plan.txt"), b"remote edit").unwrap();
-    faults::before_replace(da, |target| {
-        if target.ends_with("plan.txt") {
+    faults::set_hook(da, |moment, target| {
+        if moment == faults::Moment::Replace && target.ends_with("plan.txt") {
             std::fs::write(target, b"local edit, made during the download").unwrap();
         }
     });
@@ -424,4 +424,113 @@ async fn conflict_copies_in_the_same_second_never_replace_each_other() {
     for c in &contents {
         assert!(written.contains(c), "{c}");
     }
+}
+
+/// Swaps the directory `dir` (inside a mapped root) for a symbolic link to `outside`, keeping
+/// the real directory as `<dir>.real`.
+#[cfg(unix)]
+fn swap_for_symlink(dir: &Path, outside: &Path) {
+    let real = dir.with_extension("real");
+    if dir.is_symlink() || real.exists() {
+        return;
+    }
+    std::fs::rename(dir, &real).unwrap();
+    std::os::unix::fs::symlink(outside, dir).unwrap();
+}
+
+/// Why: path checks and the later open or rename were separate steps, so a process swapping a
+/// directory for a symbolic link in between had files written outside the root and an
+/// outside secret published. The swap is made at the worst moment, by hooks: after the
+/// checks, just before the temporary file is written, and just before a local file is read.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_symlink_never_leads_outside() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path().to_path_buf();
+    std::fs::write(out.join("secret.txt"), b"outside secret!").unwrap();
+    std::fs::write(out.join("doc.txt"), b"outside doc").unwrap();
+    std::fs::create_dir(da.join("docs")).unwrap();
+    std::fs::write(da.join("docs/doc.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    // Writes: the remote version of docs/doc.txt arrives; docs is swapped just before it is
+    // written.
+    std::fs::write(db.join("docs/doc.txt"), b"remote version").unwrap();
+    std::fs::write(db.join("docs/new.txt"), b"a new file").unwrap();
+    let o = out.clone();
+    faults::set_hook(da, move |moment, target| {
+        if moment == faults::Moment::Write {
+            swap_for_symlink(target.parent().unwrap(), &o);
+        }
+    });
+    push(&p.b, &p.a, &p.folder).await;
+    faults::clear_hooks(da);
+    assert_eq!(std::fs::read(out.join("doc.txt")).unwrap(), b"outside doc");
+    assert!(!out.join("new.txt").exists());
+    let mut outside_names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside_names.sort();
+    assert_eq!(outside_names, vec!["doc.txt", "secret.txt"]);
+    std::fs::remove_file(da.join("docs")).unwrap();
+    std::fs::rename(da.join("docs.real"), da.join("docs")).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    // Reads: a local file is edited; its directory is swapped for a link to a directory
+    // holding a file of the same name and size just before it is read.
+    std::fs::write(da.join("docs/secret.txt"), b"inside secret!!").unwrap();
+    let o = out.clone();
+    faults::set_hook(da, move |moment, target| {
+        if moment == faults::Moment::Read && target.ends_with("secret.txt") {
+            swap_for_symlink(target.parent().unwrap(), &o);
+        }
+    });
+    push(&p.a, &p.b, &p.folder).await;
+    faults::clear_hooks(da);
+    assert_ne!(
+        std::fs::read(db.join("docs/secret.txt")).ok().as_deref(),
+        Some(&b"outside secret!"[..]),
+        "an outside file was published"
+    );
+}
+
+/// Why: a same-size in-place rewrite during a scan published torn contents. A hook rewrites
+/// the first half of the file just before it is read (a writer part way through); the
+/// mapping must not publish what it read, and publishes the finished file later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_while_read_is_not_published_torn() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("data.bin"), vec![b'a'; 4000]).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::write(da.join("data.bin"), vec![b'b'; 4000]).unwrap();
+    faults::set_hook(da, |moment, target| {
+        if moment == faults::Moment::Read && target.ends_with("data.bin") {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            f.write_all(&[b'c'; 2000]).unwrap();
+        }
+    });
+    push(&p.a, &p.b, &p.folder).await;
+    faults::clear_hooks(da);
+    let seen = std::fs::read(db.join("data.bin")).unwrap();
+    assert!(
+        seen == vec![b'a'; 4000] || seen == vec![b'b'; 4000],
+        "torn contents were published"
+    );
+    // The writer finishes; the finished file is published.
+    std::fs::write(da.join("data.bin"), vec![b'c'; 4000]).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(db.join("data.bin")).unwrap(),
+        vec![b'c'; 4000]
+    );
 }
