@@ -943,9 +943,13 @@ impl Mapper {
                 }
             }
         }
-        for (key, id) in tombstones {
-            client.delete(&self.folder, &feed, &id).await?;
-            self.forget(key);
+        // Deletions in batches, like creations: one transaction for many tombstones.
+        for batch in tombstones.chunks(1000) {
+            let ids: Vec<EntryId> = batch.iter().map(|(_, id)| id.clone()).collect();
+            client.delete_many(&self.folder, &feed, ids).await?;
+            for (key, _) in batch {
+                self.forget(key.clone());
+            }
         }
 
         // Apply remote changes: directories, then files (after one shared download), then

@@ -534,3 +534,22 @@ async fn a_file_rewritten_while_read_is_not_published_torn() {
         vec![b'c'; 4000]
     );
 }
+
+/// Bulk deletions are published in batches (one transaction per 1,000 tombstones) and all
+/// reach the other device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_deletions_are_published_together() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir(da.join("many")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(da.join(format!("many/{i}.txt")), format!("{i}")).unwrap();
+    }
+    std::fs::write(da.join("kept.txt"), b"kept").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 1501);
+    std::fs::remove_dir_all(da.join("many")).unwrap();
+    push(&p.a, &p.b, &p.folder).await;
+    assert_eq!(files(db), vec!["kept.txt".to_string()]);
+    assert!(!db.join("many").exists());
+}
