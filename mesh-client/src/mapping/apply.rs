@@ -363,3 +363,54 @@ pub(super) fn remove_stale_temps(root: &Beneath) {
         }
     }
 }
+
+/// Renames local paths to the case the feed names them in: `(key, from, to)`, parents before
+/// what is below them (fold-key order). A path below a directory renamed before it follows
+/// it. Gives each with the path it had and the outcome.
+pub(super) fn rename_cases(
+    root: &Beneath,
+    moves: Vec<(String, FilePath, FilePath)>,
+) -> Vec<(String, FilePath, FilePath, Result<(), String>)> {
+    let mut renamed_dirs: Vec<(String, FilePath)> = Vec::new();
+    let mut out = Vec::with_capacity(moves.len());
+    for (key, from, to) in moves {
+        let mut from = from;
+        for (old, new) in renamed_dirs.iter().rev() {
+            if let Some(rest) = from.as_str().strip_prefix(old.as_str()) {
+                if let Ok(p) = new.join(rest.trim_start_matches('/')) {
+                    from = p;
+                }
+                break;
+            }
+        }
+        let result = if from == to {
+            Ok(())
+        } else {
+            rename_case(root, &from, &to)
+        };
+        if result.is_ok() {
+            renamed_dirs.push((format!("{}/", from.as_str()), to.clone()));
+        }
+        out.push((key, from, to, result));
+    }
+    out
+}
+
+/// Renames `from` to `to`, which differs from it only in case, in the same directory; never
+/// over another file (on a case-insensitive file system the two names are one file).
+fn rename_case(root: &Beneath, from: &FilePath, to: &FilePath) -> Result<(), String> {
+    let parent = |p: &FilePath| p.parent().map(|d| d.as_str().to_owned());
+    if parent(from) != parent(to) {
+        return Err("its directory differs in case".into());
+    }
+    let (dir, old) = root.parent(from, false).map_err(|e| e.to_string())?;
+    let new = to.file_name();
+    match dir.entry(new) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir
+            .rename(&old, new, RenameMode::NoReplace)
+            .map_err(|e| e.to_string()),
+        Ok(_) if dir.same_file(&old, new) => dir.rename_over(&old, new).map_err(|e| e.to_string()),
+        Ok(_) => Err(format!("{to} exists")),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -415,8 +415,28 @@ impl DirHandle {
         }
     }
 
+    /// Whether the names `a` and `b` in this directory are the same file (as two spellings of
+    /// one name are on a case-insensitive file system).
+    pub fn same_file(&self, a: &str, b: &str) -> bool {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{statat, AtFlags};
+            match (
+                statat(&self.fd, a, AtFlags::SYMLINK_NOFOLLOW),
+                statat(&self.fd, b, AtFlags::SYMLINK_NOFOLLOW),
+            ) {
+                (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (a, b);
+            false
+        }
+    }
+
     /// Renames `from` over `to` (replacing it), both in this directory.
-    #[cfg_attr(target_os = "linux", allow(dead_code))]
     pub fn rename_over(&self, from: &str, to: &str) -> io::Result<()> {
         #[cfg(unix)]
         {

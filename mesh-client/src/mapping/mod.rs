@@ -497,9 +497,10 @@ impl Mapper {
         for (path, reason) in scan.skipped {
             self.report_once(path, reason, false);
         }
-        let local = scan.files;
+        let mut local = scan.files;
         let me = client.device().clone();
         let mut remote = self.remote_entries(&client).await?;
+        self.follow_case(&mut local, &remote, &unknown).await?;
         // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
         // brings it back (by resolving the entry to it); the others wait for that.
         let mut revived = false;
@@ -549,8 +550,11 @@ impl Mapper {
                 if ignore.ignored(meta.path.as_str(), meta.kind == FileKind::Dir) {
                     continue;
                 }
+                // A local case-only rename the feed has not seen is published below; any
+                // other difference in case is one `follow_case` could not settle.
+                let newer_here = i.is_some_and(|i| i.path == meta.path);
                 if let Some(l) = l {
-                    if l.path != meta.path {
+                    if l.path != meta.path && !newer_here {
                         self.report_once(
                             meta.path.to_string(),
                             format!("differs only in case from the local {}", l.path),
@@ -659,7 +663,10 @@ impl Mapper {
                         continue;
                     }
                     (Some(l), Some(meta), _) => {
-                        if l.kind == FileKind::Dir && meta.kind == FileKind::Dir {
+                        if l.kind == FileKind::Dir
+                            && meta.kind == FileKind::Dir
+                            && l.path == meta.path
+                        {
                             Plan::Adopt(IndexRecord::of(
                                 l,
                                 None,
@@ -712,12 +719,18 @@ impl Mapper {
                 },
             };
             let plan = match (remote_changed, live) {
-                (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
+                (true, Some(meta))
+                    if meta.manifest == manifest && meta.kind == l.kind && meta.path == l.path =>
+                {
                     Plan::Adopt(IndexRecord::of(
                         &l,
                         manifest,
                         remote_version.unwrap_or_default(),
                     ))
+                }
+                // The same content, renamed here in case: the rename is the newer change.
+                (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
+                    Plan::Publish(l)
                 }
                 (true, Some(meta)) => Plan::Write {
                     meta: meta.clone(),
@@ -727,8 +740,12 @@ impl Mapper {
                     local: Some(l.clone()),
                 },
                 _ => {
+                    // (A different case is a rename, to publish.)
                     let unchanged = i.is_some_and(|i| {
-                        i.kind == l.kind && i.manifest == manifest && i.mode == l.mode
+                        i.kind == l.kind
+                            && i.manifest == manifest
+                            && i.mode == l.mode
+                            && i.path == l.path
                     }) && !remote_changed;
                     if unchanged {
                         let v = i.map(|i| i.version.clone()).unwrap_or_default();
@@ -807,6 +824,79 @@ impl Mapper {
             self.report_once(p, r, true);
         }
         Ok(out)
+    }
+
+    /// Brings local names in line with remote case-only renames before a pass plans: where
+    /// the feed names a path in another case than the local file (another device renamed
+    /// `Foo.txt` to `foo.txt`, or created `Report.txt` while this one created `report.txt`),
+    /// the local file is renamed to the feed's case — so the two meet as one path, and an edit
+    /// on either side reaches the other. The pass then treats the file as usual: unchanged
+    /// since it was synced, it takes the remote version; changed, both versions are kept (the
+    /// local one as a conflict copy). A local case-only rename the feed has not seen yet is
+    /// left alone: the pass publishes it.
+    async fn follow_case(
+        &mut self,
+        local: &mut BTreeMap<String, LocalFile>,
+        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        unknown: &[String],
+    ) -> Result<()> {
+        let mut moves: Vec<(String, FilePath, FilePath)> = Vec::new();
+        for (key, l) in local.iter() {
+            let Some((Some(meta), e)) = remote.get(key) else {
+                continue;
+            };
+            if e.is_deleted() || l.path == meta.path || scan::is_unknown(unknown, key) {
+                continue;
+            }
+            let i = self.index.get(key);
+            // The feed still has what this device last agreed on: the local name is the
+            // newer one.
+            if i.is_some_and(|i| i.path == meta.path) {
+                continue;
+            }
+            moves.push((key.clone(), l.path.clone(), meta.path.clone()));
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let root = self.opened()?;
+        let done = tokio::task::spawn_blocking(move || apply::rename_cases(&root, moves))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        for (key, from, to, result) in done {
+            match result {
+                Ok(()) => {
+                    // What was below a renamed directory moved with it.
+                    let below = format!("{}/", from.as_str());
+                    for l in local.values_mut() {
+                        if l.path == from {
+                            l.path = to.clone();
+                        } else if let Some(rest) = l.path.as_str().strip_prefix(&below) {
+                            if let Ok(p) = to.join(rest) {
+                                l.path = p;
+                            }
+                        }
+                    }
+                    // Unchanged since it was synced stays so under its new name.
+                    if let Some(mut rec) = self.index.get(&key).cloned() {
+                        if rec.path == from {
+                            rec.path = to.clone();
+                            self.set_index(key, rec)?;
+                        }
+                    }
+                    self.emit(MappingEvent::Applied {
+                        path: to.to_string(),
+                        deleted: false,
+                    });
+                }
+                Err(reason) => self.report_once(
+                    to.to_string(),
+                    format!("differs only in case from the local {from}: {reason}"),
+                    true,
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// The mapped directory as opened by this pass.

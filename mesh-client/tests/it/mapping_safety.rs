@@ -553,3 +553,58 @@ async fn many_deletions_are_published_together() {
     assert_eq!(files(db), vec!["kept.txt".to_string()]);
     assert!(!db.join("many").exists());
 }
+
+/// Why: a case-only rename (`Foo.txt` → `foo.txt`) split the file for good: the other device
+/// kept `Foo.txt`, and neither side's edits reached the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_only_rename_is_a_rename_on_every_device() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir(da.join("Notes")).unwrap();
+    std::fs::write(da.join("Foo.txt"), b"v1").unwrap();
+    std::fs::write(da.join("Notes/Plan.txt"), b"plan").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::rename(da.join("Foo.txt"), da.join("foo.txt")).unwrap();
+    std::fs::rename(da.join("Notes"), da.join("notes")).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db), vec!["foo.txt", "notes/Plan.txt"]);
+
+    // Edits cross both ways under the new name.
+    std::fs::write(db.join("foo.txt"), b"edited on the desktop").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(da.join("foo.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+    std::fs::write(da.join("notes/Plan.txt"), b"edited on the laptop").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(db.join("notes/Plan.txt")).unwrap(),
+        b"edited on the laptop"
+    );
+    assert!(conflict_copies(da).is_empty());
+}
+
+/// Why: two devices creating `Report.txt` and `report.txt` never converged (each refused the
+/// other's name). They are one path: one name wins, the other content is a conflict copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_differing_only_in_case_converge() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("Report.txt"), b"the laptop's report").unwrap();
+    std::fs::write(db.join("report.txt"), b"the desktop's report").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.b.rescan(&p.folder).await.unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    let mut contents: Vec<Vec<u8>> = snapshot(da).into_values().flatten().collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        vec![
+            b"the desktop's report".to_vec(),
+            b"the laptop's report".to_vec()
+        ]
+    );
+    assert_eq!(conflict_copies(da).len(), 1);
+}
