@@ -22,21 +22,76 @@
 //!   (two devices published concurrently) is settled the same way by the device whose version
 //!   lost: it renames its file to a conflict copy, writes the winner and resolves the entry.
 //!
-//! Safety: every path of a remote entry is validated ([`FilePath`]: no absolute paths, `..`,
-//! backslashes, NUL, `:`, reserved device names), must match the entry's id, must not collide
-//! in case with another file on disk, and is written only below the mapped directory through
-//! real directories: a symbolic link on the way, or at the target, refuses the entry (each
-//! refusal is an [`MappingEvent::Refused`] event). Symbolic links inside a mapped directory
-//! are neither followed nor synced ([`MappingEvent::Skipped`]). Patterns in a `.meshignore`
-//! file at the root (gitignore syntax) leave paths out on this device, both ways.
-//! [`MeshClient::unmap_folder`] stops the mapping and never deletes a local file.
+//! Two conflict copies of one file in the same second never replace each other (a counter is
+//! added: `… 2)`, `… 3)`), and copies name the device by its display name.
+//!
+//! # Guarantees
+//!
+//! A mapping never destroys data by mistaking absence of evidence for a deletion:
+//!
+//! * **Root identity.** [`MeshClient::map_folder`] writes a marker file ([`MARKER_FILE`],
+//!   `.meshfolder`) at the directory's root naming the folder, the device and a random
+//!   mapping id, and the mapping's index (what this device last agreed on, per path) is stored
+//!   under that id: an index belongs to one directory. Every pass first checks that the root
+//!   exists, is a directory and holds the same marker; if not, the mapping *pauses*
+//!   ([`Event::MappingPaused`](crate::Event::MappingPaused) with a
+//!   [`PauseReason`](crate::PauseReason); [`MeshClient::rescan`] fails with
+//!   [`ClientError::MappingPaused`]): it publishes nothing and writes nothing. The pause
+//!   states: `root_missing` (a drive not mounted, the directory moved or deleted),
+//!   `root_unreadable`, `marker_missing` (another, unmarked directory in its place),
+//!   `marker_mismatch` (a marker of another folder, device or mapping). It resumes by itself
+//!   ([`MappingEvent::Resumed`]) when the same marked directory is back; otherwise the user
+//!   acts by mapping the folder again. `map_folder` creates a missing directory only when it
+//!   is not the one this device last mapped the folder onto (then the mapping starts paused),
+//!   and refuses a directory marked for another folder or device.
+//! * **Another directory is merged, never used to delete.** Mapping a folder onto a directory
+//!   without a marker starts a new mapping with an empty index: the directory's files are
+//!   offered as local files and merged with the feed (a conflict copy where both hold a
+//!   different version of a path), and nothing is tombstoned. Unmapping keeps the directory's
+//!   index, so mapping the same directory again carries on (no spurious conflict copies;
+//!   deletions made meanwhile are published, not undone).
+//! * **Honest scans.** A path is taken for deleted only when its directory was listed
+//!   completely and the path is absent. A directory that cannot be listed (or fails part way),
+//!   or a name whose metadata cannot be read, is left as it is on both sides for the pass —
+//!   neither deleted nor written — with a [`MappingEvent::Unreadable`] event.
+//! * **Race-free apply.** A remote file replaces its target only if the target is still what
+//!   the pass saw: on Linux the new file and the target are exchanged atomically
+//!   (`renameat2(RENAME_EXCHANGE)`) and a replaced file that changed meanwhile is kept as a
+//!   conflict copy; a file that appeared meanwhile is never replaced (`RENAME_NOREPLACE`).
+//!   Elsewhere the target is checked just before the rename (a narrow window remains).
+//! * **Nothing outside the root.** Every file operation is resolved beneath the root's opened
+//!   handle one component at a time without following symbolic links (Linux: `openat2` with
+//!   `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; other Unix systems: `openat` with `O_NOFOLLOW`;
+//!   not Unix: path checks just before use, best effort), so a directory swapped for a symbolic
+//!   link can redirect neither a read nor a write outside the root.
+//! * **No torn reads.** A file is published only if it is, before and after it is read, the
+//!   file the scan saw (same inode, size, modification time and mode); otherwise the next pass
+//!   publishes it once it has settled.
+//! * **Case.** Paths equal but for case are one entry (their ids are case-folded). A case-only
+//!   rename is published as a new version of the entry and applied on other devices as a
+//!   rename; two devices creating `Report.txt` and `report.txt` converge on the winner's name,
+//!   the other content kept as a conflict copy.
+//! * **Bulk changes** are published in batches: up to 1,000 new versions, and up to 1,000
+//!   tombstones, per transaction.
+//!
+//! Safety of remote entries: every path is validated ([`FilePath`]: no absolute paths, `..`,
+//! backslashes, NUL, `:`, reserved device names) and must match the entry's id; a symbolic link
+//! on the way, or at the target, refuses the entry (each refusal is an
+//! [`MappingEvent::Refused`] event). Symbolic links inside a mapped directory are neither
+//! followed nor synced ([`MappingEvent::Skipped`]). Patterns in a `.meshignore` file at the
+//! root (gitignore syntax) leave paths out on this device, both ways; the marker and the
+//! mapping's temporary files are always left out. [`MeshClient::unmap_folder`] stops the
+//! mapping and never deletes a local file.
 
+mod api;
 mod apply;
 mod beneath;
+mod case;
 #[doc(hidden)]
 pub mod faults;
 pub(crate) mod fsops;
 mod index;
+mod ingest;
 mod root;
 mod scan;
 
@@ -48,7 +103,7 @@ use std::time::Duration;
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::{
-    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, Mapping, MediaRef,
+    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
 };
 use mesh_core::replica::Resolution;
 use mesh_core::store::Store;
@@ -112,143 +167,6 @@ impl Drop for MappingHandle {
 fn files_feed() -> FeedName {
     // A constant, valid name.
     FeedName::new(names::FILES).unwrap_or_else(|_| unreachable!())
-}
-
-impl MeshClient {
-    /// Maps `folder` onto the directory `dir` on this device (created if missing) with
-    /// default [`MappingOptions`], and starts keeping the two in sync; see the
-    /// [module documentation](crate::mapping). Replaces an earlier mapping of the folder.
-    /// Needs a role that may create entries to publish local files (a Reader's mapping
-    /// only receives).
-    pub async fn map_folder(&self, folder: &FolderId, dir: impl Into<PathBuf>) -> Result<Mapping> {
-        self.map_folder_with(folder, dir, MappingOptions::default())
-            .await
-    }
-
-    /// [`MeshClient::map_folder`] with chosen options.
-    pub async fn map_folder_with(
-        &self,
-        folder: &FolderId,
-        dir: impl Into<PathBuf>,
-        options: MappingOptions,
-    ) -> Result<Mapping> {
-        let dir: PathBuf = dir.into();
-        let blobs = self.shared().blobs().clone();
-        let f = folder.clone();
-        let device = self.device().to_string();
-        let start = tokio::task::spawn_blocking(move || {
-            let known = blobs.mapped_dir(&f)?;
-            root::prepare(f.as_str(), &device, &dir, known).map_err(|reason| {
-                ClientError::MappingPaused {
-                    folder: f.to_string(),
-                    reason,
-                }
-            })
-        })
-        .await
-        .map_err(|e| ClientError::Internal(e.to_string()))??;
-        let root::Start {
-            root: dir,
-            marker,
-            paused,
-        } = start;
-        let record = self
-            .record_mapping(folder, Some(dir.display().to_string()))
-            .await?;
-        let index = {
-            let f = folder.clone();
-            let (root, mapping) = (dir.display().to_string(), marker.mapping.clone());
-            self.shared()
-                .run_blobs(move |b| {
-                    b.set_mapped_dir(&f, Some((&root, &mapping)))?;
-                    b.index_load(&f, &mapping)
-                })
-                .await??
-        };
-        let mut index_map = BTreeMap::new();
-        for (key, body) in index {
-            if let Ok(rec) = serde_json::from_str::<IndexRecord>(&body) {
-                index_map.insert(key, rec);
-            }
-        }
-        let device_name = self
-            .devices()
-            .await
-            .ok()
-            .and_then(|ds| ds.into_iter().find(|d| d.id == *self.device()))
-            .map(|d| d.name)
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| self.device().to_string());
-        let (cmd, cmd_rx) = mpsc::unbounded_channel();
-        let mut mapper = Mapper {
-            device_name,
-            client: Arc::downgrade(&self.inner),
-            folder: folder.clone(),
-            root: dir,
-            marker,
-            paused: None,
-            opened: None,
-            index: index_map,
-            reported: HashSet::new(),
-            unsaved: Vec::new(),
-            options,
-        };
-        if let Some(reason) = paused {
-            // Told before this call returns, so a caller subscribed to events sees it.
-            mapper.pause(reason);
-        }
-        let task = tokio::spawn(mapper.run(cmd_rx));
-        let old = self
-            .inner
-            .mappings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(folder.clone(), MappingHandle { cmd, task });
-        drop(old);
-        Ok(record)
-    }
-
-    /// Stops the mapping of `folder` on this device and removes its mapping record. Local
-    /// files are never deleted.
-    pub async fn unmap_folder(&self, folder: &FolderId) -> Result<()> {
-        let old = self
-            .inner
-            .mappings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(folder);
-        drop(old);
-        // The index stays with its directory (under the id in the directory's marker): mapping
-        // that directory again carries on where this mapping stopped.
-        let f = folder.clone();
-        self.shared()
-            .run_blobs(move |b| b.set_mapped_dir(&f, None))
-            .await??;
-        self.remove_mapping_record(folder).await
-    }
-
-    /// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
-    /// waits for it. Fails if the folder is not mapped on this device.
-    pub async fn rescan(&self, folder: &FolderId) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let maps = self
-                .inner
-                .mappings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let h = maps
-                .get(folder)
-                .ok_or_else(|| mesh_core::CoreError::NotFound {
-                    kind: "mapping",
-                    id: folder.to_string(),
-                })?;
-            h.cmd
-                .send(Cmd::Rescan(tx))
-                .map_err(|_| ClientError::Closed)?;
-        }
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
 }
 
 struct Mapper {
@@ -826,79 +744,6 @@ impl Mapper {
         Ok(out)
     }
 
-    /// Brings local names in line with remote case-only renames before a pass plans: where
-    /// the feed names a path in another case than the local file (another device renamed
-    /// `Foo.txt` to `foo.txt`, or created `Report.txt` while this one created `report.txt`),
-    /// the local file is renamed to the feed's case — so the two meet as one path, and an edit
-    /// on either side reaches the other. The pass then treats the file as usual: unchanged
-    /// since it was synced, it takes the remote version; changed, both versions are kept (the
-    /// local one as a conflict copy). A local case-only rename the feed has not seen yet is
-    /// left alone: the pass publishes it.
-    async fn follow_case(
-        &mut self,
-        local: &mut BTreeMap<String, LocalFile>,
-        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
-        unknown: &[String],
-    ) -> Result<()> {
-        let mut moves: Vec<(String, FilePath, FilePath)> = Vec::new();
-        for (key, l) in local.iter() {
-            let Some((Some(meta), e)) = remote.get(key) else {
-                continue;
-            };
-            if e.is_deleted() || l.path == meta.path || scan::is_unknown(unknown, key) {
-                continue;
-            }
-            let i = self.index.get(key);
-            // The feed still has what this device last agreed on: the local name is the
-            // newer one.
-            if i.is_some_and(|i| i.path == meta.path) {
-                continue;
-            }
-            moves.push((key.clone(), l.path.clone(), meta.path.clone()));
-        }
-        if moves.is_empty() {
-            return Ok(());
-        }
-        let root = self.opened()?;
-        let done = tokio::task::spawn_blocking(move || apply::rename_cases(&root, moves))
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-        for (key, from, to, result) in done {
-            match result {
-                Ok(()) => {
-                    // What was below a renamed directory moved with it.
-                    let below = format!("{}/", from.as_str());
-                    for l in local.values_mut() {
-                        if l.path == from {
-                            l.path = to.clone();
-                        } else if let Some(rest) = l.path.as_str().strip_prefix(&below) {
-                            if let Ok(p) = to.join(rest) {
-                                l.path = p;
-                            }
-                        }
-                    }
-                    // Unchanged since it was synced stays so under its new name.
-                    if let Some(mut rec) = self.index.get(&key).cloned() {
-                        if rec.path == from {
-                            rec.path = to.clone();
-                            self.set_index(key, rec)?;
-                        }
-                    }
-                    self.emit(MappingEvent::Applied {
-                        path: to.to_string(),
-                        deleted: false,
-                    });
-                }
-                Err(reason) => self.report_once(
-                    to.to_string(),
-                    format!("differs only in case from the local {from}: {reason}"),
-                    true,
-                ),
-            }
-        }
-        Ok(())
-    }
-
     /// The mapped directory as opened by this pass.
     fn opened(&self) -> Result<Arc<Beneath>> {
         self.opened
@@ -919,7 +764,7 @@ impl Mapper {
         let folder = self.folder.clone();
         client
             .shared()
-            .run_blobs(move |b| ingest_files(b, &folder, &root, files))
+            .run_blobs(move |b| ingest::ingest_files(b, &folder, &root, files))
             .await?
     }
 
@@ -1218,99 +1063,4 @@ fn check_entry(e: &Entry) -> std::result::Result<FileMeta, String> {
         }
     }
     Ok(meta)
-}
-
-/// Chunks files of the mapped directory into the blob store: small files many per
-/// transaction, large ones streamed. Each file is opened beneath the root's handle (never
-/// through a symbolic link) and must be, before and after it is read, the file the scan saw
-/// (same size and modification time, and the same inode throughout): a file that changes
-/// while read is not published by this pass (the next one sees it settled).
-fn ingest_files(
-    b: &crate::store::BlobStore,
-    folder: &FolderId,
-    root: &Beneath,
-    files: Vec<LocalFile>,
-) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
-    use std::io::Read;
-    const SMALL: u64 = 1 << 20;
-    const BATCH: usize = 8 << 20;
-    let mut out = HashMap::new();
-    let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
-    let mut pending_bytes = 0usize;
-    for l in files {
-        let result: std::result::Result<ChunkHash, String> = (|| {
-            faults::at(faults::Moment::Read, &root.path().join(l.path.as_str()));
-            let f = root.open_read(&l.path).map_err(|e| e.to_string())?;
-            let before = f.metadata().map_err(|e| e.to_string())?;
-            let changed = "changed while read; published once it settles".to_string();
-            if !same_file(&before, &before, &l) {
-                return Err(changed);
-            }
-            let settled = |f: &std::fs::File| {
-                f.metadata()
-                    .map(|after| same_file(&before, &after, &l))
-                    .unwrap_or(false)
-            };
-            if l.size <= SMALL {
-                let mut data = Vec::with_capacity(l.size as usize);
-                (&f).take(l.size + 1)
-                    .read_to_end(&mut data)
-                    .map_err(|e| e.to_string())?;
-                if data.len() as u64 != l.size || !settled(&f) {
-                    return Err(changed);
-                }
-                let objects = crate::store::blobs::chunk_in_memory(&data);
-                let m = mesh_core::blob::Manifest::new(
-                    objects.iter().map(|(h, d)| (*h, d.len() as u32)),
-                )
-                .map_err(|e| e.to_string())?;
-                for (h, d) in objects {
-                    pending_bytes += d.len();
-                    pending.push((h, d.to_vec()));
-                }
-                let enc = m.encode();
-                let h = ChunkHash::of(&enc);
-                pending.push((h, enc));
-                Ok(h)
-            } else {
-                let m = b
-                    .ingest(
-                        folder,
-                        std::io::BufReader::with_capacity(1 << 20, (&f).take(l.size + 1)),
-                        l.size,
-                    )
-                    .map_err(|e| e.to_string())?;
-                // (The chunks stored meanwhile are unreferenced if the file changed.)
-                if m.length() != l.size || !settled(&f) {
-                    return Err(changed);
-                }
-                Ok(m.hash())
-            }
-        })();
-        out.insert(l.path.to_string(), result);
-        if pending_bytes >= BATCH {
-            b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
-            pending.clear();
-            pending_bytes = 0;
-        }
-    }
-    b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
-    Ok(out)
-}
-
-/// Whether `after` is still the file `before` was (same inode on Unix) and both are what the
-/// scan saw as `l`.
-fn same_file(before: &std::fs::Metadata, after: &std::fs::Metadata, l: &LocalFile) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if before.ino() != after.ino() || before.dev() != after.dev() {
-            return false;
-        }
-    }
-    let _ = before;
-    after.is_file()
-        && after.len() == l.size
-        && fsops::mtime_ns(after) == l.mtime_ns
-        && fsops::mode_of(after) == l.mode
 }
