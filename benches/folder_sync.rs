@@ -15,7 +15,11 @@
 //!   in 100 subdirectories;
 //! * **big** — one file of M MiB of random bytes (256 MiB; `--quick`: 32 MiB);
 //! * **edit** — 1 MiB in the middle of the big file overwritten with new random bytes, then
-//!   synced again onto the previous copy.
+//!   synced again onto the previous copy;
+//! * **delete** (mesh only) — every file of *small* deleted on A (off the clock, A's directory
+//!   mapped again without a watcher), until B's copy holds none; the time A's pass takes to
+//!   publish the deletions is set against the time it took to publish the creations in
+//!   *small*.
 //!
 //! mesh: a hub (`mesh_hub::Hub`, SQLite data in the run's directory) serves HTTP on
 //! 127.0.0.1; devices A and B of one user are `MeshClient`s with SQLite stores and
@@ -285,7 +289,10 @@ fn sizes(root: &Path) -> Result<BTreeMap<String, u64>> {
                 walk(root, &path, out)?;
             } else {
                 let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
-                out.insert(rel, e.metadata()?.len());
+                // A mapping's marker is not part of the data.
+                if rel != mesh::client::mapping::MARKER_FILE {
+                    out.insert(rel, e.metadata()?.len());
+                }
             }
         }
         Ok(())
@@ -895,6 +902,47 @@ async fn run(o: &Options) -> Result<()> {
         rsync: r,
         target: "mesh bytes < 1.5 MiB".into(),
     });
+
+    // (d) every small file deleted (mesh only): the publishing of 10,000 deletions against
+    // that of 10,000 creations in (a). A maps the same directory again without a watcher (it
+    // carries on from the directory's index), so that the deletions are made off the clock and
+    // the clock covers the publishing pass alone, as in (a).
+    let created = rows[0].mesh.phases[0].0;
+    println!("\n[d] the {} small files deleted", o.files);
+    mesh.a
+        .map_folder_with(
+            &folder,
+            &small_src,
+            mesh::client::mapping::MappingOptions {
+                watch: false,
+                follow_remote: false,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let t = Instant::now();
+    for rel in small_tree.keys() {
+        std::fs::remove_file(small_src.join(rel))?;
+    }
+    let unlinked = t.elapsed();
+    flush_disks();
+    let m = mesh
+        .timed(&folder, &dst, &Tree::new(), async {
+            mesh.a.rescan(&folder).await?;
+            Ok(())
+        })
+        .await?;
+    m.show();
+    println!(
+        "  publish on A: {} deletions {:.2} s, {} creations {:.2} s: {:.2}× (target ≤ 2×; the \
+         deletions themselves took {:.2} s, off the clock)",
+        o.files,
+        m.phases[0].0.as_secs_f64(),
+        o.files,
+        created.as_secs_f64(),
+        m.phases[0].0.as_secs_f64() / created.as_secs_f64(),
+        unlinked.as_secs_f64(),
+    );
 
     // The table.
     println!();

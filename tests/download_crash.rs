@@ -193,7 +193,10 @@ fn visible_files(dir: &Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with(mesh::client::mapping::TEMP_PREFIX))
+        .filter(|n| {
+            !n.starts_with(mesh::client::mapping::TEMP_PREFIX)
+                && n != mesh::client::mapping::MARKER_FILE
+        })
         .collect()
 }
 
@@ -284,9 +287,10 @@ fn a_killed_download_leaves_no_partial_file_and_resumes() {
     );
     assert_eq!(visible_files(&dir_b), vec!["movie.bin".to_owned()]);
     assert!(std::fs::read(dir_b.join("movie.bin")).unwrap() == data);
-    // No temporary file is left, and the store holds each chunk once.
+    // No temporary file is left (only the file and the mapping's marker), and the store
+    // holds each chunk once.
     let all: Vec<_> = std::fs::read_dir(&dir_b).unwrap().flatten().collect();
-    assert_eq!(all.len(), 1);
+    assert_eq!(all.len(), 2);
     let stored = stored.unwrap();
     assert!(stored < SIZE as u64 + 1_000_000, "stored {stored}");
 }

@@ -139,14 +139,18 @@ async fn hostile_entries_posted_to_the_hub_are_refused_by_the_mapping() {
         .collect();
     assert_eq!(outside, vec![std::ffi::OsString::from("mapped")]);
     assert!(!std::path::Path::new("/tmp/mesh-hostile-absolute.txt").exists());
-    let inside: Vec<_> = std::fs::read_dir(&mapped)
+    let mut inside: Vec<_> = std::fs::read_dir(&mapped)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
+    inside.sort();
     assert_eq!(
         inside,
-        vec![std::ffi::OsString::from("escape")],
-        "only the symlink that was there"
+        vec![
+            std::ffi::OsString::from(mesh::client::mapping::MARKER_FILE),
+            std::ffi::OsString::from("escape")
+        ],
+        "only the symlink that was there, and the mapping's marker"
     );
 }

@@ -68,6 +68,15 @@ pub enum ClientError {
         /// What went wrong.
         error: String,
     },
+    /// A folder's mapping is paused: its directory is missing, unreadable or not the one it
+    /// was mapped onto (see [`PauseReason`](crate::sync::events::PauseReason)).
+    #[error("mapping of {folder} paused: {reason}")]
+    MappingPaused {
+        /// The folder.
+        folder: String,
+        /// Why.
+        reason: crate::sync::events::PauseReason,
+    },
     /// The client's configuration is incomplete or inconsistent.
     #[error("configuration: {0}")]
     Config(String),
@@ -94,7 +103,8 @@ impl ClientError {
             ClientError::Store(_)
             | ClientError::CorruptStore { .. }
             | ClientError::StoreTooNew { .. }
-            | ClientError::Io { .. } => ErrorKind::Store,
+            | ClientError::Io { .. }
+            | ClientError::MappingPaused { .. } => ErrorKind::Store,
             ClientError::Transport { .. } => ErrorKind::Transport,
             ClientError::Config(_) => ErrorKind::InvalidInput,
             ClientError::Closed => ErrorKind::Closed,

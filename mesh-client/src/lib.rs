@@ -24,4 +24,6 @@ pub mod transport;
 
 pub use client::{Clock, MeshClient, MeshClientBuilder};
 pub use error::{ClientError, ErrorKind};
-pub use sync::{ChangeKind, ChangeSource, Event, MappingEvent, SyncOptions, TransferDirection};
+pub use sync::{
+    ChangeKind, ChangeSource, Event, MappingEvent, PauseReason, SyncOptions, TransferDirection,
+};

@@ -696,12 +696,16 @@ pub unsafe extern "C" fn mesh_client_remove_member(
 
 // ---- folders of files ------------------------------------------------------------------------
 
-/// Maps `folder` onto the directory `path` (UTF-8; created if missing) on this device and
-/// starts keeping the two in sync: local edits are published, remote ones written atomically,
-/// concurrent edits keep a conflict copy. Symbolic links inside the directory are neither
-/// followed nor synced; a `.meshignore` file at its root (gitignore syntax) leaves paths out.
-/// The mapping record (JSON) goes to `*mapping_json` (may be NULL). Progress and refusals
-/// arrive as `transfer` and `mapping` events.
+/// Maps `folder` onto the directory `path` (UTF-8) on this device and starts keeping the two
+/// in sync: local edits are published, remote ones written atomically, concurrent edits keep a
+/// conflict copy. The directory is marked with a `.meshfolder` file; a missing directory is
+/// created unless it is the one this device last mapped the folder onto (then the mapping
+/// starts paused: a `mapping_paused` event, and nothing is published or written until the
+/// marked directory is back). A directory marked for another folder or device fails with
+/// `MESH_STATUS_STORE`. Symbolic links inside the directory are neither followed nor synced; a
+/// `.meshignore` file at its root (gitignore syntax) leaves paths out. The mapping record
+/// (JSON) goes to `*mapping_json` (may be NULL). Progress and refusals arrive as `transfer`
+/// and `mapping` events.
 ///
 /// Thread-safety: may be called from any thread, concurrently.
 #[no_mangle]
@@ -740,7 +744,9 @@ pub unsafe extern "C" fn mesh_client_unmap_folder(
 }
 
 /// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
-/// waits for it. `MESH_STATUS_NOT_FOUND` when the folder is not mapped on this device.
+/// waits for it. `MESH_STATUS_NOT_FOUND` when the folder is not mapped on this device;
+/// `MESH_STATUS_STORE` when the mapping is paused (its directory missing, unreadable, or
+/// without its marker).
 ///
 /// Thread-safety: may be called from any thread, concurrently.
 #[no_mangle]

@@ -285,10 +285,18 @@ pub(crate) fn event_json(e: &Event) -> String {
                     json!({ "kind": "skipped", "path": path, "reason": reason })
                 }
                 MappingEvent::Error { error } => json!({ "kind": "error", "error": error }),
+                MappingEvent::Unreadable { path, error } => {
+                    json!({ "kind": "unreadable", "path": path, "error": error })
+                }
+                MappingEvent::Resumed => json!({ "kind": "resumed" }),
                 _ => json!({ "kind": "other" }),
             };
             merge(json!({ "type": "mapping", "folder": folder }), detail)
         }
+        Event::MappingPaused { folder, reason } => json!({
+            "type": "mapping_paused", "folder": folder, "reason": reason.kind(),
+            "detail": reason.to_string(),
+        }),
         _ => json!({ "type": "other" }),
     };
     v.to_string()

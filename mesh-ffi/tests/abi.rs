@@ -1137,6 +1137,27 @@ fn folders_of_files_through_the_abi() {
     }
     assert!(kinds.iter().any(|k| k == "mapping:applied"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k.starts_with("transfer")), "{kinds:?}");
+    // The laptop's directory goes away: its mapping pauses (a status and an event) and
+    // publishes nothing.
+    let away = da.path().with_extension("away");
+    std::fs::rename(da.path(), &away).unwrap();
+    expect(MESH_STATUS_STORE, (), |_, e| unsafe {
+        mesh_client_rescan(laptop, f.as_ptr(), e)
+    });
+    let mut paused = Vec::new();
+    loop {
+        let mut out: *mut c_char = null_mut();
+        let st = unsafe { mesh_client_poll_event(laptop, 0, &mut out, null_mut()) };
+        if st != MESH_STATUS_OK {
+            break;
+        }
+        let ev = json_of(out);
+        if ev["type"] == "mapping_paused" {
+            paused.push(ev["reason"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    assert_eq!(paused, vec!["root_missing".to_owned()]);
+    std::fs::rename(&away, da.path()).unwrap();
     // Unmapping keeps the files; a rescan then finds no mapping; NULLs give a status.
     expect(MESH_STATUS_OK, (), |_, e| unsafe {
         mesh_client_unmap_folder(phone, f.as_ptr(), e)

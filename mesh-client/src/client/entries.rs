@@ -211,6 +211,48 @@ impl MeshClient {
         self.announce(key, Op::Delete, e).await.map(|_| ())
     }
 
+    /// Deletes many entries of a feed in one transaction (tombstones, like
+    /// [`MeshClient::delete`]); ids that are absent or already deleted are skipped. Every entry
+    /// must be one this user may change. Gives the tombstones written.
+    pub async fn delete_many(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        ids: Vec<EntryId>,
+    ) -> Result<Vec<Entry>> {
+        let key = Self::app_feed(folder, feed)?;
+        let member = self.check(folder, Action::Read).await?;
+        let role = member
+            .as_ref()
+            .and_then(mesh_core::model::Member::effective_role);
+        let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
+        let written = self
+            .shared()
+            .run(move |r| {
+                for id in &ids {
+                    if let Some(e) = r.get(&k, id)? {
+                        mesh_core::model::authorize(
+                            &actor.user,
+                            role,
+                            Action::ChangeEntry {
+                                author: &e.content.author,
+                            },
+                        )?;
+                    }
+                }
+                r.delete_batch(&k, &ids, &actor, now)
+            })
+            .await??;
+        if let Some(last) = written.last() {
+            self.changed(key.clone(), last.seq);
+        }
+        let mut out = Vec::with_capacity(written.len());
+        for w in written {
+            out.push(self.announce(key.clone(), Op::Delete, w.entry).await?);
+        }
+        Ok(out)
+    }
+
     /// Entries of a feed that match `query` (filter, order, paging).
     pub async fn query(
         &self,

@@ -5,8 +5,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mesh_core::model::FilePath;
-
 use crate::client::blobs::io_error;
 use crate::error::Result;
 
@@ -82,29 +80,8 @@ pub fn write_temp(
     }
 }
 
-/// Makes the content of `files` (all under `root`) durable. On Linux, one `syncfs` of the file
-/// system holding `root`: a single journal commit covers them all, where an `fsync` per file
-/// would commit once per file. Elsewhere, an `fsync` per file.
-pub fn sync_files(root: &Path, files: &[&Path]) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = files;
-        let dir = File::open(root)?;
-        rustix::fs::syncfs(&dir)?;
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = root;
-        for f in files {
-            File::open(f)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(unix)]
-fn set_mode(file: &File, mode: Option<u32>) -> std::io::Result<()> {
+pub(crate) fn set_mode(file: &File, mode: Option<u32>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match mode {
         Some(m) if m & 0o777 != 0 => file.set_permissions(fs::Permissions::from_mode(m & 0o777)),
@@ -113,7 +90,7 @@ fn set_mode(file: &File, mode: Option<u32>) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn set_mode(_file: &File, _mode: Option<u32>) -> std::io::Result<()> {
+pub(crate) fn set_mode(_file: &File, _mode: Option<u32>) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -141,61 +118,10 @@ pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
     }
 }
 
-fn from_ns(ns: i64) -> SystemTime {
+pub(crate) fn from_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {
         UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-/// Where `path` lives under `root`, making sure every directory on the way is a real directory
-/// inside `root` (never a symlink, which could lead outside); missing ones are created when
-/// `create` is set. The last component itself must not be a symlink either.
-pub fn safe_target(
-    root: &Path,
-    path: &FilePath,
-    create: bool,
-) -> std::result::Result<PathBuf, String> {
-    let mut at = root.to_path_buf();
-    let names: Vec<&str> = path.components().collect();
-    let (last, dirs) = names.split_last().ok_or("empty path")?;
-    for name in dirs {
-        at.push(name);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("{} is a symbolic link", at.display()))
-            }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{} is a file, not a directory", at.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", at.display())),
-        }
-    }
-    at.push(last);
-    if let Ok(m) = fs::symlink_metadata(&at) {
-        if m.file_type().is_symlink() {
-            return Err(format!("{} is a symbolic link", at.display()));
-        }
-    }
-    Ok(at)
-}
-
-/// Removes temporary files a crashed write left behind.
-pub fn remove_stale_temps(root: &Path) {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
     }
 }

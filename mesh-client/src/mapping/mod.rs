@@ -22,28 +22,88 @@
 //!   (two devices published concurrently) is settled the same way by the device whose version
 //!   lost: it renames its file to a conflict copy, writes the winner and resolves the entry.
 //!
-//! Safety: every path of a remote entry is validated ([`FilePath`]: no absolute paths, `..`,
-//! backslashes, NUL, `:`, reserved device names), must match the entry's id, must not collide
-//! in case with another file on disk, and is written only below the mapped directory through
-//! real directories: a symbolic link on the way, or at the target, refuses the entry (each
-//! refusal is an [`MappingEvent::Refused`] event). Symbolic links inside a mapped directory
-//! are neither followed nor synced ([`MappingEvent::Skipped`]). Patterns in a `.meshignore`
-//! file at the root (gitignore syntax) leave paths out on this device, both ways.
-//! [`MeshClient::unmap_folder`] stops the mapping and never deletes a local file.
+//! Two conflict copies of one file in the same second never replace each other (a counter is
+//! added: `… 2)`, `… 3)`), and copies name the device by its display name.
+//!
+//! # Guarantees
+//!
+//! A mapping never destroys data by mistaking absence of evidence for a deletion:
+//!
+//! * **Root identity.** [`MeshClient::map_folder`] writes a marker file ([`MARKER_FILE`],
+//!   `.meshfolder`) at the directory's root naming the folder, the device and a random
+//!   mapping id, and the mapping's index (what this device last agreed on, per path) is stored
+//!   under that id: an index belongs to one directory. Every pass first checks that the root
+//!   exists, is a directory and holds the same marker; if not, the mapping *pauses*
+//!   ([`Event::MappingPaused`](crate::Event::MappingPaused) with a
+//!   [`PauseReason`](crate::PauseReason); [`MeshClient::rescan`] fails with
+//!   [`ClientError::MappingPaused`]): it publishes nothing and writes nothing. The pause
+//!   states: `root_missing` (a drive not mounted, the directory moved or deleted),
+//!   `root_unreadable`, `marker_missing` (another, unmarked directory in its place),
+//!   `marker_mismatch` (a marker of another folder, device or mapping). It resumes by itself
+//!   ([`MappingEvent::Resumed`]) when the same marked directory is back; otherwise the user
+//!   acts by mapping the folder again. `map_folder` creates a missing directory only when it
+//!   is not the one this device last mapped the folder onto (then the mapping starts paused),
+//!   and refuses a directory marked for another folder or device.
+//! * **Another directory is merged, never used to delete.** Mapping a folder onto a directory
+//!   without a marker starts a new mapping with an empty index: the directory's files are
+//!   offered as local files and merged with the feed (a conflict copy where both hold a
+//!   different version of a path), and nothing is tombstoned. Unmapping keeps the directory's
+//!   index, so mapping the same directory again carries on (no spurious conflict copies;
+//!   deletions made meanwhile are published, not undone).
+//! * **Honest scans.** A path is taken for deleted only when its directory was listed
+//!   completely and the path is absent. A directory that cannot be listed (or fails part way),
+//!   or a name whose metadata cannot be read, is left as it is on both sides for the pass —
+//!   neither deleted nor written — with a [`MappingEvent::Unreadable`] event.
+//! * **Race-free apply.** A remote file replaces its target only if the target is still what
+//!   the pass saw: on Linux the new file and the target are exchanged atomically
+//!   (`renameat2(RENAME_EXCHANGE)`) and a replaced file that changed meanwhile is kept as a
+//!   conflict copy; a file that appeared meanwhile is never replaced (`RENAME_NOREPLACE`).
+//!   Elsewhere the target is checked just before the rename (a narrow window remains).
+//! * **Nothing outside the root.** Every file operation is resolved beneath the root's opened
+//!   handle one component at a time without following symbolic links (Linux: `openat2` with
+//!   `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; other Unix systems: `openat` with `O_NOFOLLOW`;
+//!   not Unix: path checks just before use, best effort), so a directory swapped for a symbolic
+//!   link can redirect neither a read nor a write outside the root.
+//! * **No torn reads.** A file is published only if it is, before and after it is read, the
+//!   file the scan saw (same inode, size, modification time and mode); otherwise the next pass
+//!   publishes it once it has settled.
+//! * **Case.** Paths equal but for case are one entry (their ids are case-folded). A case-only
+//!   rename is published as a new version of the entry and applied on other devices as a
+//!   rename; two devices creating `Report.txt` and `report.txt` converge on the winner's name,
+//!   the other content kept as a conflict copy.
+//! * **Bulk changes** are published in batches: up to 1,000 new versions, and up to 1,000
+//!   tombstones, per transaction.
+//!
+//! Safety of remote entries: every path is validated ([`FilePath`]: no absolute paths, `..`,
+//! backslashes, NUL, `:`, reserved device names) and must match the entry's id; a symbolic link
+//! on the way, or at the target, refuses the entry (each refusal is an
+//! [`MappingEvent::Refused`] event). Symbolic links inside a mapped directory are neither
+//! followed nor synced ([`MappingEvent::Skipped`]). Patterns in a `.meshignore` file at the
+//! root (gitignore syntax) leave paths out on this device, both ways; the marker and the
+//! mapping's temporary files are always left out. [`MeshClient::unmap_folder`] stops the
+//! mapping and never deletes a local file.
 
+mod api;
+mod apply;
+mod beneath;
+mod case;
+#[doc(hidden)]
+pub mod faults;
 pub(crate) mod fsops;
 mod index;
+mod ingest;
+mod root;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::{
-    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, Mapping, MediaRef,
+    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
 };
 use mesh_core::replica::Resolution;
 use mesh_core::store::Store;
@@ -52,12 +112,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use fsops::{write_atomically, TEMP_PREFIX};
+pub use root::MARKER_FILE;
 pub use scan::IGNORE_FILE;
 
 use crate::client::Inner;
 use crate::error::{ClientError, Result};
 use crate::sync::events::{Event, MappingEvent};
 use crate::MeshClient;
+use apply::{WriteJob, WriteOutcome};
+use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
 use scan::{Ignore, LocalFile};
 
@@ -106,108 +169,18 @@ fn files_feed() -> FeedName {
     FeedName::new(names::FILES).unwrap_or_else(|_| unreachable!())
 }
 
-impl MeshClient {
-    /// Maps `folder` onto the directory `dir` on this device (created if missing) with
-    /// default [`MappingOptions`], and starts keeping the two in sync; see the
-    /// [module documentation](crate::mapping). Replaces an earlier mapping of the folder.
-    /// Needs a role that may create entries to publish local files (a Reader's mapping
-    /// only receives).
-    pub async fn map_folder(&self, folder: &FolderId, dir: impl Into<PathBuf>) -> Result<Mapping> {
-        self.map_folder_with(folder, dir, MappingOptions::default())
-            .await
-    }
-
-    /// [`MeshClient::map_folder`] with chosen options.
-    pub async fn map_folder_with(
-        &self,
-        folder: &FolderId,
-        dir: impl Into<PathBuf>,
-        options: MappingOptions,
-    ) -> Result<Mapping> {
-        let dir: PathBuf = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| crate::client::blobs::io_error(&dir, e))?;
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| crate::client::blobs::io_error(&dir, e))?;
-        let record = self
-            .record_mapping(folder, Some(dir.display().to_string()))
-            .await?;
-        let index = {
-            let f = folder.clone();
-            self.shared().run_blobs(move |b| b.index_load(&f)).await??
-        };
-        let mut index_map = BTreeMap::new();
-        for (key, body) in index {
-            if let Ok(rec) = serde_json::from_str::<IndexRecord>(&body) {
-                index_map.insert(key, rec);
-            }
-        }
-        let (cmd, cmd_rx) = mpsc::unbounded_channel();
-        let mapper = Mapper {
-            client: Arc::downgrade(&self.inner),
-            folder: folder.clone(),
-            root: dir,
-            index: index_map,
-            reported: HashSet::new(),
-            unsaved: Vec::new(),
-            options,
-        };
-        let task = tokio::spawn(mapper.run(cmd_rx));
-        let old = self
-            .inner
-            .mappings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(folder.clone(), MappingHandle { cmd, task });
-        drop(old);
-        Ok(record)
-    }
-
-    /// Stops the mapping of `folder` on this device and removes its mapping record. Local
-    /// files are never deleted.
-    pub async fn unmap_folder(&self, folder: &FolderId) -> Result<()> {
-        let old = self
-            .inner
-            .mappings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(folder);
-        drop(old);
-        let f = folder.clone();
-        self.shared()
-            .run_blobs(move |b| b.index_clear(&f))
-            .await??;
-        self.remove_mapping_record(folder).await
-    }
-
-    /// Runs a pass of the folder's mapping now (publish local changes, apply remote ones) and
-    /// waits for it. Fails if the folder is not mapped on this device.
-    pub async fn rescan(&self, folder: &FolderId) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let maps = self
-                .inner
-                .mappings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let h = maps
-                .get(folder)
-                .ok_or_else(|| mesh_core::CoreError::NotFound {
-                    kind: "mapping",
-                    id: folder.to_string(),
-                })?;
-            h.cmd
-                .send(Cmd::Rescan(tx))
-                .map_err(|_| ClientError::Closed)?;
-        }
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
-}
-
 struct Mapper {
     client: Weak<Inner>,
     folder: FolderId,
     root: PathBuf,
+    /// This device's display name, for conflict-copy names.
+    device_name: String,
+    /// The marker the directory must hold.
+    marker: root::Marker,
+    /// The directory, as opened by the last check of its marker.
+    opened: Option<Arc<Beneath>>,
+    /// Why the mapping is paused, if it is.
+    paused: Option<crate::sync::events::PauseReason>,
     /// By fold key.
     index: BTreeMap<String, IndexRecord>,
     /// Skips and refusals already reported (each is reported once).
@@ -239,6 +212,8 @@ enum Plan {
         version: String,
         conflict_copy: bool,
         resolve: bool,
+        /// What the pass saw at the path (checked again just before the file is replaced).
+        local: Option<LocalFile>,
     },
     /// Make the remote directory.
     MakeDir { meta: FileMeta, version: String },
@@ -253,8 +228,13 @@ enum Plan {
 impl Mapper {
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
         {
-            let root = self.root.clone();
-            let _ = tokio::task::spawn_blocking(move || fsops::remove_stale_temps(&root)).await;
+            let (root, marker) = (self.root.clone(), self.marker.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(opened) = root::check(&root, &marker) {
+                    apply::remove_stale_temps(&opened);
+                }
+            })
+            .await;
         }
         let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
         // Kept alive for as long as the mapping runs.
@@ -312,11 +292,10 @@ impl Mapper {
                 _ = tokio::time::sleep_until(wake) => {}
             }
             due = None;
-            if let Err(e) = self.pass().await {
-                if matches!(e, ClientError::Closed) {
-                    return;
-                }
-                self.emit_error(e.to_string());
+            match self.pass().await {
+                Ok(()) | Err(ClientError::MappingPaused { .. }) => {}
+                Err(ClientError::Closed) => return,
+                Err(e) => self.emit_error(e.to_string()),
             }
         }
     }
@@ -340,6 +319,49 @@ impl Mapper {
     fn emit_error(&self, error: String) {
         tracing::warn!(folder = %self.folder, %error, "mapping");
         self.emit(MappingEvent::Error { error });
+    }
+
+    /// Pauses the mapping (telling it once per reason).
+    fn pause(&mut self, reason: crate::sync::events::PauseReason) {
+        self.opened = None;
+        if self.paused.as_ref() == Some(&reason) {
+            return;
+        }
+        tracing::warn!(folder = %self.folder, %reason, "mapping paused");
+        self.paused = Some(reason.clone());
+        if let Some(inner) = self.client.upgrade() {
+            let _ = inner.events.send(Event::MappingPaused {
+                folder: self.folder.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Checks that the mapped directory is still the marked one: pauses the mapping if not,
+    /// resumes it if it was paused and the directory is back.
+    async fn check_root(&mut self) -> Result<Arc<Beneath>> {
+        let (root, marker) = (self.root.clone(), self.marker.clone());
+        let checked = tokio::task::spawn_blocking(move || root::check(&root, &marker))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))?;
+        match checked {
+            Ok(opened) => {
+                if self.paused.take().is_some() {
+                    tracing::info!(folder = %self.folder, "mapping resumed");
+                    self.emit(MappingEvent::Resumed);
+                }
+                let opened = Arc::new(opened);
+                self.opened = Some(opened.clone());
+                Ok(opened)
+            }
+            Err(reason) => {
+                self.pause(reason.clone());
+                Err(ClientError::MappingPaused {
+                    folder: self.folder.to_string(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// Records the agreed state of a path (saved with the pass).
@@ -370,7 +392,7 @@ impl Mapper {
     /// One pass: scan, compare, publish, download, write, delete, record.
     async fn pass(&mut self) -> Result<()> {
         let client = self.client()?;
-        let root = self.root.clone();
+        let root = self.check_root().await?;
         let scan = tokio::task::spawn_blocking(move || {
             let ignore = Ignore::load(&root);
             (scan::scan(&root, &ignore), ignore)
@@ -378,12 +400,25 @@ impl Mapper {
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))?;
         let (scan, ignore) = scan;
+        // The root may have gone while it was scanned: then what the scan missed is not gone.
+        self.check_root().await?;
+        let unknown = scan.unknown_prefixes();
+        for (path, error) in scan.unreadable {
+            if self
+                .reported
+                .insert((path.clone(), format!("unreadable: {error}")))
+            {
+                tracing::warn!(folder = %self.folder, %path, %error, "unreadable; left as it is");
+                self.emit(MappingEvent::Unreadable { path, error });
+            }
+        }
         for (path, reason) in scan.skipped {
             self.report_once(path, reason, false);
         }
-        let local = scan.files;
+        let mut local = scan.files;
         let me = client.device().clone();
         let mut remote = self.remote_entries(&client).await?;
+        self.follow_case(&mut local, &remote, &unknown).await?;
         // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
         // brings it back (by resolving the entry to it); the others wait for that.
         let mut revived = false;
@@ -421,6 +456,10 @@ impl Mapper {
         let mut plans: Vec<(String, Plan)> = Vec::new();
         let mut publish_check: Vec<ToHash> = Vec::new();
         for key in keys {
+            // Below a directory that could not be read: nothing is known, nothing changes.
+            if scan::is_unknown(&unknown, &key) {
+                continue;
+            }
             let l = local.get(&key);
             let i = self.index.get(&key);
             let r = remote.get(&key);
@@ -429,8 +468,11 @@ impl Mapper {
                 if ignore.ignored(meta.path.as_str(), meta.kind == FileKind::Dir) {
                     continue;
                 }
+                // A local case-only rename the feed has not seen is published below; any
+                // other difference in case is one `follow_case` could not settle.
+                let newer_here = i.is_some_and(|i| i.path == meta.path);
                 if let Some(l) = l {
-                    if l.path != meta.path {
+                    if l.path != meta.path && !newer_here {
                         self.report_once(
                             meta.path.to_string(),
                             format!("differs only in case from the local {}", l.path),
@@ -507,6 +549,7 @@ impl Mapper {
                                 version: remote_version.clone().unwrap_or_default(),
                                 conflict_copy: lost && l.is_some(),
                                 resolve: lost,
+                                local: l.cloned(),
                             },
                         }
                     } else {
@@ -525,6 +568,7 @@ impl Mapper {
                             version: remote_version.clone().unwrap_or_default(),
                             conflict_copy: false,
                             resolve: false,
+                            local: None,
                         },
                     },
                     (Some(l), _, true) => {
@@ -537,7 +581,10 @@ impl Mapper {
                         continue;
                     }
                     (Some(l), Some(meta), _) => {
-                        if l.kind == FileKind::Dir && meta.kind == FileKind::Dir {
+                        if l.kind == FileKind::Dir
+                            && meta.kind == FileKind::Dir
+                            && l.path == meta.path
+                        {
                             Plan::Adopt(IndexRecord::of(
                                 l,
                                 None,
@@ -590,22 +637,33 @@ impl Mapper {
                 },
             };
             let plan = match (remote_changed, live) {
-                (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
+                (true, Some(meta))
+                    if meta.manifest == manifest && meta.kind == l.kind && meta.path == l.path =>
+                {
                     Plan::Adopt(IndexRecord::of(
                         &l,
                         manifest,
                         remote_version.unwrap_or_default(),
                     ))
                 }
+                // The same content, renamed here in case: the rename is the newer change.
+                (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
+                    Plan::Publish(l)
+                }
                 (true, Some(meta)) => Plan::Write {
                     meta: meta.clone(),
                     version: remote_version.unwrap_or_default(),
                     conflict_copy: true,
                     resolve: false,
+                    local: Some(l.clone()),
                 },
                 _ => {
+                    // (A different case is a rename, to publish.)
                     let unchanged = i.is_some_and(|i| {
-                        i.kind == l.kind && i.manifest == manifest && i.mode == l.mode
+                        i.kind == l.kind
+                            && i.manifest == manifest
+                            && i.mode == l.mode
+                            && i.path == l.path
                     }) && !remote_changed;
                     if unchanged {
                         let v = i.map(|i| i.version.clone()).unwrap_or_default();
@@ -686,6 +744,13 @@ impl Mapper {
         Ok(out)
     }
 
+    /// The mapped directory as opened by this pass.
+    fn opened(&self) -> Result<Arc<Beneath>> {
+        self.opened
+            .clone()
+            .ok_or_else(|| ClientError::Internal("the mapped directory is not open".into()))
+    }
+
     /// Chunks local files into the blob store, many small files per transaction.
     async fn ingest(
         &self,
@@ -695,11 +760,11 @@ impl Mapper {
         if files.is_empty() {
             return Ok(HashMap::new());
         }
-        let root = self.root.clone();
+        let root = self.opened()?;
         let folder = self.folder.clone();
         client
             .shared()
-            .run_blobs(move |b| ingest_files(b, &folder, &root, files))
+            .run_blobs(move |b| ingest::ingest_files(b, &folder, &root, files))
             .await?
     }
 
@@ -762,6 +827,7 @@ impl Mapper {
                     version,
                     conflict_copy,
                     resolve,
+                    local,
                 } => {
                     if resolve {
                         to_resolve.push(key.clone());
@@ -771,6 +837,7 @@ impl Mapper {
                         meta,
                         version,
                         conflict_copy,
+                        expected: local,
                     });
                 }
                 Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),
@@ -811,27 +878,26 @@ impl Mapper {
                 }
             }
         }
-        for (key, id) in tombstones {
-            client.delete(&self.folder, &feed, &id).await?;
-            self.forget(key);
+        // Deletions in batches, like creations: one transaction for many tombstones.
+        for batch in tombstones.chunks(1000) {
+            let ids: Vec<EntryId> = batch.iter().map(|(_, id)| id.clone()).collect();
+            client.delete_many(&self.folder, &feed, ids).await?;
+            for (key, _) in batch {
+                self.forget(key.clone());
+            }
         }
 
         // Apply remote changes: directories, then files (after one shared download), then
         // deletions deepest first.
         for (key, meta, version) in dirs {
-            let root = self.root.clone();
+            let root = self.opened()?;
             let path = meta.path.clone();
             let made = tokio::task::spawn_blocking(move || {
-                let target = fsops::safe_target(&root, &path, true)?;
-                match std::fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => Ok(target),
-                    Ok(_) => Err(format!(
-                        "{} exists and is not a directory",
-                        target.display()
-                    )),
-                    Err(_) => std::fs::create_dir(&target)
-                        .map(|_| target)
-                        .map_err(|e| e.to_string()),
+                let (dir, name) = root.parent(&path, true).map_err(|e| e.to_string())?;
+                match dir.entry(&name) {
+                    Ok(beneath::Found::Dir { .. }) => Ok(()),
+                    Ok(_) => Err(format!("{path} exists and is not a directory")),
+                    Err(_) => dir.mkdir(&name).map_err(|e| e.to_string()),
                 }
             })
             .await
@@ -868,12 +934,12 @@ impl Mapper {
                 // Write what is complete; the rest waits for the next pass.
                 self.emit_error(format!("download: {e}"));
             }
-            let root = self.root.clone();
-            let device_name = client.device().to_string();
+            let root = self.opened()?;
+            let device_name = self.device_name.clone();
             let blobs = client.shared().blobs().clone();
             let now = client.now();
             let results = tokio::task::spawn_blocking(move || {
-                write_files(&blobs, &root, jobs, &device_name, now)
+                apply::write_files(&blobs, &root, jobs, &device_name, now)
             })
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))?;
@@ -897,6 +963,10 @@ impl Mapper {
                         self.report_once(job.meta.path.to_string(), reason, true)
                     }
                     WriteOutcome::Pending => {}
+                    WriteOutcome::ChangedMeanwhile => tracing::info!(
+                        path = %job.meta.path,
+                        "changed locally while the remote version was written; both are kept"
+                    ),
                     WriteOutcome::Failed(error) => {
                         self.emit_error(format!("writing {}: {error}", job.meta.path))
                     }
@@ -919,20 +989,20 @@ impl Mapper {
 
         removals.sort_by(|a, b| b.1.path.cmp(&a.1.path));
         for (key, l) in removals {
-            let root = self.root.clone();
+            let root = self.opened()?;
             let path = l.path.clone();
             let kind = l.kind;
             let expected = self.index.get(&key).cloned();
             let removed = tokio::task::spawn_blocking(move || {
-                let target = fsops::safe_target(&root, &path, false)?;
+                let (dir, name) = root.parent(&path, false).map_err(|e| e.to_string())?;
                 // Only what is unchanged since it was synced.
-                let now = scan::stat(&target, &path);
+                let now = dir.stat(&name, &path);
                 match (kind, now, expected) {
                     (FileKind::File, Some(now), Some(exp)) if exp.matches(&now) => {
-                        std::fs::remove_file(&target).map_err(|e| e.to_string())
+                        dir.remove(&name, false).map_err(|e| e.to_string())
                     }
-                    (FileKind::Dir, Some(_), _) => {
-                        std::fs::remove_dir(&target).map_err(|e| e.to_string())
+                    (FileKind::Dir, Some(now), _) if now.kind == FileKind::Dir => {
+                        dir.remove(&name, true).map_err(|e| e.to_string())
                     }
                     (_, None, _) => Ok(()),
                     _ => Err("changed since it was synced; kept".into()),
@@ -955,9 +1025,10 @@ impl Mapper {
         let changes = std::mem::take(&mut self.unsaved);
         if !changes.is_empty() {
             let f = self.folder.clone();
+            let mapping = self.marker.mapping.clone();
             client
                 .shared()
-                .run_blobs(move |b| b.index_update(&f, &changes))
+                .run_blobs(move |b| b.index_update(&f, &mapping, &changes))
                 .await??;
         }
         self.emit(MappingEvent::Scanned {
@@ -992,219 +1063,4 @@ fn check_entry(e: &Entry) -> std::result::Result<FileMeta, String> {
         }
     }
     Ok(meta)
-}
-
-/// Chunks files of the mapped directory into the blob store: small files many per
-/// transaction, large ones streamed. A file that changes while read is left for the next pass.
-fn ingest_files(
-    b: &crate::store::BlobStore,
-    folder: &FolderId,
-    root: &Path,
-    files: Vec<LocalFile>,
-) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
-    use std::io::Read;
-    const SMALL: u64 = 1 << 20;
-    const BATCH: usize = 8 << 20;
-    let mut out = HashMap::new();
-    let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
-    let mut pending_bytes = 0usize;
-    for l in files {
-        let target = root.join(l.path.as_str());
-        let result: std::result::Result<ChunkHash, String> = (|| {
-            let mut f = std::fs::File::open(&target).map_err(|e| e.to_string())?;
-            if l.size <= SMALL {
-                let mut data = Vec::with_capacity(l.size as usize);
-                f.read_to_end(&mut data).map_err(|e| e.to_string())?;
-                if data.len() as u64 != l.size {
-                    return Err("changed while read".into());
-                }
-                let objects = crate::store::blobs::chunk_in_memory(&data);
-                let m = mesh_core::blob::Manifest::new(
-                    objects.iter().map(|(h, d)| (*h, d.len() as u32)),
-                )
-                .map_err(|e| e.to_string())?;
-                for (h, d) in objects {
-                    pending_bytes += d.len();
-                    pending.push((h, d.to_vec()));
-                }
-                let enc = m.encode();
-                let h = ChunkHash::of(&enc);
-                pending.push((h, enc));
-                Ok(h)
-            } else {
-                let m = b
-                    .ingest(
-                        folder,
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                        l.size,
-                    )
-                    .map_err(|e| e.to_string())?;
-                if m.length() != l.size {
-                    return Err("changed while read".into());
-                }
-                Ok(m.hash())
-            }
-        })();
-        out.insert(l.path.to_string(), result);
-        if pending_bytes >= BATCH {
-            b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
-            pending.clear();
-            pending_bytes = 0;
-        }
-    }
-    b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
-    Ok(out)
-}
-
-struct WriteJob {
-    key: String,
-    meta: FileMeta,
-    version: String,
-    conflict_copy: bool,
-}
-
-enum WriteOutcome {
-    Written {
-        local: LocalFile,
-        copy: Option<FilePath>,
-    },
-    /// The content is not all here yet.
-    Pending,
-    Refused(String),
-    Failed(String),
-}
-
-/// Writes remote files, a few at a time (each write ends with an fsync, which overlaps well).
-/// Writes remote files in three steps: every file into a temporary file beside its target (a
-/// few at a time), then one flush of the file system (so the data of all of them is durable
-/// with one journal commit instead of one per file), then each rename over its target.
-fn write_files(
-    blobs: &crate::store::BlobStore,
-    root: &Path,
-    jobs: Vec<WriteJob>,
-    device: &str,
-    now: mesh_core::time::Timestamp,
-) -> Vec<(WriteJob, WriteOutcome)> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Stage>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    let workers = jobs.len().clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let stage = stage_one(blobs, root, job);
-                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(stage);
-            });
-        }
-    });
-    let stages: Vec<Stage> = slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or(Stage::Done(WriteOutcome::Pending))
-        })
-        .collect();
-    let temps: Vec<&Path> = stages
-        .iter()
-        .filter_map(|s| match s {
-            Stage::Ready { temp, .. } => Some(temp.as_path()),
-            Stage::Done(_) => None,
-        })
-        .collect();
-    let synced = if temps.is_empty() {
-        Ok(())
-    } else {
-        fsops::sync_files(root, &temps)
-    };
-    jobs.into_iter()
-        .zip(stages)
-        .map(|(job, stage)| {
-            let outcome = match (stage, &synced) {
-                (Stage::Done(o), _) => o,
-                (Stage::Ready { temp, target }, Ok(())) => {
-                    finish_one(root, &job, &temp, &target, device, now)
-                }
-                (Stage::Ready { temp, .. }, Err(e)) => {
-                    let _ = std::fs::remove_file(&temp);
-                    WriteOutcome::Failed(format!("syncing to disk: {e}"))
-                }
-            };
-            (job, outcome)
-        })
-        .collect()
-}
-
-/// A remote file on its way: written to `temp`, to be renamed over `target`.
-enum Stage {
-    Ready { temp: PathBuf, target: PathBuf },
-    Done(WriteOutcome),
-}
-
-fn stage_one(blobs: &crate::store::BlobStore, root: &Path, job: &WriteJob) -> Stage {
-    let Some(manifest) = job.meta.manifest else {
-        return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
-    };
-    match blobs.manifest(&manifest) {
-        Ok(Some(m)) => match blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) {
-            Ok(a) if a.is_empty() => {}
-            _ => return Stage::Done(WriteOutcome::Pending),
-        },
-        _ => return Stage::Done(WriteOutcome::Pending),
-    }
-    let target = match fsops::safe_target(root, &job.meta.path, true) {
-        Ok(t) => t,
-        Err(reason) => return Stage::Done(WriteOutcome::Refused(reason)),
-    };
-    if let Ok(m) = std::fs::symlink_metadata(&target) {
-        if m.is_dir() {
-            return Stage::Done(WriteOutcome::Refused(format!(
-                "{} is a directory",
-                target.display()
-            )));
-        }
-    }
-    match fsops::write_temp(&target, Some(job.meta.mtime_ns), Some(job.meta.mode), |w| {
-        blobs.write_to(&manifest, w).map(|_| ())
-    }) {
-        Ok(temp) => Stage::Ready { temp, target },
-        Err(e) => Stage::Done(WriteOutcome::Failed(e.to_string())),
-    }
-}
-
-/// Keeps the local file as a conflict copy if asked, then renames the synced temporary file
-/// over the target.
-fn finish_one(
-    root: &Path,
-    job: &WriteJob,
-    temp: &Path,
-    target: &Path,
-    device: &str,
-    now: mesh_core::time::Timestamp,
-) -> WriteOutcome {
-    let fail = |e: String| {
-        let _ = std::fs::remove_file(temp);
-        WriteOutcome::Failed(e)
-    };
-    let mut copy = None;
-    if job.conflict_copy && target.exists() {
-        let Ok(copy_path) = job.meta.path.conflict_copy(device, now) else {
-            return fail("no name for a conflict copy".into());
-        };
-        let copy_target = root.join(copy_path.as_str());
-        if let Err(e) = std::fs::rename(target, &copy_target) {
-            return fail(format!("keeping a conflict copy: {e}"));
-        }
-        copy = Some(copy_path);
-    }
-    if let Err(e) = std::fs::rename(temp, target) {
-        return fail(format!("{}: {e}", target.display()));
-    }
-    match scan::stat(target, &job.meta.path) {
-        Some(local) => WriteOutcome::Written { local, copy },
-        None => WriteOutcome::Failed("the written file vanished".into()),
-    }
 }

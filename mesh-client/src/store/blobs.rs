@@ -9,13 +9,18 @@
 //!
 //! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, 64 KiB
 //! pages, a rollback journal so that object bytes are written once, the replica's
-//! [`Durability`]). Schema version 1:
+//! [`Durability`]). Schema version 2:
 //!
 //! | table | holds |
 //! |---|---|
 //! | `objects(hash, size, data)` | one row per object; `hash` is its 32-byte BLAKE3 hash |
 //! | `refs(folder, hash)` | which folders claim which objects |
-//! | `file_index(folder, path, body)` | a mapped directory's last synced state of each path (JSON) |
+//! | `file_index(folder, mapping, path, body)` | a mapped directory's last synced state of each path (JSON); `mapping` is the id in the directory's marker, so an index belongs to one directory |
+//! | `mapped_dirs(folder, root, mapping)` | where each folder is mapped on this device, and the id of that directory's marker |
+//!
+//! Version 2 replaced version 1's `file_index(folder, path, body)`, whose indexes belonged to a
+//! folder rather than to a directory: they are dropped (a directory mapped again without its
+//! index is merged with the feed, which never deletes anything).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +42,8 @@ const WHOLE_READ_LIMIT: u64 = 4 << 20;
 const INGEST_BATCH: usize = 8 << 20;
 
 /// The migrations of a blob store file.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE objects (
         hash BLOB PRIMARY KEY NOT NULL,
         size INTEGER NOT NULL,
@@ -54,7 +60,23 @@ const MIGRATIONS: &[&str] = &["
         body   TEXT NOT NULL,
         PRIMARY KEY (folder, path)
     ) STRICT, WITHOUT ROWID;
-    "];
+    ",
+    "
+    DROP TABLE file_index;
+    CREATE TABLE file_index (
+        folder  TEXT NOT NULL,
+        mapping TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        body    TEXT NOT NULL,
+        PRIMARY KEY (folder, mapping, path)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE mapped_dirs (
+        folder  TEXT PRIMARY KEY NOT NULL,
+        root    TEXT NOT NULL,
+        mapping TEXT NOT NULL
+    ) STRICT;
+    ",
+];
 
 const SCHEMA: Schema = Schema {
     application_id: BlobStore::APPLICATION_ID,
@@ -90,7 +112,8 @@ enum Backend {
 struct MemoryBlobs {
     objects: HashMap<ChunkHash, Arc<[u8]>>,
     refs: HashSet<(FolderId, ChunkHash)>,
-    index: HashMap<FolderId, BTreeMap<String, String>>,
+    index: HashMap<(FolderId, String), BTreeMap<String, String>>,
+    dirs: HashMap<FolderId, (String, String)>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -512,17 +535,21 @@ impl BlobStore {
         rows.map(|r| hash_from_sql(r.map_err(store_err)?)).collect()
     }
 
-    /// A mapped directory's index: path → the JSON its mapping stored.
-    pub fn index_load(&self, folder: &FolderId) -> Result<BTreeMap<String, String>> {
+    /// A mapped directory's index (the directory whose marker holds the id `mapping`): path →
+    /// the JSON its mapping stored.
+    pub fn index_load(&self, folder: &FolderId, mapping: &str) -> Result<BTreeMap<String, String>> {
         if let Some(m) = self.mem() {
-            return Ok(m.index.get(folder).cloned().unwrap_or_default());
+            let key = (folder.clone(), mapping.to_owned());
+            return Ok(m.index.get(&key).cloned().unwrap_or_default());
         }
         let conn = self.conn().unwrap_or_else(|| unreachable!());
         let mut stmt = conn
-            .prepare_cached("SELECT path, body FROM file_index WHERE folder = ?1")
+            .prepare_cached("SELECT path, body FROM file_index WHERE folder = ?1 AND mapping = ?2")
             .map_err(store_err)?;
         let rows = stmt
-            .query_map(params![folder.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![folder.as_str(), mapping], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(store_err)?;
         rows.map(|r| r.map_err(store_err)).collect()
     }
@@ -532,10 +559,14 @@ impl BlobStore {
     pub fn index_update(
         &self,
         folder: &FolderId,
+        mapping: &str,
         changes: &[(String, Option<String>)],
     ) -> Result<()> {
         if let Some(mut m) = self.mem() {
-            let index = m.index.entry(folder.clone()).or_default();
+            let index = m
+                .index
+                .entry((folder.clone(), mapping.to_owned()))
+                .or_default();
             for (path, body) in changes {
                 match body {
                     Some(b) => index.insert(path.clone(), b.clone()),
@@ -551,17 +582,19 @@ impl BlobStore {
         {
             let mut set = tx
                 .prepare_cached(
-                    "INSERT INTO file_index (folder, path, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (folder, path) DO UPDATE SET body = excluded.body",
+                    "INSERT INTO file_index (folder, mapping, path, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (folder, mapping, path) DO UPDATE SET body = excluded.body",
                 )
                 .map_err(store_err)?;
             let mut del = tx
-                .prepare_cached("DELETE FROM file_index WHERE folder = ?1 AND path = ?2")
+                .prepare_cached(
+                    "DELETE FROM file_index WHERE folder = ?1 AND mapping = ?2 AND path = ?3",
+                )
                 .map_err(store_err)?;
             for (path, body) in changes {
                 match body {
-                    Some(b) => set.execute(params![folder.as_str(), path, b]),
-                    None => del.execute(params![folder.as_str(), path]),
+                    Some(b) => set.execute(params![folder.as_str(), mapping, path, b]),
+                    None => del.execute(params![folder.as_str(), mapping, path]),
                 }
                 .map_err(store_err)?;
             }
@@ -569,17 +602,48 @@ impl BlobStore {
         tx.commit().map_err(store_err)
     }
 
-    /// Forgets a mapped directory's index (on unmap).
-    pub fn index_clear(&self, folder: &FolderId) -> Result<()> {
+    /// Where `folder` is mapped on this device: the directory and the mapping id in its marker.
+    pub fn mapped_dir(&self, folder: &FolderId) -> Result<Option<(String, String)>> {
+        if let Some(m) = self.mem() {
+            return Ok(m.dirs.get(folder).cloned());
+        }
+        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        conn.query_row(
+            "SELECT root, mapping FROM mapped_dirs WHERE folder = ?1",
+            params![folder.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(store_err)
+    }
+
+    /// Records where `folder` is mapped on this device (`None`: nowhere). Indexes are kept:
+    /// they belong to their directories, which may be mapped again.
+    pub fn set_mapped_dir(&self, folder: &FolderId, dir: Option<(&str, &str)>) -> Result<()> {
         if let Some(mut m) = self.mem() {
-            m.index.remove(folder);
+            match dir {
+                Some((root, mapping)) => {
+                    m.dirs
+                        .insert(folder.clone(), (root.to_owned(), mapping.to_owned()));
+                }
+                None => {
+                    m.dirs.remove(folder);
+                }
+            }
             return Ok(());
         }
         let conn = self.conn().unwrap_or_else(|| unreachable!());
-        conn.execute(
-            "DELETE FROM file_index WHERE folder = ?1",
-            params![folder.as_str()],
-        )
+        match dir {
+            Some((root, mapping)) => conn.execute(
+                "INSERT INTO mapped_dirs (folder, root, mapping) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (folder) DO UPDATE SET root = excluded.root, mapping = excluded.mapping",
+                params![folder.as_str(), root, mapping],
+            ),
+            None => conn.execute(
+                "DELETE FROM mapped_dirs WHERE folder = ?1",
+                params![folder.as_str()],
+            ),
+        }
         .map_err(store_err)?;
         Ok(())
     }

@@ -107,6 +107,81 @@ pub enum Event {
         /// What happened.
         event: MappingEvent,
     },
+    /// A mapping stopped publishing and applying because its directory is not (or no longer)
+    /// the one it was mapped onto; see [`PauseReason`]. It resumes by itself only when the
+    /// same marked directory is back ([`MappingEvent::Resumed`]); otherwise the user acts
+    /// (maps the folder again).
+    MappingPaused {
+        /// The folder.
+        folder: FolderId,
+        /// Why.
+        reason: PauseReason,
+    },
+}
+
+/// Why a mapping paused (see [`Event::MappingPaused`]). While paused a mapping publishes
+/// nothing and writes nothing: an empty or different directory must never become deletions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PauseReason {
+    /// The mapped directory does not exist (a drive not mounted, a folder moved or deleted).
+    RootMissing {
+        /// The directory.
+        root: String,
+    },
+    /// The mapped directory, or its marker, could not be read.
+    RootUnreadable {
+        /// The directory.
+        root: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// The directory exists but its marker file
+    /// ([`MARKER_FILE`](crate::mapping::MARKER_FILE)) is gone: it may be another directory.
+    MarkerMissing {
+        /// The directory.
+        root: String,
+    },
+    /// The directory's marker names another folder, device or mapping.
+    MarkerMismatch {
+        /// The directory.
+        root: String,
+        /// What the marker holds.
+        found: String,
+    },
+}
+
+impl PauseReason {
+    /// A stable name for the reason: `root_missing`, `root_unreadable`, `marker_missing` or
+    /// `marker_mismatch`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PauseReason::RootMissing { .. } => "root_missing",
+            PauseReason::RootUnreadable { .. } => "root_unreadable",
+            PauseReason::MarkerMissing { .. } => "marker_missing",
+            PauseReason::MarkerMismatch { .. } => "marker_mismatch",
+        }
+    }
+}
+
+impl std::fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PauseReason::RootMissing { root } => {
+                write!(f, "the mapped directory {root} is missing")
+            }
+            PauseReason::RootUnreadable { root, error } => {
+                write!(f, "the mapped directory {root} cannot be read: {error}")
+            }
+            PauseReason::MarkerMissing { root } => {
+                write!(f, "the mapped directory {root} has lost its marker file")
+            }
+            PauseReason::MarkerMismatch { root, found } => write!(
+                f,
+                "the marker of {root} belongs to another mapping ({found})"
+            ),
+        }
+    }
 }
 
 /// Which way a blob transfer goes.
@@ -158,11 +233,22 @@ pub enum MappingEvent {
         /// Why.
         reason: String,
     },
+    /// A local directory or file could not be read (permissions, an I/O error, too many open
+    /// files…): it, and everything below it, is left as it is on both sides for this pass —
+    /// never taken for deleted.
+    Unreadable {
+        /// The path, relative to the mapped directory (empty for the directory itself).
+        path: String,
+        /// What went wrong.
+        error: String,
+    },
     /// Applying or publishing failed; the mapping retries at its next scan.
     Error {
         /// What went wrong.
         error: String,
     },
+    /// A paused mapping found its marked directory again and runs again.
+    Resumed,
 }
 
 impl Event {

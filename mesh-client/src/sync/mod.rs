@@ -5,4 +5,4 @@ pub mod events;
 pub(crate) mod transfer;
 
 pub use engine::SyncOptions;
-pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, TransferDirection};
+pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, PauseReason, TransferDirection};

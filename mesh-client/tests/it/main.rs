@@ -4,6 +4,8 @@ mod client;
 mod common;
 mod convergence;
 mod mapping;
+mod mapping_props;
+mod mapping_safety;
 mod store;
 mod transport_suite;
 mod trust;

@@ -315,6 +315,38 @@ impl<S: Store> Replica<S> {
         Ok(out)
     }
 
+    /// Deletes many entries of one feed in one transaction: a tombstone for each, as
+    /// [`Replica::delete`] writes. Ids that are absent or already deleted are skipped.
+    pub fn delete_batch(
+        &mut self,
+        feed: &FeedKey,
+        ids: &[EntryId],
+        actor: &Actor,
+        when: Timestamp,
+    ) -> Result<Vec<Written>> {
+        let stamp = actor.stamp(when);
+        let mut tx = self.store.begin()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut entry = {
+                let cur = tx.get(feed, id)?;
+                let Some(cur) = cur.as_deref().filter(|e| !e.is_deleted()) else {
+                    continue;
+                };
+                let mut data = cur.content.clone();
+                data.updated = when;
+                feedsync::update(cur, &stamp, data, true)?
+            };
+            if self.options.compact_history {
+                entry.sync.compact();
+            }
+            let seq = tx.put(feed, entry.clone(), None)?;
+            out.push(Written { entry, seq });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn write(
         &mut self,
         feed: &FeedKey,

@@ -1,0 +1,226 @@
+//! The property of mapped folders under random local file-system operations on two devices,
+//! hostile ones included: nothing outside either root is read or written, the two converge,
+//! and no content is lost.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use crate::common::settle;
+use crate::mapping::{converge, pair, snapshot};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Write new content to file `f` on a side.
+    Write(bool, u8),
+    Truncate(bool, u8),
+    Delete(bool, u8),
+    Rename(bool, u8, u8),
+    /// `f1.txt` ↔ `F1.txt`.
+    CaseRename(bool, u8),
+    /// Toggle a directory's permission bits.
+    ChmodDir(bool, u8),
+    /// Rename the mapped root away, run a pass, put it back.
+    RootAway(bool),
+    /// Swap a directory for a symbolic link to the outside directory, run a pass, put it back.
+    SwapForSymlink(bool, u8),
+    Sync,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (any::<bool>(), 0u8..5).prop_map(|(s, f)| Op::Write(s, f)),
+        1 => (any::<bool>(), 0u8..5).prop_map(|(s, f)| Op::Truncate(s, f)),
+        2 => (any::<bool>(), 0u8..5).prop_map(|(s, f)| Op::Delete(s, f)),
+        1 => (any::<bool>(), 0u8..5, 0u8..5).prop_map(|(s, f, t)| Op::Rename(s, f, t)),
+        1 => (any::<bool>(), 0u8..5).prop_map(|(s, f)| Op::CaseRename(s, f)),
+        1 => (any::<bool>(), 0u8..2).prop_map(|(s, d)| Op::ChmodDir(s, d)),
+        1 => any::<bool>().prop_map(Op::RootAway),
+        1 => (any::<bool>(), 0u8..2).prop_map(|(s, d)| Op::SwapForSymlink(s, d)),
+        3 => Just(Op::Sync),
+    ]
+}
+
+/// The relative path of file `f` in lower case (`F…` is its upper-case twin).
+fn name(f: u8) -> String {
+    match f % 2 {
+        0 => format!("f{f}.txt"),
+        _ => format!("d{}/f{f}.txt", f % 4 / 2),
+    }
+}
+
+fn twin(rel: &str) -> String {
+    match rel.rfind('/') {
+        Some(i) => format!("{}/F{}", &rel[..i], &rel[i + 2..]),
+        None => format!("F{}", &rel[1..]),
+    }
+}
+
+/// Where file `f` is on a side now: its lower- or upper-case spelling (lower if neither).
+fn existing(root: &Path, f: u8) -> String {
+    let rel = name(f);
+    if root.join(twin(&rel)).exists() {
+        twin(&rel)
+    } else {
+        rel
+    }
+}
+
+/// A content written by the test, and whether a later operation may have replaced it
+/// knowingly (on the same device, or after a sync).
+struct Written {
+    content: Vec<u8>,
+    side: usize,
+    file: u8,
+    epoch: usize,
+    excused: bool,
+}
+
+fn touch(written: &mut [Written], side: usize, file: u8, epoch: usize) {
+    for w in written.iter_mut() {
+        if w.file == file && (w.side == side || w.epoch < epoch) {
+            w.excused = true;
+        }
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random local operations on two mapped devices (writes, truncations, deletions, renames
+    /// including case-only ones, directory permission changes, the root renamed away, a
+    /// directory swapped for a symbolic link to outside) with random syncs in between: nothing
+    /// outside either root is written or read, the directories converge, and every content
+    /// written is still there (as a file or a conflict copy) unless a later operation replaced
+    /// or deleted it knowingly.
+    #[test]
+    fn mapped_directories_never_lose_content_nor_leave_their_roots(
+        ops in proptest::collection::vec(op(), 1..14)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let p = pair().await;
+            let outside = tempfile::tempdir().unwrap();
+            let secret = b"the outside secret".to_vec();
+            std::fs::write(outside.path().join("f1.txt"), &secret).unwrap();
+            std::fs::write(outside.path().join("f3.txt"), &secret).unwrap();
+            let before_outside = snapshot(outside.path());
+            let dirs: [PathBuf; 2] = [p.da.path().to_path_buf(), p.db.path().to_path_buf()];
+            let clients = [&p.a, &p.b];
+            let mut written: Vec<Written> = Vec::new();
+            let mut epoch = 0;
+            for (n, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Write(s, f) => {
+                        let side = *s as usize;
+                        let rel = existing(&dirs[side], *f);
+                        let path = dirs[side].join(&rel);
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        let content = format!("op {n} on side {side}").into_bytes();
+                        touch(&mut written, side, *f, epoch);
+                        if std::fs::write(&path, &content).is_ok() {
+                            written.push(Written { content, side, file: *f, epoch, excused: false });
+                        }
+                    }
+                    Op::Truncate(s, f) => {
+                        let side = *s as usize;
+                        let path = dirs[side].join(existing(&dirs[side], *f));
+                        if path.is_file() {
+                            touch(&mut written, side, *f, epoch);
+                            let _ = std::fs::OpenOptions::new().write(true).truncate(true).open(&path);
+                        }
+                    }
+                    Op::Delete(s, f) => {
+                        let side = *s as usize;
+                        touch(&mut written, side, *f, epoch);
+                        let _ = std::fs::remove_file(dirs[side].join(existing(&dirs[side], *f)));
+                    }
+                    Op::Rename(s, f, t) => {
+                        let side = *s as usize;
+                        let to = dirs[side].join(existing(&dirs[side], *t));
+                        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                        // What was at the target is replaced; what moves keeps its content
+                        // under another name.
+                        touch(&mut written, side, *t, epoch);
+                        touch(&mut written, side, *f, epoch);
+                        let _ = std::fs::rename(dirs[side].join(existing(&dirs[side], *f)), to);
+                    }
+                    Op::CaseRename(s, f) => {
+                        let side = *s as usize;
+                        let from = existing(&dirs[side], *f);
+                        let to = if from == name(*f) { twin(&from) } else { name(*f) };
+                        let _ = std::fs::rename(dirs[side].join(from), dirs[side].join(to));
+                    }
+                    Op::ChmodDir(s, d) => {
+                        #[cfg(unix)]
+                        {
+                            let dir = dirs[*s as usize].join(format!("d{d}"));
+                            if dir.is_dir() {
+                                use std::os::unix::fs::PermissionsExt;
+                                let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+                                set_mode(&dir, if mode == 0o700 { 0o755 } else { 0o700 });
+                            }
+                        }
+                        let _ = d;
+                    }
+                    Op::RootAway(s) => {
+                        let side = *s as usize;
+                        let away = dirs[side].with_extension("away");
+                        std::fs::rename(&dirs[side], &away).unwrap();
+                        let r = clients[side].rescan(&p.folder).await;
+                        assert!(matches!(r, Err(mesh_client::ClientError::MappingPaused { .. })), "{r:?}");
+                        settle(&[&p.a, &p.b]).await;
+                        std::fs::rename(&away, &dirs[side]).unwrap();
+                    }
+                    Op::SwapForSymlink(s, d) => {
+                        #[cfg(unix)]
+                        {
+                            let side = *s as usize;
+                            let dir = dirs[side].join(format!("d{d}"));
+                            let kept = dirs[side].with_extension("kept");
+                            if dir.is_dir() && !dir.is_symlink() {
+                                std::fs::rename(&dir, &kept).unwrap();
+                                std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+                                let _ = clients[side].rescan(&p.folder).await;
+                                settle(&[&p.a, &p.b]).await;
+                                std::fs::remove_file(&dir).unwrap();
+                                std::fs::rename(&kept, &dir).unwrap();
+                                // Meanwhile the files below it were gone from the mapping.
+                                for f in 0..5u8 {
+                                    if name(f).starts_with(&format!("d{d}/")) {
+                                        touch(&mut written, side, f, epoch);
+                                    }
+                                }
+                            }
+                        }
+                        let _ = (s, d);
+                    }
+                    Op::Sync => {
+                        p.a.rescan(&p.folder).await.unwrap();
+                        p.b.rescan(&p.folder).await.unwrap();
+                        settle(&[&p.a, &p.b]).await;
+                        epoch += 1;
+                    }
+                }
+            }
+            converge(&p.a, &p.b, &p.folder, &dirs[0], &dirs[1]).await;
+            // Nothing outside was written, nor read and published.
+            assert_eq!(snapshot(outside.path()), before_outside);
+            let contents: Vec<Vec<u8>> = snapshot(&dirs[0]).into_values().flatten().collect();
+            assert!(!contents.contains(&secret), "an outside file was published");
+            // No content was lost.
+            let lost: Vec<String> = written
+                .iter()
+                .filter(|w| !w.excused && !contents.contains(&w.content))
+                .map(|w| String::from_utf8_lossy(&w.content).into_owned())
+                .collect();
+            assert!(lost.is_empty(), "lost {lost:?}; have {:?}", snapshot(&dirs[0]).keys().collect::<Vec<_>>());
+        });
+    }
+}

@@ -1,0 +1,610 @@
+//! Mapped folders never destroy data: a mapping whose directory is missing, replaced or
+//! pointed elsewhere, a directory that cannot be read, races with local edits, symbolic links
+//! swapped in, case-only renames, and bulk deletions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_client::mapping::{faults, MappingOptions};
+use mesh_client::transport::InProcessHub;
+use mesh_client::{ClientError, Event, MappingEvent, MeshClient, PauseReason};
+use mesh_core::id::FolderId;
+
+use crate::common::{builder, settle};
+use crate::mapping::{converge, device, manual, pair, quiet_mapping, snapshot};
+
+/// Files (not directories) below `root`, by relative path.
+fn files(root: &Path) -> Vec<String> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn conflict_copies(root: &Path) -> Vec<String> {
+    files(root)
+        .into_iter()
+        .filter(|k| k.contains("(conflict "))
+        .collect()
+}
+
+/// Publishes on `a`, then syncs both and applies on `b`.
+async fn push(a: &MeshClient, b: &MeshClient, folder: &FolderId) {
+    let _ = a.rescan(folder).await;
+    settle(&[a, b]).await;
+    let _ = b.rescan(folder).await;
+    settle(&[a, b]).await;
+}
+
+fn paused(r: Result<(), ClientError>) -> PauseReason {
+    match r {
+        Err(ClientError::MappingPaused { reason, .. }) => reason,
+        other => panic!("expected a paused mapping, got {other:?}"),
+    }
+}
+
+/// Waits (20 s at most) for an event `pick` accepts.
+async fn wait_for<T>(
+    events: &mut futures::stream::BoxStream<'static, Event>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .expect("the event did not come")
+}
+
+/// Why: pointing a mapped folder at another directory reused the folder's index, so every
+/// indexed path looked deleted and was tombstoned (25 → 0 on the other device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_a_folder_onto_another_directory_deletes_nothing() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    for i in 0..25 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("shared {i}")).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 25);
+
+    // The other directory has a file of its own and a different version of a shared one.
+    let dc = tempfile::tempdir().unwrap();
+    std::fs::write(dc.path().join("own.txt"), b"only here").unwrap();
+    std::fs::write(dc.path().join("f0.txt"), b"another f0").unwrap();
+    p.a.map_folder_with(&p.folder, dc.path(), quiet_mapping())
+        .await
+        .unwrap();
+    converge(&p.a, &p.b, &p.folder, dc.path(), db).await;
+    let on_b = files(db);
+    assert_eq!(on_b.len(), 27, "{on_b:?}");
+    assert!(on_b.contains(&"own.txt".to_string()));
+    for i in 1..25 {
+        assert_eq!(
+            std::fs::read(db.join(format!("f{i}.txt"))).unwrap(),
+            format!("shared {i}").as_bytes()
+        );
+    }
+    // Both versions of f0 are kept.
+    let copies = conflict_copies(db);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let mut f0: Vec<Vec<u8>> = vec![
+        std::fs::read(db.join("f0.txt")).unwrap(),
+        std::fs::read(db.join(&copies[0])).unwrap(),
+    ];
+    f0.sort();
+    assert_eq!(f0, vec![b"another f0".to_vec(), b"shared 0".to_vec()]);
+    // The first directory is left as it was.
+    assert_eq!(files(da).len(), 25);
+}
+
+/// Why: on restart with the mapped directory missing, `map_folder` created an empty one and
+/// the old index tombstoned everything (10 → 0 on the other device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_directory_missing_pauses_and_deletes_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let hub = InProcessHub::new();
+    let open = || {
+        builder("ann", "laptop")
+            .store(mesh_client::store::StoreConfig::Sqlite(
+                store.path().join("laptop.db"),
+            ))
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .sync_options(manual())
+            .build()
+    };
+    let a = open().await.unwrap();
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let da = parent.path().join("Docs");
+    a.map_folder_with(&folder, &da, quiet_mapping())
+        .await
+        .unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("{i}")).unwrap();
+    }
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 10);
+    a.close();
+    drop(a);
+
+    // The directory is renamed while the application is closed.
+    let moved = parent.path().join("Docs (moved)");
+    std::fs::rename(&da, &moved).unwrap();
+    let a = open().await.unwrap();
+    let mut events = a.events().boxed();
+    a.map_folder_with(&folder, &da, quiet_mapping())
+        .await
+        .unwrap();
+    assert!(!da.exists(), "a missing mapped directory was created");
+    let reason = wait_for(&mut events, |e| match e {
+        Event::MappingPaused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason.kind(), "root_missing");
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "root_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 10);
+
+    // An empty directory in its place is not the mapped one either.
+    std::fs::create_dir(&da).unwrap();
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "marker_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 10);
+
+    // The marked directory is back: the mapping resumes where it stopped.
+    std::fs::remove_dir(&da).unwrap();
+    std::fs::rename(&moved, &da).unwrap();
+    std::fs::write(da.join("new.txt"), b"new").unwrap();
+    a.rescan(&folder).await.unwrap();
+    wait_for(&mut events, |e| {
+        matches!(
+            e,
+            Event::Mapping {
+                event: MappingEvent::Resumed,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 11);
+    assert!(conflict_copies(db.path()).is_empty());
+}
+
+/// Why: the mapped root disappearing while mapped (with the watcher on) was only a `Skipped`
+/// event, and the empty scan became tombstones (40 → 0 within 1.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_removed_while_watched_pauses_the_mapping() {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let b = device(&hub, "desktop").await;
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let da = parent.path().join("Docs");
+    std::fs::create_dir(&da).unwrap();
+    for i in 0..40 {
+        std::fs::write(da.join(format!("f{i}.txt")), format!("{i}")).unwrap();
+    }
+    let watched = MappingOptions {
+        debounce: Duration::from_millis(20),
+        follow_remote: false,
+        ..MappingOptions::default()
+    };
+    let mut events = a.events().boxed();
+    a.map_folder_with(&folder, &da, watched).await.unwrap();
+    b.map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    converge(&a, &b, &folder, &da, db.path()).await;
+    assert_eq!(files(db.path()).len(), 40);
+
+    std::fs::rename(&da, parent.path().join("elsewhere")).unwrap();
+    let reason = wait_for(&mut events, |e| match e {
+        Event::MappingPaused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason.kind(), "root_missing");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 40);
+
+    // A directory of another folder in its place is refused too.
+    std::fs::create_dir(&da).unwrap();
+    std::fs::write(
+        da.join(mesh_client::mapping::MARKER_FILE),
+        br#"{"folder":"other","device":"laptop","mapping":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(paused(a.rescan(&folder).await).kind(), "marker_mismatch");
+    push(&a, &b, &folder).await;
+    assert_eq!(files(db.path()).len(), 40);
+    // And mapping onto it is refused with the same error.
+    let dc = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dc.path().join(mesh_client::mapping::MARKER_FILE),
+        br#"{"folder":"other","device":"laptop","mapping":"x"}"#,
+    )
+    .unwrap();
+    let err = a
+        .map_folder_with(&folder, dc.path(), quiet_mapping())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::MappingPaused { .. }), "{err}");
+}
+
+/// Unmapping and mapping the same directory again carries on from its index: no spurious
+/// conflict copies, and deletions made while unmapped are not undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remapping_the_same_directory_keeps_its_state() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(da.join(name), name).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    p.a.unmap_folder(&p.folder).await.unwrap();
+    std::fs::remove_file(da.join("a.txt")).unwrap();
+    std::fs::write(db.join("b.txt"), b"edited on the desktop").unwrap();
+    push(&p.b, &p.a, &p.folder).await;
+
+    p.a.map_folder_with(&p.folder, da, quiet_mapping())
+        .await
+        .unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(da), vec!["b.txt".to_string(), "c.txt".to_string()]);
+    assert_eq!(
+        std::fs::read(da.join("b.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+    assert!(conflict_copies(db).is_empty());
+}
+
+/// Why: a subdirectory that could not be read counted as "its files were deleted". Tests run
+/// as root, where permissions do not stop reads, so the failure is injected:
+/// [`faults::fail_listing`] makes the scan's listing of that directory fail with an I/O error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_directory_is_not_taken_for_deleted() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir_all(da.join("sub/deeper")).unwrap();
+    for name in [
+        "top.txt",
+        "sub/one.txt",
+        "sub/two.txt",
+        "sub/deeper/three.txt",
+    ] {
+        std::fs::write(da.join(name), name).unwrap();
+    }
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 4);
+
+    let mut events = p.a.events().boxed();
+    faults::fail_listing(&da.join("sub"), true);
+    std::fs::write(db.join("sub/one.txt"), b"edited on the desktop").unwrap();
+    std::fs::write(da.join("top.txt"), b"still published").unwrap();
+    push(&p.a, &p.b, &p.folder).await;
+    push(&p.b, &p.a, &p.folder).await;
+    push(&p.a, &p.b, &p.folder).await;
+    let path = wait_for(&mut events, |e| match e {
+        Event::Mapping {
+            event: MappingEvent::Unreadable { path, .. },
+            ..
+        } => Some(path.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(path, "sub");
+    assert_eq!(files(db).len(), 4, "{:?}", files(db));
+    assert_eq!(
+        std::fs::read(db.join("top.txt")).unwrap(),
+        b"still published"
+    );
+    // Nothing was written into the unreadable directory either.
+    assert_eq!(
+        std::fs::read(da.join("sub/one.txt")).unwrap(),
+        b"sub/one.txt"
+    );
+
+    faults::fail_listing(&da.join("sub"), false);
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(da).len(), 4);
+    assert_eq!(
+        std::fs::read(da.join("sub/one.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+}
+
+/// Why: a local edit made while a remote version of the same file downloaded was overwritten
+/// without a conflict copy. The edit is made at the last moment: by a hook
+/// ([`faults::set_hook`] at [`faults::Moment::Replace`]) that runs after the remote version is written and synced,
+/// just before it replaces the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_edit_made_during_a_download_is_kept() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("plan.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::write(db.join("plan.txt"), b"remote edit").unwrap();
+    faults::set_hook(da, |moment, target| {
+        if moment == faults::Moment::Replace && target.ends_with("plan.txt") {
+            std::fs::write(target, b"local edit, made during the download").unwrap();
+        }
+    });
+    push(&p.b, &p.a, &p.folder).await;
+    faults::clear_hooks(da);
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    for root in [da, db] {
+        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            vec![
+                b"local edit, made during the download".to_vec(),
+                b"remote edit".to_vec()
+            ]
+        );
+    }
+}
+
+/// Why: two conflicts on one file within the same second lost the first local edit: copy
+/// names had one-second resolution and the second copy replaced the first. Both devices'
+/// clocks stand still here, so every copy is made in the same second; copies are named by the
+/// device's display name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_copies_in_the_same_second_never_replace_each_other() {
+    let hub = InProcessHub::new();
+    let frozen = || mesh_core::time::Timestamp::from_unix(1_800_000_000).unwrap();
+    let dev = |id: &str, name: &str| {
+        builder("ann", id)
+            .device_name(name, "laptop")
+            .clock(frozen)
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .sync_options(manual())
+            .build()
+    };
+    let a = dev("laptop", "Ann's laptop").await.unwrap();
+    let b = dev("desktop", "Ann's desktop").await.unwrap();
+    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (da.path(), db.path());
+    a.map_folder_with(&folder, da, quiet_mapping())
+        .await
+        .unwrap();
+    b.map_folder_with(&folder, db, quiet_mapping())
+        .await
+        .unwrap();
+    std::fs::write(da.join("plan.txt"), b"v1").unwrap();
+    converge(&a, &b, &folder, da, db).await;
+    let mut written = Vec::new();
+    for round in 0..3 {
+        let (ea, eb) = (format!("laptop {round}"), format!("desktop {round}"));
+        std::fs::write(da.join("plan.txt"), &ea).unwrap();
+        std::fs::write(db.join("plan.txt"), &eb).unwrap();
+        a.rescan(&folder).await.unwrap();
+        b.rescan(&folder).await.unwrap();
+        converge(&a, &b, &folder, da, db).await;
+        written.push(ea);
+        written.push(eb);
+    }
+    // Every edit is there but the ones a later round overwrote knowingly (each round's winner,
+    // which both devices had seen when they edited it again).
+    let contents: Vec<String> = snapshot(da)
+        .into_values()
+        .flatten()
+        .map(|c| String::from_utf8(c).unwrap())
+        .collect();
+    assert_eq!(contents.len(), 4, "{:?}", snapshot(da).keys());
+    let copies = conflict_copies(da);
+    assert_eq!(copies.len(), 3, "{copies:?}");
+    assert!(
+        copies
+            .iter()
+            .all(|c| c.contains("Ann_s_laptop") || c.contains("Ann_s_desktop")),
+        "{copies:?}"
+    );
+    let main = std::fs::read_to_string(da.join("plan.txt")).unwrap();
+    assert!(main.ends_with(" 2"), "{main}");
+    for c in &contents {
+        assert!(written.contains(c), "{c}");
+    }
+}
+
+/// Swaps the directory `dir` (inside a mapped root) for a symbolic link to `outside`, keeping
+/// the real directory as `<dir>.real`.
+#[cfg(unix)]
+fn swap_for_symlink(dir: &Path, outside: &Path) {
+    let real = dir.with_extension("real");
+    if dir.is_symlink() || real.exists() {
+        return;
+    }
+    std::fs::rename(dir, &real).unwrap();
+    std::os::unix::fs::symlink(outside, dir).unwrap();
+}
+
+/// Why: path checks and the later open or rename were separate steps, so a process swapping a
+/// directory for a symbolic link in between had files written outside the root and an
+/// outside secret published. The swap is made at the worst moment, by hooks: after the
+/// checks, just before the temporary file is written, and just before a local file is read.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_symlink_never_leads_outside() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path().to_path_buf();
+    std::fs::write(out.join("secret.txt"), b"outside secret!").unwrap();
+    std::fs::write(out.join("doc.txt"), b"outside doc").unwrap();
+    std::fs::create_dir(da.join("docs")).unwrap();
+    std::fs::write(da.join("docs/doc.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    // Writes: the remote version of docs/doc.txt arrives; docs is swapped just before it is
+    // written.
+    std::fs::write(db.join("docs/doc.txt"), b"remote version").unwrap();
+    std::fs::write(db.join("docs/new.txt"), b"a new file").unwrap();
+    let o = out.clone();
+    faults::set_hook(da, move |moment, target| {
+        if moment == faults::Moment::Write {
+            swap_for_symlink(target.parent().unwrap(), &o);
+        }
+    });
+    push(&p.b, &p.a, &p.folder).await;
+    faults::clear_hooks(da);
+    assert_eq!(std::fs::read(out.join("doc.txt")).unwrap(), b"outside doc");
+    assert!(!out.join("new.txt").exists());
+    let mut outside_names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside_names.sort();
+    assert_eq!(outside_names, vec!["doc.txt", "secret.txt"]);
+    std::fs::remove_file(da.join("docs")).unwrap();
+    std::fs::rename(da.join("docs.real"), da.join("docs")).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    // Reads: a local file is edited; its directory is swapped for a link to a directory
+    // holding a file of the same name and size just before it is read.
+    std::fs::write(da.join("docs/secret.txt"), b"inside secret!!").unwrap();
+    let o = out.clone();
+    faults::set_hook(da, move |moment, target| {
+        if moment == faults::Moment::Read && target.ends_with("secret.txt") {
+            swap_for_symlink(target.parent().unwrap(), &o);
+        }
+    });
+    push(&p.a, &p.b, &p.folder).await;
+    faults::clear_hooks(da);
+    assert_ne!(
+        std::fs::read(db.join("docs/secret.txt")).ok().as_deref(),
+        Some(&b"outside secret!"[..]),
+        "an outside file was published"
+    );
+}
+
+/// Why: a same-size in-place rewrite during a scan published torn contents. A hook rewrites
+/// the first half of the file just before it is read (a writer part way through); the
+/// mapping must not publish what it read, and publishes the finished file later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_while_read_is_not_published_torn() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("data.bin"), vec![b'a'; 4000]).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::write(da.join("data.bin"), vec![b'b'; 4000]).unwrap();
+    faults::set_hook(da, |moment, target| {
+        if moment == faults::Moment::Read && target.ends_with("data.bin") {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            f.write_all(&[b'c'; 2000]).unwrap();
+        }
+    });
+    push(&p.a, &p.b, &p.folder).await;
+    faults::clear_hooks(da);
+    let seen = std::fs::read(db.join("data.bin")).unwrap();
+    assert!(
+        seen == vec![b'a'; 4000] || seen == vec![b'b'; 4000],
+        "torn contents were published"
+    );
+    // The writer finishes; the finished file is published.
+    std::fs::write(da.join("data.bin"), vec![b'c'; 4000]).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(db.join("data.bin")).unwrap(),
+        vec![b'c'; 4000]
+    );
+}
+
+/// Bulk deletions are published in batches (one transaction per 1,000 tombstones) and all
+/// reach the other device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_deletions_are_published_together() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir(da.join("many")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(da.join(format!("many/{i}.txt")), format!("{i}")).unwrap();
+    }
+    std::fs::write(da.join("kept.txt"), b"kept").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db).len(), 1501);
+    std::fs::remove_dir_all(da.join("many")).unwrap();
+    push(&p.a, &p.b, &p.folder).await;
+    assert_eq!(files(db), vec!["kept.txt".to_string()]);
+    assert!(!db.join("many").exists());
+}
+
+/// Why: a case-only rename (`Foo.txt` → `foo.txt`) split the file for good: the other device
+/// kept `Foo.txt`, and neither side's edits reached the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_only_rename_is_a_rename_on_every_device() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::create_dir(da.join("Notes")).unwrap();
+    std::fs::write(da.join("Foo.txt"), b"v1").unwrap();
+    std::fs::write(da.join("Notes/Plan.txt"), b"plan").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::rename(da.join("Foo.txt"), da.join("foo.txt")).unwrap();
+    std::fs::rename(da.join("Notes"), da.join("notes")).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(files(db), vec!["foo.txt", "notes/Plan.txt"]);
+
+    // Edits cross both ways under the new name.
+    std::fs::write(db.join("foo.txt"), b"edited on the desktop").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(da.join("foo.txt")).unwrap(),
+        b"edited on the desktop"
+    );
+    std::fs::write(da.join("notes/Plan.txt"), b"edited on the laptop").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(
+        std::fs::read(db.join("notes/Plan.txt")).unwrap(),
+        b"edited on the laptop"
+    );
+    assert!(conflict_copies(da).is_empty());
+}
+
+/// Why: two devices creating `Report.txt` and `report.txt` never converged (each refused the
+/// other's name). They are one path: one name wins, the other content is a conflict copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_differing_only_in_case_converge() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("Report.txt"), b"the laptop's report").unwrap();
+    std::fs::write(db.join("report.txt"), b"the desktop's report").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.b.rescan(&p.folder).await.unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    let mut contents: Vec<Vec<u8>> = snapshot(da).into_values().flatten().collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        vec![
+            b"the desktop's report".to_vec(),
+            b"the laptop's report".to_vec()
+        ]
+    );
+    assert_eq!(conflict_copies(da).len(), 1);
+}
