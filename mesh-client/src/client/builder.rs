@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
-use crate::store::{BlobStore, ClientStore, StoreConfig};
+use crate::store::{BlobStore, ClientStore, StoreConfig, StoreLock};
 use crate::sync::engine::{self, SyncOptions};
 use crate::transport::Transport;
 
@@ -109,8 +109,16 @@ impl MeshClientBuilder {
         )
         .parse()?;
         let config = self.store.clone();
-        let (store, blobs) = tokio::task::spawn_blocking(move || {
+        let (lock, store, blobs) = tokio::task::spawn_blocking(move || {
+            // The lock first: a second client must not even open the store.
+            let lock = match &config {
+                StoreConfig::Memory => None,
+                StoreConfig::Sqlite(path) | StoreConfig::SqliteWith(path, _) => {
+                    Some(StoreLock::acquire(path)?)
+                }
+            };
             Ok::<_, ClientError>((
+                lock,
                 ClientStore::open(&config, replica_id)?,
                 BlobStore::for_config(&config)?,
             ))
@@ -126,6 +134,7 @@ impl MeshClientBuilder {
         let shared = SharedReplica::new(replica, blobs);
         let (events, _) = broadcast::channel(4096);
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let statuses = tokio::sync::watch::Sender::new(Vec::new());
         let client = MeshClient {
             inner: Arc::new(Inner {
                 actor: Actor::new(user, device.clone()),
@@ -134,11 +143,14 @@ impl MeshClientBuilder {
                 engines: Mutex::new(Vec::new()),
                 mappings: Mutex::default(),
                 clock,
+                statuses: statuses.clone(),
+                _lock: lock,
             }),
         };
         let name = self.device_name.unwrap_or_else(|| device.to_string());
         let kind = self.device_kind.unwrap_or_else(|| "device".into());
         client.register_device(name, kind).await?;
+        let me = (client.inner.actor.user.clone(), device);
         let engines = self
             .remotes
             .into_iter()
@@ -149,6 +161,8 @@ impl MeshClientBuilder {
                     remote,
                     transport,
                     self.options.clone(),
+                    me.clone(),
+                    statuses.clone(),
                 )
             })
             .collect();

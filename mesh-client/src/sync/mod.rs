@@ -2,7 +2,9 @@
 
 pub(crate) mod engine;
 pub mod events;
+pub(crate) mod status;
 pub(crate) mod transfer;
 
 pub use engine::SyncOptions;
 pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, TransferDirection};
+pub use status::RemoteStatus;

@@ -4,5 +4,6 @@ mod client;
 mod common;
 mod convergence;
 mod mapping;
+mod sdk;
 mod store;
 mod transport_suite;

@@ -16,3 +16,4 @@ mod e2e;
 mod http_transport;
 mod hubs;
 mod router_props;
+mod sdk;
