@@ -153,6 +153,12 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// The entry is not at the version the write expected ([`MeshClient::put_if`]), or the
+    /// version a resolution keeps is no longer there.
+    ///
+    /// [`MeshClient::put_if`]: crate::MeshClient::put_if
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The store is open in another client (in this process or another one).
     #[error("store {}: open in another client", path.display())]
     Locked {
@@ -188,6 +194,7 @@ impl ClientError {
             ClientError::Config(_) => ErrorKind::InvalidInput,
             ClientError::Closed => ErrorKind::Closed,
             ClientError::Locked { .. } => ErrorKind::Locked,
+            ClientError::Conflict(_) => ErrorKind::Conflict,
             ClientError::Mismatch { .. } => ErrorKind::Mismatch,
             ClientError::Internal(_) => ErrorKind::Internal,
         }

@@ -347,8 +347,10 @@ mesh_status mesh_client_conflicts(const mesh_client *client,
                                   char **conflicts_json,
                                   mesh_error **error);
 
-// Resolves every conflict of an entry. `resolution_json`: `{"pick": n}` (0 = the current
-// winner, n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
+// Resolves every conflict of an entry. `resolution_json`: `{"keep": history_item}` (the
+// version whose topmost history item this is, e.g. `entry.sync.history[0]` of a conflict;
+// `MESH_STATUS_CONFLICT` when it is no longer there), `{"pick": n}` (0 = the current winner,
+// n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
 // resulting entry (JSON) goes to `*entry_json` (may be NULL).
 //
 // Thread-safety: may be called from any thread, concurrently.

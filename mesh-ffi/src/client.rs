@@ -818,12 +818,15 @@ pub unsafe extern "C" fn mesh_client_conflicts(
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum ResolutionJson {
     Pick(usize),
+    Keep(mesh_core::feedsync::HistoryItem),
     Write(EntryDraft),
     Delete,
 }
 
-/// Resolves every conflict of an entry. `resolution_json`: `{"pick": n}` (0 = the current
-/// winner, n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
+/// Resolves every conflict of an entry. `resolution_json`: `{"keep": history_item}` (the
+/// version whose topmost history item this is, e.g. `entry.sync.history[0]` of a conflict;
+/// `MESH_STATUS_CONFLICT` when it is no longer there), `{"pick": n}` (0 = the current winner,
+/// n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
 /// resulting entry (JSON) goes to `*entry_json` (may be NULL).
 ///
 /// Thread-safety: may be called from any thread, concurrently.
@@ -843,6 +846,7 @@ pub unsafe extern "C" fn mesh_client_resolve(
         let id: EntryId = id_arg(id, "id")?;
         let resolution = match json_arg(resolution_json, "resolution_json")? {
             ResolutionJson::Pick(n) => Resolution::Pick(n),
+            ResolutionJson::Keep(h) => Resolution::Keep(h),
             ResolutionJson::Write(d) => Resolution::Write(d),
             ResolutionJson::Delete => Resolution::Delete,
         };

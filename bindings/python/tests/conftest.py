@@ -1,6 +1,13 @@
+import sys
+from pathlib import Path
+
 import pytest
 
-import mesh
+try:
+    import mesh
+except ImportError:  # not installed: the package of this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import mesh
 
 
 @pytest.fixture

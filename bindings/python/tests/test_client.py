@@ -1,10 +1,12 @@
 """The Python package against the C library: every function, errors as exceptions, events."""
 
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,10 +95,19 @@ def test_conflicts_and_resolution(hub):
         a.sync_now()
         b.sync_now()
         a.sync_now()
-        assert len(a.conflicts(f)) == 1
-        e = a.resolve(f, "todos", "x", write=("both", 3))
-        assert e["content"]["title"] == "both"
+        (conflict,) = a.conflicts(f)
+        assert conflict["feed"] == "todos"
+        versions = [conflict["entry"]] + conflict["entry"]["sync"]["conflicts"]
+        bs = next(v for v in versions if v["content"]["title"] == "b's")
+        e = a.resolve(f, "todos", "x", keep=bs)
+        assert e["content"]["title"] == "b's"
         assert a.conflicts(f) == []
+        # On b, once it heard of the resolution, the other version is gone.
+        b.sync_now()
+        a.sync_now()
+        b.sync_now()
+        with pytest.raises(mesh.Conflict):
+            b.resolve(f, "todos", "x", keep=versions[0])
 
 
 def test_events_status_and_subscriptions(ann):
@@ -160,7 +171,8 @@ def test_a_store_is_opened_by_one_client_at_a_time(tmp_path):
             "except mesh.Locked:\n"
             "    sys.exit(7)\n"
         )
-        assert subprocess.run([sys.executable, "-c", code]).returncode == 7
+        env = dict(os.environ, PYTHONPATH=str(Path(mesh.__file__).resolve().parents[1]))
+        assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 7
     with mesh.Client("ann", "laptop", store_path=db):
         pass
 

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use crate::error::{ClientError, Result, SyncError};
 use crate::shared::{Changed, SharedReplica};
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
-use crate::sync::status::{StatusCell, Statuses};
+use crate::sync::status::{pending, StatusCell, Statuses};
+use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
 use crate::transport::{Notification, Transport, TransportError};
 
@@ -160,31 +161,6 @@ impl From<CoreError> for Failure {
     fn from(e: CoreError) -> Self {
         Failure::Client(ClientError::Core(e))
     }
-}
-
-/// The engine's notification stream and its reconnection state.
-struct Stream {
-    watch: Option<BoxStream<'static, Notification>>,
-    /// Whether to keep a stream at all (`auto` on, and the transport has streams).
-    supported: bool,
-    /// Failed opens (or young ends) in a row.
-    failures: u32,
-    /// When to try to open it next (`None`: at once).
-    retry_at: Option<Instant>,
-    opened_at: Instant,
-}
-
-/// A stream that lived this long ended normally: reconnection starts over from the shortest
-/// delay.
-const STREAM_SETTLED: Duration = Duration::from_secs(30);
-
-/// `min · 2^failures`, at most `max`, with full jitter over the upper half (so that many
-/// clients do not retry in step), and at least `hint`.
-fn jittered(min: Duration, max: Duration, failures: u32, hint: Option<Duration>) -> Duration {
-    let exp = min.saturating_mul(1u32 << failures.min(16)).min(max);
-    let half = exp / 2;
-    let jitter = Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64));
-    (half + jitter).max(hint.unwrap_or_default())
 }
 
 async fn next_notification(
@@ -635,18 +611,4 @@ fn conflicted_here<S: Store>(store: &S, response: &Response) -> Vec<(FeedKey, En
         })
         .map(|e| (feed.clone(), e.entry_id().clone()))
         .collect()
-}
-
-/// Local changes not yet acknowledged by `remote` (counted up to a bound).
-fn pending<S: Store>(store: &S, remote: &RemoteId) -> Result<u64> {
-    let mut total = 0u64;
-    for h in store.feeds()? {
-        let st = store.sync_state(remote, &h.feed)?;
-        if h.head > st.pushed {
-            let page =
-                store.changes_since(&h.feed, st.pushed, 10_000, st.remote_replica.as_ref())?;
-            total += page.changes.len() as u64;
-        }
-    }
-    Ok(total)
 }

@@ -3,6 +3,7 @@
 pub(crate) mod engine;
 pub mod events;
 pub(crate) mod status;
+pub(crate) mod stream;
 pub(crate) mod transfer;
 
 pub use engine::SyncOptions;

@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use mesh_core::id::RemoteId;
 use mesh_core::model::FeedKey;
+use mesh_core::store::Store;
 use tokio::sync::{broadcast, watch};
 
-use crate::error::SyncError;
+use crate::error::{Result, SyncError};
 use crate::sync::events::Event;
 
 /// One remote's sync state.
@@ -114,4 +115,18 @@ impl StatusCell {
             s.last_error = None;
         });
     }
+}
+
+/// Local changes not yet acknowledged by `remote` (counted up to a bound).
+pub(crate) fn pending<S: Store>(store: &S, remote: &RemoteId) -> Result<u64> {
+    let mut total = 0u64;
+    for h in store.feeds()? {
+        let st = store.sync_state(remote, &h.feed)?;
+        if h.head > st.pushed {
+            let page =
+                store.changes_since(&h.feed, st.pushed, 10_000, st.remote_replica.as_ref())?;
+            total += page.changes.len() as u64;
+        }
+    }
+    Ok(total)
 }

@@ -291,3 +291,130 @@ async fn sync_each_reports_every_remote_even_when_one_fails() {
     assert!(each[1].1.as_ref().unwrap().sent > 0);
     assert_eq!(c.sync_now().await.unwrap_err().kind(), ErrorKind::Offline);
 }
+
+#[tokio::test]
+async fn put_if_writes_only_over_the_expected_version() {
+    use mesh_client::prelude::*;
+
+    let c = builder("ann", "laptop").build().await.unwrap();
+    let f = c.create_folder("F", "app/x").await.unwrap();
+    let feed = c
+        .create_feed(&f.id, "items".parse().unwrap(), "Items")
+        .await
+        .unwrap();
+    let id: EntryId = "x".parse().unwrap();
+    let v1 = c
+        .put_if(
+            &f.id,
+            &feed,
+            id.clone(),
+            None,
+            EntryDraft::new("v1", json!(1)),
+        )
+        .await
+        .unwrap();
+    // "Must not exist" fails now.
+    let e = c
+        .put_if(
+            &f.id,
+            &feed,
+            id.clone(),
+            None,
+            EntryDraft::new("again", json!(0)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let top1 = v1.sync.topmost().unwrap().clone();
+    let v2 = c
+        .put_if(
+            &f.id,
+            &feed,
+            id.clone(),
+            Some(&top1),
+            EntryDraft::new("v2", json!(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v2.content.title, "v2");
+    // A writer still holding v1 is refused, and nothing is written.
+    let e = c
+        .put_if(
+            &f.id,
+            &feed,
+            id.clone(),
+            Some(&top1),
+            EntryDraft::new("lost", json!(3)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let now = c.get(&f.id, &feed, &id).await.unwrap().unwrap();
+    assert_eq!(now.content.title, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_keeps_a_version_by_its_top_and_is_refused_once_it_is_gone() {
+    use mesh_client::prelude::*;
+
+    let hub = InProcessHub::new();
+    let open = |device: &'static str| {
+        builder("ann", device)
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .sync_options(manual())
+            .build()
+    };
+    let a = open("a").await.unwrap();
+    let b = open("b").await.unwrap();
+    let f = a.create_folder("F", "app/x").await.unwrap();
+    let feed = a
+        .create_feed(&f.id, "items".parse().unwrap(), "Items")
+        .await
+        .unwrap();
+    let id: EntryId = "note".parse().unwrap();
+    a.put_with_id(&f.id, &feed, id.clone(), EntryDraft::new("v0", json!(0)))
+        .await
+        .unwrap();
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    a.put_with_id(&f.id, &feed, id.clone(), EntryDraft::new("a's", json!(1)))
+        .await
+        .unwrap();
+    b.put_with_id(&f.id, &feed, id.clone(), EntryDraft::new("b's", json!(2)))
+        .await
+        .unwrap();
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    a.sync_now().await.unwrap();
+    let (_, e) = a.conflicts(&f.id).await.unwrap().remove(0);
+    // Keep the version whose title is "b's", wherever it sits.
+    let versions: Vec<(String, HistoryItemOf)> =
+        std::iter::once((e.content.title.clone(), e.sync.topmost().unwrap().clone()))
+            .chain(
+                e.conflicts
+                    .iter()
+                    .map(|c| (c.content.title.clone(), c.sync.topmost().unwrap().clone())),
+            )
+            .collect();
+    let b_top = versions.iter().find(|(t, _)| t == "b's").unwrap().1.clone();
+    let a_top = versions.iter().find(|(t, _)| t == "a's").unwrap().1.clone();
+    let kept = a
+        .resolve(&f.id, &feed, &id, Resolution::Keep(b_top.clone()))
+        .await
+        .unwrap();
+    assert_eq!(kept.content.title, "b's");
+    assert!(!kept.has_conflicts());
+    // b learns of the resolution; a's version is gone for a resolution naming it there.
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    let e = b
+        .resolve(&f.id, &feed, &id, Resolution::Keep(a_top))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound),
+        "{e}"
+    );
+}
+
+type HistoryItemOf = mesh_client::core::feedsync::HistoryItem;

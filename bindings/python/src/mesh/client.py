@@ -304,12 +304,18 @@ class Client:
         """The entries of a folder that have conflicts."""
         return self._j(lib.mesh_client_conflicts, _b(folder))
 
-    def resolve(self, folder, feed, id, *, pick=None, write=None, delete=False):
-        """Resolves an entry's conflicts: `pick=n` (0 the winner, n conflict n-1),
+    def resolve(self, folder, feed, id, *, keep=None, pick=None, write=None, delete=False):
+        """Resolves an entry's conflicts: `keep=version` (a version of the entry — the entry
+        itself or one of its `sync.conflicts` — or its topmost history item; raises Conflict
+        when that version is no longer there), `pick=n` (0 the winner, n conflict n-1),
         `write=(title, content)`, or `delete=True`. Returns the entry."""
-        if sum(x is not None and x is not False for x in (pick, write, delete or None)) != 1:
-            raise ValueError("give exactly one of pick, write, delete")
-        if pick is not None:
+        chosen = (keep, pick, write, delete or None)
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError("give exactly one of keep, pick, write, delete")
+        if keep is not None:
+            top = keep["sync"]["history"][0] if "sync" in keep else keep
+            resolution = {"keep": top}
+        elif pick is not None:
             resolution = {"pick": pick}
         elif write is not None:
             resolution = {"write": {"title": write[0], "content": write[1]}}
