@@ -10,7 +10,7 @@ pub use crate::sync::{
     ChangeKind, ChangeSource, Event, MappingEvent, RemoteStatus, SyncOptions, TransferDirection,
 };
 pub use crate::transport::{HttpConfig, HttpTransport, InProcessHub, Transport, TransportError};
-pub use crate::{MeshClient, MeshClientBuilder};
+pub use crate::{BatchItem, MeshClient, MeshClientBuilder};
 pub use mesh_core::id::{DeviceId, EntryId, FeedName, FolderId, RemoteId, UserId};
 pub use mesh_core::model::{
     Device, Entry, EntryDraft, FeedInfo, FeedKey, Field, Filter, Folder, InvitationState, Mapping,

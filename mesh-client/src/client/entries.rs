@@ -76,8 +76,7 @@ impl MeshClient {
         feed: &FeedName,
         draft: EntryDraft,
     ) -> Result<Entry> {
-        let id: EntryId = uuid::Uuid::new_v4().simple().to_string().parse()?;
-        self.put_with_id(folder, feed, id, draft).await
+        self.put_with_id(folder, feed, new_id()?, draft).await
     }
 
     /// Creates the entry `id`, or writes a new version of it. Authors may only change their own
@@ -165,13 +164,23 @@ impl MeshClient {
     }
 
     /// Creates or updates many entries of one feed in one local transaction (all or none).
-    /// The role check is the same as for each single write.
-    pub async fn put_many(
+    /// Like [`put`](MeshClient::put) and [`put_with_id`](MeshClient::put_with_id) in one:
+    /// each item is an [`EntryDraft`] (a new entry with a new id) or an `(EntryId,
+    /// EntryDraft)` (that entry, created or updated). The role check is the same as for each
+    /// single write.
+    pub async fn put_many<D: Into<BatchItem>>(
         &self,
         folder: &FolderId,
         feed: &FeedName,
-        drafts: Vec<(EntryId, EntryDraft)>,
+        drafts: Vec<D>,
     ) -> Result<Vec<Entry>> {
+        let drafts = drafts
+            .into_iter()
+            .map(|d| {
+                let BatchItem { id, draft } = d.into();
+                Ok((id.map_or_else(new_id, Ok)?, draft))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let key = Self::app_feed(folder, feed)?;
         let member = self.check(folder, Action::CreateEntry).await?;
         let role = member
@@ -343,5 +352,33 @@ fn describe(top: Option<&HistoryItem>) -> String {
             h.sequence,
             h.by.as_ref().map_or("?", |d| d.as_str())
         ),
+    }
+}
+
+/// A fresh entry id.
+fn new_id() -> Result<EntryId> {
+    Ok(uuid::Uuid::new_v4().simple().to_string().parse()?)
+}
+
+/// One item of [`MeshClient::put_many`]: a draft, with the id of the entry to write or
+/// without one (a new entry gets a new id, as with [`MeshClient::put`]).
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    id: Option<EntryId>,
+    draft: EntryDraft,
+}
+
+impl From<EntryDraft> for BatchItem {
+    fn from(draft: EntryDraft) -> Self {
+        BatchItem { id: None, draft }
+    }
+}
+
+impl From<(EntryId, EntryDraft)> for BatchItem {
+    fn from((id, draft): (EntryId, EntryDraft)) -> Self {
+        BatchItem {
+            id: Some(id),
+            draft,
+        }
     }
 }

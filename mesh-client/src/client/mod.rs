@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 pub use builder::{Clock, MeshClientBuilder};
+pub use entries::BatchItem;
 
 use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};

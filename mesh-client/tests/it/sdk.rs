@@ -418,3 +418,41 @@ async fn a_resolution_keeps_a_version_by_its_top_and_is_refused_once_it_is_gone(
 }
 
 type HistoryItemOf = mesh_client::core::feedsync::HistoryItem;
+
+#[tokio::test]
+async fn put_many_takes_drafts_with_and_without_ids() {
+    use mesh_client::prelude::*;
+
+    let c = builder("ann", "laptop").build().await.unwrap();
+    let f = c.create_folder("F", "app/x").await.unwrap();
+    let feed = c
+        .create_feed(&f.id, "items".parse().unwrap(), "Items")
+        .await
+        .unwrap();
+    let fresh = c
+        .put_many(
+            &f.id,
+            &feed,
+            vec![
+                EntryDraft::new("a", json!(1)),
+                EntryDraft::new("b", json!(2)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 2);
+    assert_ne!(
+        fresh[0].entry_id(),
+        fresh[1].entry_id(),
+        "new ids, as put makes"
+    );
+    let id = fresh[0].entry_id().clone();
+    let mixed: Vec<BatchItem> = vec![
+        (id.clone(), EntryDraft::new("a2", json!(3))).into(),
+        EntryDraft::new("c", json!(4)).into(),
+    ];
+    let written = c.put_many(&f.id, &feed, mixed).await.unwrap();
+    assert_eq!(written[0].entry_id(), &id);
+    assert_eq!(written[0].sync.updates, 2);
+    assert_eq!(c.query(&f.id, &feed, Query::new()).await.unwrap().len(), 3);
+}
