@@ -1,7 +1,9 @@
 //! # mesh
 //!
-//! The umbrella crate of the mesh SDK: it re-exports the layers so that the examples, tests
-//! and benchmarks at the top of the workspace can use them with one dependency.
+//! The umbrella crate of the workspace (not published): it re-exports the layers so that the
+//! examples, tests and benchmarks at the top of the workspace can use them with one
+//! dependency. Applications depend on `mesh-client` (see its `prelude`), not on this crate,
+//! which pulls in the hub.
 //!
 //! * [`core`] — `mesh-core`: the resource model, the FeedSync engine, replicas and the
 //!   sans-I/O sync protocol.
@@ -11,8 +13,3 @@
 pub use mesh_client as client;
 pub use mesh_core as core;
 pub use mesh_hub as hub;
-
-/// The README's code blocks, compiled as doc tests so that they cannot go stale.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

@@ -52,12 +52,30 @@ typedef enum {
   MESH_STATUS_CLOSED = 10,
   // No event arrived before the timeout (`mesh_client_poll_event`).
   MESH_STATUS_TIMEOUT = 11,
-  // This build does not support the request (for now: a hub URL in a configuration).
+  // This build does not support the request (kept for compatibility; not returned today).
   MESH_STATUS_UNSUPPORTED = 12,
   // A bug inside the library was caught before it crossed the boundary.
   MESH_STATUS_PANIC = 13,
   // An unexpected internal failure.
   MESH_STATUS_INTERNAL = 14,
+  // A remote cannot be reached (no route, refused, timed out): try again later.
+  MESH_STATUS_OFFLINE = 15,
+  // A remote refused the credentials: the user has to sign in again.
+  MESH_STATUS_UNAUTHORIZED = 16,
+  // The device or its token was revoked: the device has to be enrolled again.
+  MESH_STATUS_REVOKED = 17,
+  // A remote answered something that is not the protocol, or data failed verification.
+  MESH_STATUS_PROTOCOL = 18,
+  // A size or count limit of the remote was exceeded.
+  MESH_STATUS_QUOTA = 19,
+  // The remote asks to slow down.
+  MESH_STATUS_RATE_LIMITED = 20,
+  // The entry changed since the expected version, or a resolution's version is gone.
+  MESH_STATUS_CONFLICT = 21,
+  // The store is open in another client (in this process or another).
+  MESH_STATUS_LOCKED = 22,
+  // The hub says the token belongs to another user or device than the configuration.
+  MESH_STATUS_MISMATCH = 23,
 } mesh_status;
 
 // A mesh client: a local replica, its remotes, background sync, and the runtime it all runs
@@ -335,8 +353,10 @@ mesh_status mesh_client_conflicts(const mesh_client *client,
                                   char **conflicts_json,
                                   mesh_error **error);
 
-// Resolves every conflict of an entry. `resolution_json`: `{"pick": n}` (0 = the current
-// winner, n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
+// Resolves every conflict of an entry. `resolution_json`: `{"keep": history_item}` (the
+// version whose topmost history item this is, e.g. `entry.sync.history[0]` of a conflict;
+// `MESH_STATUS_CONFLICT` when it is no longer there), `{"pick": n}` (0 = the current winner,
+// n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
 // resulting entry (JSON) goes to `*entry_json` (may be NULL).
 //
 // Thread-safety: may be called from any thread, concurrently.
@@ -350,7 +370,8 @@ mesh_status mesh_client_resolve(const mesh_client *client,
 
 // The next event of the client's poll queue (JSON, see the README), waiting at most
 // `timeout_ms` milliseconds (0: do not wait). `MESH_STATUS_TIMEOUT` when none came; the queue
-// holds the events since the client was opened (the latest 4096).
+// holds the events since the client was opened (the latest 4096). `mesh_client_close` (from
+// another thread) wakes every poller at once with `MESH_STATUS_CLOSED`.
 //
 // Thread-safety: may be called from any thread; concurrent pollers take turns, each event
 // goes to one of them.
@@ -426,6 +447,14 @@ mesh_status mesh_hub_new(mesh_hub **out, mesh_error **error);
 //
 // Thread-safety: any thread, once no call that takes this hub is running.
 void mesh_hub_free(mesh_hub *hub);
+
+// Every remote's sync state now, as a JSON array into `*status_json`: per remote `online`
+// (`null` before the first contact), `last_sync_ms` (Unix milliseconds or `null`),
+// `pending_up`, `pending_down` and `last_error` (`{kind, status, message}` or `null`). Each
+// change is also an event of type `status`.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_status(const mesh_client *client, char **status_json, mesh_error **error);
 
 #ifdef __cplusplus
 }  // extern "C"

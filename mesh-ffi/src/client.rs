@@ -27,6 +27,8 @@ pub struct mesh_client {
     rt: tokio::runtime::Runtime,
     pub(crate) client: MeshClient,
     closed: AtomicBool,
+    /// Set once on close: wakes pollers blocked in `mesh_client_poll_event`.
+    closing: tokio::sync::watch::Sender<bool>,
     /// The poll queue: every event since the client was opened.
     poll: tokio::sync::Mutex<BoxStream<'static, Event>>,
     /// Live subscriptions, cancelled on close.
@@ -185,6 +187,7 @@ fn open(config: &str, hub: Option<&mesh_hub>) -> Result<mesh_client> {
         rt,
         client,
         closed: AtomicBool::new(false),
+        closing: tokio::sync::watch::Sender::new(false),
         poll,
         subs: Mutex::new(Vec::new()),
     })
@@ -236,6 +239,7 @@ fn close(c: &mesh_client) {
         return;
     }
     c.client.close();
+    c.closing.send_replace(true);
     let subs = std::mem::take(&mut *c.subs.lock().unwrap_or_else(|p| p.into_inner()));
     for s in subs {
         s.cancel();
@@ -272,7 +276,7 @@ pub unsafe extern "C" fn mesh_client_free(client: *mut mesh_client) {
 }
 
 /// The body of a client call: the handle is checked, then `f` runs.
-fn with_client(
+pub(crate) fn with_client(
     client: *const mesh_client,
     error: *mut *mut mesh_error,
     f: impl FnOnce(&mesh_client) -> Result<()>,
@@ -820,12 +824,15 @@ pub unsafe extern "C" fn mesh_client_conflicts(
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum ResolutionJson {
     Pick(usize),
+    Keep(mesh_core::feedsync::HistoryItem),
     Write(EntryDraft),
     Delete,
 }
 
-/// Resolves every conflict of an entry. `resolution_json`: `{"pick": n}` (0 = the current
-/// winner, n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
+/// Resolves every conflict of an entry. `resolution_json`: `{"keep": history_item}` (the
+/// version whose topmost history item this is, e.g. `entry.sync.history[0]` of a conflict;
+/// `MESH_STATUS_CONFLICT` when it is no longer there), `{"pick": n}` (0 = the current winner,
+/// n = conflict n-1), `{"write": {"title": ..., "content": ...}}` or `"delete"`. The
 /// resulting entry (JSON) goes to `*entry_json` (may be NULL).
 ///
 /// Thread-safety: may be called from any thread, concurrently.
@@ -845,6 +852,7 @@ pub unsafe extern "C" fn mesh_client_resolve(
         let id: EntryId = id_arg(id, "id")?;
         let resolution = match json_arg(resolution_json, "resolution_json")? {
             ResolutionJson::Pick(n) => Resolution::Pick(n),
+            ResolutionJson::Keep(h) => Resolution::Keep(h),
             ResolutionJson::Write(d) => Resolution::Write(d),
             ResolutionJson::Delete => Resolution::Delete,
         };
@@ -860,7 +868,8 @@ pub unsafe extern "C" fn mesh_client_resolve(
 
 /// The next event of the client's poll queue (JSON, see the README), waiting at most
 /// `timeout_ms` milliseconds (0: do not wait). `MESH_STATUS_TIMEOUT` when none came; the queue
-/// holds the events since the client was opened (the latest 4096).
+/// holds the events since the client was opened (the latest 4096). `mesh_client_close` (from
+/// another thread) wakes every poller at once with `MESH_STATUS_CLOSED`.
 ///
 /// Thread-safety: may be called from any thread; concurrent pollers take turns, each event
 /// goes to one of them.
@@ -874,15 +883,23 @@ pub unsafe extern "C" fn mesh_client_poll_event(
     use futures::{FutureExt, StreamExt};
     with_client(client, error, |c| {
         let out = Out::new(event_json, "event_json")?;
+        let mut closing = c.closing.subscribe();
         let next = c.run(async {
-            let mut stream = c.poll.lock().await;
-            if timeout_ms == 0 {
-                stream.next().now_or_never().flatten()
-            } else {
-                tokio::time::timeout(Duration::from_millis(timeout_ms.into()), stream.next())
-                    .await
-                    .ok()
-                    .flatten()
+            let wait = async {
+                let mut stream = c.poll.lock().await;
+                if timeout_ms == 0 {
+                    stream.next().now_or_never().flatten()
+                } else {
+                    tokio::time::timeout(Duration::from_millis(timeout_ms.into()), stream.next())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => None,
+                e = wait => e,
             }
         });
         match next {

@@ -33,12 +33,30 @@ pub enum mesh_status {
     MESH_STATUS_CLOSED = 10,
     /// No event arrived before the timeout (`mesh_client_poll_event`).
     MESH_STATUS_TIMEOUT = 11,
-    /// This build does not support the request (for now: a hub URL in a configuration).
+    /// This build does not support the request (kept for compatibility; not returned today).
     MESH_STATUS_UNSUPPORTED = 12,
     /// A bug inside the library was caught before it crossed the boundary.
     MESH_STATUS_PANIC = 13,
     /// An unexpected internal failure.
     MESH_STATUS_INTERNAL = 14,
+    /// A remote cannot be reached (no route, refused, timed out): try again later.
+    MESH_STATUS_OFFLINE = 15,
+    /// A remote refused the credentials: the user has to sign in again.
+    MESH_STATUS_UNAUTHORIZED = 16,
+    /// The device or its token was revoked: the device has to be enrolled again.
+    MESH_STATUS_REVOKED = 17,
+    /// A remote answered something that is not the protocol, or data failed verification.
+    MESH_STATUS_PROTOCOL = 18,
+    /// A size or count limit of the remote was exceeded.
+    MESH_STATUS_QUOTA = 19,
+    /// The remote asks to slow down.
+    MESH_STATUS_RATE_LIMITED = 20,
+    /// The entry changed since the expected version, or a resolution's version is gone.
+    MESH_STATUS_CONFLICT = 21,
+    /// The store is open in another client (in this process or another).
+    MESH_STATUS_LOCKED = 22,
+    /// The hub says the token belongs to another user or device than the configuration.
+    MESH_STATUS_MISMATCH = 23,
 }
 
 use mesh_status::*;
@@ -53,6 +71,15 @@ pub(crate) fn status_of(kind: ErrorKind) -> mesh_status {
         ErrorKind::Store => MESH_STATUS_STORE,
         ErrorKind::Transport => MESH_STATUS_TRANSPORT,
         ErrorKind::Closed => MESH_STATUS_CLOSED,
+        ErrorKind::Offline => MESH_STATUS_OFFLINE,
+        ErrorKind::Unauthorized => MESH_STATUS_UNAUTHORIZED,
+        ErrorKind::Revoked => MESH_STATUS_REVOKED,
+        ErrorKind::Protocol => MESH_STATUS_PROTOCOL,
+        ErrorKind::Quota => MESH_STATUS_QUOTA,
+        ErrorKind::RateLimited => MESH_STATUS_RATE_LIMITED,
+        ErrorKind::Conflict => MESH_STATUS_CONFLICT,
+        ErrorKind::Locked => MESH_STATUS_LOCKED,
+        ErrorKind::Mismatch => MESH_STATUS_MISMATCH,
         _ => MESH_STATUS_INTERNAL,
     }
 }
@@ -219,6 +246,15 @@ pub extern "C" fn mesh_status_name(status: c_int) -> *const c_char {
         12 => c"MESH_STATUS_UNSUPPORTED",
         13 => c"MESH_STATUS_PANIC",
         14 => c"MESH_STATUS_INTERNAL",
+        15 => c"MESH_STATUS_OFFLINE",
+        16 => c"MESH_STATUS_UNAUTHORIZED",
+        17 => c"MESH_STATUS_REVOKED",
+        18 => c"MESH_STATUS_PROTOCOL",
+        19 => c"MESH_STATUS_QUOTA",
+        20 => c"MESH_STATUS_RATE_LIMITED",
+        21 => c"MESH_STATUS_CONFLICT",
+        22 => c"MESH_STATUS_LOCKED",
+        23 => c"MESH_STATUS_MISMATCH",
         _ => c"MESH_STATUS_UNKNOWN",
     };
     name.as_ptr()
@@ -256,6 +292,43 @@ mod tests {
         let e = unsafe { Box::from_raw(err) };
         assert!(e.message.to_str().unwrap().contains("boom"));
         guard_void(|| panic!("swallowed"));
+    }
+
+    #[test]
+    fn each_error_kind_has_its_own_status() {
+        let kinds = [
+            ErrorKind::InvalidInput,
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Store,
+            ErrorKind::Transport,
+            ErrorKind::Closed,
+            ErrorKind::Internal,
+            ErrorKind::Offline,
+            ErrorKind::Unauthorized,
+            ErrorKind::Revoked,
+            ErrorKind::Protocol,
+            ErrorKind::Quota,
+            ErrorKind::RateLimited,
+            ErrorKind::Conflict,
+            ErrorKind::Locked,
+            ErrorKind::Mismatch,
+        ];
+        let statuses: std::collections::HashSet<i32> =
+            kinds.iter().map(|k| status_of(*k) as i32).collect();
+        assert_eq!(statuses.len(), kinds.len(), "two kinds share a status");
+        for k in kinds {
+            let s = status_of(k) as i32;
+            // Every status has its name, and names follow the kind.
+            let name = unsafe { std::ffi::CStr::from_ptr(mesh_status_name(s)) }
+                .to_str()
+                .unwrap();
+            assert_ne!(name, "MESH_STATUS_UNKNOWN", "{k:?}");
+        }
+        assert_eq!(status_of(ErrorKind::Revoked), MESH_STATUS_REVOKED);
+        assert_eq!(status_of(ErrorKind::Offline), MESH_STATUS_OFFLINE);
+        assert_eq!(status_of(ErrorKind::Unauthorized), MESH_STATUS_UNAUTHORIZED);
     }
 
     #[test]

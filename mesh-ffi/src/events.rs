@@ -249,9 +249,19 @@ pub(crate) fn event_json(e: &Event) -> String {
             error,
             retrying,
         } => {
-            json!({ "type": "sync_error", "remote": remote, "error": error, "retrying": retrying })
+            json!({
+                "type": "sync_error", "remote": remote, "error": error.message,
+                "error_kind": error.kind.as_str(),
+                "status": crate::error::status_of(error.kind) as i32,
+                "retrying": retrying,
+            })
         }
         Event::Online { remote } => json!({ "type": "online", "remote": remote }),
+        Event::Lagged { missed } => json!({ "type": "lagged", "missed": missed }),
+        Event::Status { status } => merge(
+            json!({ "type": "status" }),
+            crate::status::remote_status_json(status),
+        ),
         Event::Offline { remote } => json!({ "type": "offline", "remote": remote }),
         Event::Transfer {
             remote,

@@ -26,11 +26,13 @@ mod client;
 mod error;
 mod events;
 mod hub;
+mod status;
 
 pub use client::*;
 pub use error::*;
 pub use events::*;
 pub use hub::*;
+pub use status::*;
 
 use std::ffi::c_char;
 

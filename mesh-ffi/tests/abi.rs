@@ -1049,6 +1049,134 @@ fn poll_events() {
 }
 
 #[test]
+fn an_unreachable_hub_is_offline_in_sync_now_and_in_events() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = cs(&serde_json::json!({
+        "user": "ann", "device": "d",
+        "remotes": [{"name": "cloud", "url": format!("http://127.0.0.1:{port}/"), "token": "t"}],
+    })
+    .to_string());
+    let c = expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_open(config.as_ptr(), null(), o, e)
+    });
+    expect(MESH_STATUS_OFFLINE, null_mut(), |o, e| unsafe {
+        mesh_client_sync_now(c, o, e)
+    });
+    let mut seen = None;
+    for _ in 0..100 {
+        let mut out: *mut c_char = null_mut();
+        let s = unsafe { mesh_client_poll_event(c, 5000, &mut out, null_mut()) };
+        assert_eq!(s, MESH_STATUS_OK, "an event within 5 s");
+        let ev = json_of(out);
+        if ev["type"] == "sync_error" {
+            seen = Some(ev);
+            break;
+        }
+    }
+    let ev = seen.expect("a sync_error event");
+    assert_eq!(ev["error_kind"], "offline", "{ev}");
+    assert_eq!(ev["status"], MESH_STATUS_OFFLINE as i32, "{ev}");
+    assert_eq!(ev["retrying"], true);
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
+fn close_wakes_a_blocked_poller_at_once_with_closed() {
+    let w = World::new();
+    let c = w.open("ann", "laptop");
+    // Drain the events of opening, so that the poller below blocks.
+    loop {
+        let mut out: *mut c_char = null_mut();
+        if unsafe { mesh_client_poll_event(c, 0, &mut out, null_mut()) } != MESH_STATUS_OK {
+            break;
+        }
+        take(out);
+    }
+    let client = c as usize;
+    let (started, ready) = std::sync::mpsc::channel();
+    let poller = std::thread::spawn(move || {
+        let c = client as *const mesh_client;
+        started.send(()).unwrap();
+        let t = std::time::Instant::now();
+        let mut out: *mut c_char = null_mut();
+        let s = unsafe { mesh_client_poll_event(c, 60_000, &mut out, null_mut()) };
+        assert!(out.is_null());
+        (s, t.elapsed())
+    });
+    ready.recv().unwrap();
+    unsafe { mesh_client_close(c) };
+    let (status, waited) = poller.join().unwrap();
+    assert_eq!(status, MESH_STATUS_CLOSED);
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "the poller waited {waited:?}"
+    );
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
+fn status_through_the_abi() {
+    let w = World::new();
+    let c = w.open("ann", "laptop");
+    let status = |c| {
+        json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_status(c, o, e)
+        }))
+    };
+    let before = status(c);
+    assert_eq!(before[0]["remote"], "hub", "{before}");
+    assert!(before[0]["online"].is_null(), "{before}");
+    assert!(before[0]["last_sync_ms"].is_null());
+    sync(c);
+    let after = status(c);
+    assert_eq!(after[0]["online"], true, "{after}");
+    assert!(after[0]["last_sync_ms"].as_u64().unwrap() > 0);
+    assert_eq!(after[0]["pending_up"], 0);
+    assert!(after[0]["last_error"].is_null());
+    // Each change was an event too.
+    let mut seen = false;
+    loop {
+        let mut out: *mut c_char = null_mut();
+        if unsafe { mesh_client_poll_event(c, 0, &mut out, null_mut()) } != MESH_STATUS_OK {
+            break;
+        }
+        let ev = json_of(out);
+        if ev["type"] == "status" && ev["online"] == true {
+            assert_eq!(ev["remote"], "hub");
+            seen = true;
+        }
+    }
+    assert!(seen, "a status event");
+    expect(MESH_STATUS_NULL_ARGUMENT, null_mut(), |o, e| unsafe {
+        mesh_client_status(null(), o, e)
+    });
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
+fn a_second_client_on_one_store_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cs(&serde_json::json!({
+        "user": "ann", "device": "d", "store_path": dir.path().join("a.db"),
+    })
+    .to_string());
+    let c = expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_open(config.as_ptr(), null(), o, e)
+    });
+    expect(MESH_STATUS_LOCKED, null_mut(), |o, e| unsafe {
+        mesh_client_open(config.as_ptr(), null(), o, e)
+    });
+    unsafe { mesh_client_free(c) };
+    let c = expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_open(config.as_ptr(), null(), o, e)
+    });
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
 fn clients_are_usable_from_many_threads() {
     let w = World::new();
     let c = w.open("ann", "laptop");

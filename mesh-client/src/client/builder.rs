@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
-use crate::store::{BlobStore, ClientStore, StoreConfig};
+use crate::store::{BlobStore, ClientStore, StoreConfig, StoreLock};
 use crate::sync::engine::{self, SyncOptions};
 use crate::transport::Transport;
 
@@ -109,10 +109,17 @@ impl MeshClientBuilder {
         )
         .parse()?;
         let config = self.store.clone();
-        let (store, blobs, key) = tokio::task::spawn_blocking(move || {
+        let (lock, store, blobs, key) = tokio::task::spawn_blocking(move || {
+            // The lock first: a second client must not even open the store.
+            let lock = match &config {
+                StoreConfig::Memory => None,
+                StoreConfig::Sqlite(path) | StoreConfig::SqliteWith(path, _) => {
+                    Some(StoreLock::acquire(path)?)
+                }
+            };
             let mut store = ClientStore::open(&config, replica_id)?;
             let key = store.device_key()?;
-            Ok::<_, ClientError>((store, BlobStore::for_config(&config)?, key))
+            Ok::<_, ClientError>((lock, store, BlobStore::for_config(&config)?, key))
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))??;
@@ -132,6 +139,7 @@ impl MeshClientBuilder {
         let shared = SharedReplica::new(replica, blobs);
         let (events, _) = broadcast::channel(4096);
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let statuses = tokio::sync::watch::Sender::new(Vec::new());
         let client = MeshClient {
             inner: Arc::new(Inner {
                 actor: Actor::new(user, device.clone()),
@@ -140,6 +148,8 @@ impl MeshClientBuilder {
                 engines: Mutex::new(Vec::new()),
                 mappings: Mutex::default(),
                 clock,
+                statuses: statuses.clone(),
+                _lock: lock,
             }),
         };
         let name = self.device_name.unwrap_or_else(|| device.to_string());
@@ -156,6 +166,7 @@ impl MeshClientBuilder {
                     transport,
                     self.options.clone(),
                     identity.clone(),
+                    statuses.clone(),
                 )
             })
             .collect();

@@ -1,13 +1,14 @@
 //! Entries of application feeds: put, get, delete, query, conflicts.
 
 use mesh_core::error::CoreError;
+use mesh_core::feedsync::HistoryItem;
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::{names, Action, Entry, EntryDraft, FeedKey, Query};
 use mesh_core::replica::{Replica, Resolution, Written};
 use mesh_core::store::Store;
 
 use crate::client::MeshClient;
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 use crate::store::ClientStore;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
 
@@ -75,8 +76,7 @@ impl MeshClient {
         feed: &FeedName,
         draft: EntryDraft,
     ) -> Result<Entry> {
-        let id: EntryId = uuid::Uuid::new_v4().simple().to_string().parse()?;
-        self.put_with_id(folder, feed, id, draft).await
+        self.put_with_id(folder, feed, new_id()?, draft).await
     }
 
     /// Creates the entry `id`, or writes a new version of it. Authors may only change their own
@@ -112,14 +112,75 @@ impl MeshClient {
         }
     }
 
-    /// Creates or updates many entries of one feed in one local transaction (all or none).
-    /// The role check is the same as for each single write.
-    pub async fn put_many(
+    /// Writes the entry `id` only if it is still at the version the caller read: `expected`
+    /// is that version's topmost history item (`entry.sync.topmost()`), or `None` for "the
+    /// entry must not exist yet". Otherwise nothing is written and the error's kind is
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) (re-read, then try again). The check
+    /// and the write are one step: no sync can come in between.
+    pub async fn put_if(
         &self,
         folder: &FolderId,
         feed: &FeedName,
-        drafts: Vec<(EntryId, EntryDraft)>,
+        id: EntryId,
+        expected: Option<&HistoryItem>,
+        draft: EntryDraft,
+    ) -> Result<Entry> {
+        let key = Self::app_feed(folder, feed)?;
+        let existing = self.entry_author(&key, &id).await?;
+        let creating = existing.is_none();
+        match &existing {
+            Some(author) => self.check(folder, Action::ChangeEntry { author }).await?,
+            None => self.check(folder, Action::CreateEntry).await?,
+        };
+        let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
+        let expected = expected.cloned();
+        let w = self
+            .shared()
+            .run(move |r| {
+                let cur = r.get(&k, &id)?;
+                let top = cur.as_ref().and_then(|e| e.sync.topmost().cloned());
+                if top != expected {
+                    return Err(ClientError::Conflict(format!(
+                        "entry {id} is at {}, not at the expected {}",
+                        describe(top.as_ref()),
+                        describe(expected.as_ref())
+                    )));
+                }
+                // Its author was checked above; it cannot change while this runs.
+                if cur.is_none() != creating {
+                    return Err(ClientError::Conflict(format!(
+                        "entry {id} changed meanwhile"
+                    )));
+                }
+                Ok(match cur {
+                    Some(_) => r.update(&k, &id, draft, &actor, now)?,
+                    None => r.create(&k, id, draft, &actor, now)?,
+                })
+            })
+            .await??;
+        self.changed(key.clone(), w.seq);
+        let op = if creating { Op::Create } else { Op::Update };
+        self.announce(key, op, w.entry).await
+    }
+
+    /// Creates or updates many entries of one feed in one local transaction (all or none).
+    /// Like [`put`](MeshClient::put) and [`put_with_id`](MeshClient::put_with_id) in one:
+    /// each item is an [`EntryDraft`] (a new entry with a new id) or an `(EntryId,
+    /// EntryDraft)` (that entry, created or updated). The role check is the same as for each
+    /// single write.
+    pub async fn put_many<D: Into<BatchItem>>(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        drafts: Vec<D>,
     ) -> Result<Vec<Entry>> {
+        let drafts = drafts
+            .into_iter()
+            .map(|d| {
+                let BatchItem { id, draft } = d.into();
+                Ok((id.map_or_else(new_id, Ok)?, draft))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let key = Self::app_feed(folder, feed)?;
         let member = self.check(folder, Action::CreateEntry).await?;
         let role = member
@@ -287,7 +348,10 @@ impl MeshClient {
         .await
     }
 
-    /// Resolves every conflict of an entry: keep one version, write new content, or delete.
+    /// Resolves every conflict of an entry: keep one version (best named by its topmost
+    /// history item, [`Resolution::Keep`]: the kind is
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) when that version is no longer
+    /// there), write new content, or delete.
     pub async fn resolve(
         &self,
         folder: &FolderId,
@@ -297,11 +361,66 @@ impl MeshClient {
     ) -> Result<Entry> {
         let key = self.check_change(folder, feed, id).await?;
         let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
-        let e = self
-            .write_entry(key.clone(), move |r, k| {
-                r.resolve(k, &id, resolution, &actor, now)
+        let k = key.clone();
+        let w = self
+            .shared()
+            .run(move |r| {
+                if let Resolution::Keep(top) = &resolution {
+                    let there = r.get(&k, &id)?.is_some_and(|cur| {
+                        cur.sync.topmost() == Some(top)
+                            || cur.conflicts.iter().any(|c| c.sync.topmost() == Some(top))
+                    });
+                    if !there {
+                        return Err(ClientError::Conflict(format!(
+                            "the version of {id} at {} is no longer there",
+                            describe(Some(top))
+                        )));
+                    }
+                }
+                Ok(r.resolve(&k, &id, resolution, &actor, now)?)
             })
-            .await?;
-        self.announce(key, Op::Resolve, e).await
+            .await??;
+        self.changed(key.clone(), w.seq);
+        self.announce(key, Op::Resolve, w.entry).await
+    }
+}
+
+/// A version, by its topmost history item, for messages.
+fn describe(top: Option<&HistoryItem>) -> String {
+    match top {
+        None => "no version".into(),
+        Some(h) => format!(
+            "update {} by {}",
+            h.sequence,
+            h.by.as_ref().map_or("?", |d| d.as_str())
+        ),
+    }
+}
+
+/// A fresh entry id.
+fn new_id() -> Result<EntryId> {
+    Ok(uuid::Uuid::new_v4().simple().to_string().parse()?)
+}
+
+/// One item of [`MeshClient::put_many`]: a draft, with the id of the entry to write or
+/// without one (a new entry gets a new id, as with [`MeshClient::put`]).
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    id: Option<EntryId>,
+    draft: EntryDraft,
+}
+
+impl From<EntryDraft> for BatchItem {
+    fn from(draft: EntryDraft) -> Self {
+        BatchItem { id: None, draft }
+    }
+}
+
+impl From<(EntryId, EntryDraft)> for BatchItem {
+    fn from((id, draft): (EntryId, EntryDraft)) -> Self {
+        BatchItem {
+            id: Some(id),
+            draft,
+        }
     }
 }

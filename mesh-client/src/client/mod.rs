@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 pub use builder::{Clock, MeshClientBuilder};
+pub use entries::BatchItem;
 
 use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};
@@ -60,6 +61,10 @@ pub(crate) struct Inner {
     pub engines: Mutex<Vec<EngineHandle>>,
     pub mappings: Mutex<std::collections::HashMap<FolderId, crate::mapping::MappingHandle>>,
     pub clock: Clock,
+    /// Every remote's status, updated by its engine.
+    pub statuses: crate::sync::status::Statuses,
+    /// The store's lock, held as long as the client lives.
+    pub _lock: Option<crate::store::StoreLock>,
 }
 
 impl std::fmt::Debug for MeshClient {
@@ -117,6 +122,27 @@ impl MeshClient {
         event_stream(self.inner.events.subscribe(), |_| true)
     }
 
+    /// Every remote's sync state now: reachable or not, when it last synced, what is pending
+    /// either way, its last error. Also as [`Event::Status`] and [`status_changes`].
+    ///
+    /// [`status_changes`]: MeshClient::status_changes
+    pub fn status(&self) -> Vec<crate::sync::RemoteStatus> {
+        self.inner.statuses.borrow().clone()
+    }
+
+    /// The statuses of every remote each time one changes, starting with the current ones.
+    /// A slow reader sees the latest, not every step.
+    pub fn status_changes(&self) -> BoxStream<'static, Vec<crate::sync::RemoteStatus>> {
+        let mut rx = self.inner.statuses.subscribe();
+        rx.mark_changed();
+        stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            let now = rx.borrow_and_update().clone();
+            Some((now, rx))
+        })
+        .boxed()
+    }
+
     /// The events about one folder (every feed in it, when `feed` is `None`) or one feed.
     pub fn subscribe(
         &self,
@@ -135,8 +161,20 @@ impl MeshClient {
     }
 
     /// Syncs with every remote now; completes when each session has finished with both sides
-    /// caught up, or fails with the first remote's error.
+    /// caught up, or fails with the first failing remote's error once every remote has
+    /// answered ([`sync_each`](MeshClient::sync_each) gives every outcome).
     pub async fn sync_now(&self) -> Result<Vec<(RemoteId, SyncReport)>> {
+        let mut out = Vec::new();
+        for (remote, outcome) in self.sync_each().await? {
+            out.push((remote, outcome?));
+        }
+        Ok(out)
+    }
+
+    /// Like [`sync_now`](MeshClient::sync_now), but waits for every remote and returns each
+    /// one's outcome (a report or its typed error), so that one failing remote hides nothing
+    /// of the others. Fails only when the client is closed.
+    pub async fn sync_each(&self) -> Result<Vec<(RemoteId, Result<SyncReport>)>> {
         let requests = {
             let engines = self.inner.engines.lock().unwrap_or_else(|p| p.into_inner());
             engines
@@ -146,8 +184,8 @@ impl MeshClient {
         };
         let mut out = Vec::with_capacity(requests.len());
         for (remote, rx) in requests {
-            let report = rx.await.map_err(|_| ClientError::Closed)??;
-            out.push((remote, report));
+            let outcome = rx.await.unwrap_or(Err(ClientError::Closed));
+            out.push((remote, outcome));
         }
         Ok(out)
     }
@@ -219,7 +257,9 @@ fn event_stream(
             loop {
                 match rx.recv().await {
                     Ok(e) if keep(&e) => return Some((e, rx)),
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Ok(_) => continue,
+                    // Said, never skipped silently.
+                    Err(RecvError::Lagged(missed)) => return Some((Event::Lagged { missed }, rx)),
                     Err(RecvError::Closed) => return None,
                 }
             }

@@ -8,8 +8,11 @@
 //! Both pass `mesh_core`'s store conformance suite ([`mesh_core::store::suite`]).
 
 pub mod blobs;
+mod lock;
 pub mod sqlite;
 pub use blobs::BlobStore;
+pub use lock::lock_path;
+pub(crate) use lock::StoreLock;
 pub use sqlite::{Durability, SqliteStore};
 
 use std::borrow::Cow;
@@ -31,7 +34,11 @@ pub enum StoreConfig {
     /// Everything in memory; gone when the client is dropped.
     #[default]
     Memory,
-    /// A SQLite database file (created if missing), with full durability.
+    /// A SQLite database file (created if missing), with full durability. Beside it the
+    /// client keeps `<file>.blobs/` (the content of folders of files) and `<file>.lock` (held
+    /// while a client has the store open: a second client gets [`ErrorKind::Locked`]).
+    ///
+    /// [`ErrorKind::Locked`]: crate::ErrorKind::Locked
     Sqlite(PathBuf),
     /// A SQLite database file with a chosen durability.
     SqliteWith(PathBuf, Durability),

@@ -1,5 +1,6 @@
 //! The background sync engine: one task per remote.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,10 +8,12 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
-use mesh_core::id::{DeviceId, RemoteId, UserId};
-use mesh_core::model::{names, Scope};
+use mesh_core::id::{DeviceId, EntryId, RemoteId, UserId};
+use mesh_core::model::{names, FeedKey, Scope};
 use mesh_core::store::Store;
-use mesh_core::sync::{Request, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
+use mesh_core::sync::{
+    Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+};
 use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
 use tokio::sync::broadcast::error::RecvError;
@@ -18,9 +21,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, Result, SyncError};
 use crate::shared::{Changed, SharedReplica};
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
+use crate::sync::status::{pending, StatusCell, Statuses};
+use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
 use crate::transport::{Notification, Transport, TransportError};
 
@@ -39,6 +44,10 @@ pub struct SyncOptions {
     /// Sync by itself on local writes, remote notifications and the poll interval. When off,
     /// the engine syncs only on `MeshClient::sync_now` (and retries failures).
     pub auto: bool,
+    /// Longest delay between two attempts to reopen a remote's notification stream once it
+    /// ended (a hub restart, a dropped connection). Attempts start at `backoff_min` and
+    /// double up to this, with jitter; each reopened stream is followed by a sync.
+    pub reconnect_max: Duration,
 }
 
 impl Default for SyncOptions {
@@ -49,6 +58,7 @@ impl Default for SyncOptions {
             backoff_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(60),
             auto: true,
+            reconnect_max: Duration::from_secs(1),
         }
     }
 }
@@ -93,15 +103,18 @@ pub(crate) fn spawn(
     transport: Arc<dyn Transport>,
     options: SyncOptions,
     identity: Identity,
+    statuses: Statuses,
 ) -> EngineHandle {
     let (cmd, cmd_rx) = mpsc::unbounded_channel();
     let engine = Engine {
+        status: StatusCell::new(statuses, remote.clone(), events.clone()),
         shared,
         events,
         remote: remote.clone(),
         transport: transport.clone(),
         options,
         online: None,
+        verified: false,
         membership_changed: false,
         known: transfer::KnownObjects::default(),
         identity,
@@ -123,11 +136,17 @@ struct Engine {
     transport: Arc<dyn Transport>,
     options: SyncOptions,
     online: Option<bool>,
+    /// This remote's entry in the client's statuses.
+    status: StatusCell,
+    /// Whether the remote confirmed (or cannot tell) that the credentials are this device's
+    /// (`identity`).
+    verified: bool,
     /// Whether the running session changed a folder's members on either side.
     membership_changed: bool,
     /// Blob objects the remote is known to hold.
     known: transfer::KnownObjects,
-    /// Who this device is, for enrollment.
+    /// Who this device is (the user and device the client is configured for, and its key),
+    /// for the credentials check and enrollment.
     identity: Identity,
     /// Whether this device holds a current certificate from the remote's authority (or the
     /// remote has no authority).
@@ -176,6 +195,7 @@ impl Engine {
     fn set_online(&mut self, on: bool) {
         if self.online != Some(on) {
             self.online = Some(on);
+            self.status.update(|s| s.online = Some(on));
             let remote = self.remote.clone();
             self.emit(if on {
                 Event::Online { remote }
@@ -186,37 +206,84 @@ impl Engine {
     }
 
     fn backoff(&self, failures: u32, hint: Option<Duration>) -> Duration {
-        let exp = self
-            .options
-            .backoff_min
-            .saturating_mul(1u32 << failures.min(16))
-            .min(self.options.backoff_max);
-        // Full jitter over the upper half, so that many clients do not retry in step.
-        let half = exp / 2;
-        let jitter = Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64));
-        (half + jitter).max(hint.unwrap_or_default())
+        jittered(
+            self.options.backoff_min,
+            self.options.backoff_max,
+            failures,
+            hint,
+        )
+    }
+
+    /// Tries to (re)open the notification stream. On success a sync follows (to catch up on
+    /// what the stream missed while it was down); on failure the next attempt is scheduled.
+    async fn reopen(&mut self, stream: &mut Stream) -> bool {
+        match self.transport.watch().await {
+            Ok(s) => {
+                stream.watch = Some(s);
+                stream.opened_at = Instant::now();
+                stream.retry_at = None;
+                self.set_online(true);
+                true
+            }
+            Err(TransportError::Unsupported(_)) => {
+                stream.supported = false;
+                false
+            }
+            Err(e) => {
+                if e.kind() == crate::error::ErrorKind::Offline {
+                    self.set_online(false);
+                }
+                stream.failures = stream.failures.saturating_add(1);
+                let delay = if e.is_retryable() {
+                    let max = self.options.reconnect_max.max(self.options.backoff_min);
+                    jittered(
+                        self.options.backoff_min,
+                        max,
+                        stream.failures,
+                        e.retry_after(),
+                    )
+                } else {
+                    self.options.backoff_max
+                };
+                tracing::debug!(remote = %self.remote, error = %e, ?delay, "notification stream");
+                stream.retry_at = Some(Instant::now() + delay);
+                false
+            }
+        }
     }
 
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut local = self.shared.subscribe();
-        let mut watch: Option<BoxStream<'static, Notification>> = None;
         let auto = self.options.auto;
+        // With `auto` off nothing listens to notifications: no stream is kept.
+        let mut stream = Stream {
+            watch: None,
+            supported: auto,
+            failures: 0,
+            retry_at: None,
+            opened_at: Instant::now(),
+        };
         let mut dirty = auto;
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
         let mut waiters: Vec<oneshot::Sender<Result<SyncReport>>> = Vec::new();
         loop {
+            if stream.supported
+                && stream.watch.is_none()
+                && stream.retry_at.is_none_or(|t| Instant::now() >= t)
+            {
+                dirty |= self.reopen(&mut stream).await;
+                continue;
+            }
             let due = retry_at.is_none_or(|t| Instant::now() >= t);
             if (dirty || !waiters.is_empty()) && due {
                 dirty = false;
-                if watch.is_none() {
-                    watch = self.transport.watch().await.ok();
-                }
                 match self.sessions().await {
-                    Ok(report) => {
+                    Ok((report, pending)) => {
                         failures = 0;
                         retry_at = None;
                         self.set_online(true);
+                        self.status.synced(pending);
                         for w in waiters.drain(..) {
                             let _ = w.send(Ok(report.clone()));
                         }
@@ -228,7 +295,7 @@ impl Engine {
                                 if matches!(e, TransportError::Offline(_) | TransportError::Timeout)
                                 {
                                     self.set_online(false);
-                                    watch = None;
+                                    stream.watch = None;
                                 }
                                 (
                                     ClientError::Transport {
@@ -239,12 +306,17 @@ impl Engine {
                                     e.retry_after(),
                                 )
                             }
-                            Failure::Client(e) => (e, true, None),
+                            Failure::Client(e) => {
+                                let retrying = e.kind() != crate::error::ErrorKind::Mismatch;
+                                (e, retrying, None)
+                            }
                         };
                         tracing::warn!(remote = %self.remote, %error, "sync failed");
+                        let typed = SyncError::from(&error);
+                        self.status.update(|s| s.last_error = Some(typed.clone()));
                         self.emit(Event::SyncError {
                             remote: self.remote.clone(),
-                            error: error.to_string(),
+                            error: typed,
                             retrying,
                         });
                         let delay = if retrying {
@@ -255,16 +327,18 @@ impl Engine {
                         retry_at = Some(Instant::now() + delay);
                         dirty = auto;
                         for w in waiters.drain(..) {
-                            let _ = w.send(Err(ClientError::Transport {
-                                remote: self.remote.to_string(),
-                                error: TransportError::Server(error.to_string()),
-                            }));
+                            let _ = w.send(Err(error.clone()));
                         }
                     }
                 }
                 continue;
             }
-            let wake = retry_at.unwrap_or_else(|| Instant::now() + self.options.poll_interval);
+            let sync_at = retry_at.unwrap_or_else(|| Instant::now() + self.options.poll_interval);
+            let mut wake = sync_at;
+            if let (true, None, Some(t)) = (stream.supported, &stream.watch, stream.retry_at) {
+                // Only to reopen the stream (the top of the loop), not to sync.
+                wake = wake.min(t);
+            }
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Cmd::SyncNow(tx)) => {
@@ -278,11 +352,31 @@ impl Engine {
                     Ok(_) | Err(RecvError::Lagged(_)) => dirty |= auto,
                     Err(RecvError::Closed) => return,
                 },
-                n = next_notification(&mut watch) => match n {
-                    Some(_) => dirty |= auto,
-                    None => watch = None,
+                n = next_notification(&mut stream.watch) => match n {
+                    Some(n) => {
+                        self.status.announced(n.feed);
+                        dirty |= auto;
+                    }
+                    None => {
+                        // The stream ended (a hub restart, a dropped connection): reopen it
+                        // after a short, jittered delay that grows while streams keep ending
+                        // young, so that a remote closing every stream at once is not
+                        // hammered.
+                        stream.watch = None;
+                        if stream.opened_at.elapsed() >= STREAM_SETTLED {
+                            stream.failures = 0;
+                        }
+                        stream.failures = stream.failures.saturating_add(1);
+                        let max = self.options.reconnect_max.max(self.options.backoff_min);
+                        let delay = jittered(self.options.backoff_min / 2, max, stream.failures - 1, None);
+                        stream.retry_at = Some(Instant::now() + delay);
+                    }
                 },
-                _ = tokio::time::sleep_until(wake) => dirty |= auto,
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= sync_at {
+                        dirty |= auto;
+                    }
+                }
             }
         }
     }
@@ -328,12 +422,17 @@ impl Engine {
         Ok(())
     }
 
-    async fn sessions(&mut self) -> std::result::Result<SyncReport, Failure> {
+    async fn sessions(&mut self) -> std::result::Result<(SyncReport, u64), Failure> {
+        if !self.verified {
+            self.verify().await?;
+        }
         self.enroll().await?;
         let mut total = SyncReport::default();
+        let mut pending = 0;
         for _ in 0..3 {
             self.membership_changed = false;
-            let r = self.session().await?;
+            let (r, p) = self.session().await?;
+            pending = p;
             total.feeds += r.feeds;
             total.requests += r.requests;
             total.received += r.received;
@@ -346,10 +445,11 @@ impl Engine {
                 break;
             }
         }
-        Ok(total)
+        Ok((total, pending))
     }
 
-    async fn session(&mut self) -> std::result::Result<SyncReport, Failure> {
+    /// One session; its report and the local changes still unacknowledged at its end.
+    async fn session(&mut self) -> std::result::Result<(SyncReport, u64), Failure> {
         let mut config = SessionConfig::new(self.remote.clone());
         config.page_size = self.options.page_size;
         let mut session = SyncSession::new(config);
@@ -376,7 +476,7 @@ impl Engine {
                         pending,
                         done: true,
                     });
-                    return Ok(report);
+                    return Ok((report, pending));
                 }
                 Step::Send(request) => {
                     self.upload_blobs(&request).await?;
@@ -385,10 +485,24 @@ impl Engine {
                         .send(request)
                         .await
                         .map_err(Failure::Transport)?;
+                    // The remote answered: say so before reporting what it sent.
+                    self.set_online(true);
                     let (s, received) = self
                         .shared
                         .run(move |r| {
+                            let conflicted = conflicted_here(r.store(), &response);
                             let evs = session.receive(r, response);
+                            let resolved: HashSet<EntryId> = conflicted
+                                .into_iter()
+                                .filter(|(feed, id)| {
+                                    r.store()
+                                        .get(feed, id)
+                                        .ok()
+                                        .flatten()
+                                        .is_some_and(|e| !e.has_conflicts())
+                                })
+                                .map(|(_, id)| id)
+                                .collect();
                             let heads = evs.as_ref().ok().and_then(|evs| {
                                 let feed = match evs.first()? {
                                     SessionEvent::Merged { feed, .. } => feed.clone(),
@@ -396,12 +510,12 @@ impl Engine {
                                 };
                                 Some((r.store().head(&feed).ok()?, feed))
                             });
-                            (session, evs.map(|e| (e, heads)))
+                            (session, evs.map(|e| (e, heads, resolved)))
                         })
                         .await?;
                     session = s;
-                    let (evs, head) = received?;
-                    self.report_events(evs, head);
+                    let (evs, head, resolved) = received?;
+                    self.report_events(evs, head, &resolved);
                     let r = session.report();
                     self.emit(Event::SyncProgress {
                         remote: self.remote.clone(),
@@ -413,6 +527,28 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Asks the remote whose credentials these are, once: a token of another user or device
+    /// would sync someone else's data into this store (or this store's into theirs).
+    async fn verify(&mut self) -> std::result::Result<(), Failure> {
+        let who = self.transport.whoami().await.map_err(Failure::Transport)?;
+        if let Some(who) = who {
+            let (user, device) = (&self.identity.user, &self.identity.device);
+            if who.user != *user || who.device.as_ref().is_some_and(|d| d != device) {
+                let found = match &who.device {
+                    Some(d) => format!("user {} (device {d})", who.user),
+                    None => format!("user {}", who.user),
+                };
+                return Err(Failure::Client(ClientError::Mismatch {
+                    remote: self.remote.to_string(),
+                    expected: format!("user {user} (device {device})"),
+                    found,
+                }));
+            }
+        }
+        self.verified = true;
+        Ok(())
     }
 
     /// Before pushing entries with media into a folder feed, uploads the blob objects the
@@ -460,6 +596,7 @@ impl Engine {
         &mut self,
         evs: Vec<SessionEvent>,
         head: Option<(mesh_core::store::Cursor, mesh_core::model::FeedKey)>,
+        resolved: &HashSet<EntryId>,
     ) {
         let mut changed = false;
         for e in evs {
@@ -472,6 +609,8 @@ impl Engine {
                         MergeOutcome::Unchanged => continue,
                         MergeOutcome::Conflict => ChangeKind::Conflict,
                         _ if report.deleted => ChangeKind::Deleted,
+                        // A resolution made elsewhere cleared this entry's conflicts.
+                        _ if resolved.contains(&report.id) => ChangeKind::Resolved,
                         MergeOutcome::Added => ChangeKind::Added,
                         MergeOutcome::Updated => ChangeKind::Updated,
                     };
@@ -508,16 +647,22 @@ impl Engine {
     }
 }
 
-/// Local changes not yet acknowledged by `remote` (counted up to a bound).
-fn pending<S: Store>(store: &S, remote: &RemoteId) -> Result<u64> {
-    let mut total = 0u64;
-    for h in store.feeds()? {
-        let st = store.sync_state(remote, &h.feed)?;
-        if h.head > st.pushed {
-            let page =
-                store.changes_since(&h.feed, st.pushed, 10_000, st.remote_replica.as_ref())?;
-            total += page.changes.len() as u64;
-        }
-    }
-    Ok(total)
+/// The entries of a pulled page whose local copy has conflicts while the incoming version has
+/// none: the ones a resolution made elsewhere may clear.
+fn conflicted_here<S: Store>(store: &S, response: &Response) -> Vec<(FeedKey, EntryId)> {
+    let Response::Changes { feed, entries, .. } = response else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| !e.has_conflicts())
+        .filter(|e| {
+            store
+                .get(feed, e.entry_id())
+                .ok()
+                .flatten()
+                .is_some_and(|local| local.has_conflicts())
+        })
+        .map(|e| (feed.clone(), e.entry_id().clone()))
+        .collect()
 }

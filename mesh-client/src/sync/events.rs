@@ -70,8 +70,8 @@ pub enum Event {
     SyncError {
         /// The remote.
         remote: RemoteId,
-        /// What went wrong.
-        error: String,
+        /// What went wrong: match on its [`kind`](crate::error::SyncError::kind).
+        error: crate::error::SyncError,
         /// Whether it will be retried.
         retrying: bool,
     },
@@ -84,6 +84,17 @@ pub enum Event {
     Offline {
         /// The remote.
         remote: RemoteId,
+    },
+    /// A remote's status changed (see [`MeshClient::status`](crate::MeshClient::status)).
+    Status {
+        /// Its new status.
+        status: crate::sync::RemoteStatus,
+    },
+    /// This subscriber fell behind and `missed` events were dropped for it (the client keeps
+    /// the latest 4096 per subscriber): re-read what it shows (a query, `status()`).
+    Lagged {
+        /// How many events it missed.
+        missed: u64,
     },
     /// Blob bytes moved to or from a remote: one event per batch of objects.
     Transfer {

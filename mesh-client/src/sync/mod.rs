@@ -2,7 +2,10 @@
 
 pub(crate) mod engine;
 pub mod events;
+pub(crate) mod status;
+pub(crate) mod stream;
 pub(crate) mod transfer;
 
 pub use engine::SyncOptions;
 pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, PauseReason, TransferDirection};
+pub use status::RemoteStatus;

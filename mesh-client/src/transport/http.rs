@@ -297,6 +297,38 @@ impl HttpTransport {
         }
     }
 
+    /// `GET /mesh/me`; `None` from a hub that does not have it (404).
+    async fn whoami_once(&self) -> Result<Option<crate::transport::Identity>, TransportError> {
+        const MAX_BODY: usize = 64 << 10;
+        let inner = &self.inner;
+        let mut resp = inner
+            .client
+            .get(format!("{}/mesh/me", inner.base))
+            .bearer_auth(&inner.token)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(body_error)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(TransportError::Protocol("oversized /mesh/me answer".into()));
+            }
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| TransportError::Protocol(format!("malformed /mesh/me answer: {e}")));
+        }
+        Err(status_error(status, &headers, &body))
+    }
+
     async fn send_once(&self, request: &Request) -> Result<Response, TransportError> {
         let inner = &self.inner;
         let resp = inner
@@ -403,6 +435,24 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Transpo
         .as_ref()
         .map(|b| b.message.clone())
         .unwrap_or_else(|| format!("HTTP {status}"));
+    // Codes that say more than their status (a revoked device answers 401 or 403, a limit
+    // 413 or 400): kept as they came, so that the client's error kind names them.
+    if let Some(b) = &parsed {
+        if matches!(
+            b.code.as_str(),
+            "revoked"
+                | "untrusted_certificate"
+                | "invalid_signature"
+                | "limit_exceeded"
+                | "quota_exceeded"
+                | "payload_too_large"
+        ) {
+            return TransportError::Refused {
+                code: b.code.clone(),
+                message,
+            };
+        }
+    }
     match status {
         StatusCode::UNAUTHORIZED => TransportError::Unauthorized,
         StatusCode::FORBIDDEN => TransportError::Forbidden(message),
@@ -411,8 +461,14 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Transpo
             retry_after: retry_after(headers),
         },
         s if s.is_server_error() => TransportError::Server(format!("HTTP {s}: {message}")),
-        s => match parsed.and_then(|b| core_error(&b.code, b.message)) {
-            Some(e) => TransportError::Remote(e),
+        s => match parsed {
+            Some(b) => match core_error(&b.code, b.message.clone()) {
+                Some(e) => TransportError::Remote(e),
+                None => TransportError::Refused {
+                    code: b.code,
+                    message: b.message,
+                },
+            },
             None => TransportError::Protocol(format!("HTTP {s}: {message}")),
         },
     }
@@ -484,6 +540,10 @@ impl Transport for HttpTransport {
             .await?;
         serde_json::from_slice(&answer)
             .map_err(|e| TransportError::Protocol(format!("malformed enrollment: {e}")))
+    }
+
+    async fn whoami(&self) -> Result<Option<crate::transport::Identity>, TransportError> {
+        self.retrying(|| self.whoami_once()).await
     }
 
     async fn missing_objects(

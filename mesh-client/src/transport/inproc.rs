@@ -296,6 +296,13 @@ impl Transport for InProcessTransport {
         Ok(s.boxed())
     }
 
+    async fn whoami(&self) -> Result<Option<crate::transport::Identity>, TransportError> {
+        Ok(Some(crate::transport::Identity {
+            user: self.user.clone(),
+            device: None,
+        }))
+    }
+
     fn describe(&self) -> String {
         self.label.clone()
     }

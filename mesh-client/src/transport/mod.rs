@@ -20,13 +20,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use mesh_core::blob::ChunkHash;
-use mesh_core::id::{DeviceId, FolderId};
+use mesh_core::id::{DeviceId, FolderId, UserId};
 use mesh_core::model::FeedKey;
 use mesh_core::store::Cursor;
 use mesh_core::sync::{Request, Response};
 use mesh_core::trust::{Enrollment, PublicKey};
 use mesh_core::{CoreError, ErrorCode};
 use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorKind;
 
 pub use http::{HttpConfig, HttpTransport};
 pub use inproc::{InProcessHub, InProcessTransport};
@@ -39,6 +41,16 @@ pub struct Notification {
     pub feed: FeedKey,
     /// Its new head in the remote's change log.
     pub head: Cursor,
+}
+
+/// Who a remote says a transport's credentials belong to (see [`Transport::whoami`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user.
+    pub user: UserId,
+    /// The device, when the credentials name one (a hub's device token does).
+    #[serde(default)]
+    pub device: Option<DeviceId>,
 }
 
 /// Why a transport call failed.
@@ -78,6 +90,15 @@ pub enum TransportError {
     /// The transport does not carry this kind of request (blobs, say).
     #[error("not supported by this transport: {0}")]
     Unsupported(String),
+    /// The remote refused the request with a stable code that has no core error form
+    /// (`revoked`, `limit_exceeded`, `invalid_query`…; see `docs/protocol.md`).
+    #[error("remote refused ({code}): {message}")]
+    Refused {
+        /// The remote's stable error code.
+        code: String,
+        /// Its explanation.
+        message: String,
+    },
 }
 
 impl TransportError {
@@ -93,7 +114,25 @@ impl TransportError {
             TransportError::Unauthorized
             | TransportError::Forbidden(_)
             | TransportError::PreconditionFailed(_)
-            | TransportError::Unsupported(_) => false,
+            | TransportError::Unsupported(_)
+            | TransportError::Refused { .. } => false,
+        }
+    }
+
+    /// The stable kind of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TransportError::Offline(_) | TransportError::Timeout => ErrorKind::Offline,
+            TransportError::Unauthorized => ErrorKind::Unauthorized,
+            TransportError::Forbidden(_) => ErrorKind::PermissionDenied,
+            TransportError::RateLimited { .. } => ErrorKind::RateLimited,
+            TransportError::Server(_) | TransportError::Unsupported(_) => ErrorKind::Transport,
+            TransportError::Protocol(_) => ErrorKind::Protocol,
+            TransportError::PreconditionFailed(_) => ErrorKind::Conflict,
+            TransportError::Remote(e) => crate::error::core_kind(e),
+            TransportError::Refused { code, .. } => {
+                ErrorKind::of_code(code).unwrap_or(ErrorKind::Transport)
+            }
         }
     }
 
@@ -129,6 +168,13 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<Enrollment, TransportError> {
         let _ = (device, key);
         Err(TransportError::Unsupported("enrollment".into()))
+    }
+
+    /// Who the remote says this transport's credentials belong to, if it can tell (a hub
+    /// answers `GET /mesh/me`). The engine refuses to sync with a remote that names another
+    /// user or device than the client's configuration. `Ok(None)`: it cannot tell.
+    async fn whoami(&self) -> Result<Option<Identity>, TransportError> {
+        Ok(None)
     }
 
     /// Which of these blob objects (chunks, manifests) the remote lacks for `folder`: the

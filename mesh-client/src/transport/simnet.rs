@@ -215,6 +215,13 @@ impl Transport for SimTransport {
         Ok(out)
     }
 
+    async fn whoami(&self) -> Result<Option<crate::transport::Identity>, TransportError> {
+        self.before_call().await?;
+        let out = self.inner.whoami().await?;
+        self.after_call()?;
+        Ok(out)
+    }
+
     async fn missing_objects(
         &self,
         folder: &FolderId,

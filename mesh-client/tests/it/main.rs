@@ -6,6 +6,7 @@ mod convergence;
 mod mapping;
 mod mapping_props;
 mod mapping_safety;
+mod sdk;
 mod store;
 mod transport_suite;
 mod trust;

@@ -83,7 +83,17 @@ pub fn update<T: Clone>(
     let mine = |c: &Version<T>| {
         stamp.by.is_some() && c.sync.topmost().and_then(|h| h.by.as_ref()) == stamp.by.as_ref()
     };
-    next_version(item, stamp, content, deleted, |c| !mine(c))
+    next_version(item, stamp, content, deleted, |c| !mine(c), Fold::InOrder)
+}
+
+/// Where folded history items go, below the new topmost item.
+#[derive(Clone, Copy)]
+enum Fold {
+    /// In the order they come (an update subsuming its own conflicts).
+    InOrder,
+    /// Each immediately after the topmost item, as FeedSync 1.0.1 specifies for a resolve:
+    /// the last one folded ends up highest.
+    EachBelowTop,
 }
 
 /// The item's next version by `stamp`: the conflicts `keep` refuses are dropped, and their
@@ -94,11 +104,12 @@ fn next_version<T: Clone>(
     content: T,
     deleted: bool,
     keep: impl Fn(&Version<T>) -> bool,
+    how: Fold,
 ) -> Result<Item<T>> {
     let (next, mut history) = bump(item, stamp)?;
     let (kept, dropped): (Vec<&Version<T>>, Vec<&Version<T>>) =
         item.conflicts.iter().partition(|c| keep(c));
-    fold(&mut history, dropped.into_iter().map(|c| &c.sync));
+    fold(&mut history, dropped.into_iter().map(|c| &c.sync), how);
     Ok(Item {
         sync: SyncMeta {
             id: item.sync.id.clone(),
@@ -119,16 +130,16 @@ pub fn delete<T: Clone>(item: &Item<T>, stamp: &Stamp) -> Result<Item<T>> {
 
 /// Resolves every conflict of `item`, keeping `content` (which the application picked or wrote).
 ///
-/// The resolving endpoint first performs an update; then the history items of the resolved
-/// conflicts that the new history does not cover yet are folded in just below the new topmost
-/// item, and the conflicts are removed.
+/// The resolving endpoint first performs an update; then, conflict by conflict and history
+/// item by history item, each item the new history does not cover yet is inserted
+/// immediately after the new topmost item (FeedSync 1.0.1), and the conflicts are removed.
 pub fn resolve<T: Clone>(
     item: &Item<T>,
     stamp: &Stamp,
     content: T,
     deleted: bool,
 ) -> Result<Item<T>> {
-    next_version(item, stamp, content, deleted, |_| false)
+    next_version(item, stamp, content, deleted, |_| false, Fold::EachBelowTop)
 }
 
 /// Picks one of the item's versions (the winner or a conflict, by index: 0 is the winner, `n`
@@ -181,9 +192,14 @@ fn bump<T>(item: &Item<T>, stamp: &Stamp) -> Result<(u32, Vec<HistoryItem>)> {
     Ok((next, history))
 }
 
-/// Inserts, just below the topmost item, every history item of `versions` that `history`
-/// does not cover yet, in order (in time linear in the histories' lengths).
-fn fold<'a>(history: &mut Vec<HistoryItem>, versions: impl Iterator<Item = &'a SyncMeta>) {
+/// Inserts below the topmost item every history item of `versions` that `history` does not
+/// cover yet, in order or each right below the top (see [`Fold`]), in time linear in the
+/// histories' lengths.
+fn fold<'a>(
+    history: &mut Vec<HistoryItem>,
+    versions: impl Iterator<Item = &'a SyncMeta>,
+    how: Fold,
+) {
     let mut folded: Vec<HistoryItem> = Vec::new();
     {
         let mut cover = Coverage::of(std::iter::empty());
@@ -198,6 +214,10 @@ fn fold<'a>(history: &mut Vec<HistoryItem>, versions: impl Iterator<Item = &'a S
                 }
             }
         }
+    }
+    // Each inserted right below the top: the last one folded ends up highest.
+    if let Fold::EachBelowTop = how {
+        folded.reverse();
     }
     history.splice(1..1, folded);
 }

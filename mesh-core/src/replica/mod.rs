@@ -86,8 +86,13 @@ pub struct MergeReport {
 /// How an application resolves an entry's conflicts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    /// Keep one of the versions: 0 is the current winner, `n` is conflict `n - 1`.
+    /// Keep one of the versions: 0 is the current winner, `n` is conflict `n - 1`. A sync
+    /// can reorder the versions between reading and resolving: prefer [`Resolution::Keep`].
     Pick(usize),
+    /// Keep the version whose topmost history item is this one (the winner's or a
+    /// conflict's `sync.topmost()`); refused with `not_found` when no version of the entry has
+    /// it any more (a sync replaced it).
+    Keep(crate::feedsync::HistoryItem),
     /// Keep new content written by the application.
     Write(EntryDraft),
     /// Resolve by deleting the entry.
@@ -273,6 +278,21 @@ impl<S: Store> Replica<S> {
                             id: format!("{id}#{n}"),
                         })?;
                     (v.content.clone(), v.sync.deleted)
+                }
+                Resolution::Keep(top) => {
+                    if cur.sync.topmost() == Some(&top) {
+                        (cur.content.clone(), cur.sync.deleted)
+                    } else {
+                        let v = cur
+                            .conflicts
+                            .iter()
+                            .find(|c| c.sync.topmost() == Some(&top))
+                            .ok_or_else(|| CoreError::NotFound {
+                                kind: "version",
+                                id: format!("{id}@{}", top.sequence),
+                            })?;
+                        (v.content.clone(), v.sync.deleted)
+                    }
                 }
                 Resolution::Write(draft) => (draft.into_next_data(&cur.content, when), false),
                 Resolution::Delete => (cur.content.clone(), true),

@@ -1,6 +1,7 @@
 //! The HTTP API: routing, authentication, content negotiation, error bodies, OPTIONS.
 
 mod blobs;
+mod me;
 mod notify;
 mod rest;
 mod routes;
@@ -148,6 +149,7 @@ pub(crate) fn router(state: HubState) -> Router {
     let limit = state.0.config.max_body;
     Router::new()
         .route("/mesh", get(rest::mesh))
+        .route("/mesh/me", get(me::me))
         .route("/mesh/sync", post(sync::sync))
         .route("/mesh/notifications", get(notify::notifications))
         .route("/mesh/devices", get(rest::devices).post(rest::add_device))

@@ -36,6 +36,14 @@ const ROUTES: &[RouteDoc] = &[
         query: NONE,
     },
     RouteDoc {
+        resource: "/mesh/me",
+        description: "who the bearer token stands for: user and device",
+        methods: &["GET", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
         resource: "/mesh/sync",
         description: "the sync protocol: POST one request, get its response",
         methods: &["POST", "OPTIONS"],

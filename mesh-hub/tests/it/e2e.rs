@@ -224,11 +224,11 @@ async fn a_revoked_device_is_cut_off_at_once() {
 
 // ---- a hub in its own process --------------------------------------------------------------
 
-fn hub_bin() -> &'static str {
+pub(crate) fn hub_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mesh-hub")
 }
 
-fn admin(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn admin(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(hub_bin())
         .arg("--data")
         .arg(dir)
@@ -243,13 +243,13 @@ fn admin(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-struct HubProcess {
-    child: Child,
-    url: String,
+pub(crate) struct HubProcess {
+    pub child: Child,
+    pub url: String,
 }
 
 impl HubProcess {
-    fn start(dir: &Path, listen: &str) -> HubProcess {
+    pub fn start(dir: &Path, listen: &str) -> HubProcess {
         let mut child = Command::new(hub_bin())
             .arg("--data")
             .arg(dir)
@@ -270,7 +270,7 @@ impl HubProcess {
         HubProcess { child, url }
     }
 
-    fn addr(&self) -> &str {
+    pub fn addr(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
 }

@@ -17,3 +17,4 @@ mod e2e;
 mod http_transport;
 mod hubs;
 mod router_props;
+mod sdk;
