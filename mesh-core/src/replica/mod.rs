@@ -357,9 +357,7 @@ impl<S: Store> Replica<S> {
                 data.updated = when;
                 feedsync::update(cur, &stamp, data, true)?
             };
-            if self.options.compact_history {
-                entry.sync.compact();
-            }
+            finish(&self.options, self.signer.as_ref(), feed, &mut entry);
             let seq = tx.put(feed, entry.clone(), None)?;
             out.push(Written { entry, seq });
         }
