@@ -29,6 +29,8 @@ struct Cell {
     changed: broadcast::Sender<Changed>,
     /// The store never blocks on I/O (memory): run its work on the calling thread.
     inline: bool,
+    /// Set by [`SharedReplica::close`]: every later `run` fails with `Closed`.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A replica behind a lock, with a broadcast of its changes. Store work runs on tokio's
@@ -45,7 +47,24 @@ impl SharedReplica {
             blobs,
             changed,
             inline,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Refuses every later [`run`](SharedReplica::run) and
+    /// [`run_blobs`](SharedReplica::run_blobs) with [`ClientError::Closed`].
+    pub fn close(&self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.0.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(ClientError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Runs `f` with the replica locked: on the blocking pool when the store does disk I/O,
@@ -56,6 +75,7 @@ impl SharedReplica {
         F: FnOnce(&mut Replica<ClientStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.check_open()?;
         if self.0.inline {
             return Ok(self.run_now(f));
         }
@@ -85,6 +105,7 @@ impl SharedReplica {
         F: FnOnce(&BlobStore) -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.check_open()?;
         let blobs = self.0.blobs.clone();
         if !blobs.blocks() {
             return Ok(f(&blobs));

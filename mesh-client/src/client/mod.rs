@@ -200,7 +200,10 @@ impl MeshClient {
         )
     }
 
-    /// Stops every sync engine and mapping. Local reads and writes keep working.
+    /// Closes the client, with the same meaning as `mesh_client_close` in C: stops every
+    /// sync engine and mapping, and every later call that reads or writes fails with
+    /// [`ClientError::Closed`] (`sync_now` has no remote left and returns an empty list).
+    /// Idempotent. The store's lock is released when the last handle is dropped.
     pub fn close(&self) {
         let mappings = std::mem::take(
             &mut *self
@@ -215,6 +218,7 @@ impl MeshClient {
         for e in &engines {
             e.stop();
         }
+        self.inner.shared.close();
     }
 
     /// The role of this client's user in `folder` (`None`: not an active member).

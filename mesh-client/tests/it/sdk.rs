@@ -456,3 +456,19 @@ async fn put_many_takes_drafts_with_and_without_ids() {
     assert_eq!(written[0].sync.updates, 2);
     assert_eq!(c.query(&f.id, &feed, Query::new()).await.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn after_close_every_call_fails_with_closed_as_in_c() {
+    use mesh_client::prelude::*;
+
+    let c = builder("ann", "laptop").build().await.unwrap();
+    let f = c.create_folder("F", "app/x").await.unwrap();
+    c.close();
+    c.close(); // idempotent
+    assert_eq!(c.folders().await.unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        c.create_folder("G", "app/x").await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(c.folder(&f.id).await.unwrap_err().kind(), ErrorKind::Closed);
+}
