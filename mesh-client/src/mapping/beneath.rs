@@ -33,7 +33,12 @@ pub enum Found {
     /// A directory.
     Dir { mode: u32 },
     /// A regular file.
-    File { size: u64, mtime_ns: i64, mode: u32 },
+    File {
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+        ino: u64,
+    },
     /// A symbolic link (never followed).
     Symlink,
     /// Anything else (a device, a socket, a FIFO…).
@@ -51,17 +56,20 @@ impl Found {
                 size: 0,
                 mtime_ns: 0,
                 mode,
+                ino: 0,
             }),
             Found::File {
                 size,
                 mtime_ns,
                 mode,
+                ino,
             } => Some(LocalFile {
                 path: path.clone(),
                 kind: FileKind::File,
                 size,
                 mtime_ns,
                 mode,
+                ino,
             }),
             Found::Symlink | Found::Other => None,
         }
@@ -303,6 +311,7 @@ impl DirHandle {
                         size: st.st_size as u64,
                         mtime_ns,
                         mode: mode & 0o777,
+                        ino: st.st_ino as u64,
                     }
                 }
                 FileType::Symlink => Found::Symlink,
@@ -324,6 +333,7 @@ impl DirHandle {
                     size: m.len(),
                     mtime_ns: crate::mapping::fsops::mtime_ns(&m),
                     mode: crate::mapping::fsops::mode_of(&m),
+                    ino: 0,
                 }
             } else {
                 Found::Other

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use mesh_core::model::{Entry, FileMeta, FilePath};
 
+use super::index::entry_version;
 use super::scan::{self, LocalFile};
 use super::{apply, Mapper};
 use crate::error::{ClientError, Result};
@@ -16,8 +17,8 @@ impl Mapper {
     /// the local file is renamed to the feed's case — so the two meet as one path, and an edit
     /// on either side reaches the other. The pass then treats the file as usual: unchanged
     /// since it was synced, it takes the remote version; changed, both versions are kept (the
-    /// local one as a conflict copy). A local case-only rename the feed has not seen yet is
-    /// left alone: the pass publishes it.
+    /// local one as a conflict copy). A local case-only rename of the version the feed still
+    /// holds is left alone: the pass publishes it.
     pub(super) async fn follow_case(
         &mut self,
         local: &mut BTreeMap<String, LocalFile>,
@@ -33,9 +34,10 @@ impl Mapper {
                 continue;
             }
             let i = self.index.get(key);
-            // The feed still has what this device last agreed on: the local name is the
-            // newer one.
-            if i.is_some_and(|i| i.path == meta.path) {
+            // The feed still has the version this device last agreed on: the local name is
+            // the newer one (published by the pass). When the feed changed too, its name wins
+            // and the local content is kept as a conflict copy if it differs.
+            if i.is_some_and(|i| i.path == meta.path && i.version == entry_version(e)) {
                 continue;
             }
             moves.push((key.clone(), l.path.clone(), meta.path.clone()));

@@ -20,6 +20,13 @@ pub struct IndexRecord {
     pub manifest: Option<ChunkHash>,
     /// [`version_key`] of the entry version.
     pub version: String,
+    /// The file's inode number when recorded (0: unknown, as in older records).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ino: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl IndexRecord {
@@ -33,6 +40,7 @@ impl IndexRecord {
             mode: local.mode,
             manifest,
             version,
+            ino: local.ino,
         }
     }
 
@@ -43,7 +51,8 @@ impl IndexRecord {
             && (self.kind == FileKind::Dir
                 || (self.size == local.size
                     && self.mtime_ns == local.mtime_ns
-                    && self.mode == local.mode))
+                    && self.mode == local.mode
+                    && (self.ino == 0 || local.ino == 0 || self.ino == local.ino)))
     }
 }
 

@@ -94,7 +94,10 @@ fn same_file(before: &std::fs::Metadata, after: &std::fs::Metadata, l: &LocalFil
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        if before.ino() != after.ino() || before.dev() != after.dev() {
+        if before.ino() != after.ino()
+            || before.dev() != after.dev()
+            || (l.ino != 0 && after.ino() != l.ino)
+        {
             return false;
         }
     }

@@ -470,7 +470,9 @@ impl Mapper {
                 }
                 // A local case-only rename the feed has not seen is published below; any
                 // other difference in case is one `follow_case` could not settle.
-                let newer_here = i.is_some_and(|i| i.path == meta.path);
+                let newer_here = i.is_some_and(|i| {
+                    i.path == meta.path && r.is_some_and(|(_, e)| entry_version(e) == i.version)
+                });
                 if let Some(l) = l {
                     if l.path != meta.path && !newer_here {
                         self.report_once(
@@ -912,6 +914,7 @@ impl Mapper {
                         mode: 0,
                         manifest: None,
                         version,
+                        ino: 0,
                     };
                     self.set_index(key, rec)?;
                     self.emit(MappingEvent::Applied {

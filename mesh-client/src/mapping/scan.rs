@@ -20,6 +20,9 @@ pub struct LocalFile {
     pub size: u64,
     pub mtime_ns: i64,
     pub mode: u32,
+    /// A file's inode number (0 for a directory, or where unknown): a file renamed over
+    /// another keeps its own, so the replacement shows even with the same size and time.
+    pub ino: u64,
 }
 
 /// The ignore rules of a mapped directory: the patterns of its root `.meshignore` (gitignore

@@ -67,7 +67,9 @@ fn existing(root: &Path, f: u8) -> String {
 }
 
 /// A content written by the test, and whether a later operation may have replaced it
-/// knowingly (on the same device, or after a sync).
+/// knowingly: on the same device, or after a sync (an `Op::Sync`, or the sync inside a root or
+/// symlink operation) — the other device may then have applied it before the user overwrote
+/// it. (Mappings also run a pass by themselves when they start, which may publish earlier.)
 struct Written {
     content: Vec<u8>,
     side: usize,
@@ -91,7 +93,7 @@ fn set_mode(p: &Path, mode: u32) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random local operations on two mapped devices (writes, truncations, deletions, renames
     /// including case-only ones, directory permission changes, the root renamed away, a
@@ -101,126 +103,152 @@ proptest! {
     /// or deleted it knowingly.
     #[test]
     fn mapped_directories_never_lose_content_nor_leave_their_roots(
-        ops in proptest::collection::vec(op(), 1..14)
+        ops in proptest::collection::vec(op(), 4..24)
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async {
-            let p = pair().await;
-            let outside = tempfile::tempdir().unwrap();
-            let secret = b"the outside secret".to_vec();
-            std::fs::write(outside.path().join("f1.txt"), &secret).unwrap();
-            std::fs::write(outside.path().join("f3.txt"), &secret).unwrap();
-            let before_outside = snapshot(outside.path());
-            let dirs: [PathBuf; 2] = [p.da.path().to_path_buf(), p.db.path().to_path_buf()];
-            let clients = [&p.a, &p.b];
-            let mut written: Vec<Written> = Vec::new();
-            let mut epoch = 0;
-            for (n, op) in ops.iter().enumerate() {
-                match op {
-                    Op::Write(s, f) => {
-                        let side = *s as usize;
-                        let rel = existing(&dirs[side], *f);
-                        let path = dirs[side].join(&rel);
-                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                        let content = format!("op {n} on side {side}").into_bytes();
-                        touch(&mut written, side, *f, epoch);
-                        if std::fs::write(&path, &content).is_ok() {
-                            written.push(Written { content, side, file: *f, epoch, excused: false });
-                        }
-                    }
-                    Op::Truncate(s, f) => {
-                        let side = *s as usize;
-                        let path = dirs[side].join(existing(&dirs[side], *f));
-                        if path.is_file() {
-                            touch(&mut written, side, *f, epoch);
-                            let _ = std::fs::OpenOptions::new().write(true).truncate(true).open(&path);
-                        }
-                    }
-                    Op::Delete(s, f) => {
-                        let side = *s as usize;
-                        touch(&mut written, side, *f, epoch);
-                        let _ = std::fs::remove_file(dirs[side].join(existing(&dirs[side], *f)));
-                    }
-                    Op::Rename(s, f, t) => {
-                        let side = *s as usize;
-                        let to = dirs[side].join(existing(&dirs[side], *t));
-                        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                        // What was at the target is replaced; what moves keeps its content
-                        // under another name.
-                        touch(&mut written, side, *t, epoch);
-                        touch(&mut written, side, *f, epoch);
-                        let _ = std::fs::rename(dirs[side].join(existing(&dirs[side], *f)), to);
-                    }
-                    Op::CaseRename(s, f) => {
-                        let side = *s as usize;
-                        let from = existing(&dirs[side], *f);
-                        let to = if from == name(*f) { twin(&from) } else { name(*f) };
-                        let _ = std::fs::rename(dirs[side].join(from), dirs[side].join(to));
-                    }
-                    Op::ChmodDir(s, d) => {
-                        #[cfg(unix)]
-                        {
-                            let dir = dirs[*s as usize].join(format!("d{d}"));
-                            if dir.is_dir() {
-                                use std::os::unix::fs::PermissionsExt;
-                                let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-                                set_mode(&dir, if mode == 0o700 { 0o755 } else { 0o700 });
-                            }
-                        }
-                        let _ = d;
-                    }
-                    Op::RootAway(s) => {
-                        let side = *s as usize;
-                        let away = dirs[side].with_extension("away");
-                        std::fs::rename(&dirs[side], &away).unwrap();
-                        let r = clients[side].rescan(&p.folder).await;
-                        assert!(matches!(r, Err(mesh_client::ClientError::MappingPaused { .. })), "{r:?}");
-                        settle(&[&p.a, &p.b]).await;
-                        std::fs::rename(&away, &dirs[side]).unwrap();
-                    }
-                    Op::SwapForSymlink(s, d) => {
-                        #[cfg(unix)]
-                        {
-                            let side = *s as usize;
-                            let dir = dirs[side].join(format!("d{d}"));
-                            let kept = dirs[side].with_extension("kept");
-                            if dir.is_dir() && !dir.is_symlink() {
-                                std::fs::rename(&dir, &kept).unwrap();
-                                std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
-                                let _ = clients[side].rescan(&p.folder).await;
-                                settle(&[&p.a, &p.b]).await;
-                                std::fs::remove_file(&dir).unwrap();
-                                std::fs::rename(&kept, &dir).unwrap();
-                                // Meanwhile the files below it were gone from the mapping.
-                                for f in 0..5u8 {
-                                    if name(f).starts_with(&format!("d{d}/")) {
-                                        touch(&mut written, side, f, epoch);
-                                    }
-                                }
-                            }
-                        }
-                        let _ = (s, d);
-                    }
-                    Op::Sync => {
-                        p.a.rescan(&p.folder).await.unwrap();
-                        p.b.rescan(&p.folder).await.unwrap();
-                        settle(&[&p.a, &p.b]).await;
-                        epoch += 1;
-                    }
+        rt.block_on(run(&ops));
+    }
+}
+
+/// Runs `ops` on two mapped devices, then checks the property.
+async fn run(ops: &[Op]) {
+    let p = pair().await;
+    let outside = tempfile::tempdir().unwrap();
+    let secret = b"the outside secret".to_vec();
+    std::fs::write(outside.path().join("f1.txt"), &secret).unwrap();
+    std::fs::write(outside.path().join("f3.txt"), &secret).unwrap();
+    let before_outside = snapshot(outside.path());
+    let dirs: [PathBuf; 2] = [p.da.path().to_path_buf(), p.db.path().to_path_buf()];
+    let clients = [&p.a, &p.b];
+    let mut written: Vec<Written> = Vec::new();
+    let mut epoch = 0;
+    for (n, op) in ops.iter().enumerate() {
+        match op {
+            Op::Write(s, f) => {
+                let side = *s as usize;
+                let rel = existing(&dirs[side], *f);
+                let path = dirs[side].join(&rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let content = format!("op {n} on side {side}").into_bytes();
+                touch(&mut written, side, *f, epoch);
+                if std::fs::write(&path, &content).is_ok() {
+                    written.push(Written {
+                        content,
+                        side,
+                        file: *f,
+                        epoch,
+                        excused: false,
+                    });
                 }
             }
-            converge(&p.a, &p.b, &p.folder, &dirs[0], &dirs[1]).await;
-            // Nothing outside was written, nor read and published.
-            assert_eq!(snapshot(outside.path()), before_outside);
-            let contents: Vec<Vec<u8>> = snapshot(&dirs[0]).into_values().flatten().collect();
-            assert!(!contents.contains(&secret), "an outside file was published");
-            // No content was lost.
-            let lost: Vec<String> = written
-                .iter()
-                .filter(|w| !w.excused && !contents.contains(&w.content))
-                .map(|w| String::from_utf8_lossy(&w.content).into_owned())
-                .collect();
-            assert!(lost.is_empty(), "lost {lost:?}; have {:?}", snapshot(&dirs[0]).keys().collect::<Vec<_>>());
-        });
+            Op::Truncate(s, f) => {
+                let side = *s as usize;
+                let path = dirs[side].join(existing(&dirs[side], *f));
+                if path.is_file() {
+                    touch(&mut written, side, *f, epoch);
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(&path);
+                }
+            }
+            Op::Delete(s, f) => {
+                let side = *s as usize;
+                touch(&mut written, side, *f, epoch);
+                let _ = std::fs::remove_file(dirs[side].join(existing(&dirs[side], *f)));
+            }
+            Op::Rename(s, f, t) => {
+                let side = *s as usize;
+                let to = dirs[side].join(existing(&dirs[side], *t));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                // What was at the target is replaced; what moves keeps its content
+                // under another name.
+                touch(&mut written, side, *t, epoch);
+                touch(&mut written, side, *f, epoch);
+                let _ = std::fs::rename(dirs[side].join(existing(&dirs[side], *f)), to);
+            }
+            Op::CaseRename(s, f) => {
+                let side = *s as usize;
+                let from = existing(&dirs[side], *f);
+                let to = if from == name(*f) {
+                    twin(&from)
+                } else {
+                    name(*f)
+                };
+                let _ = std::fs::rename(dirs[side].join(from), dirs[side].join(to));
+            }
+            Op::ChmodDir(s, d) => {
+                #[cfg(unix)]
+                {
+                    let dir = dirs[*s as usize].join(format!("d{d}"));
+                    if dir.is_dir() {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+                        set_mode(&dir, if mode == 0o700 { 0o755 } else { 0o700 });
+                    }
+                }
+                let _ = d;
+            }
+            Op::RootAway(s) => {
+                let side = *s as usize;
+                let away = dirs[side].with_extension("away");
+                std::fs::rename(&dirs[side], &away).unwrap();
+                let r = clients[side].rescan(&p.folder).await;
+                assert!(
+                    matches!(r, Err(mesh_client::ClientError::MappingPaused { .. })),
+                    "{r:?}"
+                );
+                settle(&[&p.a, &p.b]).await;
+                // (A sync: what either device had published has reached the other.)
+                epoch += 1;
+                std::fs::rename(&away, &dirs[side]).unwrap();
+            }
+            Op::SwapForSymlink(s, d) => {
+                #[cfg(unix)]
+                {
+                    let side = *s as usize;
+                    let dir = dirs[side].join(format!("d{d}"));
+                    let kept = dirs[side].with_extension("kept");
+                    if dir.is_dir() && !dir.is_symlink() {
+                        std::fs::rename(&dir, &kept).unwrap();
+                        std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+                        let _ = clients[side].rescan(&p.folder).await;
+                        settle(&[&p.a, &p.b]).await;
+                        epoch += 1;
+                        std::fs::remove_file(&dir).unwrap();
+                        std::fs::rename(&kept, &dir).unwrap();
+                        // Meanwhile the files below it were gone from the mapping.
+                        for f in 0..5u8 {
+                            if name(f).starts_with(&format!("d{d}/")) {
+                                touch(&mut written, side, f, epoch);
+                            }
+                        }
+                    }
+                }
+                let _ = (s, d);
+            }
+            Op::Sync => {
+                p.a.rescan(&p.folder).await.unwrap();
+                p.b.rescan(&p.folder).await.unwrap();
+                settle(&[&p.a, &p.b]).await;
+                epoch += 1;
+            }
+        }
     }
+    converge(&p.a, &p.b, &p.folder, &dirs[0], &dirs[1]).await;
+    // Nothing outside was written, nor read and published.
+    assert_eq!(snapshot(outside.path()), before_outside);
+    let contents: Vec<Vec<u8>> = snapshot(&dirs[0]).into_values().flatten().collect();
+    assert!(!contents.contains(&secret), "an outside file was published");
+    // No content was lost.
+    let lost: Vec<String> = written
+        .iter()
+        .filter(|w| !w.excused && !contents.contains(&w.content))
+        .map(|w| String::from_utf8_lossy(&w.content).into_owned())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "lost {lost:?}; have {:?}",
+        snapshot(&dirs[0]).keys().collect::<Vec<_>>()
+    );
 }
