@@ -430,6 +430,9 @@ async fn conflict_copies_in_the_same_second_never_replace_each_other() {
 /// the real directory as `<dir>.real`.
 #[cfg(unix)]
 fn swap_for_symlink(dir: &Path, outside: &Path) {
+    // Hooks run on the mapping's writer threads, several at once: one swap at a time.
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SWAP.lock().unwrap_or_else(|p| p.into_inner());
     let real = dir.with_extension("real");
     if dir.is_symlink() || real.exists() {
         return;
