@@ -183,6 +183,18 @@ pub fn push<S: Store>(
             refused: None,
         })
         .collect();
+    // A stranger to the feed learns nothing, not even which entries it already holds, and
+    // costs no signature checks.
+    let mut roster = Some(Roster::load(replica.store(), feed)?);
+    if !roster
+        .as_ref()
+        .is_some_and(|r| pusher_may_push(r, pusher.user, feed))
+    {
+        for r in &mut results {
+            r.refused = Some(not_found(feed));
+        }
+        return Ok(results);
+    }
     // Shapes and signatures do not depend on the other entries of the push: they are judged
     // once, up front (signatures on several threads), against what the replica holds.
     let verdicts: Vec<Option<CoreError>> = {
@@ -212,8 +224,11 @@ pub fn push<S: Store>(
     let mut passes = 0;
     while !pending.is_empty() {
         passes += 1;
-        let roster = Roster::load(replica.store(), feed)?;
-        // A stranger to the feed learns nothing, not even which entries it already holds.
+        // The first pass uses the roster read above; later ones see what earlier ones merged.
+        let roster = match roster.take() {
+            Some(r) => r,
+            None => Roster::load(replica.store(), feed)?,
+        };
         if !pusher_may_push(&roster, pusher.user, feed) {
             for (i, _) in pending {
                 results[i].refused = Some(not_found(feed));
