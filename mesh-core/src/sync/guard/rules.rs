@@ -49,7 +49,7 @@ pub fn check_result(
     if let Some(local) = local {
         for held in versions(local) {
             let kept = versions(result).any(|r| {
-                (r.sync.same_version(held.sync) && r.data == held.data) || knows(r.sync, held.sync)
+                (r.sync.same_version(held.sync) && r.data == held.data) || r.sync.knows(held.sync)
             });
             if !kept {
                 return Err(denied(format!(
@@ -83,10 +83,6 @@ pub fn check_result(
         return Err(denied("a folder keeps at least one active owner".into()));
     }
     Ok(())
-}
-
-fn knows(a: &SyncMeta, b: &SyncMeta) -> bool {
-    a.knows(b)
 }
 
 fn top_by(s: &SyncMeta) -> String {
@@ -188,7 +184,7 @@ fn check_lineage(
     let mut continues = false;
     let mut keeps_author = false;
     for held in local.into_iter().flat_map(versions) {
-        if !knows(v.sync, held.sync) {
+        if !v.sync.knows(held.sync) {
             continue;
         }
         continues = true;
