@@ -190,17 +190,7 @@ impl MeshClient {
         let written = self
             .shared()
             .run(move |r| {
-                for (id, _) in &drafts {
-                    if let Some(e) = r.get(&k, id)? {
-                        mesh_core::model::authorize(
-                            &actor.user,
-                            role,
-                            Action::ChangeEntry {
-                                author: &e.content.author,
-                            },
-                        )?;
-                    }
-                }
+                may_change_all(r, &k, drafts.iter().map(|(id, _)| id), &actor.user, role)?;
                 r.write_batch(&k, drafts, &actor, now)
             })
             .await??;
@@ -290,17 +280,7 @@ impl MeshClient {
         let written = self
             .shared()
             .run(move |r| {
-                for id in &ids {
-                    if let Some(e) = r.get(&k, id)? {
-                        mesh_core::model::authorize(
-                            &actor.user,
-                            role,
-                            Action::ChangeEntry {
-                                author: &e.content.author,
-                            },
-                        )?;
-                    }
-                }
+                may_change_all(r, &k, ids.iter(), &actor.user, role)?;
                 r.delete_batch(&k, &ids, &actor, now)
             })
             .await??;
@@ -423,4 +403,27 @@ impl From<(EntryId, EntryDraft)> for BatchItem {
             draft,
         }
     }
+}
+
+/// Checks that `user`, holding `role`, may change every entry of `ids` that `feed` already
+/// holds (the others would be created): one check for the batch calls.
+fn may_change_all<'a>(
+    r: &Replica<ClientStore>,
+    feed: &FeedKey,
+    ids: impl Iterator<Item = &'a EntryId>,
+    user: &mesh_core::id::UserId,
+    role: Option<mesh_core::model::Role>,
+) -> mesh_core::Result<()> {
+    for id in ids {
+        if let Some(e) = r.get(feed, id)? {
+            mesh_core::model::authorize(
+                user,
+                role,
+                Action::ChangeEntry {
+                    author: &e.content.author,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
