@@ -241,6 +241,24 @@ impl From<&ClientError> for SyncError {
     }
 }
 
+impl From<mesh_store::StoreError> for ClientError {
+    fn from(e: mesh_store::StoreError) -> Self {
+        use mesh_store::StoreError as E;
+        match e {
+            E::Corrupt { path, reason } => ClientError::CorruptStore { path, reason },
+            E::TooNew { found, supported } => ClientError::StoreTooNew { found, supported },
+            E::Locked { path } => ClientError::Locked { path },
+            E::Io { path, source } => ClientError::Io {
+                path,
+                error: source.to_string(),
+            },
+            E::Config(m) => ClientError::Config(m),
+            E::Core(e) => ClientError::Core(e),
+            other => ClientError::Store(other.to_string()),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for ClientError {
     fn from(e: rusqlite::Error) -> Self {
         ClientError::Store(e.to_string())

@@ -2,7 +2,7 @@
 //!
 //! The reference hub of [mesh](https://example.invalid/mesh): the "cloud" replica that a
 //! person's devices, and the people they share with, sync through. It is just another replica
-//! (a `mesh-core` [`Replica`](mesh_core::replica::Replica) over a `mesh-client` store) served
+//! (a `mesh-core` [`Replica`](mesh_core::replica::Replica) over a `mesh-store` store) served
 //! over HTTP, with
 //!
 //! * **accounts** ([`Accounts`]): users, their devices, and bearer tokens bound to one user and
@@ -43,9 +43,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mesh_client::store::{BlobStore, ClientStore, Durability, StoreConfig};
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
+use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
 pub use error::{ApiError, HubError};
@@ -111,7 +111,7 @@ impl HubBuilder {
             }
             None => (
                 Accounts::in_memory()?,
-                ClientStore::open(&StoreConfig::Memory, fresh)
+                AnyStore::open(&StoreConfig::Memory, fresh)
                     .map_err(|e| HubError::Store(e.to_string()))?,
                 BlobStore::memory(),
             ),
@@ -124,12 +124,8 @@ impl HubBuilder {
     }
 }
 
-fn open_store(
-    path: &Path,
-    fresh: ReplicaId,
-    durability: Durability,
-) -> Result<ClientStore, HubError> {
-    ClientStore::open(&StoreConfig::SqliteWith(path.to_owned(), durability), fresh)
+fn open_store(path: &Path, fresh: ReplicaId, durability: Durability) -> Result<AnyStore, HubError> {
+    AnyStore::open(&StoreConfig::SqliteWith(path.to_owned(), durability), fresh)
         .map_err(|e| HubError::Store(e.to_string()))
 }
 

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mesh_client::store::Durability;
 use mesh_hub::{Accounts, Hub, HubError, ACCOUNTS_DB};
+use mesh_store::Durability;
 use tracing_subscriber::filter::LevelFilter;
 
 /// A self-hostable mesh hub: devices sync through it; it keeps accounts, device tokens and

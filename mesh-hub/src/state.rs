@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mesh_client::store::{BlobStore, ClientStore};
 use mesh_core::id::{DeviceId, ReplicaId};
 use mesh_core::model::FeedKey;
 use mesh_core::replica::Replica;
 use mesh_core::store::Cursor;
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{Keyring, NoKeyring};
+use mesh_store::{AnyStore, BlobStore};
 use tokio::sync::{broadcast, watch};
 
 use crate::accounts::Accounts;
@@ -61,7 +61,7 @@ pub(crate) struct Presence {
 }
 
 pub(crate) struct Inner {
-    pub replica: Mutex<Replica<ClientStore>>,
+    pub replica: Mutex<Replica<AnyStore>>,
     pub replica_id: ReplicaId,
     /// Blob objects (chunks, manifests) and the folders that claim them.
     pub blobs: BlobStore,
@@ -88,7 +88,7 @@ pub(crate) fn now() -> Timestamp {
 
 impl HubState {
     pub fn new(
-        replica: Replica<ClientStore>,
+        replica: Replica<AnyStore>,
         blobs: BlobStore,
         accounts: Arc<Accounts>,
         config: HubConfig,
@@ -120,7 +120,7 @@ impl HubState {
     /// Runs `f` with the replica locked, on tokio's blocking pool.
     pub async fn run<R, F>(&self, f: F) -> Result<R, ApiError>
     where
-        F: FnOnce(&mut Replica<ClientStore>) -> R + Send + 'static,
+        F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
         let inner = self.0.clone();

@@ -62,7 +62,11 @@ impl MeshClient {
             .run_blobs(move |b| {
                 let file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
                 let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
-                b.ingest(&f, std::io::BufReader::with_capacity(1 << 20, file), len)
+                Ok::<_, ClientError>(b.ingest(
+                    &f,
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    len,
+                )?)
             })
             .await??;
         Ok(media_ref(&manifest, content_type))
@@ -138,7 +142,9 @@ impl MeshClient {
         let path = path.as_ref().to_owned();
         self.shared()
             .run_blobs(move |b| {
-                crate::mapping::write_atomically(&path, |f| b.write_to(&manifest, f).map(|_| ()))
+                crate::mapping::write_atomically(&path, |f| {
+                    Ok(b.write_to(&manifest, f).map(|_| ())?)
+                })
             })
             .await?
     }

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
-use crate::store::{BlobStore, ClientStore, StoreConfig, StoreLock};
+use crate::store::{BlobStore, ClientStore, DeviceStore, StoreConfig, StoreLock};
 use crate::sync::engine::{self, SyncOptions};
 use crate::transport::Transport;
 

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::{ClientError, Result, SyncError};
 use crate::shared::{Changed, SharedReplica};
+use crate::store::DeviceStore;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
 use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};

@@ -365,5 +365,6 @@ async fn store(
     let folder = folder.clone();
     shared
         .run_blobs(move |b| b.put(&folder, &objects).map(|_| ()))
-        .await?
+        .await??;
+    Ok(())
 }

@@ -328,7 +328,7 @@ impl Transport for InProcessTransport {
         self.shared
             .run_blobs(move |b| b.missing(&folder, &hashes))
             .await
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(ClientError::from))
             .map_err(blob_error)
     }
 
@@ -342,7 +342,7 @@ impl Transport for InProcessTransport {
         self.shared
             .run_blobs(move |b| b.put(&folder, &objects))
             .await
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(ClientError::from))
             .map(|_| ())
             .map_err(blob_error)
     }
@@ -357,7 +357,7 @@ impl Transport for InProcessTransport {
         self.shared
             .run_blobs(move |b| b.get_for(&folder, &hashes, MAX_OBJECTS_RESPONSE))
             .await
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(ClientError::from))
             .map_err(blob_error)
     }
 }

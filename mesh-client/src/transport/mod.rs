@@ -212,6 +212,4 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// The most bytes of objects one `get_objects` response carries (a hub or peer may choose
-/// less).
-pub const MAX_OBJECTS_RESPONSE: usize = 8 << 20;
+pub use mesh_core::blob::MAX_OBJECTS_RESPONSE;

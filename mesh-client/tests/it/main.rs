@@ -7,6 +7,5 @@ mod mapping;
 mod mapping_props;
 mod mapping_safety;
 mod sdk;
-mod store;
 mod transport_suite;
 mod trust;

@@ -737,13 +737,12 @@ async fn media_blobs_travel_with_their_entries_and_are_fetched_on_demand() {
 #[test]
 fn blob_store_files_are_checked_when_opened() {
     use mesh_client::store::{BlobStore, Durability};
-    use mesh_client::ClientError;
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.blobs");
     std::fs::write(&garbage, b"definitely not a database, just some bytes").unwrap();
     assert!(matches!(
         BlobStore::open(&garbage, Durability::Full),
-        Err(ClientError::CorruptStore { .. })
+        Err(mesh_client::store::StoreError::Corrupt { .. })
     ));
     assert_eq!(
         std::fs::read(&garbage).unwrap(),
@@ -757,7 +756,7 @@ fn blob_store_files_are_checked_when_opened() {
     }
     assert!(matches!(
         BlobStore::open(&foreign, Durability::Full),
-        Err(ClientError::CorruptStore { .. })
+        Err(mesh_client::store::StoreError::Corrupt { .. })
     ));
     let good = dir.path().join("good.blobs");
     let folder: FolderId = "f".parse().unwrap();
@@ -775,6 +774,6 @@ fn blob_store_files_are_checked_when_opened() {
     }
     assert!(matches!(
         BlobStore::open(&good, Durability::Full),
-        Err(ClientError::StoreTooNew { found: 99, .. })
+        Err(mesh_client::store::StoreError::TooNew { found: 99, .. })
     ));
 }

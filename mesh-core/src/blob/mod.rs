@@ -37,3 +37,7 @@ pub use manifest::{ChunkRef, Manifest};
 /// The largest object (chunk or manifest) accepted anywhere, in bytes: a manifest of this size
 /// describes a blob of about 29 TiB at the average chunk size.
 pub const MAX_OBJECT: usize = 64 * 1024 * 1024;
+
+/// The most bytes of objects one `get_objects` response carries (a hub or peer may choose
+/// less): part of the protocol, so that a client knows how much to buffer.
+pub const MAX_OBJECTS_RESPONSE: usize = 8 << 20;

@@ -2,7 +2,7 @@
 //! objects or whole assembled blobs over plain HTTP with byte ranges.
 //!
 //! Objects (chunks and manifests, see `mesh_core::blob`) are stored once in the hub's
-//! [`BlobStore`](mesh_client::store::BlobStore), but a folder sees only the objects it claims:
+//! [`BlobStore`](mesh_store::BlobStore), but a folder sees only the objects it claims:
 //! an upload claims the objects for the folder it names, and every read goes through that claim.
 //! Knowing a hash therefore never grants its bytes, and asking never reveals whether another
 //! folder holds them. Access follows the folder's member roles like every folder resource: a
@@ -24,14 +24,14 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
-use mesh_client::store::BlobStore;
-use mesh_client::transport::MAX_OBJECTS_RESPONSE;
-use mesh_client::ClientError;
+use mesh_core::blob::MAX_OBJECTS_RESPONSE;
 use mesh_core::blob::{pack, ChunkHash, Manifest};
 use mesh_core::id::{FolderId, UserId};
 use mesh_core::model::Action;
 use mesh_core::sync::guard;
 use mesh_core::CoreError;
+use mesh_store::BlobStore;
+use mesh_store::StoreError;
 
 use crate::api::rest::folder_id;
 use crate::api::{content_type, no_content, Auth, RawBody};
@@ -69,9 +69,9 @@ async fn access(
     Ok(f)
 }
 
-fn store_error(e: ClientError) -> ApiError {
+fn store_error(e: StoreError) -> ApiError {
     match e {
-        ClientError::Core(c) => c.into(),
+        StoreError::Core(c) => c.into(),
         other => ApiError::internal(other),
     }
 }
@@ -217,7 +217,7 @@ impl Fetch {
                 }
             }
             let done = pos >= hashes.len() || (any && total >= MAX_OBJECTS_RESPONSE);
-            Ok::<_, ClientError>((piece, pos, total, any, done))
+            Ok::<_, StoreError>((piece, pos, total, any, done))
         })
         .await
         .map_err(ApiError::internal)?

@@ -32,9 +32,10 @@ use mesh_core::id::FolderId;
 use mesh_core::CoreError;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::error::{ClientError, Result};
-use crate::store::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TIMEOUT};
-use crate::store::{Durability, StoreConfig};
+use crate::any::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::sqlite::Durability;
+use crate::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TIMEOUT};
 
 /// Inputs up to this size are read whole and chunked in memory.
 const WHOLE_READ_LIMIT: u64 = 4 << 20;
@@ -88,7 +89,7 @@ const SCHEMA: Schema = Schema {
 /// backend, so async code runs them on the blocking pool.
 ///
 /// ```
-/// use mesh_client::store::BlobStore;
+/// use mesh_store::BlobStore;
 /// use mesh_core::blob::ChunkHash;
 /// let store = BlobStore::memory();
 /// let folder = "f1".parse().unwrap();
@@ -125,12 +126,12 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
-fn store_err(e: rusqlite::Error) -> ClientError {
-    ClientError::Store(format!("blob store: {e}"))
+fn store_err(e: rusqlite::Error) -> StoreError {
+    StoreError::sqlite("blob store", e)
 }
 
 fn hash_from_sql(bytes: Vec<u8>) -> Result<ChunkHash> {
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| ClientError::CorruptStore {
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
         path: "blob store".into(),
         reason: "an object hash is not 32 bytes".into(),
     })?;
@@ -138,7 +139,7 @@ fn hash_from_sql(bytes: Vec<u8>) -> Result<ChunkHash> {
 }
 
 /// The chunks of a blob held in memory: each chunk's hash and bytes, in order.
-pub(crate) fn chunk_in_memory(data: &[u8]) -> Vec<(ChunkHash, &[u8])> {
+pub fn chunk_in_memory(data: &[u8]) -> Vec<(ChunkHash, &[u8])> {
     chunk_boundaries(data)
         .map(|r| (ChunkHash::of(&data[r.clone()]), &data[r]))
         .collect()
@@ -170,8 +171,8 @@ impl BlobStore {
         PathBuf::from(name)
     }
 
-    /// Opens (or creates) a blob store file. Fails with [`ClientError::CorruptStore`] on a
-    /// file that is not a blob store and [`ClientError::StoreTooNew`] on a newer one.
+    /// Opens (or creates) a blob store file. Fails with [`StoreError::Corrupt`] on a
+    /// file that is not a blob store and [`StoreError::TooNew`] on a newer one.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
         let path = path.as_ref();
         let location = path.display().to_string();
@@ -290,7 +291,7 @@ impl BlobStore {
     }
 
     /// [`BlobStore::put`] for objects the caller hashed itself.
-    pub(crate) fn put_trusted<'a>(
+    pub fn put_trusted<'a>(
         &self,
         folder: &FolderId,
         objects: impl IntoIterator<Item = (ChunkHash, &'a [u8])>,
@@ -377,7 +378,7 @@ impl BlobStore {
         mut reader: impl std::io::Read,
         size_hint: u64,
     ) -> Result<Manifest> {
-        let io = |e: std::io::Error| ClientError::Store(format!("reading blob content: {e}"));
+        let io = |e: std::io::Error| StoreError::Backend(format!("reading blob content: {e}"));
         let mut chunks: Vec<(ChunkHash, u32)> = Vec::new();
         if size_hint <= WHOLE_READ_LIMIT {
             let mut data = Vec::with_capacity(size_hint as usize);
@@ -418,7 +419,7 @@ impl BlobStore {
 
     /// Writes a stored blob's content to `out`, chunk by chunk, checking every chunk against
     /// its hash. Fails with [`CoreError::NotFound`] if an object is missing (fetch the blob
-    /// first) and [`ClientError::CorruptStore`] if one was damaged on disk.
+    /// first) and [`StoreError::Corrupt`] if one was damaged on disk.
     pub fn write_to(&self, manifest: &ChunkHash, mut out: impl std::io::Write) -> Result<u64> {
         let not_found = |h: &ChunkHash| CoreError::NotFound {
             kind: "blob object",
@@ -430,13 +431,13 @@ impl BlobStore {
         for c in m.chunks() {
             let data = self.get(&c.hash)?.ok_or_else(|| not_found(&c.hash))?;
             if !c.hash.verifies(&data) {
-                return Err(ClientError::CorruptStore {
+                return Err(StoreError::Corrupt {
                     path: "blob store".into(),
                     reason: format!("object {} does not match its hash", c.hash),
                 });
             }
             out.write_all(&data)
-                .map_err(|e| ClientError::Store(format!("writing blob content: {e}")))?;
+                .map_err(|e| StoreError::Backend(format!("writing blob content: {e}")))?;
         }
         Ok(m.length())
     }

@@ -17,8 +17,8 @@
 //!
 //! Schema changes are [`MIGRATIONS`]: a list of SQL steps, step `n` taking the file from version
 //! `n` to `n + 1`, each applied in its own transaction together with the version bump. A file
-//! from a newer build fails to open with [`ClientError::StoreTooNew`]; another application's
-//! SQLite file, or something that is no database, with [`ClientError::CorruptStore`]. Neither is
+//! from a newer build fails to open with [`StoreError::TooNew`]; another application's
+//! SQLite file, or something that is no database, with [`StoreError::Corrupt`]. Neither is
 //! modified.
 //!
 //! # Durability
@@ -52,7 +52,7 @@ use rusqlite::{
     TransactionBehavior,
 };
 
-use crate::error::ClientError;
+use crate::error::StoreError;
 
 type CoreResult<T> = mesh_core::Result<T>;
 
@@ -169,7 +169,7 @@ pub enum Durability {
 /// A [`Store`] in a SQLite file (or in memory, for tests).
 ///
 /// ```
-/// use mesh_client::store::SqliteStore;
+/// use mesh_store::SqliteStore;
 /// use mesh_core::store::Store;
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("replica.db");
@@ -205,11 +205,11 @@ impl SqliteStore {
     /// Opens the store in file `path`, creating it if the file does not exist (or is empty).
     ///
     /// A new store belongs to replica `new_replica`; an existing one keeps the replica id it
-    /// was created with. Fails with [`ClientError::CorruptStore`] when the file is not a
+    /// was created with. Fails with [`StoreError::Corrupt`] when the file is not a
     /// database, is damaged, or belongs to another application, and with
-    /// [`ClientError::StoreTooNew`] when a newer build of mesh wrote it; such files are left
+    /// [`StoreError::TooNew`] when a newer build of mesh wrote it; such files are left
     /// untouched.
-    pub fn open(path: impl AsRef<Path>, new_replica: ReplicaId) -> Result<Self, ClientError> {
+    pub fn open(path: impl AsRef<Path>, new_replica: ReplicaId) -> Result<Self, StoreError> {
         Self::open_with(path, new_replica, Durability::Full)
     }
 
@@ -218,7 +218,7 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         new_replica: ReplicaId,
         durability: Durability,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let location = path.display().to_string();
         check_header(path, &location)?;
@@ -233,13 +233,13 @@ impl SqliteStore {
             store
                 .conn
                 .pragma_update(None, "synchronous", "NORMAL")
-                .map_err(|e| ClientError::Store(format!("{}: {e}", store.location)))?;
+                .map_err(|e| StoreError::sqlite(store.location.to_string(), e))?;
         }
         Ok(store)
     }
 
     /// A new store held in memory, for tests: the same SQL, nothing on disk.
-    pub fn open_in_memory(replica: ReplicaId) -> Result<Self, ClientError> {
+    pub fn open_in_memory(replica: ReplicaId) -> Result<Self, StoreError> {
         let location = ":memory:".to_owned();
         let conn = Connection::open_in_memory().map_err(|e| open_error(&location, e))?;
         Self::init(conn, location, replica, false)
@@ -250,7 +250,7 @@ impl SqliteStore {
         location: String,
         new_replica: ReplicaId,
         on_disk: bool,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, StoreError> {
         let fail = |e: rusqlite::Error| open_error(&location, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -290,7 +290,7 @@ impl SqliteStore {
     }
 
     /// A value of the store's `meta` table (device key, trust pinned per remote).
-    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>, ClientError> {
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
                 "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
@@ -298,11 +298,11 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| ClientError::Store(format!("{}: {e}", self.location)))
+            .map_err(|e| StoreError::sqlite(self.location.to_string(), e))
     }
 
     /// Sets a value of the store's `meta` table (durably, in its own transaction).
-    pub(crate) fn set_meta(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -310,7 +310,7 @@ impl SqliteStore {
                 [key, value],
             )
             .map(|_| ())
-            .map_err(|e| ClientError::Store(format!("{}: {e}", self.location)))
+            .map_err(|e| StoreError::sqlite(self.location.to_string(), e))
     }
 
     /// Where the store lives: its file's path, or `:memory:`.
@@ -322,8 +322,8 @@ impl SqliteStore {
     /// body readable and under its id, feed heads and counts matching the change log, the
     /// sequence counter ahead of every change). Costs O(store size); [`SqliteStore::open`]
     /// does only cheap checks.
-    pub fn check_integrity(&self) -> Result<(), ClientError> {
-        let corrupt = |reason: String| ClientError::CorruptStore {
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
             path: self.location.clone(),
             reason,
         };
@@ -393,11 +393,11 @@ impl SqliteStore {
 
     /// Closes the store, reporting any error SQLite meets while doing so (dropping the store
     /// closes it too, silently).
-    pub fn close(self) -> Result<(), ClientError> {
+    pub fn close(self) -> Result<(), StoreError> {
         let location = self.location;
         self.conn
             .close()
-            .map_err(|(_, e)| ClientError::Store(format!("{location}: closing: {e}")))
+            .map_err(|(_, e)| StoreError::Backend(format!("{location}: closing: {e}")))
     }
 }
 
@@ -406,7 +406,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Refuses a file that is not empty and does not start like a SQLite database. SQLite itself
 /// takes a file shorter than its header for an empty database and would write over it.
-pub(crate) fn check_header(path: &Path, location: &str) -> Result<(), ClientError> {
+pub(crate) fn check_header(path: &Path, location: &str) -> Result<(), StoreError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -417,11 +417,14 @@ pub(crate) fn check_header(path: &Path, location: &str) -> Result<(), ClientErro
     file.by_ref()
         .take(SQLITE_MAGIC.len() as u64)
         .read_to_end(&mut head)
-        .map_err(|e| ClientError::Store(format!("{location}: {e}")))?;
+        .map_err(|e| StoreError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
     if head.is_empty() || head == SQLITE_MAGIC {
         return Ok(());
     }
-    Err(ClientError::CorruptStore {
+    Err(StoreError::Corrupt {
         path: location.to_owned(),
         reason: "not a database (no SQLite header)".into(),
     })
@@ -433,7 +436,7 @@ pub(crate) fn identify(
     conn: &Connection,
     location: &str,
     schema: &Schema,
-) -> Result<i64, ClientError> {
+) -> Result<i64, StoreError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -444,7 +447,7 @@ pub(crate) fn identify(
     let objects: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(fail)?;
-    let not_ours = || ClientError::CorruptStore {
+    let not_ours = || StoreError::Corrupt {
         path: location.to_owned(),
         reason: "not a mesh store".into(),
     };
@@ -458,15 +461,15 @@ pub(crate) fn identify(
     Ok(version)
 }
 
-fn check_version(version: i64, location: &str, schema: &Schema) -> Result<(), ClientError> {
+fn check_version(version: i64, location: &str, schema: &Schema) -> Result<(), StoreError> {
     if version > schema.version() {
-        return Err(ClientError::StoreTooNew {
+        return Err(StoreError::TooNew {
             found: version,
             supported: schema.version(),
         });
     }
     if version < 0 {
-        return Err(ClientError::CorruptStore {
+        return Err(StoreError::Corrupt {
             path: location.to_owned(),
             reason: format!("invalid schema version {version}"),
         });
@@ -481,7 +484,7 @@ pub(crate) fn migrate(
     conn: &mut Connection,
     location: &str,
     schema: &Schema,
-) -> Result<(), ClientError> {
+) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
     loop {
         let tx = conn
@@ -499,7 +502,7 @@ pub(crate) fn migrate(
             return tx.commit().map_err(fail);
         };
         tx.execute_batch(step).map_err(|e| {
-            ClientError::Store(format!(
+            StoreError::Backend(format!(
                 "{location}: migrating to schema version {}: {e}",
                 version + 1
             ))
@@ -521,9 +524,9 @@ fn load_replica_id(
     conn: &Connection,
     location: &str,
     new_replica: ReplicaId,
-) -> Result<ReplicaId, ClientError> {
+) -> Result<ReplicaId, StoreError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
-    let read = || -> Result<Option<String>, ClientError> {
+    let read = || -> Result<Option<String>, StoreError> {
         conn.query_row(
             "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'replica_id'",
             [],
@@ -540,19 +543,19 @@ fn load_replica_id(
                 [new_replica.as_str()],
             )
             .map_err(fail)?;
-            read()?.ok_or_else(|| ClientError::Store(format!("{location}: no replica id")))?
+            read()?.ok_or_else(|| StoreError::Backend(format!("{location}: no replica id")))?
         }
     };
-    ReplicaId::new(&stored).map_err(|e| ClientError::CorruptStore {
+    ReplicaId::new(&stored).map_err(|e| StoreError::Corrupt {
         path: location.to_owned(),
         reason: format!("stored replica id is unusable: {e}"),
     })
 }
 
 /// Cheap consistency checks on open: the tables exist and the sequence counter is sane.
-fn check_meta(conn: &Connection, location: &str) -> Result<(), ClientError> {
+fn check_meta(conn: &Connection, location: &str) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| open_error(location, e);
-    let corrupt = |reason: String| ClientError::CorruptStore {
+    let corrupt = |reason: String| StoreError::Corrupt {
         path: location.to_owned(),
         reason,
     };
@@ -584,17 +587,17 @@ fn check_meta(conn: &Connection, location: &str) -> Result<(), ClientError> {
 
 /// Maps an error met while opening or checking a store: SQLite's "not a database" and
 /// "malformed" mean a corrupt store; anything else is a plain store failure.
-pub(crate) fn open_error(location: &str, e: rusqlite::Error) -> ClientError {
+pub(crate) fn open_error(location: &str, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => ClientError::CorruptStore {
+        Some(ErrorCode::NotADatabase) => StoreError::Corrupt {
             path: location.to_owned(),
             reason: format!("not a database ({e})"),
         },
-        Some(ErrorCode::DatabaseCorrupt) => ClientError::CorruptStore {
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
             path: location.to_owned(),
             reason: format!("damaged database ({e})"),
         },
-        _ => ClientError::Store(format!("{location}: {e}")),
+        _ => StoreError::sqlite(location.to_string(), e),
     }
 }
 

@@ -6,8 +6,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use mesh_client::store::SqliteStore;
-use mesh_client::ClientError;
 use mesh_core::feedsync::{self, Stamp};
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, EntryDraft, FeedKey};
@@ -15,6 +13,7 @@ use mesh_core::replica::{Actor, Replica};
 use mesh_core::store::{suite, Cursor, Store, StoreTxn, SyncState};
 use mesh_core::time::Timestamp;
 use mesh_core::CoreError;
+use mesh_store::{SqliteStore, StoreError};
 
 fn rid(s: &str) -> ReplicaId {
     s.parse().unwrap()
@@ -77,9 +76,9 @@ fn make_store(path: &Path, n: usize) {
     replica.into_store().close().unwrap();
 }
 
-fn expect_corrupt<T: std::fmt::Debug>(r: Result<T, ClientError>, what: &str) -> String {
+fn expect_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) -> String {
     match r {
-        Err(ClientError::CorruptStore { reason, .. }) => reason,
+        Err(StoreError::Corrupt { reason, .. }) => reason,
         Err(e) => panic!("{what}: expected CorruptStore, got {e:?}"),
         Ok(v) => panic!("{what}: expected CorruptStore, but it succeeded: {v:?}"),
     }
@@ -217,11 +216,20 @@ fn the_store_can_move_to_a_blocking_thread() {
 fn an_unopenable_path_is_a_store_error() {
     let dir = tempfile::tempdir().unwrap();
     match SqliteStore::open(dir.path().join("missing/dir/x.db"), rid("r")) {
-        Err(ClientError::Store(msg)) => assert!(msg.contains("missing"), "{msg}"),
+        Err(e @ StoreError::Sqlite { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("missing"), "{msg}");
+        }
         other => panic!("expected a store error, got {other:?}"),
     }
     match SqliteStore::open(dir.path(), rid("r")) {
-        Err(ClientError::Store(_)) => {}
+        Err(e @ (StoreError::Sqlite { .. } | StoreError::Io { .. })) => {
+            assert!(e.code() == "store" || e.code() == "io", "{e}");
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "the cause is kept: {e:?}"
+            );
+        }
         other => panic!("a directory: expected a store error, got {other:?}"),
     }
 }
@@ -313,7 +321,7 @@ fn a_newer_schema_is_too_new() {
             .unwrap();
     }
     match SqliteStore::open(&path, rid("r")) {
-        Err(ClientError::StoreTooNew { found, supported }) => {
+        Err(StoreError::TooNew { found, supported }) => {
             assert_eq!(found, SqliteStore::SCHEMA_VERSION + 1);
             assert_eq!(supported, SqliteStore::SCHEMA_VERSION);
         }
@@ -324,7 +332,7 @@ fn a_newer_schema_is_too_new() {
 #[test]
 fn damaged_store_contents_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let tamper = |name: &str, sql: &str| -> Result<SqliteStore, ClientError> {
+    let tamper = |name: &str, sql: &str| -> Result<SqliteStore, StoreError> {
         let path = dir.path().join(format!("{name}.db"));
         make_store(&path, 5);
         rusqlite::Connection::open(&path)
@@ -391,7 +399,7 @@ fn damaged_store_contents_are_typed_errors() {
 // ---- kill -9 ----------------------------------------------------------------------------------
 
 const WRITER_ENV: &str = "MESH_TEST_KILL9_WRITER";
-const WRITER_TEST: &str = "store::kill9_writer_child";
+const WRITER_TEST: &str = "sqlite::kill9_writer_child";
 /// The most entries one transaction of the writer adds.
 const MAX_BATCH: u64 = 8;
 

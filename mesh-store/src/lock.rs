@@ -7,7 +7,7 @@ use fs4::FileExt;
 use fs4::TryLockError;
 use std::path::{Path, PathBuf};
 
-use crate::error::{ClientError, Result};
+use crate::error::{Result, StoreError};
 
 /// The lock file of the store at `db`: `<db>.lock` (`notes.db` → `notes.db.lock`).
 pub fn lock_path(db: &Path) -> PathBuf {
@@ -19,18 +19,18 @@ pub fn lock_path(db: &Path) -> PathBuf {
 /// An exclusive, advisory lock on a store's lock file (an OS file lock: released when the
 /// holder closes the file or its process dies, so a crash never leaves a stale lock).
 #[derive(Debug)]
-pub(crate) struct StoreLock {
+pub struct StoreLock {
     _file: File,
 }
 
 impl StoreLock {
-    /// Takes the lock of the store at `db`, or fails at once with [`ClientError::Locked`]
+    /// Takes the lock of the store at `db`, or fails at once with [`StoreError::Locked`]
     /// when another client holds it (in this process or another one).
     pub fn acquire(db: &Path) -> Result<StoreLock> {
         let path = lock_path(db);
-        let io = |e: std::io::Error| ClientError::Io {
+        let io = |e: std::io::Error| StoreError::Io {
             path: path.clone(),
-            error: e.to_string(),
+            source: e,
         };
         let file = OpenOptions::new()
             .create(true)
@@ -41,7 +41,7 @@ impl StoreLock {
         // Through the trait, by name: `File::try_lock` itself is newer than our MSRV.
         match FileExt::try_lock(&file) {
             Ok(()) => Ok(StoreLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(ClientError::Locked {
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
                 path: db.to_path_buf(),
             }),
             Err(TryLockError::Error(e)) => Err(io(e)),
