@@ -17,7 +17,7 @@ pub enum StoreError {
     },
     /// PostgreSQL failed (connection, query, transaction).
     #[cfg(feature = "postgres")]
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", crate::postgres::describe(source))]
     Postgres {
         /// Which store and what it was doing.
         context: String,

@@ -9,7 +9,9 @@
 //! * [`BlobStore`]: the object store of blobs (chunks and manifests by content address, the
 //!   folders that claim them) in memory or SQLite, plus a device's index of mapped directories;
 //! * [`AnyStore`]: one of the replica stores, chosen at run time by [`StoreConfig`];
-//! * [`StoreLock`]: one client per store file.
+//! * [`StoreLock`]: one client per store file;
+//! * with the `postgres` feature, [`postgres`]: a hub's replica in PostgreSQL, shared by
+//!   any number of hub processes.
 //!
 //! Every replica store passes the core's conformance suite
 //! ([`mesh_core::store::suite`]); this crate's tests run it against each implementation.
@@ -25,6 +27,8 @@ mod any;
 pub mod blobs;
 mod error;
 mod lock;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use any::{AnyStore, AnyTxn, StoreConfig};

@@ -1,0 +1,116 @@
+//! The PostgreSQL schema, as numbered migrations.
+
+use tokio_postgres::Client;
+
+use crate::error::{Result, StoreError};
+
+/// The schema migrations, in order: step `n` takes a database from version `n` to `n + 1`.
+/// A released step never changes; adding a version is adding one element.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the replica (change log numbered replica-wide), its sync states.
+    "
+    CREATE TABLE mesh_replica (
+        one      BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+        id       TEXT NOT NULL,
+        last_seq BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE mesh_feeds (
+        feed_id BIGSERIAL PRIMARY KEY,
+        key     TEXT NOT NULL UNIQUE,
+        head    BIGINT NOT NULL DEFAULT 0,
+        entries BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE mesh_entries (
+        feed_id BIGINT NOT NULL REFERENCES mesh_feeds (feed_id),
+        id      TEXT NOT NULL,
+        seq     BIGINT NOT NULL,
+        origin  TEXT,
+        body    TEXT NOT NULL,
+        PRIMARY KEY (feed_id, id)
+    );
+    CREATE UNIQUE INDEX mesh_entries_log ON mesh_entries (feed_id, seq);
+    CREATE TABLE mesh_sync_state (
+        remote         TEXT NOT NULL,
+        feed           TEXT NOT NULL,
+        remote_replica TEXT,
+        pulled         BIGINT NOT NULL,
+        pushed         BIGINT NOT NULL,
+        PRIMARY KEY (remote, feed)
+    );
+    ",
+];
+
+/// The advisory lock key migrations run under (any constant that no other lock uses).
+const MIGRATION_LOCK: i64 = 0x6d65_7368_6d69_6772; // "meshmigr"
+
+/// The schema version of the database (0 when it was never migrated).
+pub(crate) async fn version(client: &Client) -> Result<i64> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('mesh_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg("reading the schema version"))?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i32> = client
+        .query_one("SELECT max(version) FROM mesh_migrations", &[])
+        .await
+        .map_err(pg("reading the schema version"))?
+        .get(0);
+    Ok(i64::from(v.unwrap_or(0)))
+}
+
+/// Applies every missing migration, each in its own transaction, under an advisory lock.
+/// Returns how many were applied.
+pub(crate) async fn migrate(client: &mut Client) -> Result<usize> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg("starting a migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg("waiting for the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS mesh_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(pg("creating the migrations table"))?;
+    let current: Option<i32> = tx
+        .query_one("SELECT max(version) FROM mesh_migrations", &[])
+        .await
+        .map_err(pg("reading the schema version"))?
+        .get(0);
+    let current = i64::from(current.unwrap_or(0));
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: known,
+        });
+    }
+    let mut applied = 0;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(step)
+            .await
+            .map_err(pg("applying a migration"))?;
+        let v = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute("INSERT INTO mesh_migrations (version) VALUES ($1)", &[&v])
+            .await
+            .map_err(pg("recording a migration"))?;
+        applied += 1;
+    }
+    tx.commit().await.map_err(pg("committing migrations"))?;
+    Ok(applied)
+}
+
+/// Maps a PostgreSQL error with what the store was doing.
+pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |source| StoreError::Postgres {
+        context: format!("postgres: {context}"),
+        source,
+    }
+}

@@ -1,0 +1,512 @@
+//! The replica store on PostgreSQL.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use deadpool_postgres::Object;
+use mesh_core::id::{EntryId, RemoteId, ReplicaId};
+use mesh_core::model::{Entry, FeedKey};
+use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::CoreError;
+
+use super::listener::CHANGES_CHANNEL;
+
+type CoreResult<T> = mesh_core::Result<T>;
+
+fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CoreError {
+    move |e| CoreError::Store(format!("postgres: {what}: {}", super::describe(&e)))
+}
+
+fn seq_to_sql(c: Cursor) -> i64 {
+    i64::try_from(c.0).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(v: i64) -> CoreResult<Cursor> {
+    u64::try_from(v)
+        .map(Cursor)
+        .map_err(|_| CoreError::Store(format!("postgres: invalid sequence number {v}")))
+}
+
+/// A sync-state cursor keeps all 64 bits (remotes hand out any `u64`).
+fn cursor_bits_to_sql(c: Cursor) -> i64 {
+    i64::from_ne_bytes(c.0.to_ne_bytes())
+}
+
+fn cursor_bits_from_sql(v: i64) -> Cursor {
+    Cursor(u64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+fn count_to_sql(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
+    let entry: Entry = serde_json::from_str(body).map_err(|e| {
+        CoreError::Store(format!(
+            "postgres: entry {id:?} of {feed}: unreadable body: {e}"
+        ))
+    })?;
+    if entry.sync.id.as_str() != id {
+        return Err(CoreError::Store(format!(
+            "postgres: entry {id:?} of {feed}: body holds entry {:?}",
+            entry.sync.id.as_str()
+        )));
+    }
+    Ok(entry)
+}
+
+/// A [`Store`] over one connection to a PostgreSQL database (see the [module
+/// docs](super)). Made by [`PgDatabase::store`](super::PgDatabase::store); its methods block,
+/// so call them from a blocking thread.
+pub struct PgStore {
+    conn: Object,
+    replica: ReplicaId,
+    /// Whether a session-level advisory lock may be held (released on drop).
+    scoped: bool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("replica", &self.replica)
+            .finish()
+    }
+}
+
+impl PgStore {
+    pub(crate) fn new(conn: Object, replica: ReplicaId) -> Self {
+        PgStore {
+            conn,
+            replica,
+            scoped: false,
+        }
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        super::database::block(f)
+    }
+
+    /// Waits for the advisory lock named `scope` and holds it until this store is dropped
+    /// (every process serving the database takes the same lock for the same name). A hub
+    /// takes the folder's id before it reads the folder's members and writes to it.
+    pub fn lock_scope(&mut self, scope: &str) -> CoreResult<()> {
+        self.scoped = true;
+        self.block(self.conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+            &[&scope],
+        ))
+        .map_err(db("waiting for a scope lock"))?;
+        Ok(())
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if self.scoped {
+            // A connection that cannot release its locks is closed with them (the pool drops
+            // closed connections).
+            let _ = self.block(self.conn.batch_execute("SELECT pg_advisory_unlock_all()"));
+        }
+    }
+}
+
+impl Store for PgStore {
+    type Txn<'a> = PgTxn<'a>;
+
+    fn replica_id(&self) -> ReplicaId {
+        self.replica.clone()
+    }
+
+    fn feeds(&self) -> CoreResult<Vec<FeedHead>> {
+        let rows = self
+            .block(self.conn.query(
+                "SELECT key, head, entries FROM mesh_feeds WHERE entries > 0 ORDER BY key",
+                &[],
+            ))
+            .map_err(db("feeds"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key: &str = row.get(0);
+            let feed: FeedKey = key.parse().map_err(|e| {
+                CoreError::Store(format!("postgres: unreadable feed key {key:?}: {e}"))
+            })?;
+            let entries: i64 = row.get(2);
+            out.push(FeedHead {
+                feed,
+                head: seq_from_sql(row.get(1))?,
+                entries: u64::try_from(entries).map_err(|_| {
+                    CoreError::Store(format!("postgres: feed {key}: invalid count {entries}"))
+                })?,
+            });
+        }
+        out.sort_by(|a, b| a.feed.cmp(&b.feed));
+        Ok(out)
+    }
+
+    fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
+        let row = self
+            .block(self.conn.query_opt(
+                "SELECT head FROM mesh_feeds WHERE key = $1",
+                &[&feed.to_string()],
+            ))
+            .map_err(db("head"))?;
+        row.map_or(Ok(Cursor::ZERO), |r| seq_from_sql(r.get(0)))
+    }
+
+    fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
+        get_entry(self, feed, id)
+    }
+
+    fn changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> CoreResult<ChangePage> {
+        let mut page = ChangePage {
+            changes: Vec::new(),
+            next: since,
+            more: false,
+        };
+        let scan_cap = mesh_core::store::scan_cap(limit);
+        let fetch = count_to_sql(scan_cap.saturating_add(1));
+        let key = feed.to_string();
+        let rows = self
+            .block(self.conn.query(
+                "SELECT e.seq, e.origin, e.id, e.body FROM mesh_entries e
+                 WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                   AND e.seq > $2
+                 ORDER BY e.seq LIMIT $3",
+                &[&key, &seq_to_sql(since), &fetch],
+            ))
+            .map_err(db("changes_since"))?;
+        for (scanned, row) in rows.into_iter().enumerate() {
+            if page.changes.len() >= limit || scanned >= scan_cap {
+                page.more = true;
+                break;
+            }
+            let seq = seq_from_sql(row.get(0))?;
+            page.next = seq;
+            if let Some(skip) = skip_origin {
+                let origin: Option<&str> = row.get(1);
+                if origin == Some(skip.as_str()) {
+                    continue;
+                }
+            }
+            let entry = decode_entry(&key, row.get(2), row.get(3))?;
+            page.changes.push(Change { seq, entry });
+        }
+        Ok(page)
+    }
+
+    fn list(
+        &self,
+        feed: &FeedKey,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> CoreResult<Vec<Entry>> {
+        let key = feed.to_string();
+        let limit = count_to_sql(limit);
+        let after = after.map_or("", EntryId::as_str);
+        // `COLLATE "C"`: entry ids are ordered by their bytes, as in every store.
+        let rows = self
+            .block(self.conn.query(
+                "SELECT id, body FROM mesh_entries
+                 WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                   AND id COLLATE \"C\" > $2
+                 ORDER BY id COLLATE \"C\" LIMIT $3",
+                &[&key, &after, &limit],
+            ))
+            .map_err(db("list"))?;
+        rows.iter()
+            .map(|r| decode_entry(&key, r.get(0), r.get(1)))
+            .collect()
+    }
+
+    fn sync_state(&self, remote: &RemoteId, feed: &FeedKey) -> CoreResult<SyncState> {
+        let row = self
+            .block(self.conn.query_opt(
+                "SELECT remote_replica, pulled, pushed FROM mesh_sync_state
+                 WHERE remote = $1 AND feed = $2",
+                &[&remote.as_str(), &feed.to_string()],
+            ))
+            .map_err(db("sync_state"))?;
+        let Some(row) = row else {
+            return Ok(SyncState::default());
+        };
+        let remote_replica: Option<&str> = row.get(0);
+        let remote_replica = remote_replica
+            .map(|s| {
+                ReplicaId::new(s).map_err(|e| {
+                    CoreError::Store(format!(
+                        "postgres: sync state of {feed} with {remote}: unusable replica id: {e}"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(SyncState {
+            remote_replica,
+            pulled: cursor_bits_from_sql(row.get(1)),
+            pushed: cursor_bits_from_sql(row.get(2)),
+        })
+    }
+
+    fn begin(&mut self) -> CoreResult<PgTxn<'_>> {
+        Ok(PgTxn {
+            store: self,
+            begun: false,
+            last_seq: 0,
+            writes: HashMap::new(),
+            order: Vec::new(),
+            states: Vec::new(),
+        })
+    }
+}
+
+fn get_entry(store: &PgStore, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
+    let key = feed.to_string();
+    let row = store
+        .block(store.conn.query_opt(
+            "SELECT body FROM mesh_entries
+             WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1) AND id = $2",
+            &[&key, &id.as_str()],
+        ))
+        .map_err(db("get"))?;
+    row.map(|r| decode_entry(&key, id.as_str(), r.get(0)))
+        .transpose()
+}
+
+/// One buffered write of a transaction.
+struct Write {
+    seq: Cursor,
+    origin: Option<String>,
+    entry: Entry,
+}
+
+/// A transaction on a [`PgStore`]. Reads see committed rows and the transaction's own
+/// writes, which are buffered and sent in one batch at [`StoreTxn::commit`]. The first write
+/// opens the database transaction and locks the sequence counter until commit; dropping the
+/// transaction rolls it back.
+pub struct PgTxn<'a> {
+    store: &'a mut PgStore,
+    begun: bool,
+    last_seq: u64,
+    writes: HashMap<(FeedKey, EntryId), Write>,
+    /// Feeds in the order of their first write (for the notifications).
+    order: Vec<FeedKey>,
+    states: Vec<(RemoteId, FeedKey, SyncState)>,
+}
+
+impl std::fmt::Debug for PgTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTxn")
+            .field("begun", &self.begun)
+            .field("last_seq", &self.last_seq)
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+impl PgTxn<'_> {
+    /// Opens the database transaction and locks the counter (on the first write).
+    fn ensure_begun(&mut self) -> CoreResult<()> {
+        if self.begun {
+            return Ok(());
+        }
+        let store = &*self.store;
+        store
+            .block(store.conn.batch_execute("BEGIN"))
+            .map_err(db("begin"))?;
+        self.begun = true;
+        let row = store
+            .block(
+                store
+                    .conn
+                    .query_one("SELECT last_seq FROM mesh_replica FOR UPDATE", &[]),
+            )
+            .map_err(db("locking the sequence counter"))?;
+        self.last_seq = seq_from_sql(row.get(0))?.0;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> CoreResult<()> {
+        let store = &*self.store;
+        if !self.writes.is_empty() {
+            let keys: Vec<String> = self.order.iter().map(ToString::to_string).collect();
+            store
+                .block(store.conn.execute(
+                    "INSERT INTO mesh_feeds (key) SELECT unnest($1::text[])
+                 ON CONFLICT (key) DO NOTHING",
+                    &[&keys],
+                ))
+                .map_err(db("creating feeds"))?;
+            let rows = store
+                .block(store.conn.query(
+                    "SELECT key, feed_id FROM mesh_feeds WHERE key = ANY($1)",
+                    &[&keys],
+                ))
+                .map_err(db("looking up feeds"))?;
+            let ids: HashMap<String, i64> = rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                .collect();
+            let n = self.writes.len();
+            let (mut feed_ids, mut eids, mut seqs, mut origins, mut bodies) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let mut heads: HashMap<i64, i64> = HashMap::new();
+            for ((feed, id), w) in &self.writes {
+                let feed_id = *ids
+                    .get(&feed.to_string())
+                    .ok_or_else(|| CoreError::Store(format!("postgres: feed {feed} vanished")))?;
+                let seq = seq_to_sql(w.seq);
+                let h = heads.entry(feed_id).or_insert(seq);
+                *h = (*h).max(seq);
+                feed_ids.push(feed_id);
+                eids.push(id.as_str().to_owned());
+                seqs.push(seq);
+                origins.push(w.origin.clone());
+                bodies.push(serde_json::to_string(&w.entry)?);
+            }
+            // `xmax = 0` marks a row the upsert inserted rather than updated.
+            let rows = store.block(store.conn.query(
+                "INSERT INTO mesh_entries (feed_id, id, seq, origin, body)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+                 ON CONFLICT (feed_id, id) DO UPDATE
+                    SET seq = excluded.seq, origin = excluded.origin, body = excluded.body
+                 RETURNING feed_id, (xmax = 0) AS inserted",
+                &[&feed_ids, &eids, &seqs, &origins, &bodies],
+            ))
+            .map_err(db("writing entries"))?;
+            let mut added: HashMap<i64, i64> = HashMap::new();
+            for r in &rows {
+                if r.get::<_, bool>(1) {
+                    *added.entry(r.get(0)).or_default() += 1;
+                }
+            }
+            let (mut f_ids, mut f_heads, mut f_added) = (Vec::new(), Vec::new(), Vec::new());
+            for (feed_id, head) in heads {
+                f_ids.push(feed_id);
+                f_heads.push(head);
+                f_added.push(added.get(&feed_id).copied().unwrap_or(0));
+            }
+            store
+                .block(store.conn.execute(
+                    "UPDATE mesh_feeds f SET head = v.head, entries = f.entries + v.added
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(feed_id, head, added)
+                 WHERE f.feed_id = v.feed_id",
+                    &[&f_ids, &f_heads, &f_added],
+                ))
+                .map_err(db("advancing feed heads"))?;
+            store
+                .block(store.conn.execute(
+                    "UPDATE mesh_replica SET last_seq = $1",
+                    &[&seq_to_sql(Cursor(self.last_seq))],
+                ))
+                .map_err(db("advancing the sequence counter"))?;
+            // Delivered to every listening process when, and only if, this commits.
+            store
+                .block(store.conn.execute(
+                    "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
+                    &[&CHANGES_CHANNEL, &keys],
+                ))
+                .map_err(db("announcing changes"))?;
+        }
+        for (remote, feed, state) in &self.states {
+            store
+                .block(store.conn.execute(
+                    "INSERT INTO mesh_sync_state (remote, feed, remote_replica, pulled, pushed)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (remote, feed) DO UPDATE SET
+                    remote_replica = excluded.remote_replica,
+                    pulled = excluded.pulled, pushed = excluded.pushed",
+                    &[
+                        &remote.as_str(),
+                        &feed.to_string(),
+                        &state.remote_replica.as_ref().map(ReplicaId::as_str),
+                        &cursor_bits_to_sql(state.pulled),
+                        &cursor_bits_to_sql(state.pushed),
+                    ],
+                ))
+                .map_err(db("set_sync_state"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgTxn<'_> {
+    fn drop(&mut self) {
+        if self.begun {
+            // A connection where even the rollback fails is broken and closed; the server
+            // rolls back on its own when the connection ends.
+            let _ = self.store.block(self.store.conn.batch_execute("ROLLBACK"));
+        }
+    }
+}
+
+impl StoreTxn for PgTxn<'_> {
+    fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
+        if let Some(w) = self.writes.get(&(feed.clone(), id.clone())) {
+            return Ok(Some(Cow::Borrowed(&w.entry)));
+        }
+        Ok(get_entry(self.store, feed, id)?.map(Cow::Owned))
+    }
+
+    fn put(
+        &mut self,
+        feed: &FeedKey,
+        entry: Entry,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        self.ensure_begun()?;
+        let seq = self
+            .last_seq
+            .checked_add(1)
+            .filter(|s| i64::try_from(*s).is_ok())
+            .map(Cursor)
+            .ok_or_else(|| CoreError::Store("postgres: sequence numbers exhausted".into()))?;
+        if !self.order.contains(feed) {
+            self.order.push(feed.clone());
+        }
+        self.writes.insert(
+            (feed.clone(), entry.sync.id.clone()),
+            Write {
+                seq,
+                origin: origin.map(|o| o.as_str().to_owned()),
+                entry,
+            },
+        );
+        self.last_seq = seq.0;
+        Ok(seq)
+    }
+
+    fn set_sync_state(
+        &mut self,
+        remote: &RemoteId,
+        feed: &FeedKey,
+        state: &SyncState,
+    ) -> CoreResult<()> {
+        self.states
+            .push((remote.clone(), feed.clone(), state.clone()));
+        Ok(())
+    }
+
+    fn commit(mut self) -> CoreResult<()> {
+        if self.writes.is_empty() && self.states.is_empty() {
+            return Ok(());
+        }
+        self.ensure_begun()?;
+        self.flush()?;
+        let store = &*self.store;
+        store
+            .block(store.conn.batch_execute("COMMIT"))
+            .map_err(db("commit"))?;
+        self.begun = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! The PostgreSQL replica store: the core's conformance suite, concurrent writers on separate
+//! connections (the late-commit rule), scope locks and notifications.
+//!
+//! These tests need a server: `eval "$(bash .ci/postgres.sh start)"` sets
+//! `MESH_TEST_POSTGRES`. Without it they say so and pass without running, unless
+//! `MESH_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes a missing server a failure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use mesh_core::content::JsonContent;
+use mesh_core::feedsync::{self, Stamp};
+use mesh_core::id::ReplicaId;
+use mesh_core::model::{Entry, EntryData, FeedKey};
+use mesh_core::store::{suite, Cursor, Store, StoreTxn};
+use mesh_core::time::Timestamp;
+use mesh_store::postgres::{PgConfig, PgDatabase, PgListener, CHANGES_CHANNEL};
+
+/// The test server's URL, or `None` (after saying so) when there is none.
+pub fn server() -> Option<String> {
+    match std::env::var("MESH_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("MESH_REQUIRE_POSTGRES").is_none(),
+                "MESH_REQUIRE_POSTGRES is set but MESH_TEST_POSTGRES is not"
+            );
+            eprintln!(
+                "SKIPPED: no PostgreSQL server (run `eval \"$(bash .ci/postgres.sh start)\"` to run this test)"
+            );
+            None
+        }
+    }
+}
+
+/// A schema no other test uses.
+fn fresh_schema() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    )
+}
+
+/// A migrated database in a fresh schema, holding replica `id`.
+fn database(url: &str, id: &str) -> PgDatabase {
+    let db =
+        PgDatabase::connect(PgConfig::new(url).schema(fresh_schema()).max_connections(8)).unwrap();
+    assert_eq!(
+        db.migrate().unwrap(),
+        mesh_store::postgres::MIGRATIONS.len()
+    );
+    assert_eq!(db.migrate().unwrap(), 0, "migrating twice applies nothing");
+    db.open_replica(id.parse().unwrap()).unwrap();
+    db
+}
+
+#[test]
+fn the_store_suite_passes_on_postgres() {
+    let Some(url) = server() else { return };
+    // Every database stays open until the suite ends (each store holds its pool).
+    let mut keep = Vec::new();
+    suite::run_all(|rid: ReplicaId| {
+        let db = database(&url, rid.as_str());
+        let store = db.store().unwrap();
+        keep.push(db);
+        store
+    });
+}
+
+fn feed() -> FeedKey {
+    "folder:f/notes".parse().unwrap()
+}
+
+fn entry(id: &str, secs: i64) -> Entry {
+    let when = Timestamp::from_unix(1_800_000_000 + secs).unwrap();
+    feedsync::create(
+        id.parse().unwrap(),
+        &Stamp::new("dev".parse().unwrap(), when),
+        EntryData {
+            title: id.to_owned(),
+            content: JsonContent::from(&serde_json::json!({ "n": secs })),
+            media: None,
+            author: "ann".parse().unwrap(),
+            published: when,
+            updated: when,
+        },
+    )
+}
+
+/// Two writers on two connections (as two hub processes): the one that takes the counter
+/// first holds it until it commits, so the other's numbers are larger and a reader that saw
+/// the second commit's number has seen the first's change too.
+#[test]
+fn a_late_commit_never_hides_behind_a_reader_cursor() {
+    let Some(url) = server() else { return };
+    let db = database(&url, "hub");
+    let (db1, db2) = (db.clone(), db.clone());
+    let (first_put, go) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (b1, g1) = (first_put.clone(), go.clone());
+    // Writer 1 writes, then stalls before committing until writer 2 is seen waiting.
+    let w1 = std::thread::spawn(move || {
+        let mut s = db1.store().unwrap();
+        let mut tx = s.begin().unwrap();
+        let seq = tx.put(&feed(), entry("a", 1), None).unwrap();
+        b1.wait();
+        g1.wait();
+        tx.commit().unwrap();
+        seq
+    });
+    let w2 = std::thread::spawn(move || {
+        first_put.wait();
+        let mut s = db2.store().unwrap();
+        let mut tx = s.begin().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let gate = std::thread::spawn(move || {
+            // Writer 2 cannot get its number while writer 1 holds the counter.
+            let blocked = done_rx.recv_timeout(Duration::from_millis(300)).is_err();
+            go.wait();
+            blocked
+        });
+        let seq = tx.put(&feed(), entry("b", 2), None).unwrap();
+        done_tx.send(()).ok();
+        tx.commit().unwrap();
+        (seq, gate.join().unwrap())
+    });
+    let s1 = w1.join().unwrap();
+    let (s2, blocked) = w2.join().unwrap();
+    assert!(
+        blocked,
+        "the second writer waited for the first one's commit"
+    );
+    assert!(s1 < s2, "numbers follow commit order: {s1:?} < {s2:?}");
+    let page = db
+        .store()
+        .unwrap()
+        .changes_since(&feed(), Cursor::ZERO, 10, None)
+        .unwrap();
+    let seqs: Vec<u64> = page.changes.iter().map(|c| c.seq.0).collect();
+    assert_eq!(seqs, vec![s1.0, s2.0]);
+}
+
+/// A commit notifies every listener with the feeds it changed; a rolled-back transaction
+/// notifies no one.
+#[test]
+fn commits_notify_listeners_and_rollbacks_do_not() {
+    let Some(url) = server() else { return };
+    let db = database(&url, "hub");
+    let mut listener = PgListener::listen(&db, &[CHANGES_CHANNEL]).unwrap();
+    let mut s = db.store().unwrap();
+    let mut tx = s.begin().unwrap();
+    tx.put(&"folder:f/other".parse().unwrap(), entry("x", 1), None)
+        .unwrap();
+    drop(tx); // rolled back
+    let mut tx = s.begin().unwrap();
+    tx.put(&feed(), entry("a", 1), None).unwrap();
+    tx.put(&feed(), entry("b", 2), None).unwrap();
+    tx.commit().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), listener.recv()).await })
+        .expect("a notification within 10 s")
+        .expect("the listener is open");
+    assert_eq!(n.channel, CHANGES_CHANNEL);
+    assert_eq!(
+        n.payload,
+        feed().to_string(),
+        "only the committed feed, once"
+    );
+    let feeds = s.feeds().unwrap();
+    assert_eq!(feeds.len(), 1);
+    assert_eq!(feeds[0].entries, 2);
+}
+
+/// A scope lock is held until its store is dropped, across connections.
+#[test]
+fn scope_locks_exclude_other_connections_until_dropped() {
+    let Some(url) = server() else { return };
+    let db = database(&url, "hub");
+    let (a, b) = (db.clone(), db.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut s = a.store().unwrap();
+        s.lock_scope("folder:f").unwrap();
+        tx.send(()).unwrap();
+        std::thread::park_timeout(Duration::from_millis(300));
+        let t = Instant::now();
+        drop(s);
+        t
+    });
+    rx.recv().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let mut s = b.store().unwrap();
+        s.lock_scope("folder:f").unwrap();
+        Instant::now()
+    });
+    let released = holder.join().unwrap();
+    let acquired = waiter.join().unwrap();
+    assert!(
+        acquired >= released,
+        "the second lock waited for the first store to go"
+    );
+}
+
+/// A database migrated by a newer build is refused, not used.
+#[test]
+fn a_newer_schema_is_refused() {
+    let Some(url) = server() else { return };
+    let schema = fresh_schema();
+    let db = PgDatabase::connect(PgConfig::new(url.clone()).schema(schema.clone())).unwrap();
+    db.migrate().unwrap();
+    let (found, supported) = db.version().unwrap();
+    assert_eq!(found, supported);
+    // A later build recorded a migration this one does not know.
+    let other = PgDatabase::connect(PgConfig::new(url).schema(schema)).unwrap();
+    drop(other);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(
+            &std::env::var("MESH_TEST_POSTGRES").unwrap(),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let schema = format!("{db:?}");
+        let schema = schema.split('"').nth(1).unwrap().to_owned();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {schema}.mesh_migrations (version) VALUES ({})",
+                supported + 1
+            ))
+            .await
+            .unwrap();
+    });
+    match db.check_version() {
+        Err(mesh_store::StoreError::TooNew { found, .. }) => assert_eq!(found, supported + 1),
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+    assert!(matches!(
+        db.migrate(),
+        Err(mesh_store::StoreError::TooNew { .. })
+    ));
+    assert!(matches!(
+        db.open_replica("hub".parse().unwrap()),
+        Err(mesh_store::StoreError::TooNew { .. })
+    ));
+}
