@@ -1,4 +1,5 @@
-//! Accounts: users, their devices, and the devices' bearer tokens, in SQLite.
+//! Accounts: users, their devices, and the devices' bearer tokens, over an
+//! [`AccountStore`] (SQLite by default, PostgreSQL for hubs that share a database).
 //!
 //! A token is `mesh_` followed by 64 hex digits (244 random bits from two v4 UUIDs). Only its
 //! SHA-256 is stored, so a copy of the database does not hand out access. A token is bound to
@@ -13,7 +14,8 @@ use base64::Engine as _;
 use mesh_core::id::{DeviceId, UserId};
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
-use rusqlite::{params, Connection, OptionalExtension};
+use mesh_store::accounts::{AccountStore, AddDevice, SqliteAccounts};
+use mesh_store::Durability;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -49,11 +51,12 @@ pub struct DeviceRecord {
 /// open and kept in the database) and a keyring of every registered device, its certificate
 /// and its revocation, which the guard checks signatures against.
 pub struct Accounts {
-    conn: Mutex<Connection>,
+    store: Box<dyn AccountStore>,
     authority: SecretKey,
     keyring: RwLock<Arc<MemoryKeyring>>,
-    /// SQLite's `data_version` when the keyring was last loaded: another process (the admin
-    /// CLI) registering or revoking a device changes it, and the keyring is read again.
+    /// The store's version when the keyring was last loaded: another process (the admin
+    /// CLI, another hub process) registering or revoking a device changes it, and the keyring
+    /// is read again.
     loaded_at: Mutex<i64>,
 }
 
@@ -62,36 +65,6 @@ impl std::fmt::Debug for Accounts {
         f.write_str("Accounts")
     }
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id),
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL REFERENCES devices(id),
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tokens_by_device ON tokens(device_id);
-CREATE TABLE IF NOT EXISTS certificates (
-    device_id TEXT PRIMARY KEY REFERENCES devices(id),
-    body TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hub_keys (
-    name TEXT PRIMARY KEY,
-    seed TEXT NOT NULL
-);
-";
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -114,44 +87,38 @@ fn new_token() -> String {
 }
 
 impl Accounts {
-    /// Opens (creating if needed) the accounts database at `path`.
+    /// Opens (creating if needed) the accounts database at `path`, with full durability.
     pub fn open(path: &Path) -> Result<Self, HubError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Self::init(conn)
+        Self::open_with(path, Durability::Full)
+    }
+
+    /// Opens the accounts database at `path`; under `Full` a revocation is on disk before it
+    /// is acknowledged.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self, HubError> {
+        Self::over(Box::new(SqliteAccounts::open(path, durability)?))
     }
 
     /// An accounts database in memory (tests, throwaway hubs).
     pub fn in_memory() -> Result<Self, HubError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::over(Box::new(SqliteAccounts::in_memory()?))
     }
 
-    fn init(conn: Connection) -> Result<Self, HubError> {
-        conn.execute_batch(SCHEMA)?;
-        let authority = authority_key(&conn)?;
-        let keyring = load_keyring(&conn, &authority)?;
-        let version = data_version(&conn)?;
+    /// Accounts over any account store (PostgreSQL, say).
+    pub fn over(store: Box<dyn AccountStore>) -> Result<Self, HubError> {
+        let authority = authority_key(&*store)?;
+        let version = store.version()?;
+        let keyring = load_keyring(&*store, &authority)?;
         Ok(Accounts {
-            conn: Mutex::new(conn),
+            store,
             authority,
             keyring: RwLock::new(Arc::new(keyring)),
             loaded_at: Mutex::new(version),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Creates a user.
     pub fn add_user(&self, user: &UserId) -> Result<(), HubError> {
-        let n = self.lock().execute(
-            "INSERT OR IGNORE INTO users (id, created_at) VALUES (?1, ?2)",
-            params![user.as_str(), now()],
-        )?;
-        if n == 0 {
+        if !self.store.add_user(user, now())? {
             return Err(HubError::AlreadyExists(format!("user {user}")));
         }
         Ok(())
@@ -159,25 +126,12 @@ impl Accounts {
 
     /// Whether the user exists.
     pub fn has_user(&self, user: &UserId) -> Result<bool, HubError> {
-        Ok(self
-            .lock()
-            .query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| {
-                Ok(())
-            })
-            .optional()?
-            .is_some())
+        Ok(self.store.has_user(user)?)
     }
 
     /// Every user id, sorted.
     pub fn users(&self) -> Result<Vec<UserId>, HubError> {
-        let conn = self.lock();
-        let mut st = conn.prepare("SELECT id FROM users ORDER BY id")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r?.parse()?);
-        }
-        Ok(out)
+        Ok(self.store.users()?)
     }
 
     /// Registers a device of `user` and mints its first token, which is returned (and never
@@ -189,80 +143,38 @@ impl Accounts {
         name: &str,
         kind: &str,
     ) -> Result<String, HubError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let exists = tx
-            .query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| {
-                Ok(())
-            })
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(HubError::NotFound(format!("user {user}")));
-        }
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO devices (id, user_id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![device.as_str(), user.as_str(), name, kind, now()],
-        )?;
-        if n == 0 {
-            return Err(HubError::AlreadyExists(format!("device {device}")));
+        let token = new_token();
+        match self
+            .store
+            .add_device(user, device, name, kind, now(), &hash(&token))?
+        {
+            AddDevice::Added => {}
+            AddDevice::NoSuchUser => return Err(HubError::NotFound(format!("user {user}"))),
+            AddDevice::Exists => return Err(HubError::AlreadyExists(format!("device {device}"))),
         }
         self.change_keyring(|k| k.register(device.clone()));
-        let token = new_token();
-        tx.execute(
-            "INSERT INTO tokens (hash, device_id, created_at) VALUES (?1, ?2, ?3)",
-            params![hash(&token), device.as_str(), now()],
-        )?;
-        tx.commit()?;
         Ok(token)
     }
 
     /// Mints another token for an existing, unrevoked device (its other tokens stay valid).
     pub fn mint_token(&self, device: &DeviceId) -> Result<String, HubError> {
-        let conn = self.lock();
-        let live = conn
-            .query_row(
-                "SELECT 1 FROM devices WHERE id = ?1 AND revoked_at IS NULL",
-                [device.as_str()],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if !live {
+        let token = new_token();
+        if !self.store.add_token(device, &hash(&token), now())? {
             return Err(HubError::NotFound(format!("device {device}")));
         }
-        let token = new_token();
-        conn.execute(
-            "INSERT INTO tokens (hash, device_id, created_at) VALUES (?1, ?2, ?3)",
-            params![hash(&token), device.as_str(), now()],
-        )?;
         Ok(token)
     }
 
     /// Revokes a device: its tokens are deleted, and it can never be registered again.
     /// Returns its owner.
     pub fn revoke_device(&self, device: &DeviceId) -> Result<UserId, HubError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let owner: Option<String> = tx
-            .query_row(
-                "SELECT user_id FROM devices WHERE id = ?1 AND revoked_at IS NULL",
-                [device.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(owner) = owner else {
+        let at = now();
+        let Some(owner) = self.store.revoke_device(device, at)? else {
             return Err(HubError::NotFound(format!("device {device}")));
         };
-        tx.execute(
-            "UPDATE devices SET revoked_at = ?2 WHERE id = ?1",
-            params![device.as_str(), now()],
-        )?;
-        tx.execute("DELETE FROM tokens WHERE device_id = ?1", [device.as_str()])?;
-        tx.commit()?;
-        let at = Timestamp::from_unix(now())?;
+        let at = Timestamp::from_unix(at)?;
         self.change_keyring(|k| k.revoke(device, at));
-        Ok(owner.parse()?)
+        Ok(owner)
     }
 
     /// Who a bearer token stands for (`None`: unknown or revoked).
@@ -270,110 +182,64 @@ impl Accounts {
         if token.len() > 256 {
             return Ok(None);
         }
-        let row: Option<(String, String)> = self
-            .lock()
-            .prepare_cached(
-                "SELECT d.user_id, d.id FROM tokens t JOIN devices d ON d.id = t.device_id
-                 WHERE t.hash = ?1 AND d.revoked_at IS NULL",
-            )?
-            .query_row([hash(token)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match row {
-            Some((u, d)) => Ok(Some(Principal {
-                user: u.parse()?,
-                device: d.parse()?,
-            })),
-            None => Ok(None),
-        }
+        Ok(self
+            .store
+            .principal(&hash(token))?
+            .map(|(user, device)| Principal { user, device }))
     }
 
     /// The unrevoked devices of `user`, by id.
     pub fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, HubError> {
-        let conn = self.lock();
-        let mut st = conn.prepare(
-            "SELECT id, name, kind, created_at FROM devices
-             WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY id",
-        )?;
-        let rows = st.query_map([user.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, name, kind, created_at) = r?;
-            out.push(DeviceRecord {
-                id: id.parse()?,
-                owner: user.clone(),
-                name,
-                kind,
-                created_at,
-            });
-        }
-        Ok(out)
+        Ok(self
+            .store
+            .devices(user)?
+            .into_iter()
+            .map(|d| DeviceRecord {
+                id: d.id,
+                owner: d.owner,
+                name: d.name,
+                kind: d.kind,
+                created_at: d.created_at,
+            })
+            .collect())
     }
 }
 
-/// The authority's key: read from the database, or made on first open and saved there.
-fn authority_key(conn: &Connection) -> Result<SecretKey, HubError> {
-    let saved: Option<String> = conn
-        .query_row(
-            "SELECT seed FROM hub_keys WHERE name = 'authority'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(text) = saved {
-        let seed = URL_SAFE_NO_PAD
+/// The authority's key: read from the store, or made on first open and saved there (when
+/// two processes open a new database together, both keep the one stored first).
+fn authority_key(store: &dyn AccountStore) -> Result<SecretKey, HubError> {
+    let decode = |text: &str| {
+        URL_SAFE_NO_PAD
             .decode(text.as_bytes())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| HubError::Accounts("the authority key is malformed".into()))?;
-        return Ok(SecretKey::from_seed(seed));
+            .map(SecretKey::from_seed)
+            .ok_or_else(|| HubError::Accounts("the authority key is malformed".into()))
+    };
+    if let Some(text) = store.key("authority")? {
+        return decode(&text);
     }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
         .map_err(|e| HubError::Accounts(format!("no random source for the authority key: {e}")))?;
-    conn.execute(
-        "INSERT INTO hub_keys (name, seed) VALUES ('authority', ?1)",
-        [URL_SAFE_NO_PAD.encode(seed)],
-    )?;
-    Ok(SecretKey::from_seed(seed))
-}
-
-/// SQLite's count of commits made by other connections to this database.
-fn data_version(conn: &Connection) -> Result<i64, HubError> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    decode(&store.init_key("authority", &URL_SAFE_NO_PAD.encode(seed))?)
 }
 
 /// Every registered device, with its certificate and revocation, as a keyring.
-fn load_keyring(conn: &Connection, authority: &SecretKey) -> Result<MemoryKeyring, HubError> {
+fn load_keyring(
+    store: &dyn AccountStore,
+    authority: &SecretKey,
+) -> Result<MemoryKeyring, HubError> {
     let mut ring = MemoryKeyring::new(authority.public());
-    let mut st = conn.prepare(
-        "SELECT d.id, d.revoked_at, c.body FROM devices d
-         LEFT JOIN certificates c ON c.device_id = d.id",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<i64>>(1)?,
-            r.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, revoked, body) = row?;
-        let device: DeviceId = id.parse()?;
-        ring.register(device.clone());
-        if let Some(body) = body {
+    for d in store.all_devices()? {
+        ring.register(d.id.clone());
+        if let Some(body) = d.certificate {
             let cert: DeviceCertificate = serde_json::from_str(&body)
-                .map_err(|e| HubError::Accounts(format!("certificate of {device}: {e}")))?;
+                .map_err(|e| HubError::Accounts(format!("certificate of {}: {e}", d.id)))?;
             ring.add(cert)?;
         }
-        if let Some(at) = revoked {
-            ring.revoke(&device, Timestamp::from_unix(at)?);
+        if let Some(at) = d.revoked_at {
+            ring.revoke(&d.id, Timestamp::from_unix(at)?);
         }
     }
     Ok(ring)
@@ -409,13 +275,12 @@ impl Accounts {
     }
 
     fn reload_if_changed(&self) -> Result<(), HubError> {
-        let conn = self.lock();
-        let version = data_version(&conn)?;
+        let version = self.store.version()?;
         let mut loaded = self.loaded_at.lock().unwrap_or_else(|p| p.into_inner());
         if *loaded == version {
             return Ok(());
         }
-        let mut ring = load_keyring(&conn, &self.authority)?;
+        let mut ring = load_keyring(&*self.store, &self.authority)?;
         if let Some(d) = self.snapshot().authority_device() {
             ring.set_authority_device(d.clone());
         }
@@ -445,16 +310,7 @@ impl Accounts {
         key: PublicKey,
         validity: i64,
     ) -> Result<Enrollment, HubError> {
-        let conn = self.lock();
-        let live = conn
-            .query_row(
-                "SELECT 1 FROM devices WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
-                [principal.device.as_str(), principal.user.as_str()],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if !live {
+        if !self.store.is_live(&principal.user, &principal.device)? {
             return Err(HubError::NotFound(format!("device {}", principal.device)));
         }
         if let Some(known) = self.snapshot().device(&principal.device) {
@@ -476,12 +332,7 @@ impl Accounts {
         );
         let body =
             serde_json::to_string(&certificate).map_err(|e| HubError::Accounts(e.to_string()))?;
-        conn.execute(
-            "INSERT INTO certificates (device_id, body, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at",
-            params![principal.device.as_str(), body, t],
-        )?;
-        drop(conn);
+        self.store.set_certificate(&principal.device, &body, t)?;
         let mut added = Ok(());
         self.change_keyring(|k| added = k.add(certificate.clone()));
         added?;
@@ -573,11 +424,11 @@ mod tests {
         let t = a
             .add_device(&ann, &"d".parse().unwrap(), "d", "phone")
             .unwrap();
-        let stored: String = a
-            .lock()
-            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
-            .unwrap();
-        assert_ne!(stored, t);
-        assert_eq!(stored.len(), 64);
+        let p = a.store.principal(&hash(&t)).unwrap();
+        assert!(p.is_some(), "the hash is what is stored");
+        assert!(
+            a.store.principal(&t).unwrap().is_none(),
+            "the token itself is not"
+        );
     }
 }

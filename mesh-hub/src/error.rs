@@ -36,6 +36,15 @@ impl From<rusqlite::Error> for HubError {
     }
 }
 
+impl From<mesh_store::StoreError> for HubError {
+    fn from(e: mesh_store::StoreError) -> Self {
+        match e {
+            mesh_store::StoreError::Core(e) => HubError::Core(e),
+            other => HubError::Store(other.to_string()),
+        }
+    }
+}
+
 /// An HTTP error answer: a status and the JSON body `{"code": …, "message": …}`.
 ///
 /// Every 4xx and 5xx the hub sends has this body; `code` is stable (the core's

@@ -106,7 +106,11 @@ pub struct BlobStore(Arc<Backend>);
 
 enum Backend {
     Memory(Mutex<MemoryBlobs>),
-    Sqlite { conn: Mutex<Connection> },
+    Sqlite {
+        conn: Mutex<Connection>,
+    },
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::PgObjects),
 }
 
 #[derive(Default)]
@@ -122,6 +126,8 @@ impl std::fmt::Debug for BlobStore {
         match &*self.0 {
             Backend::Memory(_) => f.write_str("BlobStore(memory)"),
             Backend::Sqlite { .. } => f.write_str("BlobStore(sqlite)"),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => f.write_str("BlobStore(postgres)"),
         }
     }
 }
@@ -210,25 +216,89 @@ impl BlobStore {
         })))
     }
 
-    /// Whether calls do disk I/O (and so belong on a blocking thread).
+    /// The objects of a PostgreSQL database (a hub's; mapping indexes are not kept there).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(objects: crate::postgres::PgObjects) -> Self {
+        BlobStore(Arc::new(Backend::Postgres(objects)))
+    }
+
+    /// Whether calls do disk or network I/O (and so belong on a blocking thread).
     pub fn blocks(&self) -> bool {
-        matches!(&*self.0, Backend::Sqlite { .. })
+        !matches!(&*self.0, Backend::Memory(_))
     }
 
     fn conn(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
         match &*self.0 {
             Backend::Sqlite { conn } => Some(conn.lock().unwrap_or_else(|p| p.into_inner())),
-            Backend::Memory(_) => None,
+            _ => None,
         }
+    }
+
+    /// The SQLite connection, or the error for a backend without one (a hub's database keeps
+    /// no mapping indexes).
+    fn sqlite_conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn().ok_or_else(|| {
+            StoreError::Config("this blob store keeps no mapping indexes (a hub's database)".into())
+        })
     }
 
     fn mem(&self) -> Option<std::sync::MutexGuard<'_, MemoryBlobs>> {
         match &*self.0 {
             Backend::Memory(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
-            Backend::Sqlite { .. } => None,
+            _ => None,
         }
     }
 
+    #[cfg(feature = "postgres")]
+    fn pg(&self) -> Option<&crate::postgres::PgObjects> {
+        match &*self.0 {
+            Backend::Postgres(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn pg(&self) -> Option<&NoPostgres> {
+        None
+    }
+}
+
+/// Stands in for the PostgreSQL backend in builds without it (never made).
+#[cfg(not(feature = "postgres"))]
+enum NoPostgres {}
+
+#[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_self)]
+impl NoPostgres {
+    fn lacking(&self, _: Option<&FolderId>, _: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        match *self {}
+    }
+    fn put(&self, _: &FolderId, _: &[(ChunkHash, &[u8])]) -> Result<u64> {
+        match *self {}
+    }
+    fn claim(&self, _: &FolderId, _: &[ChunkHash]) -> Result<()> {
+        match *self {}
+    }
+    fn get(&self, _: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        match *self {}
+    }
+    fn get_for(
+        &self,
+        _: &FolderId,
+        _: &[ChunkHash],
+        _: usize,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
+        match *self {}
+    }
+    fn usage(&self) -> Result<(u64, u64)> {
+        match *self {}
+    }
+    fn hashes(&self) -> Result<Vec<ChunkHash>> {
+        match *self {}
+    }
+}
+
+impl BlobStore {
     /// The objects of `hashes` that `folder` has no claim on (in the order given, without
     /// repeats).
     pub fn missing(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
@@ -245,6 +315,10 @@ impl BlobStore {
     fn lacking(&self, folder: Option<&FolderId>, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
         let mut seen = HashSet::with_capacity(hashes.len());
         let wanted = hashes.iter().filter(|h| seen.insert(**h));
+        if let Some(p) = self.pg() {
+            let wanted: Vec<ChunkHash> = wanted.copied().collect();
+            return p.lacking(folder, &wanted);
+        }
         if let Some(m) = self.mem() {
             let has = |h: &ChunkHash| match folder {
                 Some(f) => m.refs.contains(&(f.clone(), *h)),
@@ -252,7 +326,7 @@ impl BlobStore {
             };
             return Ok(wanted.filter(|h| !has(h)).copied().collect());
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         let mut stmt = conn
             .prepare_cached(match folder {
                 Some(_) => "SELECT 1 FROM refs WHERE hash = ?1 AND folder = ?2",
@@ -297,6 +371,10 @@ impl BlobStore {
         objects: impl IntoIterator<Item = (ChunkHash, &'a [u8])>,
     ) -> Result<u64> {
         let mut added = 0u64;
+        if let Some(p) = self.pg() {
+            let objects: Vec<(ChunkHash, &[u8])> = objects.into_iter().collect();
+            return p.put(folder, &objects);
+        }
         if let Some(mut m) = self.mem() {
             for (h, data) in objects {
                 if let std::collections::hash_map::Entry::Vacant(v) = m.objects.entry(h) {
@@ -307,7 +385,7 @@ impl BlobStore {
             }
             return Ok(added);
         }
-        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut conn = self.sqlite_conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store_err)?;
@@ -340,6 +418,9 @@ impl BlobStore {
     /// Records `folder`'s claim on those of `hashes` that are stored (for objects this device
     /// already holds under another folder).
     pub fn claim(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<()> {
+        if let Some(p) = self.pg() {
+            return p.claim(folder, hashes);
+        }
         if let Some(mut m) = self.mem() {
             for h in hashes {
                 if m.objects.contains_key(h) {
@@ -348,7 +429,7 @@ impl BlobStore {
             }
             return Ok(());
         }
-        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut conn = self.sqlite_conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store_err)?;
@@ -444,10 +525,13 @@ impl BlobStore {
 
     /// One object, whatever folder claims it (for the device's own use).
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        if let Some(p) = self.pg() {
+            return p.get(hash);
+        }
         if let Some(m) = self.mem() {
             return Ok(m.objects.get(hash).map(|d| d.to_vec()));
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         let data = conn
             .prepare_cached("SELECT data FROM objects WHERE hash = ?1")
             .map_err(store_err)?
@@ -466,6 +550,9 @@ impl BlobStore {
         hashes: &[ChunkHash],
         max_bytes: usize,
     ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
+        if let Some(p) = self.pg() {
+            return p.get_for(folder, hashes, max_bytes);
+        }
         let mut out = Vec::new();
         let mut total = 0usize;
         if let Some(m) = self.mem() {
@@ -483,7 +570,7 @@ impl BlobStore {
             }
             return Ok(out);
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT o.data FROM refs AS r JOIN objects AS o USING (hash)
@@ -508,11 +595,14 @@ impl BlobStore {
 
     /// The number of objects stored and their total size in bytes.
     pub fn usage(&self) -> Result<(u64, u64)> {
+        if let Some(p) = self.pg() {
+            return p.usage();
+        }
         if let Some(m) = self.mem() {
             let bytes = m.objects.values().map(|d| d.len() as u64).sum();
             return Ok((m.objects.len() as u64, bytes));
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         conn.query_row(
             "SELECT count(*), ifnull(sum(size), 0) FROM objects",
             [],
@@ -523,10 +613,13 @@ impl BlobStore {
 
     /// Every hash stored (for tests and checks).
     pub fn hashes(&self) -> Result<Vec<ChunkHash>> {
+        if let Some(p) = self.pg() {
+            return p.hashes();
+        }
         if let Some(m) = self.mem() {
             return Ok(m.objects.keys().copied().collect());
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         let mut stmt = conn
             .prepare("SELECT hash FROM objects")
             .map_err(store_err)?;
@@ -543,7 +636,7 @@ impl BlobStore {
             let key = (folder.clone(), mapping.to_owned());
             return Ok(m.index.get(&key).cloned().unwrap_or_default());
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT path, body FROM file_index WHERE folder = ?1 AND mapping = ?2")
             .map_err(store_err)?;
@@ -576,7 +669,7 @@ impl BlobStore {
             }
             return Ok(());
         }
-        let mut conn = self.conn().unwrap_or_else(|| unreachable!());
+        let mut conn = self.sqlite_conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store_err)?;
@@ -608,7 +701,7 @@ impl BlobStore {
         if let Some(m) = self.mem() {
             return Ok(m.dirs.get(folder).cloned());
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         conn.query_row(
             "SELECT root, mapping FROM mapped_dirs WHERE folder = ?1",
             params![folder.as_str()],
@@ -633,7 +726,7 @@ impl BlobStore {
             }
             return Ok(());
         }
-        let conn = self.conn().unwrap_or_else(|| unreachable!());
+        let conn = self.sqlite_conn()?;
         match dir {
             Some((root, mapping)) => conn.execute(
                 "INSERT INTO mapped_dirs (folder, root, mapping) VALUES (?1, ?2, ?3)

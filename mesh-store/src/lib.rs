@@ -9,6 +9,8 @@
 //! * [`BlobStore`]: the object store of blobs (chunks and manifests by content address, the
 //!   folders that claim them) in memory or SQLite, plus a device's index of mapped directories;
 //! * [`AnyStore`]: one of the replica stores, chosen at run time by [`StoreConfig`];
+//! * [`accounts`]: a hub's users, devices, token hashes, certificates and keys
+//!   ([`AccountStore`](accounts::AccountStore), in SQLite or PostgreSQL);
 //! * [`StoreLock`]: one client per store file;
 //! * with the `postgres` feature, [`postgres`]: a hub's replica in PostgreSQL, shared by
 //!   any number of hub processes.
@@ -23,6 +25,7 @@
 //! assert_eq!(store.replica_id().as_str(), "laptop");
 //! ```
 
+pub mod accounts;
 mod any;
 pub mod blobs;
 mod error;

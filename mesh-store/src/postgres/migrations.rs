@@ -7,7 +7,9 @@ use crate::error::{Result, StoreError};
 /// The schema migrations, in order: step `n` takes a database from version `n` to `n + 1`.
 /// A released step never changes; adding a version is adding one element.
 pub const MIGRATIONS: &[&str] = &[
-    // 1: the replica (change log numbered replica-wide), its sync states.
+    // 1: the replica (change log numbered replica-wide), its sync states; accounts (users,
+    // devices, token hashes, certificates, hub keys); objects (blob chunks and manifests)
+    // and the folders that claim them.
     "
     CREATE TABLE mesh_replica (
         one      BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
@@ -36,6 +38,48 @@ pub const MIGRATIONS: &[&str] = &[
         pulled         BIGINT NOT NULL,
         pushed         BIGINT NOT NULL,
         PRIMARY KEY (remote, feed)
+    );
+    CREATE TABLE mesh_users (
+        id         TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE mesh_devices (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES mesh_users (id),
+        name       TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE mesh_tokens (
+        hash       TEXT PRIMARY KEY,
+        device_id  TEXT NOT NULL REFERENCES mesh_devices (id),
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX mesh_tokens_by_device ON mesh_tokens (device_id);
+    CREATE TABLE mesh_certificates (
+        device_id  TEXT PRIMARY KEY REFERENCES mesh_devices (id),
+        body       TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE mesh_hub_keys (
+        name TEXT PRIMARY KEY,
+        seed TEXT NOT NULL
+    );
+    CREATE TABLE mesh_accounts_version (
+        one     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO mesh_accounts_version (version) VALUES (0);
+    CREATE TABLE mesh_objects (
+        hash BYTEA PRIMARY KEY,
+        size BIGINT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE mesh_object_refs (
+        folder TEXT NOT NULL,
+        hash   BYTEA NOT NULL REFERENCES mesh_objects (hash),
+        PRIMARY KEY (folder, hash)
     );
     ",
 ];

@@ -33,15 +33,23 @@
 //! a database migrated by a newer build is refused with
 //! [`StoreError::TooNew`](crate::StoreError::TooNew).
 
+mod accounts;
 mod database;
 mod listener;
 mod migrations;
+mod objects;
 mod replica;
 
+pub use accounts::PgAccounts;
 pub use database::{PgConfig, PgDatabase};
 pub use listener::{PgListener, PgNotice, CHANGES_CHANNEL};
 pub use migrations::MIGRATIONS;
+pub use objects::PgObjects;
 pub use replica::{PgStore, PgTxn};
+
+/// The channel a revocation is announced on (payload: the device id), so that every process
+/// closes the device's open streams.
+pub const REVOKED_CHANNEL: &str = "mesh_revoked";
 
 /// A PostgreSQL error with the server's message, when the server sent one (the client's own
 /// `Display` says only "db error").

@@ -35,7 +35,7 @@ pub fn server() -> Option<String> {
 }
 
 /// A schema no other test uses.
-fn fresh_schema() -> String {
+pub fn fresh_schema() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "t_{}_{}_{}",

@@ -1,0 +1,84 @@
+//! The account stores against the account suite; the version that tells a cache to reload.
+
+use mesh_core::id::UserId;
+use mesh_store::accounts::{suite, AccountStore, SqliteAccounts};
+use mesh_store::Durability;
+
+#[test]
+fn the_account_suite_passes_in_memory() {
+    suite::run_all(|| SqliteAccounts::in_memory().unwrap());
+}
+
+#[test]
+fn the_account_suite_passes_on_sqlite_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    suite::run_all(|| {
+        n += 1;
+        SqliteAccounts::open(&dir.path().join(format!("a{n}.db")), Durability::Full).unwrap()
+    });
+}
+
+/// Another handle's device change moves the version; a user added does not need to.
+#[test]
+fn another_handles_device_changes_move_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts.db");
+    let hub = SqliteAccounts::open(&path, Durability::Full).unwrap();
+    let cli = SqliteAccounts::open(&path, Durability::Normal).unwrap();
+    let v0 = hub.version().unwrap();
+    let ann: UserId = "ann".parse().unwrap();
+    cli.add_user(&ann, 1).unwrap();
+    cli.add_device(&ann, &"phone".parse().unwrap(), "P", "phone", 1, "h")
+        .unwrap();
+    assert_ne!(hub.version().unwrap(), v0);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use mesh_store::accounts::{suite, AccountStore};
+    use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase};
+
+    fn accounts(url: &str) -> PgAccounts {
+        let db = PgDatabase::connect(
+            PgConfig::new(url)
+                .schema(crate::postgres::fresh_schema())
+                .max_connections(4),
+        )
+        .unwrap();
+        db.migrate().unwrap();
+        PgAccounts::new(db)
+    }
+
+    #[test]
+    fn the_account_suite_passes_on_postgres() {
+        let Some(url) = crate::postgres::server() else {
+            return;
+        };
+        suite::run_all(|| accounts(&url));
+    }
+
+    #[test]
+    fn device_changes_move_the_version_for_every_handle() {
+        let Some(url) = crate::postgres::server() else {
+            return;
+        };
+        let a = accounts(&url);
+        let v0 = a.version().unwrap();
+        a.add_user(&"ann".parse().unwrap(), 1).unwrap();
+        assert_eq!(a.version().unwrap(), v0, "users are not in the keyring");
+        a.add_device(
+            &"ann".parse().unwrap(),
+            &"p".parse().unwrap(),
+            "P",
+            "phone",
+            1,
+            "h",
+        )
+        .unwrap();
+        let v1 = a.version().unwrap();
+        assert!(v1 > v0);
+        a.revoke_device(&"p".parse().unwrap(), 2).unwrap();
+        assert!(a.version().unwrap() > v1);
+    }
+}
