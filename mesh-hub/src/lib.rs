@@ -37,6 +37,7 @@
 mod accounts;
 mod api;
 mod error;
+mod fanout;
 mod state;
 
 use std::future::Future;
@@ -45,13 +46,14 @@ use std::sync::Arc;
 
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
+use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
 pub use error::{ApiError, HubError};
 pub use state::HubConfig;
 
-use state::HubState;
+use state::{Backend, HubState};
 
 /// The name of the accounts database in a hub's data directory.
 pub const ACCOUNTS_DB: &str = "accounts.db";
@@ -67,6 +69,8 @@ pub struct HubBuilder {
     data_dir: Option<PathBuf>,
     config: HubConfig,
     durability: Durability,
+    postgres: Option<PgConfig>,
+    migrate: bool,
 }
 
 impl HubBuilder {
@@ -91,35 +95,77 @@ impl HubBuilder {
         self
     }
 
+    /// Keeps the replica, accounts, certificates and blobs in PostgreSQL instead of the data
+    /// directory: any number of hub processes may serve one database at once (see
+    /// `docs/operations.md`). The database must be migrated (`mesh-hub migrate`, or
+    /// [`migrate`](Self::migrate)).
+    pub fn postgres(mut self, config: PgConfig) -> Self {
+        self.postgres = Some(config);
+        self
+    }
+
+    /// Applies the database's missing schema migrations when the hub opens (PostgreSQL).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
     /// The largest request body accepted, in bytes.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
         self
     }
 
-    /// Opens the data directory (or memory) and makes the hub.
+    /// Opens the data directory, the database (or memory) and makes the hub. With
+    /// PostgreSQL it blocks while it connects: call it from a blocking thread or before the
+    /// runtime serves.
     pub fn build(self) -> Result<Hub, HubError> {
         let fresh: ReplicaId = format!("hub-{}", uuid::Uuid::new_v4().simple()).parse()?;
+        if let Some(pg) = self.postgres {
+            let db = PgDatabase::connect(pg)?;
+            if self.migrate {
+                let applied = db.migrate()?;
+                tracing::info!(applied, "database migrated");
+            }
+            let replica_id = db.open_replica(fresh)?;
+            let accounts = Accounts::over(Box::new(PgAccounts::new(db.clone())))?;
+            let blobs = BlobStore::postgres(PgObjects::new(db.clone()));
+            tracing::info!(replica = %replica_id, "hub opened on PostgreSQL");
+            return Ok(Hub {
+                state: HubState::new(
+                    Backend::Postgres(db),
+                    replica_id,
+                    blobs,
+                    Arc::new(accounts),
+                    self.config,
+                ),
+            });
+        }
         let (accounts, store, blobs) = match &self.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let accounts = Accounts::open(&dir.join(ACCOUNTS_DB))?;
+                let accounts = Accounts::open_with(&dir.join(ACCOUNTS_DB), self.durability)?;
                 let store = open_store(&dir.join(REPLICA_DB), fresh, self.durability)?;
-                let blobs = BlobStore::open(dir.join(BLOBS_DB), self.durability)
-                    .map_err(|e| HubError::Store(e.to_string()))?;
+                let blobs = BlobStore::open(dir.join(BLOBS_DB), self.durability)?;
                 (accounts, store, blobs)
             }
             None => (
                 Accounts::in_memory()?,
-                AnyStore::open(&StoreConfig::Memory, fresh)
-                    .map_err(|e| HubError::Store(e.to_string()))?,
+                AnyStore::open(&StoreConfig::Memory, fresh)?,
                 BlobStore::memory(),
             ),
         };
         let replica = Replica::new(store);
-        tracing::info!(replica = %replica.id(), data = ?self.data_dir, "hub opened");
+        let replica_id = replica.id();
+        tracing::info!(replica = %replica_id, data = ?self.data_dir, "hub opened");
         Ok(Hub {
-            state: HubState::new(replica, blobs, Arc::new(accounts), self.config),
+            state: HubState::new(
+                Backend::Local(Box::new(std::sync::Mutex::new(replica))),
+                replica_id,
+                blobs,
+                Arc::new(accounts),
+                self.config,
+            ),
         })
     }
 }
@@ -179,6 +225,7 @@ impl Hub {
 
     /// The HTTP API as an axum router (to serve it yourself, or to test it without sockets).
     pub fn router(&self) -> axum::Router {
+        fanout::start(&self.state);
         api::router(self.state.clone())
     }
 

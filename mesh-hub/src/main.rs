@@ -9,6 +9,9 @@
 //! mesh-hub --data ./hub-data device token laptop              mint another token
 //! mesh-hub --data ./hub-data device list ann
 //! mesh-hub --data ./hub-data device revoke laptop             revoke a device and its tokens
+//! mesh-hub --database postgres://mesh@db/mesh migrate         create or upgrade the schema
+//! mesh-hub --database postgres://mesh@db/mesh --listen …       serve from PostgreSQL (any
+//!                                                              number of processes at once)
 //! ```
 
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mesh_hub::{Accounts, Hub, HubError, ACCOUNTS_DB};
+use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase};
 use mesh_store::Durability;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -45,12 +49,27 @@ struct Cli {
     /// as the pusher's own write (as before signed versions). Never on a shared hub.
     #[arg(long)]
     skip_signature_checks: bool,
+    /// Keep everything in this PostgreSQL database (`postgres://user:password@host/db`)
+    /// instead of the data directory; any number of hub processes may serve it at once.
+    #[arg(long)]
+    database: Option<String>,
+    /// The PostgreSQL schema the tables live in (default: `public`).
+    #[arg(long)]
+    db_schema: Option<String>,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, default_value_t = 16)]
+    db_connections: usize,
+    /// Apply the database's missing schema migrations at start.
+    #[arg(long)]
+    migrate: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create or upgrade the PostgreSQL schema (needs --database), then exit.
+    Migrate,
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -106,10 +125,41 @@ enum DeviceCmd {
     },
 }
 
-fn admin(data: &std::path::Path, command: Command) -> Result<(), HubError> {
-    std::fs::create_dir_all(data)?;
-    let accounts = Accounts::open(&data.join(ACCOUNTS_DB))?;
+/// The PostgreSQL settings of the command line, if it names a database.
+fn pg_config(cli: &Cli) -> Option<PgConfig> {
+    let url = cli.database.as_ref()?;
+    let mut config = PgConfig::new(url.clone()).max_connections(cli.db_connections);
+    if let Some(schema) = &cli.db_schema {
+        config = config.schema(schema.clone());
+    }
+    Some(config)
+}
+
+fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
+    let accounts = match pg_config(cli) {
+        Some(config) => {
+            let db = PgDatabase::connect(config)?;
+            if let Command::Migrate = command {
+                let applied = db.migrate()?;
+                let (version, _) = db.version()?;
+                println!("database at schema version {version} ({applied} migrations applied)");
+                return Ok(());
+            }
+            db.check_version()?;
+            Accounts::over(Box::new(PgAccounts::new(db)))?
+        }
+        None => {
+            if let Command::Migrate = command {
+                return Err(HubError::Store(
+                    "migrate needs --database (a data directory migrates itself)".into(),
+                ));
+            }
+            std::fs::create_dir_all(&cli.data)?;
+            Accounts::open(&cli.data.join(ACCOUNTS_DB))?
+        }
+    };
     match command {
+        Command::Migrate => {}
         Command::User { action } => match action {
             UserCmd::Add { user } => {
                 accounts.add_user(&user.parse()?)?;
@@ -157,8 +207,12 @@ async fn serve(cli: Cli) -> Result<(), HubError> {
             )))
         }
     };
-    let hub = Hub::builder()
-        .data_dir(&cli.data)
+    let mut builder = Hub::builder();
+    builder = match pg_config(&cli) {
+        Some(config) => builder.postgres(config).migrate(cli.migrate),
+        None => builder.data_dir(&cli.data),
+    };
+    let hub = builder
         .config(mesh_hub::HubConfig {
             max_body: cli.max_body,
             verify_signatures: !cli.skip_signature_checks,
@@ -176,13 +230,13 @@ async fn serve(cli: Cli) -> Result<(), HubError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_max_level(cli.log)
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Some(command) => admin(&cli.data, command),
+    let result = match cli.command.take() {
+        Some(command) => admin(&cli, command),
         None => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -11,6 +11,7 @@ use mesh_core::replica::Replica;
 use mesh_core::store::Cursor;
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{Keyring, NoKeyring};
+use mesh_store::postgres::PgDatabase;
 use mesh_store::{AnyStore, BlobStore};
 use tokio::sync::{broadcast, watch};
 
@@ -60,8 +61,18 @@ pub(crate) struct Presence {
     pub streams: usize,
 }
 
+/// Where the hub's replica lives.
+pub(crate) enum Backend {
+    /// In this process (memory or SQLite), behind one lock.
+    Local(Box<Mutex<Replica<AnyStore>>>),
+    /// In PostgreSQL, shared with any number of hub processes: each request works on a
+    /// replica over a connection of its own; writers of one folder take turns through the
+    /// database's scope locks.
+    Postgres(PgDatabase),
+}
+
 pub(crate) struct Inner {
-    pub replica: Mutex<Replica<AnyStore>>,
+    pub backend: Backend,
     pub replica_id: ReplicaId,
     /// Blob objects (chunks, manifests) and the folders that claim them.
     pub blobs: BlobStore,
@@ -73,6 +84,8 @@ pub(crate) struct Inner {
     pub revoked: broadcast::Sender<DeviceId>,
     pub shutdown: watch::Sender<bool>,
     pub presence: Mutex<HashMap<DeviceId, Presence>>,
+    /// Set once the cross-process notification task runs (PostgreSQL only).
+    pub fanout: std::sync::OnceLock<()>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -88,12 +101,12 @@ pub(crate) fn now() -> Timestamp {
 
 impl HubState {
     pub fn new(
-        replica: Replica<AnyStore>,
+        backend: Backend,
+        replica_id: ReplicaId,
         blobs: BlobStore,
         accounts: Arc<Accounts>,
         config: HubConfig,
     ) -> Self {
-        let replica_id = replica.id();
         // A replica id is a valid device id: both are plain ids.
         let endpoint: DeviceId = replica_id
             .as_str()
@@ -104,7 +117,7 @@ impl HubState {
         let (revoked, _) = broadcast::channel(256);
         let (shutdown, _) = watch::channel(false);
         HubState(Arc::new(Inner {
-            replica: Mutex::new(replica),
+            backend,
             replica_id,
             blobs,
             endpoint,
@@ -114,22 +127,65 @@ impl HubState {
             revoked,
             shutdown,
             presence: Mutex::new(HashMap::new()),
+            fanout: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Runs `f` with the replica locked, on tokio's blocking pool.
+    /// Runs `f` on the replica, on tokio's blocking pool: locked in this process (memory,
+    /// SQLite), or over a connection of its own (PostgreSQL). For reads, and for writes that
+    /// need no membership check ([`run_scoped`](Self::run_scoped) for the others).
     pub async fn run<R, F>(&self, f: F) -> Result<R, ApiError>
     where
         F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.run_in(None, f).await
+    }
+
+    /// Runs `f` on the replica as a writer of `scope` (a folder): with PostgreSQL, under the
+    /// database's lock of that scope, so that no other process writes the folder (or changes
+    /// its members) between the role checks `f` makes and its commit. In one process the
+    /// replica's lock does the same.
+    pub async fn run_scoped<R, F>(&self, scope: String, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.run_in(Some(scope), f).await
+    }
+
+    async fn run_in<R, F>(&self, scope: Option<String>, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = inner.replica.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+        tokio::task::spawn_blocking(move || match &inner.backend {
+            Backend::Local(replica) => {
+                let mut guard = replica.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(f(&mut guard))
+            }
+            Backend::Postgres(db) => {
+                let mut store = db.store().map_err(unavailable)?;
+                if let Some(scope) = scope {
+                    store.lock_scope(&scope)?;
+                }
+                let mut replica = Replica::new(AnyStore::Postgres(store));
+                Ok(f(&mut replica))
+            }
         })
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?
+    }
+
+    /// Sends change announcements from request handlers: in one process they go straight to
+    /// the streams; with PostgreSQL every process (this one too) hears them from the
+    /// database, in commit order, so handlers send nothing.
+    pub fn announcer(&self) -> Announcer {
+        match &self.0.backend {
+            Backend::Local(_) => Announcer(Some(self.0.changes.clone())),
+            Backend::Postgres(_) => Announcer(None),
+        }
     }
 
     /// Runs blob store work on tokio's blocking pool.
@@ -173,6 +229,36 @@ impl HubState {
     pub fn seen(&self, device: &DeviceId) {
         self.presence().entry(device.clone()).or_default().last_seen = Some(now());
     }
+}
+
+/// Where a handler announces a feed's new head (see [`HubState::announcer`]).
+#[derive(Clone)]
+pub(crate) struct Announcer(Option<broadcast::Sender<Changed>>);
+
+impl Announcer {
+    pub fn send(&self, changed: Changed) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(changed);
+        }
+    }
+}
+
+/// The scope a write to `feed` takes: its folder, or its user's mesh.
+pub(crate) fn scope_of(feed: &FeedKey) -> String {
+    match &feed.scope {
+        mesh_core::model::Scope::Folder(f) => format!("folder:{f}"),
+        mesh_core::model::Scope::Mesh(u) => format!("mesh:{u}"),
+    }
+}
+
+/// The database is unreachable or out of connections: try again later.
+fn unavailable(e: mesh_store::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "no database connection");
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the hub's database is unavailable; try again",
+    )
 }
 
 /// Counts one open notification stream of a device while alive.

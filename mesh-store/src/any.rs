@@ -33,6 +33,10 @@ pub enum AnyStore {
     Memory(MemoryStore),
     /// In a SQLite file.
     Sqlite(SqliteStore),
+    /// In a PostgreSQL database (a hub's; made from a
+    /// [`PgDatabase`](crate::postgres::PgDatabase), not from a [`StoreConfig`]).
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::PgStore),
 }
 
 impl AnyStore {
@@ -54,6 +58,9 @@ pub enum AnyTxn<'a> {
     Memory(<MemoryStore as Store>::Txn<'a>),
     /// In a SQLite file.
     Sqlite(<SqliteStore as Store>::Txn<'a>),
+    /// In a PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(<crate::postgres::PgStore as Store>::Txn<'a>),
 }
 
 macro_rules! each {
@@ -61,6 +68,8 @@ macro_rules! each {
         match $self {
             AnyStore::Memory($s) => $e,
             AnyStore::Sqlite($s) => $e,
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($s) => $e,
         }
     };
 }
@@ -104,6 +113,8 @@ impl Store for AnyStore {
         Ok(match self {
             AnyStore::Memory(s) => AnyTxn::Memory(s.begin()?),
             AnyStore::Sqlite(s) => AnyTxn::Sqlite(s.begin()?),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => AnyTxn::Postgres(s.begin()?),
         })
     }
 }
@@ -113,6 +124,8 @@ macro_rules! each_txn {
         match $self {
             AnyTxn::Memory($t) => $e,
             AnyTxn::Sqlite($t) => $e,
+            #[cfg(feature = "postgres")]
+            AnyTxn::Postgres($t) => $e,
         }
     };
 }

@@ -36,7 +36,7 @@ use crate::api::{
     RawBody,
 };
 use crate::error::ApiError;
-use crate::state::{now, Changed, HubState};
+use crate::state::{now, scope_of, Changed, HubState};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -133,11 +133,11 @@ async fn write(
 ) -> Result<Entry, ApiError> {
     let user = user.clone();
     let endpoint = state.0.endpoint.clone();
-    let changes = state.0.changes.clone();
+    let changes = state.announcer();
     let accounts = state.0.accounts.clone();
     let keyring = state.keyring();
     state
-        .run(move |r| {
+        .run_scoped(scope_of(&feed), move |r| {
             let local = r.get(&feed, &id)?;
             if let Some(cond) = precondition {
                 check_if_match(&cond, local.as_ref())?;
@@ -169,7 +169,7 @@ async fn write(
             }
             if changed {
                 let head = r.store().head(&feed)?;
-                let _ = changes.send(Changed {
+                changes.send(Changed {
                     feed: feed.clone(),
                     head,
                 });
@@ -1256,10 +1256,10 @@ pub(crate) async fn post_entries(
         let feed = blocking(move || read_feed_bytes(&body)).await??;
         let from = state.0.replica_id.clone();
         let k = key.clone();
-        let changes = state.0.changes.clone();
+        let changes = state.announcer();
         let keyring = state.keyring();
         let response = state
-            .run(move |r| {
+            .run_scoped(scope_of(&key), move |r| {
                 let resp = guard::respond_as(
                     r,
                     Pusher::new(&user, &*keyring).with_threads(crate::api::sync::verify_threads()),
@@ -1272,7 +1272,7 @@ pub(crate) async fn post_entries(
                 if let SyncResponse::Pushed { results, .. } = &resp {
                     if results.iter().any(|x| x.outcome.changed()) {
                         let head = r.store().head(&k)?;
-                        let _ = changes.send(Changed { feed: k, head });
+                        changes.send(Changed { feed: k, head });
                     }
                 }
                 Ok::<_, CoreError>(resp)

@@ -9,7 +9,7 @@ use mesh_core::sync::{guard, Request, Response as SyncResponse};
 
 use crate::api::{blocking, json_body, Auth, RawBody};
 use crate::error::ApiError;
-use crate::state::{Changed, HubState};
+use crate::state::{scope_of, Changed, HubState};
 
 pub(crate) async fn sync(
     State(state): State<HubState>,
@@ -31,28 +31,35 @@ pub(crate) async fn sync(
         Request::Push { .. } => "push",
     };
     let user = auth.principal.user.clone();
-    let changes = state.0.changes.clone();
+    let changes = state.announcer();
     let keyring = state.keyring();
-    let response = state
-        .run(move |r| {
-            let response = guard::respond_as(
-                r,
-                Pusher::new(&user, &*keyring).with_threads(verify_threads()),
-                request,
-            )?;
-            if let SyncResponse::Pushed { feed, results } = &response {
-                if results.iter().any(|x| x.outcome.changed()) {
-                    // Announced under the lock, so announcements leave in change order.
-                    let head = r.store().head(feed)?;
-                    let _ = changes.send(Changed {
-                        feed: feed.clone(),
-                        head,
-                    });
-                }
+    // A push writes one feed: its folder's writers take turns (across processes too).
+    let scope = match &request {
+        Request::Push { feed, .. } => Some(scope_of(feed)),
+        _ => None,
+    };
+    let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>| {
+        let response = guard::respond_as(
+            r,
+            Pusher::new(&user, &*keyring).with_threads(verify_threads()),
+            request,
+        )?;
+        if let SyncResponse::Pushed { feed, results } = &response {
+            if results.iter().any(|x| x.outcome.changed()) {
+                // Announced under the lock, so announcements leave in change order.
+                let head = r.store().head(feed)?;
+                changes.send(Changed {
+                    feed: feed.clone(),
+                    head,
+                });
             }
-            Ok::<_, mesh_core::CoreError>(response)
-        })
-        .await??;
+        }
+        Ok::<_, mesh_core::CoreError>(response)
+    };
+    let response = match scope {
+        Some(scope) => state.run_scoped(scope, work).await??,
+        None => state.run(work).await??,
+    };
     let t_respond = t0.elapsed();
     let body = blocking(move || serde_json::to_vec(&response)).await?;
     tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");

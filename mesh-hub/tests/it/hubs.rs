@@ -35,9 +35,11 @@ impl TestHub {
         }
     }
 
-    /// A hub in memory.
+    /// A fresh hub of the backend under test: in memory, or on PostgreSQL (a schema of its
+    /// own) when `MESH_HUB_BACKEND=postgres` (with `MESH_TEST_POSTGRES` naming the server;
+    /// `.ci/run` runs the suite both ways).
     pub async fn memory() -> TestHub {
-        Self::start(Hub::builder().build().unwrap()).await
+        Self::start(fresh_hub()).await
     }
 
     /// Registers `device` of `user` (creating the user if needed) and returns its token.
@@ -70,6 +72,34 @@ impl TestHub {
                 .unwrap();
         }
     }
+}
+
+/// A new hub on the backend under test (see [`TestHub::memory`]).
+pub fn fresh_hub() -> Hub {
+    match std::env::var("MESH_HUB_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let url = std::env::var("MESH_TEST_POSTGRES")
+                .expect("MESH_HUB_BACKEND=postgres needs MESH_TEST_POSTGRES");
+            Hub::builder()
+                .postgres(mesh_store::postgres::PgConfig::new(url).schema(fresh_schema()))
+                .migrate(true)
+                .build()
+                .unwrap()
+        }
+        Ok("memory") | Err(_) => Hub::builder().build().unwrap(),
+        Ok(other) => panic!("MESH_HUB_BACKEND={other:?}: expected memory or postgres"),
+    }
+}
+
+/// A PostgreSQL schema no other test uses.
+pub fn fresh_schema() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "hub_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        fastrand::u32(..)
+    )
 }
 
 impl Drop for TestHub {

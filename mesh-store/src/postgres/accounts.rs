@@ -151,7 +151,7 @@ impl AccountStore for PgAccounts {
                 // Every process closes the device's open streams.
                 tx.execute(
                     "SELECT pg_notify($1, $2)",
-                    &[&super::REVOKED_CHANNEL, &device.as_str()],
+                    &[&self.db.channel(super::REVOKED_CHANNEL), &device.as_str()],
                 )
                 .await?;
             }

@@ -68,11 +68,12 @@ impl PgConfig {
     }
 }
 
-/// A schema name: lower-case letters, digits and `_`, not starting with a digit, at most 63
-/// bytes (it is spliced into SQL, so nothing else is accepted).
+/// A schema name: lower-case letters, digits and `_`, not starting with a digit, at most 40
+/// bytes (it is spliced into SQL and into notification channel names, which PostgreSQL
+/// limits to 63 bytes, so nothing else is accepted).
 fn check_schema_name(s: &str) -> Result<()> {
     let ok = !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= 40
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.as_bytes()[0].is_ascii_digit();
@@ -183,6 +184,16 @@ impl PgDatabase {
         })
     }
 
+    /// The name of a notification channel for this database's schema: `base` itself in the
+    /// default schema, `base_<schema>` in another (notifications are database-wide, so hubs
+    /// in different schemas of one database must not hear each other).
+    pub fn channel(&self, base: &str) -> String {
+        match &self.inner.config.schema {
+            None => base.to_owned(),
+            Some(schema) => format!("{base}_{schema}"),
+        }
+    }
+
     /// The connection settings (for the listener's own connection).
     pub(crate) fn pg_config(&self) -> &tokio_postgres::Config {
         &self.inner.pg
@@ -255,7 +266,11 @@ impl PgDatabase {
             .get()
             .cloned()
             .ok_or_else(|| StoreError::Config("open_replica was not called".into()))?;
-        Ok(PgStore::new(self.connection()?, replica))
+        Ok(PgStore::new(
+            self.connection()?,
+            replica,
+            self.channel(super::CHANGES_CHANNEL),
+        ))
     }
 }
 

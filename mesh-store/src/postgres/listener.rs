@@ -9,7 +9,9 @@ use super::database::PgDatabase;
 use super::migrations::pg;
 use crate::error::{Result, StoreError};
 
-/// The channel a commit announces each changed feed on (payload: the feed's key).
+/// The channel a commit announces each changed feed on (payload: `<head> <feed key>`, the
+/// feed's new head as a decimal number); in a schema other than the default, the channel is
+/// named after it too ([`PgDatabase::channel`]).
 pub const CHANGES_CHANNEL: &str = "mesh_changes";
 
 /// One notification.
@@ -42,11 +44,13 @@ impl std::fmt::Debug for PgListener {
 const BACKLOG: usize = 4096;
 
 impl PgListener {
-    /// Connects and listens on `channels` (plain lower-case names, checked). The connection
+    /// Connects and listens on `channels` (plain lower-case names, checked; pass them through
+    /// [`PgDatabase::channel`] to hear this schema's). The connection
     /// runs on the database's I/O thread; [`recv`](Self::recv) may be awaited on any runtime.
     pub fn listen(db: &PgDatabase, channels: &[&str]) -> Result<PgListener> {
         for c in channels {
-            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+            if c.is_empty() || c.len() > 63 || !c.bytes().all(plain) {
                 return Err(StoreError::Config(format!("invalid channel name {c:?}")));
             }
         }

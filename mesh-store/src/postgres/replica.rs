@@ -9,8 +9,6 @@ use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 
-use super::listener::CHANGES_CHANNEL;
-
 type CoreResult<T> = mesh_core::Result<T>;
 
 fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CoreError {
@@ -61,6 +59,8 @@ fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
 pub struct PgStore {
     conn: Object,
     replica: ReplicaId,
+    /// Where commits announce changed feeds (per schema).
+    channel: String,
     /// Whether a session-level advisory lock may be held (released on drop).
     scoped: bool,
 }
@@ -74,10 +74,11 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    pub(crate) fn new(conn: Object, replica: ReplicaId) -> Self {
+    pub(crate) fn new(conn: Object, replica: ReplicaId, channel: String) -> Self {
         PgStore {
             conn,
             replica,
+            channel,
             scoped: false,
         }
     }
@@ -390,6 +391,7 @@ impl PgTxn<'_> {
                 }
             }
             let (mut f_ids, mut f_heads, mut f_added) = (Vec::new(), Vec::new(), Vec::new());
+            let f_head_of = heads.clone();
             for (feed_id, head) in heads {
                 f_ids.push(feed_id);
                 f_heads.push(head);
@@ -409,11 +411,18 @@ impl PgTxn<'_> {
                     &[&seq_to_sql(Cursor(self.last_seq))],
                 ))
                 .map_err(db("advancing the sequence counter"))?;
-            // Delivered to every listening process when, and only if, this commits.
+            // Delivered to every listening process when, and only if, this commits, in
+            // commit order: "<head> <feed key>", lowest head first.
+            let mut notes: Vec<(i64, &str)> = keys
+                .iter()
+                .filter_map(|k| Some((*f_head_of.get(ids.get(k)?)?, k.as_str())))
+                .collect();
+            notes.sort_unstable();
+            let payloads: Vec<String> = notes.iter().map(|(h, k)| format!("{h} {k}")).collect();
             store
                 .block(store.conn.execute(
-                    "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
-                    &[&CHANGES_CHANNEL, &keys],
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    &[&store.channel, &payloads],
                 ))
                 .map_err(db("announcing changes"))?;
         }

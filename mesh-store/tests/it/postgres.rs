@@ -149,7 +149,7 @@ fn a_late_commit_never_hides_behind_a_reader_cursor() {
 fn commits_notify_listeners_and_rollbacks_do_not() {
     let Some(url) = server() else { return };
     let db = database(&url, "hub");
-    let mut listener = PgListener::listen(&db, &[CHANGES_CHANNEL]).unwrap();
+    let mut listener = PgListener::listen(&db, &[&db.channel(CHANGES_CHANNEL)]).unwrap();
     let mut s = db.store().unwrap();
     let mut tx = s.begin().unwrap();
     tx.put(&"folder:f/other".parse().unwrap(), entry("x", 1), None)
@@ -167,11 +167,11 @@ fn commits_notify_listeners_and_rollbacks_do_not() {
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), listener.recv()).await })
         .expect("a notification within 10 s")
         .expect("the listener is open");
-    assert_eq!(n.channel, CHANGES_CHANNEL);
+    assert_eq!(n.channel, db.channel(CHANGES_CHANNEL));
     assert_eq!(
         n.payload,
-        feed().to_string(),
-        "only the committed feed, once"
+        format!("2 {}", feed()),
+        "only the committed feed, with its head"
     );
     let feeds = s.feeds().unwrap();
     assert_eq!(feeds.len(), 1);
