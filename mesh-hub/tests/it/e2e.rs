@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::common::{builder, settle};
 use crate::hubs::{fast, Rest, TestHub};
 
-fn options() -> SyncOptions {
+pub(crate) fn options() -> SyncOptions {
     SyncOptions {
         page_size: 100,
         backoff_min: Duration::from_millis(20),

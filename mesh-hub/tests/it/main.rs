@@ -17,4 +17,5 @@ mod e2e;
 mod http_transport;
 mod hubs;
 mod router_props;
+mod scale_out;
 mod sdk;

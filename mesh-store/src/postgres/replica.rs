@@ -448,6 +448,19 @@ impl PgTxn<'_> {
     }
 }
 
+/// `MESH_PG_TEST_COMMIT_DELAY_MS`: a pause before every commit that writes (for the
+/// multi-process tests, which delay one process's transactions; never set it in production).
+fn commit_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var("MESH_PG_TEST_COMMIT_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(std::time::Duration::from_millis(ms.min(10_000)))
+    })
+}
+
 impl Drop for PgTxn<'_> {
     fn drop(&mut self) {
         if self.begun {
@@ -511,6 +524,10 @@ impl StoreTxn for PgTxn<'_> {
         }
         self.ensure_begun()?;
         self.flush()?;
+        if let Some(delay) = commit_delay() {
+            // Test seam: a slow commit, to let other processes' writers queue behind it.
+            std::thread::sleep(delay);
+        }
         let store = &*self.store;
         store
             .block(store.conn.batch_execute("COMMIT"))
