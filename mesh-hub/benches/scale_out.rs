@@ -100,7 +100,14 @@ impl Cluster {
     fn process(&self) -> Result<HubProcess, Error> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
             .args(["--database", &self.url, "--db-schema", &self.schema])
-            .args(["--db-connections", "24", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args([
+                "--db-connections",
+                "24",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -126,7 +133,9 @@ impl Cluster {
     /// PostgreSQL's own measure of the replica's tables: (entries, bytes of the entries table
     /// with its indexes and TOAST).
     fn entry_footprint(&self) -> Result<(i64, i64), Error> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (url, schema) = (self.url.clone(), self.schema.clone());
         rt.block_on(async move {
             let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
@@ -167,8 +176,14 @@ async fn device(
     http.enroll(&dev.parse()?, &key.public()).await?;
     let rest = reqwest::Client::new();
     for (path, body) in [
-        ("/mesh/folders".to_owned(), json!({"name": folder, "kind": "app/bench", "id": folder})),
-        (format!("/mesh/folders/{folder}/feeds"), json!({"name": "items"})),
+        (
+            "/mesh/folders".to_owned(),
+            json!({"name": folder, "kind": "app/bench", "id": folder}),
+        ),
+        (
+            format!("/mesh/folders/{folder}/feeds"),
+            json!({"name": "items"}),
+        ),
     ] {
         let s = rest
             .post(format!("{}{path}", hub.url))
@@ -309,7 +324,10 @@ async fn streams(url: &str, processes: usize, count: usize) -> Result<(), Error>
         makers.push(std::thread::spawn(move || {
             (part..count)
                 .step_by(4)
-                .map(|i| c.token(&format!("s{}", i / 10), &format!("s{i}")).map(|t| (i, t)))
+                .map(|i| {
+                    c.token(&format!("s{}", i / 10), &format!("s{i}"))
+                        .map(|t| (i, t))
+                })
                 .collect::<Result<Vec<_>, Error>>()
         }));
     }
@@ -318,7 +336,10 @@ async fn streams(url: &str, processes: usize, count: usize) -> Result<(), Error>
         tokens.extend(m.join().map_err(|_| "token thread")??);
     }
     tokens.sort();
-    println!("  {count} devices registered in {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "  {count} devices registered in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let idle: u64 = hubs.iter().map(HubProcess::rss_kib).sum();
     let mut open = Vec::with_capacity(count);
     for (i, t) in &tokens {
@@ -391,7 +412,9 @@ fn main() -> Result<(), Error> {
     let per = env_usize("MESH_BENCH_PER_DEVICE", 1_000);
     let samples = env_usize("MESH_BENCH_SAMPLES", 200);
     let stream_count = env_usize("MESH_BENCH_STREAMS", 10_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         println!("push throughput, {devices} devices × {per} entries of 1 KiB, pages of 250:");
         let mut base = 0.0;
@@ -400,7 +423,10 @@ fn main() -> Result<(), Error> {
             if p == 1 {
                 base = rate;
             }
-            println!("  {p} hub process(es): {rate:.0} entries/s ({:.2}× one)", rate / base);
+            println!(
+                "  {p} hub process(es): {rate:.0} entries/s ({:.2}× one)",
+                rate / base
+            );
         }
         let cluster = Cluster::new(&url, "l")?;
         let hubs = cluster.processes(2)?;

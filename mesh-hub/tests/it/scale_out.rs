@@ -390,3 +390,87 @@ async fn a_process_killed_mid_push_loses_no_acknowledged_write() {
     again.push(&feed, &["after".to_owned()]).await.unwrap();
     assert!(db.ids(&feed).contains(&"after".to_owned()));
 }
+
+/// Two owners demote each other at once through two processes, ten times over: the folder's
+/// scope lock makes one demotion see the other, so one owner always stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_demotions_through_two_processes_keep_one_owner() {
+    let Some(url) = server() else { return };
+    let db = Database::new(url);
+    let (p1, p2) = (db.process(&[]), db.process(&[]));
+    let http = reqwest::Client::new();
+    let (ann, frank) = (db.token("ann", "ann-rest"), db.token("frank", "frank-rest"));
+    let call = |method: reqwest::Method, hub: &HubProcess, token: &str, path: &str, body| {
+        http.request(method, format!("{}{path}", hub.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    for round in 0..10 {
+        let f = format!("f{round}");
+        let s = call(
+            reqwest::Method::POST,
+            &p1,
+            &ann,
+            "/mesh/folders",
+            json!({"name": "F", "kind": "app/x", "id": f}),
+        )
+        .await
+        .unwrap()
+        .status();
+        assert_eq!(s, 201);
+        let members = format!("/mesh/folders/{f}/members");
+        let s = call(
+            reqwest::Method::POST,
+            &p1,
+            &ann,
+            &members,
+            json!({"user": "frank", "role": "owner"}),
+        )
+        .await
+        .unwrap()
+        .status();
+        assert!(s.is_success(), "{s}");
+        let s = call(
+            reqwest::Method::POST,
+            &p2,
+            &frank,
+            &format!("/mesh/invitations/{f}/accept"),
+            json!(null),
+        )
+        .await
+        .unwrap()
+        .status();
+        assert!(s.is_success(), "{s}");
+        let (r1, r2) = tokio::join!(
+            call(
+                reqwest::Method::PUT,
+                &p1,
+                &ann,
+                &format!("{members}/frank"),
+                json!({"role": "full"})
+            ),
+            call(
+                reqwest::Method::PUT,
+                &p2,
+                &frank,
+                &format!("{members}/ann"),
+                json!({"role": "full"})
+            ),
+        );
+        let (s1, s2) = (r1.unwrap().status(), r2.unwrap().status());
+        let list: serde_json::Value = call(reqwest::Method::GET, &p1, &ann, &members, json!(null))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let owners = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "owner" && m["state"] == "active")
+            .count();
+        assert_eq!(owners, 1, "round {round}: {s1} {s2} {list}");
+    }
+}
