@@ -3,12 +3,12 @@
 //!
 //! The store implementations live in `mesh-store`; this module re-exports what an
 //! application configures ([`StoreConfig`], [`Durability`]) and adds the device's own records:
-//! its signing key and its enrollments ([`DeviceStore`]).
+//! its signing key and its enrollments.
 
 pub use mesh_store::{
-    blobs, lock_path, sqlite, AnyStore as ClientStore, AnyTxn as ClientTxn, BlobStore, Durability,
-    SqliteStore, StoreConfig, StoreError, StoreLock,
+    blobs, lock_path, sqlite, BlobStore, Durability, SqliteStore, StoreConfig, StoreError,
 };
+pub(crate) use mesh_store::{AnyStore as ClientStore, StoreLock};
 
 use base64::Engine as _;
 use mesh_core::id::RemoteId;
@@ -19,7 +19,7 @@ use crate::error::{ClientError, Result};
 
 /// What a device keeps in its store beside the replica: its signing key and the enrollment
 /// (certificate and pinned authority) it holds with each remote.
-pub trait DeviceStore {
+pub(crate) trait DeviceStore {
     /// This device's signing key: read from a SQLite store, or made from the operating
     /// system's random source and saved there on first use. A memory store makes a new key
     /// each time it is opened (its data does not outlive it either). The key never leaves the
