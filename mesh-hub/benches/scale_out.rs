@@ -124,33 +124,29 @@ impl Cluster {
     fn token(&self, user: &str, device: &str) -> Result<String, Error> {
         let u = user.parse()?;
         let a = self.admin.accounts();
-        if !a.has_user(&u)? {
-            a.add_user(&u)?;
+        match a.add_user(&u) {
+            Ok(()) | Err(mesh_hub::HubError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(a.add_device(&u, &device.parse()?, device, "bench")?)
     }
 
     /// PostgreSQL's own measure of the replica's tables: (entries, bytes of the entries table
     /// with its indexes and TOAST).
-    fn entry_footprint(&self) -> Result<(i64, i64), Error> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+    async fn entry_footprint(&self) -> Result<(i64, i64), Error> {
         let (url, schema) = (self.url.clone(), self.schema.clone());
-        rt.block_on(async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            let row = c
-                .query_one(
-                    &format!(
-                        "SELECT (SELECT count(*) FROM {schema}.mesh_entries),
-                                pg_total_relation_size('{schema}.mesh_entries')"
-                    ),
-                    &[],
-                )
-                .await?;
-            Ok::<_, Error>((row.get(0), row.get(1)))
-        })
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {schema}.mesh_entries),
+                            pg_total_relation_size('{schema}.mesh_entries')"
+                ),
+                &[],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
     }
 }
 
@@ -261,7 +257,7 @@ async fn throughput(url: &str, processes: usize, devices: usize, per: usize) -> 
     }
     let rate = total as f64 / t0.elapsed().as_secs_f64();
     if processes == 1 {
-        let (rows, bytes) = cluster.entry_footprint()?;
+        let (rows, bytes) = cluster.entry_footprint().await?;
         println!(
             "PostgreSQL: {rows} entries of 1 KiB, mesh_entries {:.1} MiB with indexes: {:.0} bytes per entry (one row each)",
             bytes as f64 / 1048576.0,

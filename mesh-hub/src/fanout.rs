@@ -35,7 +35,9 @@ pub(crate) fn start(state: &HubState) {
 
 async fn run(db: PgDatabase, state: HubState) {
     let mut shutdown = state.0.shutdown.subscribe();
-    let mut pos: Option<Cursor> = None;
+    // Announce everything after the position the hub opened at, even what commits before the
+    // first LISTEN is in place (the first connection resyncs from there).
+    let mut pos: Option<Cursor> = Some(state.0.opened_at);
     let (changes_channel, revoked_channel) =
         (db.channel(CHANGES_CHANNEL), db.channel(REVOKED_CHANNEL));
     let mut backoff = Duration::from_millis(50);
@@ -80,6 +82,7 @@ async fn run(db: PgDatabase, state: HubState) {
         let top = heads.last().map_or(Cursor::ZERO, |h| h.0);
         if let Some(p) = pos {
             for (head, feed) in heads.into_iter().filter(|h| h.0 > p) {
+                state.0.readers.changed(&feed);
                 let _ = state.0.changes.send(Changed { feed, head });
             }
         }
@@ -103,6 +106,7 @@ async fn run(db: PgDatabase, state: HubState) {
                         continue;
                     }
                     pos = Some(head);
+                    state.0.readers.changed(&feed);
                     let _ = state.0.changes.send(Changed { feed, head });
                 }
                 _ = shutdown.changed() => return,

@@ -38,6 +38,7 @@ mod accounts;
 mod api;
 mod error;
 mod fanout;
+mod readers;
 mod state;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
+use mesh_core::store::{Cursor, Store};
 use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
@@ -130,10 +132,20 @@ impl HubBuilder {
             let replica_id = db.open_replica(fresh)?;
             let accounts = Accounts::over(Box::new(PgAccounts::new(db.clone())))?;
             let blobs = BlobStore::postgres(PgObjects::new(db.clone()));
+            // Where the notification task starts announcing from: nothing committed once
+            // requests are served can fall before it.
+            let opened_at = db
+                .store()?
+                .feeds()?
+                .iter()
+                .map(|h| h.head)
+                .max()
+                .unwrap_or(Cursor::ZERO);
             tracing::info!(replica = %replica_id, "hub opened on PostgreSQL");
             return Ok(Hub {
                 state: HubState::new(
                     Backend::Postgres(db),
+                    opened_at,
                     replica_id,
                     blobs,
                     Arc::new(accounts),
@@ -161,6 +173,7 @@ impl HubBuilder {
         Ok(Hub {
             state: HubState::new(
                 Backend::Local(Box::new(std::sync::Mutex::new(replica))),
+                Cursor::ZERO,
                 replica_id,
                 blobs,
                 Arc::new(accounts),

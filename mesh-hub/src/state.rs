@@ -86,6 +86,11 @@ pub(crate) struct Inner {
     pub presence: Mutex<HashMap<DeviceId, Presence>>,
     /// Set once the cross-process notification task runs (PostgreSQL only).
     pub fanout: std::sync::OnceLock<()>,
+    /// Folder rosters shared by the notification streams.
+    pub readers: Arc<crate::readers::Readers>,
+    /// The replica's newest change position when the hub opened (PostgreSQL): changes after
+    /// it are announced by the notification task, even those that commit before it listens.
+    pub opened_at: mesh_core::store::Cursor,
 }
 
 /// Shared by every request; cheap to clone.
@@ -102,6 +107,7 @@ pub(crate) fn now() -> Timestamp {
 impl HubState {
     pub fn new(
         backend: Backend,
+        opened_at: Cursor,
         replica_id: ReplicaId,
         blobs: BlobStore,
         accounts: Arc<Accounts>,
@@ -128,6 +134,8 @@ impl HubState {
             shutdown,
             presence: Mutex::new(HashMap::new()),
             fanout: std::sync::OnceLock::new(),
+            readers: Arc::default(),
+            opened_at,
         }))
     }
 
@@ -183,7 +191,7 @@ impl HubState {
     /// database, in commit order, so handlers send nothing.
     pub fn announcer(&self) -> Announcer {
         match &self.0.backend {
-            Backend::Local(_) => Announcer(Some(self.0.changes.clone())),
+            Backend::Local(_) => Announcer(Some((self.0.changes.clone(), self.0.readers.clone()))),
             Backend::Postgres(_) => Announcer(None),
         }
     }
@@ -233,11 +241,12 @@ impl HubState {
 
 /// Where a handler announces a feed's new head (see [`HubState::announcer`]).
 #[derive(Clone)]
-pub(crate) struct Announcer(Option<broadcast::Sender<Changed>>);
+pub(crate) struct Announcer(Option<(broadcast::Sender<Changed>, Arc<crate::readers::Readers>)>);
 
 impl Announcer {
     pub fn send(&self, changed: Changed) {
-        if let Some(tx) = &self.0 {
+        if let Some((tx, readers)) = &self.0 {
+            readers.changed(&changed.feed);
             let _ = tx.send(changed);
         }
     }

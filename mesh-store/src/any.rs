@@ -89,6 +89,9 @@ impl Store for AnyStore {
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         each!(self, s => s.get(feed, id))
     }
+    fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
+        each!(self, s => s.get_many(feed, ids))
+    }
     fn changes_since(
         &self,
         feed: &FeedKey,

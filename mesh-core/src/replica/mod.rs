@@ -313,6 +313,8 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<Written>> {
         let stamp = actor.stamp(when);
         let mut tx = self.store.begin()?;
+        let ids: Vec<EntryId> = drafts.iter().map(|(id, _)| id.clone()).collect();
+        tx.prefetch(feed, &ids)?;
         let mut out = Vec::with_capacity(drafts.len());
         for (id, draft) in drafts {
             let mut entry = {
@@ -346,6 +348,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<Written>> {
         let stamp = actor.stamp(when);
         let mut tx = self.store.begin()?;
+        tx.prefetch(feed, ids)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let mut entry = {
@@ -423,6 +426,8 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<(MergeReport, Option<CoreError>)>> {
         check_unique(feed, &incoming)?;
         let mut tx = self.store.begin()?;
+        let ids: Vec<EntryId> = incoming.iter().map(|e| e.sync.id.clone()).collect();
+        tx.prefetch(feed, &ids)?;
         let mut out = Vec::with_capacity(incoming.len());
         for entry in incoming {
             let id = entry.sync.id.clone();
@@ -478,6 +483,8 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<MergeReport>> {
         check_unique(feed, &incoming)?;
         let mut tx = self.store.begin()?;
+        let ids: Vec<EntryId> = incoming.iter().map(|e| e.sync.id.clone()).collect();
+        tx.prefetch(feed, &ids)?;
         let mut reports = Vec::with_capacity(incoming.len());
         for entry in incoming {
             let id = entry.sync.id.clone();

@@ -51,6 +51,13 @@ pub trait Store {
     /// One entry.
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>>;
 
+    /// Several entries of one feed, in the order of `ids` (`None` for absent ones). The
+    /// default asks [`get`](Self::get) for each; a store whose reads are round trips (a
+    /// database server) answers in one.
+    fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> Result<Vec<Option<Entry>>> {
+        ids.iter().map(|id| self.get(feed, id)).collect()
+    }
+
     /// Up to `limit` changes after `since`, in order. Changes whose latest write came verbatim
     /// from replica `skip_origin` are passed over (that replica has them already), but still
     /// advance `next`. Costs O(changes examined), never O(feed size).
@@ -76,6 +83,14 @@ pub trait Store {
 pub trait StoreTxn {
     /// One entry, as the transaction sees it.
     fn get(&mut self, feed: &FeedKey, id: &EntryId) -> Result<Option<Cow<'_, Entry>>>;
+
+    /// Tells the transaction which entries of `feed` it is about to read, so that a store
+    /// whose reads are round trips (a database server) can fetch them in one. A hint only:
+    /// the default does nothing, and `get` must answer the same with or without it.
+    fn prefetch(&mut self, feed: &FeedKey, ids: &[EntryId]) -> Result<()> {
+        let _ = (feed, ids);
+        Ok(())
+    }
 
     /// Stores `entry` (replacing any entry of the same id) and gives it the replica's next
     /// sequence number, which is returned. `origin` is the replica it came from verbatim, if any.

@@ -53,6 +53,7 @@ pub fn run_all<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     sync_states(&mut factory);
     rollback_on_drop(&mut factory);
     txn_reads_own_writes(&mut factory);
+    prefetch_is_only_a_hint(&mut factory);
     commit_makes_writes_visible(&mut factory);
 }
 
@@ -1025,6 +1026,52 @@ pub fn txn_reads_own_writes<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     ok(tx.commit(), "commit");
     assert_eq!(get(&store, &a, "e"), Some(e2));
     assert_eq!(get(&store, &b, "e"), Some(other));
+}
+
+/// `prefetch` changes no answer: prefetched entries, absent ones, and writes made after it.
+pub fn prefetch_is_only_a_hint<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
+    let mut store = factory(replica("suite-prefetch"));
+    let a = feed("folder:f1/todos");
+    let b = feed("folder:f1/notes");
+    let old = entry("old", "old");
+    put_one(&mut store, &a, &old);
+    let mut tx = ok(store.begin(), "begin");
+    ok(tx.prefetch(&a, &[eid("old"), eid("new")]), "prefetch");
+    ok(tx.prefetch(&b, &[]), "an empty prefetch");
+    assert_eq!(txn_get(&mut tx, &a, "old"), Some(old.clone()));
+    assert_eq!(txn_get(&mut tx, &a, "new"), None);
+    assert_eq!(txn_get(&mut tx, &b, "old"), None, "prefetch is per feed");
+    let new = entry("new", "new");
+    let old2 = edited(&old, "old, edited", 1);
+    ok(tx.put(&a, new.clone(), None), "put");
+    ok(tx.put(&a, old2.clone(), None), "put");
+    assert_eq!(
+        txn_get(&mut tx, &a, "new"),
+        Some(new.clone()),
+        "a write after the prefetch wins over its 'absent'"
+    );
+    assert_eq!(txn_get(&mut tx, &a, "old"), Some(old2.clone()));
+    ok(tx.prefetch(&a, &[eid("old")]), "prefetch after a write");
+    assert_eq!(
+        txn_get(&mut tx, &a, "old"),
+        Some(old2.clone()),
+        "a later prefetch does not hide the transaction's own write"
+    );
+    ok(tx.commit(), "commit");
+    assert_eq!(get(&store, &a, "old"), Some(old2.clone()));
+    assert_eq!(get(&store, &a, "new"), Some(new.clone()));
+    // get_many answers as get does, in the order asked, repeats and absences included.
+    let ids = [eid("new"), eid("gone"), eid("old"), eid("new")];
+    assert_eq!(
+        ok(store.get_many(&a, &ids), "get_many"),
+        vec![Some(new.clone()), None, Some(old2), Some(new)]
+    );
+    assert_eq!(
+        ok(store.get_many(&b, &ids[..1]), "get_many"),
+        vec![None],
+        "get_many is per feed"
+    );
+    assert!(ok(store.get_many(&a, &[]), "get_many").is_empty());
 }
 
 /// After commit, every write is visible to reads and to later transactions.

@@ -142,13 +142,27 @@ impl Watcher {
         if let Some(v) = self.visible.get(feed) {
             return *v;
         }
-        let (user, f) = (self.user.clone(), feed.clone());
-        let v = matches!(
-            self.state
-                .run(move |r| guard::can_read(r.store(), &user, &f))
-                .await,
-            Ok(Ok(true))
-        );
+        // The folder's roster is shared by every stream of this process.
+        let v = match self.state.0.readers.lookup(&self.user, feed) {
+            Ok(v) => v,
+            Err(generation) => {
+                let f = feed.clone();
+                match self
+                    .state
+                    .run(move |r| guard::Roster::load(r.store(), &f))
+                    .await
+                {
+                    Ok(Ok(roster)) => {
+                        let v = roster.can_read(&self.user, feed);
+                        if let Scope::Folder(folder) = &feed.scope {
+                            self.state.0.readers.store(folder, generation, roster);
+                        }
+                        v
+                    }
+                    _ => false,
+                }
+            }
+        };
         self.visible.insert(feed.clone(), v);
         v
     }

@@ -158,6 +158,29 @@ impl Store for PgStore {
         get_entry(self, feed, id)
     }
 
+    fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
+        let key = feed.to_string();
+        let wanted: Vec<&str> = ids.iter().map(EntryId::as_str).collect();
+        let rows = self
+            .block(self.conn.query(
+                "SELECT id, body FROM mesh_entries
+                 WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                   AND id = ANY($2)",
+                &[&key, &wanted],
+            ))
+            .map_err(db("get_many"))?;
+        let mut found: HashMap<String, Entry> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let entry = decode_entry(&key, &id, r.get(1))?;
+            found.insert(id, entry);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| found.get(id.as_str()).cloned())
+            .collect())
+    }
+
     fn changes_since(
         &self,
         feed: &FeedKey,
@@ -259,6 +282,7 @@ impl Store for PgStore {
             begun: false,
             last_seq: 0,
             writes: HashMap::new(),
+            fetched: HashMap::new(),
             order: Vec::new(),
             states: Vec::new(),
         })
@@ -294,6 +318,8 @@ pub struct PgTxn<'a> {
     begun: bool,
     last_seq: u64,
     writes: HashMap<(FeedKey, EntryId), Write>,
+    /// Entries read ahead by [`StoreTxn::prefetch`] (`None`: absent); dropped once written.
+    fetched: HashMap<(FeedKey, EntryId), Option<Entry>>,
     /// Feeds in the order of their first write (for the notifications).
     order: Vec<FeedKey>,
     states: Vec<(RemoteId, FeedKey, SyncState)>,
@@ -473,10 +499,44 @@ impl Drop for PgTxn<'_> {
 
 impl StoreTxn for PgTxn<'_> {
     fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
-        if let Some(w) = self.writes.get(&(feed.clone(), id.clone())) {
+        let key = (feed.clone(), id.clone());
+        if let Some(w) = self.writes.get(&key) {
             return Ok(Some(Cow::Borrowed(&w.entry)));
         }
+        if let Some(found) = self.fetched.get(&key) {
+            return Ok(found.as_ref().map(Cow::Borrowed));
+        }
         Ok(get_entry(self.store, feed, id)?.map(Cow::Owned))
+    }
+
+    fn prefetch(&mut self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<()> {
+        let wanted: Vec<&str> = ids
+            .iter()
+            .filter(|id| !self.writes.contains_key(&(feed.clone(), (*id).clone())))
+            .map(EntryId::as_str)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let key = feed.to_string();
+        let rows = self
+            .store
+            .block(self.store.conn.query(
+                "SELECT id, body FROM mesh_entries
+                 WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                   AND id = ANY($2)",
+                &[&key, &wanted],
+            ))
+            .map_err(db("prefetch"))?;
+        for id in ids {
+            self.fetched.insert((feed.clone(), id.clone()), None);
+        }
+        for r in rows {
+            let entry = decode_entry(&key, r.get(0), r.get(1))?;
+            self.fetched
+                .insert((feed.clone(), entry.sync.id.clone()), Some(entry));
+        }
+        Ok(())
     }
 
     fn put(
@@ -495,6 +555,7 @@ impl StoreTxn for PgTxn<'_> {
         if !self.order.contains(feed) {
             self.order.push(feed.clone());
         }
+        self.fetched.remove(&(feed.clone(), entry.sync.id.clone()));
         self.writes.insert(
             (feed.clone(), entry.sync.id.clone()),
             Write {

@@ -28,7 +28,7 @@ pub mod rules;
 
 use crate::error::{CoreError, Result};
 use crate::feedsync::{limits, Merged};
-use crate::id::{FolderId, ReplicaId, UserId};
+use crate::id::{EntryId, FolderId, ReplicaId, UserId};
 use crate::model::EntryData;
 use crate::model::{
     authorize, names, Action, Entry, FeedKey, InvitationState, Member, Role, Scope,
@@ -134,7 +134,7 @@ pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bo
 }
 
 /// Whether a member holding `m` may read `feed` of its folder.
-fn readable(m: Option<&Member>, feed: &FeedKey) -> bool {
+pub(crate) fn readable(m: Option<&Member>, feed: &FeedKey) -> bool {
     match m {
         None => false,
         Some(m) if feed.name.as_str() == names::MEMBERS => m.state != InvitationState::Declined,
@@ -198,10 +198,8 @@ pub fn push<S: Store>(
     // Shapes and signatures do not depend on the other entries of the push: they are judged
     // once, up front (signatures on several threads), against what the replica holds.
     let verdicts: Vec<Option<CoreError>> = {
-        let locals = entries
-            .iter()
-            .map(|e| replica.store().get(feed, &e.sync.id))
-            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<EntryId> = entries.iter().map(|e| e.sync.id.clone()).collect();
+        let locals = replica.store().get_many(feed, &ids)?;
         let shaped: Vec<Result<()>> = locals
             .iter()
             .zip(&entries)

@@ -52,6 +52,13 @@ impl Roster {
         self.members.get(user)
     }
 
+    /// Whether `user` may read `feed` of this roster's folder (what
+    /// [`can_read`](super::can_read) answers, from the roster instead of the store). A mesh
+    /// feed is not a folder's: the answer there is `false`; ask `can_read`.
+    pub fn can_read(&self, user: &UserId, feed: &FeedKey) -> bool {
+        matches!(feed.scope, Scope::Folder(_)) && super::readable(self.get(user), feed)
+    }
+
     /// The role `user` may act with (an active membership), if any.
     pub fn role(&self, user: &UserId) -> Option<Role> {
         self.get(user).and_then(Member::effective_role)
