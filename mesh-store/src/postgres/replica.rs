@@ -8,6 +8,8 @@ use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error as PgError, Row};
 
 type CoreResult<T> = mesh_core::Result<T>;
 
@@ -87,15 +89,44 @@ impl PgStore {
         super::database::block(f)
     }
 
+    /// A query through the connection's statement cache (one round trip once prepared).
+    fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        self.block(async {
+            let st = self.conn.prepare_cached(sql).await?;
+            self.conn.query(&st, params).await
+        })
+    }
+
+    fn q_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+        self.block(async {
+            let st = self.conn.prepare_cached(sql).await?;
+            self.conn.query_opt(&st, params).await
+        })
+    }
+
+    fn q_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+        self.block(async {
+            let st = self.conn.prepare_cached(sql).await?;
+            self.conn.query_one(&st, params).await
+        })
+    }
+
+    fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+        self.block(async {
+            let st = self.conn.prepare_cached(sql).await?;
+            self.conn.execute(&st, params).await
+        })
+    }
+
     /// Waits for the advisory lock named `scope` and holds it until this store is dropped
     /// (every process serving the database takes the same lock for the same name). A hub
     /// takes the folder's id before it reads the folder's members and writes to it.
     pub fn lock_scope(&mut self, scope: &str) -> CoreResult<()> {
         self.scoped = true;
-        self.block(self.conn.execute(
+        self.exec(
             "SELECT pg_advisory_lock(hashtextextended($1, 0))",
             &[&scope],
-        ))
+        )
         .map_err(db("waiting for a scope lock"))?;
         Ok(())
     }
@@ -120,10 +151,10 @@ impl Store for PgStore {
 
     fn feeds(&self) -> CoreResult<Vec<FeedHead>> {
         let rows = self
-            .block(self.conn.query(
+            .q(
                 "SELECT key, head, entries FROM mesh_feeds WHERE entries > 0 ORDER BY key",
                 &[],
-            ))
+            )
             .map_err(db("feeds"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -146,10 +177,10 @@ impl Store for PgStore {
 
     fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
         let row = self
-            .block(self.conn.query_opt(
+            .q_opt(
                 "SELECT head FROM mesh_feeds WHERE key = $1",
                 &[&feed.to_string()],
-            ))
+            )
             .map_err(db("head"))?;
         row.map_or(Ok(Cursor::ZERO), |r| seq_from_sql(r.get(0)))
     }
@@ -162,12 +193,12 @@ impl Store for PgStore {
         let key = feed.to_string();
         let wanted: Vec<&str> = ids.iter().map(EntryId::as_str).collect();
         let rows = self
-            .block(self.conn.query(
+            .q(
                 "SELECT id, body FROM mesh_entries
                  WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                    AND id = ANY($2)",
                 &[&key, &wanted],
-            ))
+            )
             .map_err(db("get_many"))?;
         let mut found: HashMap<String, Entry> = HashMap::with_capacity(rows.len());
         for r in rows {
@@ -197,13 +228,13 @@ impl Store for PgStore {
         let fetch = count_to_sql(scan_cap.saturating_add(1));
         let key = feed.to_string();
         let rows = self
-            .block(self.conn.query(
+            .q(
                 "SELECT e.seq, e.origin, e.id, e.body FROM mesh_entries e
                  WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                    AND e.seq > $2
                  ORDER BY e.seq LIMIT $3",
                 &[&key, &seq_to_sql(since), &fetch],
-            ))
+            )
             .map_err(db("changes_since"))?;
         for (scanned, row) in rows.into_iter().enumerate() {
             if page.changes.len() >= limit || scanned >= scan_cap {
@@ -235,13 +266,13 @@ impl Store for PgStore {
         let after = after.map_or("", EntryId::as_str);
         // `COLLATE "C"`: entry ids are ordered by their bytes, as in every store.
         let rows = self
-            .block(self.conn.query(
+            .q(
                 "SELECT id, body FROM mesh_entries
                  WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                    AND id COLLATE \"C\" > $2
                  ORDER BY id COLLATE \"C\" LIMIT $3",
                 &[&key, &after, &limit],
-            ))
+            )
             .map_err(db("list"))?;
         rows.iter()
             .map(|r| decode_entry(&key, r.get(0), r.get(1)))
@@ -250,11 +281,11 @@ impl Store for PgStore {
 
     fn sync_state(&self, remote: &RemoteId, feed: &FeedKey) -> CoreResult<SyncState> {
         let row = self
-            .block(self.conn.query_opt(
+            .q_opt(
                 "SELECT remote_replica, pulled, pushed FROM mesh_sync_state
                  WHERE remote = $1 AND feed = $2",
                 &[&remote.as_str(), &feed.to_string()],
-            ))
+            )
             .map_err(db("sync_state"))?;
         let Some(row) = row else {
             return Ok(SyncState::default());
@@ -292,11 +323,11 @@ impl Store for PgStore {
 fn get_entry(store: &PgStore, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
     let key = feed.to_string();
     let row = store
-        .block(store.conn.query_opt(
+        .q_opt(
             "SELECT body FROM mesh_entries
              WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1) AND id = $2",
             &[&key, &id.as_str()],
-        ))
+        )
         .map_err(db("get"))?;
     row.map(|r| decode_entry(&key, id.as_str(), r.get(0)))
         .transpose()
@@ -347,11 +378,7 @@ impl PgTxn<'_> {
             .map_err(db("begin"))?;
         self.begun = true;
         let row = store
-            .block(
-                store
-                    .conn
-                    .query_one("SELECT last_seq FROM mesh_replica FOR UPDATE", &[]),
-            )
+            .q_one("SELECT last_seq FROM mesh_replica FOR UPDATE", &[])
             .map_err(db("locking the sequence counter"))?;
         self.last_seq = seq_from_sql(row.get(0))?.0;
         Ok(())
@@ -362,17 +389,17 @@ impl PgTxn<'_> {
         if !self.writes.is_empty() {
             let keys: Vec<String> = self.order.iter().map(ToString::to_string).collect();
             store
-                .block(store.conn.execute(
+                .exec(
                     "INSERT INTO mesh_feeds (key) SELECT unnest($1::text[])
                  ON CONFLICT (key) DO NOTHING",
                     &[&keys],
-                ))
+                )
                 .map_err(db("creating feeds"))?;
             let rows = store
-                .block(store.conn.query(
+                .q(
                     "SELECT key, feed_id FROM mesh_feeds WHERE key = ANY($1)",
                     &[&keys],
-                ))
+                )
                 .map_err(db("looking up feeds"))?;
             let ids: HashMap<String, i64> = rows
                 .iter()
@@ -401,14 +428,14 @@ impl PgTxn<'_> {
                 bodies.push(serde_json::to_string(&w.entry)?);
             }
             // `xmax = 0` marks a row the upsert inserted rather than updated.
-            let rows = store.block(store.conn.query(
+            let rows = store.q(
                 "INSERT INTO mesh_entries (feed_id, id, seq, origin, body)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[])
                  ON CONFLICT (feed_id, id) DO UPDATE
                     SET seq = excluded.seq, origin = excluded.origin, body = excluded.body
                  RETURNING feed_id, (xmax = 0) AS inserted",
                 &[&feed_ids, &eids, &seqs, &origins, &bodies],
-            ))
+            )
             .map_err(db("writing entries"))?;
             let mut added: HashMap<i64, i64> = HashMap::new();
             for r in &rows {
@@ -424,18 +451,18 @@ impl PgTxn<'_> {
                 f_added.push(added.get(&feed_id).copied().unwrap_or(0));
             }
             store
-                .block(store.conn.execute(
+                .exec(
                     "UPDATE mesh_feeds f SET head = v.head, entries = f.entries + v.added
                  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(feed_id, head, added)
                  WHERE f.feed_id = v.feed_id",
                     &[&f_ids, &f_heads, &f_added],
-                ))
+                )
                 .map_err(db("advancing feed heads"))?;
             store
-                .block(store.conn.execute(
+                .exec(
                     "UPDATE mesh_replica SET last_seq = $1",
                     &[&seq_to_sql(Cursor(self.last_seq))],
-                ))
+                )
                 .map_err(db("advancing the sequence counter"))?;
             // Delivered to every listening process when, and only if, this commits, in
             // commit order: "<head> <feed key>", lowest head first.
@@ -446,15 +473,15 @@ impl PgTxn<'_> {
             notes.sort_unstable();
             let payloads: Vec<String> = notes.iter().map(|(h, k)| format!("{h} {k}")).collect();
             store
-                .block(store.conn.execute(
+                .exec(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
                     &[&store.channel, &payloads],
-                ))
+                )
                 .map_err(db("announcing changes"))?;
         }
         for (remote, feed, state) in &self.states {
             store
-                .block(store.conn.execute(
+                .exec(
                     "INSERT INTO mesh_sync_state (remote, feed, remote_replica, pulled, pushed)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (remote, feed) DO UPDATE SET
@@ -467,7 +494,7 @@ impl PgTxn<'_> {
                         &cursor_bits_to_sql(state.pulled),
                         &cursor_bits_to_sql(state.pushed),
                     ],
-                ))
+                )
                 .map_err(db("set_sync_state"))?;
         }
         Ok(())
@@ -521,12 +548,12 @@ impl StoreTxn for PgTxn<'_> {
         let key = feed.to_string();
         let rows = self
             .store
-            .block(self.store.conn.query(
+            .q(
                 "SELECT id, body FROM mesh_entries
                  WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                    AND id = ANY($2)",
                 &[&key, &wanted],
-            ))
+            )
             .map_err(db("prefetch"))?;
         for id in ids {
             self.fetched.insert((feed.clone(), id.clone()), None);
