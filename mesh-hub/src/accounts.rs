@@ -43,6 +43,8 @@ pub struct DeviceRecord {
     pub kind: String,
     /// When it was registered (seconds since the epoch).
     pub created_at: i64,
+    /// When it was last seen, as last recorded (the hub records it every few seconds).
+    pub last_seen: Option<i64>,
 }
 
 /// The accounts database. Cheap to share behind an `Arc`; calls are short and synchronous.
@@ -51,7 +53,7 @@ pub struct DeviceRecord {
 /// open and kept in the database) and a keyring of every registered device, its certificate
 /// and its revocation, which the guard checks signatures against.
 pub struct Accounts {
-    store: Box<dyn AccountStore>,
+    pub(crate) store: Box<dyn AccountStore>,
     authority: SecretKey,
     keyring: RwLock<Arc<MemoryKeyring>>,
     /// The store's version when the keyring was last loaded: another process (the admin
@@ -146,7 +148,29 @@ impl Accounts {
         let token = new_token();
         match self
             .store
-            .add_device(user, device, name, kind, now(), &hash(&token))?
+            .add_device(user, device, name, kind, now(), &hash(&token), None)?
+        {
+            AddDevice::Added => {}
+            AddDevice::NoSuchUser => return Err(HubError::NotFound(format!("user {user}"))),
+            AddDevice::Exists => return Err(HubError::AlreadyExists(format!("device {device}"))),
+        }
+        self.change_keyring(|k| k.register(device.clone()));
+        Ok(token)
+    }
+
+    /// Registers a device enrolled by another device's code (see `enrollment`).
+    pub(crate) fn add_device_enrolled(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        name: &str,
+        kind: &str,
+        enrolled_by: Option<&DeviceId>,
+    ) -> Result<String, HubError> {
+        let token = new_token();
+        match self
+            .store
+            .add_device(user, device, name, kind, now(), &hash(&token), enrolled_by)?
         {
             AddDevice::Added => {}
             AddDevice::NoSuchUser => return Err(HubError::NotFound(format!("user {user}"))),
@@ -165,16 +189,50 @@ impl Accounts {
         Ok(token)
     }
 
-    /// Revokes a device: its tokens are deleted, and it can never be registered again.
-    /// Returns its owner.
+    /// Revokes a device: its tokens are deleted, and it can never be registered again. The
+    /// devices it enrolled with its codes (and theirs, in turn) that were not confirmed since
+    /// are revoked with it. Returns its owner.
     pub fn revoke_device(&self, device: &DeviceId) -> Result<UserId, HubError> {
+        Ok(self.revoke_with_enrolled(device)?.0)
+    }
+
+    /// [`revoke_device`](Self::revoke_device), also giving every device revoked (the device
+    /// first).
+    pub fn revoke_with_enrolled(
+        &self,
+        device: &DeviceId,
+    ) -> Result<(UserId, Vec<DeviceId>), HubError> {
         let at = now();
         let Some(owner) = self.store.revoke_device(device, at)? else {
             return Err(HubError::NotFound(format!("device {device}")));
         };
-        let at = Timestamp::from_unix(at)?;
-        self.change_keyring(|k| k.revoke(device, at));
-        Ok(owner)
+        let mut revoked = vec![device.clone()];
+        // Breadth first through "enrolled by"; each device is revoked once, so the walk ends
+        // after at most as many steps as there are devices.
+        let mut i = 0;
+        while i < revoked.len() {
+            let by = revoked[i].clone();
+            i += 1;
+            let enrolled: Vec<DeviceId> = self
+                .store
+                .all_devices()?
+                .into_iter()
+                .filter(|d| d.revoked_at.is_none() && d.enrolled_by.as_ref() == Some(&by))
+                .map(|d| d.id)
+                .collect();
+            for d in enrolled {
+                if self.store.revoke_device(&d, at)?.is_some() {
+                    revoked.push(d);
+                }
+            }
+        }
+        let when = Timestamp::from_unix(at)?;
+        self.change_keyring(|k| {
+            for d in &revoked {
+                k.revoke(d, when);
+            }
+        });
+        Ok((owner, revoked))
     }
 
     /// Who a bearer token stands for (`None`: unknown or revoked).
@@ -200,6 +258,7 @@ impl Accounts {
                 name: d.name,
                 kind: d.kind,
                 created_at: d.created_at,
+                last_seen: d.last_seen,
             })
             .collect())
     }
@@ -294,7 +353,7 @@ impl Accounts {
         self.change_keyring(|k| k.set_authority_device(device));
     }
 
-    fn change_keyring(&self, f: impl FnOnce(&mut MemoryKeyring)) {
+    pub(crate) fn change_keyring(&self, f: impl FnOnce(&mut MemoryKeyring)) {
         let mut guard = self.keyring.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);

@@ -28,6 +28,9 @@ pub enum HubError {
     /// Something to create exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// Not allowed (say, a device confirming itself).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl From<rusqlite::Error> for HubError {
@@ -161,6 +164,7 @@ impl From<HubError> for ApiError {
                 "already_exists",
                 format!("{what} already exists"),
             ),
+            HubError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
             other => ApiError::internal(other),
         }
     }

@@ -36,8 +36,10 @@
 
 mod accounts;
 mod api;
+mod enrollment;
 mod error;
 mod fanout;
+mod housekeeping;
 mod readers;
 mod state;
 
@@ -52,6 +54,7 @@ use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
+pub use enrollment::{Revocation, CODE_VALIDITY};
 pub use error::{ApiError, HubError};
 pub use state::HubConfig;
 
@@ -224,10 +227,21 @@ impl Hub {
         self.state.0.replica_id.clone()
     }
 
-    /// Revokes a device: its tokens stop working and its open notification streams close now.
+    /// Revokes a device (and the devices it enrolled that were not confirmed): their tokens
+    /// stop working and their open notification streams close now.
     pub fn revoke_device(&self, device: &mesh_core::id::DeviceId) -> Result<(), HubError> {
-        self.state.0.accounts.revoke_device(device)?;
-        let _ = self.state.0.revoked.send(device.clone());
+        let (_, revoked) = self.state.0.accounts.revoke_with_enrolled(device)?;
+        for d in revoked {
+            let _ = self.state.0.revoked.send(d);
+        }
+        Ok(())
+    }
+
+    /// Removes a user: every device revoked (open streams closed now), the id never reused.
+    pub fn remove_user(&self, user: &mesh_core::id::UserId) -> Result<(), HubError> {
+        for d in self.state.0.accounts.remove_user(user)? {
+            let _ = self.state.0.revoked.send(d);
+        }
         Ok(())
     }
 
@@ -239,6 +253,7 @@ impl Hub {
     /// The HTTP API as an axum router (to serve it yourself, or to test it without sockets).
     pub fn router(&self) -> axum::Router {
         fanout::start(&self.state);
+        housekeeping::start(&self.state);
         api::router(self.state.clone())
     }
 

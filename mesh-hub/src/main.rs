@@ -91,6 +91,11 @@ enum UserCmd {
     },
     /// List users.
     List,
+    /// Remove a user: every device revoked, the id never reused (folders and entries stay).
+    Remove {
+        /// The user id.
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +175,10 @@ fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
                     println!("{u}");
                 }
             }
+            UserCmd::Remove { user } => {
+                let devices = accounts.remove_user(&user.parse()?)?;
+                println!("user {user} removed ({} devices revoked)", devices.len());
+            }
         },
         Command::Device { action } => match action {
             DeviceCmd::Add {
@@ -188,8 +197,26 @@ fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
                 println!("device {device} of {owner} revoked");
             }
             DeviceCmd::List { user } => {
-                for d in accounts.devices(&user.parse()?)? {
-                    println!("{}\t{}\t{}", d.id, d.kind, d.name);
+                let when = |t: Option<i64>| {
+                    t.and_then(|t| mesh_core::time::Timestamp::from_unix(t).ok())
+                        .map_or_else(|| "-".to_owned(), |t| t.to_string())
+                };
+                println!("DEVICE\tKIND\tNAME\tSTATE\tLAST SEEN\tENROLLED BY");
+                for d in accounts.all_devices_of(&user.parse()?)? {
+                    let state = match d.revoked_at {
+                        Some(t) => format!("revoked {}", when(Some(t))),
+                        None => "active".to_owned(),
+                    };
+                    let by = d
+                        .enrolled_by
+                        .map_or_else(|| "-".to_owned(), |b| b.to_string());
+                    println!(
+                        "{}\t{}\t{}\t{state}\t{}\t{by}",
+                        d.id,
+                        d.kind,
+                        d.name,
+                        when(d.last_seen)
+                    );
                 }
             }
         },

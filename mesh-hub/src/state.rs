@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub presence: Mutex<HashMap<DeviceId, Presence>>,
     /// Set once the cross-process notification task runs (PostgreSQL only).
     pub fanout: std::sync::OnceLock<()>,
+    /// Set once the housekeeping task runs.
+    pub housekeeping: std::sync::OnceLock<()>,
     /// Folder rosters shared by the notification streams.
     pub readers: Arc<crate::readers::Readers>,
     /// The replica's newest change position when the hub opened (PostgreSQL): changes after
@@ -134,6 +136,7 @@ impl HubState {
             shutdown,
             presence: Mutex::new(HashMap::new()),
             fanout: std::sync::OnceLock::new(),
+            housekeeping: std::sync::OnceLock::new(),
             readers: Arc::default(),
             opened_at,
         }))

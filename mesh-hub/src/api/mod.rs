@@ -153,6 +153,8 @@ pub(crate) fn router(state: HubState) -> Router {
         .route("/mesh/sync", post(sync::sync))
         .route("/mesh/notifications", get(notify::notifications))
         .route("/mesh/devices", get(rest::devices).post(rest::add_device))
+        .route("/mesh/devices/codes", post(rest::mint_code))
+        .route("/mesh/devices/{device}/confirm", post(rest::confirm_device))
         .route(
             "/mesh/devices/{device}",
             get(rest::device).delete(rest::revoke_device),

@@ -350,12 +350,13 @@ async fn device_docs(state: &HubState, user: &UserId) -> Result<Vec<Device>, Api
         .into_iter()
         .map(|d| {
             let p = presence.get(&d.id).cloned().unwrap_or_default();
+            let recorded = d.last_seen.and_then(|s| Timestamp::from_unix(s).ok());
             Device {
                 id: d.id,
                 owner: d.owner,
                 name: d.name,
                 kind: d.kind,
-                last_seen: p.last_seen,
+                last_seen: p.last_seen.max(recorded),
                 online: p.streams > 0,
             }
         })
@@ -388,6 +389,8 @@ pub(crate) async fn device(
 #[serde(deny_unknown_fields)]
 struct NewDevice {
     id: DeviceId,
+    /// An enrollment code minted by a device of the user (`POST /mesh/devices/codes`).
+    code: String,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -400,21 +403,45 @@ struct NewDeviceDoc {
     token: String,
 }
 
-pub(crate) async fn add_device(
+#[derive(Serialize)]
+struct CodeDoc {
+    code: String,
+    expires_at: Timestamp,
+}
+
+/// `POST /mesh/devices/codes`: a one-time enrollment code for a new device of the caller's
+/// user.
+pub(crate) async fn mint_code(
     State(state): State<HubState>,
     auth: Auth,
+) -> Result<Response, ApiError> {
+    let p = auth.principal.clone();
+    let (code, expires) = state.accounts(move |a| a.mint_code(&p)).await??;
+    tracing::info!(user = %auth.principal.user, device = %auth.principal.device, "enrollment code minted");
+    Ok(json(
+        StatusCode::CREATED,
+        &CodeDoc {
+            code,
+            expires_at: Timestamp::from_unix(expires)?,
+        },
+    ))
+}
+
+/// `POST /mesh/devices` (no token needed: the code is the credential): registers a device
+/// with an enrollment code and answers its first token.
+pub(crate) async fn add_device(
+    State(state): State<HubState>,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let req: NewDevice = json_body(&headers, &body)?;
-    let user = auth.principal.user.clone();
     let name = req.name.unwrap_or_else(|| req.id.to_string());
     let kind = req.kind.unwrap_or_else(|| "device".into());
-    let (u, d, n, k) = (user.clone(), req.id.clone(), name.clone(), kind.clone());
-    let token = state
-        .accounts(move |a| a.add_device(&u, &d, &n, &k))
+    let (d, n, k, code) = (req.id.clone(), name.clone(), kind.clone(), req.code);
+    let (user, token) = state
+        .accounts(move |a| a.register_with_code(&code, &d, &n, &k))
         .await??;
-    tracing::info!(%user, device = %req.id, "device registered");
+    tracing::info!(%user, device = %req.id, "device registered with a code");
     let doc = NewDeviceDoc {
         device: Device {
             id: req.id.clone(),
@@ -433,6 +460,27 @@ pub(crate) async fn add_device(
     Ok(resp)
 }
 
+/// `POST /mesh/devices/{device}/confirm`: another device of the user vouches for a device
+/// enrolled by a code.
+pub(crate) async fn confirm_device(
+    State(state): State<HubState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = device_id(&id)?;
+    let (p, d) = (auth.principal.clone(), id.clone());
+    state.accounts(move |a| a.confirm_device(&p, &d)).await??;
+    Ok(no_content())
+}
+
+#[derive(Serialize)]
+struct PendingDoc {
+    pending: bool,
+    message: &'static str,
+}
+
+/// `DELETE /mesh/devices/{device}`: a device revokes itself at once; another device's
+/// revocation waits for a second device's request (202 until then).
 pub(crate) async fn revoke_device(
     State(state): State<HubState>,
     auth: Auth,
@@ -440,15 +488,29 @@ pub(crate) async fn revoke_device(
 ) -> Result<Response, ApiError> {
     let id = device_id(&id)?;
     let user = auth.principal.user.clone();
-    let mine = device_docs(&state, &user).await?.iter().any(|d| d.id == id);
-    if !mine {
-        return Err(ApiError::not_found(format!("device {id}")));
+    let (p, d) = (auth.principal.clone(), id.clone());
+    match state
+        .accounts(move |a| a.request_revocation(&p, &d))
+        .await??
+    {
+        crate::Revocation::Pending => {
+            tracing::info!(%user, device = %id, by = %auth.principal.device, "revocation requested");
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &PendingDoc {
+                    pending: true,
+                    message: "another device of the user must ask too",
+                },
+            ))
+        }
+        crate::Revocation::Revoked(devices) => {
+            for d in devices {
+                tracing::info!(%user, device = %d, "device revoked");
+                let _ = state.0.revoked.send(d);
+            }
+            Ok(no_content())
+        }
     }
-    let d = id.clone();
-    state.accounts(move |a| a.revoke_device(&d)).await??;
-    let _ = state.0.revoked.send(id.clone());
-    tracing::info!(%user, device = %id, "device revoked");
-    Ok(no_content())
 }
 
 // ---- folders -------------------------------------------------------------------------------

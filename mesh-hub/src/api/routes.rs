@@ -61,7 +61,7 @@ const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         resource: "/mesh/devices",
-        description: "the caller's devices; POST registers a new one and returns its token",
+        description: "the caller's devices; POST registers a new one with an enrollment code (no token needed) and returns its token",
         methods: &["GET", "POST", "OPTIONS"],
         accepts: JSON,
         produces: JSON,
@@ -69,10 +69,26 @@ const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         resource: "/mesh/devices/{device}",
-        description: "one of the caller's devices; DELETE revokes it at once",
+        description: "one of the caller's devices; DELETE revokes it (itself at once, another device once a second device asks too)",
         methods: &["GET", "DELETE", "OPTIONS"],
         accepts: NONE,
         produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/devices/codes",
+        description: "POST mints a one-time enrollment code for a new device of the caller's user",
+        methods: &["POST", "OPTIONS"],
+        accepts: NONE,
+        produces: JSON,
+        query: NONE,
+    },
+    RouteDoc {
+        resource: "/mesh/devices/{device}/confirm",
+        description: "POST from another device vouches for a device enrolled by a code (revoking its enroller no longer revokes it)",
+        methods: &["POST", "OPTIONS"],
+        accepts: NONE,
+        produces: NONE,
         query: NONE,
     },
     RouteDoc {

@@ -186,7 +186,15 @@ async fn a_revoked_device_is_cut_off_at_once() {
         .iter()
         .any(|d| d["id"] == "ann-phone" && d["online"] == true));
 
+    // One device asking is not enough to revoke another; a second device's request is.
     let (status, _) = laptop.delete("/mesh/devices/ann-phone").await;
+    assert_eq!(status, 202);
+    assert!(
+        phone.send(feeds()).await.is_ok(),
+        "still live after one request"
+    );
+    let desk = Rest::new(&hub, hub.token("ann", "ann-desk"));
+    let (status, _) = desk.delete("/mesh/devices/ann-phone").await;
     assert_eq!(status, 204);
     let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
@@ -205,8 +213,12 @@ async fn a_revoked_device_is_cut_off_at_once() {
     let (status, _) = laptop.delete("/mesh/devices/bob-desk").await;
     assert_eq!(status, 404);
     // A revoked id cannot come back.
+    let (_, code) = laptop.post("/mesh/devices/codes", json!(null)).await;
     let (status, _) = laptop
-        .post("/mesh/devices", json!({"id": "ann-phone"}))
+        .post(
+            "/mesh/devices",
+            json!({"id": "ann-phone", "code": code["code"]}),
+        )
         .await;
     assert_eq!(status, 409);
     // Revocation by the operator (library call) also closes streams.

@@ -14,6 +14,7 @@ mod api;
 mod attacks;
 mod blobs;
 mod e2e;
+mod enrollment;
 mod http_transport;
 mod hubs;
 mod router_props;

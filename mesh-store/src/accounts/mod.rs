@@ -31,6 +31,11 @@ pub struct DeviceRow {
     pub revoked_at: Option<i64>,
     /// Its certificate (JSON), if it enrolled.
     pub certificate: Option<String>,
+    /// The device whose enrollment code registered it, until that is confirmed (revoking
+    /// that device revokes this one too).
+    pub enrolled_by: Option<DeviceId>,
+    /// When it last made a request (seconds since the epoch), as last recorded.
+    pub last_seen: Option<i64>,
 }
 
 /// What [`AccountStore::add_device`] did.
@@ -53,7 +58,9 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     fn has_user(&self, user: &UserId) -> Result<bool>;
     /// Every user id, sorted.
     fn users(&self) -> Result<Vec<UserId>>;
-    /// Registers a device of `user` with its first token's hash, atomically.
+    /// Registers a device of `user` with its first token's hash, atomically; `enrolled_by`
+    /// names the device whose enrollment code it used (none for the admin's registrations).
+    #[allow(clippy::too_many_arguments)]
     fn add_device(
         &self,
         user: &UserId,
@@ -62,7 +69,36 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         kind: &str,
         at: i64,
         token_hash: &str,
+        enrolled_by: Option<&DeviceId>,
     ) -> Result<AddDevice>;
+    /// Records an enrollment code (its hash) minted by a live device of `user`, valid until
+    /// `expires_at`; `false` if the minting device is not a live device of the user.
+    fn add_code(
+        &self,
+        user: &UserId,
+        minted_by: &DeviceId,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> Result<bool>;
+    /// Uses an enrollment code once: its user and the device that minted it, if the code is
+    /// unused, unexpired at `now` and its minter still live. A used code never works again.
+    fn redeem_code(&self, code_hash: &str, now: i64) -> Result<Option<(UserId, DeviceId)>>;
+    /// Forgets who enrolled `device` (the user confirmed it from another device, or the
+    /// admin did): revoking the enroller no longer revokes it.
+    fn confirm_device(&self, device: &DeviceId) -> Result<bool>;
+    /// Records that live device `by` asks to revoke `target`; returns the other live
+    /// devices that asked for it before (a second device's request confirms the first).
+    fn request_revocation(
+        &self,
+        target: &DeviceId,
+        by: &DeviceId,
+        at: i64,
+    ) -> Result<Vec<DeviceId>>;
+    /// Removes a user: every device revoked (tokens deleted), the id never reused. Returns
+    /// the devices that were live.
+    fn remove_user(&self, user: &UserId, at: i64) -> Result<Option<Vec<DeviceId>>>;
+    /// Records when devices were last seen (a batch; later times only).
+    fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
     /// Adds a token (hash) to a live device; `false` if the device is unknown or revoked.
     fn add_token(&self, device: &DeviceId, token_hash: &str, at: i64) -> Result<bool>;
     /// Revokes a live device and deletes its tokens; its owner, or `None` if the device is

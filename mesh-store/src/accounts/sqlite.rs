@@ -41,6 +41,26 @@ CREATE TABLE IF NOT EXISTS hub_keys (
 );
 ";
 
+/// Schema changes after the first: step `n` takes `user_version` from `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &["
+    ALTER TABLE users ADD COLUMN removed_at INTEGER;
+    ALTER TABLE devices ADD COLUMN enrolled_by TEXT;
+    ALTER TABLE devices ADD COLUMN last_seen INTEGER;
+    CREATE TABLE enrollment_codes (
+        hash       TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users(id),
+        minted_by  TEXT NOT NULL REFERENCES devices(id),
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER
+    );
+    CREATE TABLE revocation_requests (
+        target       TEXT NOT NULL REFERENCES devices(id),
+        requested_by TEXT NOT NULL REFERENCES devices(id),
+        at           INTEGER NOT NULL,
+        PRIMARY KEY (target, requested_by)
+    );
+"];
+
 /// Accounts in a SQLite file (a hub's `accounts.db`) or in memory.
 pub struct SqliteAccounts {
     conn: Mutex<Connection>,
@@ -79,9 +99,26 @@ impl SqliteAccounts {
         Self::init(conn, ":memory:".into())
     }
 
-    fn init(conn: Connection, location: String) -> Result<Self> {
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| StoreError::sqlite(location.clone(), e))?;
+    fn init(mut conn: Connection, location: String) -> Result<Self> {
+        let err = |e| StoreError::sqlite(location.clone(), e);
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                supported: known,
+            });
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(step).map_err(err)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
         Ok(SqliteAccounts {
             conn: Mutex::new(conn),
             location,
@@ -104,43 +141,52 @@ where
     })
 }
 
-type RawDevice = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-);
+struct RawDevice {
+    id: String,
+    owner: String,
+    name: String,
+    kind: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    certificate: Option<String>,
+    enrolled_by: Option<String>,
+    last_seen: Option<i64>,
+}
 
 fn raw_device(r: &Row<'_>) -> rusqlite::Result<RawDevice> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    Ok(RawDevice {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        name: r.get(2)?,
+        kind: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+        certificate: r.get(6)?,
+        enrolled_by: r.get(7)?,
+        last_seen: r.get(8)?,
+    })
 }
 
 fn device_row(raw: RawDevice) -> Result<DeviceRow> {
-    let (id, owner, name, kind, created_at, revoked_at, certificate) = raw;
     Ok(DeviceRow {
-        id: parse(&id, "device id")?,
-        owner: parse(&owner, "user id")?,
-        name,
-        kind,
-        created_at,
-        revoked_at,
-        certificate,
+        id: parse(&raw.id, "device id")?,
+        owner: parse(&raw.owner, "user id")?,
+        name: raw.name,
+        kind: raw.kind,
+        created_at: raw.created_at,
+        revoked_at: raw.revoked_at,
+        certificate: raw.certificate,
+        enrolled_by: raw
+            .enrolled_by
+            .map(|d| parse(&d, "device id"))
+            .transpose()?,
+        last_seen: raw.last_seen,
     })
 }
 
 const DEVICE_COLUMNS: &str =
-    "SELECT d.id, d.user_id, d.name, d.kind, d.created_at, d.revoked_at, c.body
+    "SELECT d.id, d.user_id, d.name, d.kind, d.created_at, d.revoked_at, c.body,
+        d.enrolled_by, d.last_seen
      FROM devices d LEFT JOIN certificates c ON c.device_id = d.id";
 
 impl AccountStore for SqliteAccounts {
@@ -156,9 +202,11 @@ impl AccountStore for SqliteAccounts {
 
     fn has_user(&self, user: &UserId) -> Result<bool> {
         self.with(|c| {
-            c.query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| {
-                Ok(())
-            })
+            c.query_row(
+                "SELECT 1 FROM users WHERE id = ?1 AND removed_at IS NULL",
+                [user.as_str()],
+                |_| Ok(()),
+            )
             .optional()
         })
         .map(|r| r.is_some())
@@ -166,7 +214,7 @@ impl AccountStore for SqliteAccounts {
 
     fn users(&self) -> Result<Vec<UserId>> {
         let ids = self.with(|c| {
-            let mut st = c.prepare("SELECT id FROM users ORDER BY id")?;
+            let mut st = c.prepare("SELECT id FROM users WHERE removed_at IS NULL ORDER BY id")?;
             let rows = st.query_map([], |r| r.get::<_, String>(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -181,22 +229,32 @@ impl AccountStore for SqliteAccounts {
         kind: &str,
         at: i64,
         token_hash: &str,
+        enrolled_by: Option<&DeviceId>,
     ) -> Result<AddDevice> {
         self.with(|c| {
             let tx = c.transaction()?;
             let exists = tx
-                .query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| {
-                    Ok(())
-                })
+                .query_row(
+                    "SELECT 1 FROM users WHERE id = ?1 AND removed_at IS NULL",
+                    [user.as_str()],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some();
             if !exists {
                 return Ok(AddDevice::NoSuchUser);
             }
             let n = tx.execute(
-                "INSERT OR IGNORE INTO devices (id, user_id, name, kind, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![device.as_str(), user.as_str(), name, kind, at],
+                "INSERT OR IGNORE INTO devices (id, user_id, name, kind, created_at, enrolled_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    device.as_str(),
+                    user.as_str(),
+                    name,
+                    kind,
+                    at,
+                    enrolled_by.map(DeviceId::as_str)
+                ],
             )?;
             if n == 0 {
                 return Ok(AddDevice::Exists);
@@ -324,5 +382,137 @@ impl AccountStore for SqliteAccounts {
 
     fn version(&self) -> Result<i64> {
         self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+
+    fn add_code(
+        &self,
+        user: &UserId,
+        minted_by: &DeviceId,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO enrollment_codes (hash, user_id, minted_by, expires_at)
+                 SELECT ?1, user_id, id, ?4 FROM devices
+                 WHERE id = ?3 AND user_id = ?2 AND revoked_at IS NULL",
+                params![code_hash, user.as_str(), minted_by.as_str(), expires_at],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn redeem_code(&self, code_hash: &str, now: i64) -> Result<Option<(UserId, DeviceId)>> {
+        let row: Option<(String, String)> = self.with(|c| {
+            let tx = c.transaction()?;
+            let row = tx
+                .query_row(
+                    "SELECT e.user_id, e.minted_by FROM enrollment_codes e
+                     JOIN devices d ON d.id = e.minted_by
+                     JOIN users u ON u.id = e.user_id
+                     WHERE e.hash = ?1 AND e.used_at IS NULL AND e.expires_at > ?2
+                       AND d.revoked_at IS NULL AND u.removed_at IS NULL",
+                    params![code_hash, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            // Used once, whether or not it still worked.
+            tx.execute(
+                "UPDATE enrollment_codes SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                params![code_hash, now],
+            )?;
+            tx.commit()?;
+            Ok(row)
+        })?;
+        row.map(|(u, d)| Ok((parse(&u, "user id")?, parse(&d, "device id")?)))
+            .transpose()
+    }
+
+    fn confirm_device(&self, device: &DeviceId) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET enrolled_by = NULL
+                 WHERE id = ?1 AND revoked_at IS NULL AND enrolled_by IS NOT NULL",
+                [device.as_str()],
+            )
+        })
+        .map(|n| n > 0)
+    }
+
+    fn request_revocation(
+        &self,
+        target: &DeviceId,
+        by: &DeviceId,
+        at: i64,
+    ) -> Result<Vec<DeviceId>> {
+        let others: Vec<String> = self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO revocation_requests (target, requested_by, at)
+                 VALUES (?1, ?2, ?3)",
+                params![target.as_str(), by.as_str(), at],
+            )?;
+            let others = {
+                let mut st = tx.prepare(
+                    "SELECT r.requested_by FROM revocation_requests r
+                     JOIN devices d ON d.id = r.requested_by
+                     WHERE r.target = ?1 AND r.requested_by <> ?2 AND d.revoked_at IS NULL
+                     ORDER BY r.requested_by",
+                )?;
+                let rows = st.query_map([target.as_str(), by.as_str()], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()?
+            };
+            tx.commit()?;
+            Ok(others)
+        })?;
+        others.iter().map(|d| parse(d, "device id")).collect()
+    }
+
+    fn remove_user(&self, user: &UserId, at: i64) -> Result<Option<Vec<DeviceId>>> {
+        let live: Option<Vec<String>> = self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE users SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL",
+                params![user.as_str(), at],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let live = {
+                let mut st = tx.prepare(
+                    "SELECT id FROM devices WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY id",
+                )?;
+                let rows = st.query_map([user.as_str()], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()?
+            };
+            tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+                params![user.as_str(), at],
+            )?;
+            tx.execute(
+                "DELETE FROM tokens WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?1)",
+                [user.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(Some(live))
+        })?;
+        live.map(|ids| ids.iter().map(|d| parse(d, "device id")).collect())
+            .transpose()
+    }
+
+    fn touch(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE devices SET last_seen = ?2
+                     WHERE id = ?1 AND (last_seen IS NULL OR last_seen < ?2)",
+                )?;
+                for (d, at) in seen {
+                    st.execute(params![d.as_str(), at])?;
+                }
+            }
+            tx.commit()
+        })
     }
 }

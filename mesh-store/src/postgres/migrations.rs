@@ -82,6 +82,26 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (folder, hash)
     );
     ",
+    // 2: removed users, who enrolled a device and when it was last seen, enrollment codes,
+    // revocation requests awaiting a second device.
+    "
+    ALTER TABLE mesh_users ADD COLUMN removed_at BIGINT;
+    ALTER TABLE mesh_devices ADD COLUMN enrolled_by TEXT;
+    ALTER TABLE mesh_devices ADD COLUMN last_seen BIGINT;
+    CREATE TABLE mesh_enrollment_codes (
+        hash       TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES mesh_users (id),
+        minted_by  TEXT NOT NULL REFERENCES mesh_devices (id),
+        expires_at BIGINT NOT NULL,
+        used_at    BIGINT
+    );
+    CREATE TABLE mesh_revocation_requests (
+        target       TEXT NOT NULL REFERENCES mesh_devices (id),
+        requested_by TEXT NOT NULL REFERENCES mesh_devices (id),
+        at           BIGINT NOT NULL,
+        PRIMARY KEY (target, requested_by)
+    );
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

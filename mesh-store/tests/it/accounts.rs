@@ -29,7 +29,7 @@ fn another_handles_device_changes_move_the_version() {
     let v0 = hub.version().unwrap();
     let ann: UserId = "ann".parse().unwrap();
     cli.add_user(&ann, 1).unwrap();
-    cli.add_device(&ann, &"phone".parse().unwrap(), "P", "phone", 1, "h")
+    cli.add_device(&ann, &"phone".parse().unwrap(), "P", "phone", 1, "h", None)
         .unwrap();
     assert_ne!(hub.version().unwrap(), v0);
 }
@@ -74,6 +74,7 @@ mod postgres {
             "phone",
             1,
             "h",
+            None,
         )
         .unwrap();
         let v1 = a.version().unwrap();
@@ -81,4 +82,41 @@ mod postgres {
         a.revoke_device(&"p".parse().unwrap(), 2).unwrap();
         assert!(a.version().unwrap() > v1);
     }
+}
+
+/// An accounts file written before the schema was versioned opens, migrated, with its data.
+#[test]
+fn an_accounts_file_from_before_migrations_opens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE users (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+         CREATE TABLE devices (id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+            name TEXT NOT NULL, kind TEXT NOT NULL, created_at INTEGER NOT NULL,
+            revoked_at INTEGER);
+         CREATE TABLE tokens (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL, created_at INTEGER NOT NULL);
+         INSERT INTO users VALUES ('ann', 1);
+         INSERT INTO devices VALUES ('laptop', 'ann', 'L', 'laptop', 1, NULL);
+         INSERT INTO tokens VALUES ('h', 'laptop', 1);",
+    )
+    .unwrap();
+    drop(old);
+    let a = SqliteAccounts::open(&path, Durability::Full).unwrap();
+    let ann: UserId = "ann".parse().unwrap();
+    assert!(a.has_user(&ann).unwrap());
+    assert_eq!(
+        a.principal("h").unwrap(),
+        Some((ann.clone(), "laptop".parse().unwrap()))
+    );
+    assert_eq!(a.devices(&ann).unwrap()[0].last_seen, None);
+    drop(a);
+    // A file from a newer build is refused, not changed.
+    let newer = rusqlite::Connection::open(&path).unwrap();
+    newer.pragma_update(None, "user_version", 99).unwrap();
+    drop(newer);
+    assert!(matches!(
+        SqliteAccounts::open(&path, Durability::Full),
+        Err(mesh_store::StoreError::TooNew { found: 99, .. })
+    ));
 }

@@ -1,0 +1,96 @@
+//! Periodic work of a serving hub: last-seen times written to the accounts (so they survive
+//! a restart), and revocations made outside this process (the admin command on the same
+//! data, another hub process) noticed within [`REVOCATION_POLL`] so that the revoked devices'
+//! open streams close.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mesh_core::id::DeviceId;
+use mesh_core::time::Timestamp;
+
+use crate::state::HubState;
+
+/// How often the accounts are checked for revocations made elsewhere.
+pub(crate) const REVOCATION_POLL: Duration = Duration::from_millis(500);
+/// How often last-seen times are written.
+const SEEN_EVERY: u32 = 20; // polls: every 10 s
+
+/// Starts the task (once per hub, on a tokio runtime).
+pub(crate) fn start(state: &HubState) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if state.0.housekeeping.set(()).is_err() {
+        return;
+    }
+    runtime.spawn(run(state.clone()));
+}
+
+async fn run(state: HubState) {
+    let mut shutdown = state.0.shutdown.subscribe();
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut version: Option<i64> = None;
+    let mut revoked: Option<HashSet<DeviceId>> = None;
+    let mut written: HashMap<DeviceId, Timestamp> = HashMap::new();
+    let mut n: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                flush_seen(&state, &mut written).await;
+                return;
+            }
+        }
+        n = n.wrapping_add(1);
+        if n % SEEN_EVERY == 0 {
+            flush_seen(&state, &mut written).await;
+        }
+        // Revocations made elsewhere: read the devices again only when the accounts moved.
+        let Ok(Ok(v)) = state.accounts(|a| a.store.version()).await else {
+            continue;
+        };
+        if version == Some(v) {
+            continue;
+        }
+        version = Some(v);
+        let Ok(Ok(devices)) = state.accounts(|a| a.store.all_devices()).await else {
+            continue;
+        };
+        let now: HashSet<DeviceId> = devices
+            .into_iter()
+            .filter(|d| d.revoked_at.is_some())
+            .map(|d| d.id)
+            .collect();
+        if let Some(before) = &revoked {
+            for d in now.difference(before) {
+                let _ = state.0.revoked.send(d.clone());
+            }
+        }
+        revoked = Some(now);
+    }
+}
+
+/// Writes the last-seen times that moved since the last write.
+async fn flush_seen(state: &HubState, written: &mut HashMap<DeviceId, Timestamp>) {
+    let moved: Vec<(DeviceId, i64)> = state
+        .presence()
+        .iter()
+        .filter_map(|(d, p)| {
+            let seen = p.last_seen?;
+            (written.get(d) != Some(&seen)).then(|| (d.clone(), seen.unix()))
+        })
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    let batch = moved.clone();
+    if let Ok(Ok(())) = state.accounts(move |a| a.record_seen(&batch)).await {
+        for (d, at) in moved {
+            if let Ok(t) = Timestamp::from_unix(at) {
+                written.insert(d, t);
+            }
+        }
+    }
+}
