@@ -151,8 +151,10 @@ mesh_status mesh_client_rename_device(const mesh_client *client,
                                       char **device_json,
                                       mesh_error **error);
 
-// Creates a folder owned by this user (`kind`: `"files"` or `"app/<name>"`); its id goes to
-// `*folder_id` (a plain string, not JSON).
+// Creates a folder owned by this user; its id goes to `*folder_id` (a plain string, not
+// JSON). `kind` says what it holds: `"files"`, `"app/<name>"`, or another kind of
+// `/`-separated segments of ASCII letters, digits, `-`, `_` and `.` (at most 128 bytes); any
+// other kind is `MESH_STATUS_INVALID_INPUT` and creates nothing.
 //
 // Thread-safety: may be called from any thread, concurrently.
 mesh_status mesh_client_create_folder(const mesh_client *client,

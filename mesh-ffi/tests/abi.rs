@@ -596,6 +596,49 @@ fn conflicts_list_and_resolve() {
 
 /// Every client function with a NULL client, and with NULL required arguments.
 #[test]
+fn a_bad_folder_kind_is_invalid_input_and_creates_nothing() {
+    let w = World::new();
+    let c = w.open("ann", "laptop");
+    for bad in ["my files", "app/", "", "a//b"] {
+        expect(MESH_STATUS_INVALID_INPUT, null_mut(), |o, e| unsafe {
+            mesh_client_create_folder(c, cs("F").as_ptr(), cs(bad).as_ptr(), o, e)
+        });
+    }
+    let mut err = null_mut();
+    let got = unsafe {
+        mesh_client_create_folder(
+            c,
+            cs("F").as_ptr(),
+            cs("a b").as_ptr(),
+            &mut null_mut(),
+            &mut err,
+        )
+    };
+    let (status, message) = take_err(err);
+    assert_eq!((got, status), (MESH_STATUS_INVALID_INPUT, got));
+    assert!(message.contains("folder kind"), "{message}");
+    let folders = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_folders(c, o, e)
+    }));
+    assert_eq!(folders, serde_json::json!([]));
+    for (kind, n) in [("files", 1), ("acme/ledger.v2", 2)] {
+        expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_create_folder(c, cs(kind).as_ptr(), cs(kind).as_ptr(), o, e)
+        });
+        let folders = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_folders(c, o, e)
+        }));
+        assert_eq!(folders.as_array().unwrap().len(), n);
+        assert!(folders
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == kind));
+    }
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
 fn nulls_give_a_status() {
     let w = World::new();
     let c = w.open("ann", "laptop");

@@ -11,7 +11,8 @@ use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
 use crate::store::{BlobStore, ClientStore, StoreConfig, StoreLock};
-use crate::sync::engine::{self, SyncOptions};
+use crate::sync::engine;
+use crate::sync::SyncOptions;
 use crate::transport::Transport;
 
 /// Where a client's time comes from (whole-second UTC). Tests pass a fixed or stepping clock.

@@ -27,41 +27,8 @@ use crate::sync::events::{ChangeKind, ChangeSource, Event};
 use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
+use crate::sync::SyncOptions;
 use crate::transport::{Notification, Transport, TransportError};
-
-/// Timing of a sync engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncOptions {
-    /// Entries per pull or push message.
-    pub page_size: u32,
-    /// First retry delay after a failure.
-    pub backoff_min: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
-    /// How often to sync when nothing announces a change (a fallback for remotes whose
-    /// notifications were lost).
-    pub poll_interval: Duration,
-    /// Sync by itself on local writes, remote notifications and the poll interval. When off,
-    /// the engine syncs only on `MeshClient::sync_now` (and retries failures).
-    pub auto: bool,
-    /// Longest delay between two attempts to reopen a remote's notification stream once it
-    /// ended (a hub restart, a dropped connection). Attempts start at `backoff_min` and
-    /// double up to this, with jitter; each reopened stream is followed by a sync.
-    pub reconnect_max: Duration,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        SyncOptions {
-            page_size: 500,
-            backoff_min: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(30),
-            poll_interval: Duration::from_secs(60),
-            auto: true,
-            reconnect_max: Duration::from_secs(1),
-        }
-    }
-}
 
 enum Cmd {
     SyncNow(oneshot::Sender<Result<SyncReport>>),

@@ -43,17 +43,18 @@ async fn run(seed: u64, ops: Vec<Op>, n: usize) {
         let (t, link) = net.wrap(hub.connect("ann".parse().unwrap()));
         let c = builder("ann", &format!("dev{i}"))
             .remote("hub".parse().unwrap(), t)
-            .sync_options(SyncOptions {
-                page_size: 3,
-                ..SyncOptions::default()
-            })
+            .sync_options(SyncOptions::default().with_page_size(3))
             .build()
             .await
             .unwrap();
         clients.push(c);
         links.push(link);
     }
-    let folder: FolderId = clients[0].create_folder("F", "app/x").await.unwrap().id;
+    let folder: FolderId = clients[0]
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     let feed: FeedName = clients[0]
         .create_feed(&folder, "items".parse().unwrap(), "Items")
         .await
