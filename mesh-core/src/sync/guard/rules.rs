@@ -124,7 +124,7 @@ fn check_version(
         check_lineage(actor, role, local, v, changes)?;
     }
     match feed.name.as_str() {
-        names::MEMBERS => check_member(roster, actor, role, local, v),
+        names::MEMBERS => check_member(pusher, roster, actor, role, local, v),
         names::INFO if founding && local.is_none() => Ok(()),
         names::INFO => authorize(actor, role, Action::DeleteFolder),
         names::MAPPINGS => {
@@ -232,6 +232,7 @@ fn decode<T: serde::de::DeserializeOwned>(v: V<'_>, what: &str) -> Result<T> {
 }
 
 fn check_member(
+    pusher: Pusher<'_>,
     roster: &Roster,
     actor: &UserId,
     role: Option<Role>,
@@ -321,7 +322,15 @@ fn check_member(
                     new.invited_by
                 )));
             }
-            authorize(actor, role, Action::Invite { role: new.role })
+            authorize(actor, role, Action::Invite { role: new.role })?;
+            // Only someone with an account here can be invited (when the keyring can tell).
+            if pusher.keyring.has_user(&target) == Some(false) {
+                return Err(CoreError::NotFound {
+                    kind: "user",
+                    id: target.to_string(),
+                });
+            }
+            Ok(())
         }
         Some(_) => authorize(actor, role, Action::ManageMember { target: &target }),
     }
