@@ -312,11 +312,11 @@ async fn killing_and_restarting_the_hub_mid_sync_loses_nothing() {
 
     // A's link goes through a simulated network only so that the test can hold A back while
     // it looks at the restarted hub; it adds a little delay and no faults.
-    let net = SimNetwork::new(SimConfig {
-        seed: 3,
-        max_delay: Duration::from_millis(4),
-        ..SimConfig::default()
-    });
+    let net = SimNetwork::new(
+        SimConfig::default()
+            .with_seed(3)
+            .with_max_delay(Duration::from_millis(4)),
+    );
     let (link_a, control) =
         net.wrap(HttpTransport::with_config(&url, &token_a, http_config()).unwrap());
     let a = builder("ann", "a")
