@@ -445,6 +445,14 @@ void mesh_subscription_free(mesh_subscription *subscription);
 // threads.
 mesh_status mesh_hub_new(mesh_hub **out, mesh_error **error);
 
+// Records that `user` has an account on this hub, as a mesh-hub's administrator does. From
+// the first call on, the hub knows its accounts and refuses invitations of anyone else: the
+// inviting client gets a `refused` event with `error_kind` `not_found` and withdraws its
+// invitation. Before it, anyone may be invited.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_hub_add_user(const mesh_hub *hub, const char *user, mesh_error **error);
+
 // Frees a hub. `mesh_hub_free(NULL)` does nothing.
 //
 // Thread-safety: any thread, once no call that takes this hub is running.

@@ -97,6 +97,12 @@ class Hub:
             raise error_for(10, "the hub was freed")
         return self._ptr
 
+    def add_user(self, user):
+        """Records that `user` has an account here. From the first call on, the hub refuses
+        invitations of anyone else (a `refused` event with `error_kind` `not_found`, and the
+        inviting client withdraws its invitation)."""
+        _call(lib.mesh_hub_add_user, self.handle, _b(user))
+
     def close(self):
         """Frees the hub (clients connected to it keep their own reference)."""
         if self._ptr.value:
