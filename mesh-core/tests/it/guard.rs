@@ -293,3 +293,58 @@ fn an_invitation_of_a_user_without_an_account_is_refused_when_the_keyring_knows_
         [None]
     );
 }
+
+#[test]
+fn a_folder_record_that_does_not_decode_is_refused() {
+    use mesh_core::model::names;
+    let folder: FolderId = "f".parse().unwrap();
+    let (members, info) = (FeedKey::members(&folder), FeedKey::info(&folder));
+    let ann = actor("ann", "ann-dev");
+    let mut ann_dev = replica("ann-dev");
+    ann_dev
+        .create(
+            &members,
+            id("ann"),
+            member("ann", Role::Owner, InvitationState::Active),
+            &ann,
+            t(0),
+        )
+        .unwrap();
+    let record = |kind: &str| EntryDraft {
+        title: "F".into(),
+        content: JsonContent::from_serialize(&serde_json::json!({
+            "id": "f", "name": "F", "kind": kind, "created_by": "ann",
+            "created_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap(),
+        media: None,
+    };
+    let mut hub = replica("hub");
+    let ring = NoKeyring;
+    assert_eq!(
+        push_with(
+            &mut hub,
+            &ring,
+            "ann",
+            &members,
+            changes(&ann_dev, &members)
+        ),
+        [None]
+    );
+    let record_id = id(names::FOLDER_RECORD);
+    ann_dev
+        .create(&info, record_id.clone(), record("my files"), &ann, t(1))
+        .unwrap();
+    assert_eq!(
+        push_with(&mut hub, &ring, "ann", &info, changes(&ann_dev, &info)),
+        [Some("permission_denied".to_string())]
+    );
+    assert!(hub.get(&info, &record_id).unwrap().is_none());
+    ann_dev
+        .update(&info, &record_id, record("app/files"), &ann, t(2))
+        .unwrap();
+    assert_eq!(
+        push_with(&mut hub, &ring, "ann", &info, changes(&ann_dev, &info)),
+        [None]
+    );
+}

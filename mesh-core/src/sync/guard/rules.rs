@@ -5,7 +5,7 @@ use crate::error::{CoreError, Result};
 use crate::feedsync::SyncMeta;
 use crate::id::UserId;
 use crate::model::{
-    authorize, names, Action, Entry, EntryData, FeedKey, InvitationState, Mapping, Member,
+    authorize, names, Action, Entry, EntryData, FeedKey, Folder, InvitationState, Mapping, Member,
     NewsItem, Role, Scope,
 };
 use crate::sync::guard::{Pusher, Roster};
@@ -122,6 +122,11 @@ fn check_version(
     let founding = roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
     if !founding {
         check_lineage(actor, role, local, v, changes)?;
+    }
+    if feed.name.as_str() == names::INFO && v.sync.id.as_str() == names::FOLDER_RECORD {
+        // Every member's folder list decodes this record: one that does not (a malformed
+        // kind, say) is refused here rather than break those lists.
+        decode::<Folder>(v, "folder record")?;
     }
     match feed.name.as_str() {
         names::MEMBERS => check_member(pusher, roster, actor, role, local, v),
