@@ -463,7 +463,11 @@ impl MeshSide {
 
     /// A new folder, known to both devices, with B's (empty) directory mapped to it.
     async fn folder(&self, name: &str) -> Result<(FolderId, PathBuf)> {
-        let folder = self.a.create_folder(name, "files").await?.id;
+        let folder = self
+            .a
+            .create_folder(name, "files".parse().unwrap())
+            .await?
+            .id;
         self.a.sync_now().await?;
         self.b.sync_now().await?;
         let dst = self.dst.join(name);
@@ -913,11 +917,9 @@ async fn run(o: &Options) -> Result<()> {
         .map_folder_with(
             &folder,
             &small_src,
-            mesh::client::mapping::MappingOptions {
-                watch: false,
-                follow_remote: false,
-                ..Default::default()
-            },
+            mesh::client::mapping::MappingOptions::default()
+                .with_watch(false)
+                .with_follow_remote(false),
         )
         .await?;
     let t = Instant::now();

@@ -20,6 +20,7 @@ use mesh::client::sync::{MappingEvent, TransferDirection};
 use mesh::client::transport::HttpTransport;
 use mesh::client::{Event, MeshClient};
 use mesh::core::id::FolderId;
+use mesh::core::model::FolderKind;
 use mesh::hub::Hub;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -59,7 +60,7 @@ async fn main() -> Result<(), Error> {
     print_events("phone ", &phone);
 
     // The laptop creates the folder; the phone (same user) sees it once both have synced.
-    let folder = laptop.create_folder("Documents", "files").await?;
+    let folder = laptop.create_folder("Documents", FolderKind::Files).await?;
     laptop.sync_now().await?;
     phone.sync_now().await?;
     let dir_a = tmp.path().join("laptop-Documents");

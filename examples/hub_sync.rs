@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mesh::client::transport::HttpTransport;
 use mesh::client::{ChangeSource, Event, MeshClient};
-use mesh::core::model::{EntryDraft, Query};
+use mesh::core::model::{EntryDraft, FolderKind, Query};
 use mesh::hub::Hub;
 use serde_json::json;
 
@@ -69,7 +69,9 @@ async fn main() -> Result<(), Error> {
     let laptop = open("ann-laptop", &token_a)?.build().await?;
     let phone = open("ann-phone", &token_b)?.build().await?;
 
-    let folder = laptop.create_folder("Groceries", "app/todo").await?;
+    let folder = laptop
+        .create_folder("Groceries", FolderKind::app("todo")?)
+        .await?;
     let todos = laptop
         .create_feed(&folder.id, "todos".parse()?, "To do")
         .await?;

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mesh::client::store::StoreConfig;
 use mesh::client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
 use mesh::client::{ChangeKind, ChangeSource, Event, MeshClient};
-use mesh::core::model::{EntryDraft, Query, Role};
+use mesh::core::model::{EntryDraft, FolderKind, Query, Role};
 use mesh::core::replica::Resolution;
 use serde_json::json;
 
@@ -49,7 +49,9 @@ async fn main() -> Result<(), Error> {
     }
 
     step("1. Ann creates a shared folder on her laptop and writes two to-dos");
-    let folder = laptop.create_folder("Groceries", "app/todo").await?;
+    let folder = laptop
+        .create_folder("Groceries", FolderKind::app("todo")?)
+        .await?;
     let todos = laptop
         .create_feed(&folder.id, "todos".parse()?, "To do")
         .await?;

@@ -35,11 +35,9 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn quiet() -> MappingOptions {
-    MappingOptions {
-        watch: false,
-        follow_remote: false,
-        ..MappingOptions::default()
-    }
+    MappingOptions::default()
+        .with_watch(false)
+        .with_follow_remote(false)
 }
 
 /// Not a test on its own: the receiving device, run as a child process by
@@ -67,10 +65,7 @@ fn download_receiver_child() {
             .user("ann".parse().unwrap())
             .device("ann-desktop".parse().unwrap())
             .store(StoreConfig::Sqlite(store.into()))
-            .sync_options(SyncOptions {
-                auto: false,
-                ..SyncOptions::default()
-            })
+            .sync_options(SyncOptions::default().with_auto(false))
             .remote(
                 "hub".parse().unwrap(),
                 HttpTransport::new(&url, &token).unwrap(),
@@ -92,12 +87,12 @@ fn download_receiver_child() {
             }
         });
         b.sync_now().await.unwrap();
-        let (_, before) = b.blob_store().usage().unwrap();
+        let before = b.blob_usage().await.unwrap().bytes;
         println!("before {before}");
         let folder = folder.parse().unwrap();
         b.map_folder_with(&folder, dir, quiet()).await.unwrap();
         b.rescan(&folder).await.unwrap();
-        let (_, stored) = b.blob_store().usage().unwrap();
+        let stored = b.blob_usage().await.unwrap().bytes;
         println!("done {stored}");
     });
 }
@@ -240,7 +235,11 @@ fn a_killed_download_leaves_no_partial_file_and_resumes() {
             .build()
             .await
             .unwrap();
-        let folder = a.create_folder("Videos", "files").await.unwrap().id;
+        let folder = a
+            .create_folder("Videos", "files".parse().unwrap())
+            .await
+            .unwrap()
+            .id;
         let dir_a = tmp.path().join("a");
         std::fs::create_dir(&dir_a).unwrap();
         std::fs::write(dir_a.join("movie.bin"), &data).unwrap();

@@ -34,10 +34,7 @@ async fn hostile_entries_posted_to_the_hub_are_refused_by_the_mapping() {
         MeshClient::builder()
             .user(user.parse().unwrap())
             .device(device.parse().unwrap())
-            .sync_options(SyncOptions {
-                auto: false,
-                ..SyncOptions::default()
-            })
+            .sync_options(SyncOptions::default().with_auto(false))
             .remote(
                 "hub".parse().unwrap(),
                 HttpTransport::new(&url, token).unwrap(),
@@ -46,7 +43,11 @@ async fn hostile_entries_posted_to_the_hub_are_refused_by_the_mapping() {
     };
     let a = client("ann", "ann-pc", &ta).await.unwrap();
     let b = client("bob", "bob-pc", &tb).await.unwrap();
-    let folder = a.create_folder("Shared", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Shared", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     a.invite(&folder, &bob, Role::Full).await.unwrap();
     a.sync_now().await.unwrap();
     b.sync_now().await.unwrap();
@@ -108,11 +109,9 @@ async fn hostile_entries_posted_to_the_hub_are_refused_by_the_mapping() {
     std::os::unix::fs::symlink(&outer, mapped.join("escape")).unwrap();
     let mut events = a.events();
     a.sync_now().await.unwrap();
-    let quiet = MappingOptions {
-        watch: false,
-        follow_remote: false,
-        ..MappingOptions::default()
-    };
+    let quiet = MappingOptions::default()
+        .with_watch(false)
+        .with_follow_remote(false);
     a.map_folder_with(&folder, &mapped, quiet).await.unwrap();
     a.rescan(&folder).await.unwrap();
 

@@ -41,7 +41,7 @@ def main():
             got_one.set()
 
         with ann.subscribe(on_event):
-            folder = ann.create_folder("Groceries", "app/todo")
+            folder = ann.create_folder("Groceries", mesh.FolderKind.app("todo"))
             ann.create_feed(folder, "todos", "To do")
             ann.put(folder, "todos", "Buy milk", {"done": False}, id="milk")
             ann.invite(folder, "bob", "author")

@@ -55,16 +55,12 @@ async fn world() -> World {
                 hub.connect("ann".parse().expect("id")),
             )
             // Sync only when asked, so that setup writes are not synced behind the timer.
-            .sync_options(SyncOptions {
-                auto: false,
-                page_size: 1000,
-                ..SyncOptions::default()
-            })
+            .sync_options(SyncOptions::default().with_auto(false).with_page_size(1000))
     };
     let a = open("a").build().await.expect("client a");
     let b = open("b").build().await.expect("client b");
     let folder = a
-        .create_folder("Bench", "app/bench")
+        .create_folder("Bench", "app/bench".parse().unwrap())
         .await
         .expect("folder")
         .id;

@@ -10,11 +10,11 @@ pub use crate::sync::{
     ChangeKind, ChangeSource, Event, MappingEvent, RemoteStatus, SyncOptions, TransferDirection,
 };
 pub use crate::transport::{HttpConfig, HttpTransport, InProcessHub, Transport, TransportError};
-pub use crate::{BatchItem, MeshClient, MeshClientBuilder};
+pub use crate::{BatchItem, BlobUsage, MeshClient, MeshClientBuilder};
 pub use mesh_core::id::{DeviceId, EntryId, FeedName, FolderId, RemoteId, UserId};
 pub use mesh_core::model::{
-    Device, Entry, EntryDraft, FeedInfo, FeedKey, Field, Filter, Folder, InvitationState, Mapping,
-    MediaRef, Member, NewsItem, NewsKind, Query, Role, Scope,
+    Device, Entry, EntryDraft, FeedInfo, FeedKey, Field, Filter, Folder, FolderKind,
+    InvitationState, Mapping, MediaRef, Member, NewsItem, NewsKind, Query, Role, Scope,
 };
 pub use mesh_core::replica::Resolution;
 pub use mesh_core::sync::SyncReport;

@@ -41,7 +41,7 @@ fn rust_side() -> (tokio::runtime::Runtime, MeshClient, FolderId, FeedName) {
         )
         .expect("client");
     let folder = rt
-        .block_on(client.create_folder("Groceries", "app/todo"))
+        .block_on(client.create_folder("Groceries", "app/todo".parse().unwrap()))
         .expect("folder")
         .id;
     let feed = rt

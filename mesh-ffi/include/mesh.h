@@ -151,8 +151,10 @@ mesh_status mesh_client_rename_device(const mesh_client *client,
                                       char **device_json,
                                       mesh_error **error);
 
-// Creates a folder owned by this user (`kind`: `"files"` or `"app/<name>"`); its id goes to
-// `*folder_id` (a plain string, not JSON).
+// Creates a folder owned by this user; its id goes to `*folder_id` (a plain string, not
+// JSON). `kind` says what it holds: `"files"`, `"app/<name>"`, or another kind of
+// `/`-separated segments of ASCII letters, digits, `-`, `_` and `.` (at most 128 bytes); any
+// other kind is `MESH_STATUS_INVALID_INPUT` and creates nothing.
 //
 // Thread-safety: may be called from any thread, concurrently.
 mesh_status mesh_client_create_folder(const mesh_client *client,
@@ -442,6 +444,14 @@ void mesh_subscription_free(mesh_subscription *subscription);
 // Thread-safety: may be called from any thread; the hub may be shared by clients on any
 // threads.
 mesh_status mesh_hub_new(mesh_hub **out, mesh_error **error);
+
+// Records that `user` has an account on this hub, as a mesh-hub's administrator does. From
+// the first call on, the hub knows its accounts and refuses invitations of anyone else: the
+// inviting client gets a `refused` event with `error_kind` `not_found` and withdraws its
+// invitation. Before it, anyone may be invited.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_hub_add_user(const mesh_hub *hub, const char *user, mesh_error **error);
 
 // Frees a hub. `mesh_hub_free(NULL)` does nothing.
 //

@@ -10,7 +10,7 @@ use ::mesh_client::store::StoreConfig;
 use ::mesh_client::{Event, MeshClient, SyncOptions};
 use futures::stream::BoxStream;
 use mesh_core::id::{EntryId, FeedName, FolderId, RemoteId, UserId};
-use mesh_core::model::{EntryDraft, Query, Role};
+use mesh_core::model::{EntryDraft, FolderKind, Query, Role};
 use mesh_core::replica::Resolution;
 use serde::Deserialize;
 use serde_json::json;
@@ -337,8 +337,10 @@ pub unsafe extern "C" fn mesh_client_rename_device(
 
 // ---- folders and feeds -----------------------------------------------------------------------
 
-/// Creates a folder owned by this user (`kind`: `"files"` or `"app/<name>"`); its id goes to
-/// `*folder_id` (a plain string, not JSON).
+/// Creates a folder owned by this user; its id goes to `*folder_id` (a plain string, not
+/// JSON). `kind` says what it holds: `"files"`, `"app/<name>"`, or another kind of
+/// `/`-separated segments of ASCII letters, digits, `-`, `_` and `.` (at most 128 bytes); any
+/// other kind is `MESH_STATUS_INVALID_INPUT` and creates nothing.
 ///
 /// Thread-safety: may be called from any thread, concurrently.
 #[no_mangle]
@@ -350,7 +352,8 @@ pub unsafe extern "C" fn mesh_client_create_folder(
     error: *mut *mut mesh_error,
 ) -> mesh_status {
     with_client(client, error, |c| {
-        let (name, kind) = (str_arg(name, "name")?, str_arg(kind, "kind")?);
+        let name = str_arg(name, "name")?;
+        let kind: FolderKind = id_arg(kind, "kind")?;
         let out = Out::new(folder_id, "folder_id")?;
         let f = c.run(c.client.create_folder(name, kind))?;
         out.write_string(f.id.to_string());

@@ -240,8 +240,12 @@ pub(crate) fn event_json(e: &Event) -> String {
             feed,
             id,
             reason,
+            kind,
         } => merge(
-            json!({ "type": "refused", "remote": remote, "id": id, "reason": reason }),
+            json!({
+                "type": "refused", "remote": remote, "id": id, "reason": reason,
+                "error_kind": kind.as_str(), "status": crate::error::status_of(*kind) as i32,
+            }),
             feed_fields(feed),
         ),
         Event::SyncError {

@@ -1,8 +1,10 @@
 //! The in-process hub handle.
 
+use std::ffi::c_char;
+
 use ::mesh_client::transport::InProcessHub;
 
-use crate::args::Out;
+use crate::args::{handle_arg, id_arg, Out};
 use crate::error::{guard, guard_void, mesh_error, mesh_status};
 
 /// An in-process hub: a replica in this process that clients opened with it (config remote
@@ -26,6 +28,25 @@ pub unsafe extern "C" fn mesh_hub_new(
         out.write(Box::into_raw(Box::new(mesh_hub {
             hub: InProcessHub::new(),
         })));
+        Ok(())
+    })
+}
+
+/// Records that `user` has an account on this hub, as a mesh-hub's administrator does. From
+/// the first call on, the hub knows its accounts and refuses invitations of anyone else: the
+/// inviting client gets a `refused` event with `error_kind` `not_found` and withdraws its
+/// invitation. Before it, anyone may be invited.
+///
+/// Thread-safety: may be called from any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn mesh_hub_add_user(
+    hub: *const mesh_hub,
+    user: *const c_char,
+    error: *mut *mut mesh_error,
+) -> mesh_status {
+    guard(error, || {
+        let hub = handle_arg(hub, "hub")?;
+        hub.hub.add_user(id_arg(user, "user")?);
         Ok(())
     })
 }

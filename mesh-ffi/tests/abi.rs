@@ -596,6 +596,109 @@ fn conflicts_list_and_resolve() {
 
 /// Every client function with a NULL client, and with NULL required arguments.
 #[test]
+fn a_bad_folder_kind_is_invalid_input_and_creates_nothing() {
+    let w = World::new();
+    let c = w.open("ann", "laptop");
+    for bad in ["my files", "app/", "", "a//b"] {
+        expect(MESH_STATUS_INVALID_INPUT, null_mut(), |o, e| unsafe {
+            mesh_client_create_folder(c, cs("F").as_ptr(), cs(bad).as_ptr(), o, e)
+        });
+    }
+    let mut err = null_mut();
+    let got = unsafe {
+        mesh_client_create_folder(
+            c,
+            cs("F").as_ptr(),
+            cs("a b").as_ptr(),
+            &mut null_mut(),
+            &mut err,
+        )
+    };
+    let (status, message) = take_err(err);
+    assert_eq!((got, status), (MESH_STATUS_INVALID_INPUT, got));
+    assert!(message.contains("folder kind"), "{message}");
+    let folders = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_folders(c, o, e)
+    }));
+    assert_eq!(folders, serde_json::json!([]));
+    for (kind, n) in [("files", 1), ("acme/ledger.v2", 2)] {
+        expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_create_folder(c, cs(kind).as_ptr(), cs(kind).as_ptr(), o, e)
+        });
+        let folders = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_folders(c, o, e)
+        }));
+        assert_eq!(folders.as_array().unwrap().len(), n);
+        assert!(folders
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == kind));
+    }
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
+fn an_invitation_the_hub_refuses_is_a_refused_event_and_is_withdrawn() {
+    let w = World::new();
+    for user in ["ann", "bob"] {
+        expect(MESH_STATUS_OK, (), |_, e| unsafe {
+            mesh_hub_add_user(w.hub, cs(user).as_ptr(), e)
+        });
+    }
+    expect(MESH_STATUS_INVALID_INPUT, (), |_, e| unsafe {
+        mesh_hub_add_user(w.hub, cs("").as_ptr(), e)
+    });
+    unsafe {
+        let n = MESH_STATUS_NULL_ARGUMENT;
+        assert_eq!(mesh_hub_add_user(null(), cs("x").as_ptr(), null_mut()), n);
+        assert_eq!(mesh_hub_add_user(w.hub, null(), null_mut()), n);
+    }
+    let c = w.open("ann", "laptop");
+    let f = folder_with_feed(c);
+    for user in ["nobody", "bob"] {
+        expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+            mesh_client_invite(
+                c,
+                f.as_ptr(),
+                cs(user).as_ptr(),
+                cs("reader").as_ptr(),
+                o,
+                e,
+            )
+        });
+    }
+    sync(c);
+    // At most 1,000 events, each awaited at most 5 s: the refusal is among them.
+    let refused = (0..1000)
+        .map(|_| {
+            json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+                mesh_client_poll_event(c, 5000, o, e)
+            }))
+        })
+        .find(|ev| ev["type"] == "refused")
+        .expect("a refused event");
+    assert_eq!(refused["error_kind"], "not_found", "{refused}");
+    assert_eq!(refused["status"], MESH_STATUS_NOT_FOUND as i32);
+    assert_eq!(
+        (&refused["feed"], &refused["id"]),
+        (&"members".into(), &"nobody".into())
+    );
+    let members = json_of(expect(MESH_STATUS_OK, null_mut(), |o, e| unsafe {
+        mesh_client_members(c, f.as_ptr(), o, e)
+    }));
+    let mut users: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["ann", "bob"]);
+    unsafe { mesh_client_free(c) };
+}
+
+#[test]
 fn nulls_give_a_status() {
     let w = World::new();
     let c = w.open("ann", "laptop");

@@ -181,13 +181,11 @@ impl Transport for NoWatch {
 }
 
 fn options() -> SyncOptions {
-    SyncOptions {
-        poll_interval: Duration::from_secs(3600),
+    SyncOptions::default()
+        .with_poll_interval(Duration::from_secs(3600))
         // MESH_BENCH_PAGE sets the entries per pull/push message (the client default is 500;
         // the hub caps pages at 1000).
-        page_size: env_usize("MESH_BENCH_PAGE", 500) as u32,
-        ..SyncOptions::default()
-    }
+        .with_page_size(env_usize("MESH_BENCH_PAGE", 500) as u32)
 }
 
 async fn device(user: &str, id: &str, remote: impl Transport) -> Result<MeshClient, Error> {
@@ -271,7 +269,9 @@ async fn run() -> Result<(), Error> {
     let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_a)?);
     control.set_online(false);
     let a = device("ann", "a", link).await?;
-    let folder = a.create_folder("Bench", "app/bench").await?;
+    let folder = a
+        .create_folder("Bench", "app/bench".parse().unwrap())
+        .await?;
     let feed = a.create_feed(&folder.id, "items".parse()?, "Items").await?;
     let t = Instant::now();
     for i in 0..entries {

@@ -123,6 +123,7 @@ impl Accounts {
         if !self.store.add_user(user, now())? {
             return Err(HubError::AlreadyExists(format!("user {user}")));
         }
+        self.change_keyring(|k| k.add_user(user.clone()));
         Ok(())
     }
 
@@ -290,6 +291,10 @@ fn load_keyring(
     authority: &SecretKey,
 ) -> Result<MemoryKeyring, HubError> {
     let mut ring = MemoryKeyring::new(authority.public());
+    // The accounts, so that the guard refuses invitations of users who have none.
+    for u in store.users()? {
+        ring.add_user(u);
+    }
     for d in store.all_devices()? {
         ring.register(d.id.clone());
         if let Some(body) = d.certificate {

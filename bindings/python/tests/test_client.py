@@ -28,6 +28,34 @@ def test_version_and_status_names():
     assert mesh.status_name(999) == "MESH_STATUS_UNKNOWN"
 
 
+def test_folder_kinds_are_checked(ann):
+    for bad in ["my files", "app/", "", "a//b", "x" * 129]:
+        with pytest.raises(mesh.InvalidInput, match="folder kind"):
+            ann.create_folder("F", bad)
+    assert ann.folders() == []
+    files = ann.create_folder("Docs", mesh.FolderKind.FILES)
+    todo = ann.create_folder("Groceries", mesh.FolderKind.app("todo"))
+    ledger = ann.create_folder("Ledger", "acme/ledger.v2")
+    assert {f["id"]: f["kind"] for f in ann.folders()} == {
+        files: "files", todo: "app/todo", ledger: "acme/ledger.v2"}
+
+
+def test_an_invitation_the_hub_refuses_is_reported_and_withdrawn(hub):
+    hub.add_user("ann")
+    hub.add_user("bob")
+    with pytest.raises(mesh.InvalidInput):
+        hub.add_user("")
+    with open_client(hub, "ann", "laptop") as ann:
+        f = ann.create_folder("Notes", mesh.FolderKind.app("notes"))
+        ann.invite(f, "nobody", "reader")
+        ann.invite(f, "bob", "reader")
+        ann.sync_now()
+        refused = next(e for e in ann.events(timeout=5.0) if e["type"] == "refused")
+        assert (refused["error_kind"], refused["feed"], refused["id"]) == (
+            "not_found", "members", "nobody")
+        assert sorted(m["user"] for m in ann.members(f)) == ["ann", "bob"]
+
+
 def test_entries_queries_and_feeds(ann):
     f = folder_with_feed(ann)
     assert [x["id"] for x in ann.folders()] == [f]

@@ -12,6 +12,16 @@ use crate::sync::transfer;
 use crate::transport::Transport;
 use crate::MeshClient;
 
+/// What a device's blob store holds ([`MeshClient::blob_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlobUsage {
+    /// Objects stored: chunks and manifests, each once however many blobs share it.
+    pub objects: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
 impl MeshClient {
     /// Stores `data` as a blob of `folder` (chunked and deduplicated) and returns the media
     /// reference to put in an entry. The bytes reach the remotes when the entry is synced.
@@ -20,9 +30,9 @@ impl MeshClient {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> mesh_client::error::Result<()> {
     /// use mesh_client::MeshClient;
-    /// use mesh_core::model::EntryDraft;
+    /// use mesh_core::model::{EntryDraft, FolderKind};
     /// let client = MeshClient::builder().user("ann".parse()?).device("pc".parse()?).build().await?;
-    /// let folder = client.create_folder("Photos", "app/photos").await?;
+    /// let folder = client.create_folder("Photos", FolderKind::app("photos")?).await?;
     /// let feed = client.create_feed(&folder.id, "photos".parse()?, "Photos").await?;
     /// let media = client.put_blob(&folder.id, vec![42u8; 100_000], "image/png").await?;
     /// let mut draft = EntryDraft::new("Beach", serde_json::json!({}));
@@ -82,9 +92,12 @@ impl MeshClient {
         self.fetch_objects(folder, vec![manifest]).await
     }
 
-    /// This device's blob store (chunks and manifests of every folder, and mapping indexes).
-    pub fn blob_store(&self) -> &crate::store::BlobStore {
-        self.shared().blobs()
+    /// How much this device's blob store holds: the objects (chunks and manifests of every
+    /// folder) and their total size. Objects are shared between folders and entries, so this
+    /// is what the device keeps on disk, not the sum of the blobs' sizes.
+    pub async fn blob_usage(&self) -> Result<BlobUsage> {
+        let (objects, bytes) = self.shared().run_blobs(|b| b.usage()).await??;
+        Ok(BlobUsage { objects, bytes })
     }
 
     /// Makes the blobs `manifests` present here, downloading from the remotes in turn (one

@@ -11,7 +11,8 @@ use crate::client::{Inner, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::shared::SharedReplica;
 use crate::store::{BlobStore, ClientStore, DeviceStore, StoreConfig, StoreLock};
-use crate::sync::engine::{self, SyncOptions};
+use crate::sync::engine;
+use crate::sync::SyncOptions;
 use crate::transport::Transport;
 
 /// Where a client's time comes from (whole-second UTC). Tests pass a fixed or stepping clock.
@@ -123,22 +124,24 @@ impl MeshClientBuilder {
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))??;
-        let identity = engine::Identity {
-            user: user.clone(),
-            device: device.clone(),
-            key: key.public(),
-        };
         let mut replica = Replica::with_options(
             store,
             ReplicaOptions {
                 compact_history: self.compact_history,
             },
         );
+        let public_key = key.public();
         // Every version this device writes carries its signature.
         replica.set_signer(key);
         let shared = SharedReplica::new(replica, blobs);
         let (events, _) = broadcast::channel(4096);
-        let clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let clock: Clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let identity = engine::Identity {
+            user: user.clone(),
+            device: device.clone(),
+            key: public_key,
+            clock: clock.clone(),
+        };
         let statuses = tokio::sync::watch::Sender::new(Vec::new());
         let client = MeshClient {
             inner: Arc::new(Inner {
@@ -147,7 +150,7 @@ impl MeshClientBuilder {
                 events: events.clone(),
                 engines: Mutex::new(Vec::new()),
                 mappings: Mutex::default(),
-                clock,
+                clock: clock.clone(),
                 statuses: statuses.clone(),
                 _lock: lock,
             }),

@@ -3,8 +3,8 @@
 use mesh_core::error::CoreError;
 use mesh_core::id::{EntryId, FeedName, FolderId, UserId};
 use mesh_core::model::{
-    names, Action, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, InvitationState, Mapping,
-    Member, NewsItem, NewsKind, Role, Scope,
+    names, Action, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, FolderKind,
+    InvitationState, Mapping, Member, NewsItem, NewsKind, Role, Scope,
 };
 use mesh_core::store::Store;
 use serde::de::DeserializeOwned;
@@ -85,13 +85,18 @@ impl MeshClient {
 
     // ---- folders -------------------------------------------------------------------------
 
-    /// Creates a folder owned by this user. `kind` is `files` or `app/<name>`.
-    pub async fn create_folder(&self, name: &str, kind: &str) -> Result<Folder> {
+    /// Creates a folder owned by this user. `kind` says what it holds:
+    /// [`FolderKind::Files`] for a tree of files that devices can map onto a directory,
+    /// [`FolderKind::app`]`("<name>")` for an application's data (text kinds parse with
+    /// `"app/todo".parse()?`, and a malformed one is an [`ErrorKind::InvalidInput`]).
+    ///
+    /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+    pub async fn create_folder(&self, name: &str, kind: FolderKind) -> Result<Folder> {
         let id: FolderId = uuid::Uuid::new_v4().simple().to_string().parse()?;
         let folder = Folder {
             id: id.clone(),
             name: name.to_owned(),
-            kind: kind.to_owned(),
+            kind,
             created_by: self.user().clone(),
             created_at: self.now(),
         };

@@ -16,6 +16,7 @@ use mesh_core::time::Timestamp;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
+pub use blobs::BlobUsage;
 pub use builder::{Clock, MeshClientBuilder};
 pub use entries::BatchItem;
 
@@ -33,7 +34,7 @@ use crate::transport::InProcessTransport;
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)] async fn main() -> mesh_client::error::Result<()> {
 /// use mesh_client::MeshClient;
 /// use mesh_client::transport::InProcessHub;
-/// use mesh_core::model::EntryDraft;
+/// use mesh_core::model::{EntryDraft, FolderKind};
 ///
 /// let hub = InProcessHub::new();
 /// let laptop = MeshClient::builder()
@@ -42,7 +43,7 @@ use crate::transport::InProcessTransport;
 ///     .remote("hub".parse()?, hub.connect("ann".parse()?))
 ///     .build()
 ///     .await?;
-/// let folder = laptop.create_folder("Groceries", "app/todo").await?;
+/// let folder = laptop.create_folder("Groceries", FolderKind::app("todo")?).await?;
 /// let todos = laptop.create_feed(&folder.id, "todos".parse()?, "To do").await?;
 /// let entry = laptop.put(&folder.id, &todos, EntryDraft::new("Buy milk", serde_json::json!({"done": false}))).await?;
 /// laptop.sync_now().await?;

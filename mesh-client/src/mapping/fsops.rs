@@ -16,7 +16,7 @@ pub const TEMP_PREFIX: &str = ".mesh-tmp-";
 /// same directory, which is synced to disk and then renamed over `target`. A crash at any
 /// point leaves either the old file or the new one, never a part of it (at worst a temporary
 /// file, which the next mapping start removes).
-pub fn write_atomically(
+pub(crate) fn write_atomically(
     target: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
 ) -> Result<()> {
@@ -25,7 +25,7 @@ pub fn write_atomically(
 
 /// [`write_atomically`], also setting the modification time and permission bits before the
 /// rename.
-pub fn write_atomically_with(
+pub(crate) fn write_atomically_with(
     target: &Path,
     mtime_ns: Option<i64>,
     mode: Option<u32>,
@@ -46,7 +46,7 @@ pub fn write_atomically_with(
 
 /// Writes a new temporary file in `target`'s directory (not yet synced to disk) and returns
 /// its path; on failure nothing is left behind.
-pub fn write_temp(
+pub(crate) fn write_temp(
     target: &Path,
     mtime_ns: Option<i64>,
     mode: Option<u32>,

@@ -92,13 +92,13 @@ pub mod faults;
 pub(crate) mod fsops;
 mod index;
 mod ingest;
+mod options;
 mod root;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::{EntryId, FeedName, FolderId};
@@ -111,7 +111,9 @@ use notify::Watcher;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use fsops::{write_atomically, TEMP_PREFIX};
+pub(crate) use fsops::write_atomically;
+pub use fsops::TEMP_PREFIX;
+pub use options::MappingOptions;
 pub use root::MARKER_FILE;
 pub use scan::IGNORE_FILE;
 
@@ -123,30 +125,6 @@ use apply::{WriteJob, WriteOutcome};
 use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
 use scan::{Ignore, LocalFile};
-
-/// How a mapping watches its directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingOptions {
-    /// Watch the directory with file-system notifications.
-    pub watch: bool,
-    /// How long to wait after a notification for more before a pass.
-    pub debounce: Duration,
-    /// How often to rescan without notifications (the fallback for missed events).
-    pub rescan_interval: Duration,
-    /// Run a pass when a sync brings changes to the folder's files.
-    pub follow_remote: bool,
-}
-
-impl Default for MappingOptions {
-    fn default() -> Self {
-        MappingOptions {
-            watch: true,
-            debounce: Duration::from_millis(100),
-            rescan_interval: Duration::from_secs(60),
-            follow_remote: true,
-        }
-    }
-}
 
 enum Cmd {
     Rescan(oneshot::Sender<Result<()>>),

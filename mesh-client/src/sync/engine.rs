@@ -9,7 +9,8 @@ use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
 use mesh_core::id::{DeviceId, EntryId, RemoteId, UserId};
-use mesh_core::model::{names, FeedKey, Scope};
+use mesh_core::model::{names, FeedKey, InvitationState, Member, Scope};
+use mesh_core::replica::Actor;
 use mesh_core::store::Store;
 use mesh_core::sync::{
     Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
@@ -21,48 +22,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::{ClientError, Result, SyncError};
+use crate::client::Clock;
+use crate::error::{ClientError, ErrorKind, Result, SyncError};
 use crate::shared::{Changed, SharedReplica};
 use crate::store::DeviceStore;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
 use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
+use crate::sync::SyncOptions;
 use crate::transport::{Notification, Transport, TransportError};
-
-/// Timing of a sync engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncOptions {
-    /// Entries per pull or push message.
-    pub page_size: u32,
-    /// First retry delay after a failure.
-    pub backoff_min: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
-    /// How often to sync when nothing announces a change (a fallback for remotes whose
-    /// notifications were lost).
-    pub poll_interval: Duration,
-    /// Sync by itself on local writes, remote notifications and the poll interval. When off,
-    /// the engine syncs only on `MeshClient::sync_now` (and retries failures).
-    pub auto: bool,
-    /// Longest delay between two attempts to reopen a remote's notification stream once it
-    /// ended (a hub restart, a dropped connection). Attempts start at `backoff_min` and
-    /// double up to this, with jitter; each reopened stream is followed by a sync.
-    pub reconnect_max: Duration,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        SyncOptions {
-            page_size: 500,
-            backoff_min: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(30),
-            poll_interval: Duration::from_secs(60),
-            auto: true,
-            reconnect_max: Duration::from_secs(1),
-        }
-    }
-}
 
 enum Cmd {
     SyncNow(oneshot::Sender<Result<SyncReport>>),
@@ -154,12 +123,14 @@ struct Engine {
     enrolled: bool,
 }
 
-/// This device as its engines enroll it with their remotes.
-#[derive(Debug, Clone)]
+/// This device as its engines enroll it with their remotes, and the client's clock (for the
+/// writes an engine makes itself: withdrawn invitations).
+#[derive(Clone)]
 pub(crate) struct Identity {
     pub user: UserId,
     pub device: DeviceId,
     pub key: PublicKey,
+    pub clock: Clock,
 }
 
 enum Failure {
@@ -516,7 +487,8 @@ impl Engine {
                         .await?;
                     session = s;
                     let (evs, head, resolved) = received?;
-                    self.report_events(evs, head, &resolved);
+                    let refused = self.report_events(evs, head, &resolved);
+                    self.withdraw_invitations(refused).await?;
                     let r = session.report();
                     self.emit(Event::SyncProgress {
                         remote: self.remote.clone(),
@@ -593,13 +565,16 @@ impl Engine {
         }
     }
 
+    /// Reports what a response did; returns the member entries the remote refused because
+    /// the user they name has no account there.
     fn report_events(
         &mut self,
         evs: Vec<SessionEvent>,
         head: Option<(mesh_core::store::Cursor, mesh_core::model::FeedKey)>,
         resolved: &HashSet<EntryId>,
-    ) {
+    ) -> Vec<(FeedKey, EntryId)> {
         let mut changed = false;
+        let mut unknown_users = Vec::new();
         for e in evs {
             match e {
                 SessionEvent::Merged { feed, report } => {
@@ -628,11 +603,20 @@ impl Engine {
                         self.membership_changed = true;
                     }
                     if let Some(reason) = result.refused {
+                        let kind = result
+                            .code
+                            .as_deref()
+                            .and_then(ErrorKind::of_code)
+                            .unwrap_or(ErrorKind::PermissionDenied);
+                        if kind == ErrorKind::NotFound && feed.name.as_str() == names::MEMBERS {
+                            unknown_users.push((feed.clone(), result.id.clone()));
+                        }
                         self.emit(Event::Refused {
                             remote: self.remote.clone(),
                             feed,
                             id: result.id,
                             reason,
+                            kind,
                         });
                     }
                 }
@@ -645,6 +629,56 @@ impl Engine {
                 via: Some(self.remote.clone()),
             });
         }
+        unknown_users
+    }
+
+    /// Withdraws (deletes) this user's invitations that the remote refused because the
+    /// invited user has no account there, so that the local members list does not show a
+    /// member the folder will never have. The deletion syncs like any other; a member record
+    /// that is no longer an open invitation by this user is left as it is.
+    async fn withdraw_invitations(
+        &self,
+        refused: Vec<(FeedKey, EntryId)>,
+    ) -> std::result::Result<(), Failure> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let actor = Actor::new(self.identity.user.clone(), self.identity.device.clone());
+        let now = (self.identity.clock)();
+        let withdrawn = self
+            .shared
+            .run(move |r| {
+                let mut out = Vec::new();
+                for (feed, id) in refused {
+                    let Some(entry) = r.get(&feed, &id)? else {
+                        continue;
+                    };
+                    let open_invitation = !entry.is_deleted()
+                        && entry.content.content.decode::<Member>().is_ok_and(|m| {
+                            m.state == InvitationState::Invited && m.invited_by == actor.user
+                        });
+                    if open_invitation {
+                        let w = r.delete(&feed, &id, &actor, now)?;
+                        out.push((feed, id, w.seq));
+                    }
+                }
+                Ok::<_, CoreError>(out)
+            })
+            .await??;
+        for (feed, id, head) in withdrawn {
+            self.shared.notify(Changed {
+                feed: feed.clone(),
+                head,
+                via: None,
+            });
+            self.emit(Event::EntryChanged {
+                feed,
+                id,
+                kind: ChangeKind::Deleted,
+                source: ChangeSource::Local,
+            });
+        }
+        Ok(())
     }
 }
 

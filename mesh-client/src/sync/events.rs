@@ -55,7 +55,14 @@ pub enum Event {
         /// Whether the session finished (both sides caught up).
         done: bool,
     },
-    /// The remote refused a pushed entry (the local role no longer allows the write).
+    /// The remote refused a pushed entry: the local role no longer allows the write
+    /// ([`ErrorKind::PermissionDenied`]), a signature or certificate it does not accept, or
+    /// an invitation of a user who has no account there ([`ErrorKind::NotFound`] on a
+    /// folder's `members` feed: the client then withdraws its invitation, which reports an
+    /// [`Event::EntryChanged`] deletion).
+    ///
+    /// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
+    /// [`ErrorKind::NotFound`]: crate::ErrorKind::NotFound
     Refused {
         /// The remote.
         remote: RemoteId,
@@ -63,8 +70,10 @@ pub enum Event {
         feed: FeedKey,
         /// The entry.
         id: EntryId,
-        /// Why.
+        /// Why (readable, not stable).
         reason: String,
+        /// What kind of refusal: match on this.
+        kind: crate::ErrorKind,
     },
     /// A sync attempt failed; the engine retries with backoff when the error is transient.
     SyncError {

@@ -2,10 +2,11 @@
 
 pub(crate) mod engine;
 pub mod events;
+mod options;
 pub(crate) mod status;
 pub(crate) mod stream;
 pub(crate) mod transfer;
 
-pub use engine::SyncOptions;
 pub use events::{ChangeKind, ChangeSource, Event, MappingEvent, PauseReason, TransferDirection};
+pub use options::SyncOptions;
 pub use status::RemoteStatus;

@@ -20,6 +20,7 @@
 //! Connection errors, 5xx and 429 are retried with exponential backoff (429 and 503 honour
 //! `Retry-After`), other 4xx never.
 
+use crate::transport::HttpConfig;
 use mesh_core::id::DeviceId;
 use mesh_core::trust::{Enrollment, PublicKey};
 use std::collections::HashSet;
@@ -48,41 +49,6 @@ const MAX_HASHES: usize = 65_536;
 const UPLOAD_BATCH: usize = 4 << 20;
 const HASHES_TYPE: &str = "application/x-mesh-hashes";
 const PACK_TYPE: &str = "application/x-mesh-pack";
-
-/// Timeouts and retries of an [`HttpTransport`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// The longest one request may take, from connecting to the end of the response body.
-    pub timeout: Duration,
-    /// The longest a connection may take to open.
-    pub connect_timeout: Duration,
-    /// A notification stream silent for this long is considered dead (the hub sends a
-    /// heartbeat every 15 s).
-    pub stream_idle_timeout: Duration,
-    /// How many times a failed request is tried again (connection errors, 5xx, 429).
-    pub retries: u32,
-    /// The first retry delay; it doubles at each try.
-    pub backoff_min: Duration,
-    /// The longest retry delay.
-    pub backoff_max: Duration,
-    /// The longest `Retry-After` honoured; a hub asking for more gets `RateLimited` back at
-    /// once so that the caller's own backoff takes over.
-    pub max_retry_after: Duration,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            stream_idle_timeout: Duration::from_secs(45),
-            retries: 3,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            max_retry_after: Duration::from_secs(30),
-        }
-    }
-}
 
 struct Inner {
     client: reqwest::Client,

@@ -181,6 +181,14 @@ impl InProcessHub {
         self.authority.ring().register(device);
     }
 
+    /// Records that `user` has an account here, as a mesh-hub's administrator does. From the
+    /// first call on, the hub knows its accounts and refuses invitations of anyone else
+    /// (`not_found`: the inviting client hears [`Event::Refused`](crate::Event::Refused) and
+    /// withdraws the invitation); before it, anyone may be invited.
+    pub fn add_user(&self, user: UserId) {
+        self.authority.ring().add_user(user);
+    }
+
     /// The hub's blob store (for tests and inspection).
     pub fn blobs(&self) -> &BlobStore {
         self.shared.blobs()

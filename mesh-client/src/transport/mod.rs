@@ -12,6 +12,7 @@
 //!   duplicates, replays, delays and partitions) for tests.
 
 mod http;
+mod http_config;
 mod inproc;
 mod simnet;
 
@@ -30,7 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
 
-pub use http::{HttpConfig, HttpTransport};
+pub use http::HttpTransport;
+pub use http_config::HttpConfig;
 pub use inproc::{InProcessHub, InProcessTransport};
 pub use simnet::{LinkControl, SimConfig, SimNetwork, SimTransport};
 

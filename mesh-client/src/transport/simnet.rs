@@ -17,6 +17,7 @@ use crate::transport::{Notification, Transport, TransportError};
 
 /// Fault rates and delays of a [`SimNetwork`]. Rates are probabilities from 0 to 1.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SimConfig {
     /// Seed of the network's random choices: the same seed and the same calls give the same
     /// faults.
@@ -47,6 +48,52 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// Seed of the network's random choices: the same seed and the same calls give the same
+    /// faults.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// A request is lost before reaching the remote (the caller sees a timeout).
+    #[must_use]
+    pub fn with_drop_request(mut self, drop_request: f64) -> Self {
+        self.drop_request = drop_request;
+        self
+    }
+
+    /// A response is lost after the remote applied the request (the caller sees a timeout).
+    #[must_use]
+    pub fn with_drop_response(mut self, drop_response: f64) -> Self {
+        self.drop_response = drop_response;
+        self
+    }
+
+    /// A request is delivered twice.
+    #[must_use]
+    pub fn with_duplicate(mut self, duplicate: f64) -> Self {
+        self.duplicate = duplicate;
+        self
+    }
+
+    /// An old request (from the last few) is delivered again before this one: a replay.
+    #[must_use]
+    pub fn with_replay(mut self, replay: f64) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// Longest delay added to a call (uniform from zero). Uses tokio's clock, so tests with a
+    /// paused clock run instantly.
+    #[must_use]
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+}
+
 struct NetState {
     rng: fastrand::Rng,
     history: VecDeque<Request>,
@@ -58,7 +105,7 @@ struct NetState {
 /// ```
 /// use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork};
 /// let hub = InProcessHub::new();
-/// let net = SimNetwork::new(SimConfig { seed: 7, drop_request: 0.1, ..SimConfig::default() });
+/// let net = SimNetwork::new(SimConfig::default().with_seed(7).with_drop_request(0.1));
 /// let (transport, link) = net.wrap(hub.connect("ann".parse().unwrap()));
 /// link.set_online(false); // a partition: every call fails as offline
 /// # let _ = transport;

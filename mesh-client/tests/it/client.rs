@@ -29,7 +29,10 @@ async fn roles_are_enforced_locally_and_refusals_write_nothing() {
     let ann = client("ann", "ann-1", hub.connect("ann".parse().unwrap())).await;
     let bob = client("bob", "bob-1", hub.connect("bob".parse().unwrap())).await;
     let eve = client("eve", "eve-1", hub.connect("eve".parse().unwrap())).await;
-    let folder = ann.create_folder("Shared", "app/test").await.unwrap();
+    let folder = ann
+        .create_folder("Shared", "app/test".parse().unwrap())
+        .await
+        .unwrap();
     let feed = ann
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await
@@ -158,7 +161,10 @@ async fn offline_writes_queue_and_sync_on_reconnect_with_a_conflict_event() {
     let (t2, link2) = net.wrap(hub.connect("ann".parse().unwrap()));
     let a = client("ann", "a", t1).await;
     let b = client("ann", "b", t2).await;
-    let folder = a.create_folder("F", "app/x").await.unwrap();
+    let folder = a
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&folder.id, "items".parse().unwrap(), "Items")
         .await
@@ -240,8 +246,14 @@ async fn offline_writes_queue_and_sync_on_reconnect_with_a_conflict_event() {
 async fn subscriptions_filter_and_queries_filter_order_and_page() {
     let hub = InProcessHub::new();
     let a = client("ann", "a", hub.connect("ann".parse().unwrap())).await;
-    let folder = a.create_folder("F", "app/x").await.unwrap();
-    let other = a.create_folder("G", "app/x").await.unwrap();
+    let folder = a
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
+    let other = a
+        .create_folder("G", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&folder.id, "items".parse().unwrap(), "Items")
         .await
@@ -334,11 +346,11 @@ async fn a_failing_remote_is_retried_with_backoff_not_a_busy_loop() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = builder("ann", "a")
         .remote("hub".parse().unwrap(), Unreachable(calls.clone()))
-        .sync_options(SyncOptions {
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            ..SyncOptions::default()
-        })
+        .sync_options(
+            SyncOptions::default()
+                .with_backoff_min(Duration::from_millis(100))
+                .with_backoff_max(Duration::from_secs(10)),
+        )
         .build()
         .await
         .unwrap();
@@ -365,7 +377,10 @@ async fn a_failing_remote_is_retried_with_backoff_not_a_busy_loop() {
         "{first:?}"
     );
     // Writes still work locally.
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     assert!(c.folder(&f.id).await.unwrap().is_some());
     c.close();
     assert_eq!(c.sync_now().await.unwrap().len(), 0);
@@ -388,7 +403,10 @@ async fn devices_mappings_and_news() {
         .collect();
     names.sort();
     assert_eq!(names, ["Ann's laptop", "phone"]);
-    let f = a.create_folder("Photos", "files").await.unwrap();
+    let f = a
+        .create_folder("Photos", "files".parse().unwrap())
+        .await
+        .unwrap();
     a.record_mapping(&f.id, Some("/home/ann/Photos".into()))
         .await
         .unwrap();
@@ -413,10 +431,7 @@ async fn devices_mappings_and_news() {
 async fn a_restart_resumes_from_durable_cursors() {
     let dir = tempfile::tempdir().unwrap();
     let hub = InProcessHub::new();
-    let manual = SyncOptions {
-        auto: false,
-        ..SyncOptions::default()
-    };
+    let manual = SyncOptions::default().with_auto(false);
     let open = |device: &str| {
         builder("ann", device)
             .store(mesh_client::store::StoreConfig::Sqlite(
@@ -426,7 +441,10 @@ async fn a_restart_resumes_from_durable_cursors() {
             .sync_options(manual.clone())
     };
     let a = open("a").build().await.unwrap();
-    let folder = a.create_folder("F", "app/x").await.unwrap();
+    let folder = a
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&folder.id, "items".parse().unwrap(), "Items")
         .await
@@ -486,10 +504,7 @@ async fn a_restart_resumes_from_durable_cursors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sync_after_accepting_brings_the_folder() {
     let hub = InProcessHub::new();
-    let manual = SyncOptions {
-        auto: false,
-        ..SyncOptions::default()
-    };
+    let manual = SyncOptions::default().with_auto(false);
     let open = |user: &str| {
         builder(user, &format!("{user}-1"))
             .remote("hub".parse().unwrap(), hub.connect(user.parse().unwrap()))
@@ -497,7 +512,10 @@ async fn one_sync_after_accepting_brings_the_folder() {
     };
     let ann = open("ann").build().await.unwrap();
     let bob = open("bob").build().await.unwrap();
-    let folder = ann.create_folder("F", "app/x").await.unwrap();
+    let folder = ann
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = ann
         .create_feed(&folder.id, "items".parse().unwrap(), "Items")
         .await

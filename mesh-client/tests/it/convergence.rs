@@ -29,31 +29,33 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
 
 async fn run(seed: u64, ops: Vec<Op>, n: usize) {
     let hub = InProcessHub::new();
-    let net = SimNetwork::new(SimConfig {
-        seed,
-        drop_request: 0.1,
-        drop_response: 0.1,
-        duplicate: 0.1,
-        replay: 0.1,
-        max_delay: Duration::from_millis(20),
-    });
+    let net = SimNetwork::new(
+        SimConfig::default()
+            .with_seed(seed)
+            .with_drop_request(0.1)
+            .with_drop_response(0.1)
+            .with_duplicate(0.1)
+            .with_replay(0.1)
+            .with_max_delay(Duration::from_millis(20)),
+    );
     let mut clients: Vec<MeshClient> = Vec::new();
     let mut links: Vec<LinkControl> = Vec::new();
     for i in 0..n {
         let (t, link) = net.wrap(hub.connect("ann".parse().unwrap()));
         let c = builder("ann", &format!("dev{i}"))
             .remote("hub".parse().unwrap(), t)
-            .sync_options(SyncOptions {
-                page_size: 3,
-                ..SyncOptions::default()
-            })
+            .sync_options(SyncOptions::default().with_page_size(3))
             .build()
             .await
             .unwrap();
         clients.push(c);
         links.push(link);
     }
-    let folder: FolderId = clients[0].create_folder("F", "app/x").await.unwrap().id;
+    let folder: FolderId = clients[0]
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     let feed: FeedName = clients[0]
         .create_feed(&folder, "items".parse().unwrap(), "Items")
         .await

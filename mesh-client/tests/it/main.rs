@@ -3,6 +3,7 @@
 mod client;
 mod common;
 mod convergence;
+mod invitations;
 mod mapping;
 mod mapping_props;
 mod mapping_safety;

@@ -16,18 +16,13 @@ use proptest::prelude::*;
 use crate::common::{builder, settle};
 
 pub(crate) fn manual() -> SyncOptions {
-    SyncOptions {
-        auto: false,
-        ..SyncOptions::default()
-    }
+    SyncOptions::default().with_auto(false)
 }
 
 pub(crate) fn quiet_mapping() -> MappingOptions {
-    MappingOptions {
-        watch: false,
-        follow_remote: false,
-        ..MappingOptions::default()
-    }
+    MappingOptions::default()
+        .with_watch(false)
+        .with_follow_remote(false)
 }
 
 pub(crate) async fn device(hub: &InProcessHub, name: &str) -> MeshClient {
@@ -123,7 +118,11 @@ pub(crate) async fn pair() -> Pair {
     let hub = InProcessHub::new();
     let a = device(&hub, "laptop").await;
     let b = device(&hub, "desktop").await;
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     a.map_folder_with(&folder, da.path(), quiet_mapping())
@@ -185,7 +184,7 @@ async fn files_directories_edits_renames_and_deletions_reach_the_other_device() 
     std::fs::write(db.join("notes/todo.txt"), b"milk, eggs").unwrap();
     std::fs::rename(da.join("big.bin"), da.join("notes/big-renamed.bin")).unwrap();
     std::fs::remove_dir(da.join("notes/empty")).unwrap();
-    let objects_before = p.b.shared_blob_usage();
+    let objects_before = p.b.blob_usage().await.unwrap().bytes;
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert_eq!(
         std::fs::read(da.join("notes/todo.txt")).unwrap(),
@@ -198,7 +197,7 @@ async fn files_directories_edits_renames_and_deletions_reach_the_other_device() 
     );
     assert!(!db.join("notes/empty").exists());
     // The rename moved no chunk: B's store grew by at most the edited file and a manifest.
-    let grown = p.b.shared_blob_usage() - objects_before;
+    let grown = p.b.blob_usage().await.unwrap().bytes - objects_before;
     assert!(grown < 2_000, "the rename downloaded {grown} bytes");
 
     // Delete everything on B.
@@ -206,16 +205,6 @@ async fn files_directories_edits_renames_and_deletions_reach_the_other_device() 
     std::fs::remove_file(db.join("run.sh")).unwrap();
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert!(snapshot(da).is_empty(), "{:?}", snapshot(da).keys());
-}
-
-trait Usage {
-    fn shared_blob_usage(&self) -> u64;
-}
-
-impl Usage for MeshClient {
-    fn shared_blob_usage(&self) -> u64 {
-        self.blob_store().usage().unwrap().1
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +306,11 @@ async fn hostile_paths_are_refused_and_nothing_is_written_outside() {
         .await
         .unwrap();
     let ann = device(&hub, "laptop").await;
-    let folder = mallory.create_folder("Shared", "files").await.unwrap().id;
+    let folder = mallory
+        .create_folder("Shared", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     mallory
         .invite(
             &folder,
@@ -486,7 +479,11 @@ impl Transport for Flaky {
 async fn an_interrupted_download_leaves_no_partial_file_and_resumes() {
     let hub = InProcessHub::new();
     let a = device(&hub, "laptop").await;
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     let budget = Arc::new(Mutex::new(6usize));
     let b = builder("ann", "desktop")
         .remote(
@@ -520,7 +517,7 @@ async fn an_interrupted_download_leaves_no_partial_file_and_resumes() {
         "{:?}",
         snapshot(db.path()).keys()
     );
-    let stored_after_cut = b.blob_store().usage().unwrap().1;
+    let stored_after_cut = b.blob_usage().await.unwrap().bytes;
     assert!(stored_after_cut > 0, "the first objects were kept");
     let mut progressed = false;
     while let Some(Some(e)) = futures::FutureExt::now_or_never(transfers.next()) {
@@ -539,7 +536,7 @@ async fn an_interrupted_download_leaves_no_partial_file_and_resumes() {
     *budget.lock().unwrap() = usize::MAX;
     b.rescan(&folder).await.unwrap();
     assert_eq!(std::fs::read(db.path().join("video.bin")).unwrap(), big);
-    let total = b.blob_store().usage().unwrap().1;
+    let total = b.blob_usage().await.unwrap().bytes;
     assert!(total < big.len() as u64 + 10_000);
 }
 
@@ -639,7 +636,11 @@ async fn watched_directories_sync_by_themselves() {
     };
     let a = auto("laptop").await.unwrap();
     let b = auto("desktop").await.unwrap();
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     a.map_folder(&folder, da.path()).await.unwrap();
@@ -678,7 +679,11 @@ async fn media_blobs_travel_with_their_entries_and_are_fetched_on_demand() {
     let hub = InProcessHub::new();
     let a = device(&hub, "laptop").await;
     let b = device(&hub, "desktop").await;
-    let folder = a.create_folder("Photos", "app/photos").await.unwrap().id;
+    let folder = a
+        .create_folder("Photos", "app/photos".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     let feed = a
         .create_feed(&folder, "photos".parse().unwrap(), "Photos")
         .await
@@ -698,7 +703,7 @@ async fn media_blobs_travel_with_their_entries_and_are_fetched_on_demand() {
     let got = b.get(&folder, &feed, e.entry_id()).await.unwrap().unwrap();
     let m = got.data().media.clone().unwrap();
     // Not downloaded until asked for.
-    assert_eq!(b.blob_store().usage().unwrap().1, 0);
+    assert_eq!(b.blob_usage().await.unwrap().bytes, 0);
     let mut events = b.events().boxed();
     assert_eq!(b.read_blob(&folder, &m).await.unwrap(), photo);
     let mut last = None;
@@ -723,7 +728,11 @@ async fn media_blobs_travel_with_their_entries_and_are_fetched_on_demand() {
         .unwrap();
     assert_eq!(std::fs::read(dir.path().join("beach.jpg")).unwrap(), photo);
     // A blob of another folder is not reachable through this one.
-    let other = a.create_folder("Private", "app/photos").await.unwrap().id;
+    let other = a
+        .create_folder("Private", "app/photos".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let secret = a
         .put_blob(&other, noise(6, 10_000), "text/plain")

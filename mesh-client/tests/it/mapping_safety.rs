@@ -121,7 +121,11 @@ async fn a_restart_with_the_directory_missing_pauses_and_deletes_nothing() {
     };
     let a = open().await.unwrap();
     let b = device(&hub, "desktop").await;
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let da = parent.path().join("Docs");
@@ -192,7 +196,11 @@ async fn a_root_removed_while_watched_pauses_the_mapping() {
     let hub = InProcessHub::new();
     let a = device(&hub, "laptop").await;
     let b = device(&hub, "desktop").await;
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let (parent, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let da = parent.path().join("Docs");
@@ -200,11 +208,9 @@ async fn a_root_removed_while_watched_pauses_the_mapping() {
     for i in 0..40 {
         std::fs::write(da.join(format!("f{i}.txt")), format!("{i}")).unwrap();
     }
-    let watched = MappingOptions {
-        debounce: Duration::from_millis(20),
-        follow_remote: false,
-        ..MappingOptions::default()
-    };
+    let watched = MappingOptions::default()
+        .with_debounce(Duration::from_millis(20))
+        .with_follow_remote(false);
     let mut events = a.events().boxed();
     a.map_folder_with(&folder, &da, watched).await.unwrap();
     b.map_folder_with(&folder, db.path(), quiet_mapping())
@@ -380,7 +386,11 @@ async fn conflict_copies_in_the_same_second_never_replace_each_other() {
     };
     let a = dev("laptop", "Ann's laptop").await.unwrap();
     let b = dev("desktop", "Ann's desktop").await.unwrap();
-    let folder = a.create_folder("Docs", "files").await.unwrap().id;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
     settle(&[&a, &b]).await;
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (da, db) = (da.path(), db.path());

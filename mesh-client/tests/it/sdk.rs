@@ -45,7 +45,10 @@ async fn a_store_is_opened_by_one_client_at_a_time() {
     );
 
     // Once the first client is gone, the store opens again, with its data.
-    let f = first.create_folder("Notes", "app/notes").await.unwrap();
+    let f = first
+        .create_folder("Notes", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
     first.close();
     drop(first);
     let again = open().await.unwrap();
@@ -70,10 +73,7 @@ async fn lock_child() {
 }
 
 fn manual() -> mesh_client::SyncOptions {
-    mesh_client::SyncOptions {
-        auto: false,
-        ..mesh_client::SyncOptions::default()
-    }
+    mesh_client::SyncOptions::default().with_auto(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +96,10 @@ async fn status_says_online_last_sync_pending_and_the_last_error() {
     assert_eq!(first[0].online, None, "no contact yet");
     assert_eq!(first[0].last_sync, None);
 
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = c
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -164,7 +167,10 @@ async fn a_slow_subscriber_is_told_how_many_events_it_missed() {
     use mesh_core::model::EntryDraft;
 
     let c = builder("ann", "laptop").build().await.unwrap();
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = c
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -202,7 +208,10 @@ async fn a_resolution_made_elsewhere_arrives_as_resolved() {
     };
     let a = open("a").await.unwrap();
     let b = open("b").await.unwrap();
-    let f = a.create_folder("F", "app/x").await.unwrap();
+    let f = a
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -282,7 +291,9 @@ async fn sync_each_reports_every_remote_even_when_one_fails() {
         .build()
         .await
         .unwrap();
-    c.create_folder("F", "app/x").await.unwrap();
+    c.create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let each = c.sync_each().await.unwrap();
     assert_eq!(each.len(), 2);
     assert_eq!(each[0].0.as_str(), "down");
@@ -297,7 +308,10 @@ async fn put_if_writes_only_over_the_expected_version() {
     use mesh_client::prelude::*;
 
     let c = builder("ann", "laptop").build().await.unwrap();
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = c
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -366,7 +380,10 @@ async fn a_resolution_keeps_a_version_by_its_top_and_is_refused_once_it_is_gone(
     };
     let a = open("a").await.unwrap();
     let b = open("b").await.unwrap();
-    let f = a.create_folder("F", "app/x").await.unwrap();
+    let f = a
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -424,7 +441,10 @@ async fn put_many_takes_drafts_with_and_without_ids() {
     use mesh_client::prelude::*;
 
     let c = builder("ann", "laptop").build().await.unwrap();
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     let feed = c
         .create_feed(&f.id, "items".parse().unwrap(), "Items")
         .await
@@ -462,12 +482,18 @@ async fn after_close_every_call_fails_with_closed_as_in_c() {
     use mesh_client::prelude::*;
 
     let c = builder("ann", "laptop").build().await.unwrap();
-    let f = c.create_folder("F", "app/x").await.unwrap();
+    let f = c
+        .create_folder("F", "app/x".parse().unwrap())
+        .await
+        .unwrap();
     c.close();
     c.close(); // idempotent
     assert_eq!(c.folders().await.unwrap_err().kind(), ErrorKind::Closed);
     assert_eq!(
-        c.create_folder("G", "app/x").await.unwrap_err().kind(),
+        c.create_folder("G", "app/x".parse().unwrap())
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::Closed
     );
     assert_eq!(c.folder(&f.id).await.unwrap_err().kind(), ErrorKind::Closed);

@@ -402,10 +402,10 @@ async fn a_client_served_directly_passes_the_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulated_network_without_faults_passes_the_suite() {
     let hub = InProcessHub::new();
-    let net = SimNetwork::new(SimConfig {
-        seed: 1,
-        max_delay: Duration::from_millis(1),
-        ..SimConfig::default()
-    });
+    let net = SimNetwork::new(
+        SimConfig::default()
+            .with_seed(1)
+            .with_max_delay(Duration::from_millis(1)),
+    );
     suite(|u| Arc::new(net.wrap(hub.connect(u.parse().unwrap())).0)).await;
 }

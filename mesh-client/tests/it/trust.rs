@@ -16,7 +16,10 @@ async fn writes_are_signed_and_the_hub_checks_them() {
         .build()
         .await
         .unwrap();
-    let folder = ann.create_folder("Notes", "app/notes").await.unwrap();
+    let folder = ann
+        .create_folder("Notes", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
     let feed = ann
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::FolderKind;
 use crate::id::{DeviceId, EntryId, FeedName, FolderId, UserId};
 use crate::time::Timestamp;
 
@@ -34,8 +35,9 @@ pub struct Folder {
     pub id: FolderId,
     /// A human-readable name.
     pub name: String,
-    /// What the folder holds: `files`, or `app/<name>` for an application's data.
-    pub kind: String,
+    /// What the folder holds: `files`, or `app/<name>` for an application's data (a string
+    /// on the wire).
+    pub kind: FolderKind,
     /// Who created it (its first owner).
     pub created_by: UserId,
     /// When it was created.

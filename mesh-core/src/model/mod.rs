@@ -20,6 +20,7 @@
 mod entry;
 mod feed;
 mod file;
+mod kind;
 mod member;
 mod mesh;
 pub mod odata;
@@ -28,6 +29,7 @@ mod query;
 pub use entry::{Entry, EntryData, EntryDraft, EntryVersion, MediaRef};
 pub use feed::{names, FeedInfo, FeedKey, Scope};
 pub use file::{FileKind, FileMeta, FilePath, MAX_NAME_LEN, MAX_PATH_LEN};
+pub use kind::{AppName, CustomKind, FolderKind, MAX_KIND_LEN};
 pub use member::{authorize, Action, InvitationState, Member, Role};
 pub use mesh::{Device, Folder, Mapping, NewsItem, NewsKind};
 pub use query::{Field, Filter, Query};

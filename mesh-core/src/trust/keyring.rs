@@ -38,6 +38,14 @@ pub enum KeyStatus {
 pub trait Keyring: Sync {
     /// What is known of `device`.
     fn lookup(&self, device: &DeviceId) -> KeyStatus;
+
+    /// Whether `user` has an account here: `Some(false)` makes the guard refuse invitations
+    /// of that user (`not_found`); `None` (the default) when the keyring cannot tell, and
+    /// every user may be invited.
+    fn has_user(&self, user: &UserId) -> Option<bool> {
+        let _ = user;
+        None
+    }
 }
 
 /// Who wrote a version, as far as authorization goes.
@@ -73,6 +81,8 @@ pub struct MemoryKeyring {
     authority_device: Option<DeviceId>,
     devices: HashMap<DeviceId, CertifiedDevice>,
     registered: HashSet<DeviceId>,
+    /// The users with an account, once any is named ([`MemoryKeyring::add_user`]).
+    users: Option<HashSet<UserId>>,
 }
 
 impl MemoryKeyring {
@@ -83,6 +93,7 @@ impl MemoryKeyring {
             authority_device: None,
             devices: HashMap::new(),
             registered: HashSet::new(),
+            users: None,
         }
     }
 
@@ -125,6 +136,13 @@ impl MemoryKeyring {
         self.registered.insert(device);
     }
 
+    /// Records that `user` has an account. From the first call on, the keyring knows every
+    /// account ([`Keyring::has_user`] answers), and the guard refuses invitations of users
+    /// it was not given; before it, any user may be invited.
+    pub fn add_user(&mut self, user: UserId) {
+        self.users.get_or_insert_with(HashSet::new).insert(user);
+    }
+
     /// Revokes `device` from `at` on.
     pub fn revoke(&mut self, device: &DeviceId, at: Timestamp) {
         self.registered.insert(device.clone());
@@ -149,6 +167,10 @@ impl Keyring for MemoryKeyring {
             None if self.registered.contains(device) => KeyStatus::Uncertified,
             None => KeyStatus::Foreign,
         }
+    }
+
+    fn has_user(&self, user: &UserId) -> Option<bool> {
+        self.users.as_ref().map(|u| u.contains(user))
     }
 }
 

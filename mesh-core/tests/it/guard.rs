@@ -209,3 +209,142 @@ fn roles_decide_what_a_served_replica_accepts_and_shows() {
     );
     assert_eq!(pull(&mut hub, "ann", &notes), Ok(1));
 }
+
+/// Pushes as `user` against `keyring`; each entry's refusal code (`None`: merged).
+fn push_with(
+    hub: &mut Replica<MemoryStore>,
+    keyring: &dyn mesh_core::trust::Keyring,
+    user: &str,
+    feed: &FeedKey,
+    entries: Vec<Entry>,
+) -> Vec<Option<String>> {
+    let req = Request::Push {
+        from: format!("{user}-dev").parse().unwrap(),
+        feed: feed.clone(),
+        entries,
+    };
+    let Response::Pushed { results, .. } =
+        respond_as(hub, Pusher::new(&user.parse().unwrap(), keyring), req).unwrap()
+    else {
+        panic!()
+    };
+    results.into_iter().map(|r| r.code).collect()
+}
+
+#[test]
+fn an_invitation_of_a_user_without_an_account_is_refused_when_the_keyring_knows_accounts() {
+    use mesh_core::trust::{MemoryKeyring, SecretKey};
+    let folder: FolderId = "f".parse().unwrap();
+    let members = FeedKey::members(&folder);
+    let ann = actor("ann", "ann-dev");
+    let mut ann_dev = replica("ann-dev");
+    for (i, (user, role, state)) in [
+        ("ann", Role::Owner, InvitationState::Active),
+        ("bob", Role::Reader, InvitationState::Invited),
+        ("nobody", Role::Reader, InvitationState::Invited),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ann_dev
+            .create(
+                &members,
+                id(user),
+                member(user, role, state),
+                &ann,
+                t(i as i64),
+            )
+            .unwrap();
+    }
+    let mut ring = MemoryKeyring::new(SecretKey::from_seed([1; 32]).public());
+    // A keyring that names no account cannot tell: every invitation merges, as before.
+    let mut open_hub = replica("hub");
+    assert_eq!(
+        push_with(
+            &mut open_hub,
+            &ring,
+            "ann",
+            &members,
+            changes(&ann_dev, &members)
+        ),
+        [None, None, None]
+    );
+    // One that knows the accounts refuses the invitation of "nobody" alone, as not found.
+    ring.add_user("ann".parse().unwrap());
+    ring.add_user("bob".parse().unwrap());
+    let mut hub = replica("hub");
+    assert_eq!(
+        push_with(
+            &mut hub,
+            &ring,
+            "ann",
+            &members,
+            changes(&ann_dev, &members)
+        ),
+        [None, None, Some("not_found".to_string())]
+    );
+    assert!(hub.get(&members, &id("nobody")).unwrap().is_none());
+    assert!(hub.get(&members, &id("bob")).unwrap().is_some());
+    // Withdrawing the refused invitation (a tombstone of it) is accepted.
+    ann_dev.delete(&members, &id("nobody"), &ann, t(9)).unwrap();
+    let tombstone = ann_dev.get(&members, &id("nobody")).unwrap().unwrap();
+    assert_eq!(
+        push_with(&mut hub, &ring, "ann", &members, vec![tombstone]),
+        [None]
+    );
+}
+
+#[test]
+fn a_folder_record_that_does_not_decode_is_refused() {
+    use mesh_core::model::names;
+    let folder: FolderId = "f".parse().unwrap();
+    let (members, info) = (FeedKey::members(&folder), FeedKey::info(&folder));
+    let ann = actor("ann", "ann-dev");
+    let mut ann_dev = replica("ann-dev");
+    ann_dev
+        .create(
+            &members,
+            id("ann"),
+            member("ann", Role::Owner, InvitationState::Active),
+            &ann,
+            t(0),
+        )
+        .unwrap();
+    let record = |kind: &str| EntryDraft {
+        title: "F".into(),
+        content: JsonContent::from_serialize(&serde_json::json!({
+            "id": "f", "name": "F", "kind": kind, "created_by": "ann",
+            "created_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap(),
+        media: None,
+    };
+    let mut hub = replica("hub");
+    let ring = NoKeyring;
+    assert_eq!(
+        push_with(
+            &mut hub,
+            &ring,
+            "ann",
+            &members,
+            changes(&ann_dev, &members)
+        ),
+        [None]
+    );
+    let record_id = id(names::FOLDER_RECORD);
+    ann_dev
+        .create(&info, record_id.clone(), record("my files"), &ann, t(1))
+        .unwrap();
+    assert_eq!(
+        push_with(&mut hub, &ring, "ann", &info, changes(&ann_dev, &info)),
+        [Some("permission_denied".to_string())]
+    );
+    assert!(hub.get(&info, &record_id).unwrap().is_none());
+    ann_dev
+        .update(&info, &record_id, record("app/files"), &ann, t(2))
+        .unwrap();
+    assert_eq!(
+        push_with(&mut hub, &ring, "ann", &info, changes(&ann_dev, &info)),
+        [None]
+    );
+}

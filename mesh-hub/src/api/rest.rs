@@ -17,8 +17,8 @@ use mesh_core::content::JsonContent;
 use mesh_core::feedsync::{self, Stamp};
 use mesh_core::id::{DeviceId, EntryId, FeedName, FolderId, UserId};
 use mesh_core::model::{
-    names, odata, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, InvitationState, Mapping,
-    MediaRef, Member, NewsItem, NewsKind, Role, Scope,
+    names, odata, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, FolderKind,
+    InvitationState, Mapping, MediaRef, Member, NewsItem, NewsKind, Role, Scope,
 };
 use mesh_core::store::{Cursor, Store};
 use mesh_core::sync::guard::Pusher;
@@ -560,7 +560,7 @@ pub(crate) async fn folders(
 struct NewFolder {
     name: String,
     #[serde(default)]
-    kind: Option<String>,
+    kind: Option<FolderKind>,
     #[serde(default)]
     id: Option<FolderId>,
 }
@@ -581,7 +581,10 @@ pub(crate) async fn create_folder(
     let folder = Folder {
         id: id.clone(),
         name: req.name.clone(),
-        kind: req.kind.unwrap_or_else(|| "app/mesh".into()),
+        kind: match req.kind {
+            Some(kind) => kind,
+            None => FolderKind::app("mesh")?,
+        },
         created_by: user.clone(),
         created_at: when,
     };

@@ -582,6 +582,27 @@ async fn bad_input_gets_4xx_with_a_json_error_body() {
     )
     .await;
     assert_eq!(s, 415);
+    // A malformed folder kind creates nothing; a well-formed custom one is kept as given.
+    for kind in ["my files", "app/", "", "a//b"] {
+        let (s, v) = ann
+            .post(
+                "/mesh/folders",
+                json!({"name": "K", "kind": kind, "id": "k1"}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("invalid_json")),
+            "{kind:?}"
+        );
+    }
+    let (s, v) = ann
+        .post(
+            "/mesh/folders",
+            json!({"name": "K", "kind": "acme/ledger", "id": "k1"}),
+        )
+        .await;
+    assert_eq!((s, v["kind"].as_str()), (201, Some("acme/ledger")), "{v}");
     // Unknown ids and junk paths.
     for path in [
         "/mesh/folders/nope/feeds/x/entries/y",

@@ -24,13 +24,11 @@ use crate::common::{builder, settle};
 use crate::hubs::{fast, Rest, TestHub};
 
 pub(crate) fn options() -> SyncOptions {
-    SyncOptions {
-        page_size: 100,
-        backoff_min: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(300),
-        poll_interval: Duration::from_secs(3600),
-        ..SyncOptions::default()
-    }
+    SyncOptions::default()
+        .with_page_size(100)
+        .with_backoff_min(Duration::from_millis(20))
+        .with_backoff_max(Duration::from_millis(300))
+        .with_poll_interval(Duration::from_secs(3600))
 }
 
 async fn client(hub: &TestHub, user: &str, device: &str) -> MeshClient {
@@ -50,7 +48,10 @@ async fn two_devices_and_a_reader_converge_through_the_hub() {
     let phone = client(&hub, "ann", "ann-phone").await;
     let bob = client(&hub, "bob", "bob-desk").await;
 
-    let folder = laptop.create_folder("Groceries", "app/todo").await.unwrap();
+    let folder = laptop
+        .create_folder("Groceries", "app/todo".parse().unwrap())
+        .await
+        .unwrap();
     let todos = laptop
         .create_feed(&folder.id, "todos".parse().unwrap(), "To do")
         .await
@@ -308,10 +309,7 @@ async fn replica_of(url: &str, token: &str) -> String {
 }
 
 fn http_config() -> HttpConfig {
-    HttpConfig {
-        retries: 0,
-        ..fast()
-    }
+    fast().with_retries(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,25 +324,25 @@ async fn killing_and_restarting_the_hub_mid_sync_loses_nothing() {
 
     // A's link goes through a simulated network only so that the test can hold A back while
     // it looks at the restarted hub; it adds a little delay and no faults.
-    let net = SimNetwork::new(SimConfig {
-        seed: 3,
-        max_delay: Duration::from_millis(4),
-        ..SimConfig::default()
-    });
+    let net = SimNetwork::new(
+        SimConfig::default()
+            .with_seed(3)
+            .with_max_delay(Duration::from_millis(4)),
+    );
     let (link_a, control) =
         net.wrap(HttpTransport::with_config(&url, &token_a, http_config()).unwrap());
     let a = builder("ann", "a")
         .remote("hub".parse().unwrap(), link_a)
-        .sync_options(SyncOptions {
-            page_size: 50,
-            ..options()
-        })
+        .sync_options(options().with_page_size(50))
         .build()
         .await
         .unwrap();
     // Write everything while A is cut off, then let it sync and kill the hub mid-way.
     control.set_online(false);
-    let folder = a.create_folder("Big", "app/test").await.unwrap();
+    let folder = a
+        .create_folder("Big", "app/test".parse().unwrap())
+        .await
+        .unwrap();
     let feed = a
         .create_feed(&folder.id, "items".parse().unwrap(), "Items")
         .await

@@ -221,13 +221,7 @@ async fn a_slow_response_hits_the_timeout() {
         )
         .mount(&server)
         .await;
-    let t = transport(
-        &server,
-        HttpConfig {
-            timeout: Duration::from_millis(300),
-            ..fast()
-        },
-    );
+    let t = transport(&server, fast().with_timeout(Duration::from_millis(300)));
     let started = Instant::now();
     assert_eq!(t.send(feeds()).await.unwrap_err(), TransportError::Timeout);
     assert!(started.elapsed() < Duration::from_secs(3));

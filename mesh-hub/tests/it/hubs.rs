@@ -112,14 +112,12 @@ impl Drop for TestHub {
 
 /// Short timeouts and backoff for tests.
 pub fn fast() -> HttpConfig {
-    HttpConfig {
-        timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        retries: 2,
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(100),
-        ..HttpConfig::default()
-    }
+    HttpConfig::default()
+        .with_timeout(Duration::from_secs(10))
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_retries(2)
+        .with_backoff_min(Duration::from_millis(10))
+        .with_backoff_max(Duration::from_millis(100))
 }
 
 /// A reqwest client speaking to a hub as one device.

@@ -140,7 +140,10 @@ async fn writers_on_three_processes_converge_with_a_reader_pulling_throughout() 
     let w2 = client_on(&db, &p2, "ann", "ann-2").await;
     let w3 = client_on(&db, &p3, "ann", "ann-3").await;
     let reader = client_on(&db, &p3, "ann", "ann-reader").await;
-    let folder = w1.create_folder("Shared", "app/notes").await.unwrap();
+    let folder = w1
+        .create_folder("Shared", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
     let notes = w1
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await
@@ -219,7 +222,10 @@ async fn a_change_written_through_one_process_reaches_a_stream_on_another() {
     let (p1, p2) = (db.process(&[]), db.process(&[]));
     let listener = client_on(&db, &p1, "ann", "ann-listener").await;
     let writer = client_on(&db, &p2, "ann", "ann-writer").await;
-    let folder = writer.create_folder("Shared", "app/notes").await.unwrap();
+    let folder = writer
+        .create_folder("Shared", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
     let notes = writer
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await

@@ -15,19 +15,14 @@ use crate::common::builder;
 use crate::hubs::{fast, TestHub};
 
 fn no_retries() -> HttpConfig {
-    HttpConfig {
-        retries: 0,
-        ..fast()
-    }
+    fast().with_retries(0)
 }
 
 fn options() -> SyncOptions {
-    SyncOptions {
-        backoff_min: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(300),
-        poll_interval: Duration::from_secs(3600),
-        ..SyncOptions::default()
-    }
+    SyncOptions::default()
+        .with_backoff_min(Duration::from_millis(20))
+        .with_backoff_max(Duration::from_millis(300))
+        .with_poll_interval(Duration::from_secs(3600))
 }
 
 /// The next `SyncError` event, within a bounded time.
@@ -150,10 +145,7 @@ async fn a_refused_token_is_unauthorized_in_sync_now_and_in_events_not_a_string(
             "hub".parse().unwrap(),
             HttpTransport::with_config(&hub.url, "not-a-token", no_retries()).unwrap(),
         )
-        .sync_options(SyncOptions {
-            auto: false,
-            ..options()
-        })
+        .sync_options(options().with_auto(false))
         .build()
         .await
         .unwrap();
@@ -177,10 +169,7 @@ async fn an_unreachable_hub_is_offline_in_sync_now_and_in_events() {
             "hub".parse().unwrap(),
             HttpTransport::with_config(&url, "token", no_retries()).unwrap(),
         )
-        .sync_options(SyncOptions {
-            auto: false,
-            ..options()
-        })
+        .sync_options(options().with_auto(false))
         .build()
         .await
         .unwrap();
@@ -229,14 +218,14 @@ async fn an_idle_device_hears_a_change_within_two_seconds_of_a_hub_restart() {
             "hub".parse().unwrap(),
             HttpTransport::with_config(&url, &token_b, no_retries()).unwrap(),
         )
-        .sync_options(SyncOptions {
-            auto: false,
-            ..options()
-        })
+        .sync_options(options().with_auto(false))
         .build()
         .await
         .unwrap();
-    let folder = b.create_folder("Notes", "app/notes").await.unwrap();
+    let folder = b
+        .create_folder("Notes", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
     let feed = b
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await
@@ -249,10 +238,7 @@ async fn an_idle_device_hears_a_change_within_two_seconds_of_a_hub_restart() {
             "hub".parse().unwrap(),
             HttpTransport::with_config(&url, &token_a, no_retries()).unwrap(),
         )
-        .sync_options(SyncOptions {
-            poll_interval: Duration::from_secs(3600),
-            ..SyncOptions::default()
-        })
+        .sync_options(SyncOptions::default().with_poll_interval(Duration::from_secs(3600)))
         .build()
         .await
         .unwrap();
@@ -330,14 +316,14 @@ async fn a_client_refuses_a_token_of_another_user_or_device() {
                 "hub".parse().unwrap(),
                 HttpTransport::with_config(&hub.url, token, no_retries()).unwrap(),
             )
-            .sync_options(SyncOptions {
-                auto: false,
-                ..options()
-            })
+            .sync_options(options().with_auto(false))
             .build()
             .await
             .unwrap();
-        let f = c.create_folder("Mine", "app/notes").await.unwrap();
+        let f = c
+            .create_folder("Mine", "app/notes".parse().unwrap())
+            .await
+            .unwrap();
         let mut events = c.events();
         let e = c.sync_now().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Mismatch, "{user}/{device}: {e}");
@@ -364,4 +350,51 @@ async fn a_client_refuses_a_token_of_another_user_or_device() {
     c.sync_now().await.unwrap();
     c.close();
     hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_of_a_user_without_an_account_is_refused_and_withdrawn() {
+    let hub = TestHub::memory().await;
+    let _bob = hub.token("bob", "bob-desk");
+    let ann = builder("ann", "ann-laptop")
+        .remote("hub".parse().unwrap(), hub.transport("ann", "ann-laptop"))
+        .sync_options(options().with_auto(false))
+        .build()
+        .await
+        .unwrap();
+    let mut events = ann.events();
+    let f = ann
+        .create_folder("Notes", "app/notes".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    for user in ["nobody", "bob"] {
+        ann.invite(&f, &user.parse().unwrap(), mesh_core::model::Role::Reader)
+            .await
+            .unwrap();
+    }
+    ann.sync_now().await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.next().await {
+            if let Event::Refused { id, kind, .. } = e {
+                return (id, kind);
+            }
+        }
+        panic!("the event stream ended")
+    })
+    .await
+    .expect("a Refused event within 10 s");
+    assert_eq!(refused.0.as_str(), "nobody");
+    assert_eq!(refused.1, ErrorKind::NotFound);
+    let mut users: Vec<String> = ann
+        .members(&f)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user.to_string())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["ann", "bob"]);
+    // The withdrawal reaches the hub, and nothing more is refused.
+    ann.sync_now().await.unwrap();
 }

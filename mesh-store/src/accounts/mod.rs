@@ -119,7 +119,7 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     /// Stores a key unless one of that name exists; returns the stored one (so that two
     /// processes starting together agree on one key).
     fn init_key(&self, name: &str, value: &str) -> Result<String>;
-    /// A number that changes when another handle (another process, say) changed devices,
-    /// certificates or revocations: a cache of them is read again when it moves.
+    /// A number that changes when another handle (another process, say) changed users,
+    /// devices, certificates or revocations: a cache of them is read again when it moves.
     fn version(&self) -> Result<i64>;
 }

@@ -59,11 +59,23 @@ const BUMP: &str = "UPDATE mesh_accounts_version SET version = version + 1";
 
 impl AccountStore for PgAccounts {
     fn add_user(&self, user: &UserId, at: i64) -> Result<bool> {
-        let c = self.db.connection()?;
-        let n = block(c.execute(
-            "INSERT INTO mesh_users (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&user.as_str(), &at],
-        ))
+        let mut c = self.db.connection()?;
+        let n = block(async {
+            let tx = c.transaction().await?;
+            let n = tx
+                .execute(
+                    "INSERT INTO mesh_users (id, created_at) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    &[&user.as_str(), &at],
+                )
+                .await?;
+            // Users are in every process's keyring too (invitations need an account).
+            if n > 0 {
+                tx.execute(BUMP, &[]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(n)
+        })
         .map_err(pg("adding a user"))?;
         Ok(n > 0)
     }

@@ -3,7 +3,7 @@
     import mesh
     with mesh.Hub() as hub, mesh.Client("ann", "laptop", hub=hub,
                                         remotes=[{"name": "hub", "in_process": True}]) as c:
-        folder = c.create_folder("Groceries", "app/todo")
+        folder = c.create_folder("Groceries", mesh.FolderKind.app("todo"))
         c.create_feed(folder, "todos", "To do")
         c.put(folder, "todos", "Buy milk", {"done": False})
         c.sync_now()
@@ -12,7 +12,7 @@ Errors are exceptions, one class per kind (`mesh.Offline`, `mesh.Unauthorized`,
 `mesh.Revoked`, `mesh.Locked`…), all subclasses of `mesh.MeshError`.
 """
 
-from .client import Client, Hub, Subscription, exception_of, status_name, version
+from .client import Client, FolderKind, Hub, Subscription, exception_of, status_name, version
 from .errors import (
     AlreadyExists,
     Closed,
@@ -36,7 +36,8 @@ from .errors import (
 )
 
 __all__ = [
-    "AlreadyExists", "Client", "Closed", "Conflict", "Forbidden", "Hub", "InvalidInput",
+    "AlreadyExists", "Client", "Closed", "Conflict", "FolderKind", "Forbidden", "Hub",
+    "InvalidInput",
     "Locked", "MeshError", "Mismatch", "NotFound", "Offline", "ProtocolError",
     "QuotaExceeded", "RateLimited", "Revoked", "StorageError", "Subscription", "Timeout",
     "TransportError", "Unauthorized", "Unsupported", "exception_of", "status_name", "version",

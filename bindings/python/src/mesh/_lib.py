@@ -55,6 +55,7 @@ SIGNATURES = {
     "mesh_client_subscribe": (I, [P, S, S, CALLBACK, P, FINALIZER, OUT, ERR]),
     "mesh_subscription_free": (None, [P]),
     "mesh_hub_new": (I, [OUT, ERR]),
+    "mesh_hub_add_user": (I, [P, S, ERR]),
     "mesh_hub_free": (None, [P]),
 }
 

@@ -34,6 +34,23 @@ def _call(fn, *args, out=False):
     return result
 
 
+class FolderKind(str):
+    """What a folder holds, as the text the library takes: `FolderKind.FILES` (a tree of
+    files that devices can map onto a directory), `FolderKind.app("todo")` (an application's
+    data, `"app/todo"`), or another kind of `/`-separated segments of ASCII letters, digits,
+    `-`, `_` and `.` (at most 128 bytes). The library checks every kind it is given."""
+
+    FILES = "files"
+
+    @classmethod
+    def app(cls, name):
+        """`app/<name>`: the data of the application `name`."""
+        return cls("app/" + name)
+
+
+FolderKind.FILES = FolderKind("files")
+
+
 def _take(p):
     """The string the library returned (and frees it)."""
     if not p.value:
@@ -79,6 +96,12 @@ class Hub:
         if not self._ptr.value:
             raise error_for(10, "the hub was freed")
         return self._ptr
+
+    def add_user(self, user):
+        """Records that `user` has an account here. From the first call on, the hub refuses
+        invitations of anyone else (a `refused` event with `error_kind` `not_found`, and the
+        inviting client withdraws its invitation)."""
+        _call(lib.mesh_hub_add_user, self.handle, _b(user))
 
     def close(self):
         """Frees the hub (clients connected to it keep their own reference)."""
@@ -208,7 +231,9 @@ class Client:
     # ---- folders and feeds ---------------------------------------------------------------
 
     def create_folder(self, name, kind):
-        """Creates a folder (the caller is its owner); returns its id."""
+        """Creates a folder (the caller is its owner); returns its id. `kind` is a
+        `FolderKind` or its text (`"files"`, `"app/<name>"`, `"acme/ledger"`…); the library
+        checks it, and a malformed kind raises `InvalidInput` and creates nothing."""
         return _take(_call(lib.mesh_client_create_folder, self.handle, _b(name), _b(kind),
                            out=True))
 

@@ -5,7 +5,7 @@ use crate::error::{CoreError, Result};
 use crate::feedsync::SyncMeta;
 use crate::id::UserId;
 use crate::model::{
-    authorize, names, Action, Entry, EntryData, FeedKey, InvitationState, Mapping, Member,
+    authorize, names, Action, Entry, EntryData, FeedKey, Folder, InvitationState, Mapping, Member,
     NewsItem, Role, Scope,
 };
 use crate::sync::guard::{Pusher, Roster};
@@ -123,8 +123,13 @@ fn check_version(
     if !founding {
         check_lineage(actor, role, local, v, changes)?;
     }
+    if feed.name.as_str() == names::INFO && v.sync.id.as_str() == names::FOLDER_RECORD {
+        // Every member's folder list decodes this record: one that does not (a malformed
+        // kind, say) is refused here rather than break those lists.
+        decode::<Folder>(v, "folder record")?;
+    }
     match feed.name.as_str() {
-        names::MEMBERS => check_member(roster, actor, role, local, v),
+        names::MEMBERS => check_member(pusher, roster, actor, role, local, v),
         names::INFO if founding && local.is_none() => Ok(()),
         names::INFO => authorize(actor, role, Action::DeleteFolder),
         names::MAPPINGS => {
@@ -232,6 +237,7 @@ fn decode<T: serde::de::DeserializeOwned>(v: V<'_>, what: &str) -> Result<T> {
 }
 
 fn check_member(
+    pusher: Pusher<'_>,
     roster: &Roster,
     actor: &UserId,
     role: Option<Role>,
@@ -321,7 +327,15 @@ fn check_member(
                     new.invited_by
                 )));
             }
-            authorize(actor, role, Action::Invite { role: new.role })
+            authorize(actor, role, Action::Invite { role: new.role })?;
+            // Only someone with an account here can be invited (when the keyring can tell).
+            if pusher.keyring.has_user(&target) == Some(false) {
+                return Err(CoreError::NotFound {
+                    kind: "user",
+                    id: target.to_string(),
+                });
+            }
+            Ok(())
         }
         Some(_) => authorize(actor, role, Action::ManageMember { target: &target }),
     }
