@@ -28,6 +28,12 @@ pub enum HubError {
     /// Something to create exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The TLS certificate or key could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The configuration (file, environment or flags) is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl From<rusqlite::Error> for HubError {

@@ -37,6 +37,9 @@
 mod accounts;
 mod api;
 mod error;
+pub mod ops;
+mod quota;
+pub mod server;
 mod state;
 
 use std::future::Future;
@@ -49,6 +52,8 @@ use mesh_core::replica::Replica;
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
 pub use error::{ApiError, HubError};
+pub use quota::{QuotaError, Quotas};
+pub use server::{ConnectionLimits, RateLimits, TlsConfig};
 pub use state::HubConfig;
 
 use state::HubState;
@@ -192,22 +197,39 @@ impl Hub {
     }
 
     /// Serves the API on `listener` until `shutdown` completes, then closes the notification
-    /// streams and waits for the requests in flight to finish.
+    /// streams and waits for the requests in flight to finish. Connections are held to the
+    /// [`ConnectionLimits`] of the hub's configuration.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HubError> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`serve`](Self::serve), over TLS when `tls` is given.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<TlsConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving");
+        tracing::info!(%addr, tls = tls.is_some(), "serving");
         let state = self.state.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                state.0.shutdown.send_replace(true);
-            })
-            .await?;
+        let shared = server::listener::Shared {
+            app: self.router(),
+            limits: self.state.0.config.connections.clone(),
+            max_body: self.state.0.config.max_body,
+            tls: tls.map(|t| t.acceptor),
+            observer: self.state.0.observer.clone(),
+        };
+        server::listener::serve(listener, shared, async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            state.0.shutdown.send_replace(true);
+        })
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }

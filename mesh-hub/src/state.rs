@@ -16,6 +16,10 @@ use tokio::sync::{broadcast, watch};
 
 use crate::accounts::Accounts;
 use crate::error::ApiError;
+use crate::ops::Observer;
+use crate::quota::Quotas;
+use crate::server::rate::Limiter;
+use crate::server::{ConnectionLimits, RateLimits};
 
 /// A feed of the hub's replica moved to a new head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,15 @@ pub struct HubConfig {
     /// pusher's own write, as before signatures existed: for measuring what verification
     /// costs, never for a hub that serves more than one trusted user.
     pub verify_signatures: bool,
+    /// How many connections, and how long the hub waits for each.
+    pub connections: ConnectionLimits,
+    /// Requests per second allowed per device and per user.
+    pub rates: RateLimits,
+    /// What one user may hold.
+    pub quotas: Quotas,
+    /// With a token, `GET /metrics` answers only requests bearing it; without, anyone who can
+    /// reach the hub may read its metrics.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -50,6 +63,10 @@ impl Default for HubConfig {
             long_poll_max: Duration::from_secs(60),
             certificate_validity: Duration::from_secs(365 * 86_400),
             verify_signatures: true,
+            connections: ConnectionLimits::default(),
+            rates: RateLimits::default(),
+            quotas: Quotas::default(),
+            metrics_token: None,
         }
     }
 }
@@ -73,6 +90,10 @@ pub(crate) struct Inner {
     pub revoked: broadcast::Sender<DeviceId>,
     pub shutdown: watch::Sender<bool>,
     pub presence: Mutex<HashMap<DeviceId, Presence>>,
+    /// Metrics and the request log.
+    pub observer: Observer,
+    /// Per-device and per-user request rates.
+    pub limiter: Limiter,
 }
 
 /// Shared by every request; cheap to clone.
@@ -109,11 +130,13 @@ impl HubState {
             blobs,
             endpoint,
             accounts,
-            config,
             changes,
             revoked,
             shutdown,
             presence: Mutex::new(HashMap::new()),
+            observer: Observer::new(),
+            limiter: Limiter::new(&config.rates),
+            config,
         }))
     }
 

@@ -532,13 +532,19 @@ pub(crate) async fn create_folder(
     };
     // A folder id that is taken answers as a conflict only to those who may see it.
     let members = FeedKey::members(&id);
-    let taken = !{
-        let m = members.clone();
+    let (taken, quota) = {
+        let quotas = state.0.config.quotas.clone();
+        let (u, f) = (user.clone(), id.clone());
         state
-            .run(move |r| r.store().list(&m, None, 1))
+            .run(move |r| {
+                if crate::quota::folder_exists(r, &f)? {
+                    return Ok::<_, CoreError>((true, Ok(())));
+                }
+                Ok((false, crate::quota::check_new_folder(r, &quotas, &u, &f)?))
+            })
             .await??
-            .is_empty()
     };
+    quota?;
     if taken {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use mesh_core::model::{names, Scope};
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response as SyncResponse};
@@ -33,8 +34,18 @@ pub(crate) async fn sync(
     let user = auth.principal.user.clone();
     let changes = state.0.changes.clone();
     let keyring = state.keyring();
-    let response = state
+    let quotas = state.0.config.quotas.clone();
+    let (response, merged) = state
         .run(move |r| {
+            // The first write to a folder's members feed creates the folder.
+            if let Request::Push { feed, entries, .. } = &request {
+                let members = !entries.is_empty() && feed.name.as_str() == names::MEMBERS;
+                if let (true, Scope::Folder(f)) = (members, &feed.scope) {
+                    if let Err(e) = crate::quota::check_new_folder(r, &quotas, &user, f)? {
+                        return Ok(Err(e));
+                    }
+                }
+            }
             let response = guard::respond_as(
                 r,
                 Pusher::new(&user, &*keyring).with_threads(verify_threads()),
@@ -50,9 +61,21 @@ pub(crate) async fn sync(
                     });
                 }
             }
-            Ok::<_, mesh_core::CoreError>(response)
+            let merged = match &response {
+                SyncResponse::Pushed { results, .. } => {
+                    results.iter().filter(|x| x.outcome.changed()).count()
+                }
+                _ => 0,
+            };
+            Ok::<_, mesh_core::CoreError>(Ok((response, merged)))
         })
-        .await??;
+        .await???;
+    state
+        .0
+        .observer
+        .metrics
+        .entries_merged
+        .inc_by(merged as u64);
     let t_respond = t0.elapsed();
     let body = blocking(move || serde_json::to_vec(&response)).await?;
     tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");

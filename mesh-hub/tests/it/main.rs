@@ -16,5 +16,6 @@ mod blobs;
 mod e2e;
 mod http_transport;
 mod hubs;
+mod limits;
 mod router_props;
 mod sdk;
