@@ -36,6 +36,7 @@
 
 mod accounts;
 mod api;
+pub mod config;
 mod error;
 pub mod ops;
 mod quota;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! mesh-hub --listen 127.0.0.1:7300 --data ./hub-data          serve
+//! mesh-hub --config /etc/mesh-hub.toml                         serve, settings from a file
+//! MESH_HUB_LISTEN=0.0.0.0:7300 mesh-hub                        … or from the environment
 //! mesh-hub --data ./hub-data user add ann                      create a user
 //! mesh-hub --data ./hub-data user list
 //! mesh-hub --data ./hub-data device add ann laptop --name "Ann's laptop" --kind laptop
@@ -11,36 +13,24 @@
 //! mesh-hub --data ./hub-data device revoke laptop             revoke a device and its tokens
 //! ```
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mesh_client::store::Durability;
-use mesh_hub::{Accounts, Hub, HubError, ACCOUNTS_DB};
-use tracing_subscriber::filter::LevelFilter;
+use mesh_hub::config::Settings;
+use mesh_hub::ops::logging;
+use mesh_hub::{Accounts, Hub, HubError, TlsConfig, ACCOUNTS_DB};
 
 /// A self-hostable mesh hub: devices sync through it; it keeps accounts, device tokens and
 /// member roles, and serves the REST API and live notifications.
 #[derive(Parser)]
 #[command(name = "mesh-hub", version)]
 struct Cli {
-    /// Address to listen on (port 0 picks a free port, printed at start).
-    #[arg(long, default_value = "127.0.0.1:7300")]
-    listen: SocketAddr,
-    /// Data directory: accounts.db, the replica's hub.db and the blob store blobs.db.
-    #[arg(long, default_value = "./hub-data")]
-    data: PathBuf,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, default_value = "info")]
-    log: LevelFilter,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 32 << 20)]
-    max_body: usize,
-    /// Durability of the replica and blob databases: `full` (every commit synced to disk) or `normal`
-    /// (survives a crash of the hub, not of the machine; faster).
-    #[arg(long, default_value = "full")]
-    durability: String,
+    /// A TOML configuration file; flags and environment variables override what it says.
+    #[arg(long, env = "MESH_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
     /// Benchmarks only: do not verify pushed versions' signatures, and authorize every version
     /// as the pusher's own write (as before signed versions). Never on a shared hub.
     #[arg(long)]
@@ -147,51 +137,50 @@ fn admin(data: &std::path::Path, command: Command) -> Result<(), HubError> {
     Ok(())
 }
 
-async fn serve(cli: Cli) -> Result<(), HubError> {
-    let durability = match cli.durability.as_str() {
-        "full" => Durability::Full,
-        "normal" => Durability::Normal,
-        other => {
-            return Err(HubError::Store(format!(
-                "--durability {other:?}: expected full or normal"
-            )))
-        }
+async fn serve(settings: Settings, skip_signature_checks: bool) -> Result<(), HubError> {
+    let tls = match settings.tls()? {
+        Some((cert, key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        None => None,
     };
     let hub = Hub::builder()
-        .data_dir(&cli.data)
+        .data_dir(settings.data())
         .config(mesh_hub::HubConfig {
-            max_body: cli.max_body,
-            verify_signatures: !cli.skip_signature_checks,
-            ..mesh_hub::HubConfig::default()
+            verify_signatures: !skip_signature_checks,
+            ..settings.hub_config()
         })
-        .durability(durability)
+        .durability(settings.durability()?)
         .build()?;
-    if cli.skip_signature_checks {
+    if skip_signature_checks {
         tracing::warn!("signature checks are off: every pushed version counts as its pusher's");
     }
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen()).await?;
     // Scripts starting the hub on port 0 read the address from this line.
-    println!("mesh-hub listening on http://{}", listener.local_addr()?);
-    hub.serve(listener, mesh_hub::shutdown_signal()).await
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "mesh-hub listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    hub.serve_with(listener, tls, mesh_hub::shutdown_signal())
+        .await
+}
+
+fn run(cli: Cli) -> Result<(), HubError> {
+    let settings = match &cli.config {
+        Some(path) => cli.settings.or(Settings::from_file(path)?),
+        None => cli.settings,
+    };
+    logging::init(settings.log_level()?, settings.log_format()?);
+    match cli.command {
+        Some(command) => admin(&settings.data(), command),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(settings, cli.skip_signature_checks)),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log)
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Some(command) => admin(&cli.data, command),
-        None => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(serve(cli)),
-            Err(e) => Err(HubError::Io(e)),
-        },
-    };
-    match result {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-hub: {e}");

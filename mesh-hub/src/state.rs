@@ -50,6 +50,8 @@ pub struct HubConfig {
     pub rates: RateLimits,
     /// What one user may hold.
     pub quotas: Quotas,
+    /// The largest blob accepted: a manifest declaring more bytes is refused.
+    pub max_blob: u64,
     /// With a token, `GET /metrics` answers only requests bearing it; without, anyone who can
     /// reach the hub may read its metrics.
     pub metrics_token: Option<String>,
@@ -66,6 +68,7 @@ impl Default for HubConfig {
             connections: ConnectionLimits::default(),
             rates: RateLimits::default(),
             quotas: Quotas::default(),
+            max_blob: 16 << 30,
             metrics_token: None,
         }
     }

@@ -17,5 +17,6 @@ mod e2e;
 mod http_transport;
 mod hubs;
 mod limits;
+mod ops;
 mod router_props;
 mod sdk;
