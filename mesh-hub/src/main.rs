@@ -153,6 +153,7 @@ async fn serve(settings: Settings, skip_signature_checks: bool) -> Result<(), Hu
     if skip_signature_checks {
         tracing::warn!("signature checks are off: every pushed version counts as its pusher's");
     }
+    let shutdown = mesh_hub::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(settings.listen()).await?;
     // Scripts starting the hub on port 0 read the address from this line.
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -160,8 +161,7 @@ async fn serve(settings: Settings, skip_signature_checks: bool) -> Result<(), Hu
         "mesh-hub listening on {scheme}://{}",
         listener.local_addr()?
     );
-    hub.serve_with(listener, tls, mesh_hub::shutdown_signal())
-        .await
+    hub.serve_with(listener, tls, shutdown).await
 }
 
 fn run(cli: Cli) -> Result<(), HubError> {

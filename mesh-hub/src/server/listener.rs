@@ -59,6 +59,7 @@ pub(crate) async fn serve(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             Some(_) = tasks.join_next() => {}
             accepted = listener.accept() => {
