@@ -1,5 +1,6 @@
 //! The HTTP API: routing, authentication, content negotiation, error bodies, OPTIONS.
 
+mod blob_stream;
 mod blobs;
 mod me;
 mod notify;

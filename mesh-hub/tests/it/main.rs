@@ -12,6 +12,7 @@ mod transport_suite;
 
 mod api;
 mod attacks;
+mod blob_limits;
 mod blobs;
 mod e2e;
 mod http_transport;
