@@ -37,6 +37,7 @@
 mod accounts;
 mod api;
 pub mod config;
+mod datadir;
 mod error;
 pub mod ops;
 mod quota;
@@ -52,6 +53,7 @@ use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
+pub use datadir::{LOCK_FILE, SECRET_FILE};
 pub use error::{ApiError, HubError};
 pub use quota::{QuotaError, Quotas};
 pub use server::{ConnectionLimits, RateLimits, TlsConfig};
@@ -101,6 +103,37 @@ impl HubBuilder {
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
         self
+    }
+
+    /// Like [`build`](Self::build), and with a data directory also claims it for this hub:
+    /// the directory and its files become private to the hub's user (0700 and 0600), a second
+    /// hub opening the same directory fails with [`HubError::DataDirInUse`] until this one is
+    /// dropped (or its process ends), and the secret that authenticates the hub's cursors is
+    /// kept there ([`SECRET_FILE`]), so cursors stay valid across restarts. The `mesh-hub`
+    /// command serves through this.
+    pub fn open(self) -> Result<Hub, HubError> {
+        let claim = match &self.data_dir {
+            Some(dir) => Some(datadir::DataDir::claim(dir)?),
+            None => None,
+        };
+        let secret = claim.as_ref().map(datadir::DataDir::secret).transpose()?;
+        let hub = self.build()?;
+        if let Some(claim) = claim {
+            claim.tighten()?;
+            if let Some(secret) = secret {
+                *hub.state
+                    .0
+                    .secret
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = secret;
+            }
+            *hub.state
+                .0
+                .data_dir
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        }
+        Ok(hub)
     }
 
     /// Opens the data directory (or memory) and makes the hub.

@@ -149,7 +149,7 @@ async fn serve(settings: Settings, skip_signature_checks: bool) -> Result<(), Hu
             ..settings.hub_config()
         })
         .durability(settings.durability()?)
-        .build()?;
+        .open()?;
     if skip_signature_checks {
         tracing::warn!("signature checks are off: every pushed version counts as its pusher's");
     }

@@ -2,7 +2,7 @@
 //! accounts, device presence and the revocation and shutdown signals.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use mesh_client::store::{BlobStore, ClientStore};
@@ -15,6 +15,8 @@ use mesh_core::trust::{Keyring, NoKeyring};
 use tokio::sync::{broadcast, watch};
 
 use crate::accounts::Accounts;
+use crate::api::CursorKey;
+use crate::datadir::DataDir;
 use crate::error::ApiError;
 use crate::ops::Observer;
 use crate::quota::Quotas;
@@ -97,6 +99,11 @@ pub(crate) struct Inner {
     pub observer: Observer,
     /// Per-device and per-user request rates.
     pub limiter: Limiter,
+    /// The secret that authenticates the hub's cursors: random for each hub, or the one kept
+    /// in the data directory when the hub claimed it.
+    pub secret: RwLock<[u8; 32]>,
+    /// The data directory's claim, held for the hub's life (when it was opened with one).
+    pub data_dir: Mutex<Option<DataDir>>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -110,7 +117,26 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
 }
 
+/// 32 random bytes (from the OS; a hash of the time and process should the OS fail, which is
+/// only as good as a secret that never leaves the process).
+fn random_secret() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        key = *blake3::hash(seed.as_bytes()).as_bytes();
+    }
+    key
+}
+
 impl HubState {
+    /// What the hub's cursors are authenticated with.
+    pub fn cursor_key(&self) -> CursorKey {
+        CursorKey {
+            replica: self.0.replica_id.clone(),
+            secret: *self.0.secret.read().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
     pub fn new(
         replica: Replica<ClientStore>,
         blobs: BlobStore,
@@ -139,6 +165,8 @@ impl HubState {
             presence: Mutex::new(HashMap::new()),
             observer: Observer::new(),
             limiter: Limiter::new(&config.rates),
+            secret: RwLock::new(random_secret()),
+            data_dir: Mutex::new(None),
             config,
         }))
     }

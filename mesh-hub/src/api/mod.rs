@@ -26,7 +26,7 @@ use crate::error::{code_for_status, ApiError};
 use crate::ops::Caller;
 use crate::state::HubState;
 
-pub(crate) use notify::encode_cursor;
+pub(crate) use notify::{encode_cursor, CursorKey};
 
 /// The authenticated caller: the user and device of a valid bearer token.
 pub(crate) struct Auth {

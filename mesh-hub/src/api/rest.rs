@@ -1448,9 +1448,9 @@ pub(crate) async fn changes(
 ) -> Result<Response, ApiError> {
     let key = feed_key(&f, &n)?;
     let scope = key.to_string();
-    let replica = state.0.replica_id.clone();
+    let cursor_key = state.cursor_key();
     let since = match q.get("cursor").filter(|c| !c.is_empty()) {
-        Some(c) => decode_cursor(&replica, &scope, c)?,
+        Some(c) => decode_cursor(&cursor_key, &scope, c)?,
         None => Cursor::ZERO,
     };
     let limit = match q.get("limit") {
@@ -1469,7 +1469,7 @@ pub(crate) async fn changes(
     let page = state
         .run(move |r| r.store().changes_since(&k, since, limit, None))
         .await??;
-    let cursor = encode_cursor(&replica, &scope, page.next);
+    let cursor = encode_cursor(&cursor_key, &scope, page.next);
     let entries: Vec<Entry> = page.changes.into_iter().map(|c| c.entry).collect();
     if wants_atom(&headers) {
         let feed = atom_feed(&state, &key, entries);

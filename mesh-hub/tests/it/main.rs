@@ -14,6 +14,7 @@ mod api;
 mod attacks;
 mod blob_limits;
 mod blobs;
+mod datadir;
 mod e2e;
 mod http_transport;
 mod hubs;
