@@ -20,5 +20,6 @@ mod http_transport;
 mod hubs;
 mod limits;
 mod ops;
+mod oracles;
 mod router_props;
 mod sdk;
