@@ -54,6 +54,24 @@ fn private_file(path: &Path) -> Result<File, HubError> {
     o.open(path).map_err(io(path))
 }
 
+/// Makes `dir` (created if missing) and the files in it private to this user (0700 and 0600),
+/// without claiming it: the admin commands use this, as they work beside a running hub.
+pub fn make_private(dir: &Path) -> Result<(), HubError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    set_mode(dir, 0o700)?;
+    tighten(dir)
+}
+
+fn tighten(dir: &Path) -> Result<(), HubError> {
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        if e.file_type().map_err(io(&e.path()))?.is_file() {
+            set_mode(&e.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 impl DataDir {
     /// Creates `dir` if needed, makes it private and takes its lock; fails with
     /// [`HubError::DataDirInUse`] while another hub (in this process or another) holds it.
@@ -103,13 +121,7 @@ impl DataDir {
     /// process' umask, included; SQLite gives its WAL and shared-memory files the mode of
     /// their database).
     pub fn tighten(&self) -> Result<(), HubError> {
-        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let e = e.map_err(io(&self.dir))?;
-            if e.file_type().map_err(io(&e.path()))?.is_file() {
-                set_mode(&e.path(), 0o600)?;
-            }
-        }
-        Ok(())
+        tighten(&self.dir)
     }
 }
 

@@ -53,7 +53,7 @@ use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
-pub use datadir::{LOCK_FILE, SECRET_FILE};
+pub use datadir::{make_private, LOCK_FILE, SECRET_FILE};
 pub use error::{ApiError, HubError};
 pub use quota::{QuotaError, Quotas};
 pub use server::{ConnectionLimits, RateLimits, TlsConfig};

@@ -97,7 +97,7 @@ enum DeviceCmd {
 }
 
 fn admin(data: &std::path::Path, command: Command) -> Result<(), HubError> {
-    std::fs::create_dir_all(data)?;
+    mesh_hub::make_private(data)?;
     let accounts = Accounts::open(&data.join(ACCOUNTS_DB))?;
     match command {
         Command::User { action } => match action {
@@ -134,7 +134,8 @@ fn admin(data: &std::path::Path, command: Command) -> Result<(), HubError> {
             }
         },
     }
-    Ok(())
+    // The accounts database may be new: private like the rest of the directory.
+    mesh_hub::make_private(data)
 }
 
 async fn serve(settings: Settings, skip_signature_checks: bool) -> Result<(), HubError> {

@@ -76,3 +76,22 @@ fn a_second_hub_command_on_the_same_directory_stops_with_an_error() {
     assert!(err.contains("in use by another hub"), "{err}");
     drop(first);
 }
+
+#[cfg(unix)]
+#[test]
+fn admin_commands_make_the_directory_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fresh");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+        .arg("--data")
+        .arg(&dir)
+        .args(["user", "add", "ann"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&dir), 0o700);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
