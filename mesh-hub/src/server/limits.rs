@@ -17,6 +17,8 @@ pub struct ConnectionLimits {
     /// connection opens or finishes its previous request (TLS handshake included).
     pub header_read_timeout: Duration,
     /// A connection with no request in progress and no bytes moving for this long is closed.
+    /// (A connection waiting for its next request is also held to `header_read_timeout`, so it
+    /// closes after the smaller of the two.)
     pub idle_timeout: Duration,
     /// The longest a client may take to send a request's body; past it the request fails and
     /// the connection closes.
