@@ -116,6 +116,27 @@ async fn an_idle_keep_alive_connection_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_waits_for_its_next_header_no_longer_than_the_header_timeout() {
+    let hub = TestHub::start(hub_with(limits(|l| {
+        l.idle_timeout = Duration::from_secs(60);
+        l.header_read_timeout = Duration::from_millis(300);
+    })))
+    .await;
+    let mut s = TcpStream::connect(hub.addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the connection waits for a next request past the header timeout"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_cut_off() {
     let hub = TestHub::start(hub_with(limits(|l| {
         l.body_timeout = Duration::from_millis(300);
