@@ -39,6 +39,11 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The largest request header accepted (request line and fields), in bytes: a larger one gets
+/// `431` and the connection closes. It bounds what a connection that never finishes its header
+/// can make the hub hold (at most `max_connections` × this).
+pub(crate) const MAX_HEADER_BYTES: usize = 32 << 10;
+
 /// How many refused connections may be waiting at once for their `503` to be written; past
 /// it, connections beyond the limit are closed without an answer.
 pub(crate) const REFUSALS_IN_FLIGHT: usize = 64;

@@ -28,7 +28,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::body::{Activity, Deadline, Tracked};
-use super::limits::{retry_after_secs, ConnectionLimits, REFUSALS_IN_FLIGHT, REFUSAL_TIME};
+use super::limits::{
+    retry_after_secs, ConnectionLimits, MAX_HEADER_BYTES, REFUSALS_IN_FLIGHT, REFUSAL_TIME,
+};
 use crate::error::ApiError;
 use crate::ops::{request_id, Answered, Caller, Observer};
 
@@ -227,6 +229,7 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -340,6 +343,7 @@ async fn refuse(stream: TcpStream, shared: Arc<Shared>, _slot: OwnedSemaphorePer
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(REFUSAL_TIME)
+            .max_header_size(MAX_HEADER_BYTES)
             .keep_alive(false);
         builder
             .serve_connection(

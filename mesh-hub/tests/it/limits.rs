@@ -137,6 +137,31 @@ async fn a_keep_alive_connection_waits_for_its_next_header_no_longer_than_the_he
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_over_32_kib_is_refused() {
+    let hub = TestHub::memory().await;
+    let mut s = TcpStream::connect(hub.addr).await.unwrap();
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 << 10)
+    );
+    // The hub may close before it has read all of it.
+    let _ = s.write_all(big.as_bytes()).await;
+    let got = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the hub closes the connection");
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 431"), "{got}");
+    // A header under the limit is served.
+    let mut s = TcpStream::connect(hub.addr).await.unwrap();
+    let fine = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 << 10)
+    );
+    s.write_all(fine.as_bytes()).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_cut_off() {
     let hub = TestHub::start(hub_with(limits(|l| {
         l.body_timeout = Duration::from_millis(300);
