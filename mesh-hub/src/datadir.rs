@@ -93,6 +93,11 @@ impl DataDir {
         })
     }
 
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
     /// The hub's secret, made (32 random bytes) on first use and kept in the directory.
     pub fn secret(&self) -> Result<[u8; 32], HubError> {
         let path = self.dir.join(SECRET_FILE);

@@ -63,6 +63,31 @@ pub(crate) async fn metrics(State(state): State<HubState>, headers: HeaderMap) -
             .get_or_create(&crate::ops::metrics::StoreLabel { store: "blobs" })
             .set(bytes as i64);
     }
+    // The stores' files, when the hub claimed its data directory (database, WAL and
+    // shared-memory files together).
+    let dir = state
+        .0
+        .data_dir
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|d| d.path().to_owned());
+    if let Some(dir) = dir {
+        for (store, name) in [
+            ("replica_file", crate::REPLICA_DB),
+            ("blobs_file", crate::BLOBS_DB),
+            ("accounts_file", crate::ACCOUNTS_DB),
+        ] {
+            let size: u64 = ["", "-wal", "-shm"]
+                .iter()
+                .filter_map(|ext| std::fs::metadata(dir.join(format!("{name}{ext}"))).ok())
+                .map(|md| md.len())
+                .sum();
+            m.store_bytes
+                .get_or_create(&crate::ops::metrics::StoreLabel { store })
+                .set(size as i64);
+        }
+    }
     let text = m.encode();
     (
         StatusCode::OK,

@@ -108,7 +108,8 @@ impl Metrics {
         );
         registry.register(
             "store_bytes",
-            "Bytes held by the hub's stores (blobs: the objects' total size)",
+            "Bytes held by the hub's stores: blobs, the objects' total size; replica_file, \
+             blobs_file, accounts_file, the databases' files on disk",
             store_bytes.clone(),
         );
         Arc::new(Metrics {

@@ -41,6 +41,20 @@ async fn a_data_directory_is_private_and_held_by_one_hub() {
         }
         assert!(files >= 5, "stores, lock and secret: {files} files");
     }
+    // Its metrics count the stores' files.
+    let text = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replica: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mesh_hub_store_bytes{store="replica_file"} "#))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert!(replica > 0);
     // A cursor survives a restart of a hub that opened its directory.
     let path = "/mesh/folders/f1/feeds/members/changes";
     let (s, v) = ann.get(path).await;
