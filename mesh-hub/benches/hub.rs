@@ -58,6 +58,16 @@ impl HubProcess {
             .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
             .arg("--durability")
             .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
+            // Thousands of streams and bursts of requests are the bench's load, not an attack:
+            // the connection and rate limits stay out of its figures.
+            .args([
+                "--max-connections",
+                "16384",
+                "--device-rate",
+                "0",
+                "--user-rate",
+                "0",
+            ])
             // MESH_BENCH_VERIFY=off measures the same run without signature checks.
             .args(
                 (std::env::var("MESH_BENCH_VERIFY").as_deref() == Ok("off"))

@@ -31,6 +31,15 @@ pub enum HubError {
     /// Not allowed (say, a device confirming itself).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The TLS certificate or key could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Another hub serves this data directory (it holds the directory's lock).
+    #[error("data directory {0} is in use by another hub")]
+    DataDirInUse(String),
+    /// The configuration (file, environment or flags) is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl From<rusqlite::Error> for HubError {

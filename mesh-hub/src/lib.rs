@@ -36,11 +36,16 @@
 
 mod accounts;
 mod api;
+pub mod config;
+mod datadir;
 mod enrollment;
 mod error;
 mod fanout;
 mod housekeeping;
+pub mod ops;
+mod quota;
 mod readers;
+pub mod server;
 mod state;
 
 use std::future::Future;
@@ -54,8 +59,11 @@ use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
+pub use datadir::{make_private, LOCK_FILE, SECRET_FILE};
 pub use enrollment::{Revocation, CODE_VALIDITY};
 pub use error::{ApiError, HubError};
+pub use quota::{QuotaError, Quotas};
+pub use server::{ConnectionLimits, RateLimits, TlsConfig};
 pub use state::HubConfig;
 
 use state::{Backend, HubState};
@@ -119,6 +127,37 @@ impl HubBuilder {
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
         self
+    }
+
+    /// Like [`build`](Self::build), and with a data directory also claims it for this hub:
+    /// the directory and its files become private to the hub's user (0700 and 0600), a second
+    /// hub opening the same directory fails with [`HubError::DataDirInUse`] until this one is
+    /// dropped (or its process ends), and the secret that authenticates the hub's cursors is
+    /// kept there ([`SECRET_FILE`]), so cursors stay valid across restarts. The `mesh-hub`
+    /// command serves through this.
+    pub fn open(self) -> Result<Hub, HubError> {
+        let claim = match &self.data_dir {
+            Some(dir) => Some(datadir::DataDir::claim(dir)?),
+            None => None,
+        };
+        let secret = claim.as_ref().map(datadir::DataDir::secret).transpose()?;
+        let hub = self.build()?;
+        if let Some(claim) = claim {
+            claim.tighten()?;
+            if let Some(secret) = secret {
+                *hub.state
+                    .0
+                    .secret
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = secret;
+            }
+            *hub.state
+                .0
+                .data_dir
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        }
+        Ok(hub)
     }
 
     /// Opens the data directory, the database (or memory) and makes the hub. With
@@ -263,47 +302,72 @@ impl Hub {
     }
 
     /// Serves the API on `listener` until `shutdown` completes, then closes the notification
-    /// streams and waits for the requests in flight to finish.
+    /// streams and waits for the requests in flight to finish. Connections are held to the
+    /// [`ConnectionLimits`] of the hub's configuration.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HubError> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`serve`](Self::serve), over TLS when `tls` is given.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<TlsConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving");
+        tracing::info!(%addr, tls = tls.is_some(), "serving");
         let state = self.state.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                state.0.shutdown.send_replace(true);
-            })
-            .await?;
+        let shared = server::listener::Shared {
+            app: self.router(),
+            limits: self.state.0.config.connections.clone(),
+            max_body: self.state.0.config.max_body,
+            tls: tls.map(|t| t.acceptor),
+            observer: self.state.0.observer.clone(),
+        };
+        server::listener::serve(listener, shared, async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            state.0.shutdown.send_replace(true);
+        })
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The signal handlers are installed when this is
+/// called (inside a Tokio runtime), so a signal that arrives before the future is first polled
+/// is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! mesh-hub --listen 127.0.0.1:7300 --data ./hub-data          serve
+//! mesh-hub --config /etc/mesh-hub.toml                         serve, settings from a file
+//! MESH_HUB_LISTEN=0.0.0.0:7300 mesh-hub                        … or from the environment
 //! mesh-hub --data ./hub-data user add ann                      create a user
 //! mesh-hub --data ./hub-data user list
 //! mesh-hub --data ./hub-data device add ann laptop --name "Ann's laptop" --kind laptop
@@ -9,58 +11,47 @@
 //! mesh-hub --data ./hub-data device token laptop              mint another token
 //! mesh-hub --data ./hub-data device list ann
 //! mesh-hub --data ./hub-data device revoke laptop             revoke a device and its tokens
+//! mesh-hub --data ./hub-data user remove ann                   revoke every device of a user
 //! mesh-hub --database postgres://mesh@db/mesh migrate         create or upgrade the schema
 //! mesh-hub --database postgres://mesh@db/mesh --listen …       serve from PostgreSQL (any
 //!                                                              number of processes at once)
 //! ```
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mesh_hub::{Accounts, Hub, HubError, ACCOUNTS_DB};
+use mesh_hub::config::Settings;
+use mesh_hub::ops::logging;
+use mesh_hub::{Accounts, Hub, HubError, TlsConfig, ACCOUNTS_DB};
 use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase};
-use mesh_store::Durability;
-use tracing_subscriber::filter::LevelFilter;
 
 /// A self-hostable mesh hub: devices sync through it; it keeps accounts, device tokens and
 /// member roles, and serves the REST API and live notifications.
 #[derive(Parser)]
 #[command(name = "mesh-hub", version)]
 struct Cli {
-    /// Address to listen on (port 0 picks a free port, printed at start).
-    #[arg(long, default_value = "127.0.0.1:7300")]
-    listen: SocketAddr,
-    /// Data directory: accounts.db, the replica's hub.db and the blob store blobs.db.
-    #[arg(long, default_value = "./hub-data")]
-    data: PathBuf,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, default_value = "info")]
-    log: LevelFilter,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 32 << 20)]
-    max_body: usize,
-    /// Durability of the replica and blob databases: `full` (every commit synced to disk) or `normal`
-    /// (survives a crash of the hub, not of the machine; faster).
-    #[arg(long, default_value = "full")]
-    durability: String,
+    /// A TOML configuration file; flags and environment variables override what it says.
+    #[arg(long, env = "MESH_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
     /// Benchmarks only: do not verify pushed versions' signatures, and authorize every version
     /// as the pusher's own write (as before signed versions). Never on a shared hub.
     #[arg(long)]
     skip_signature_checks: bool,
     /// Keep everything in this PostgreSQL database (`postgres://user:password@host/db`)
     /// instead of the data directory; any number of hub processes may serve it at once.
-    #[arg(long)]
+    #[arg(long, env = "MESH_HUB_DATABASE")]
     database: Option<String>,
     /// The PostgreSQL schema the tables live in (default: `public`).
-    #[arg(long)]
+    #[arg(long, env = "MESH_HUB_DB_SCHEMA")]
     db_schema: Option<String>,
     /// Most PostgreSQL connections this process opens.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "MESH_HUB_DB_CONNECTIONS", default_value_t = 16)]
     db_connections: usize,
     /// Apply the database's missing schema migrations at start.
-    #[arg(long)]
+    #[arg(long, env = "MESH_HUB_MIGRATE")]
     migrate: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -131,7 +122,7 @@ enum DeviceCmd {
 }
 
 /// The PostgreSQL settings of the command line, if it names a database.
-fn pg_config(cli: &Cli) -> Option<PgConfig> {
+fn pg_config(cli: &PgArgs) -> Option<PgConfig> {
     let url = cli.database.as_ref()?;
     let mut config = PgConfig::new(url.clone()).max_connections(cli.db_connections);
     if let Some(schema) = &cli.db_schema {
@@ -140,8 +131,17 @@ fn pg_config(cli: &Cli) -> Option<PgConfig> {
     Some(config)
 }
 
-fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
-    let accounts = match pg_config(cli) {
+/// The database options, apart from the rest of the command line.
+struct PgArgs {
+    database: Option<String>,
+    db_schema: Option<String>,
+    db_connections: usize,
+    migrate: bool,
+}
+
+fn admin(settings: &Settings, pg: &PgArgs, command: Command) -> Result<(), HubError> {
+    let data = settings.data();
+    let accounts = match pg_config(pg) {
         Some(config) => {
             let db = PgDatabase::connect(config)?;
             if let Command::Migrate = command {
@@ -159,8 +159,9 @@ fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
                     "migrate needs --database (a data directory migrates itself)".into(),
                 ));
             }
-            std::fs::create_dir_all(&cli.data)?;
-            Accounts::open(&cli.data.join(ACCOUNTS_DB))?
+            mesh_hub::make_private(&data)?;
+            // Revocations made here are on disk before the command says so.
+            Accounts::open_with(&data.join(ACCOUNTS_DB), settings.durability()?)?
         }
     };
     match command {
@@ -221,58 +222,71 @@ fn admin(cli: &Cli, command: Command) -> Result<(), HubError> {
             }
         },
     }
+    if pg.database.is_none() {
+        // The accounts database may be new: private like the rest of the directory.
+        mesh_hub::make_private(&data)?;
+    }
     Ok(())
 }
 
-async fn serve(cli: Cli) -> Result<(), HubError> {
-    let durability = match cli.durability.as_str() {
-        "full" => Durability::Full,
-        "normal" => Durability::Normal,
-        other => {
-            return Err(HubError::Store(format!(
-                "--durability {other:?}: expected full or normal"
-            )))
-        }
+async fn serve(
+    settings: Settings,
+    pg: PgArgs,
+    skip_signature_checks: bool,
+) -> Result<(), HubError> {
+    let tls = match settings.tls()? {
+        Some((cert, key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        None => None,
     };
     let mut builder = Hub::builder();
-    builder = match pg_config(&cli) {
-        Some(config) => builder.postgres(config).migrate(cli.migrate),
-        None => builder.data_dir(&cli.data),
+    builder = match pg_config(&pg) {
+        Some(config) => builder.postgres(config).migrate(pg.migrate),
+        None => builder.data_dir(settings.data()),
     };
     let hub = builder
         .config(mesh_hub::HubConfig {
-            max_body: cli.max_body,
-            verify_signatures: !cli.skip_signature_checks,
-            ..mesh_hub::HubConfig::default()
+            verify_signatures: !skip_signature_checks,
+            ..settings.hub_config()
         })
-        .durability(durability)
-        .build()?;
-    if cli.skip_signature_checks {
+        .durability(settings.durability()?)
+        .open()?;
+    if skip_signature_checks {
         tracing::warn!("signature checks are off: every pushed version counts as its pusher's");
     }
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let shutdown = mesh_hub::shutdown_signal();
+    let listener = tokio::net::TcpListener::bind(settings.listen()).await?;
     // Scripts starting the hub on port 0 read the address from this line.
-    println!("mesh-hub listening on http://{}", listener.local_addr()?);
-    hub.serve(listener, mesh_hub::shutdown_signal()).await
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "mesh-hub listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    hub.serve_with(listener, tls, shutdown).await
+}
+
+fn run(cli: Cli) -> Result<(), HubError> {
+    let settings = match &cli.config {
+        Some(path) => cli.settings.or(Settings::from_file(path)?),
+        None => cli.settings,
+    };
+    logging::init(settings.log_level()?, settings.log_format()?);
+    let pg = PgArgs {
+        database: cli.database,
+        db_schema: cli.db_schema,
+        db_connections: cli.db_connections,
+        migrate: cli.migrate,
+    };
+    match cli.command {
+        Some(command) => admin(&settings, &pg, command),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(settings, pg, cli.skip_signature_checks)),
+    }
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log)
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command.take() {
-        Some(command) => admin(&cli, command),
-        None => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(serve(cli)),
-            Err(e) => Err(HubError::Io(e)),
-        },
-    };
-    match result {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-hub: {e}");

@@ -2,7 +2,7 @@
 //! accounts, device presence and the revocation and shutdown signals.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use mesh_core::id::{DeviceId, ReplicaId};
@@ -16,7 +16,13 @@ use mesh_store::{AnyStore, BlobStore};
 use tokio::sync::{broadcast, watch};
 
 use crate::accounts::Accounts;
+use crate::api::CursorKey;
+use crate::datadir::DataDir;
 use crate::error::ApiError;
+use crate::ops::Observer;
+use crate::quota::Quotas;
+use crate::server::rate::Limiter;
+use crate::server::{ConnectionLimits, RateLimits};
 
 /// A feed of the hub's replica moved to a new head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,17 @@ pub struct HubConfig {
     /// pusher's own write, as before signatures existed: for measuring what verification
     /// costs, never for a hub that serves more than one trusted user.
     pub verify_signatures: bool,
+    /// How many connections, and how long the hub waits for each.
+    pub connections: ConnectionLimits,
+    /// Requests per second allowed per device and per user.
+    pub rates: RateLimits,
+    /// What one user may hold.
+    pub quotas: Quotas,
+    /// The largest blob accepted: a manifest declaring more bytes is refused.
+    pub max_blob: u64,
+    /// With a token, `GET /metrics` answers only requests bearing it; without, anyone who can
+    /// reach the hub may read its metrics.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -51,6 +68,11 @@ impl Default for HubConfig {
             long_poll_max: Duration::from_secs(60),
             certificate_validity: Duration::from_secs(365 * 86_400),
             verify_signatures: true,
+            connections: ConnectionLimits::default(),
+            rates: RateLimits::default(),
+            quotas: Quotas::default(),
+            max_blob: 16 << 30,
+            metrics_token: None,
         }
     }
 }
@@ -93,6 +115,15 @@ pub(crate) struct Inner {
     /// The replica's newest change position when the hub opened (PostgreSQL): changes after
     /// it are announced by the notification task, even those that commit before it listens.
     pub opened_at: mesh_core::store::Cursor,
+    /// Metrics and the request log.
+    pub observer: Observer,
+    /// Per-device and per-user request rates.
+    pub limiter: Limiter,
+    /// The secret that authenticates the hub's cursors: random for each hub, or the one kept
+    /// in the data directory when the hub claimed it.
+    pub secret: RwLock<[u8; 32]>,
+    /// The data directory's claim, held for the hub's life (when it was opened with one).
+    pub data_dir: Mutex<Option<DataDir>>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -106,7 +137,26 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
 }
 
+/// 32 random bytes (from the OS; a hash of the time and process should the OS fail, which is
+/// only as good as a secret that never leaves the process).
+fn random_secret() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        key = *blake3::hash(seed.as_bytes()).as_bytes();
+    }
+    key
+}
+
 impl HubState {
+    /// What the hub's cursors are authenticated with.
+    pub fn cursor_key(&self) -> CursorKey {
+        CursorKey {
+            replica: self.0.replica_id.clone(),
+            secret: *self.0.secret.read().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
     pub fn new(
         backend: Backend,
         opened_at: Cursor,
@@ -130,7 +180,6 @@ impl HubState {
             blobs,
             endpoint,
             accounts,
-            config,
             changes,
             revoked,
             shutdown,
@@ -139,6 +188,11 @@ impl HubState {
             housekeeping: std::sync::OnceLock::new(),
             readers: Arc::default(),
             opened_at,
+            observer: Observer::new(),
+            limiter: Limiter::new(&config.rates),
+            secret: RwLock::new(random_secret()),
+            data_dir: Mutex::new(None),
+            config,
         }))
     }
 

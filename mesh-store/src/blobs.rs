@@ -296,6 +296,12 @@ impl NoPostgres {
     fn hashes(&self) -> Result<Vec<ChunkHash>> {
         match *self {}
     }
+    fn len_for(&self, _: &FolderId, _: &ChunkHash) -> Result<Option<u64>> {
+        match *self {}
+    }
+    fn read_for(&self, _: &FolderId, _: &ChunkHash, _: u64, _: usize) -> Result<Option<Vec<u8>>> {
+        match *self {}
+    }
 }
 
 impl BlobStore {
@@ -591,6 +597,81 @@ impl BlobStore {
             }
         }
         Ok(out)
+    }
+
+    /// The length of one object `folder` claims, or `None` when it claims no such object.
+    pub fn len_for(&self, folder: &FolderId, hash: &ChunkHash) -> Result<Option<u64>> {
+        if let Some(p) = self.pg() {
+            return p.len_for(folder, hash);
+        }
+        if let Some(m) = self.mem() {
+            if !m.refs.contains(&(folder.clone(), *hash)) {
+                return Ok(None);
+            }
+            return Ok(m.objects.get(hash).map(|d| d.len() as u64));
+        }
+        let conn = self.sqlite_conn()?;
+        let size: Option<i64> = conn
+            .prepare_cached(
+                "SELECT o.size FROM refs AS r JOIN objects AS o USING (hash)
+                 WHERE r.folder = ?1 AND r.hash = ?2",
+            )
+            .map_err(store_err)?
+            .query_row(params![folder.as_str(), &hash.as_bytes()[..]], |r| r.get(0))
+            .optional()
+            .map_err(store_err)?;
+        Ok(size.map(|s| s.max(0) as u64))
+    }
+
+    /// Up to `max` bytes of one object `folder` claims, from byte `offset` (fewer at its end,
+    /// none past it), read without loading the rest of the object; `None` when the folder
+    /// claims no such object.
+    pub fn read_for(
+        &self,
+        folder: &FolderId,
+        hash: &ChunkHash,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Some(p) = self.pg() {
+            return p.read_for(folder, hash, offset, max);
+        }
+        if let Some(m) = self.mem() {
+            if !m.refs.contains(&(folder.clone(), *hash)) {
+                return Ok(None);
+            }
+            return Ok(m.objects.get(hash).map(|d| {
+                let from = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
+                d[from..from.saturating_add(max).min(d.len())].to_vec()
+            }));
+        }
+        let conn = self.sqlite_conn()?;
+        let row: Option<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT o.rowid, o.size FROM refs AS r JOIN objects AS o USING (hash)
+                 WHERE r.folder = ?1 AND r.hash = ?2",
+            )
+            .map_err(store_err)?
+            .query_row(params![folder.as_str(), &hash.as_bytes()[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(store_err)?;
+        let Some((rowid, size)) = row else {
+            return Ok(None);
+        };
+        let size = size.max(0) as u64;
+        let from = offset.min(size);
+        let want = usize::try_from((size - from).min(max as u64)).unwrap_or(max);
+        let mut buf = vec![0u8; want];
+        if want > 0 {
+            let blob = conn
+                .blob_open(rusqlite::MAIN_DB, c"objects", c"data", rowid, true)
+                .map_err(store_err)?;
+            blob.read_at_exact(&mut buf, from as usize)
+                .map_err(store_err)?;
+        }
+        Ok(Some(buf))
     }
 
     /// The number of objects stored and their total size in bytes.

@@ -469,6 +469,14 @@ impl Transport for HttpTransport {
         if !status.is_success() {
             let headers = resp.headers().clone();
             let body = resp.bytes().await.unwrap_or_default();
+            if status == reqwest::StatusCode::BAD_REQUEST {
+                // A cursor the hub no longer takes (another hub, or a new secret): the next
+                // watch starts afresh; the engine's sync catches up what was missed.
+                *inner
+                    .last_event_id
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+            }
             return Err(status_error(status, &headers, &body));
         }
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();

@@ -50,6 +50,10 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_TERMS: usize = 128;
 /// The largest `$top` accepted.
 pub const MAX_TOP: usize = 10_000;
+/// The largest `$skip` accepted: a server walks past every skipped entry, so a larger skip is
+/// refused rather than paid for (page further with a filter on the last key seen, or read the
+/// feed's changes from a cursor).
+pub const MAX_SKIP: usize = 100_000;
 
 /// Why a query option was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,7 +397,7 @@ pub fn parse_query(
         q.top = Some(parse_count("$top", t, MAX_TOP)?);
     }
     if let Some(s) = skip {
-        q.skip = parse_count("$skip", s, usize::MAX)?;
+        q.skip = parse_count("$skip", s, MAX_SKIP)?;
     }
     Ok(q)
 }
@@ -402,6 +406,18 @@ pub fn parse_query(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn skip_and_top_are_bounded() {
+        assert_eq!(
+            parse_query(None, None, None, Some("100000")).unwrap().skip,
+            MAX_SKIP
+        );
+        let e = parse_query(None, None, None, Some("100001")).unwrap_err();
+        assert_eq!(e.option, "$skip");
+        assert!(parse_query(None, None, None, Some("100000000")).is_err());
+        assert!(parse_query(None, None, Some("10001"), None).is_err());
+    }
 
     #[test]
     fn filters_parse_with_precedence() {

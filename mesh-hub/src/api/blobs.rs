@@ -33,6 +33,7 @@ use mesh_core::CoreError;
 use mesh_store::BlobStore;
 use mesh_store::StoreError;
 
+use crate::api::blob_stream::{check_manifest, check_uploaded, object_body, READ_PIECE};
 use crate::api::rest::folder_id;
 use crate::api::{content_type, no_content, Auth, RawBody};
 use crate::error::ApiError;
@@ -169,9 +170,11 @@ pub(crate) async fn upload(
     let f = access(&state, &auth.principal.user, &f, Action::CreateEntry).await?;
     check_type(&headers, PACK_TYPE)?;
     let folder = f.clone();
+    let max_blob = state.0.config.max_blob;
     let (count, added) = state
         .blobs(move |b| {
             let objects = split_pack(&body)?;
+            check_uploaded(&objects, max_blob)?;
             let added = b.put(&folder, &objects).map_err(store_error)?;
             Ok::<_, ApiError>((objects.len(), added))
         })
@@ -189,35 +192,51 @@ struct Fetch {
     total: usize,
     any: bool,
     done: bool,
+    /// The object being sent: its hash, the bytes sent and its length.
+    current: Option<(ChunkHash, u64, u64)>,
 }
 
 impl Fetch {
     /// The next frames, off the async threads: objects the folder claims, from `pos` on, until
-    /// a piece is gathered, the answer's budget is spent or the list ends.
+    /// a piece is gathered, the answer's budget is spent or the list ends. An object is read
+    /// [`READ_PIECE`] bytes at a time, so a large one spans several pieces.
     async fn step(&mut self) -> Result<Bytes, ApiError> {
         let (blobs, folder, hashes) =
             (self.blobs.clone(), self.folder.clone(), self.hashes.clone());
-        let (mut pos, mut total, mut any) = (self.pos, self.total, self.any);
-        let (piece, pos, total, any, done) = tokio::task::spawn_blocking(move || {
+        let (mut pos, mut total, mut any, mut current) =
+            (self.pos, self.total, self.any, self.current);
+        let (piece, pos, total, any, current) = tokio::task::spawn_blocking(move || {
             let mut piece = Vec::new();
             let stop = (pos + STEP_HASHES).min(hashes.len());
-            while pos < stop && piece.len() < PIECE {
-                if any && total >= MAX_OBJECTS_RESPONSE {
-                    return Ok((piece, pos, total, any, true));
+            while piece.len() < PIECE {
+                if let Some((h, sent, len)) = current {
+                    let want = (len - sent).min(READ_PIECE as u64) as usize;
+                    match blobs.read_for(&folder, &h, sent, want)? {
+                        Some(d) if d.len() == want => piece.extend_from_slice(&d),
+                        _ => {
+                            return Err(StoreError::Backend(format!(
+                                "object {h} changed while it was sent"
+                            )))
+                        }
+                    }
+                    total += want;
+                    let sent = sent + want as u64;
+                    current = (sent < len).then_some((h, sent, len));
+                    continue;
+                }
+                if pos >= stop || (any && total >= MAX_OBJECTS_RESPONSE) {
+                    break;
                 }
                 let h = hashes[pos];
                 pos += 1;
-                if let Some((_, data)) = blobs
-                    .get_for(&folder, std::slice::from_ref(&h), usize::MAX)?
-                    .pop()
-                {
-                    pack::write_frame(&mut piece, &h, &data);
-                    total += data.len();
+                if let Some(len) = blobs.len_for(&folder, &h)? {
+                    piece.extend_from_slice(h.as_bytes());
+                    piece.extend_from_slice(&(len as u32).to_be_bytes());
                     any = true;
+                    current = (len > 0).then_some((h, 0, len));
                 }
             }
-            let done = pos >= hashes.len() || (any && total >= MAX_OBJECTS_RESPONSE);
-            Ok::<_, StoreError>((piece, pos, total, any, done))
+            Ok::<_, StoreError>((piece, pos, total, any, current))
         })
         .await
         .map_err(ApiError::internal)?
@@ -225,7 +244,9 @@ impl Fetch {
         self.pos = pos;
         self.total = total;
         self.any = any;
-        self.done = done;
+        self.current = current;
+        self.done = current.is_none()
+            && (pos >= self.hashes.len() || (any && total >= MAX_OBJECTS_RESPONSE));
         Ok(Bytes::from(piece))
     }
 
@@ -265,6 +286,7 @@ pub(crate) async fn fetch(
         total: 0,
         any: false,
         done: false,
+        current: None,
     };
     // The first piece before the answer: a store failure is still a clean 500.
     let first = match fetch.next_piece().await {
@@ -445,23 +467,19 @@ pub(crate) async fn object(
     let f = access(&state, &auth.principal.user, &f, Action::Read).await?;
     let h = object_hash(&hex, "object")?;
     let tag = etag(&h);
-    let data = state
-        .blobs(move |b| b.get_for(&f, &[h], usize::MAX))
+    let folder = f.clone();
+    let len = state
+        .blobs(move |b| b.len_for(&folder, &h))
         .await?
         .map_err(store_error)?
-        .pop()
-        .map(|(_, d)| d)
         .ok_or_else(|| ApiError::not_found("object"))?;
     if not_modified(&headers, &tag) {
         return Ok(not_modified_response(&tag));
     }
-    let len = data.len() as u64;
+    let blobs = state.0.blobs.clone();
     Ok(match wanted(&headers, &tag, len) {
-        Wanted::All => ranged(&tag, len, None, Body::from(data)),
-        Wanted::Part(s, e) => {
-            let bytes = Bytes::from(data).slice(s as usize..e as usize);
-            ranged(&tag, len, Some((s, e)), Body::from(bytes))
-        }
+        Wanted::All => ranged(&tag, len, None, object_body(blobs, f, h, 0, len)),
+        Wanted::Part(s, e) => ranged(&tag, len, Some((s, e)), object_body(blobs, f, h, s, e)),
         Wanted::Unsatisfiable => unsatisfiable(len),
     })
 }
@@ -525,19 +543,19 @@ impl Assemble {
             if last == chunk {
                 return Err(Broken::Invalid("the manifest ends before the range".into()));
             }
-            let hashes: Vec<ChunkHash> = chunks[chunk..last].iter().map(|c| c.hash).collect();
-            let got = blobs
-                .get_for(&folder, &hashes, PIECE)
-                .map_err(|e| Broken::Store(e.to_string()))?;
-            if got.is_empty() {
-                return Err(Broken::Store(format!("chunk {} is gone", hashes[0])));
-            }
-            let mut out = Vec::with_capacity(got.len());
-            for (h, data) in got {
-                let c = chunks
-                    .get(chunk)
-                    .filter(|c| c.hash == h)
-                    .ok_or_else(|| Broken::Store(format!("chunk {h} came out of order")))?;
+            let mut out = Vec::new();
+            let mut gathered = 0usize;
+            let first = chunk;
+            while chunk < last && (chunk == first || gathered < PIECE) {
+                let c = &chunks[chunk];
+                let h = c.hash;
+                // One byte more than the manifest says: a longer object is caught without
+                // reading all of it.
+                let data = blobs
+                    .read_for(&folder, &h, 0, c.len as usize + 1)
+                    .map_err(|e| Broken::Store(e.to_string()))?
+                    .ok_or_else(|| Broken::Store(format!("chunk {h} is gone")))?;
+                gathered += data.len();
                 if c.len as usize != data.len() {
                     return Err(Broken::Invalid(format!(
                         "the manifest says chunk {h} has {} bytes; it has {}",
@@ -578,6 +596,7 @@ pub(crate) async fn blob(
     let h = object_hash(&hex, "blob")?;
     let tag = etag(&h);
     let folder = f.clone();
+    let max_blob = state.0.config.max_blob;
     let manifest = state
         .blobs(move |b| {
             let Some((_, bytes)) = b
@@ -594,6 +613,7 @@ pub(crate) async fn blob(
                     format!("object {} is not a blob manifest: {e}", h.hex()),
                 )
             })?;
+            check_manifest(&m, &h, max_blob)?;
             let chunks: Vec<ChunkHash> = m.chunks().iter().map(|c| c.hash).collect();
             let missing = b.missing(&folder, &chunks).map_err(store_error)?;
             if !missing.is_empty() {

@@ -1,5 +1,6 @@
 //! The HTTP API: routing, authentication, content negotiation, error bodies, OPTIONS.
 
+mod blob_stream;
 mod blobs;
 mod me;
 mod notify;
@@ -22,9 +23,10 @@ use serde::Serialize;
 
 use crate::accounts::Principal;
 use crate::error::{code_for_status, ApiError};
+use crate::ops::Caller;
 use crate::state::HubState;
 
-pub(crate) use notify::encode_cursor;
+pub(crate) use notify::{encode_cursor, CursorKey};
 
 /// The authenticated caller: the user and device of a valid bearer token.
 pub(crate) struct Auth {
@@ -33,21 +35,56 @@ pub(crate) struct Auth {
 }
 
 impl FromRequestParts<HubState> for Auth {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &HubState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &HubState) -> Result<Self, Response> {
+        let token =
+            bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized().into_response())?;
         let t = token.clone();
         let principal = state
             .accounts(move |a| a.authenticate(&t))
-            .await??
-            .ok_or_else(ApiError::unauthorized)?;
+            .await
+            .and_then(|r| r.map_err(ApiError::from))
+            .map_err(IntoResponse::into_response)?
+            .ok_or_else(|| ApiError::unauthorized().into_response())?;
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            caller.set(&principal.user, &principal.device);
+        }
+        if let Err(wait) = state.0.limiter.check(&principal.user, &principal.device) {
+            state.0.observer.metrics.rate_limited.inc();
+            return Err(rate_limited(wait));
+        }
         state.seen(&principal.device);
         Ok(Auth { principal, token })
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The `429` of a request over its device's or user's rate.
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = crate::server::retry_after_secs(wait);
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests from this device or user; retry in {secs} s"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// The route template a path falls under (`/mesh/folders/{folder}`), for metrics; `other` for
+/// paths the API does not have.
+pub(crate) fn route_of(path: &str) -> &'static str {
+    match path {
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        _ => routes::template(path).unwrap_or("other"),
+    }
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -148,6 +185,9 @@ pub(crate) async fn blocking<R: Send + 'static>(
 pub(crate) fn router(state: HubState) -> Router {
     let limit = state.0.config.max_body;
     Router::new()
+        .route("/health", get(crate::ops::health::live))
+        .route("/ready", get(crate::ops::health::ready))
+        .route("/metrics", get(crate::ops::health::metrics))
         .route("/mesh", get(rest::mesh))
         .route("/mesh/me", get(me::me))
         .route("/mesh/sync", post(sync::sync))

@@ -22,7 +22,6 @@ use mesh_core::model::{names, FeedKey, Scope};
 use mesh_core::store::{Cursor, Store};
 use mesh_core::sync::guard;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
@@ -30,31 +29,35 @@ use crate::api::{json, Auth};
 use crate::error::ApiError;
 use crate::state::{Changed, HubState, StreamGuard};
 
-fn tag(replica: &ReplicaId, scope: &str, seq: u64) -> String {
-    let mut h = Sha256::new();
-    h.update(replica.as_str().as_bytes());
-    h.update([0]);
+/// What cursors are authenticated with: the hub replica they belong to and the hub's secret
+/// (kept in its data directory), so that nobody without the secret can make one.
+#[derive(Clone)]
+pub(crate) struct CursorKey {
+    pub replica: ReplicaId,
+    pub secret: [u8; 32],
+}
+
+fn tag(key: &CursorKey, scope: &str, seq: u64) -> String {
+    let mut h = blake3::Hasher::new_keyed(&key.secret);
+    h.update(key.replica.as_str().as_bytes());
+    h.update(&[0]);
     h.update(scope.as_bytes());
-    h.update([0]);
-    h.update(seq.to_be_bytes());
-    h.finalize()[..6]
+    h.update(&[0]);
+    h.update(&seq.to_be_bytes());
+    h.finalize().as_bytes()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
 /// An opaque cursor: a change position, bound to this hub replica and to `scope` (a feed key,
-/// or `*` for notifications).
-pub(crate) fn encode_cursor(replica: &ReplicaId, scope: &str, seq: Cursor) -> String {
-    format!("{:x}-{}", seq.0, tag(replica, scope, seq.0))
+/// or `*` for notifications), authenticated with the hub's secret.
+pub(crate) fn encode_cursor(key: &CursorKey, scope: &str, seq: Cursor) -> String {
+    format!("{:x}-{}", seq.0, tag(key, scope, seq.0))
 }
 
 /// Reads back a cursor made by [`encode_cursor`] for the same replica and scope.
-pub(crate) fn decode_cursor(
-    replica: &ReplicaId,
-    scope: &str,
-    text: &str,
-) -> Result<Cursor, ApiError> {
+pub(crate) fn decode_cursor(key: &CursorKey, scope: &str, text: &str) -> Result<Cursor, ApiError> {
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -67,10 +70,15 @@ pub(crate) fn decode_cursor(
         return Err(bad());
     }
     let seq = u64::from_str_radix(seq, 16).map_err(|_| bad())?;
-    if tag(replica, scope, seq) != t {
+    if !same(tag(key, scope, seq).as_bytes(), t.as_bytes()) {
         return Err(bad());
     }
     Ok(Cursor(seq))
+}
+
+/// Compares a tag in time independent of where it differs.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Serialize)]
@@ -234,13 +242,13 @@ impl Watcher {
 }
 
 fn sse_event(w: &Watcher, item: Item) -> Event {
-    let replica = &w.state.0.replica_id;
+    let key = w.state.cursor_key();
     match item {
         Item::Change(feed, head) => {
             let data = serde_json::to_string(&Note { feed: &feed, head }).unwrap_or_default();
             Event::default()
                 .event("change")
-                .id(encode_cursor(replica, "*", w.pos))
+                .id(encode_cursor(&key, "*", w.pos))
                 .data(data)
         }
         Item::Heartbeat => Event::default().comment("heartbeat"),
@@ -256,7 +264,7 @@ pub(crate) async fn notifications(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let replica = state.0.replica_id.clone();
+    let key = state.cursor_key();
     let cursor_text = q.get("cursor").cloned().or_else(|| {
         headers
             .get("last-event-id")
@@ -265,7 +273,7 @@ pub(crate) async fn notifications(
     });
     let since = cursor_text
         .filter(|c| !c.is_empty())
-        .map(|c| decode_cursor(&replica, "*", &c))
+        .map(|c| decode_cursor(&key, "*", &c))
         .transpose()?;
     let max_wait = state.0.config.long_poll_max;
     let wait = match q.get("wait") {
@@ -332,7 +340,7 @@ pub(crate) async fn notifications(
         }
     }
     let body = LongPoll {
-        cursor: encode_cursor(&w.state.0.replica_id, "*", w.pos),
+        cursor: encode_cursor(&w.state.cursor_key(), "*", w.pos),
         changes: changes
             .iter()
             .map(|(feed, head)| Note { feed, head: *head })
@@ -347,12 +355,27 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {
-        let r: ReplicaId = "hub-1".parse().unwrap();
-        let other: ReplicaId = "hub-2".parse().unwrap();
+        use sha2::{Digest, Sha256};
+        let key = |replica: &str, secret: u8| CursorKey {
+            replica: replica.parse().unwrap(),
+            secret: [secret; 32],
+        };
+        let r = key("hub-1", 1);
         let c = encode_cursor(&r, "folder:f/todos", Cursor(42));
         assert_eq!(decode_cursor(&r, "folder:f/todos", &c).unwrap(), Cursor(42));
         assert!(decode_cursor(&r, "folder:f/other", &c).is_err());
-        assert!(decode_cursor(&other, "folder:f/todos", &c).is_err());
+        assert!(decode_cursor(&key("hub-2", 1), "folder:f/todos", &c).is_err());
+        // The same replica with another secret (another hub's, or a guess) refuses it.
+        assert!(decode_cursor(&key("hub-1", 2), "folder:f/todos", &c).is_err());
+        // The tag of the old, unkeyed scheme (anyone could compute it) is refused.
+        let mut h = Sha256::new();
+        h.update(b"hub-1\0folder:f/todos\0");
+        h.update(42u64.to_be_bytes());
+        let old: String = h.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(decode_cursor(&r, "folder:f/todos", &format!("2a-{old}")).is_err());
         for bad in [
             "",
             "-",
@@ -360,7 +383,7 @@ mod tests {
             "2a-",
             "zz-000000000000",
             "2b-".to_owned().as_str(),
-            &c.replace("2a", "2b"),
+            &c.replace("2a-", "2b-"),
         ] {
             assert_eq!(
                 decode_cursor(&r, "folder:f/todos", bad).unwrap_err().code,

@@ -597,13 +597,19 @@ pub(crate) async fn create_folder(
     };
     // A folder id that is taken answers as a conflict only to those who may see it.
     let members = FeedKey::members(&id);
-    let taken = !{
-        let m = members.clone();
+    let (taken, quota) = {
+        let quotas = state.0.config.quotas.clone();
+        let (u, f) = (user.clone(), id.clone());
         state
-            .run(move |r| r.store().list(&m, None, 1))
+            .run(move |r| {
+                if crate::quota::folder_exists(r, &f)? {
+                    return Ok::<_, CoreError>((true, Ok(())));
+                }
+                Ok((false, crate::quota::check_new_folder(r, &quotas, &u, &f)?))
+            })
             .await??
-            .is_empty()
     };
+    quota?;
     if taken {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1507,9 +1513,9 @@ pub(crate) async fn changes(
 ) -> Result<Response, ApiError> {
     let key = feed_key(&f, &n)?;
     let scope = key.to_string();
-    let replica = state.0.replica_id.clone();
+    let cursor_key = state.cursor_key();
     let since = match q.get("cursor").filter(|c| !c.is_empty()) {
-        Some(c) => decode_cursor(&replica, &scope, c)?,
+        Some(c) => decode_cursor(&cursor_key, &scope, c)?,
         None => Cursor::ZERO,
     };
     let limit = match q.get("limit") {
@@ -1528,7 +1534,7 @@ pub(crate) async fn changes(
     let page = state
         .run(move |r| r.store().changes_since(&k, since, limit, None))
         .await??;
-    let cursor = encode_cursor(&replica, &scope, page.next);
+    let cursor = encode_cursor(&cursor_key, &scope, page.next);
     let entries: Vec<Entry> = page.changes.into_iter().map(|c| c.entry).collect();
     if wants_atom(&headers) {
         let feed = atom_feed(&state, &key, entries);

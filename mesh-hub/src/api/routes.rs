@@ -278,6 +278,14 @@ fn matches(template: &str, path: &str) -> bool {
     }
 }
 
+/// The template of the resource at `path`, if the API has one.
+pub(crate) fn template(path: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|r| matches(r.resource, path))
+        .map(|r| r.resource)
+}
+
 /// Describes the resource at `path`.
 pub(crate) fn options(path: &str) -> Response {
     match ROUTES.iter().find(|r| matches(r.resource, path)) {

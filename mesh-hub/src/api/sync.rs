@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use mesh_core::model::{names, Scope};
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response as SyncResponse};
@@ -33,12 +34,22 @@ pub(crate) async fn sync(
     let user = auth.principal.user.clone();
     let changes = state.announcer();
     let keyring = state.keyring();
+    let quotas = state.0.config.quotas.clone();
     // A push writes one feed: its folder's writers take turns (across processes too).
     let scope = match &request {
         Request::Push { feed, .. } => Some(scope_of(feed)),
         _ => None,
     };
     let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>| {
+        // The first write to a folder's members feed creates the folder.
+        if let Request::Push { feed, entries, .. } = &request {
+            let members = !entries.is_empty() && feed.name.as_str() == names::MEMBERS;
+            if let (true, Scope::Folder(f)) = (members, &feed.scope) {
+                if let Err(e) = crate::quota::check_new_folder(r, &quotas, &user, f)? {
+                    return Ok(Err(e));
+                }
+            }
+        }
         let response = guard::respond_as(
             r,
             Pusher::new(&user, &*keyring).with_threads(verify_threads()),
@@ -54,12 +65,24 @@ pub(crate) async fn sync(
                 });
             }
         }
-        Ok::<_, mesh_core::CoreError>(response)
+        let merged = match &response {
+            SyncResponse::Pushed { results, .. } => {
+                results.iter().filter(|x| x.outcome.changed()).count()
+            }
+            _ => 0,
+        };
+        Ok::<_, mesh_core::CoreError>(Ok((response, merged)))
     };
-    let response = match scope {
-        Some(scope) => state.run_scoped(scope, work).await??,
-        None => state.run(work).await??,
+    let (response, merged) = match scope {
+        Some(scope) => state.run_scoped(scope, work).await???,
+        None => state.run(work).await???,
     };
+    state
+        .0
+        .observer
+        .metrics
+        .entries_merged
+        .inc_by(merged as u64);
     let t_respond = t0.elapsed();
     let body = blocking(move || serde_json::to_vec(&response)).await?;
     tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");

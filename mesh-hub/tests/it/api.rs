@@ -290,6 +290,8 @@ async fn queries_filter_order_and_page() {
         "$top=x",
         "$filter=(((",
         "$skip=-1",
+        "$skip=100000000",
+        "$orderby=title&$skip=100001",
     ] {
         let (s, v) = ann.get(&q(bad)).await;
         assert_eq!(

@@ -9,12 +9,16 @@ use serde_json::json;
 
 use crate::hubs::{send, Rest, TestHub};
 
-const PACK: &str = "application/x-mesh-pack";
+pub(crate) const PACK: &str = "application/x-mesh-pack";
 const HASHES: &str = "application/x-mesh-hashes";
 
 /// A hub with folder `f1`: ann owns it, bob reads it, carol is not a member.
 async fn setup() -> (TestHub, Rest, Rest, Rest) {
-    let hub = TestHub::memory().await;
+    setup_on(TestHub::memory().await).await
+}
+
+/// [`setup`] on a given hub.
+pub(crate) async fn setup_on(hub: TestHub) -> (TestHub, Rest, Rest, Rest) {
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
     let bob = Rest::new(&hub, hub.token("bob", "bob-desk"));
     let carol = Rest::new(&hub, hub.token("carol", "carol-phone"));
@@ -38,7 +42,7 @@ async fn setup() -> (TestHub, Rest, Rest, Rest) {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so that chunking finds real boundaries.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -50,11 +54,11 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn obj(data: &[u8]) -> (ChunkHash, Vec<u8>) {
+pub(crate) fn obj(data: &[u8]) -> (ChunkHash, Vec<u8>) {
     (ChunkHash::of(data), data.to_vec())
 }
 
-fn pack_of(objects: &[(ChunkHash, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn pack_of(objects: &[(ChunkHash, Vec<u8>)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (h, d) in objects {
         pack::write_frame(&mut body, h, d);
@@ -63,7 +67,7 @@ fn pack_of(objects: &[(ChunkHash, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Sends a request; the status, headers and raw body.
-async fn raw(rb: reqwest::RequestBuilder) -> (u16, HeaderMap, Vec<u8>) {
+pub(crate) async fn raw(rb: reqwest::RequestBuilder) -> (u16, HeaderMap, Vec<u8>) {
     let resp = rb.send().await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

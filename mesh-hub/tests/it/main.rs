@@ -12,11 +12,16 @@ mod transport_suite;
 
 mod api;
 mod attacks;
+mod blob_limits;
 mod blobs;
+mod datadir;
 mod e2e;
 mod enrollment;
 mod http_transport;
 mod hubs;
+mod limits;
+mod ops;
+mod oracles;
 mod router_props;
 mod scale_out;
 mod sdk;

@@ -145,6 +145,42 @@ impl PgObjects {
         Ok(out)
     }
 
+    /// The length of one object `folder` claims.
+    pub(crate) fn len_for(&self, folder: &FolderId, hash: &ChunkHash) -> Result<Option<u64>> {
+        let c = self.db.connection()?;
+        Ok(block(c.query_opt(
+            "SELECT o.size FROM mesh_object_refs r JOIN mesh_objects o USING (hash)
+             WHERE r.folder = $1 AND r.hash = $2",
+            &[&folder.as_str(), &&hash.as_bytes()[..]],
+        ))
+        .map_err(pg("reading an object's length"))?
+        .map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    /// Up to `max` bytes of one object `folder` claims, from `offset` (the server cuts the
+    /// piece: the rest of the object is not sent).
+    pub(crate) fn read_for(
+        &self,
+        folder: &FolderId,
+        hash: &ChunkHash,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let c = self.db.connection()?;
+        // Objects are at most 64 MiB (`MAX_OBJECT`): 32-bit positions, as `substring` takes.
+        let from = i32::try_from(offset)
+            .unwrap_or(i32::MAX - 1)
+            .saturating_add(1);
+        let len = i32::try_from(max).unwrap_or(i32::MAX);
+        Ok(block(c.query_opt(
+            "SELECT substring(o.data FROM $3 FOR $4) FROM mesh_object_refs r
+             JOIN mesh_objects o USING (hash) WHERE r.folder = $1 AND r.hash = $2",
+            &[&folder.as_str(), &&hash.as_bytes()[..], &from, &len],
+        ))
+        .map_err(pg("reading an object"))?
+        .map(|r| r.get(0)))
+    }
+
     /// The number of objects and their total size.
     pub(crate) fn usage(&self) -> Result<(u64, u64)> {
         let c = self.db.connection()?;

@@ -66,6 +66,19 @@ fn suite(store: &BlobStore) {
     let mut want = vec![a.0, b.0];
     want.sort();
     assert_eq!(hashes, want);
+    // Pieces of an object, for the folders that claim it.
+    assert_eq!(store.len_for(&f1, &b.0).unwrap(), Some(20));
+    assert_eq!(store.len_for(&f2, &b.0).unwrap(), None, "not claimed by f2");
+    assert_eq!(
+        store.read_for(&f1, &b.0, 5, 10).unwrap(),
+        Some(b.1[5..15].to_vec())
+    );
+    assert_eq!(
+        store.read_for(&f1, &b.0, 15, 10).unwrap(),
+        Some(b.1[15..].to_vec())
+    );
+    assert_eq!(store.read_for(&f1, &b.0, 25, 10).unwrap(), Some(Vec::new()));
+    assert_eq!(store.read_for(&f2, &b.0, 0, 10).unwrap(), None);
     // A whole blob: chunks and manifest, written back.
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let manifest = store

@@ -273,8 +273,13 @@ pub fn push<S: Store>(
 fn pusher_may_push(roster: &Roster, user: &UserId, feed: &FeedKey) -> bool {
     match &feed.scope {
         Scope::Mesh(owner) => owner == user,
-        // A new folder's first record comes from a stranger to it: its creator.
-        Scope::Folder(_) => roster.is_new() || readable(roster.get(user), feed),
+        // A new folder's first records (its members and info) come from a stranger to it: its
+        // creator. Any other feed of a folder that does not exist is answered as a folder the
+        // pusher may not read, so a push cannot tell whether a folder exists.
+        Scope::Folder(_) => {
+            (roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO))
+                || readable(roster.get(user), feed)
+        }
     }
 }
 

@@ -1,0 +1,111 @@
+//! The data directory: private to the hub's user, one hub at a time, and the hub's secret for
+//! cursors kept in it.
+
+use std::process::Command;
+
+use mesh_hub::{Hub, HubError};
+use serde_json::json;
+
+use crate::hubs::{Rest, TestHub};
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_private_and_held_by_one_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    let hub = TestHub::start(Hub::builder().data_dir(&dir).open().unwrap()).await;
+    let second = Hub::builder().data_dir(&dir).open();
+    assert!(
+        matches!(second, Err(HubError::DataDirInUse(_))),
+        "{second:?}"
+    );
+    // Some writes, so that every store has its files.
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    let (s, _) = ann
+        .post("/mesh/folders", json!({"name": "F", "id": "f1"}))
+        .await;
+    assert_eq!(s, 201);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&dir), 0o700);
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+            files += 1;
+        }
+        assert!(files >= 5, "stores, lock and secret: {files} files");
+    }
+    // Its metrics count the stores' files.
+    let text = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replica: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"mesh_hub_store_bytes{store="replica_file"} "#))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert!(replica > 0);
+    // A cursor survives a restart of a hub that opened its directory.
+    let path = "/mesh/folders/f1/feeds/members/changes";
+    let (s, v) = ann.get(path).await;
+    assert_eq!(s, 200, "{v}");
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+    hub.stop().await;
+    let hub = TestHub::start(Hub::builder().data_dir(&dir).open().unwrap()).await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop2"));
+    let (s, v) = ann.get(&format!("{path}?cursor={cursor}")).await;
+    assert_eq!(s, 200, "{v}");
+    hub.stop().await;
+    // A hub with another secret (made without claiming the directory) refuses it: cursors
+    // are authenticated, not just checksummed.
+    let hub = TestHub::start(Hub::builder().data_dir(&dir).build().unwrap()).await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop3"));
+    let (s, v) = ann.get(&format!("{path}?cursor={cursor}")).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cursor")));
+    hub.stop().await;
+}
+
+#[test]
+fn a_second_hub_command_on_the_same_directory_stops_with_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Hub::builder().data_dir(tmp.path()).open().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+        .arg("--data")
+        .arg(tmp.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another hub"), "{err}");
+    drop(first);
+}
+
+#[cfg(unix)]
+#[test]
+fn admin_commands_make_the_directory_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fresh");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+        .arg("--data")
+        .arg(&dir)
+        .args(["user", "add", "ann"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&dir), 0o700);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
