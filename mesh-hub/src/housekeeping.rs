@@ -24,11 +24,21 @@ pub(crate) fn start(state: &HubState) {
     if state.0.housekeeping.set(()).is_err() {
         return;
     }
-    runtime.spawn(run(state.clone()));
+    // A weak handle: the task never keeps a stopped hub (and its data directory's lock) alive.
+    let weak = std::sync::Arc::downgrade(&state.0);
+    runtime.spawn(run(weak, state.0.shutdown.subscribe()));
 }
 
-async fn run(state: HubState) {
-    let mut shutdown = state.0.shutdown.subscribe();
+/// Writes the last-seen times now (the hub does it when it stops serving).
+pub(crate) async fn flush_now(state: &HubState) {
+    let mut written = HashMap::new();
+    flush_seen(state, &mut written).await;
+}
+
+async fn run(
+    weak: std::sync::Weak<crate::state::Inner>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut version: Option<i64> = None;
@@ -38,11 +48,10 @@ async fn run(state: HubState) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => {
-                flush_seen(&state, &mut written).await;
-                return;
-            }
+            _ = shutdown.changed() => return,
         }
+        let Some(inner) = weak.upgrade() else { return };
+        let state = HubState(inner);
         n = n.wrapping_add(1);
         if n % SEEN_EVERY == 0 {
             flush_seen(&state, &mut written).await;

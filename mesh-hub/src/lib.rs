@@ -335,6 +335,8 @@ impl Hub {
             state.0.shutdown.send_replace(true);
         })
         .await?;
+        // Last-seen times of this run, kept for the next.
+        housekeeping::flush_now(&self.state).await;
         tracing::info!("stopped");
         Ok(())
     }
