@@ -108,6 +108,15 @@ impl Cluster {
                 "--log",
                 "warn",
             ])
+            // The connection cap and the rate limits stay out of these figures.
+            .args([
+                "--max-connections",
+                "16384",
+                "--device-rate",
+                "0",
+                "--user-rate",
+                "0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
