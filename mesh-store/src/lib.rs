@@ -32,6 +32,7 @@ mod error;
 mod lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use any::{AnyStore, AnyTxn, StoreConfig};

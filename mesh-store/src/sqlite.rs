@@ -53,6 +53,7 @@ use rusqlite::{
 };
 
 use crate::error::StoreError;
+use crate::rows::{self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql};
 
 type CoreResult<T> = mesh_core::Result<T>;
 
@@ -621,45 +622,12 @@ fn read_last_seq(conn: &Connection) -> CoreResult<u64> {
     u64::try_from(v).map_err(|_| CoreError::Store(format!("sqlite: invalid sequence counter {v}")))
 }
 
-/// A log position as SQLite stores it (positions past `i64::MAX` are never given out, so
-/// clamping a query bound there changes nothing).
-fn seq_to_sql(c: Cursor) -> i64 {
-    i64::try_from(c.0).unwrap_or(i64::MAX)
-}
-
 fn seq_from_sql(v: i64) -> CoreResult<Cursor> {
-    u64::try_from(v)
-        .map(Cursor)
-        .map_err(|_| CoreError::Store(format!("sqlite: invalid sequence number {v}")))
-}
-
-/// A sync-state cursor as SQLite stores it: the bits of the `u64` as an `i64`, so that every
-/// cursor a remote hands out round-trips (they are compared only after reading them back).
-fn cursor_bits_to_sql(c: Cursor) -> i64 {
-    i64::from_ne_bytes(c.0.to_ne_bytes())
-}
-
-fn cursor_bits_from_sql(v: i64) -> Cursor {
-    Cursor(u64::from_ne_bytes(v.to_ne_bytes()))
-}
-
-fn count_to_sql(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    rows::seq_from_sql("sqlite", v)
 }
 
 fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
-    let entry: Entry = serde_json::from_str(body).map_err(|e| {
-        CoreError::Store(format!(
-            "sqlite: entry {id:?} of {feed}: unreadable body: {e}"
-        ))
-    })?;
-    if entry.sync.id.as_str() != id {
-        return Err(CoreError::Store(format!(
-            "sqlite: entry {id:?} of {feed}: body holds entry {:?}",
-            entry.sync.id.as_str()
-        )));
-    }
-    Ok(entry)
+    rows::decode_entry("sqlite", feed, id, body)
 }
 
 fn get_entry(conn: &Connection, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {

@@ -8,6 +8,8 @@ use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
+
+use crate::rows::{self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error as PgError, Row};
 
@@ -17,42 +19,12 @@ fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CoreError {
     move |e| CoreError::Store(format!("postgres: {what}: {}", super::describe(&e)))
 }
 
-fn seq_to_sql(c: Cursor) -> i64 {
-    i64::try_from(c.0).unwrap_or(i64::MAX)
-}
-
 fn seq_from_sql(v: i64) -> CoreResult<Cursor> {
-    u64::try_from(v)
-        .map(Cursor)
-        .map_err(|_| CoreError::Store(format!("postgres: invalid sequence number {v}")))
-}
-
-/// A sync-state cursor keeps all 64 bits (remotes hand out any `u64`).
-fn cursor_bits_to_sql(c: Cursor) -> i64 {
-    i64::from_ne_bytes(c.0.to_ne_bytes())
-}
-
-fn cursor_bits_from_sql(v: i64) -> Cursor {
-    Cursor(u64::from_ne_bytes(v.to_ne_bytes()))
-}
-
-fn count_to_sql(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    rows::seq_from_sql("postgres", v)
 }
 
 fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
-    let entry: Entry = serde_json::from_str(body).map_err(|e| {
-        CoreError::Store(format!(
-            "postgres: entry {id:?} of {feed}: unreadable body: {e}"
-        ))
-    })?;
-    if entry.sync.id.as_str() != id {
-        return Err(CoreError::Store(format!(
-            "postgres: entry {id:?} of {feed}: body holds entry {:?}",
-            entry.sync.id.as_str()
-        )));
-    }
-    Ok(entry)
+    rows::decode_entry("postgres", feed, id, body)
 }
 
 /// A [`Store`] over one connection to a PostgreSQL database (see the [module
