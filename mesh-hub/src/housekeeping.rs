@@ -15,6 +15,10 @@ use crate::state::HubState;
 pub(crate) const REVOCATION_POLL: Duration = Duration::from_millis(500);
 /// How often last-seen times are written.
 const SEEN_EVERY: u32 = 20; // polls: every 10 s
+/// How often a process on PostgreSQL beats (and re-counts the processes it shares its rate
+/// limits with), and how long a process counts after its last beat.
+const BEAT_EVERY: u32 = 4; // polls: every 2 s
+const BEAT_WINDOW: i64 = 6;
 
 /// Starts the task (once per hub, on a tokio runtime).
 pub(crate) fn start(state: &HubState) {
@@ -52,6 +56,9 @@ async fn run(
         }
         let Some(inner) = weak.upgrade() else { return };
         let state = HubState(inner);
+        if n % BEAT_EVERY == 0 {
+            beat(&state).await;
+        }
         n = n.wrapping_add(1);
         if n % SEEN_EVERY == 0 {
             flush_seen(&state, &mut written).await;
@@ -78,6 +85,21 @@ async fn run(
             }
         }
         revoked = Some(now);
+    }
+}
+
+/// On PostgreSQL: records this process's heartbeat and shares the rate limits with the
+/// processes seen, so that together they never allow more than the configured rates.
+async fn beat(state: &HubState) {
+    let crate::state::Backend::Postgres(db) = &state.0.backend else {
+        return;
+    };
+    let (db, id) = (db.clone(), state.0.process_id.clone());
+    let now = crate::state::now().unix();
+    if let Ok(Ok(n)) =
+        tokio::task::spawn_blocking(move || db.heartbeat(&id, now, BEAT_WINDOW)).await
+    {
+        state.0.limiter.set_share(n);
     }
 }
 

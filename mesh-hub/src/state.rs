@@ -117,8 +117,10 @@ pub(crate) struct Inner {
     pub opened_at: mesh_core::store::Cursor,
     /// Metrics and the request log.
     pub observer: Observer,
-    /// Per-device and per-user request rates.
+    /// Per-device and per-user request rates (on PostgreSQL, this process's share of them).
     pub limiter: Limiter,
+    /// This process's id among the processes serving one database.
+    pub process_id: String,
     /// The secret that authenticates the hub's cursors: random for each hub, or the one kept
     /// in the data directory when the hub claimed it.
     pub secret: RwLock<[u8; 32]>,
@@ -190,6 +192,7 @@ impl HubState {
             opened_at,
             observer: Observer::new(),
             limiter: Limiter::new(&config.rates),
+            process_id: format!("hub-process-{}", uuid::Uuid::new_v4().simple()),
             secret: RwLock::new(random_secret()),
             data_dir: Mutex::new(None),
             config,

@@ -67,6 +67,8 @@ struct Bucket {
 struct Table<K> {
     per_second: u32,
     burst: u32,
+    /// The configured rate and burst, before they are shared between processes.
+    configured: (u32, u32),
     buckets: HashMap<K, Bucket>,
 }
 
@@ -75,8 +77,23 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Table {
             per_second,
             burst: burst.max(1),
+            configured: (per_second, burst.max(1)),
             buckets: HashMap::new(),
         }
+    }
+
+    /// This process's part of the configured rate when `n` processes serve the same
+    /// accounts: a `1/n` share each (at least one request a second and a burst of one), so
+    /// that together they never allow more than the configured rate.
+    fn share(&mut self, n: u32) {
+        let n = n.max(1);
+        let (rate, burst) = self.configured;
+        self.per_second = if rate == 0 {
+            0
+        } else {
+            rate.div_ceil(n).max(1)
+        };
+        self.burst = (burst / n).max(1);
     }
 
     fn on(&self) -> bool {
@@ -130,6 +147,14 @@ impl Limiter {
                 Table::new(limits.user_per_second, limits.user_burst),
             )),
         }
+    }
+
+    /// Shares the configured rates with `processes` processes in all (PostgreSQL hubs learn
+    /// how many serve the database from its heartbeat table).
+    pub fn set_share(&self, processes: u32) {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.share(processes);
+        guard.1.share(processes);
     }
 
     /// Takes a token for one request of `device` of `user`, or says how long to wait.
@@ -220,6 +245,27 @@ mod tests {
         // The refused request of the phone took nothing from its device bucket.
         let later = t + Duration::from_secs(1);
         l.check_at(&u, &b, later).unwrap();
+    }
+
+    #[test]
+    fn a_share_of_the_rate_per_process_keeps_the_sum_under_the_limit() {
+        let l = Limiter::new(&RateLimits {
+            device_per_second: 10,
+            device_burst: 20,
+            user_per_second: 0,
+            user_burst: 0,
+        });
+        l.set_share(4);
+        let (u, d) = ids("ann", "a");
+        let t0 = Instant::now();
+        let passed = (0..20).filter(|_| l.check_at(&u, &d, t0).is_ok()).count();
+        assert_eq!(passed, 5, "a quarter of the burst");
+        l.set_share(1);
+        let later = t0 + Duration::from_secs(10);
+        let passed = (0..30)
+            .filter(|_| l.check_at(&u, &d, later).is_ok())
+            .count();
+        assert_eq!(passed, 20, "alone again: the whole burst");
     }
 
     #[test]

@@ -480,3 +480,52 @@ async fn concurrent_demotions_through_two_processes_keep_one_owner() {
         assert_eq!(owners, 1, "round {round}: {s1} {s2} {list}");
     }
 }
+
+/// Two processes share a device's rate limit: once they have counted each other (by their
+/// heartbeats in the database), a burst spread over both gets the configured burst in all,
+/// not once per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_across_processes() {
+    let Some(url) = server() else { return };
+    let db = Database::new(url);
+    let limits = [
+        ("MESH_HUB_DEVICE_RATE", "1"),
+        ("MESH_HUB_DEVICE_BURST", "10"),
+        ("MESH_HUB_USER_RATE", "0"),
+    ];
+    let (p1, p2) = (db.process(&limits), db.process(&limits));
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // A fresh device each time: a full bucket on each process.
+        let token = db.token("ann", &format!("ann-{attempt}"));
+        let mut passed = 0;
+        for i in 0..20 {
+            let hub = if i % 2 == 0 { &p1 } else { &p2 };
+            let s = http
+                .get(format!("{}/mesh/devices", hub.url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if s.is_success() {
+                passed += 1;
+            } else {
+                assert_eq!(s, 429);
+            }
+        }
+        if passed <= 11 {
+            break;
+        }
+        // Before both share, each process allows its own burst (up to 20 in all).
+        assert!(passed <= 20, "{passed}");
+        assert!(
+            Instant::now() < deadline,
+            "the processes never shared the limit"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

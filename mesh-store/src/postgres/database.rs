@@ -255,6 +255,31 @@ impl PgDatabase {
         Ok(id)
     }
 
+    /// Records that process `id` is alive at `now` (seconds) and answers how many processes
+    /// were seen within the last `window` seconds, this one included; rows older than four
+    /// windows are removed.
+    pub fn heartbeat(&self, id: &str, now: i64, window: i64) -> Result<u32> {
+        let conn = self.connection()?;
+        block(conn.execute(
+            "INSERT INTO mesh_processes (id, seen_at) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            &[&id, &now],
+        ))
+        .map_err(pg("recording a heartbeat"))?;
+        block(conn.execute(
+            "DELETE FROM mesh_processes WHERE seen_at < $1",
+            &[&(now - 4 * window)],
+        ))
+        .map_err(pg("forgetting old processes"))?;
+        let n: i64 = block(conn.query_one(
+            "SELECT count(*) FROM mesh_processes WHERE seen_at >= $1",
+            &[&(now - window)],
+        ))
+        .map_err(pg("counting processes"))?
+        .get(0);
+        Ok(u32::try_from(n.max(1)).unwrap_or(u32::MAX))
+    }
+
     /// A store over one pooled connection, held until the store is dropped. Needs
     /// [`open_replica`] first.
     ///

@@ -102,6 +102,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (target, requested_by)
     );
     ",
+    // 3: the hub processes serving the database, by heartbeat (they share rate limits).
+    "
+    CREATE TABLE mesh_processes (
+        id      TEXT PRIMARY KEY,
+        seen_at BIGINT NOT NULL
+    );
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

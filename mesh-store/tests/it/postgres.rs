@@ -255,3 +255,18 @@ fn a_newer_schema_is_refused() {
         Err(mesh_store::StoreError::TooNew { .. })
     ));
 }
+
+/// Processes count each other by heartbeat; one that stopped beating drops out.
+#[test]
+fn heartbeats_count_the_live_processes() {
+    let Some(url) = server() else { return };
+    let db = database(&url, "hub");
+    assert_eq!(db.heartbeat("p1", 1_000, 10).unwrap(), 1);
+    assert_eq!(db.heartbeat("p2", 1_001, 10).unwrap(), 2);
+    assert_eq!(db.heartbeat("p1", 1_005, 10).unwrap(), 2);
+    assert_eq!(
+        db.heartbeat("p1", 1_012, 10).unwrap(),
+        1,
+        "p2 was last seen 11 s ago"
+    );
+}
