@@ -26,8 +26,13 @@ pub fn server() -> Option<String> {
                 std::env::var_os("MESH_REQUIRE_POSTGRES").is_none(),
                 "MESH_REQUIRE_POSTGRES is set but MESH_TEST_POSTGRES is not"
             );
-            eprintln!(
-                "SKIPPED: no PostgreSQL server (run `eval \"$(bash .ci/postgres.sh start)\"` to run this test)"
+            // Straight to the process's stderr: the test harness captures `eprintln!` of
+            // passing tests, and a skip must be seen in a plain `cargo test`.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {}: no PostgreSQL server (run `eval \"$(bash .ci/postgres.sh start)\"`)",
+                std::thread::current().name().unwrap_or("a test")
             );
             None
         }
