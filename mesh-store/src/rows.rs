@@ -1,8 +1,9 @@
 //! How a replica's values are kept in SQL columns, shared by the SQLite and PostgreSQL
 //! stores: change-log positions, sync-state cursors, counts, and entries as checked JSON.
 
+use mesh_core::id::ReplicaId;
 use mesh_core::model::Entry;
-use mesh_core::store::Cursor;
+use mesh_core::store::{Change, ChangePage, Cursor};
 use mesh_core::CoreError;
 
 /// A change-log position as a column (positions past `i64::MAX` are never given out, so
@@ -53,4 +54,71 @@ pub(crate) fn decode_entry(
         )));
     }
     Ok(entry)
+}
+
+/// Builds a page of [`Store::changes_since`](mesh_core::store::Store::changes_since) from
+/// change-log records read in order, with the rules every store shares: at most `limit`
+/// changes, at most [`scan_cap`](mesh_core::store::scan_cap) records examined, records from
+/// `skip_origin` passed over but still moving `next`.
+pub(crate) struct PageBuilder<'a> {
+    page: ChangePage,
+    limit: usize,
+    scan_cap: usize,
+    scanned: usize,
+    skip_origin: Option<&'a ReplicaId>,
+}
+
+impl<'a> PageBuilder<'a> {
+    pub(crate) fn new(since: Cursor, limit: usize, skip_origin: Option<&'a ReplicaId>) -> Self {
+        PageBuilder {
+            page: ChangePage {
+                changes: Vec::new(),
+                next: since,
+                more: false,
+            },
+            limit,
+            scan_cap: mesh_core::store::scan_cap(limit),
+            scanned: 0,
+            skip_origin,
+        }
+    }
+
+    /// How many records to ask the database for: the most examined, plus one to learn
+    /// whether more follow.
+    pub(crate) fn fetch(&self) -> i64 {
+        count_to_sql(self.scan_cap.saturating_add(1))
+    }
+
+    /// Whether the page is full; then it says more follow, and no record is read further.
+    pub(crate) fn full(&mut self) -> bool {
+        if self.page.changes.len() >= self.limit || self.scanned >= self.scan_cap {
+            self.page.more = true;
+            return true;
+        }
+        false
+    }
+
+    /// Counts a record at `seq`; whether its entry belongs on the page (`origin` is asked for
+    /// only when some origin is skipped).
+    pub(crate) fn wants(
+        &mut self,
+        seq: Cursor,
+        origin: impl FnOnce() -> Result<Option<String>, CoreError>,
+    ) -> Result<bool, CoreError> {
+        self.scanned += 1;
+        self.page.next = seq;
+        match self.skip_origin {
+            Some(skip) => Ok(origin()?.as_deref() != Some(skip.as_str())),
+            None => Ok(true),
+        }
+    }
+
+    /// Adds the entry of the record last counted.
+    pub(crate) fn push(&mut self, seq: Cursor, entry: Entry) {
+        self.page.changes.push(Change { seq, entry });
+    }
+
+    pub(crate) fn finish(self) -> ChangePage {
+        self.page
+    }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::store::{ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
@@ -53,7 +53,9 @@ use rusqlite::{
 };
 
 use crate::error::StoreError;
-use crate::rows::{self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql};
+use crate::rows::{
+    self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql, PageBuilder,
+};
 
 type CoreResult<T> = mesh_core::Result<T>;
 
@@ -694,45 +696,34 @@ impl Store for SqliteStore {
         limit: usize,
         skip_origin: Option<&ReplicaId>,
     ) -> CoreResult<ChangePage> {
-        let mut page = ChangePage {
-            changes: Vec::new(),
-            next: since,
-            more: false,
-        };
-        let scan_cap = mesh_core::store::scan_cap(limit);
-        // At most `scan_cap` records are examined, plus one to learn whether more follow.
-        let fetch = count_to_sql(scan_cap.saturating_add(1));
+        let mut page = PageBuilder::new(since, limit, skip_origin);
         let key = feed.to_string();
         let mut stmt = self
             .conn
             .prepare_cached(SQL_CHANGES)
             .map_err(db("changes_since"))?;
         let mut rows = stmt
-            .query(params![key, seq_to_sql(since), fetch])
+            .query(params![key, seq_to_sql(since), page.fetch()])
             .map_err(db("changes_since"))?;
-        let mut scanned = 0usize;
         while let Some(row) = rows.next().map_err(db("changes_since"))? {
-            if page.changes.len() >= limit || scanned >= scan_cap {
-                page.more = true;
+            if page.full() {
                 break;
             }
-            scanned += 1;
             let seq = seq_from_sql(row.get(0).map_err(db("change seq"))?)?;
-            page.next = seq;
-            if let Some(skip) = skip_origin {
-                let origin = row
-                    .get_ref(1)
-                    .map_err(db("change origin"))?
+            let origin = || {
+                let v = row.get_ref(1).map_err(db("change origin"))?;
+                let s = v
                     .as_str_or_null()
                     .map_err(|e| CoreError::Store(format!("sqlite: change origin: {e}")))?;
-                if origin == Some(skip.as_str()) {
-                    continue;
-                }
+                Ok(s.map(str::to_owned))
+            };
+            if page.wants(seq, origin)? {
+                let entry =
+                    decode_entry(&key, text(row, 2, "entry id")?, text(row, 3, "entry body")?)?;
+                page.push(seq, entry);
             }
-            let entry = decode_entry(&key, text(row, 2, "entry id")?, text(row, 3, "entry body")?)?;
-            page.changes.push(Change { seq, entry });
         }
-        Ok(page)
+        Ok(page.finish())
     }
 
     fn list(

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::store::{ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 
-use crate::rows::{self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql};
+use crate::rows::{
+    self, count_to_sql, cursor_bits_from_sql, cursor_bits_to_sql, seq_to_sql, PageBuilder,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error as PgError, Row};
 
@@ -191,13 +193,7 @@ impl Store for PgStore {
         limit: usize,
         skip_origin: Option<&ReplicaId>,
     ) -> CoreResult<ChangePage> {
-        let mut page = ChangePage {
-            changes: Vec::new(),
-            next: since,
-            more: false,
-        };
-        let scan_cap = mesh_core::store::scan_cap(limit);
-        let fetch = count_to_sql(scan_cap.saturating_add(1));
+        let mut page = PageBuilder::new(since, limit, skip_origin);
         let key = feed.to_string();
         let rows = self
             .q(
@@ -205,26 +201,19 @@ impl Store for PgStore {
                  WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                    AND e.seq > $2
                  ORDER BY e.seq LIMIT $3",
-                &[&key, &seq_to_sql(since), &fetch],
+                &[&key, &seq_to_sql(since), &page.fetch()],
             )
             .map_err(db("changes_since"))?;
-        for (scanned, row) in rows.into_iter().enumerate() {
-            if page.changes.len() >= limit || scanned >= scan_cap {
-                page.more = true;
+        for row in rows {
+            if page.full() {
                 break;
             }
             let seq = seq_from_sql(row.get(0))?;
-            page.next = seq;
-            if let Some(skip) = skip_origin {
-                let origin: Option<&str> = row.get(1);
-                if origin == Some(skip.as_str()) {
-                    continue;
-                }
+            if page.wants(seq, || Ok(row.get::<_, Option<String>>(1)))? {
+                page.push(seq, decode_entry(&key, row.get(2), row.get(3))?);
             }
-            let entry = decode_entry(&key, row.get(2), row.get(3))?;
-            page.changes.push(Change { seq, entry });
         }
-        Ok(page)
+        Ok(page.finish())
     }
 
     fn list(
