@@ -6,6 +6,7 @@
 //! one user and one device; revoking the device deletes its tokens, so the next request with
 //! any of them is refused (and the hub closes the device's open notification streams).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -68,14 +69,14 @@ impl std::fmt::Debug for Accounts {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The stored form of a token.
-fn hash(token: &str) -> String {
+/// The stored form of a token (and of an enrollment code): its SHA-256 in hex.
+pub(crate) fn hash(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -146,17 +147,7 @@ impl Accounts {
         name: &str,
         kind: &str,
     ) -> Result<String, HubError> {
-        let token = new_token();
-        match self
-            .store
-            .add_device(user, device, name, kind, now(), &hash(&token), None)?
-        {
-            AddDevice::Added => {}
-            AddDevice::NoSuchUser => return Err(HubError::NotFound(format!("user {user}"))),
-            AddDevice::Exists => return Err(HubError::AlreadyExists(format!("device {device}"))),
-        }
-        self.change_keyring(|k| k.register(device.clone()));
-        Ok(token)
+        self.add_device_enrolled(user, device, name, kind, None)
     }
 
     /// Registers a device enrolled by another device's code (see `enrollment`).
@@ -208,20 +199,20 @@ impl Accounts {
             return Err(HubError::NotFound(format!("device {device}")));
         };
         let mut revoked = vec![device.clone()];
+        // Who enrolled whom, read once: live devices by their enroller.
+        let mut enrolled: HashMap<DeviceId, Vec<DeviceId>> = HashMap::new();
+        for d in self.store.all_devices()? {
+            if let (None, Some(by)) = (d.revoked_at, d.enrolled_by) {
+                enrolled.entry(by).or_default().push(d.id);
+            }
+        }
         // Breadth first through "enrolled by"; each device is revoked once, so the walk ends
         // after at most as many steps as there are devices.
         let mut i = 0;
         while i < revoked.len() {
             let by = revoked[i].clone();
             i += 1;
-            let enrolled: Vec<DeviceId> = self
-                .store
-                .all_devices()?
-                .into_iter()
-                .filter(|d| d.revoked_at.is_none() && d.enrolled_by.as_ref() == Some(&by))
-                .map(|d| d.id)
-                .collect();
-            for d in enrolled {
+            for d in enrolled.remove(&by).unwrap_or_default() {
                 if self.store.revoke_device(&d, at)?.is_some() {
                     revoked.push(d);
                 }

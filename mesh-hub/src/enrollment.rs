@@ -12,9 +12,8 @@
 //!   other devices out.
 
 use mesh_core::id::{DeviceId, UserId};
-use sha2::{Digest, Sha256};
 
-use crate::accounts::{Accounts, Principal};
+use crate::accounts::{hash, now, Accounts, Principal};
 use crate::error::HubError;
 
 /// How long an enrollment code can be used.
@@ -27,17 +26,6 @@ pub enum Revocation {
     Revoked(Vec<DeviceId>),
     /// Recorded; another live device of the user must ask too.
     Pending,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn code_hash(code: &str) -> String {
-    let d = Sha256::digest(code.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Accounts {
@@ -54,7 +42,7 @@ impl Accounts {
         let expires = now() + CODE_VALIDITY;
         if !self
             .store
-            .add_code(&by.user, &by.device, &code_hash(&code), expires)?
+            .add_code(&by.user, &by.device, &hash(&code), expires)?
         {
             return Err(HubError::NotFound(format!("device {}", by.device)));
         }
@@ -74,7 +62,7 @@ impl Accounts {
         if code.len() > 128 {
             return Err(HubError::NotFound("enrollment code".into()));
         }
-        let Some((user, minter)) = self.store.redeem_code(&code_hash(code), now())? else {
+        let Some((user, minter)) = self.store.redeem_code(&hash(code), now())? else {
             return Err(HubError::NotFound("enrollment code".into()));
         };
         let token = self.add_device_enrolled(&user, device, name, kind, Some(&minter))?;
