@@ -14,9 +14,8 @@
 //! MESH_BENCH_ENTRIES=20000 MESH_BENCH_WRITES=200 MESH_BENCH_STREAMS=200 cargo bench -p mesh-hub --bench hub
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +32,9 @@ use mesh_core::sync::{Request, Response};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+
+use common::{Error, HubProcess, NO_LIMITS};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -44,65 +45,23 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 // ---- the hub process -------------------------------------------------------------------------
 
-struct HubProcess {
-    child: Child,
-    url: String,
-}
-
-impl HubProcess {
-    fn start(dir: &Path) -> Result<HubProcess, Error> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
-            .arg("--data")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--log"])
-            .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
-            .arg("--durability")
-            .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
-            // Thousands of streams and bursts of requests are the bench's load, not an attack:
-            // the connection and rate limits stay out of its figures.
-            .args([
-                "--max-connections",
-                "16384",
-                "--device-rate",
-                "0",
-                "--user-rate",
-                "0",
-            ])
-            // MESH_BENCH_VERIFY=off measures the same run without signature checks.
-            .args(
-                (std::env::var("MESH_BENCH_VERIFY").as_deref() == Ok("off"))
-                    .then_some("--skip-signature-checks"),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("mesh-hub listening on ")
-            .ok_or("unexpected first line")?
-            .to_owned();
-        Ok(HubProcess { child, url })
-    }
-
-    /// Resident set size of the hub process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_hub(dir: &Path) -> Result<HubProcess, Error> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mesh-hub"));
+    command
+        .arg("--data")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--log"])
+        .arg(std::env::var("MESH_BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()))
+        .arg("--durability")
+        .arg(std::env::var("MESH_BENCH_DURABILITY").unwrap_or_else(|_| "full".into()))
+        .args(NO_LIMITS)
+        // MESH_BENCH_VERIFY=off measures the same run without signature checks.
+        .args(
+            (std::env::var("MESH_BENCH_VERIFY").as_deref() == Ok("off"))
+                .then_some("--skip-signature-checks"),
+        )
+        .stderr(Stdio::inherit());
+    HubProcess::spawn(command)
 }
 
 fn admin(dir: &Path, args: &[&str]) -> Result<String, Error> {
@@ -271,7 +230,7 @@ async fn run() -> Result<(), Error> {
     let token_a = admin(dir.path(), &["device", "add", "ann", "a"])?;
     let token_b = admin(dir.path(), &["device", "add", "ann", "b"])?;
     let token_c = admin(dir.path(), &["device", "add", "ann", "c"])?;
-    let hub = HubProcess::start(dir.path())?;
+    let hub = start_hub(dir.path())?;
     println!("hub: {} (SQLite replica in a temporary directory)", hub.url);
 
     // ---- initial sync A → hub → B ----------------------------------------------------------
@@ -406,7 +365,7 @@ async fn run() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     admin(dir.path(), &["user", "add", "ann"])?;
     let token = admin(dir.path(), &["device", "add", "ann", "base"])?;
-    let hub = HubProcess::start(dir.path())?;
+    let hub = start_hub(dir.path())?;
     let http = reqwest::Client::new();
     // One device (and token) per stream, registered through the API.
     let mut tokens = Vec::with_capacity(streams);

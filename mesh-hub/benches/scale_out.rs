@@ -14,8 +14,7 @@
 //! MESH_BENCH_DEVICES=16 MESH_BENCH_PER_DEVICE=2000 MESH_BENCH_STREAMS=10000 cargo bench -p mesh-hub --bench scale_out
 //! ```
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,9 @@ use mesh_hub::Hub;
 use mesh_store::postgres::PgConfig;
 use serde_json::json;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+
+use common::{Error, HubProcess, NO_LIMITS};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -45,31 +46,6 @@ fn now() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
-}
-
-struct HubProcess {
-    child: Child,
-    url: String,
-}
-
-impl HubProcess {
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One schema on the server, its accounts (a hub handle, not served) and its processes.
@@ -98,36 +74,14 @@ impl Cluster {
     }
 
     fn process(&self) -> Result<HubProcess, Error> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-hub"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mesh-hub"));
+        command
             .args(["--database", &self.url, "--db-schema", &self.schema])
-            .args([
-                "--db-connections",
-                "24",
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-            ])
-            // The connection cap and the rate limits stay out of these figures.
-            .args([
-                "--max-connections",
-                "16384",
-                "--device-rate",
-                "0",
-                "--user-rate",
-                "0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("mesh-hub listening on ")
-            .ok_or("unexpected first line")?
-            .to_owned();
-        Ok(HubProcess { child, url })
+            .args(["--db-connections", "24", "--listen", "127.0.0.1:0"])
+            .args(["--log", "warn"])
+            .args(NO_LIMITS)
+            .stderr(Stdio::null());
+        HubProcess::spawn(command)
     }
 
     fn token(&self, user: &str, device: &str) -> Result<String, Error> {
