@@ -154,7 +154,7 @@ fn describe_request(r: &Request) -> String {
 
 fn describe_response(r: &Response) -> String {
     match r {
-        Response::Feeds { replica, feeds } => format!("{replica} holds {} feeds", feeds.len()),
+        Response::Feeds { replica, feeds, .. } => format!("{replica} holds {} feeds", feeds.len()),
         Response::Changes { entries, next, .. } => {
             format!("{} changes, up to #{next}", entries.len())
         }

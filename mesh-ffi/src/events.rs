@@ -261,6 +261,15 @@ pub(crate) fn event_json(e: &Event) -> String {
             })
         }
         Event::Online { remote } => json!({ "type": "online", "remote": remote }),
+        Event::RemoteReset {
+            remote,
+            previous,
+            now,
+            feeds,
+        } => json!({
+            "type": "remote_reset", "remote": remote, "previous": previous, "now": now,
+            "feeds": feeds,
+        }),
         Event::Lagged { missed } => json!({ "type": "lagged", "missed": missed }),
         Event::Status { status } => merge(
             json!({ "type": "status" }),

@@ -36,9 +36,11 @@
 
 mod accounts;
 mod api;
+mod backup;
 pub mod config;
 mod datadir;
 mod enrollment;
+mod epoch;
 mod error;
 mod fanout;
 mod housekeeping;
@@ -59,6 +61,7 @@ use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
 pub use accounts::{Accounts, DeviceRecord, Principal};
+pub use backup::{backup, BackupReport};
 pub use datadir::{make_private, LOCK_FILE, SECRET_FILE};
 pub use enrollment::{Revocation, CODE_VALIDITY};
 pub use error::{ApiError, HubError};
@@ -209,19 +212,23 @@ impl HubBuilder {
                 BlobStore::memory(),
             ),
         };
+        let mut store = store;
+        let epoch = epoch::begin(&mut store)?;
         let replica = Replica::new(store);
         let replica_id = replica.id();
         tracing::info!(replica = %replica_id, data = ?self.data_dir, "hub opened");
-        Ok(Hub {
-            state: HubState::new(
-                Backend::Local(Box::new(std::sync::Mutex::new(replica))),
-                Cursor::ZERO,
-                replica_id,
-                blobs,
-                Arc::new(accounts),
-                self.config,
-            ),
-        })
+        let state = HubState::new(
+            Backend::Local(Box::new(std::sync::Mutex::new(replica))),
+            Cursor::ZERO,
+            replica_id,
+            blobs,
+            Arc::new(accounts),
+            self.config,
+        );
+        if let Some(e) = epoch {
+            let _ = state.0.epoch.set(e);
+        }
+        Ok(Hub { state })
     }
 }
 
@@ -321,6 +328,8 @@ impl Hub {
     ) -> Result<(), HubError> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tls = tls.is_some(), "serving");
+        // Changes made from now on are not covered by an end recorded by an earlier stop.
+        self.state.with_epoch(epoch::resume).await?;
         let state = self.state.clone();
         let shared = server::listener::Shared {
             app: self.router(),
@@ -337,6 +346,8 @@ impl Hub {
         .await?;
         // Last-seen times of this run, kept for the next.
         housekeeping::flush_now(&self.state).await;
+        // Every request has finished: the epoch ends here, cleanly.
+        self.state.with_epoch(epoch::end).await?;
         tracing::info!("stopped");
         Ok(())
     }

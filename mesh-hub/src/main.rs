@@ -61,6 +61,13 @@ struct Cli {
 enum Command {
     /// Create or upgrade the PostgreSQL schema (needs --database), then exit.
     Migrate,
+    /// Copy the data directory to DEST (a new or empty directory) while the hub serves: a
+    /// consistent snapshot of each database, private to this user. A hub started on the copy
+    /// begins a new epoch, and devices offer back what it lacks (see docs/operations.md).
+    Backup {
+        /// Where to write the copy.
+        dest: std::path::PathBuf,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -150,10 +157,27 @@ fn admin(settings: &Settings, pg: &PgArgs, command: Command) -> Result<(), HubEr
                 println!("database at schema version {version} ({applied} migrations applied)");
                 return Ok(());
             }
+            if let Command::Backup { .. } = command {
+                return Err(HubError::Store(
+                    "backup copies a data directory; back a PostgreSQL database up with \
+                     pg_dump (see docs/operations.md)"
+                        .into(),
+                ));
+            }
             db.check_version()?;
             Accounts::over(Box::new(PgAccounts::new(db)))?
         }
         None => {
+            if let Command::Backup { dest } = &command {
+                let report = mesh_hub::backup(&data, dest)?;
+                println!(
+                    "backed up {} files ({} bytes) to {}",
+                    report.files.len(),
+                    report.bytes,
+                    dest.display()
+                );
+                return Ok(());
+            }
             if let Command::Migrate = command {
                 return Err(HubError::Store(
                     "migrate needs --database (a data directory migrates itself)".into(),
@@ -165,7 +189,7 @@ fn admin(settings: &Settings, pg: &PgArgs, command: Command) -> Result<(), HubEr
         }
     };
     match command {
-        Command::Migrate => {}
+        Command::Migrate | Command::Backup { .. } => {}
         Command::User { action } => match action {
             UserCmd::Add { user } => {
                 accounts.add_user(&user.parse()?)?;

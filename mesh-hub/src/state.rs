@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     pub secret: RwLock<[u8; 32]>,
     /// The data directory's claim, held for the hub's life (when it was opened with one).
     pub data_dir: Mutex<Option<DataDir>>,
+    /// The epoch the hub announces (SQLite replicas; see [`crate::epoch`]).
+    pub epoch: std::sync::OnceLock<mesh_core::sync::Epoch>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -195,6 +197,7 @@ impl HubState {
             process_id: format!("hub-process-{}", uuid::Uuid::new_v4().simple()),
             secret: RwLock::new(random_secret()),
             data_dir: Mutex::new(None),
+            epoch: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -249,6 +252,29 @@ impl HubState {
     /// Sends change announcements from request handlers: in one process they go straight to
     /// the streams; with PostgreSQL every process (this one too) hears them from the
     /// database, in commit order, so handlers send nothing.
+    /// Runs `f` on the local replica's store with the hub's epoch, if it has one.
+    pub(crate) async fn with_epoch(
+        &self,
+        f: fn(&mut AnyStore, &mesh_core::sync::Epoch) -> Result<(), crate::error::HubError>,
+    ) -> Result<(), crate::error::HubError> {
+        let Some(epoch) = self.0.epoch.get().cloned() else {
+            return Ok(());
+        };
+        let Backend::Local(_) = &self.0.backend else {
+            return Ok(());
+        };
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Backend::Local(replica) = &state.0.backend else {
+                return Ok(());
+            };
+            let mut guard = replica.lock().unwrap_or_else(|p| p.into_inner());
+            f(guard.store_mut(), &epoch)
+        })
+        .await
+        .map_err(|e| crate::error::HubError::Store(format!("epoch task: {e}")))?
+    }
+
     pub fn announcer(&self) -> Announcer {
         match &self.0.backend {
             Backend::Local(_) => Announcer(Some((self.0.changes.clone(), self.0.readers.clone()))),

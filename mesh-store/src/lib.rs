@@ -27,6 +27,7 @@
 
 pub mod accounts;
 mod any;
+pub mod backup;
 pub mod blobs;
 mod error;
 mod lock;

@@ -478,7 +478,8 @@ impl Engine {
                             let heads = evs.as_ref().ok().and_then(|evs| {
                                 let feed = match evs.first()? {
                                     SessionEvent::Merged { feed, .. } => feed.clone(),
-                                    SessionEvent::Acknowledged { .. } => return None,
+                                    SessionEvent::Acknowledged { .. }
+                                    | SessionEvent::RemoteReset { .. } => return None,
                                 };
                                 Some((r.store().head(&feed).ok()?, feed))
                             });
@@ -596,6 +597,20 @@ impl Engine {
                         id: report.id,
                         kind,
                         source: ChangeSource::Remote(self.remote.clone()),
+                    });
+                }
+                SessionEvent::RemoteReset {
+                    previous,
+                    now,
+                    feeds,
+                } => {
+                    // The objects it was known to hold may be gone with the rest.
+                    self.known.forget();
+                    self.emit(Event::RemoteReset {
+                        remote: self.remote.clone(),
+                        previous: previous.to_string(),
+                        now: now.to_string(),
+                        feeds,
                     });
                 }
                 SessionEvent::Acknowledged { feed, result } => {

@@ -84,6 +84,21 @@ pub enum Event {
         /// Whether it will be retried.
         retrying: bool,
     },
+    /// The remote's change log is not the one this device synced with before: it was
+    /// restored from an older copy (a backup), or it stopped without ending its epoch cleanly.
+    /// The sync that reports this starts over with it on `feeds` feeds: it offers the remote
+    /// everything held here (so what the remote lost comes back from this device) and pulls
+    /// everything the remote holds; nothing is lost and nothing is applied twice.
+    RemoteReset {
+        /// The remote.
+        remote: RemoteId,
+        /// The remote's replica and epoch the device's cursors were for (`<replica>@<epoch>`).
+        previous: String,
+        /// Its replica and epoch now.
+        now: String,
+        /// How many feeds start over.
+        feeds: usize,
+    },
     /// The remote became reachable.
     Online {
         /// The remote.

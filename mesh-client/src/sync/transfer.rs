@@ -157,6 +157,11 @@ impl KnownObjects {
         set.contains(&(folder.clone(), *h))
     }
 
+    /// Forgets everything: the remote may have lost objects (it was restored from a copy).
+    pub(crate) fn forget(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn add<'a>(&self, folder: &FolderId, hashes: impl Iterator<Item = &'a ChunkHash>) {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if set.len() > Self::MAX {

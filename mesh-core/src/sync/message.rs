@@ -57,6 +57,11 @@ pub enum Response {
         replica: ReplicaId,
         /// Its feeds and their heads.
         feeds: Vec<FeedHead>,
+        /// The responder's epoch, when its change log can be replaced by an older copy (a
+        /// hub restored from a backup): cursors are valid only for the epoch they were issued
+        /// in and the epochs it [`continues`](Epoch::continues).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<Epoch>,
     },
     /// Answer to [`Request::Pull`].
     Changes {
@@ -76,6 +81,45 @@ pub enum Response {
         /// What the responder made of each entry, in request order.
         results: Vec<PushResult>,
     },
+}
+
+/// The most earlier epochs an [`Epoch`] may name as continued.
+pub const MAX_CONTINUED_EPOCHS: usize = 64;
+
+/// The longest epoch id, in bytes.
+pub const MAX_EPOCH_ID: usize = 64;
+
+/// A period of a responder's change log during which its positions kept their meaning.
+///
+/// A hub starts a new epoch each time it opens its store. An epoch that ended cleanly (the hub
+/// stopped after its last commit) is *continued* by the next one: positions issued in it still
+/// name the same changes. An epoch that did not end cleanly (a crash, or a copy of the store
+/// taken while it ran: a backup) is not continued, and neither is one the store never saw (the
+/// store was replaced by an older copy): a replica holding cursors of such an epoch starts over
+/// with the responder, pulling everything it lacks and offering everything the responder
+/// lacks, and says so ([`SessionEvent::RemoteReset`](crate::sync::SessionEvent::RemoteReset)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// This epoch's id (1 to [`MAX_EPOCH_ID`] ASCII letters, digits and `-`).
+    pub id: String,
+    /// The earlier epochs whose positions stay valid in this one, newest first (at most
+    /// [`MAX_CONTINUED_EPOCHS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continues: Vec<String>,
+}
+
+impl Epoch {
+    /// Whether `id` has the shape of an epoch id.
+    pub fn valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= MAX_EPOCH_ID
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+
+    /// The name under which a replica keeps its cursors for `replica` in this epoch.
+    pub fn remote_name(replica: &ReplicaId, epoch: &str) -> Result<ReplicaId, crate::CoreError> {
+        format!("{replica}@{epoch}").parse()
+    }
 }
 
 /// What the responder made of one pushed entry.

@@ -13,6 +13,8 @@ mod responder;
 mod session;
 
 pub use guard::respond_as;
-pub use message::{PushResult, Request, Response, MAX_PAGE};
+pub use message::{
+    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_EPOCH_ID, MAX_PAGE,
+};
 pub use responder::respond;
 pub use session::{FeedFilter, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};

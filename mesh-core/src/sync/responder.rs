@@ -23,6 +23,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,
+                epoch: None,
             })
         }
         Request::Pull {

@@ -8,7 +8,7 @@ use crate::id::{RemoteId, ReplicaId};
 use crate::model::{names, FeedKey};
 use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
-use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
+use crate::sync::message::{Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_PAGE};
 
 /// Which feeds a session syncs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -103,6 +103,20 @@ pub enum SessionEvent {
         feed: FeedKey,
         /// What the remote made of it.
         result: PushResult,
+    },
+    /// The remote's change log is not the one the stored cursors were issued for: it was
+    /// restored from an older copy, it crashed mid-epoch, or it is another replica under the
+    /// same name. The session starts over with it on `feeds` feeds: it pulls everything the
+    /// remote holds (what is already here merges as unchanged) and offers everything held
+    /// here (what the remote has merges as unchanged there), so nothing written on either side
+    /// is lost. Not reported for a first sync.
+    RemoteReset {
+        /// The name the stored cursors were kept under.
+        previous: ReplicaId,
+        /// The remote's replica (and epoch) now.
+        now: ReplicaId,
+        /// How many feeds start over.
+        feeds: usize,
     },
 }
 
@@ -337,10 +351,17 @@ impl SyncSession {
         response: Response,
     ) -> Result<Vec<SessionEvent>> {
         match (&self.phase, response) {
-            (Phase::AwaitFeeds, Response::Feeds { replica, feeds }) => {
-                self.start_feeds(local, replica, feeds)?;
+            (
+                Phase::AwaitFeeds,
+                Response::Feeds {
+                    replica,
+                    feeds,
+                    epoch,
+                },
+            ) => {
+                let events = self.start_feeds(local, replica, epoch, feeds)?;
                 self.phase = Phase::Work;
-                Ok(Vec::new())
+                Ok(events)
             }
             (
                 &Phase::AwaitPull { since },
@@ -436,8 +457,32 @@ impl SyncSession {
         &mut self,
         local: &mut Replica<S>,
         replica: ReplicaId,
+        epoch: Option<Epoch>,
         remote_feeds: Vec<crate::store::FeedHead>,
-    ) -> Result<()> {
+    ) -> Result<Vec<SessionEvent>> {
+        // Cursors are kept under the remote's replica id and, when it has epochs, the epoch
+        // they were issued in; those of an epoch it continues stay valid.
+        let (replica, continued) = match epoch {
+            None => (replica, Vec::new()),
+            Some(e) => {
+                if !Epoch::valid_id(&e.id)
+                    || e.continues.len() > MAX_CONTINUED_EPOCHS
+                    || !e.continues.iter().all(|c| Epoch::valid_id(c))
+                {
+                    return Err(CoreError::Protocol(format!(
+                        "the remote announced a malformed epoch ({} continued)",
+                        e.continues.len()
+                    )));
+                }
+                let continued = e
+                    .continues
+                    .iter()
+                    .map(|c| Epoch::remote_name(&replica, c))
+                    .collect::<Result<Vec<_>>>()?;
+                (Epoch::remote_name(&replica, &e.id)?, continued)
+            }
+        };
+        let mut reset: Option<(ReplicaId, usize)> = None;
         let mut heads: BTreeMap<FeedKey, (Option<Cursor>, Cursor)> = BTreeMap::new();
         for h in remote_feeds {
             if self.config.feeds.accepts(&h.feed) {
@@ -458,14 +503,25 @@ impl SyncSession {
         });
         for (feed, (remote_head, local_head)) in heads {
             let mut state = local.store().sync_state(&self.config.remote, &feed)?;
-            if state.remote_replica.as_ref() != Some(&replica) {
-                // A different remote replica (or a first sync): its cursors mean nothing here,
-                // and it may lack everything we pushed to its predecessor.
-                state = SyncState {
-                    remote_replica: Some(replica.clone()),
-                    pulled: Cursor::ZERO,
-                    pushed: Cursor::ZERO,
-                };
+            match &state.remote_replica {
+                Some(r) if r == &replica => {}
+                Some(r) if continued.contains(r) => {
+                    // An epoch that ended cleanly: its positions still name the same changes.
+                    state.remote_replica = Some(replica.clone());
+                }
+                previous => {
+                    if let Some(p) = previous {
+                        let r = reset.get_or_insert_with(|| (p.clone(), 0));
+                        r.1 += 1;
+                    }
+                    // A different remote replica or epoch (or a first sync): its cursors mean
+                    // nothing here, and it may lack everything we pushed to its predecessor.
+                    state = SyncState {
+                        remote_replica: Some(replica.clone()),
+                        pulled: Cursor::ZERO,
+                        pushed: Cursor::ZERO,
+                    };
+                }
             }
             let pull_done = !self.config.pull || remote_head.is_none_or(|h| h <= state.pulled);
             let push_done = !self.config.push || local_head <= state.pushed;
@@ -478,8 +534,16 @@ impl SyncSession {
                 push_done,
             });
         }
+        let events = reset
+            .map(|(previous, feeds)| SessionEvent::RemoteReset {
+                previous,
+                now: replica.clone(),
+                feeds,
+            })
+            .into_iter()
+            .collect();
         self.remote_replica = Some(replica);
-        Ok(())
+        Ok(events)
     }
 }
 

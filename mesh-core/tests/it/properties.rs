@@ -29,7 +29,7 @@ use mesh_core::model::{Entry, EntryData, EntryDraft, FeedKey, MediaRef, Scope};
 use mesh_core::replica::{Actor, Replica, ReplicaOptions, Resolution};
 use mesh_core::store::{Cursor, FeedHead, MemoryStore, Store};
 use mesh_core::sync::{
-    respond, PushResult, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
+    respond, Epoch, PushResult, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
     SyncSession,
 };
 use mesh_core::time::Timestamp;
@@ -1217,10 +1217,15 @@ fn arb_response() -> impl Strategy<Value = Response> {
     prop_oneof![
         (
             arb_id::<ReplicaId>(),
-            prop::collection::vec((arb_feed(), any::<u64>(), any::<u64>()), 0..3)
+            prop::collection::vec((arb_feed(), any::<u64>(), any::<u64>()), 0..3),
+            prop::option::of((
+                "[a-z0-9-]{1,12}",
+                prop::collection::vec("[a-z0-9]{1,8}", 0..3)
+            ))
         )
-            .prop_map(|(replica, feeds)| Response::Feeds {
+            .prop_map(|(replica, feeds, epoch)| Response::Feeds {
                 replica,
+                epoch: epoch.map(|(id, continues)| Epoch { id, continues }),
                 feeds: feeds
                     .into_iter()
                     .map(|(feed, head, entries)| FeedHead {

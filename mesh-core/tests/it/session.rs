@@ -4,7 +4,7 @@ use mesh_core::feedsync::MergeOutcome;
 use mesh_core::replica::{Replica, Resolution};
 use mesh_core::store::{Cursor, MemoryStore, Store, SyncState};
 use mesh_core::sync::{
-    respond, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+    respond, Epoch, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
 };
 use mesh_core::ErrorCode;
 
@@ -256,4 +256,138 @@ fn protocol_misuse_is_a_typed_error() {
         s.receive(&mut a, stuck).unwrap_err().code(),
         ErrorCode::Protocol
     );
+}
+
+/// Runs a whole session of `local` against `hub`, which announces `epoch`.
+fn sync_epoch(local: &mut R, hub: &mut R, epoch: &Epoch) -> (SyncReport, Vec<SessionEvent>) {
+    let mut s = SyncSession::new(config(100));
+    let mut events = Vec::new();
+    for _ in 0..10_000 {
+        match s.poll(local).unwrap() {
+            Step::Send(req) => {
+                let resp = match respond(hub, req).unwrap() {
+                    Response::Feeds { replica, feeds, .. } => Response::Feeds {
+                        replica,
+                        feeds,
+                        epoch: Some(epoch.clone()),
+                    },
+                    other => other,
+                };
+                events.extend(s.receive(local, resp).unwrap());
+            }
+            Step::Done(report) => return (report, events),
+        }
+    }
+    panic!("session did not finish");
+}
+
+fn epoch(id: &str, continues: &[&str]) -> Epoch {
+    Epoch {
+        id: id.into(),
+        continues: continues.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+fn resets(events: &[SessionEvent]) -> Vec<&SessionEvent> {
+    events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::RemoteReset { .. }))
+        .collect()
+}
+
+#[test]
+fn a_hub_restored_from_an_older_copy_gets_everything_it_lost_back() {
+    // Device a wrote ten entries; the hub took them in epoch e1. A copy of the hub taken after
+    // the first five (here: a hub of the same name holding only those, fed by device c) is
+    // restored and opens epoch e2, which does not continue e1.
+    let mut a = replica("a");
+    let me = actor("ann", "a");
+    for i in 0..10 {
+        a.create(&feed(), id(&format!("e{i}")), draft("x"), &me, t(0))
+            .unwrap();
+    }
+    let mut hub = replica("hub");
+    let (r, events) = sync_epoch(&mut a, &mut hub, &epoch("e1", &[]));
+    assert_eq!(r.sent, 10);
+    assert!(resets(&events).is_empty(), "a first sync is no reset");
+    let mut restored = replica("hub");
+    let mut only_five = replica("c");
+    for e in a.store().list(&feed(), None, 5).unwrap() {
+        only_five.merge_batch(&feed(), vec![e], None).unwrap();
+    }
+    sync(&mut only_five, &mut restored, 100);
+    assert_eq!(restored.store().list(&feed(), None, 100).unwrap().len(), 5);
+
+    // Without an epoch, a would trust its cursors and the restored hub would never get the
+    // other five back.
+    let (r, events) = sync_epoch(&mut a, &mut restored, &epoch("e2", &[]));
+    assert_eq!(r.sent, 10, "everything is offered again");
+    assert_eq!(titles(&restored), titles(&a));
+    let reset = resets(&events);
+    assert_eq!(reset.len(), 1);
+    let SessionEvent::RemoteReset {
+        previous,
+        now,
+        feeds,
+    } = reset[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(previous.as_str(), "hub@e1");
+    assert_eq!(now.as_str(), "hub@e2");
+    assert_eq!(*feeds, 1);
+
+    // The next session of the same epoch starts from where this one ended.
+    let (r, events) = sync_epoch(&mut a, &mut restored, &epoch("e2", &[]));
+    assert_eq!((r.sent, r.received), (0, 0));
+    assert!(resets(&events).is_empty());
+}
+
+#[test]
+fn a_cleanly_continued_epoch_keeps_the_cursors() {
+    let mut a = replica("a");
+    let mut hub = replica("hub");
+    let me = actor("ann", "a");
+    for i in 0..10 {
+        a.create(&feed(), id(&format!("e{i}")), draft("x"), &me, t(0))
+            .unwrap();
+    }
+    sync_epoch(&mut a, &mut hub, &epoch("e1", &[]));
+    a.create(&feed(), id("e10"), draft("x"), &me, t(0)).unwrap();
+    let (r, events) = sync_epoch(&mut a, &mut hub, &epoch("e2", &["e1"]));
+    assert_eq!((r.sent, r.received), (1, 0), "only the new entry travels");
+    assert!(resets(&events).is_empty());
+    // An epoch that neither is nor continues the stored one starts over.
+    let (r, events) = sync_epoch(&mut a, &mut hub, &epoch("e3", &["e1"]));
+    assert_eq!(r.sent, 11);
+    assert_eq!(resets(&events).len(), 1);
+}
+
+#[test]
+fn a_malformed_epoch_is_a_protocol_error() {
+    let mut a = replica("a");
+    let me = actor("ann", "a");
+    a.create(&feed(), id("e"), draft("x"), &me, t(0)).unwrap();
+    let bad = [
+        epoch("", &[]),
+        epoch("a/b", &[]),
+        epoch(&"x".repeat(65), &[]),
+        Epoch {
+            id: "ok".into(),
+            continues: (0..65).map(|i| format!("c{i}")).collect(),
+        },
+    ];
+    for e in bad {
+        let mut s = SyncSession::new(config(10));
+        let Step::Send(_) = s.poll(&mut a).unwrap() else {
+            panic!()
+        };
+        let resp = Response::Feeds {
+            replica: "hub".parse().unwrap(),
+            feeds: Vec::new(),
+            epoch: Some(e),
+        };
+        let err = s.receive(&mut a, resp).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Protocol, "{err}");
+    }
 }

@@ -73,10 +73,14 @@ pub(crate) async fn sync(
         };
         Ok::<_, mesh_core::CoreError>(Ok((response, merged)))
     };
-    let (response, merged) = match scope {
+    let (mut response, merged) = match scope {
         Some(scope) => state.run_scoped(scope, work).await???,
         None => state.run(work).await???,
     };
+    if let SyncResponse::Feeds { epoch, .. } = &mut response {
+        // Cursors are valid in this epoch and in those it continues (see `crate::epoch`).
+        epoch.clone_from(&state.0.epoch.get().cloned());
+    }
     state
         .0
         .observer

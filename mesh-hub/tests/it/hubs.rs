@@ -21,6 +21,11 @@ pub struct TestHub {
 impl TestHub {
     pub async fn start(hub: Hub) -> TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(hub, listener)
+    }
+
+    /// Serves `hub` on `listener` (bound to a loopback address).
+    pub fn start_on(hub: Hub, listener: tokio::net::TcpListener) -> TestHub {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(hub.clone().serve(listener, async move {

@@ -12,6 +12,7 @@ mod transport_suite;
 
 mod api;
 mod attacks;
+mod backup;
 mod blob_limits;
 mod blobs;
 mod datadir;

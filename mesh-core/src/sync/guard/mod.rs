@@ -352,6 +352,7 @@ pub fn respond_as<S: Store>(
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,
+                epoch: None,
             })
         }
         Request::Pull {
