@@ -45,6 +45,7 @@ mod error;
 mod fanout;
 mod housekeeping;
 pub mod ops;
+mod purge;
 mod quota;
 mod readers;
 pub mod server;

@@ -1,7 +1,7 @@
 //! Who may read which folder, cached for the notification streams: every stream checks each
 //! changed feed against its user, and with many streams open those checks would otherwise
 //! be one store read per stream per folder. The cache keeps each folder's roster (one read of
-//! its members feed), drops it when the members feed changes, and holds at most
+//! its members feed), drops it when the members or info feed changes, and holds at most
 //! [`MAX_FOLDERS`] folders.
 
 use std::collections::HashMap;
@@ -57,12 +57,13 @@ impl Readers {
         g.rosters.insert(folder.clone(), Arc::new(roster));
     }
 
-    /// A feed changed: a members feed makes its folder's roster stale.
+    /// A feed changed: a members feed makes its folder's roster stale, and so does its `info`
+    /// feed (the folder's deletion is read from it).
     pub fn changed(&self, feed: &FeedKey) {
         let Scope::Folder(folder) = &feed.scope else {
             return;
         };
-        if feed.name.as_str() != names::MEMBERS {
+        if !matches!(feed.name.as_str(), names::MEMBERS | names::INFO) {
             return;
         }
         let mut g = self.lock();

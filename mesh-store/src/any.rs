@@ -83,6 +83,9 @@ impl Store for AnyStore {
     fn feeds(&self) -> CoreResult<Vec<FeedHead>> {
         each!(self, s => s.feeds())
     }
+    fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
+        each!(self, s => s.purge_feed(feed))
+    }
     fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
         each!(self, s => s.head(feed))
     }

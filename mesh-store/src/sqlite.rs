@@ -788,6 +788,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
+        let key = feed.to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("purge"))?;
+        let n = tx
+            .execute(
+                "DELETE FROM entries WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1)",
+                [&key],
+            )
+            .and_then(|n| {
+                tx.execute("DELETE FROM sync_state WHERE feed = ?1", [&key])?;
+                tx.execute("DELETE FROM feeds WHERE key = ?1", [&key])?;
+                Ok(n)
+            })
+            .map_err(db("purge"))?;
+        tx.commit().map_err(db("purge"))?;
+        Ok(n as u64)
+    }
+
     fn begin(&mut self) -> CoreResult<SqliteTxn<'_>> {
         let tx = self
             .conn

@@ -171,6 +171,15 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn purge_feed(&mut self, feed: &FeedKey) -> Result<u64> {
+        let n = self
+            .feeds
+            .remove(feed)
+            .map_or(0, |f| f.entries.len() as u64);
+        self.sync.retain(|(_, f), _| f != feed);
+        Ok(n)
+    }
+
     fn begin(&mut self) -> Result<MemoryTxn<'_>> {
         Ok(MemoryTxn {
             seq_before: self.seq,

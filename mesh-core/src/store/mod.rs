@@ -77,6 +77,12 @@ pub trait Store {
 
     /// Starts a write transaction.
     fn begin(&mut self) -> Result<Self::Txn<'_>>;
+
+    /// Removes `feed` altogether, at once and atomically: its entries, its change log and the
+    /// sync states kept for it; returns how many entries it held. Unlike a tombstone this
+    /// leaves nothing to sync: it is for a replica that must stop holding a feed's data (a
+    /// hub purging a deleted folder). The change counter does not go back.
+    fn purge_feed(&mut self, feed: &FeedKey) -> Result<u64>;
 }
 
 /// A write transaction on a [`Store`]. Reads see the transaction's own writes.

@@ -55,6 +55,7 @@ pub fn run_all<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     txn_reads_own_writes(&mut factory);
     prefetch_is_only_a_hint(&mut factory);
     commit_makes_writes_visible(&mut factory);
+    purge_feed(&mut factory);
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1125,4 +1126,74 @@ pub fn commit_makes_writes_visible<S: Store>(mut factory: impl FnMut(ReplicaId) 
         Some(e),
         "a later transaction sees committed writes"
     );
+}
+
+/// `purge_feed` removes one feed's entries, change log and sync states, leaves the others alone,
+/// and the change counter never goes back.
+pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
+    let mut store = factory(replica("suite-purge"));
+    let gone = feed("folder:f1/todos");
+    let kept = feed("folder:f1/members");
+    put_all(
+        &mut store,
+        &gone,
+        &[(entry("a", "a"), None), (entry("b", "b"), None)],
+    ); // 1, 2
+    put_one(&mut store, &kept, &entry("ann", "ann")); // 3
+    let state = SyncState {
+        remote_replica: Some(replica("hub")),
+        pulled: Cursor(7),
+        pushed: Cursor(2),
+    };
+    {
+        let mut tx = ok(store.begin(), "begin");
+        ok(
+            tx.set_sync_state(&remote("hub"), &gone, &state),
+            "set state",
+        );
+        ok(
+            tx.set_sync_state(&remote("hub"), &kept, &state),
+            "set state",
+        );
+        ok(tx.commit(), "commit");
+    }
+    assert_eq!(
+        ok(store.purge_feed(&gone), "purge"),
+        2,
+        "purge counts the entries"
+    );
+    assert_eq!(
+        ok(store.get(&gone, &eid("a")), "get"),
+        None,
+        "a purged entry is gone"
+    );
+    assert!(
+        ok(store.list(&gone, None, 10), "list").is_empty(),
+        "a purged feed lists nothing"
+    );
+    assert_eq!(ok(store.head(&gone), "head"), Cursor::ZERO);
+    let page = ok(
+        store.changes_since(&gone, Cursor::ZERO, 10, None),
+        "changes",
+    );
+    assert!(page.changes.is_empty(), "a purged feed has no change log");
+    assert_eq!(
+        ok(store.feeds(), "feeds")
+            .into_iter()
+            .map(|h| h.feed)
+            .collect::<Vec<_>>(),
+        vec![kept.clone()],
+        "only the other feed is listed"
+    );
+    assert_eq!(
+        ok(store.sync_state(&remote("hub"), &gone), "state"),
+        SyncState::default(),
+        "the purged feed's sync state is gone"
+    );
+    assert_eq!(ok(store.sync_state(&remote("hub"), &kept), "state"), state);
+    assert!(ok(store.get(&kept, &eid("ann")), "get").is_some());
+    assert_eq!(ok(store.purge_feed(&gone), "purge again"), 0);
+    // The counter does not go back: the next change is numbered after every earlier one.
+    put_one(&mut store, &gone, &entry("c", "c"));
+    assert_eq!(ok(store.head(&gone), "head"), Cursor(4));
 }

@@ -348,3 +348,177 @@ fn a_folder_record_that_does_not_decode_is_refused() {
         [None]
     );
 }
+
+fn folder_record(folder: &FolderId, name: &str) -> EntryDraft {
+    let f = mesh_core::model::Folder {
+        id: folder.clone(),
+        name: name.into(),
+        kind: mesh_core::model::FolderKind::app("notes").unwrap(),
+        created_by: "ann".parse().unwrap(),
+        created_at: t(0),
+    };
+    EntryDraft {
+        title: name.into(),
+        content: JsonContent::from_serialize(&f).unwrap(),
+        media: None,
+    }
+}
+
+#[test]
+fn a_deleted_folder_is_revoked_for_everyone() {
+    use mesh_core::model::names;
+    use mesh_core::sync::guard;
+    let folder: FolderId = "f".parse().unwrap();
+    let (members, info, notes) = (
+        FeedKey::members(&folder),
+        FeedKey::info(&folder),
+        FeedKey::folder(folder.clone(), "notes".parse().unwrap()),
+    );
+    let record = id(names::FOLDER_RECORD);
+    let mut ann_dev = replica("ann-dev");
+    let ann = actor("ann", "ann-dev");
+    ann_dev
+        .create(
+            &members,
+            id("ann"),
+            member("ann", Role::Owner, InvitationState::Active),
+            &ann,
+            t(0),
+        )
+        .unwrap();
+    ann_dev
+        .create(
+            &members,
+            id("bob"),
+            member("bob", Role::Full, InvitationState::Invited),
+            &ann,
+            t(1),
+        )
+        .unwrap();
+    ann_dev
+        .create(
+            &info,
+            record.clone(),
+            folder_record(&folder, "F"),
+            &ann,
+            t(1),
+        )
+        .unwrap();
+    ann_dev
+        .create(&notes, id("n1"), draft("note"), &ann, t(2))
+        .unwrap();
+    let mut hub = replica("hub");
+    for feed in [&members, &info, &notes] {
+        for (outcome, refused) in push(&mut hub, "ann", feed, changes(&ann_dev, feed)) {
+            assert!(!refused && outcome == MergeOutcome::Added, "{feed}");
+        }
+    }
+    // Bob accepts.
+    let mut bob_dev = replica("bob-dev");
+    bob_dev
+        .merge_batch(&members, changes(&hub, &members), None)
+        .unwrap();
+    bob_dev
+        .update(
+            &members,
+            &id("bob"),
+            member("bob", Role::Full, InvitationState::Active),
+            &actor("bob", "bob-dev"),
+            t(2),
+        )
+        .unwrap();
+    push(&mut hub, "bob", &members, changes(&bob_dev, &members));
+    assert_eq!(pull(&mut hub, "bob", &notes), Ok(1));
+
+    // A Full member may not delete the folder; its owner may.
+    bob_dev
+        .merge_batch(&info, changes(&hub, &info), None)
+        .unwrap();
+    bob_dev
+        .delete(&info, &record, &actor("bob", "bob-dev"), t(3))
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "bob", &info, changes(&bob_dev, &info)),
+        [(MergeOutcome::Unchanged, true)]
+    );
+    assert!(!guard::folder_deleted(hub.store(), &folder).unwrap());
+    ann_dev.delete(&info, &record, &ann, t(3)).unwrap();
+    assert_eq!(
+        push(&mut hub, "ann", &info, changes(&ann_dev, &info)),
+        [(MergeOutcome::Updated, false)]
+    );
+    assert!(guard::folder_deleted(hub.store(), &folder).unwrap());
+
+    // Nobody reads its data any more: members see only that it was deleted.
+    for user in ["ann", "bob"] {
+        assert_eq!(
+            pull(&mut hub, user, &notes),
+            Err(ErrorCode::NotFound),
+            "{user}"
+        );
+        assert_eq!(
+            pull(&mut hub, user, &info),
+            Ok(1),
+            "{user} learns of the deletion"
+        );
+        assert!(pull(&mut hub, user, &members).is_ok());
+        assert_eq!(
+            guard::check_folder(
+                hub.store(),
+                &user.parse().unwrap(),
+                &folder,
+                mesh_core::model::Action::Read
+            )
+            .unwrap_err()
+            .code(),
+            ErrorCode::NotFound
+        );
+        let Response::Feeds { feeds, .. } = respond_as(
+            &mut hub,
+            Pusher::new(&user.parse().unwrap(), &NoKeyring),
+            Request::Feeds {
+                from: "x".parse().unwrap(),
+                only: None,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(feeds.iter().all(|h| h.feed != notes), "{user}: {feeds:?}");
+    }
+    // Nobody writes into it: not a note, not a member, not the folder record brought back.
+    ann_dev
+        .create(&notes, id("n2"), draft("late"), &ann, t(4))
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "ann", &notes, changes(&ann_dev, &notes)),
+        [(MergeOutcome::Unchanged, true); 2]
+    );
+    let mut revived = replica("ann-dev2");
+    revived
+        .create(
+            &info,
+            record.clone(),
+            folder_record(&folder, "back"),
+            &actor("ann", "ann-dev2"),
+            t(9),
+        )
+        .unwrap();
+    assert_eq!(
+        push(&mut hub, "ann", &info, changes(&revived, &info)),
+        [(MergeOutcome::Unchanged, true)]
+    );
+    ann_dev
+        .create(
+            &members,
+            id("cy"),
+            member("cy", Role::Reader, InvitationState::Invited),
+            &ann,
+            t(5),
+        )
+        .unwrap();
+    assert!(push(&mut hub, "ann", &members, changes(&ann_dev, &members))
+        .iter()
+        .all(|(_, refused)| *refused));
+    assert!(guard::folder_deleted(hub.store(), &folder).unwrap());
+}

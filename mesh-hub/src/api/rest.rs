@@ -105,8 +105,18 @@ fn check_if_match(cond: &str, current: Option<&Entry>) -> Result<(), ApiError> {
 
 async fn check_read(state: &HubState, user: &UserId, feed: &FeedKey) -> Result<(), ApiError> {
     let (u, f) = (user.clone(), feed.clone());
+    // A deleted folder does not exist for REST clients (devices learn of the deletion by
+    // sync, from its `info` feed).
     let ok = state
-        .run(move |r| guard::can_read(r.store(), &u, &f))
+        .run(move |r| {
+            Ok::<_, CoreError>(
+                guard::can_read(r.store(), &u, &f)?
+                    && match &f.scope {
+                        Scope::Folder(folder) => !guard::folder_deleted(r.store(), folder)?,
+                        Scope::Mesh(_) => true,
+                    },
+            )
+        })
         .await??;
     if ok {
         Ok(())
@@ -168,6 +178,10 @@ async fn write(
                 return Err(refused.into());
             }
             if changed {
+                if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
+                    // Deleting the folder record deletes the folder: purge it.
+                    crate::purge::if_deleted(r, f)?;
+                }
                 let head = r.store().head(&feed)?;
                 changes.send(Changed {
                     feed: feed.clone(),

@@ -56,6 +56,12 @@ pub(crate) async fn sync(
             request,
         )?;
         if let SyncResponse::Pushed { feed, results } = &response {
+            if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
+                if results.iter().any(|x| x.outcome.changed()) {
+                    // The folder record may have become a tombstone: the folder is gone.
+                    crate::purge::if_deleted(r, f)?;
+                }
+            }
             if results.iter().any(|x| x.outcome.changed()) {
                 // Announced under the lock, so announcements leave in change order.
                 let head = r.store().head(feed)?;

@@ -18,6 +18,7 @@ mod blobs;
 mod datadir;
 mod e2e;
 mod enrollment;
+mod folder_delete;
 mod http_transport;
 mod hubs;
 mod limits;

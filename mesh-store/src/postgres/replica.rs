@@ -163,6 +163,23 @@ impl Store for PgStore {
         get_entry(self, feed, id)
     }
 
+    fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
+        // One statement: its deletes are one atomic change, and the foreign key from entries
+        // to feeds is checked once all of them are done.
+        let row = self
+            .q_one(
+                "WITH e AS (DELETE FROM mesh_entries
+                            WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                            RETURNING 1),
+                      s AS (DELETE FROM mesh_sync_state WHERE feed = $1),
+                      f AS (DELETE FROM mesh_feeds WHERE key = $1)
+                 SELECT count(*) FROM e",
+                &[&feed.to_string()],
+            )
+            .map_err(db("purge"))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
         let key = feed.to_string();
         let wanted: Vec<&str> = ids.iter().map(EntryId::as_str).collect();

@@ -106,6 +106,22 @@ pub fn membership<S: Store>(store: &S, folder: &FolderId, user: &UserId) -> Resu
     }
 }
 
+/// Whether `folder` was deleted: its folder record (in its `info` feed) is a tombstone. A
+/// deleted folder is revoked for everyone: nothing in it may be written (its folder record
+/// cannot be brought back either), and its members may read only its `members` and `info`
+/// feeds, which tell them that it was deleted; to everyone else it does not exist.
+pub fn folder_deleted<S: Store>(store: &S, folder: &FolderId) -> Result<bool> {
+    let id: EntryId = names::FOLDER_RECORD.parse()?;
+    Ok(store
+        .get(&FeedKey::info(folder), &id)?
+        .is_some_and(|e| e.is_deleted()))
+}
+
+/// The feeds of a deleted folder that its members may still read.
+pub(crate) fn tells_deletion(feed: &FeedKey) -> bool {
+    matches!(feed.name.as_str(), names::MEMBERS | names::INFO)
+}
+
 /// Checks that `user` is an active member of `folder` whose role allows `action`, and gives
 /// that role. A non-member (or a pending invitee) gets the same [`CoreError::NotFound`] as for
 /// a folder that does not exist, so that folders are not revealed to outsiders.
@@ -115,7 +131,11 @@ pub fn check_folder<S: Store>(
     folder: &FolderId,
     action: Action<'_>,
 ) -> Result<Role> {
-    let Some(role) = membership(store, folder, user)?.and_then(|m| m.effective_role()) else {
+    let role = match membership(store, folder, user)?.and_then(|m| m.effective_role()) {
+        Some(role) if !folder_deleted(store, folder)? => Some(role),
+        _ => None,
+    };
+    let Some(role) = role else {
         return Err(CoreError::NotFound {
             kind: "folder",
             id: folder.to_string(),
@@ -129,7 +149,8 @@ pub fn check_folder<S: Store>(
 pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bool> {
     match &feed.scope {
         Scope::Mesh(owner) => Ok(owner == user),
-        Scope::Folder(folder) => Ok(readable(membership(store, folder, user)?.as_ref(), feed)),
+        Scope::Folder(folder) => Ok(readable(membership(store, folder, user)?.as_ref(), feed)
+            && (tells_deletion(feed) || !folder_deleted(store, folder)?)),
     }
 }
 
@@ -276,6 +297,8 @@ fn pusher_may_push(roster: &Roster, user: &UserId, feed: &FeedKey) -> bool {
         // A new folder's first records (its members and info) come from a stranger to it: its
         // creator. Any other feed of a folder that does not exist is answered as a folder the
         // pusher may not read, so a push cannot tell whether a folder exists.
+        // Nothing is written into a deleted folder, not even its folder record.
+        Scope::Folder(_) if roster.is_deleted() => false,
         Scope::Folder(_) => {
             (roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO))
                 || readable(roster.get(user), feed)

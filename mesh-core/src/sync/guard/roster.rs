@@ -16,6 +16,7 @@ const PAGE: usize = 1000;
 pub struct Roster {
     members: HashMap<UserId, Member>,
     any_record: bool,
+    deleted: bool,
 }
 
 impl Roster {
@@ -25,6 +26,7 @@ impl Roster {
         let Scope::Folder(folder) = &feed.scope else {
             return Ok(roster);
         };
+        roster.deleted = super::folder_deleted(store, folder)?;
         let key = FeedKey::members(folder);
         let mut after = None;
         loop {
@@ -47,6 +49,13 @@ impl Roster {
         !self.any_record
     }
 
+    /// Whether the folder was deleted (its folder record is a tombstone): nothing in it may be
+    /// written any more, and only its `members` and `info` feeds (which say that it was
+    /// deleted) may be read, by its members.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
     /// The live record of `user`, if any.
     pub fn get(&self, user: &UserId) -> Option<&Member> {
         self.members.get(user)
@@ -56,7 +65,9 @@ impl Roster {
     /// [`can_read`](super::can_read) answers, from the roster instead of the store). A mesh
     /// feed is not a folder's: the answer there is `false`; ask `can_read`.
     pub fn can_read(&self, user: &UserId, feed: &FeedKey) -> bool {
-        matches!(feed.scope, Scope::Folder(_)) && super::readable(self.get(user), feed)
+        matches!(feed.scope, Scope::Folder(_))
+            && (!self.deleted || super::tells_deletion(feed))
+            && super::readable(self.get(user), feed)
     }
 
     /// The role `user` may act with (an active membership), if any.
