@@ -10,12 +10,16 @@ use mesh_core::replica::Replica;
 use mesh_core::store::Store;
 use mesh_core::sync::guard;
 use mesh_core::CoreError;
-use mesh_store::AnyStore;
+use mesh_store::{AnyStore, BlobStore};
 
 /// Purges the feeds of `folder` if it was deleted (a no-op otherwise); returns how many
 /// entries were removed. Runs under the folder's write lock, right after the write that
 /// deleted it.
-pub(crate) fn if_deleted(r: &mut Replica<AnyStore>, folder: &FolderId) -> Result<u64, CoreError> {
+pub(crate) fn if_deleted(
+    r: &mut Replica<AnyStore>,
+    blobs: &BlobStore,
+    folder: &FolderId,
+) -> Result<u64, CoreError> {
     if !guard::folder_deleted(r.store(), folder)? {
         return Ok(0);
     }
@@ -33,8 +37,18 @@ pub(crate) fn if_deleted(r: &mut Replica<AnyStore>, folder: &FolderId) -> Result
     for feed in &doomed {
         purged += r.store_mut().purge_feed(feed)?;
     }
-    if !doomed.is_empty() {
-        tracing::info!(%folder, feeds = doomed.len(), entries = purged, "deleted folder purged");
+    // Its files: the objects no other folder claims.
+    let objects = blobs
+        .release_folder(folder)
+        .map_err(|e| CoreError::Store(e.to_string()))?;
+    if !doomed.is_empty() || objects > 0 {
+        tracing::info!(
+            %folder,
+            feeds = doomed.len(),
+            entries = purged,
+            objects,
+            "deleted folder purged"
+        );
     }
     Ok(purged)
 }

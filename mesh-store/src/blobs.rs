@@ -279,6 +279,9 @@ impl NoPostgres {
     fn claim(&self, _: &FolderId, _: &[ChunkHash]) -> Result<()> {
         match *self {}
     }
+    fn release_folder(&self, _: &FolderId) -> Result<u64> {
+        match *self {}
+    }
     fn get(&self, _: &ChunkHash) -> Result<Option<Vec<u8>>> {
         match *self {}
     }
@@ -453,6 +456,48 @@ impl BlobStore {
             }
         }
         tx.commit().map_err(store_err)
+    }
+
+    /// Drops every claim of `folder` (a deleted folder) and removes the objects no other
+    /// folder claims; returns how many objects were removed.
+    pub fn release_folder(&self, folder: &FolderId) -> Result<u64> {
+        if let Some(p) = self.pg() {
+            return p.release_folder(folder);
+        }
+        if let Some(mut m) = self.mem() {
+            let mine: Vec<ChunkHash> = m
+                .refs
+                .iter()
+                .filter(|(f, _)| f == folder)
+                .map(|(_, h)| *h)
+                .collect();
+            m.refs.retain(|(f, _)| f != folder);
+            let still: HashSet<ChunkHash> = m.refs.iter().map(|(_, h)| *h).collect();
+            let mut removed = 0;
+            for h in mine {
+                if !still.contains(&h) && m.objects.remove(&h).is_some() {
+                    removed += 1;
+                }
+            }
+            return Ok(removed);
+        }
+        let mut conn = self.sqlite_conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        let removed = tx
+            .execute(
+                "DELETE FROM objects WHERE hash IN (SELECT hash FROM refs WHERE folder = ?1)
+                   AND hash NOT IN (SELECT hash FROM refs WHERE folder != ?1)",
+                [folder.as_str()],
+            )
+            .and_then(|n| {
+                tx.execute("DELETE FROM refs WHERE folder = ?1", [folder.as_str()])?;
+                Ok(n)
+            })
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(removed as u64)
     }
 
     /// Chunks everything `reader` yields into objects stored for `folder` (in batches of a

@@ -146,6 +146,7 @@ async fn write(
     let changes = state.announcer();
     let accounts = state.0.accounts.clone();
     let keyring = state.keyring();
+    let purge_state = state.clone();
     state
         .run_scoped(scope_of(&feed), move |r| {
             let local = r.get(&feed, &id)?;
@@ -180,7 +181,7 @@ async fn write(
             if changed {
                 if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
                     // Deleting the folder record deletes the folder: purge it.
-                    crate::purge::if_deleted(r, f)?;
+                    crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
                 }
                 let head = r.store().head(&feed)?;
                 changes.send(Changed {

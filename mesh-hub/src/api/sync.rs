@@ -35,6 +35,7 @@ pub(crate) async fn sync(
     let changes = state.announcer();
     let keyring = state.keyring();
     let quotas = state.0.config.quotas.clone();
+    let purge_state = state.clone();
     // A push writes one feed: its folder's writers take turns (across processes too).
     let scope = match &request {
         Request::Push { feed, .. } => Some(scope_of(feed)),
@@ -59,7 +60,7 @@ pub(crate) async fn sync(
             if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
                 if results.iter().any(|x| x.outcome.changed()) {
                     // The folder record may have become a tombstone: the folder is gone.
-                    crate::purge::if_deleted(r, f)?;
+                    crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
                 }
             }
             if results.iter().any(|x| x.outcome.changed()) {

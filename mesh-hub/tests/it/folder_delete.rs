@@ -55,6 +55,14 @@ async fn deleting_a_folder_revokes_and_purges_it() {
         .await
         .unwrap();
     }
+    // A file in the folder: its objects reach the hub.
+    let media = ann
+        .put_blob(&folder.id, vec![7u8; 200_000], "application/octet-stream")
+        .await
+        .unwrap();
+    let mut draft = EntryDraft::new("file", json!({}));
+    draft.media = Some(media.clone());
+    ann.put(&folder.id, &notes, draft).await.unwrap();
     ann.invite(&folder.id, &"bob".parse().unwrap(), Role::Full)
         .await
         .unwrap();
@@ -66,8 +74,10 @@ async fn deleting_a_folder_revokes_and_purges_it() {
             .await
             .unwrap()
             .len(),
-        3
+        4
     );
+    let manifest: mesh_core::blob::ChunkHash = media.hash.parse().unwrap();
+    assert!(hub.hub.blobs().get(&manifest).unwrap().is_some());
     let entries = format!("{}/mesh/folders/{}/feeds/notes/entries", hub.url, folder.id);
     assert_eq!(get(&entries, &bob_token).await.0, 200);
 
@@ -108,7 +118,9 @@ async fn deleting_a_folder_revokes_and_purges_it() {
         "a deleted folder's id is not reused"
     );
 
-    // The hub purged it: no feed of the folder but the two that record its deletion.
+    // The hub purged it: its files, and every feed but the two that record its deletion.
+    assert_eq!(hub.hub.blobs().get(&manifest).unwrap(), None);
+    assert_eq!(hub.hub.blobs().usage().unwrap(), (0, 0));
     hub.stop().await;
     let store = mesh_store::SqliteStore::open(
         dir.path().join(mesh_hub::REPLICA_DB),

@@ -104,6 +104,22 @@ impl PgObjects {
         Ok(())
     }
 
+    /// Drops every claim of `folder` and the objects no other folder claims; returns how
+    /// many objects were removed. One statement: the claims and the objects go together.
+    pub(crate) fn release_folder(&self, folder: &FolderId) -> Result<u64> {
+        let c = self.db.connection()?;
+        let n = block(c.execute(
+            "WITH r AS (DELETE FROM mesh_object_refs WHERE folder = $1 RETURNING hash)
+             DELETE FROM mesh_objects o
+             WHERE o.hash IN (SELECT hash FROM r)
+               AND NOT EXISTS (SELECT 1 FROM mesh_object_refs x
+                               WHERE x.hash = o.hash AND x.folder <> $1)",
+            &[&folder.as_str()],
+        ))
+        .map_err(pg("releasing a folder's objects"))?;
+        Ok(n)
+    }
+
     /// One object, whatever folder claims it.
     pub(crate) fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>> {
         let c = self.db.connection()?;

@@ -87,6 +87,24 @@ fn suite(store: &BlobStore) {
     let mut out = Vec::new();
     store.write_to(&manifest.hash(), &mut out).unwrap();
     assert_eq!(out, content);
+    // Releasing a folder (deleted) drops its claims and the objects only it claimed.
+    let (objects, _) = store.usage().unwrap();
+    let removed = store.release_folder(&f1).unwrap();
+    assert!(removed >= 2, "b and the blob's chunks go ({removed})");
+    assert_eq!(store.get(&b.0).unwrap(), None, "only f1 claimed b");
+    assert_eq!(
+        store.get(&a.0).unwrap(),
+        Some(a.1.clone()),
+        "f2 still claims a"
+    );
+    assert_eq!(
+        store.len_for(&f1, &a.0).unwrap(),
+        None,
+        "f1's claim is gone"
+    );
+    assert_eq!(store.len_for(&f2, &a.0).unwrap(), Some(10));
+    assert_eq!(store.usage().unwrap().0, objects - removed);
+    assert_eq!(store.release_folder(&f1).unwrap(), 0);
 }
 
 #[test]
