@@ -79,6 +79,10 @@ pub struct Settings {
     /// Most folders one user may own; 0: no limit [default: 1000].
     #[arg(long, env = "MESH_HUB_MAX_FOLDERS")]
     pub max_folders: Option<u32>,
+    /// Most bytes of files the folders one user owns may hold (each object once; a folder
+    /// counts against each of its owners); 0: no limit [default: 10737418240].
+    #[arg(long, env = "MESH_HUB_MAX_BYTES")]
+    pub max_bytes: Option<u64>,
     /// Largest blob (a manifest's declared length) accepted, in bytes [default: 17179869184].
     #[arg(long, env = "MESH_HUB_MAX_BLOB")]
     pub max_blob: Option<u64>,
@@ -130,6 +134,7 @@ impl Settings {
             user_rate,
             user_burst,
             max_folders,
+            max_bytes,
             max_blob,
             metrics_token
         )
@@ -218,6 +223,9 @@ impl Settings {
         }
         if let Some(v) = self.max_folders {
             c.quotas.max_folders_per_user = v;
+        }
+        if let Some(v) = self.max_bytes {
+            c.quotas.max_bytes_per_user = v;
         }
         if let Some(v) = self.max_blob {
             c.max_blob = v;

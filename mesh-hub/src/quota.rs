@@ -20,12 +20,17 @@ use crate::error::ApiError;
 pub struct Quotas {
     /// The most folders one user may own (0: no limit). Default 1000.
     pub max_folders_per_user: u32,
+    /// The most bytes of files (blob objects, each counted once) the folders one user owns
+    /// may hold (0: no limit). Default 10 GiB. A folder counts in full against each of its
+    /// owners.
+    pub max_bytes_per_user: u64,
 }
 
 impl Default for Quotas {
     fn default() -> Self {
         Quotas {
             max_folders_per_user: 1000,
+            max_bytes_per_user: 10 << 30,
         }
     }
 }
@@ -41,6 +46,18 @@ pub enum QuotaError {
         user: UserId,
         /// How many they own.
         owned: u32,
+    },
+    /// The folders the user owns would hold more bytes than they may.
+    #[error("{user}'s folders hold {used} bytes; {incoming} more would pass the limit of {limit}")]
+    Bytes {
+        /// The owner whose quota it is.
+        user: UserId,
+        /// What their folders hold now.
+        used: u64,
+        /// What the upload would add.
+        incoming: u64,
+        /// Their limit.
+        limit: u64,
     },
 }
 
@@ -58,20 +75,12 @@ impl From<QuotaError> for ApiError {
     }
 }
 
-/// Whether `folder` exists (its members feed has an entry).
-pub(crate) fn folder_exists(
+/// The folders `user` owns (is an active owner of).
+pub(crate) fn owned_folders(
     r: &Replica<ClientStore>,
-    folder: &FolderId,
-) -> Result<bool, CoreError> {
-    Ok(!r
-        .store()
-        .list(&FeedKey::members(folder), None, 1)?
-        .is_empty())
-}
-
-/// How many folders `user` owns (is an active owner of).
-pub(crate) fn folders_owned(r: &Replica<ClientStore>, user: &UserId) -> Result<u32, CoreError> {
-    let mut owned = 0u32;
+    user: &UserId,
+) -> Result<Vec<FolderId>, CoreError> {
+    let mut owned = Vec::new();
     for h in r.store().feeds()? {
         if h.feed.name.as_str() != names::MEMBERS {
             continue;
@@ -82,10 +91,53 @@ pub(crate) fn folders_owned(r: &Replica<ClientStore>, user: &UserId) -> Result<u
         if guard::membership(r.store(), f, user)?.and_then(|m| m.effective_role())
             == Some(Role::Owner)
         {
-            owned = owned.saturating_add(1);
+            owned.push(f.clone());
         }
     }
     Ok(owned)
+}
+
+/// The active owners of `folder` and, for each, the folders they own.
+pub(crate) fn owners_and_folders(
+    r: &Replica<ClientStore>,
+    folder: &FolderId,
+) -> Result<Vec<(UserId, Vec<FolderId>)>, CoreError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    // Bounded by the folder's member records, read in pages.
+    loop {
+        let page = r
+            .store()
+            .list(&FeedKey::members(folder), after.as_ref(), 1000)?;
+        for e in &page {
+            if e.is_deleted() {
+                continue;
+            }
+            let Ok(m) = e.content.content.decode::<mesh_core::model::Member>() else {
+                continue;
+            };
+            if m.effective_role() == Some(Role::Owner) {
+                let folders = owned_folders(r, &m.user)?;
+                out.push((m.user, folders));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.sync.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `folder` exists (its members feed has an entry).
+pub(crate) fn folder_exists(
+    r: &Replica<ClientStore>,
+    folder: &FolderId,
+) -> Result<bool, CoreError> {
+    Ok(!r
+        .store()
+        .list(&FeedKey::members(folder), None, 1)?
+        .is_empty())
 }
 
 /// Checks that `user` may create `folder`: nothing to check when it exists already.
@@ -98,12 +150,51 @@ pub(crate) fn check_new_folder(
     if quotas.max_folders_per_user == 0 || folder_exists(r, folder)? {
         return Ok(Ok(()));
     }
-    let owned = folders_owned(r, user)?;
+    let owned = u32::try_from(owned_folders(r, user)?.len()).unwrap_or(u32::MAX);
     if owned >= quotas.max_folders_per_user {
         return Ok(Err(QuotaError::Folders {
             user: user.clone(),
             owned,
         }));
+    }
+    Ok(Ok(()))
+}
+
+/// Checks that storing `objects` in a folder keeps each of its owners within
+/// [`Quotas::max_bytes_per_user`]: an owner's folders hold each object once, so only the
+/// objects none of them claims yet count. `owners` comes from [`owners_and_folders`].
+pub(crate) fn check_bytes(
+    blobs: &mesh_store::BlobStore,
+    quotas: &Quotas,
+    owners: &[(UserId, Vec<FolderId>)],
+    objects: &[(mesh_core::blob::ChunkHash, Vec<u8>)],
+) -> Result<Result<(), QuotaError>, mesh_store::StoreError> {
+    let limit = quotas.max_bytes_per_user;
+    if limit == 0 || objects.is_empty() {
+        return Ok(Ok(()));
+    }
+    let hashes: Vec<_> = objects.iter().map(|(h, _)| *h).collect();
+    for (user, folders) in owners {
+        let held: std::collections::HashSet<_> =
+            blobs.claimed_among(folders, &hashes)?.into_iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        let incoming: u64 = objects
+            .iter()
+            .filter(|(h, _)| !held.contains(h) && seen.insert(*h))
+            .map(|(_, d)| d.len() as u64)
+            .sum();
+        if incoming == 0 {
+            continue;
+        }
+        let used = blobs.claimed_bytes(folders)?;
+        if used.saturating_add(incoming) > limit {
+            return Ok(Err(QuotaError::Bytes {
+                user: user.clone(),
+                used,
+                incoming,
+                limit,
+            }));
+        }
     }
     Ok(Ok(()))
 }

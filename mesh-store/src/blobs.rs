@@ -296,6 +296,12 @@ impl NoPostgres {
     fn usage(&self) -> Result<(u64, u64)> {
         match *self {}
     }
+    fn claimed_bytes(&self, _: &[FolderId]) -> Result<u64> {
+        match *self {}
+    }
+    fn claimed_among(&self, _: &[FolderId], _: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        match *self {}
+    }
     fn hashes(&self) -> Result<Vec<ChunkHash>> {
         match *self {}
     }
@@ -735,6 +741,88 @@ impl BlobStore {
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
         )
         .map_err(store_err)
+    }
+
+    /// The bytes of the distinct objects any of `folders` claims (an object claimed by two of
+    /// them counts once): what a user's folders hold, for the stored-bytes quota.
+    pub fn claimed_bytes(&self, folders: &[FolderId]) -> Result<u64> {
+        if folders.is_empty() {
+            return Ok(0);
+        }
+        if let Some(p) = self.pg() {
+            return p.claimed_bytes(folders);
+        }
+        if let Some(m) = self.mem() {
+            let wanted: HashSet<&FolderId> = folders.iter().collect();
+            let hashes: HashSet<&ChunkHash> = m
+                .refs
+                .iter()
+                .filter(|(f, _)| wanted.contains(f))
+                .map(|(_, h)| h)
+                .collect();
+            return Ok(hashes
+                .into_iter()
+                .filter_map(|h| m.objects.get(h))
+                .map(|d| d.len() as u64)
+                .sum());
+        }
+        let conn = self.sqlite_conn()?;
+        // The folders go in as one JSON array (no limit on how many, one statement).
+        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+        let list = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
+        conn.query_row(
+            "SELECT ifnull(sum(size), 0) FROM objects WHERE hash IN
+               (SELECT hash FROM refs WHERE folder IN (SELECT value FROM json_each(?1)))",
+            [list],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
+        .map_err(store_err)
+    }
+
+    /// Which of `hashes` any of `folders` claims (each once, in no particular order).
+    pub fn claimed_among(
+        &self,
+        folders: &[FolderId],
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>> {
+        if folders.is_empty() || hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(p) = self.pg() {
+            return p.claimed_among(folders, hashes);
+        }
+        let wanted: HashSet<&ChunkHash> = hashes.iter().collect();
+        if let Some(m) = self.mem() {
+            let folders: HashSet<&FolderId> = folders.iter().collect();
+            let found: HashSet<ChunkHash> = m
+                .refs
+                .iter()
+                .filter(|(f, h)| folders.contains(f) && wanted.contains(h))
+                .map(|(_, h)| *h)
+                .collect();
+            return Ok(found.into_iter().collect());
+        }
+        let conn = self.sqlite_conn()?;
+        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+        let list = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT 1 FROM refs WHERE hash = ?1
+                   AND folder IN (SELECT value FROM json_each(?2)) LIMIT 1",
+            )
+            .map_err(store_err)?;
+        let mut found = Vec::new();
+        for h in wanted {
+            let hit = stmt
+                .query_row(params![&h.as_bytes()[..], &list], |_| Ok(()))
+                .optional()
+                .map_err(store_err)?;
+            if hit.is_some() {
+                found.push(*h);
+            }
+        }
+        Ok(found)
     }
 
     /// Every hash stored (for tests and checks).

@@ -171,10 +171,21 @@ pub(crate) async fn upload(
     check_type(&headers, PACK_TYPE)?;
     let folder = f.clone();
     let max_blob = state.0.config.max_blob;
+    let quotas = state.0.config.quotas.clone();
+    // Whose stored-bytes quota the folder's files count against: each of its owners.
+    let owners = if quotas.max_bytes_per_user == 0 {
+        Vec::new()
+    } else {
+        let ff = f.clone();
+        state
+            .run(move |r| crate::quota::owners_and_folders(r, &ff))
+            .await??
+    };
     let (count, added) = state
         .blobs(move |b| {
             let objects = split_pack(&body)?;
             check_uploaded(&objects, max_blob)?;
+            crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
             let added = b.put(&folder, &objects).map_err(store_error)?;
             Ok::<_, ApiError>((objects.len(), added))
         })

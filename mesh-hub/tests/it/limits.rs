@@ -304,6 +304,7 @@ async fn a_user_cannot_own_more_folders_than_the_quota() {
     let hub = TestHub::start(hub_with(HubConfig {
         quotas: Quotas {
             max_folders_per_user: 2,
+            ..Quotas::default()
         },
         ..HubConfig::default()
     }))
@@ -332,6 +333,67 @@ async fn a_user_cannot_own_more_folders_than_the_quota() {
         .post("/mesh/folders", json!({"name": "b", "id": "b1"}))
         .await;
     assert_eq!(s, 201);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_of_a_users_folders_stay_under_the_stored_bytes_quota() {
+    use mesh_core::blob::ChunkHash;
+    let hub = TestHub::start(hub_with(HubConfig {
+        quotas: Quotas {
+            max_bytes_per_user: 100_000,
+            ..Quotas::default()
+        },
+        ..HubConfig::default()
+    }))
+    .await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    for id in ["q1", "q2"] {
+        let (s, v) = ann
+            .post("/mesh/folders", json!({"name": id, "id": id}))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let t = hub.transport("ann", "ann-desktop");
+    let object = |n: u8, len: usize| {
+        let data = vec![n; len];
+        (ChunkHash::of(&data), data)
+    };
+    let (q1, q2): (FolderId, FolderId) = ("q1".parse().unwrap(), "q2".parse().unwrap());
+    t.put_objects(&q1, vec![object(1, 60_000)]).await.unwrap();
+    // The same bytes again, or claimed by another of her folders, cost nothing more.
+    t.put_objects(&q1, vec![object(1, 60_000)]).await.unwrap();
+    t.put_objects(&q2, vec![object(1, 60_000)]).await.unwrap();
+    // New bytes past the quota, in either folder, are refused with a typed error.
+    for f in [&q1, &q2] {
+        let err = t
+            .put_objects(f, vec![object(2, 50_000)])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quota_exceeded") || err.contains("quota"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        hub.hub.blobs().usage().unwrap(),
+        (1, 60_000),
+        "nothing refused was kept"
+    );
+    t.put_objects(&q2, vec![object(3, 40_000)]).await.unwrap();
+    // Another user's folders are not affected.
+    let bob = Rest::new(&hub, hub.token("bob", "bob-laptop"));
+    assert_eq!(
+        bob.post("/mesh/folders", json!({"name": "b", "id": "qb"}))
+            .await
+            .0,
+        201
+    );
+    hub.transport("bob", "bob-desk")
+        .put_objects(&"qb".parse().unwrap(), vec![object(4, 90_000)])
+        .await
+        .unwrap();
     hub.stop().await;
 }
 

@@ -208,6 +208,35 @@ impl PgObjects {
         Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
     }
 
+    /// The bytes of the distinct objects any of `folders` claims.
+    pub(crate) fn claimed_bytes(&self, folders: &[FolderId]) -> Result<u64> {
+        let c = self.db.connection()?;
+        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+        let r = block(c.query_one(
+            "SELECT coalesce(sum(size), 0)::bigint FROM mesh_objects
+             WHERE hash IN (SELECT hash FROM mesh_object_refs WHERE folder = ANY($1))",
+            &[&names],
+        ))
+        .map_err(pg("measuring a user's objects"))?;
+        Ok(r.get::<_, i64>(0) as u64)
+    }
+
+    /// Which of `hashes` any of `folders` claims.
+    pub(crate) fn claimed_among(
+        &self,
+        folders: &[FolderId],
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>> {
+        let c = self.db.connection()?;
+        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+        let rows = block(c.query(
+            "SELECT DISTINCT hash FROM mesh_object_refs WHERE folder = ANY($1) AND hash = ANY($2)",
+            &[&names, &keys(hashes)],
+        ))
+        .map_err(pg("finding a user's objects"))?;
+        rows.into_iter().map(|r| hash_from_sql(r.get(0))).collect()
+    }
+
     /// Every hash stored.
     pub(crate) fn hashes(&self) -> Result<Vec<ChunkHash>> {
         let c = self.db.connection()?;

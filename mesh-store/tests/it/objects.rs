@@ -47,6 +47,25 @@ fn suite(store: &BlobStore) {
     assert!(store.absent(&[a.0]).unwrap().is_empty());
     assert!(store.get_for(&f2, &[a.0], usize::MAX).unwrap().is_empty());
     store.claim(&f2, &[a.0, c.0]).unwrap();
+    // What folders hold, each object once.
+    assert_eq!(store.claimed_bytes(&[f1.clone()]).unwrap(), 30);
+    assert_eq!(store.claimed_bytes(&[f2.clone()]).unwrap(), 10);
+    assert_eq!(store.claimed_bytes(&[f1.clone(), f2.clone()]).unwrap(), 30);
+    assert_eq!(store.claimed_bytes(&[folder("f9")]).unwrap(), 0);
+    assert_eq!(store.claimed_bytes(&[]).unwrap(), 0);
+    let mut among = store
+        .claimed_among(&[f2.clone()], &[a.0, b.0, c.0, a.0])
+        .unwrap();
+    among.sort();
+    assert_eq!(among, vec![a.0]);
+    let mut among = store
+        .claimed_among(&[f1.clone(), f2.clone()], &[a.0, b.0, c.0])
+        .unwrap();
+    among.sort();
+    let mut want = vec![a.0, b.0];
+    want.sort();
+    assert_eq!(among, want);
+    assert!(store.claimed_among(&[], &[a.0]).unwrap().is_empty());
     assert!(store.missing(&f2, &[a.0]).unwrap().is_empty());
     assert_eq!(
         store.missing(&f2, &[c.0]).unwrap(),
