@@ -48,13 +48,13 @@ fn suite(store: &BlobStore) {
     assert!(store.get_for(&f2, &[a.0], usize::MAX).unwrap().is_empty());
     store.claim(&f2, &[a.0, c.0]).unwrap();
     // What folders hold, each object once.
-    assert_eq!(store.claimed_bytes(&[f1.clone()]).unwrap(), 30);
-    assert_eq!(store.claimed_bytes(&[f2.clone()]).unwrap(), 10);
+    assert_eq!(store.claimed_bytes(std::slice::from_ref(&f1)).unwrap(), 30);
+    assert_eq!(store.claimed_bytes(std::slice::from_ref(&f2)).unwrap(), 10);
     assert_eq!(store.claimed_bytes(&[f1.clone(), f2.clone()]).unwrap(), 30);
     assert_eq!(store.claimed_bytes(&[folder("f9")]).unwrap(), 0);
     assert_eq!(store.claimed_bytes(&[]).unwrap(), 0);
     let mut among = store
-        .claimed_among(&[f2.clone()], &[a.0, b.0, c.0, a.0])
+        .claimed_among(std::slice::from_ref(&f2), &[a.0, b.0, c.0, a.0])
         .unwrap();
     among.sort();
     assert_eq!(among, vec![a.0]);
