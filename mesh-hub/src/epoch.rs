@@ -9,9 +9,11 @@
 //! over, offering everything the hub lacks. An epoch missing from the list altogether is one
 //! that a restored copy never saw: the same.
 //!
-//! The record lives in the replica store's `meta` table (`hub.epochs`, JSON), so it travels
-//! with every copy of the replica. On PostgreSQL (shared by several processes) and in memory,
-//! the hub presents no epoch.
+//! On SQLite the record lives in the replica store's `meta` table (`hub.epochs`, JSON), so it
+//! travels with every copy of the replica. On PostgreSQL, where several processes serve one
+//! database, an epoch is one run of the processes (`mesh_epochs`): a process that starts while
+//! another is alive joins its epoch, and the epoch ends cleanly when the last one stops; a
+//! restored dump holds an epoch that never ended. In memory the hub presents no epoch.
 
 use mesh_core::store::{Cursor, Store};
 use mesh_core::sync::{Epoch, MAX_CONTINUED_EPOCHS};
@@ -19,6 +21,7 @@ use mesh_store::AnyStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::HubError;
+use crate::state::{Backend, HubState};
 
 /// The `meta` key of the record.
 const META_KEY: &str = "hub.epochs";
@@ -125,6 +128,54 @@ pub(crate) fn resume(store: &mut AnyStore, epoch: &Epoch) -> Result<(), HubError
         _ => return Ok(()),
     }
     save(sqlite, &records)
+}
+
+/// Begins (or joins) the epoch of a PostgreSQL replica for process `process`.
+pub(crate) fn begin_postgres(
+    db: &mesh_store::postgres::PgDatabase,
+    process: &str,
+) -> Result<Epoch, HubError> {
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    let now = crate::state::now().unix();
+    let (id, continues) = db.begin_epoch(
+        process,
+        &fresh,
+        now,
+        crate::housekeeping::BEAT_WINDOW,
+        MAX_CONTINUED_EPOCHS,
+    )?;
+    tracing::info!(epoch = %id, joined = id != fresh, "epoch begun");
+    Ok(Epoch { id, continues })
+}
+
+/// The hub starts serving: changes from now on are not covered by an end recorded earlier.
+pub(crate) async fn serving(state: &HubState) -> Result<(), HubError> {
+    match &state.0.backend {
+        Backend::Local(_) => state.with_epoch(resume).await,
+        Backend::Postgres(_) => Ok(()),
+    }
+}
+
+/// The hub stopped serving, after its last commit: its epoch ends cleanly (on PostgreSQL, when
+/// no other process serves the database any more).
+pub(crate) async fn stopped(state: &HubState) -> Result<(), HubError> {
+    match &state.0.backend {
+        Backend::Local(_) => state.with_epoch(end).await,
+        Backend::Postgres(db) => {
+            let Some(epoch) = state.0.epoch.get().cloned() else {
+                return Ok(());
+            };
+            let (db, process) = (db.clone(), state.0.process_id.clone());
+            let now = crate::state::now().unix();
+            let ended = tokio::task::spawn_blocking(move || {
+                db.end_epoch(&process, &epoch.id, now, crate::housekeeping::BEAT_WINDOW)
+            })
+            .await
+            .map_err(|e| HubError::Store(format!("epoch task: {e}")))??;
+            tracing::info!(ended, "stopped serving the epoch");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

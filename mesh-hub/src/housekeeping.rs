@@ -18,7 +18,7 @@ const SEEN_EVERY: u32 = 20; // polls: every 10 s
 /// How often a process on PostgreSQL beats (and re-counts the processes it shares its rate
 /// limits with), and how long a process counts after its last beat.
 const BEAT_EVERY: u32 = 4; // polls: every 2 s
-const BEAT_WINDOW: i64 = 6;
+pub(crate) const BEAT_WINDOW: i64 = 6;
 
 /// Starts the task (once per hub, on a tokio runtime).
 pub(crate) fn start(state: &HubState) {

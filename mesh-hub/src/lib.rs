@@ -188,16 +188,19 @@ impl HubBuilder {
                 .max()
                 .unwrap_or(Cursor::ZERO);
             tracing::info!(replica = %replica_id, "hub opened on PostgreSQL");
-            return Ok(Hub {
-                state: HubState::new(
-                    Backend::Postgres(db),
-                    opened_at,
-                    replica_id,
-                    blobs,
-                    Arc::new(accounts),
-                    self.config,
-                ),
-            });
+            let state = HubState::new(
+                Backend::Postgres(db.clone()),
+                opened_at,
+                replica_id,
+                blobs,
+                Arc::new(accounts),
+                self.config,
+            );
+            let _ = state
+                .0
+                .epoch
+                .set(epoch::begin_postgres(&db, &state.0.process_id)?);
+            return Ok(Hub { state });
         }
         let (accounts, store, blobs) = match &self.data_dir {
             Some(dir) => {
@@ -330,7 +333,7 @@ impl Hub {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tls = tls.is_some(), "serving");
         // Changes made from now on are not covered by an end recorded by an earlier stop.
-        self.state.with_epoch(epoch::resume).await?;
+        epoch::serving(&self.state).await?;
         let state = self.state.clone();
         let shared = server::listener::Shared {
             app: self.router(),
@@ -348,7 +351,7 @@ impl Hub {
         // Last-seen times of this run, kept for the next.
         housekeeping::flush_now(&self.state).await;
         // Every request has finished: the epoch ends here, cleanly.
-        self.state.with_epoch(epoch::end).await?;
+        epoch::stopped(&self.state).await?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -276,3 +276,36 @@ fn the_backup_command_copies_a_serving_hub() {
         .has_user(&"ann".parse().unwrap())
         .unwrap());
 }
+
+async fn announced_epoch(hub: &TestHub, device: &str) -> Option<mesh_core::sync::Epoch> {
+    use mesh_client::transport::Transport;
+    let t = hub.transport("ann", device);
+    let request = mesh_core::sync::Request::Feeds {
+        from: device.parse().unwrap(),
+        only: None,
+    };
+    match t.send(request).await.unwrap() {
+        mesh_core::sync::Response::Feeds { epoch, .. } => epoch,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_whose_log_can_be_restored_announces_its_epoch() {
+    // The backend under test: memory (nothing to restore: no epoch) or PostgreSQL (one).
+    let hub = TestHub::memory().await;
+    let postgres = std::env::var("MESH_HUB_BACKEND").as_deref() == Ok("postgres");
+    let epoch = announced_epoch(&hub, "ann-1").await;
+    assert_eq!(epoch.is_some(), postgres, "{epoch:?}");
+    hub.stop().await;
+    // A data directory always has one; a clean restart continues it.
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(Hub::builder().data_dir(dir.path()).open().unwrap()).await;
+    let first = announced_epoch(&hub, "ann-2").await.expect("an epoch");
+    hub.stop().await;
+    let hub = TestHub::start(Hub::builder().data_dir(dir.path()).open().unwrap()).await;
+    let second = announced_epoch(&hub, "ann-3").await.expect("an epoch");
+    assert_ne!(first.id, second.id);
+    assert_eq!(second.continues, vec![first.id]);
+    hub.stop().await;
+}

@@ -255,6 +255,108 @@ impl PgDatabase {
         Ok(id)
     }
 
+    /// Joins the replica's current epoch if another process serving it was seen within the
+    /// last `window` seconds and the epoch has not ended; otherwise begins epoch `fresh` at
+    /// the replica's newest change. Records `process` as alive at `now` (seconds) so that
+    /// processes starting together agree. Returns the epoch's id and the ids of the earlier
+    /// epochs that ended cleanly, newest first (at most `keep`).
+    pub fn begin_epoch(
+        &self,
+        process: &str,
+        fresh: &str,
+        now: i64,
+        window: i64,
+        keep: usize,
+    ) -> Result<(String, Vec<String>)> {
+        let mut c = self.connection()?;
+        block(async {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EPOCH_LOCK])
+                .await?;
+            tx.execute(
+                "INSERT INTO mesh_processes (id, seen_at) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                &[&process, &now],
+            )
+            .await?;
+            let others: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM mesh_processes WHERE seen_at >= $1 AND id <> $2",
+                    &[&(now - window), &process],
+                )
+                .await?
+                .get(0);
+            let current = tx
+                .query_opt(
+                    "SELECT id FROM mesh_epochs WHERE end_seq IS NULL
+                     AND n = (SELECT max(n) FROM mesh_epochs)",
+                    &[],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            let id = match current {
+                Some(id) if others > 0 => id,
+                _ => {
+                    tx.execute(
+                        "INSERT INTO mesh_epochs (id, start_seq)
+                         SELECT $1, last_seq FROM mesh_replica",
+                        &[&fresh],
+                    )
+                    .await?;
+                    fresh.to_owned()
+                }
+            };
+            let continues = tx
+                .query(
+                    "SELECT id FROM mesh_epochs WHERE end_seq IS NOT NULL AND id <> $1
+                     ORDER BY n DESC LIMIT $2",
+                    &[&id, &i64::try_from(keep).unwrap_or(i64::MAX)],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>((id, continues))
+        })
+        .map_err(pg("beginning an epoch"))
+    }
+
+    /// Process `process` stops serving: it is forgotten, and when no other process was seen
+    /// within the last `window` seconds, `epoch` ends cleanly at the replica's newest change.
+    /// Returns whether it ended.
+    pub fn end_epoch(&self, process: &str, epoch: &str, now: i64, window: i64) -> Result<bool> {
+        let mut c = self.connection()?;
+        block(async {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EPOCH_LOCK])
+                .await?;
+            tx.execute("DELETE FROM mesh_processes WHERE id = $1", &[&process])
+                .await?;
+            let others: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM mesh_processes WHERE seen_at >= $1",
+                    &[&(now - window)],
+                )
+                .await?
+                .get(0);
+            let ended = if others == 0 {
+                tx.execute(
+                    "UPDATE mesh_epochs SET end_seq = (SELECT last_seq FROM mesh_replica)
+                     WHERE id = $1 AND end_seq IS NULL",
+                    &[&epoch],
+                )
+                .await?
+                    > 0
+            } else {
+                false
+            };
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(ended)
+        })
+        .map_err(pg("ending an epoch"))
+    }
+
     /// Records that process `id` is alive at `now` (seconds) and answers how many processes
     /// were seen within the last `window` seconds, this one included; rows older than four
     /// windows are removed.
@@ -305,6 +407,9 @@ fn closed() -> StoreError {
 
 /// Waits for a query on a connection: the connection is driven by the I/O runtime, so the
 /// future needs no runtime of its own and any thread may wait for it.
+/// The advisory lock key under which epochs begin and end (any constant no other lock uses).
+const EPOCH_LOCK: i64 = 0x6d65_7368_6570_6f63; // "meshepoc"
+
 pub(crate) fn block<F: Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }

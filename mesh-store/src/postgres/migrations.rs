@@ -109,6 +109,16 @@ pub const MIGRATIONS: &[&str] = &[
         seen_at BIGINT NOT NULL
     );
     ",
+    // 4: the replica's epochs (a restored dump must not let devices keep cursors of a change
+    // log it lacks): one per run of the processes serving it, ended when the last one stops.
+    "
+    CREATE TABLE mesh_epochs (
+        n         BIGSERIAL PRIMARY KEY,
+        id        TEXT NOT NULL UNIQUE,
+        start_seq BIGINT NOT NULL,
+        end_seq   BIGINT
+    );
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

@@ -275,3 +275,28 @@ fn heartbeats_count_the_live_processes() {
         "p2 was last seen 11 s ago"
     );
 }
+
+#[test]
+fn epochs_span_a_run_of_the_processes_and_end_with_the_last() {
+    let Some(url) = server() else { return };
+    let db = database(&url, "hub");
+    // p1 starts alone: a new epoch, nothing continued.
+    let (e1, cont) = db.begin_epoch("p1", "e1", 1_000, 6, 64).unwrap();
+    assert_eq!((e1.as_str(), cont.len()), ("e1", 0));
+    // p2 starts while p1 is alive: it joins e1.
+    let (e, _) = db.begin_epoch("p2", "e2", 1_002, 6, 64).unwrap();
+    assert_eq!(e, "e1");
+    // p1 stops while p2 serves: e1 goes on.
+    assert!(!db.end_epoch("p1", "e1", 1_003, 6).unwrap());
+    // p2, the last, stops: e1 ends cleanly, and the next run continues it.
+    assert!(db.end_epoch("p2", "e1", 1_004, 6).unwrap());
+    let (e3, cont) = db.begin_epoch("p3", "e3", 1_100, 6, 64).unwrap();
+    assert_eq!((e3.as_str(), cont), ("e3", vec!["e1".to_owned()]));
+    // p3 dies without stopping (or the database is restored from a dump taken now): long
+    // after, a new process begins an epoch that does not continue e3.
+    let (e4, cont) = db.begin_epoch("p4", "e4", 2_000, 6, 64).unwrap();
+    assert_eq!((e4.as_str(), cont), ("e4", vec!["e1".to_owned()]));
+    // A process seen long ago does not keep an epoch alive.
+    let (e5, _) = db.begin_epoch("p5", "e5", 3_000, 6, 64).unwrap();
+    assert_eq!(e5, "e5");
+}
