@@ -195,6 +195,7 @@ impl HubBuilder {
                 blobs,
                 Arc::new(accounts),
                 self.config,
+                None,
             );
             let _ = state
                 .0
@@ -221,6 +222,11 @@ impl HubBuilder {
         let replica = Replica::new(store);
         let replica_id = replica.id();
         tracing::info!(replica = %replica_id, data = ?self.data_dir, "hub opened");
+        // Reads take connections of their own and never wait for the writer.
+        let readers = self
+            .data_dir
+            .as_ref()
+            .map(|dir| state::ReaderPool::new(dir.join(REPLICA_DB), replica_id.clone()));
         let state = HubState::new(
             Backend::Local(Box::new(std::sync::Mutex::new(replica))),
             Cursor::ZERO,
@@ -228,6 +234,7 @@ impl HubBuilder {
             blobs,
             Arc::new(accounts),
             self.config,
+            readers,
         );
         if let Some(e) = epoch {
             let _ = state.0.epoch.set(e);

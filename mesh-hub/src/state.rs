@@ -126,8 +126,49 @@ pub(crate) struct Inner {
     pub secret: RwLock<[u8; 32]>,
     /// The data directory's claim, held for the hub's life (when it was opened with one).
     pub data_dir: Mutex<Option<DataDir>>,
+    /// Read-only connections to a SQLite replica, so that reads never wait for the writer's
+    /// lock (`None` in memory and on PostgreSQL, where every request has a connection).
+    pub reader_pool: Option<ReaderPool>,
     /// The epoch the hub announces (SQLite replicas; see [`crate::epoch`]).
     pub epoch: std::sync::OnceLock<mesh_core::sync::Epoch>,
+}
+
+/// How many reads run at once on their own SQLite connections.
+pub(crate) const READERS: usize = 8;
+
+/// Reader connections to a SQLite replica file, opened as needed (at most [`READERS`]) and
+/// kept for the next read.
+pub(crate) struct ReaderPool {
+    path: std::path::PathBuf,
+    replica: ReplicaId,
+    idle: Mutex<Vec<Replica<AnyStore>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl ReaderPool {
+    pub fn new(path: std::path::PathBuf, replica: ReplicaId) -> Self {
+        ReaderPool {
+            path,
+            replica,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+        }
+    }
+
+    fn take(&self) -> Result<Replica<AnyStore>, mesh_store::StoreError> {
+        if let Some(r) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(r);
+        }
+        let store = mesh_store::SqliteStore::open(&self.path, self.replica.clone())?;
+        Ok(Replica::new(AnyStore::Sqlite(store)))
+    }
+
+    fn give_back(&self, r: Replica<AnyStore>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < READERS {
+            idle.push(r);
+        }
+    }
 }
 
 /// Shared by every request; cheap to clone.
@@ -168,6 +209,7 @@ impl HubState {
         blobs: BlobStore,
         accounts: Arc<Accounts>,
         config: HubConfig,
+        reader_pool: Option<ReaderPool>,
     ) -> Self {
         // A replica id is a valid device id: both are plain ids.
         let endpoint: DeviceId = replica_id
@@ -198,19 +240,42 @@ impl HubState {
             secret: RwLock::new(random_secret()),
             data_dir: Mutex::new(None),
             epoch: std::sync::OnceLock::new(),
+            reader_pool,
             config,
         }))
     }
 
-    /// Runs `f` on the replica, on tokio's blocking pool: locked in this process (memory,
-    /// SQLite), or over a connection of its own (PostgreSQL). For reads, and for writes that
-    /// need no membership check ([`run_scoped`](Self::run_scoped) for the others).
+    /// Runs `f`, which only reads, on the replica, on tokio's blocking pool: over a reader
+    /// connection of its own (SQLite: it never waits for a writer, and sees what was committed
+    /// when each of its statements began; PostgreSQL), or under the replica's lock (memory).
+    /// Writes go through [`run_scoped`](Self::run_scoped).
     pub async fn run<R, F>(&self, f: F) -> Result<R, ApiError>
     where
         F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.run_in(None, f).await
+        let Some(pool) = &self.0.reader_pool else {
+            return self.run_in(None, f).await;
+        };
+        // At most `READERS` reads at once: the rest wait here, not on threads.
+        let _permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(pool) = &inner.reader_pool else {
+                return Err(ApiError::internal("the reader pool went away"));
+            };
+            let mut reader = pool.take().map_err(unavailable)?;
+            let out = f(&mut reader);
+            pool.give_back(reader);
+            Ok(out)
+        })
+        .await
+        .map_err(ApiError::internal)?
     }
 
     /// Runs `f` on the replica as a writer of `scope` (a folder): with PostgreSQL, under the
@@ -377,5 +442,35 @@ impl Drop for StreamGuard {
         if let Some(p) = self.state.presence().get_mut(&self.device) {
             p.streams = p.streams.saturating_sub(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::store::Store;
+
+    // The test holds the writer's (blocking) lock across awaits on purpose: that is the
+    // situation reads must not wait in.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = crate::Hub::builder().data_dir(dir.path()).build().unwrap();
+        let state = hub.state.clone();
+        let Backend::Local(writer) = &state.0.backend else {
+            panic!("a data directory is a local backend");
+        };
+        // A writer holds the replica for as long as this test wants.
+        let held = writer.lock().unwrap();
+        let reads = (0..(READERS * 2)).map(|_| state.run(|r| r.store().feeds().map(|f| f.len())));
+        let done = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(reads))
+            .await
+            .expect("reads finish while the writer holds the replica");
+        assert!(done.into_iter().all(|r| matches!(r, Ok(Ok(0)))));
+        drop(held);
+        // In memory there is one replica and one lock: reads take it.
+        let memory = crate::Hub::builder().build().unwrap();
+        assert!(memory.state.0.reader_pool.is_none());
     }
 }
