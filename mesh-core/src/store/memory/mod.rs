@@ -12,6 +12,9 @@ mod log;
 mod slot;
 mod who;
 
+#[cfg(test)]
+mod tests;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 

@@ -3,18 +3,18 @@
 //! An [`Entry`] as a value is about 200 bytes inline plus a heap block for its history, and
 //! most of it is the same from entry to entry or usually empty: the media reference, the
 //! conflicts, the seal, the history beyond its topmost item. A [`Slot`] keeps, inline, what
-//! every entry has (id, content, title, timestamps, the topmost history item's sequence and
-//! time, flags) and names the author, the topmost item's device and the origin together by a
-//! `u32` ([`Whos`](super::who::Whos)); the rest, when any of it is present, goes in one boxed
-//! [`Rest`]. A slot is 104 bytes. The store packs an entry when it is put and rebuilds it,
-//! unchanged, when it is read.
+//! every entry has (id, content, title, timestamps, flags and, when the history is one
+//! unsealed item, that item's sequence and time) and names the author, the topmost item's
+//! device and the origin together by a `u32` ([`Whos`](super::who::Whos)); the rest, when any
+//! of it is present, goes in one boxed [`Rest`] (a longer or sealed history is moved there
+//! whole, as it came). A slot is 104 bytes. The store packs an entry when it is put and
+//! rebuilds it, unchanged, when it is read.
 
 use crate::content::JsonContent;
 use crate::feedsync::{HistoryItem, Item, SyncMeta};
 use crate::id::{EntryId, ReplicaId};
 use crate::model::{Entry, EntryData, EntryVersion, MediaRef};
 use crate::time::Timestamp;
-use crate::trust::Seal;
 
 use super::who::Who;
 
@@ -22,20 +22,18 @@ use super::who::Who;
 const DELETED: u8 = 1;
 /// Flag: `SyncMeta::noconflicts`.
 const NOCONFLICTS: u8 = 2;
-/// Flag: the history is not empty (`top_seq`, `when` and the `Who`'s `by` describe its
-/// topmost item).
+/// Flag: the history is one item without a seal, described by `top_seq`, `when` and the
+/// `Who`'s `by` (otherwise it is [`Rest::history`]).
 const TOP: u8 = 4;
-/// Flag: the topmost history item has a `when`.
+/// Flag: that item has a `when`.
 const WHEN: u8 = 8;
 
 /// The parts of an entry that are usually absent.
 struct Rest {
-    /// The topmost history item's seal.
-    seal: Option<Box<Seal>>,
-    /// The history after its topmost item.
-    history: Box<[HistoryItem]>,
+    /// The whole history, unless it is inline ([`TOP`]).
+    history: Vec<HistoryItem>,
     media: Option<Box<MediaRef>>,
-    conflicts: Box<[EntryVersion]>,
+    conflicts: Vec<EntryVersion>,
 }
 
 /// One stored entry (see the module's documentation).
@@ -49,10 +47,10 @@ pub(super) struct Slot {
     pub(super) seq: u64,
     published: Timestamp,
     updated: Timestamp,
-    /// The topmost history item's `when` (with [`WHEN`]).
+    /// The inline history item's `when` (with [`WHEN`]).
     when: Timestamp,
     updates: u32,
-    /// The topmost history item's `sequence` (with [`TOP`]).
+    /// The inline history item's `sequence` (with [`TOP`]).
     top_seq: u32,
     /// The number of the interned [`Who`].
     pub(super) who: u32,
@@ -90,29 +88,28 @@ impl Slot {
         if noconflicts {
             flags |= NOCONFLICTS;
         }
-        let (mut top_seq, mut when, mut by, mut seal) = (0, Timestamp::EPOCH, None, None);
-        if !history.is_empty() {
-            let top = history.remove(0);
-            flags |= TOP;
-            top_seq = top.sequence;
-            if let Some(w) = top.when {
-                flags |= WHEN;
-                when = w;
+        let (mut top_seq, mut when) = (0, Timestamp::EPOCH);
+        let by = history.first().and_then(|h| h.by.clone());
+        if let [top] = history.as_slice() {
+            if top.seal.is_none() {
+                flags |= TOP;
+                top_seq = top.sequence;
+                if let Some(w) = top.when {
+                    flags |= WHEN;
+                    when = w;
+                }
+                history = Vec::new();
             }
-            by = top.by;
-            seal = top.seal;
         }
-        let rest =
-            if seal.is_none() && history.is_empty() && media.is_none() && conflicts.is_empty() {
-                None
-            } else {
-                Some(Box::new(Rest {
-                    seal,
-                    history: history.into_boxed_slice(),
-                    media: media.map(Box::new),
-                    conflicts: conflicts.into_boxed_slice(),
-                }))
-            };
+        let rest = if history.is_empty() && media.is_none() && conflicts.is_empty() {
+            None
+        } else {
+            Some(Box::new(Rest {
+                history,
+                media: media.map(Box::new),
+                conflicts,
+            }))
+        };
         let slot = Slot {
             id,
             content,
@@ -140,10 +137,11 @@ impl Slot {
             sequence: self.top_seq,
             when: (self.flags & WHEN != 0).then_some(self.when),
             by: who.by.clone(),
-            seal: self.rest.as_ref().and_then(|r| r.seal.clone()),
+            seal: None,
         })
     }
 
+    /// The history when it is not inline.
     fn tail(&self) -> &[HistoryItem] {
         self.rest.as_ref().map_or(&[], |r| &r.history)
     }
@@ -210,7 +208,7 @@ impl Slot {
 mod tests {
     use super::*;
     use crate::feedsync::Version;
-    use crate::trust::{Digest, Signature};
+    use crate::trust::{Digest, Seal, Signature};
     use proptest::prelude::*;
 
     fn name() -> impl Strategy<Value = String> {
