@@ -2,7 +2,7 @@
 //!
 //! Per feed, the entries are kept packed ([`slot::Slot`], 104 bytes each) in an arena of
 //! chunks ([`chunked::Chunked`]) and found by a key-less hash index of the slot numbers
-//! ([`index::Index`], 8 bytes per bucket); the change log is an array of 12-byte records
+//! ([`index::Index`], 8 bytes per bucket); the change log is 12-byte records in chunks
 //! ([`log::Log`]); authors, devices and origins are interned store-wide ([`who::Whos`]).
 //! Entries are rebuilt on read. See `docs/benchmarks.md` for the bytes per entry.
 
@@ -167,8 +167,9 @@ impl Store for MemoryStore {
             return Ok(page);
         };
         let scan_cap = crate::store::scan_cap(limit);
-        // Only live records are examined (and counted); the log keeps the dead ones fewer
-        // than about half the live ones.
+        // Only live records are examined (and counted); outside a transaction no chunk of the
+        // log is more than half dead, so the dead ones passed over are about as many at most
+        // (plus those of the first and last chunks walked).
         for (scanned, (seq, i)) in fs.log.after(since.0).enumerate() {
             if page.changes.len() >= limit || scanned >= scan_cap {
                 page.more = true;
@@ -274,29 +275,43 @@ impl StoreTxn for MemoryTxn<'_> {
 
     fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor> {
         let store = &mut *self.store;
+        let seq = store.seq + 1;
+        let (mut slot, who) = Slot::pack(entry, seq, origin);
+        slot.who = store.whos.intern(who)?;
         let fs = match store.feeds.get_mut(feed) {
             Some(fs) => fs,
             None => store.feeds.entry(feed.clone()).or_default(),
         };
-        let hash = fs.index.hash(entry.sync.id.as_str());
-        let existing = fs.find(hash, &entry.sync.id);
-        if fs.log.is_full() || (existing.is_none() && fs.slots.len() >= Chunked::<Slot>::MAX) {
-            return Err(too_many(feed));
-        }
-        let seq = store.seq + 1;
-        let (mut slot, who) = Slot::pack(entry, seq, origin);
-        slot.who = store.whos.intern(who)?;
-        let (i, prev) = match existing {
-            Some(i) => {
-                let cur = fs.slots.get_mut(i).ok_or_else(|| too_many(feed))?;
+        let hash = fs.index.hash(slot.id.as_str());
+        let existing = fs.find(hash, &slot.id);
+        let full =
+            fs.log.is_full() || (existing.is_none() && fs.slots.len() >= Chunked::<Slot>::MAX);
+        let cur = match existing {
+            Some(i) if !full => fs.slots.get_mut(i).map(|cur| (i, cur)),
+            _ => None,
+        };
+        let (i, prev) = match (existing, cur) {
+            (Some(_), Some((i, cur))) => {
                 let prev = std::mem::replace(cur, slot);
                 fs.log.kill(prev.seq);
                 (i, Some(prev))
             }
-            None => {
+            (None, _) if !full => {
                 let i = fs.slots.push(slot).map_err(|_| too_many(feed))?;
                 fs.index.insert(hash, i);
                 (i, None)
+            }
+            _ => {
+                // Nothing changed: give back what was taken.
+                store.whos.release(slot.who);
+                if fs.len() == 0 {
+                    store.feeds.remove(feed);
+                }
+                return Err(if full {
+                    too_many(feed)
+                } else {
+                    CoreError::Store(format!("memory store: {feed}'s index names a missing slot"))
+                });
             }
         };
         fs.log.append(seq, i);
