@@ -36,13 +36,34 @@ static CHUNK_BYTES: AtomicIsize = AtomicIsize::new(0);
 /// Blocks not yet freed.
 static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// Live bytes and blocks by requested size; the last slot gathers every size from `LARGE` on.
-static BY_SIZE: [AtomicIsize; LARGE + 1] = [const { AtomicIsize::new(0) }; LARGE + 1];
-static BLOCKS_BY_SIZE: [AtomicIsize; LARGE + 1] = [const { AtomicIsize::new(0) }; LARGE + 1];
+/// Live bytes and blocks by requested size below `LARGE`, then by [`class`] of larger block.
+static BY_SIZE: [AtomicIsize; INDEX + 1] = [const { AtomicIsize::new(0) }; INDEX + 1];
+static BLOCKS_BY_SIZE: [AtomicIsize; INDEX + 1] = [const { AtomicIsize::new(0) }; INDEX + 1];
 const LARGE: usize = 4096;
 
+/// Block sizes of the memory store's large blocks (`mesh-core/src/store/memory`): chunks of
+/// 1,024 slots of 104 bytes and chunks of 1,024 change-log records of 12 bytes.
+const SLOT_CHUNK: usize = 1024 * 104;
+const LOG_CHUNK: usize = 1024 * 12;
+/// Pseudo-sizes under which the large blocks are counted.
+const SLOTS: usize = LARGE + 1;
+const LOG: usize = LARGE + 2;
+const INDEX: usize = LARGE + 3;
+
+/// Where blocks of `size` bytes are counted: their size, or a class of large blocks.
+fn class(size: usize) -> usize {
+    match size {
+        s if s < LARGE => s,
+        SLOT_CHUNK => SLOTS,
+        LOG_CHUNK => LOG,
+        // The index: 8-byte buckets, a power of two of them.
+        s if s.is_power_of_two() => INDEX,
+        _ => LARGE,
+    }
+}
+
 fn count(size: usize, blocks: isize) {
-    let slot = size.min(LARGE);
+    let slot = class(size);
     BY_SIZE[slot].fetch_add(blocks * size as isize, Ordering::Relaxed);
     BLOCKS_BY_SIZE[slot].fetch_add(blocks, Ordering::Relaxed);
 }
@@ -131,18 +152,16 @@ fn arc_str(len: usize) -> usize {
     (16 + len + 7) & !7
 }
 
-/// What blocks of `size` bytes are, in this program (from the types' layouts).
+/// What blocks of `size` bytes (or of a [`class`]) are, in this program.
 fn label(size: usize, content_len: usize) -> &'static str {
     match size {
         s if s == arc_str(content_len) => "content: Arc<str> (16 B of counts + the JSON text)",
         s if s == arc_str(14) => "entry id: Arc<str> (16 B of counts + 14 B, padded to 8)",
-        s if s == std::mem::size_of::<mesh_core::feedsync::HistoryItem>() => {
-            "history: Vec<HistoryItem> of one item"
-        }
-        6..=11 => "title: String",
-        // std's B-tree nodes for (u64, EntryId): leaf 280 B, internal 376 B.
-        280 | 376 => "change log: BTreeMap<u64, EntryId> nodes",
-        LARGE => "hash tables (entries: HashMap<EntryId, Slot>), blocks >= 4 KiB",
+        6..=11 => "title: Box<str>",
+        SLOTS => "slots: chunks of 1,024 packed entries of 104 B",
+        LOG => "change log: chunks of 1,024 records of 12 B",
+        INDEX => "index: 8-byte buckets (32-bit hash + slot number), at most 7/8 full",
+        LARGE => "other blocks >= 4 KiB",
         _ => "other",
     }
 }
