@@ -13,7 +13,7 @@ use mesh_core::model::{names, FeedKey, InvitationState, Member, Scope};
 use mesh_core::replica::Actor;
 use mesh_core::store::Store;
 use mesh_core::sync::{
-    Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+    FeedFilter, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
 };
 use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
@@ -26,6 +26,7 @@ use crate::client::Clock;
 use crate::error::{ClientError, ErrorKind, Result, SyncError};
 use crate::shared::{Changed, SharedReplica};
 use crate::store::DeviceStore;
+use crate::sync::dirty::Dirty;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
 use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
@@ -235,7 +236,10 @@ impl Engine {
             retry_at: None,
             opened_at: Instant::now(),
         };
-        let mut dirty = auto;
+        let mut dirty = Dirty::default();
+        if auto {
+            dirty.everything();
+        }
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
         let mut waiters: Vec<oneshot::Sender<Result<SyncReport>>> = Vec::new();
@@ -244,13 +248,20 @@ impl Engine {
                 && stream.watch.is_none()
                 && stream.retry_at.is_none_or(|t| Instant::now() >= t)
             {
-                dirty |= self.reopen(&mut stream).await;
+                if self.reopen(&mut stream).await {
+                    // The stream may have missed changes while it was down.
+                    dirty.everything();
+                }
                 continue;
             }
             let due = retry_at.is_none_or(|t| Instant::now() >= t);
-            if (dirty || !waiters.is_empty()) && due {
-                dirty = false;
-                match self.sessions().await {
+            if (dirty.is_set() || !waiters.is_empty()) && due {
+                let mut filter = dirty.take();
+                if !waiters.is_empty() {
+                    // `sync_now` promises a whole sync.
+                    filter = FeedFilter::All;
+                }
+                match self.sessions(filter).await {
                     Ok((report, pending)) => {
                         failures = 0;
                         retry_at = None;
@@ -297,7 +308,9 @@ impl Engine {
                             self.options.backoff_max
                         };
                         retry_at = Some(Instant::now() + delay);
-                        dirty = auto;
+                        if auto {
+                            dirty.everything();
+                        }
                         for w in waiters.drain(..) {
                             let _ = w.send(Err(error.clone()));
                         }
@@ -321,13 +334,18 @@ impl Engine {
                 },
                 c = local.recv() => match c {
                     Ok(c) if c.via.as_ref() == Some(&self.remote) => {}
-                    Ok(_) | Err(RecvError::Lagged(_)) => dirty |= auto,
+                    Ok(c) if auto => dirty.feed(c.feed),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) if auto => dirty.everything(),
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
                 n = next_notification(&mut stream.watch) => match n {
                     Some(n) => {
-                        self.status.announced(n.feed);
-                        dirty |= auto;
+                        self.status.announced(n.feed.clone());
+                        if auto {
+                            dirty.feed(n.feed);
+                        }
                     }
                     None => {
                         // The stream ended (a hub restart, a dropped connection): reopen it
@@ -345,8 +363,8 @@ impl Engine {
                     }
                 },
                 _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= sync_at {
-                        dirty |= auto;
+                    if Instant::now() >= sync_at && auto {
+                        dirty.everything();
                     }
                 }
             }
@@ -394,7 +412,10 @@ impl Engine {
         Ok(())
     }
 
-    async fn sessions(&mut self) -> std::result::Result<(SyncReport, u64), Failure> {
+    async fn sessions(
+        &mut self,
+        filter: FeedFilter,
+    ) -> std::result::Result<(SyncReport, u64), Failure> {
         if !self.verified {
             self.verify().await?;
         }
@@ -403,7 +424,13 @@ impl Engine {
         let mut pending = 0;
         for _ in 0..3 {
             self.membership_changed = false;
-            let (r, p) = self.session().await?;
+            // After a membership change every feed is looked at: more may be readable now.
+            let feeds = if total.requests == 0 {
+                filter.clone()
+            } else {
+                FeedFilter::All
+            };
+            let (r, p) = self.session(feeds).await?;
             pending = p;
             total.feeds += r.feeds;
             total.requests += r.requests;
@@ -421,8 +448,12 @@ impl Engine {
     }
 
     /// One session; its report and the local changes still unacknowledged at its end.
-    async fn session(&mut self) -> std::result::Result<(SyncReport, u64), Failure> {
+    async fn session(
+        &mut self,
+        feeds: FeedFilter,
+    ) -> std::result::Result<(SyncReport, u64), Failure> {
         let mut config = SessionConfig::new(self.remote.clone());
+        config.feeds = feeds;
         config.page_size = self.options.page_size;
         let mut session = SyncSession::new(config);
         loop {

@@ -1,5 +1,6 @@
 //! Background sync: the engine (one task per remote) and the events it reports.
 
+mod dirty;
 pub(crate) mod engine;
 pub mod events;
 mod options;

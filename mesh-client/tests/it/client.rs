@@ -541,3 +541,95 @@ async fn one_sync_after_accepting_brings_the_folder() {
     );
     assert_eq!(bob.folders().await.unwrap().len(), 1);
 }
+
+/// Records the `only` of every `feeds` request it forwards.
+struct Recording {
+    inner: mesh_client::transport::InProcessTransport,
+    asked: Arc<std::sync::Mutex<Vec<Option<Vec<FeedKey>>>>>,
+}
+
+#[async_trait]
+impl Transport for Recording {
+    async fn send(&self, r: Request) -> Result<Response, TransportError> {
+        if let Request::Feeds { only, .. } = &r {
+            self.asked.lock().unwrap().push(only.clone());
+        }
+        self.inner.send(r).await
+    }
+    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
+        self.inner.watch().await
+    }
+    fn describe(&self) -> String {
+        "recording".into()
+    }
+    async fn enroll(
+        &self,
+        device: &mesh_core::id::DeviceId,
+        key: &mesh_core::trust::PublicKey,
+    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
+        self.inner.enroll(device, key).await
+    }
+    async fn whoami(&self) -> Result<Option<mesh_client::transport::Identity>, TransportError> {
+        self.inner.whoami().await
+    }
+}
+
+/// A change announced by the remote is synced by asking about its feed alone, not about every
+/// feed the user holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_change_is_synced_by_asking_about_its_feed_only() {
+    let hub = InProcessHub::new();
+    let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = client(
+        "ann",
+        "ann-b",
+        Recording {
+            inner: hub.connect("ann".parse().unwrap()),
+            asked: asked.clone(),
+        },
+    )
+    .await;
+    // Several folders: a whole sync would ask about all of their feeds.
+    let mut folders = Vec::new();
+    for n in 0..5 {
+        let f = a
+            .create_folder(&format!("f{n}"), "app/notes".parse().unwrap())
+            .await
+            .unwrap();
+        let notes = a
+            .create_feed(&f.id, "notes".parse().unwrap(), "Notes")
+            .await
+            .unwrap();
+        folders.push((f.id, notes));
+    }
+    settle(&[&a, &b]).await;
+    let (folder, notes) = folders[2].clone();
+    let key = FeedKey::folder(folder.clone(), notes.clone());
+    let mut events = b.subscribe(&folder, Some(&notes));
+    asked.lock().unwrap().clear();
+    a.put(&folder, &notes, draft("new", json!({})))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.next().await {
+            if let Event::EntryChanged {
+                kind: ChangeKind::Added,
+                ..
+            } = e
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("b hears of the change");
+    let asked = asked.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "b synced");
+    assert!(
+        asked
+            .iter()
+            .all(|only| only.as_deref() == Some(&[key.clone()][..])),
+        "{asked:?}"
+    );
+}
