@@ -172,8 +172,22 @@ pub(crate) async fn upload(
     let folder = f.clone();
     let max_blob = state.0.config.max_blob;
     let quotas = state.0.config.quotas.clone();
-    // Whose stored-bytes quota the folder's files count against: each of its owners.
-    let owners = if quotas.max_bytes_per_user == 0 {
+    // Parsed and checked off the async threads; what the folder already holds is no news.
+    let (objects, news) = {
+        let folder = folder.clone();
+        state
+            .blobs(move |b| {
+                let objects = split_pack(&body)?;
+                check_uploaded(&objects, max_blob)?;
+                let hashes: Vec<ChunkHash> = objects.iter().map(|(h, _)| *h).collect();
+                let news = !b.missing(&folder, &hashes).map_err(store_error)?.is_empty();
+                Ok::<_, ApiError>((objects, news))
+            })
+            .await??
+    };
+    // Whose stored-bytes quota new files of the folder count against: each of its owners
+    // (finding their folders reads every folder's members: only when something is new).
+    let owners = if quotas.max_bytes_per_user == 0 || !news {
         Vec::new()
     } else {
         let ff = f.clone();
@@ -183,8 +197,6 @@ pub(crate) async fn upload(
     };
     let (count, added) = state
         .blobs(move |b| {
-            let objects = split_pack(&body)?;
-            check_uploaded(&objects, max_blob)?;
             crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
             let added = b.put(&folder, &objects).map_err(store_error)?;
             Ok::<_, ApiError>((objects.len(), added))
