@@ -367,13 +367,20 @@ async fn run() -> Result<(), Error> {
     let token = admin(dir.path(), &["device", "add", "ann", "base"])?;
     let hub = start_hub(dir.path())?;
     let http = reqwest::Client::new();
-    // One device (and token) per stream, registered through the API.
+    // One device (and token) per stream, enrolled through the API: the base device mints a
+    // one-time code, the new device registers with it.
     let mut tokens = Vec::with_capacity(streams);
     for i in 0..streams {
+        let c: serde_json::Value = http
+            .post(format!("{}/mesh/devices/codes", hub.url))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
         let v: serde_json::Value = http
             .post(format!("{}/mesh/devices", hub.url))
-            .bearer_auth(&token)
-            .json(&json!({"id": format!("d{i}")}))
+            .json(&json!({"id": format!("d{i}"), "code": c["code"]}))
             .send()
             .await?
             .json()
