@@ -14,6 +14,7 @@
 mod http;
 mod http_config;
 mod inproc;
+pub(crate) mod serve;
 mod simnet;
 
 use std::time::Duration;
