@@ -441,3 +441,34 @@ async fn a_silent_connection_is_closed_and_the_connection_cap_holds() {
     }
     assert_eq!(connected.unwrap().device.as_str(), "laptop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_the_protocol_are_refused_without_harm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = Authority::new(100);
+    let host = device("ann", "laptop", &key(1)).await;
+    let listener = host
+        .listen_peers(loopback(), mesh.config("ann", "laptop", &key(1)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    // Plain HTTP instead of TLS, and a TLS-looking record announcing a huge length: the
+    // listener closes each connection.
+    for junk in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        [&[0x16u8, 0x03, 0x01, 0xff, 0xff][..], &[0u8; 64][..]].concat(),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&junk).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf))
+            .await
+            .expect("the listener closes the connection");
+        // Closed with or without a TLS alert first: either way, nothing else is sent.
+        let _ = read;
+        assert!(buf.len() < 64, "{} bytes back", buf.len());
+    }
+    // The listener still serves a real peer.
+    let phone = PeerTransport::new(addr, mesh.config("ann", "phone", &key(2))).unwrap();
+    assert_eq!(phone.connect().await.unwrap().device.as_str(), "laptop");
+}
