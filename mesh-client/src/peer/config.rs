@@ -115,3 +115,38 @@ impl PeerConfig {
         }
     }
 }
+
+impl crate::MeshClient {
+    /// This device's peer configuration from its enrollment with `remote` (a hub): the
+    /// certificate that authority issued, the device's key, and trust in that authority
+    /// alone. `Ok(None)` when the store holds no enrollment with `remote` (a memory store
+    /// keeps none; a SQLite store has one once the device synced with that hub).
+    pub async fn peer_config(
+        &self,
+        remote: &mesh_core::id::RemoteId,
+    ) -> crate::error::Result<Option<PeerConfig>> {
+        use crate::store::DeviceStore as _;
+        let remote = remote.clone();
+        self.inner
+            .shared
+            .run(move |r| {
+                let Some(enrollment) = r.store().enrollment(&remote)? else {
+                    return Ok(None);
+                };
+                // Only stores that keep enrollments get here: their key is the saved one.
+                let key = r.store_mut().device_key()?;
+                if enrollment.certificate.key != key.public() {
+                    return Err(crate::error::ClientError::Config(format!(
+                        "the enrollment with {remote} certifies another key than this device's"
+                    )));
+                }
+                let trust = PeerTrust::new(enrollment.authority);
+                let credentials = PeerCredentials {
+                    certificate: enrollment.certificate,
+                    key,
+                };
+                Ok(Some(PeerConfig::new(credentials, trust)))
+            })
+            .await?
+    }
+}

@@ -472,3 +472,54 @@ async fn bytes_that_are_not_the_protocol_are_refused_without_harm() {
     let phone = PeerTransport::new(addr, mesh.config("ann", "phone", &key(2))).unwrap();
     assert_eq!(phone.connect().await.unwrap().device.as_str(), "laptop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_enrolled_with_a_hub_meet_as_peers_with_its_certificates() {
+    let hub = mesh_client::transport::InProcessHub::new();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |device: &str| {
+        builder("ann", device)
+            .store(mesh_client::store::StoreConfig::Sqlite(
+                dir.path().join(format!("{device}.db")),
+            ))
+            .sync_options(SyncOptions::default().with_auto(false))
+            .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+            .build()
+    };
+    let (laptop, phone) = (open("laptop").await.unwrap(), open("phone").await.unwrap());
+    let hub_id: RemoteId = "hub".parse().unwrap();
+    // Before meeting the hub a device holds no certificate.
+    assert!(laptop.peer_config(&hub_id).await.unwrap().is_none());
+    laptop.sync_now().await.unwrap();
+    phone.sync_now().await.unwrap();
+    let config = laptop.peer_config(&hub_id).await.unwrap().unwrap();
+    assert_eq!(config.trust.authority(), hub.authority_key());
+    assert_eq!(
+        Some(&config.credentials.certificate),
+        hub.certificate(&"laptop".parse().unwrap()).as_ref()
+    );
+    let listener = laptop.listen_peers(loopback(), config).await.unwrap();
+    // A memory store keeps no enrollment: nothing to meet peers with.
+    let memory = device("ann", "tablet", &key(9)).await;
+    assert!(memory.peer_config(&hub_id).await.unwrap().is_none());
+    let to_laptop = PeerTransport::new(
+        listener.local_addr(),
+        phone.peer_config(&hub_id).await.unwrap().unwrap(),
+    )
+    .unwrap();
+    let peer = to_laptop.connect().await.unwrap();
+    assert_eq!(
+        (peer.user.as_str(), peer.device.as_str()),
+        ("ann", "laptop")
+    );
+    // Both keep their own keys: the listener verifies the phone's versions with the
+    // certificate the hub issued, and a request goes through.
+    let answer = to_laptop
+        .send(mesh_core::sync::Request::Feeds {
+            from: "phone".parse().unwrap(),
+            only: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, mesh_core::sync::Response::Feeds { .. }));
+}
