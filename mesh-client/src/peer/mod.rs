@@ -33,6 +33,7 @@ pub mod wire;
 
 pub use config::{PeerConfig, PeerCredentials, PeerTrust};
 pub use error::PeerError;
-pub use handshake::PeerIdentity;
+pub use handshake::{PeerIdentity, HELLO_TAG, PEER_PROTOCOL_VERSION};
 pub use listener::PeerListener;
+pub use tls::EXPORTER_LABEL;
 pub use transport::PeerTransport;

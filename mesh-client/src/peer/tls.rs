@@ -18,7 +18,7 @@ use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 use crate::peer::PeerError;
 
 /// The exporter label of the peer handshake.
-pub(crate) const EXPORTER_LABEL: &[u8] = b"EXPORTER-mesh-peer-v1";
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-mesh-peer-v1";
 
 /// The exporter secret's length.
 pub(crate) const EXPORTER_LEN: usize = 32;
