@@ -115,6 +115,8 @@ async fn serve_connection(
     config: &PeerConfig,
     server: &ReplicaServer,
 ) -> Result<(), PeerError> {
+    // Frames are small and answered at once: no waiting to coalesce them.
+    tcp.set_nodelay(true)?;
     let opened = async {
         let (mut stream, exporter) = tls::accept(acceptor, tcp).await?;
         let peer = handshake::listening(&mut stream, config, &exporter).await?;
