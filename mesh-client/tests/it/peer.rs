@@ -523,3 +523,66 @@ async fn devices_enrolled_with_a_hub_meet_as_peers_with_its_certificates() {
         .unwrap();
     assert!(matches!(answer, mesh_core::sync::Response::Feeds { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_notifications_bring_a_change_without_asking() {
+    let mesh = Authority::new(100);
+    let (laptop_key, phone_key) = (key(1), key(2));
+    let laptop = device("ann", "laptop", &laptop_key).await;
+    let listener = laptop
+        .listen_peers(loopback(), mesh.config("ann", "laptop", &laptop_key))
+        .await
+        .unwrap();
+    let folder = laptop
+        .create_folder("Notes", FolderKind::app("notes").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let notes = laptop
+        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let to_laptop = PeerTransport::new(
+        listener.local_addr(),
+        mesh.config("ann", "phone", &phone_key),
+    )
+    .unwrap();
+    // The phone syncs on its own (the default): it watches the laptop's notifications.
+    let phone = builder("ann", "phone")
+        .device_key(phone_key)
+        .remote("laptop".parse().unwrap(), to_laptop)
+        .build()
+        .await
+        .unwrap();
+    let mut events = phone.events();
+    phone.sync_now().await.unwrap();
+    let note = laptop
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("hello", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    let feed = FeedKey::folder(folder.clone(), notes.clone());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.next().await {
+                Some(Event::EntryChanged { feed: f, id, .. })
+                    if f == feed && &id == note.entry_id() =>
+                {
+                    return
+                }
+                Some(_) => continue,
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("the phone hears of the laptop's write within 10 s");
+    assert!(phone
+        .get(&folder, &notes, note.entry_id())
+        .await
+        .unwrap()
+        .is_some());
+}
