@@ -86,7 +86,9 @@ impl ErrorKind {
             "permission_denied" | "forbidden" => ErrorKind::PermissionDenied,
             "store" => ErrorKind::Store,
             "protocol" | "invalid_signature" => ErrorKind::Protocol,
-            "unauthorized" | "untrusted_certificate" => ErrorKind::Unauthorized,
+            "unauthorized" | "untrusted_certificate" | "expired_certificate" => {
+                ErrorKind::Unauthorized
+            }
             "revoked" => ErrorKind::Revoked,
             "limit_exceeded" | "payload_too_large" | "quota_exceeded" => ErrorKind::Quota,
             "rate_limited" => ErrorKind::RateLimited,

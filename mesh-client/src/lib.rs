@@ -20,6 +20,7 @@
 mod client;
 pub mod error;
 pub mod mapping;
+pub mod peer;
 pub mod prelude;
 mod shared;
 pub mod store;

@@ -5,6 +5,7 @@
 //! folders…), so that an application depends on `mesh-client` alone.
 
 pub use crate::error::{ClientError, ErrorKind, SyncError};
+pub use crate::peer::{PeerConfig, PeerCredentials, PeerListener, PeerTransport, PeerTrust};
 pub use crate::store::{Durability, StoreConfig};
 pub use crate::sync::{
     ChangeKind, ChangeSource, Event, MappingEvent, RemoteStatus, SyncOptions, TransferDirection,

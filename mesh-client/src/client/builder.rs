@@ -38,6 +38,7 @@ pub struct MeshClientBuilder {
     clock: Option<Clock>,
     options: SyncOptions,
     compact_history: bool,
+    device_key: Option<mesh_core::trust::SecretKey>,
 }
 
 impl MeshClientBuilder {
@@ -90,6 +91,15 @@ impl MeshClientBuilder {
         self
     }
 
+    /// The device's signing key, when the application holds it (to authenticate to peers
+    /// with the certificate an authority issued for it, say). By default the store's own
+    /// key (made on first use). A SQLite store that already holds another key refuses it
+    /// ([`ClientError::Config`]); one that holds none saves it.
+    pub fn device_key(mut self, key: mesh_core::trust::SecretKey) -> Self {
+        self.device_key = Some(key);
+        self
+    }
+
     /// Opens the store, registers the device, and starts one sync engine per remote. Must be
     /// called inside a tokio runtime.
     pub async fn build(self) -> Result<MeshClient> {
@@ -110,6 +120,7 @@ impl MeshClientBuilder {
         )
         .parse()?;
         let config = self.store.clone();
+        let given_key = self.device_key.clone();
         let (lock, store, blobs, key) = tokio::task::spawn_blocking(move || {
             // The lock first: a second client must not even open the store.
             let lock = match &config {
@@ -119,7 +130,13 @@ impl MeshClientBuilder {
                 }
             };
             let mut store = ClientStore::open(&config, replica_id)?;
-            let key = store.device_key()?;
+            let key = match given_key {
+                Some(key) => {
+                    store.adopt_device_key(&key)?;
+                    key
+                }
+                None => store.device_key()?,
+            };
             Ok::<_, ClientError>((lock, store, BlobStore::for_config(&config)?, key))
         })
         .await

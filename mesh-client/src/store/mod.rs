@@ -25,6 +25,9 @@ pub(crate) trait DeviceStore {
     /// each time it is opened (its data does not outlive it either). The key never leaves the
     /// store: nothing sends it anywhere.
     fn device_key(&mut self) -> Result<SecretKey>;
+    /// Makes `key` this device's signing key: saved in a SQLite store that holds none yet,
+    /// refused ([`ClientError::Config`]) by one that holds another.
+    fn adopt_device_key(&mut self, key: &SecretKey) -> Result<()>;
     /// The enrollment this device holds with `remote` (its certificate and the pinned
     /// authority), if it was saved (SQLite stores only).
     fn enrollment(&self, remote: &RemoteId) -> Result<Option<Enrollment>>;
@@ -32,9 +35,31 @@ pub(crate) trait DeviceStore {
     fn set_enrollment(&mut self, remote: &RemoteId, e: &Enrollment) -> Result<()>;
 }
 
+/// The store's meta key of the device's signing key.
+const DEVICE_KEY: &str = "device_key";
+
 impl DeviceStore for ClientStore {
+    fn adopt_device_key(&mut self, key: &SecretKey) -> Result<()> {
+        let AnyStore::Sqlite(s) = self else {
+            return Ok(());
+        };
+        if s.meta(DEVICE_KEY)?.is_some() {
+            if &self.device_key()? != key {
+                return Err(ClientError::Config(
+                    "the store already holds another device key".into(),
+                ));
+            }
+            return Ok(());
+        }
+        s.set_meta(
+            DEVICE_KEY,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_seed()),
+        )?;
+        Ok(())
+    }
+
     fn device_key(&mut self) -> Result<SecretKey> {
-        const KEY: &str = "device_key";
+        const KEY: &str = DEVICE_KEY;
         let AnyStore::Sqlite(s) = self else {
             return fresh_key();
         };

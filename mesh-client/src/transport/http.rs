@@ -358,7 +358,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Maps a hub error code back to the core error it stands for.
-fn core_error(code: &str, message: String) -> Option<CoreError> {
+pub(crate) fn core_error(code: &str, message: String) -> Option<CoreError> {
     Some(match code {
         "invalid_id" => CoreError::InvalidId {
             kind: "id",

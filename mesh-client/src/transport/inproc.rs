@@ -1,29 +1,24 @@
 //! The in-process transport: a hub replica (or another client) in the same process.
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use std::sync::{Arc, Mutex};
 
-use mesh_core::id::{DeviceId, ReplicaId, UserId};
+use mesh_core::blob::ChunkHash;
+use mesh_core::id::{DeviceId, FolderId, ReplicaId, UserId};
 use mesh_core::replica::Replica;
 use mesh_core::store::Store as _;
-use mesh_core::sync::guard::Pusher;
-use mesh_core::sync::{guard, Request, Response};
+use mesh_core::sync::{Request, Response};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{
-    DeviceCertificate, Enrollment, MemoryKeyring, NoKeyring, PublicKey, SecretKey,
-};
+use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
 use mesh_core::CoreError;
 use mesh_core::Result as CoreResult;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::{ClientError, Result};
-use crate::shared::{Changed, SharedReplica};
+use crate::error::Result;
+use crate::shared::SharedReplica;
 use crate::store::{fresh_key, BlobStore, ClientStore, StoreConfig};
-use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
-use mesh_core::blob::ChunkHash;
-use mesh_core::id::FolderId;
-use mesh_core::model::Action;
+use crate::transport::serve::{lock_ring, ReplicaServer, SharedKeyring};
+use crate::transport::{Notification, Transport, TransportError};
 
 /// A hub in the same process: a replica that serves any number of clients through
 /// [`InProcessTransport`]s, enforcing the folders' member roles like the HTTP hub does.
@@ -49,7 +44,7 @@ const CERTIFICATE_VALIDITY_SECS: i64 = 365 * 86_400;
 pub(crate) struct Authority {
     key: SecretKey,
     device: DeviceId,
-    keyring: Mutex<MemoryKeyring>,
+    keyring: SharedKeyring,
 }
 
 impl Authority {
@@ -60,12 +55,12 @@ impl Authority {
         Ok(Authority {
             key,
             device,
-            keyring: Mutex::new(keyring),
+            keyring: Arc::new(Mutex::new(keyring)),
         })
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, MemoryKeyring> {
-        self.keyring.lock().unwrap_or_else(|p| p.into_inner())
+        lock_ring(&self.keyring)
     }
 
     /// Certifies `device`'s `key` for `user` (again, to renew it); a device keeps the key it
@@ -197,7 +192,7 @@ impl InProcessHub {
     /// A transport through which `user` syncs with this hub.
     pub fn connect(&self, user: UserId) -> InProcessTransport {
         InProcessTransport {
-            shared: self.shared.clone(),
+            server: ReplicaServer::new(self.shared.clone(), Some(self.authority.keyring.clone())),
             label: format!("in-process hub as {user}"),
             user,
             authority: Some(self.authority.clone()),
@@ -214,7 +209,7 @@ impl InProcessHub {
 /// behalf of one user.
 #[derive(Clone)]
 pub struct InProcessTransport {
-    shared: SharedReplica,
+    server: ReplicaServer,
     user: UserId,
     label: String,
     /// The hub's authority; `None` for a client served directly, which checks no signatures
@@ -225,7 +220,7 @@ pub struct InProcessTransport {
 impl InProcessTransport {
     pub(crate) fn new(shared: SharedReplica, user: UserId, label: String) -> Self {
         InProcessTransport {
-            shared,
+            server: ReplicaServer::new(shared, None),
             user,
             label,
             authority: None,
@@ -233,75 +228,14 @@ impl InProcessTransport {
     }
 }
 
-fn remote_error(e: CoreError) -> TransportError {
-    TransportError::Remote(e)
-}
-
 #[async_trait]
 impl Transport for InProcessTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        let user = self.user.clone();
-        let authority = self.authority.clone();
-        let (response, changed) = self
-            .shared
-            .run(move |r| {
-                let response = match &authority {
-                    Some(a) => guard::respond_as(r, Pusher::new(&user, &*a.ring()), request)?,
-                    None => guard::respond_as(r, Pusher::new(&user, &NoKeyring), request)?,
-                };
-                let mut changed = None;
-                if let Response::Pushed { feed, results } = &response {
-                    if results.iter().any(|x| x.outcome.changed()) {
-                        changed = Some(Changed {
-                            feed: feed.clone(),
-                            head: mesh_core::store::Store::head(r.store(), feed)?,
-                            via: None,
-                        });
-                    }
-                }
-                Ok::<_, CoreError>((response, changed))
-            })
-            .await
-            .map_err(|e| TransportError::Server(e.to_string()))?
-            .map_err(remote_error)?;
-        if let Some(c) = changed {
-            self.shared.notify(c);
-        }
-        Ok(response)
+        self.server.sync(&self.user, request).await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
-        let rx = self.shared.subscribe();
-        let shared = self.shared.clone();
-        let user = self.user.clone();
-        let s = stream::unfold(rx, move |mut rx| {
-            let shared = shared.clone();
-            let user = user.clone();
-            async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(c) => {
-                            let visible = shared
-                                .run_now(|r| guard::can_read(r.store(), &user, &c.feed))
-                                .unwrap_or(false);
-                            if visible {
-                                return Some((
-                                    Notification {
-                                        feed: c.feed,
-                                        head: c.head,
-                                    },
-                                    rx,
-                                ));
-                            }
-                        }
-                        // Missed some: the receiver syncs everything anyway.
-                        Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            }
-        });
-        Ok(s.boxed())
+        Ok(self.server.watch(&self.user))
     }
 
     async fn whoami(&self) -> Result<Option<crate::transport::Identity>, TransportError> {
@@ -321,7 +255,9 @@ impl Transport for InProcessTransport {
         key: &PublicKey,
     ) -> Result<Enrollment, TransportError> {
         match &self.authority {
-            Some(a) => a.enroll(&self.user, device, key).map_err(remote_error),
+            Some(a) => a
+                .enroll(&self.user, device, key)
+                .map_err(TransportError::Remote),
             None => Err(TransportError::Unsupported("enrollment".into())),
         }
     }
@@ -331,13 +267,9 @@ impl Transport for InProcessTransport {
         folder: &FolderId,
         hashes: &[ChunkHash],
     ) -> Result<Vec<ChunkHash>, TransportError> {
-        self.allowed(folder, Action::Read).await?;
-        let (folder, hashes) = (folder.clone(), hashes.to_vec());
-        self.shared
-            .run_blobs(move |b| b.missing(&folder, &hashes))
+        self.server
+            .missing_objects(&self.user, folder, hashes)
             .await
-            .and_then(|r| r.map_err(ClientError::from))
-            .map_err(blob_error)
     }
 
     async fn put_objects(
@@ -345,14 +277,7 @@ impl Transport for InProcessTransport {
         folder: &FolderId,
         objects: Vec<(ChunkHash, Vec<u8>)>,
     ) -> Result<(), TransportError> {
-        self.allowed(folder, Action::CreateEntry).await?;
-        let folder = folder.clone();
-        self.shared
-            .run_blobs(move |b| b.put(&folder, &objects))
-            .await
-            .and_then(|r| r.map_err(ClientError::from))
-            .map(|_| ())
-            .map_err(blob_error)
+        self.server.put_objects(&self.user, folder, objects).await
     }
 
     async fn get_objects(
@@ -360,37 +285,6 @@ impl Transport for InProcessTransport {
         folder: &FolderId,
         hashes: &[ChunkHash],
     ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
-        self.allowed(folder, Action::Read).await?;
-        let (folder, hashes) = (folder.clone(), hashes.to_vec());
-        self.shared
-            .run_blobs(move |b| b.get_for(&folder, &hashes, MAX_OBJECTS_RESPONSE))
-            .await
-            .and_then(|r| r.map_err(ClientError::from))
-            .map_err(blob_error)
-    }
-}
-
-impl InProcessTransport {
-    /// Checks the user's role in `folder` like a hub does; a non-member gets the same answer as
-    /// for a folder that does not exist.
-    async fn allowed(
-        &self,
-        folder: &FolderId,
-        action: Action<'static>,
-    ) -> Result<(), TransportError> {
-        let (f, user) = (folder.clone(), self.user.clone());
-        self.shared
-            .run(move |r| guard::check_folder(r.store(), &user, &f, action))
-            .await
-            .map_err(|e| TransportError::Server(e.to_string()))?
-            .map(|_| ())
-            .map_err(remote_error)
-    }
-}
-
-fn blob_error(e: ClientError) -> TransportError {
-    match e {
-        ClientError::Core(c) => TransportError::Remote(c),
-        other => TransportError::Server(other.to_string()),
+        self.server.get_objects(&self.user, folder, hashes).await
     }
 }

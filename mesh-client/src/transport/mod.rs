@@ -14,6 +14,7 @@
 mod http;
 mod http_config;
 mod inproc;
+pub(crate) mod serve;
 mod simnet;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
 
+pub(crate) use http::core_error;
 pub use http::HttpTransport;
 pub use http_config::HttpConfig;
 pub use inproc::{InProcessHub, InProcessTransport};

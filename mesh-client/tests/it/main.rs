@@ -7,6 +7,7 @@ mod invitations;
 mod mapping;
 mod mapping_props;
 mod mapping_safety;
+mod peer;
 mod sdk;
 mod transport_suite;
 mod trust;
