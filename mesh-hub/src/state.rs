@@ -199,6 +199,16 @@ impl HubState {
         CursorKey {
             replica: self.0.replica_id.clone(),
             secret: *self.0.secret.read().unwrap_or_else(|p| p.into_inner()),
+            epochs: self
+                .0
+                .epoch
+                .get()
+                .map(|e| {
+                    std::iter::once(e.id.clone())
+                        .chain(e.continues.iter().cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

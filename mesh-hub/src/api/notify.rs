@@ -35,12 +35,21 @@ use crate::state::{Changed, HubState, StreamGuard};
 pub(crate) struct CursorKey {
     pub replica: ReplicaId,
     pub secret: [u8; 32],
+    /// The hub's epoch and the earlier ones it continues (see `crate::epoch`), newest first:
+    /// cursors are issued in the first and accepted from any (empty: a hub with no epochs).
+    pub epochs: Vec<String>,
 }
 
-fn tag(key: &CursorKey, scope: &str, seq: u64) -> String {
+fn tag(key: &CursorKey, epoch: Option<&str>, scope: &str, seq: u64) -> String {
     let mut h = blake3::Hasher::new_keyed(&key.secret);
     h.update(key.replica.as_str().as_bytes());
     h.update(&[0]);
+    if let Some(epoch) = epoch {
+        // A cursor of an epoch a restored hub does not continue names changes it may lack.
+        h.update(b"epoch:");
+        h.update(epoch.as_bytes());
+        h.update(&[0]);
+    }
     h.update(scope.as_bytes());
     h.update(&[0]);
     h.update(&seq.to_be_bytes());
@@ -53,7 +62,8 @@ fn tag(key: &CursorKey, scope: &str, seq: u64) -> String {
 /// An opaque cursor: a change position, bound to this hub replica and to `scope` (a feed key,
 /// or `*` for notifications), authenticated with the hub's secret.
 pub(crate) fn encode_cursor(key: &CursorKey, scope: &str, seq: Cursor) -> String {
-    format!("{:x}-{}", seq.0, tag(key, scope, seq.0))
+    let epoch = key.epochs.first().map(String::as_str);
+    format!("{:x}-{}", seq.0, tag(key, epoch, scope, seq.0))
 }
 
 /// Reads back a cursor made by [`encode_cursor`] for the same replica and scope.
@@ -70,7 +80,15 @@ pub(crate) fn decode_cursor(key: &CursorKey, scope: &str, text: &str) -> Result<
         return Err(bad());
     }
     let seq = u64::from_str_radix(seq, 16).map_err(|_| bad())?;
-    if !same(tag(key, scope, seq).as_bytes(), t.as_bytes()) {
+    let valid = if key.epochs.is_empty() {
+        same(tag(key, None, scope, seq).as_bytes(), t.as_bytes())
+    } else {
+        // Bounded: an epoch continues at most `MAX_CONTINUED_EPOCHS` others.
+        key.epochs
+            .iter()
+            .any(|e| same(tag(key, Some(e), scope, seq).as_bytes(), t.as_bytes()))
+    };
+    if !valid {
         return Err(bad());
     }
     Ok(Cursor(seq))
@@ -359,6 +377,7 @@ mod tests {
         let key = |replica: &str, secret: u8| CursorKey {
             replica: replica.parse().unwrap(),
             secret: [secret; 32],
+            epochs: Vec::new(),
         };
         let r = key("hub-1", 1);
         let c = encode_cursor(&r, "folder:f/todos", Cursor(42));
@@ -390,5 +409,26 @@ mod tests {
                 "invalid_cursor"
             );
         }
+    }
+
+    #[test]
+    fn cursors_hold_across_continued_epochs_only() {
+        let key = |epochs: &[&str]| CursorKey {
+            replica: "hub-1".parse().unwrap(),
+            secret: [7; 32],
+            epochs: epochs.iter().map(|e| e.to_string()).collect(),
+        };
+        let c = encode_cursor(&key(&["e1"]), "*", Cursor(9));
+        assert_eq!(decode_cursor(&key(&["e1"]), "*", &c).unwrap(), Cursor(9));
+        // A later epoch that continues e1 takes it; one that does not (a restored copy) refuses.
+        assert_eq!(
+            decode_cursor(&key(&["e2", "e1"]), "*", &c).unwrap(),
+            Cursor(9)
+        );
+        assert!(decode_cursor(&key(&["e3", "e0"]), "*", &c).is_err());
+        assert!(decode_cursor(&key(&[]), "*", &c).is_err());
+        // A cursor of a hub with no epochs is not one of an epoch.
+        let plain = encode_cursor(&key(&[]), "*", Cursor(9));
+        assert!(decode_cursor(&key(&["e1"]), "*", &plain).is_err());
     }
 }
