@@ -230,12 +230,27 @@ impl MeshClient {
             .and_then(|m| m.effective_role()))
     }
 
+    /// This user's membership record in `folder`: `None` when there is none, and when the
+    /// folder was deleted (its record is a tombstone: nobody acts in it any more).
     pub(crate) async fn membership(&self, folder: &FolderId) -> Result<Option<Member>> {
+        Ok(self.membership_or_deleted(folder).await?.ok().flatten())
+    }
+
+    /// The membership record, or `Err(())` when the folder was deleted.
+    async fn membership_or_deleted(
+        &self,
+        folder: &FolderId,
+    ) -> Result<std::result::Result<Option<Member>, ()>> {
         let folder = folder.clone();
         let user = self.user().clone();
         Ok(self
             .shared()
-            .run(move |r| guard::membership(r.store(), &folder, &user))
+            .run(move |r| {
+                if guard::folder_deleted(r.store(), &folder)? {
+                    return Ok(Err(()));
+                }
+                guard::membership(r.store(), &folder, &user).map(Ok)
+            })
             .await??)
     }
 
@@ -244,7 +259,14 @@ impl MeshClient {
         folder: &FolderId,
         action: Action<'_>,
     ) -> Result<Option<Member>> {
-        let m = self.membership(folder).await?;
+        let Ok(m) = self.membership_or_deleted(folder).await? else {
+            // Deleted here or by its owner elsewhere: the folder is gone for everyone.
+            return Err(mesh_core::CoreError::NotFound {
+                kind: "folder",
+                id: folder.to_string(),
+            }
+            .into());
+        };
         let role = m.as_ref().and_then(Member::effective_role);
         authorize(self.user(), role, action)?;
         Ok(m)

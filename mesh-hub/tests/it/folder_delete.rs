@@ -91,10 +91,15 @@ async fn deleting_a_folder_revokes_and_purges_it() {
         .unwrap()
         .iter()
         .all(|f| f.id != folder.id));
-    // Bob's device writes on; the hub takes none of it.
+    // Bob's device no longer writes into it either.
     let late = bob
         .put(&folder.id, &notes, EntryDraft::new("late", json!({})))
         .await;
+    assert_eq!(
+        late.as_ref().map_err(|e| e.kind()).err(),
+        Some(mesh_client::ErrorKind::NotFound),
+        "{late:?}"
+    );
     settle(&[&ann, &bob]).await;
     // Through REST the folder is gone, with the same answer as a folder that never existed.
     let (status, body) = get(&entries, &bob_token).await;
