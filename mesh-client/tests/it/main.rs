@@ -8,6 +8,7 @@ mod mapping;
 mod mapping_props;
 mod mapping_safety;
 mod peer;
+mod peer_discovery;
 mod sdk;
 mod transport_suite;
 mod trust;
