@@ -7,9 +7,11 @@
 //! Everything runs in this process, on the loopback interface only. A hub on a free 127.0.0.1
 //! port (data in a temporary directory) enrolls Ann's laptop and phone (SQLite stores in
 //! temporary directories); they sync a to-do list once through it, which also gives each
-//! device its certificate. Then the hub stops. The laptop listens for peers on 127.0.0.1, the
-//! phone restarts with the laptop as a second remote (a [`PeerTransport`] built from its
-//! enrollment with [`MeshClient::peer_config`]), both write, and they converge with no hub.
+//! device its certificate. The laptop listens for peers on 127.0.0.1 and publishes that
+//! address in its device record, which reaches the phone through the hub. Then the hub stops.
+//! The phone finds the laptop's address in the record and restarts with the laptop as a second
+//! remote (a [`PeerTransport`] built from its enrollment with [`MeshClient::peer_config`]);
+//! both write, and they converge with no hub.
 //! Finally the hub starts again on the same data and both devices converge with it: every
 //! to-do once, nothing left to move. The example checks what it prints and exits with an
 //! error if any step does not hold.
@@ -98,21 +100,33 @@ async fn main() -> Result<(), Error> {
         .await?
         .ok_or("the phone holds no certificate")?;
 
-    step("the hub stops");
-    running.stop().await?;
-
-    step("the laptop listens for peers; the phone restarts with the laptop as a remote");
+    step("the laptop listens for peers and says where in its device record");
     let peers = laptop
         .listen_peers(SocketAddr::from(([127, 0, 0, 1], 0)), laptop_peer)
         .await?;
+    laptop.publish_peer_addresses(&[peers.local_addr()]).await?;
     println!("   laptop listens on {}", peers.local_addr());
+    settle(&[&laptop, &phone], None).await?;
+
+    step("the hub stops");
+    running.stop().await?;
+
+    step("the phone finds the laptop's address in its record and restarts with it as a remote");
+    let found = phone.peer_addresses().await?;
+    for p in &found {
+        println!("   phone: {} listens on {}", p.device, p.addr);
+    }
+    let laptop_addr = match found.as_slice() {
+        [one] if one.device.as_str() == "ann-laptop" => one.addr,
+        _ => return Err(format!("expected the laptop's address, found {found:?}").into()),
+    };
     phone.close();
     drop(phone);
     let laptop_id: RemoteId = "ann-laptop".parse()?;
     let phone = open("ann-phone", &token_b)?
         .remote(
             laptop_id.clone(),
-            PeerTransport::new(peers.local_addr(), phone_peer)?,
+            PeerTransport::new(laptop_addr, phone_peer)?,
         )
         .build()
         .await?;
