@@ -9,6 +9,7 @@ mod mapping_props;
 mod mapping_safety;
 mod peer;
 mod peer_discovery;
+mod peer_events;
 mod sdk;
 mod transport_suite;
 mod trust;
