@@ -82,7 +82,7 @@ async fn a_listener_reports_peers_connecting_and_leaving() {
     }
 }
 
-/// Connects `t` (a request over it keeps the connection open) and returns the first peer event.
+/// Connects `t` to the laptop and returns the first peer event the laptop reports.
 async fn next_peer_event_after(
     t: &PeerTransport,
     events: &mut futures::stream::BoxStream<'static, Event>,
