@@ -23,7 +23,7 @@ fn decode<T: DeserializeOwned>(e: &Entry) -> Result<T> {
 
 impl MeshClient {
     /// Creates or updates a typed system record (a member, a mapping, a device…).
-    async fn upsert<T: Serialize>(
+    pub(crate) async fn upsert<T: Serialize>(
         &self,
         feed: FeedKey,
         id: EntryId,
@@ -456,6 +456,7 @@ impl MeshClient {
                 kind,
                 last_seen: None,
                 online: true,
+                addresses: Vec::new(),
             },
         };
         device.last_seen = Some(self.now());

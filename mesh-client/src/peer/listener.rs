@@ -10,13 +10,14 @@ use mesh_core::blob::pack;
 use mesh_core::ErrorCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{broadcast, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::peer::frame::{self, MAX_FRAME};
 use crate::peer::wire::{PeerRequest, PeerResponse, MAX_HASHES};
 use crate::peer::{handshake, tls, PeerConfig, PeerError, PeerIdentity};
+use crate::sync::events::Event;
 use crate::transport::serve::ReplicaServer;
 use crate::transport::TransportError;
 use crate::MeshClient;
@@ -41,7 +42,7 @@ impl MeshClient {
     ) -> Result<PeerListener, PeerError> {
         let keyring = Some(config.trust.keyring().clone());
         let server = ReplicaServer::new(self.inner.shared.clone(), keyring);
-        PeerListener::bind(addr, server, config).await
+        PeerListener::bind(addr, server, config, self.inner.events.clone()).await
     }
 }
 
@@ -50,11 +51,18 @@ impl PeerListener {
         addr: SocketAddr,
         server: ReplicaServer,
         config: PeerConfig,
+        events: broadcast::Sender<Event>,
     ) -> Result<PeerListener, PeerError> {
         let acceptor = tls::acceptor()?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, acceptor, Arc::new(config), server));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            Arc::new(config),
+            server,
+            events,
+        ));
         Ok(PeerListener { addr, task })
     }
 
@@ -80,14 +88,15 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     config: Arc<PeerConfig>,
     server: ReplicaServer,
+    events: broadcast::Sender<Event>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     // Dropping the set (when the listener's task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: wait a little instead of spinning.
                 tracing::warn!(error = %e, "peer listener: accept failed");
@@ -100,8 +109,10 @@ async fn accept_loop(
             continue;
         };
         let (acceptor, config, server) = (acceptor.clone(), config.clone(), server.clone());
+        let events = events.clone();
         connections.spawn(async move {
-            if let Err(e) = serve_connection(tcp, &acceptor, &config, &server).await {
+            let r = serve_connection(tcp, from, &acceptor, &config, &server, &events).await;
+            if let Err(e) = r {
                 tracing::info!(error = %e, code = e.code(), "peer connection ended");
             }
             drop(slot);
@@ -111,9 +122,11 @@ async fn accept_loop(
 
 async fn serve_connection(
     tcp: TcpStream,
+    from: SocketAddr,
     acceptor: &TlsAcceptor,
     config: &PeerConfig,
     server: &ReplicaServer,
+    events: &broadcast::Sender<Event>,
 ) -> Result<(), PeerError> {
     // Frames are small and answered at once: no waiting to coalesce them.
     tcp.set_nodelay(true)?;
@@ -122,10 +135,47 @@ async fn serve_connection(
         let peer = handshake::listening(&mut stream, config, &exporter).await?;
         Ok::<_, PeerError>((stream, peer))
     };
-    let (mut stream, peer) = tokio::time::timeout(config.handshake_timeout, opened)
+    let (stream, peer) = tokio::time::timeout(config.handshake_timeout, opened)
         .await
         .map_err(|_| PeerError::Timeout)??;
     tracing::debug!(user = %peer.user, device = %peer.device, "peer authenticated");
+    let _ = events.send(Event::PeerConnected {
+        user: peer.user.clone(),
+        device: peer.device.clone(),
+        addr: from,
+    });
+    // Reported when the connection ends, however it ends (the task aborted included).
+    let _left = Left {
+        events,
+        event: Some(Event::PeerLeft {
+            user: peer.user.clone(),
+            device: peer.device.clone(),
+            addr: from,
+        }),
+    };
+    serve_requests(stream, config, server, &peer).await
+}
+
+/// Sends its event when dropped.
+struct Left<'a> {
+    events: &'a broadcast::Sender<Event>,
+    event: Option<Event>,
+}
+
+impl Drop for Left<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.event.take() {
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut stream: S,
+    config: &PeerConfig,
+    server: &ReplicaServer,
+    peer: &PeerIdentity,
+) -> Result<(), PeerError> {
     loop {
         let next = frame::read::<_, PeerRequest>(
             &mut stream,
@@ -140,9 +190,9 @@ async fn serve_connection(
             Err(e) => return Err(e),
         };
         if matches!(request, PeerRequest::Watch) {
-            return watch(stream, config, server, &peer).await;
+            return watch(stream, config, server, peer).await;
         }
-        let (response, body) = answer(server, &peer, request, body).await;
+        let (response, body) = answer(server, peer, request, body).await;
         write(&mut stream, config, &response, &body).await?;
     }
 }

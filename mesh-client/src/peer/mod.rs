@@ -14,15 +14,21 @@
 //! 3. requests: the core's sync messages, blob objects and a notification stream, in
 //!    length-prefixed frames with a size cap (see [`wire`]).
 //!
+//! Devices find each other by the addresses each publishes in its own device record
+//! ([`discovery`]: [`MeshClient::publish_peer_addresses`], [`MeshClient::peer_addresses`]).
+//!
 //! The listening side answers through the same access guard as a hub, as the authenticated
 //! peer's user: a Reader's device cannot write through a peer. The wire format is specified in
 //! `docs/protocol.md` ("Peer protocol").
 //!
 //! [`MeshClient::listen_peers`]: crate::MeshClient::listen_peers
+//! [`MeshClient::publish_peer_addresses`]: crate::MeshClient::publish_peer_addresses
+//! [`MeshClient::peer_addresses`]: crate::MeshClient::peer_addresses
 //! [`Transport`]: crate::transport::Transport
 //! [`DeviceCertificate`]: mesh_core::trust::DeviceCertificate
 
 mod config;
+pub mod discovery;
 mod error;
 mod frame;
 mod handshake;
@@ -32,6 +38,7 @@ mod transport;
 pub mod wire;
 
 pub use config::{PeerConfig, PeerCredentials, PeerTrust};
+pub use discovery::PeerAddress;
 pub use error::PeerError;
 pub use handshake::{PeerIdentity, HELLO_TAG, PEER_PROTOCOL_VERSION};
 pub use listener::PeerListener;

@@ -1,6 +1,6 @@
 //! What a client reports: entry changes, conflicts, sync progress, errors, connectivity.
 
-use mesh_core::id::{EntryId, FolderId, RemoteId};
+use mesh_core::id::{DeviceId, EntryId, FolderId, RemoteId, UserId};
 use mesh_core::model::FeedKey;
 
 /// Where a change came from.
@@ -98,6 +98,30 @@ pub enum Event {
         now: String,
         /// How many feeds start over.
         feeds: usize,
+    },
+    /// A peer authenticated on one of this client's [`PeerListener`]s and may now send
+    /// requests.
+    ///
+    /// [`PeerListener`]: crate::peer::PeerListener
+    PeerConnected {
+        /// The peer's user, as its certificate says.
+        user: UserId,
+        /// The peer's device, as its certificate says.
+        device: DeviceId,
+        /// Where the connection comes from.
+        addr: std::net::SocketAddr,
+    },
+    /// An authenticated peer's connection to a [`PeerListener`] ended (closed by the peer,
+    /// idle, failed, or the listener closed).
+    ///
+    /// [`PeerListener`]: crate::peer::PeerListener
+    PeerLeft {
+        /// The peer's user.
+        user: UserId,
+        /// The peer's device.
+        device: DeviceId,
+        /// Where the connection came from.
+        addr: std::net::SocketAddr,
     },
     /// The remote became reachable.
     Online {

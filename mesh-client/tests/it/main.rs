@@ -8,6 +8,8 @@ mod mapping;
 mod mapping_props;
 mod mapping_safety;
 mod peer;
+mod peer_discovery;
+mod peer_events;
 mod sdk;
 mod transport_suite;
 mod trust;

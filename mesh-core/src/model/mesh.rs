@@ -26,6 +26,11 @@ pub struct Device {
     /// Whether it is connected now.
     #[serde(default)]
     pub online: bool,
+    /// Where the device listens for peers (`ip:port` strings), as the device itself published
+    /// them (static discovery). Written by a device in its own record only; a reader treats
+    /// them as hostile hints and validates them (see `mesh_client::peer::discovery`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// A folder ("mesh object"): an entry of `mesh:<user>/folders` for every member.

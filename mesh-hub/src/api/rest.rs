@@ -373,6 +373,7 @@ async fn device_docs(state: &HubState, user: &UserId) -> Result<Vec<Device>, Api
                 kind: d.kind,
                 last_seen: p.last_seen.max(recorded),
                 online: p.streams > 0,
+                addresses: Vec::new(),
             }
         })
         .collect())
@@ -465,6 +466,7 @@ pub(crate) async fn add_device(
             kind,
             last_seen: None,
             online: false,
+            addresses: Vec::new(),
         },
         token,
     };
