@@ -261,6 +261,12 @@ pub(crate) fn event_json(e: &Event) -> String {
             })
         }
         Event::Online { remote } => json!({ "type": "online", "remote": remote }),
+        Event::PeerConnected { user, device, addr } => json!({
+            "type": "peer_connected", "user": user, "device": device, "addr": addr.to_string(),
+        }),
+        Event::PeerLeft { user, device, addr } => json!({
+            "type": "peer_left", "user": user, "device": device, "addr": addr.to_string(),
+        }),
         Event::RemoteReset {
             remote,
             previous,
@@ -323,4 +329,41 @@ pub(crate) fn event_json(e: &Event) -> String {
         _ => json!({ "type": "other" }),
     };
     v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_and_reset_events_have_their_own_types() {
+        let addr: std::net::SocketAddr = "127.0.0.1:7300".parse().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&event_json(&Event::PeerConnected {
+            user: "ann".parse().unwrap(),
+            device: "ann-phone".parse().unwrap(),
+            addr,
+        }))
+        .unwrap();
+        assert_eq!(v["type"], "peer_connected");
+        assert_eq!(v["device"], "ann-phone");
+        assert_eq!(v["addr"], "127.0.0.1:7300");
+        let v: serde_json::Value = serde_json::from_str(&event_json(&Event::PeerLeft {
+            user: "ann".parse().unwrap(),
+            device: "ann-phone".parse().unwrap(),
+            addr,
+        }))
+        .unwrap();
+        assert_eq!(v["type"], "peer_left");
+        let v: serde_json::Value = serde_json::from_str(&event_json(&Event::RemoteReset {
+            remote: "hub".parse().unwrap(),
+            previous: "hub-1@a".into(),
+            now: "hub-1@b".into(),
+            feeds: 3,
+        }))
+        .unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["feeds"].as_u64()),
+            (Some("remote_reset"), Some(3))
+        );
+    }
 }
