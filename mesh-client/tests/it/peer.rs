@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mesh_client::peer::{PeerConfig, PeerCredentials, PeerError, PeerTransport, PeerTrust};
+use mesh_client::peer::{
+    PeerConfig, PeerCredentials, PeerError, PeerListener, PeerTransport, PeerTrust,
+};
 use mesh_client::prelude::*;
 use mesh_client::transport::{Transport, TransportError};
 use mesh_core::time::Timestamp;
@@ -85,6 +87,28 @@ async fn device(user: &str, device: &str, key: &SecretKey) -> MeshClient {
         .build()
         .await
         .unwrap()
+}
+
+/// Ann's laptop (holding `key`), listening for peers, with a folder and its `notes` feed.
+async fn laptop_with_notes(
+    mesh: &Authority,
+    key: &SecretKey,
+) -> (MeshClient, PeerListener, FolderId, FeedName) {
+    let laptop = device("ann", "laptop", key).await;
+    let listener = laptop
+        .listen_peers(loopback(), mesh.config("ann", "laptop", key))
+        .await
+        .unwrap();
+    let folder = laptop
+        .create_folder("Notes", FolderKind::app("notes").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let notes = laptop
+        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    (laptop, listener, folder, notes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,20 +360,7 @@ async fn next_refusal(events: &mut (impl futures::Stream<Item = Event> + Unpin))
 async fn a_readers_device_cannot_write_through_a_peer() {
     let mesh = Authority::new(100);
     let (ann_key, bob_key) = (key(1), key(3));
-    let ann = device("ann", "laptop", &ann_key).await;
-    let listener = ann
-        .listen_peers(loopback(), mesh.config("ann", "laptop", &ann_key))
-        .await
-        .unwrap();
-    let folder = ann
-        .create_folder("Notes", FolderKind::app("notes").unwrap())
-        .await
-        .unwrap()
-        .id;
-    let notes = ann
-        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
+    let (ann, listener, folder, notes) = laptop_with_notes(&mesh, &ann_key).await;
     let bob_id: UserId = "bob".parse().unwrap();
     ann.invite(&folder, &bob_id, Role::Author).await.unwrap();
     let to_ann =
@@ -528,20 +539,7 @@ async fn devices_enrolled_with_a_hub_meet_as_peers_with_its_certificates() {
 async fn a_peers_notifications_bring_a_change_without_asking() {
     let mesh = Authority::new(100);
     let (laptop_key, phone_key) = (key(1), key(2));
-    let laptop = device("ann", "laptop", &laptop_key).await;
-    let listener = laptop
-        .listen_peers(loopback(), mesh.config("ann", "laptop", &laptop_key))
-        .await
-        .unwrap();
-    let folder = laptop
-        .create_folder("Notes", FolderKind::app("notes").unwrap())
-        .await
-        .unwrap()
-        .id;
-    let notes = laptop
-        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
+    let (laptop, listener, folder, notes) = laptop_with_notes(&mesh, &laptop_key).await;
     let to_laptop = PeerTransport::new(
         listener.local_addr(),
         mesh.config("ann", "phone", &phone_key),

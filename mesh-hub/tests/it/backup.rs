@@ -14,18 +14,8 @@ use mesh_core::model::{EntryDraft, Query};
 use mesh_hub::Hub;
 use serde_json::json;
 
-use crate::common::builder;
-use crate::e2e::options;
+use crate::e2e::client;
 use crate::hubs::TestHub;
-
-async fn client(hub: &TestHub, user: &str, device: &str) -> MeshClient {
-    builder(user, device)
-        .remote("hub".parse().unwrap(), hub.transport(user, device))
-        .sync_options(options())
-        .build()
-        .await
-        .unwrap()
-}
 
 /// Serves the hub of `data` on `addr` (the address the clients know).
 async fn serve_at(addr: SocketAddr, data: &Path) -> TestHub {

@@ -31,7 +31,8 @@ pub(crate) fn options() -> SyncOptions {
         .with_poll_interval(Duration::from_secs(3600))
 }
 
-async fn client(hub: &TestHub, user: &str, device: &str) -> MeshClient {
+/// A device of `user` syncing with `hub` (test options: quick backoff, no polling).
+pub(crate) async fn client(hub: &TestHub, user: &str, device: &str) -> MeshClient {
     builder(user, device)
         .remote("hub".parse().unwrap(), hub.transport(user, device))
         .sync_options(options())

@@ -1,24 +1,14 @@
 //! Deleting a folder revokes it: its members' devices learn of the deletion, nobody reads or
 //! writes its data through the hub any more, and the hub purges it (its id stays reserved).
 
-use mesh_client::MeshClient;
 use mesh_core::model::{names, EntryDraft, FeedKey, Query, Role};
 use mesh_core::store::Store;
 use mesh_hub::Hub;
 use serde_json::json;
 
-use crate::common::{builder, settle};
-use crate::e2e::options;
+use crate::common::settle;
+use crate::e2e::client;
 use crate::hubs::TestHub;
-
-async fn client(hub: &TestHub, user: &str, device: &str) -> MeshClient {
-    builder(user, device)
-        .remote("hub".parse().unwrap(), hub.transport(user, device))
-        .sync_options(options())
-        .build()
-        .await
-        .unwrap()
-}
 
 async fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
