@@ -475,9 +475,9 @@ impl MeshClient {
         self.records(FeedKey::devices(self.user())).await
     }
 
-    /// Renames this device.
-    pub async fn rename_device(&self, name: &str) -> Result<Device> {
-        let mut d = self
+    /// This device's own record.
+    pub(crate) async fn own_device(&self) -> Result<Device> {
+        Ok(self
             .devices()
             .await?
             .into_iter()
@@ -485,7 +485,12 @@ impl MeshClient {
             .ok_or_else(|| CoreError::NotFound {
                 kind: "device",
                 id: self.device().to_string(),
-            })?;
+            })?)
+    }
+
+    /// Renames this device.
+    pub async fn rename_device(&self, name: &str) -> Result<Device> {
+        let mut d = self.own_device().await?;
         d.name = name.to_owned();
         self.upsert(
             FeedKey::devices(self.user()),

@@ -57,15 +57,7 @@ impl MeshClient {
                 "{bad} is not an address a peer can connect to"
             )));
         }
-        let mut device = self
-            .devices()
-            .await?
-            .into_iter()
-            .find(|d| &d.id == self.device())
-            .ok_or_else(|| CoreError::NotFound {
-                kind: "device",
-                id: self.device().to_string(),
-            })?;
+        let mut device = self.own_device().await?;
         device.addresses = Vec::with_capacity(addrs.len());
         for a in addrs {
             let text = a.to_string();
