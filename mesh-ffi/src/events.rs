@@ -235,6 +235,19 @@ pub(crate) fn event_json(e: &Event) -> String {
             "type": "sync_progress", "remote": remote, "sent": sent, "received": received,
             "pending": pending, "done": done,
         }),
+        Event::Rejected {
+            remote,
+            feed,
+            id,
+            reason,
+            kind,
+        } => merge(
+            json!({
+                "type": "rejected", "remote": remote, "id": id, "reason": reason,
+                "error_kind": kind.as_str(), "status": crate::error::status_of(*kind) as i32,
+            }),
+            feed_fields(feed),
+        ),
         Event::Refused {
             remote,
             feed,
@@ -364,6 +377,22 @@ mod tests {
         assert_eq!(
             (v["type"].as_str(), v["feeds"].as_u64()),
             (Some("remote_reset"), Some(3))
+        );
+        let v: serde_json::Value = serde_json::from_str(&event_json(&Event::Rejected {
+            remote: "peer".parse().unwrap(),
+            feed: mesh_core::model::FeedKey::folder("f".parse().unwrap(), "notes".parse().unwrap()),
+            id: "n1".parse().unwrap(),
+            reason: "not the signer's to write".into(),
+            kind: ::mesh_client::ErrorKind::PermissionDenied,
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                v["type"].as_str(),
+                v["error_kind"].as_str(),
+                v["id"].as_str()
+            ),
+            (Some("rejected"), Some("forbidden"), Some("n1"))
         );
     }
 }

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use crate::peer::frame::{self, MAX_FRAME};
 use crate::peer::wire::{PeerRequest, PeerResponse, MAX_HASHES, PUT_BATCH};
 use crate::peer::{handshake, tls, PeerConfig, PeerError, PeerIdentity};
-use crate::transport::{core_error, Identity, Notification, Transport, TransportError};
+use crate::transport::{core_error, Identity, Notification, Relayer, Transport, TransportError};
 
 /// A transport to a device listening for peers (see
 /// [`MeshClient::listen_peers`](crate::MeshClient::listen_peers)). It connects when first
@@ -29,6 +29,9 @@ pub struct PeerTransport {
     config: Arc<PeerConfig>,
     connector: TlsConnector,
     conn: tokio::sync::Mutex<Option<Connection>>,
+    /// Who the first connection proved the peer to be: every later connection must be the
+    /// same user and device, so that what a session receives is judged as one peer's word.
+    pinned: std::sync::Mutex<Option<PeerIdentity>>,
 }
 
 struct Connection {
@@ -52,6 +55,7 @@ impl PeerTransport {
             config: Arc::new(config),
             connector: tls::connector()?,
             conn: tokio::sync::Mutex::new(None),
+            pinned: std::sync::Mutex::new(None),
         })
     }
 
@@ -75,9 +79,30 @@ impl PeerTransport {
             let peer = handshake::connecting(&mut stream, &self.config, &exporter).await?;
             Ok::<_, PeerError>(Connection { stream, peer })
         };
-        tokio::time::timeout(self.config.handshake_timeout, opening)
+        let conn = tokio::time::timeout(self.config.handshake_timeout, opening)
             .await
-            .map_err(|_| PeerError::Timeout)?
+            .map_err(|_| PeerError::Timeout)??;
+        self.pin(&conn.peer)?;
+        Ok(conn)
+    }
+
+    /// Pins the first identity the peer proved; refuses a connection that proves another.
+    fn pin(&self, peer: &PeerIdentity) -> Result<(), PeerError> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        match &*pinned {
+            Some(p) if p.user != peer.user || p.device != peer.device => {
+                Err(PeerError::Untrusted(format!(
+                    "the peer at {} was device {} of user {}, it now proves to be device {} of \
+                     user {}",
+                    self.addr, p.device, p.user, peer.device, peer.user
+                )))
+            }
+            Some(_) => Ok(()),
+            None => {
+                *pinned = Some(peer.clone());
+                Ok(())
+            }
+        }
     }
 
     /// Sends one request and reads its answer; a connection that fails is dropped. A request
@@ -184,6 +209,14 @@ impl Transport for PeerTransport {
 
     fn describe(&self) -> String {
         format!("peer at {}", self.addr)
+    }
+
+    async fn relayer(&self) -> Result<Option<Relayer>, TransportError> {
+        let peer = self.connect().await?;
+        Ok(Some(Relayer {
+            user: peer.user,
+            trust: self.config.trust.clone(),
+        }))
     }
 
     async fn whoami(&self) -> Result<Option<Identity>, TransportError> {

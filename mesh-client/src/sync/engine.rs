@@ -12,6 +12,7 @@ use mesh_core::id::{DeviceId, EntryId, RemoteId, UserId};
 use mesh_core::model::{names, FeedKey, InvitationState, Member, Scope};
 use mesh_core::replica::Actor;
 use mesh_core::store::Store;
+use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{
     FeedFilter, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
 };
@@ -32,6 +33,7 @@ use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
 use crate::sync::SyncOptions;
+use crate::transport::serve::lock_ring;
 use crate::transport::{Notification, Transport, TransportError};
 
 enum Cmd {
@@ -150,6 +152,9 @@ impl From<CoreError> for Failure {
         Failure::Client(ClientError::Core(e))
     }
 }
+
+/// How many threads check the signatures of one page a peer sent.
+const VERIFY_THREADS: usize = 2;
 
 async fn next_notification(
     w: &mut Option<BoxStream<'static, Notification>>,
@@ -490,11 +495,21 @@ impl Engine {
                         .map_err(Failure::Transport)?;
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);
+                    // A peer's word is judged like a push; the authority's is not.
+                    let relayer = self.transport.relayer().await.map_err(Failure::Transport)?;
                     let (s, received) = self
                         .shared
                         .run(move |r| {
                             let conflicted = conflicted_here(r.store(), &response);
-                            let evs = session.receive(r, response);
+                            let evs = match &relayer {
+                                Some(peer) => {
+                                    let ring = lock_ring(peer.trust.keyring());
+                                    let judge = Pusher::new(&peer.user, &*ring)
+                                        .with_threads(VERIFY_THREADS);
+                                    session.receive_from(r, response, Some(judge))
+                                }
+                                None => session.receive(r, response),
+                            };
                             let resolved: HashSet<EntryId> = conflicted
                                 .into_iter()
                                 .filter(|(feed, id)| {
@@ -510,6 +525,7 @@ impl Engine {
                                 let feed = match evs.first()? {
                                     SessionEvent::Merged { feed, .. } => feed.clone(),
                                     SessionEvent::Acknowledged { .. }
+                                    | SessionEvent::Rejected { .. }
                                     | SessionEvent::RemoteReset { .. } => return None,
                                 };
                                 Some((r.store().head(&feed).ok()?, feed))
@@ -642,6 +658,20 @@ impl Engine {
                         previous: previous.to_string(),
                         now: now.to_string(),
                         feeds,
+                    });
+                }
+                SessionEvent::Rejected {
+                    feed,
+                    id,
+                    code,
+                    reason,
+                } => {
+                    self.emit(Event::Rejected {
+                        remote: self.remote.clone(),
+                        feed,
+                        id,
+                        reason,
+                        kind: ErrorKind::of_code(&code).unwrap_or(ErrorKind::PermissionDenied),
                     });
                 }
                 SessionEvent::Acknowledged { feed, result } => {

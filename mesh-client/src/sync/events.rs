@@ -75,6 +75,26 @@ pub enum Event {
         /// What kind of refusal: match on this.
         kind: crate::ErrorKind,
     },
+    /// This device refused an entry a remote sent and left it out: a peer relayed a version
+    /// that fails the item-shape limits or its signatures, or that its signer may not write
+    /// here ([`ErrorKind::PermissionDenied`]; [`ErrorKind::Protocol`] for a bad signature…). The rest of
+    /// what the remote sent merged. Only peers' pages are judged: a hub is the mesh's
+    /// authority and checked each version when it was pushed there.
+    ///
+    /// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
+    /// [`ErrorKind::Protocol`]: crate::ErrorKind::Protocol
+    Rejected {
+        /// The remote that sent it.
+        remote: RemoteId,
+        /// The feed.
+        feed: FeedKey,
+        /// The entry.
+        id: EntryId,
+        /// Why (readable, not stable).
+        reason: String,
+        /// What kind of refusal: match on this.
+        kind: crate::ErrorKind,
+    },
     /// A sync attempt failed; the engine retries with backoff when the error is transient.
     SyncError {
         /// The remote.

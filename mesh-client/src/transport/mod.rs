@@ -57,6 +57,16 @@ pub struct Identity {
     pub device: Option<DeviceId>,
 }
 
+/// Who answers for the versions a remote sends when the remote is not the mesh's authority
+/// (see [`Transport::relayer`]): they are judged as that user's push.
+#[derive(Debug, Clone)]
+pub struct Relayer {
+    /// The user the remote proved to be (a peer's handshake).
+    pub user: UserId,
+    /// What this device knows of the mesh's devices, to check the versions' signatures.
+    pub trust: crate::peer::PeerTrust,
+}
+
 /// Why a transport call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -178,6 +188,16 @@ pub trait Transport: Send + Sync + 'static {
     /// answers `GET /mesh/me`). The engine refuses to sync with a remote that names another
     /// user or device than the client's configuration. `Ok(None)`: it cannot tell.
     async fn whoami(&self) -> Result<Option<Identity>, TransportError> {
+        Ok(None)
+    }
+
+    /// Whose word the versions this remote sends are. `Ok(None)` (the default): the remote is
+    /// the mesh's authority (a hub), which checked every version when it was pushed there, and
+    /// what it sends merges as it comes. A peer answers with the user it authenticated as and
+    /// this device's trust: the engine then holds everything the peer sends to the same rules
+    /// as a push (limits, signatures, the signers' roles; see
+    /// [`SyncSession::receive_from`](mesh_core::sync::SyncSession::receive_from)).
+    async fn relayer(&self) -> Result<Option<Relayer>, TransportError> {
         Ok(None)
     }
 

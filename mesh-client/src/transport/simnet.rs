@@ -251,6 +251,10 @@ impl Transport for SimTransport {
         format!("{} (simulated network)", self.inner.describe())
     }
 
+    async fn relayer(&self) -> Result<Option<crate::transport::Relayer>, TransportError> {
+        self.inner.relayer().await
+    }
+
     async fn enroll(
         &self,
         device: &DeviceId,

@@ -19,7 +19,7 @@ use crate::common::builder;
 const LOOPBACK: &str = "127.0.0.1:0";
 const TEN_YEARS: i64 = 10 * 365 * 86_400;
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     LOOPBACK.parse().unwrap()
 }
 
@@ -32,15 +32,15 @@ fn now() -> Timestamp {
 }
 
 /// A device key from a seed (distinct seeds, distinct keys).
-fn key(seed: u8) -> SecretKey {
+pub(crate) fn key(seed: u8) -> SecretKey {
     SecretKey::from_seed([seed; 32])
 }
 
 /// A mesh authority: the key that certifies devices (a hub's).
-struct Authority(SecretKey);
+pub(crate) struct Authority(SecretKey);
 
 impl Authority {
-    fn new(seed: u8) -> Self {
+    pub(crate) fn new(seed: u8) -> Self {
         Authority(SecretKey::from_seed([seed; 32]))
     }
 
@@ -66,7 +66,7 @@ impl Authority {
 
     /// Credentials valid for ten years (the clients' ticking clocks start in 2027), trusting
     /// this authority.
-    fn config(&self, user: &str, device: &str, key: &SecretKey) -> PeerConfig {
+    pub(crate) fn config(&self, user: &str, device: &str, key: &SecretKey) -> PeerConfig {
         let certificate = self.certify(user, device, key, -60, TEN_YEARS);
         self.config_with(certificate, key.clone())
     }
@@ -80,7 +80,7 @@ impl Authority {
 }
 
 /// A client of `user` on `device` signing with `key`, syncing only when asked.
-async fn device(user: &str, device: &str, key: &SecretKey) -> MeshClient {
+pub(crate) async fn device(user: &str, device: &str, key: &SecretKey) -> MeshClient {
     builder(user, device)
         .device_key(key.clone())
         .sync_options(SyncOptions::default().with_auto(false))

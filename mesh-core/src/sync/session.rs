@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::{CoreError, Result};
 use crate::feedsync::MergeOutcome;
-use crate::id::{RemoteId, ReplicaId};
+use crate::id::{EntryId, RemoteId, ReplicaId};
 use crate::model::{names, FeedKey};
 use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
+use crate::sync::guard::{self, Pusher};
 use crate::sync::message::{Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_PAGE};
 
 /// Which feeds a session syncs.
@@ -85,6 +86,8 @@ pub struct SyncReport {
     pub conflicts: usize,
     /// See `added`.
     pub unchanged: usize,
+    /// Received entries this replica refused (see [`SessionEvent::Rejected`]).
+    pub rejected: usize,
 }
 
 /// Something the session did that an application may want to hear about.
@@ -96,6 +99,19 @@ pub enum SessionEvent {
         feed: FeedKey,
         /// What happened.
         report: MergeReport,
+    },
+    /// A received entry was refused here and left out: the remote relayed a version that
+    /// fails the item-shape limits or its signatures, or that its signer may not write (see
+    /// [`SyncSession::receive_from`]).
+    Rejected {
+        /// The feed.
+        feed: FeedKey,
+        /// The entry.
+        id: EntryId,
+        /// The refusal's stable error code.
+        code: String,
+        /// Why (readable, not stable).
+        reason: String,
     },
     /// The remote acknowledged a pushed entry.
     Acknowledged {
@@ -344,11 +360,33 @@ impl SyncSession {
     }
 
     /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
-    /// entries are merged into `local` with the new cursor in one transaction.
+    /// entries are merged into `local` with the new cursor in one transaction, unchecked: for
+    /// a remote whose word is trusted (the mesh's authority, which checked every version when
+    /// it was pushed to it). Entries from any other remote go through
+    /// [`SyncSession::receive_from`].
     pub fn receive<S: Store>(
         &mut self,
         local: &mut Replica<S>,
         response: Response,
+    ) -> Result<Vec<SessionEvent>> {
+        self.receive_from(local, response, None)
+    }
+
+    /// [`SyncSession::receive`], with received entries judged as a push by `relayer` when one
+    /// is given: the remote (a peer) is as hostile as any pusher, so every entry is held to
+    /// the item-shape limits, its signatures are checked against `relayer`'s keyring (every
+    /// history item this replica does not hold, in every version), and every version the
+    /// merge would newly store must be a write its signer's role allows here
+    /// ([`guard::push`](crate::sync::guard::push)); items by endpoints the keyring does not
+    /// know count as the relaying user's writes. A refused entry is left out and reported as
+    /// [`SessionEvent::Rejected`]; the rest merge. The cursor moves past the page once what
+    /// was accepted is merged (a crash in between pulls the page again, which merges as
+    /// unchanged).
+    pub fn receive_from<S: Store>(
+        &mut self,
+        local: &mut Replica<S>,
+        response: Response,
+        relayer: Option<Pusher<'_>>,
     ) -> Result<Vec<SessionEvent>> {
         match (&self.phase, response) {
             (
@@ -386,12 +424,37 @@ impl SyncSession {
                 if !more || reached_head {
                     w.pull_done = true;
                 }
+                let mut rejected = Vec::new();
                 let reports = if entries.is_empty() {
                     // Only the cursor moved (everything examined came from us).
                     w.state = state.clone();
                     self.unsaved
                         .defer(local, &self.config.remote, feed.clone(), state)?;
                     Vec::new()
+                } else if let Some(relayer) = relayer {
+                    let ids: Vec<EntryId> = entries.iter().map(|e| e.sync.id.clone()).collect();
+                    let judged = guard::push(local, relayer, Some(&remote), &feed, entries)?;
+                    let mut reports = Vec::with_capacity(judged.len());
+                    for (id, j) in ids.into_iter().zip(judged) {
+                        match j.refused {
+                            Some(why) => rejected.push(SessionEvent::Rejected {
+                                feed: feed.clone(),
+                                id,
+                                code: why.code().as_str().to_string(),
+                                reason: why.to_string(),
+                            }),
+                            None => reports.push(MergeReport {
+                                id,
+                                outcome: j.outcome,
+                                seq: j.seq,
+                                deleted: j.deleted,
+                            }),
+                        }
+                    }
+                    w.state = state.clone();
+                    self.unsaved
+                        .defer(local, &self.config.remote, feed.clone(), state)?;
+                    reports
                 } else {
                     let reports = local.merge_batch_with_state(
                         &feed,
@@ -411,6 +474,7 @@ impl SyncSession {
                         MergeOutcome::Unchanged => self.report.unchanged += 1,
                     }
                 }
+                self.report.rejected += rejected.len();
                 self.phase = Phase::Work;
                 Ok(reports
                     .into_iter()
@@ -418,6 +482,7 @@ impl SyncSession {
                         feed: feed.clone(),
                         report,
                     })
+                    .chain(rejected)
                     .collect())
             }
             (&Phase::AwaitPush { upto, more, sent }, Response::Pushed { feed, results }) => {

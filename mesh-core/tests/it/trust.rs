@@ -9,7 +9,10 @@ use mesh_core::model::{Entry, EntryDraft, FeedKey, InvitationState, Member, Role
 use mesh_core::replica::{Actor, Replica};
 use mesh_core::store::{Cursor, MemoryStore};
 use mesh_core::sync::guard::Pusher;
-use mesh_core::sync::{respond_as, Request, Response};
+use mesh_core::sync::{
+    respond_as, FeedFilter, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
+    SyncSession,
+};
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{
     data_digest, seal_version, signing_bytes, DeviceCertificate, KeyStatus, Keyring, MemoryKeyring,
@@ -1071,4 +1074,160 @@ fn compacted_histories_keep_their_signatures() {
         [(MergeOutcome::Updated, None)]
     );
     mesh_core::trust::verify_entry(&w.ring, &notes, None, &w.hub_entry(&notes, "n1")).unwrap();
+}
+
+// ---- pulling from a peer ---------------------------------------------------------------------
+
+/// Runs a whole pull-and-push session of `local` (a device of `user`) against `peer` (a device
+/// of `peer_user` serving through the guard); when `check` is set, what `local` receives is
+/// judged as `peer_user`'s push.
+fn session_with_peer(
+    w: &World,
+    local: &mut Replica<MemoryStore>,
+    user: &str,
+    peer: &mut Replica<MemoryStore>,
+    peer_user: &str,
+    check: bool,
+) -> (SyncReport, Vec<SessionEvent>) {
+    let (user, peer_user): (UserId, UserId) = (user.parse().unwrap(), peer_user.parse().unwrap());
+    let mut s = SyncSession::new(SessionConfig::new("peer".parse().unwrap()));
+    let mut events = Vec::new();
+    for _ in 0..1000 {
+        match s.poll(local).unwrap() {
+            Step::Send(req) => {
+                let resp = respond_as(peer, Pusher::new(&user, &w.ring), req).unwrap();
+                let relayer = check.then(|| Pusher::new(&peer_user, &w.ring));
+                events.extend(s.receive_from(local, resp, relayer).unwrap());
+            }
+            Step::Done(report) => return (report, events),
+        }
+    }
+    panic!("the session did not finish");
+}
+
+#[test]
+fn a_device_accepts_from_a_peer_only_what_the_signers_may_write() {
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut erin = w.device("erin");
+    // bob (a Reader) holds ann's signed new note, his own edit of ann's note (not his to make),
+    // and a copy of erin's note whose signed title he changed.
+    let mut bob = w.device("bob");
+    let mut ann = w.device("ann");
+    let now = w.now();
+    let relayed = ann
+        .create(
+            &notes,
+            id("n2"),
+            draft("ann's second"),
+            &actor("ann", "ann-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    bob.merge_batch(&notes, vec![relayed], None).unwrap();
+    w.edit(&mut bob, "bob", &notes, "n1", "bob was here");
+    let mut tampered = bob.get(&notes, &id("e1")).unwrap().unwrap();
+    tampered.content.title = "erin never wrote this".into();
+    tampered.sync.history[0].sequence += 1;
+    tampered.sync.updates += 1;
+    bob.merge_batch(&notes, vec![tampered], None).unwrap();
+
+    let (report, events) = session_with_peer(&w, &mut erin, "erin", &mut bob, "bob", true);
+    let title =
+        |r: &Replica<MemoryStore>, n: &str| r.get(&notes, &id(n)).unwrap().unwrap().content.title;
+    assert_eq!(
+        title(&erin, "n2"),
+        "ann's second",
+        "a signed write relayed by a Reader merges"
+    );
+    assert_eq!(title(&erin, "n1"), "ann's note");
+    assert_eq!(title(&erin, "e1"), "erin's note");
+    let rejected: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Rejected { id, code, .. } => Some((id.to_string(), code.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(report.rejected, 2, "{events:?}");
+    assert!(
+        rejected.contains(&("n1".into(), "permission_denied".into())),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected.contains(&("e1".into(), "invalid_signature".into())),
+        "{rejected:?}"
+    );
+    // The cursor moved past the page: the refused versions are not asked for again.
+    let (again, _) = session_with_peer(&w, &mut erin, "erin", &mut bob, "bob", true);
+    assert_eq!((again.received, again.rejected), (0, 0));
+
+    // Without the check, the same session would have let bob's edit in.
+    let mut trusting = w.device("erin");
+    session_with_peer(&w, &mut trusting, "erin", &mut bob, "bob", false);
+    assert_eq!(title(&trusting, "n1"), "bob was here");
+}
+
+#[test]
+fn a_peer_cannot_found_a_folder_with_anything_but_its_members() {
+    let mut w = World::new();
+    // bob's device holds notes of a folder erin does not know, and no members for it: only a
+    // folder's members and info feeds may found it on erin's device.
+    let mut bob = w.device("bob");
+    let g: mesh_core::id::FolderId = "g".parse().unwrap();
+    let (members, notes) = (
+        FeedKey::members(&g),
+        FeedKey::folder(g, "notes".parse().unwrap()),
+    );
+    let now = w.now();
+    let bob_actor = actor("bob", "bob-dev");
+    bob.create(
+        &notes,
+        id("x"),
+        draft("a note in a folder nobody made"),
+        &bob_actor,
+        now,
+    )
+    .unwrap();
+    let mut erin = w.device("erin");
+    // bob's side answers as a hostile peer would, whatever its guard says.
+    let peer_user: UserId = "bob".parse().unwrap();
+    let entries = bob.changes_since(&notes, Cursor::ZERO, 10).unwrap().changes;
+    let mut config = SessionConfig::new("peer".parse().unwrap());
+    config.feeds = FeedFilter::Only([notes.clone()].into());
+    let mut s = SyncSession::new(config);
+    let Step::Send(Request::Feeds { .. }) = s.poll(&mut erin).unwrap() else {
+        panic!("a session starts with feeds");
+    };
+    let head = entries.last().unwrap().seq;
+    let feeds = Response::Feeds {
+        replica: "bob-dev".parse().unwrap(),
+        feeds: vec![mesh_core::store::FeedHead {
+            feed: notes.clone(),
+            head,
+            entries: 1,
+        }],
+        epoch: None,
+    };
+    s.receive_from(&mut erin, feeds, Some(Pusher::new(&peer_user, &w.ring)))
+        .unwrap();
+    let Step::Send(Request::Pull { .. }) = s.poll(&mut erin).unwrap() else {
+        panic!("a pull of g's notes");
+    };
+    let changes = Response::Changes {
+        feed: notes.clone(),
+        entries: entries.into_iter().map(|c| c.entry).collect(),
+        next: head,
+        more: false,
+    };
+    let events = s
+        .receive_from(&mut erin, changes, Some(Pusher::new(&peer_user, &w.ring)))
+        .unwrap();
+    assert!(
+        matches!(&events[..], [SessionEvent::Rejected { code, .. }] if code == "not_found"),
+        "{events:?}"
+    );
+    assert!(erin.get(&notes, &id("x")).unwrap().is_none());
+    assert!(erin.get(&members, &id("bob")).unwrap().is_none());
 }

@@ -177,6 +177,10 @@ pub struct Judged {
     pub outcome: crate::feedsync::MergeOutcome,
     /// Why the entry was refused, typed.
     pub refused: Option<CoreError>,
+    /// The change sequence number it took, when it changed.
+    pub seq: Option<crate::store::Cursor>,
+    /// Whether the entry's winning version is now a tombstone (when it changed).
+    pub deleted: bool,
 }
 
 /// Pushes `entries` into `feed` of `replica` as `pusher`, in the replica's transactions:
@@ -202,6 +206,8 @@ pub fn push<S: Store>(
         .map(|_| Judged {
             outcome: crate::feedsync::MergeOutcome::Unchanged,
             refused: None,
+            seq: None,
+            deleted: false,
         })
         .collect();
     // A stranger to the feed learns nothing, not even which entries it already holds, and
@@ -270,6 +276,8 @@ pub fn push<S: Store>(
         for (n, (report, why)) in outcomes.into_iter().enumerate() {
             let i = index[n];
             results[i].outcome = report.outcome;
+            results[i].deleted = report.deleted;
+            results[i].seq = report.seq;
             progress |= report.outcome.changed();
             if why.is_some() {
                 refused.push(n);

@@ -1,0 +1,203 @@
+//! The access rules on what a device receives from a peer: a peer is as hostile as any pusher,
+//! so what it sends is judged against this device's own roster and keyring.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_client::peer::PeerTransport;
+use mesh_client::prelude::*;
+use mesh_client::transport::Transport;
+
+use crate::common::builder;
+use crate::peer::{device, key, loopback, Authority};
+
+/// The next [`Event::Rejected`] on `events`, within 10 s.
+async fn next_rejection(events: &mut (impl futures::Stream<Item = Event> + Unpin)) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.next().await {
+                Some(e @ Event::Rejected { .. }) => return e,
+                Some(_) => continue,
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("no Rejected event within 10 s")
+}
+
+/// Bob's device listens; ann's laptop syncs with it. Once ann has made bob a reader, a note
+/// bob writes before he hears of it is refused by ann's laptop when it pulls from bob: it is
+/// judged by ann's roster, not taken on bob's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_version_its_signer_may_not_write_is_rejected() {
+    let mesh = Authority::new(100);
+    let (ann_key, bob_key) = (key(1), key(3));
+    let bob = device("bob", "desk", &bob_key).await;
+    let bob_listener = bob
+        .listen_peers(loopback(), mesh.config("bob", "desk", &bob_key))
+        .await
+        .unwrap();
+    let to_bob = PeerTransport::new(
+        bob_listener.local_addr(),
+        mesh.config("ann", "laptop", &ann_key),
+    )
+    .unwrap();
+    let ann = builder("ann", "laptop")
+        .device_key(ann_key)
+        .sync_options(SyncOptions::default().with_auto(false))
+        .remote("bob-desk".parse().unwrap(), to_bob)
+        .build()
+        .await
+        .unwrap();
+    let folder = ann
+        .create_folder("Notes", FolderKind::app("notes").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let notes = ann
+        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let bob_id: UserId = "bob".parse().unwrap();
+    ann.invite(&folder, &bob_id, Role::Author).await.unwrap();
+    // Ann's sync hands bob the folder; bob accepts; ann's next sync learns it.
+    ann.sync_now().await.unwrap();
+    bob.accept(&folder).await.unwrap();
+    ann.sync_now().await.unwrap();
+    let bob_on_laptop = |members: Vec<Member>| {
+        members
+            .into_iter()
+            .find(|m| m.user == bob_id)
+            .map(|m| (m.role, m.state))
+    };
+    assert_eq!(
+        bob_on_laptop(ann.members(&folder).await.unwrap()),
+        Some((Role::Author, InvitationState::Active))
+    );
+
+    // An author's note travels.
+    let first = bob
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("bob's first", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    ann.sync_now().await.unwrap();
+    assert!(ann
+        .get(&folder, &notes, first.entry_id())
+        .await
+        .unwrap()
+        .is_some());
+
+    // Ann makes bob a reader; bob, who has not heard yet, writes again.
+    ann.set_role(&folder, &bob_id, Role::Reader).await.unwrap();
+    let late = bob
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("too late", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    let mut events = ann.events();
+    ann.sync_now().await.unwrap();
+    match next_rejection(&mut events).await {
+        Event::Rejected { feed, id, kind, .. } => {
+            assert_eq!(kind, ErrorKind::PermissionDenied);
+            assert_eq!(feed, FeedKey::folder(folder.clone(), notes.clone()));
+            assert_eq!(&id, late.entry_id());
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert!(ann
+        .get(&folder, &notes, late.entry_id())
+        .await
+        .unwrap()
+        .is_none());
+    // Bob's device heard of the change in the same session (ann pushed it).
+    assert_eq!(bob.role(&folder).await.unwrap(), Some(Role::Reader));
+}
+
+/// A loopback forwarder whose target can be switched: each new connection goes to the target
+/// of the moment.
+async fn switchable_proxy(
+    target: SocketAddr,
+) -> (
+    SocketAddr,
+    Arc<Mutex<SocketAddr>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let front = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let target = Arc::new(Mutex::new(target));
+    let to = target.clone();
+    let task = tokio::spawn(async move {
+        // Bounded by the test: it is aborted at the end.
+        while let Ok((mut inbound, _)) = front.accept().await {
+            let dest = *to.lock().unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(dest).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, target, task)
+}
+
+/// A peer transport's pages are one peer's word: once its peer proved to be ann's laptop, a
+/// new connection to the same address that proves to be another device is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_transport_refuses_a_peer_that_changed_identity() {
+    let mesh = Authority::new(100);
+    let (laptop_key, desk_key, phone_key) = (key(1), key(3), key(2));
+    let laptop = device("ann", "laptop", &laptop_key).await;
+    let laptop_listener = laptop
+        .listen_peers(loopback(), mesh.config("ann", "laptop", &laptop_key))
+        .await
+        .unwrap();
+    let desk = device("bob", "desk", &desk_key).await;
+    let desk_listener = desk
+        .listen_peers(loopback(), mesh.config("bob", "desk", &desk_key))
+        .await
+        .unwrap();
+    let (addr, target, proxy) = switchable_proxy(laptop_listener.local_addr()).await;
+    let to_peer = PeerTransport::new(addr, mesh.config("ann", "phone", &phone_key)).unwrap();
+    let first = to_peer.connect().await.unwrap();
+    assert_eq!(
+        (first.user.as_str(), first.device.as_str()),
+        ("ann", "laptop")
+    );
+    let relayer = to_peer.relayer().await.unwrap().unwrap();
+    assert_eq!(relayer.user.as_str(), "ann");
+
+    // The laptop goes away; bob's desk now answers at that address.
+    *target.lock().unwrap() = desk_listener.local_addr();
+    let mut laptop_events = laptop.events();
+    laptop_listener.close();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(
+            laptop_events.next().await,
+            Some(Event::PeerLeft { .. }) | None
+        ) {}
+    })
+    .await
+    .expect("the laptop's side of the connection ends");
+    let refused = to_peer
+        .send(mesh_core::sync::Request::Feeds {
+            from: "phone".parse().unwrap(),
+            only: None,
+        })
+        .await
+        .expect_err("a connection proving another device must be refused");
+    assert!(
+        refused.to_string().contains("now proves to be device desk"),
+        "{refused}"
+    );
+    proxy.abort();
+}
