@@ -194,6 +194,52 @@ string_id!(
     "remote id"
 );
 
+/// What separates a new folder id's own name from the user who founded it.
+pub const FOUNDER_SEPARATOR: char = '@';
+
+impl FolderId {
+    /// The id of a new folder `founder` creates: `<name>@<founder>`. A replica serving several
+    /// users accepts a new folder only under an id that names the user founding it, so that
+    /// nobody can learn whether a folder of someone else exists by trying to create it: an id
+    /// that names someone else is refused whether or not that folder exists. `name` (normally
+    /// random) must not be empty nor contain `@`; the whole id is at most [`MAX_ID_LEN`]
+    /// bytes.
+    ///
+    /// ```
+    /// use mesh_core::id::{FolderId, UserId};
+    /// let ann: UserId = "ann@example.com".parse().unwrap();
+    /// let f = FolderId::founded_by("3f9a", &ann).unwrap();
+    /// assert_eq!(f.as_str(), "3f9a@ann@example.com");
+    /// assert_eq!(f.founder(), Some("ann@example.com"));
+    /// assert!(FolderId::founded_by("a@b", &ann).is_err());
+    /// ```
+    pub fn founded_by(name: &str, founder: &UserId) -> Result<FolderId> {
+        if name.is_empty() || name.contains(FOUNDER_SEPARATOR) {
+            return Err(CoreError::InvalidId {
+                kind: "folder id",
+                reason: format!(
+                    "a folder's own name must be non-empty and without {FOUNDER_SEPARATOR:?}"
+                ),
+            });
+        }
+        FolderId::new(format!("{name}{FOUNDER_SEPARATOR}{founder}"))
+    }
+
+    /// The user this id names as its founder: what follows its first `@`, when both sides of
+    /// it are non-empty. Ids of folders founded before ids named their founders name none.
+    pub fn founder(&self) -> Option<&str> {
+        match self.0.split_once(FOUNDER_SEPARATOR) {
+            Some((name, founder)) if !name.is_empty() && !founder.is_empty() => Some(founder),
+            _ => None,
+        }
+    }
+
+    /// Whether this id names `user` as its founder.
+    pub fn is_founded_by(&self, user: &UserId) -> bool {
+        self.founder() == Some(user.as_str())
+    }
+}
+
 /// The name of a feed inside a folder, such as `todos` or `files`.
 ///
 /// Feed names are 1 to 64 characters of ASCII letters, digits, `-`, `_` and `.`, so that they

@@ -128,7 +128,7 @@ async fn device(
     entries: usize,
     page: usize,
 ) -> Result<Device, Error> {
-    let (user, dev, folder) = (format!("u{n}"), format!("u{n}-dev"), format!("f{n}"));
+    let (user, dev, folder) = (format!("u{n}"), format!("u{n}-dev"), format!("f{n}@u{n}"));
     let token = cluster.token(&user, &dev)?;
     let http = HttpTransport::new(&hub.url, &token)?;
     let key = SecretKey::from_seed([n as u8 ^ 0x5a; 32]);

@@ -176,7 +176,7 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
     let client = reqwest::Client::new();
 
     // Ann's folder with a note; Eve's folder with a 30 MiB object and a feed.
-    for (token, id) in [(&ta, "a1"), (&te, "e1")] {
+    for (token, id) in [(&ta, "a1@ann"), (&te, "e1@eve")] {
         let r = client
             .post(format!("{base}/mesh/folders"))
             .bearer_auth(token)
@@ -208,7 +208,7 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
     pack::write_frame(&mut body, &hash, &object);
     drop(object);
     let r = client
-        .post(format!("{base}/mesh/folders/e1/objects"))
+        .post(format!("{base}/mesh/folders/e1@eve/objects"))
         .bearer_auth(&te)
         .header("Content-Type", "application/x-mesh-pack")
         .body(body)
@@ -216,7 +216,7 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let normal = format!("{base}/mesh/folders/a1/feeds/notes/entries");
+    let normal = format!("{base}/mesh/folders/a1@ann/feeds/notes/entries");
     let (quiet_p99, quiet_p50) = latencies(&client, &normal, &ta, 200).await;
     let rss0 = rss(pid);
 
@@ -245,7 +245,7 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
     for _ in 0..12 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         let req = format!(
-            "GET /mesh/folders/e1/objects/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {te}\r\n\r\n",
+            "GET /mesh/folders/e1@eve/objects/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {te}\r\n\r\n",
             hash.hex()
         );
         s.write_all(req.as_bytes()).await.unwrap();
@@ -285,7 +285,7 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
     // while Ann works.
     let eve = HttpTransport::with_config(&base, te.clone(), HttpConfig::default().with_retries(0))
         .unwrap();
-    let feed = FeedKey::folder("e1".parse().unwrap(), "notes".parse().unwrap());
+    let feed = FeedKey::folder("e1@eve".parse().unwrap(), "notes".parse().unwrap());
     let mut replica = Replica::new(MemoryStore::new("eve-pc".parse().unwrap()));
     let actor = Actor::new("eve".parse().unwrap(), "eve-pc".parse().unwrap());
     let when = Timestamp::from_unix(1_700_000_000).unwrap();
@@ -350,7 +350,9 @@ async fn hostile_load_leaves_others_fast_and_the_hub_small() {
             while !stop.load(Ordering::Relaxed) {
                 for q in ["$skip=100000000", "$orderby=title&$skip=100000"] {
                     let r = client
-                        .get(format!("{base}/mesh/folders/e1/feeds/notes/entries?{q}"))
+                        .get(format!(
+                            "{base}/mesh/folders/e1@eve/feeds/notes/entries?{q}"
+                        ))
                         .bearer_auth(&te)
                         .send()
                         .await

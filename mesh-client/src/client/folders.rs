@@ -92,7 +92,8 @@ impl MeshClient {
     ///
     /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
     pub async fn create_folder(&self, name: &str, kind: FolderKind) -> Result<Folder> {
-        let id: FolderId = uuid::Uuid::new_v4().simple().to_string().parse()?;
+        // The id names its founder, so that hubs and peers accept the new folder.
+        let id = FolderId::founded_by(&uuid::Uuid::new_v4().simple().to_string(), self.user())?;
         let folder = Folder {
             id: id.clone(),
             name: name.to_owned(),

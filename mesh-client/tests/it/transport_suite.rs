@@ -212,7 +212,8 @@ fn member(user: &str, role: Role, state: InvitationState) -> EntryDraft {
 /// Folders `blob-a` (ann owns it, bob reads it) and `blob-b` (ann alone), made through the
 /// sync protocol as devices would.
 async fn blob_folders(ann: &Arc<dyn Transport>, bob: &Arc<dyn Transport>) -> (FolderId, FolderId) {
-    let (fa, fb): (FolderId, FolderId) = ("blob-a".parse().unwrap(), "blob-b".parse().unwrap());
+    let (fa, fb): (FolderId, FolderId) =
+        ("blob-a@ann".parse().unwrap(), "blob-b@ann".parse().unwrap());
     let mut maker = Replica::new(MemoryStore::new("blob-maker".parse().unwrap()));
     let ann_dev = Actor::new("ann".parse().unwrap(), "ann-device".parse().unwrap());
     let bob_dev = Actor::new("bob".parse().unwrap(), "bob-device".parse().unwrap());

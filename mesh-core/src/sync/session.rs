@@ -431,7 +431,7 @@ impl SyncSession {
                     self.unsaved
                         .defer(local, &self.config.remote, feed.clone(), state)?;
                     Vec::new()
-                } else if let Some(relayer) = relayer {
+                } else if let Some(relayer) = relayer.map(Pusher::pulled) {
                     let ids: Vec<EntryId> = entries.iter().map(|e| e.sync.id.clone()).collect();
                     let judged = guard::push(local, relayer, Some(&remote), &feed, entries)?;
                     let mut reports = Vec::with_capacity(judged.len());

@@ -79,7 +79,7 @@ fn pull(hub: &mut Replica<MemoryStore>, user: &str, feed: &FeedKey) -> Result<us
 
 #[test]
 fn roles_decide_what_a_served_replica_accepts_and_shows() {
-    let folder: FolderId = "f".parse().unwrap();
+    let folder: FolderId = "f@ann".parse().unwrap();
     let (members, notes) = (
         FeedKey::members(&folder),
         FeedKey::folder(folder.clone(), "notes".parse().unwrap()),
@@ -234,7 +234,7 @@ fn push_with(
 #[test]
 fn an_invitation_of_a_user_without_an_account_is_refused_when_the_keyring_knows_accounts() {
     use mesh_core::trust::{MemoryKeyring, SecretKey};
-    let folder: FolderId = "f".parse().unwrap();
+    let folder: FolderId = "f@ann".parse().unwrap();
     let members = FeedKey::members(&folder);
     let ann = actor("ann", "ann-dev");
     let mut ann_dev = replica("ann-dev");
@@ -297,7 +297,7 @@ fn an_invitation_of_a_user_without_an_account_is_refused_when_the_keyring_knows_
 #[test]
 fn a_folder_record_that_does_not_decode_is_refused() {
     use mesh_core::model::names;
-    let folder: FolderId = "f".parse().unwrap();
+    let folder: FolderId = "f@ann".parse().unwrap();
     let (members, info) = (FeedKey::members(&folder), FeedKey::info(&folder));
     let ann = actor("ann", "ann-dev");
     let mut ann_dev = replica("ann-dev");
@@ -368,7 +368,7 @@ fn folder_record(folder: &FolderId, name: &str) -> EntryDraft {
 fn a_deleted_folder_is_revoked_for_everyone() {
     use mesh_core::model::names;
     use mesh_core::sync::guard;
-    let folder: FolderId = "f".parse().unwrap();
+    let folder: FolderId = "f@ann".parse().unwrap();
     let (members, info, notes) = (
         FeedKey::members(&folder),
         FeedKey::info(&folder),
@@ -521,4 +521,89 @@ fn a_deleted_folder_is_revoked_for_everyone() {
         .iter()
         .all(|(_, refused)| *refused));
     assert!(guard::folder_deleted(hub.store(), &folder).unwrap());
+}
+
+/// The owner record founding `folder` for `user`, written on a device of `user`.
+fn founding(folder: &FolderId, user: &str) -> (FeedKey, Vec<Entry>) {
+    let members = FeedKey::members(folder);
+    let mut dev = replica(&format!("{user}-dev"));
+    dev.create(
+        &members,
+        id(user),
+        member(user, Role::Owner, InvitationState::Active),
+        &actor(user, &format!("{user}-dev")),
+        t(0),
+    )
+    .unwrap();
+    let entries = changes(&dev, &members);
+    (members, entries)
+}
+
+/// Founding a folder tells no one whether a folder exists: only its founder (the user its id
+/// names) may found it, and anyone else gets one answer for an existing folder and a missing
+/// one.
+#[test]
+fn trying_to_found_a_folder_is_no_oracle_of_its_existence() {
+    let mut hub = replica("hub");
+    let secret: FolderId = "secret@ann".parse().unwrap();
+    let (members, entries) = founding(&secret, "ann");
+    assert_eq!(
+        push(&mut hub, "ann", &members, entries),
+        [(MergeOutcome::Added, false)]
+    );
+    let answer = |hub: &mut Replica<MemoryStore>, folder: &str| {
+        let (members, entries) = founding(&folder.parse().unwrap(), "carol");
+        let req = Request::Push {
+            from: "carol-dev".parse().unwrap(),
+            feed: members,
+            entries,
+        };
+        let who: UserId = "carol".parse().unwrap();
+        match respond_as(hub, Pusher::new(&who, &NoKeyring), req).unwrap() {
+            Response::Pushed { results, .. } => (
+                results[0].outcome,
+                results[0].code.clone(),
+                results[0].refused.clone(),
+            ),
+            other => panic!("{other:?}"),
+        }
+    };
+    let existing = answer(&mut hub, "secret@ann");
+    let missing = answer(&mut hub, "nothing@ann");
+    let unbound = answer(&mut hub, "nothing");
+    assert_eq!(existing.1.as_deref(), Some("not_found"));
+    let same = |a: &(MergeOutcome, Option<String>, Option<String>), f: &str| {
+        (a.0, a.1.clone(), a.2.as_ref().map(|r| r.replace(f, "F")))
+    };
+    assert_eq!(same(&existing, "secret@ann"), same(&missing, "nothing@ann"));
+    assert_eq!(same(&existing, "secret@ann"), same(&unbound, "nothing"));
+    // Her own folder: carol founds it.
+    assert_eq!(answer(&mut hub, "mine@carol").1, None);
+    // And bob cannot found a folder in ann's name by signing its records himself.
+    let (members, entries) = founding(&"forged@ann".parse().unwrap(), "bob");
+    assert_eq!(
+        push(&mut hub, "ann", &members, entries),
+        [(MergeOutcome::Unchanged, true)]
+    );
+}
+
+/// In a page pulled from a peer, a new folder's records are judged as their signer's: with no
+/// keyring every item counts as the relaying user's, who founds only folders naming them.
+#[test]
+fn a_pulled_page_founds_a_folder_only_with_its_founders_records() {
+    let relay: UserId = "bob".parse().unwrap();
+    let judge = |folder: &str, pusher: Pusher<'_>| {
+        let mut dev = replica("erin-dev");
+        let (members, entries) = founding(&folder.parse().unwrap(), "bob");
+        let judged =
+            mesh_core::sync::guard::push(&mut dev, pusher, None, &members, entries).unwrap();
+        judged[0].refused.as_ref().map(|e| e.code())
+    };
+    let pulled = Pusher::new(&relay, &NoKeyring).pulled();
+    assert_eq!(judge("x@bob", pulled), None);
+    assert_eq!(judge("x@ann", pulled), Some(ErrorCode::PermissionDenied));
+    assert_eq!(judge("legacy", pulled), Some(ErrorCode::PermissionDenied));
+    // Pushed rather than pulled, the same page is answered as a folder bob cannot see.
+    let pushed = Pusher::new(&relay, &NoKeyring);
+    assert_eq!(judge("x@ann", pushed), Some(ErrorCode::NotFound));
 }

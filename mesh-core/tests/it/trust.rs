@@ -79,7 +79,7 @@ impl World {
             ))
             .unwrap();
         }
-        let folder = "f".parse().unwrap();
+        let folder = "f@ann".parse().unwrap();
         let mut w = World {
             authority,
             ring,
@@ -905,7 +905,7 @@ fn tampering_with_any_signed_field_is_refused() {
         assert_eq!(got[0].1, code(ErrorCode::InvalidSignature), "{what}");
     }
     // The same version in another feed or under another id does not verify either.
-    let other = FeedKey::folder("f".parse().unwrap(), "other".parse().unwrap());
+    let other = FeedKey::folder("f@ann".parse().unwrap(), "other".parse().unwrap());
     assert_eq!(
         w.push("frank", &other, vec![good.clone()])[0].1,
         code(ErrorCode::InvalidSignature)
@@ -1230,4 +1230,37 @@ fn a_peer_cannot_found_a_folder_with_anything_but_its_members() {
     );
     assert!(erin.get(&notes, &id("x")).unwrap().is_none());
     assert!(erin.get(&members, &id("bob")).unwrap().is_none());
+}
+
+/// A device learns a new folder from a peer who did not found it: the founder's signed
+/// records are enough, whoever relays them.
+#[test]
+fn a_peer_relays_a_new_folder_its_founder_signed() {
+    let mut w = World::new();
+    let h: mesh_core::id::FolderId = "h@ann".parse().unwrap();
+    let members = FeedKey::members(&h);
+    let mut ann = w.device("ann");
+    let now = w.now();
+    let founded = ann
+        .create(
+            &members,
+            id("ann"),
+            member_draft("ann", Role::Owner, InvitationState::Active, "ann"),
+            &actor("ann", "ann-dev"),
+            now,
+        )
+        .unwrap()
+        .entry;
+    let bob: UserId = "bob".parse().unwrap();
+    let mut erin = w.device("erin");
+    let judged = mesh_core::sync::guard::push(
+        &mut erin,
+        Pusher::new(&bob, &w.ring).pulled(),
+        None,
+        &members,
+        vec![founded],
+    )
+    .unwrap();
+    assert_eq!(judged[0].refused, None);
+    assert!(erin.get(&members, &id("ann")).unwrap().is_some());
 }

@@ -319,7 +319,7 @@ impl CloneForAttack for Replica<MemoryStore> {
                 r.set_signer(key_of(u));
             }
         }
-        for feed in ["folder:f/members", "folder:f/notes"] {
+        for feed in ["folder:f@ann/members", "folder:f@ann/notes"] {
             let feed: FeedKey = feed.parse().unwrap();
             let all: Vec<Entry> = self
                 .changes_since(&feed, mesh_core::store::Cursor::ZERO, 10_000)

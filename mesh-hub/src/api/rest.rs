@@ -590,9 +590,20 @@ pub(crate) async fn create_folder(
 ) -> Result<Response, ApiError> {
     let req: NewFolder = json_body(&headers, &body)?;
     let user = auth.principal.user.clone();
+    // A new folder's id names its founder: one naming anyone else is refused before anything
+    // is looked up, so the answer says nothing about whether such a folder exists.
     let id = match req.id {
-        Some(id) => id,
-        None => uuid::Uuid::new_v4().simple().to_string().parse()?,
+        Some(id) if id.is_founded_by(&user) => id,
+        Some(id) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                format!(
+                    "a new folder's id must be `<name>@{user}` (it names its founder), not {id}"
+                ),
+            ))
+        }
+        None => FolderId::founded_by(&uuid::Uuid::new_v4().simple().to_string(), &user)?,
     };
     let when = now();
     let folder = Folder {

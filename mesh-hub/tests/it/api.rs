@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::hubs::{send, Rest, TestHub};
 
-/// A hub with ann (owner of folder `f1` with feed `todos`) and bob (no access yet).
+/// A hub with ann (owner of folder `f1@ann` with feed `todos`) and bob (no access yet).
 async fn setup() -> (TestHub, Rest, Rest) {
     let hub = TestHub::memory().await;
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
@@ -23,13 +23,13 @@ async fn setup() -> (TestHub, Rest, Rest) {
     let (s, f) = ann
         .post(
             "/mesh/folders",
-            json!({"name": "Groceries", "kind": "app/todo", "id": "f1"}),
+            json!({"name": "Groceries", "kind": "app/todo", "id": "f1@ann"}),
         )
         .await;
     assert_eq!(s, 201, "{f}");
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/feeds",
+            "/mesh/folders/f1@ann/feeds",
             json!({"name": "todos", "title": "To do"}),
         )
         .await;
@@ -42,40 +42,40 @@ async fn non_members_get_404_like_for_a_folder_that_does_not_exist() {
     let (hub, ann, bob) = setup().await;
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/feeds/todos/entries",
+            "/mesh/folders/f1@ann/feeds/todos/entries",
             json!({"id": "milk", "title": "Milk"}),
         )
         .await;
     assert_eq!(s, 201);
     for path in [
-        "/mesh/folders/f1",
-        "/mesh/folders/f1/members",
-        "/mesh/folders/f1/mappings",
-        "/mesh/folders/f1/news",
-        "/mesh/folders/f1/feeds",
-        "/mesh/folders/f1/feeds/todos",
-        "/mesh/folders/f1/feeds/todos/entries",
-        "/mesh/folders/f1/feeds/todos/entries/milk",
-        "/mesh/folders/f1/feeds/todos/changes",
+        "/mesh/folders/f1@ann",
+        "/mesh/folders/f1@ann/members",
+        "/mesh/folders/f1@ann/mappings",
+        "/mesh/folders/f1@ann/news",
+        "/mesh/folders/f1@ann/feeds",
+        "/mesh/folders/f1@ann/feeds/todos",
+        "/mesh/folders/f1@ann/feeds/todos/entries",
+        "/mesh/folders/f1@ann/feeds/todos/entries/milk",
+        "/mesh/folders/f1@ann/feeds/todos/changes",
     ] {
         let (s, exists) = bob.get(path).await;
-        let (s2, missing) = bob.get(&path.replace("/f1", "/nope")).await;
+        let (s2, missing) = bob.get(&path.replace("/f1@ann", "/nope")).await;
         assert_eq!((s, s2), (404, 404), "{path}");
         assert_eq!(exists["code"], missing["code"]);
         assert_eq!(
-            exists["message"].as_str().unwrap().replace("f1", "X"),
+            exists["message"].as_str().unwrap().replace("f1@ann", "X"),
             missing["message"].as_str().unwrap().replace("nope", "X"),
             "{path}: the message does not tell them apart"
         );
     }
     let (s, _) = bob
         .post(
-            "/mesh/folders/f1/feeds/todos/entries",
+            "/mesh/folders/f1@ann/feeds/todos/entries",
             json!({"title": "x"}),
         )
         .await;
     assert_eq!(s, 404);
-    let (s, _) = bob.delete("/mesh/folders/f1").await;
+    let (s, _) = bob.delete("/mesh/folders/f1@ann").await;
     assert_eq!(s, 404);
     let (_, list) = bob.get("/mesh/folders").await;
     assert_eq!(list, json!([]));
@@ -87,75 +87,82 @@ async fn invitations_are_created_and_accepted_through_the_api() {
     let (hub, ann, bob) = setup().await;
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/members",
+            "/mesh/folders/f1@ann/members",
             json!({"user": "nobody", "role": "reader"}),
         )
         .await;
     assert_eq!(s, 404, "unknown users cannot be invited");
     let (s, m) = ann
         .post(
-            "/mesh/folders/f1/members",
+            "/mesh/folders/f1@ann/members",
             json!({"user": "bob", "role": "author"}),
         )
         .await;
     assert_eq!((s, m["state"].as_str()), (201, Some("invited")));
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/members",
+            "/mesh/folders/f1@ann/members",
             json!({"user": "bob", "role": "author"}),
         )
         .await;
     assert_eq!(s, 409);
     // Invited: bob sees the invitation and the members, not the content.
     let (_, inv) = bob.get("/mesh/invitations").await;
-    assert_eq!(inv[0]["folder"], "f1");
-    let (s, _) = bob.get("/mesh/folders/f1/members").await;
+    assert_eq!(inv[0]["folder"], "f1@ann");
+    let (s, _) = bob.get("/mesh/folders/f1@ann/members").await;
     assert_eq!(s, 200);
-    let (s, _) = bob.get("/mesh/folders/f1/feeds/todos/entries").await;
+    let (s, _) = bob.get("/mesh/folders/f1@ann/feeds/todos/entries").await;
     assert_eq!(s, 404);
     // Accepting as someone else's role, or raising one's own role, is refused.
     let (s, _) = bob
-        .put("/mesh/folders/f1/members/bob", json!({"role": "owner"}))
+        .put("/mesh/folders/f1@ann/members/bob", json!({"role": "owner"}))
         .await;
     assert_eq!(s, 403);
-    let (s, m) = bob.post("/mesh/invitations/f1/accept", json!(null)).await;
+    let (s, m) = bob
+        .post("/mesh/invitations/f1@ann/accept", json!(null))
+        .await;
     assert_eq!((s, m["state"].as_str()), (200, Some("active")));
-    let (s, _) = bob.post("/mesh/invitations/f1/accept", json!(null)).await;
+    let (s, _) = bob
+        .post("/mesh/invitations/f1@ann/accept", json!(null))
+        .await;
     assert_eq!(s, 404, "nothing left to accept");
     let (_, folders) = bob.get("/mesh/folders").await;
-    assert_eq!(folders[0]["id"], "f1");
+    assert_eq!(folders[0]["id"], "f1@ann");
     // An author writes its own entries, not others'.
     let (s, _) = bob
         .post(
-            "/mesh/folders/f1/feeds/todos/entries",
+            "/mesh/folders/f1@ann/feeds/todos/entries",
             json!({"id": "b1", "title": "Bob's"}),
         )
         .await;
     assert_eq!(s, 201);
     ann.post(
-        "/mesh/folders/f1/feeds/todos/entries",
+        "/mesh/folders/f1@ann/feeds/todos/entries",
         json!({"id": "a1", "title": "Ann's"}),
     )
     .await;
     let (s, _) = bob
         .put(
-            "/mesh/folders/f1/feeds/todos/entries/a1",
+            "/mesh/folders/f1@ann/feeds/todos/entries/a1",
             json!({"title": "mine now"}),
         )
         .await;
     assert_eq!(s, 403);
     let (s, _) = bob
-        .put("/mesh/folders/f1/members/bob", json!({"role": "owner"}))
+        .put("/mesh/folders/f1@ann/members/bob", json!({"role": "owner"}))
         .await;
     assert_eq!(s, 403, "an author cannot promote itself");
     // The owner manages roles; the last owner stays.
     let (s, m) = ann
-        .put("/mesh/folders/f1/members/bob", json!({"role": "reader"}))
+        .put(
+            "/mesh/folders/f1@ann/members/bob",
+            json!({"role": "reader"}),
+        )
         .await;
     assert_eq!((s, m["role"].as_str()), (200, Some("reader")));
-    let (s, _) = ann.delete("/mesh/folders/f1/members/ann").await;
+    let (s, _) = ann.delete("/mesh/folders/f1@ann/members/ann").await;
     assert_eq!(s, 403);
-    let (_, news) = ann.get("/mesh/folders/f1/news").await;
+    let (_, news) = ann.get("/mesh/folders/f1@ann/news").await;
     let kinds: Vec<_> = news
         .as_array()
         .unwrap()
@@ -166,9 +173,9 @@ async fn invitations_are_created_and_accepted_through_the_api() {
     let (_, news) = bob.get("/mesh/news?$top=1").await;
     assert_eq!(news.as_array().unwrap().len(), 1);
     // Bob leaves.
-    let (s, _) = bob.delete("/mesh/folders/f1/members/bob").await;
+    let (s, _) = bob.delete("/mesh/folders/f1@ann/members/bob").await;
     assert_eq!(s, 204);
-    let (s, _) = bob.get("/mesh/folders/f1").await;
+    let (s, _) = bob.get("/mesh/folders/f1@ann").await;
     assert_eq!(s, 404);
     hub.stop().await;
 }
@@ -176,7 +183,7 @@ async fn invitations_are_created_and_accepted_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_carry_etags_and_if_match_guards_writes() {
     let (hub, ann, _) = setup().await;
-    let base = "/mesh/folders/f1/feeds/todos/entries";
+    let base = "/mesh/folders/f1@ann/feeds/todos/entries";
     let resp = ann
         .req(Method::POST, base)
         .json(&json!({"id": "milk", "title": "Milk", "content": {"done": false}}))
@@ -186,7 +193,7 @@ async fn entries_carry_etags_and_if_match_guards_writes() {
     assert_eq!(resp.status(), 201);
     assert_eq!(
         resp.headers()["location"],
-        "/mesh/folders/f1/feeds/todos/entries/milk"
+        "/mesh/folders/f1@ann/feeds/todos/entries/milk"
     );
     let tag = resp.headers()["etag"].to_str().unwrap().to_owned();
     let (s, _) = ann
@@ -242,7 +249,7 @@ async fn entries_carry_etags_and_if_match_guards_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_filter_order_and_page() {
     let (hub, ann, _) = setup().await;
-    let base = "/mesh/folders/f1/feeds/todos/entries";
+    let base = "/mesh/folders/f1@ann/feeds/todos/entries";
     for (i, (title, done)) in [("b", true), ("a", false), ("d", false), ("c", true)]
         .iter()
         .enumerate()
@@ -306,7 +313,7 @@ async fn queries_filter_order_and_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atom_out_and_a_feedsync_feed_in() {
     let (hub, ann, bob) = setup().await;
-    let base = "/mesh/folders/f1/feeds/todos/entries";
+    let base = "/mesh/folders/f1@ann/feeds/todos/entries";
     ann.post(
         base,
         json!({"id": "milk", "title": "Milk <&>", "content": {"done": false}}),
@@ -334,7 +341,7 @@ async fn atom_out_and_a_feedsync_feed_in() {
     assert!(resp.text().await.unwrap().contains("<sx:sync id=\"milk\""));
 
     // A feed written by another FeedSync endpoint merges: one new entry, one concurrent edit.
-    let key = FeedKey::folder("f1".parse().unwrap(), "todos".parse().unwrap());
+    let key = FeedKey::folder("f1@ann".parse().unwrap(), "todos".parse().unwrap());
     let mut other = Replica::new(MemoryStore::new("tool".parse().unwrap()));
     let actor = Actor::new("ann".parse().unwrap(), "feedsync-tool".parse().unwrap());
     let t = Timestamp::from_unix(1_800_000_000).unwrap();
@@ -414,7 +421,7 @@ async fn atom_out_and_a_feedsync_feed_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_changes_feed_pages_with_opaque_cursors() {
     let (hub, ann, _) = setup().await;
-    let base = "/mesh/folders/f1/feeds/todos";
+    let base = "/mesh/folders/f1@ann/feeds/todos";
     for i in 0..5 {
         ann.post(
             &format!("{base}/entries"),
@@ -452,10 +459,12 @@ async fn the_changes_feed_pages_with_opaque_cursors() {
             "{bad}"
         );
     }
-    ann.post("/mesh/folders/f1/feeds", json!({"name": "other"}))
+    ann.post("/mesh/folders/f1@ann/feeds", json!({"name": "other"}))
         .await;
     let (s, _) = ann
-        .get(&format!("/mesh/folders/f1/feeds/other/changes?cursor={c1}"))
+        .get(&format!(
+            "/mesh/folders/f1@ann/feeds/other/changes?cursor={c1}"
+        ))
         .await;
     assert_eq!(s, 400);
     let (s, _) = ann.get(&format!("{base}/changes?limit=0")).await;
@@ -479,7 +488,7 @@ async fn long_poll_and_server_sent_events_resume_from_a_cursor() {
         tokio::spawn(send(req))
     };
     ann.post(
-        "/mesh/folders/f1/feeds/todos/entries",
+        "/mesh/folders/f1@ann/feeds/todos/entries",
         json!({"title": "new"}),
     )
     .await;
@@ -521,7 +530,7 @@ async fn long_poll_and_server_sent_events_resume_from_a_cursor() {
     }
     assert!(text.contains("event: change"));
     assert!(text.contains("id: "));
-    ann.post("/mesh/folders/f1/feeds", json!({"name": "later"}))
+    ann.post("/mesh/folders/f1@ann/feeds", json!({"name": "later"}))
         .await;
     while !text.contains("\"feeds\"") {
         let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
@@ -547,7 +556,7 @@ async fn bad_input_gets_4xx_with_a_json_error_body() {
     )
     .await;
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
-    ann.post("/mesh/folders", json!({"name": "F", "id": "f1"}))
+    ann.post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
         .await;
     let anon = Rest {
         token: "mesh_wrong".into(),
@@ -559,7 +568,7 @@ async fn bad_input_gets_4xx_with_a_json_error_body() {
     assert_eq!(s, 401);
     // Too large a body.
     let big = json!({"title": "x".repeat(10_000)});
-    let (s, v) = ann.post("/mesh/folders/f1/feeds", big.clone()).await;
+    let (s, v) = ann.post("/mesh/folders/f1@ann/feeds", big.clone()).await;
     assert_eq!((s, v["code"].as_str()), (413, Some("payload_too_large")));
     let (s, _) = ann.post("/mesh/sync", big).await;
     assert_eq!(s, 413);
@@ -589,7 +598,7 @@ async fn bad_input_gets_4xx_with_a_json_error_body() {
         let (s, v) = ann
             .post(
                 "/mesh/folders",
-                json!({"name": "K", "kind": kind, "id": "k1"}),
+                json!({"name": "K", "kind": kind, "id": "k1@ann"}),
             )
             .await;
         assert_eq!(
@@ -601,20 +610,20 @@ async fn bad_input_gets_4xx_with_a_json_error_body() {
     let (s, v) = ann
         .post(
             "/mesh/folders",
-            json!({"name": "K", "kind": "acme/ledger", "id": "k1"}),
+            json!({"name": "K", "kind": "acme/ledger", "id": "k1@ann"}),
         )
         .await;
     assert_eq!((s, v["kind"].as_str()), (201, Some("acme/ledger")), "{v}");
     // Unknown ids and junk paths.
     for path in [
         "/mesh/folders/nope/feeds/x/entries/y",
-        "/mesh/folders/f1/feeds/bad%2Fname/entries",
-        "/mesh/folders/f1/feeds/todos/entries/nope",
+        "/mesh/folders/f1@ann/feeds/bad%2Fname/entries",
+        "/mesh/folders/f1@ann/feeds/todos/entries/nope",
         "/mesh/devices/nope",
         "/mesh/nothing/here",
         "/",
         "/mesh/folders/%FF%FE",
-        "/mesh/invitations/f1/maybe",
+        "/mesh/invitations/f1@ann/maybe",
     ] {
         let (s, v) = ann.get(path).await;
         assert!((400..500).contains(&s), "{path}: {s} {v}");

@@ -153,22 +153,22 @@ struct Folder {
     notes: FeedKey,
 }
 
-/// Folder `f1` (feed `notes`, entry `n1` by ann) with ann as owner, bob Reader, carol invited,
+/// Folder `f1@ann` (feed `notes`, entry `n1` by ann) with ann as owner, bob Reader, carol invited,
 /// dave declined, erin Author and frank Full, all set up through the REST API.
 async fn folder() -> Folder {
     let hub = TestHub::memory().await;
     let ann = Rest::new(&hub, hub.token("ann", "ann-rest"));
     let (s, v) = ann
-        .post("/mesh/folders", json!({"name": "F", "id": "f1"}))
+        .post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, _) = ann
-        .post("/mesh/folders/f1/feeds", json!({"name": "notes"}))
+        .post("/mesh/folders/f1@ann/feeds", json!({"name": "notes"}))
         .await;
     assert_eq!(s, 201);
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/feeds/notes/entries",
+            "/mesh/folders/f1@ann/feeds/notes/entries",
             json!({"id": "n1", "title": "ann's note", "content": {}}),
         )
         .await;
@@ -183,19 +183,19 @@ async fn folder() -> Folder {
         let rest = Rest::new(&hub, hub.token(user, &format!("{user}-rest")));
         let (s, v) = ann
             .post(
-                "/mesh/folders/f1/members",
+                "/mesh/folders/f1@ann/members",
                 json!({"user": user, "role": role}),
             )
             .await;
         assert_eq!(s, 201, "{v}");
         if let Some(answer) = answer {
             let (s, v) = rest
-                .post(&format!("/mesh/invitations/f1/{answer}"), json!(null))
+                .post(&format!("/mesh/invitations/f1@ann/{answer}"), json!(null))
                 .await;
             assert_eq!(s, 200, "{v}");
         }
     }
-    let f = "f1".parse().unwrap();
+    let f = "f1@ann".parse().unwrap();
     Folder {
         members: FeedKey::members(&f),
         notes: FeedKey::folder(f, "notes".parse().unwrap()),
@@ -208,7 +208,7 @@ impl Folder {
     async fn role(&self, user: &str) -> (String, String) {
         let (_, m) = self
             .ann
-            .get(&format!("/mesh/folders/f1/members/{user}"))
+            .get(&format!("/mesh/folders/f1@ann/members/{user}"))
             .await;
         (
             m["role"].as_str().unwrap_or("").into(),
@@ -218,7 +218,7 @@ impl Folder {
 
     async fn note(&self, name: &str) -> serde_json::Value {
         self.ann
-            .get(&format!("/mesh/folders/f1/feeds/notes/entries/{name}"))
+            .get(&format!("/mesh/folders/f1@ann/feeds/notes/entries/{name}"))
             .await
             .1["content"]
             .clone()
@@ -291,7 +291,7 @@ async fn a_reader_cannot_become_owner_through_a_hidden_conflict_by_sync_or_atom(
         refused("permission_denied")
     );
     assert_eq!(
-        bob.atom("f1", "members", vec![forged]).await,
+        bob.atom("f1@ann", "members", vec![forged]).await,
         refused("permission_denied")
     );
     // With `noconflicts`, the forged version alone: the flag is not signed, so a signed
@@ -300,13 +300,13 @@ async fn a_reader_cannot_become_owner_through_a_hidden_conflict_by_sync_or_atom(
     let mut alone = owner;
     alone.sync.noconflicts = true;
     assert_eq!(
-        bob.atom("f1", "members", vec![alone.clone()]).await,
+        bob.atom("f1@ann", "members", vec![alone.clone()]).await,
         refused("invalid_signature")
     );
     alone.sync.history[0].by = Some("bobs-tool".parse().unwrap());
     alone.sync.history[0].seal = None;
     assert_eq!(
-        bob.atom("f1", "members", vec![alone]).await,
+        bob.atom("f1@ann", "members", vec![alone]).await,
         refused("permission_denied")
     );
     assert_eq!(f.role("bob").await, ("reader".into(), "active".into()));
@@ -319,7 +319,7 @@ async fn pending_and_declined_invitees_cannot_make_themselves_owners() {
     for (user, seed) in [("carol", 3), ("dave", 4)] {
         let mut d = Device::new(&f.hub, user, seed).await;
         // A declined invitee cannot read the members feed: build on nothing.
-        let members = f.ann.get("/mesh/folders/f1/members").await.1;
+        let members = f.ann.get("/mesh/folders/f1@ann/members").await.1;
         assert!(members.is_array());
         let (a, now) = (d.actor(), d.now());
         let e = d
@@ -385,7 +385,7 @@ async fn a_forged_history_item_cannot_swallow_another_devices_next_edit() {
         refused("invalid_signature")
     );
     assert_eq!(
-        frank.atom("f1", "notes", vec![edit]).await,
+        frank.atom("f1@ann", "notes", vec![edit]).await,
         refused("invalid_signature")
     );
     // erin's next honest edit lands.
@@ -433,7 +433,7 @@ async fn a_tombstone_in_another_devices_name_cannot_swallow_its_create() {
         refused("invalid_signature")
     );
     assert_eq!(
-        erin.atom("f1", "notes", vec![planted]).await,
+        erin.atom("f1@ann", "notes", vec![planted]).await,
         refused("invalid_signature")
     );
     let (a, now) = (frank.actor(), frank.now());
@@ -483,7 +483,7 @@ async fn the_author_cannot_be_forged_and_only_invitees_accept() {
         refused("permission_denied")
     );
     assert_eq!(
-        erin.atom("f1", "notes", vec![e]).await,
+        erin.atom("f1@ann", "notes", vec![e]).await,
         refused("permission_denied")
     );
     // frank (Full) accepts carol's invitation for her.
@@ -527,14 +527,19 @@ async fn the_sole_owner_cannot_leave_and_concurrent_demotions_keep_one_owner() {
     // Two owners, and both demotions sent at once through REST: one of them stays an owner.
     let (s, _) = f
         .ann
-        .put("/mesh/folders/f1/members/frank", json!({"role": "owner"}))
+        .put(
+            "/mesh/folders/f1@ann/members/frank",
+            json!({"role": "owner"}),
+        )
         .await;
     assert_eq!(s, 200);
     let frank = Rest::new(&f.hub, f.hub.token("frank", "frank-rest2"));
     let (r1, r2) = tokio::join!(
-        f.ann
-            .put("/mesh/folders/f1/members/frank", json!({"role": "full"})),
-        frank.put("/mesh/folders/f1/members/ann", json!({"role": "full"})),
+        f.ann.put(
+            "/mesh/folders/f1@ann/members/frank",
+            json!({"role": "full"})
+        ),
+        frank.put("/mesh/folders/f1@ann/members/ann", json!({"role": "full"})),
     );
     let owners = [f.role("ann").await.0, f.role("frank").await.0]
         .iter()
@@ -576,13 +581,13 @@ async fn an_update_count_at_the_end_of_the_counter_is_refused() {
         refused("limit_exceeded")
     );
     assert_eq!(
-        frank.atom("f1", "notes", vec![e]).await,
+        frank.atom("f1@ann", "notes", vec![e]).await,
         refused("limit_exceeded")
     );
     let (s, _) = f
         .ann
         .put(
-            "/mesh/folders/f1/feeds/notes/entries/n1",
+            "/mesh/folders/f1@ann/feeds/notes/entries/n1",
             json!({"title": "still editable", "content": {}}),
         )
         .await;

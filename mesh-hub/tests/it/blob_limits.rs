@@ -23,12 +23,12 @@ async fn large_objects_are_sent_exactly_piece_by_piece() {
         let big = obj(&noise(3 << 20 | 123, 7));
         let small = obj(b"small");
         let (s, _, _) = raw(ann
-            .req(Method::POST, "/mesh/folders/f1/objects")
+            .req(Method::POST, "/mesh/folders/f1@ann/objects")
             .header("Content-Type", PACK)
             .body(pack_of(&[big.clone(), small.clone()])))
         .await;
         assert_eq!(s, 204);
-        let path = format!("/mesh/folders/f1/objects/{}", big.0.hex());
+        let path = format!("/mesh/folders/f1@ann/objects/{}", big.0.hex());
         let (s, _, body) = raw(bob.req(Method::GET, &path)).await;
         assert_eq!(s, 200);
         assert!(body == big.1, "the whole object");
@@ -49,7 +49,7 @@ async fn large_objects_are_sent_exactly_piece_by_piece() {
             hashes.extend_from_slice(h.as_bytes());
         }
         let (s, _, body) = raw(bob
-            .req(Method::POST, "/mesh/folders/f1/objects/fetch")
+            .req(Method::POST, "/mesh/folders/f1@ann/objects/fetch")
             .header("Content-Type", HASHES)
             .body(hashes))
         .await;
@@ -73,7 +73,7 @@ async fn blobs_over_the_maximum_size_are_refused() {
     let repeated = Manifest::new(std::iter::repeat_n((chunk.0, 200_000u32), 10)).unwrap();
     let m = obj(&repeated.encode());
     let upload = |ann: &crate::hubs::Rest, objects: Vec<(ChunkHash, Vec<u8>)>| {
-        ann.req(Method::POST, "/mesh/folders/f1/objects")
+        ann.req(Method::POST, "/mesh/folders/f1@ann/objects")
             .header("Content-Type", PACK)
             .body(pack_of(&objects))
     };
@@ -104,7 +104,7 @@ async fn blobs_over_the_maximum_size_are_refused() {
         let (hub, ann, bob, _) = setup_on(hub).await;
         let (s, _, _) = raw(upload(&ann, vec![chunk.clone(), m.clone()])).await;
         assert_eq!(s, 204);
-        let path = format!("/mesh/folders/f1/blobs/{}", m.0.hex());
+        let path = format!("/mesh/folders/f1@ann/blobs/{}", m.0.hex());
         let (s, _, body) = raw(bob.req(Method::GET, &path)).await;
         assert_eq!((s, body.len()), (200, 2_000_000));
         hub.stop().await;
@@ -113,7 +113,7 @@ async fn blobs_over_the_maximum_size_are_refused() {
     {
         let hub = TestHub::start(small(other.path())).await;
         let bob = crate::hubs::Rest::new(&hub, hub.token("bob", "bob-desk2"));
-        let path = format!("/mesh/folders/f1/blobs/{}", m.0.hex());
+        let path = format!("/mesh/folders/f1@ann/blobs/{}", m.0.hex());
         let (s, _, body) = raw(bob.req(Method::GET, &path)).await;
         assert_eq!(s, 422, "{}", String::from_utf8_lossy(&body));
         hub.stop().await;

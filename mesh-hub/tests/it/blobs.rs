@@ -12,7 +12,7 @@ use crate::hubs::{send, Rest, TestHub};
 pub(crate) const PACK: &str = "application/x-mesh-pack";
 const HASHES: &str = "application/x-mesh-hashes";
 
-/// A hub with folder `f1`: ann owns it, bob reads it, carol is not a member.
+/// A hub with folder `f1@ann`: ann owns it, bob reads it, carol is not a member.
 async fn setup() -> (TestHub, Rest, Rest, Rest) {
     setup_on(TestHub::memory().await).await
 }
@@ -25,18 +25,20 @@ pub(crate) async fn setup_on(hub: TestHub) -> (TestHub, Rest, Rest, Rest) {
     let (s, f) = ann
         .post(
             "/mesh/folders",
-            json!({"name": "Files", "kind": "files", "id": "f1"}),
+            json!({"name": "Files", "kind": "files", "id": "f1@ann"}),
         )
         .await;
     assert_eq!(s, 201, "{f}");
     let (s, _) = ann
         .post(
-            "/mesh/folders/f1/members",
+            "/mesh/folders/f1@ann/members",
             json!({"user": "bob", "role": "reader"}),
         )
         .await;
     assert_eq!(s, 201);
-    let (s, _) = bob.post("/mesh/invitations/f1/accept", json!(null)).await;
+    let (s, _) = bob
+        .post("/mesh/invitations/f1@ann/accept", json!(null))
+        .await;
     assert_eq!(s, 200);
     (hub, ann, bob, carol)
 }
@@ -133,19 +135,19 @@ async fn forged_and_truncated_packs_are_refused_and_nothing_is_stored() {
     let (hub, ann, _, _) = setup().await;
     let good = obj(b"a good object");
     let forged = (ChunkHash::of(b"the name"), b"other bytes".to_vec());
-    let (s, e) = upload(&ann, "f1", pack_of(&[good.clone(), forged])).await;
+    let (s, e) = upload(&ann, "f1@ann", pack_of(&[good.clone(), forged])).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_blob")), "{e}");
     // A frame cut short, and a frame announcing more than any object may be.
     let whole = pack_of(std::slice::from_ref(&good));
-    let (s, e) = upload(&ann, "f1", whole[..whole.len() - 1].to_vec()).await;
+    let (s, e) = upload(&ann, "f1@ann", whole[..whole.len() - 1].to_vec()).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_blob")), "{e}");
     let mut huge = good.0.as_bytes().to_vec();
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
-    let (s, e) = upload(&ann, "f1", huge).await;
+    let (s, e) = upload(&ann, "f1@ann", huge).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_blob")), "{e}");
     // Not a pack at all.
     let (s, e) = send(
-        ann.req(Method::POST, "/mesh/folders/f1/objects")
+        ann.req(Method::POST, "/mesh/folders/f1@ann/objects")
             .header(CONTENT_TYPE, "application/json")
             .body("{}"),
     )
@@ -156,14 +158,14 @@ async fn forged_and_truncated_packs_are_refused_and_nothing_is_stored() {
     );
 
     assert_eq!(hub.hub.blobs().usage().unwrap(), (0, 0), "nothing stored");
-    assert_eq!(missing(&ann, "f1", &[good.0]).await, vec![good.0]);
+    assert_eq!(missing(&ann, "f1@ann", &[good.0]).await, vec![good.0]);
 
     // The good object alone goes in; an empty pack is fine.
-    let (s, _) = upload(&ann, "f1", whole).await;
+    let (s, _) = upload(&ann, "f1@ann", whole).await;
     assert_eq!(s, 204);
-    let (s, _) = upload(&ann, "f1", Vec::new()).await;
+    let (s, _) = upload(&ann, "f1@ann", Vec::new()).await;
     assert_eq!(s, 204);
-    assert!(missing(&ann, "f1", &[good.0]).await.is_empty());
+    assert!(missing(&ann, "f1@ann", &[good.0]).await.is_empty());
     assert_eq!(hub.hub.blobs().usage().unwrap().0, 1);
     hub.stop().await;
 }
@@ -176,27 +178,30 @@ async fn a_missing_query_of_1000_hashes_and_the_limits_of_hash_lists() {
         .collect();
     let hashes: Vec<ChunkHash> = objects.iter().map(|o| o.0).collect();
     let even: Vec<_> = objects.iter().step_by(2).cloned().collect();
-    let (s, _) = upload(&ann, "f1", pack_of(&even)).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&even)).await;
     assert_eq!(s, 204);
     let odd: Vec<ChunkHash> = hashes.iter().skip(1).step_by(2).copied().collect();
-    assert_eq!(missing(&ann, "f1", &hashes).await, odd);
+    assert_eq!(missing(&ann, "f1@ann", &hashes).await, odd);
     // Repeats are answered once.
     let twice = [odd[0], odd[0], hashes[0], odd[1]];
-    assert_eq!(missing(&ann, "f1", &twice).await, vec![odd[0], odd[1]]);
-    assert!(missing(&ann, "f1", &[]).await.is_empty());
+    assert_eq!(missing(&ann, "f1@ann", &twice).await, vec![odd[0], odd[1]]);
+    assert!(missing(&ann, "f1@ann", &[]).await.is_empty());
 
     // 65,536 hashes is the most one request may carry.
     let max: Vec<ChunkHash> = (0..65_536u32)
         .map(|i| ChunkHash::of(&i.to_le_bytes()))
         .collect();
-    assert_eq!(missing(&ann, "f1", &max).await.len(), 65_536);
+    assert_eq!(missing(&ann, "f1@ann", &max).await.len(), 65_536);
     let mut over = pack::encode_hashes(&max);
     over.extend_from_slice(&[0; 32]);
     for path in ["missing", "fetch"] {
         let (s, e) = send(
-            ann.req(Method::POST, &format!("/mesh/folders/f1/objects/{path}"))
-                .header(CONTENT_TYPE, HASHES)
-                .body(over.clone()),
+            ann.req(
+                Method::POST,
+                &format!("/mesh/folders/f1@ann/objects/{path}"),
+            )
+            .header(CONTENT_TYPE, HASHES)
+            .body(over.clone()),
         )
         .await;
         assert_eq!(
@@ -206,9 +211,12 @@ async fn a_missing_query_of_1000_hashes_and_the_limits_of_hash_lists() {
         );
         // Not a whole number of hashes.
         let (s, e) = send(
-            ann.req(Method::POST, &format!("/mesh/folders/f1/objects/{path}"))
-                .header(CONTENT_TYPE, HASHES)
-                .body(vec![0u8; 33]),
+            ann.req(
+                Method::POST,
+                &format!("/mesh/folders/f1@ann/objects/{path}"),
+            )
+            .header(CONTENT_TYPE, HASHES)
+            .body(vec![0u8; 33]),
         )
         .await;
         assert_eq!(
@@ -227,27 +235,27 @@ async fn fetch_answers_the_claimed_objects_in_order_within_8_mib() {
     let objects: Vec<_> = (0..40u64).map(|i| obj(&noise(256 << 10, i + 1))).collect();
     let hashes: Vec<ChunkHash> = objects.iter().map(|o| o.0).collect();
     for batch in objects.chunks(10) {
-        let (s, _) = upload(&ann, "f1", pack_of(batch)).await;
+        let (s, _) = upload(&ann, "f1@ann", pack_of(batch)).await;
         assert_eq!(s, 204);
     }
     // Unknown hashes are skipped; the answer stops once 8 MiB of objects are in.
     let mut asked = vec![ChunkHash::of(b"unknown")];
     asked.extend_from_slice(&hashes);
-    let (s, body) = fetch(&ann, "f1", &asked).await;
+    let (s, body) = fetch(&ann, "f1@ann", &asked).await;
     assert_eq!(s, 200);
     let got = pack::decode(&body).unwrap();
     assert_eq!(got.len(), 32, "8 MiB of 256 KiB objects");
     assert_eq!(got[..], objects[..32]);
-    let (_, body) = fetch(&ann, "f1", &hashes[32..]).await;
+    let (_, body) = fetch(&ann, "f1@ann", &hashes[32..]).await;
     assert_eq!(pack::decode(&body).unwrap()[..], objects[32..]);
     // Nothing available: an empty pack.
-    let (s, body) = fetch(&ann, "f1", &[ChunkHash::of(b"unknown")]).await;
+    let (s, body) = fetch(&ann, "f1@ann", &[ChunkHash::of(b"unknown")]).await;
     assert_eq!((s, body.len()), (200, 0));
     // One object larger than the budget still comes (alone).
     let big = obj(&noise(9 << 20, 99));
-    let (s, _) = upload(&ann, "f1", pack_of(std::slice::from_ref(&big))).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(std::slice::from_ref(&big))).await;
     assert_eq!(s, 204);
-    let (_, body) = fetch(&ann, "f1", &[big.0, hashes[0]]).await;
+    let (_, body) = fetch(&ann, "f1@ann", &[big.0, hashes[0]]).await;
     assert_eq!(pack::decode(&body).unwrap(), vec![big]);
     hub.stop().await;
 }
@@ -256,20 +264,20 @@ async fn fetch_answers_the_claimed_objects_in_order_within_8_mib() {
 async fn readers_download_only_authors_upload_and_outsiders_see_no_folder() {
     let (hub, ann, bob, carol) = setup().await;
     let o = obj(b"shared object");
-    let (s, _) = upload(&ann, "f1", pack_of(std::slice::from_ref(&o))).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(std::slice::from_ref(&o))).await;
     assert_eq!(s, 204);
     let hex = o.0.hex();
 
     // bob (reader): may query and download, not upload.
-    assert!(missing(&bob, "f1", &[o.0]).await.is_empty());
-    let (s, body) = fetch(&bob, "f1", &[o.0]).await;
+    assert!(missing(&bob, "f1@ann", &[o.0]).await.is_empty());
+    let (s, body) = fetch(&bob, "f1@ann", &[o.0]).await;
     assert_eq!((s, pack::decode(&body).unwrap()), (200, vec![o.clone()]));
-    let (s, _, body) = get_range(&bob, &format!("/mesh/folders/f1/objects/{hex}"), None).await;
+    let (s, _, body) = get_range(&bob, &format!("/mesh/folders/f1@ann/objects/{hex}"), None).await;
     assert_eq!((s, body), (200, o.1.clone()));
     let other = obj(b"bob's upload");
-    let (s, e) = upload(&bob, "f1", pack_of(std::slice::from_ref(&other))).await;
+    let (s, e) = upload(&bob, "f1@ann", pack_of(std::slice::from_ref(&other))).await;
     assert_eq!((s, e["code"].as_str()), (403, Some("permission_denied")));
-    assert_eq!(missing(&ann, "f1", &[other.0]).await, vec![other.0]);
+    assert_eq!(missing(&ann, "f1@ann", &[other.0]).await, vec![other.0]);
 
     // carol: every endpoint answers exactly as for a folder that does not exist.
     let hashes = pack::encode_hashes(&[o.0]);
@@ -292,7 +300,7 @@ async fn readers_download_only_authors_upload_and_outsiders_see_no_folder() {
         (Method::GET, format!("blobs/{hex}"), Vec::new(), HASHES),
     ] {
         let mut answers = Vec::new();
-        for folder in ["f1", "nope"] {
+        for folder in ["f1@ann", "nope"] {
             let (s, e) = send(
                 carol
                     .req(method.clone(), &format!("/mesh/folders/{folder}/{tail}"))
@@ -311,20 +319,20 @@ async fn readers_download_only_authors_upload_and_outsiders_see_no_folder() {
     assert_eq!(hub.hub.blobs().usage().unwrap().0, 1);
 
     // A hash the folder does not claim is a 404 like any unknown one.
-    let (s, _) = upload(&ann, "f1", pack.clone()).await;
+    let (s, _) = upload(&ann, "f1@ann", pack.clone()).await;
     assert_eq!(s, 204);
     let (s, _) = ann
-        .post("/mesh/folders", json!({"name": "Other", "id": "f2"}))
+        .post("/mesh/folders", json!({"name": "Other", "id": "f2@ann"}))
         .await;
     assert_eq!(s, 201);
     let (s, _, _) = get_range(
         &ann,
-        &format!("/mesh/folders/f2/objects/{}", other.0.hex()),
+        &format!("/mesh/folders/f2@ann/objects/{}", other.0.hex()),
         None,
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _, _) = get_range(&ann, "/mesh/folders/f1/objects/not-a-hash", None).await;
+    let (s, _, _) = get_range(&ann, "/mesh/folders/f1@ann/objects/not-a-hash", None).await;
     assert_eq!(s, 404);
     hub.stop().await;
 }
@@ -333,9 +341,9 @@ async fn readers_download_only_authors_upload_and_outsiders_see_no_folder() {
 async fn objects_are_served_with_etags_and_ranges() {
     let (hub, ann, _, _) = setup().await;
     let o = obj(&noise(1000, 7));
-    let (s, _) = upload(&ann, "f1", pack_of(std::slice::from_ref(&o))).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(std::slice::from_ref(&o))).await;
     assert_eq!(s, 204);
-    let path = format!("/mesh/folders/f1/objects/{}", o.0.hex());
+    let path = format!("/mesh/folders/f1@ann/objects/{}", o.0.hex());
     let etag = format!("\"{}\"", o.0.hex());
 
     let (s, h, body) = get_range(&ann, &path, None).await;
@@ -399,7 +407,7 @@ async fn upload_blob(ann: &Rest, data: &[u8]) -> (ChunkHash, Manifest, Vec<(Chun
     let manifest = Manifest::new(chunks.iter().map(|(h, d)| (*h, d.len() as u32))).unwrap();
     let mut objects = chunks.clone();
     objects.push(obj(&manifest.encode()));
-    let (s, e) = upload(ann, "f1", pack_of(&objects)).await;
+    let (s, e) = upload(ann, "f1@ann", pack_of(&objects)).await;
     assert_eq!(s, 204, "{e}");
     (manifest.hash(), manifest, chunks)
 }
@@ -410,7 +418,7 @@ async fn a_3_mib_blob_is_served_whole_in_ranges_and_resumes_after_a_cut() {
     let data = noise(3 << 20, 42);
     let (h, manifest, chunks) = upload_blob(&ann, &data).await;
     assert!(chunks.len() > 10, "{} chunks", chunks.len());
-    let path = format!("/mesh/folders/f1/blobs/{}", h.hex());
+    let path = format!("/mesh/folders/f1@ann/blobs/{}", h.hex());
 
     // Whole, to a reader too.
     for who in [&ann, &bob] {
@@ -492,20 +500,20 @@ async fn incomplete_empty_and_non_manifest_blobs() {
     let manifest = Manifest::new(chunks.iter().map(|(h, d)| (*h, d.len() as u32))).unwrap();
     let mut objects = chunks[..chunks.len() - 1].to_vec();
     objects.push(obj(&manifest.encode()));
-    let (s, _) = upload(&ann, "f1", pack_of(&objects)).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&objects)).await;
     assert_eq!(s, 204);
-    let path = format!("/mesh/folders/f1/blobs/{}", manifest.hash().hex());
+    let path = format!("/mesh/folders/f1@ann/blobs/{}", manifest.hash().hex());
     let (s, _, _) = get_range(&ann, &path, None).await;
     assert_eq!(s, 404);
     // Once the last chunk is in, the blob is there.
-    let (s, _) = upload(&ann, "f1", pack_of(&chunks[chunks.len() - 1..])).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&chunks[chunks.len() - 1..])).await;
     assert_eq!(s, 204);
     let (s, _, body) = get_range(&ann, &path, None).await;
     assert!(s == 200 && body == data);
     // An unknown manifest.
     let (s, _, _) = get_range(
         &ann,
-        &format!("/mesh/folders/f1/blobs/{}", ChunkHash::of(b"?").hex()),
+        &format!("/mesh/folders/f1@ann/blobs/{}", ChunkHash::of(b"?").hex()),
         None,
     )
     .await;
@@ -513,15 +521,15 @@ async fn incomplete_empty_and_non_manifest_blobs() {
     // An object that is not a manifest.
     let (s, e) = send(ann.req(
         Method::GET,
-        &format!("/mesh/folders/f1/blobs/{}", chunks[0].0.hex()),
+        &format!("/mesh/folders/f1@ann/blobs/{}", chunks[0].0.hex()),
     ))
     .await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_blob")));
     // The empty blob: no chunks, no bytes; every range is unsatisfiable.
     let empty = Manifest::new(Vec::new()).unwrap();
-    let (s, _) = upload(&ann, "f1", pack_of(&[obj(&empty.encode())])).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&[obj(&empty.encode())])).await;
     assert_eq!(s, 204);
-    let path = format!("/mesh/folders/f1/blobs/{}", empty.hash().hex());
+    let path = format!("/mesh/folders/f1@ann/blobs/{}", empty.hash().hex());
     let (s, hd, body) = get_range(&ann, &path, None).await;
     assert_eq!((s, body.len()), (200, 0));
     assert_eq!(header(&hd, "content-length"), "0");
@@ -537,9 +545,9 @@ async fn a_manifest_that_lies_about_chunk_lengths_never_gets_a_wrong_body() {
     let a = obj(&noise(1000, 1));
     let b = obj(&noise(1000, 2));
     let liar = Manifest::new([(a.0, 2000), (b.0, 1000)]).unwrap();
-    let (s, _) = upload(&ann, "f1", pack_of(&[a, b, obj(&liar.encode())])).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&[a, b, obj(&liar.encode())])).await;
     assert_eq!(s, 204);
-    let path = format!("/mesh/folders/f1/blobs/{}", liar.hash().hex());
+    let path = format!("/mesh/folders/f1@ann/blobs/{}", liar.hash().hex());
     let (s, e) = send(ann.req(Method::GET, &path)).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_blob")), "{e}");
 
@@ -551,15 +559,15 @@ async fn a_manifest_that_lies_about_chunk_lengths_never_gets_a_wrong_body() {
     list[6].1 = 1000;
     let liar = Manifest::new(list).unwrap();
     objects.push(obj(&liar.encode()));
-    let (s, _) = upload(&ann, "f1", pack_of(&objects)).await;
+    let (s, _) = upload(&ann, "f1@ann", pack_of(&objects)).await;
     assert_eq!(s, 204);
-    let path = format!("/mesh/folders/f1/blobs/{}", liar.hash().hex());
+    let path = format!("/mesh/folders/f1@ann/blobs/{}", liar.hash().hex());
     let resp = ann.req(Method::GET, &path).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.bytes().await.is_err(), "a truncated body is an error");
 
     // The hub is still fine.
-    let (s, _) = ann.get("/mesh/folders/f1").await;
+    let (s, _) = ann.get("/mesh/folders/f1@ann").await;
     assert_eq!(s, 200);
     hub.stop().await;
 }

@@ -27,7 +27,7 @@ async fn a_data_directory_is_private_and_held_by_one_hub() {
     // Some writes, so that every store has its files.
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
     let (s, _) = ann
-        .post("/mesh/folders", json!({"name": "F", "id": "f1"}))
+        .post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
         .await;
     assert_eq!(s, 201);
     #[cfg(unix)]
@@ -56,7 +56,7 @@ async fn a_data_directory_is_private_and_held_by_one_hub() {
         .unwrap();
     assert!(replica > 0);
     // A cursor survives a restart of a hub that opened its directory.
-    let path = "/mesh/folders/f1/feeds/members/changes";
+    let path = "/mesh/folders/f1@ann/feeds/members/changes";
     let (s, v) = ann.get(path).await;
     assert_eq!(s, 200, "{v}");
     let cursor = v["cursor"].as_str().unwrap().to_owned();

@@ -311,14 +311,14 @@ async fn a_user_cannot_own_more_folders_than_the_quota() {
     .await;
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
     let bob = Rest::new(&hub, hub.token("bob", "bob-laptop"));
-    for id in ["f1", "f2"] {
+    for id in ["f1@ann", "f2@ann"] {
         let (s, v) = ann
             .post("/mesh/folders", json!({"name": id, "id": id}))
             .await;
         assert_eq!(s, 201, "{v}");
     }
     let (s, v) = ann
-        .post("/mesh/folders", json!({"name": "f3", "id": "f3"}))
+        .post("/mesh/folders", json!({"name": "f3@ann", "id": "f3@ann"}))
         .await;
     assert_eq!(
         (s, v["code"].as_str()),
@@ -326,11 +326,11 @@ async fn a_user_cannot_own_more_folders_than_the_quota() {
         "{v}"
     );
     // Through the sync protocol too: a push creating a folder's members feed.
-    let err = push_owner(&hub.transport("ann", "ann-desktop"), "ann", "f4").await;
+    let err = push_owner(&hub.transport("ann", "ann-desktop"), "ann", "f4@ann").await;
     assert!(err.contains("quota"), "{err}");
     // Others are not affected.
     let (s, _) = bob
-        .post("/mesh/folders", json!({"name": "b", "id": "b1"}))
+        .post("/mesh/folders", json!({"name": "b", "id": "b1@bob"}))
         .await;
     assert_eq!(s, 201);
     hub.stop().await;
@@ -348,7 +348,7 @@ async fn the_files_of_a_users_folders_stay_under_the_stored_bytes_quota() {
     }))
     .await;
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
-    for id in ["q1", "q2"] {
+    for id in ["q1@ann", "q2@ann"] {
         let (s, v) = ann
             .post("/mesh/folders", json!({"name": id, "id": id}))
             .await;
@@ -359,7 +359,7 @@ async fn the_files_of_a_users_folders_stay_under_the_stored_bytes_quota() {
         let data = vec![n; len];
         (ChunkHash::of(&data), data)
     };
-    let (q1, q2): (FolderId, FolderId) = ("q1".parse().unwrap(), "q2".parse().unwrap());
+    let (q1, q2): (FolderId, FolderId) = ("q1@ann".parse().unwrap(), "q2@ann".parse().unwrap());
     t.put_objects(&q1, vec![object(1, 60_000)]).await.unwrap();
     // The same bytes again, or claimed by another of her folders, cost nothing more.
     t.put_objects(&q1, vec![object(1, 60_000)]).await.unwrap();
@@ -385,13 +385,13 @@ async fn the_files_of_a_users_folders_stay_under_the_stored_bytes_quota() {
     // Another user's folders are not affected.
     let bob = Rest::new(&hub, hub.token("bob", "bob-laptop"));
     assert_eq!(
-        bob.post("/mesh/folders", json!({"name": "b", "id": "qb"}))
+        bob.post("/mesh/folders", json!({"name": "b", "id": "qb@bob"}))
             .await
             .0,
         201
     );
     hub.transport("bob", "bob-desk")
-        .put_objects(&"qb".parse().unwrap(), vec![object(4, 90_000)])
+        .put_objects(&"qb@bob".parse().unwrap(), vec![object(4, 90_000)])
         .await
         .unwrap();
     hub.stop().await;

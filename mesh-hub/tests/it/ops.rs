@@ -33,7 +33,7 @@ async fn health_ready_and_metrics_answer() {
         .await
         .unwrap();
     assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), id);
-    ann.post("/mesh/folders", json!({"name": "F", "id": "f1"}))
+    ann.post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
         .await;
     assert_eq!(ann.get("/mesh/folders/nope/feeds/x/entries/1").await.0, 404);
     let text = anon

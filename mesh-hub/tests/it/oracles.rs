@@ -42,14 +42,17 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
     let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
     let carol = Rest::new(&hub, hub.token("carol", "carol-phone"));
     let (s, _) = ann
-        .post("/mesh/folders", json!({"name": "Secret", "id": "secret"}))
+        .post(
+            "/mesh/folders",
+            json!({"name": "Secret", "id": "secret@ann"}),
+        )
         .await;
     assert_eq!(s, 201);
-    ann.post("/mesh/folders/secret/feeds", json!({"name": "notes"}))
+    ann.post("/mesh/folders/secret@ann/feeds", json!({"name": "notes"}))
         .await;
     let (s, e) = ann
         .post(
-            "/mesh/folders/secret/feeds/notes/entries",
+            "/mesh/folders/secret@ann/feeds/notes/entries",
             json!({"id": "n1", "title": "t", "content": {}}),
         )
         .await;
@@ -102,15 +105,15 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
         let real = answer(
             &carol,
             method.clone(),
-            &template.replace("{f}", "secret"),
-            "secret",
+            &template.replace("{f}", "secret@ann"),
+            "secret@ann",
         )
         .await;
         let none = answer(
             &carol,
             method.clone(),
-            &template.replace("{f}", "nothere"),
-            "nothere",
+            &template.replace("{f}", "nothere@ann"),
+            "nothere@ann",
         )
         .await;
         if real != none {
@@ -121,7 +124,7 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
     let sync = hub.transport("carol", "carol-desk");
     let mut replica = Replica::new(MemoryStore::new("carol-desk".parse().unwrap()));
     let actor = Actor::new("carol".parse().unwrap(), "carol-desk".parse().unwrap());
-    for folder in ["secret", "nothere"] {
+    for folder in ["secret@ann", "nothere@ann"] {
         let feed = FeedKey::folder(folder.parse().unwrap(), "notes".parse().unwrap());
         replica
             .create(
@@ -134,7 +137,7 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
             .unwrap();
     }
     let mut sync_answers = Vec::new();
-    for folder in ["secret", "nothere"] {
+    for folder in ["secret@ann", "nothere@ann"] {
         let feed = FeedKey::folder(folder.parse().unwrap(), "notes".parse().unwrap());
         let entries = replica.store().list(&feed, None, 10).unwrap();
         let mut seen = Vec::new();
@@ -162,6 +165,55 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
             );
         }
         sync_answers.push(seen);
+    }
+    // Founding: creating the folder through REST, and pushing a founding owner record.
+    for folder in ["secret@ann", "nothere@ann"] {
+        let mut seen = Vec::new();
+        let (status, body) = carol
+            .post("/mesh/folders", json!({"name": "mine", "id": folder}))
+            .await;
+        seen.push(format!(
+            "{status} {}",
+            body.to_string().replace(folder, "F")
+        ));
+        let members = FeedKey::members(&folder.parse().unwrap());
+        replica
+            .create(
+                &members,
+                "carol".parse().unwrap(),
+                EntryDraft::new(
+                    "carol",
+                    json!({"user": "carol", "role": "owner", "state": "active",
+                           "invited_by": "carol", "invited_at": "2023-11-14T22:13:20Z"}),
+                ),
+                &actor,
+                Timestamp::from_unix(1_700_000_000).unwrap(),
+            )
+            .unwrap();
+        let entries = replica.store().list(&members, None, 10).unwrap();
+        let got = sync
+            .send(Request::Push {
+                from: "carol-desk".parse().unwrap(),
+                feed: members,
+                entries,
+            })
+            .await;
+        seen.push(
+            format!("{got:?}")
+                .replace(folder, "F")
+                .replace(&hub.hub.replica_id().to_string(), "R"),
+        );
+        sync_answers.push(seen);
+    }
+    // Her own folder she founds.
+    let (status, _) = carol
+        .post("/mesh/folders", json!({"name": "mine", "id": "mine@carol"}))
+        .await;
+    assert_eq!(status, 201);
+    for (real, none) in sync_answers[2].iter().zip(&sync_answers[3]) {
+        if real != none {
+            differ.push(format!("founding: {real} vs {none}"));
+        }
     }
     for (real, none) in sync_answers[0].iter().zip(&sync_answers[1]) {
         if real != none {

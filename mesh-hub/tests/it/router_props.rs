@@ -41,10 +41,10 @@ fn fixture() -> Fixture {
     // A folder with a feed and an entry, so that valid paths reach deep handlers.
     rt.block_on(async {
         for (path, body) in [
-            ("/mesh/folders", r#"{"name":"F","id":"f1"}"#),
-            ("/mesh/folders/f1/feeds", r#"{"name":"todos"}"#),
+            ("/mesh/folders", r#"{"name":"F","id":"f1@ann"}"#),
+            ("/mesh/folders/f1@ann/feeds", r#"{"name":"todos"}"#),
             (
-                "/mesh/folders/f1/feeds/todos/entries",
+                "/mesh/folders/f1@ann/feeds/todos/entries",
                 r#"{"id":"e1","title":"t"}"#,
             ),
         ] {
@@ -65,7 +65,7 @@ fn fixture() -> Fixture {
         let r = router
             .clone()
             .oneshot(
-                Request::post("/mesh/folders/f1/objects")
+                Request::post("/mesh/folders/f1@ann/objects")
                     .header("authorization", format!("Bearer {token}"))
                     .header("content-type", "application/x-mesh-pack")
                     .body(Body::from(blob_pack()))
@@ -109,7 +109,7 @@ fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("mesh".to_owned()),
         Just("folders".to_owned()),
-        Just("f1".to_owned()),
+        Just("f1@ann".to_owned()),
         Just("feeds".to_owned()),
         Just("todos".to_owned()),
         Just("entries".to_owned()),
@@ -146,7 +146,11 @@ fn segment() -> impl Strategy<Value = String> {
 /// seldom spell out).
 fn path() -> impl Strategy<Value = Vec<String>> {
     let blob = (
-        prop_oneof![Just("f1".to_owned()), Just("nope".to_owned()), segment()],
+        prop_oneof![
+            Just("f1@ann".to_owned()),
+            Just("nope".to_owned()),
+            segment()
+        ],
         prop_oneof![
             Just(vec!["objects".to_owned()]),
             Just(vec!["objects".to_owned(), "missing".to_owned()]),
@@ -184,8 +188,8 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(Vec::new()),
         Just(br#"{"type":"feeds","from":"r1"}"#.to_vec()),
-        Just(br#"{"type":"pull","from":"r1","feed":{"scope":{"folder":"f1"},"name":"todos"},"since":0,"limit":5}"#.to_vec()),
-        Just(br#"{"type":"push","from":"r1","feed":{"scope":{"folder":"f1"},"name":"todos"},"entries":[{}]}"#.to_vec()),
+        Just(br#"{"type":"pull","from":"r1","feed":{"scope":{"folder":"f1@ann"},"name":"todos"},"since":0,"limit":5}"#.to_vec()),
+        Just(br#"{"type":"push","from":"r1","feed":{"scope":{"folder":"f1@ann"},"name":"todos"},"entries":[{}]}"#.to_vec()),
         Just(br#"{"name":"n","id":"f2"}"#.to_vec()),
         Just(br#"{"user":"ann","role":"owner"}"#.to_vec()),
         Just(br#"{"title":"t","content":{"a":[1,2]}}"#.to_vec()),
@@ -342,7 +346,7 @@ proptest! {
     #[test]
     fn random_blob_requests_never_get_a_5xx(
         m in prop_oneof![Just(Method::GET), Just(Method::HEAD), Just(Method::POST)],
-        folder in prop_oneof![3 => Just("f1".to_owned()), 1 => Just("nope".to_owned()), 1 => segment()],
+        folder in prop_oneof![3 => Just("f1@ann".to_owned()), 1 => Just("nope".to_owned()), 1 => segment()],
         tail in prop_oneof![
             Just("objects".to_owned()),
             Just("objects/missing".to_owned()),

@@ -351,9 +351,9 @@ async fn a_process_killed_mid_push_loses_no_acknowledged_write() {
     for (path, body) in [
         (
             "/mesh/folders",
-            json!({"name": "Log", "kind": "app/log", "id": "log"}),
+            json!({"name": "Log", "kind": "app/log", "id": "log@ann"}),
         ),
-        ("/mesh/folders/log/feeds", json!({"name": "lines"})),
+        ("/mesh/folders/log@ann/feeds", json!({"name": "lines"})),
     ] {
         let s = owner
             .post(format!("{}{path}", p1.url))
@@ -365,7 +365,7 @@ async fn a_process_killed_mid_push_loses_no_acknowledged_write() {
             .status();
         assert_eq!(s, 201);
     }
-    let feed: FeedKey = "folder:log/lines".parse().unwrap();
+    let feed: FeedKey = "folder:log@ann/lines".parse().unwrap();
     let mut pusher = Pusher::new(&db, &p2, "ann-pusher").await;
     let mut acknowledged = Vec::new();
     let mut killed = false;
@@ -420,7 +420,7 @@ async fn concurrent_demotions_through_two_processes_keep_one_owner() {
             .send()
     };
     for round in 0..10 {
-        let f = format!("f{round}");
+        let f = format!("f{round}@ann");
         let s = call(
             reqwest::Method::POST,
             &p1,

@@ -53,6 +53,10 @@ pub struct Pusher<'a> {
     pub authority_acts_for: Option<&'a UserId>,
     /// How many threads may verify signatures of one push (1: the calling thread only).
     pub threads: usize,
+    /// The entries were pulled by the judging replica (a page a peer sent), not pushed to it:
+    /// no answer goes back, so a new folder's founding records may come from whoever relays
+    /// them (their signer must still be the user the folder's id names).
+    pub pulled: bool,
 }
 
 impl<'a> Pusher<'a> {
@@ -63,6 +67,7 @@ impl<'a> Pusher<'a> {
             keyring,
             authority_acts_for: None,
             threads: 1,
+            pulled: false,
         }
     }
 
@@ -74,6 +79,7 @@ impl<'a> Pusher<'a> {
             keyring,
             authority_acts_for: Some(user),
             threads: 1,
+            pulled: false,
         }
     }
 }
@@ -82,6 +88,12 @@ impl Pusher<'_> {
     /// Lets signature checks of one push use up to `threads` threads.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Judges a page pulled from a remote (see [`Pusher::pulled`]).
+    pub fn pulled(mut self) -> Self {
+        self.pulled = true;
         self
     }
 }
@@ -215,7 +227,7 @@ pub fn push<S: Store>(
     let mut roster = Some(Roster::load(replica.store(), feed)?);
     if !roster
         .as_ref()
-        .is_some_and(|r| pusher_may_push(r, pusher.user, feed))
+        .is_some_and(|r| pusher_may_push(r, &pusher, feed))
     {
         for r in &mut results {
             r.refused = Some(not_found(feed));
@@ -254,7 +266,7 @@ pub fn push<S: Store>(
             Some(r) => r,
             None => Roster::load(replica.store(), feed)?,
         };
-        if !pusher_may_push(&roster, pusher.user, feed) {
+        if !pusher_may_push(&roster, &pusher, feed) {
             for (i, _) in pending {
                 results[i].refused = Some(not_found(feed));
             }
@@ -298,18 +310,24 @@ pub fn push<S: Store>(
     Ok(results)
 }
 
-/// Whether `user` may push into `feed` at all (the entries are judged one by one after).
-fn pusher_may_push(roster: &Roster, user: &UserId, feed: &FeedKey) -> bool {
+/// Whether `pusher` may push into `feed` at all (the entries are judged one by one after).
+fn pusher_may_push(roster: &Roster, pusher: &Pusher<'_>, feed: &FeedKey) -> bool {
     match &feed.scope {
-        Scope::Mesh(owner) => owner == user,
+        Scope::Mesh(owner) => owner == pusher.user,
         // A new folder's first records (its members and info) come from a stranger to it: its
         // creator. Any other feed of a folder that does not exist is answered as a folder the
         // pusher may not read, so a push cannot tell whether a folder exists.
         // Nothing is written into a deleted folder, not even its folder record.
         Scope::Folder(_) if roster.is_deleted() => false,
-        Scope::Folder(_) => {
-            (roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO))
-                || readable(roster.get(user), feed)
+        // A new folder is founded only by the user its id names (or, in a pulled page, by
+        // whoever relays its founder's signed records): an id naming someone else is refused
+        // as not found whether or not that folder exists, so trying to create a folder tells
+        // no one that it exists.
+        Scope::Folder(folder) => {
+            (roster.is_new()
+                && matches!(feed.name.as_str(), names::MEMBERS | names::INFO)
+                && (pusher.pulled || folder.is_founded_by(pusher.user)))
+                || readable(roster.get(pusher.user), feed)
         }
     }
 }

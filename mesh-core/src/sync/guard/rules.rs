@@ -100,7 +100,7 @@ fn check_version(
     local: Option<&Entry>,
     v: V<'_>,
 ) -> Result<()> {
-    let Scope::Folder(_) = &feed.scope else {
+    let Scope::Folder(folder) = &feed.scope else {
         // A user's mesh feeds: only that user's devices (or the pusher, for foreign items).
         return match &feed.scope {
             Scope::Mesh(owner) if owner == actor => Ok(()),
@@ -120,6 +120,13 @@ fn check_version(
     // A new folder's first records (its creator's owner record, its folder record) come
     // from someone who holds no role in it yet: their own rules below decide.
     let founding = roster.is_new() && matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
+    if founding && !folder.is_founded_by(actor) {
+        // Whoever relays them, a folder's first records are its founder's: the user its id
+        // names (see `FolderId::founded_by`).
+        return Err(denied(format!(
+            "folder {folder} can only be founded by the user its id names, not by {actor}"
+        )));
+    }
     if !founding {
         check_lineage(actor, role, local, v, changes)?;
     }
