@@ -27,7 +27,7 @@ pub mod store;
 pub mod sync;
 pub mod transport;
 
-pub use client::{BatchItem, BlobUsage, Clock, MeshClient, MeshClientBuilder};
+pub use client::{BatchItem, BlobUsage, Clock, MeshClient, MeshClientBuilder, MAX_REMOTES};
 pub use error::{ClientError, ErrorKind, SyncError};
 /// The core crate, for the rare type the [`prelude`] does not carry.
 pub use mesh_core as core;

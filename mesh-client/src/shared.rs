@@ -59,7 +59,7 @@ impl SharedReplica {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.0.closed.load(std::sync::atomic::Ordering::Acquire) {
             Err(ClientError::Closed)
         } else {

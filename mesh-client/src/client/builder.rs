@@ -169,6 +169,7 @@ impl MeshClientBuilder {
                 mappings: Mutex::default(),
                 clock: clock.clone(),
                 statuses: statuses.clone(),
+                engine_setup: (self.options.clone(), identity.clone()),
                 _lock: lock,
             }),
         };

@@ -4,6 +4,8 @@ pub(crate) mod blobs;
 mod builder;
 mod entries;
 mod folders;
+mod remotes;
+pub use remotes::MAX_REMOTES;
 
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +66,8 @@ pub(crate) struct Inner {
     pub clock: Clock,
     /// Every remote's status, updated by its engine.
     pub statuses: crate::sync::status::Statuses,
+    /// What engines started later (see [`MeshClient::add_remote`]) are started with.
+    pub engine_setup: (crate::sync::SyncOptions, crate::sync::engine::Identity),
     /// The store's lock, held as long as the client lives.
     pub _lock: Option<crate::store::StoreLock>,
 }

@@ -10,6 +10,7 @@ mod mapping_safety;
 mod peer;
 mod peer_discovery;
 mod peer_events;
+mod peer_mesh;
 mod peer_rules;
 mod sdk;
 mod transport_suite;

@@ -1,0 +1,213 @@
+//! Devices that sync with their hub and with each other at once: they converge through peers
+//! while the hub is away, then with the hub again, with nothing duplicated and nothing echoed.
+
+use mesh_client::peer::PeerTransport;
+use mesh_client::prelude::*;
+use mesh_client::store::StoreConfig;
+use mesh_client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
+
+use crate::common::builder;
+use crate::peer::loopback;
+
+/// Ann's device `name` on a SQLite store in `dir`, syncing (when asked) with `hub` through a
+/// link the test can cut.
+async fn device(
+    hub: &InProcessHub,
+    net: &SimNetwork,
+    dir: &std::path::Path,
+    name: &str,
+) -> (MeshClient, LinkControl) {
+    let (to_hub, link) = net.wrap(hub.connect("ann".parse().unwrap()));
+    let client = builder("ann", name)
+        .store(StoreConfig::Sqlite(dir.join(format!("{name}.db"))))
+        .sync_options(SyncOptions::default().with_auto(false))
+        .remote("hub".parse().unwrap(), to_hub)
+        .build()
+        .await
+        .unwrap();
+    (client, link)
+}
+
+/// Syncs `c` with every remote; the hub may be unreachable.
+async fn sync(c: &MeshClient) {
+    for (remote, outcome) in c.sync_each().await.unwrap() {
+        if remote.as_str() != "hub" {
+            outcome.unwrap_or_else(|e| panic!("sync with {remote}: {e}"));
+        }
+    }
+}
+
+async fn titles(c: &MeshClient, folder: &FolderId, notes: &FeedName) -> Vec<String> {
+    let mut t: Vec<String> = c
+        .query(folder, notes, Query::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.content.title)
+        .collect();
+    t.sort();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_devices_converge_through_peers_while_the_hub_is_away_then_with_the_hub() {
+    let hub = InProcessHub::new();
+    let net = SimNetwork::new(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (laptop, laptop_link) = device(&hub, &net, dir.path(), "laptop").await;
+    let (phone, phone_link) = device(&hub, &net, dir.path(), "phone").await;
+    let (tablet, tablet_link) = device(&hub, &net, dir.path(), "tablet").await;
+    let hub_id: RemoteId = "hub".parse().unwrap();
+    // Each meets the hub once: enrolled, they hold the certificates peers exchange.
+    for c in [&laptop, &phone, &tablet] {
+        c.sync_now().await.unwrap();
+    }
+    let listener = laptop
+        .listen_peers(
+            loopback(),
+            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
+        )
+        .await
+        .unwrap();
+    for c in [&phone, &tablet] {
+        let to_laptop = PeerTransport::new(
+            listener.local_addr(),
+            c.peer_config(&hub_id).await.unwrap().unwrap(),
+        )
+        .unwrap();
+        c.add_remote("laptop".parse().unwrap(), to_laptop).unwrap();
+        let names: Vec<String> = c
+            .status()
+            .into_iter()
+            .map(|s| s.remote.to_string())
+            .collect();
+        assert_eq!(names, ["hub", "laptop"]);
+    }
+
+    // The hub goes away. The laptop founds a folder; everyone writes into it.
+    for link in [&laptop_link, &phone_link, &tablet_link] {
+        link.set_online(false);
+    }
+    let folder = laptop
+        .create_folder("Trip", FolderKind::app("notes").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let notes = laptop
+        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    laptop
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("from the laptop", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    sync(&phone).await;
+    sync(&tablet).await;
+    phone
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("from the phone", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    tablet
+        .put(
+            &folder,
+            &notes,
+            EntryDraft::new("from the tablet", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    sync(&phone).await;
+    sync(&tablet).await;
+    sync(&phone).await;
+    let all = ["from the laptop", "from the phone", "from the tablet"];
+    for c in [&laptop, &phone, &tablet] {
+        assert_eq!(titles(c, &folder, &notes).await, all, "{c:?}");
+    }
+
+    // The hub comes back: it gets everything once, and then nothing moves any more.
+    for link in [&laptop_link, &phone_link, &tablet_link] {
+        link.set_online(true);
+    }
+    // (A device that only knows the hub, met first: its own device record travels too.)
+    let (watcher, _) = device(&hub, &net, dir.path(), "watcher").await;
+    watcher.sync_now().await.unwrap();
+    for c in [&tablet, &phone, &laptop] {
+        sync(c).await;
+    }
+    for c in [&laptop, &phone, &tablet] {
+        sync(c).await;
+    }
+    watcher.sync_now().await.unwrap();
+    assert_eq!(
+        titles(&watcher, &folder, &notes).await,
+        all,
+        "the hub holds each once"
+    );
+    for c in [&laptop, &phone, &tablet] {
+        assert_eq!(titles(c, &folder, &notes).await, all);
+        for (remote, report) in c.sync_each().await.unwrap() {
+            let r = report.unwrap();
+            assert_eq!(
+                (r.sent, r.received),
+                (0, 0),
+                "{c:?} with {remote}: nothing echoes once all have met"
+            );
+        }
+    }
+
+    // A peer that leaves is dropped from the status and stops syncing.
+    assert!(phone.remove_remote(&"laptop".parse().unwrap()));
+    assert!(!phone.remove_remote(&"laptop".parse().unwrap()));
+    let names: Vec<String> = phone
+        .status()
+        .into_iter()
+        .map(|s| s.remote.to_string())
+        .collect();
+    assert_eq!(names, ["hub"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remotes_added_later_are_bounded_and_named_once() {
+    let hub = InProcessHub::new();
+    let c = builder("ann", "laptop")
+        .sync_options(SyncOptions::default().with_auto(false))
+        .build()
+        .await
+        .unwrap();
+    c.add_remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+        .unwrap();
+    let again = c
+        .add_remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict, "{again}");
+    for i in 1..mesh_client::MAX_REMOTES {
+        c.add_remote(
+            format!("peer-{i}").parse().unwrap(),
+            hub.connect("ann".parse().unwrap()),
+        )
+        .unwrap();
+    }
+    let over = c
+        .add_remote(
+            "one-too-many".parse().unwrap(),
+            hub.connect("ann".parse().unwrap()),
+        )
+        .unwrap_err();
+    assert_eq!(over.kind(), ErrorKind::InvalidInput, "{over}");
+    assert_eq!(c.status().len(), mesh_client::MAX_REMOTES);
+    // A remote added later syncs like one given to the builder.
+    let report = c.sync_each().await.unwrap();
+    assert!(report.iter().all(|(_, r)| r.is_ok()));
+    c.close();
+    let closed = c
+        .add_remote("late".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+        .unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::Closed);
+}
