@@ -458,6 +458,63 @@ mesh_status mesh_hub_add_user(const mesh_hub *hub, const char *user, mesh_error 
 // Thread-safety: any thread, once no call that takes this hub is running.
 void mesh_hub_free(mesh_hub *hub);
 
+// Listens for the peers of this device's mesh on `addr` (`"127.0.0.1:0"`: a free port on
+// loopback), with the certificate the hub remote `hub` issued to this device, and serves
+// them through the same access rules as the hub. The address it listens on goes to
+// `*listening_addr` (a plain string; may be NULL). The listener lives until the client is
+// closed; peers that connect are reported as `peer_connected` / `peer_left` events.
+//
+// `MESH_STATUS_NOT_FOUND` when the device is not enrolled with `hub` yet;
+// `MESH_STATUS_OFFLINE` when the address cannot be bound.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_listen_peers(const mesh_client *client,
+                                     const char *addr,
+                                     const char *hub,
+                                     char **listening_addr,
+                                     mesh_error **error);
+
+// Starts syncing with the peer listening at `addr` as the remote `name`, authenticating with
+// the certificate the hub remote `hub` issued to this device. What the peer sends is held to
+// the same rules as a push to the hub (refusals are `rejected` events). The peer appears in
+// `mesh_client_status` beside the hub.
+//
+// `MESH_STATUS_CONFLICT` when a remote of that name is already syncing;
+// `MESH_STATUS_INVALID_INPUT` past 64 remotes; `MESH_STATUS_NOT_FOUND` when the device is
+// not enrolled with `hub`.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_add_peer(const mesh_client *client,
+                                 const char *name,
+                                 const char *addr,
+                                 const char *hub,
+                                 mesh_error **error);
+
+// Stops syncing with the remote `name` (a peer that left); its cursors stay for when it
+// comes back. `MESH_STATUS_NOT_FOUND` when no remote of that name is syncing.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_remove_peer(const mesh_client *client,
+                                    const char *name,
+                                    mesh_error **error);
+
+// Publishes where this device listens for peers (a JSON array of `"ip:port"` strings, at most
+// 8; `[]` withdraws them) in its own device record, so that the user's other devices find it
+// after their next sync.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_publish_peer_addresses(const mesh_client *client,
+                                               const char *addrs_json,
+                                               mesh_error **error);
+
+// The addresses the user's other devices published, as a JSON array of
+// `{"device": "...", "addr": "ip:port"}`, into `*addresses_json`.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_peer_addresses(const mesh_client *client,
+                                       char **addresses_json,
+                                       mesh_error **error);
+
 // Every remote's sync state now, as a JSON array into `*status_json`: per remote `online`
 // (`null` before the first contact), `last_sync_ms` (Unix milliseconds or `null`),
 // `pending_up`, `pending_down` and `last_error` (`{kind, status, message}` or `null`). Each

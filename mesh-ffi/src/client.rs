@@ -33,6 +33,8 @@ pub struct mesh_client {
     poll: tokio::sync::Mutex<BoxStream<'static, Event>>,
     /// Live subscriptions, cancelled on close.
     pub(crate) subs: Mutex<Vec<Arc<SubShared>>>,
+    /// Peer listeners (`mesh_client_listen_peers`), closed on close.
+    listeners: Mutex<Vec<::mesh_client::peer::PeerListener>>,
 }
 
 impl mesh_client {
@@ -57,6 +59,19 @@ impl mesh_client {
         } else {
             self.rt.block_on(f)
         }
+    }
+
+    /// Keeps a peer listener until the client is closed (at most 16 at once).
+    pub(crate) fn keep_listener(&self, listener: ::mesh_client::peer::PeerListener) -> Result<()> {
+        let mut all = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= MAX_LISTENERS {
+            return Err(Error::new(
+                mesh_status::MESH_STATUS_INVALID_INPUT,
+                format!("a client listens on at most {MAX_LISTENERS} addresses"),
+            ));
+        }
+        all.push(listener);
+        Ok(())
     }
 
     pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -190,8 +205,12 @@ fn open(config: &str, hub: Option<&mesh_hub>) -> Result<mesh_client> {
         closing: tokio::sync::watch::Sender::new(false),
         poll,
         subs: Mutex::new(Vec::new()),
+        listeners: Mutex::new(Vec::new()),
     })
 }
+
+/// The most addresses one client listens for peers on.
+const MAX_LISTENERS: usize = 16;
 
 /// Opens a client from a JSON configuration (see the README: `user`, `device`,
 /// `device_name`, `device_kind`, `store_path`, `remotes`, `sync`). `hub` may be NULL unless a
@@ -239,6 +258,10 @@ fn close(c: &mesh_client) {
         return;
     }
     c.client.close();
+    let listeners = std::mem::take(&mut *c.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+    for l in &listeners {
+        l.close();
+    }
     c.closing.send_replace(true);
     let subs = std::mem::take(&mut *c.subs.lock().unwrap_or_else(|p| p.into_inner()));
     for s in subs {

@@ -26,6 +26,7 @@ mod client;
 mod error;
 mod events;
 mod hub;
+mod peers;
 mod status;
 
 pub use client::*;

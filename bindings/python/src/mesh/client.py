@@ -325,6 +325,32 @@ class Client:
         """Syncs with every remote now; returns one report per remote."""
         return self._j(lib.mesh_client_sync_now)
 
+    # ---- peers -----------------------------------------------------------------------------
+
+    def listen_peers(self, addr="127.0.0.1:0", hub="hub"):
+        """Listens for the user's other devices on `addr`, with the certificate the remote `hub`
+        issued to this device (it must have synced with it on a `store_path` store); returns
+        the address it listens on ("ip:port"). The listener lives until the client closes."""
+        return _take(_call(lib.mesh_client_listen_peers, self.handle, _b(addr), _b(hub),
+                           out=True))
+
+    def add_peer(self, name, addr, hub="hub"):
+        """Syncs with the peer listening at `addr` as the remote `name` (it shows in
+        `status()`), authenticating with the certificate the remote `hub` issued."""
+        _call(lib.mesh_client_add_peer, self.handle, _b(name), _b(addr), _b(hub))
+
+    def remove_peer(self, name):
+        """Stops syncing with the remote `name`; raises NotFound when none is syncing."""
+        _call(lib.mesh_client_remove_peer, self.handle, _b(name))
+
+    def publish_peer_addresses(self, addrs):
+        """Publishes where this device listens (a list of "ip:port"; [] withdraws them)."""
+        _call(lib.mesh_client_publish_peer_addresses, self.handle, _j(list(addrs)))
+
+    def peer_addresses(self):
+        """Where the user's other devices said they listen: [{"device", "addr"}]."""
+        return self._j(lib.mesh_client_peer_addresses)
+
     def conflicts(self, folder):
         """The entries of a folder that have conflicts."""
         return self._j(lib.mesh_client_conflicts, _b(folder))
