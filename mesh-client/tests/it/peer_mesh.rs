@@ -7,6 +7,7 @@ use mesh_client::store::StoreConfig;
 use mesh_client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
 
 use crate::common::builder;
+use crate::mapping::{noise, quiet_mapping, snapshot};
 use crate::peer::loopback;
 
 /// Ann's device `name` on a SQLite store in `dir`, syncing (when asked) with `hub` through a
@@ -210,4 +211,103 @@ async fn remotes_added_later_are_bounded_and_named_once() {
         .add_remote("late".parse().unwrap(), hub.connect("ann".parse().unwrap()))
         .unwrap_err();
     assert_eq!(closed.kind(), ErrorKind::Closed);
+}
+
+/// Rescans `a`, syncs both with their remotes (the hub may be away; one of them has the other
+/// as a peer), rescans `b`, until the two directories agree twice in a row.
+async fn converge_files(
+    a: &MeshClient,
+    b: &MeshClient,
+    folder: &FolderId,
+    da: &std::path::Path,
+    db: &std::path::Path,
+) {
+    let mut stable = 0;
+    for _ in 0..20 {
+        a.rescan(folder).await.unwrap();
+        sync(a).await;
+        sync(b).await;
+        b.rescan(folder).await.unwrap();
+        sync(b).await;
+        sync(a).await;
+        a.rescan(folder).await.unwrap();
+        if snapshot(da) == snapshot(db) {
+            stable += 1;
+            if stable == 2 {
+                return;
+            }
+        } else {
+            stable = 0;
+        }
+    }
+    panic!(
+        "directories did not converge:\nA: {:?}\nB: {:?}",
+        snapshot(da).keys().collect::<Vec<_>>(),
+        snapshot(db).keys().collect::<Vec<_>>()
+    );
+}
+
+/// Files travel between two mapped devices over a peer connection with the hub away, in both
+/// directions, whole and edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
+    let hub = InProcessHub::new();
+    let net = SimNetwork::new(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (laptop, laptop_link) = device(&hub, &net, dir.path(), "laptop").await;
+    let (phone, phone_link) = device(&hub, &net, dir.path(), "phone").await;
+    let hub_id: RemoteId = "hub".parse().unwrap();
+    let folder = laptop
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    for c in [&laptop, &phone, &laptop] {
+        c.sync_now().await.unwrap();
+    }
+    let listener = laptop
+        .listen_peers(
+            loopback(),
+            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
+        )
+        .await
+        .unwrap();
+    let to_laptop = PeerTransport::new(
+        listener.local_addr(),
+        phone.peer_config(&hub_id).await.unwrap().unwrap(),
+    )
+    .unwrap();
+    phone
+        .add_remote("laptop".parse().unwrap(), to_laptop)
+        .unwrap();
+    laptop_link.set_online(false);
+    phone_link.set_online(false);
+
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    laptop
+        .map_folder_with(&folder, da.path(), quiet_mapping())
+        .await
+        .unwrap();
+    phone
+        .map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    std::fs::write(da.path().join("notes.txt"), b"packing list").unwrap();
+    std::fs::create_dir(da.path().join("photos")).unwrap();
+    std::fs::write(da.path().join("photos/big.bin"), noise(7, 3 << 20)).unwrap();
+    converge_files(&laptop, &phone, &folder, da.path(), db.path()).await;
+    assert_eq!(
+        std::fs::read(db.path().join("photos/big.bin")).unwrap(),
+        noise(7, 3 << 20)
+    );
+
+    // An edit on the phone reaches the laptop, through the same peer connection.
+    let mut edited = noise(7, 3 << 20);
+    edited[1 << 20..(1 << 20) + 4096].copy_from_slice(&noise(8, 4096));
+    std::fs::write(db.path().join("photos/big.bin"), &edited).unwrap();
+    converge_files(&phone, &laptop, &folder, db.path(), da.path()).await;
+    assert_eq!(
+        std::fs::read(da.path().join("photos/big.bin")).unwrap(),
+        edited
+    );
 }
