@@ -12,6 +12,7 @@ mod peer_discovery;
 mod peer_events;
 mod peer_mesh;
 mod peer_rules;
+mod role_matrix;
 mod sdk;
 mod transport_suite;
 mod trust;
