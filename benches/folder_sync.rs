@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench folder_sync -- [--quick] [--files N] [--file-kib K] [--big-mib M]
 //!     [--change-kib K] [--dir DIR] [--keep] [--rounds N] [--timeout-s S] [--in-process]
-//!     [--durability full|normal]
+//!     [--peer] [--durability full|normal]
 //! ```
 //!
 //! Cases, each run first with mesh and then with rsync on the same source directory:
@@ -25,7 +25,9 @@
 //! 127.0.0.1; devices A and B of one user are `MeshClient`s with SQLite stores and
 //! `HttpTransport`s, each through its own byte-counting TCP proxy in front of the hub
 //! (`--in-process`: an `InProcessHub` on SQLite instead, no HTTP, no bytes counted; every
-//! database at `synchronous = FULL`, the default, or `--durability normal`). B maps an
+//! database at `synchronous = FULL`, the default, or `--durability normal`; `--peer`: A and
+//! B enroll with an in-process hub, then A listens for peers and B syncs with A alone over
+//! the peer transport, TLS 1.3 through a counting proxy, one hop). B maps an
 //! empty directory to the case's folder first (not timed). The clock starts when A starts
 //! publishing (`map_folder` on the source directory; for *edit*, just before the file is
 //! modified, since A's watcher may react at once) and stops at the end of the sync round after
@@ -53,12 +55,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use mesh::client::peer::{PeerListener, PeerTransport};
 use mesh::client::store::{Durability, StoreConfig};
 use mesh::client::sync::MappingEvent;
 use mesh::client::transport::{HttpTransport, InProcessHub};
 use mesh::client::{Event, MeshClient};
 use mesh::core::blob::{chunk_boundaries, ChunkHash, Manifest};
-use mesh::core::id::FolderId;
+use mesh::core::id::{FolderId, RemoteId};
 use mesh::hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,6 +83,7 @@ struct Options {
     max_rounds: usize,
     timeout: Duration,
     in_process: bool,
+    peer: bool,
     durability: Durability,
 }
 
@@ -95,6 +99,7 @@ impl Options {
             max_rounds: 500,
             timeout: Duration::from_secs(900),
             in_process: false,
+            peer: false,
             durability: Durability::Full,
         };
         let mut args = std::env::args().skip(1);
@@ -117,6 +122,7 @@ impl Options {
                 "--timeout-s" => o.timeout = Duration::from_secs(value("--timeout-s")?.parse()?),
                 "--keep" => o.keep = true,
                 "--in-process" => o.in_process = true,
+                "--peer" => o.peer = true,
                 "--durability" => {
                     o.durability = match value("--durability")?.as_str() {
                         "full" => Durability::Full,
@@ -132,7 +138,7 @@ impl Options {
                     println!(
                         "folder_sync [--quick] [--files N] [--file-kib K] [--big-mib M] \
                          [--change-kib K] [--dir DIR] [--rounds N] [--timeout-s S] [--keep] \
-                         [--in-process] [--durability full|normal]"
+                         [--in-process] [--peer] [--durability full|normal]"
                     );
                     std::process::exit(0);
                 }
@@ -367,6 +373,8 @@ struct MeshSide {
     dst: PathBuf,
     max_rounds: usize,
     timeout: Duration,
+    /// What a peer run keeps alive: the enrolling hub and A's listener.
+    _peer: Option<(InProcessHub, PeerListener)>,
 }
 
 /// One timed mesh sync.
@@ -383,6 +391,8 @@ struct MeshRun {
     /// What the process (hub and both devices) wrote to files meanwhile (`write_bytes` of
     /// `/proc/self/io`: SQLite databases and WAL, B's files).
     disk_writes: u64,
+    /// B synced with A directly (`b` is then B ↔ A; `a` is zero).
+    via_peer: bool,
 }
 
 impl MeshSide {
@@ -413,6 +423,7 @@ impl MeshSide {
                 dst: root.join("mesh-b"),
                 max_rounds: 0,
                 timeout: Duration::ZERO,
+                _peer: None,
             });
         }
         let hub = Hub::builder()
@@ -458,6 +469,63 @@ impl MeshSide {
             dst: root.join("mesh-b"),
             max_rounds: 0,
             timeout: Duration::ZERO,
+            _peer: None,
+        })
+    }
+
+    /// A and B enrolled with an in-process hub (their certificates), then syncing with each
+    /// other alone: A listens on loopback, B reaches it through a counting proxy.
+    async fn start_peer(root: &Path, durability: Durability) -> Result<MeshSide> {
+        let hub = InProcessHub::open(&StoreConfig::SqliteWith(root.join("hub.db"), durability))?;
+        let hub_id: RemoteId = "hub".parse()?;
+        let open = |device: &str| -> Result<_> {
+            Ok(MeshClient::builder()
+                .user("bench".parse()?)
+                .device(device.parse()?)
+                .store(StoreConfig::SqliteWith(
+                    root.join(format!("{device}.db")),
+                    durability,
+                ))
+                .remote(hub_id.clone(), hub.connect("bench".parse()?)))
+        };
+        let a = open("dev-a")?.build().await?;
+        let b = open("dev-b")?.build().await?;
+        a.sync_now().await?;
+        b.sync_now().await?;
+        let config = |c: &MeshClient| {
+            let (c, hub_id) = (c.clone(), hub_id.clone());
+            async move {
+                c.peer_config(&hub_id)
+                    .await?
+                    .ok_or_else(|| Error::from("not enrolled with the hub"))
+            }
+        };
+        let listener = a
+            .listen_peers("127.0.0.1:0".parse()?, config(&a).await?)
+            .await?;
+        let (proxy, count_b) = counting_proxy(listener.local_addr()).await?;
+        b.add_remote(
+            "dev-a".parse()?,
+            PeerTransport::new(proxy, config(&b).await?)?,
+        )?;
+        // From here on the two devices sync with each other alone.
+        a.remove_remote(&hub_id);
+        b.remove_remote(&hub_id);
+        report_problems("A", &a);
+        report_problems("B", &b);
+        println!(
+            "mesh: peers: A listens on {}, B through {proxy} (TLS; one hop)",
+            listener.local_addr()
+        );
+        Ok(MeshSide {
+            a,
+            b,
+            count_a: Arc::default(),
+            count_b,
+            dst: root.join("mesh-b"),
+            max_rounds: 0,
+            timeout: Duration::ZERO,
+            _peer: Some((hub, listener)),
         })
     }
 
@@ -520,6 +588,7 @@ impl MeshSide {
                     b: (b1.0 - b0.0, b1.1 - b0.1),
                     phases,
                     disk_writes: disk_writes().saturating_sub(w0),
+                    via_peer: self._peer.is_some(),
                 });
             }
             if rounds >= self.max_rounds || start.elapsed() > self.timeout {
@@ -718,6 +787,15 @@ impl MeshRun {
             self.time.as_secs_f64(),
             self.rounds,
         );
+        if self.via_peer {
+            println!(
+                "         B → A {}, A → B {} (one hop, TLS); written to disk {}",
+                mib(self.b.0),
+                mib(self.b.1),
+                mib(self.disk_writes),
+            );
+            return;
+        }
         println!(
             "         A → hub {}, hub → A {}; B → hub {}, hub → B {}; written to disk {}",
             mib(self.a.0),
@@ -811,7 +889,11 @@ async fn run(o: &Options) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let mut mesh = MeshSide::start(&root, o.in_process, o.durability).await?;
+    let mut mesh = if o.peer {
+        MeshSide::start_peer(&root, o.durability).await?
+    } else {
+        MeshSide::start(&root, o.in_process, o.durability).await?
+    };
     mesh.max_rounds = o.max_rounds;
     mesh.timeout = o.timeout;
     let rsync = RsyncSide::start(&root, &[("small", &small_src), ("big", &big_src)]).await?;
@@ -949,7 +1031,7 @@ async fn run(o: &Options) -> Result<()> {
     // The table.
     println!();
     println!(
-        "| case | mesh time | rsync time | mesh/rsync | mesh bytes (A↔hub + hub↔B = total) | rsync bytes (wire; sent/received) | mesh rounds | target |"
+        "| case | mesh time | rsync time | mesh/rsync | mesh bytes (A↔hub + hub↔B = total; with --peer: 0 + B↔A) | rsync bytes (wire; sent/received) | mesh rounds | target |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
