@@ -77,9 +77,9 @@ pub enum Event {
     },
     /// This device refused an entry a remote sent and left it out: a peer relayed a version
     /// that fails the item-shape limits or its signatures, or that its signer may not write
-    /// here ([`ErrorKind::PermissionDenied`]; [`ErrorKind::Protocol`] for a bad signature…). The rest of
-    /// what the remote sent merged. Only peers' pages are judged: a hub is the mesh's
-    /// authority and checked each version when it was pushed there.
+    /// here ([`ErrorKind::PermissionDenied`]; [`ErrorKind::Protocol`] for a bad signature…).
+    /// The rest of what the remote sent merged. Only peers' pages are judged: a hub is the
+    /// mesh's authority and checked each version when it was pushed there.
     ///
     /// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
     /// [`ErrorKind::Protocol`]: crate::ErrorKind::Protocol
