@@ -83,7 +83,8 @@ impl MeshClient {
     }
 
     /// Makes the blob's content present on this device, downloading the objects it lacks from
-    /// the remotes (in turn, until one has them all). Resumable: objects already downloaded
+    /// the remotes (in turn, until one has them all: peers reached directly first, then the
+    /// others in the order they were added). Resumable: objects already downloaded
     /// are kept when a transfer is cut, and not asked for again. Reports
     /// [`Event::Transfer`](crate::Event::Transfer) progress. Returns the bytes downloaded.
     pub async fn fetch_blob(&self, folder: &FolderId, media: &MediaRef) -> Result<u64> {
@@ -118,14 +119,19 @@ impl MeshClient {
         .await
     }
 
+    /// The remotes, peers reached directly first (a stable order otherwise): what downloads
+    /// ask in turn.
     pub(crate) fn remotes(&self) -> Vec<(RemoteId, Arc<dyn Transport>)> {
-        self.inner
+        let mut all: Vec<_> = self
+            .inner
             .engines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|e| (e.remote.clone(), e.transport.clone()))
-            .collect()
+            .collect();
+        all.sort_by_key(|(_, t)| !t.is_direct());
+        all
     }
 
     /// The whole content of a blob, fetched first if needed (for small blobs; large ones go

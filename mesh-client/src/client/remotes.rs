@@ -78,6 +78,12 @@ impl MeshClient {
 
     /// The names of the remotes this client syncs with, in the order they were added.
     pub fn remote_names(&self) -> Vec<RemoteId> {
-        self.remotes().into_iter().map(|(name, _)| name).collect()
+        self.inner
+            .engines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| e.remote.clone())
+            .collect()
     }
 }

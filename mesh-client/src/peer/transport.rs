@@ -211,6 +211,10 @@ impl Transport for PeerTransport {
         format!("peer at {}", self.addr)
     }
 
+    fn is_direct(&self) -> bool {
+        true
+    }
+
     async fn relayer(&self) -> Result<Option<Relayer>, TransportError> {
         let peer = self.connect().await?;
         Ok(Some(Relayer {

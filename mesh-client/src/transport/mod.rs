@@ -201,6 +201,13 @@ pub trait Transport: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the remote is a device reached directly (a peer, typically on the same
+    /// network), rather than a hub: downloads ask such remotes first, so that a file a LAN
+    /// peer holds crosses one hop. `false` by default.
+    fn is_direct(&self) -> bool {
+        false
+    }
+
     /// Which of these blob objects (chunks, manifests) the remote lacks for `folder`: the
     /// ones to upload. Needs read access to the folder.
     async fn missing_objects(

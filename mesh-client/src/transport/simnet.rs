@@ -251,6 +251,10 @@ impl Transport for SimTransport {
         format!("{} (simulated network)", self.inner.describe())
     }
 
+    fn is_direct(&self) -> bool {
+        self.inner.is_direct()
+    }
+
     async fn relayer(&self) -> Result<Option<crate::transport::Relayer>, TransportError> {
         self.inner.relayer().await
     }

@@ -4,7 +4,9 @@
 use mesh_client::peer::PeerTransport;
 use mesh_client::prelude::*;
 use mesh_client::store::StoreConfig;
-use mesh_client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
+use mesh_client::transport::{
+    InProcessHub, LinkControl, SimConfig, SimNetwork, Transport, TransportError,
+};
 
 use crate::common::builder;
 use crate::mapping::{noise, quiet_mapping, snapshot};
@@ -309,5 +311,142 @@ async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
     assert_eq!(
         std::fs::read(da.path().join("photos/big.bin")).unwrap(),
         edited
+    );
+}
+
+/// A hub transport that counts the blob objects it is asked for.
+struct CountingHub {
+    inner: mesh_client::transport::InProcessTransport,
+    fetched: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Transport for CountingHub {
+    async fn send(
+        &self,
+        r: mesh_core::sync::Request,
+    ) -> Result<mesh_core::sync::Response, TransportError> {
+        self.inner.send(r).await
+    }
+    async fn watch(
+        &self,
+    ) -> Result<
+        futures::stream::BoxStream<'static, mesh_client::transport::Notification>,
+        TransportError,
+    > {
+        self.inner.watch().await
+    }
+    fn describe(&self) -> String {
+        "counting hub".into()
+    }
+    async fn enroll(
+        &self,
+        device: &mesh_core::id::DeviceId,
+        key: &mesh_core::trust::PublicKey,
+    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
+        self.inner.enroll(device, key).await
+    }
+    async fn whoami(&self) -> Result<Option<mesh_client::transport::Identity>, TransportError> {
+        self.inner.whoami().await
+    }
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[mesh_core::blob::ChunkHash],
+    ) -> Result<Vec<mesh_core::blob::ChunkHash>, TransportError> {
+        self.inner.missing_objects(folder, hashes).await
+    }
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        self.inner.put_objects(folder, objects).await
+    }
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[mesh_core::blob::ChunkHash],
+    ) -> Result<Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>, TransportError> {
+        self.fetched
+            .fetch_add(hashes.len(), std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_objects(folder, hashes).await
+    }
+}
+
+/// With the hub and a LAN peer both in reach, a device downloads a file's chunks from the
+/// peer: the hub is not asked for any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_ask_a_peer_before_the_hub() {
+    let hub = InProcessHub::new();
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = |name: &str| {
+        builder("ann", name)
+            .store(StoreConfig::Sqlite(dir.path().join(format!("{name}.db"))))
+            .sync_options(SyncOptions::default().with_auto(false))
+    };
+    let laptop = open("laptop")
+        .remote("hub".parse().unwrap(), hub.connect("ann".parse().unwrap()))
+        .build()
+        .await
+        .unwrap();
+    let phone = open("phone")
+        .remote(
+            "hub".parse().unwrap(),
+            CountingHub {
+                inner: hub.connect("ann".parse().unwrap()),
+                fetched: fetched.clone(),
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let hub_id: RemoteId = "hub".parse().unwrap();
+    let folder = laptop
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    for c in [&laptop, &phone] {
+        c.sync_now().await.unwrap();
+    }
+    let listener = laptop
+        .listen_peers(
+            loopback(),
+            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
+        )
+        .await
+        .unwrap();
+    phone
+        .add_remote(
+            "laptop".parse().unwrap(),
+            PeerTransport::new(
+                listener.local_addr(),
+                phone.peer_config(&hub_id).await.unwrap().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(phone.remote_names().len(), 2);
+
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    laptop
+        .map_folder_with(&folder, da.path(), quiet_mapping())
+        .await
+        .unwrap();
+    phone
+        .map_folder_with(&folder, db.path(), quiet_mapping())
+        .await
+        .unwrap();
+    std::fs::write(da.path().join("big.bin"), noise(11, 2 << 20)).unwrap();
+    // The laptop publishes to the hub too: both could serve the chunks.
+    laptop.rescan(&folder).await.unwrap();
+    laptop.sync_now().await.unwrap();
+    converge_files(&laptop, &phone, &folder, da.path(), db.path()).await;
+    assert_eq!(
+        fetched.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the hub was asked for chunks the peer holds"
     );
 }
