@@ -491,37 +491,48 @@ impl Transport for HttpTransport {
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
         let inner = self.inner.clone();
-        let mut req = inner
-            .stream_client
-            .get(format!("{}/mesh/notifications", inner.base))
-            .bearer_auth(&inner.token)
-            .header(ACCEPT, "text/event-stream");
-        let last = inner
-            .last_event_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(id) = last {
-            req = req.header("Last-Event-ID", id);
-        }
-        let resp = tokio::time::timeout(inner.config.timeout, req.send())
-            .await
-            .map_err(|_| TransportError::Timeout)?
-            .map_err(request_error)?;
-        let status = resp.status();
-        if !status.is_success() {
+        // At most twice: a second time without the cursor when the hub refused it.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let mut req = inner
+                .stream_client
+                .get(format!("{}/mesh/notifications", inner.base))
+                .bearer_auth(&inner.token)
+                .header(ACCEPT, "text/event-stream");
+            let last = inner
+                .last_event_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let resumed = last.is_some();
+            if let Some(id) = last {
+                req = req.header("Last-Event-ID", id);
+            }
+            let resp = tokio::time::timeout(inner.config.timeout, req.send())
+                .await
+                .map_err(|_| TransportError::Timeout)?
+                .map_err(request_error)?;
+            let status = resp.status();
+            if status.is_success() {
+                break resp;
+            }
             let headers = resp.headers().clone();
             let body = resp.bytes().await.unwrap_or_default();
-            if status == reqwest::StatusCode::BAD_REQUEST {
-                // A cursor the hub no longer takes (another hub, or a new secret): the next
-                // watch starts afresh; the engine's sync catches up what was missed.
+            if status == reqwest::StatusCode::BAD_REQUEST && resumed {
+                // A cursor the hub no longer takes (another hub, or a hub restored or
+                // restarted after a crash, in an epoch that does not continue the cursor's):
+                // start afresh now; the engine's sync catches up what was missed.
                 *inner
                     .last_event_id
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = None;
+                if attempt < 2 {
+                    continue;
+                }
             }
             return Err(status_error(status, &headers, &body));
-        }
+        };
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();
         let state = SseState {
             bytes,
