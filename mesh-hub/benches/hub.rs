@@ -1,7 +1,9 @@
 //! Benchmarks of a hub over loopback HTTP (the figures of issue 4):
 //!
 //! * initial sync of N entries of 1 KiB, device A → hub → device B (entries/s);
-//! * incremental sync of one entry (ms, and bytes on the wire counted by a TCP proxy);
+//! * incremental sync of one entry (ms, and bytes on the wire counted by TCP proxies: the
+//!   writer's hop to the hub and the hub's to a receiving device, for repeated and for random
+//!   content);
 //! * latency from a write on A to the change event on B (p50, p99);
 //! * resident memory of a hub holding many open notification streams.
 //!
@@ -12,6 +14,7 @@
 //! cargo bench -p mesh-hub --bench hub
 //! MESH_BENCH_DURABILITY=normal cargo bench -p mesh-hub --bench hub   # the hub's --durability
 //! MESH_BENCH_ENTRIES=20000 MESH_BENCH_WRITES=200 MESH_BENCH_STREAMS=200 cargo bench -p mesh-hub --bench hub
+//! MESH_BENCH_ENTRIES=50 MESH_BENCH_ONLY=incremental cargo bench -p mesh-hub --bench hub   # bytes per hop
 //! ```
 
 use std::path::Path;
@@ -147,6 +150,18 @@ impl Transport for NoWatch {
     fn describe(&self) -> String {
         self.0.describe()
     }
+    // Enrollment and the identity check go through too: without a certificate the hub would
+    // refuse every pushed entry (the pushes would still be counted, their entries not stored).
+    async fn enroll(
+        &self,
+        device: &mesh_core::id::DeviceId,
+        key: &mesh_core::trust::PublicKey,
+    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
+        self.0.enroll(device, key).await
+    }
+    async fn whoami(&self) -> Result<Option<mesh_client::transport::Identity>, TransportError> {
+        self.0.whoami().await
+    }
 }
 
 fn options() -> SyncOptions {
@@ -171,6 +186,9 @@ async fn device(user: &str, id: &str, remote: impl Transport) -> Result<MeshClie
 async fn session_done(events: &mut BoxStream<'static, Event>) -> Result<(), Error> {
     tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(e) = events.next().await {
+            if let Event::Refused { reason, .. } = &e {
+                return Err(format!("the hub refused a pushed entry: {reason}").into());
+            }
             if let Event::SyncProgress { done: true, .. } = e {
                 return Ok(());
             }
@@ -184,6 +202,37 @@ async fn session_done(events: &mut BoxStream<'static, Event>) -> Result<(), Erro
 fn kib_payload(i: usize) -> serde_json::Value {
     // About 1 KiB of JSON content per entry.
     json!({"n": i, "text": format!("{i:08}").repeat(126)})
+}
+
+/// The same size as [`kib_payload`], but random base64: what compression cannot shrink much
+/// (6 bits of entropy per character), unlike repeated digits.
+fn random_payload(i: usize) -> serde_json::Value {
+    use base64::Engine;
+    let bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+        .take(756)
+        .collect();
+    json!({"n": i, "text": base64::engine::general_purpose::STANDARD.encode(bytes)})
+}
+
+/// Waits for `id`'s remote change event on a device and the end of the session that brought it.
+async fn change_received(events: &mut BoxStream<'static, Event>, id: &str) -> Result<(), Error> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen = false;
+        while let Some(e) = events.next().await {
+            match e {
+                Event::EntryChanged {
+                    id: got,
+                    source: ChangeSource::Remote(_),
+                    ..
+                } if got.as_str() == id => seen = true,
+                Event::SyncProgress { done: true, .. } if seen => return Ok(()),
+                _ => {}
+            }
+        }
+        Err("event stream ended".into())
+    })
+    .await
+    .map_err(|_| "timed out waiting for a change")?
 }
 
 fn machine() -> String {
@@ -289,33 +338,60 @@ async fn run() -> Result<(), Error> {
     }
 
     // ---- incremental sync of one entry -----------------------------------------------------
+    // C writes (behind a byte-counting proxy, without notifications: only its session counts);
+    // D receives (behind another proxy, with its notification stream: the announcement and
+    // its session count).
     let (proxied, counters) = proxy(&hub.url).await?;
     let c = device("ann", "c", NoWatch(HttpTransport::new(&proxied, &token_c)?)).await?;
     c.sync_now().await?; // catch up first (pulls everything)
-    let mut times = Vec::new();
-    let mut bytes = Vec::new();
+    let token_d = admin(dir.path(), &["device", "add", "ann", "d"])?;
+    let (proxied_d, counters_d) = proxy(&hub.url).await?;
+    let d = device("ann", "d", HttpTransport::new(&proxied_d, &token_d)?).await?;
+    d.sync_now().await?;
     let mut c_events = c.events();
-    for i in 0..20 {
-        let before = counters.total();
-        let t = Instant::now();
-        c.put(
-            &folder.id,
-            &feed,
-            EntryDraft::new(format!("inc {i}"), kib_payload(i)),
-        )
-        .await?;
-        session_done(&mut c_events).await?;
-        times.push(t.elapsed());
-        bytes.push(counters.total() - before);
+    let mut d_events = d.events();
+    type Payload = fn(usize) -> serde_json::Value;
+    let contents: [(&str, Payload); 2] = [
+        ("repeated digits", kib_payload),
+        ("random base64", random_payload),
+    ];
+    for (what, payload) in contents {
+        let mut times = Vec::new();
+        let mut bytes = Vec::new();
+        let mut bytes_d = Vec::new();
+        for i in 0..20 {
+            let before = counters.total();
+            let before_d = counters_d.total();
+            let t = Instant::now();
+            let e = c
+                .put(
+                    &folder.id,
+                    &feed,
+                    EntryDraft::new(format!("inc {i}"), payload(i)),
+                )
+                .await?;
+            session_done(&mut c_events).await?;
+            times.push(t.elapsed());
+            bytes.push(counters.total() - before);
+            change_received(&mut d_events, e.sync.id.as_str()).await?;
+            bytes_d.push(counters_d.total() - before_d);
+        }
+        times.sort();
+        bytes.sort();
+        bytes_d.sort();
+        println!(
+            "incremental sync of one 1 KiB entry ({what}): device C → hub median {:.2?}, max {:.2?}, {} bytes on the wire; hub → device D {} bytes (medians; requests, responses and notifications with HTTP headers)",
+            percentile(&times, 0.5),
+            times.last().copied().unwrap_or_default(),
+            bytes[bytes.len() / 2],
+            bytes_d[bytes_d.len() / 2],
+        );
     }
-    times.sort();
-    bytes.sort();
-    println!(
-        "incremental sync of one 1 KiB entry (device C → hub, whole session): median {:.2?}, max {:.2?}; {} bytes on the wire (median; requests + responses with HTTP headers)",
-        percentile(&times, 0.5),
-        times.last().copied().unwrap_or_default(),
-        bytes[bytes.len() / 2]
-    );
+    d.close();
+    // MESH_BENCH_ONLY=incremental stops here.
+    if std::env::var("MESH_BENCH_ONLY").as_deref() == Ok("incremental") {
+        return Ok(());
+    }
 
     // ---- write on A → change event on B ----------------------------------------------------
     b.sync_now().await?;

@@ -6,9 +6,10 @@
 //! that may have missed changes (start, a reconnected stream, a lagging subscriber, an error,
 //! the poll interval, `sync_now`) syncs every feed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_core::model::FeedKey;
+use mesh_core::store::Cursor;
 use mesh_core::sync::FeedFilter;
 
 /// Past this many changed feeds, the next sync looks at every feed.
@@ -19,6 +20,8 @@ pub(crate) const MAX_TARGETED: usize = 64;
 pub(crate) struct Dirty {
     all: bool,
     feeds: BTreeSet<FeedKey>,
+    /// The heads the remote announced for some of `feeds` (the latest of each).
+    heads: BTreeMap<FeedKey, Cursor>,
 }
 
 impl Dirty {
@@ -26,6 +29,16 @@ impl Dirty {
     pub fn everything(&mut self) {
         self.all = true;
         self.feeds.clear();
+        self.heads.clear();
+    }
+
+    /// The remote announced `head` as `feed`'s new head.
+    pub fn announced(&mut self, feed: FeedKey, head: Cursor) {
+        self.feed(feed.clone());
+        if !self.all {
+            let h = self.heads.entry(feed).or_insert(head);
+            *h = (*h).max(head);
+        }
     }
 
     /// `feed` changed (here or on the remote).
@@ -44,15 +57,17 @@ impl Dirty {
         self.all || !self.feeds.is_empty()
     }
 
-    /// What the next sync covers, leaving nothing waiting.
-    pub fn take(&mut self) -> FeedFilter {
+    /// What the next sync covers, and the remote heads announced for it, leaving nothing
+    /// waiting.
+    pub fn take(&mut self) -> (FeedFilter, BTreeMap<FeedKey, Cursor>) {
         let filter = if self.all {
             FeedFilter::All
         } else {
             FeedFilter::Only(std::mem::take(&mut self.feeds))
         };
+        let heads = std::mem::take(&mut self.heads);
         *self = Dirty::default();
-        filter
+        (filter, heads)
     }
 }
 
@@ -72,16 +87,33 @@ mod tests {
         d.feed(feed(1));
         d.feed(feed(2));
         assert_eq!(
-            d.take(),
+            d.take().0,
             FeedFilter::Only([feed(1), feed(2)].into_iter().collect())
         );
         assert!(!d.is_set());
         for n in 0..=MAX_TARGETED {
             d.feed(feed(n));
         }
-        assert_eq!(d.take(), FeedFilter::All);
+        assert_eq!(d.take().0, FeedFilter::All);
         d.everything();
         d.feed(feed(1));
-        assert_eq!(d.take(), FeedFilter::All, "everything stays everything");
+        assert_eq!(d.take().0, FeedFilter::All, "everything stays everything");
+    }
+
+    #[test]
+    fn announced_heads_are_kept_with_their_feeds() {
+        let mut d = Dirty::default();
+        d.announced(feed(1), Cursor(7));
+        d.announced(feed(1), Cursor(5));
+        d.feed(feed(2));
+        let (filter, heads) = d.take();
+        assert_eq!(
+            filter,
+            FeedFilter::Only([feed(1), feed(2)].into_iter().collect())
+        );
+        assert_eq!(heads, [(feed(1), Cursor(7))].into_iter().collect());
+        d.announced(feed(1), Cursor(9));
+        d.everything();
+        assert_eq!(d.take(), (FeedFilter::All, BTreeMap::new()));
     }
 }

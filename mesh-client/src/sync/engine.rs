@@ -1,6 +1,6 @@
 //! The background sync engine: one task per remote.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,13 +8,15 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
-use mesh_core::id::{DeviceId, EntryId, RemoteId, UserId};
+use mesh_core::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{names, FeedKey, InvitationState, Member, Scope};
 use mesh_core::replica::Actor;
+use mesh_core::store::Cursor;
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{
-    FeedFilter, Request, Response, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+    FeedFilter, KnownRemote, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
+    SyncSession,
 };
 use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
@@ -92,6 +94,8 @@ pub(crate) fn spawn(
         known: transfer::KnownObjects::default(),
         identity,
         enrolled: false,
+        known_remote: None,
+        last_remote: None,
     };
     let task = tokio::spawn(engine.run(cmd_rx));
     EngineHandle {
@@ -124,6 +128,12 @@ struct Engine {
     /// Whether this device holds a current certificate from the remote's authority (or the
     /// remote has no authority).
     enrolled: bool,
+    /// The remote's name (replica and epoch) as the last full session found it while the
+    /// notification stream open now was already open: targeted sessions skip `feeds` with it
+    /// (see [`KnownRemote`]). Forgotten when the stream ends or a sync fails.
+    known_remote: Option<ReplicaId>,
+    /// The remote's name as the last session used it.
+    last_remote: Option<ReplicaId>,
 }
 
 /// This device as its engines enroll it with their remotes, and the client's clock (for the
@@ -200,6 +210,8 @@ impl Engine {
                 stream.watch = Some(s);
                 stream.opened_at = Instant::now();
                 stream.retry_at = None;
+                // A new stream: the remote may have restarted (in a new epoch) meanwhile.
+                self.known_remote = None;
                 self.set_online(true);
                 true
             }
@@ -261,12 +273,13 @@ impl Engine {
             }
             let due = retry_at.is_none_or(|t| Instant::now() >= t);
             if (dirty.is_set() || !waiters.is_empty()) && due {
-                let mut filter = dirty.take();
+                let (mut filter, heads) = dirty.take();
                 if !waiters.is_empty() {
                     // `sync_now` promises a whole sync.
                     filter = FeedFilter::All;
                 }
-                match self.sessions(filter).await {
+                let stream_open = stream.watch.is_some();
+                match self.sessions(filter, heads, stream_open).await {
                     Ok((report, pending)) => {
                         failures = 0;
                         retry_at = None;
@@ -278,6 +291,7 @@ impl Engine {
                     }
                     Err(f) => {
                         failures = failures.saturating_add(1);
+                        self.known_remote = None;
                         let (error, retrying, hint) = match f {
                             Failure::Transport(e) => {
                                 if matches!(e, TransportError::Offline(_) | TransportError::Timeout)
@@ -349,7 +363,7 @@ impl Engine {
                     Some(n) => {
                         self.status.announced(n.feed.clone());
                         if auto {
-                            dirty.feed(n.feed);
+                            dirty.announced(n.feed, n.head);
                         }
                     }
                     None => {
@@ -358,6 +372,7 @@ impl Engine {
                         // young, so that a remote closing every stream at once is not
                         // hammered.
                         stream.watch = None;
+                        self.known_remote = None;
                         if stream.opened_at.elapsed() >= STREAM_SETTLED {
                             stream.failures = 0;
                         }
@@ -417,9 +432,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs sessions as above. A targeted first session skips `feeds` when the remote's name is known (`heads` are
+    /// the remote heads notifications announced); a whole one run while the notification
+    /// stream is open (`stream_open`) makes the name known.
     async fn sessions(
         &mut self,
         filter: FeedFilter,
+        heads: BTreeMap<FeedKey, Cursor>,
+        stream_open: bool,
     ) -> std::result::Result<(SyncReport, u64), Failure> {
         if !self.verified {
             self.verify().await?;
@@ -427,15 +447,26 @@ impl Engine {
         self.enroll().await?;
         let mut total = SyncReport::default();
         let mut pending = 0;
-        for _ in 0..3 {
+        for round in 0..3 {
             self.membership_changed = false;
             // After a membership change every feed is looked at: more may be readable now.
-            let feeds = if total.requests == 0 {
+            let feeds = if round == 0 {
                 filter.clone()
             } else {
                 FeedFilter::All
             };
-            let (r, p) = self.session(feeds).await?;
+            let known = match (&feeds, &self.known_remote) {
+                (FeedFilter::Only(_), Some(replica)) if stream_open => Some(KnownRemote {
+                    replica: replica.clone(),
+                    heads: heads.clone(),
+                }),
+                _ => None,
+            };
+            let whole = feeds == FeedFilter::All;
+            let (r, p) = self.session(feeds, known).await?;
+            if whole && stream_open {
+                self.known_remote = self.last_remote.clone();
+            }
             pending = p;
             total.feeds += r.feeds;
             total.requests += r.requests;
@@ -456,9 +487,11 @@ impl Engine {
     async fn session(
         &mut self,
         feeds: FeedFilter,
+        known: Option<KnownRemote>,
     ) -> std::result::Result<(SyncReport, u64), Failure> {
         let mut config = SessionConfig::new(self.remote.clone());
         config.feeds = feeds;
+        config.known = known;
         config.page_size = self.options.page_size;
         let mut session = SyncSession::new(config);
         loop {
@@ -472,6 +505,7 @@ impl Engine {
             session = s;
             match step? {
                 Step::Done(report) => {
+                    self.last_remote = session.remote_replica().cloned();
                     let remote = self.remote.clone();
                     let pending = self
                         .shared

@@ -1,7 +1,8 @@
 //! The HTTP transport: the sync protocol to a `mesh-hub` over HTTP(S).
 //!
 //! * `send` is `POST {base}/mesh/sync` with the JSON [`Request`] and a bearer token; the answer
-//!   is the JSON [`Response`].
+//!   is the JSON [`Response`]. Bodies are zstd-coded where the hub takes it and it pays
+//!   (`http_coding`).
 //! * `watch` is `GET {base}/mesh/notifications` as server-sent events: each `change` event
 //!   carries a [`Notification`]; the stream resumes from the last event id it saw when it is
 //!   opened again, and ends when the hub revokes the device or the connection drops.
@@ -25,6 +26,7 @@ use mesh_core::id::DeviceId;
 use mesh_core::trust::{Enrollment, PublicKey};
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,10 +36,13 @@ use mesh_core::blob::{pack, ChunkHash};
 use mesh_core::id::FolderId;
 use mesh_core::sync::{Request, Response};
 use mesh_core::CoreError;
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use crate::transport::http_coding;
 use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
 
 /// The most hashes the hub takes in one request (and objects in one uploaded pack); longer
@@ -57,6 +62,8 @@ struct Inner {
     token: String,
     config: HttpConfig,
     last_event_id: Mutex<Option<String>>,
+    /// Whether the hub said it takes zstd-coded sync requests.
+    zstd_requests: AtomicBool,
 }
 
 /// A [`Transport`] to a mesh hub over HTTP (reqwest with rustls). Cheap to clone.
@@ -124,6 +131,7 @@ impl HttpTransport {
                 token: token.into(),
                 config,
                 last_event_id: Mutex::new(None),
+                zstd_requests: AtomicBool::new(false),
             }),
         })
     }
@@ -295,19 +303,50 @@ impl HttpTransport {
         Err(status_error(status, &headers, &body))
     }
 
-    async fn send_once(&self, request: &Request) -> Result<Response, TransportError> {
+    /// One sync request: zstd-coded when the hub has said it takes that, and sent again
+    /// plain (with plain bodies from then on) when the hub refuses the coding.
+    async fn send_once(&self, json: &[u8], accept_zstd: bool) -> Result<Response, TransportError> {
         let inner = &self.inner;
-        let resp = inner
+        if inner.zstd_requests.load(Ordering::Relaxed) {
+            if let Some(z) = http_coding::compress(json) {
+                match self.post_sync(z, true, accept_zstd).await {
+                    Err(TransportError::Remote(CoreError::InvalidJson(_))) => {}
+                    Err(TransportError::Refused { code, .. })
+                        if code == "unsupported_media_type" => {}
+                    answer => return answer,
+                }
+                tracing::debug!(hub = %inner.base, "the hub refused a zstd body; sending plain ones");
+                inner.zstd_requests.store(false, Ordering::Relaxed);
+            }
+        }
+        self.post_sync(json.to_vec(), false, accept_zstd).await
+    }
+
+    async fn post_sync(
+        &self,
+        body: Vec<u8>,
+        zstd_body: bool,
+        accept_zstd: bool,
+    ) -> Result<Response, TransportError> {
+        let inner = &self.inner;
+        // No `Accept`: the hub answers sync requests in JSON only.
+        let mut req = inner
             .client
             .post(format!("{}/mesh/sync", inner.base))
             .bearer_auth(&inner.token)
-            .header(ACCEPT, "application/json")
-            .json(request)
-            .send()
-            .await
-            .map_err(request_error)?;
+            .header(CONTENT_TYPE, "application/json");
+        if zstd_body {
+            req = req.header(CONTENT_ENCODING, http_coding::ZSTD);
+        }
+        if accept_zstd {
+            req = req.header(ACCEPT_ENCODING, http_coding::ZSTD);
+        }
+        let resp = req.body(body).send().await.map_err(request_error)?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        if http_coding::hub_takes_zstd(&headers) {
+            inner.zstd_requests.store(true, Ordering::Relaxed);
+        }
         let body = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 TransportError::Timeout
@@ -316,7 +355,8 @@ impl HttpTransport {
             }
         })?;
         if status.is_success() {
-            return serde_json::from_slice(&body)
+            let json = http_coding::decode_answer(&headers, &body)?;
+            return serde_json::from_slice(&json)
                 .map_err(|e| TransportError::Protocol(format!("malformed response: {e}")));
         }
         Err(status_error(status, &headers, &body))
@@ -443,42 +483,56 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Transpo
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        self.retrying(|| self.send_once(&request)).await
+        let json = serde_json::to_vec(&request)
+            .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
+        let accept_zstd = http_coding::answer_worth_compressing(&request);
+        self.retrying(|| self.send_once(&json, accept_zstd)).await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
         let inner = self.inner.clone();
-        let mut req = inner
-            .stream_client
-            .get(format!("{}/mesh/notifications", inner.base))
-            .bearer_auth(&inner.token)
-            .header(ACCEPT, "text/event-stream");
-        let last = inner
-            .last_event_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(id) = last {
-            req = req.header("Last-Event-ID", id);
-        }
-        let resp = tokio::time::timeout(inner.config.timeout, req.send())
-            .await
-            .map_err(|_| TransportError::Timeout)?
-            .map_err(request_error)?;
-        let status = resp.status();
-        if !status.is_success() {
+        // At most twice: a second time without the cursor when the hub refused it.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let mut req = inner
+                .stream_client
+                .get(format!("{}/mesh/notifications", inner.base))
+                .bearer_auth(&inner.token)
+                .header(ACCEPT, "text/event-stream");
+            let last = inner
+                .last_event_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let resumed = last.is_some();
+            if let Some(id) = last {
+                req = req.header("Last-Event-ID", id);
+            }
+            let resp = tokio::time::timeout(inner.config.timeout, req.send())
+                .await
+                .map_err(|_| TransportError::Timeout)?
+                .map_err(request_error)?;
+            let status = resp.status();
+            if status.is_success() {
+                break resp;
+            }
             let headers = resp.headers().clone();
             let body = resp.bytes().await.unwrap_or_default();
-            if status == reqwest::StatusCode::BAD_REQUEST {
-                // A cursor the hub no longer takes (another hub, or a new secret): the next
-                // watch starts afresh; the engine's sync catches up what was missed.
+            if status == reqwest::StatusCode::BAD_REQUEST && resumed {
+                // A cursor the hub no longer takes (another hub, or a hub restored or
+                // restarted after a crash, in an epoch that does not continue the cursor's):
+                // start afresh now; the engine's sync catches up what was missed.
                 *inner
                     .last_event_id
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = None;
+                if attempt < 2 {
+                    continue;
+                }
             }
             return Err(status_error(status, &headers, &body));
-        }
+        };
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();
         let state = SseState {
             bytes,

@@ -12,6 +12,7 @@
 //!   duplicates, replays, delays and partitions) for tests.
 
 mod http;
+mod http_coding;
 mod http_config;
 mod inproc;
 pub(crate) mod serve;

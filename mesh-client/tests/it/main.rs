@@ -3,6 +3,7 @@
 mod client;
 mod common;
 mod convergence;
+mod incremental;
 mod invitations;
 mod mapping;
 mod mapping_props;

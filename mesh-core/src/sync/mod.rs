@@ -17,4 +17,6 @@ pub use message::{
     Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_EPOCH_ID, MAX_PAGE,
 };
 pub use responder::respond;
-pub use session::{FeedFilter, SessionConfig, SessionEvent, Step, SyncReport, SyncSession};
+pub use session::{
+    FeedFilter, KnownRemote, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+};

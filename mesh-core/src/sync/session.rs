@@ -43,6 +43,29 @@ pub struct SessionConfig {
     pub pull: bool,
     /// Push local changes.
     pub push: bool,
+    /// Skip the `feeds` request of a targeted session ([`FeedFilter::Only`]): what an earlier
+    /// session learned of the remote. Used only when every feed's stored cursors were kept
+    /// under that name; otherwise the session asks `feeds` as usual.
+    pub known: Option<KnownRemote>,
+}
+
+/// What a syncing replica knows of its remote without asking (see [`SessionConfig::known`]).
+///
+/// A session with it pushes each targeted feed's local changes and pulls only the feeds whose
+/// remote head it was told (a notification carries the feed and its head): the remote's
+/// other changes are announced by notifications of their own. The caller is responsible for
+/// the name being current: a replica with a change notification stream uses it only while
+/// the stream that was open during the session that learned the name stays open, since a
+/// remote that restarts (and so may have been restored from an older copy, in a new epoch)
+/// ends every stream; the full session that follows a reopened stream checks the epoch again
+/// and reports [`SessionEvent::RemoteReset`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRemote {
+    /// The name the cursors are kept under ([`SyncSession::remote_replica`] of the session
+    /// that asked `feeds`).
+    pub replica: ReplicaId,
+    /// Remote heads announced since: the feeds to pull, and up to where.
+    pub heads: BTreeMap<FeedKey, Cursor>,
 }
 
 impl SessionConfig {
@@ -54,6 +77,7 @@ impl SessionConfig {
             page_size: 500,
             pull: true,
             push: true,
+            known: None,
         }
     }
 }
@@ -275,6 +299,12 @@ impl SyncSession {
     pub fn poll<S: Store>(&mut self, local: &mut Replica<S>) -> Result<Step> {
         match self.phase {
             Phase::Start => {
+                if let Some(known) = self.config.known.take() {
+                    if self.start_known(local, known)? {
+                        self.phase = Phase::Work;
+                        return self.next_work(local);
+                    }
+                }
                 self.phase = Phase::AwaitFeeds;
                 let only = match &self.config.feeds {
                     FeedFilter::All => None,
@@ -516,6 +546,38 @@ impl SyncSession {
                 phase_name(phase)
             ))),
         }
+    }
+
+    /// Queues the targeted feeds without asking `feeds`, when all their cursors were kept
+    /// under `known.replica`; `false` (nothing queued) otherwise.
+    fn start_known<S: Store>(
+        &mut self,
+        local: &mut Replica<S>,
+        known: KnownRemote,
+    ) -> Result<bool> {
+        let FeedFilter::Only(set) = &self.config.feeds else {
+            return Ok(false);
+        };
+        let mut queue = VecDeque::with_capacity(set.len());
+        for feed in set {
+            let state = local.store().sync_state(&self.config.remote, feed)?;
+            if state.remote_replica.as_ref() != Some(&known.replica) {
+                return Ok(false);
+            }
+            let remote_head = known.heads.get(feed).copied();
+            let local_head = local.store().head(feed)?;
+            queue.push_back(FeedWork {
+                feed: feed.clone(),
+                pull_done: !self.config.pull || remote_head.is_none_or(|h| h <= state.pulled),
+                push_done: !self.config.push || local_head <= state.pushed,
+                state,
+                remote_head,
+            });
+        }
+        self.report.feeds += queue.len();
+        self.queue = queue;
+        self.remote_replica = Some(known.replica);
+        Ok(true)
     }
 
     fn start_feeds<S: Store>(

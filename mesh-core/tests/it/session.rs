@@ -391,3 +391,72 @@ fn a_malformed_epoch_is_a_protocol_error() {
         assert_eq!(err.code(), ErrorCode::Protocol, "{err}");
     }
 }
+
+/// Runs a session with `config`, recording the requests it sends.
+fn sync_with(local: &mut R, hub: &mut R, config: SessionConfig) -> (SyncReport, Vec<Request>) {
+    let mut s = SyncSession::new(config);
+    let mut sent = Vec::new();
+    for _ in 0..10_000 {
+        match s.poll(local).unwrap() {
+            Step::Send(req) => {
+                sent.push(req.clone());
+                let resp = respond(hub, req).unwrap();
+                s.receive(local, resp).unwrap();
+            }
+            Step::Done(report) => return (report, sent),
+        }
+    }
+    panic!("session did not finish");
+}
+
+fn known_config(replica: &str, head: Option<u64>) -> SessionConfig {
+    let mut c = config(100);
+    c.feeds = mesh_core::sync::FeedFilter::Only([feed()].into_iter().collect());
+    c.known = Some(mesh_core::sync::KnownRemote {
+        replica: replica.parse().unwrap(),
+        heads: head.map(|h| (feed(), Cursor(h))).into_iter().collect(),
+    });
+    c
+}
+
+#[test]
+fn a_known_remote_is_not_asked_for_its_feeds() {
+    let (mut a, mut b, mut hub) = (replica("a"), replica("b"), replica("hub"));
+    let f = feed();
+    a.create(&f, id("t1"), draft("milk"), &actor("ann", "a"), t(0))
+        .unwrap();
+    sync(&mut a, &mut hub, 100);
+    sync(&mut b, &mut hub, 100);
+
+    // A local write: one push, no `feeds`, no pull.
+    a.create(&f, id("t2"), draft("eggs"), &actor("ann", "a"), t(1))
+        .unwrap();
+    let (report, sent) = sync_with(&mut a, &mut hub, known_config("hub", None));
+    assert!(
+        matches!(sent.as_slice(), [Request::Push { entries, .. }] if entries.len() == 1),
+        "{sent:?}"
+    );
+    assert_eq!(report.sent, 1);
+
+    // B told of the new head: one pull, nothing else.
+    let head = hub.store().head(&f).unwrap();
+    let (report, sent) = sync_with(&mut b, &mut hub, known_config("hub", Some(head.0)));
+    assert!(
+        matches!(sent.as_slice(), [Request::Pull { .. }]),
+        "{sent:?}"
+    );
+    assert_eq!((report.received, report.added), (1, 1));
+    assert_eq!(titles(&a), titles(&b));
+
+    // Told of a head it has: nothing to send at all.
+    let (_, sent) = sync_with(&mut b, &mut hub, known_config("hub", Some(head.0)));
+    assert!(sent.is_empty(), "{sent:?}");
+
+    // Cursors kept under another name (another replica or epoch): `feeds` is asked, and the
+    // session starts over with the remote as usual.
+    let (_, sent) = sync_with(&mut b, &mut hub, known_config("hub@old", Some(head.0)));
+    assert!(
+        matches!(sent.first(), Some(Request::Feeds { .. })),
+        "{sent:?}"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod blob_stream;
 mod blobs;
+mod encoding;
 mod me;
 mod notify;
 mod rest;

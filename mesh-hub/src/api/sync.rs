@@ -1,13 +1,16 @@
-//! `POST /mesh/sync`: the core sync protocol, authorized for the token's user.
+//! `POST /mesh/sync`: the core sync protocol, authorized for the token's user; bodies
+//! zstd-coded both ways when negotiated (see [`encoding`]).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::ACCEPT_ENCODING;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use mesh_core::model::{names, Scope};
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response as SyncResponse};
 
+use crate::api::encoding::{self, Coding};
 use crate::api::{blocking, json_body, Auth, RawBody};
 use crate::error::ApiError;
 use crate::state::{scope_of, Changed, HubState};
@@ -19,11 +22,22 @@ pub(crate) async fn sync(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let t0 = std::time::Instant::now();
-    // Parse off the async threads: a push page can be megabytes.
-    let request: Request = if body.len() > 64 << 10 {
-        blocking(move || json_body(&headers, &body)).await??
+    let coding = match encoding::request_coding(&headers) {
+        Ok(c) => c,
+        Err(refused) => return Ok(*refused),
+    };
+    let compress_answer = encoding::accepts_zstd(&headers);
+    let max = state.0.config.max_body;
+    let large = body.len() > 64 << 10 || coding == Coding::Zstd;
+    let parse = move || match coding {
+        Coding::Zstd => json_body::<Request>(&headers, &encoding::decode(&body, max)?),
+        Coding::Identity => json_body::<Request>(&headers, &body),
+    };
+    // Parse off the async threads: a push page can be megabytes (a compressed one more).
+    let request: Request = if large {
+        blocking(parse).await??
     } else {
-        json_body(&headers, &body)?
+        parse()?
     };
     let t_parse = t0.elapsed();
     let kind = match &request {
@@ -95,10 +109,23 @@ pub(crate) async fn sync(
         .entries_merged
         .inc_by(merged as u64);
     let t_respond = t0.elapsed();
-    let body = blocking(move || serde_json::to_vec(&response)).await?;
+    let body = blocking(move || {
+        serde_json::to_vec(&response).map(|b| encoding::compress(b, compress_answer))
+    })
+    .await?;
     tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");
     match body {
-        Ok(body) => Ok(crate::api::json_bytes(StatusCode::OK, body)),
+        Ok((body, coding)) => {
+            let mut answer = crate::api::json_bytes(StatusCode::OK, body);
+            encoding::mark(&mut answer, coding);
+            if kind == "feeds" {
+                // Tells the client it may send its requests zstd-coded.
+                answer
+                    .headers_mut()
+                    .insert(ACCEPT_ENCODING, HeaderValue::from_static(encoding::ZSTD));
+            }
+            Ok(answer)
+        }
         Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -291,6 +291,42 @@ async fn the_watch_stream_reads_server_sent_events() {
     drop(t);
 }
 
+/// A cursor the hub refuses (a hub restarted after a crash, in an epoch that does not continue
+/// it) is dropped and the stream opened afresh at once, not after a long backoff.
+#[tokio::test]
+async fn a_refused_cursor_is_dropped_and_the_stream_opened_afresh() {
+    use futures::StreamExt;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/mesh/notifications"))
+        .and(wiremock::matchers::header_exists("last-event-id"))
+        .respond_with(ResponseTemplate::new(400).set_body_raw(
+            r#"{"code":"invalid_cursor","message":"start again without one"}"#,
+            "application/json",
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let body = "event: change\nid: 5-abc\ndata: {\"feed\":{\"scope\":{\"mesh\":\"ann\"},\"name\":\"devices\"},\"head\":5}\n\n";
+    Mock::given(method("GET"))
+        .and(path("/mesh/notifications"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let t = transport(&server, fast());
+    assert_eq!(t.watch().await.unwrap().collect::<Vec<_>>().await.len(), 1);
+    // Resumes with 5-abc, is refused, opens again without it.
+    assert_eq!(t.watch().await.unwrap().collect::<Vec<_>>().await.len(), 1);
+    let sent: Vec<bool> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.contains_key("last-event-id"))
+        .collect();
+    assert_eq!(sent, [false, true, false]);
+}
+
 // ---- blob calls ----------------------------------------------------------------------------
 
 fn folder() -> mesh_core::id::FolderId {

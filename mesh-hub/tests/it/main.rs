@@ -15,6 +15,7 @@ mod attacks;
 mod backup;
 mod blob_limits;
 mod blobs;
+mod compression;
 mod datadir;
 mod e2e;
 mod enrollment;

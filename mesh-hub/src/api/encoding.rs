@@ -1,0 +1,216 @@
+//! Content codings of sync bodies (`POST /mesh/sync` only): `zstd` both ways, negotiated.
+//!
+//! * A request body may come `Content-Encoding: zstd`. It is decoded with the window limited
+//!   to 8 MiB (the limit of the `zstd` HTTP content coding) and its output to the hub's body
+//!   limit: a small body that inflates past it is refused `413 payload_too_large` after reading
+//!   at most one byte more than the limit, one that does not decode `400 bad_request`, and any
+//!   other coding `415 unsupported_media_type` with `Accept-Encoding: zstd`.
+//! * An answer is compressed when the request's `Accept-Encoding` names `zstd` (with a
+//!   non-zero `q`), it is at least [`COMPRESS_ABOVE`] bytes and compression saves more than the
+//!   header line costs.
+//! * Answers to `feeds` requests carry `Accept-Encoding: zstd`: that is how a client learns it
+//!   may compress its requests (an older hub never says so, and gets plain bodies).
+//!
+//! Blob and object routes never take part: their bodies are chunks of files, mostly compressed
+//! already.
+
+use std::io::Read;
+
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// The one content coding the hub speaks besides `identity`.
+pub(crate) const ZSTD: &str = "zstd";
+/// Answers shorter than this go as they are: the frame and the header line would eat most of
+/// what compressing saves.
+pub(crate) const COMPRESS_ABOVE: usize = 512;
+/// The largest window (log2 bytes) a compressed body may ask for: 8 MiB.
+const WINDOW_LOG_MAX: u32 = 23;
+/// zstd's default level: fast, and most of the gain on JSON.
+const LEVEL: i32 = 3;
+/// What `Content-Encoding: zstd` costs on the wire.
+const HEADER_COST: usize = "content-encoding: zstd\r\n".len();
+
+/// A request body's content coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    /// As it is.
+    Identity,
+    /// A zstd frame (or several).
+    Zstd,
+}
+
+/// The request's content coding; any other than `identity` and `zstd` is refused with `415`
+/// and `Accept-Encoding: zstd`.
+pub(crate) fn request_coding(headers: &HeaderMap) -> Result<Coding, Box<Response>> {
+    let mut coding = Coding::Identity;
+    for value in headers.get_all(CONTENT_ENCODING) {
+        for c in value.to_str().unwrap_or("?").split(',') {
+            match c.trim() {
+                "" => {}
+                c if c.eq_ignore_ascii_case("identity") => {}
+                c if c.eq_ignore_ascii_case(ZSTD) && coding == Coding::Identity => {
+                    coding = Coding::Zstd;
+                }
+                other => {
+                    let mut r = ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        format!("content coding {other:?} is not accepted; zstd is"),
+                    )
+                    .into_response();
+                    r.headers_mut()
+                        .insert(ACCEPT_ENCODING, HeaderValue::from_static(ZSTD));
+                    return Err(Box::new(r));
+                }
+            }
+        }
+    }
+    Ok(coding)
+}
+
+/// Decodes a zstd body of at most `max` bytes once decoded.
+pub(crate) fn decode(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    let bad = |e: std::io::Error| {
+        ApiError::bad_request(format!("the zstd request body does not decode: {e}"))
+    };
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(bad)?;
+    decoder.window_log_max(WINDOW_LOG_MAX).map_err(bad)?;
+    let mut out = Vec::new();
+    decoder
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    if out.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the decoded body is over the hub's limit of {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether the request's `Accept-Encoding` takes zstd (`zstd` with no `q`, or a `q` above 0).
+pub(crate) fn accepts_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+                })
+                .next()
+                .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+            coding.eq_ignore_ascii_case(ZSTD) && q > 0.0
+        })
+}
+
+/// `body` compressed when `accepted`, long enough, and smaller by more than the header line.
+pub(crate) fn compress(body: Vec<u8>, accepted: bool) -> (Vec<u8>, Coding) {
+    if !accepted || body.len() < COMPRESS_ABOVE {
+        return (body, Coding::Identity);
+    }
+    match zstd::bulk::compress(&body, LEVEL) {
+        Ok(z) if z.len() + HEADER_COST < body.len() => (z, Coding::Zstd),
+        _ => (body, Coding::Identity),
+    }
+}
+
+/// Marks an answer as zstd-coded when it is.
+pub(crate) fn mark(response: &mut Response, coding: Coding) {
+    if coding == Coding::Zstd {
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static(ZSTD));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: axum::http::HeaderName, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        for (v, yes) in [
+            ("zstd", true),
+            ("gzip, ZSTD;q=0.5", true),
+            ("gzip, br", false),
+            ("zstd;q=0", false),
+            ("zstd; q=0.0", false),
+            ("zstdx", false),
+            ("zstd;q=oops", false),
+        ] {
+            assert_eq!(accepts_zstd(&headers(ACCEPT_ENCODING, v)), yes, "{v}");
+        }
+        assert!(!accepts_zstd(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_zstd_and_identity_bodies_are_taken() {
+        let ok = |v| request_coding(&headers(CONTENT_ENCODING, v)).ok();
+        assert_eq!(ok("zstd"), Some(Coding::Zstd));
+        assert_eq!(ok("identity"), Some(Coding::Identity));
+        assert_eq!(
+            request_coding(&HeaderMap::new()).ok(),
+            Some(Coding::Identity)
+        );
+        for v in ["gzip", "zstd, zstd", "br", "zstd, gzip"] {
+            let r = request_coding(&headers(CONTENT_ENCODING, v)).unwrap_err();
+            assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+            assert_eq!(r.headers()[ACCEPT_ENCODING], "zstd");
+        }
+    }
+
+    #[test]
+    fn a_body_inflating_past_the_limit_is_refused() {
+        let big = vec![b'a'; 1 << 20];
+        let z = zstd::bulk::compress(&big, 3).unwrap();
+        assert!(z.len() < 1 << 10);
+        assert_eq!(decode(&z, 1 << 20).unwrap(), big);
+        let e = decode(&z, (1 << 20) - 1).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        );
+        let e = decode(b"not zstd at all", 1 << 20).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // A frame asking for a 128 MiB window is refused before the window is allocated.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(27).unwrap();
+        std::io::Write::write_all(&mut enc, b"tiny").unwrap();
+        // Flushed before the end, so that the frame does not declare its (tiny) size.
+        std::io::Write::flush(&mut enc).unwrap();
+        let wide = enc.finish().unwrap();
+        let e = decode(&wide, 1 << 20).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
+    }
+
+    #[test]
+    fn only_what_pays_is_compressed() {
+        let json = br#"{"type":"changes","entries":[]}"#.repeat(40);
+        let (z, c) = compress(json.clone(), true);
+        assert_eq!(c, Coding::Zstd);
+        assert_eq!(zstd::bulk::decompress(&z, json.len()).unwrap(), json);
+        assert_eq!(compress(json.clone(), false).1, Coding::Identity);
+        assert_eq!(compress(json[..100].to_vec(), true).1, Coding::Identity);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let noise: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
+        assert_eq!(compress(noise, true).1, Coding::Identity);
+    }
+}
