@@ -342,18 +342,26 @@ async fn a_device_claiming_another_users_certificate_is_refused() {
     refused_with(r, "untrusted_certificate");
 }
 
-async fn next_refusal(events: &mut (impl futures::Stream<Item = Event> + Unpin)) -> Event {
+/// The next event on `events` that `wanted` picks, within 10 s.
+pub(crate) async fn next_event(
+    events: &mut (impl futures::Stream<Item = Event> + Unpin),
+    wanted: impl Fn(&Event) -> bool,
+) -> Event {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.next().await {
-                Some(e @ Event::Refused { .. }) => return e,
+                Some(e) if wanted(&e) => return e,
                 Some(_) => continue,
                 None => panic!("the event stream ended"),
             }
         }
     })
     .await
-    .expect("no Refused event within 10 s")
+    .expect("no such event within 10 s")
+}
+
+async fn next_refusal(events: &mut (impl futures::Stream<Item = Event> + Unpin)) -> Event {
+    next_event(events, |e| matches!(e, Event::Refused { .. })).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,22 +11,7 @@ use mesh_client::prelude::*;
 use mesh_client::transport::Transport;
 
 use crate::common::builder;
-use crate::peer::{device, key, loopback, Authority};
-
-/// The next [`Event::Rejected`] on `events`, within 10 s.
-async fn next_rejection(events: &mut (impl futures::Stream<Item = Event> + Unpin)) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.next().await {
-                Some(e @ Event::Rejected { .. }) => return e,
-                Some(_) => continue,
-                None => panic!("the event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("no Rejected event within 10 s")
-}
+use crate::peer::{device, key, loopback, next_event, Authority};
 
 /// Bob's device listens; ann's laptop syncs with it. Once ann has made bob a reader, a note
 /// bob writes before he hears of it is refused by ann's laptop when it pulls from bob: it is
@@ -106,7 +91,7 @@ async fn a_pulled_version_its_signer_may_not_write_is_rejected() {
         .unwrap();
     let mut events = ann.events();
     ann.sync_now().await.unwrap();
-    match next_rejection(&mut events).await {
+    match next_event(&mut events, |e| matches!(e, Event::Rejected { .. })).await {
         Event::Rejected { feed, id, kind, .. } => {
             assert_eq!(kind, ErrorKind::PermissionDenied);
             assert_eq!(feed, FeedKey::folder(folder.clone(), notes.clone()));
