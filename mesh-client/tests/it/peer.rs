@@ -89,6 +89,25 @@ pub(crate) async fn device(user: &str, device: &str, key: &SecretKey) -> MeshCli
         .unwrap()
 }
 
+/// A client of `user` on `device` signing with `key`, syncing (only when asked) with the peer
+/// listening at `addr` alone, as the remote `remote`, with credentials from `mesh`.
+pub(crate) async fn peer_client(
+    mesh: &Authority,
+    (user, device): (&str, &str),
+    key: &SecretKey,
+    remote: &str,
+    addr: SocketAddr,
+) -> MeshClient {
+    let to_peer = PeerTransport::new(addr, mesh.config(user, device, key)).unwrap();
+    builder(user, device)
+        .device_key(key.clone())
+        .sync_options(SyncOptions::default().with_auto(false))
+        .remote(remote.parse().unwrap(), to_peer)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// Ann's laptop (holding `key`), listening for peers, with a folder and its `notes` feed.
 async fn laptop_with_notes(
     mesh: &Authority,
@@ -371,15 +390,14 @@ async fn a_readers_device_cannot_write_through_a_peer() {
     let (ann, listener, folder, notes) = laptop_with_notes(&mesh, &ann_key).await;
     let bob_id: UserId = "bob".parse().unwrap();
     ann.invite(&folder, &bob_id, Role::Author).await.unwrap();
-    let to_ann =
-        PeerTransport::new(listener.local_addr(), mesh.config("bob", "desk", &bob_key)).unwrap();
-    let bob = builder("bob", "desk")
-        .device_key(bob_key)
-        .sync_options(SyncOptions::default().with_auto(false))
-        .remote("ann-laptop".parse().unwrap(), to_ann)
-        .build()
-        .await
-        .unwrap();
+    let bob = peer_client(
+        &mesh,
+        ("bob", "desk"),
+        &bob_key,
+        "ann-laptop",
+        listener.local_addr(),
+    )
+    .await;
     bob.sync_now().await.unwrap();
     bob.accept(&folder).await.unwrap();
     bob.sync_now().await.unwrap();

@@ -1,7 +1,7 @@
 //! Devices that sync with their hub and with each other at once: they converge through peers
 //! while the hub is away, then with the hub again, with nothing duplicated and nothing echoed.
 
-use mesh_client::peer::PeerTransport;
+use mesh_client::peer::{PeerListener, PeerTransport};
 use mesh_client::prelude::*;
 use mesh_client::store::StoreConfig;
 use mesh_client::transport::{
@@ -29,6 +29,28 @@ async fn device(
         .await
         .unwrap();
     (client, link)
+}
+
+/// `c` listens for peers with the certificate its hub issued (it must have synced with it).
+async fn listen(c: &MeshClient) -> PeerListener {
+    let config = c
+        .peer_config(&"hub".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    c.listen_peers(loopback(), config).await.unwrap()
+}
+
+/// `c` starts syncing with the peer listening at `addr`, as the remote `name`, with the
+/// certificate its hub issued.
+async fn add_peer(c: &MeshClient, name: &str, addr: std::net::SocketAddr) {
+    let config = c
+        .peer_config(&"hub".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let to_peer = PeerTransport::new(addr, config).unwrap();
+    c.add_remote(name.parse().unwrap(), to_peer).unwrap();
 }
 
 /// Syncs `c` with every remote; the hub may be unreachable.
@@ -60,25 +82,13 @@ async fn three_devices_converge_through_peers_while_the_hub_is_away_then_with_th
     let (laptop, laptop_link) = device(&hub, &net, dir.path(), "laptop").await;
     let (phone, phone_link) = device(&hub, &net, dir.path(), "phone").await;
     let (tablet, tablet_link) = device(&hub, &net, dir.path(), "tablet").await;
-    let hub_id: RemoteId = "hub".parse().unwrap();
     // Each meets the hub once: enrolled, they hold the certificates peers exchange.
     for c in [&laptop, &phone, &tablet] {
         c.sync_now().await.unwrap();
     }
-    let listener = laptop
-        .listen_peers(
-            loopback(),
-            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
-        )
-        .await
-        .unwrap();
+    let listener = listen(&laptop).await;
     for c in [&phone, &tablet] {
-        let to_laptop = PeerTransport::new(
-            listener.local_addr(),
-            c.peer_config(&hub_id).await.unwrap().unwrap(),
-        )
-        .unwrap();
-        c.add_remote("laptop".parse().unwrap(), to_laptop).unwrap();
+        add_peer(c, "laptop", listener.local_addr()).await;
         let names: Vec<String> = c
             .status()
             .into_iter()
@@ -258,7 +268,6 @@ async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
     let dir = tempfile::tempdir().unwrap();
     let (laptop, laptop_link) = device(&hub, &net, dir.path(), "laptop").await;
     let (phone, phone_link) = device(&hub, &net, dir.path(), "phone").await;
-    let hub_id: RemoteId = "hub".parse().unwrap();
     let folder = laptop
         .create_folder("Docs", "files".parse().unwrap())
         .await
@@ -267,21 +276,8 @@ async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
     for c in [&laptop, &phone, &laptop] {
         c.sync_now().await.unwrap();
     }
-    let listener = laptop
-        .listen_peers(
-            loopback(),
-            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
-        )
-        .await
-        .unwrap();
-    let to_laptop = PeerTransport::new(
-        listener.local_addr(),
-        phone.peer_config(&hub_id).await.unwrap().unwrap(),
-    )
-    .unwrap();
-    phone
-        .add_remote("laptop".parse().unwrap(), to_laptop)
-        .unwrap();
+    let listener = listen(&laptop).await;
+    add_peer(&phone, "laptop", listener.local_addr()).await;
     laptop_link.set_online(false);
     phone_link.set_online(false);
 
@@ -402,7 +398,6 @@ async fn downloads_ask_a_peer_before_the_hub() {
         .build()
         .await
         .unwrap();
-    let hub_id: RemoteId = "hub".parse().unwrap();
     let folder = laptop
         .create_folder("Docs", "files".parse().unwrap())
         .await
@@ -411,23 +406,8 @@ async fn downloads_ask_a_peer_before_the_hub() {
     for c in [&laptop, &phone] {
         c.sync_now().await.unwrap();
     }
-    let listener = laptop
-        .listen_peers(
-            loopback(),
-            laptop.peer_config(&hub_id).await.unwrap().unwrap(),
-        )
-        .await
-        .unwrap();
-    phone
-        .add_remote(
-            "laptop".parse().unwrap(),
-            PeerTransport::new(
-                listener.local_addr(),
-                phone.peer_config(&hub_id).await.unwrap().unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let listener = listen(&laptop).await;
+    add_peer(&phone, "laptop", listener.local_addr()).await;
     assert_eq!(phone.remote_names().len(), 2);
 
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -10,8 +10,7 @@ use mesh_client::peer::PeerTransport;
 use mesh_client::prelude::*;
 use mesh_client::transport::Transport;
 
-use crate::common::builder;
-use crate::peer::{device, key, loopback, next_event, Authority};
+use crate::peer::{device, key, loopback, next_event, peer_client, Authority};
 
 /// Bob's device listens; ann's laptop syncs with it. Once ann has made bob a reader, a note
 /// bob writes before he hears of it is refused by ann's laptop when it pulls from bob: it is
@@ -25,18 +24,14 @@ async fn a_pulled_version_its_signer_may_not_write_is_rejected() {
         .listen_peers(loopback(), mesh.config("bob", "desk", &bob_key))
         .await
         .unwrap();
-    let to_bob = PeerTransport::new(
+    let ann = peer_client(
+        &mesh,
+        ("ann", "laptop"),
+        &ann_key,
+        "bob-desk",
         bob_listener.local_addr(),
-        mesh.config("ann", "laptop", &ann_key),
     )
-    .unwrap();
-    let ann = builder("ann", "laptop")
-        .device_key(ann_key)
-        .sync_options(SyncOptions::default().with_auto(false))
-        .remote("bob-desk".parse().unwrap(), to_bob)
-        .build()
-        .await
-        .unwrap();
+    .await;
     let folder = ann
         .create_folder("Notes", FolderKind::app("notes").unwrap())
         .await

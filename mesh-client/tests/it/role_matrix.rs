@@ -8,12 +8,11 @@
 use std::collections::BTreeSet;
 
 use futures::{FutureExt, StreamExt};
-use mesh_client::peer::PeerTransport;
 use mesh_client::prelude::*;
 use mesh_client::transport::InProcessHub;
 
 use crate::common::builder;
-use crate::peer::{device, key, loopback, Authority};
+use crate::peer::{device, key, loopback, peer_client, Authority};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Write {
@@ -89,15 +88,14 @@ async fn over_peer() -> Setup {
         .listen_peers(loopback(), mesh.config("ann", "laptop", &ann_key))
         .await
         .unwrap();
-    let to_ann =
-        PeerTransport::new(listener.local_addr(), mesh.config("bob", "desk", &bob_key)).unwrap();
-    let bob = builder("bob", "desk")
-        .device_key(bob_key)
-        .sync_options(SyncOptions::default().with_auto(false))
-        .remote("ann-laptop".parse().unwrap(), to_ann)
-        .build()
-        .await
-        .unwrap();
+    let bob = peer_client(
+        &mesh,
+        ("bob", "desk"),
+        &bob_key,
+        "ann-laptop",
+        listener.local_addr(),
+    )
+    .await;
     Setup {
         ann,
         bob,
