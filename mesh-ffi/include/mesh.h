@@ -515,6 +515,27 @@ mesh_status mesh_client_peer_addresses(const mesh_client *client,
                                        char **addresses_json,
                                        mesh_error **error);
 
+// Finds peers on the local network by mDNS and syncs with each that proves, at the
+// handshake, to be the device it announced (as the remote `lan:<device>`; reported as
+// `peer_discovered` / `peer_lost` events). `mdns_json` names the interfaces, and nothing is
+// sent or joined on any other: `{"interfaces": ["127.0.0.1"], "port": 5353}`, optionally
+// with `multicast_ttl` (1 to 255, default 255), `query_interval_ms` and `record_ttl_ms`.
+// `listening_addr` (may be NULL) is where this device listens for peers
+// (`mesh_client_listen_peers`): with it, the device is announced too. Credentials come from
+// the enrollment with the hub remote `hub`. Discovery runs until the client is closed (at
+// most 4 at once).
+//
+// `MESH_STATUS_INVALID_INPUT` for a configuration that cannot be used (no interface, an
+// unspecified or multicast address, an IPv6 listening address); `MESH_STATUS_OFFLINE` when a
+// socket cannot be opened; `MESH_STATUS_NOT_FOUND` when the device is not enrolled with `hub`.
+//
+// Thread-safety: may be called from any thread, concurrently.
+mesh_status mesh_client_discover_peers(const mesh_client *client,
+                                       const char *mdns_json,
+                                       const char *listening_addr,
+                                       const char *hub,
+                                       mesh_error **error);
+
 // Every remote's sync state now, as a JSON array into `*status_json`: per remote `online`
 // (`null` before the first contact), `last_sync_ms` (Unix milliseconds or `null`),
 // `pending_up`, `pending_down` and `last_error` (`{kind, status, message}` or `null`). Each

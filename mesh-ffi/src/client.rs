@@ -35,6 +35,8 @@ pub struct mesh_client {
     pub(crate) subs: Mutex<Vec<Arc<SubShared>>>,
     /// Peer listeners (`mesh_client_listen_peers`), closed on close.
     listeners: Mutex<Vec<::mesh_client::peer::PeerListener>>,
+    /// Peer discoveries (`mesh_client_discover_peers`), stopped on close.
+    discoveries: Mutex<Vec<::mesh_client::peer::PeerDiscovery>>,
 }
 
 impl mesh_client {
@@ -71,6 +73,22 @@ impl mesh_client {
             ));
         }
         all.push(listener);
+        Ok(())
+    }
+
+    /// Keeps a peer discovery until the client is closed (at most 4 at once).
+    pub(crate) fn keep_discovery(
+        &self,
+        discovery: ::mesh_client::peer::PeerDiscovery,
+    ) -> Result<()> {
+        let mut all = self.discoveries.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= MAX_DISCOVERIES {
+            return Err(Error::new(
+                mesh_status::MESH_STATUS_INVALID_INPUT,
+                format!("a client runs at most {MAX_DISCOVERIES} discoveries"),
+            ));
+        }
+        all.push(discovery);
         Ok(())
     }
 
@@ -206,11 +224,15 @@ fn open(config: &str, hub: Option<&mesh_hub>) -> Result<mesh_client> {
         poll,
         subs: Mutex::new(Vec::new()),
         listeners: Mutex::new(Vec::new()),
+        discoveries: Mutex::new(Vec::new()),
     })
 }
 
 /// The most addresses one client listens for peers on.
 const MAX_LISTENERS: usize = 16;
+
+/// The most peer discoveries one client runs.
+const MAX_DISCOVERIES: usize = 4;
 
 /// Opens a client from a JSON configuration (see the README: `user`, `device`,
 /// `device_name`, `device_kind`, `store_path`, `remotes`, `sync`). `hub` may be NULL unless a
@@ -262,6 +284,9 @@ fn close(c: &mesh_client) {
     for l in &listeners {
         l.close();
     }
+    // Dropping a discovery stops it and removes the remotes it added.
+    let discoveries = std::mem::take(&mut *c.discoveries.lock().unwrap_or_else(|p| p.into_inner()));
+    drop(discoveries);
     c.closing.send_replace(true);
     let subs = std::mem::take(&mut *c.subs.lock().unwrap_or_else(|p| p.into_inner()));
     for s in subs {

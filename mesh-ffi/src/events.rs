@@ -280,6 +280,12 @@ pub(crate) fn event_json(e: &Event) -> String {
         Event::PeerLeft { user, device, addr } => json!({
             "type": "peer_left", "user": user, "device": device, "addr": addr.to_string(),
         }),
+        Event::PeerDiscovered { user, device, addr } => json!({
+            "type": "peer_discovered", "user": user, "device": device, "addr": addr.to_string(),
+        }),
+        Event::PeerLost { user, device, addr } => json!({
+            "type": "peer_lost", "user": user, "device": device, "addr": addr.to_string(),
+        }),
         Event::RemoteReset {
             remote,
             previous,

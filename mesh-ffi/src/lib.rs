@@ -33,6 +33,7 @@ pub use client::*;
 pub use error::*;
 pub use events::*;
 pub use hub::*;
+pub use peers::*;
 pub use status::*;
 
 use std::ffi::c_char;

@@ -5,11 +5,14 @@
 use std::ffi::c_char;
 use std::net::SocketAddr;
 
-use ::mesh_client::peer::{PeerConfig, PeerError, PeerTransport};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ::mesh_client::peer::{MdnsConfig, PeerConfig, PeerError, PeerTransport};
 use mesh_core::id::RemoteId;
 use serde_json::json;
 
-use crate::args::{id_arg, str_arg, Out};
+use crate::args::{id_arg, json_arg, opt_str_arg, str_arg, Out};
 use crate::client::{mesh_client, with_client};
 use crate::error::{mesh_error, mesh_status, Error, Result};
 
@@ -30,6 +33,7 @@ fn peer_error(e: PeerError) -> Error {
         "untrusted_certificate" | "expired_certificate" => mesh_status::MESH_STATUS_UNAUTHORIZED,
         "revoked" => mesh_status::MESH_STATUS_REVOKED,
         "protocol" | "payload_too_large" => mesh_status::MESH_STATUS_PROTOCOL,
+        "config" => mesh_status::MESH_STATUS_INVALID_INPUT,
         _ => mesh_status::MESH_STATUS_TRANSPORT,
     };
     Error::new(status, e.to_string())
@@ -171,5 +175,74 @@ pub unsafe extern "C" fn mesh_client_peer_addresses(
             .map(|a| json!({"device": a.device, "addr": a.addr.to_string()}))
             .collect();
         out.write_json(&list)
+    })
+}
+
+/// Where mDNS discovery runs, as `mesh_client_discover_peers` reads it from JSON.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MdnsJson {
+    interfaces: Vec<Ipv4Addr>,
+    port: u16,
+    #[serde(default)]
+    multicast_ttl: Option<u32>,
+    #[serde(default)]
+    query_interval_ms: Option<u64>,
+    #[serde(default)]
+    record_ttl_ms: Option<u64>,
+}
+
+impl From<MdnsJson> for MdnsConfig {
+    fn from(j: MdnsJson) -> Self {
+        let mut c = MdnsConfig::new(j.interfaces);
+        c.port = j.port;
+        if let Some(t) = j.multicast_ttl {
+            c.multicast_ttl = t;
+        }
+        if let Some(ms) = j.query_interval_ms {
+            c.query_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = j.record_ttl_ms {
+            c.record_ttl = Duration::from_millis(ms);
+        }
+        c
+    }
+}
+
+/// Finds peers on the local network by mDNS and syncs with each that proves, at the
+/// handshake, to be the device it announced (as the remote `lan:<device>`; reported as
+/// `peer_discovered` / `peer_lost` events). `mdns_json` names the interfaces, and nothing is
+/// sent or joined on any other: `{"interfaces": ["127.0.0.1"], "port": 5353}`, optionally
+/// with `multicast_ttl` (1 to 255, default 255), `query_interval_ms` and `record_ttl_ms`.
+/// `listening_addr` (may be NULL) is where this device listens for peers
+/// (`mesh_client_listen_peers`): with it, the device is announced too. Credentials come from
+/// the enrollment with the hub remote `hub`. Discovery runs until the client is closed (at
+/// most 4 at once).
+///
+/// `MESH_STATUS_INVALID_INPUT` for a configuration that cannot be used (no interface, an
+/// unspecified or multicast address, an IPv6 listening address); `MESH_STATUS_OFFLINE` when a
+/// socket cannot be opened; `MESH_STATUS_NOT_FOUND` when the device is not enrolled with `hub`.
+///
+/// Thread-safety: may be called from any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn mesh_client_discover_peers(
+    client: *const mesh_client,
+    mdns_json: *const c_char,
+    listening_addr: *const c_char,
+    hub: *const c_char,
+    error: *mut *mut mesh_error,
+) -> mesh_status {
+    with_client(client, error, |c| {
+        let mdns: MdnsJson = json_arg(mdns_json, "mdns_json")?;
+        let listening = match opt_str_arg(listening_addr, "listening_addr")? {
+            Some(_) => Some(addr_arg(listening_addr, "listening_addr")?),
+            None => None,
+        };
+        let hub: RemoteId = id_arg(hub, "hub")?;
+        let config = config(c, &hub)?;
+        let discovery = c
+            .run(c.client.discover_peers(mdns.into(), listening, config))
+            .map_err(peer_error)?;
+        c.keep_discovery(discovery)
     })
 }

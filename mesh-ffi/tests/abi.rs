@@ -840,6 +840,24 @@ fn nulls_give_a_status() {
             if client.is_null() {
                 assert_eq!(mesh_client_sync_now(client, o, null_mut()), n);
             }
+            // Peers: a NULL address, configuration or hub name is refused before any socket.
+            assert_eq!(
+                mesh_client_listen_peers(client, null(), x.as_ptr(), o, null_mut()),
+                n
+            );
+            assert_eq!(
+                mesh_client_add_peer(client, x.as_ptr(), null(), x.as_ptr(), null_mut()),
+                n
+            );
+            assert_eq!(
+                mesh_client_discover_peers(client, null(), null(), x.as_ptr(), null_mut()),
+                n
+            );
+            let mdns = cs(r#"{"interfaces": ["127.0.0.1"], "port": 45353}"#);
+            assert_eq!(
+                mesh_client_discover_peers(client, mdns.as_ptr(), null(), null(), null_mut()),
+                n
+            );
         }
     }
     assert!(out.is_null(), "an out-parameter was written on failure");

@@ -42,3 +42,29 @@ def test_two_devices_sync_as_peers_through_the_c_abi(hub, tmp_path):
         assert [s["remote"] for s in phone.status()] == ["hub"]
         with pytest.raises(mesh.InvalidInput):
             phone.add_peer("bad", "not an address")
+
+
+def _free_udp_port():
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_devices_find_each_other_by_mdns_on_loopback(hub, tmp_path):
+    laptop = open_client(hub, "ann", "laptop", store_path=str(tmp_path / "laptop.db"))
+    phone = open_client(hub, "ann", "phone", store_path=str(tmp_path / "phone.db"))
+    with laptop, phone:
+        laptop.sync_now()
+        phone.sync_now()
+        port = _free_udp_port()
+        with pytest.raises(mesh.InvalidInput):
+            phone.discover_peers([], port)
+        with pytest.raises(mesh.InvalidInput):
+            phone.discover_peers(["224.0.0.251"], port)
+        phone.discover_peers(["127.0.0.1"], port, multicast_ttl=1)
+        addr = laptop.listen_peers("127.0.0.1:0")
+        laptop.discover_peers(["127.0.0.1"], port, addr, multicast_ttl=1)
+        found = next(e for e in phone.events(timeout=10) if e["type"] == "peer_discovered")
+        assert (found["device"], found["addr"]) == ("laptop", addr)
+        assert [s["remote"] for s in phone.status()] == ["hub", "lan:laptop"]

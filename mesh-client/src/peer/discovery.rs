@@ -134,7 +134,7 @@ fn addresses_in(entry: &Entry, user: &UserId) -> Option<(DeviceId, Vec<SocketAdd
 
 /// Whether a peer could connect to `addr`: a port, and one host (not every host, a group or
 /// a broadcast).
-fn reachable(addr: &SocketAddr) -> bool {
+pub(crate) fn reachable(addr: &SocketAddr) -> bool {
     let ip = addr.ip();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast

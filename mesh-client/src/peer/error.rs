@@ -37,6 +37,9 @@ pub enum PeerError {
     /// The peer's device is revoked.
     #[error("the peer's device {0} is revoked")]
     Revoked(String),
+    /// A configuration that cannot be used (an mDNS interface or announcement, say).
+    #[error("peer configuration: {0}")]
+    Config(String),
     /// The other side refused this device at the handshake, with its code.
     #[error("the peer refused this device ({code}): {message}")]
     Refused {
@@ -49,7 +52,7 @@ pub enum PeerError {
 
 impl PeerError {
     /// The stable code: `offline`, `tls`, `timeout`, `protocol`, `payload_too_large`,
-    /// `untrusted_certificate`, `expired_certificate`, `revoked`, or the peer's code for
+    /// `untrusted_certificate`, `expired_certificate`, `revoked`, `config`, or the peer's code for
     /// [`PeerError::Refused`].
     pub fn code(&self) -> &str {
         match self {
@@ -61,6 +64,7 @@ impl PeerError {
             PeerError::Untrusted(_) => "untrusted_certificate",
             PeerError::Expired(_) => "expired_certificate",
             PeerError::Revoked(_) => "revoked",
+            PeerError::Config(_) => "config",
             PeerError::Refused { code, .. } => code,
         }
     }
@@ -77,7 +81,7 @@ impl From<PeerError> for TransportError {
         match e {
             PeerError::Io(m) | PeerError::Tls(m) => TransportError::Offline(m),
             PeerError::Timeout => TransportError::Timeout,
-            PeerError::Protocol(m) => TransportError::Protocol(m),
+            PeerError::Protocol(m) | PeerError::Config(m) => TransportError::Protocol(m),
             e @ PeerError::FrameTooLarge { .. } => TransportError::Protocol(e.to_string()),
             e @ (PeerError::Untrusted(_) | PeerError::Expired(_) | PeerError::Revoked(_)) => {
                 TransportError::Refused {

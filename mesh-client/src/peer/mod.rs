@@ -15,7 +15,10 @@
 //!    length-prefixed frames with a size cap (see [`wire`]).
 //!
 //! Devices find each other by the addresses each publishes in its own device record
-//! ([`discovery`]: [`MeshClient::publish_peer_addresses`], [`MeshClient::peer_addresses`]).
+//! ([`discovery`]: [`MeshClient::publish_peer_addresses`], [`MeshClient::peer_addresses`]),
+//! and on the local network by mDNS on the interfaces the application names ([`mdns`];
+//! [`MeshClient::discover_peers`] syncs with every device found that proves who it
+//! announced).
 //!
 //! The listening side answers through the same access guard as a hub, as the authenticated
 //! peer's user: a Reader's device cannot write through a peer. The wire format is specified in
@@ -24,6 +27,7 @@
 //! [`MeshClient::listen_peers`]: crate::MeshClient::listen_peers
 //! [`MeshClient::publish_peer_addresses`]: crate::MeshClient::publish_peer_addresses
 //! [`MeshClient::peer_addresses`]: crate::MeshClient::peer_addresses
+//! [`MeshClient::discover_peers`]: crate::MeshClient::discover_peers
 //! [`Transport`]: crate::transport::Transport
 //! [`DeviceCertificate`]: mesh_core::trust::DeviceCertificate
 
@@ -33,6 +37,8 @@ mod error;
 mod frame;
 mod handshake;
 mod listener;
+pub mod mdns;
+mod nearby;
 mod tls;
 mod transport;
 pub mod wire;
@@ -42,5 +48,7 @@ pub use discovery::PeerAddress;
 pub use error::PeerError;
 pub use handshake::{PeerIdentity, HELLO_TAG, PEER_PROTOCOL_VERSION};
 pub use listener::PeerListener;
+pub use mdns::{DiscoveredPeer, MdnsAnnouncement, MdnsConfig, MdnsDiscovery};
+pub use nearby::{PeerDiscovery, MAX_NEARBY_REMOTES};
 pub use tls::EXPORTER_LABEL;
 pub use transport::PeerTransport;

@@ -143,6 +143,27 @@ pub enum Event {
         /// Where the connection came from.
         addr: std::net::SocketAddr,
     },
+    /// A device announced on the local network proved, at the handshake, to be who it
+    /// announced, and is now synced with as the remote `lan:<device>` (see
+    /// [`MeshClient::discover_peers`](crate::MeshClient::discover_peers)).
+    PeerDiscovered {
+        /// Its user.
+        user: UserId,
+        /// Its device.
+        device: DeviceId,
+        /// Where it listens.
+        addr: std::net::SocketAddr,
+    },
+    /// A device discovery added is no longer announced (it said goodbye, or was not heard
+    /// within its time to live); its remote was removed.
+    PeerLost {
+        /// Its user.
+        user: UserId,
+        /// Its device.
+        device: DeviceId,
+        /// Where it listened.
+        addr: std::net::SocketAddr,
+    },
     /// The remote became reachable.
     Online {
         /// The remote.

@@ -11,6 +11,7 @@ mod mapping_safety;
 mod peer;
 mod peer_discovery;
 mod peer_events;
+mod peer_mdns;
 mod peer_mesh;
 mod peer_rules;
 mod role_matrix;

@@ -14,7 +14,7 @@ use crate::peer::loopback;
 
 /// Ann's device `name` on a SQLite store in `dir`, syncing (when asked) with `hub` through a
 /// link the test can cut.
-async fn device(
+pub(crate) async fn device(
     hub: &InProcessHub,
     net: &SimNetwork,
     dir: &std::path::Path,
@@ -32,7 +32,7 @@ async fn device(
 }
 
 /// `c` listens for peers with the certificate its hub issued (it must have synced with it).
-async fn listen(c: &MeshClient) -> PeerListener {
+pub(crate) async fn listen(c: &MeshClient) -> PeerListener {
     let config = c
         .peer_config(&"hub".parse().unwrap())
         .await
@@ -54,7 +54,7 @@ async fn add_peer(c: &MeshClient, name: &str, addr: std::net::SocketAddr) {
 }
 
 /// Syncs `c` with every remote; the hub may be unreachable.
-async fn sync(c: &MeshClient) {
+pub(crate) async fn sync(c: &MeshClient) {
     for (remote, outcome) in c.sync_each().await.unwrap() {
         if remote.as_str() != "hub" {
             outcome.unwrap_or_else(|e| panic!("sync with {remote}: {e}"));
@@ -62,7 +62,7 @@ async fn sync(c: &MeshClient) {
     }
 }
 
-async fn titles(c: &MeshClient, folder: &FolderId, notes: &FeedName) -> Vec<String> {
+pub(crate) async fn titles(c: &MeshClient, folder: &FolderId, notes: &FeedName) -> Vec<String> {
     let mut t: Vec<String> = c
         .query(folder, notes, Query::default())
         .await

@@ -52,6 +52,7 @@ SIGNATURES = {
     "mesh_client_remove_peer": (I, [P, S, ERR]),
     "mesh_client_publish_peer_addresses": (I, [P, S, ERR]),
     "mesh_client_peer_addresses": (I, [P, OUT, ERR]),
+    "mesh_client_discover_peers": (I, [P, S, S, S, ERR]),
     "mesh_error_status": (I, [P]),
     "mesh_error_message": (S, [P]),
     "mesh_error_free": (None, [P]),

@@ -351,6 +351,18 @@ class Client:
         """Where the user's other devices said they listen: [{"device", "addr"}]."""
         return self._j(lib.mesh_client_peer_addresses)
 
+    def discover_peers(self, interfaces, port=5353, listening_addr=None, hub="hub", *,
+                       multicast_ttl=None):
+        """Finds peers by mDNS on `interfaces` (IPv4 addresses of local interfaces; nothing is
+        sent anywhere else) and syncs with each that proves to be the device it announced, as
+        the remote "lan:<device>" (events "peer_discovered" / "peer_lost"). With
+        `listening_addr` (from `listen_peers`) this device is announced too."""
+        cfg = {"interfaces": list(interfaces), "port": port}
+        if multicast_ttl is not None:
+            cfg["multicast_ttl"] = multicast_ttl
+        _call(lib.mesh_client_discover_peers, self.handle, _j(cfg), _b(listening_addr),
+              _b(hub))
+
     def conflicts(self, folder):
         """The entries of a folder that have conflicts."""
         return self._j(lib.mesh_client_conflicts, _b(folder))
