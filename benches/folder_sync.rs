@@ -6,8 +6,12 @@
 //! ```text
 //! cargo bench --bench folder_sync -- [--quick] [--files N] [--file-kib K] [--big-mib M]
 //!     [--change-kib K] [--dir DIR] [--keep] [--rounds N] [--timeout-s S] [--in-process]
-//!     [--peer] [--durability full|normal]
+//!     [--peer] [--compare [--repeat N]] [--durability full|normal]
 //! ```
+//!
+//! `--compare` runs cases (a) to (c) with the hub over HTTP and with the peer transport in
+//! one process on the same data, alternating, `--repeat` times each (3 by default, fresh
+//! replicas every time, rsync after every case), and prints the medians side by side.
 //!
 //! Cases, each run first with mesh and then with rsync on the same source directory:
 //!
@@ -84,6 +88,9 @@ struct Options {
     timeout: Duration,
     in_process: bool,
     peer: bool,
+    /// `--compare`: the hub over HTTP and the peer transport in one run, `repeat` times each.
+    compare: bool,
+    repeat: usize,
     durability: Durability,
 }
 
@@ -100,6 +107,8 @@ impl Options {
             timeout: Duration::from_secs(900),
             in_process: false,
             peer: false,
+            compare: false,
+            repeat: 3,
             durability: Durability::Full,
         };
         let mut args = std::env::args().skip(1);
@@ -123,6 +132,8 @@ impl Options {
                 "--keep" => o.keep = true,
                 "--in-process" => o.in_process = true,
                 "--peer" => o.peer = true,
+                "--compare" => o.compare = true,
+                "--repeat" => o.repeat = value("--repeat")?.parse()?,
                 "--durability" => {
                     o.durability = match value("--durability")?.as_str() {
                         "full" => Durability::Full,
@@ -138,12 +149,16 @@ impl Options {
                     println!(
                         "folder_sync [--quick] [--files N] [--file-kib K] [--big-mib M] \
                          [--change-kib K] [--dir DIR] [--rounds N] [--timeout-s S] [--keep] \
-                         [--in-process] [--peer] [--durability full|normal]"
+                         [--in-process] [--peer] [--compare [--repeat N]] \
+                         [--durability full|normal]"
                     );
                     std::process::exit(0);
                 }
                 other => return Err(format!("unknown argument {other:?}").into()),
             }
+        }
+        if o.compare && o.repeat == 0 {
+            return Err("--repeat must be at least 1".into());
         }
         if o.change_kib * 1024 > o.big_mib * 1024 * 1024 {
             return Err("--change-kib is larger than the big file".into());
@@ -633,6 +648,207 @@ fn report_problems(who: &'static str, client: &MeshClient) {
     });
 }
 
+/// Where the run's source data lives.
+struct Data {
+    small_src: PathBuf,
+    big_src: PathBuf,
+    big_file: PathBuf,
+}
+
+/// Cases (a), (b) and (c) with `mesh`, each followed by rsync into `rsync_dst`: the rows,
+/// and the small files' folder and B's copy of it (for case (d)). The source trees are read
+/// afresh, so a repeat starts from the big file as the previous (c) left it.
+async fn abc(
+    o: &Options,
+    mesh: &MeshSide,
+    rsync: &RsyncSide,
+    rsync_dst: &Path,
+    data: &Data,
+    rng: &mut fastrand::Rng,
+) -> Result<(Vec<Row>, FolderId, PathBuf)> {
+    let (small_src, big_src, big_file) = (&data.small_src, &data.big_src, &data.big_file);
+    let small_tree = tree(small_src)?;
+    let big_tree = tree(big_src)?;
+    let mut rows = Vec::new();
+
+    // (a) many small files.
+    let case = format!("{} × {} KiB", o.files, o.file_kib);
+    println!("\n[a] {case}");
+    let (folder, dst) = mesh.folder("small").await?;
+    let m = mesh
+        .timed(&folder, &dst, &small_tree, async {
+            mesh.a.map_folder(&folder, small_src).await?;
+            mesh.a.rescan(&folder).await?;
+            Ok(())
+        })
+        .await?;
+    m.show();
+    flush_disks();
+    let (r, rdst) = rsync.run_into("small", rsync_dst).await?;
+    r.show();
+    if !equal(&small_tree, &rdst)? {
+        return Err("rsync's copy of the small files differs from the source".into());
+    }
+    flush_disks();
+    rows.push(Row {
+        case,
+        mesh: m,
+        rsync: r,
+        target: "time ≤ 2× rsync".into(),
+    });
+
+    // (b) one big file.
+    let case = format!("1 × {} MiB", o.big_mib);
+    println!("\n[b] {case}");
+    let (big_folder, big_dst) = mesh.folder("big").await?;
+    let m = mesh
+        .timed(&big_folder, &big_dst, &big_tree, async {
+            mesh.a.map_folder(&big_folder, big_src).await?;
+            mesh.a.rescan(&big_folder).await?;
+            Ok(())
+        })
+        .await?;
+    m.show();
+    flush_disks();
+    let (r, rdst) = rsync.run_into("big", rsync_dst).await?;
+    r.show();
+    if !equal(&big_tree, &rdst)? {
+        return Err("rsync's copy of the big file differs from the source".into());
+    }
+    flush_disks();
+    rows.push(Row {
+        case,
+        mesh: m,
+        rsync: r,
+        target: "time ≤ 2× rsync".into(),
+    });
+
+    // (c) 1 MiB changed in the middle of the big file, synced onto the previous copies.
+    let case = format!("{} KiB changed in the big file", o.change_kib);
+    println!("\n[c] {case}");
+    // The new bytes and the expected result are prepared off the clock; the clock starts
+    // before the write, since A's watcher may start publishing at once.
+    let mut patch = vec![0u8; o.change_kib * 1024];
+    rng.fill(&mut patch);
+    let offset = ((o.big_mib << 20) - patch.len()) as u64 / 2;
+    let (edited_tree, delta) = patched_tree(big_src, "big.bin", offset, &patch)?;
+    println!(
+        "  the edit in chunks: {} of {} chunks new ({}), new manifest {}: at least {} per side",
+        delta.new_chunks,
+        delta.chunks,
+        mib(delta.new_bytes),
+        mib(delta.manifest_bytes),
+        mib(delta.new_bytes + delta.manifest_bytes),
+    );
+    let m = mesh
+        .timed(&big_folder, &big_dst, &edited_tree, async {
+            write_at(big_file, offset, &patch)?;
+            mesh.a.rescan(&big_folder).await?;
+            Ok(())
+        })
+        .await?;
+    m.show();
+    flush_disks();
+    let (r, rdst) = rsync.run_into("big", rsync_dst).await?;
+    r.show();
+    if !equal(&edited_tree, &rdst)? {
+        return Err("rsync's copy of the edited big file differs from the source".into());
+    }
+    rows.push(Row {
+        case,
+        mesh: m,
+        rsync: r,
+        target: "mesh bytes < 1.5 MiB".into(),
+    });
+
+    Ok((rows, folder, dst))
+}
+
+/// `--compare`: the hub over HTTP and the peer transport, each `repeat` times on fresh
+/// replicas (the same data), with rsync after each case; then the medians side by side.
+async fn compare(
+    o: &Options,
+    root: &Path,
+    data: &Data,
+    rsync: &RsyncSide,
+    rng: &mut fastrand::Rng,
+) -> Result<()> {
+    let transports = ["hub", "peer"];
+    // results[transport][case] = the runs' rows.
+    let mut results: Vec<Vec<Vec<Row>>> = transports.iter().map(|_| Vec::new()).collect();
+    for i in 0..o.repeat {
+        for (t, name) in transports.iter().enumerate() {
+            let side_root = root.join(format!("{name}-{i}"));
+            std::fs::create_dir_all(&side_root)?;
+            // The previous run's device marked the source directories as its mappings; this
+            // run's device is another one.
+            for src in [&data.small_src, &data.big_src] {
+                let _ = std::fs::remove_file(src.join(mesh::client::mapping::MARKER_FILE));
+            }
+            println!("\n==== {name}, run {} of {}", i + 1, o.repeat);
+            let mut mesh = if *name == "peer" {
+                MeshSide::start_peer(&side_root, o.durability).await?
+            } else {
+                MeshSide::start(&side_root, false, o.durability).await?
+            };
+            mesh.max_rounds = o.max_rounds;
+            mesh.timeout = o.timeout;
+            let (rows, _, _) =
+                abc(o, &mesh, rsync, &side_root.join("rsync-dst"), data, rng).await?;
+            mesh.a.close();
+            mesh.b.close();
+            drop(mesh);
+            for (c, row) in rows.into_iter().enumerate() {
+                if results[t].len() <= c {
+                    results[t].push(Vec::new());
+                }
+                results[t][c].push(row);
+            }
+            // The copies are not needed any more; the disk is.
+            let _ = std::fs::remove_dir_all(&side_root);
+        }
+    }
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!(
+        "medians of {} runs each, hub and peer alternating in one process on the same data",
+        o.repeat
+    );
+    println!(
+        "| case | transport | mesh time | rsync time (same runs) | mesh/rsync | mesh bytes on the wire (all hops) | rsync bytes |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for c in 0..results[0].len() {
+        for (t, name) in transports.iter().enumerate() {
+            let runs = &results[t][c];
+            let mesh_t = median(runs.iter().map(|r| r.mesh.time.as_secs_f64()).collect());
+            let rsync_t = median(runs.iter().map(|r| r.rsync.time.as_secs_f64()).collect());
+            let bytes = median(
+                runs.iter()
+                    .map(|r| (r.mesh.bytes_a() + r.mesh.bytes_b()) as f64)
+                    .collect(),
+            );
+            let rbytes = median(runs.iter().map(|r| r.rsync.wire as f64).collect());
+            let times: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.2}", r.mesh.time.as_secs_f64()))
+                .collect();
+            println!(
+                "| {} | {name} | {mesh_t:.2} s ({}) | {rsync_t:.2} s | {:.2}× | {} | {} |",
+                runs[0].case,
+                times.join(", "),
+                mesh_t / rsync_t,
+                mib(bytes as u64),
+                mib(rbytes as u64),
+            );
+        }
+    }
+    Ok(())
+}
+
 // ---- rsync -----------------------------------------------------------------------------------
 
 struct RsyncSide {
@@ -711,8 +927,9 @@ impl RsyncSide {
         })
     }
 
-    async fn run(&self, module: &str) -> Result<(RsyncRun, PathBuf)> {
-        let dst = self.dst.join(module);
+    /// One timed copy of `module` into `dst_root/module` (a fresh directory copies it all).
+    async fn run_into(&self, module: &str, dst_root: &Path) -> Result<(RsyncRun, PathBuf)> {
+        let dst = dst_root.join(module);
         std::fs::create_dir_all(&dst)?;
         let url = format!("rsync://{}/{module}/", self.proxy);
         let (u0, d0) = self.counter.snapshot();
@@ -878,8 +1095,6 @@ async fn run(o: &Options) -> Result<()> {
     }
     std::fs::create_dir_all(&big_src)?;
     random_file(&mut rng, &big_file, o.big_mib << 20)?;
-    let small_tree = tree(&small_src)?;
-    let big_tree = tree(&big_src)?;
     flush_disks();
     println!(
         "data: {} files of {} KiB and one file of {} MiB, written in {:.1} s",
@@ -889,6 +1104,20 @@ async fn run(o: &Options) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
+    let rsync = RsyncSide::start(&root, &[("small", &small_src), ("big", &big_src)]).await?;
+    let data = Data {
+        small_src: small_src.clone(),
+        big_src: big_src.clone(),
+        big_file: big_file.clone(),
+    };
+    if o.compare {
+        compare(o, &root, &data, &rsync, &mut rng).await?;
+        drop(rsync);
+        if o.keep {
+            println!("kept {}", tmp.keep().display());
+        }
+        return Ok(());
+    }
     let mut mesh = if o.peer {
         MeshSide::start_peer(&root, o.durability).await?
     } else {
@@ -896,104 +1125,14 @@ async fn run(o: &Options) -> Result<()> {
     };
     mesh.max_rounds = o.max_rounds;
     mesh.timeout = o.timeout;
-    let rsync = RsyncSide::start(&root, &[("small", &small_src), ("big", &big_src)]).await?;
-    let mut rows = Vec::new();
-
-    // (a) many small files.
-    let case = format!("{} × {} KiB", o.files, o.file_kib);
-    println!("\n[a] {case}");
-    let (folder, dst) = mesh.folder("small").await?;
-    let m = mesh
-        .timed(&folder, &dst, &small_tree, async {
-            mesh.a.map_folder(&folder, &small_src).await?;
-            mesh.a.rescan(&folder).await?;
-            Ok(())
-        })
-        .await?;
-    m.show();
-    flush_disks();
-    let (r, rdst) = rsync.run("small").await?;
-    r.show();
-    if !equal(&small_tree, &rdst)? {
-        return Err("rsync's copy of the small files differs from the source".into());
-    }
-    flush_disks();
-    rows.push(Row {
-        case,
-        mesh: m,
-        rsync: r,
-        target: "time ≤ 2× rsync".into(),
-    });
-
-    // (b) one big file.
-    let case = format!("1 × {} MiB", o.big_mib);
-    println!("\n[b] {case}");
-    let (big_folder, big_dst) = mesh.folder("big").await?;
-    let m = mesh
-        .timed(&big_folder, &big_dst, &big_tree, async {
-            mesh.a.map_folder(&big_folder, &big_src).await?;
-            mesh.a.rescan(&big_folder).await?;
-            Ok(())
-        })
-        .await?;
-    m.show();
-    flush_disks();
-    let (r, rdst) = rsync.run("big").await?;
-    r.show();
-    if !equal(&big_tree, &rdst)? {
-        return Err("rsync's copy of the big file differs from the source".into());
-    }
-    flush_disks();
-    rows.push(Row {
-        case,
-        mesh: m,
-        rsync: r,
-        target: "time ≤ 2× rsync".into(),
-    });
-
-    // (c) 1 MiB changed in the middle of the big file, synced onto the previous copies.
-    let case = format!("{} KiB changed in the big file", o.change_kib);
-    println!("\n[c] {case}");
-    // The new bytes and the expected result are prepared off the clock; the clock starts
-    // before the write, since A's watcher may start publishing at once.
-    let mut patch = vec![0u8; o.change_kib * 1024];
-    rng.fill(&mut patch);
-    let offset = ((o.big_mib << 20) - patch.len()) as u64 / 2;
-    let (edited_tree, delta) = patched_tree(&big_src, "big.bin", offset, &patch)?;
-    println!(
-        "  the edit in chunks: {} of {} chunks new ({}), new manifest {}: at least {} per side",
-        delta.new_chunks,
-        delta.chunks,
-        mib(delta.new_bytes),
-        mib(delta.manifest_bytes),
-        mib(delta.new_bytes + delta.manifest_bytes),
-    );
-    let m = mesh
-        .timed(&big_folder, &big_dst, &edited_tree, async {
-            write_at(&big_file, offset, &patch)?;
-            mesh.a.rescan(&big_folder).await?;
-            Ok(())
-        })
-        .await?;
-    m.show();
-    flush_disks();
-    let (r, rdst) = rsync.run("big").await?;
-    r.show();
-    if !equal(&edited_tree, &rdst)? {
-        return Err("rsync's copy of the edited big file differs from the source".into());
-    }
-    rows.push(Row {
-        case,
-        mesh: m,
-        rsync: r,
-        target: "mesh bytes < 1.5 MiB".into(),
-    });
+    let (rows, folder, dst) = abc(o, &mesh, &rsync, &rsync.dst, &data, &mut rng).await?;
 
     // (d) every small file deleted (mesh only): the publishing of 10,000 deletions against
     // that of 10,000 creations in (a). A maps the same directory again without a watcher (it
     // carries on from the directory's index), so that the deletions are made off the clock and
     // the clock covers the publishing pass alone, as in (a).
     let created = rows[0].mesh.phases[0].0;
+    let small_tree = tree(&small_src)?;
     println!("\n[d] the {} small files deleted", o.files);
     mesh.a
         .map_folder_with(

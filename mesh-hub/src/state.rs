@@ -131,6 +131,9 @@ pub(crate) struct Inner {
     pub reader_pool: Option<ReaderPool>,
     /// The epoch the hub announces (SQLite replicas; see [`crate::epoch`]).
     pub epoch: std::sync::OnceLock<mesh_core::sync::Epoch>,
+    /// Held from the stored-bytes quota check of an upload to the write it admits, so that
+    /// two uploads cannot both pass the check on the same free bytes (within this process).
+    pub quota_bytes: Mutex<()>,
 }
 
 /// How many reads run at once on their own SQLite connections.
@@ -251,6 +254,7 @@ impl HubState {
             data_dir: Mutex::new(None),
             epoch: std::sync::OnceLock::new(),
             reader_pool,
+            quota_bytes: Mutex::new(()),
             config,
         }))
     }

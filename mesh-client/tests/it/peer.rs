@@ -118,16 +118,22 @@ async fn laptop_with_notes(
         .listen_peers(loopback(), mesh.config("ann", "laptop", key))
         .await
         .unwrap();
-    let folder = laptop
-        .create_folder("Notes", FolderKind::app("notes").unwrap())
+    let (folder, notes) = notes_folder(&laptop, "Notes").await;
+    (laptop, listener, folder, notes)
+}
+
+/// A notes folder named `name` that `c` founds, with its `notes` feed.
+pub(crate) async fn notes_folder(c: &MeshClient, name: &str) -> (FolderId, FeedName) {
+    let folder = c
+        .create_folder(name, FolderKind::app("notes").unwrap())
         .await
         .unwrap()
         .id;
-    let notes = laptop
+    let notes = c
         .create_feed(&folder, "notes".parse().unwrap(), "Notes")
         .await
         .unwrap();
-    (laptop, listener, folder, notes)
+    (folder, notes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use mesh_client::prelude::*;
 use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork};
 use tokio::sync::watch;
 
-use crate::peer::next_event;
+use crate::peer::{next_event, notes_folder};
 use crate::peer_mesh::{device, listen, sync, titles};
 
 /// A UDP port free on loopback right now, for this test's mDNS group alone.
@@ -101,15 +101,7 @@ async fn mdns_on_loopback_finds_a_peer_that_proves_who_it_is_and_syncs_with_it()
     // peer.
     laptop_link.set_online(false);
     phone_link.set_online(false);
-    let folder = laptop
-        .create_folder("Trip", FolderKind::app("notes").unwrap())
-        .await
-        .unwrap()
-        .id;
-    let notes = laptop
-        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
+    let (folder, notes) = notes_folder(&laptop, "Trip").await;
     laptop
         .put(
             &folder,

@@ -10,7 +10,7 @@ use mesh_client::transport::{
 
 use crate::common::builder;
 use crate::mapping::{noise, quiet_mapping, snapshot};
-use crate::peer::loopback;
+use crate::peer::{loopback, notes_folder};
 
 /// Ann's device `name` on a SQLite store in `dir`, syncing (when asked) with `hub` through a
 /// link the test can cut.
@@ -101,15 +101,7 @@ async fn three_devices_converge_through_peers_while_the_hub_is_away_then_with_th
     for link in [&laptop_link, &phone_link, &tablet_link] {
         link.set_online(false);
     }
-    let folder = laptop
-        .create_folder("Trip", FolderKind::app("notes").unwrap())
-        .await
-        .unwrap()
-        .id;
-    let notes = laptop
-        .create_feed(&folder, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
+    let (folder, notes) = notes_folder(&laptop, "Trip").await;
     laptop
         .put(
             &folder,

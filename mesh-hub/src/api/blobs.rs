@@ -195,8 +195,12 @@ pub(crate) async fn upload(
             .run(move |r| crate::quota::owners_and_folders(r, &ff))
             .await??
     };
+    let inner = state.0.clone();
     let (count, added) = state
         .blobs(move |b| {
+            // With a quota to hold, the check and the write it admits are one step.
+            let _held = (!owners.is_empty())
+                .then(|| inner.quota_bytes.lock().unwrap_or_else(|p| p.into_inner()));
             crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
             let added = b.put(&folder, &objects).map_err(store_error)?;
             Ok::<_, ApiError>((objects.len(), added))

@@ -432,3 +432,34 @@ async fn push_owner(transport: &HttpTransport, user: &str, folder: &str) -> Stri
         .expect_err("the push is refused");
     err.to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_cannot_share_the_same_free_bytes() {
+    use mesh_core::blob::ChunkHash;
+    let hub = TestHub::start(hub_with(HubConfig {
+        quotas: Quotas {
+            max_bytes_per_user: 100_000,
+            ..Quotas::default()
+        },
+        ..HubConfig::default()
+    }))
+    .await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    let (s, v) = ann
+        .post("/mesh/folders", json!({"name": "q", "id": "q@ann"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let q: FolderId = "q@ann".parse().unwrap();
+    let t = hub.transport("ann", "ann-desktop");
+    // Eight uploads of 30,000 new bytes each, at once: the quota has room for three.
+    let uploads = (0..8u8).map(|n| {
+        let data = vec![n; 30_000];
+        t.put_objects(&q, vec![(ChunkHash::of(&data), data)])
+    });
+    let results = futures::future::join_all(uploads).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let (_, bytes) = hub.hub.blobs().usage().unwrap();
+    assert!(bytes <= 100_000, "{bytes} bytes stored past the quota");
+    assert_eq!(stored, 3, "{results:?}");
+    hub.stop().await;
+}
