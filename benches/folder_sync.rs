@@ -774,8 +774,8 @@ async fn compare(
     rng: &mut fastrand::Rng,
 ) -> Result<()> {
     let transports = ["hub", "peer"];
-    // results[transport][case] = the runs' rows.
-    let mut results: Vec<Vec<Vec<Row>>> = transports.iter().map(|_| Vec::new()).collect();
+    // results[case][transport] = the runs' rows.
+    let mut results: Vec<Vec<Vec<Row>>> = Vec::new();
     for i in 0..o.repeat {
         for (t, name) in transports.iter().enumerate() {
             let side_root = root.join(format!("{name}-{i}"));
@@ -799,10 +799,10 @@ async fn compare(
             mesh.b.close();
             drop(mesh);
             for (c, row) in rows.into_iter().enumerate() {
-                if results[t].len() <= c {
-                    results[t].push(Vec::new());
+                if results.len() <= c {
+                    results.push(transports.iter().map(|_| Vec::new()).collect());
                 }
-                results[t][c].push(row);
+                results[c][t].push(row);
             }
             // The copies are not needed any more; the disk is.
             let _ = std::fs::remove_dir_all(&side_root);
@@ -821,9 +821,8 @@ async fn compare(
         "| case | transport | mesh time | rsync time (same runs) | mesh/rsync | mesh bytes on the wire (all hops) | rsync bytes |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for c in 0..results[0].len() {
-        for (t, name) in transports.iter().enumerate() {
-            let runs = &results[t][c];
+    for per_case in &results {
+        for (runs, name) in per_case.iter().zip(transports) {
             let mesh_t = median(runs.iter().map(|r| r.mesh.time.as_secs_f64()).collect());
             let rsync_t = median(runs.iter().map(|r| r.rsync.time.as_secs_f64()).collect());
             let bytes = median(
