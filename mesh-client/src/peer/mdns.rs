@@ -14,7 +14,8 @@
 //! `simple-dns`; anything malformed is dropped. An instance counts only with its PTR, SRV,
 //! TXT (`v=1`, `user=`, `device=`, valid ids) and A records in one response, and only if the
 //! announced address is the one the packet came from (an announcement cannot point this
-//! device at a third host). At most [`MAX_DISCOVERED`] instances are remembered, each for at
+//! device at a third host). At most [`MAX_DISCOVERED`] instances are remembered, at most
+//! [`MAX_PER_HOST`] from one address, each for at
 //! most [`MdnsConfig::record_ttl`] after it was last heard; a time to live of 0 (a goodbye)
 //! forgets it. Queries are answered at most once per [`MIN_ANSWER_GAP`]. A discovered
 //! address is only a hint: the peer handshake proves who answers.
@@ -50,6 +51,10 @@ pub const MDNS_PORT: u16 = 5353;
 
 /// The most instances one browser remembers (more are ignored until some expire).
 pub const MAX_DISCOVERED: usize = 64;
+
+/// The most instances remembered from one sending address (one host cannot crowd out the
+/// others).
+pub const MAX_PER_HOST: usize = 4;
 
 /// The most interfaces one discovery runs on.
 pub const MAX_INTERFACES: usize = 16;
@@ -513,6 +518,8 @@ impl Runner {
         let mut tick = tokio::time::interval(self.config.query_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; MAX_PACKET];
+        // Receive errors in a row: a socket that keeps failing is given a pause, not a spin.
+        let mut failures = 0u32;
         self.announce(ttl).await;
         loop {
             tokio::select! {
@@ -525,10 +532,19 @@ impl Runner {
                     self.query().await;
                 }
                 _ = wake.notified() => self.query().await,
-                got = self.recv.recv_from(&mut buf) => {
-                    // A UDP receive error concerns one datagram; the next may be fine.
-                    if let Ok((n, from)) = got {
+                got = self.recv.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => {
+                        failures = 0;
                         self.heard(&buf[..n], from.ip(), ttl).await;
+                    }
+                    // A UDP receive error usually concerns one datagram; the next may be
+                    // fine. Many in a row slow the loop down instead of spinning.
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        if failures >= 16 {
+                            tracing::debug!(error = %e, "mDNS receive keeps failing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 }
             }
@@ -598,7 +614,13 @@ impl Runner {
                     changed |= f.peer != peer;
                     f.peer = peer;
                     f.until = until;
-                } else if found.len() < MAX_DISCOVERED {
+                } else if found.len() < MAX_DISCOVERED
+                    && found
+                        .values()
+                        .filter(|f| f.peer.addr.ip() == peer.addr.ip())
+                        .count()
+                        < MAX_PER_HOST
+                {
                     found.insert(instance, Found { peer, until });
                     changed = true;
                 }
@@ -728,6 +750,40 @@ mod tests {
         assert!(refused("224.0.0.251:4100", "d"));
         assert!(refused("127.0.0.1:4100", &"d".repeat(250)));
         assert!(!refused("127.0.0.1:4100", &"d".repeat(248)));
+    }
+
+    #[tokio::test]
+    async fn one_host_cannot_fill_the_list() {
+        let config = MdnsConfig::loopback({
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        });
+        let recv = UdpSocket::from_std(receiving_socket(&config).unwrap().into()).unwrap();
+        let (tx, rx) = watch::channel(Vec::new());
+        let run = Runner {
+            config,
+            recv,
+            senders: Vec::new(),
+            me: None,
+            found: Mutex::new(HashMap::new()),
+            last_answer: Mutex::new(None),
+            tx,
+        };
+        let from = |ip: &str, n: usize| {
+            let peer = DiscoveredPeer {
+                user: "eve".parse().unwrap(),
+                device: format!("fake-{n}").parse().unwrap(),
+                addr: format!("{ip}:{}", 4000 + n).parse().unwrap(),
+            };
+            (format!("i{ip}-{n}"), Some(peer), 120)
+        };
+        run.learn((0..10).map(|n| from("127.0.0.2", n)).collect());
+        assert_eq!(rx.borrow().len(), MAX_PER_HOST);
+        // Another host still gets in; a goodbye frees a slot.
+        run.learn(vec![from("127.0.0.3", 0)]);
+        assert_eq!(rx.borrow().len(), MAX_PER_HOST + 1);
+        run.learn(vec![("i127.0.0.2-0".into(), None, 0)]);
+        assert_eq!(rx.borrow().len(), MAX_PER_HOST);
     }
 
     proptest::proptest! {

@@ -143,30 +143,36 @@ async fn follow(
                 });
             }
         }
-        for peer in now {
+        // Every new candidate is tried at once: a host announcing addresses that never
+        // answer delays no one beyond one handshake timeout.
+        let candidates = now.into_iter().filter(|p| !active.contains_key(&p.device));
+        let tries = candidates.filter_map(|peer| {
+            let name = format!("lan:{}", peer.device).parse::<RemoteId>().ok()?;
+            let transport = PeerTransport::new(peer.addr, config.clone()).ok()?;
+            Some(async move {
+                // The handshake has its own timeout; only a peer that proves the announced
+                // identity is synced with (an address is a hint, not a proof).
+                match transport.connect().await {
+                    Ok(id) if id.user == peer.user && id.device == peer.device => {
+                        Some((peer, name, transport))
+                    }
+                    Ok(id) => {
+                        tracing::debug!(announced = %peer.device, proved = %id.device,
+                            "a nearby peer proved another identity than it announced");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(device = %peer.device, addr = %peer.addr, error = %e,
+                            "a nearby peer could not be reached");
+                        None
+                    }
+                }
+            })
+        });
+        for (peer, name, transport) in futures::future::join_all(tries).await.into_iter().flatten()
+        {
             if active.contains_key(&peer.device) || active.len() >= MAX_NEARBY_REMOTES {
                 continue;
-            }
-            let Ok(name) = format!("lan:{}", peer.device).parse::<RemoteId>() else {
-                continue;
-            };
-            let Ok(transport) = PeerTransport::new(peer.addr, config.clone()) else {
-                continue;
-            };
-            // The handshake has its own timeout; only a peer that proves the announced
-            // identity is synced with (an address is a hint, not a proof).
-            match transport.connect().await {
-                Ok(id) if id.user == peer.user && id.device == peer.device => {}
-                Ok(id) => {
-                    tracing::debug!(announced = %peer.device, proved = %id.device,
-                        "a nearby peer proved another identity than it announced");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(device = %peer.device, addr = %peer.addr, error = %e,
-                        "a nearby peer could not be reached");
-                    continue;
-                }
             }
             if client.add_remote(name.clone(), transport).is_ok() {
                 let _ = client.inner.events.send(Event::PeerDiscovered {
