@@ -13,14 +13,16 @@
 //! remote (a [`PeerTransport`] built from its enrollment with [`MeshClient::peer_config`]);
 //! both write, and they converge with no hub.
 //! Finally the hub starts again on the same data and both devices converge with it: every
-//! to-do once, nothing left to move. The example checks what it prints and exits with an
-//! error if any step does not hold.
+//! to-do once, nothing left to move. A third device, the tablet, then finds the laptop by mDNS
+//! (on the loopback interface alone, on a port of the example's own) and syncs with it as the
+//! remote `lan:ann-laptop`. The example checks what it prints and exits with an error if any
+//! step does not hold.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh::client::peer::PeerTransport;
+use mesh::client::peer::{MdnsConfig, PeerTransport};
 use mesh::client::store::StoreConfig;
 use mesh::client::transport::{HttpConfig, HttpTransport};
 use mesh::client::{MeshClient, SyncOptions};
@@ -168,9 +170,59 @@ async fn main() -> Result<(), Error> {
     tablet.sync_now().await?;
     expect(&tablet, "tablet", &folder, &todos, &all).await?;
 
+    step("the tablet finds the laptop by mDNS on the loopback interface alone, and syncs with it");
+    // A free UDP port of this example's own for the mDNS group (not 5353: nothing else on the
+    // machine takes part), multicast TTL 1, interface 127.0.0.1.
+    let mdns = MdnsConfig::loopback(
+        std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port(),
+    );
+    let laptop_announces = laptop
+        .discover_peers(
+            mdns.clone(),
+            Some(peers.local_addr()),
+            laptop.peer_config(&hub_id).await?.ok_or("no certificate")?,
+        )
+        .await?;
+    let tablet_finds = tablet
+        .discover_peers(
+            mdns,
+            None,
+            tablet.peer_config(&hub_id).await?.ok_or("no certificate")?,
+        )
+        .await?;
+    let lan_laptop: RemoteId = "lan:ann-laptop".parse()?;
+    let mut remotes = tablet_finds.subscribe_remotes();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        remotes.wait_for(|r| r.contains(&lan_laptop)),
+    )
+    .await
+    .map_err(|_| "the tablet did not find the laptop within 10 s")??;
+    for p in tablet_finds.nearby() {
+        println!(
+            "   tablet: {} announces {} (proved at the handshake)",
+            p.device, p.addr
+        );
+    }
+    put(&laptop, &folder, &todos, "Buy tea").await?;
+    for (remote, outcome) in tablet.sync_each().await? {
+        let r = outcome.map_err(|e| format!("tablet <-> {remote}: {e}"))?;
+        println!(
+            "   tablet <-> {remote}: sent {}, received {}",
+            r.sent, r.received
+        );
+    }
+    let all = ["Buy bread", "Buy eggs", "Buy milk", "Buy tea"];
+    expect(&tablet, "tablet", &folder, &todos, &all).await?;
+    laptop_announces.close().await;
+    drop(tablet_finds);
+
     println!(
-        "\n== converged: the laptop, the phone and the hub hold the same {} to-dos, none twice",
-        all.len()
+        "\n== converged: the laptop, the phone and the hub hold the same {} to-dos, none twice, \
+         and the tablet met the laptop by mDNS",
+        all.len() - 1
     );
     drop(peers);
     for c in [&laptop, &phone, &tablet] {
