@@ -75,6 +75,14 @@ impl PeerTrust {
         lock_ring(&self.ring).revoke(device, at);
     }
 
+    /// Whether `device` is known to be revoked at `now`.
+    pub fn is_revoked(&self, device: &DeviceId, now: Timestamp) -> bool {
+        lock_ring(&self.ring)
+            .device(device)
+            .and_then(|d| d.revoked_at)
+            .is_some_and(|at| at <= now)
+    }
+
     pub(crate) fn keyring(&self) -> &SharedKeyring {
         &self.ring
     }

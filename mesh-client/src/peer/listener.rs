@@ -189,6 +189,14 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Ok(None) | Err(PeerError::Timeout) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // A device revoked while connected is cut off at its next request, not only at its
+        // next handshake.
+        if config
+            .trust
+            .is_revoked(&peer.device, handshake::system_now())
+        {
+            return Err(PeerError::Revoked(peer.device.to_string()));
+        }
         if matches!(request, PeerRequest::Watch) {
             return watch(stream, config, server, peer).await;
         }

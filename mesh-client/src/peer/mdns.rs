@@ -238,9 +238,14 @@ impl MdnsDiscovery {
     /// device at once) and stops.
     pub async fn close(mut self) {
         self.stop.notify_one();
-        if let Some(task) = self.task.take() {
+        if let Some(mut task) = self.task.take() {
             // The goodbye is one send per interface; a second is plenty.
-            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            if tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
     }
 }

@@ -136,6 +136,7 @@ async fn follow(
         for device in gone {
             if let Some((peer, name)) = active.remove(&device) {
                 client.remove_remote(&name);
+                added.send_modify(|v| v.retain(|n| n != &name));
                 let _ = client.inner.events.send(Event::PeerLost {
                     user: peer.user,
                     device: peer.device,
@@ -180,12 +181,15 @@ async fn follow(
                     device: peer.device.clone(),
                     addr: peer.addr,
                 });
+                // Recorded at once (no await in between), so that dropping the discovery
+                // removes every remote it added.
+                added.send_modify(|v| {
+                    v.push(name.clone());
+                    v.sort();
+                });
                 active.insert(peer.device.clone(), (peer, name));
             }
         }
-        let mut names: Vec<RemoteId> = active.values().map(|(_, n)| n.clone()).collect();
-        names.sort();
-        added.send_replace(names);
         // A peer whose handshake failed is tried again on the next change or retry tick.
         tokio::select! {
             changed = peers.changed() => if changed.is_err() { return },

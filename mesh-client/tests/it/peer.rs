@@ -327,23 +327,29 @@ async fn a_revoked_device_is_refused() {
     let phone =
         PeerTransport::new(listener.local_addr(), mesh.config("ann", "phone", &key(2))).unwrap();
     phone.connect().await.unwrap();
-    // The laptop learns of the revocation (it travels with the data): the next connection
-    // of the phone is refused, and so is every request as a transport error.
+    let feeds = || mesh_core::sync::Request::Feeds {
+        from: "phone".parse().unwrap(),
+        only: None,
+    };
+    phone.send(feeds()).await.unwrap();
+    // The laptop learns of the revocation (here from the application, `PeerTrust::revoke`):
+    // the next connection of the phone is refused, and so is every request as a transport
+    // error.
     trust.revoke(&"phone".parse().unwrap(), now().plus_secs(-1));
     let again =
         PeerTransport::new(listener.local_addr(), mesh.config("ann", "phone", &key(2))).unwrap();
     refused_with(again.connect().await.map(|_| ()), "revoked");
-    let e = again
-        .send(mesh_core::sync::Request::Feeds {
-            from: "phone".parse().unwrap(),
-            only: None,
-        })
-        .await
-        .unwrap_err();
+    let e = again.send(feeds()).await.unwrap_err();
     assert!(
         matches!(&e, TransportError::Refused { code, .. } if code == "revoked")
             && !e.is_retryable(),
         "{e:?}"
+    );
+    // The connection the phone opened before the revocation is refused at its next request.
+    let cut = phone.send(feeds()).await;
+    assert!(
+        cut.is_err(),
+        "an open connection outlived the revocation: {cut:?}"
     );
 }
 
