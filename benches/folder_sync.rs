@@ -671,57 +671,31 @@ async fn abc(
     let big_tree = tree(big_src)?;
     let mut rows = Vec::new();
 
-    // (a) many small files.
+    // (a) many small files; (b) one big file.
     let case = format!("{} × {} KiB", o.files, o.file_kib);
-    println!("\n[a] {case}");
-    let (folder, dst) = mesh.folder("small").await?;
-    let m = mesh
-        .timed(&folder, &dst, &small_tree, async {
-            mesh.a.map_folder(&folder, small_src).await?;
-            mesh.a.rescan(&folder).await?;
-            Ok(())
-        })
-        .await?;
-    m.show();
-    flush_disks();
-    let (r, rdst) = rsync.run_into("small", rsync_dst).await?;
-    r.show();
-    if !equal(&small_tree, &rdst)? {
-        return Err("rsync's copy of the small files differs from the source".into());
-    }
-    flush_disks();
-    rows.push(Row {
-        case,
-        mesh: m,
-        rsync: r,
-        target: "time ≤ 2× rsync".into(),
-    });
-
-    // (b) one big file.
+    let (row, folder, dst) = new_mapping(
+        mesh,
+        rsync,
+        rsync_dst,
+        ("a", case),
+        "small",
+        small_src,
+        &small_tree,
+    )
+    .await?;
+    rows.push(row);
     let case = format!("1 × {} MiB", o.big_mib);
-    println!("\n[b] {case}");
-    let (big_folder, big_dst) = mesh.folder("big").await?;
-    let m = mesh
-        .timed(&big_folder, &big_dst, &big_tree, async {
-            mesh.a.map_folder(&big_folder, big_src).await?;
-            mesh.a.rescan(&big_folder).await?;
-            Ok(())
-        })
-        .await?;
-    m.show();
-    flush_disks();
-    let (r, rdst) = rsync.run_into("big", rsync_dst).await?;
-    r.show();
-    if !equal(&big_tree, &rdst)? {
-        return Err("rsync's copy of the big file differs from the source".into());
-    }
-    flush_disks();
-    rows.push(Row {
-        case,
-        mesh: m,
-        rsync: r,
-        target: "time ≤ 2× rsync".into(),
-    });
+    let (row, big_folder, big_dst) = new_mapping(
+        mesh,
+        rsync,
+        rsync_dst,
+        ("b", case),
+        "big",
+        big_src,
+        &big_tree,
+    )
+    .await?;
+    rows.push(row);
 
     // (c) 1 MiB changed in the middle of the big file, synced onto the previous copies.
     let case = format!("{} KiB changed in the big file", o.change_kib);
@@ -749,11 +723,7 @@ async fn abc(
         .await?;
     m.show();
     flush_disks();
-    let (r, rdst) = rsync.run_into("big", rsync_dst).await?;
-    r.show();
-    if !equal(&edited_tree, &rdst)? {
-        return Err("rsync's copy of the edited big file differs from the source".into());
-    }
+    let r = rsync_checked(rsync, "big", rsync_dst, &edited_tree).await?;
     rows.push(Row {
         case,
         mesh: m,
@@ -762,6 +732,54 @@ async fn abc(
     });
 
     Ok((rows, folder, dst))
+}
+
+/// A case that maps `src` on A as a new folder: mesh until B's copy holds `want`, then rsync
+/// copying `module`. The row, the folder and B's copy of it.
+async fn new_mapping(
+    mesh: &MeshSide,
+    rsync: &RsyncSide,
+    rsync_dst: &Path,
+    (label, case): (&str, String),
+    module: &str,
+    src: &Path,
+    want: &Tree,
+) -> Result<(Row, FolderId, PathBuf)> {
+    println!("\n[{label}] {case}");
+    let (folder, dst) = mesh.folder(module).await?;
+    let m = mesh
+        .timed(&folder, &dst, want, async {
+            mesh.a.map_folder(&folder, src).await?;
+            mesh.a.rescan(&folder).await?;
+            Ok(())
+        })
+        .await?;
+    m.show();
+    flush_disks();
+    let r = rsync_checked(rsync, module, rsync_dst, want).await?;
+    flush_disks();
+    let row = Row {
+        case,
+        mesh: m,
+        rsync: r,
+        target: "time ≤ 2× rsync".into(),
+    };
+    Ok((row, folder, dst))
+}
+
+/// rsync copying `module` into `dst_root`, checked against `want`.
+async fn rsync_checked(
+    rsync: &RsyncSide,
+    module: &str,
+    dst_root: &Path,
+    want: &Tree,
+) -> Result<RsyncRun> {
+    let (r, rdst) = rsync.run_into(module, dst_root).await?;
+    r.show();
+    if !equal(want, &rdst)? {
+        return Err(format!("rsync's copy of {module} differs from the source").into());
+    }
+    Ok(r)
 }
 
 /// `--compare`: the hub over HTTP and the peer transport, each `repeat` times on fresh

@@ -339,15 +339,7 @@ async fn a_user_cannot_own_more_folders_than_the_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_files_of_a_users_folders_stay_under_the_stored_bytes_quota() {
     use mesh_core::blob::ChunkHash;
-    let hub = TestHub::start(hub_with(HubConfig {
-        quotas: Quotas {
-            max_bytes_per_user: 100_000,
-            ..Quotas::default()
-        },
-        ..HubConfig::default()
-    }))
-    .await;
-    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    let (hub, ann) = bytes_quota_hub(100_000).await;
     for id in ["q1@ann", "q2@ann"] {
         let (s, v) = ann
             .post("/mesh/folders", json!({"name": id, "id": id}))
@@ -436,15 +428,7 @@ async fn push_owner(transport: &HttpTransport, user: &str, folder: &str) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_cannot_share_the_same_free_bytes() {
     use mesh_core::blob::ChunkHash;
-    let hub = TestHub::start(hub_with(HubConfig {
-        quotas: Quotas {
-            max_bytes_per_user: 100_000,
-            ..Quotas::default()
-        },
-        ..HubConfig::default()
-    }))
-    .await;
-    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    let (hub, ann) = bytes_quota_hub(100_000).await;
     let (s, v) = ann
         .post("/mesh/folders", json!({"name": "q", "id": "q@ann"}))
         .await;
@@ -462,4 +446,18 @@ async fn concurrent_uploads_cannot_share_the_same_free_bytes() {
     assert!(bytes <= 100_000, "{bytes} bytes stored past the quota");
     assert_eq!(stored, 3, "{results:?}");
     hub.stop().await;
+}
+
+/// A hub whose users may store `bytes` each, and ann's REST client on it.
+async fn bytes_quota_hub(bytes: u64) -> (TestHub, Rest) {
+    let hub = TestHub::start(hub_with(HubConfig {
+        quotas: Quotas {
+            max_bytes_per_user: bytes,
+            ..Quotas::default()
+        },
+        ..HubConfig::default()
+    }))
+    .await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    (hub, ann)
 }
