@@ -310,6 +310,10 @@ where
         tokio::select! {
             n = notifications.next() => match n {
                 Some(notification) => {
+                    // A device revoked while watching hears nothing more.
+                    if config.trust.is_revoked(&peer.device, handshake::system_now()) {
+                        return Err(PeerError::Revoked(peer.device.to_string()));
+                    }
                     let message = PeerResponse::Notification { notification };
                     write(&mut wr, config, &message, &[]).await?;
                 }

@@ -354,6 +354,42 @@ async fn a_revoked_device_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_while_watching_hears_nothing_more() {
+    let mesh = Authority::new(100);
+    let laptop_key = key(1);
+    let trust = mesh.config("ann", "laptop", &laptop_key).trust.clone();
+    let host = device("ann", "laptop", &laptop_key).await;
+    let mut config = mesh.config("ann", "laptop", &laptop_key);
+    config.trust = trust.clone();
+    let listener = host.listen_peers(loopback(), config).await.unwrap();
+    let (folder, notes) = notes_folder(&host, "Notes").await;
+    let phone =
+        PeerTransport::new(listener.local_addr(), mesh.config("ann", "phone", &key(2))).unwrap();
+    let mut heard = phone.watch().await.unwrap();
+    let write = |title: &'static str| {
+        let (host, folder, notes) = (host.clone(), folder.clone(), notes.clone());
+        async move {
+            host.put(
+                &folder,
+                &notes,
+                EntryDraft::new(title, serde_json::json!({})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    write("before").await;
+    let first = tokio::time::timeout(Duration::from_secs(10), heard.next()).await;
+    assert!(matches!(first, Ok(Some(_))), "{first:?}");
+    trust.revoke(&"phone".parse().unwrap(), now().plus_secs(-1));
+    write("after").await;
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.next())
+        .await
+        .expect("the stream neither ended nor spoke");
+    assert!(next.is_none(), "a revoked device still hears: {next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_claiming_another_users_certificate_is_refused() {
     let mesh = Authority::new(100);
     let ann_phone = mesh.certify("ann", "phone", &key(2), -60, TEN_YEARS);
