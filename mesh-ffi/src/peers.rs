@@ -17,7 +17,10 @@ use crate::client::{mesh_client, with_client};
 use crate::error::{mesh_error, mesh_status, Error, Result};
 
 fn addr_arg(p: *const c_char, name: &str) -> Result<SocketAddr> {
-    let s = str_arg(p, name)?;
+    parse_addr(str_arg(p, name)?, name)
+}
+
+fn parse_addr(s: &str, name: &str) -> Result<SocketAddr> {
     s.parse().map_err(|_| {
         Error::new(
             mesh_status::MESH_STATUS_INVALID_INPUT,
@@ -234,10 +237,9 @@ pub unsafe extern "C" fn mesh_client_discover_peers(
 ) -> mesh_status {
     with_client(client, error, |c| {
         let mdns: MdnsJson = json_arg(mdns_json, "mdns_json")?;
-        let listening = match opt_str_arg(listening_addr, "listening_addr")? {
-            Some(_) => Some(addr_arg(listening_addr, "listening_addr")?),
-            None => None,
-        };
+        let listening = opt_str_arg(listening_addr, "listening_addr")?
+            .map(|s| parse_addr(s, "listening_addr"))
+            .transpose()?;
         let hub: RemoteId = id_arg(hub, "hub")?;
         let config = config(c, &hub)?;
         let discovery = c

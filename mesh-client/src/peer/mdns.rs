@@ -638,9 +638,13 @@ impl Runner {
 
     fn expire(&self) {
         let now = Instant::now();
-        let before = lock(&self.found).len();
-        lock(&self.found).retain(|_, f| f.until > now);
-        if lock(&self.found).len() != before {
+        let expired = {
+            let mut found = lock(&self.found);
+            let before = found.len();
+            found.retain(|_, f| f.until > now);
+            found.len() != before
+        };
+        if expired {
             self.publish();
         }
     }

@@ -89,6 +89,21 @@ pub(crate) async fn device(user: &str, device: &str, key: &SecretKey) -> MeshCli
         .unwrap()
 }
 
+/// `user`'s `device` (holding `key`) listening for peers on loopback with credentials from
+/// `mesh`, and the listener's trust (to tell it of revocations).
+pub(crate) async fn listening(
+    mesh: &Authority,
+    user: &str,
+    name: &str,
+    key: &SecretKey,
+) -> (MeshClient, PeerListener, PeerTrust) {
+    let config = mesh.config(user, name, key);
+    let trust = config.trust.clone();
+    let client = device(user, name, key).await;
+    let listener = client.listen_peers(loopback(), config).await.unwrap();
+    (client, listener, trust)
+}
+
 /// A client of `user` on `device` signing with `key`, syncing (only when asked) with the peer
 /// listening at `addr` alone, as the remote `remote`, with credentials from `mesh`.
 pub(crate) async fn peer_client(
@@ -113,11 +128,7 @@ async fn laptop_with_notes(
     mesh: &Authority,
     key: &SecretKey,
 ) -> (MeshClient, PeerListener, FolderId, FeedName) {
-    let laptop = device("ann", "laptop", key).await;
-    let listener = laptop
-        .listen_peers(loopback(), mesh.config("ann", "laptop", key))
-        .await
-        .unwrap();
+    let (laptop, listener, _) = listening(mesh, "ann", "laptop", key).await;
     let (folder, notes) = notes_folder(&laptop, "Notes").await;
     (laptop, listener, folder, notes)
 }
@@ -140,11 +151,7 @@ pub(crate) async fn notes_folder(c: &MeshClient, name: &str) -> (FolderId, FeedN
 async fn the_peer_transport_passes_the_suite() {
     let mesh = Authority::new(100);
     let host_key = key(1);
-    let host = device("host", "host-device", &host_key).await;
-    let listener = host
-        .listen_peers(loopback(), mesh.config("host", "host-device", &host_key))
-        .await
-        .unwrap();
+    let (_host, listener, _) = listening(&mesh, "host", "host-device", &host_key).await;
     let addr = listener.local_addr();
     assert!(addr.ip().is_loopback());
     crate::transport_suite::suite(|user| {
@@ -159,11 +166,7 @@ async fn the_peer_transport_passes_the_suite() {
 async fn two_devices_of_one_user_converge_with_no_hub() {
     let mesh = Authority::new(100);
     let (laptop_key, phone_key) = (key(1), key(2));
-    let laptop = device("ann", "laptop", &laptop_key).await;
-    let listener = laptop
-        .listen_peers(loopback(), mesh.config("ann", "laptop", &laptop_key))
-        .await
-        .unwrap();
+    let (laptop, listener, _) = listening(&mesh, "ann", "laptop", &laptop_key).await;
     let to_laptop = PeerTransport::new(
         listener.local_addr(),
         mesh.config("ann", "phone", &phone_key),
@@ -320,10 +323,7 @@ async fn an_expired_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_refused() {
     let mesh = Authority::new(100);
-    let laptop = mesh.config("ann", "laptop", &key(1));
-    let trust = laptop.trust.clone();
-    let host = device("ann", "laptop", &key(1)).await;
-    let listener = host.listen_peers(loopback(), laptop).await.unwrap();
+    let (_host, listener, trust) = listening(&mesh, "ann", "laptop", &key(1)).await;
     let phone =
         PeerTransport::new(listener.local_addr(), mesh.config("ann", "phone", &key(2))).unwrap();
     phone.connect().await.unwrap();
@@ -356,12 +356,7 @@ async fn a_revoked_device_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_while_watching_hears_nothing_more() {
     let mesh = Authority::new(100);
-    let laptop_key = key(1);
-    let trust = mesh.config("ann", "laptop", &laptop_key).trust.clone();
-    let host = device("ann", "laptop", &laptop_key).await;
-    let mut config = mesh.config("ann", "laptop", &laptop_key);
-    config.trust = trust.clone();
-    let listener = host.listen_peers(loopback(), config).await.unwrap();
+    let (host, listener, trust) = listening(&mesh, "ann", "laptop", &key(1)).await;
     let (folder, notes) = notes_folder(&host, "Notes").await;
     let phone =
         PeerTransport::new(listener.local_addr(), mesh.config("ann", "phone", &key(2))).unwrap();
@@ -531,11 +526,7 @@ async fn a_silent_connection_is_closed_and_the_connection_cap_holds() {
 async fn bytes_that_are_not_the_protocol_are_refused_without_harm() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mesh = Authority::new(100);
-    let host = device("ann", "laptop", &key(1)).await;
-    let listener = host
-        .listen_peers(loopback(), mesh.config("ann", "laptop", &key(1)))
-        .await
-        .unwrap();
+    let (_host, listener, _) = listening(&mesh, "ann", "laptop", &key(1)).await;
     let addr = listener.local_addr();
     // Plain HTTP instead of TLS, and a TLS-looking record announcing a huge length: the
     // listener closes each connection.

@@ -10,7 +10,7 @@ use mesh_client::peer::PeerTransport;
 use mesh_client::prelude::*;
 use mesh_client::transport::Transport;
 
-use crate::peer::{device, key, loopback, next_event, peer_client, Authority};
+use crate::peer::{device, key, listening, loopback, next_event, peer_client, Authority};
 
 /// Bob's device listens; ann's laptop syncs with it. Once ann has made bob a reader, a note
 /// bob writes before he hears of it is refused by ann's laptop when it pulls from bob: it is
@@ -19,11 +19,7 @@ use crate::peer::{device, key, loopback, next_event, peer_client, Authority};
 async fn a_pulled_version_its_signer_may_not_write_is_rejected() {
     let mesh = Authority::new(100);
     let (ann_key, bob_key) = (key(1), key(3));
-    let bob = device("bob", "desk", &bob_key).await;
-    let bob_listener = bob
-        .listen_peers(loopback(), mesh.config("bob", "desk", &bob_key))
-        .await
-        .unwrap();
+    let (bob, bob_listener, _) = listening(&mesh, "bob", "desk", &bob_key).await;
     let ann = peer_client(
         &mesh,
         ("ann", "laptop"),

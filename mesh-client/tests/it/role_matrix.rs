@@ -12,7 +12,7 @@ use mesh_client::prelude::*;
 use mesh_client::transport::InProcessHub;
 
 use crate::common::builder;
-use crate::peer::{device, key, loopback, peer_client, Authority};
+use crate::peer::{key, listening, peer_client, Authority};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Write {
@@ -83,11 +83,7 @@ async fn over_hub() -> Setup {
 async fn over_peer() -> Setup {
     let mesh = Authority::new(100);
     let (ann_key, bob_key) = (key(1), key(3));
-    let ann = device("ann", "laptop", &ann_key).await;
-    let listener = ann
-        .listen_peers(loopback(), mesh.config("ann", "laptop", &ann_key))
-        .await
-        .unwrap();
+    let (ann, listener, _) = listening(&mesh, "ann", "laptop", &ann_key).await;
     let bob = peer_client(
         &mesh,
         ("bob", "desk"),
