@@ -7,9 +7,11 @@ use mesh_core::id::RemoteId;
 use mesh_core::model::FeedKey;
 use mesh_core::replica::Replica;
 use mesh_core::store::Cursor;
+use mesh_core::trust::Revocation;
 use tokio::sync::broadcast;
 
 use crate::error::{ClientError, Result};
+use crate::peer::Revocations;
 use crate::store::{BlobStore, ClientStore};
 
 /// A feed of the shared replica changed.
@@ -31,6 +33,8 @@ struct Cell {
     inline: bool,
     /// Set by [`SharedReplica::close`]: every later `run` fails with `Closed`.
     closed: std::sync::atomic::AtomicBool,
+    /// The revocations the client learned, and the peer trusts they apply to.
+    revocations: Revocations,
 }
 
 /// A replica behind a lock, with a broadcast of its changes. Store work runs on tokio's
@@ -39,7 +43,9 @@ struct Cell {
 pub(crate) struct SharedReplica(Arc<Cell>);
 
 impl SharedReplica {
-    pub fn new(replica: Replica<ClientStore>, blobs: BlobStore) -> Self {
+    /// The replica and its blobs, knowing the revocation statements `saved` (read from its
+    /// store).
+    pub fn new(replica: Replica<ClientStore>, blobs: BlobStore, saved: Vec<Revocation>) -> Self {
         let (changed, _) = broadcast::channel(1024);
         let inline = matches!(replica.store(), ClientStore::Memory(_));
         SharedReplica(Arc::new(Cell {
@@ -48,7 +54,13 @@ impl SharedReplica {
             changed,
             inline,
             closed: std::sync::atomic::AtomicBool::new(false),
+            revocations: Revocations::new(saved),
         }))
+    }
+
+    /// The revocations the client learned (see [`Revocations`]).
+    pub fn revocations(&self) -> &Revocations {
+        &self.0.revocations
     }
 
     /// Refuses every later [`run`](SharedReplica::run) and

@@ -286,6 +286,9 @@ pub(crate) fn event_json(e: &Event) -> String {
         Event::PeerLost { user, device, addr } => json!({
             "type": "peer_lost", "user": user, "device": device, "addr": addr.to_string(),
         }),
+        Event::DeviceRevoked { user, device, at } => json!({
+            "type": "device_revoked", "user": user, "device": device, "at": at.to_string(),
+        }),
         Event::RemoteReset {
             remote,
             previous,

@@ -14,7 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use mesh_core::id::{DeviceId, UserId};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
+use mesh_core::trust::{
+    DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, Revocation, SecretKey,
+};
 use mesh_store::accounts::{AccountStore, AddDevice, SqliteAccounts};
 use mesh_store::Durability;
 use serde::Serialize;
@@ -218,13 +220,22 @@ impl Accounts {
                 }
             }
         }
-        let when = Timestamp::from_unix(at)?;
+        self.revoke_in_keyring(&owner, &revoked, Timestamp::from_unix(at)?);
+        Ok((owner, revoked))
+    }
+
+    /// Revokes `user`'s `devices` from `when` on in the keyring, with the authority's signed
+    /// statements that every `feeds` answer passes on to the devices that need them.
+    pub(crate) fn revoke_in_keyring(&self, user: &UserId, devices: &[DeviceId], when: Timestamp) {
         self.change_keyring(|k| {
-            for d in &revoked {
-                k.revoke(d, when);
+            for d in devices {
+                let statement = Revocation::issue(&self.authority, user.clone(), d.clone(), when);
+                if k.learn(statement).is_err() {
+                    // Unreachable: the keyring trusts this very authority.
+                    k.revoke(d, when);
+                }
             }
         });
-        Ok((owner, revoked))
     }
 
     /// Who a bearer token stands for (`None`: unknown or revoked).
@@ -294,7 +305,13 @@ fn load_keyring(
             ring.add(cert)?;
         }
         if let Some(at) = d.revoked_at {
-            ring.revoke(&d.id, Timestamp::from_unix(at)?);
+            let at = Timestamp::from_unix(at)?;
+            ring.learn(Revocation::issue(
+                authority,
+                d.owner.clone(),
+                d.id.clone(),
+                at,
+            ))?;
         }
     }
     Ok(ring)

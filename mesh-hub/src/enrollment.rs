@@ -111,11 +111,7 @@ impl Accounts {
             return Err(HubError::NotFound(format!("user {user}")));
         };
         let when = mesh_core::time::Timestamp::from_unix(now())?;
-        self.change_keyring(|k| {
-            for d in &devices {
-                k.revoke(d, when);
-            }
-        });
+        self.revoke_in_keyring(user, &devices, when);
         Ok(devices)
     }
 

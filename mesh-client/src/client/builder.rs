@@ -150,7 +150,8 @@ impl MeshClientBuilder {
         let public_key = key.public();
         // Every version this device writes carries its signature.
         replica.set_signer(key);
-        let shared = SharedReplica::new(replica, blobs);
+        let saved = replica.store().revocations()?;
+        let shared = SharedReplica::new(replica, blobs, saved);
         let (events, _) = broadcast::channel(4096);
         let clock: Clock = self.clock.unwrap_or_else(|| Arc::new(system_clock));
         let identity = engine::Identity {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mesh_core::id::DeviceId;
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{DeviceCertificate, MemoryKeyring, PublicKey, SecretKey};
+use mesh_core::trust::{DeviceCertificate, MemoryKeyring, PublicKey, Revocation, SecretKey};
 
 use crate::transport::serve::{lock_ring, SharedKeyring};
 
@@ -75,12 +75,30 @@ impl PeerTrust {
         lock_ring(&self.ring).revoke(device, at);
     }
 
+    /// Takes an authority's signed revocation statement (see [`Revocation`]): checked against
+    /// the pinned authority, then applied like [`PeerTrust::revoke`] and relayed to the peers
+    /// this device serves. `Ok(true)` when it was news. A client learns the statements its
+    /// hub and peers send by itself; this is for statements that reach the application
+    /// another way.
+    pub fn learn(&self, statement: Revocation) -> mesh_core::Result<bool> {
+        lock_ring(&self.ring).learn(statement)
+    }
+
+    /// The signed revocation statements this trust holds (those it relays).
+    pub fn revocations(&self) -> Vec<Revocation> {
+        use mesh_core::trust::Keyring as _;
+        lock_ring(&self.ring).revocations()
+    }
+
     /// Whether `device` is known to be revoked at `now`.
     pub fn is_revoked(&self, device: &DeviceId, now: Timestamp) -> bool {
         lock_ring(&self.ring)
-            .device(device)
-            .and_then(|d| d.revoked_at)
+            .revoked_at(device)
             .is_some_and(|at| at <= now)
+    }
+
+    pub(crate) fn from_shared(ring: SharedKeyring) -> Self {
+        PeerTrust { ring }
     }
 
     pub(crate) fn keyring(&self) -> &SharedKeyring {
@@ -127,7 +145,8 @@ impl PeerConfig {
 impl crate::MeshClient {
     /// This device's peer configuration from its enrollment with `remote` (a hub): the
     /// certificate that authority issued, the device's key, and trust in that authority
-    /// alone. `Ok(None)` when the store holds no enrollment with `remote` (a memory store
+    /// alone: the client's one trust for it, which holds every revocation the client learned
+    /// from its hubs and peers. `Ok(None)` when the store holds no enrollment with `remote` (a memory store
     /// keeps none; a SQLite store has one once the device synced with that hub).
     pub async fn peer_config(
         &self,
@@ -135,7 +154,8 @@ impl crate::MeshClient {
     ) -> crate::error::Result<Option<PeerConfig>> {
         use crate::store::DeviceStore as _;
         let remote = remote.clone();
-        self.inner
+        let found = self
+            .inner
             .shared
             .run(move |r| {
                 let Some(enrollment) = r.store().enrollment(&remote)? else {
@@ -148,13 +168,22 @@ impl crate::MeshClient {
                         "the enrollment with {remote} certifies another key than this device's"
                     )));
                 }
-                let trust = PeerTrust::new(enrollment.authority);
-                let credentials = PeerCredentials {
-                    certificate: enrollment.certificate,
-                    key,
-                };
-                Ok(Some(PeerConfig::new(credentials, trust)))
+                Ok(Some((enrollment, key)))
             })
-            .await?
+            .await??;
+        Ok(found.map(|(enrollment, key)| {
+            // One trust per authority for the whole client: what any remote teaches it (a
+            // revocation) holds on every peer connection.
+            let trust = self
+                .inner
+                .shared
+                .revocations()
+                .trust_for(enrollment.authority);
+            let credentials = PeerCredentials {
+                certificate: enrollment.certificate,
+                key,
+            };
+            PeerConfig::new(credentials, trust)
+        }))
     }
 }

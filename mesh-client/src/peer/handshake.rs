@@ -125,10 +125,11 @@ pub(crate) fn check(
             c.device, c.not_before
         )));
     }
+    // Revoked before or after its certificate reached this keyring alike.
+    if ring.revoked_at(&c.device).is_some_and(|at| at <= now) {
+        return Err(PeerError::Revoked(c.device.to_string()));
+    }
     if let Some(known) = ring.device(&c.device) {
-        if known.revoked_at.is_some_and(|at| at <= now) {
-            return Err(PeerError::Revoked(c.device.to_string()));
-        }
         if known.certificate.key != c.key || known.certificate.user != c.user {
             return Err(PeerError::Untrusted(format!(
                 "device {} is known with another user or key",

@@ -121,6 +121,17 @@ impl PeerTransport {
             let Some(c) = conn.as_mut() else {
                 continue;
             };
+            // A peer revoked since the handshake (the client learned it from its hub or
+            // another peer) is not asked anything more.
+            if self
+                .config
+                .trust
+                .is_revoked(&c.peer.device, handshake::system_now())
+            {
+                let device = c.peer.device.to_string();
+                *conn = None;
+                return Err(PeerError::Revoked(device).into());
+            }
             match self.exchange(&mut c.stream, request, body).await {
                 Ok(answer) => return answer_error(answer),
                 Err(e) => {

@@ -36,7 +36,7 @@ use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
 use crate::sync::SyncOptions;
 use crate::transport::serve::lock_ring;
-use crate::transport::{Notification, Transport, TransportError};
+use crate::transport::{Notification, Relayer, Transport, TransportError};
 
 enum Cmd {
     SyncNow(oneshot::Sender<Result<SyncReport>>),
@@ -94,6 +94,7 @@ pub(crate) fn spawn(
         known: transfer::KnownObjects::default(),
         identity,
         enrolled: false,
+        authority: None,
         known_remote: None,
         last_remote: None,
     };
@@ -128,6 +129,9 @@ struct Engine {
     /// Whether this device holds a current certificate from the remote's authority (or the
     /// remote has no authority).
     enrolled: bool,
+    /// The authority the remote's enrollment answer was checked against (pinned on first
+    /// contact): the revocation statements a hub sends count only if it signed them.
+    authority: Option<PublicKey>,
     /// The remote's name (replica and epoch) as the last full session found it while the
     /// notification stream open now was already open: targeted sessions skip `feeds` with it
     /// (see [`KnownRemote`]). Forgotten when the stream ends or a sync fails.
@@ -424,6 +428,7 @@ impl Engine {
                 saved.as_ref().map(|e| &e.authority),
             )
             .map_err(|e| Failure::Client(e.into()))?;
+        self.authority = Some(answer.authority);
         let remote = self.remote.clone();
         self.shared
             .run(move |r| r.store_mut().set_enrollment(&remote, &answer))
@@ -522,7 +527,7 @@ impl Engine {
                 }
                 Step::Send(request) => {
                     self.upload_blobs(&request).await?;
-                    let response = self
+                    let mut response = self
                         .transport
                         .send(request)
                         .await
@@ -531,6 +536,14 @@ impl Engine {
                     self.set_online(true);
                     // A peer's word is judged like a push; the authority's is not.
                     let relayer = self.transport.relayer().await.map_err(Failure::Transport)?;
+                    if let Some(peer) = &relayer {
+                        // The revocations the client learns hold for this peer's pages too.
+                        self.shared.revocations().adopt(&peer.trust);
+                    }
+                    if let Response::Feeds { revocations, .. } = &mut response {
+                        let statements = std::mem::take(revocations);
+                        self.learn_revocations(statements, relayer.as_ref()).await?;
+                    }
                     let (s, received) = self
                         .shared
                         .run(move |r| {
@@ -582,6 +595,41 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Takes the revocation statements a `feeds` answer carried: those signed by the
+    /// authority this remote is judged by (the peer trust's, or the one pinned at enrollment
+    /// with a hub; a remote with neither teaches nothing) apply to every peer trust of the
+    /// client at once, are saved, and are reported.
+    async fn learn_revocations(
+        &mut self,
+        statements: Vec<mesh_core::trust::Revocation>,
+        relayer: Option<&Relayer>,
+    ) -> std::result::Result<(), Failure> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let pinned = match (relayer, self.authority) {
+            (Some(peer), _) => peer.trust.authority(),
+            (None, Some(authority)) => authority,
+            (None, None) => return Ok(()),
+        };
+        let new = self.shared.revocations().learn(&pinned, statements);
+        if new.is_empty() {
+            return Ok(());
+        }
+        let saved = new.clone();
+        self.shared
+            .run(move |r| r.store_mut().add_revocations(&saved))
+            .await??;
+        for r in new {
+            self.emit(Event::DeviceRevoked {
+                user: r.user,
+                device: r.device,
+                at: r.at,
+            });
+        }
+        Ok(())
     }
 
     /// Asks the remote whose credentials these are, once: a token of another user or device

@@ -164,6 +164,17 @@ pub enum Event {
         /// Where it listened.
         addr: std::net::SocketAddr,
     },
+    /// The client learned, from a hub or a peer, the mesh authority's signed statement that
+    /// a device is revoked: from `at` on its handshakes, requests and versions are refused on
+    /// every peer connection (this device's own revocation is reported too).
+    DeviceRevoked {
+        /// The device's user.
+        user: UserId,
+        /// The revoked device.
+        device: DeviceId,
+        /// From when on it is revoked.
+        at: mesh_core::time::Timestamp,
+    },
     /// The remote became reachable.
     Online {
         /// The remote.

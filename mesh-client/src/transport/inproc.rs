@@ -10,7 +10,9 @@ use mesh_core::replica::Replica;
 use mesh_core::store::Store as _;
 use mesh_core::sync::{Request, Response};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
+use mesh_core::trust::{
+    DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, Revocation, SecretKey,
+};
 use mesh_core::CoreError;
 use mesh_core::Result as CoreResult;
 
@@ -141,7 +143,7 @@ impl InProcessHub {
         // Without a random source there is no key to sign with: nothing works then.
         let authority = Authority::new(endpoint).expect("the operating system's random source");
         InProcessHub {
-            shared: SharedReplica::new(Replica::new(store), blobs),
+            shared: SharedReplica::new(Replica::new(store), blobs, Vec::new()),
             authority: Arc::new(authority),
         }
     }
@@ -167,7 +169,20 @@ impl InProcessHub {
     /// Revokes a device from now on: versions it signs that the hub does not hold yet are
     /// refused.
     pub fn revoke_device(&self, device: &DeviceId) {
-        self.authority.ring().revoke(device, system_now());
+        let now = system_now();
+        let mut ring = self.authority.ring();
+        match ring.device(device).map(|d| d.certificate.user.clone()) {
+            // A certified device gets a signed statement, which every `feeds` answer passes
+            // on to the devices that share a folder with its user.
+            Some(user) => {
+                let statement = Revocation::issue(&self.authority.key, user, device.clone(), now);
+                if ring.learn(statement).is_err() {
+                    ring.revoke(device, now);
+                }
+            }
+            // One never certified signed nothing and cannot meet a peer.
+            None => ring.revoke(device, now),
+        }
     }
 
     /// Records that `device` belongs to the mesh: until it enrolls, its versions are refused

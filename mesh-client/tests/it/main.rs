@@ -13,6 +13,7 @@ mod peer_discovery;
 mod peer_events;
 mod peer_mdns;
 mod peer_mesh;
+mod peer_revocations;
 mod peer_rules;
 mod role_matrix;
 mod sdk;

@@ -43,7 +43,7 @@ pub(crate) async fn listen(c: &MeshClient) -> PeerListener {
 
 /// `c` starts syncing with the peer listening at `addr`, as the remote `name`, with the
 /// certificate its hub issued.
-async fn add_peer(c: &MeshClient, name: &str, addr: std::net::SocketAddr) {
+pub(crate) async fn add_peer(c: &MeshClient, name: &str, addr: std::net::SocketAddr) {
     let config = c
         .peer_config(&"hub".parse().unwrap())
         .await

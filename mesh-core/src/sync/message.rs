@@ -9,6 +9,7 @@ use crate::feedsync::MergeOutcome;
 use crate::id::{EntryId, ReplicaId};
 use crate::model::{Entry, FeedKey};
 use crate::store::{Cursor, FeedHead};
+use crate::trust::Revocation;
 
 /// The most changes a responder returns in one page, whatever the request asks.
 pub const MAX_PAGE: u32 = 1000;
@@ -62,6 +63,12 @@ pub enum Response {
         /// in and the epochs it [`continues`](Epoch::continues).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<Epoch>,
+        /// The authority's revocation statements the responder knows for devices of the
+        /// asking user and of the users it shares a folder with; the receiver checks each
+        /// against the authority it pinned and refuses those devices from then on. At most
+        /// [`MAX_REVOCATIONS_PER_ANSWER`](crate::trust::MAX_REVOCATIONS_PER_ANSWER) are read.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revocations: Vec<Revocation>,
     },
     /// Answer to [`Request::Pull`].
     Changes {

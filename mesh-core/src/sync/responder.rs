@@ -24,6 +24,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
                 replica: replica.id(),
                 feeds,
                 epoch: None,
+                revocations: Vec::new(),
             })
         }
         Request::Pull {

@@ -425,6 +425,8 @@ impl SyncSession {
                     replica,
                     feeds,
                     epoch,
+                    // The caller takes them before: only it knows the pinned authority.
+                    revocations: _,
                 },
             ) => {
                 let events = self.start_feeds(local, replica, epoch, feeds)?;

@@ -7,6 +7,7 @@ use crate::id::{DeviceId, UserId};
 use crate::time::Timestamp;
 use crate::trust::cert::DeviceCertificate;
 use crate::trust::keys::PublicKey;
+use crate::trust::revocation::Revocation;
 
 /// A device whose certificate the keyring holds (and has verified), with its revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,13 @@ pub trait Keyring: Sync {
         let _ = user;
         None
     }
+
+    /// The authority's signed revocation statements this keyring holds, to pass on to whoever
+    /// syncs with this replica (the guard sends each user those of the users they share a
+    /// folder with). None by default.
+    fn revocations(&self) -> Vec<Revocation> {
+        Vec::new()
+    }
 }
 
 /// Who wrote a version, as far as authorization goes.
@@ -81,6 +89,10 @@ pub struct MemoryKeyring {
     authority_device: Option<DeviceId>,
     devices: HashMap<DeviceId, CertifiedDevice>,
     registered: HashSet<DeviceId>,
+    /// Every revocation known, certificate or not yet (the earliest date wins).
+    revoked: HashMap<DeviceId, Timestamp>,
+    /// The signed statements behind revocations, to relay.
+    statements: HashMap<DeviceId, Revocation>,
     /// The users with an account, once any is named ([`MemoryKeyring::add_user`]).
     users: Option<HashSet<UserId>>,
 }
@@ -93,6 +105,8 @@ impl MemoryKeyring {
             authority_device: None,
             devices: HashMap::new(),
             registered: HashSet::new(),
+            revoked: HashMap::new(),
+            statements: HashMap::new(),
             users: None,
         }
     }
@@ -113,13 +127,11 @@ impl MemoryKeyring {
     }
 
     /// Adds a certificate after checking that the trusted authority signed it. A newer
-    /// certificate for the same device replaces the older one but keeps its revocation.
+    /// certificate for the same device replaces the older one but keeps its revocation, and a
+    /// device revoked before its certificate arrived stays revoked.
     pub fn add(&mut self, certificate: DeviceCertificate) -> Result<()> {
         certificate.verify(&self.authority)?;
-        let revoked_at = self
-            .devices
-            .get(&certificate.device)
-            .and_then(|d| d.revoked_at);
+        let revoked_at = self.revoked.get(&certificate.device).copied();
         self.devices.insert(
             certificate.device.clone(),
             CertifiedDevice {
@@ -143,12 +155,42 @@ impl MemoryKeyring {
         self.users.get_or_insert_with(HashSet::new).insert(user);
     }
 
-    /// Revokes `device` from `at` on.
+    /// Revokes `device` from `at` on (an earlier revocation of it stands). Applies to its
+    /// certificate whether the keyring holds it yet or receives it later.
     pub fn revoke(&mut self, device: &DeviceId, at: Timestamp) {
         self.registered.insert(device.clone());
+        let at = *self
+            .revoked
+            .entry(device.clone())
+            .and_modify(|r| *r = (*r).min(at))
+            .or_insert(at);
         if let Some(d) = self.devices.get_mut(device) {
-            d.revoked_at = Some(d.revoked_at.map_or(at, |r| r.min(at)));
+            d.revoked_at = Some(at);
         }
+    }
+
+    /// Takes an authority's revocation statement: checked against the trusted authority,
+    /// applied ([`MemoryKeyring::revoke`]) and kept to relay. `Ok(true)` when it told the
+    /// keyring something new (a device not known revoked, or an earlier date); a statement
+    /// that does not verify is refused and changes nothing.
+    pub fn learn(&mut self, statement: Revocation) -> Result<bool> {
+        statement.verify(&self.authority)?;
+        let before = self.revoked.get(&statement.device).copied();
+        if before.is_some_and(|b| b <= statement.at) {
+            // Keep the earliest statement; a later one adds nothing.
+            self.statements
+                .entry(statement.device.clone())
+                .or_insert(statement);
+            return Ok(false);
+        }
+        self.revoke(&statement.device, statement.at);
+        self.statements.insert(statement.device.clone(), statement);
+        Ok(true)
+    }
+
+    /// When `device` was revoked, if the keyring knows it was.
+    pub fn revoked_at(&self, device: &DeviceId) -> Option<Timestamp> {
+        self.revoked.get(device).copied()
     }
 
     /// The certified device, if any.
@@ -171,6 +213,12 @@ impl Keyring for MemoryKeyring {
 
     fn has_user(&self, user: &UserId) -> Option<bool> {
         self.users.as_ref().map(|u| u.contains(user))
+    }
+
+    fn revocations(&self) -> Vec<Revocation> {
+        let mut all: Vec<Revocation> = self.statements.values().cloned().collect();
+        all.sort_by(|a, b| a.device.cmp(&b.device));
+        all
     }
 }
 

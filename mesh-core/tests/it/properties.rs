@@ -1221,11 +1221,24 @@ fn arb_response() -> impl Strategy<Value = Response> {
             prop::option::of((
                 "[a-z0-9-]{1,12}",
                 prop::collection::vec("[a-z0-9]{1,8}", 0..3)
-            ))
+            )),
+            prop::collection::vec(
+                (any::<[u8; 32]>(), arb_id::<DeviceId>(), 0i64..4_000_000_000),
+                0..2
+            )
         )
-            .prop_map(|(replica, feeds, epoch)| Response::Feeds {
+            .prop_map(|(replica, feeds, epoch, revoked)| Response::Feeds {
                 replica,
                 epoch: epoch.map(|(id, continues)| Epoch { id, continues }),
+                revocations: revoked
+                    .into_iter()
+                    .map(|(seed, device, at)| mesh_core::trust::Revocation::issue(
+                        &mesh_core::trust::SecretKey::from_seed(seed),
+                        "ann".parse().unwrap(),
+                        device,
+                        Timestamp::from_unix(at).unwrap()
+                    ))
+                    .collect(),
                 feeds: feeds
                     .into_iter()
                     .map(|(feed, head, entries)| FeedHead {

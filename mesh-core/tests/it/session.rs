@@ -270,6 +270,7 @@ fn sync_epoch(local: &mut R, hub: &mut R, epoch: &Epoch) -> (SyncReport, Vec<Ses
                         replica,
                         feeds,
                         epoch: Some(epoch.clone()),
+                        revocations: Vec::new(),
                     },
                     other => other,
                 };
@@ -386,6 +387,7 @@ fn a_malformed_epoch_is_a_protocol_error() {
             replica: "hub".parse().unwrap(),
             feeds: Vec::new(),
             epoch: Some(e),
+            revocations: Vec::new(),
         };
         let err = s.receive(&mut a, resp).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Protocol, "{err}");

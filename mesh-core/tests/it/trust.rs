@@ -16,7 +16,7 @@ use mesh_core::sync::{
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{
     data_digest, seal_version, signing_bytes, DeviceCertificate, KeyStatus, Keyring, MemoryKeyring,
-    SecretKey,
+    Revocation, SecretKey,
 };
 use mesh_core::ErrorCode;
 
@@ -1209,6 +1209,7 @@ fn a_peer_cannot_found_a_folder_with_anything_but_its_members() {
             entries: 1,
         }],
         epoch: None,
+        revocations: Vec::new(),
     };
     s.receive_from(&mut erin, feeds, Some(Pusher::new(&peer_user, &w.ring)))
         .unwrap();
@@ -1263,4 +1264,80 @@ fn a_peer_relays_a_new_folder_its_founder_signed() {
     .unwrap();
     assert_eq!(judged[0].refused, None);
     assert!(erin.get(&members, &id("ann")).unwrap().is_some());
+}
+
+#[test]
+fn a_keyring_learns_only_its_authoritys_revocations_and_keeps_the_earliest() {
+    let mut w = World::new();
+    // A statement signed by another key changes nothing, even naming a known device.
+    let rogue = SecretKey::from_seed([66; 32]);
+    let forged = Revocation::issue(&rogue, "ann".parse().unwrap(), dev("ann-dev"), t(5));
+    assert_eq!(
+        w.ring.learn(forged).unwrap_err().code(),
+        ErrorCode::UntrustedCertificate
+    );
+    // So does one whose signed fields were changed on the way.
+    let mut altered = Revocation::issue(&w.authority, "ann".parse().unwrap(), dev("x"), t(5));
+    altered.device = dev("ann-dev");
+    assert!(w.ring.learn(altered).is_err());
+    assert_eq!(w.ring.revoked_at(&dev("ann-dev")), None);
+    assert!(w.ring.revocations().is_empty());
+
+    // A genuine one applies, even before the device's certificate arrives.
+    let later = Revocation::issue(&w.authority, "zed".parse().unwrap(), dev("zed-dev"), t(9));
+    assert!(w.ring.learn(later.clone()).unwrap());
+    assert!(!w.ring.learn(later.clone()).unwrap(), "nothing new");
+    w.ring
+        .add(DeviceCertificate::issue(
+            &w.authority,
+            "zed".parse().unwrap(),
+            dev("zed-dev"),
+            key_of("zed").public(),
+            t(0),
+            t(100),
+        ))
+        .unwrap();
+    assert!(
+        matches!(w.ring.lookup(&dev("zed-dev")), KeyStatus::Device(d) if d.revoked_at == Some(t(9)))
+    );
+    // An earlier statement wins and is the one relayed.
+    let earlier = Revocation::issue(&w.authority, "zed".parse().unwrap(), dev("zed-dev"), t(3));
+    assert!(w.ring.learn(earlier.clone()).unwrap());
+    assert!(!w.ring.learn(later).unwrap());
+    assert_eq!(w.ring.revoked_at(&dev("zed-dev")), Some(t(3)));
+    assert_eq!(w.ring.revocations(), vec![earlier]);
+}
+
+#[test]
+fn a_feeds_answer_tells_revocations_only_to_those_who_share_a_folder() {
+    let mut w = World::new();
+    let revoke = |user: &str, device: &str| {
+        Revocation::issue(&w.authority, user.parse().unwrap(), dev(device), t(1))
+    };
+    let (bob, zed, ann) = (
+        revoke("bob", "bob-old"),
+        revoke("zed", "zed-old"),
+        revoke("ann", "ann-old"),
+    );
+    for r in [&bob, &zed, &ann] {
+        w.ring.learn(r.clone()).unwrap();
+    }
+    let mut told = |user: &str| -> Vec<Revocation> {
+        let user: UserId = user.parse().unwrap();
+        let request = Request::Feeds {
+            from: "dev".parse().unwrap(),
+            only: None,
+        };
+        match respond_as(&mut w.hub, Pusher::new(&user, &w.ring), request).unwrap() {
+            Response::Feeds { revocations, .. } => revocations,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Erin shares the folder with ann and bob; zed shares nothing with anyone.
+    assert_eq!(told("erin"), vec![ann.clone(), bob.clone()]);
+    // Carol is only invited: she sees the members feed, so she is told too.
+    assert_eq!(told("carol"), vec![ann, bob]);
+    // A stranger hears of their own devices only.
+    assert_eq!(told("zed"), vec![zed]);
+    assert!(told("yann").is_empty());
 }

@@ -236,6 +236,79 @@ async fn a_revoked_device_is_cut_off_at_once() {
     hub.stop().await;
 }
 
+/// A device revoked at the hub is refused by its owner's other devices on the LAN once they
+/// sync with the hub: the hub's `feeds` answer carries the authority's signed statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_at_the_hub_reaches_peers_with_the_next_sync() {
+    use mesh_client::peer::PeerTransport;
+    let hub = TestHub::memory().await;
+    let dir = tempfile::tempdir().unwrap();
+    let device = |name: &'static str| {
+        builder("ann", name)
+            .store(mesh_client::store::StoreConfig::Sqlite(
+                dir.path().join(format!("{name}.db")),
+            ))
+            .remote("hub".parse().unwrap(), hub.transport("ann", name))
+            .sync_options(options().with_auto(false))
+            .build()
+    };
+    let (laptop, phone) = (
+        device("ann-laptop").await.unwrap(),
+        device("ann-phone").await.unwrap(),
+    );
+    for c in [&laptop, &phone] {
+        c.sync_now().await.unwrap();
+    }
+    let config = |c: &MeshClient| {
+        let c = c.clone();
+        async move {
+            c.peer_config(&"hub".parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let listener = laptop
+        .listen_peers("127.0.0.1:0".parse().unwrap(), config(&laptop).await)
+        .await
+        .unwrap();
+    let meet = || async {
+        PeerTransport::new(listener.local_addr(), config(&phone).await)
+            .unwrap()
+            .connect()
+            .await
+            .map(|_| ())
+    };
+    meet().await.unwrap();
+
+    hub.hub
+        .revoke_device(&"ann-phone".parse().unwrap())
+        .unwrap();
+    // The laptop has not synced since: it still takes the phone.
+    meet().await.unwrap();
+    let mut events = laptop.events();
+    laptop.sync_now().await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Event::DeviceRevoked { device, .. }) = events.next().await {
+                return device;
+            }
+        }
+    })
+    .await
+    .expect("the revocation is reported");
+    assert_eq!(heard.as_str(), "ann-phone");
+    let refused = meet().await.unwrap_err();
+    assert_eq!(refused.code(), "revoked", "{refused}");
+    // The statement is the hub's authority's own.
+    let statements = config(&laptop).await.trust.revocations();
+    assert_eq!(statements.len(), 1);
+    statements[0]
+        .verify(&hub.hub.accounts().authority_key())
+        .unwrap();
+    hub.stop().await;
+}
+
 // ---- a hub in its own process --------------------------------------------------------------
 
 pub(crate) fn hub_bin() -> &'static str {

@@ -166,6 +166,58 @@ pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bo
     }
 }
 
+/// The revocation statements `keyring` holds that `user` may be told: those of `user`'s own
+/// devices and of the devices of users who are members (invitees included) of a folder whose
+/// `members` feed is among `feeds` (the feeds `user` may read). Others' revocations would tell
+/// a stranger who has an account here. The work is bounded by the users with a revoked device
+/// times the folders listed, and the answer by
+/// [`MAX_REVOCATIONS_PER_ANSWER`](crate::trust::MAX_REVOCATIONS_PER_ANSWER).
+fn visible_revocations<S: Store>(
+    store: &S,
+    user: &UserId,
+    feeds: &[crate::store::FeedHead],
+    keyring: &dyn Keyring,
+) -> Result<Vec<crate::trust::Revocation>> {
+    let all = keyring.revocations();
+    if all.is_empty() {
+        return Ok(all);
+    }
+    let folders: Vec<&FolderId> = feeds
+        .iter()
+        .filter(|h| h.feed.name.as_str() == names::MEMBERS)
+        .filter_map(|h| match &h.feed.scope {
+            Scope::Folder(f) => Some(f),
+            Scope::Mesh(_) => None,
+        })
+        .collect();
+    let mut shares: std::collections::HashMap<UserId, bool> = std::collections::HashMap::new();
+    shares.insert(user.clone(), true);
+    let mut out = Vec::new();
+    for r in all {
+        if out.len() == crate::trust::MAX_REVOCATIONS_PER_ANSWER {
+            break;
+        }
+        let visible = match shares.get(&r.user) {
+            Some(v) => *v,
+            None => {
+                let mut v = false;
+                for f in &folders {
+                    if membership(store, f, &r.user)?.is_some() {
+                        v = true;
+                        break;
+                    }
+                }
+                shares.insert(r.user.clone(), v);
+                v
+            }
+        };
+        if visible {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a member holding `m` may read `feed` of its folder.
 pub(crate) fn readable(m: Option<&Member>, feed: &FeedKey) -> bool {
     match m {
@@ -398,10 +450,12 @@ pub fn respond_as<S: Store>(
                     feeds.push(h);
                 }
             }
+            let revocations = visible_revocations(replica.store(), user, &feeds, pusher.keyring)?;
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,
                 epoch: None,
+                revocations,
             })
         }
         Request::Pull {
