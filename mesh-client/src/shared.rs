@@ -11,7 +11,7 @@ use mesh_core::trust::Revocation;
 use tokio::sync::broadcast;
 
 use crate::error::{ClientError, Result};
-use crate::peer::Revocations;
+use crate::peer::TrustRegistry;
 use crate::store::{BlobStore, ClientStore};
 
 /// A feed of the shared replica changed.
@@ -33,8 +33,9 @@ struct Cell {
     inline: bool,
     /// Set by [`SharedReplica::close`]: every later `run` fails with `Closed`.
     closed: std::sync::atomic::AtomicBool,
-    /// The revocations the client learned, and the peer trusts they apply to.
-    revocations: Revocations,
+    /// The revocations and certificates the client learned, and the peer trusts they apply
+    /// to.
+    trust: TrustRegistry,
 }
 
 /// A replica behind a lock, with a broadcast of its changes. Store work runs on tokio's
@@ -54,13 +55,13 @@ impl SharedReplica {
             changed,
             inline,
             closed: std::sync::atomic::AtomicBool::new(false),
-            revocations: Revocations::new(saved),
+            trust: TrustRegistry::new(saved),
         }))
     }
 
-    /// The revocations the client learned (see [`Revocations`]).
-    pub fn revocations(&self) -> &Revocations {
-        &self.0.revocations
+    /// What the client learned of the mesh's devices (see [`TrustRegistry`]).
+    pub fn trust(&self) -> &TrustRegistry {
+        &self.0.trust
     }
 
     /// Refuses every later [`run`](SharedReplica::run) and

@@ -174,11 +174,7 @@ impl crate::MeshClient {
         Ok(found.map(|(enrollment, key)| {
             // One trust per authority for the whole client: what any remote teaches it (a
             // revocation) holds on every peer connection.
-            let trust = self
-                .inner
-                .shared
-                .revocations()
-                .trust_for(enrollment.authority);
+            let trust = self.inner.shared.trust().trust_for(enrollment.authority);
             let credentials = PeerCredentials {
                 certificate: enrollment.certificate,
                 key,

@@ -41,7 +41,7 @@ impl MeshClient {
         config: PeerConfig,
     ) -> Result<PeerListener, PeerError> {
         // Every revocation the client learns (from its hubs, from other peers) holds here.
-        self.inner.shared.revocations().adopt(&config.trust);
+        self.inner.shared.trust().adopt(&config.trust);
         let keyring = Some(config.trust.keyring().clone());
         let server = ReplicaServer::new(self.inner.shared.clone(), keyring);
         PeerListener::bind(addr, server, config, self.inner.events.clone()).await

@@ -50,7 +50,7 @@ impl MeshClient {
             device: self.device().clone(),
             addr,
         });
-        self.inner.shared.revocations().adopt(&config.trust);
+        self.inner.shared.trust().adopt(&config.trust);
         let discovery = MdnsDiscovery::start(mdns, announce).await?;
         let (added_tx, added) = watch::channel(Vec::new());
         let task = tokio::spawn(follow(

@@ -498,6 +498,9 @@ impl Engine {
         config.feeds = feeds;
         config.known = known;
         config.page_size = self.options.page_size;
+        // A client that serves or syncs with peers judges relayed versions by their signers'
+        // certificates: it asks for those of the devices it may receive versions from.
+        config.certificates = self.shared.trust().in_use();
         let mut session = SyncSession::new(config);
         loop {
             let (s, step) = self
@@ -538,11 +541,18 @@ impl Engine {
                     let relayer = self.transport.relayer().await.map_err(Failure::Transport)?;
                     if let Some(peer) = &relayer {
                         // The revocations the client learns hold for this peer's pages too.
-                        self.shared.revocations().adopt(&peer.trust);
+                        self.shared.trust().adopt(&peer.trust);
                     }
-                    if let Response::Feeds { revocations, .. } = &mut response {
+                    if let Response::Feeds {
+                        revocations,
+                        certificates,
+                        ..
+                    } = &mut response
+                    {
                         let statements = std::mem::take(revocations);
-                        self.learn_revocations(statements, relayer.as_ref()).await?;
+                        let certificates = std::mem::take(certificates);
+                        self.learn_trust(statements, certificates, relayer.as_ref())
+                            .await?;
                     }
                     let (s, received) = self
                         .shared
@@ -597,16 +607,17 @@ impl Engine {
         }
     }
 
-    /// Takes the revocation statements a `feeds` answer carried: those signed by the
-    /// authority this remote is judged by (the peer trust's, or the one pinned at enrollment
-    /// with a hub; a remote with neither teaches nothing) apply to every peer trust of the
-    /// client at once, are saved, and are reported.
-    async fn learn_revocations(
+    /// Takes the revocation statements and certificates a `feeds` answer carried: those
+    /// signed by the authority this remote is judged by (the peer trust's, or the one pinned
+    /// at enrollment with a hub; a remote with neither teaches nothing) apply to every peer
+    /// trust of the client at once; new revocations are saved and reported.
+    async fn learn_trust(
         &mut self,
         statements: Vec<mesh_core::trust::Revocation>,
+        certificates: Vec<mesh_core::trust::DeviceCertificate>,
         relayer: Option<&Relayer>,
     ) -> std::result::Result<(), Failure> {
-        if statements.is_empty() {
+        if statements.is_empty() && certificates.is_empty() {
             return Ok(());
         }
         let pinned = match (relayer, self.authority) {
@@ -614,7 +625,9 @@ impl Engine {
             (None, Some(authority)) => authority,
             (None, None) => return Ok(()),
         };
-        let new = self.shared.revocations().learn(&pinned, statements);
+        let registry = self.shared.trust();
+        registry.learn_certificates(&pinned, certificates);
+        let new = registry.learn(&pinned, statements);
         if new.is_empty() {
             return Ok(());
         }

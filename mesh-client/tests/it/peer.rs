@@ -330,6 +330,7 @@ async fn a_revoked_device_is_refused() {
     let feeds = || mesh_core::sync::Request::Feeds {
         from: "phone".parse().unwrap(),
         only: None,
+        certificates: false,
     };
     phone.send(feeds()).await.unwrap();
     // The laptop learns of the revocation (here from the application, `PeerTrust::revoke`):
@@ -594,6 +595,7 @@ async fn devices_enrolled_with_a_hub_meet_as_peers_with_its_certificates() {
         .send(mesh_core::sync::Request::Feeds {
             from: "phone".parse().unwrap(),
             only: None,
+            certificates: false,
         })
         .await
         .unwrap();

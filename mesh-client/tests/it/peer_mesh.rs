@@ -20,8 +20,19 @@ pub(crate) async fn device(
     dir: &std::path::Path,
     name: &str,
 ) -> (MeshClient, LinkControl) {
-    let (to_hub, link) = net.wrap(hub.connect("ann".parse().unwrap()));
-    let client = builder("ann", name)
+    device_of(hub, net, dir, "ann", name).await
+}
+
+/// [`device`], of `user`.
+pub(crate) async fn device_of(
+    hub: &InProcessHub,
+    net: &SimNetwork,
+    dir: &std::path::Path,
+    user: &str,
+    name: &str,
+) -> (MeshClient, LinkControl) {
+    let (to_hub, link) = net.wrap(hub.connect(user.parse().unwrap()));
+    let client = builder(user, name)
         .store(StoreConfig::Sqlite(dir.join(format!("{name}.db"))))
         .sync_options(SyncOptions::default().with_auto(false))
         .remote("hub".parse().unwrap(), to_hub)

@@ -56,6 +56,7 @@ async fn a_revocation_travels_from_the_hub_through_peers_and_survives_a_restart(
     let feeds = || Request::Feeds {
         from: "phone".parse().unwrap(),
         only: None,
+        certificates: false,
     };
     phone_to_laptop.send(feeds()).await.unwrap();
 

@@ -168,6 +168,7 @@ async fn a_peer_transport_refuses_a_peer_that_changed_identity() {
         .send(mesh_core::sync::Request::Feeds {
             from: "phone".parse().unwrap(),
             only: None,
+            certificates: false,
         })
         .await
         .expect_err("a connection proving another device must be refused");
@@ -176,4 +177,65 @@ async fn a_peer_transport_refuses_a_peer_that_changed_identity() {
         "{refused}"
     );
     proxy.abort();
+}
+
+/// Certificates travel with the data: a Reader's device carries an Owner's signed note to a
+/// third user's device, which accepts it as the Owner's write because the certificate of the
+/// Owner's device came with the Reader's `feeds` answer (the Reader's device had it from the
+/// hub), though the two never met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_device_relays_an_owners_note_that_a_third_device_accepts() {
+    use crate::peer_mesh::{add_peer, device_of, listen, sync, titles};
+    use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork};
+    let hub = InProcessHub::new();
+    let net = SimNetwork::new(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (ann, _) = device_of(&hub, &net, dir.path(), "ann", "ann-laptop").await;
+    let (bob, _) = device_of(&hub, &net, dir.path(), "bob", "bob-phone").await;
+    let (carol, carol_link) = device_of(&hub, &net, dir.path(), "carol", "carol-desk").await;
+    let (folder, notes) = crate::peer::notes_folder(&ann, "Shared").await;
+    for user in ["bob", "carol"] {
+        ann.invite(&folder, &user.parse().unwrap(), Role::Reader)
+            .await
+            .unwrap();
+    }
+    ann.sync_now().await.unwrap();
+    for c in [&bob, &carol] {
+        c.sync_now().await.unwrap();
+        c.accept(&folder).await.unwrap();
+        c.sync_now().await.unwrap();
+    }
+    // Bob's phone listens for peers, then hears ann's note from the hub.
+    let bob_listens = listen(&bob).await;
+    ann.put(
+        &folder,
+        &notes,
+        EntryDraft::new("from ann", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    ann.sync_now().await.unwrap();
+    bob.sync_now().await.unwrap();
+    assert_eq!(titles(&bob, &folder, &notes).await, ["from ann"]);
+
+    // Carol's desk is away from the hub and syncs with bob's phone only.
+    carol_link.set_online(false);
+    add_peer(&carol, "bob-phone", bob_listens.local_addr()).await;
+    let mut events = carol.events();
+    sync(&carol).await;
+    assert_eq!(
+        titles(&carol, &folder, &notes).await,
+        ["from ann"],
+        "refused: {:?}",
+        {
+            use futures::FutureExt as _;
+            let mut refused = Vec::new();
+            while let Some(Some(e)) = events.next().now_or_never() {
+                if matches!(e, Event::Rejected { .. }) {
+                    refused.push(e);
+                }
+            }
+            refused
+        }
+    );
 }

@@ -50,6 +50,7 @@ pub(crate) async fn suite(connect: impl Fn(&str) -> Arc<dyn Transport>) {
         .send(Request::Feeds {
             from: from.clone(),
             only: None,
+            certificates: false,
         })
         .await
         .unwrap()
@@ -139,6 +140,7 @@ pub(crate) async fn suite(connect: impl Fn(&str) -> Arc<dyn Transport>) {
         .send(Request::Feeds {
             from: other.clone(),
             only: None,
+            certificates: false,
         })
         .await
         .unwrap()

@@ -9,7 +9,7 @@ use crate::feedsync::MergeOutcome;
 use crate::id::{EntryId, ReplicaId};
 use crate::model::{Entry, FeedKey};
 use crate::store::{Cursor, FeedHead};
-use crate::trust::Revocation;
+use crate::trust::{DeviceCertificate, Revocation};
 
 /// The most changes a responder returns in one page, whatever the request asks.
 pub const MAX_PAGE: u32 = 1000;
@@ -25,6 +25,11 @@ pub enum Request {
         /// Only these feeds (all that the asker may see when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         only: Option<Vec<FeedKey>>,
+        /// Also send the certificates of the devices whose versions the asker may receive
+        /// (see [`Response::Feeds::certificates`]): a device that judges pages from peers
+        /// asks, so that it can tell who signed a version a peer relays.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        certificates: bool,
     },
     /// Your changes of `feed` after `since`, at most `limit`.
     Pull {
@@ -69,6 +74,13 @@ pub enum Response {
         /// [`MAX_REVOCATIONS_PER_ANSWER`](crate::trust::MAX_REVOCATIONS_PER_ANSWER) are read.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         revocations: Vec<Revocation>,
+        /// When asked ([`Request::Feeds::certificates`]): the device certificates the
+        /// responder knows, of devices not known revoked, of the asking user and of the users
+        /// it shares a folder with. Each is the authority's signed word; the receiver checks
+        /// it against the authority it pinned. At most
+        /// [`MAX_CERTIFICATES_PER_ANSWER`](crate::trust::MAX_CERTIFICATES_PER_ANSWER) are read.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        certificates: Vec<DeviceCertificate>,
     },
     /// Answer to [`Request::Pull`].
     Changes {

@@ -15,7 +15,7 @@ use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
 /// came from the asker; pushes are merged in one transaction.
 pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<Response> {
     match request {
-        Request::Feeds { from: _, only } => {
+        Request::Feeds { from: _, only, .. } => {
             let mut feeds = replica.store().feeds()?;
             if let Some(only) = only {
                 feeds.retain(|h| only.contains(&h.feed));
@@ -25,6 +25,7 @@ pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<R
                 feeds,
                 epoch: None,
                 revocations: Vec::new(),
+                certificates: Vec::new(),
             })
         }
         Request::Pull {

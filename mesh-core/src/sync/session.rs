@@ -47,6 +47,10 @@ pub struct SessionConfig {
     /// session learned of the remote. Used only when every feed's stored cursors were kept
     /// under that name; otherwise the session asks `feeds` as usual.
     pub known: Option<KnownRemote>,
+    /// Ask the remote for the certificates of the devices whose versions this replica may
+    /// receive ([`Request::Feeds::certificates`]): for a replica that judges pages from peers
+    /// or serves them.
+    pub certificates: bool,
 }
 
 /// What a syncing replica knows of its remote without asking (see [`SessionConfig::known`]).
@@ -78,6 +82,7 @@ impl SessionConfig {
             pull: true,
             push: true,
             known: None,
+            certificates: false,
         }
     }
 }
@@ -313,6 +318,7 @@ impl SyncSession {
                 Ok(self.send(Request::Feeds {
                     from: local.id(),
                     only,
+                    certificates: self.config.certificates,
                 }))
             }
             Phase::Work => self.next_work(local),
@@ -427,6 +433,7 @@ impl SyncSession {
                     epoch,
                     // The caller takes them before: only it knows the pinned authority.
                     revocations: _,
+                    certificates: _,
                 },
             ) => {
                 let events = self.start_feeds(local, replica, epoch, feeds)?;

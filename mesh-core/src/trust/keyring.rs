@@ -54,6 +54,12 @@ pub trait Keyring: Sync {
     fn revocations(&self) -> Vec<Revocation> {
         Vec::new()
     }
+
+    /// The certificates of the devices this keyring knows and does not know revoked, to pass
+    /// on like [`Keyring::revocations`]. None by default.
+    fn certificates(&self) -> Vec<DeviceCertificate> {
+        Vec::new()
+    }
 }
 
 /// Who wrote a version, as far as authorization goes.
@@ -217,6 +223,17 @@ impl Keyring for MemoryKeyring {
 
     fn revocations(&self) -> Vec<Revocation> {
         let mut all: Vec<Revocation> = self.statements.values().cloned().collect();
+        all.sort_by(|a, b| a.device.cmp(&b.device));
+        all
+    }
+
+    fn certificates(&self) -> Vec<DeviceCertificate> {
+        let mut all: Vec<DeviceCertificate> = self
+            .devices
+            .values()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| d.certificate.clone())
+            .collect();
         all.sort_by(|a, b| a.device.cmp(&b.device));
         all
     }

@@ -21,6 +21,8 @@ mod verify;
 pub use cert::{DeviceCertificate, Enrollment, CERT_TAG};
 pub use keyring::{CertifiedDevice, KeyStatus, Keyring, MemoryKeyring, NoKeyring, Signer};
 pub use keys::{Digest, PublicKey, SecretKey, Signature};
-pub use revocation::{Revocation, MAX_REVOCATIONS_PER_ANSWER, REVOCATION_TAG};
+pub use revocation::{
+    Revocation, MAX_CERTIFICATES_PER_ANSWER, MAX_REVOCATIONS_PER_ANSWER, REVOCATION_TAG,
+};
 pub use seal::{data_digest, seal_version, signing_bytes, Seal, DATA_TAG, VERSION_TAG};
 pub use verify::{signer_of, signer_of_meta, verify_entries, verify_entry};

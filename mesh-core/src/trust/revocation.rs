@@ -20,6 +20,9 @@ pub const REVOCATION_TAG: &[u8] = b"mesh-device-revocation-v1\0";
 /// The most revocation statements one `feeds` answer may carry; a receiver ignores the rest.
 pub const MAX_REVOCATIONS_PER_ANSWER: usize = 4096;
 
+/// The most device certificates one `feeds` answer may carry; a receiver ignores the rest.
+pub const MAX_CERTIFICATES_PER_ANSWER: usize = 4096;
+
 /// The authority's statement that `device` (of `user`) is revoked from `at` on: its
 /// handshakes are refused, and so are the versions it dated `at` or later.
 ///

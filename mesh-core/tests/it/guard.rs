@@ -479,6 +479,7 @@ fn a_deleted_folder_is_revoked_for_everyone() {
             Request::Feeds {
                 from: "x".parse().unwrap(),
                 only: None,
+                certificates: false,
             },
         )
         .unwrap() else {

@@ -1185,9 +1185,14 @@ fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (
             arb_id::<ReplicaId>(),
-            prop::option::of(prop::collection::vec(arb_feed(), 0..3))
+            prop::option::of(prop::collection::vec(arb_feed(), 0..3)),
+            any::<bool>()
         )
-            .prop_map(|(from, only)| Request::Feeds { from, only }),
+            .prop_map(|(from, only, certificates)| Request::Feeds {
+                from,
+                only,
+                certificates
+            }),
         (
             arb_id::<ReplicaId>(),
             arb_feed(),
@@ -1230,6 +1235,21 @@ fn arb_response() -> impl Strategy<Value = Response> {
             .prop_map(|(replica, feeds, epoch, revoked)| Response::Feeds {
                 replica,
                 epoch: epoch.map(|(id, continues)| Epoch { id, continues }),
+                certificates: revoked
+                    .iter()
+                    .map(|(seed, device, at)| {
+                        let key = mesh_core::trust::SecretKey::from_seed(*seed);
+                        let at = Timestamp::from_unix(*at).unwrap();
+                        mesh_core::trust::DeviceCertificate::issue(
+                            &key,
+                            "ann".parse().unwrap(),
+                            device.clone(),
+                            key.public(),
+                            at,
+                            at,
+                        )
+                    })
+                    .collect(),
                 revocations: revoked
                     .into_iter()
                     .map(|(seed, device, at)| mesh_core::trust::Revocation::issue(

@@ -271,6 +271,7 @@ fn sync_epoch(local: &mut R, hub: &mut R, epoch: &Epoch) -> (SyncReport, Vec<Ses
                         feeds,
                         epoch: Some(epoch.clone()),
                         revocations: Vec::new(),
+                        certificates: Vec::new(),
                     },
                     other => other,
                 };
@@ -388,6 +389,7 @@ fn a_malformed_epoch_is_a_protocol_error() {
             feeds: Vec::new(),
             epoch: Some(e),
             revocations: Vec::new(),
+            certificates: Vec::new(),
         };
         let err = s.receive(&mut a, resp).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Protocol, "{err}");

@@ -1210,6 +1210,7 @@ fn a_peer_cannot_found_a_folder_with_anything_but_its_members() {
         }],
         epoch: None,
         revocations: Vec::new(),
+        certificates: Vec::new(),
     };
     s.receive_from(&mut erin, feeds, Some(Pusher::new(&peer_user, &w.ring)))
         .unwrap();
@@ -1327,6 +1328,7 @@ fn a_feeds_answer_tells_revocations_only_to_those_who_share_a_folder() {
         let request = Request::Feeds {
             from: "dev".parse().unwrap(),
             only: None,
+            certificates: false,
         };
         match respond_as(&mut w.hub, Pusher::new(&user, &w.ring), request).unwrap() {
             Response::Feeds { revocations, .. } => revocations,
@@ -1340,4 +1342,42 @@ fn a_feeds_answer_tells_revocations_only_to_those_who_share_a_folder() {
     // A stranger hears of their own devices only.
     assert_eq!(told("zed"), vec![zed]);
     assert!(told("yann").is_empty());
+}
+
+#[test]
+fn certificates_are_sent_when_asked_and_only_of_those_who_share_a_folder() {
+    let mut w = World::new();
+    w.ring
+        .add(DeviceCertificate::issue(
+            &w.authority,
+            "zed".parse().unwrap(),
+            dev("zed-dev"),
+            key_of("zed").public(),
+            t(-10),
+            t(1_000_000),
+        ))
+        .unwrap();
+    w.ring.revoke(&dev("frank-dev"), t(0));
+    let mut told = |user: &str, certificates: bool| -> Vec<String> {
+        let user: UserId = user.parse().unwrap();
+        let request = Request::Feeds {
+            from: "dev".parse().unwrap(),
+            only: None,
+            certificates,
+        };
+        match respond_as(&mut w.hub, Pusher::new(&user, &w.ring), request).unwrap() {
+            Response::Feeds { certificates, .. } => certificates
+                .into_iter()
+                .map(|c| c.device.to_string())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(told("erin", false).is_empty(), "only when asked");
+    // Every member's device but the revoked one; never the stranger's.
+    assert_eq!(
+        told("erin", true),
+        ["ann-dev", "bob-dev", "carol-dev", "dave-dev", "erin-dev"]
+    );
+    assert_eq!(told("zed", true), ["zed-dev"]);
 }

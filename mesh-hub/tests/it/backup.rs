@@ -273,6 +273,7 @@ async fn announced_epoch(hub: &TestHub, device: &str) -> Option<mesh_core::sync:
     let request = mesh_core::sync::Request::Feeds {
         from: device.parse().unwrap(),
         only: None,
+        certificates: false,
     };
     match t.send(request).await.unwrap() {
         mesh_core::sync::Response::Feeds { epoch, .. } => epoch,

@@ -149,6 +149,7 @@ async fn a_compressed_body_inflating_past_the_limit_is_refused_with_413() {
     t.send(Request::Feeds {
         from: "probe".parse().unwrap(),
         only: None,
+        certificates: false,
     })
     .await
     .unwrap();
@@ -164,6 +165,7 @@ fn long_feeds() -> Request {
                 .map(|i| format!("folder:f{i}/notes").parse().unwrap())
                 .collect(),
         ),
+        certificates: false,
     }
 }
 

@@ -176,6 +176,7 @@ async fn a_revoked_device_is_cut_off_at_once() {
     let feeds = || Request::Feeds {
         from: "phone-replica".parse().unwrap(),
         only: None,
+        certificates: false,
     };
     assert!(phone.send(feeds()).await.is_ok());
     let mut stream = phone.watch().await.unwrap();
@@ -280,6 +281,22 @@ async fn a_revocation_at_the_hub_reaches_peers_with_the_next_sync() {
             .map(|_| ())
     };
     meet().await.unwrap();
+    // Asked, the hub sends the certificates of the devices the asker may receive versions
+    // from (ann's two certified ones here), as peers need them to judge relayed versions.
+    let asked = hub
+        .transport("ann", "ann-probe")
+        .send(Request::Feeds {
+            from: "probe".parse().unwrap(),
+            only: None,
+            certificates: true,
+        })
+        .await
+        .unwrap();
+    let Response::Feeds { certificates, .. } = asked else {
+        panic!("{asked:?}")
+    };
+    let devices: Vec<String> = certificates.iter().map(|c| c.device.to_string()).collect();
+    assert_eq!(devices, ["ann-laptop", "ann-phone"]);
 
     hub.hub
         .revoke_device(&"ann-phone".parse().unwrap())

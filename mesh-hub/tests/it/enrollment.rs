@@ -18,6 +18,7 @@ fn feeds() -> Request {
     Request::Feeds {
         from: "replica".parse().unwrap(),
         only: None,
+        certificates: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn feeds() -> Request {
     Request::Feeds {
         from: "device-1".parse().unwrap(),
         only: None,
+        certificates: false,
     }
 }
 

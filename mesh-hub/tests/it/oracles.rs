@@ -151,6 +151,7 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
             Request::Feeds {
                 from: "carol-desk".parse().unwrap(),
                 only: Some(vec![feed.clone()]),
+                certificates: false,
             },
             Request::Push {
                 from: "carol-desk".parse().unwrap(),

@@ -121,6 +121,7 @@ async fn each_hub_answer_has_its_own_error_kind() {
             .send(Request::Feeds {
                 from: "device-1".parse().unwrap(),
                 only: None,
+                certificates: false,
             })
             .await
             .unwrap_err();

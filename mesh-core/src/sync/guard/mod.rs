@@ -26,6 +26,8 @@
 mod roster;
 pub mod rules;
 
+use std::collections::HashMap;
+
 use crate::error::{CoreError, Result};
 use crate::feedsync::{limits, Merged};
 use crate::id::{EntryId, FolderId, ReplicaId, UserId};
@@ -166,56 +168,69 @@ pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bo
     }
 }
 
-/// The revocation statements `keyring` holds that `user` may be told: those of `user`'s own
-/// devices and of the devices of users who are members (invitees included) of a folder whose
-/// `members` feed is among `feeds` (the feeds `user` may read). Others' revocations would tell
-/// a stranger who has an account here. The work is bounded by the users with a revoked device
-/// times the folders listed, and the answer by
-/// [`MAX_REVOCATIONS_PER_ANSWER`](crate::trust::MAX_REVOCATIONS_PER_ANSWER).
-fn visible_revocations<S: Store>(
-    store: &S,
-    user: &UserId,
-    feeds: &[crate::store::FeedHead],
-    keyring: &dyn Keyring,
-) -> Result<Vec<crate::trust::Revocation>> {
-    let all = keyring.revocations();
-    if all.is_empty() {
-        return Ok(all);
-    }
-    let folders: Vec<&FolderId> = feeds
-        .iter()
-        .filter(|h| h.feed.name.as_str() == names::MEMBERS)
-        .filter_map(|h| match &h.feed.scope {
-            Scope::Folder(f) => Some(f),
-            Scope::Mesh(_) => None,
-        })
-        .collect();
-    let mut shares: std::collections::HashMap<UserId, bool> = std::collections::HashMap::new();
-    shares.insert(user.clone(), true);
-    let mut out = Vec::new();
-    for r in all {
-        if out.len() == crate::trust::MAX_REVOCATIONS_PER_ANSWER {
-            break;
+/// Who `user` may be told about: itself, and the users who are members (invitees included)
+/// of a folder whose `members` feed is among `feeds` (the feeds `user` may read). The
+/// certificates and revocations of anyone else's devices would tell a stranger who has an
+/// account here. Answers are cached per user, so the work is bounded by the distinct users
+/// asked about times the folders listed.
+struct Audience<'a, S> {
+    store: &'a S,
+    folders: Vec<&'a FolderId>,
+    known: HashMap<UserId, bool>,
+}
+
+impl<'a, S: Store> Audience<'a, S> {
+    fn new(store: &'a S, user: &UserId, feeds: &'a [crate::store::FeedHead]) -> Self {
+        let folders = feeds
+            .iter()
+            .filter(|h| h.feed.name.as_str() == names::MEMBERS)
+            .filter_map(|h| match &h.feed.scope {
+                Scope::Folder(f) => Some(f),
+                Scope::Mesh(_) => None,
+            })
+            .collect();
+        let mut known = HashMap::new();
+        known.insert(user.clone(), true);
+        Audience {
+            store,
+            folders,
+            known,
         }
-        let visible = match shares.get(&r.user) {
-            Some(v) => *v,
-            None => {
-                let mut v = false;
-                for f in &folders {
-                    if membership(store, f, &r.user)?.is_some() {
-                        v = true;
-                        break;
-                    }
-                }
-                shares.insert(r.user.clone(), v);
-                v
+    }
+
+    fn may_hear_of(&mut self, other: &UserId) -> Result<bool> {
+        if let Some(v) = self.known.get(other) {
+            return Ok(*v);
+        }
+        let mut v = false;
+        for f in &self.folders {
+            if membership(self.store, f, other)?.is_some() {
+                v = true;
+                break;
             }
-        };
-        if visible {
-            out.push(r);
         }
+        self.known.insert(other.clone(), v);
+        Ok(v)
     }
-    Ok(out)
+
+    /// Those of `all` whose user (`user_of`) may be heard of, at most `max`.
+    fn filter<T>(
+        &mut self,
+        all: Vec<T>,
+        user_of: impl Fn(&T) -> &UserId,
+        max: usize,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in all {
+            if out.len() == max {
+                break;
+            }
+            if self.may_hear_of(user_of(&item))? {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Whether a member holding `m` may read `feed` of its folder.
@@ -441,7 +456,11 @@ pub fn respond_as<S: Store>(
 ) -> Result<Response> {
     let user = pusher.user;
     match request {
-        Request::Feeds { from: _, only } => {
+        Request::Feeds {
+            from: _,
+            only,
+            certificates,
+        } => {
             let mut feeds = Vec::new();
             for h in replica.store().feeds()? {
                 if only.as_ref().is_none_or(|o| o.contains(&h.feed))
@@ -450,12 +469,30 @@ pub fn respond_as<S: Store>(
                     feeds.push(h);
                 }
             }
-            let revocations = visible_revocations(replica.store(), user, &feeds, pusher.keyring)?;
+            // What the user needs to judge versions relayed by peers: the authority's word on
+            // the devices of the users it shares folders with (revocations always, those
+            // being few; certificates when asked).
+            let mut audience = Audience::new(replica.store(), user, &feeds);
+            let revocations = audience.filter(
+                pusher.keyring.revocations(),
+                |r| &r.user,
+                crate::trust::MAX_REVOCATIONS_PER_ANSWER,
+            )?;
+            let certificates = if certificates {
+                audience.filter(
+                    pusher.keyring.certificates(),
+                    |c| &c.user,
+                    crate::trust::MAX_CERTIFICATES_PER_ANSWER,
+                )?
+            } else {
+                Vec::new()
+            };
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,
                 epoch: None,
                 revocations,
+                certificates,
             })
         }
         Request::Pull {
