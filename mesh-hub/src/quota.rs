@@ -1,8 +1,9 @@
 //! Per-user quotas: how many folders one user may own.
 //!
 //! A folder is created by the first write to its members feed, through the REST API or a sync
-//! push; both check the quota first, under the replica's lock, so two concurrent creations
-//! cannot both slip under it.
+//! push; both check the quota in the same step as the write (under the replica's lock, and
+//! with PostgreSQL under the database's lock on the user's folders), so two concurrent
+//! creations cannot both slip under it, in one process or several.
 
 use axum::http::StatusCode;
 use mesh_core::id::{FolderId, UserId};
@@ -140,15 +141,22 @@ pub(crate) fn folder_exists(
         .is_empty())
 }
 
-/// Checks that `user` may create `folder`: nothing to check when it exists already.
+/// Checks that `user` may create `folder`: nothing to check when it exists already. With
+/// PostgreSQL the check first takes the database-wide lock on `user`'s folders, held until
+/// the request's store is dropped (after its commit), so that two processes creating two of
+/// the user's folders at once cannot both pass the check; in one process the replica's lock
+/// does the same for the caller that checks and writes in one run.
 pub(crate) fn check_new_folder(
-    r: &Replica<ClientStore>,
+    r: &mut Replica<ClientStore>,
     quotas: &Quotas,
     user: &UserId,
     folder: &FolderId,
 ) -> Result<Result<(), QuotaError>, CoreError> {
     if quotas.max_folders_per_user == 0 || folder_exists(r, folder)? {
         return Ok(Ok(()));
+    }
+    if let ClientStore::Postgres(s) = r.store_mut() {
+        s.lock_scope(&format!("quota:folders:{user}"))?;
     }
     let owned = u32::try_from(owned_folders(r, user)?.len()).unwrap_or(u32::MAX);
     if owned >= quotas.max_folders_per_user {

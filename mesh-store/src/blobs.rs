@@ -296,6 +296,9 @@ impl NoPostgres {
     fn usage(&self) -> Result<(u64, u64)> {
         match *self {}
     }
+    fn exclusive<T>(&self, _: &str, _: impl FnOnce() -> T) -> Result<T> {
+        match *self {}
+    }
     fn claimed_bytes(&self, _: &[FolderId]) -> Result<u64> {
         match *self {}
     }
@@ -723,6 +726,19 @@ impl BlobStore {
                 .map_err(store_err)?;
         }
         Ok(Some(buf))
+    }
+
+    /// Runs `f` holding the store-wide lock `name`: on PostgreSQL every process of the
+    /// database waits for it (an advisory lock, released when `f` returns, or when the
+    /// connection ends if the process dies); the other backends serve one process, whose
+    /// caller serializes its own threads. For a check and the write it admits (the hub's
+    /// stored-bytes quota), so that two processes cannot both pass the check on the same
+    /// room.
+    pub fn exclusive<T>(&self, name: &str, f: impl FnOnce() -> T) -> Result<T> {
+        match self.pg() {
+            Some(p) => p.exclusive(name, f),
+            None => Ok(f()),
+        }
     }
 
     /// The number of objects stored and their total size in bytes.

@@ -86,7 +86,6 @@ impl PeerTrust {
 
     /// The signed revocation statements this trust holds (those it relays).
     pub fn revocations(&self) -> Vec<Revocation> {
-        use mesh_core::trust::Keyring as _;
         lock_ring(&self.ring).revocations()
     }
 

@@ -1,6 +1,6 @@
 //! Keyrings: what a verifying replica knows about the devices whose signatures it checks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::Result;
 use crate::id::{DeviceId, UserId};
@@ -48,16 +48,24 @@ pub trait Keyring: Sync {
         None
     }
 
-    /// The authority's signed revocation statements this keyring holds, to pass on to whoever
-    /// syncs with this replica (the guard sends each user those of the users they share a
-    /// folder with). None by default.
-    fn revocations(&self) -> Vec<Revocation> {
+    /// Whether the keyring holds any revocation statement (the guard looks for those to
+    /// pass on only then).
+    fn any_revocations(&self) -> bool {
+        false
+    }
+
+    /// The authority's signed revocation statements this keyring holds for `user`'s devices,
+    /// to pass on to whoever syncs with this replica (the guard sends each user those of the
+    /// users they share a folder with). None by default.
+    fn revocations_of(&self, user: &UserId) -> Vec<Revocation> {
+        let _ = user;
         Vec::new()
     }
 
-    /// The certificates of the devices this keyring knows and does not know revoked, to pass
-    /// on like [`Keyring::revocations`]. None by default.
-    fn certificates(&self) -> Vec<DeviceCertificate> {
+    /// The certificates of `user`'s devices that this keyring knows and does not know
+    /// revoked, to pass on like [`Keyring::revocations`]. None by default.
+    fn certificates_of(&self, user: &UserId) -> Vec<DeviceCertificate> {
+        let _ = user;
         Vec::new()
     }
 }
@@ -94,11 +102,15 @@ pub struct MemoryKeyring {
     authority: PublicKey,
     authority_device: Option<DeviceId>,
     devices: HashMap<DeviceId, CertifiedDevice>,
+    /// The certified devices of each user.
+    by_user: HashMap<UserId, BTreeSet<DeviceId>>,
     registered: HashSet<DeviceId>,
     /// Every revocation known, certificate or not yet (the earliest date wins).
     revoked: HashMap<DeviceId, Timestamp>,
     /// The signed statements behind revocations, to relay.
     statements: HashMap<DeviceId, Revocation>,
+    /// The devices with a statement, by user.
+    statements_by_user: HashMap<UserId, BTreeSet<DeviceId>>,
     /// The users with an account, once any is named ([`MemoryKeyring::add_user`]).
     users: Option<HashSet<UserId>>,
 }
@@ -110,9 +122,11 @@ impl MemoryKeyring {
             authority,
             authority_device: None,
             devices: HashMap::new(),
+            by_user: HashMap::new(),
             registered: HashSet::new(),
             revoked: HashMap::new(),
             statements: HashMap::new(),
+            statements_by_user: HashMap::new(),
             users: None,
         }
     }
@@ -138,6 +152,17 @@ impl MemoryKeyring {
     pub fn add(&mut self, certificate: DeviceCertificate) -> Result<()> {
         certificate.verify(&self.authority)?;
         let revoked_at = self.revoked.get(&certificate.device).copied();
+        if let Some(old) = self.devices.get(&certificate.device) {
+            if old.certificate.user != certificate.user {
+                if let Some(set) = self.by_user.get_mut(&old.certificate.user) {
+                    set.remove(&certificate.device);
+                }
+            }
+        }
+        self.by_user
+            .entry(certificate.user.clone())
+            .or_default()
+            .insert(certificate.device.clone());
         self.devices.insert(
             certificate.device.clone(),
             CertifiedDevice {
@@ -183,15 +208,41 @@ impl MemoryKeyring {
         statement.verify(&self.authority)?;
         let before = self.revoked.get(&statement.device).copied();
         if before.is_some_and(|b| b <= statement.at) {
-            // Keep the earliest statement; a later one adds nothing.
-            self.statements
-                .entry(statement.device.clone())
-                .or_insert(statement);
+            // A later statement adds nothing; one for a revocation known without a
+            // statement (`revoke`) is kept to relay.
+            if !self.statements.contains_key(&statement.device) {
+                self.keep_statement(statement);
+            }
             return Ok(false);
         }
         self.revoke(&statement.device, statement.at);
-        self.statements.insert(statement.device.clone(), statement);
+        self.keep_statement(statement);
         Ok(true)
+    }
+
+    /// Keeps `statement` as the one relayed for its device, indexed by its user.
+    fn keep_statement(&mut self, statement: Revocation) {
+        self.statements_by_user
+            .entry(statement.user.clone())
+            .or_default()
+            .insert(statement.device.clone());
+        let (device, user) = (statement.device.clone(), statement.user.clone());
+        if let Some(old) = self.statements.insert(device, statement) {
+            // The same device under another user's name (both the authority's word): the
+            // index follows the statement kept.
+            if old.user != user {
+                if let Some(set) = self.statements_by_user.get_mut(&old.user) {
+                    set.remove(&old.device);
+                }
+            }
+        }
+    }
+
+    /// Every signed revocation statement held, by device.
+    pub fn revocations(&self) -> Vec<Revocation> {
+        let mut all: Vec<Revocation> = self.statements.values().cloned().collect();
+        all.sort_by(|a, b| a.device.cmp(&b.device));
+        all
     }
 
     /// When `device` was revoked, if the keyring knows it was.
@@ -221,21 +272,31 @@ impl Keyring for MemoryKeyring {
         self.users.as_ref().map(|u| u.contains(user))
     }
 
-    fn revocations(&self) -> Vec<Revocation> {
-        let mut all: Vec<Revocation> = self.statements.values().cloned().collect();
-        all.sort_by(|a, b| a.device.cmp(&b.device));
-        all
+    fn any_revocations(&self) -> bool {
+        !self.statements.is_empty()
     }
 
-    fn certificates(&self) -> Vec<DeviceCertificate> {
-        let mut all: Vec<DeviceCertificate> = self
-            .devices
-            .values()
+    fn revocations_of(&self, user: &UserId) -> Vec<Revocation> {
+        let Some(devices) = self.statements_by_user.get(user) else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .filter_map(|d| self.statements.get(d))
+            .cloned()
+            .collect()
+    }
+
+    fn certificates_of(&self, user: &UserId) -> Vec<DeviceCertificate> {
+        let Some(devices) = self.by_user.get(user) else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .filter_map(|d| self.devices.get(d))
             .filter(|d| d.revoked_at.is_none())
             .map(|d| d.certificate.clone())
-            .collect();
-        all.sort_by(|a, b| a.device.cmp(&b.device));
-        all
+            .collect()
     }
 }
 

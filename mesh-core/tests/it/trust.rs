@@ -1366,10 +1366,14 @@ fn certificates_are_sent_when_asked_and_only_of_those_who_share_a_folder() {
             certificates,
         };
         match respond_as(&mut w.hub, Pusher::new(&user, &w.ring), request).unwrap() {
-            Response::Feeds { certificates, .. } => certificates
-                .into_iter()
-                .map(|c| c.device.to_string())
-                .collect(),
+            Response::Feeds { certificates, .. } => {
+                let mut devices: Vec<String> = certificates
+                    .into_iter()
+                    .map(|c| c.device.to_string())
+                    .collect();
+                devices.sort();
+                devices
+            }
             other => panic!("{other:?}"),
         }
     };

@@ -37,6 +37,9 @@ use crate::api::blob_stream::{check_manifest, check_uploaded, object_body, READ_
 use crate::api::rest::folder_id;
 use crate::api::{content_type, no_content, Auth, RawBody};
 use crate::error::ApiError;
+
+/// The store-wide lock under which a quota'd upload is checked and written.
+const QUOTA_LOCK: &str = "mesh_quota_bytes";
 use crate::state::HubState;
 
 /// The most hashes one request may carry (`missing` and `fetch`), and the most objects in one
@@ -198,12 +201,18 @@ pub(crate) async fn upload(
     let inner = state.0.clone();
     let (count, added) = state
         .blobs(move |b| {
-            // With a quota to hold, the check and the write it admits are one step.
-            let _held = (!owners.is_empty())
-                .then(|| inner.quota_bytes.lock().unwrap_or_else(|p| p.into_inner()));
-            crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
-            let added = b.put(&folder, &objects).map_err(store_error)?;
-            Ok::<_, ApiError>((objects.len(), added))
+            // With a quota to hold, the check and the write it admits are one step: one
+            // upload at a time in this process, and in every process of a shared database.
+            let admit = || {
+                crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
+                let added = b.put(&folder, &objects).map_err(store_error)?;
+                Ok::<_, ApiError>((objects.len(), added))
+            };
+            if owners.is_empty() {
+                return admit();
+            }
+            let _held = inner.quota_bytes.lock().unwrap_or_else(|p| p.into_inner());
+            b.exclusive(QUOTA_LOCK, admit).map_err(store_error)?
         })
         .await??;
     tracing::debug!(folder = %f, objects = count, new_bytes = added, "objects stored");

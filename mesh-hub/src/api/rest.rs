@@ -20,12 +20,14 @@ use mesh_core::model::{
     names, odata, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, FolderKind,
     InvitationState, Mapping, MediaRef, Member, NewsItem, NewsKind, Role, Scope,
 };
+use mesh_core::replica::Replica;
 use mesh_core::store::{Cursor, Store};
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request as SyncRequest, Response as SyncResponse, MAX_PAGE};
 use mesh_core::time::Timestamp;
 use mesh_core::trust;
 use mesh_core::CoreError;
+use mesh_store::AnyStore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -131,6 +133,9 @@ async fn check_read(state: &HubState, user: &UserId, feed: &FeedKey) -> Result<(
 /// Builds the next version of an entry from the current one (if any), at `stamp`.
 type Make = Box<dyn FnOnce(Option<&Entry>, &Stamp, Timestamp) -> Result<Entry, ApiError> + Send>;
 
+/// A check made in the same step as a write, before it (a quota the write must keep).
+type Check = Box<dyn FnOnce(&mut Replica<AnyStore>) -> Result<(), ApiError> + Send>;
+
 /// Writes one entry as `user`: If-Match, then the version is built, checked against the
 /// member roles, merged and announced, all under the replica's lock.
 async fn write(
@@ -141,6 +146,20 @@ async fn write(
     precondition: Option<String>,
     make: Make,
 ) -> Result<Entry, ApiError> {
+    write_checked(state, user, feed, id, precondition, None, make).await
+}
+
+/// [`write`], with `check` run first in the same step: nothing another request writes can
+/// come between them.
+async fn write_checked(
+    state: &HubState,
+    user: &UserId,
+    feed: FeedKey,
+    id: EntryId,
+    precondition: Option<String>,
+    check: Option<Check>,
+    make: Make,
+) -> Result<Entry, ApiError> {
     let user = user.clone();
     let endpoint = state.0.endpoint.clone();
     let changes = state.announcer();
@@ -149,6 +168,9 @@ async fn write(
     let purge_state = state.clone();
     state
         .run_scoped(scope_of(&feed), move |r| {
+            if let Some(check) = check {
+                check(r)?;
+            }
             let local = r.get(&feed, &id)?;
             if let Some(cond) = precondition {
                 check_if_match(&cond, local.as_ref())?;
@@ -623,35 +645,30 @@ pub(crate) async fn create_folder(
         invited_by: user.clone(),
         invited_at: when,
     };
-    // A folder id that is taken answers as a conflict only to those who may see it.
     let members = FeedKey::members(&id);
-    let (taken, quota) = {
-        let quotas = state.0.config.quotas.clone();
-        let (u, f) = (user.clone(), id.clone());
-        state
-            .run(move |r| {
-                if crate::quota::folder_exists(r, &f)? {
-                    return Ok::<_, CoreError>((true, Ok(())));
-                }
-                Ok((false, crate::quota::check_new_folder(r, &quotas, &u, &f)?))
-            })
-            .await??
-    };
-    quota?;
-    if taken {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_exists",
-            format!("folder {id} already exists"),
-        ));
-    }
     let uid = as_entry_id(user.as_str())?;
-    write(
+    // Whether the id is taken and the folder quota are checked in the step that creates the
+    // folder: two creations at once cannot both pass on the same room. (A taken id answers
+    // as a conflict only to its founder: the id names the caller.)
+    let quotas = state.0.config.quotas.clone();
+    let (u, f) = (user.clone(), id.clone());
+    let check: Check = Box::new(move |r| {
+        if crate::quota::folder_exists(r, &f)? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("folder {f} already exists"),
+            ));
+        }
+        Ok(crate::quota::check_new_folder(r, &quotas, &u, &f)??)
+    });
+    write_checked(
         &state,
         &user,
         members,
         uid.clone(),
         None,
+        Some(check),
         upsert(user.clone(), uid, record(user.to_string(), &owner)?),
     )
     .await?;

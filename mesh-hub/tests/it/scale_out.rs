@@ -536,3 +536,31 @@ async fn rate_limits_hold_across_processes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Two processes creating one user's folders at once keep the folder quota between them:
+/// each checks under the database's lock on that user's folders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_quota_holds_across_processes() {
+    let Some(url) = server() else { return };
+    let db = Database::new(url);
+    let quota = [("MESH_HUB_MAX_FOLDERS", "3")];
+    let (p1, p2) = (db.process(&quota), db.process(&quota));
+    let token = db.token("ann", "ann-laptop");
+    let http = reqwest::Client::new();
+    let creations = (0..12).map(|i| {
+        let hub = if i % 2 == 0 { &p1 } else { &p2 };
+        let id = format!("f{i}@ann");
+        let req = http
+            .post(format!("{}/mesh/folders", hub.url))
+            .bearer_auth(&token)
+            .json(&json!({"name": id, "id": id}));
+        async move { req.send().await.unwrap().status().as_u16() }
+    });
+    let answers = futures::future::join_all(creations).await;
+    let created = answers.iter().filter(|s| **s == 201).count();
+    assert_eq!(created, 3, "{answers:?}");
+    assert!(
+        answers.iter().all(|s| *s == 201 || *s == 403),
+        "{answers:?}"
+    );
+}

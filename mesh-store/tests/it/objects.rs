@@ -155,3 +155,79 @@ fn the_object_suite_passes_on_postgres() {
         Err(StoreError::Config(_))
     ));
 }
+
+/// Two handles on one database (as two hub processes hold): while one runs an exclusive
+/// section, the other's waits in PostgreSQL until it ends. Seen in `pg_locks`, not guessed
+/// from timing.
+#[cfg(feature = "postgres")]
+#[test]
+fn an_exclusive_section_holds_across_processes_of_one_database() {
+    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(url) = crate::postgres::server() else {
+        return;
+    };
+    let schema = crate::postgres::fresh_schema();
+    let open = || {
+        let db = PgDatabase::connect(PgConfig::new(url.clone()).schema(schema.clone())).unwrap();
+        db.migrate().unwrap();
+        BlobStore::postgres(PgObjects::new(db))
+    };
+    let (a, b) = (open(), open());
+    // Advisory locks are database-wide: a name of this run's own.
+    let name = format!("quota-{schema}");
+    let entered = AtomicBool::new(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let waiting = || {
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let n: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                         AND NOT granted AND objsubid = 1
+                         AND ((classid::bigint << 32) | objid::bigint) = hashtext($1)::bigint",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if n > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the second section never waited for the lock"
+                );
+                tokio::task::yield_now().await;
+            }
+            drop(client);
+            let _ = conn.await;
+        })
+    };
+    std::thread::scope(|s| {
+        let second = a
+            .exclusive(&name, || {
+                let second =
+                    s.spawn(|| b.exclusive(&name, || entered.store(true, Ordering::SeqCst)));
+                waiting();
+                assert!(
+                    !entered.load(Ordering::SeqCst),
+                    "the second section ran while the first held the lock"
+                );
+                second
+            })
+            .unwrap();
+        second.join().unwrap().unwrap();
+    });
+    assert!(entered.load(Ordering::SeqCst));
+    // Memory and file stores run the section as it is (their callers serialize threads).
+    assert_eq!(BlobStore::memory().exclusive(&name, || 7).unwrap(), 7);
+}

@@ -26,8 +26,6 @@
 mod roster;
 pub mod rules;
 
-use std::collections::HashMap;
-
 use crate::error::{CoreError, Result};
 use crate::feedsync::{limits, Merged};
 use crate::id::{EntryId, FolderId, ReplicaId, UserId};
@@ -168,19 +166,17 @@ pub fn can_read<S: Store>(store: &S, user: &UserId, feed: &FeedKey) -> Result<bo
     }
 }
 
-/// Who `user` may be told about: itself, and the users who are members (invitees included)
-/// of a folder whose `members` feed is among `feeds` (the feeds `user` may read). The
-/// certificates and revocations of anyone else's devices would tell a stranger who has an
-/// account here. Answers are cached per user, so the work is bounded by the distinct users
-/// asked about times the folders listed.
+/// Who a user may be told about (the devices' certificates and revocations): itself, and the
+/// users who are members (invitees included) of a folder whose `members` feed is among the
+/// feeds it may read. Anyone else's devices would tell a stranger who has an account here.
 struct Audience<'a, S> {
     store: &'a S,
     folders: Vec<&'a FolderId>,
-    known: HashMap<UserId, bool>,
 }
 
 impl<'a, S: Store> Audience<'a, S> {
-    fn new(store: &'a S, user: &UserId, feeds: &'a [crate::store::FeedHead]) -> Self {
+    /// The audience of a `feeds` answer listing `feeds` (those its asker may read).
+    fn new(store: &'a S, feeds: &'a [crate::store::FeedHead]) -> Self {
         let folders = feeds
             .iter()
             .filter(|h| h.feed.name.as_str() == names::MEMBERS)
@@ -189,44 +185,42 @@ impl<'a, S: Store> Audience<'a, S> {
                 Scope::Mesh(_) => None,
             })
             .collect();
-        let mut known = HashMap::new();
-        known.insert(user.clone(), true);
-        Audience {
-            store,
-            folders,
-            known,
-        }
+        Audience { store, folders }
     }
 
-    fn may_hear_of(&mut self, other: &UserId) -> Result<bool> {
-        if let Some(v) = self.known.get(other) {
-            return Ok(*v);
-        }
-        let mut v = false;
+    /// Everyone `user` may be told about, `user` first, then the members of each folder in
+    /// the order they are stored, at most `max` users; reading stops there, or after
+    /// `16 × max` member records (removed members' tombstones included), whatever the
+    /// folders hold.
+    fn users(&self, user: &UserId, max: usize) -> Result<Vec<UserId>> {
+        const PAGE: usize = 1000;
+        let mut budget = max.saturating_mul(16);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = vec![user.clone()];
+        seen.insert(user.clone());
         for f in &self.folders {
-            if membership(self.store, f, other)?.is_some() {
-                v = true;
-                break;
-            }
-        }
-        self.known.insert(other.clone(), v);
-        Ok(v)
-    }
-
-    /// Those of `all` whose user (`user_of`) may be heard of, at most `max`.
-    fn filter<T>(
-        &mut self,
-        all: Vec<T>,
-        user_of: impl Fn(&T) -> &UserId,
-        max: usize,
-    ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for item in all {
-            if out.len() == max {
-                break;
-            }
-            if self.may_hear_of(user_of(&item))? {
-                out.push(item);
+            let key = FeedKey::members(f);
+            let mut after = None;
+            loop {
+                if budget == 0 {
+                    return Ok(out);
+                }
+                let page = self.store.list(&key, after.as_ref(), PAGE.min(budget))?;
+                budget -= page.len().min(budget);
+                for e in page.iter().filter(|e| !e.is_deleted()) {
+                    if out.len() == max {
+                        return Ok(out);
+                    }
+                    if let Ok(u) = e.sync.id.as_str().parse::<UserId>() {
+                        if seen.insert(u.clone()) {
+                            out.push(u);
+                        }
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == PAGE => after = Some(last.sync.id.clone()),
+                    _ => break,
+                }
             }
         }
         Ok(out)
@@ -470,23 +464,27 @@ pub fn respond_as<S: Store>(
                 }
             }
             // What the user needs to judge versions relayed by peers: the authority's word on
-            // the devices of the users it shares folders with (revocations always, those
-            // being few; certificates when asked).
-            let mut audience = Audience::new(replica.store(), user, &feeds);
-            let revocations = audience.filter(
-                pusher.keyring.revocations(),
-                |r| &r.user,
-                crate::trust::MAX_REVOCATIONS_PER_ANSWER,
-            )?;
-            let certificates = if certificates {
-                audience.filter(
-                    pusher.keyring.certificates(),
-                    |c| &c.user,
-                    crate::trust::MAX_CERTIFICATES_PER_ANSWER,
-                )?
-            } else {
-                Vec::new()
-            };
+            // the devices of the users it shares folders with (revocations always,
+            // certificates when asked), looked up by user so that the work follows the
+            // asker's folders, not the mesh's size.
+            let (mut revocations, mut sent) = (Vec::new(), Vec::new());
+            let keyring = pusher.keyring;
+            if certificates || keyring.any_revocations() {
+                let max_r = crate::trust::MAX_REVOCATIONS_PER_ANSWER;
+                let max_c = crate::trust::MAX_CERTIFICATES_PER_ANSWER;
+                let audience = Audience::new(replica.store(), &feeds);
+                for u in audience.users(user, max_r.max(max_c))? {
+                    if revocations.len() < max_r {
+                        revocations.extend(keyring.revocations_of(&u));
+                        revocations.truncate(max_r);
+                    }
+                    if certificates && sent.len() < max_c {
+                        sent.extend(keyring.certificates_of(&u));
+                        sent.truncate(max_c);
+                    }
+                }
+            }
+            let certificates = sent;
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,
