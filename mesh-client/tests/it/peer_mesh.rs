@@ -313,19 +313,36 @@ async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
     );
 }
 
-/// A hub transport that counts the blob objects it is asked for.
-struct CountingHub {
-    inner: mesh_client::transport::InProcessTransport,
-    fetched: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+/// A transport to an in-process hub that passes everything through, counting the blob
+/// objects it is asked for and letting a test change each `send` answer.
+pub(crate) struct HubProxy {
+    pub inner: mesh_client::transport::InProcessTransport,
+    /// Blob objects fetched through it.
+    pub fetched: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Applied to every answer to `send`.
+    pub on_answer: fn(&mut mesh_core::sync::Response),
+}
+
+impl HubProxy {
+    /// `user`'s transport to `hub`, through the proxy.
+    pub(crate) fn new(hub: &InProcessHub, user: &str) -> HubProxy {
+        HubProxy {
+            inner: hub.connect(user.parse().unwrap()),
+            fetched: Default::default(),
+            on_answer: |_| {},
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Transport for CountingHub {
+impl Transport for HubProxy {
     async fn send(
         &self,
         r: mesh_core::sync::Request,
     ) -> Result<mesh_core::sync::Response, TransportError> {
-        self.inner.send(r).await
+        let mut answer = self.inner.send(r).await?;
+        (self.on_answer)(&mut answer);
+        Ok(answer)
     }
     async fn watch(
         &self,
@@ -336,7 +353,7 @@ impl Transport for CountingHub {
         self.inner.watch().await
     }
     fn describe(&self) -> String {
-        "counting hub".into()
+        "hub proxy".into()
     }
     async fn enroll(
         &self,
@@ -393,9 +410,9 @@ async fn downloads_ask_a_peer_before_the_hub() {
     let phone = open("phone")
         .remote(
             "hub".parse().unwrap(),
-            CountingHub {
-                inner: hub.connect("ann".parse().unwrap()),
+            HubProxy {
                 fetched: fetched.clone(),
+                ..HubProxy::new(&hub, "ann")
             },
         )
         .build()

@@ -4,13 +4,13 @@
 
 use mesh_client::peer::PeerTransport;
 use mesh_client::prelude::*;
-use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork, Transport, TransportError};
+use mesh_client::transport::{InProcessHub, SimConfig, SimNetwork};
 use mesh_core::id::DeviceId;
 use mesh_core::sync::{Request, Response};
 use mesh_core::trust::{Revocation, SecretKey};
 
 use crate::peer::next_event;
-use crate::peer_mesh::{add_peer, device, listen};
+use crate::peer_mesh::{add_peer, device, listen, HubProxy};
 
 fn phone() -> DeviceId {
     "phone".parse().unwrap()
@@ -106,45 +106,18 @@ async fn a_revocation_travels_from_the_hub_through_peers_and_survives_a_restart(
     assert!(refuses_phone(&phone_client, again.local_addr()).await);
 }
 
-/// A hub transport that adds a revocation of the phone, signed by a key other than the hub's
-/// authority, to every `feeds` answer.
-struct ForgingHub {
-    inner: mesh_client::transport::InProcessTransport,
-}
-
-#[async_trait::async_trait]
-impl Transport for ForgingHub {
-    async fn send(&self, r: Request) -> Result<Response, TransportError> {
-        let mut answer = self.inner.send(r).await?;
-        if let Response::Feeds { revocations, .. } = &mut answer {
-            let rogue = SecretKey::from_seed([66; 32]);
-            let at = mesh_core::time::Timestamp::from_unix(0).unwrap();
-            revocations.push(Revocation::issue(
-                &rogue,
-                "ann".parse().unwrap(),
-                phone(),
-                at,
-            ));
-        }
-        Ok(answer)
-    }
-    async fn watch(
-        &self,
-    ) -> Result<
-        futures::stream::BoxStream<'static, mesh_client::transport::Notification>,
-        TransportError,
-    > {
-        self.inner.watch().await
-    }
-    fn describe(&self) -> String {
-        "forging hub".into()
-    }
-    async fn enroll(
-        &self,
-        device: &DeviceId,
-        key: &mesh_core::trust::PublicKey,
-    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
-        self.inner.enroll(device, key).await
+/// Adds a revocation of the phone, signed by a key other than the hub's authority, to a
+/// `feeds` answer.
+fn forge(answer: &mut Response) {
+    if let Response::Feeds { revocations, .. } = answer {
+        let rogue = SecretKey::from_seed([66; 32]);
+        let at = mesh_core::time::Timestamp::from_unix(0).unwrap();
+        revocations.push(Revocation::issue(
+            &rogue,
+            "ann".parse().unwrap(),
+            phone(),
+            at,
+        ));
     }
 }
 
@@ -162,8 +135,9 @@ async fn a_revocation_the_authority_did_not_sign_revokes_nothing() {
         .sync_options(SyncOptions::default().with_auto(false))
         .remote(
             "hub".parse().unwrap(),
-            ForgingHub {
-                inner: hub.connect("ann".parse().unwrap()),
+            HubProxy {
+                on_answer: forge,
+                ..HubProxy::new(&hub, "ann")
             },
         )
         .build()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::id::{DeviceId, UserId};
 use crate::time::Timestamp;
-use crate::trust::keys::{put_bytes, PublicKey, SecretKey, Signature};
+use crate::trust::keys::{check_authority, put_bytes, PublicKey, SecretKey, Signature};
 
 /// The domain tag that starts every signed certificate message.
 pub const CERT_TAG: &[u8] = b"mesh-device-cert-v1\0";
@@ -85,26 +85,19 @@ impl DeviceCertificate {
 
     /// Checks that the certificate was signed by the `pinned` authority key and is well formed.
     pub fn verify(&self, pinned: &PublicKey) -> Result<()> {
-        if &self.authority != pinned {
-            return Err(CoreError::UntrustedCertificate(format!(
-                "the certificate of device {} was issued by another authority ({})",
-                self.device, self.authority
-            )));
-        }
         if self.not_after < self.not_before {
             return Err(CoreError::UntrustedCertificate(format!(
                 "the certificate of device {} ends before it starts",
                 self.device
             )));
         }
-        pinned
-            .verify(&self.signing_bytes(), &self.sig)
-            .map_err(|_| {
-                CoreError::UntrustedCertificate(format!(
-                    "the authority's signature on the certificate of device {} does not verify",
-                    self.device
-                ))
-            })
+        check_authority(
+            pinned,
+            &self.authority,
+            &self.signing_bytes(),
+            &self.sig,
+            || format!("the certificate of device {}", self.device),
+        )
     }
 
     /// Whether the certificate vouches for an item the device dated `at`: any time up to

@@ -159,3 +159,26 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
 }
+
+/// Checks that `signer` is the `pinned` authority and that it signed `bytes` with `sig`; `what`
+/// names the signed statement in the errors (`untrusted_certificate` either way).
+pub(crate) fn check_authority(
+    pinned: &PublicKey,
+    signer: &PublicKey,
+    bytes: &[u8],
+    sig: &Signature,
+    what: impl Fn() -> String,
+) -> Result<()> {
+    if signer != pinned {
+        return Err(CoreError::UntrustedCertificate(format!(
+            "{} was signed by another authority ({signer})",
+            what()
+        )));
+    }
+    pinned.verify(bytes, sig).map_err(|_| {
+        CoreError::UntrustedCertificate(format!(
+            "the authority's signature on {} does not verify",
+            what()
+        ))
+    })
+}

@@ -9,10 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreError, Result};
+use crate::error::Result;
 use crate::id::{DeviceId, UserId};
 use crate::time::Timestamp;
-use crate::trust::keys::{put_bytes, PublicKey, SecretKey, Signature};
+use crate::trust::keys::{check_authority, put_bytes, PublicKey, SecretKey, Signature};
 
 /// The domain tag that starts every signed revocation message.
 pub const REVOCATION_TAG: &[u8] = b"mesh-device-revocation-v1\0";
@@ -82,19 +82,12 @@ impl Revocation {
 
     /// Checks that the `pinned` authority signed the statement as it is.
     pub fn verify(&self, pinned: &PublicKey) -> Result<()> {
-        if &self.authority != pinned {
-            return Err(CoreError::UntrustedCertificate(format!(
-                "the revocation of device {} was signed by another authority ({})",
-                self.device, self.authority
-            )));
-        }
-        pinned
-            .verify(&self.signing_bytes(), &self.sig)
-            .map_err(|_| {
-                CoreError::UntrustedCertificate(format!(
-                    "the authority's signature on the revocation of device {} does not verify",
-                    self.device
-                ))
-            })
+        check_authority(
+            pinned,
+            &self.authority,
+            &self.signing_bytes(),
+            &self.sig,
+            || format!("the revocation of device {}", self.device),
+        )
     }
 }

@@ -46,6 +46,26 @@ pub fn member_draft(user: &str, role: Role, state: InvitationState, by: &str) ->
     }
 }
 
+/// A certificate by `by` for `user`'s `device`, certifying the key of `key_user`, valid from
+/// `t(from)` to `t(to)`.
+fn certify(
+    by: &SecretKey,
+    user: &str,
+    device: &str,
+    key_user: &str,
+    from: i64,
+    to: i64,
+) -> DeviceCertificate {
+    DeviceCertificate::issue(
+        by,
+        user.parse().unwrap(),
+        dev(device),
+        key_of(key_user).public(),
+        t(from),
+        t(to),
+    )
+}
+
 fn key_of(user: &str) -> SecretKey {
     let mut seed = [0u8; 32];
     seed[..user.len()].copy_from_slice(user.as_bytes());
@@ -69,13 +89,13 @@ impl World {
         let authority = SecretKey::from_seed([9; 32]);
         let mut ring = MemoryKeyring::new(authority.public());
         for (user, _, _) in USERS {
-            ring.add(DeviceCertificate::issue(
+            ring.add(certify(
                 &authority,
-                user.parse().unwrap(),
-                dev(&format!("{user}-dev")),
-                key_of(user).public(),
-                t(-10),
-                t(1_000_000),
+                user,
+                &format!("{user}-dev"),
+                user,
+                -10,
+                1_000_000,
             ))
             .unwrap();
         }
@@ -364,13 +384,13 @@ fn noconflicts_cannot_discard_a_version_the_pusher_never_saw() {
     // frank's second device has seen neither edit.
     let mut f2 = w.device("frank");
     f2.set_signer(key_of("frank2"));
-    let cert = DeviceCertificate::issue(
+    let cert = certify(
         &w.authority,
-        "frank".parse().unwrap(),
-        dev("frank-dev2"),
-        key_of("frank2").public(),
-        t(-10),
-        t(1_000_000),
+        "frank",
+        "frank-dev2",
+        "frank2",
+        -10,
+        1_000_000,
     );
     w.ring.add(cert).unwrap();
     w.write(&mut ann, "ann", &notes, |r, a, now| {
@@ -930,27 +950,13 @@ fn certificates_from_elsewhere_expired_or_revoked_are_refused() {
     let rogue = SecretKey::from_seed([66; 32]);
     let err = w
         .ring
-        .add(DeviceCertificate::issue(
-            &rogue,
-            "ann".parse().unwrap(),
-            dev("ann-dev2"),
-            key_of("zed").public(),
-            t(0),
-            t(100),
-        ))
+        .add(certify(&rogue, "ann", "ann-dev2", "zed", 0, 100))
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::UntrustedCertificate);
     assert_eq!(w.ring.lookup(&dev("ann-dev2")), KeyStatus::Foreign);
     // A certificate that ended before the write.
     w.ring
-        .add(DeviceCertificate::issue(
-            &w.authority,
-            "frank".parse().unwrap(),
-            dev("old-dev"),
-            key_of("old").public(),
-            t(-100),
-            t(-50),
-        ))
+        .add(certify(&w.authority, "frank", "old-dev", "old", -100, -50))
         .unwrap();
     let mut old = w.device("frank");
     old.set_signer(key_of("old"));
@@ -1289,14 +1295,7 @@ fn a_keyring_learns_only_its_authoritys_revocations_and_keeps_the_earliest() {
     assert!(w.ring.learn(later.clone()).unwrap());
     assert!(!w.ring.learn(later.clone()).unwrap(), "nothing new");
     w.ring
-        .add(DeviceCertificate::issue(
-            &w.authority,
-            "zed".parse().unwrap(),
-            dev("zed-dev"),
-            key_of("zed").public(),
-            t(0),
-            t(100),
-        ))
+        .add(certify(&w.authority, "zed", "zed-dev", "zed", 0, 100))
         .unwrap();
     assert!(
         matches!(w.ring.lookup(&dev("zed-dev")), KeyStatus::Device(d) if d.revoked_at == Some(t(9)))
@@ -1348,13 +1347,13 @@ fn a_feeds_answer_tells_revocations_only_to_those_who_share_a_folder() {
 fn certificates_are_sent_when_asked_and_only_of_those_who_share_a_folder() {
     let mut w = World::new();
     w.ring
-        .add(DeviceCertificate::issue(
+        .add(certify(
             &w.authority,
-            "zed".parse().unwrap(),
-            dev("zed-dev"),
-            key_of("zed").public(),
-            t(-10),
-            t(1_000_000),
+            "zed",
+            "zed-dev",
+            "zed",
+            -10,
+            1_000_000,
         ))
         .unwrap();
     w.ring.revoke(&dev("frank-dev"), t(0));
