@@ -8,7 +8,10 @@
 //! * resident memory of a hub holding many open notification streams.
 //!
 //! The hub runs as its own process (the `mesh-hub` binary, SQLite replica in a temporary
-//! directory); the devices are `MeshClient`s with in-memory stores and `HttpTransport`s.
+//! directory); the devices are `MeshClient`s with SQLite stores (full durability) in another
+//! temporary directory on the same disk (`MESH_BENCH_DEVICE_STORE=memory` for in-memory ones)
+//! and `HttpTransport`s. The initial sync is set beside a plain rusqlite insert of the same
+//! rows, measured in the same run on the same disk.
 //!
 //! ```text
 //! cargo bench -p mesh-hub --bench hub
@@ -172,14 +175,53 @@ fn options() -> SyncOptions {
         .with_page_size(env_usize("MESH_BENCH_PAGE", 500) as u32)
 }
 
-async fn device(user: &str, id: &str, remote: impl Transport) -> Result<MeshClient, Error> {
-    Ok(MeshClient::builder()
+/// A device of `user` syncing with `remote`; on SQLite in `dir` unless
+/// `MESH_BENCH_DEVICE_STORE=memory`.
+async fn device(
+    user: &str,
+    id: &str,
+    remote: impl Transport,
+    dir: &Path,
+) -> Result<MeshClient, Error> {
+    let mut builder = MeshClient::builder()
         .user(user.parse()?)
         .device(id.parse()?)
         .remote("hub".parse()?, remote)
-        .sync_options(options())
-        .build()
-        .await?)
+        .sync_options(options());
+    if std::env::var("MESH_BENCH_DEVICE_STORE").as_deref() != Ok("memory") {
+        builder = builder.store(mesh_client::store::StoreConfig::Sqlite(
+            dir.join(format!("{id}.db")),
+        ));
+    }
+    Ok(builder.build().await?)
+}
+
+/// The raw ceiling: `rows` inserted with plain rusqlite into a table of the store's entry
+/// shape (same pragmas: WAL, synchronous FULL; same indexes), 1,000 per transaction. Rows/s.
+fn raw_insert_rate(path: &Path, rows: &[(String, String)]) -> Result<f64, Error> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE entries (seq INTEGER PRIMARY KEY, feed_id INTEGER NOT NULL, id TEXT NOT NULL,
+                               origin TEXT, body TEXT NOT NULL);
+         CREATE UNIQUE INDEX entries_by_id ON entries (feed_id, id);
+         CREATE INDEX entries_log ON entries (feed_id, seq);",
+    )?;
+    let t = Instant::now();
+    for batch in rows.chunks(1000) {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO entries (feed_id, id, origin, body) VALUES (1, ?1, NULL, ?2)",
+            )?;
+            for (id, body) in batch {
+                insert.execute(rusqlite::params![id, body])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows.len() as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Waits for the end of a sync session of `events`' client.
@@ -281,27 +323,32 @@ async fn run() -> Result<(), Error> {
     let token_c = admin(dir.path(), &["device", "add", "ann", "c"])?;
     let hub = start_hub(dir.path())?;
     println!("hub: {} (SQLite replica in a temporary directory)", hub.url);
+    let devices_dir = match std::env::var("MESH_BENCH_DIR") {
+        Ok(base) => tempfile::tempdir_in(base)?,
+        Err(_) => tempfile::tempdir()?,
+    };
+    let ddir = devices_dir.path();
 
     // ---- initial sync A → hub → B ----------------------------------------------------------
     let net = SimNetwork::new(SimConfig::default());
     let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_a)?);
     control.set_online(false);
-    let a = device("ann", "a", link).await?;
+    let a = device("ann", "a", link, ddir).await?;
     let folder = a
         .create_folder("Bench", "app/bench".parse().unwrap())
         .await?;
     let feed = a.create_feed(&folder.id, "items".parse()?, "Items").await?;
     let t = Instant::now();
-    for i in 0..entries {
-        a.put(
-            &folder.id,
-            &feed,
-            EntryDraft::new(format!("item {i}"), kib_payload(i)),
-        )
-        .await?;
+    let ids: Vec<usize> = (0..entries).collect();
+    for chunk in ids.chunks(1000) {
+        let drafts: Vec<EntryDraft> = chunk
+            .iter()
+            .map(|&i| EntryDraft::new(format!("item {i}"), kib_payload(i)))
+            .collect();
+        a.put_many(&folder.id, &feed, drafts).await?;
     }
     println!(
-        "local writes on A: {entries} entries in {:.2?} (not part of the sync figures)",
+        "local writes on A: {entries} entries in {:.2?}, 1,000 per transaction (not part of the sync figures)",
         t.elapsed()
     );
     control.set_online(true);
@@ -312,7 +359,7 @@ async fn run() -> Result<(), Error> {
     // B starts cut off too, so that its first session is the timed one.
     let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_b)?);
     control.set_online(false);
-    let b = device("ann", "b", link).await?;
+    let b = device("ann", "b", link, ddir).await?;
     control.set_online(true);
     let t = Instant::now();
     b.sync_now().await?;
@@ -332,6 +379,20 @@ async fn run() -> Result<(), Error> {
         "hub RSS after the initial sync: {} MiB",
         hub.rss_kib() / 1024
     );
+    // The same rows (the entries as B holds them, as JSON), inserted with plain rusqlite.
+    let rows: Vec<(String, String)> = b
+        .query(&folder.id, &feed, mesh_core::model::Query::new())
+        .await?
+        .iter()
+        .map(|e| Ok((e.sync.id.to_string(), serde_json::to_string(e)?)))
+        .collect::<Result<_, Error>>()?;
+    let raw = raw_insert_rate(&ddir.join("raw.db"), &rows)?;
+    let rate = entries as f64 / total.as_secs_f64();
+    println!(
+        "plain rusqlite insert of the same {} rows, same disk: {raw:.0} rows/s; the initial sync runs at {:.1}% of it",
+        rows.len(),
+        100.0 * rate / raw
+    );
     // MESH_BENCH_ONLY=initial stops here (the verification on/off comparison).
     if std::env::var("MESH_BENCH_ONLY").as_deref() == Ok("initial") {
         return Ok(());
@@ -342,11 +403,17 @@ async fn run() -> Result<(), Error> {
     // D receives (behind another proxy, with its notification stream: the announcement and
     // its session count).
     let (proxied, counters) = proxy(&hub.url).await?;
-    let c = device("ann", "c", NoWatch(HttpTransport::new(&proxied, &token_c)?)).await?;
+    let c = device(
+        "ann",
+        "c",
+        NoWatch(HttpTransport::new(&proxied, &token_c)?),
+        ddir,
+    )
+    .await?;
     c.sync_now().await?; // catch up first (pulls everything)
     let token_d = admin(dir.path(), &["device", "add", "ann", "d"])?;
     let (proxied_d, counters_d) = proxy(&hub.url).await?;
-    let d = device("ann", "d", HttpTransport::new(&proxied_d, &token_d)?).await?;
+    let d = device("ann", "d", HttpTransport::new(&proxied_d, &token_d)?, ddir).await?;
     d.sync_now().await?;
     let mut c_events = c.events();
     let mut d_events = d.events();
