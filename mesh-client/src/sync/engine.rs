@@ -502,6 +502,8 @@ impl Engine {
         // certificates: it asks for those of the devices it may receive versions from.
         config.certificates = self.shared.trust().in_use();
         let mut session = SyncSession::new(config);
+        // The next page of a pull, asked for while this one is merged (see `prefetch`).
+        let mut ahead: Option<Prefetch> = None;
         loop {
             let (s, step) = self
                 .shared
@@ -530,11 +532,22 @@ impl Engine {
                 }
                 Step::Send(request) => {
                     self.upload_blobs(&request).await?;
-                    let mut response = self
-                        .transport
-                        .send(request)
-                        .await
-                        .map_err(Failure::Transport)?;
+                    let pull = match &request {
+                        Request::Pull {
+                            from, feed, limit, ..
+                        } => Some((from.clone(), feed.clone(), *limit)),
+                        _ => None,
+                    };
+                    let answer = match ahead.take() {
+                        Some(p) if p.request == request => p.answer().await,
+                        stale => {
+                            // Not what the session asks for: dropping it cancels it.
+                            drop(stale);
+                            self.transport.send(request).await
+                        }
+                    };
+                    let mut response = answer.map_err(Failure::Transport)?;
+                    ahead = prefetch(&self.transport, pull, &response);
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);
                     // A peer's word is judged like a push; the authority's is not.
@@ -853,6 +866,69 @@ impl Engine {
     }
 }
 
+/// A pull page asked for ahead: the request, and its answer on the way (the request is
+/// cancelled if the prefetch is dropped unused: the session ended or failed first).
+struct Prefetch {
+    request: Request,
+    answer: Option<JoinHandle<std::result::Result<Response, TransportError>>>,
+}
+
+impl Prefetch {
+    async fn answer(mut self) -> std::result::Result<Response, TransportError> {
+        match self.answer.take() {
+            Some(h) => h
+                .await
+                .unwrap_or_else(|e| Err(TransportError::Offline(format!("a prefetch ended: {e}")))),
+            None => Err(TransportError::Offline("a prefetch was taken twice".into())),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Some(h) = self.answer.take() {
+            h.abort();
+        }
+    }
+}
+
+/// After the answer to a pull of `(from, feed, limit)` that says more changes follow, asks
+/// for the next page at once, so that it travels while this one is merged and saved: the
+/// session's next request is that very pull unless it has reached the head it was told, and
+/// the cursor still moves only over what is merged (a page fetched ahead and not asked for is
+/// dropped). Pulls are reads: a page asked for twice, or in vain, changes nothing.
+fn prefetch(
+    transport: &Arc<dyn Transport>,
+    pull: Option<(ReplicaId, FeedKey, u32)>,
+    answer: &Response,
+) -> Option<Prefetch> {
+    let (from, feed, limit) = pull?;
+    let Response::Changes {
+        feed: answered,
+        next,
+        more: true,
+        ..
+    } = answer
+    else {
+        return None;
+    };
+    if *answered != feed {
+        return None;
+    }
+    let request = Request::Pull {
+        from,
+        feed,
+        since: *next,
+        limit,
+    };
+    let transport = transport.clone();
+    let sent = request.clone();
+    Some(Prefetch {
+        request,
+        answer: Some(tokio::spawn(async move { transport.send(sent).await })),
+    })
+}
+
 /// The entries of a pulled page whose local copy has conflicts while the incoming version has
 /// none: the ones a resolution made elsewhere may clear.
 fn conflicted_here<S: Store>(store: &S, response: &Response) -> Vec<(FeedKey, EntryId)> {
@@ -871,4 +947,58 @@ fn conflicted_here<S: Store>(store: &S, response: &Response) -> Vec<(FeedKey, En
         })
         .map(|e| (feed.clone(), e.entry_id().clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::InProcessHub;
+    use mesh_core::store::Cursor;
+
+    fn pull(since: u64) -> Request {
+        Request::Pull {
+            from: "me".parse().unwrap(),
+            feed: "folder:f/notes".parse().unwrap(),
+            since: Cursor(since),
+            limit: 2,
+        }
+    }
+
+    fn changes(feed: &str, next: u64, more: bool) -> Response {
+        Response::Changes {
+            feed: feed.parse().unwrap(),
+            entries: Vec::new(),
+            next: Cursor(next),
+            more,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_page_is_asked_for_only_when_more_follow_on_the_same_feed() {
+        let transport: Arc<dyn Transport> =
+            Arc::new(InProcessHub::new().connect("ann".parse().unwrap()));
+        let key = |r: &Request| match r {
+            Request::Pull {
+                from, feed, limit, ..
+            } => Some((from.clone(), feed.clone(), *limit)),
+            _ => None,
+        };
+        let ahead = prefetch(
+            &transport,
+            key(&pull(0)),
+            &changes("folder:f/notes", 7, true),
+        );
+        assert_eq!(ahead.map(|p| p.request.clone()), Some(pull(7)));
+        for (answer, why) in [
+            (changes("folder:f/notes", 7, false), "the last page"),
+            (changes("folder:f/other", 7, true), "another feed's page"),
+        ] {
+            assert!(
+                prefetch(&transport, key(&pull(0)), &answer).is_none(),
+                "{why}"
+            );
+        }
+        // Only after a pull: a push's answer asks for nothing.
+        assert!(prefetch(&transport, None, &changes("folder:f/notes", 7, true)).is_none());
+    }
 }
