@@ -37,10 +37,10 @@ use crate::api::blob_stream::{check_manifest, check_uploaded, object_body, READ_
 use crate::api::rest::folder_id;
 use crate::api::{content_type, no_content, Auth, RawBody};
 use crate::error::ApiError;
+use crate::state::HubState;
 
 /// The store-wide lock under which a quota'd upload is checked and written.
 const QUOTA_LOCK: &str = "mesh_quota_bytes";
-use crate::state::HubState;
 
 /// The most hashes one request may carry (`missing` and `fetch`), and the most objects in one
 /// uploaded pack.
