@@ -51,6 +51,6 @@ pub use handshake::{PeerIdentity, HELLO_TAG, PEER_PROTOCOL_VERSION};
 pub use listener::PeerListener;
 pub use mdns::{DiscoveredPeer, MdnsAnnouncement, MdnsConfig, MdnsDiscovery};
 pub use nearby::{PeerDiscovery, MAX_NEARBY_REMOTES};
-pub(crate) use registry::{TrustRegistry, MAX_KEPT_REVOCATIONS};
+pub(crate) use registry::TrustRegistry;
 pub use tls::EXPORTER_LABEL;
 pub use transport::PeerTransport;

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use mesh_core::id::DeviceId;
 use mesh_core::trust::{
     DeviceCertificate, MemoryKeyring, PublicKey, Revocation, MAX_CERTIFICATES_PER_ANSWER,
     MAX_REVOCATIONS_PER_ANSWER,
@@ -27,14 +26,13 @@ use mesh_core::trust::{
 use crate::peer::PeerTrust;
 use crate::transport::serve::lock_ring;
 
-/// The most statements, and separately the most certificates, a device keeps (each is the
-/// authority's, so only an authority that revoked or certified this many devices of the
-/// users a device shares folders with fills it; beyond it, new ones still apply to the
+/// The most statements, and separately the most certificates, a device keeps per authority
+/// (each is the authority's, so only an authority that revoked or certified this many devices
+/// of the users a device shares folders with fills it; beyond it, new ones still apply to the
 /// trusts in use but are not kept).
-pub(crate) const MAX_KEPT_REVOCATIONS: usize = 65_536;
+const MAX_KEPT_REVOCATIONS: usize = 65_536;
 
-/// The client-wide registry: statements and certificates by authority and device, and the
-/// live trusts.
+/// The client-wide registry: everything learned per authority, and the live trusts.
 #[derive(Default)]
 pub(crate) struct TrustRegistry {
     inner: Mutex<Known>,
@@ -42,8 +40,10 @@ pub(crate) struct TrustRegistry {
 
 #[derive(Default)]
 struct Known {
-    statements: HashMap<(PublicKey, DeviceId), Revocation>,
-    certificates: HashMap<(PublicKey, DeviceId), DeviceCertificate>,
+    /// Per authority, a keyring of every statement and certificate learned from it: the one
+    /// place the rules of what counts as news live ([`MemoryKeyring::learn`],
+    /// [`add_certificate`]), and what a trust adopted later starts from.
+    learned: HashMap<PublicKey, MemoryKeyring>,
     /// Trusts in use; dropped ones are pruned as others are adopted.
     trusts: Vec<Weak<Mutex<MemoryKeyring>>>,
 }
@@ -54,9 +54,8 @@ impl TrustRegistry {
     pub fn new(saved: Vec<Revocation>) -> Self {
         let mut known = Known::default();
         for r in saved {
-            if r.verify(&r.authority).is_ok() {
-                known.keep(r);
-            }
+            let authority = r.authority;
+            known.learn(&authority, r);
         }
         TrustRegistry {
             inner: Mutex::new(known),
@@ -80,16 +79,12 @@ impl TrustRegistry {
             return;
         }
         let mut r = lock_ring(ring);
-        let authority = *r.authority();
-        // Each was verified when it was kept, against this very authority.
-        for ((a, _), c) in &known.certificates {
-            if *a == authority {
-                add_certificate(&mut r, c);
+        if let Some(learned) = known.learned.get(r.authority()) {
+            for c in learned.certificates() {
+                let _ = add_certificate(&mut r, c);
             }
-        }
-        for ((a, _), statement) in &known.statements {
-            if *a == authority {
-                let _ = r.learn(statement.clone());
+            for statement in learned.revocations() {
+                let _ = r.learn(statement);
             }
         }
         drop(r);
@@ -123,24 +118,26 @@ impl TrustRegistry {
         }
     }
 
+    /// Every statement kept, of every authority (what the device saves).
+    pub fn revocations(&self) -> Vec<Revocation> {
+        let known = self.lock();
+        known
+            .learned
+            .values()
+            .flat_map(MemoryKeyring::revocations)
+            .collect()
+    }
+
     /// Takes the statements a remote judged by `pinned` sent (at most
     /// [`MAX_REVOCATIONS_PER_ANSWER`]): those `pinned` signed apply to every trust of that
     /// authority. Returns those that told this device something new (to save and report).
     pub fn learn(&self, pinned: &PublicKey, statements: Vec<Revocation>) -> Vec<Revocation> {
         let mut known = self.lock();
-        let mut new = Vec::new();
-        for r in statements.into_iter().take(MAX_REVOCATIONS_PER_ANSWER) {
-            if r.verify(pinned).is_err() {
-                tracing::warn!(device = %r.device, "a revocation not signed by the pinned authority was ignored");
-                continue;
-            }
-            let key = (r.authority, r.device.clone());
-            if known.statements.get(&key).is_some_and(|k| k.at <= r.at) {
-                continue;
-            }
-            known.keep(r.clone());
-            new.push(r);
-        }
+        let new: Vec<Revocation> = statements
+            .into_iter()
+            .take(MAX_REVOCATIONS_PER_ANSWER)
+            .filter(|r| known.learn(pinned, r.clone()))
+            .collect();
         if !new.is_empty() {
             known.each_ring(pinned, |ring| {
                 for r in &new {
@@ -161,33 +158,34 @@ impl TrustRegistry {
         certificates: Vec<DeviceCertificate>,
     ) -> usize {
         let mut known = self.lock();
+        let learned = known
+            .learned
+            .entry(*pinned)
+            .or_insert_with(|| MemoryKeyring::new(*pinned));
         let mut new = Vec::new();
         for c in certificates.into_iter().take(MAX_CERTIFICATES_PER_ANSWER) {
-            if c.verify(pinned).is_err() {
-                tracing::warn!(device = %c.device, "a certificate not issued by the pinned authority was ignored");
+            if learned.certificate_count() >= MAX_KEPT_REVOCATIONS
+                && learned.device(&c.device).is_none()
+            {
+                // Not kept, but the trusts in use still get it.
+                if c.verify(pinned).is_ok() {
+                    tracing::warn!(device = %c.device, "too many certificates to keep one more");
+                    new.push(c);
+                }
                 continue;
             }
-            let key = (c.authority, c.device.clone());
-            if known
-                .certificates
-                .get(&key)
-                .is_some_and(|k| k.not_after >= c.not_after)
-            {
-                continue;
+            match add_certificate(learned, &c) {
+                Ok(true) => new.push(c),
+                Ok(false) => {}
+                Err(_) => {
+                    tracing::warn!(device = %c.device, "a certificate not issued by the pinned authority was ignored");
+                }
             }
-            if known.certificates.len() >= MAX_KEPT_REVOCATIONS
-                && !known.certificates.contains_key(&key)
-            {
-                tracing::warn!(device = %c.device, "too many certificates to keep one more");
-            } else {
-                known.certificates.insert(key, c.clone());
-            }
-            new.push(c);
         }
         if !new.is_empty() {
             known.each_ring(pinned, |ring| {
                 for c in &new {
-                    add_certificate(ring, c);
+                    let _ = add_certificate(ring, c);
                 }
             });
         }
@@ -195,27 +193,47 @@ impl TrustRegistry {
     }
 }
 
-/// Gives `ring` a certificate (already verified against its authority) unless it holds one
-/// for the device that lasts as long; a device known with another user or key keeps that
-/// one (the handshake refuses whoever presents the other).
-fn add_certificate(ring: &mut MemoryKeyring, c: &DeviceCertificate) {
+/// Gives `ring` a certificate unless it holds one for the device that lasts as long; a
+/// device known with another user or key keeps that one (the handshake refuses whoever
+/// presents the other). `Ok(true)` when it was added; an error when `ring`'s authority did
+/// not issue it.
+fn add_certificate(ring: &mut MemoryKeyring, c: &DeviceCertificate) -> mesh_core::Result<bool> {
     if let Some(held) = ring.device(&c.device) {
         let h = &held.certificate;
         if h.not_after >= c.not_after || h.user != c.user || h.key != c.key {
-            return;
+            return Ok(false);
         }
     }
-    let _ = ring.add(c.clone());
+    ring.add(c.clone())?;
+    Ok(true)
 }
 
 impl Known {
-    fn keep(&mut self, r: Revocation) {
-        let key = (r.authority, r.device.clone());
-        if self.statements.len() >= MAX_KEPT_REVOCATIONS && !self.statements.contains_key(&key) {
-            tracing::warn!(device = %r.device, "too many revocations to keep one more");
-            return;
+    /// Takes a statement judged by `pinned` into what is learned of that authority: whether it
+    /// is news to apply (signed by `pinned`, for a device not known revoked as early). Past
+    /// [`MAX_KEPT_REVOCATIONS`] a new device's statement is applied but not kept.
+    fn learn(&mut self, pinned: &PublicKey, r: Revocation) -> bool {
+        let learned = self
+            .learned
+            .entry(*pinned)
+            .or_insert_with(|| MemoryKeyring::new(*pinned));
+        if learned.revocation_count() >= MAX_KEPT_REVOCATIONS
+            && learned.revoked_at(&r.device).is_none()
+        {
+            let valid = r.verify(pinned).is_ok();
+            if valid {
+                tracing::warn!(device = %r.device, "too many revocations to keep one more");
+            }
+            return valid;
         }
-        self.statements.insert(key, r);
+        let device = r.device.clone();
+        match learned.learn(r) {
+            Ok(news) => news,
+            Err(_) => {
+                tracing::warn!(%device, "a revocation not signed by the pinned authority was ignored");
+                false
+            }
+        }
     }
 
     /// Runs `f` on every live trust of `authority`.
@@ -232,6 +250,7 @@ impl Known {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::id::DeviceId;
     use mesh_core::time::Timestamp;
     use mesh_core::trust::{KeyStatus, Keyring as _, SecretKey};
 

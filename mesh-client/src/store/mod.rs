@@ -10,15 +10,12 @@ pub use mesh_store::{
 };
 pub(crate) use mesh_store::{AnyStore as ClientStore, StoreLock};
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
-use mesh_core::id::{DeviceId, RemoteId};
-use mesh_core::trust::{Enrollment, PublicKey, Revocation, SecretKey};
+use mesh_core::id::RemoteId;
+use mesh_core::trust::{Enrollment, Revocation, SecretKey};
 use mesh_store::AnyStore;
 
 use crate::error::{ClientError, Result};
-use crate::peer::MAX_KEPT_REVOCATIONS;
 
 /// What a device keeps in its store beside the replica: its signing key and the enrollment
 /// (certificate and pinned authority) it holds with each remote.
@@ -39,9 +36,9 @@ pub(crate) trait DeviceStore {
     /// The revocation statements the device learned (SQLite stores only), as saved: the
     /// caller checks their signatures.
     fn revocations(&self) -> Result<Vec<Revocation>>;
-    /// Saves statements beside those already saved (one per authority and device, the
-    /// earliest; at most [`MAX_KEPT_REVOCATIONS`]). A no-op for memory stores.
-    fn add_revocations(&mut self, new: &[Revocation]) -> Result<()>;
+    /// Saves `all` the statements the device keeps, in place of those saved before (a no-op
+    /// for memory stores).
+    fn set_revocations(&mut self, all: &[Revocation]) -> Result<()>;
 }
 
 /// The store's meta key of the saved revocation statements (a JSON array).
@@ -133,32 +130,10 @@ impl DeviceStore for ClientStore {
         }
     }
 
-    fn add_revocations(&mut self, new: &[Revocation]) -> Result<()> {
-        if new.is_empty() || !matches!(self, AnyStore::Sqlite(_)) {
-            return Ok(());
-        }
-        let mut all: HashMap<(PublicKey, DeviceId), Revocation> = self
-            .revocations()?
-            .into_iter()
-            .map(|r| ((r.authority, r.device.clone()), r))
-            .collect();
-        for r in new {
-            let key = (r.authority, r.device.clone());
-            match all.get(&key) {
-                Some(old) if old.at <= r.at => {}
-                Some(_) => {
-                    all.insert(key, r.clone());
-                }
-                None if all.len() < MAX_KEPT_REVOCATIONS => {
-                    all.insert(key, r.clone());
-                }
-                None => {}
-            }
-        }
-        let mut all: Vec<Revocation> = all.into_values().collect();
-        all.sort_by(|a, b| (a.authority, &a.device).cmp(&(b.authority, &b.device)));
-        let text = serde_json::to_string(&all).map_err(|e| ClientError::Internal(e.to_string()))?;
+    fn set_revocations(&mut self, all: &[Revocation]) -> Result<()> {
         if let AnyStore::Sqlite(s) = self {
+            let text =
+                serde_json::to_string(all).map_err(|e| ClientError::Internal(e.to_string()))?;
             s.set_meta(REVOCATIONS, &text)?;
         }
         Ok(())

@@ -532,12 +532,7 @@ impl Engine {
                 }
                 Step::Send(request) => {
                     self.upload_blobs(&request).await?;
-                    let pull = match &request {
-                        Request::Pull {
-                            from, feed, limit, ..
-                        } => Some((from.clone(), feed.clone(), *limit)),
-                        _ => None,
-                    };
+                    let pull = PullKey::of(&request);
                     let answer = match ahead.take() {
                         Some(p) if p.request == request => p.answer().await,
                         stale => {
@@ -644,9 +639,9 @@ impl Engine {
         if new.is_empty() {
             return Ok(());
         }
-        let saved = new.clone();
+        let all = registry.revocations();
         self.shared
-            .run(move |r| r.store_mut().add_revocations(&saved))
+            .run(move |r| r.store_mut().set_revocations(&all))
             .await??;
         for r in new {
             self.emit(Event::DeviceRevoked {
@@ -892,17 +887,32 @@ impl Drop for Prefetch {
     }
 }
 
-/// After the answer to a pull of `(from, feed, limit)` that says more changes follow, asks
+/// What a pull's successor keeps of it: who asks, the feed and the page size.
+struct PullKey(ReplicaId, FeedKey, u32);
+
+impl PullKey {
+    /// The key of `request`, if it is a pull.
+    fn of(request: &Request) -> Option<PullKey> {
+        match request {
+            Request::Pull {
+                from, feed, limit, ..
+            } => Some(PullKey(from.clone(), feed.clone(), *limit)),
+            _ => None,
+        }
+    }
+}
+
+/// After the answer to a pull (`pull`) that says more changes follow, asks
 /// for the next page at once, so that it travels while this one is merged and saved: the
 /// session's next request is that very pull unless it has reached the head it was told, and
 /// the cursor still moves only over what is merged (a page fetched ahead and not asked for is
 /// dropped). Pulls are reads: a page asked for twice, or in vain, changes nothing.
 fn prefetch(
     transport: &Arc<dyn Transport>,
-    pull: Option<(ReplicaId, FeedKey, u32)>,
+    pull: Option<PullKey>,
     answer: &Response,
 ) -> Option<Prefetch> {
-    let (from, feed, limit) = pull?;
+    let PullKey(from, feed, limit) = pull?;
     let Response::Changes {
         feed: answered,
         next,
@@ -977,12 +987,7 @@ mod tests {
     async fn the_next_page_is_asked_for_only_when_more_follow_on_the_same_feed() {
         let transport: Arc<dyn Transport> =
             Arc::new(InProcessHub::new().connect("ann".parse().unwrap()));
-        let key = |r: &Request| match r {
-            Request::Pull {
-                from, feed, limit, ..
-            } => Some((from.clone(), feed.clone(), *limit)),
-            _ => None,
-        };
+        let key = PullKey::of;
         let ahead = prefetch(
             &transport,
             key(&pull(0)),

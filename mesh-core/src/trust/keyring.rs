@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::id::{DeviceId, UserId};
 use crate::time::Timestamp;
 use crate::trust::cert::DeviceCertificate;
-use crate::trust::keys::PublicKey;
+use crate::trust::keys::{PublicKey, SecretKey};
 use crate::trust::revocation::Revocation;
 
 /// A device whose certificate the keyring holds (and has verified), with its revocation.
@@ -63,7 +63,7 @@ pub trait Keyring: Sync {
     }
 
     /// The certificates of `user`'s devices that this keyring knows and does not know
-    /// revoked, to pass on like [`Keyring::revocations`]. None by default.
+    /// revoked, to pass on like [`Keyring::revocations_of`]. None by default.
     fn certificates_of(&self, user: &UserId) -> Vec<DeviceCertificate> {
         let _ = user;
         Vec::new()
@@ -220,6 +220,24 @@ impl MemoryKeyring {
         Ok(true)
     }
 
+    /// Revokes `user`'s `device` from `at` on as the authority itself: `authority` (the key
+    /// this keyring trusts) signs the statement the keyring then relays. Signed with another
+    /// key, the device is revoked all the same, without a statement to relay.
+    pub fn revoke_as_authority(
+        &mut self,
+        authority: &SecretKey,
+        user: UserId,
+        device: &DeviceId,
+        at: Timestamp,
+    ) {
+        if self
+            .learn(Revocation::issue(authority, user, device.clone(), at))
+            .is_err()
+        {
+            self.revoke(device, at);
+        }
+    }
+
     /// Keeps `statement` as the one relayed for its device, indexed by its user.
     fn keep_statement(&mut self, statement: Revocation) {
         self.statements_by_user
@@ -243,6 +261,21 @@ impl MemoryKeyring {
         let mut all: Vec<Revocation> = self.statements.values().cloned().collect();
         all.sort_by(|a, b| a.device.cmp(&b.device));
         all
+    }
+
+    /// How many signed revocation statements the keyring holds.
+    pub fn revocation_count(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Every certificate held, revoked devices' included.
+    pub fn certificates(&self) -> impl Iterator<Item = &DeviceCertificate> {
+        self.devices.values().map(|d| &d.certificate)
+    }
+
+    /// How many certificates the keyring holds.
+    pub fn certificate_count(&self) -> usize {
+        self.devices.len()
     }
 
     /// When `device` was revoked, if the keyring knows it was.
