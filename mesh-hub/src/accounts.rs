@@ -14,9 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use mesh_core::id::{DeviceId, UserId};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{
-    DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, Revocation, SecretKey,
-};
+use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
 use mesh_store::accounts::{AccountStore, AddDevice, SqliteAccounts};
 use mesh_store::Durability;
 use serde::Serialize;
@@ -229,11 +227,7 @@ impl Accounts {
     pub(crate) fn revoke_in_keyring(&self, user: &UserId, devices: &[DeviceId], when: Timestamp) {
         self.change_keyring(|k| {
             for d in devices {
-                let statement = Revocation::issue(&self.authority, user.clone(), d.clone(), when);
-                if k.learn(statement).is_err() {
-                    // Unreachable: the keyring trusts this very authority.
-                    k.revoke(d, when);
-                }
+                k.revoke_as_authority(&self.authority, user.clone(), d, when);
             }
         });
     }
@@ -305,13 +299,7 @@ fn load_keyring(
             ring.add(cert)?;
         }
         if let Some(at) = d.revoked_at {
-            let at = Timestamp::from_unix(at)?;
-            ring.learn(Revocation::issue(
-                authority,
-                d.owner.clone(),
-                d.id.clone(),
-                at,
-            ))?;
+            ring.revoke_as_authority(authority, d.owner.clone(), &d.id, Timestamp::from_unix(at)?);
         }
     }
     Ok(ring)

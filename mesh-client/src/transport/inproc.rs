@@ -10,9 +10,7 @@ use mesh_core::replica::Replica;
 use mesh_core::store::Store as _;
 use mesh_core::sync::{Request, Response};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{
-    DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, Revocation, SecretKey,
-};
+use mesh_core::trust::{DeviceCertificate, Enrollment, MemoryKeyring, PublicKey, SecretKey};
 use mesh_core::CoreError;
 use mesh_core::Result as CoreResult;
 
@@ -174,12 +172,7 @@ impl InProcessHub {
         match ring.device(device).map(|d| d.certificate.user.clone()) {
             // A certified device gets a signed statement, which every `feeds` answer passes
             // on to the devices that share a folder with its user.
-            Some(user) => {
-                let statement = Revocation::issue(&self.authority.key, user, device.clone(), now);
-                if ring.learn(statement).is_err() {
-                    ring.revoke(device, now);
-                }
-            }
+            Some(user) => ring.revoke_as_authority(&self.authority.key, user, device, now),
             // One never certified signed nothing and cannot meet a peer.
             None => ring.revoke(device, now),
         }

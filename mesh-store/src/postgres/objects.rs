@@ -61,15 +61,21 @@ impl PgObjects {
     }
 
     /// Runs `f` holding the session advisory lock named `name` (on a connection of its own,
-    /// so `f` may use the pool): every process of the database waits for it. If releasing
+    /// so `f` may use the pool; keyed like the replica store's scope locks): every process of
+    /// the database waits for it. If releasing
     /// fails, the connection is dropped instead of going back to the pool, which ends the
     /// session and its locks.
     pub(crate) fn exclusive<T>(&self, name: &str, f: impl FnOnce() -> T) -> Result<T> {
         let c = self.db.connection()?;
-        block(c.execute("SELECT pg_advisory_lock(hashtext($1))", &[&name]))
+        block(c.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&name]))
             .map_err(pg("taking an advisory lock"))?;
         let out = f();
-        if block(c.execute("SELECT pg_advisory_unlock(hashtext($1))", &[&name])).is_err() {
+        if block(c.execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+            &[&name],
+        ))
+        .is_err()
+        {
             drop(deadpool_postgres::Object::take(c));
         }
         Ok(out)

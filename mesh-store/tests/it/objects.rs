@@ -193,7 +193,7 @@ fn an_exclusive_section_holds_across_processes_of_one_database() {
                     .query_one(
                         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
                          AND NOT granted AND objsubid = 1
-                         AND ((classid::bigint << 32) | objid::bigint) = hashtext($1)::bigint",
+                         AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)",
                         &[&name],
                     )
                     .await
