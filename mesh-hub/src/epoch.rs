@@ -40,13 +40,16 @@ struct Record {
     end: Option<u64>,
 }
 
+/// The replica-wide number of the newest change.
 fn newest_position(store: &AnyStore) -> Result<Cursor, HubError> {
-    Ok(store
-        .feeds()?
-        .iter()
-        .map(|h| h.head)
-        .max()
-        .unwrap_or(Cursor::ZERO))
+    Ok(Cursor(
+        store
+            .moved_feeds()?
+            .iter()
+            .map(|m| m.seq)
+            .max()
+            .unwrap_or(0),
+    ))
 }
 
 fn load(store: &mesh_store::SqliteStore) -> Result<Vec<Record>, HubError> {

@@ -1,20 +1,21 @@
 //! Notifications across hub processes that share one PostgreSQL database.
 //!
-//! Every commit that changes feeds sends `NOTIFY mesh_changes` with `<head> <feed>` for each,
-//! delivered to every process in commit order, which is sequence order (see
+//! Every commit that changes feeds sends `NOTIFY mesh_changes` with `<seq> <head> <feed>` for
+//! each (the replica-wide number of the feed's latest change, its head, its key), delivered to
+//! every process in commit order, which is the order of those numbers (see
 //! `mesh_store::postgres`). This task turns them into the process's own change broadcast, so
 //! a write through any process reaches the streams held by all of them; revocations arrive the
 //! same way on `mesh_revoked`. When the listening connection drops, the task reconnects with
-//! backoff and first announces every feed whose head moved past the last position it
-//! announced: nothing committed while it was away is missed.
+//! backoff and first announces every feed that moved after the last number it announced:
+//! nothing committed while it was away is missed.
 
 use std::time::Duration;
 
 use mesh_core::model::FeedKey;
-use mesh_core::store::{Cursor, Store};
+use mesh_core::store::{Cursor, FeedMoved, Store};
 use mesh_store::postgres::{PgDatabase, PgListener, CHANGES_CHANNEL, REVOKED_CHANNEL};
 
-use crate::state::{Backend, Changed, HubState};
+use crate::state::{Backend, HubState};
 
 /// The longest wait between two attempts to listen again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -37,7 +38,7 @@ async fn run(db: PgDatabase, state: HubState) {
     let mut shutdown = state.0.shutdown.subscribe();
     // Announce everything after the position the hub opened at, even what commits before the
     // first LISTEN is in place (the first connection resyncs from there).
-    let mut pos: Option<Cursor> = Some(state.0.opened_at);
+    let mut pos: Option<u64> = Some(state.0.opened_at);
     let (changes_channel, revoked_channel) =
         (db.channel(CHANGES_CHANNEL), db.channel(REVOKED_CHANNEL));
     let mut backoff = Duration::from_millis(50);
@@ -67,23 +68,21 @@ async fn run(db: PgDatabase, state: HubState) {
         backoff = Duration::from_millis(50);
         // What committed before we listened (or while we were away).
         let d = db.clone();
-        let heads =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(Cursor, FeedKey)>, String> {
-                let store = d.store().map_err(|e| e.to_string())?;
-                let feeds = store.feeds().map_err(|e| e.to_string())?;
-                Ok(feeds.into_iter().map(|h| (h.head, h.feed)).collect())
-            })
-            .await;
+        let heads = tokio::task::spawn_blocking(move || -> Result<Vec<FeedMoved>, String> {
+            let store = d.store().map_err(|e| e.to_string())?;
+            store.moved_feeds().map_err(|e| e.to_string())
+        })
+        .await;
         let Ok(Ok(mut heads)) = heads else {
             tracing::warn!("cannot read the feeds' heads; listening again");
             continue;
         };
-        heads.sort();
-        let top = heads.last().map_or(Cursor::ZERO, |h| h.0);
+        heads.sort_by_key(|m| m.seq);
+        let top = heads.last().map_or(0, |m| m.seq);
         if let Some(p) = pos {
-            for (head, feed) in heads.into_iter().filter(|h| h.0 > p) {
-                state.0.readers.changed(&feed);
-                let _ = state.0.changes.send(Changed { feed, head });
+            for moved in heads.into_iter().filter(|m| m.seq > p) {
+                state.0.readers.changed(&moved.feed);
+                let _ = state.0.changes.send(moved);
             }
         }
         pos = Some(pos.map_or(top, |p| p.max(top)));
@@ -97,17 +96,17 @@ async fn run(db: PgDatabase, state: HubState) {
                         }
                         continue;
                     }
-                    let Some((head, feed)) = parse(&n.payload) else {
+                    let Some(moved) = parse(&n.payload) else {
                         tracing::warn!(payload = %n.payload, "unreadable change notification");
                         continue;
                     };
                     // Covered already by the heads read when listening began.
-                    if pos.is_some_and(|p| head <= p) {
+                    if pos.is_some_and(|p| moved.seq <= p) {
                         continue;
                     }
-                    pos = Some(head);
-                    state.0.readers.changed(&feed);
-                    let _ = state.0.changes.send(Changed { feed, head });
+                    pos = Some(moved.seq);
+                    state.0.readers.changed(&moved.feed);
+                    let _ = state.0.changes.send(moved);
                 }
                 _ = shutdown.changed() => return,
             }
@@ -116,10 +115,15 @@ async fn run(db: PgDatabase, state: HubState) {
     }
 }
 
-/// `<head> <feed key>`.
-fn parse(payload: &str) -> Option<(Cursor, FeedKey)> {
-    let (head, feed) = payload.split_once(' ')?;
-    Some((Cursor(head.parse().ok()?), feed.parse().ok()?))
+/// `<seq> <head> <feed key>`.
+fn parse(payload: &str) -> Option<FeedMoved> {
+    let (seq, rest) = payload.split_once(' ')?;
+    let (head, feed) = rest.split_once(' ')?;
+    Some(FeedMoved {
+        feed: feed.parse::<FeedKey>().ok()?,
+        head: Cursor(head.parse().ok()?),
+        seq: seq.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -128,14 +132,20 @@ mod tests {
 
     #[test]
     fn payloads_parse_or_are_refused() {
-        let (h, f) = parse("42 folder:f/notes").unwrap();
-        assert_eq!((h, f.to_string().as_str()), (Cursor(42), "folder:f/notes"));
+        let m = parse("42 7 folder:f/notes").unwrap();
+        assert_eq!(
+            (m.seq, m.head, m.feed.to_string().as_str()),
+            (42, Cursor(7), "folder:f/notes")
+        );
         for bad in [
             "",
             "42",
-            "x folder:f/notes",
-            "42 not a feed",
-            "-1 folder:f/notes",
+            "42 folder:f/notes",
+            "x 7 folder:f/notes",
+            "42 x folder:f/notes",
+            "42 7 not a feed",
+            "-1 7 folder:f/notes",
+            "42 -7 folder:f/notes",
         ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }

@@ -57,7 +57,7 @@ use std::sync::Arc;
 
 use mesh_core::id::ReplicaId;
 use mesh_core::replica::Replica;
-use mesh_core::store::{Cursor, Store};
+use mesh_core::store::Store;
 use mesh_store::postgres::{PgAccounts, PgConfig, PgDatabase, PgObjects};
 use mesh_store::{AnyStore, BlobStore, Durability, StoreConfig};
 
@@ -182,11 +182,11 @@ impl HubBuilder {
             // requests are served can fall before it.
             let opened_at = db
                 .store()?
-                .feeds()?
+                .moved_feeds()?
                 .iter()
-                .map(|h| h.head)
+                .map(|m| m.seq)
                 .max()
-                .unwrap_or(Cursor::ZERO);
+                .unwrap_or(0);
             tracing::info!(replica = %replica_id, "hub opened on PostgreSQL");
             let state = HubState::new(
                 Backend::Postgres(db.clone()),
@@ -229,7 +229,7 @@ impl HubBuilder {
             .map(|dir| state::ReaderPool::new(dir.join(REPLICA_DB), replica_id.clone()));
         let state = HubState::new(
             Backend::Local(Box::new(std::sync::Mutex::new(replica))),
-            Cursor::ZERO,
+            0,
             replica_id,
             blobs,
             Arc::new(accounts),

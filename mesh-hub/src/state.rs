@@ -8,7 +8,6 @@ use std::time::Duration;
 use mesh_core::id::{DeviceId, ReplicaId};
 use mesh_core::model::FeedKey;
 use mesh_core::replica::Replica;
-use mesh_core::store::Cursor;
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{Keyring, NoKeyring};
 use mesh_store::postgres::PgDatabase;
@@ -24,12 +23,10 @@ use crate::quota::Quotas;
 use crate::server::rate::Limiter;
 use crate::server::{ConnectionLimits, RateLimits};
 
-/// A feed of the hub's replica moved to a new head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Changed {
-    pub feed: FeedKey,
-    pub head: Cursor,
-}
+/// A feed of the hub's replica moved to a new head: the head, and the replica-wide number
+/// that orders the move among all others (notification cursors count those; they never leave
+/// the hub in clear).
+pub(crate) type Changed = mesh_core::store::FeedMoved;
 
 /// Limits and timings of a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +109,10 @@ pub(crate) struct Inner {
     pub housekeeping: std::sync::OnceLock<()>,
     /// Folder rosters shared by the notification streams.
     pub readers: Arc<crate::readers::Readers>,
-    /// The replica's newest change position when the hub opened (PostgreSQL): changes after
-    /// it are announced by the notification task, even those that commit before it listens.
-    pub opened_at: mesh_core::store::Cursor,
+    /// The replica-wide number of the replica's newest change when the hub opened
+    /// (PostgreSQL): changes after it are announced by the notification task, even those that
+    /// commit before it listens.
+    pub opened_at: u64,
     /// Metrics and the request log.
     pub observer: Observer,
     /// Per-device and per-user request rates (on PostgreSQL, this process's share of them).
@@ -217,7 +215,7 @@ impl HubState {
 
     pub fn new(
         backend: Backend,
-        opened_at: Cursor,
+        opened_at: u64,
         replica_id: ReplicaId,
         blobs: BlobStore,
         accounts: Arc<Accounts>,

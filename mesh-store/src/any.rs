@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{ChangePage, Cursor, FeedHead, MemoryStore, Store, StoreTxn, SyncState};
+use mesh_core::store::{
+    ChangePage, Cursor, FeedHead, FeedMoved, MemoryStore, Store, StoreTxn, SyncState,
+};
 use mesh_core::Result as CoreResult;
 
 use crate::error::Result;
@@ -88,6 +90,12 @@ impl Store for AnyStore {
     }
     fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
         each!(self, s => s.head(feed))
+    }
+    fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
+        each!(self, s => s.moved_feeds())
+    }
+    fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
+        each!(self, s => s.feed_moved(feed))
     }
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         each!(self, s => s.get(feed, id))

@@ -19,6 +19,14 @@ pub(crate) fn seq_from_sql(engine: &str, v: i64) -> Result<Cursor, CoreError> {
         .map_err(|_| CoreError::Store(format!("{engine}: invalid sequence number {v}")))
 }
 
+/// The number after `n` (a position or a replica-wide number), if it still fits a column.
+pub(crate) fn next_number(engine: &str, n: u64) -> Result<Cursor, CoreError> {
+    n.checked_add(1)
+        .filter(|s| i64::try_from(*s).is_ok())
+        .map(Cursor)
+        .ok_or_else(|| CoreError::Store(format!("{engine}: sequence numbers exhausted")))
+}
+
 /// A sync-state cursor keeps all 64 bits (remotes hand out any `u64`); it is only compared
 /// after being read back.
 pub(crate) fn cursor_bits_to_sql(c: Cursor) -> i64 {

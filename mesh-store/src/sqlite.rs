@@ -3,17 +3,22 @@
 //! # Schema
 //!
 //! The file is marked as a mesh store by SQLite's header fields: `PRAGMA application_id` is
-//! [`SqliteStore::APPLICATION_ID`] and `PRAGMA user_version` is the schema version. Version 1:
+//! [`SqliteStore::APPLICATION_ID`] and `PRAGMA user_version` is the schema version. Version 2:
 //!
 //! | table | holds |
 //! |---|---|
-//! | `meta(key, value)` | `replica_id` (this replica's id), `last_seq` (the last sequence number committed) |
-//! | `feeds(feed_id, key, head, entries)` | every feed that was written: its text key, head and entry count |
-//! | `entries(seq, feed_id, id, origin, body)` | one row per entry: `seq` (the row id) is its position in the change log, `origin` the replica its latest write came from verbatim, `body` its JSON |
+//! | `meta(key, value)` | `replica_id` (this replica's id), `last_seq` (the last replica-wide number committed) |
+//! | `feeds(feed_id, key, head, entries, seq)` | every feed that was written: its text key, head (position of its latest change), entry count and the replica-wide number of its latest change; a purged feed keeps its row, with no entries, so that its positions continue |
+//! | `entries(seq, feed_id, id, origin, body, pos)` | one row per entry: `seq` (the row id) is the replica-wide number of its latest change and `pos` that change's position in the feed's log, `origin` the replica its latest write came from verbatim, `body` its JSON |
 //! | `sync_state(remote, feed, remote_replica, pulled, pushed)` | the sync state of a feed with a remote |
 //!
 //! with the indexes `entries_by_id(feed_id, id)` (unique; for `get` and `list`) and
-//! `entries_log(feed_id, seq)` (for `changes_since`, which therefore costs O(changes)).
+//! `entries_pos(feed_id, pos)` (unique; for `changes_since`, which therefore costs
+//! O(changes)).
+//!
+//! Version 1 numbered changes replica-wide only (`seq` was the position too). Migrating keeps
+//! every position as it was, since a feed's replica-wide numbers already increase within it; new
+//! changes continue after the feed's head. Cursors held by remotes stay valid.
 //!
 //! Schema changes are [`MIGRATIONS`]: a list of SQL steps, step `n` taking the file from version
 //! `n` to `n + 1`, each applied in its own transaction together with the version bump. A file
@@ -31,12 +36,13 @@
 //! committed state, which SQLite recovers from the log on the next open. Readers never block the
 //! writer; a second process writing the same file waits up to [`BUSY_TIMEOUT`].
 //!
-//! # Sequence numbers
+//! # Positions and replica-wide numbers
 //!
 //! `meta.last_seq` is read when a transaction begins, advanced by each put and written back in
-//! the same transaction on commit: a rolled-back transaction leaves it as it was, so committed
-//! numbers run `1, 2, 3…` without gaps and none is ever given out twice (the rules of
-//! [`mesh_core::store::suite`]).
+//! the same transaction on commit; a feed's head is read when the transaction first writes the
+//! feed and written back on commit. A rolled-back transaction leaves both as they were, so
+//! committed numbers run `1, 2, 3…` without gaps and none is ever given out twice (the rules
+//! of [`mesh_core::store::suite`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -45,7 +51,7 @@ use std::time::Duration;
 
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
@@ -100,6 +106,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (remote, feed)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 2: positions counted per feed; replica-wide numbers kept beside them.
+    "
+    ALTER TABLE feeds ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE feeds SET seq = head;
+    ALTER TABLE entries ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;
+    UPDATE entries SET pos = seq;
+    DROP INDEX entries_log;
+    CREATE UNIQUE INDEX entries_pos ON entries (feed_id, pos);
+    ",
 ];
 
 /// A kind of mesh SQLite file: the `application_id` that marks it and its migrations.
@@ -128,9 +143,9 @@ const SQL_GET: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id = ?2";
 const SQL_GET_BY_FEED_ID: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
      WHERE feed_id = ?1 AND id = ?2";
-const SQL_CHANGES: &str = "SELECT seq, origin, id, body FROM entries INDEXED BY entries_log
-     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND seq > ?2
-     ORDER BY seq LIMIT ?3";
+const SQL_CHANGES: &str = "SELECT pos, origin, id, body FROM entries INDEXED BY entries_pos
+     WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND pos > ?2
+     ORDER BY pos LIMIT ?3";
 const SQL_LIST: &str = "SELECT id, body FROM entries INDEXED BY entries_by_id
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1)
      ORDER BY id LIMIT ?2";
@@ -138,7 +153,9 @@ const SQL_LIST_AFTER: &str = "SELECT id, body FROM entries INDEXED BY entries_by
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id > ?2
      ORDER BY id LIMIT ?3";
 const SQL_FEEDS: &str = "SELECT key, head, entries FROM feeds WHERE entries > 0";
-const SQL_HEAD: &str = "SELECT head FROM feeds WHERE key = ?1";
+const SQL_HEAD: &str = "SELECT head FROM feeds WHERE key = ?1 AND entries > 0";
+const SQL_MOVED: &str = "SELECT key, head, seq FROM feeds WHERE entries > 0";
+const SQL_FEED_MOVED: &str = "SELECT head, seq FROM feeds WHERE key = ?1 AND entries > 0";
 const SQL_SYNC_STATE: &str =
     "SELECT remote_replica, pulled, pushed FROM sync_state WHERE remote = ?1 AND feed = ?2";
 const SQL_SET_SYNC_STATE: &str =
@@ -148,14 +165,14 @@ const SQL_SET_SYNC_STATE: &str =
         remote_replica = excluded.remote_replica,
         pulled = excluded.pulled,
         pushed = excluded.pushed";
-const SQL_FEED_ID: &str = "SELECT feed_id FROM feeds WHERE key = ?1";
+const SQL_FEED_ID: &str = "SELECT feed_id, head FROM feeds WHERE key = ?1";
 const SQL_NEW_FEED: &str = "INSERT INTO feeds (key) VALUES (?1)";
 const SQL_UPDATE_FEED: &str =
-    "UPDATE feeds SET head = ?2, entries = entries + ?3 WHERE feed_id = ?1";
-const SQL_REPLACE_ENTRY: &str =
-    "UPDATE entries SET seq = ?1, origin = ?2, body = ?3 WHERE feed_id = ?4 AND id = ?5";
-const SQL_INSERT_ENTRY: &str =
-    "INSERT INTO entries (seq, origin, body, feed_id, id) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "UPDATE feeds SET head = ?2, entries = entries + ?3, seq = ?4 WHERE feed_id = ?1";
+const SQL_REPLACE_ENTRY: &str = "UPDATE entries SET seq = ?1, origin = ?2, body = ?3, pos = ?6
+     WHERE feed_id = ?4 AND id = ?5";
+const SQL_INSERT_ENTRY: &str = "INSERT INTO entries (seq, origin, body, feed_id, id, pos)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// How hard a [`SqliteStore`] works to keep committed transactions on power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -355,9 +372,11 @@ impl SqliteStore {
             .conn
             .query_row(
                 "SELECT f.key FROM feeds AS f LEFT JOIN
-                   (SELECT feed_id, count(*) AS n, max(seq) AS h FROM entries GROUP BY feed_id)
+                   (SELECT feed_id, count(*) AS n, max(pos) AS h, max(seq) AS s
+                    FROM entries GROUP BY feed_id)
                    AS e USING (feed_id)
-                 WHERE f.entries != ifnull(e.n, 0) OR f.head != ifnull(e.h, 0) LIMIT 1",
+                 WHERE f.entries != ifnull(e.n, 0)
+                    OR (e.n IS NOT NULL AND (f.head != e.h OR f.seq != e.s)) LIMIT 1",
                 [],
                 |r| r.get(0),
             )
@@ -685,6 +704,42 @@ impl Store for SqliteStore {
         head.map_or(Ok(Cursor::ZERO), seq_from_sql)
     }
 
+    fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
+        let mut stmt = self.conn.prepare_cached(SQL_MOVED).map_err(db("moved"))?;
+        let mut rows = stmt.query([]).map_err(db("moved"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db("moved"))? {
+            let key = text(row, 0, "feed key")?;
+            out.push(FeedMoved {
+                feed: key.parse().map_err(|e| {
+                    CoreError::Store(format!("sqlite: unreadable feed key {key:?}: {e}"))
+                })?,
+                head: seq_from_sql(row.get(1).map_err(db("feed head"))?)?,
+                seq: seq_from_sql(row.get(2).map_err(db("feed seq"))?)?.0,
+            });
+        }
+        Ok(out)
+    }
+
+    fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached(SQL_FEED_MOVED)
+            .and_then(|mut s| {
+                s.query_row([feed.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(db("moved"))?;
+        row.map(|(head, seq)| {
+            Ok(FeedMoved {
+                feed: feed.clone(),
+                head: seq_from_sql(head)?,
+                seq: seq_from_sql(seq)?.0,
+            })
+        })
+        .transpose()
+    }
+
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         get_entry(&self.conn, feed, id)
     }
@@ -709,7 +764,7 @@ impl Store for SqliteStore {
             if page.full() {
                 break;
             }
-            let seq = seq_from_sql(row.get(0).map_err(db("change seq"))?)?;
+            let seq = seq_from_sql(row.get(0).map_err(db("change position"))?)?;
             let origin = || {
                 let v = row.get_ref(1).map_err(db("change origin"))?;
                 let s = v
@@ -801,7 +856,8 @@ impl Store for SqliteStore {
             )
             .and_then(|n| {
                 tx.execute("DELETE FROM sync_state WHERE feed = ?1", [&key])?;
-                tx.execute("DELETE FROM feeds WHERE key = ?1", [&key])?;
+                // The row stays, with its head: positions continue after it.
+                tx.execute("UPDATE feeds SET entries = 0 WHERE key = ?1", [&key])?;
                 Ok(n)
             })
             .map_err(db("purge"))?;
@@ -828,7 +884,10 @@ impl Store for SqliteStore {
 /// What a transaction changed in one feed, written to `feeds` on commit.
 struct TxnFeed {
     feed_id: i64,
-    head: Option<Cursor>,
+    /// The feed's head (as the transaction left it).
+    head: Cursor,
+    /// The replica-wide number of the transaction's latest change to the feed, if any.
+    seq: Option<Cursor>,
     added: i64,
 }
 
@@ -861,26 +920,30 @@ impl SqliteTxn<'_> {
             return Ok(f.feed_id);
         }
         let key = feed.to_string();
-        let existing: Option<i64> = self
+        let existing: Option<(i64, i64)> = self
             .tx
             .prepare_cached(SQL_FEED_ID)
-            .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(db("looking up a feed"))?;
-        let feed_id = match existing {
-            Some(id) => id,
+        let (feed_id, head) = match existing {
+            Some((id, head)) => (id, seq_from_sql(head)?),
             None => {
                 self.tx
                     .prepare_cached(SQL_NEW_FEED)
                     .and_then(|mut s| s.execute([&key]))
                     .map_err(db("creating a feed"))?;
-                self.tx.last_insert_rowid()
+                (self.tx.last_insert_rowid(), Cursor::ZERO)
             }
         };
         self.feeds.insert(
             feed.clone(),
             TxnFeed {
                 feed_id,
-                head: None,
+                head,
+                seq: None,
                 added: 0,
             },
         );
@@ -921,20 +984,18 @@ impl StoreTxn for SqliteTxn<'_> {
         entry: Entry,
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
-        let seq = self
-            .last_seq
-            .checked_add(1)
-            .filter(|s| i64::try_from(*s).is_ok())
-            .map(Cursor)
-            .ok_or_else(|| CoreError::Store("sqlite: sequence numbers exhausted".into()))?;
+        let next = |n| rows::next_number("sqlite", n);
+        let seq = next(self.last_seq)?;
         let feed_id = self.feed_id(feed)?;
+        let pos = next(self.feeds.get(feed).map_or(0, |f| f.head.0))?;
         let body = serde_json::to_string(&entry)?;
         let args = params![
             seq_to_sql(seq),
             origin.map(ReplicaId::as_str),
             body,
             feed_id,
-            entry.sync.id.as_str()
+            entry.sync.id.as_str(),
+            seq_to_sql(pos)
         ];
         let known_absent = self
             .absent
@@ -958,11 +1019,12 @@ impl StoreTxn for SqliteTxn<'_> {
             0
         };
         if let Some(f) = self.feeds.get_mut(feed) {
-            f.head = Some(seq);
+            f.head = pos;
+            f.seq = Some(seq);
             f.added += added;
         }
         self.last_seq = seq.0;
-        Ok(seq)
+        Ok(pos)
     }
 
     fn set_sync_state(
@@ -988,10 +1050,17 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn commit(self) -> CoreResult<()> {
         for f in self.feeds.values() {
-            let Some(head) = f.head else { continue };
+            let Some(seq) = f.seq else { continue };
             self.tx
                 .prepare_cached(SQL_UPDATE_FEED)
-                .and_then(|mut s| s.execute(params![f.feed_id, seq_to_sql(head), f.added]))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        f.feed_id,
+                        seq_to_sql(f.head),
+                        f.added,
+                        seq_to_sql(seq)
+                    ])
+                })
                 .map_err(db("updating a feed head"))?;
         }
         if self.last_seq != self.start_seq {

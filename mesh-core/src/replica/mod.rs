@@ -1,5 +1,5 @@
 //! A replica: FeedSync entries in a [`Store`], with local writes and merges that each take the
-//! replica's next change sequence number.
+//! next position in their feed's change log.
 //!
 //! ```
 //! use mesh_core::model::{EntryDraft, FeedKey};
@@ -59,7 +59,7 @@ pub struct ReplicaOptions {
     pub compact_history: bool,
 }
 
-/// A local write's result: the entry as stored and the change sequence number it took.
+/// A local write's result: the entry as stored and the position its change took in the feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The entry after the write.
@@ -75,7 +75,7 @@ pub struct MergeReport {
     pub id: EntryId,
     /// What happened to the local copy.
     pub outcome: MergeOutcome,
-    /// The change sequence number it took, when it changed.
+    /// The position its change took in the feed, when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<Cursor>,
     /// Whether the entry's winning version is now a tombstone (when it changed).
@@ -400,7 +400,7 @@ impl<S: Store> Replica<S> {
 
     /// Merges a batch of incoming entries in one transaction: all of it is applied, or (on any
     /// error, such as a malformed entry or a sync id given twice) none of it. Every entry that
-    /// changes takes the next change sequence number; `origin` is the replica the batch came
+    /// changes takes the feed's next position; `origin` is the replica the batch came
     /// from, so that it is not sent back what it already has.
     pub fn merge_batch(
         &mut self,

@@ -9,11 +9,13 @@ use crate::error::{CoreError, Result};
 use crate::id::ReplicaId;
 use crate::model::{Entry, FeedKey};
 
-/// A position in a replica's change log: the local sequence number of a change.
+/// A position in one feed's change log on one replica.
 ///
-/// Every write or merge that changes an entry gives it the replica's next sequence number, so
-/// "everything after cursor C" is exactly what changed since a peer last looked. `Cursor::ZERO`
-/// is before the first change. Cursors belong to one replica and mean nothing to another.
+/// Every write or merge that changes an entry gives it the feed's next position (its head plus
+/// one), so "everything after cursor C" is exactly what changed in that feed since a peer last
+/// looked. `Cursor::ZERO` is before the feed's first change. Positions are counted per feed, so
+/// the distance between two of them tells how much that feed changed and nothing about other
+/// feeds. Cursors belong to one replica and one feed and mean nothing elsewhere.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -24,7 +26,7 @@ impl Cursor {
     /// Before the first change.
     pub const ZERO: Cursor = Cursor(0);
 
-    /// The sequence number.
+    /// The position, as a number.
     pub fn seq(self) -> u64 {
         self.0
     }
@@ -44,14 +46,14 @@ impl FromStr for Cursor {
             .map_err(|_| CoreError::InvalidId {
                 kind: "cursor",
                 reason: format!(
-                    "{:?} is not a change sequence number",
+                    "{:?} is not a change position",
                     s.chars().take(32).collect::<String>()
                 ),
             })
     }
 }
 
-/// One change: an entry as it is now, and the sequence number its latest change took.
+/// One change: an entry as it is now, and the position its latest change took in its feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The change's position.
@@ -72,15 +74,32 @@ pub struct ChangePage {
     pub more: bool,
 }
 
-/// A feed and the newest position of its change log.
+/// A feed and the newest position of its change log, as replicas tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedHead {
     /// The feed.
     pub feed: FeedKey,
-    /// The sequence number of its latest change.
+    /// The position of its latest change.
     pub head: Cursor,
     /// How many entries (tombstones included) it holds.
     pub entries: u64,
+}
+
+/// When a feed last moved, in the replica's own order of changes: its head, and the
+/// replica-wide number of that latest change.
+///
+/// Replica-wide numbers grow by one with every change committed to any feed, so they order
+/// the feeds' moves across the whole replica (a hub resumes its notification streams by them).
+/// They reveal how much every feed changed, so they stay inside the replica: unlike
+/// [`FeedHead`], this is never sent to another party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedMoved {
+    /// The feed.
+    pub feed: FeedKey,
+    /// The position of its latest change.
+    pub head: Cursor,
+    /// The replica-wide number of that change.
+    pub seq: u64,
 }
 
 /// What a replica remembers about syncing one feed with one remote.

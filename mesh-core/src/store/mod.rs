@@ -1,14 +1,16 @@
 //! Storage of a replica: the [`Store`] trait and the in-memory [`MemoryStore`].
 //!
 //! A store keeps, per feed, the entries and a change log in which each entry appears once, at
-//! the sequence number of its latest change; plus the per-remote [`SyncState`]. All writes go
+//! the position of its latest change (positions are counted per feed); plus the per-remote
+//! [`SyncState`]. Besides, every change takes a replica-wide number that orders changes across
+//! feeds for the replica's own use ([`Store::moved_feeds`]); it is never sent out. All writes go
 //! through a transaction ([`Store::begin`]) that is applied whole by
 //! [`StoreTxn::commit`] or not at all (dropping it rolls back), which is the shape a SQLite
 //! store needs. The trait is synchronous: the core has no runtime; an async client runs store
 //! calls on a blocking thread.
 //!
 //! Every implementation must pass the conformance [`suite`], which also pins down the rules the
-//! trait's documentation leaves implicit (sequence numbers after a rollback, page shapes,
+//! trait's documentation leaves implicit (positions after a rollback, page shapes,
 //! orders).
 
 mod change;
@@ -17,7 +19,7 @@ pub mod suite;
 
 use std::borrow::Cow;
 
-pub use change::{Change, ChangePage, Cursor, FeedHead, SyncState};
+pub use change::{Change, ChangePage, Cursor, FeedHead, FeedMoved, SyncState};
 pub use memory::MemoryStore;
 
 use crate::error::Result;
@@ -47,6 +49,14 @@ pub trait Store {
 
     /// The head of one feed (`Cursor::ZERO` for an empty or unknown feed).
     fn head(&self, feed: &FeedKey) -> Result<Cursor>;
+
+    /// Every feed that holds at least one entry, with its head and the replica-wide number of
+    /// its latest change (in no particular order). For the replica's own use: see
+    /// [`FeedMoved`].
+    fn moved_feeds(&self) -> Result<Vec<FeedMoved>>;
+
+    /// [`FeedMoved`] for one feed (`None` for an empty or unknown feed).
+    fn feed_moved(&self, feed: &FeedKey) -> Result<Option<FeedMoved>>;
 
     /// One entry.
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>>;
@@ -81,7 +91,8 @@ pub trait Store {
     /// Removes `feed` altogether, at once and atomically: its entries, its change log and the
     /// sync states kept for it; returns how many entries it held. Unlike a tombstone this
     /// leaves nothing to sync: it is for a replica that must stop holding a feed's data (a
-    /// hub purging a deleted folder). The change counter does not go back.
+    /// hub purging a deleted folder). Positions do not go back: should the feed be written
+    /// again, its changes continue after its old head, so no cursor held elsewhere skips them.
     fn purge_feed(&mut self, feed: &FeedKey) -> Result<u64>;
 }
 
@@ -98,8 +109,9 @@ pub trait StoreTxn {
         Ok(())
     }
 
-    /// Stores `entry` (replacing any entry of the same id) and gives it the replica's next
-    /// sequence number, which is returned. `origin` is the replica it came from verbatim, if any.
+    /// Stores `entry` (replacing any entry of the same id) and gives it the feed's next
+    /// position, which is returned; the change also takes the replica's next replica-wide
+    /// number. `origin` is the replica it came from verbatim, if any.
     fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor>;
 
     /// Records the sync state of one feed with one remote.

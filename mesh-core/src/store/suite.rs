@@ -12,11 +12,15 @@
 //! Besides the documentation of [`Store`] and [`StoreTxn`], the suite pins down these rules,
 //! which every store obeys so that replicas behave the same whatever holds them:
 //!
-//! - **Sequence numbers.** The first change of a new store takes `Cursor(1)`; every
-//!   [`StoreTxn::put`] takes the number after the previous put's, across all feeds. Numbers
-//!   taken inside a transaction that is rolled back (dropped without commit) are given out again,
-//!   so the committed numbers are `1, 2, 3…` without gaps and a committed number is never given
-//!   out twice.
+//! - **Positions.** Each feed counts its own: the first change of a feed takes `Cursor(1)`,
+//!   and every [`StoreTxn::put`] takes the position after the feed's head, whatever other
+//!   feeds do. Positions taken inside a transaction that is rolled back (dropped without
+//!   commit) are given out again, so a feed's committed positions are `1, 2, 3…` without gaps
+//!   and a committed position is never given out twice, not even after
+//!   [`Store::purge_feed`].
+//! - **Replica-wide numbers.** Every put also takes the store's next replica-wide number
+//!   ([`FeedMoved::seq`]), counted over all feeds by the same rules: `1, 2, 3…`, rolled-back
+//!   numbers given out again.
 //! - **Change log.** Each entry appears in its feed's log exactly once, at the number of its
 //!   latest put; a put moves it to the end. A feed's head is its last log position.
 //! - **Pages.** [`Store::changes_since`] returns at most `limit` changes, in order, all after
@@ -36,7 +40,7 @@ use crate::content::JsonContent;
 use crate::feedsync::{self, Stamp};
 use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
 use crate::model::{Entry, EntryData, FeedKey, MediaRef};
-use crate::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use crate::store::{Change, ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use crate::time::Timestamp;
 
 /// Runs every check of the suite, each against fresh stores made by `factory`.
@@ -392,8 +396,9 @@ pub fn put_get_round_trip<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     );
 }
 
-/// Sequence numbers start at 1, increase by one per put across all feeds, and a put moves the
-/// entry to the end of its feed's log.
+/// Positions start at 1 and increase by one per put in each feed; replica-wide numbers
+/// increase by one per put across all feeds; a put moves the entry to the end of its feed's
+/// log.
 pub fn sequence_numbers<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let mut store = factory(replica("suite-seq"));
     let a = feed("folder:f1/todos");
@@ -409,8 +414,8 @@ pub fn sequence_numbers<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     );
     assert_eq!(
         put_one(&mut store, &b, &e2),
-        Cursor(2),
-        "numbers are shared by all feeds"
+        Cursor(1),
+        "each feed counts its own positions"
     );
     let batch = put_all(
         &mut store,
@@ -419,46 +424,74 @@ pub fn sequence_numbers<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     );
     assert_eq!(
         batch,
-        vec![Cursor(3), Cursor(4)],
-        "each put of a transaction takes the next number"
+        vec![Cursor(2), Cursor(3)],
+        "each put of a transaction takes the next position"
     );
-    assert_eq!(ok(store.head(&a), "head"), Cursor(4));
-    assert_eq!(ok(store.head(&b), "head"), Cursor(2));
+    assert_eq!(ok(store.head(&a), "head"), Cursor(3));
+    assert_eq!(ok(store.head(&b), "head"), Cursor(1));
 
     let e1b = edited(&e1, "one, edited", 10);
     assert_eq!(
         put_one(&mut store, &a, &e1b),
-        Cursor(5),
-        "replacing an entry takes the next number"
+        Cursor(4),
+        "replacing an entry takes the next position"
     );
     let page = changes(&store, &a, 0, 100, None);
     assert_eq!(
         (seqs(&page), ids(&page)),
-        (vec![3, 4, 5], vec!["e3".into(), "e4".into(), "e1".into()]),
+        (vec![2, 3, 4], vec!["e3".into(), "e4".into(), "e1".into()]),
         "a replaced entry appears once, at the end of the log"
     );
     assert_eq!(
         page.changes[2].entry, e1b,
         "the log holds the latest version"
     );
-    assert_eq!(ok(store.head(&a), "head"), Cursor(5));
+    assert_eq!(ok(store.head(&a), "head"), Cursor(4));
 
-    // Putting the same entry twice in one transaction leaves one record, at the later number.
+    // Putting the same entry twice in one transaction leaves one record, at the later position.
     let mut tx = ok(store.begin(), "begin");
     let s1 = ok(tx.put(&b, e2.clone(), None), "put");
     let s2 = ok(tx.put(&b, e2.clone(), None), "put");
     ok(tx.commit(), "commit");
-    assert_eq!((s1, s2), (Cursor(6), Cursor(7)));
+    assert_eq!((s1, s2), (Cursor(2), Cursor(3)));
     let page = changes(&store, &b, 0, 100, None);
     assert_eq!(
         seqs(&page),
-        vec![7],
-        "an entry put twice in one transaction appears once, at the later number"
+        vec![3],
+        "an entry put twice in one transaction appears once, at the later position"
     );
     assert_eq!(
         put_one(&mut store, &a, &e3),
-        Cursor(8),
-        "numbers keep increasing"
+        Cursor(5),
+        "positions keep increasing"
+    );
+
+    // Eight puts in all: a's latest was the eighth, b's the seventh.
+    let moved = |head: u64, seq: u64, feed: &FeedKey| FeedMoved {
+        feed: feed.clone(),
+        head: Cursor(head),
+        seq,
+    };
+    assert_eq!(
+        ok(store.feed_moved(&a), "feed_moved"),
+        Some(moved(5, 8, &a)),
+        "every put takes the next replica-wide number, across feeds"
+    );
+    assert_eq!(
+        ok(store.feed_moved(&b), "feed_moved"),
+        Some(moved(3, 7, &b))
+    );
+    assert_eq!(
+        ok(store.feed_moved(&feed("folder:f9/todos")), "feed_moved"),
+        None,
+        "an unknown feed has not moved"
+    );
+    let mut all = ok(store.moved_feeds(), "moved_feeds");
+    all.sort_by_key(|m| m.seq);
+    assert_eq!(
+        all,
+        vec![moved(3, 7, &b), moved(5, 8, &a)],
+        "moved_feeds lists every feed with its head and latest replica-wide number"
     );
 }
 
@@ -467,7 +500,7 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let mut store = factory(replica("suite-paging"));
     let a = feed("folder:f1/todos");
     let b = feed("folder:f1/notes");
-    // Ten entries in `a` interleaved with five in `b`: a's log is 1,2,4,5,7,8,10,11,13,14.
+    // Ten entries in `a` interleaved with five in `b`: a's log is 1..=10, b's 1..=5.
     let mut expected = Vec::new();
     for i in 0..15 {
         if i % 3 == 2 {
@@ -477,7 +510,11 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
             expected.push(s.0);
         }
     }
-    assert_eq!(expected, vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 14]);
+    assert_eq!(
+        expected,
+        (1..=10).collect::<Vec<_>>(),
+        "writes to another feed take no position of this one"
+    );
 
     let mut since = 0;
     let mut got = Vec::new();
@@ -495,37 +532,36 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     assert_eq!(got, expected, "paging visits the feed's log in order, once");
     assert_eq!(
         pages,
-        vec![(3, 4, true), (3, 8, true), (3, 13, true), (1, 14, false)],
+        vec![(3, 3, true), (3, 6, true), (3, 9, true), (1, 10, false)],
         "pages of 3: next is the last change returned, more until the log is exhausted"
     );
-    let last = changes(&store, &a, 14, 3, None);
+    let last = changes(&store, &a, 10, 3, None);
     assert_eq!(
         (last.changes.len(), last.next, last.more),
-        (0, Cursor(14), false),
+        (0, Cursor(10), false),
         "a page from the head is empty"
     );
 
     let page = changes(&store, &a, 5, 4, None);
     assert_eq!(
         (seqs(&page), page.next, page.more),
-        (vec![7, 8, 10, 11], Cursor(11), true),
+        (vec![6, 7, 8, 9], Cursor(9), true),
         "a page starts after since"
     );
     let page = changes(&store, &a, 3, 100, None);
     assert_eq!(
         (seqs(&page), page.next, page.more),
-        (vec![4, 5, 7, 8, 10, 11, 13, 14], Cursor(14), false),
-        "since may be a position of another feed"
+        (vec![4, 5, 6, 7, 8, 9, 10], Cursor(10), false)
     );
-    let page = changes(&store, &a, 10, 2, None);
+    let page = changes(&store, &a, 7, 2, None);
     assert_eq!(
         (seqs(&page), page.next, page.more),
-        (vec![11, 13], Cursor(13), true)
+        (vec![8, 9], Cursor(9), true)
     );
-    let page = changes(&store, &a, 11, 2, None);
+    let page = changes(&store, &a, 8, 2, None);
     assert_eq!(
         (seqs(&page), page.next, page.more),
-        (vec![13, 14], Cursor(14), false),
+        (vec![9, 10], Cursor(10), false),
         "a page that takes exactly the rest has no more"
     );
     let page = changes(&store, &a, 0, 0, None);
@@ -534,7 +570,7 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         (0, Cursor(0), true),
         "limit 0 returns nothing, keeps next and reports more"
     );
-    for since in [14, 15, 1_000, u64::MAX] {
+    for since in [10, 11, 1_000, u64::MAX] {
         let page = changes(&store, &a, since, 10, None);
         assert_eq!(
             (page.changes.len(), page.next, page.more),
@@ -545,23 +581,23 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let page = changes(&store, &b, 0, 100, None);
     assert_eq!(
         seqs(&page),
-        vec![3, 6, 9, 12, 15],
+        vec![1, 2, 3, 4, 5],
         "each feed has its own log"
     );
 
     // A replaced entry leaves its old position and is seen again by a reader past it.
     let a04 = ok(store.get(&a, &eid("a04")), "get")
         .unwrap_or_else(|| panic!("store suite: entry a04 missing"));
-    assert_eq!(put_one(&mut store, &a, &edited(&a04, "new", 3)), Cursor(16));
-    let page = changes(&store, &a, 8, 100, None);
+    assert_eq!(put_one(&mut store, &a, &edited(&a04, "new", 3)), Cursor(11));
+    let page = changes(&store, &a, 6, 100, None);
     assert_eq!(
         (seqs(&page), ids(&page).last().cloned()),
-        (vec![10, 11, 13, 14, 16], Some("a04".to_owned())),
+        (vec![7, 8, 9, 10, 11], Some("a04".to_owned())),
         "a reader past the old position sees the replaced entry at its new one"
     );
     let page = changes(&store, &a, 0, 100, None);
     assert!(
-        !seqs(&page).contains(&5),
+        !seqs(&page).contains(&4),
         "a replaced entry's old position leaves the log"
     );
     assert_eq!(page.changes.len(), 10, "the log holds each entry once");
@@ -704,8 +740,8 @@ pub fn heads_and_feeds<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let devices = feed("mesh:zed/devices");
     let news = feed("mesh:ann/news");
     let e = entry("e", "e");
-    put_one(&mut store, &todos, &e); // 1
-    put_one(&mut store, &devices, &entry("d", "d")); // 2
+    put_one(&mut store, &todos, &e); // todos 1 (replica-wide 1)
+    put_one(&mut store, &devices, &entry("d", "d")); // devices 1 (2)
     put_all(
         &mut store,
         &notes,
@@ -719,9 +755,9 @@ pub fn heads_and_feeds<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
                 None,
             ),
         ],
-    ); // 3, 4
-    put_one(&mut store, &todos, &edited(&e, "e2", 1)); // 5
-    put_one(&mut store, &news, &entry("x", "x")); // 6
+    ); // notes 1, 2 (3, 4)
+    put_one(&mut store, &todos, &edited(&e, "e2", 1)); // todos 2 (5)
+    put_one(&mut store, &news, &entry("x", "x")); // news 1 (6)
 
     let expect = |feed: &FeedKey, head: u64, entries: u64| FeedHead {
         feed: feed.clone(),
@@ -729,10 +765,10 @@ pub fn heads_and_feeds<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         entries,
     };
     let mut want = vec![
-        expect(&todos, 5, 1),
-        expect(&devices, 2, 1),
-        expect(&notes, 4, 2),
-        expect(&news, 6, 1),
+        expect(&todos, 2, 1),
+        expect(&devices, 1, 1),
+        expect(&notes, 2, 2),
+        expect(&news, 1, 1),
     ];
     want.sort_by(|a, b| a.feed.cmp(&b.feed));
     assert_eq!(
@@ -752,6 +788,21 @@ pub fn heads_and_feeds<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         ok(store.head(&feed("folder:f9/todos")), "head"),
         Cursor::ZERO,
         "an unknown feed's head is zero"
+    );
+    let mut moved = ok(store.moved_feeds(), "moved_feeds");
+    moved.sort_by_key(|m| m.seq);
+    assert_eq!(
+        moved
+            .iter()
+            .map(|m| (m.feed.clone(), m.head.0, m.seq))
+            .collect::<Vec<_>>(),
+        vec![
+            (devices.clone(), 1, 2),
+            (notes.clone(), 2, 4),
+            (todos.clone(), 2, 5),
+            (news.clone(), 1, 6),
+        ],
+        "moved_feeds gives each feed's head and the replica-wide number of its latest change"
     );
 }
 
@@ -890,8 +941,8 @@ pub fn sync_states<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     );
 }
 
-/// Dropping a transaction without commit rolls every write back; its sequence numbers are
-/// given out again.
+/// Dropping a transaction without commit rolls every write back; its positions and
+/// replica-wide numbers are given out again.
 pub fn rollback_on_drop<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let mut store = factory(replica("suite-rollback"));
     let a = feed("folder:f1/todos");
@@ -975,12 +1026,22 @@ pub fn rollback_on_drop<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     assert_eq!(
         put_one(&mut store, &a, &entry("e3", "three")),
         Cursor(2),
-        "numbers of a rolled-back transaction are given out again: committed numbers have no gaps"
+        "positions of a rolled-back transaction are given out again: committed positions have no gaps"
     );
     assert_eq!(
         seqs(&changes(&store, &a, 0, 10, None)),
         vec![1, 2],
         "the log after a rollback and a commit"
+    );
+    assert_eq!(
+        ok(store.feed_moved(&a), "feed_moved").map(|m| m.seq),
+        Some(2),
+        "replica-wide numbers of a rolled-back transaction are given out again"
+    );
+    assert_eq!(
+        ok(store.feed_moved(&c), "feed_moved"),
+        None,
+        "a feed created by a rolled-back transaction has not moved"
     );
 }
 
@@ -1129,7 +1190,7 @@ pub fn commit_makes_writes_visible<S: Store>(mut factory: impl FnMut(ReplicaId) 
 }
 
 /// `purge_feed` removes one feed's entries, change log and sync states, leaves the others alone,
-/// and the change counter never goes back.
+/// and positions never go back.
 pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     let mut store = factory(replica("suite-purge"));
     let gone = feed("folder:f1/todos");
@@ -1138,8 +1199,8 @@ pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         &mut store,
         &gone,
         &[(entry("a", "a"), None), (entry("b", "b"), None)],
-    ); // 1, 2
-    put_one(&mut store, &kept, &entry("ann", "ann")); // 3
+    ); // gone 1, 2 (replica-wide 1, 2)
+    put_one(&mut store, &kept, &entry("ann", "ann")); // kept 1 (3)
     let state = SyncState {
         remote_replica: Some(replica("hub")),
         pulled: Cursor(7),
@@ -1193,7 +1254,26 @@ pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     assert_eq!(ok(store.sync_state(&remote("hub"), &kept), "state"), state);
     assert!(ok(store.get(&kept, &eid("ann")), "get").is_some());
     assert_eq!(ok(store.purge_feed(&gone), "purge again"), 0);
-    // The counter does not go back: the next change is numbered after every earlier one.
+    assert_eq!(
+        ok(store.feed_moved(&gone), "feed_moved"),
+        None,
+        "a purged feed has not moved"
+    );
+    assert_eq!(
+        ok(store.moved_feeds(), "moved_feeds")
+            .into_iter()
+            .map(|m| m.feed)
+            .collect::<Vec<_>>(),
+        vec![kept.clone()],
+        "moved_feeds leaves the purged feed out"
+    );
+    // Positions do not go back: written again, the feed continues after its old head, so a
+    // cursor a remote kept from before the purge does not skip the new change.
     put_one(&mut store, &gone, &entry("c", "c"));
-    assert_eq!(ok(store.head(&gone), "head"), Cursor(4));
+    assert_eq!(ok(store.head(&gone), "head"), Cursor(3));
+    assert_eq!(
+        ok(store.feed_moved(&gone), "feed_moved").map(|m| m.seq),
+        Some(4),
+        "nor do replica-wide numbers"
+    );
 }

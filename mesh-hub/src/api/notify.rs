@@ -1,11 +1,17 @@
 //! Change notifications: server-sent events and long-poll, resumable from a cursor; and the
 //! opaque cursors of the REST API.
 //!
-//! A notification says that a feed the caller may read has a new head. Its cursor (the SSE
-//! event id, or the long-poll answer's `cursor`) is the hub's change position it covers:
-//! reconnecting with it (`?cursor=` or `Last-Event-ID`) first replays every readable feed
-//! that moved since, then goes on live. Changes are broadcast under the replica's lock, so they
-//! leave in change order and a cursor never runs ahead of a notification not yet sent.
+//! A notification says that a feed the caller may read has a new head (a position in that
+//! feed, counted per feed). Its cursor (the SSE event id, or the long-poll answer's `cursor`)
+//! covers every change of the hub up to a replica-wide number: reconnecting with it
+//! (`?cursor=` or `Last-Event-ID`) first replays every readable feed that moved since, then
+//! goes on live. Changes are broadcast under the replica's lock, so they leave in change order
+//! and a cursor never runs ahead of a notification not yet sent.
+//!
+//! The replica-wide number counts every user's writes, so a cursor carries it encrypted, not
+//! only authenticated: its text is the number XORed with a keystream drawn from the hub's
+//! secret and the cursor's tag, then the tag (a synthetic-IV construction). Nobody without the
+//! secret learns the number, or how far two cursors lie apart, or can make a cursor.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -40,7 +46,7 @@ pub(crate) struct CursorKey {
     pub epochs: Vec<String>,
 }
 
-fn tag(key: &CursorKey, epoch: Option<&str>, scope: &str, seq: u64) -> String {
+fn tag(key: &CursorKey, epoch: Option<&str>, scope: &str, seq: u64) -> [u8; 16] {
     let mut h = blake3::Hasher::new_keyed(&key.secret);
     h.update(key.replica.as_str().as_bytes());
     h.update(&[0]);
@@ -53,17 +59,50 @@ fn tag(key: &CursorKey, epoch: Option<&str>, scope: &str, seq: u64) -> String {
     h.update(scope.as_bytes());
     h.update(&[0]);
     h.update(&seq.to_be_bytes());
-    h.finalize().as_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut out = [0; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
 }
 
-/// An opaque cursor: a change position, bound to this hub replica and to `scope` (a feed key,
-/// or `*` for notifications), authenticated with the hub's secret.
+/// The 8 bytes a cursor's number is XORed with: drawn from the hub's secret (under a key of
+/// its own) and the cursor's tag, which differs for every number, scope and epoch.
+fn keystream(key: &CursorKey, tag: &[u8; 16]) -> [u8; 8] {
+    let k = blake3::derive_key("mesh-hub 2026 cursor number encryption v1", &key.secret);
+    let mut out = [0; 8];
+    out.copy_from_slice(&blake3::keyed_hash(&k, tag).as_bytes()[..8]);
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `N` bytes from exactly `2N` lowercase or uppercase hex digits.
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * N || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0; N];
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An opaque cursor: a number (a feed position, or the replica-wide number for
+/// notifications), bound to this hub replica and to `scope` (a feed key, or `*` for
+/// notifications), encrypted and authenticated with the hub's secret.
 pub(crate) fn encode_cursor(key: &CursorKey, scope: &str, seq: Cursor) -> String {
     let epoch = key.epochs.first().map(String::as_str);
-    format!("{:x}-{}", seq.0, tag(key, epoch, scope, seq.0))
+    let t = tag(key, epoch, scope, seq.0);
+    let ks = keystream(key, &t);
+    let mut sealed = seq.0.to_be_bytes();
+    for (b, k) in sealed.iter_mut().zip(ks) {
+        *b ^= k;
+    }
+    format!("{}-{}", hex(&sealed), hex(&t))
 }
 
 /// Reads back a cursor made by [`encode_cursor`] for the same replica and scope.
@@ -75,18 +114,21 @@ pub(crate) fn decode_cursor(key: &CursorKey, scope: &str, text: &str) -> Result<
             "the cursor is malformed, or was issued for another feed or another hub replica; start again without one",
         )
     };
-    let (seq, t) = text.split_once('-').ok_or_else(bad)?;
-    if seq.is_empty() || seq.len() > 16 {
-        return Err(bad());
+    let (sealed, t) = text.split_once('-').ok_or_else(bad)?;
+    let sealed = unhex::<8>(sealed).ok_or_else(bad)?;
+    let t = unhex::<16>(t).ok_or_else(bad)?;
+    let mut seq = sealed;
+    for (b, k) in seq.iter_mut().zip(keystream(key, &t)) {
+        *b ^= k;
     }
-    let seq = u64::from_str_radix(seq, 16).map_err(|_| bad())?;
+    let seq = u64::from_be_bytes(seq);
     let valid = if key.epochs.is_empty() {
-        same(tag(key, None, scope, seq).as_bytes(), t.as_bytes())
+        same(&tag(key, None, scope, seq), &t)
     } else {
         // Bounded: an epoch continues at most `MAX_CONTINUED_EPOCHS` others.
         key.epochs
             .iter()
-            .any(|e| same(tag(key, Some(e), scope, seq).as_bytes(), t.as_bytes()))
+            .any(|e| same(&tag(key, Some(e), scope, seq), &t))
     };
     if !valid {
         return Err(bad());
@@ -112,7 +154,7 @@ struct LongPoll<'a> {
 }
 
 enum Item {
-    Change(FeedKey, Cursor),
+    Change(Changed),
     Heartbeat,
     Revoked,
 }
@@ -127,33 +169,35 @@ struct Watcher {
     revoked: broadcast::Receiver<DeviceId>,
     shutdown: watch::Receiver<bool>,
     visible: HashMap<FeedKey, bool>,
-    pending: VecDeque<(FeedKey, Cursor)>,
-    pos: Cursor,
+    pending: VecDeque<Changed>,
+    /// The replica-wide number covered so far.
+    pos: u64,
     heartbeat: tokio::time::Interval,
     _guard: StreamGuard,
     done: bool,
 }
 
-/// Readable feeds with a head after `since`, in head order, and the replica's newest position.
+/// Readable feeds that moved after replica-wide number `since`, in the order they moved, and
+/// the replica's newest number.
 async fn backlog(
     state: &HubState,
     user: &UserId,
-    since: Option<Cursor>,
-) -> Result<(Vec<(FeedKey, Cursor)>, Cursor), ApiError> {
+    since: Option<u64>,
+) -> Result<(Vec<Changed>, u64), ApiError> {
     let user = user.clone();
     state
         .run(move |r| {
-            let mut global = Cursor::ZERO;
+            let mut global = 0;
             let mut out = Vec::new();
-            for h in r.store().feeds()? {
-                global = global.max(h.head);
+            for m in r.store().moved_feeds()? {
+                global = global.max(m.seq);
                 if let Some(s) = since {
-                    if h.head > s && guard::can_read(r.store(), &user, &h.feed)? {
-                        out.push((h.feed, h.head));
+                    if m.seq > s && guard::can_read(r.store(), &user, &m.feed)? {
+                        out.push(m);
                     }
                 }
             }
-            out.sort_by_key(|(_, h)| *h);
+            out.sort_by_key(|m| m.seq);
             Ok::<_, mesh_core::CoreError>((out, global))
         })
         .await?
@@ -205,9 +249,9 @@ impl Watcher {
         if self.done {
             return None;
         }
-        if let Some((feed, head)) = self.pending.pop_front() {
-            self.pos = self.pos.max(head);
-            return Some(Item::Change(feed, head));
+        if let Some(c) = self.pending.pop_front() {
+            self.pos = self.pos.max(c.seq);
+            return Some(Item::Change(c));
         }
         loop {
             if *self.shutdown.borrow() {
@@ -230,9 +274,9 @@ impl Watcher {
                         if c.feed.name.as_str() == names::MEMBERS {
                             self.visible.clear();
                         }
-                        if c.head > self.pos && self.visible(&c.feed).await {
-                            self.pos = c.head;
-                            return Some(Item::Change(c.feed, c.head));
+                        if c.seq > self.pos && self.visible(&c.feed).await {
+                            self.pos = c.seq;
+                            return Some(Item::Change(c));
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
@@ -240,9 +284,9 @@ impl Watcher {
                         self.visible.clear();
                         let (back, _) = backlog(&self.state, &self.user, Some(self.pos)).await.ok()?;
                         self.pending.extend(back);
-                        if let Some((feed, head)) = self.pending.pop_front() {
-                            self.pos = self.pos.max(head);
-                            return Some(Item::Change(feed, head));
+                        if let Some(c) = self.pending.pop_front() {
+                            self.pos = self.pos.max(c.seq);
+                            return Some(Item::Change(c));
                         }
                     }
                     Err(RecvError::Closed) => return None,
@@ -262,11 +306,15 @@ impl Watcher {
 fn sse_event(w: &Watcher, item: Item) -> Event {
     let key = w.state.cursor_key();
     match item {
-        Item::Change(feed, head) => {
-            let data = serde_json::to_string(&Note { feed: &feed, head }).unwrap_or_default();
+        Item::Change(c) => {
+            let data = serde_json::to_string(&Note {
+                feed: &c.feed,
+                head: c.head,
+            })
+            .unwrap_or_default();
             Event::default()
                 .event("change")
-                .id(encode_cursor(&key, "*", w.pos))
+                .id(encode_cursor(&key, "*", Cursor(w.pos)))
                 .data(data)
         }
         Item::Heartbeat => Event::default().comment("heartbeat"),
@@ -291,7 +339,7 @@ pub(crate) async fn notifications(
     });
     let since = cursor_text
         .filter(|c| !c.is_empty())
-        .map(|c| decode_cursor(&key, "*", &c))
+        .map(|c| decode_cursor(&key, "*", &c).map(|c| c.0))
         .transpose()?;
     let max_wait = state.0.config.long_poll_max;
     let wait = match q.get("wait") {
@@ -345,23 +393,26 @@ pub(crate) async fn notifications(
 
     // Long-poll: answer at once with what is pending, or wait for the first change.
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes: Vec<(FeedKey, Cursor)> = w.pending.drain(..).collect();
-    if let Some((_, h)) = changes.last() {
-        w.pos = w.pos.max(*h);
+    let mut changes: Vec<Changed> = w.pending.drain(..).collect();
+    if let Some(c) = changes.last() {
+        w.pos = w.pos.max(c.seq);
     }
     while changes.is_empty() {
         match tokio::time::timeout_at(deadline, w.next()).await {
-            Ok(Some(Item::Change(f, h))) => changes.push((f, h)),
+            Ok(Some(Item::Change(c))) => changes.push(c),
             Ok(Some(Item::Heartbeat)) => {}
             Ok(Some(Item::Revoked)) => return Err(ApiError::unauthorized()),
             Ok(None) | Err(_) => break,
         }
     }
     let body = LongPoll {
-        cursor: encode_cursor(&w.state.cursor_key(), "*", w.pos),
+        cursor: encode_cursor(&w.state.cursor_key(), "*", Cursor(w.pos)),
         changes: changes
             .iter()
-            .map(|(feed, head)| Note { feed, head: *head })
+            .map(|c| Note {
+                feed: &c.feed,
+                head: c.head,
+            })
             .collect(),
     };
     Ok(json(StatusCode::OK, &body))
@@ -395,20 +446,69 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert!(decode_cursor(&r, "folder:f/todos", &format!("2a-{old}")).is_err());
+        // The last session's format: the number in clear before the tag.
+        let clear = format!("2a-{}", &c[17..]);
+        // One digit changed in the sealed number, or in the tag.
+        let flip = |i: usize| {
+            let mut t = c.clone().into_bytes();
+            t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+            String::from_utf8(t).unwrap()
+        };
+        let (sealed_flipped, tag_flipped) = (flip(3), flip(30));
+        let signed = format!("+{}", &c[1..]);
         for bad in [
             "",
             "-",
             "2a",
             "2a-",
             "zz-000000000000",
-            "2b-".to_owned().as_str(),
-            &c.replace("2a-", "2b-"),
+            "2b-",
+            &clear,
+            &sealed_flipped,
+            &tag_flipped,
+            &signed,
+            &c[1..],
+            &format!("{c}0"),
         ] {
             assert_eq!(
                 decode_cursor(&r, "folder:f/todos", bad).unwrap_err().code,
-                "invalid_cursor"
+                "invalid_cursor",
+                "{bad:?}"
             );
         }
+    }
+
+    /// A cursor's number (for notifications, a count of every user's changes) is sealed: the
+    /// text of one cursor shows nothing of it, and two cursors show nothing of their distance.
+    #[test]
+    fn cursors_do_not_show_their_number() {
+        let key = CursorKey {
+            replica: "hub-1".parse().unwrap(),
+            secret: [3; 32],
+            epochs: vec!["e1".into()],
+        };
+        let sealed = |n: u64| {
+            let c = encode_cursor(&key, "*", Cursor(n));
+            assert_eq!(decode_cursor(&key, "*", &c).unwrap(), Cursor(n));
+            let (num, tag) = c.split_once('-').unwrap();
+            assert_eq!((num.len(), tag.len()), (16, 32), "fixed lengths: {c}");
+            u64::from_str_radix(num, 16).unwrap()
+        };
+        let mut bits_apart = 0;
+        for n in 1..=256u64 {
+            let (a, b) = (sealed(n), sealed(n + 1));
+            assert_ne!(a, n, "the number shows in clear");
+            assert_ne!(
+                b.wrapping_sub(a),
+                1,
+                "consecutive numbers show as neighbours"
+            );
+            bits_apart += (a ^ b).count_ones();
+        }
+        // Unrelated 64-bit values differ in about 32 bits; a readable or merely offset
+        // number in about 2.
+        let mean = f64::from(bits_apart) / 256.0;
+        assert!((24.0..40.0).contains(&mean), "mean bits apart {mean}");
     }
 
     #[test]

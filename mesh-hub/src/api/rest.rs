@@ -38,7 +38,7 @@ use crate::api::{
     RawBody,
 };
 use crate::error::ApiError;
-use crate::state::{now, scope_of, Changed, HubState};
+use crate::state::{now, scope_of, HubState};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -205,11 +205,9 @@ async fn write_checked(
                     // Deleting the folder record deletes the folder: purge it.
                     crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
                 }
-                let head = r.store().head(&feed)?;
-                changes.send(Changed {
-                    feed: feed.clone(),
-                    head,
-                });
+                if let Some(moved) = r.store().feed_moved(&feed)? {
+                    changes.send(moved);
+                }
             }
             r.get(&feed, &id)?
                 .ok_or_else(|| ApiError::internal("written entry vanished"))
@@ -1387,8 +1385,9 @@ pub(crate) async fn post_entries(
                 )?;
                 if let SyncResponse::Pushed { results, .. } = &resp {
                     if results.iter().any(|x| x.outcome.changed()) {
-                        let head = r.store().head(&k)?;
-                        changes.send(Changed { feed: k, head });
+                        if let Some(moved) = r.store().feed_moved(&k)? {
+                            changes.send(moved);
+                        }
                     }
                 }
                 Ok::<_, CoreError>(resp)

@@ -13,7 +13,7 @@ use mesh_core::sync::{guard, Request, Response as SyncResponse};
 use crate::api::encoding::{self, Coding};
 use crate::api::{blocking, json_body, Auth, RawBody};
 use crate::error::ApiError;
-use crate::state::{scope_of, Changed, HubState};
+use crate::state::{scope_of, HubState};
 
 pub(crate) async fn sync(
     State(state): State<HubState>,
@@ -79,11 +79,9 @@ pub(crate) async fn sync(
             }
             if results.iter().any(|x| x.outcome.changed()) {
                 // Announced under the lock, so announcements leave in change order.
-                let head = r.store().head(feed)?;
-                changes.send(Changed {
-                    feed: feed.clone(),
-                    head,
-                });
+                if let Some(moved) = r.store().feed_moved(feed)? {
+                    changes.send(moved);
+                }
             }
         }
         let merged = match &response {

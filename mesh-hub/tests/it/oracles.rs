@@ -228,3 +228,108 @@ async fn a_non_member_cannot_tell_a_folder_exists() {
     );
     hub.stop().await;
 }
+
+/// Ann's feed's head, as the sync protocol tells her.
+async fn head_seen(sync: &mesh_client::transport::HttpTransport, feed: &FeedKey) -> Cursor {
+    let answer = sync
+        .send(Request::Feeds {
+            from: "ann-desk".parse().unwrap(),
+            only: Some(vec![feed.clone()]),
+            certificates: false,
+        })
+        .await
+        .unwrap();
+    match answer {
+        mesh_core::sync::Response::Feeds { feeds, .. } => feeds[0].head,
+        other => panic!("feeds answered {other:?}"),
+    }
+}
+
+/// Positions are counted per feed and notification cursors are sealed: nothing a user is
+/// shown (heads, pull cursors, notifications) moves with the writes of users whose folders
+/// she cannot read. Under hub-wide numbering Ann's head jumped by Bob's 30 writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_user_is_shown_does_not_move_with_other_users_writes() {
+    let hub = TestHub::memory().await;
+    let ann = Rest::new(&hub, hub.token("ann", "ann-laptop"));
+    let bob = Rest::new(&hub, hub.token("bob", "bob-phone"));
+    for (who, f) in [(&ann, "a@ann"), (&bob, "b@bob")] {
+        let (s, _) = who
+            .post("/mesh/folders", json!({"name": "n", "id": f}))
+            .await;
+        assert_eq!(s, 201);
+        who.post(
+            &format!("/mesh/folders/{f}/feeds"),
+            json!({"name": "notes"}),
+        )
+        .await;
+    }
+    let feed = FeedKey::folder("a@ann".parse().unwrap(), "notes".parse().unwrap());
+    let sync = hub.transport("ann", "ann-desk");
+    let write = |who: &Rest, folder: &str, id: String| {
+        let req = who
+            .req(
+                Method::POST,
+                &format!("/mesh/folders/{folder}/feeds/notes/entries"),
+            )
+            .json(&json!({"id": id, "title": "t", "content": {}}));
+        async move { assert_eq!(crate::hubs::send(req).await.0, 201) }
+    };
+    write(&ann, "a@ann", "n1".into()).await;
+    let h1 = head_seen(&sync, &feed).await;
+    let (_, v) = ann.get("/mesh/notifications?wait=0").await;
+    let c1 = v["cursor"].as_str().unwrap().to_owned();
+    write(&ann, "a@ann", "n2".into()).await;
+    let h2 = head_seen(&sync, &feed).await;
+    assert_eq!(h2, Cursor(h1.0 + 1));
+    let (_, v) = ann
+        .get(&format!("/mesh/notifications?wait=0&cursor={c1}"))
+        .await;
+    assert_eq!(v["changes"][0]["head"], h2.0);
+    let c2 = v["cursor"].as_str().unwrap().to_owned();
+
+    for i in 0..30 {
+        write(&bob, "b@bob", format!("b{i}")).await;
+    }
+    write(&ann, "a@ann", "n3".into()).await;
+    let h3 = head_seen(&sync, &feed).await;
+    assert_eq!(
+        h3,
+        Cursor(h2.0 + 1),
+        "Bob's writes moved the head of Ann's feed"
+    );
+    let (_, v) = ann
+        .get(&format!("/mesh/notifications?wait=0&cursor={c2}"))
+        .await;
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "only Ann's own feed moved for her: {v}");
+    assert_eq!(
+        (
+            changes[0]["feed"]["name"].as_str(),
+            changes[0]["head"].as_u64()
+        ),
+        (Some("notes"), Some(h3.0))
+    );
+    let c3 = v["cursor"].as_str().unwrap();
+    assert_ne!(c3, c2);
+    let pulled = sync
+        .send(Request::Pull {
+            from: "ann-desk".parse().unwrap(),
+            feed: feed.clone(),
+            since: h2,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    match pulled {
+        mesh_core::sync::Response::Changes { entries, next, .. } => {
+            assert_eq!(
+                (entries.len(), next),
+                (1, h3),
+                "the pull cursor follows the feed"
+            );
+        }
+        other => panic!("pull answered {other:?}"),
+    }
+    hub.stop().await;
+}

@@ -119,6 +119,15 @@ pub const MIGRATIONS: &[&str] = &[
         end_seq   BIGINT
     );
     ",
+    // 5: positions counted per feed. Entries keep their positions (replica-wide numbers
+    // already increase within each feed) under the name `pos`; a feed records the replica-wide
+    // number of its latest change beside its head.
+    "
+    ALTER TABLE mesh_entries RENAME COLUMN seq TO pos;
+    ALTER INDEX mesh_entries_log RENAME TO mesh_entries_pos;
+    ALTER TABLE mesh_feeds ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    UPDATE mesh_feeds SET seq = head;
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

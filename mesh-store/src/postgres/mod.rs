@@ -10,12 +10,14 @@
 //!
 //! # Many processes, one database
 //!
-//! * **Sequence numbers.** The replica's change log is numbered replica-wide, as in every
-//!   store (`1, 2, 3…` without gaps). A write transaction locks the counter row
-//!   (`mesh_replica.last_seq`, `SELECT … FOR UPDATE`) at its first write and holds it to its
-//!   commit, so transactions that write take their numbers in commit order: a reader that has
-//!   seen sequence `n` has seen everything numbered below `n`, whatever process wrote it (no
-//!   late commit with a smaller number). The rest of a transaction's work (reads, merging,
+//! * **Positions and replica-wide numbers.** Each feed's change log counts its own positions
+//!   (`mesh_entries.pos`, `mesh_feeds.head`), and every change also takes a replica-wide
+//!   number (`mesh_feeds.seq` for a feed's latest), as in every store (`1, 2, 3…` without
+//!   gaps). A write transaction locks the counter row (`mesh_replica.last_seq`,
+//!   `SELECT … FOR UPDATE`) at its first write and holds it to its commit, so transactions
+//!   that write take their numbers, and their feeds' positions, in commit order: a reader
+//!   that has seen number `n` has seen everything numbered below `n`, whatever process wrote
+//!   it (no late commit with a smaller number). The rest of a transaction's work (reads, merging,
 //!   verification before it) runs in parallel across processes; its rows are sent in one
 //!   batch at commit.
 //! * **Scopes.** [`PgStore::lock_scope`] takes a session-level advisory lock on a name (a
@@ -23,7 +25,8 @@
 //!   across processes, so the membership a role check reads cannot change before the write
 //!   commits.
 //! * **Notifications.** A commit that changed feeds sends `NOTIFY mesh_changes` with each
-//!   feed's key, delivered when (and only if) it commits, in commit order; [`PgListener`]
+//!   feed's replica-wide number, head and key (`<seq> <head> <key>`), delivered when (and
+//!   only if) it commits, in commit order; [`PgListener`]
 //!   turns them back into a stream in every process.
 //!
 //! # Schema

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use mesh_core::id::{EntryId, RemoteId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 
 use crate::rows::{
@@ -152,11 +152,49 @@ impl Store for PgStore {
     fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
         let row = self
             .q_opt(
-                "SELECT head FROM mesh_feeds WHERE key = $1",
+                "SELECT head FROM mesh_feeds WHERE key = $1 AND entries > 0",
                 &[&feed.to_string()],
             )
             .map_err(db("head"))?;
         row.map_or(Ok(Cursor::ZERO), |r| seq_from_sql(r.get(0)))
+    }
+
+    fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
+        let rows = self
+            .q(
+                "SELECT key, head, seq FROM mesh_feeds WHERE entries > 0",
+                &[],
+            )
+            .map_err(db("moved"))?;
+        rows.iter()
+            .map(|row| {
+                let key: &str = row.get(0);
+                Ok(FeedMoved {
+                    feed: key.parse().map_err(|e| {
+                        CoreError::Store(format!("postgres: unreadable feed key {key:?}: {e}"))
+                    })?,
+                    head: seq_from_sql(row.get(1))?,
+                    seq: seq_from_sql(row.get(2))?.0,
+                })
+            })
+            .collect()
+    }
+
+    fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
+        let row = self
+            .q_opt(
+                "SELECT head, seq FROM mesh_feeds WHERE key = $1 AND entries > 0",
+                &[&feed.to_string()],
+            )
+            .map_err(db("moved"))?;
+        row.map(|r| {
+            Ok(FeedMoved {
+                feed: feed.clone(),
+                head: seq_from_sql(r.get(0))?,
+                seq: seq_from_sql(r.get(1))?.0,
+            })
+        })
+        .transpose()
     }
 
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
@@ -164,15 +202,15 @@ impl Store for PgStore {
     }
 
     fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
-        // One statement: its deletes are one atomic change, and the foreign key from entries
-        // to feeds is checked once all of them are done.
+        // One statement: its deletes are one atomic change. The feed's row stays, with its
+        // head, so that its positions continue should it be written again.
         let row = self
             .q_one(
                 "WITH e AS (DELETE FROM mesh_entries
                             WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                             RETURNING 1),
                       s AS (DELETE FROM mesh_sync_state WHERE feed = $1),
-                      f AS (DELETE FROM mesh_feeds WHERE key = $1)
+                      f AS (UPDATE mesh_feeds SET entries = 0 WHERE key = $1)
                  SELECT count(*) FROM e",
                 &[&feed.to_string()],
             )
@@ -214,10 +252,10 @@ impl Store for PgStore {
         let key = feed.to_string();
         let rows = self
             .q(
-                "SELECT e.seq, e.origin, e.id, e.body FROM mesh_entries e
+                "SELECT e.pos, e.origin, e.id, e.body FROM mesh_entries e
                  WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
-                   AND e.seq > $2
-                 ORDER BY e.seq LIMIT $3",
+                   AND e.pos > $2
+                 ORDER BY e.pos LIMIT $3",
                 &[&key, &seq_to_sql(since), &page.fetch()],
             )
             .map_err(db("changes_since"))?;
@@ -290,6 +328,7 @@ impl Store for PgStore {
             store: self,
             begun: false,
             last_seq: 0,
+            heads: HashMap::new(),
             writes: HashMap::new(),
             fetched: HashMap::new(),
             order: Vec::new(),
@@ -313,7 +352,10 @@ fn get_entry(store: &PgStore, feed: &FeedKey, id: &EntryId) -> CoreResult<Option
 
 /// One buffered write of a transaction.
 struct Write {
+    /// The replica-wide number.
     seq: Cursor,
+    /// The position in its feed.
+    pos: Cursor,
     origin: Option<String>,
     entry: Entry,
 }
@@ -326,6 +368,8 @@ pub struct PgTxn<'a> {
     store: &'a mut PgStore,
     begun: bool,
     last_seq: u64,
+    /// The head of each feed written, as the transaction leaves it.
+    heads: HashMap<FeedKey, u64>,
     writes: HashMap<(FeedKey, EntryId), Write>,
     /// Entries read ahead by [`StoreTxn::prefetch`] (`None`: absent); dropped once written.
     fetched: HashMap<(FeedKey, EntryId), Option<Entry>>,
@@ -384,35 +428,36 @@ impl PgTxn<'_> {
                 .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
                 .collect();
             let n = self.writes.len();
-            let (mut feed_ids, mut eids, mut seqs, mut origins, mut bodies) = (
+            let (mut feed_ids, mut eids, mut positions, mut origins, mut bodies) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
             );
-            let mut heads: HashMap<i64, i64> = HashMap::new();
+            // Per feed: its new head and the replica-wide number of its latest change.
+            let mut heads: HashMap<i64, (i64, i64)> = HashMap::new();
             for ((feed, id), w) in &self.writes {
                 let feed_id = *ids
                     .get(&feed.to_string())
                     .ok_or_else(|| CoreError::Store(format!("postgres: feed {feed} vanished")))?;
-                let seq = seq_to_sql(w.seq);
-                let h = heads.entry(feed_id).or_insert(seq);
-                *h = (*h).max(seq);
+                let (pos, seq) = (seq_to_sql(w.pos), seq_to_sql(w.seq));
+                let h = heads.entry(feed_id).or_insert((pos, seq));
+                *h = (h.0.max(pos), h.1.max(seq));
                 feed_ids.push(feed_id);
                 eids.push(id.as_str().to_owned());
-                seqs.push(seq);
+                positions.push(pos);
                 origins.push(w.origin.clone());
                 bodies.push(serde_json::to_string(&w.entry)?);
             }
             // `xmax = 0` marks a row the upsert inserted rather than updated.
             let rows = store.q(
-                "INSERT INTO mesh_entries (feed_id, id, seq, origin, body)
+                "INSERT INTO mesh_entries (feed_id, id, pos, origin, body)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[])
                  ON CONFLICT (feed_id, id) DO UPDATE
-                    SET seq = excluded.seq, origin = excluded.origin, body = excluded.body
+                    SET pos = excluded.pos, origin = excluded.origin, body = excluded.body
                  RETURNING feed_id, (xmax = 0) AS inserted",
-                &[&feed_ids, &eids, &seqs, &origins, &bodies],
+                &[&feed_ids, &eids, &positions, &origins, &bodies],
             )
             .map_err(db("writing entries"))?;
             let mut added: HashMap<i64, i64> = HashMap::new();
@@ -421,19 +466,23 @@ impl PgTxn<'_> {
                     *added.entry(r.get(0)).or_default() += 1;
                 }
             }
-            let (mut f_ids, mut f_heads, mut f_added) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut f_ids, mut f_heads, mut f_seqs, mut f_added) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let f_head_of = heads.clone();
-            for (feed_id, head) in heads {
+            for (feed_id, (head, seq)) in heads {
                 f_ids.push(feed_id);
                 f_heads.push(head);
+                f_seqs.push(seq);
                 f_added.push(added.get(&feed_id).copied().unwrap_or(0));
             }
             store
                 .exec(
-                    "UPDATE mesh_feeds f SET head = v.head, entries = f.entries + v.added
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(feed_id, head, added)
+                    "UPDATE mesh_feeds f
+                 SET head = v.head, seq = v.seq, entries = f.entries + v.added
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                      AS v(feed_id, head, seq, added)
                  WHERE f.feed_id = v.feed_id",
-                    &[&f_ids, &f_heads, &f_added],
+                    &[&f_ids, &f_heads, &f_seqs, &f_added],
                 )
                 .map_err(db("advancing feed heads"))?;
             store
@@ -443,13 +492,16 @@ impl PgTxn<'_> {
                 )
                 .map_err(db("advancing the sequence counter"))?;
             // Delivered to every listening process when, and only if, this commits, in
-            // commit order: "<head> <feed key>", lowest head first.
-            let mut notes: Vec<(i64, &str)> = keys
+            // commit order: "<seq> <head> <feed key>", lowest replica-wide number first.
+            let mut notes: Vec<((i64, i64), &str)> = keys
                 .iter()
                 .filter_map(|k| Some((*f_head_of.get(ids.get(k)?)?, k.as_str())))
                 .collect();
-            notes.sort_unstable();
-            let payloads: Vec<String> = notes.iter().map(|(h, k)| format!("{h} {k}")).collect();
+            notes.sort_unstable_by_key(|((_, seq), _)| *seq);
+            let payloads: Vec<String> = notes
+                .iter()
+                .map(|((head, seq), k)| format!("{seq} {head} {k}"))
+                .collect();
             store
                 .exec(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
@@ -551,12 +603,23 @@ impl StoreTxn for PgTxn<'_> {
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
         self.ensure_begun()?;
-        let seq = self
-            .last_seq
-            .checked_add(1)
-            .filter(|s| i64::try_from(*s).is_ok())
-            .map(Cursor)
-            .ok_or_else(|| CoreError::Store("postgres: sequence numbers exhausted".into()))?;
+        let next = |n| rows::next_number("postgres", n);
+        let seq = next(self.last_seq)?;
+        let head = match self.heads.get(feed) {
+            Some(h) => *h,
+            // Stable until commit: every writer holds the counter's lock first.
+            None => {
+                self.store
+                    .q_opt(
+                        "SELECT head FROM mesh_feeds WHERE key = $1",
+                        &[&feed.to_string()],
+                    )
+                    .map_err(db("reading a feed head"))?
+                    .map_or(Ok(Cursor::ZERO), |r| seq_from_sql(r.get(0)))?
+                    .0
+            }
+        };
+        let pos = next(head)?;
         if !self.order.contains(feed) {
             self.order.push(feed.clone());
         }
@@ -565,12 +628,14 @@ impl StoreTxn for PgTxn<'_> {
             (feed.clone(), entry.sync.id.clone()),
             Write {
                 seq,
+                pos,
                 origin: origin.map(|o| o.as_str().to_owned()),
                 entry,
             },
         );
+        self.heads.insert(feed.clone(), pos.0);
         self.last_seq = seq.0;
-        Ok(seq)
+        Ok(pos)
     }
 
     fn set_sync_state(

@@ -163,24 +163,35 @@ fn commits_notify_listeners_and_rollbacks_do_not() {
     let mut tx = s.begin().unwrap();
     tx.put(&feed(), entry("a", 1), None).unwrap();
     tx.put(&feed(), entry("b", 2), None).unwrap();
+    tx.put(&"folder:f/other".parse().unwrap(), entry("y", 3), None)
+        .unwrap();
     tx.commit().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let n = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), listener.recv()).await })
-        .expect("a notification within 10 s")
-        .expect("the listener is open");
-    assert_eq!(n.channel, db.channel(CHANGES_CHANNEL));
+    let mut next = || {
+        let n = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), listener.recv()).await
+            })
+            .expect("a notification within 10 s")
+            .expect("the listener is open");
+        assert_eq!(n.channel, db.channel(CHANGES_CHANNEL));
+        n.payload
+    };
+    // "<replica-wide number> <head> <feed>", in the order of the numbers: the rolled-back
+    // numbers were given out again, and each feed counts its own positions.
     assert_eq!(
-        n.payload,
-        format!("2 {}", feed()),
-        "only the committed feed, with its head"
+        (next(), next()),
+        (format!("2 2 {}", feed()), "3 1 folder:f/other".to_owned()),
+        "only the committed feeds, each with its latest number and its head"
     );
     let feeds = s.feeds().unwrap();
-    assert_eq!(feeds.len(), 1);
-    assert_eq!(feeds[0].entries, 2);
+    assert_eq!(
+        feeds.iter().map(|f| f.entries).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
 }
 
 /// A scope lock is held until its store is dropped, across connections.
@@ -299,4 +310,93 @@ fn epochs_span_a_run_of_the_processes_and_end_with_the_last() {
     // A process seen long ago does not keep an epoch alive.
     let (e5, _) = db.begin_epoch("p5", "e5", 3_000, 6, 64).unwrap();
     assert_eq!(e5, "e5");
+}
+
+/// A database of schema version 4 (changes numbered replica-wide only) migrates keeping
+/// every position a remote may hold; new changes continue per feed after the feed's head.
+#[test]
+fn a_version_4_database_keeps_its_positions_and_continues_them_per_feed() {
+    let Some(url) = server() else { return };
+    let schema = fresh_schema();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema};"
+            ))
+            .await
+            .unwrap();
+        for step in &mesh_store::postgres::MIGRATIONS[..4] {
+            client.batch_execute(step).await.unwrap();
+        }
+        client
+            .batch_execute(
+                "CREATE TABLE mesh_migrations (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+                 INSERT INTO mesh_migrations (version) VALUES (1), (2), (3), (4);
+                 INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 3);
+                 INSERT INTO mesh_feeds (feed_id, key, head, entries) VALUES
+                    (1, 'folder:f/notes', 3, 2), (2, 'folder:f/other', 2, 1);",
+            )
+            .await
+            .unwrap();
+        // notes: changes 1 and 3; other: change 2 (as version 4 numbered them).
+        for (seq, feed_id, id) in [(1i64, 1i64, "a1"), (2, 2, "b1"), (3, 1, "a2")] {
+            let body = serde_json::to_string(&entry(id, seq)).unwrap();
+            client
+                .execute(
+                    "INSERT INTO mesh_entries (feed_id, id, seq, origin, body)
+                     VALUES ($1, $2, $3, NULL, $4)",
+                    &[&feed_id, &id, &seq, &body],
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let db = PgDatabase::connect(PgConfig::new(url).schema(schema)).unwrap();
+    assert_eq!(
+        db.migrate().unwrap(),
+        mesh_store::postgres::MIGRATIONS.len() - 4
+    );
+    db.open_replica("new".parse().unwrap()).unwrap();
+    let mut s = db.store().unwrap();
+    let (a, b): (FeedKey, FeedKey) = (feed(), "folder:f/other".parse().unwrap());
+    let positions = |s: &mesh_store::postgres::PgStore, f: &FeedKey, since: u64| -> Vec<u64> {
+        let page = s.changes_since(f, Cursor(since), 10, None).unwrap();
+        page.changes.iter().map(|c| c.seq.0).collect()
+    };
+    assert_eq!(
+        (s.head(&a).unwrap(), s.head(&b).unwrap()),
+        (Cursor(3), Cursor(2))
+    );
+    assert_eq!(positions(&s, &a, 0), vec![1, 3], "positions are kept");
+    assert_eq!(
+        positions(&s, &a, 1),
+        vec![3],
+        "a cursor held before still resumes"
+    );
+    let mut tx = s.begin().unwrap();
+    let pa = tx.put(&a, entry("a3", 4), None).unwrap();
+    let pb = tx.put(&b, entry("b2", 5), None).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        (pa, pb),
+        (Cursor(4), Cursor(3)),
+        "new changes continue after each feed's own head"
+    );
+    assert_eq!(positions(&s, &b, 2), vec![3]);
+    let moved = |f: &FeedKey| s.feed_moved(f).unwrap().map(|m| (m.head.0, m.seq));
+    assert_eq!(
+        (moved(&a), moved(&b)),
+        (Some((4, 4)), Some((3, 5))),
+        "replica-wide numbers continue after the old counter"
+    );
 }

@@ -492,10 +492,10 @@ fn write_then_kill(path: &Path, acks: usize) -> u64 {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = 0;
     let mut last = None;
-    for line in BufReader::new(stdout).lines() {
+    for line in lines.by_ref() {
         let Ok(line) = line else { break };
         if let Some(n) = line.strip_prefix("ack ") {
             last = Some(n.parse::<u64>().unwrap());
@@ -508,6 +508,14 @@ fn write_then_kill(path: &Path, acks: usize) -> u64 {
     // Child::kill sends SIGKILL on Unix: no destructor, no checkpoint, no clean close.
     let _ = child.kill();
     let status = child.wait().unwrap();
+    // The writer does not wait for us: acknowledgements it wrote before the kill may still
+    // be in the pipe, and the last of them is what it acknowledged.
+    for line in lines {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("ack ") {
+            last = Some(n.parse::<u64>().unwrap());
+        }
+    }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
@@ -582,4 +590,73 @@ fn kill_9_loses_no_acknowledged_write() {
         println!("{ctx}: acked {acked}, found {total}");
         before = total;
     }
+}
+
+/// A file of schema version 1 (changes numbered replica-wide only) opens migrated: every
+/// position a remote may hold stays valid, and new changes continue per feed after the feed's
+/// head, so nobody's cursor skips or repeats a change.
+#[test]
+fn a_version_1_store_keeps_its_positions_and_continues_them_per_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let (a, b): (FeedKey, FeedKey) = (feed(), "folder:f1/notes".parse().unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(mesh_store::sqlite::MIGRATIONS[0])
+            .unwrap();
+        conn.pragma_update(None, "application_id", SqliteStore::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('replica_id', 'old-hub');
+             UPDATE meta SET value = 3 WHERE key = 'last_seq';
+             INSERT INTO feeds (feed_id, key, head, entries) VALUES
+                (1, 'folder:f1/todos', 3, 2), (2, 'folder:f1/notes', 2, 1);",
+        )
+        .unwrap();
+        // a: changes 1 and 3; b: change 2 (as version 1 numbered them).
+        for (seq, feed_id, id) in [(1, 1, "a1"), (2, 2, "b1"), (3, 1, "a2")] {
+            let body = serde_json::to_string(&remote_entry(id, id)).unwrap();
+            conn.execute(
+                "INSERT INTO entries (seq, feed_id, id, origin, body) VALUES (?1, ?2, ?3, NULL, ?4)",
+                rusqlite::params![seq, feed_id, id, body],
+            )
+            .unwrap();
+        }
+    }
+    let mut store = SqliteStore::open(&path, rid("new")).unwrap();
+    assert_eq!(store.replica_id(), rid("old-hub"));
+    store.check_integrity().unwrap();
+    let seqs = |store: &SqliteStore, f: &FeedKey, since: u64| -> Vec<u64> {
+        let page = store.changes_since(f, Cursor(since), 10, None).unwrap();
+        page.changes.iter().map(|c| c.seq.0).collect()
+    };
+    assert_eq!(
+        (store.head(&a).unwrap(), store.head(&b).unwrap()),
+        (Cursor(3), Cursor(2))
+    );
+    assert_eq!(seqs(&store, &a, 0), vec![1, 3], "positions are kept");
+    assert_eq!(
+        seqs(&store, &a, 1),
+        vec![3],
+        "a cursor held before still resumes"
+    );
+    let mut tx = store.begin().unwrap();
+    let pa = tx.put(&a, remote_entry("a3", "a3"), None).unwrap();
+    let pb = tx.put(&b, remote_entry("b2", "b2"), None).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        (pa, pb),
+        (Cursor(4), Cursor(3)),
+        "new changes continue after each feed's own head"
+    );
+    assert_eq!(seqs(&store, &a, 3), vec![4]);
+    assert_eq!(seqs(&store, &b, 2), vec![3]);
+    let moved = |f: &FeedKey| store.feed_moved(f).unwrap().map(|m| (m.head.0, m.seq));
+    assert_eq!(
+        (moved(&a), moved(&b)),
+        (Some((4, 4)), Some((3, 5))),
+        "replica-wide numbers continue after the old counter"
+    );
+    store.check_integrity().unwrap();
 }

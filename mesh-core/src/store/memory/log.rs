@@ -1,8 +1,8 @@
-//! The change log of one feed: (sequence number, slot) records, sorted, in chunks.
+//! The change log of one feed: (position, slot) records, sorted, in chunks.
 //!
 //! Each entry's latest change is one live record; when the entry changes again, its old
 //! record is marked dead (it stays in place, so that a rollback can revive it) and a new one
-//! is appended. Sequence numbers only grow, so the records are sorted and a cursor is found by
+//! is appended. Positions only grow, so the records are sorted and a cursor is found by
 //! binary search. [`Log::compact`] (called on commit, when no rollback can need a dead record)
 //! drops the dead records of every chunk that is more than half dead, so that outside a
 //! transaction no chunk holds more dead records than live ones: a page of changes walks at
@@ -18,7 +18,7 @@ const DEAD: u32 = u32::MAX;
 /// The most records a log holds, dead or alive.
 const MAX_RECORDS: u64 = u32::MAX as u64;
 
-/// One record: a sequence number (split in two `u32`s, so that the record is 12 bytes) and
+/// One record: a position (split in two `u32`s, so that the record is 12 bytes) and
 /// the slot of the entry it changed, or [`DEAD`].
 #[derive(Clone, Copy)]
 struct Rec {
@@ -64,7 +64,7 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// The sequence number of the latest change (0 when empty). The last record is always
+    /// The position of the latest change (0 when empty). The last record is always
     /// live: a record dies only when a newer one is appended for the same entry.
     pub(super) fn head(&self) -> u64 {
         self.chunks.last().map_or(0, Chunk::last_seq)
@@ -75,7 +75,7 @@ impl Log {
         self.len >= MAX_RECORDS
     }
 
-    /// Appends the record of change `seq` (greater than every sequence number held) to `slot`
+    /// Appends the record of change `seq` (greater than every position held) to `slot`
     /// (below `u32::MAX`). Does nothing when [`Self::is_full`], which the caller checks first.
     pub(super) fn append(&mut self, seq: u64, slot: u32) {
         debug_assert!(seq > self.head() && slot != DEAD);
@@ -98,7 +98,7 @@ impl Log {
         self.len += 1;
     }
 
-    /// Removes the last record (undoing [`Self::append`]); returns its sequence number.
+    /// Removes the last record (undoing [`Self::append`]); returns its position.
     pub(super) fn pop(&mut self) -> Option<u64> {
         let last = self.chunks.last_mut()?;
         let r = last.recs.pop()?;
@@ -154,7 +154,7 @@ impl Log {
         true
     }
 
-    /// The live records after sequence number `since`, in order, as (sequence, slot).
+    /// The live records after position `since`, in order, as (position, slot).
     pub(super) fn after(&self, since: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
         let c = self.chunks.partition_point(|c| c.last_seq() <= since);
         let rest = self.chunks.get(c..).unwrap_or_default();
@@ -254,7 +254,7 @@ mod tests {
         for i in 0..3000u32 {
             log.append(u64::from(i) + 1, i);
         }
-        // A sequence number above 32 bits survives the split.
+        // A position above 32 bits survives the split.
         log.append(1 << 40, 3000);
         assert_eq!(log.head(), 1 << 40);
         assert!(log.kill(5));

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use crate::error::{CoreError, Result};
 use crate::id::{EntryId, RemoteId, ReplicaId};
 use crate::model::{Entry, FeedKey};
-use crate::store::{Change, ChangePage, Cursor, FeedHead, Store, StoreTxn, SyncState};
+use crate::store::{Change, ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 
 use chunked::Chunked;
 use index::Index;
@@ -36,8 +36,12 @@ struct FeedState {
     slots: Chunked<Slot>,
     /// Slot numbers by the hash of the slot's id.
     index: Index,
-    /// One live record per entry, at the sequence number of its latest change.
+    /// One live record per entry, at the position of its latest change.
     log: Log,
+    /// The replica-wide number of the latest change.
+    seq: u64,
+    /// The head the feed had when it was last purged (positions continue after it).
+    base: u64,
 }
 
 impl FeedState {
@@ -58,6 +62,11 @@ impl FeedState {
     fn len(&self) -> usize {
         self.index.len()
     }
+
+    /// The position of the latest change.
+    fn head(&self) -> u64 {
+        self.log.head().max(self.base)
+    }
 }
 
 /// A [`Store`] held in memory: for tests, the quickstart, and applications that keep nothing
@@ -70,8 +79,11 @@ impl FeedState {
 /// ```
 pub struct MemoryStore {
     replica: ReplicaId,
+    /// The replica-wide number of the latest change.
     seq: u64,
     feeds: HashMap<FeedKey, FeedState>,
+    /// The heads of purged feeds, where their positions continue should they be written again.
+    purged: HashMap<FeedKey, u64>,
     whos: Whos,
     sync: HashMap<(RemoteId, FeedKey), SyncState>,
 }
@@ -83,6 +95,7 @@ impl MemoryStore {
             replica,
             seq: 0,
             feeds: HashMap::new(),
+            purged: HashMap::new(),
             whos: Whos::default(),
             sync: HashMap::new(),
         }
@@ -129,7 +142,7 @@ impl Store for MemoryStore {
             .iter()
             .map(|(k, f)| FeedHead {
                 feed: k.clone(),
-                head: Cursor(f.log.head()),
+                head: Cursor(f.head()),
                 entries: f.len() as u64,
             })
             .collect();
@@ -138,7 +151,27 @@ impl Store for MemoryStore {
     }
 
     fn head(&self, feed: &FeedKey) -> Result<Cursor> {
-        Ok(Cursor(self.feeds.get(feed).map_or(0, |f| f.log.head())))
+        Ok(Cursor(self.feeds.get(feed).map_or(0, FeedState::head)))
+    }
+
+    fn moved_feeds(&self) -> Result<Vec<FeedMoved>> {
+        Ok(self
+            .feeds
+            .iter()
+            .map(|(k, f)| FeedMoved {
+                feed: k.clone(),
+                head: Cursor(f.head()),
+                seq: f.seq,
+            })
+            .collect())
+    }
+
+    fn feed_moved(&self, feed: &FeedKey) -> Result<Option<FeedMoved>> {
+        Ok(self.feeds.get(feed).map(|f| FeedMoved {
+            feed: feed.clone(),
+            head: Cursor(f.head()),
+            seq: f.seq,
+        }))
     }
 
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>> {
@@ -219,6 +252,7 @@ impl Store for MemoryStore {
         let Some(fs) = self.feeds.remove(feed) else {
             return Ok(0);
         };
+        self.purged.insert(feed.clone(), fs.head());
         // The feed's writers are released with its slots.
         for slot in fs.slots.iter() {
             self.whos.release(slot.who);
@@ -243,6 +277,8 @@ enum Undo {
         feed: FeedKey,
         slot: u32,
         prev: Option<Slot>,
+        /// The feed's replica-wide number before the put.
+        prev_seq: u64,
     },
     Sync {
         key: (RemoteId, FeedKey),
@@ -288,11 +324,19 @@ impl StoreTxn for MemoryTxn<'_> {
     fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor> {
         let store = &mut *self.store;
         let seq = store.seq + 1;
-        let (mut slot, who) = Slot::pack(entry, seq, origin);
+        let base = store.purged.get(feed).copied().unwrap_or(0);
+        let pos = store.feeds.get(feed).map_or(base, FeedState::head) + 1;
+        let (mut slot, who) = Slot::pack(entry, pos, origin);
         slot.who = store.whos.intern(who)?;
         let fs = match store.feeds.get_mut(feed) {
             Some(fs) => fs,
-            None => store.feeds.entry(feed.clone()).or_default(),
+            None => store
+                .feeds
+                .entry(feed.clone())
+                .or_insert_with(|| FeedState {
+                    base,
+                    ..FeedState::default()
+                }),
         };
         let hash = fs.index.hash(slot.id.as_str());
         let existing = fs.find(hash, &slot.id);
@@ -326,14 +370,16 @@ impl StoreTxn for MemoryTxn<'_> {
                 });
             }
         };
-        fs.log.append(seq, i);
+        fs.log.append(pos, i);
+        let prev_seq = std::mem::replace(&mut fs.seq, seq);
         store.seq = seq;
         self.undo.push(Undo::Put {
             feed: feed.clone(),
             slot: i,
             prev,
+            prev_seq,
         });
-        Ok(Cursor(seq))
+        Ok(Cursor(pos))
     }
 
     fn set_sync_state(
@@ -378,10 +424,16 @@ impl Drop for MemoryTxn<'_> {
         let store = &mut *self.store;
         while let Some(u) = self.undo.pop() {
             match u {
-                Undo::Put { feed, slot, prev } => {
+                Undo::Put {
+                    feed,
+                    slot,
+                    prev,
+                    prev_seq,
+                } => {
                     let Some(fs) = store.feeds.get_mut(&feed) else {
                         continue;
                     };
+                    fs.seq = prev_seq;
                     // Undone in reverse order, so this put's log record is the last one, and
                     // an appended slot is the last slot.
                     fs.log.pop();

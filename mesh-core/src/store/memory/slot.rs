@@ -43,7 +43,7 @@ pub(super) struct Slot {
     content: JsonContent,
     title: Box<str>,
     rest: Option<Box<Rest>>,
-    /// The sequence number of the entry's latest change.
+    /// The position of the entry's latest change in its feed.
     pub(super) seq: u64,
     published: Timestamp,
     updated: Timestamp,

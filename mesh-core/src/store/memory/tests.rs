@@ -78,28 +78,35 @@ fn entry(p: &Put, n: u64) -> Entry {
     }
 }
 
-/// A model feed: id → (seq, origin, entry), and the log seq → id.
+/// A model feed: id → (position, origin, entry), the log position → id, and the
+/// replica-wide number of the latest change.
 type ModelFeed = (
     HashMap<EntryId, (u64, Option<ReplicaId>, Entry)>,
     BTreeMap<u64, EntryId>,
+    u64,
 );
 
 /// The model: the store's former layout.
 #[derive(Default, Clone)]
 struct Model {
+    /// The replica-wide number of the latest change.
     seq: u64,
     feeds: BTreeMap<u8, ModelFeed>,
 }
 
 impl Model {
-    fn put(&mut self, p: &Put, e: Entry) {
+    /// Returns the change's position in its feed.
+    fn put(&mut self, p: &Put, e: Entry) -> u64 {
         self.seq += 1;
-        let (entries, log) = self.feeds.entry(p.feed).or_default();
+        let (entries, log, last) = self.feeds.entry(p.feed).or_default();
+        let pos = log.keys().last().copied().unwrap_or(0) + 1;
+        *last = self.seq;
         let id = e.sync.id.clone();
-        if let Some((old, _, _)) = entries.insert(id.clone(), (self.seq, p.origin.map(origin), e)) {
+        if let Some((old, _, _)) = entries.insert(id.clone(), (pos, p.origin.map(origin), e)) {
             log.remove(&old);
         }
-        log.insert(self.seq, id);
+        log.insert(pos, id);
+        pos
     }
 
     fn page(&self, f: u8, since: u64, limit: usize, skip: Option<&ReplicaId>) -> ChangePage {
@@ -108,7 +115,7 @@ impl Model {
             next: Cursor(since),
             more: false,
         };
-        let Some((entries, log)) = self.feeds.get(&f) else {
+        let Some((entries, log, _)) = self.feeds.get(&f) else {
             return page;
         };
         for (scanned, (&seq, id)) in log.range(since + 1..).enumerate() {
@@ -141,6 +148,10 @@ fn check(store: &MemoryStore, model: &Model) -> Result<(), TestCaseError> {
         let key = feed(f);
         let head = model.feeds.get(&f).and_then(|m| m.1.keys().last().copied());
         prop_assert_eq!(store.head(&key).unwrap(), Cursor(head.unwrap_or(0)));
+        prop_assert_eq!(
+            store.feed_moved(&key).unwrap().map(|m| (m.head.0, m.seq)),
+            model.feeds.get(&f).map(|m| (head.unwrap_or(0), m.2))
+        );
         for id in 0..12 {
             let id: EntryId = format!("e{id}").parse().unwrap();
             let want = model.feeds.get(&f).and_then(|m| m.0.get(&id));
@@ -210,9 +221,8 @@ proptest! {
             for p in &puts {
                 let e = entry(p, next.seq + 1);
                 let id = e.sync.id.clone();
-                let seq = tx.put(&feed(p.feed), e.clone(), p.origin.map(origin).as_ref()).unwrap();
-                next.put(p, e);
-                prop_assert_eq!(seq, Cursor(next.seq));
+                let pos = tx.put(&feed(p.feed), e.clone(), p.origin.map(origin).as_ref()).unwrap();
+                prop_assert_eq!(pos, Cursor(next.put(p, e)));
                 // The transaction reads its own write (through its reused read buffer).
                 let read = tx.get(&feed(p.feed), &id).unwrap().map(|c| c.into_owned());
                 prop_assert_eq!(read.as_ref(), Some(&next.feeds[&p.feed].0[&id].2));

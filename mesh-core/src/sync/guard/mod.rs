@@ -250,7 +250,7 @@ pub struct Judged {
     pub outcome: crate::feedsync::MergeOutcome,
     /// Why the entry was refused, typed.
     pub refused: Option<CoreError>,
-    /// The change sequence number it took, when it changed.
+    /// The position its change took in the feed, when it changed.
     pub seq: Option<crate::store::Cursor>,
     /// Whether the entry's winning version is now a tombstone (when it changed).
     pub deleted: bool,
