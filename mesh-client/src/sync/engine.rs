@@ -9,7 +9,7 @@ use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
 use mesh_core::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
-use mesh_core::model::{names, FeedKey, InvitationState, Member, Scope};
+use mesh_core::model::{names, Entry, FeedKey, InvitationState, Member, Scope};
 use mesh_core::replica::Actor;
 use mesh_core::store::Cursor;
 use mesh_core::store::Store;
@@ -502,7 +502,8 @@ impl Engine {
         // certificates: it asks for those of the devices it may receive versions from.
         config.certificates = self.shared.trust().in_use();
         let mut session = SyncSession::new(config);
-        // The next page of a pull, asked for while this one is merged (see `prefetch`).
+        // The next page of a pull, asked for while this one is merged (see `prefetch`), or
+        // of a push, sent while this one is merged remotely (see `SyncSession::next_push`).
         let mut ahead: Option<Prefetch> = None;
         loop {
             let (s, step) = self
@@ -533,16 +534,33 @@ impl Engine {
                 Step::Send(request) => {
                     self.upload_blobs(&request).await?;
                     let pull = PullKey::of(&request);
+                    let pipelined = pipelines(&request);
                     let answer = match ahead.take() {
-                        Some(p) if p.request == request => p.answer().await,
+                        Some(p) if p.request == request => p,
                         stale => {
                             // Not what the session asks for: dropping it cancels it.
                             drop(stale);
-                            self.transport.send(request).await
+                            Prefetch::send(&self.transport, request)
                         }
                     };
-                    let mut response = answer.map_err(Failure::Transport)?;
-                    ahead = prefetch(&self.transport, pull, &response);
+                    if pipelined {
+                        // While this push travels and merges: send the one after it.
+                        let (s, next) = self
+                            .shared
+                            .run(move |r| {
+                                let next = session.next_push(r);
+                                (session, next)
+                            })
+                            .await?;
+                        session = s;
+                        ahead = next?
+                            .filter(pipelines)
+                            .map(|n| Prefetch::send(&self.transport, n));
+                    }
+                    let mut response = answer.answer().await.map_err(Failure::Transport)?;
+                    if ahead.is_none() {
+                        ahead = prefetch(&self.transport, pull, &response);
+                    }
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);
                     // A peer's word is judged like a push; the authority's is not.
@@ -861,14 +879,25 @@ impl Engine {
     }
 }
 
-/// A pull page asked for ahead: the request, and its answer on the way (the request is
-/// cancelled if the prefetch is dropped unused: the session ended or failed first).
+/// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
+/// session asked for; and its answer to come (the request is cancelled if this is dropped
+/// unused: the session ended or failed first).
 struct Prefetch {
     request: Request,
     answer: Option<JoinHandle<std::result::Result<Response, TransportError>>>,
 }
 
 impl Prefetch {
+    /// Sends `request` at once, on a task of its own.
+    fn send(transport: &Arc<dyn Transport>, request: Request) -> Prefetch {
+        let transport = transport.clone();
+        let sent = request.clone();
+        Prefetch {
+            request,
+            answer: Some(tokio::spawn(async move { transport.send(sent).await })),
+        }
+    }
+
     async fn answer(mut self) -> std::result::Result<Response, TransportError> {
         match self.answer.take() {
             Some(h) => h
@@ -931,12 +960,26 @@ fn prefetch(
         since: *next,
         limit,
     };
-    let transport = transport.clone();
-    let sent = request.clone();
-    Some(Prefetch {
-        request,
-        answer: Some(tokio::spawn(async move { transport.send(sent).await })),
-    })
+    Some(Prefetch::send(transport, request))
+}
+
+/// Whether a push may travel beside the next page of its feed: not for the feeds whose
+/// entries are judged by each other (a folder's `members` and `info`: an invitation needs the
+/// owner's record merged first), and not when it names blobs (they are uploaded before the
+/// push that names them, one request at a time).
+fn pipelines(request: &Request) -> bool {
+    let Request::Push { feed, entries, .. } = request else {
+        return false;
+    };
+    let ordered = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
+    !ordered && !entries.iter().any(names_blobs)
+}
+
+/// Whether any version of `entry` names a blob.
+fn names_blobs(entry: &Entry) -> bool {
+    std::iter::once(&entry.content)
+        .chain(entry.conflicts.iter().map(|c| &c.content))
+        .any(|v| v.media.is_some())
 }
 
 /// The entries of a pulled page whose local copy has conflicts while the incoming version has
@@ -1005,5 +1048,42 @@ mod tests {
         }
         // Only after a pull: a push's answer asks for nothing.
         assert!(prefetch(&transport, None, &changes("folder:f/notes", 7, true)).is_none());
+    }
+
+    #[test]
+    fn pushes_travel_together_only_where_order_and_blobs_do_not_matter() {
+        use mesh_core::feedsync::{self, Stamp};
+        use mesh_core::model::{EntryDraft, MediaRef};
+        use mesh_core::time::Timestamp;
+        let entry = |media: Option<MediaRef>| {
+            let mut draft = EntryDraft::new("t", serde_json::json!({}));
+            draft.media = media;
+            let when = Timestamp::from_unix(1_700_000_000).unwrap();
+            feedsync::create(
+                "e1".parse().unwrap(),
+                &Stamp::new("dev".parse().unwrap(), when),
+                draft.into_new_data("ann".parse().unwrap(), when),
+            )
+        };
+        let push = |feed: &str, media: Option<MediaRef>| Request::Push {
+            from: "me".parse().unwrap(),
+            feed: feed.parse().unwrap(),
+            entries: vec![entry(media)],
+        };
+        let blob = MediaRef {
+            hash: "blake3:00".into(),
+            content_type: "text/plain".into(),
+            length: 1,
+        };
+        assert!(pipelines(&push("folder:f/notes", None)));
+        assert!(pipelines(&push("mesh:ann/devices", None)));
+        for (request, why) in [
+            (push("folder:f/members", None), "members"),
+            (push("folder:f/info", None), "info"),
+            (push("folder:f/notes", Some(blob)), "a blob"),
+            (pull(0), "a pull"),
+        ] {
+            assert!(!pipelines(&request), "{why}");
+        }
     }
 }

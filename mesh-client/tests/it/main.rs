@@ -15,6 +15,7 @@ mod peer_mdns;
 mod peer_mesh;
 mod peer_revocations;
 mod peer_rules;
+mod pipelining;
 mod role_matrix;
 mod sdk;
 mod transport_suite;

@@ -395,6 +395,44 @@ impl SyncSession {
         Ok(Step::Done(self.report.clone()))
     }
 
+    /// The push the session will ask for next, should the push it awaits be acknowledged as
+    /// expected and `local` not change meanwhile: the next page of the same feed, when one
+    /// follows. A transport may send it before the acknowledgement arrives (pipelining), and
+    /// hand its answer to the session once [`SyncSession::poll`] asks for that very request;
+    /// the cursor still moves only as acknowledgements are received, in order. `None` while
+    /// no push is awaited, when the feed's last page is awaited, or when what follows holds
+    /// only changes the remote sent (the session moves its cursor over them without a push).
+    ///
+    /// Sending a push early is harmless even when the session then asks for something else
+    /// (a local write changed the page): the versions were this replica's, and merging
+    /// them again, or after newer ones, changes nothing. Pages of a feed whose entries
+    /// depend on each other's order (`members`, `info`) are the caller's to keep in order.
+    pub fn next_push<S: Store>(&self, local: &Replica<S>) -> Result<Option<Request>> {
+        let Phase::AwaitPush {
+            upto, more: true, ..
+        } = self.phase
+        else {
+            return Ok(None);
+        };
+        let (Some(w), Some(remote)) = (self.queue.front(), self.remote_replica.as_ref()) else {
+            return Ok(None);
+        };
+        let page = local.store().changes_since(
+            &w.feed,
+            upto,
+            self.config.page_size as usize,
+            Some(remote),
+        )?;
+        if page.changes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Request::Push {
+            from: local.id(),
+            feed: w.feed.clone(),
+            entries: page.changes.into_iter().map(|c| c.entry).collect(),
+        }))
+    }
+
     /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
     /// entries are merged into `local` with the new cursor in one transaction, unchecked: for
     /// a remote whose word is trusted (the mesh's authority, which checked every version when

@@ -464,3 +464,47 @@ fn a_known_remote_is_not_asked_for_its_feeds() {
         "{sent:?}"
     );
 }
+
+/// `next_push` names, while a push is awaited, exactly the request `poll` makes once that
+/// push is acknowledged: the next page of the same feed, or nothing after its last page.
+/// Sending it early and answering it out of turn loses nothing.
+#[test]
+fn the_next_push_is_what_the_session_asks_for_after_the_acknowledgement() {
+    let (mut a, mut hub) = (replica("a"), replica("hub"));
+    let ann = actor("ann", "a");
+    for i in 0..7 {
+        a.create(&feed(), id(&format!("t{i}")), draft("x"), &ann, t(i))
+            .unwrap();
+    }
+    let mut s = SyncSession::new(config(2));
+    let mut peeked: Option<Request> = None;
+    let (mut checked, mut last_pages) = (0, 0);
+    for _ in 0..100 {
+        let step = s.poll(&mut a).unwrap();
+        let Step::Send(req) = step else { break };
+        if let Some(p) = peeked.take() {
+            assert_eq!(p, req, "the peeked push is the one asked for");
+            checked += 1;
+        }
+        let is_push = matches!(req, Request::Push { .. });
+        // Answer the early push first, then the awaited one: merging is order-free.
+        let resp = respond(&mut hub, req).unwrap();
+        if is_push {
+            peeked = s.next_push(&a).unwrap();
+            if peeked.is_none() {
+                last_pages += 1;
+            }
+            if let Some(p) = peeked.clone() {
+                respond(&mut hub, p).unwrap();
+            }
+        }
+        s.receive(&mut a, resp).unwrap();
+    }
+    // 7 entries in pages of 2: 4 pushes, the last 3 peeked ahead, 1 last page.
+    assert_eq!((checked, last_pages), (3, 1));
+    assert!(peeked.is_none());
+    assert_eq!(titles(&hub).len(), 7);
+    // A second session has nothing to push: the cursor covers all of it.
+    let (r, _) = sync(&mut a, &mut hub, 2);
+    assert_eq!(r.sent, 0);
+}
