@@ -331,8 +331,8 @@ async fn run() -> Result<(), Error> {
 
     // ---- initial sync A → hub → B ----------------------------------------------------------
     let net = SimNetwork::new(SimConfig::default());
-    let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_a)?);
-    control.set_online(false);
+    let (link, a_link) = net.wrap(HttpTransport::new(&hub.url, &token_a)?);
+    a_link.set_online(false);
     let a = device("ann", "a", link, ddir).await?;
     let folder = a
         .create_folder("Bench", "app/bench".parse().unwrap())
@@ -351,7 +351,7 @@ async fn run() -> Result<(), Error> {
         "local writes on A: {entries} entries in {:.2?}, 1,000 per transaction (not part of the sync figures)",
         t.elapsed()
     );
-    control.set_online(true);
+    a_link.set_online(true);
     let t = Instant::now();
     a.sync_now().await?;
     let push_time = t.elapsed();
@@ -392,6 +392,44 @@ async fn run() -> Result<(), Error> {
         "plain rusqlite insert of the same {} rows, same disk: {raw:.0} rows/s; the initial sync runs at {:.1}% of it",
         rows.len(),
         100.0 * rate / raw
+    );
+
+    // ---- the same through a relay: B online while A pushes ---------------------------------
+    // A writes as many entries again, in a second folder, while cut off; B stays online and
+    // hears of each page the hub merges, so it pulls while A is still pushing. Timed from A
+    // going online to B's next sync ending after A's push did.
+    a_link.set_online(false);
+    let folder2 = a
+        .create_folder("Bench 2", "app/bench".parse().unwrap())
+        .await?;
+    let feed2 = a
+        .create_feed(&folder2.id, "items".parse()?, "Items")
+        .await?;
+    for chunk in ids.chunks(1000) {
+        let drafts: Vec<EntryDraft> = chunk
+            .iter()
+            .map(|&i| EntryDraft::new(format!("item {i}"), kib_payload(i + entries)))
+            .collect();
+        a.put_many(&folder2.id, &feed2, drafts).await?;
+    }
+    a_link.set_online(true);
+    let t = Instant::now();
+    a.sync_now().await?;
+    let pushed = t.elapsed();
+    let last: usize = b.sync_now().await?.iter().map(|(_, r)| r.received).sum();
+    let relayed = t.elapsed();
+    let got = b
+        .query(&folder2.id, &feed2, mesh_core::model::Query::new())
+        .await?
+        .len();
+    if got != entries {
+        return Err(format!("B holds {got} of the {entries} relayed entries").into());
+    }
+    let rate2 = entries as f64 / relayed.as_secs_f64();
+    println!(
+        "initial sync through a relay (B online while A pushes): A→hub done in {pushed:.2?}, B done in {relayed:.2?} ({} of {entries} pulled after A's push ended): A→hub→B {rate2:.0} entries/s, {:.1}% of the raw insert rate",
+        last,
+        100.0 * rate2 / raw
     );
     // MESH_BENCH_ONLY=initial stops here (the verification on/off comparison).
     if std::env::var("MESH_BENCH_ONLY").as_deref() == Ok("initial") {

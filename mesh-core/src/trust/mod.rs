@@ -25,4 +25,7 @@ pub use revocation::{
     Revocation, MAX_CERTIFICATES_PER_ANSWER, MAX_REVOCATIONS_PER_ANSWER, REVOCATION_TAG,
 };
 pub use seal::{data_digest, seal_version, signing_bytes, Seal, DATA_TAG, VERSION_TAG};
-pub use verify::{signer_of, signer_of_meta, verify_entries, verify_entry};
+pub(crate) use verify::verify_entries_with;
+pub use verify::{
+    check_signatures, signer_of, signer_of_meta, verify_entries, verify_entry, Checked,
+};

@@ -29,6 +29,18 @@ pub fn verify_entry(
     local: Option<&Entry>,
     incoming: &Entry,
 ) -> Result<()> {
+    verify_entry_with(keyring, feed, local, incoming, None)
+}
+
+/// [`verify_entry`], taking the signature checks `checked` already passed as passed (every
+/// other rule is applied as usual).
+fn verify_entry_with(
+    keyring: &dyn Keyring,
+    feed: &FeedKey,
+    local: Option<&Entry>,
+    incoming: &Entry,
+    checked: Option<&Checked>,
+) -> Result<()> {
     let held: HashSet<&HistoryItem> = match local {
         Some(l) => std::iter::once(&l.sync)
             .chain(l.conflicts.iter().map(|c| &c.sync))
@@ -55,10 +67,120 @@ pub fn verify_entry(
             if held.contains(h) {
                 continue;
             }
-            verify_item(keyring, feed, id, h, top)?;
+            verify_item(keyring, feed, id, h, top, checked)?;
         }
     }
     Ok(())
+}
+
+/// Signature checks already passed: digests of (key, signature, signed bytes), so that a
+/// check made early, outside any lock, is not made again under it. Holding a digest proves
+/// only that this very signature verified under this very key over these very bytes; the
+/// rules around it (the certificate's validity, revocations, roles) are still applied when
+/// the push is judged.
+#[derive(Debug, Default)]
+pub struct Checked(HashSet<[u8; 32]>);
+
+impl Checked {
+    fn digest(key: &PublicKey, sig: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"mesh-checked-signature-v1\0");
+        h.update(key.as_bytes());
+        h.update(sig);
+        h.update(msg);
+        *h.finalize().as_bytes()
+    }
+
+    fn holds(&self, key: &PublicKey, sig: &[u8], msg: &[u8]) -> bool {
+        !self.0.is_empty() && self.0.contains(&Self::digest(key, sig, msg))
+    }
+
+    /// How many checks it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Checks early the signatures of `entries` that `user`'s own certified devices made (the
+/// bulk of what a device pushes), on up to `threads` threads, with no store and no lock:
+/// judging the push afterwards ([`crate::sync::guard`], given the result through
+/// [`Pusher::with_checked`](crate::sync::guard::Pusher::with_checked)) then skips those
+/// checks. Entries over the item-shape limits are left out (the judgement refuses them), so
+/// the work stays bounded by the push's size; items by anyone else are checked when judged.
+pub fn check_signatures(
+    keyring: &dyn Keyring,
+    user: &crate::id::UserId,
+    feed: &FeedKey,
+    entries: &[Entry],
+    threads: usize,
+) -> Checked {
+    let one = |e: &Entry| -> Vec<[u8; 32]> {
+        if crate::feedsync::limits::check_shape(None, e).is_err() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let versions = std::iter::once(&e.sync).chain(e.conflicts.iter().map(|c| &c.sync));
+        for h in versions.flat_map(|s| s.history.iter()) {
+            let (Some(by), Some(seal)) = (&h.by, h.seal.as_deref()) else {
+                continue;
+            };
+            let KeyStatus::Device(d) = keyring.lookup(by) else {
+                continue;
+            };
+            if d.certificate.user != *user {
+                continue;
+            }
+            let key = d.certificate.key;
+            let msg = signing_bytes(
+                feed,
+                &e.sync.id,
+                h,
+                seal.deleted,
+                &seal.author,
+                &seal.digest,
+            );
+            if key.verify(&msg, &seal.sig).is_ok() {
+                out.push(Checked::digest(&key, seal.sig.as_bytes(), &msg));
+            }
+        }
+        out
+    };
+    let parts = spread(entries, threads, |part| {
+        part.iter().flat_map(one).collect::<Vec<_>>()
+    });
+    Checked(parts.into_iter().flatten().flatten().collect())
+}
+
+/// Runs `f` over `items` in up to `threads` parts on scoped threads (one part, on the calling
+/// thread, for small batches); the results in the order of the parts.
+fn spread<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&[T]) -> R + Sync,
+) -> Vec<Option<R>> {
+    const MIN_PER_THREAD: usize = 64;
+    let threads = threads
+        .clamp(1, 64)
+        .min(items.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return vec![Some(f(items))];
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| s.spawn(move || f(part)))
+            .collect();
+        // Verification does not panic; should a part, its answer is missing (`None`).
+        parts.into_iter().map(|h| h.join().ok()).collect()
+    })
 }
 
 /// [`verify_entry`] for many entries (each beside what the replica holds for it), spread over
@@ -70,33 +192,34 @@ pub fn verify_entries(
     pairs: &[(Option<&Entry>, &Entry)],
     threads: usize,
 ) -> Vec<Result<()>> {
-    const MIN_PER_THREAD: usize = 64;
-    let threads = threads
-        .clamp(1, 64)
-        .min(pairs.len() / MIN_PER_THREAD)
-        .max(1);
+    verify_entries_with(keyring, feed, pairs, threads, None)
+}
+
+/// [`verify_entries`], taking the checks in `checked` as passed (see [`Checked`]).
+pub(crate) fn verify_entries_with(
+    keyring: &dyn Keyring,
+    feed: &FeedKey,
+    pairs: &[(Option<&Entry>, &Entry)],
+    threads: usize,
+    checked: Option<&Checked>,
+) -> Vec<Result<()>> {
     let one = |&(local, incoming): &(Option<&Entry>, &Entry)| {
-        verify_entry(keyring, feed, local, incoming)
+        verify_entry_with(keyring, feed, local, incoming, checked)
     };
-    if threads == 1 {
-        return pairs.iter().map(one).collect();
-    }
-    let per = pairs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = pairs
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // Verification does not panic; should it, the entries are refused, not lost.
-                Err(_) => vec![Err(CoreError::InvalidSignature("verification failed".into())); per],
+    let parts = spread(pairs, threads, |part| {
+        part.iter().map(one).collect::<Vec<_>>()
+    });
+    let per = pairs.len().div_ceil(parts.len().max(1));
+    parts
+        .into_iter()
+        .flat_map(|p| {
+            // Should a part have panicked, its entries are refused, not lost.
+            p.unwrap_or_else(|| {
+                vec![Err(CoreError::InvalidSignature("verification failed".into())); per]
             })
-            .take(pairs.len())
-            .collect()
-    })
+        })
+        .take(pairs.len())
+        .collect()
 }
 
 fn check_top_matches(
@@ -139,6 +262,7 @@ fn verify_item(
     id: &EntryId,
     h: &HistoryItem,
     top: bool,
+    checked: Option<&Checked>,
 ) -> Result<()> {
     let Some(by) = &h.by else {
         return Ok(()); // FeedSync allows by-less items; nothing to check them against
@@ -180,6 +304,9 @@ fn verify_item(
         ))
     })?;
     let msg = signing_bytes(feed, id, h, seal.deleted, &seal.author, &seal.digest);
+    if checked.is_some_and(|c| c.holds(&key, seal.sig.as_bytes(), &msg)) {
+        return Ok(());
+    }
     key.verify(&msg, &seal.sig).map_err(|_| {
         CoreError::InvalidSignature(format!(
             "the signature of history item {} of entry {id} by {by} does not verify",

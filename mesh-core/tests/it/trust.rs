@@ -1384,3 +1384,100 @@ fn certificates_are_sent_when_asked_and_only_of_those_who_share_a_folder() {
     );
     assert_eq!(told("zed", true), ["zed-dev"]);
 }
+
+impl World {
+    /// [`World::push`], with the signatures of `user`'s devices checked early
+    /// ([`check_signatures`](mesh_core::trust::check_signatures)) from `early` (the pushed
+    /// entries when `None`), as the hub does outside its lock.
+    fn push_checked(
+        &mut self,
+        user: &str,
+        feed: &FeedKey,
+        entries: Vec<Entry>,
+        early: Option<&[Entry]>,
+    ) -> Vec<(MergeOutcome, Option<String>)> {
+        let who: UserId = user.parse().unwrap();
+        let checked = mesh_core::trust::check_signatures(
+            &self.ring,
+            &who,
+            feed,
+            early.unwrap_or(&entries),
+            2,
+        );
+        let req = Request::Push {
+            from: format!("{user}-replica").parse().unwrap(),
+            feed: feed.clone(),
+            entries,
+        };
+        let pusher = Pusher::new(&who, &self.ring).with_checked(&checked);
+        match respond_as(&mut self.hub, pusher, req).unwrap() {
+            Response::Pushed { results, .. } => {
+                results.into_iter().map(|r| (r.outcome, r.code)).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Checking signatures early (the hub does it outside its lock) changes no verdict: tampered
+/// versions, another user's signature, a revoked device's new version and honest writes are
+/// judged alike with and without it, and a check made for one entry lets no other pass.
+#[test]
+fn early_signature_checks_change_no_verdict() {
+    let (mut plain, mut early) = (World::new(), World::new());
+    let notes = plain.notes.clone();
+    type Verdicts = Vec<(MergeOutcome, Option<String>)>;
+    let mut runs: Vec<Vec<Verdicts>> = Vec::new();
+    for (w, checked) in [(&mut plain, false), (&mut early, true)] {
+        let mut seen = Vec::new();
+        let push = |w: &mut World, user: &str, entries: Vec<Entry>| {
+            if checked {
+                w.push_checked(user, &notes, entries, None)
+            } else {
+                w.push(user, &notes, entries)
+            }
+        };
+        let mut frank = w.device("frank");
+        let good = w.edit(&mut frank, "frank", &notes, "n1", "frank's edit");
+        let mut tampered = good.clone();
+        tampered.content.title.push('!');
+        let mut moved = good.clone();
+        moved.sync.id = id("n9");
+        let mut erin = w.device("erin");
+        let erins = w.edit(&mut erin, "erin", &notes, "e1", "erin's edit");
+        // Tampered, moved and honest versions; erin's version relayed by frank.
+        seen.push(push(w, "frank", vec![tampered]));
+        seen.push(push(w, "frank", vec![moved]));
+        seen.push(push(w, "frank", vec![good]));
+        seen.push(push(w, "frank", vec![erins]));
+        // A check made for an honest version lets no other signature through: here one
+        // whose data still matches its seal, with the signature's bytes changed.
+        let more = w.edit(&mut frank, "frank", &notes, "n1", "again");
+        let mut forged = more.clone();
+        forged.sync.history[0].seal.as_mut().unwrap().sig.0[7] ^= 1;
+        if checked {
+            seen.push(w.push_checked("frank", &notes, vec![forged], Some(&[more])));
+        } else {
+            seen.push(w.push("frank", &notes, vec![forged]));
+        }
+        // A revoked device's new version, however well signed, is refused.
+        let at = w.now();
+        w.ring.revoke(&dev("frank-dev"), at);
+        let after = w.edit(&mut frank, "frank", &notes, "n1", "after");
+        seen.push(push(w, "frank", vec![after]));
+        runs.push(seen);
+    }
+    assert_eq!(runs[0], runs[1], "verdicts with and without early checks");
+    let codes: Vec<Option<String>> = runs[1].iter().flatten().map(|r| r.1.clone()).collect();
+    assert_eq!(
+        codes,
+        vec![
+            code(ErrorCode::InvalidSignature),
+            code(ErrorCode::InvalidSignature),
+            None,
+            None,
+            code(ErrorCode::InvalidSignature),
+            code(ErrorCode::Revoked),
+        ]
+    );
+}

@@ -48,6 +48,34 @@ pub(crate) async fn sync(
     let user = auth.principal.user.clone();
     let changes = state.announcer();
     let keyring = state.keyring();
+    // The signatures of the pusher's own devices are checked first, on every core and outside
+    // the folder's lock: the next page of a pipelined push verifies while this one merges,
+    // and under the lock only the rules around the signatures remain.
+    let (request, checked) = match request {
+        Request::Push {
+            ref feed,
+            ref entries,
+            ..
+        } if entries.len() >= PRECHECK_FROM => {
+            let (ring, who) = (keyring.clone(), user.clone());
+            let feed = feed.clone();
+            blocking(move || {
+                let checked = match &request {
+                    Request::Push { entries, .. } => mesh_core::trust::check_signatures(
+                        &*ring,
+                        &who,
+                        &feed,
+                        entries,
+                        verify_threads(),
+                    ),
+                    _ => mesh_core::trust::Checked::default(),
+                };
+                (request, checked)
+            })
+            .await?
+        }
+        other => (other, mesh_core::trust::Checked::default()),
+    };
     let quotas = state.0.config.quotas.clone();
     let purge_state = state.clone();
     // A push writes one feed: its folder's writers take turns (across processes too).
@@ -67,7 +95,9 @@ pub(crate) async fn sync(
         }
         let response = guard::respond_as(
             r,
-            Pusher::new(&user, &*keyring).with_threads(verify_threads()),
+            Pusher::new(&user, &*keyring)
+                .with_threads(verify_threads())
+                .with_checked(&checked),
             request,
         )?;
         if let SyncResponse::Pushed { feed, results } = &response {
@@ -127,6 +157,10 @@ pub(crate) async fn sync(
         Err(e) => Err(ApiError::internal(e)),
     }
 }
+
+/// Pushes of fewer entries are checked under the lock only (the early check would not pay for
+/// its thread hand-off).
+const PRECHECK_FROM: usize = 16;
 
 /// How many threads check the signatures of one push: the machine's cores.
 pub(crate) fn verify_threads() -> usize {

@@ -36,7 +36,7 @@ use crate::model::{
 use crate::replica::{MergeGate, Replica};
 use crate::store::Store;
 use crate::sync::message::{PushResult, Request, Response};
-use crate::trust::{verify_entries, Keyring};
+use crate::trust::{Checked, Keyring};
 
 pub use roster::Roster;
 
@@ -57,6 +57,8 @@ pub struct Pusher<'a> {
     /// no answer goes back, so a new folder's founding records may come from whoever relays
     /// them (their signer must still be the user the folder's id names).
     pub pulled: bool,
+    /// Signature checks already made (see [`Pusher::with_checked`]).
+    pub checked: Option<&'a Checked>,
 }
 
 impl<'a> Pusher<'a> {
@@ -68,6 +70,7 @@ impl<'a> Pusher<'a> {
             authority_acts_for: None,
             threads: 1,
             pulled: false,
+            checked: None,
         }
     }
 
@@ -80,11 +83,19 @@ impl<'a> Pusher<'a> {
             authority_acts_for: Some(user),
             threads: 1,
             pulled: false,
+            checked: None,
         }
     }
 }
 
-impl Pusher<'_> {
+impl<'a> Pusher<'a> {
+    /// Takes the signature checks in `checked` as passed (made early by
+    /// [`check_signatures`](crate::trust::check_signatures), outside any lock).
+    pub fn with_checked(mut self, checked: &'a Checked) -> Self {
+        self.checked = Some(checked);
+        self
+    }
+
     /// Lets signature checks of one push use up to `threads` threads.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
@@ -312,7 +323,14 @@ pub fn push<S: Store>(
             .filter(|(_, s)| s.is_ok())
             .map(|((l, e), _)| (l.as_ref(), e))
             .collect();
-        let mut signed = verify_entries(pusher.keyring, feed, &pairs, pusher.threads).into_iter();
+        let mut signed = crate::trust::verify_entries_with(
+            pusher.keyring,
+            feed,
+            &pairs,
+            pusher.threads,
+            pusher.checked,
+        )
+        .into_iter();
         shaped
             .into_iter()
             .map(|s| s.and_then(|()| signed.next().unwrap_or(Ok(()))).err())
