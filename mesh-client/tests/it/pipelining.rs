@@ -12,6 +12,7 @@ use mesh_client::transport::{
     InProcessHub, InProcessTransport, Notification, Transport, TransportError,
 };
 use mesh_client::{MeshClient, SyncOptions};
+use mesh_core::id::{FeedName, FolderId};
 use mesh_core::model::{names, EntryDraft};
 use mesh_core::sync::{Request, Response};
 use serde_json::json;
@@ -19,11 +20,9 @@ use tokio::sync::Notify;
 
 use crate::common::*;
 
-/// Counts pushes in flight. Once armed, the first data push waits (at most 5 s, so that a
-/// client that does not pipeline fails instead of hanging) until a second one is in flight;
-/// with `fail_third`, the third data push fails as a dropped connection would.
-struct Watching {
-    inner: InProcessTransport,
+/// What [`Watching`] saw, shared with the test.
+#[derive(Default)]
+struct Counts {
     in_flight: AtomicUsize,
     most: AtomicUsize,
     most_ordered: AtomicUsize,
@@ -34,33 +33,42 @@ struct Watching {
     failed: AtomicBool,
 }
 
+/// Counts pushes in flight. Once armed, the first data push waits (at most 5 s, so that a
+/// client that does not pipeline fails instead of hanging) until a second one is in flight;
+/// with `fail_third`, the third data push fails as a dropped connection would.
+struct Watching {
+    inner: InProcessTransport,
+    counts: Arc<Counts>,
+}
+
 #[async_trait]
 impl Transport for Watching {
     async fn send(&self, r: Request) -> Result<Response, TransportError> {
         let Request::Push { feed, .. } = &r else {
             return self.inner.send(r).await;
         };
+        let c = &*self.counts;
         let ordered = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most.fetch_max(now, Ordering::SeqCst);
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.most.fetch_max(now, Ordering::SeqCst);
         if ordered {
-            self.most_ordered.fetch_max(now, Ordering::SeqCst);
+            c.most_ordered.fetch_max(now, Ordering::SeqCst);
         }
-        let n = if ordered || !self.armed.load(Ordering::SeqCst) {
+        let n = if ordered || !c.armed.load(Ordering::SeqCst) {
             0
         } else {
-            self.data_pushes.fetch_add(1, Ordering::SeqCst) + 1
+            c.data_pushes.fetch_add(1, Ordering::SeqCst) + 1
         };
         if now >= 2 {
-            self.second.notify_waiters();
+            c.second.notify_waiters();
         }
         if n == 1 {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
-                    let notified = self.second.notified();
+                    let notified = c.second.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if self.most.load(Ordering::SeqCst) >= 2 {
+                    if c.most.load(Ordering::SeqCst) >= 2 {
                         return;
                     }
                     notified.await;
@@ -68,13 +76,13 @@ impl Transport for Watching {
             })
             .await;
         }
-        let answer = if n == 3 && self.fail_third.load(Ordering::SeqCst) {
-            self.failed.store(true, Ordering::SeqCst);
+        let answer = if n == 3 && c.fail_third.load(Ordering::SeqCst) {
+            c.failed.store(true, Ordering::SeqCst);
             Err(TransportError::Offline("cut off".into()))
         } else {
             self.inner.send(r).await
         };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
         answer
     }
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
@@ -95,46 +103,22 @@ impl Transport for Watching {
     }
 }
 
-/// Forwards to a shared [`Watching`].
-struct Shared(Arc<Watching>);
-
-#[async_trait]
-impl Transport for Shared {
-    async fn send(&self, r: Request) -> Result<Response, TransportError> {
-        self.0.send(r).await
-    }
-    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
-        self.0.watch().await
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    async fn enroll(
-        &self,
-        device: &mesh_core::id::DeviceId,
-        key: &mesh_core::trust::PublicKey,
-    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
-        self.0.enroll(device, key).await
-    }
-    async fn whoami(&self) -> Result<Option<mesh_client::transport::Identity>, TransportError> {
-        self.0.whoami().await
-    }
-}
-
-async fn writer(hub: &InProcessHub, fail_third: bool) -> (MeshClient, Arc<Watching>) {
-    let watching = Arc::new(Watching {
-        inner: hub.connect("ann".parse().unwrap()),
-        in_flight: AtomicUsize::new(0),
-        most: AtomicUsize::new(0),
-        most_ordered: AtomicUsize::new(0),
-        data_pushes: AtomicUsize::new(0),
-        second: Notify::new(),
-        armed: AtomicBool::new(false),
+/// Ann's device writing through [`Watching`] in pages of 10, with a folder and feed synced
+/// and then 95 entries written locally (their sync starts in the background).
+async fn writer(
+    hub: &InProcessHub,
+    fail_third: bool,
+) -> (MeshClient, Arc<Counts>, FolderId, FeedName) {
+    let counts = Arc::new(Counts {
         fail_third: AtomicBool::new(fail_third),
-        failed: AtomicBool::new(false),
+        ..Counts::default()
     });
-    let c = builder("ann", "ann-a")
-        .remote("hub".parse().unwrap(), Shared(watching.clone()))
+    let watching = Watching {
+        inner: hub.connect("ann".parse().unwrap()),
+        counts: counts.clone(),
+    };
+    let a = builder("ann", "ann-a")
+        .remote("hub".parse().unwrap(), watching)
         .sync_options(
             SyncOptions::default()
                 .with_page_size(10)
@@ -143,15 +127,6 @@ async fn writer(hub: &InProcessHub, fail_third: bool) -> (MeshClient, Arc<Watchi
         .build()
         .await
         .unwrap();
-    (c, watching)
-}
-
-/// 95 entries in pages of 10: two pushes are in flight at once (never for `members` or
-/// `info`), and everything arrives once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_next_page_is_pushed_while_one_merges() {
-    let hub = InProcessHub::new();
-    let (a, watching) = writer(&hub, false).await;
     let folder = a
         .create_folder("f", "app/notes".parse().unwrap())
         .await
@@ -161,25 +136,38 @@ async fn the_next_page_is_pushed_while_one_merges() {
         .await
         .unwrap();
     a.sync_now().await.unwrap();
-    watching.armed.store(true, Ordering::SeqCst);
+    counts.armed.store(true, Ordering::SeqCst);
     let drafts = (0..95)
         .map(|i| EntryDraft::new(format!("n{i}"), json!({ "i": i })))
         .collect();
     a.put_many(&folder.id, &notes, drafts).await.unwrap();
-    // The write starts a session in the background; this one runs after it.
-    a.sync_now().await.unwrap();
-    assert!(
-        watching.most.load(Ordering::SeqCst) >= 2,
-        "pushes of one feed were never in flight together"
-    );
-    assert!(watching.most_ordered.load(Ordering::SeqCst) <= 1);
+    (a, counts, folder.id, notes)
+}
+
+/// How many entries of `folder`'s `notes` a fresh device of ann pulls from the hub.
+async fn held_by_the_hub(hub: &InProcessHub, folder: &FolderId, notes: &FeedName) -> usize {
     let b = client("ann", "ann-b", hub.connect("ann".parse().unwrap())).await;
     b.sync_now().await.unwrap();
-    let got = b
-        .query(&folder.id, &notes, mesh_core::model::Query::new())
+    b.query(folder, notes, mesh_core::model::Query::new())
         .await
-        .unwrap();
-    assert_eq!(got.len(), 95);
+        .unwrap()
+        .len()
+}
+
+/// 95 entries in pages of 10: two pushes are in flight at once (never for `members` or
+/// `info`), and everything arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_page_is_pushed_while_one_merges() {
+    let hub = InProcessHub::new();
+    let (a, counts, folder, notes) = writer(&hub, false).await;
+    // The write started a session in the background; this one runs after it.
+    a.sync_now().await.unwrap();
+    assert!(
+        counts.most.load(Ordering::SeqCst) >= 2,
+        "pushes of one feed were never in flight together"
+    );
+    assert!(counts.most_ordered.load(Ordering::SeqCst) <= 1);
+    assert_eq!(held_by_the_hub(&hub, &folder, &notes).await, 95);
     let again: usize = a
         .sync_now()
         .await
@@ -196,25 +184,11 @@ async fn the_next_page_is_pushed_while_one_merges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_pipeline_resumes_from_the_last_page_acknowledged_in_order() {
     let hub = InProcessHub::new();
-    let (a, watching) = writer(&hub, true).await;
-    let folder = a
-        .create_folder("f", "app/notes".parse().unwrap())
-        .await
-        .unwrap();
-    let notes = a
-        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
-    a.sync_now().await.unwrap();
-    watching.armed.store(true, Ordering::SeqCst);
-    let drafts = (0..95)
-        .map(|i| EntryDraft::new(format!("n{i}"), json!({ "i": i })))
-        .collect();
-    a.put_many(&folder.id, &notes, drafts).await.unwrap();
-    // The write starts a session in the background; this one or that one is cut.
+    let (a, counts, folder, notes) = writer(&hub, true).await;
+    // The write started a session in the background; this one or that one is cut.
     let _ = a.sync_now().await;
-    assert!(watching.failed.load(Ordering::SeqCst), "a push was cut");
-    watching.fail_third.store(false, Ordering::SeqCst);
+    assert!(counts.failed.load(Ordering::SeqCst), "a push was cut");
+    counts.fail_third.store(false, Ordering::SeqCst);
     let mut ok = false;
     for _ in 0..5 {
         if a.sync_now().await.is_ok() {
@@ -223,11 +197,5 @@ async fn a_cut_pipeline_resumes_from_the_last_page_acknowledged_in_order() {
         }
     }
     assert!(ok, "a session after the cut succeeds");
-    let b = client("ann", "ann-b", hub.connect("ann".parse().unwrap())).await;
-    b.sync_now().await.unwrap();
-    let got = b
-        .query(&folder.id, &notes, mesh_core::model::Query::new())
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 95);
+    assert_eq!(held_by_the_hub(&hub, &folder, &notes).await, 95);
 }
