@@ -407,11 +407,24 @@ impl HubState {
 pub(crate) struct Announcer(Option<(broadcast::Sender<Changed>, Arc<crate::readers::Readers>)>);
 
 impl Announcer {
-    pub fn send(&self, changed: Changed) {
+    fn send(&self, changed: Changed) {
         if let Some((tx, readers)) = &self.0 {
             readers.changed(&changed.feed);
             let _ = tx.send(changed);
         }
+    }
+
+    /// Announces `feed`'s new head as `store` holds it (nothing for a feed it no longer
+    /// holds: a purged one).
+    pub fn moved(
+        &self,
+        store: &impl mesh_core::store::Store,
+        feed: &FeedKey,
+    ) -> Result<(), mesh_core::CoreError> {
+        if let Some(moved) = store.feed_moved(feed)? {
+            self.send(moved);
+        }
+        Ok(())
     }
 }
 

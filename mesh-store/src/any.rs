@@ -88,9 +88,6 @@ impl Store for AnyStore {
     fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
         each!(self, s => s.purge_feed(feed))
     }
-    fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
-        each!(self, s => s.head(feed))
-    }
     fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
         each!(self, s => s.moved_feeds())
     }

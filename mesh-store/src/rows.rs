@@ -2,7 +2,7 @@
 //! stores: change-log positions, sync-state cursors, counts, and entries as checked JSON.
 
 use mesh_core::id::ReplicaId;
-use mesh_core::model::Entry;
+use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{Change, ChangePage, Cursor};
 use mesh_core::CoreError;
 
@@ -17,6 +17,12 @@ pub(crate) fn seq_from_sql(engine: &str, v: i64) -> Result<Cursor, CoreError> {
     u64::try_from(v)
         .map(Cursor)
         .map_err(|_| CoreError::Store(format!("{engine}: invalid sequence number {v}")))
+}
+
+/// A feed key read back; one that does not parse is a damaged store.
+pub(crate) fn feed_key(engine: &str, key: &str) -> Result<FeedKey, CoreError> {
+    key.parse()
+        .map_err(|e| CoreError::Store(format!("{engine}: unreadable feed key {key:?}: {e}")))
 }
 
 /// The number after `n` (a position or a replica-wide number), if it still fits a column.

@@ -153,7 +153,6 @@ const SQL_LIST_AFTER: &str = "SELECT id, body FROM entries INDEXED BY entries_by
      WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1) AND id > ?2
      ORDER BY id LIMIT ?3";
 const SQL_FEEDS: &str = "SELECT key, head, entries FROM feeds WHERE entries > 0";
-const SQL_HEAD: &str = "SELECT head FROM feeds WHERE key = ?1 AND entries > 0";
 const SQL_MOVED: &str = "SELECT key, head, seq FROM feeds WHERE entries > 0";
 const SQL_FEED_MOVED: &str = "SELECT head, seq FROM feeds WHERE key = ?1 AND entries > 0";
 const SQL_SYNC_STATE: &str =
@@ -678,9 +677,7 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(db("feeds"))? {
             let key = text(row, 0, "feed key")?;
-            let feed: FeedKey = key.parse().map_err(|e| {
-                CoreError::Store(format!("sqlite: unreadable feed key {key:?}: {e}"))
-            })?;
+            let feed = rows::feed_key("sqlite", key)?;
             let head = seq_from_sql(row.get(1).map_err(db("feed head"))?)?;
             let entries: i64 = row.get(2).map_err(db("feed entry count"))?;
             out.push(FeedHead {
@@ -695,15 +692,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
-        let head: Option<i64> = self
-            .conn
-            .prepare_cached(SQL_HEAD)
-            .and_then(|mut s| s.query_row([feed.to_string()], |r| r.get(0)).optional())
-            .map_err(db("head"))?;
-        head.map_or(Ok(Cursor::ZERO), seq_from_sql)
-    }
-
     fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
         let mut stmt = self.conn.prepare_cached(SQL_MOVED).map_err(db("moved"))?;
         let mut rows = stmt.query([]).map_err(db("moved"))?;
@@ -711,9 +699,7 @@ impl Store for SqliteStore {
         while let Some(row) = rows.next().map_err(db("moved"))? {
             let key = text(row, 0, "feed key")?;
             out.push(FeedMoved {
-                feed: key.parse().map_err(|e| {
-                    CoreError::Store(format!("sqlite: unreadable feed key {key:?}: {e}"))
-                })?,
+                feed: rows::feed_key("sqlite", key)?,
                 head: seq_from_sql(row.get(1).map_err(db("feed head"))?)?,
                 seq: seq_from_sql(row.get(2).map_err(db("feed seq"))?)?.0,
             });

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
 use mesh_core::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
-use mesh_core::model::{names, Entry, FeedKey, InvitationState, Member, Scope};
+use mesh_core::model::{names, Entry, FeedKey, InvitationState, MediaRef, Member, Scope};
 use mesh_core::replica::Actor;
 use mesh_core::store::Cursor;
 use mesh_core::store::Store;
@@ -504,7 +504,7 @@ impl Engine {
         let mut session = SyncSession::new(config);
         // The next page of a pull, asked for while this one is merged (see `prefetch`), or
         // of a push, sent while this one is merged remotely (see `SyncSession::next_push`).
-        let mut ahead: Option<Prefetch> = None;
+        let mut ahead: Option<InFlight> = None;
         loop {
             let (s, step) = self
                 .shared
@@ -540,7 +540,7 @@ impl Engine {
                         stale => {
                             // Not what the session asks for: dropping it cancels it.
                             drop(stale);
-                            Prefetch::send(&self.transport, request)
+                            InFlight::send(&self.transport, request)
                         }
                     };
                     if pipelined {
@@ -555,7 +555,7 @@ impl Engine {
                         session = s;
                         ahead = next?
                             .filter(pipelines)
-                            .map(|n| Prefetch::send(&self.transport, n));
+                            .map(|n| InFlight::send(&self.transport, n));
                     }
                     let mut response = answer.answer().await.map_err(Failure::Transport)?;
                     if ahead.is_none() {
@@ -702,14 +702,11 @@ impl Engine {
         let Scope::Folder(folder) = &feed.scope else {
             return Ok(());
         };
-        let mut manifests: Vec<ChunkHash> = Vec::new();
-        for e in entries {
-            for v in std::iter::once(&e.content).chain(e.conflicts.iter().map(|c| &c.content)) {
-                if let Some(h) = v.media.as_ref().and_then(|m| m.hash.parse().ok()) {
-                    manifests.push(h);
-                }
-            }
-        }
+        let manifests: Vec<ChunkHash> = entries
+            .iter()
+            .flat_map(medias)
+            .filter_map(|m| m.hash.parse().ok())
+            .collect();
         if manifests.is_empty() {
             return Ok(());
         }
@@ -882,17 +879,17 @@ impl Engine {
 /// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
 /// session asked for; and its answer to come (the request is cancelled if this is dropped
 /// unused: the session ended or failed first).
-struct Prefetch {
+struct InFlight {
     request: Request,
     answer: Option<JoinHandle<std::result::Result<Response, TransportError>>>,
 }
 
-impl Prefetch {
+impl InFlight {
     /// Sends `request` at once, on a task of its own.
-    fn send(transport: &Arc<dyn Transport>, request: Request) -> Prefetch {
+    fn send(transport: &Arc<dyn Transport>, request: Request) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
-        Prefetch {
+        InFlight {
             request,
             answer: Some(tokio::spawn(async move { transport.send(sent).await })),
         }
@@ -900,15 +897,19 @@ impl Prefetch {
 
     async fn answer(mut self) -> std::result::Result<Response, TransportError> {
         match self.answer.take() {
-            Some(h) => h
-                .await
-                .unwrap_or_else(|e| Err(TransportError::Offline(format!("a prefetch ended: {e}")))),
-            None => Err(TransportError::Offline("a prefetch was taken twice".into())),
+            Some(h) => h.await.unwrap_or_else(|e| {
+                Err(TransportError::Offline(format!(
+                    "a request in flight ended: {e}"
+                )))
+            }),
+            None => Err(TransportError::Offline(
+                "a request in flight was awaited twice".into(),
+            )),
         }
     }
 }
 
-impl Drop for Prefetch {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(h) = self.answer.take() {
             h.abort();
@@ -940,7 +941,7 @@ fn prefetch(
     transport: &Arc<dyn Transport>,
     pull: Option<PullKey>,
     answer: &Response,
-) -> Option<Prefetch> {
+) -> Option<InFlight> {
     let PullKey(from, feed, limit) = pull?;
     let Response::Changes {
         feed: answered,
@@ -960,7 +961,7 @@ fn prefetch(
         since: *next,
         limit,
     };
-    Some(Prefetch::send(transport, request))
+    Some(InFlight::send(transport, request))
 }
 
 /// Whether a push may travel beside the next page of its feed: not for the feeds whose
@@ -972,14 +973,14 @@ fn pipelines(request: &Request) -> bool {
         return false;
     };
     let ordered = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
-    !ordered && !entries.iter().any(names_blobs)
+    !ordered && entries.iter().flat_map(medias).next().is_none()
 }
 
-/// Whether any version of `entry` names a blob.
-fn names_blobs(entry: &Entry) -> bool {
+/// The blobs the versions of `entry` name.
+fn medias(entry: &Entry) -> impl Iterator<Item = &MediaRef> {
     std::iter::once(&entry.content)
         .chain(entry.conflicts.iter().map(|c| &c.content))
-        .any(|v| v.media.is_some())
+        .filter_map(|v| v.media.as_ref())
 }
 
 /// The entries of a pulled page whose local copy has conflicts while the incoming version has

@@ -47,8 +47,11 @@ pub trait Store {
     /// Every feed that holds at least one entry, with its head.
     fn feeds(&self) -> Result<Vec<FeedHead>>;
 
-    /// The head of one feed (`Cursor::ZERO` for an empty or unknown feed).
-    fn head(&self, feed: &FeedKey) -> Result<Cursor>;
+    /// The head of one feed (`Cursor::ZERO` for an empty or unknown feed): that of
+    /// [`Store::feed_moved`].
+    fn head(&self, feed: &FeedKey) -> Result<Cursor> {
+        Ok(self.feed_moved(feed)?.map_or(Cursor::ZERO, |m| m.head))
+    }
 
     /// Every feed that holds at least one entry, with its head and the replica-wide number of
     /// its latest change (in no particular order). For the replica's own use: see

@@ -356,12 +356,7 @@ impl SyncSession {
                 return Ok(self.send(req));
             }
             if !w.push_done {
-                let page = local.store().changes_since(
-                    &w.feed,
-                    w.state.pushed,
-                    limit as usize,
-                    Some(&remote),
-                )?;
+                let page = push_page(local, &w.feed, w.state.pushed, limit, &remote)?;
                 if page.changes.is_empty() {
                     // Everything examined came from the remote: just move the cursor.
                     if page.next > w.state.pushed {
@@ -375,17 +370,9 @@ impl SyncSession {
                     }
                     continue;
                 }
-                let sent = page.changes.len();
-                let req = Request::Push {
-                    from: local.id(),
-                    feed: w.feed.clone(),
-                    entries: page.changes.into_iter().map(|c| c.entry).collect(),
-                };
-                self.phase = Phase::AwaitPush {
-                    upto: page.next,
-                    more: page.more,
-                    sent,
-                };
+                let (sent, upto, more) = (page.changes.len(), page.next, page.more);
+                let req = push_of(local, &w.feed, page);
+                self.phase = Phase::AwaitPush { upto, more, sent };
                 return Ok(self.send(req));
             }
             self.queue.pop_front();
@@ -417,20 +404,11 @@ impl SyncSession {
         let (Some(w), Some(remote)) = (self.queue.front(), self.remote_replica.as_ref()) else {
             return Ok(None);
         };
-        let page = local.store().changes_since(
-            &w.feed,
-            upto,
-            self.config.page_size as usize,
-            Some(remote),
-        )?;
+        let page = push_page(local, &w.feed, upto, self.config.page_size, remote)?;
         if page.changes.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Request::Push {
-            from: local.id(),
-            feed: w.feed.clone(),
-            entries: page.changes.into_iter().map(|c| c.entry).collect(),
-        }))
+        Ok(Some(push_of(local, &w.feed, page)))
     }
 
     /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
@@ -718,6 +696,33 @@ impl SyncSession {
             .collect();
         self.remote_replica = Some(replica);
         Ok(events)
+    }
+}
+
+/// The page of `feed`'s local changes after `since` that a push to `remote` sends: those
+/// whose latest write came from `remote` are passed over (it has them).
+fn push_page<S: Store>(
+    local: &Replica<S>,
+    feed: &FeedKey,
+    since: Cursor,
+    limit: u32,
+    remote: &ReplicaId,
+) -> Result<crate::store::ChangePage> {
+    local
+        .store()
+        .changes_since(feed, since, limit as usize, Some(remote))
+}
+
+/// The push that sends `page` of `feed`.
+fn push_of<S: Store>(
+    local: &Replica<S>,
+    feed: &FeedKey,
+    page: crate::store::ChangePage,
+) -> Request {
+    Request::Push {
+        from: local.id(),
+        feed: feed.clone(),
+        entries: page.changes.into_iter().map(|c| c.entry).collect(),
     }
 }
 

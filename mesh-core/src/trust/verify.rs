@@ -94,16 +94,6 @@ impl Checked {
     fn holds(&self, key: &PublicKey, sig: &[u8], msg: &[u8]) -> bool {
         !self.0.is_empty() && self.0.contains(&Self::digest(key, sig, msg))
     }
-
-    /// How many checks it holds.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Checks early the signatures of `entries` that `user`'s own certified devices made (the

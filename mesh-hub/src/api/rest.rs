@@ -205,9 +205,7 @@ async fn write_checked(
                     // Deleting the folder record deletes the folder: purge it.
                     crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
                 }
-                if let Some(moved) = r.store().feed_moved(&feed)? {
-                    changes.send(moved);
-                }
+                changes.moved(r.store(), &feed)?;
             }
             r.get(&feed, &id)?
                 .ok_or_else(|| ApiError::internal("written entry vanished"))
@@ -1385,9 +1383,7 @@ pub(crate) async fn post_entries(
                 )?;
                 if let SyncResponse::Pushed { results, .. } = &resp {
                     if results.iter().any(|x| x.outcome.changed()) {
-                        if let Some(moved) = r.store().feed_moved(&k)? {
-                            changes.send(moved);
-                        }
+                        changes.moved(r.store(), &k)?;
                     }
                 }
                 Ok::<_, CoreError>(resp)

@@ -6,9 +6,9 @@ use axum::http::header::ACCEPT_ENCODING;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use mesh_core::model::{names, Scope};
-use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, Request, Response as SyncResponse};
+use mesh_core::trust;
 
 use crate::api::encoding::{self, Coding};
 use crate::api::{blocking, json_body, Auth, RawBody};
@@ -53,28 +53,26 @@ pub(crate) async fn sync(
     // and under the lock only the rules around the signatures remain.
     let (request, checked) = match request {
         Request::Push {
-            ref feed,
-            ref entries,
-            ..
+            from,
+            feed,
+            entries,
         } if entries.len() >= PRECHECK_FROM => {
             let (ring, who) = (keyring.clone(), user.clone());
-            let feed = feed.clone();
             blocking(move || {
-                let checked = match &request {
-                    Request::Push { entries, .. } => mesh_core::trust::check_signatures(
-                        &*ring,
-                        &who,
-                        &feed,
+                let checked =
+                    trust::check_signatures(&*ring, &who, &feed, &entries, verify_threads());
+                (
+                    Request::Push {
+                        from,
+                        feed,
                         entries,
-                        verify_threads(),
-                    ),
-                    _ => mesh_core::trust::Checked::default(),
-                };
-                (request, checked)
+                    },
+                    checked,
+                )
             })
             .await?
         }
-        other => (other, mesh_core::trust::Checked::default()),
+        other => (other, trust::Checked::default()),
     };
     let quotas = state.0.config.quotas.clone();
     let purge_state = state.clone();
@@ -109,9 +107,7 @@ pub(crate) async fn sync(
             }
             if results.iter().any(|x| x.outcome.changed()) {
                 // Announced under the lock, so announcements leave in change order.
-                if let Some(moved) = r.store().feed_moved(feed)? {
-                    changes.send(moved);
-                }
+                changes.moved(r.store(), feed)?;
             }
         }
         let merged = match &response {

@@ -133,9 +133,7 @@ impl Store for PgStore {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let key: &str = row.get(0);
-            let feed: FeedKey = key.parse().map_err(|e| {
-                CoreError::Store(format!("postgres: unreadable feed key {key:?}: {e}"))
-            })?;
+            let feed = rows::feed_key("postgres", key)?;
             let entries: i64 = row.get(2);
             out.push(FeedHead {
                 feed,
@@ -149,16 +147,6 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    fn head(&self, feed: &FeedKey) -> CoreResult<Cursor> {
-        let row = self
-            .q_opt(
-                "SELECT head FROM mesh_feeds WHERE key = $1 AND entries > 0",
-                &[&feed.to_string()],
-            )
-            .map_err(db("head"))?;
-        row.map_or(Ok(Cursor::ZERO), |r| seq_from_sql(r.get(0)))
-    }
-
     fn moved_feeds(&self) -> CoreResult<Vec<FeedMoved>> {
         let rows = self
             .q(
@@ -170,9 +158,7 @@ impl Store for PgStore {
             .map(|row| {
                 let key: &str = row.get(0);
                 Ok(FeedMoved {
-                    feed: key.parse().map_err(|e| {
-                        CoreError::Store(format!("postgres: unreadable feed key {key:?}: {e}"))
-                    })?,
+                    feed: rows::feed_key("postgres", key)?,
                     head: seq_from_sql(row.get(1))?,
                     seq: seq_from_sql(row.get(2))?.0,
                 })

@@ -150,10 +150,6 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn head(&self, feed: &FeedKey) -> Result<Cursor> {
-        Ok(Cursor(self.feeds.get(feed).map_or(0, FeedState::head)))
-    }
-
     fn moved_feeds(&self) -> Result<Vec<FeedMoved>> {
         Ok(self
             .feeds
