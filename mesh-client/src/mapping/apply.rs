@@ -15,11 +15,13 @@
 
 use std::io::{BufWriter, Write};
 
+use mesh_core::blob::ChunkHash;
 use mesh_core::model::{FileMeta, FilePath};
 
 use crate::mapping::beneath::{Beneath, DirHandle, Found, RenameMode};
 use crate::mapping::faults;
 use crate::mapping::fsops::{self, TEMP_PREFIX};
+use crate::mapping::patch;
 use crate::mapping::scan::LocalFile;
 
 /// A remote file to write.
@@ -31,6 +33,9 @@ pub(super) struct WriteJob {
     pub conflict_copy: bool,
     /// What the pass saw at the target (`None`: nothing).
     pub expected: Option<LocalFile>,
+    /// The manifest the index recorded for `expected`, when `expected` is that file: the
+    /// chunks the two versions share are copied from it ([`patch`]).
+    pub base: Option<ChunkHash>,
 }
 
 /// What became of a [`WriteJob`].
@@ -131,12 +136,14 @@ fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) ->
     let Some(manifest) = job.meta.manifest else {
         return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
-    match blobs.manifest(&manifest) {
-        Ok(Some(m)) => match blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) {
-            Ok(a) if a.is_empty() => {}
-            _ => return Stage::Done(WriteOutcome::Pending),
-        },
-        _ => return Stage::Done(WriteOutcome::Pending),
+    let Ok(Some(m)) = blobs.manifest(&manifest) else {
+        return Stage::Done(WriteOutcome::Pending);
+    };
+    let Ok(absent) = blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) else {
+        return Stage::Done(WriteOutcome::Pending);
+    };
+    if !absent.is_empty() && job.base.is_none() {
+        return Stage::Done(WriteOutcome::Pending);
     }
     let (dir, name) = match root.parent(&job.meta.path, true) {
         Ok(d) => d,
@@ -157,16 +164,32 @@ fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) ->
         }
         _ => {}
     }
+    let base = match (&job.base, &job.expected) {
+        (Some(b), Some(seen)) => patch::Base::open(blobs, &dir, &name, b, seen),
+        _ => None,
+    };
+    if absent
+        .iter()
+        .any(|h| !base.as_ref().is_some_and(|b| b.has(h)))
+    {
+        return Stage::Done(WriteOutcome::Pending);
+    }
     faults::at(faults::Moment::Write, &dir.path().join(&name));
     let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let written = (|| -> Result<(), String> {
         let file = dir.create_new(&temp).map_err(|e| e.to_string())?;
-        {
-            let mut w = BufWriter::with_capacity(1 << 20, &file);
-            blobs
-                .write_to(&manifest, &mut w)
-                .map_err(|e| e.to_string())?;
-            w.flush().map_err(|e| e.to_string())?;
+        match &base {
+            Some(base) => {
+                let check = dir.open_read(&temp).map_err(|e| e.to_string())?;
+                patch::write_patched(blobs, base, &m, &file, &check)?;
+            }
+            None => {
+                let mut w = BufWriter::with_capacity(1 << 20, &file);
+                blobs
+                    .write_to(&manifest, &mut w)
+                    .map_err(|e| e.to_string())?;
+                w.flush().map_err(|e| e.to_string())?;
+            }
         }
         file.set_modified(fsops::from_ns(job.meta.mtime_ns))
             .map_err(|e| e.to_string())?;

@@ -90,7 +90,11 @@ pub(super) fn ingest_files(
 
 /// Whether `after` is still the file `before` was (same inode on Unix) and both are what the
 /// scan saw as `l`.
-fn same_file(before: &std::fs::Metadata, after: &std::fs::Metadata, l: &LocalFile) -> bool {
+pub(super) fn same_file(
+    before: &std::fs::Metadata,
+    after: &std::fs::Metadata,
+    l: &LocalFile,
+) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -93,6 +93,7 @@ pub(crate) mod fsops;
 mod index;
 mod ingest;
 mod options;
+mod patch;
 mod root;
 mod scan;
 
@@ -812,12 +813,26 @@ impl Mapper {
                     if resolve {
                         to_resolve.push(key.clone());
                     }
+                    // The local file holds the version the index recorded: the new version's
+                    // chunks it shares are copied from it rather than written again.
+                    let base = match (&local, self.index.get(&key)) {
+                        (Some(l), Some(i))
+                            if !conflict_copy
+                                && i.kind == FileKind::File
+                                && i.matches(l)
+                                && i.manifest != meta.manifest =>
+                        {
+                            i.manifest
+                        }
+                        _ => None,
+                    };
                     jobs.push(WriteJob {
                         key,
                         meta,
                         version,
                         conflict_copy,
                         expected: local,
+                        base,
                     });
                 }
                 Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),

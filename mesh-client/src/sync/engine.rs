@@ -1,6 +1,6 @@
 //! The background sync engine: one task per remote.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +15,8 @@ use mesh_core::store::Cursor;
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{
-    FeedFilter, KnownRemote, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
-    SyncSession,
+    FeedFilter, KnownRemote, PushPlace, Request, Response, SessionConfig, SessionEvent, Step,
+    SyncReport, SyncSession,
 };
 use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
@@ -169,6 +169,11 @@ impl From<CoreError> for Failure {
 
 /// How many threads check the signatures of one page a peer sent.
 const VERIFY_THREADS: usize = 2;
+
+/// Pushes of a feed sent ahead of the one the session awaits (so up to three travel and merge
+/// at once): enough to keep a remote that checks pages on several cores busy while this side
+/// reads the next page from its store.
+const PUSHES_AHEAD: usize = 2;
 
 async fn next_notification(
     w: &mut Option<BoxStream<'static, Notification>>,
@@ -502,9 +507,12 @@ impl Engine {
         // certificates: it asks for those of the devices it may receive versions from.
         config.certificates = self.shared.trust().in_use();
         let mut session = SyncSession::new(config);
-        // The next page of a pull, asked for while this one is merged (see `prefetch`), or
-        // of a push, sent while this one is merged remotely (see `SyncSession::next_push`).
-        let mut ahead: Option<InFlight> = None;
+        // Requests sent ahead, in the order the session will ask for them: the next page of
+        // a pull, asked for while this one is merged (see `prefetch`), or the next pushes of
+        // a feed, sent while this one is merged remotely (see `SyncSession::push_ahead`),
+        // with where the last of them ends.
+        let mut ahead: VecDeque<InFlight> = VecDeque::new();
+        let mut pushed_to: Option<PushPlace> = None;
         loop {
             let (s, step) = self
                 .shared
@@ -535,31 +543,47 @@ impl Engine {
                     self.upload_blobs(&request).await?;
                     let pull = PullKey::of(&request);
                     let pipelined = pipelines(&request);
-                    let answer = match ahead.take() {
+                    let answer = match ahead.pop_front() {
                         Some(p) if p.request == request => p,
-                        stale => {
-                            // Not what the session asks for: dropping it cancels it.
-                            drop(stale);
+                        _ => {
+                            // Not what the session asks for: dropping them cancels them.
+                            ahead.clear();
+                            pushed_to = None;
                             InFlight::send(&self.transport, request)
                         }
                     };
+                    if ahead.is_empty() {
+                        pushed_to = None;
+                    }
                     if pipelined {
-                        // While this push travels and merges: send the one after it.
+                        // While this push travels and merges: send the ones after it.
+                        let ahead_len = ahead.len();
                         let (s, next) = self
                             .shared
                             .run(move |r| {
-                                let next = session.next_push(r);
-                                (session, next)
+                                let mut next = Vec::new();
+                                let mut after = pushed_to;
+                                while ahead_len + next.len() < PUSHES_AHEAD {
+                                    match session.push_ahead(r, after) {
+                                        Ok(Some((request, place))) if pipelines(&request) => {
+                                            after = Some(place);
+                                            next.push(request);
+                                        }
+                                        Ok(_) => break,
+                                        Err(e) => return (session, Err(e)),
+                                    }
+                                }
+                                (session, Ok((next, after)))
                             })
                             .await?;
                         session = s;
-                        ahead = next?
-                            .filter(pipelines)
-                            .map(|n| InFlight::send(&self.transport, n));
+                        let (next, after) = next?;
+                        pushed_to = after;
+                        ahead.extend(next.into_iter().map(|n| InFlight::send(&self.transport, n)));
                     }
                     let mut response = answer.answer().await.map_err(Failure::Transport)?;
-                    if ahead.is_none() {
-                        ahead = prefetch(&self.transport, pull, &response);
+                    if ahead.is_empty() {
+                        ahead.extend(prefetch(&self.transport, pull, &response));
                     }
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);

@@ -207,6 +207,27 @@ async fn files_directories_edits_renames_and_deletions_reach_the_other_device() 
     assert!(snapshot(da).is_empty(), "{:?}", snapshot(da).keys());
 }
 
+/// An edit in the middle of a large file reaches the other device, whose copy of the version
+/// before serves the chunks the two share (its writer copies them from it, checked): the
+/// result is the edited file, byte for byte, and so is the one after a second edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_of_a_large_file_reach_the_other_device_built_on_its_copy() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    let mut big = noise(5, 3_000_000);
+    std::fs::write(da.join("big.bin"), &big).unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    for (round, at) in [(1u64, 1_200_000usize), (2, 40_000)] {
+        big[at..at + 100_000].copy_from_slice(&noise(10 + round, 100_000));
+        std::fs::write(da.join("big.bin"), &big).unwrap();
+        converge(&p.a, &p.b, &p.folder, da, db).await;
+        assert!(
+            std::fs::read(db.join("big.bin")).unwrap() == big,
+            "edit {round} differs on the other device"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_keep_both_versions_as_a_conflict_copy() {
     let p = pair().await;

@@ -1,5 +1,5 @@
-//! Pipelined pushes: while one page of a feed travels and merges, the next is already sent;
-//! cursors still move only over acknowledged pages, so a session cut off between them
+//! Pipelined pushes: while one page of a feed travels and merges, the next two are already
+//! sent; cursors still move only over acknowledged pages, so a session cut off between them
 //! resumes without loss.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,14 +27,14 @@ struct Counts {
     most: AtomicUsize,
     most_ordered: AtomicUsize,
     data_pushes: AtomicUsize,
-    second: Notify,
+    third: Notify,
     armed: AtomicBool,
     fail_third: AtomicBool,
     failed: AtomicBool,
 }
 
 /// Counts pushes in flight. Once armed, the first data push waits (at most 5 s, so that a
-/// client that does not pipeline fails instead of hanging) until a second one is in flight;
+/// client that does not pipeline fails instead of hanging) until three are in flight;
 /// with `fail_third`, the third data push fails as a dropped connection would.
 struct Watching {
     inner: InProcessTransport,
@@ -59,16 +59,16 @@ impl Transport for Watching {
         } else {
             c.data_pushes.fetch_add(1, Ordering::SeqCst) + 1
         };
-        if now >= 2 {
-            c.second.notify_waiters();
+        if now >= 3 {
+            c.third.notify_waiters();
         }
         if n == 1 {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
-                    let notified = c.second.notified();
+                    let notified = c.third.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if c.most.load(Ordering::SeqCst) >= 2 {
+                    if c.most.load(Ordering::SeqCst) >= 3 {
                         return;
                     }
                     notified.await;
@@ -154,17 +154,18 @@ async fn held_by_the_hub(hub: &InProcessHub, folder: &FolderId, notes: &FeedName
         .len()
 }
 
-/// 95 entries in pages of 10: two pushes are in flight at once (never for `members` or
-/// `info`), and everything arrives once.
+/// 95 entries in pages of 10: three pushes are in flight at once, never more (and never for
+/// `members` or `info`), and everything arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_page_is_pushed_while_one_merges() {
     let hub = InProcessHub::new();
     let (a, counts, folder, notes) = writer(&hub, false).await;
     // The write started a session in the background; this one runs after it.
     a.sync_now().await.unwrap();
-    assert!(
-        counts.most.load(Ordering::SeqCst) >= 2,
-        "pushes of one feed were never in flight together"
+    assert_eq!(
+        counts.most.load(Ordering::SeqCst),
+        3,
+        "pushes of one feed in flight together, at most"
     );
     assert!(counts.most_ordered.load(Ordering::SeqCst) <= 1);
     assert_eq!(held_by_the_hub(&hub, &folder, &notes).await, 95);
@@ -178,7 +179,7 @@ async fn the_next_page_is_pushed_while_one_merges() {
     assert_eq!(again, 0, "the cursor covers every acknowledged page");
 }
 
-/// The third page fails while the fourth was already sent ahead: the session fails, the
+/// The third page fails while the fourth and fifth were already sent ahead: the session fails, the
 /// cursor stays after the last page acknowledged in order, and the next session sends the
 /// rest, so the hub ends with every entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,4 +108,52 @@ impl Item<EntryData> {
     pub fn data(&self) -> &EntryData {
         &self.content
     }
+
+    /// At least as many bytes as the entry takes in a sync message's JSON, all its versions
+    /// and history included (strings counted as if every character were escaped): what
+    /// bounds a page by bytes ([`MAX_PAGE_BYTES`](crate::sync::MAX_PAGE_BYTES)). Counted
+    /// without encoding anything.
+    ///
+    /// ```
+    /// use mesh_core::model::{EntryDraft, FeedKey};
+    /// use mesh_core::replica::{Actor, Replica};
+    /// use mesh_core::store::MemoryStore;
+    /// use mesh_core::time::Timestamp;
+    ///
+    /// let mut replica = Replica::new(MemoryStore::new("laptop".parse().unwrap()));
+    /// let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+    /// let ann = Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap());
+    /// let draft = EntryDraft::new("Quote \"1\"\n", serde_json::json!({"x": "y".repeat(1000)}));
+    /// let now = Timestamp::from_unix(1_700_000_000).unwrap();
+    /// let entry = replica.create(&feed, "t1".parse().unwrap(), draft, &ann, now).unwrap().entry;
+    /// let json = serde_json::to_string(&entry).unwrap();
+    /// assert!(entry.wire_len_bound() >= json.len());
+    /// ```
+    pub fn wire_len_bound(&self) -> usize {
+        fn version(sync: &crate::feedsync::SyncMeta, d: &EntryData) -> usize {
+            let text = |s: &str| 2 + 6 * s.len();
+            let history: usize = sync
+                .history
+                .iter()
+                .map(|h| {
+                    96 + h.by.as_ref().map_or(0, |b| text(b.as_str()))
+                        + 384 * usize::from(h.seal.is_some())
+                })
+                .sum();
+            256 + text(sync.id.as_str())
+                + text(&d.title)
+                + d.content.as_str().len()
+                + d.media
+                    .as_ref()
+                    .map_or(0, |m| 64 + text(&m.hash) + text(&m.content_type))
+                + text(d.author.as_str())
+                + history
+        }
+        version(&self.sync, &self.content)
+            + self
+                .conflicts
+                .iter()
+                .map(|c| version(&c.sync, &c.content))
+                .sum::<usize>()
+    }
 }

@@ -74,6 +74,35 @@ pub struct ChangePage {
     pub more: bool,
 }
 
+impl ChangePage {
+    /// The page cut to its changes whose [`Entry::wire_len_bound`]s add up to at most
+    /// `bytes`, and always its first: a cut page ends at its last change kept (`next` is that
+    /// change's position) and says `more`.
+    ///
+    /// ```
+    /// use mesh_core::store::{ChangePage, Cursor};
+    /// let empty = ChangePage { changes: vec![], next: Cursor(4), more: false };
+    /// assert_eq!(empty.clone().within(0), empty);
+    /// ```
+    pub fn within(mut self, bytes: usize) -> ChangePage {
+        let mut total = 0usize;
+        let keep = self
+            .changes
+            .iter()
+            .position(|c| {
+                total = total.saturating_add(c.entry.wire_len_bound());
+                total > bytes
+            })
+            .map_or(self.changes.len(), |i| i.max(1));
+        if keep < self.changes.len() {
+            self.changes.truncate(keep);
+            self.next = self.changes[keep - 1].seq;
+            self.more = true;
+        }
+        self
+    }
+}
+
 /// A feed and the newest position of its change log, as replicas tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedHead {

@@ -14,6 +14,12 @@ use crate::trust::{DeviceCertificate, Revocation};
 /// The most changes a responder returns in one page, whatever the request asks.
 pub const MAX_PAGE: u32 = 1000;
 
+/// The most bytes of entries a page carries, pushed or pulled, by
+/// [`Entry::wire_len_bound`]: a page ends before the change that would take it past this,
+/// though it always holds at least one change. Pages of large entries stay well within a
+/// hub's body limit (32 MiB by default), and a page of small ones is bounded by [`MAX_PAGE`].
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
 /// A request from the syncing replica to its peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

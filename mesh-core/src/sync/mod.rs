@@ -15,8 +15,9 @@ mod session;
 pub use guard::respond_as;
 pub use message::{
     Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_EPOCH_ID, MAX_PAGE,
+    MAX_PAGE_BYTES,
 };
 pub use responder::respond;
 pub use session::{
-    FeedFilter, KnownRemote, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
+    FeedFilter, KnownRemote, PushPlace, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
 };

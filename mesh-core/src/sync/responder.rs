@@ -6,7 +6,7 @@ use crate::model::FeedKey;
 use crate::replica::Replica;
 use crate::store::Cursor;
 use crate::store::Store;
-use crate::sync::message::{PushResult, Request, Response, MAX_PAGE};
+use crate::sync::message::{PushResult, Request, Response, MAX_PAGE, MAX_PAGE_BYTES};
 
 /// Answers one request from a peer against `replica`.
 ///
@@ -68,7 +68,8 @@ pub(crate) fn pull<S: Store>(
     let limit = limit.clamp(1, MAX_PAGE) as usize;
     let page = replica
         .store()
-        .changes_since(&feed, since, limit, Some(from))?;
+        .changes_since(&feed, since, limit, Some(from))?
+        .within(MAX_PAGE_BYTES);
     Ok(Response::Changes {
         feed,
         entries: page.changes.into_iter().map(|c| c.entry).collect(),

@@ -9,7 +9,9 @@ use crate::model::{names, FeedKey};
 use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
 use crate::sync::guard::{self, Pusher};
-use crate::sync::message::{Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_PAGE};
+use crate::sync::message::{
+    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_PAGE, MAX_PAGE_BYTES,
+};
 
 /// Which feeds a session syncs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -172,6 +174,14 @@ struct FeedWork {
     remote_head: Option<Cursor>,
     pull_done: bool,
     push_done: bool,
+}
+
+/// Where a push page handed out by [`SyncSession::push_ahead`] ends: what the page after it
+/// starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushPlace {
+    next: Cursor,
+    more: bool,
 }
 
 #[derive(Debug)]
@@ -395,20 +405,38 @@ impl SyncSession {
     /// them again, or after newer ones, changes nothing. Pages of a feed whose entries
     /// depend on each other's order (`members`, `info`) are the caller's to keep in order.
     pub fn next_push<S: Store>(&self, local: &Replica<S>) -> Result<Option<Request>> {
-        let Phase::AwaitPush {
-            upto, more: true, ..
-        } = self.phase
-        else {
+        Ok(self.push_ahead(local, None)?.map(|(request, _)| request))
+    }
+
+    /// [`SyncSession::next_push`] for a deeper pipeline: the push after the one that ends at
+    /// `after` (a place this method returned, for a push sent ahead), or after the awaited push
+    /// when `after` is `None`, with the place where it ends. Each is the request the session
+    /// will ask for in its turn, should the pushes before it be acknowledged as expected and
+    /// `local` not change meanwhile.
+    pub fn push_ahead<S: Store>(
+        &self,
+        local: &Replica<S>,
+        after: Option<PushPlace>,
+    ) -> Result<Option<(Request, PushPlace)>> {
+        let Phase::AwaitPush { upto, more, .. } = self.phase else {
             return Ok(None);
         };
+        let from = after.unwrap_or(PushPlace { next: upto, more });
+        if !from.more {
+            return Ok(None);
+        }
         let (Some(w), Some(remote)) = (self.queue.front(), self.remote_replica.as_ref()) else {
             return Ok(None);
         };
-        let page = push_page(local, &w.feed, upto, self.config.page_size, remote)?;
+        let page = push_page(local, &w.feed, from.next, self.config.page_size, remote)?;
         if page.changes.is_empty() {
             return Ok(None);
         }
-        Ok(Some(push_of(local, &w.feed, page)))
+        let place = PushPlace {
+            next: page.next,
+            more: page.more,
+        };
+        Ok(Some((push_of(local, &w.feed, page), place)))
     }
 
     /// Absorbs the response to the request last returned by [`SyncSession::poll`]. Received
@@ -708,9 +736,10 @@ fn push_page<S: Store>(
     limit: u32,
     remote: &ReplicaId,
 ) -> Result<crate::store::ChangePage> {
-    local
+    Ok(local
         .store()
-        .changes_since(feed, since, limit as usize, Some(remote))
+        .changes_since(feed, since, limit as usize, Some(remote))?
+        .within(MAX_PAGE_BYTES))
 }
 
 /// The push that sends `page` of `feed`.

@@ -508,3 +508,151 @@ fn the_next_push_is_what_the_session_asks_for_after_the_acknowledgement() {
     let (r, _) = sync(&mut a, &mut hub, 2);
     assert_eq!(r.sent, 0);
 }
+
+/// `push_ahead`, chained `depth` deep while a push is awaited, names exactly the pushes
+/// `poll` then asks for in turn, whatever the number of entries, the page size and the depth;
+/// answering them in reverse order (as a remote merging them at once may) loses nothing, and
+/// the cursor covers every entry at the end.
+#[test]
+fn pushes_sent_ahead_are_the_ones_the_session_asks_for_in_turn() {
+    use proptest::prelude::*;
+    proptest!(ProptestConfig::with_cases(48), |(n in 0usize..30, page in 1u32..6, depth in 1usize..4)| {
+        let (mut a, mut hub) = (replica("a"), replica("hub"));
+        let ann = actor("ann", "a");
+        for i in 0..n {
+            a.create(&feed(), id(&format!("t{i}")), draft("x"), &ann, t(i as i64))
+                .unwrap();
+        }
+        let mut s = SyncSession::new(config(page));
+        let mut ahead: std::collections::VecDeque<Request> = Default::default();
+        let mut after = None;
+        let (mut pushes, mut matched) = (0usize, 0usize);
+        for _ in 0..500 {
+            let Step::Send(req) = s.poll(&mut a).unwrap() else { break };
+            let is_push = matches!(req, Request::Push { .. });
+            if let Some(p) = ahead.pop_front() {
+                prop_assert_eq!(&p, &req, "a push sent ahead is the one asked for");
+                matched += 1;
+            } else {
+                after = None;
+            }
+            let resp = respond(&mut hub, req).unwrap();
+            if is_push {
+                pushes += 1;
+                let mut sent = Vec::new();
+                while ahead.len() < depth {
+                    let Some((p, place)) = s.push_ahead(&a, after).unwrap() else { break };
+                    after = Some(place);
+                    sent.push(p.clone());
+                    ahead.push_back(p);
+                }
+                for p in sent.into_iter().rev() {
+                    respond(&mut hub, p).unwrap();
+                }
+            }
+            s.receive(&mut a, resp).unwrap();
+        }
+        prop_assert!(ahead.is_empty(), "nothing is left sent ahead and not asked for");
+        let want_pushes = n.div_ceil(page as usize);
+        prop_assert_eq!(pushes, want_pushes);
+        prop_assert_eq!(matched, want_pushes.saturating_sub(1));
+        prop_assert_eq!(titles(&hub).len(), n);
+        let (r, _) = sync(&mut a, &mut hub, page);
+        prop_assert_eq!(r.sent, 0);
+    });
+}
+
+/// Pages are bounded by bytes as well as by count: entries of 1.5 MiB travel in pushes and
+/// pulls of at most `MAX_PAGE_BYTES` (by their JSON), one entry larger than that travels
+/// alone, and everything arrives.
+#[test]
+fn pages_of_large_entries_are_cut_by_bytes() {
+    use mesh_core::sync::MAX_PAGE_BYTES;
+    let (mut a, mut hub, mut b) = (replica("a"), replica("hub"), replica("b"));
+    let ann = actor("ann", "a");
+    let big = "x".repeat(1_500_000);
+    for i in 0..12 {
+        let d = mesh_core::model::EntryDraft::new(format!("t{i}"), serde_json::json!({ "s": big }));
+        a.create(&feed(), id(&format!("t{i}")), d, &ann, t(i))
+            .unwrap();
+    }
+    let huge =
+        mesh_core::model::EntryDraft::new("huge", serde_json::json!({ "s": "y".repeat(9 << 20) }));
+    a.create(&feed(), id("huge"), huge, &ann, t(20)).unwrap();
+    let mut largest = 0usize;
+    for from in [&mut a, &mut b] {
+        let to = &mut hub;
+        let mut s = SyncSession::new(config(500));
+        for _ in 0..100 {
+            let Step::Send(req) = s.poll(from).unwrap() else {
+                break;
+            };
+            let resp = respond(to, req.clone()).unwrap();
+            for (entries, what) in [
+                (
+                    match &req {
+                        Request::Push { entries, .. } => Some(entries),
+                        _ => None,
+                    },
+                    "push",
+                ),
+                (
+                    match &resp {
+                        Response::Changes { entries, .. } => Some(entries),
+                        _ => None,
+                    },
+                    "pull",
+                ),
+            ] {
+                let Some(entries) = entries else { continue };
+                let len = serde_json::to_string(entries).unwrap().len();
+                if entries.len() > 1 {
+                    assert!(
+                        len <= MAX_PAGE_BYTES,
+                        "a {what} of {} entries: {len} bytes",
+                        entries.len()
+                    );
+                    largest = largest.max(entries.len());
+                }
+            }
+            s.receive(from, resp).unwrap();
+        }
+    }
+    assert!(largest >= 2, "pages still hold several entries");
+    assert_eq!(titles(&hub).len(), 13);
+    assert_eq!(titles(&b).len(), 13);
+}
+
+/// `ChangePage::within` keeps a prefix of the page whose bounds fit (always at least one
+/// change), and a cut page ends at its last change kept and says more follow.
+#[test]
+fn a_page_cut_by_bytes_is_a_prefix_that_resumes_where_it_ends() {
+    use proptest::prelude::*;
+    proptest!(ProptestConfig::with_cases(64), |(sizes in proptest::collection::vec(0usize..5000, 0..12), budget in 0usize..20_000, more: bool)| {
+        let mut r = replica("a");
+        let ann = actor("ann", "a");
+        for (i, n) in sizes.iter().enumerate() {
+            let d = mesh_core::model::EntryDraft::new("t", serde_json::json!({ "s": "z".repeat(*n) }));
+            r.create(&feed(), id(&format!("t{i}")), d, &ann, t(i as i64)).unwrap();
+        }
+        let mut page = r.changes_since(&feed(), Cursor::ZERO, 100).unwrap();
+        page.more = more;
+        let cut = page.clone().within(budget);
+        prop_assert_eq!(&cut.changes[..], &page.changes[..cut.changes.len()]);
+        let bounds: usize = cut.changes.iter().map(|c| c.entry.wire_len_bound()).sum();
+        if cut.changes.len() > 1 {
+            prop_assert!(bounds <= budget);
+        }
+        if page.changes.is_empty() {
+            prop_assert_eq!(cut, page);
+        } else if cut.changes.len() < page.changes.len() {
+            prop_assert!(!cut.changes.is_empty());
+            prop_assert_eq!(cut.next, cut.changes.last().unwrap().seq);
+            prop_assert!(cut.more);
+            let with_next = bounds + page.changes[cut.changes.len()].entry.wire_len_bound();
+            prop_assert!(with_next > budget, "cut before a change that fits");
+        } else {
+            prop_assert_eq!(cut, page);
+        }
+    });
+}

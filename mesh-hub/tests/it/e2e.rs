@@ -549,3 +549,42 @@ async fn sigterm_shuts_the_hub_down_gracefully_with_streams_open() {
     .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Entries too large to share a page of the configured size still sync over HTTP: pages are
+/// cut by bytes (`MAX_PAGE_BYTES`), so neither a push nor a pull answer passes the hub's body
+/// limit (12 MiB here), though the 12 entries of 1.5 MiB add up to 18 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_large_entries_stay_within_the_hubs_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(
+        Hub::builder()
+            .data_dir(dir.path())
+            .max_body(12 << 20)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let laptop = client(&hub, "ann", "ann-laptop").await;
+    let phone = client(&hub, "ann", "ann-phone").await;
+    let folder = laptop
+        .create_folder("Scans", "app/scans".parse().unwrap())
+        .await
+        .unwrap();
+    let scans = laptop
+        .create_feed(&folder.id, "scans".parse().unwrap(), "Scans")
+        .await
+        .unwrap();
+    let drafts = (0..12)
+        .map(|i| {
+            EntryDraft::new(
+                format!("scan {i}"),
+                json!({ "text": format!("{i}").repeat(1_500_000) }),
+            )
+        })
+        .collect();
+    laptop.put_many(&folder.id, &scans, drafts).await.unwrap();
+    laptop.sync_now().await.unwrap();
+    phone.sync_now().await.unwrap();
+    let got = phone.query(&folder.id, &scans, Query::new()).await.unwrap();
+    assert_eq!(got.len(), 12);
+}
