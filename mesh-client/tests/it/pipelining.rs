@@ -33,7 +33,7 @@ struct Counts {
     failed: AtomicBool,
 }
 
-/// Counts pushes in flight. Once armed, the first data push waits (at most 5 s, so that a
+/// Counts pushes in flight. Once armed, the first two data pushes wait (at most 5 s, so that a
 /// client that does not pipeline fails instead of hanging) until three are in flight;
 /// with `fail_third`, the third data push fails as a dropped connection would.
 struct Watching {
@@ -62,7 +62,8 @@ impl Transport for Watching {
         if now >= 3 {
             c.third.notify_waiters();
         }
-        if n == 1 {
+        // The first two wait: the second may otherwise be answered before the third leaves.
+        if n == 1 || n == 2 {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
                     let notified = c.third.notified();
