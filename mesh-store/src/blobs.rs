@@ -132,6 +132,14 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
+/// The error for a blob object that is not stored.
+fn not_found(hash: &ChunkHash) -> CoreError {
+    CoreError::NotFound {
+        kind: "blob object",
+        id: hash.to_string(),
+    }
+}
+
 fn store_err(e: rusqlite::Error) -> StoreError {
     StoreError::sqlite("blob store", e)
 }
@@ -562,25 +570,28 @@ impl BlobStore {
     /// its hash. Fails with [`CoreError::NotFound`] if an object is missing (fetch the blob
     /// first) and [`StoreError::Corrupt`] if one was damaged on disk.
     pub fn write_to(&self, manifest: &ChunkHash, mut out: impl std::io::Write) -> Result<u64> {
-        let not_found = |h: &ChunkHash| CoreError::NotFound {
-            kind: "blob object",
-            id: h.to_string(),
-        };
         let m = self
             .manifest(manifest)?
             .ok_or_else(|| not_found(manifest))?;
         for c in m.chunks() {
-            let data = self.get(&c.hash)?.ok_or_else(|| not_found(&c.hash))?;
-            if !c.hash.verifies(&data) {
-                return Err(StoreError::Corrupt {
-                    path: "blob store".into(),
-                    reason: format!("object {} does not match its hash", c.hash),
-                });
-            }
+            let data = self.get_checked(&c.hash)?;
             out.write_all(&data)
                 .map_err(|e| StoreError::Backend(format!("writing blob content: {e}")))?;
         }
         Ok(m.length())
+    }
+
+    /// One stored object, checked against its hash: [`CoreError::NotFound`] if it is not
+    /// stored, [`StoreError::Corrupt`] if it was damaged on disk.
+    pub fn get_checked(&self, hash: &ChunkHash) -> Result<Vec<u8>> {
+        let data = self.get(hash)?.ok_or_else(|| not_found(hash))?;
+        if !hash.verifies(&data) {
+            return Err(StoreError::Corrupt {
+                path: "blob store".into(),
+                reason: format!("object {hash} does not match its hash"),
+            });
+        }
+        Ok(data)
     }
 
     /// One object, whatever folder claims it (for the device's own use).

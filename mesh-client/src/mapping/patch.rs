@@ -133,13 +133,7 @@ fn write_from_store(
     out: &File,
     pos: u64,
 ) -> Result<(), String> {
-    let data = blobs
-        .get(hash)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("object {hash} is not stored here"))?;
-    if !hash.verifies(&data) {
-        return Err(format!("object {hash} does not match its hash"));
-    }
+    let data = blobs.get_checked(hash).map_err(|e| e.to_string())?;
     write_all_at(out, &data, pos).map_err(|e| e.to_string())
 }
 
