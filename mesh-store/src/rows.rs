@@ -72,13 +72,16 @@ pub(crate) fn decode_entry(
 
 /// Builds a page of [`Store::changes_since`](mesh_core::store::Store::changes_since) from
 /// change-log records read in order, with the rules every store shares: at most `limit`
-/// changes, at most [`scan_cap`](mesh_core::store::scan_cap) records examined, records from
-/// `skip_origin` passed over but still moving `next`.
+/// changes, at most [`scan_cap`](mesh_core::store::scan_cap) records examined, no record
+/// read once the changes held pass [`MAX_PAGE_BYTES`](mesh_core::sync::MAX_PAGE_BYTES),
+/// records from `skip_origin` passed over but still moving `next`.
 pub(crate) struct PageBuilder<'a> {
     page: ChangePage,
     limit: usize,
     scan_cap: usize,
     scanned: usize,
+    /// The [`Entry::wire_len_bound`]s of the changes held, added up.
+    bytes: usize,
     skip_origin: Option<&'a ReplicaId>,
 }
 
@@ -93,6 +96,7 @@ impl<'a> PageBuilder<'a> {
             limit,
             scan_cap: mesh_core::store::scan_cap(limit),
             scanned: 0,
+            bytes: 0,
             skip_origin,
         }
     }
@@ -105,7 +109,10 @@ impl<'a> PageBuilder<'a> {
 
     /// Whether the page is full; then it says more follow, and no record is read further.
     pub(crate) fn full(&mut self) -> bool {
-        if self.page.changes.len() >= self.limit || self.scanned >= self.scan_cap {
+        if self.page.changes.len() >= self.limit
+            || self.scanned >= self.scan_cap
+            || self.bytes > mesh_core::sync::MAX_PAGE_BYTES
+        {
             self.page.more = true;
             return true;
         }
@@ -129,7 +136,14 @@ impl<'a> PageBuilder<'a> {
 
     /// Adds the entry of the record last counted.
     pub(crate) fn push(&mut self, seq: Cursor, entry: Entry) {
+        self.bytes = self.bytes.saturating_add(entry.wire_len_bound());
         self.page.changes.push(Change { seq, entry });
+    }
+
+    /// Says more may follow although the records read ran out: the database stopped early.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn ends_early(&mut self) {
+        self.page.more = true;
     }
 
     pub(crate) fn finish(self) -> ChangePage {

@@ -117,16 +117,25 @@ impl StatusCell {
     }
 }
 
-/// Local changes not yet acknowledged by `remote` (counted up to a bound).
+/// Local changes not yet acknowledged by `remote` (counted up to a bound per feed: pages of
+/// large entries end early, so a feed is read page by page until the bound).
 pub(crate) fn pending<S: Store>(store: &S, remote: &RemoteId) -> Result<u64> {
+    const COUNTED_PER_FEED: u64 = 10_000;
     let mut total = 0u64;
     for h in store.feeds()? {
         let st = store.sync_state(remote, &h.feed)?;
-        if h.head > st.pushed {
-            let page =
-                store.changes_since(&h.feed, st.pushed, 10_000, st.remote_replica.as_ref())?;
-            total += page.changes.len() as u64;
+        let mut since = st.pushed;
+        let mut counted = 0u64;
+        while h.head > since && counted < COUNTED_PER_FEED {
+            let left = (COUNTED_PER_FEED - counted) as usize;
+            let page = store.changes_since(&h.feed, since, left, st.remote_replica.as_ref())?;
+            counted += page.changes.len() as u64;
+            if !page.more || page.next <= since {
+                break;
+            }
+            since = page.next;
         }
+        total += counted;
     }
     Ok(total)
 }

@@ -74,6 +74,11 @@ pub trait Store {
     /// Up to `limit` changes after `since`, in order. Changes whose latest write came verbatim
     /// from replica `skip_origin` are passed over (that replica has them already), but still
     /// advance `next`. Costs O(changes examined), never O(feed size).
+    ///
+    /// A page also ends (with `more`) once the [`Entry::wire_len_bound`]s of the changes it
+    /// holds add up to more than [`MAX_PAGE_BYTES`](crate::sync::MAX_PAGE_BYTES): no more is
+    /// read, so a feed of large entries costs a reader at most that plus one entry, whatever
+    /// `limit` asks ([`ChangePage::within`] then cuts the page to the bound).
     fn changes_since(
         &self,
         feed: &FeedKey,

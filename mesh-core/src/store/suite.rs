@@ -50,6 +50,7 @@ pub fn run_all<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     put_get_round_trip(&mut factory);
     sequence_numbers(&mut factory);
     changes_since_paging(&mut factory);
+    pages_stop_at_their_byte_bound(&mut factory);
     skip_origin(&mut factory);
     skipped_changes_still_progress(&mut factory);
     heads_and_feeds(&mut factory);
@@ -601,6 +602,83 @@ pub fn changes_since_paging<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         "a replaced entry's old position leaves the log"
     );
     assert_eq!(page.changes.len(), 10, "the log holds each entry once");
+}
+
+/// A page stops once its changes pass [`MAX_PAGE_BYTES`](crate::sync::MAX_PAGE_BYTES) by
+/// [`Entry::wire_len_bound`], whatever `limit` asks, says `more`, and resumes where it ended:
+/// a reader of a feed of large entries holds at most that plus one entry.
+pub fn pages_stop_at_their_byte_bound<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
+    let mut store = factory(replica("suite-page-bytes"));
+    let f = feed("folder:f1/large");
+    let cap = crate::sync::MAX_PAGE_BYTES;
+    // Twelve entries of about 1 MiB, then one larger than a whole page, then two small ones.
+    let large = |id: &str, len: usize| {
+        feedsync::create(
+            eid(id),
+            &stamp("dev-a", 0),
+            data(id, serde_json::json!({ "blob": "x".repeat(len) })),
+        )
+    };
+    let mut written = Vec::new();
+    for i in 0..12 {
+        written.push(large(&format!("m{i:02}"), 1 << 20));
+    }
+    written.push(large("huge", cap + (1 << 20)));
+    written.push(entry("s1", "small"));
+    written.push(entry("s2", "small"));
+    let pairs: Vec<(Entry, Option<&ReplicaId>)> =
+        written.iter().map(|e| (e.clone(), None)).collect();
+    put_all(&mut store, &f, &pairs);
+
+    let mut since = 0;
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = changes(&store, &f, since, 100, None);
+        let bounds: Vec<usize> = page
+            .changes
+            .iter()
+            .map(|c| c.entry.wire_len_bound())
+            .collect();
+        let before_last: usize = bounds.iter().rev().skip(1).sum();
+        assert!(
+            before_last <= cap,
+            "a page read on after its changes passed {cap} bytes: {bounds:?}"
+        );
+        assert!(
+            !page.changes.is_empty() || !page.more,
+            "an empty page that says more"
+        );
+        if page.changes.len() < 100 && page.next.0 < written.len() as u64 {
+            assert!(page.more, "a page cut by bytes says more");
+        }
+        sizes.push(page.changes.len());
+        got.extend(page.changes.into_iter().map(|c| c.entry.sync.id));
+        since = page.next.0;
+        if !page.more {
+            break;
+        }
+        assert!(
+            sizes.len() <= written.len(),
+            "paging by bytes does not end: {sizes:?}"
+        );
+    }
+    let want: Vec<EntryId> = written.iter().map(|e| e.sync.id.clone()).collect();
+    assert_eq!(
+        got, want,
+        "pages cut by bytes visit the log in order, once ({sizes:?})"
+    );
+    assert!(
+        sizes.len() >= 3,
+        "fifteen changes, 22 MiB, in one or two pages: {sizes:?}"
+    );
+    let alone = changes(&store, &f, 12, 100, None);
+    assert_eq!(
+        alone.changes.len(),
+        1,
+        "an entry larger than a page is read alone, and nothing after it"
+    );
+    assert!(alone.more, "and the page says more follow");
 }
 
 /// `skip_origin` passes over changes whose latest write came from that replica, and skipped

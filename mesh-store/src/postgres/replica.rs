@@ -236,15 +236,33 @@ impl Store for PgStore {
     ) -> CoreResult<ChangePage> {
         let mut page = PageBuilder::new(since, limit, skip_origin);
         let key = feed.to_string();
+        // The server sends no row after the one whose body takes the rows' bodies past the
+        // page's byte bound (`octet_length` reads a stored value's length, not the value):
+        // rows arrive all at once, so this is what bounds the reader's memory. A body is never
+        // longer than its entry's `wire_len_bound`, so the builder is full no later.
         let rows = self
             .q(
-                "SELECT e.pos, e.origin, e.id, e.body FROM mesh_entries e
-                 WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
-                   AND e.pos > $2
-                 ORDER BY e.pos LIMIT $3",
-                &[&key, &seq_to_sql(since), &page.fetch()],
+                "SELECT pos, origin, id, body, run FROM (
+                     SELECT e.pos, e.origin, e.id, e.body,
+                            SUM(octet_length(e.body)) OVER (ORDER BY e.pos) AS run,
+                            octet_length(e.body) AS len
+                     FROM mesh_entries e
+                     WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                       AND e.pos > $2
+                     ORDER BY e.pos LIMIT $3) t
+                 WHERE run - len <= $4
+                 ORDER BY pos",
+                &[
+                    &key,
+                    &seq_to_sql(since),
+                    &page.fetch(),
+                    &count_to_sql(mesh_core::sync::MAX_PAGE_BYTES),
+                ],
             )
             .map_err(db("changes_since"))?;
+        let cut = rows.last().is_some_and(|row| {
+            row.get::<_, i64>(4) > count_to_sql(mesh_core::sync::MAX_PAGE_BYTES)
+        });
         for row in rows {
             if page.full() {
                 break;
@@ -253,6 +271,9 @@ impl Store for PgStore {
             if page.wants(seq, || Ok(row.get::<_, Option<String>>(1)))? {
                 page.push(seq, decode_entry(&key, row.get(2), row.get(3))?);
             }
+        }
+        if cut {
+            page.ends_early();
         }
         Ok(page.finish())
     }

@@ -196,11 +196,15 @@ impl Store for MemoryStore {
             return Ok(page);
         };
         let scan_cap = crate::store::scan_cap(limit);
+        let mut bytes = 0usize;
         // Only live records are examined (and counted); outside a transaction no chunk of the
         // log is more than half dead, so the dead ones passed over are about as many at most
         // (plus those of the first and last chunks walked).
         for (scanned, (seq, i)) in fs.log.after(since.0).enumerate() {
-            if page.changes.len() >= limit || scanned >= scan_cap {
+            if page.changes.len() >= limit
+                || scanned >= scan_cap
+                || bytes > crate::sync::MAX_PAGE_BYTES
+            {
                 page.more = true;
                 break;
             }
@@ -210,9 +214,11 @@ impl Store for MemoryStore {
             if skip_origin.is_some() && who.origin.as_ref() == skip_origin {
                 continue;
             }
+            let entry = slot.unpack(who);
+            bytes = bytes.saturating_add(entry.wire_len_bound());
             page.changes.push(Change {
                 seq: Cursor(seq),
-                entry: slot.unpack(who),
+                entry,
             });
         }
         Ok(page)
