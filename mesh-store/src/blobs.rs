@@ -41,6 +41,9 @@ use crate::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TI
 const WHOLE_READ_LIMIT: u64 = 4 << 20;
 /// Bytes of chunks stored per transaction while ingesting a large input.
 const INGEST_BATCH: usize = 8 << 20;
+/// Chunks cut but not yet hashed and stored, at most, while ingesting a large input (each at
+/// most `MAX_CHUNK`).
+const INGEST_QUEUE: usize = 32;
 
 /// The migrations of a blob store file.
 const MIGRATIONS: &[&str] = &[
@@ -425,11 +428,22 @@ impl BlobStore {
             let mut claim = tx
                 .prepare_cached("INSERT OR IGNORE INTO refs (folder, hash) VALUES (?1, ?2)")
                 .map_err(store_err)?;
+            // Looked up first, so that the bytes of an object already held (most of an
+            // edited file's) are not handed to the database at all.
+            let mut held = tx
+                .prepare_cached("SELECT 1 FROM objects WHERE hash = ?1")
+                .map_err(store_err)?;
             for (h, data) in objects {
-                let n = insert
-                    .execute(params![&h.as_bytes()[..], data.len() as i64, data])
-                    .map_err(store_err)?;
-                if n > 0 {
+                let key = &h.as_bytes()[..];
+                let stored = held
+                    .query_row(params![key], |_| Ok(()))
+                    .optional()
+                    .map_err(store_err)?
+                    .is_some();
+                if !stored {
+                    insert
+                        .execute(params![key, data.len() as i64, data])
+                        .map_err(store_err)?;
                     added += data.len() as u64;
                 }
                 claim
@@ -536,26 +550,66 @@ impl BlobStore {
             chunks.extend(objects.iter().map(|(h, d)| (*h, d.len() as u32)));
             self.put_trusted(folder, objects)?;
         } else {
-            let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
-            let mut batch_bytes = 0usize;
-            for c in StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-                let c = c.map_err(|e| io(e.into()))?;
-                let h = ChunkHash::of(&c.data);
-                chunks.push((h, c.data.len() as u32));
-                batch_bytes += c.data.len();
-                batch.push((h, c.data));
-                if batch_bytes >= INGEST_BATCH {
-                    self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
-                    batch.clear();
-                    batch_bytes = 0;
-                }
-            }
-            self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+            chunks = self.ingest_streamed(folder, reader)?;
         }
         let manifest = Manifest::new(chunks)?;
         let encoded = manifest.encode();
         self.put_trusted(folder, [(ChunkHash::of(&encoded), encoded.as_slice())])?;
         Ok(manifest)
+    }
+
+    /// The streaming half of [`ingest`](Self::ingest), in two stages that overlap: this
+    /// thread reads and cuts chunks, a second hashes and stores them in batches. The queue
+    /// between them holds at most [`INGEST_QUEUE`] chunks, so memory stays bounded whatever
+    /// the input; an error on either side stops both.
+    fn ingest_streamed(
+        &self,
+        folder: &FolderId,
+        reader: impl std::io::Read,
+    ) -> Result<Vec<(ChunkHash, u32)>> {
+        let io = |e: std::io::Error| StoreError::Backend(format!("reading blob content: {e}"));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(INGEST_QUEUE);
+        std::thread::scope(|scope| {
+            let store = scope.spawn(move || -> Result<Vec<(ChunkHash, u32)>> {
+                let mut chunks = Vec::new();
+                let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
+                let mut batch_bytes = 0usize;
+                for data in rx {
+                    let h = ChunkHash::of(&data);
+                    chunks.push((h, data.len() as u32));
+                    batch_bytes += data.len();
+                    batch.push((h, data));
+                    if batch_bytes >= INGEST_BATCH {
+                        self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                        batch.clear();
+                        batch_bytes = 0;
+                    }
+                }
+                self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                Ok(chunks)
+            });
+            let mut read = Ok(());
+            for c in StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+                match c {
+                    // A closed queue: the storing side failed and says why below.
+                    Ok(c) => {
+                        if tx.send(c.data).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        read = Err(io(e.into()));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let stored = store.join().unwrap_or_else(|_| {
+                Err(StoreError::Backend("the blob ingest thread failed".into()))
+            });
+            read?;
+            stored
+        })
     }
 
     /// The manifest of a stored blob.

@@ -124,6 +124,116 @@ fn suite(store: &BlobStore) {
     assert_eq!(store.len_for(&f2, &a.0).unwrap(), Some(10));
     assert_eq!(store.usage().unwrap().0, objects - removed);
     assert_eq!(store.release_folder(&f1).unwrap(), 0);
+    large_blobs(store);
+}
+
+/// Pseudo-random bytes (so that chunk boundaries fall where content decides).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A blob larger than what is read whole goes through the staged ingest (one thread cutting,
+/// another hashing and storing): it is cut exactly as in memory, reads back whole, and
+/// ingesting it again, for another folder, stores no byte twice but gives that folder its
+/// claim on every object.
+fn large_blobs(store: &BlobStore) {
+    let (f3, f4) = (folder("f3"), folder("f4"));
+    let content = noise(12 << 20, 7);
+    let manifest = store
+        .ingest(&f3, &content[..], content.len() as u64)
+        .unwrap();
+    let want: Vec<(ChunkHash, u32)> = mesh_store::blobs::chunk_in_memory(&content)
+        .into_iter()
+        .map(|(h, d)| (h, d.len() as u32))
+        .collect();
+    let got: Vec<(ChunkHash, u32)> = manifest.chunks().iter().map(|c| (c.hash, c.len)).collect();
+    assert!(want.len() > 50, "{} chunks", want.len());
+    assert_eq!(got, want, "the staged ingest cuts and hashes as in memory");
+    let mut out = Vec::new();
+    store.write_to(&manifest.hash(), &mut out).unwrap();
+    assert!(out == content, "the blob reads back whole");
+    let (objects, bytes) = store.usage().unwrap();
+    let hashes: Vec<ChunkHash> = want.iter().map(|(h, _)| *h).collect();
+    assert_eq!(store.missing(&f4, &hashes).unwrap().len(), hashes.len());
+    let again = store
+        .ingest(&f4, &content[..], content.len() as u64)
+        .unwrap();
+    assert_eq!(again.hash(), manifest.hash());
+    assert_eq!(
+        store.usage().unwrap(),
+        (objects, bytes),
+        "nothing stored twice"
+    );
+    assert!(
+        store.missing(&f4, &hashes).unwrap().is_empty(),
+        "the second folder claims every object it ingested"
+    );
+    assert!(store.missing(&f4, &[again.hash()]).unwrap().is_empty());
+}
+
+/// A reader that yields `ok` bytes, then fails.
+struct FailsAfter {
+    left: usize,
+}
+
+impl std::io::Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("the disk went away"));
+        }
+        let n = buf.len().min(self.left);
+        buf[..n].fill(0x5a);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// Runs `f` on a thread of its own and fails the test, rather than hang it, should `f` not
+/// end within a minute.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the ingest neither ended nor failed")
+}
+
+#[test]
+fn a_large_ingest_whose_reader_fails_fails_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("blobs.db"), Durability::Full).unwrap();
+    let result = within_a_minute(move || {
+        store.ingest(&folder("f1"), FailsAfter { left: 20 << 20 }, 64 << 20)
+    });
+    match result {
+        Err(e) => assert!(e.to_string().contains("the disk went away"), "{e}"),
+        Ok(m) => panic!("a failed read made a blob of {} bytes", m.length()),
+    }
+}
+
+#[test]
+fn a_large_ingest_whose_store_fails_fails_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blobs.db");
+    let store = BlobStore::open(&path, Durability::Full).unwrap();
+    // Another connection breaks the file's schema: every write of the store fails from now
+    // on, while the reader still has far more to give than the queue between them holds.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE objects")
+        .unwrap();
+    let content = noise(64 << 20, 3);
+    let result = within_a_minute(move || store.ingest(&folder("f1"), &content[..], 64 << 20));
+    assert!(result.is_err(), "the store's failure is the ingest's");
 }
 
 #[test]
