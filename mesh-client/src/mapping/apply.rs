@@ -180,8 +180,7 @@ fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) ->
         let file = dir.create_new(&temp).map_err(|e| e.to_string())?;
         match &base {
             Some(base) => {
-                let check = dir.open_read(&temp).map_err(|e| e.to_string())?;
-                patch::write_patched(blobs, base, &m, &file, &check)?;
+                patch::write_patched(blobs, base, &m, &file)?;
             }
             None => {
                 let mut w = BufWriter::with_capacity(1 << 20, &file);

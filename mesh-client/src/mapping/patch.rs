@@ -8,10 +8,16 @@
 //! process), and only the other chunks are written from the blob store. So a 1 MiB edit of a
 //! large file reads 1 MiB from the blob store, not the whole file.
 //!
-//! The local file is not trusted for it: every copied range is read back from the temporary
-//! file and checked against the new manifest's hash, and a range that does not match (the file
+//! The local file is not trusted for it. Every chunk is read from it and checked against the
+//! new manifest's hash before its range is copied, and a chunk that does not match (the file
 //! was changed in place without its size or time changing) is written from the blob store
 //! instead, or, where the store lacks it, the write fails and the target is left as it is.
+//! Once everything is copied, the file must still be what it was when opened (inode, size,
+//! modification and change times, read from the open handle): a write to it while it was
+//! copied changes them (the kernel stamps a write before it copies data in), and fails the
+//! write, so that no range is copied other than it was checked. Checking the local file
+//! rather than reading the copy back matters: the copy's shared extents are not in memory
+//! yet, the local file usually is.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,8 +33,31 @@ use crate::store::BlobStore;
 /// of its chunks lies in it.
 pub(super) struct Base {
     file: File,
+    /// What `file` was when opened (see [`identity`]).
+    opened: Identity,
     /// A chunk's offset in `file` (its first occurrence).
     offsets: HashMap<ChunkHash, u64>,
+}
+
+/// Inode, device, size, modification and change times: what a write or a replacement changes.
+type Identity = (u64, u64, u64, i64, i128);
+
+fn identity(meta: &std::fs::Metadata) -> Identity {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (
+            meta.ino(),
+            meta.dev(),
+            meta.len(),
+            super::fsops::mtime_ns(meta),
+            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        (0, 0, meta.len(), super::fsops::mtime_ns(meta), 0)
+    }
 }
 
 impl Base {
@@ -55,7 +84,22 @@ impl Base {
             offsets.entry(c.hash).or_insert(at);
             at += u64::from(c.len);
         }
-        Some(Base { file, offsets })
+        Some(Base {
+            file,
+            opened: identity(&meta),
+            offsets,
+        })
+    }
+
+    /// Fails if the file changed since it was opened.
+    fn unchanged(&self) -> Result<(), String> {
+        let now = self.file.metadata().map_err(|e| e.to_string())?;
+        if identity(&now) != self.opened {
+            return Err(
+                "the local copy changed while it was copied; written at the next pass".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether the base holds a chunk with this hash.
@@ -74,55 +118,64 @@ pub(super) struct Patched {
     pub written: u64,
 }
 
-/// Writes the blob `manifest` into `out` (a new, empty file; `check` reads it), taking the
-/// chunks `base` holds from it and the others from `blobs`. Every byte is checked against the
-/// manifest's hashes.
+/// Writes the blob `manifest` into `out` (a new, empty file), taking the chunks `base` holds
+/// from it (each checked before it is copied) and the others from `blobs` (checked as read).
+/// Fails, leaving `out` to be discarded, if the base changed while it was copied.
 pub(super) fn write_patched(
     blobs: &BlobStore,
     base: &Base,
     manifest: &Manifest,
     out: &File,
-    check: &File,
 ) -> Result<Patched, String> {
-    let chunks = manifest.chunks();
     let mut done = Patched::default();
     let mut pos = 0u64;
-    let mut i = 0;
-    while i < chunks.len() {
-        let Some(&from) = base.offsets.get(&chunks[i].hash) else {
-            let c = &chunks[i];
-            write_from_store(blobs, &c.hash, out, pos)?;
-            done.written += u64::from(c.len);
-            pos += u64::from(c.len);
-            i += 1;
-            continue;
-        };
-        // A run of chunks that lie one after the other in the base too: one copy.
-        let mut end = i + 1;
-        let mut len = u64::from(chunks[i].len);
-        while end < chunks.len() && base.offsets.get(&chunks[end].hash) == Some(&(from + len)) {
-            len += u64::from(chunks[end].len);
-            end += 1;
+    let mut buf = Vec::new();
+    // Checked chunks that lie one after the other in the base too, not copied yet: one copy
+    // (from, to, len).
+    let mut run: Option<(u64, u64, u64)> = None;
+    let copy = |run: &mut Option<(u64, u64, u64)>| -> Result<(), String> {
+        match run.take() {
+            Some((from, to, len)) => copy_range(&base.file, from, out, to, len)
+                .map_err(|e| format!("copying from the local copy: {e}")),
+            None => Ok(()),
         }
-        copy_range(&base.file, from, out, pos, len)
-            .map_err(|e| format!("copying from the local copy: {e}"))?;
-        let mut buf = Vec::new();
-        for c in &chunks[i..end] {
-            let n = u64::from(c.len);
-            buf.resize(c.len as usize, 0);
-            read_exact_at(check, &mut buf, pos).map_err(|e| format!("reading back: {e}"))?;
-            if c.hash.verifies(&buf) {
+    };
+    for c in manifest.chunks() {
+        let n = u64::from(c.len);
+        let held = base.offsets.get(&c.hash).copied();
+        let checked = match held {
+            Some(from) => {
+                buf.resize(c.len as usize, 0);
+                read_exact_at(&base.file, &mut buf, from)
+                    .map_err(|e| format!("reading the local copy: {e}"))?;
+                c.hash.verifies(&buf).then_some(from)
+            }
+            None => None,
+        };
+        match checked {
+            Some(from) => {
+                match &mut run {
+                    Some((f, _, len)) if *f + *len == from => *len += n,
+                    _ => {
+                        copy(&mut run)?;
+                        run = Some((from, pos, n));
+                    }
+                }
                 done.copied += n;
-            } else {
-                write_from_store(blobs, &c.hash, out, pos).map_err(|e| {
-                    format!("the local copy does not hold what its index records ({e})")
+            }
+            None => {
+                copy(&mut run)?;
+                write_from_store(blobs, &c.hash, out, pos).map_err(|e| match held {
+                    Some(_) => format!("the local copy does not hold what its index records ({e})"),
+                    None => e,
                 })?;
                 done.written += n;
             }
-            pos += n;
         }
-        i = end;
+        pos += n;
     }
+    copy(&mut run)?;
+    base.unchanged()?;
     Ok(done)
 }
 
@@ -360,8 +413,7 @@ mod tests {
         )
         .expect("the unchanged file serves as base");
         let out = dir.create_new("out").unwrap();
-        let check = dir.open_read("out").unwrap();
-        let done = write_patched(&c.blobs, &base, &m, &out, &check).unwrap();
+        let done = write_patched(&c.blobs, &base, &m, &out).unwrap();
         assert_eq!(done.copied + done.written, c.new.len() as u64);
         // The edit touches a few chunks around 200 KiB; everything else is copied.
         assert!(done.written < 1 << 20, "{done:?}");
@@ -401,6 +453,34 @@ mod tests {
             vec!["big.bin".to_string()],
             "a temporary file was left"
         );
+    }
+
+    #[test]
+    fn a_local_copy_written_to_while_it_is_copied_fails_the_write() {
+        // Every chunk is stored, so only the check after the copy can refuse: the file is
+        // written to (its time put back) after it was opened as the base, as a writer racing
+        // the copy would.
+        let c = case(true);
+        let m = c
+            .blobs
+            .manifest(&c.job.meta.manifest.unwrap())
+            .unwrap()
+            .unwrap();
+        let dir = c.root.root();
+        let base = Base::open(
+            &c.blobs,
+            dir,
+            "big.bin",
+            &c.job.base.unwrap(),
+            c.job.expected.as_ref().unwrap(),
+        )
+        .expect("the unchanged file serves as base");
+        tamper(&c);
+        let out = dir.create_new("out").unwrap();
+        match write_patched(&c.blobs, &base, &m, &out) {
+            Err(e) => assert!(e.contains("changed while it was copied"), "{e}"),
+            Ok(done) => panic!("a base written to during the copy was used: {done:?}"),
+        }
     }
 
     #[test]
