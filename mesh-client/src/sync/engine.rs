@@ -510,9 +510,8 @@ impl Engine {
         // Requests sent ahead, in the order the session will ask for them: the next page of
         // a pull, asked for while this one is merged (see `prefetch`), or the next pushes of
         // a feed, sent while this one is merged remotely (see `SyncSession::push_ahead`),
-        // with where the last of them ends.
+        // each with where it ends.
         let mut ahead: VecDeque<InFlight> = VecDeque::new();
-        let mut pushed_to: Option<PushPlace> = None;
         loop {
             let (s, step) = self
                 .shared
@@ -548,16 +547,14 @@ impl Engine {
                         _ => {
                             // Not what the session asks for: dropping them cancels them.
                             ahead.clear();
-                            pushed_to = None;
-                            InFlight::send(&self.transport, request)
+                            InFlight::send(&self.transport, request, None)
                         }
                     };
-                    if ahead.is_empty() {
-                        pushed_to = None;
-                    }
                     if pipelined {
-                        // While this push travels and merges: send the ones after it.
+                        // While this push travels and merges: send the ones after it (after
+                        // the last one sent ahead, if any).
                         let ahead_len = ahead.len();
+                        let pushed_to = ahead.back().and_then(|f| f.place);
                         let (s, next) = self
                             .shared
                             .run(move |r| {
@@ -567,19 +564,19 @@ impl Engine {
                                     match session.push_ahead(r, after) {
                                         Ok(Some((request, place))) if pipelines(&request) => {
                                             after = Some(place);
-                                            next.push(request);
+                                            next.push((request, place));
                                         }
                                         Ok(_) => break,
                                         Err(e) => return (session, Err(e)),
                                     }
                                 }
-                                (session, Ok((next, after)))
+                                (session, Ok(next))
                             })
                             .await?;
                         session = s;
-                        let (next, after) = next?;
-                        pushed_to = after;
-                        ahead.extend(next.into_iter().map(|n| InFlight::send(&self.transport, n)));
+                        ahead.extend(next?.into_iter().map(|(request, place)| {
+                            InFlight::send(&self.transport, request, Some(place))
+                        }));
                     }
                     let mut response = answer.answer().await.map_err(Failure::Transport)?;
                     if ahead.is_empty() {
@@ -905,16 +902,24 @@ impl Engine {
 /// unused: the session ended or failed first).
 struct InFlight {
     request: Request,
+    /// Where a push sent ahead ends, for the push after it.
+    place: Option<PushPlace>,
     answer: Option<JoinHandle<std::result::Result<Response, TransportError>>>,
 }
 
 impl InFlight {
-    /// Sends `request` at once, on a task of its own.
-    fn send(transport: &Arc<dyn Transport>, request: Request) -> InFlight {
+    /// Sends `request` (a push sent ahead says where it ends: `place`) at once, on a task of
+    /// its own.
+    fn send(
+        transport: &Arc<dyn Transport>,
+        request: Request,
+        place: Option<PushPlace>,
+    ) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
         InFlight {
             request,
+            place,
             answer: Some(tokio::spawn(async move { transport.send(sent).await })),
         }
     }
@@ -985,7 +990,7 @@ fn prefetch(
         since: *next,
         limit,
     };
-    Some(InFlight::send(transport, request))
+    Some(InFlight::send(transport, request, None))
 }
 
 /// Whether a push may travel beside the next page of its feed: not for the feeds whose
