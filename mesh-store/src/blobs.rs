@@ -591,9 +591,9 @@ impl BlobStore {
             let mut read = Ok(());
             for c in StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
                 match c {
-                    // A closed queue: the storing side failed and says why below.
                     Ok(c) => {
                         if tx.send(c.data).is_err() {
+                            // A closed queue: the storing side failed, and says why below.
                             break;
                         }
                     }
