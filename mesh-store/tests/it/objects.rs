@@ -129,15 +129,9 @@ fn suite(store: &BlobStore) {
 
 /// Pseudo-random bytes (so that chunk boundaries fall where content decides).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = vec![0u8; len];
+    fastrand::Rng::with_seed(seed).fill(&mut out);
+    out
 }
 
 /// A blob larger than what is read whole goes through the staged ingest (one thread cutting,
