@@ -17,7 +17,9 @@
 //! device at a third host). At most [`MAX_DISCOVERED`] instances are remembered, at most
 //! [`MAX_PER_HOST`] from one address, each for at
 //! most [`MdnsConfig::record_ttl`] after it was last heard; a time to live of 0 (a goodbye)
-//! forgets it. Queries are answered at most once per [`MIN_ANSWER_GAP`]. A discovered
+//! forgets it. Queries are answered at most once per [`MIN_ANSWER_GAP`]: a query heard sooner
+//! after the last answer is answered when the gap has passed (one answer for all the queries
+//! heard meanwhile), never dropped. A discovered
 //! address is only a hint: the peer handshake proves who answers.
 //!
 //! Not done: IPv6 (AAAA records and the ff02::fb group), known-answer suppression, and
@@ -525,8 +527,16 @@ impl Runner {
         let mut buf = vec![0u8; MAX_PACKET];
         // Receive errors in a row: a socket that keeps failing is given a pause, not a spin.
         let mut failures = 0u32;
+        // When the answer to queries heard too soon after the last one is due.
+        let mut deferred: Option<tokio::time::Instant> = None;
         self.announce(ttl).await;
         loop {
+            let answer_later = async {
+                match deferred {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.notified() => {
                     self.announce(0).await;
@@ -537,10 +547,18 @@ impl Runner {
                     self.query().await;
                 }
                 _ = wake.notified() => self.query().await,
+                _ = answer_later => {
+                    deferred = None;
+                    if let Some(at) = self.answer(ttl).await {
+                        deferred = Some(at);
+                    }
+                }
                 got = self.recv.recv_from(&mut buf) => match got {
                     Ok((n, from)) => {
                         failures = 0;
-                        self.heard(&buf[..n], from.ip(), ttl).await;
+                        if let Some(at) = self.heard(&buf[..n], from.ip(), ttl).await {
+                            deferred.get_or_insert(at);
+                        }
                     }
                     // A UDP receive error usually concerns one datagram; the next may be
                     // fine. Many in a row slow the loop down instead of spinning.
@@ -577,24 +595,42 @@ impl Runner {
         self.send(|_| query_packet()).await;
     }
 
-    async fn heard(&self, bytes: &[u8], from: IpAddr, ttl: u32) {
+    /// Takes in a packet heard; for a query that may not be answered yet (too soon after the
+    /// last answer), when it may.
+    async fn heard(&self, bytes: &[u8], from: IpAddr, ttl: u32) -> Option<tokio::time::Instant> {
         match hear(bytes, from) {
-            Heard::Query => {
-                let now = Instant::now();
-                let due = {
-                    let mut last = lock(&self.last_answer);
-                    let due = last.is_none_or(|t| now.duration_since(t) >= MIN_ANSWER_GAP);
-                    if due {
-                        *last = Some(now);
-                    }
-                    due
-                };
-                if due {
-                    self.announce(ttl).await;
+            Heard::Query => self.answer(ttl).await,
+            Heard::Response(instances) => {
+                self.learn(instances);
+                None
+            }
+            Heard::Other => None,
+        }
+    }
+
+    /// Answers the queries heard, unless the last answer was less than [`MIN_ANSWER_GAP`]
+    /// ago: then says when the answer may go.
+    async fn answer(&self, ttl: u32) -> Option<tokio::time::Instant> {
+        self.me.as_ref()?;
+        let now = Instant::now();
+        let wait = {
+            let mut last = lock(&self.last_answer);
+            match *last {
+                Some(t) if now.duration_since(t) < MIN_ANSWER_GAP => {
+                    Some(MIN_ANSWER_GAP - now.duration_since(t))
+                }
+                _ => {
+                    *last = Some(now);
+                    None
                 }
             }
-            Heard::Response(instances) => self.learn(instances),
-            Heard::Other => {}
+        };
+        match wait {
+            Some(wait) => Some(tokio::time::Instant::now() + wait),
+            None => {
+                self.announce(ttl).await;
+                None
+            }
         }
     }
 
@@ -672,6 +708,99 @@ mod tests {
     }
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn laptop() -> MdnsAnnouncement {
+        MdnsAnnouncement {
+            user: "ann".parse().unwrap(),
+            device: "ann-laptop".parse().unwrap(),
+            addr: "127.0.0.1:4100".parse().unwrap(),
+        }
+    }
+
+    /// A device that browses just after another started announcing (which answered its own
+    /// first query a moment before) hears an answer to its query: the answer waits out the
+    /// gap instead of being dropped. Each round uses a group port of its own; no round may
+    /// wait for the 30 s query interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_heard_just_after_an_answer_is_answered_once_the_gap_has_passed() {
+        for _ in 0..4 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = MdnsConfig::loopback(port);
+            // Someone already listening sees the laptop's first announcement; the laptop
+            // answers its own first query right after it.
+            let observer = MdnsDiscovery::start(config.clone(), None).await.unwrap();
+            let laptop = MdnsDiscovery::start(config.clone(), Some(laptop()))
+                .await
+                .unwrap();
+            let mut seen = observer.subscribe();
+            tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|p| !p.is_empty()))
+                .await
+                .expect("the laptop's announcement was not heard")
+                .unwrap();
+            // Then another device asks, and a tablet starts browsing (and asks at once).
+            let asker = UdpSocket::from_std(sending_socket(Ipv4Addr::LOCALHOST, 1).unwrap().into())
+                .unwrap();
+            asker
+                .send_to(
+                    &query_packet().unwrap(),
+                    SocketAddrV4::new(MDNS_GROUP, port),
+                )
+                .await
+                .unwrap();
+            let tablet = MdnsDiscovery::start(config, None).await.unwrap();
+            let mut peers = tablet.subscribe();
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                peers.wait_for(|p| p.iter().any(|d| d.device.as_str() == "ann-laptop")),
+            )
+            .await
+            .expect("the tablet's query went unanswered")
+            .unwrap();
+            tablet.close().await;
+            laptop.close().await;
+            observer.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_keep_their_gap_and_say_when_the_next_may_go() {
+        let config = MdnsConfig::loopback(
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        );
+        let (tx, _rx) = watch::channel(Vec::new());
+        let runner = Runner {
+            recv: UdpSocket::from_std(receiving_socket(&config).unwrap().into()).unwrap(),
+            senders: vec![(
+                Ipv4Addr::LOCALHOST,
+                UdpSocket::from_std(sending_socket(Ipv4Addr::LOCALHOST, 1).unwrap().into())
+                    .unwrap(),
+            )],
+            config,
+            me: Some(Announcer::new(laptop()).unwrap()),
+            found: Mutex::new(HashMap::new()),
+            last_answer: Mutex::new(None),
+            tx,
+        };
+        let before = tokio::time::Instant::now();
+        assert_eq!(
+            runner.answer(120).await,
+            None,
+            "the first query is answered at once"
+        );
+        let later = runner
+            .answer(120)
+            .await
+            .expect("a query right after an answer is answered later, not dropped");
+        assert!(later > before && later <= tokio::time::Instant::now() + MIN_ANSWER_GAP);
+    }
 
     #[test]
     fn an_announcement_reads_back_as_the_peer_it_describes() {
