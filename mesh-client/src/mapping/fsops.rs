@@ -118,6 +118,19 @@ pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
     }
 }
 
+/// Nanoseconds since the Unix epoch of a file's change time (its inode's last change, which
+/// no caller can set: 0 where the platform has none).
+#[cfg(unix)]
+pub fn ctime_ns(meta: &fs::Metadata) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+pub fn ctime_ns(_meta: &fs::Metadata) -> i128 {
+    0
+}
+
 pub(crate) fn from_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)

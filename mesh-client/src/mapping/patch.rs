@@ -25,6 +25,7 @@ use std::fs::File;
 use mesh_core::blob::{ChunkHash, Manifest};
 
 use super::beneath::DirHandle;
+use super::fsops;
 use super::ingest::same_file;
 use super::scan::LocalFile;
 use crate::store::BlobStore;
@@ -33,31 +34,11 @@ use crate::store::BlobStore;
 /// of its chunks lies in it.
 pub(super) struct Base {
     file: File,
-    /// What `file` was when opened (see [`identity`]).
-    opened: Identity,
+    /// What `file` was when opened, and the file the pass saw: the copy must end on the same.
+    opened: std::fs::Metadata,
+    seen: LocalFile,
     /// A chunk's offset in `file` (its first occurrence).
     offsets: HashMap<ChunkHash, u64>,
-}
-
-/// Inode, device, size, modification and change times: what a write or a replacement changes.
-type Identity = (u64, u64, u64, i64, i128);
-
-fn identity(meta: &std::fs::Metadata) -> Identity {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (
-            meta.ino(),
-            meta.dev(),
-            meta.len(),
-            super::fsops::mtime_ns(meta),
-            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        )
-    }
-    #[cfg(not(unix))]
-    {
-        (0, 0, meta.len(), super::fsops::mtime_ns(meta), 0)
-    }
 }
 
 impl Base {
@@ -86,15 +67,19 @@ impl Base {
         }
         Some(Base {
             file,
-            opened: identity(&meta),
+            opened: meta,
+            seen: seen.clone(),
             offsets,
         })
     }
 
-    /// Fails if the file changed since it was opened.
+    /// Fails if the file changed since it was opened: [`same_file`] (inode, size, time, mode),
+    /// and its change time, which a write moves even when the modification time is put back.
     fn unchanged(&self) -> Result<(), String> {
         let now = self.file.metadata().map_err(|e| e.to_string())?;
-        if identity(&now) != self.opened {
+        if !same_file(&self.opened, &now, &self.seen)
+            || fsops::ctime_ns(&now) != fsops::ctime_ns(&self.opened)
+        {
             return Err(
                 "the local copy changed while it was copied; written at the next pass".into(),
             );
