@@ -127,6 +127,23 @@ use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
 use scan::{Ignore, LocalFile};
 
+/// Whether a file-system notification may mean a change a pass would publish. Reads do not:
+/// Linux reports every open of a file or directory (`IN_OPEN`, `IN_CLOSE_NOWRITE`), so an
+/// application reading its files, or a pass's own scan opening each directory, would
+/// otherwise start another pass, and each pass the next one, without end.
+fn may_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Remote files a pass writes at once (with one flush of the file system), while the next
+/// group's content downloads.
+const WRITE_GROUP: usize = 1_000;
+
 enum Cmd {
     Rescan(oneshot::Sender<Result<()>>),
 }
@@ -221,7 +238,7 @@ impl Mapper {
         if self.options.watch {
             let tx = fs_tx;
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                if res.is_ok_and(|e| may_change(&e.kind)) {
                     let _ = tx.send(());
                 }
             }) {
@@ -920,51 +937,79 @@ impl Mapper {
         }
 
         if !jobs.is_empty() {
-            let needed: Vec<ChunkHash> = jobs
-                .iter()
-                .filter_map(|j| j.meta.manifest)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if let Err(e) = client.fetch_objects(&self.folder, needed).await {
-                // Write what is complete; the rest waits for the next pass.
-                self.emit_error(format!("download: {e}"));
+            // In groups: the next group's objects download while this one's files are
+            // written (each group is written once its own download has ended).
+            let mut groups: Vec<Vec<WriteJob>> = Vec::new();
+            let mut jobs = jobs.into_iter().peekable();
+            while jobs.peek().is_some() {
+                groups.push(jobs.by_ref().take(WRITE_GROUP).collect());
             }
-            let root = self.opened()?;
-            let device_name = self.device_name.clone();
-            let blobs = client.shared().blobs().clone();
-            let now = client.now();
-            let results = tokio::task::spawn_blocking(move || {
-                apply::write_files(&blobs, &root, jobs, &device_name, now)
-            })
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-            for (job, outcome) in results {
-                match outcome {
-                    WriteOutcome::Written { local, copy } => {
-                        if let Some(copy) = copy {
-                            self.emit(MappingEvent::ConflictCopy {
+            let folder = self.folder.clone();
+            let fetch = |group: &[WriteJob]| {
+                let needed: Vec<ChunkHash> = group
+                    .iter()
+                    .filter_map(|j| j.meta.manifest)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let (client, folder) = (client.clone(), folder.clone());
+                async move { client.fetch_objects(&folder, needed).await }
+            };
+            let mut groups = groups.into_iter();
+            let mut next = groups.next();
+            let mut fetched = match &next {
+                Some(group) => Some(fetch(group).await),
+                None => None,
+            };
+            while let Some(group) = next.take() {
+                if let Some(Err(e)) = fetched.take() {
+                    // Write what is complete; the rest waits for the next pass.
+                    self.emit_error(format!("download: {e}"));
+                }
+                next = groups.next();
+                let root = self.opened()?;
+                let device_name = self.device_name.clone();
+                let blobs = client.shared().blobs().clone();
+                let now = client.now();
+                let written = tokio::task::spawn_blocking(move || {
+                    apply::write_files(&blobs, &root, group, &device_name, now)
+                });
+                let (results, after) = match &next {
+                    Some(following) => {
+                        let (results, after) = futures::join!(written, fetch(following));
+                        (results, Some(after))
+                    }
+                    None => (written.await, None),
+                };
+                fetched = after;
+                let results = results.map_err(|e| ClientError::Internal(e.to_string()))?;
+                for (job, outcome) in results {
+                    match outcome {
+                        WriteOutcome::Written { local, copy } => {
+                            if let Some(copy) = copy {
+                                self.emit(MappingEvent::ConflictCopy {
+                                    path: job.meta.path.to_string(),
+                                    copy: copy.to_string(),
+                                });
+                            }
+                            let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
+                            self.set_index(job.key, rec)?;
+                            self.emit(MappingEvent::Applied {
                                 path: job.meta.path.to_string(),
-                                copy: copy.to_string(),
+                                deleted: false,
                             });
                         }
-                        let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
-                        self.set_index(job.key, rec)?;
-                        self.emit(MappingEvent::Applied {
-                            path: job.meta.path.to_string(),
-                            deleted: false,
-                        });
-                    }
-                    WriteOutcome::Refused(reason) => {
-                        self.report_once(job.meta.path.to_string(), reason, true)
-                    }
-                    WriteOutcome::Pending => {}
-                    WriteOutcome::ChangedMeanwhile => tracing::info!(
-                        path = %job.meta.path,
-                        "changed locally while the remote version was written; both are kept"
-                    ),
-                    WriteOutcome::Failed(error) => {
-                        self.emit_error(format!("writing {}: {error}", job.meta.path))
+                        WriteOutcome::Refused(reason) => {
+                            self.report_once(job.meta.path.to_string(), reason, true)
+                        }
+                        WriteOutcome::Pending => {}
+                        WriteOutcome::ChangedMeanwhile => tracing::info!(
+                            path = %job.meta.path,
+                            "changed locally while the remote version was written; both are kept"
+                        ),
+                        WriteOutcome::Failed(error) => {
+                            self.emit_error(format!("writing {}: {error}", job.meta.path))
+                        }
                     }
                 }
             }

@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use mesh_core::blob::ChunkHash;
 use mesh_core::feedsync::MergeOutcome;
-use mesh_core::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
+use mesh_core::id::{DeviceId, EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{names, Entry, FeedKey, InvitationState, MediaRef, Member, Scope};
 use mesh_core::replica::Actor;
 use mesh_core::store::Cursor;
@@ -91,7 +91,7 @@ pub(crate) fn spawn(
         online: None,
         verified: false,
         membership_changed: false,
-        known: transfer::KnownObjects::default(),
+        known: Arc::default(),
         identity,
         enrolled: false,
         authority: None,
@@ -122,7 +122,7 @@ struct Engine {
     /// Whether the running session changed a folder's members on either side.
     membership_changed: bool,
     /// Blob objects the remote is known to hold.
-    known: transfer::KnownObjects,
+    known: Arc<transfer::KnownObjects>,
     /// Who this device is (the user and device the client is configured for, and its key),
     /// for the credentials check and enrollment.
     identity: Identity,
@@ -539,15 +539,16 @@ impl Engine {
                     return Ok((report, pending));
                 }
                 Step::Send(request) => {
-                    self.upload_blobs(&request).await?;
                     let pull = PullKey::of(&request);
                     let pipelined = pipelines(&request);
                     let answer = match ahead.pop_front() {
+                        // Sent ahead, after the blobs it names.
                         Some(p) if p.request == request => p,
                         _ => {
                             // Not what the session asks for: dropping them cancels them.
                             ahead.clear();
-                            InFlight::send(&self.transport, request, None)
+                            let blobs = self.blob_upload(&request);
+                            InFlight::send(&self.transport, request, None, blobs)
                         }
                     };
                     if pipelined {
@@ -575,10 +576,11 @@ impl Engine {
                             .await?;
                         session = s;
                         ahead.extend(next?.into_iter().map(|(request, place)| {
-                            InFlight::send(&self.transport, request, Some(place))
+                            let blobs = self.blob_upload(&request);
+                            InFlight::send(&self.transport, request, Some(place), blobs)
                         }));
                     }
-                    let mut response = answer.answer().await.map_err(Failure::Transport)?;
+                    let mut response = answer.answer().await?;
                     if ahead.is_empty() {
                         ahead.extend(prefetch(&self.transport, pull, &response));
                     }
@@ -714,42 +716,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Before pushing entries with media into a folder feed, uploads the blob objects the
-    /// remote lacks, so that a device that receives an entry can always fetch its content.
-    async fn upload_blobs(&self, request: &Request) -> std::result::Result<(), Failure> {
+    /// What must be uploaded before `request` is sent: for a push of entries with media
+    /// into a folder feed, the blob objects the remote lacks, so that a device that receives
+    /// an entry can always fetch its content.
+    fn blob_upload(&self, request: &Request) -> Option<BlobUpload> {
         let Request::Push { feed, entries, .. } = request else {
-            return Ok(());
+            return None;
         };
         let Scope::Folder(folder) = &feed.scope else {
-            return Ok(());
+            return None;
         };
         let manifests: Vec<ChunkHash> = entries
             .iter()
             .flat_map(medias)
             .filter_map(|m| m.hash.parse().ok())
             .collect();
-        if manifests.is_empty() {
-            return Ok(());
-        }
-        let progress = Progress {
-            events: &self.events,
-            remote: &self.remote,
-            folder,
-        };
-        match transfer::upload(
-            &self.shared,
-            &self.transport,
-            folder,
+        (!manifests.is_empty()).then(|| BlobUpload {
+            shared: self.shared.clone(),
+            transport: self.transport.clone(),
+            events: self.events.clone(),
+            remote: self.remote.clone(),
+            known: self.known.clone(),
+            folder: folder.clone(),
             manifests,
-            &progress,
-            &self.known,
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(UploadError::Transport(e)) => Err(Failure::Transport(e)),
-            Err(UploadError::Client(e)) => Err(Failure::Client(e)),
-        }
+        })
     }
 
     /// Reports what a response did; returns the member entries the remote refused because
@@ -904,36 +894,75 @@ struct InFlight {
     request: Request,
     /// Where a push sent ahead ends, for the push after it.
     place: Option<PushPlace>,
-    answer: Option<JoinHandle<std::result::Result<Response, TransportError>>>,
+    answer: Option<JoinHandle<std::result::Result<Response, Failure>>>,
 }
 
 impl InFlight {
-    /// Sends `request` (a push sent ahead says where it ends: `place`) at once, on a task of
-    /// its own.
+    /// Sends `request` (a push sent ahead says where it ends: `place`) on a task of its own:
+    /// at once, or once `blobs` are uploaded (the push names them). So a push of files sent
+    /// ahead uploads its blobs while the pushes before it travel and merge.
     fn send(
         transport: &Arc<dyn Transport>,
         request: Request,
         place: Option<PushPlace>,
+        blobs: Option<BlobUpload>,
     ) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
         InFlight {
             request,
             place,
-            answer: Some(tokio::spawn(async move { transport.send(sent).await })),
+            answer: Some(tokio::spawn(async move {
+                if let Some(blobs) = blobs {
+                    blobs.run().await?;
+                }
+                transport.send(sent).await.map_err(Failure::Transport)
+            })),
         }
     }
 
-    async fn answer(mut self) -> std::result::Result<Response, TransportError> {
+    async fn answer(mut self) -> std::result::Result<Response, Failure> {
+        let offline = |why: String| Failure::Transport(TransportError::Offline(why));
         match self.answer.take() {
-            Some(h) => h.await.unwrap_or_else(|e| {
-                Err(TransportError::Offline(format!(
-                    "a request in flight ended: {e}"
-                )))
-            }),
-            None => Err(TransportError::Offline(
-                "a request in flight was awaited twice".into(),
-            )),
+            Some(h) => h
+                .await
+                .unwrap_or_else(|e| Err(offline(format!("a request in flight ended: {e}")))),
+            None => Err(offline("a request in flight was awaited twice".into())),
+        }
+    }
+}
+
+/// The blob objects a push names, to upload (those the remote lacks) before it is sent.
+struct BlobUpload {
+    shared: SharedReplica,
+    transport: Arc<dyn Transport>,
+    events: broadcast::Sender<Event>,
+    remote: RemoteId,
+    known: Arc<transfer::KnownObjects>,
+    folder: FolderId,
+    manifests: Vec<ChunkHash>,
+}
+
+impl BlobUpload {
+    async fn run(self) -> std::result::Result<(), Failure> {
+        let progress = Progress {
+            events: &self.events,
+            remote: &self.remote,
+            folder: &self.folder,
+        };
+        let uploaded = transfer::upload(
+            &self.shared,
+            &self.transport,
+            &self.folder,
+            self.manifests,
+            &progress,
+            &self.known,
+        )
+        .await;
+        match uploaded {
+            Ok(_) => Ok(()),
+            Err(UploadError::Transport(e)) => Err(Failure::Transport(e)),
+            Err(UploadError::Client(e)) => Err(Failure::Client(e)),
         }
     }
 }
@@ -990,19 +1019,18 @@ fn prefetch(
         since: *next,
         limit,
     };
-    Some(InFlight::send(transport, request, None))
+    Some(InFlight::send(transport, request, None, None))
 }
 
 /// Whether a push may travel beside the next page of its feed: not for the feeds whose
 /// entries are judged by each other (a folder's `members` and `info`: an invitation needs the
-/// owner's record merged first), and not when it names blobs (they are uploaded before the
-/// push that names them, one request at a time).
+/// owner's record merged first). A push that names blobs may: each push's task uploads its
+/// blobs before sending it.
 fn pipelines(request: &Request) -> bool {
-    let Request::Push { feed, entries, .. } = request else {
+    let Request::Push { feed, .. } = request else {
         return false;
     };
-    let ordered = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
-    !ordered && entries.iter().flat_map(medias).next().is_none()
+    !matches!(feed.name.as_str(), names::MEMBERS | names::INFO)
 }
 
 /// The blobs the versions of `entry` name.

@@ -807,3 +807,124 @@ fn blob_store_files_are_checked_when_opened() {
         Err(mesh_client::store::StoreError::TooNew { found: 99, .. })
     ));
 }
+
+/// Reading the mapped files (an application, a backup, the mapping's own scan opening every
+/// directory) starts no pass: Linux reports opens to the watcher, and a pass started by them
+/// used to start the next one without end, rescanning the whole tree all the time. A write
+/// still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_mapped_files_starts_no_pass() {
+    use std::time::Duration;
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    let dir = tempfile::tempdir().unwrap();
+    for d in 0..4 {
+        std::fs::create_dir(dir.path().join(format!("d{d}"))).unwrap();
+        for f in 0..5 {
+            let path = dir.path().join(format!("d{d}/f{f}.txt"));
+            std::fs::write(path, format!("{d} {f}")).unwrap();
+        }
+    }
+    let mut events = a.events().boxed();
+    let options = MappingOptions::default()
+        .with_follow_remote(false)
+        .with_debounce(Duration::from_millis(10))
+        .with_rescan_interval(Duration::from_secs(3600));
+    a.map_folder_with(&folder, dir.path(), options)
+        .await
+        .unwrap();
+    // The next pass within `window`, with what it published.
+    async fn next_pass(
+        events: &mut (impl futures::Stream<Item = Event> + Unpin),
+        window: Duration,
+    ) -> Option<usize> {
+        tokio::time::timeout(window, async {
+            while let Some(e) = events.next().await {
+                if let Event::Mapping {
+                    event: MappingEvent::Scanned { published, .. },
+                    ..
+                } = e
+                {
+                    return Some(published);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+    assert!(
+        next_pass(&mut events, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "the first pass"
+    );
+    // Quiet within a bound: 300 ms without a pass, within 5 s.
+    let quiet = tokio::time::timeout(Duration::from_secs(5), async {
+        while next_pass(&mut events, Duration::from_millis(300))
+            .await
+            .is_some()
+        {}
+    })
+    .await;
+    assert!(quiet.is_ok(), "passes follow each other without a change");
+    for _ in 0..3 {
+        for d in 0..4 {
+            for entry in std::fs::read_dir(dir.path().join(format!("d{d}"))).unwrap() {
+                std::fs::read(entry.unwrap().path()).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        next_pass(&mut events, Duration::from_millis(300)).await,
+        None,
+        "reads started a pass"
+    );
+    std::fs::write(dir.path().join("d0/new.txt"), b"new").unwrap();
+    let mut published = 0;
+    while published == 0 {
+        published = next_pass(&mut events, Duration::from_secs(20))
+            .await
+            .expect("a write starts a pass");
+    }
+    assert_eq!(published, 1);
+}
+
+/// A pass that applies more remote files than it writes at once (groups of 1,000, each
+/// written while the next one downloads) writes every one of them, in that one pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_writes_every_group_of_remote_files() {
+    let p = pair().await;
+    for d in 0..5 {
+        std::fs::create_dir(p.da.path().join(format!("d{d}"))).unwrap();
+        for f in 0..500 {
+            let path = p.da.path().join(format!("d{d}/f{f}"));
+            std::fs::write(path, noise(2 * (d * 1_000 + f) + 1, 100)).unwrap();
+        }
+    }
+    p.a.rescan(&p.folder).await.unwrap();
+    settle(&[&p.a, &p.b]).await;
+    let mut events = p.b.events().boxed();
+    p.b.rescan(&p.folder).await.unwrap();
+    let (sa, sb) = (snapshot(p.da.path()), snapshot(p.db.path()));
+    assert!(sa == sb, "B holds {} of A's {} paths", sb.len(), sa.len());
+    let mut applied = 0;
+    while let Ok(Some(e)) =
+        tokio::time::timeout(std::time::Duration::from_millis(100), events.next()).await
+    {
+        if let Event::Mapping {
+            event: MappingEvent::Applied { deleted: false, .. },
+            ..
+        } = e
+        {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 2_505, "2,500 files and 5 directories");
+}

@@ -12,8 +12,9 @@ use mesh_client::transport::{
     InProcessHub, InProcessTransport, Notification, Transport, TransportError,
 };
 use mesh_client::{MeshClient, SyncOptions};
+use mesh_core::blob::ChunkHash;
 use mesh_core::id::{FeedName, FolderId};
-use mesh_core::model::{names, EntryDraft};
+use mesh_core::model::{names, EntryDraft, Scope};
 use mesh_core::sync::{Request, Response};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -31,6 +32,10 @@ struct Counts {
     armed: AtomicBool,
     fail_third: AtomicBool,
     failed: AtomicBool,
+    /// Data pushes that named a blob the hub did not hold yet when they were sent.
+    before_their_blobs: AtomicUsize,
+    /// Data pushes that named blobs.
+    with_blobs: AtomicUsize,
 }
 
 /// Counts pushes in flight. Once armed, the first two data pushes wait (at most 5 s, so that a
@@ -44,10 +49,23 @@ struct Watching {
 #[async_trait]
 impl Transport for Watching {
     async fn send(&self, r: Request) -> Result<Response, TransportError> {
-        let Request::Push { feed, .. } = &r else {
+        let Request::Push { feed, entries, .. } = &r else {
             return self.inner.send(r).await;
         };
         let c = &*self.counts;
+        if let Scope::Folder(folder) = &feed.scope {
+            let named: Vec<ChunkHash> = entries
+                .iter()
+                .filter_map(|e| e.content.media.as_ref())
+                .map(|m| m.hash.parse().unwrap())
+                .collect();
+            if !named.is_empty() {
+                c.with_blobs.fetch_add(1, Ordering::SeqCst);
+                if !self.inner.missing_objects(folder, &named).await?.is_empty() {
+                    c.before_their_blobs.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
         let ordered = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
         let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.most.fetch_max(now, Ordering::SeqCst);
@@ -92,6 +110,27 @@ impl Transport for Watching {
     fn describe(&self) -> String {
         "watching".into()
     }
+    async fn missing_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<ChunkHash>, TransportError> {
+        self.inner.missing_objects(folder, hashes).await
+    }
+    async fn put_objects(
+        &self,
+        folder: &FolderId,
+        objects: Vec<(ChunkHash, Vec<u8>)>,
+    ) -> Result<(), TransportError> {
+        self.inner.put_objects(folder, objects).await
+    }
+    async fn get_objects(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        self.inner.get_objects(folder, hashes).await
+    }
     async fn enroll(
         &self,
         device: &mesh_core::id::DeviceId,
@@ -105,10 +144,12 @@ impl Transport for Watching {
 }
 
 /// Ann's device writing through [`Watching`] in pages of 10, with a folder and feed synced
-/// and then 95 entries written locally (their sync starts in the background).
+/// and then 95 entries written locally (their sync starts in the background), each naming a
+/// blob of its own when `blobs` is set.
 async fn writer(
     hub: &InProcessHub,
     fail_third: bool,
+    blobs: bool,
 ) -> (MeshClient, Arc<Counts>, FolderId, FeedName) {
     let counts = Arc::new(Counts {
         fail_third: AtomicBool::new(fail_third),
@@ -138,9 +179,15 @@ async fn writer(
         .unwrap();
     a.sync_now().await.unwrap();
     counts.armed.store(true, Ordering::SeqCst);
-    let drafts = (0..95)
-        .map(|i| EntryDraft::new(format!("n{i}"), json!({ "i": i })))
-        .collect();
+    let mut drafts = Vec::new();
+    for i in 0..95u32 {
+        let mut draft = EntryDraft::new(format!("n{i}"), json!({ "i": i }));
+        if blobs {
+            let data = format!("the content of note {i}").repeat(100).into_bytes();
+            draft.media = Some(a.put_blob(&folder.id, data, "text/plain").await.unwrap());
+        }
+        drafts.push(draft);
+    }
     a.put_many(&folder.id, &notes, drafts).await.unwrap();
     (a, counts, folder.id, notes)
 }
@@ -160,7 +207,7 @@ async fn held_by_the_hub(hub: &InProcessHub, folder: &FolderId, notes: &FeedName
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_page_is_pushed_while_one_merges() {
     let hub = InProcessHub::new();
-    let (a, counts, folder, notes) = writer(&hub, false).await;
+    let (a, counts, folder, notes) = writer(&hub, false, false).await;
     // The write started a session in the background; this one runs after it.
     a.sync_now().await.unwrap();
     assert_eq!(
@@ -186,7 +233,7 @@ async fn the_next_page_is_pushed_while_one_merges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_pipeline_resumes_from_the_last_page_acknowledged_in_order() {
     let hub = InProcessHub::new();
-    let (a, counts, folder, notes) = writer(&hub, true).await;
+    let (a, counts, folder, notes) = writer(&hub, true, false).await;
     // The write started a session in the background; this one or that one is cut.
     let _ = a.sync_now().await;
     assert!(counts.failed.load(Ordering::SeqCst), "a push was cut");
@@ -200,4 +247,37 @@ async fn a_cut_pipeline_resumes_from_the_last_page_acknowledged_in_order() {
     }
     assert!(ok, "a session after the cut succeeds");
     assert_eq!(held_by_the_hub(&hub, &folder, &notes).await, 95);
+}
+
+/// Pushes that name blobs are pipelined too, and each is sent only once the blobs it names
+/// are uploaded: the hub never receives an entry whose content it cannot serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_naming_blobs_are_pipelined_each_after_its_blobs() {
+    let hub = InProcessHub::new();
+    let (a, counts, folder, notes) = writer(&hub, false, true).await;
+    a.sync_now().await.unwrap();
+    assert_eq!(
+        counts.most.load(Ordering::SeqCst),
+        3,
+        "pushes naming blobs in flight together, at most"
+    );
+    assert!(counts.with_blobs.load(Ordering::SeqCst) >= 10);
+    assert_eq!(
+        counts.before_their_blobs.load(Ordering::SeqCst),
+        0,
+        "pushes sent before the blobs they name"
+    );
+    assert_eq!(held_by_the_hub(&hub, &folder, &notes).await, 95);
+    let b = client("ann", "ann-c", hub.connect("ann".parse().unwrap())).await;
+    b.sync_now().await.unwrap();
+    for e in b
+        .query(&folder, &notes, mesh_core::model::Query::new())
+        .await
+        .unwrap()
+    {
+        let media = e.content.media.clone().expect("every note names its blob");
+        let i: u32 = e.content.title[1..].parse().unwrap();
+        let want = format!("the content of note {i}").repeat(100).into_bytes();
+        assert_eq!(b.read_blob(&folder, &media).await.unwrap(), want);
+    }
 }
