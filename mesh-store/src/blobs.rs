@@ -322,7 +322,13 @@ impl NoPostgres {
     fn len_for(&self, _: &FolderId, _: &ChunkHash) -> Result<Option<u64>> {
         match *self {}
     }
-    fn read_for(&self, _: &FolderId, _: &ChunkHash, _: u64, _: usize) -> Result<Option<Vec<u8>>> {
+    fn read_sized_for(
+        &self,
+        _: &FolderId,
+        _: &ChunkHash,
+        _: u64,
+        _: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         match *self {}
     }
 }
@@ -666,6 +672,63 @@ impl BlobStore {
         Ok(data)
     }
 
+    /// The stored objects of `hashes`, whatever folder claims them, in order, stopping once
+    /// `max_bytes` are gathered (the first one found is always returned); absent ones are
+    /// skipped. Many small objects in one lookup, for the device's own use; like
+    /// [`BlobStore::get`], the bytes are not checked against their hashes.
+    ///
+    /// ```
+    /// use mesh_store::BlobStore;
+    /// use mesh_core::blob::ChunkHash;
+    /// let store = BlobStore::memory();
+    /// let folder = "f1".parse().unwrap();
+    /// let (a, b) = (b"first".to_vec(), b"second".to_vec());
+    /// let (ha, hb) = (ChunkHash::of(&a), ChunkHash::of(&b));
+    /// store.put(&folder, &[(ha, a.clone()), (hb, b)]).unwrap();
+    /// let absent = ChunkHash::of(b"never stored");
+    /// // The budget is spent by the first: the rest waits for the next call.
+    /// assert_eq!(store.get_many(&[absent, ha, hb], 3).unwrap(), vec![(ha, a)]);
+    /// ```
+    pub fn get_many(
+        &self,
+        hashes: &[ChunkHash],
+        max_bytes: usize,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let sqlite = self.pg().is_none() && self.mem().is_none();
+        if !sqlite {
+            for h in hashes {
+                if total >= max_bytes && !out.is_empty() {
+                    break;
+                }
+                if let Some(d) = self.get(h)? {
+                    total += d.len();
+                    out.push((*h, d));
+                }
+            }
+            return Ok(out);
+        }
+        let conn = self.sqlite_conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT data FROM objects WHERE hash = ?1")
+            .map_err(store_err)?;
+        for h in hashes {
+            if total >= max_bytes && !out.is_empty() {
+                break;
+            }
+            let data: Option<Vec<u8>> = stmt
+                .query_row(params![&h.as_bytes()[..]], |r| r.get(0))
+                .optional()
+                .map_err(store_err)?;
+            if let Some(d) = data {
+                total += d.len();
+                out.push((*h, d));
+            }
+        }
+        Ok(out)
+    }
+
     /// The objects of `hashes` that `folder` claims, in order, stopping once `max_bytes` are
     /// gathered (the first object is always returned whatever its size). Objects the folder
     /// does not claim are skipped.
@@ -752,8 +815,36 @@ impl BlobStore {
         offset: u64,
         max: usize,
     ) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .read_sized_for(folder, hash, offset, max)?
+            .map(|(_, data)| data))
+    }
+
+    /// [`BlobStore::read_for`] with the object's whole length, found by the same lookup: what
+    /// a sender needs to start an object (its length, then its first piece) in one read.
+    ///
+    /// ```
+    /// use mesh_store::BlobStore;
+    /// use mesh_core::blob::ChunkHash;
+    /// let store = BlobStore::memory();
+    /// let folder = "f1".parse().unwrap();
+    /// let data = b"twenty bytes of data".to_vec();
+    /// let h = ChunkHash::of(&data);
+    /// store.put(&folder, &[(h, data)]).unwrap();
+    /// assert_eq!(
+    ///     store.read_sized_for(&folder, &h, 0, 6).unwrap(),
+    ///     Some((20, b"twenty".to_vec()))
+    /// );
+    /// ```
+    pub fn read_sized_for(
+        &self,
+        folder: &FolderId,
+        hash: &ChunkHash,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         if let Some(p) = self.pg() {
-            return p.read_for(folder, hash, offset, max);
+            return p.read_sized_for(folder, hash, offset, max);
         }
         if let Some(m) = self.mem() {
             if !m.refs.contains(&(folder.clone(), *hash)) {
@@ -761,7 +852,8 @@ impl BlobStore {
             }
             return Ok(m.objects.get(hash).map(|d| {
                 let from = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
-                d[from..from.saturating_add(max).min(d.len())].to_vec()
+                let piece = d[from..from.saturating_add(max).min(d.len())].to_vec();
+                (d.len() as u64, piece)
             }));
         }
         let conn = self.sqlite_conn()?;
@@ -790,7 +882,7 @@ impl BlobStore {
             blob.read_at_exact(&mut buf, from as usize)
                 .map_err(store_err)?;
         }
-        Ok(Some(buf))
+        Ok(Some((size, buf)))
     }
 
     /// Runs `f` holding the store-wide lock `name`: on PostgreSQL every process of the

@@ -13,9 +13,10 @@
 //! before the closing parenthesis when that name is taken (`… 2)`, `… 3)`…): a copy never
 //! replaces an existing file.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 
-use mesh_core::blob::ChunkHash;
+use mesh_core::blob::{ChunkHash, Manifest};
 use mesh_core::model::{FileMeta, FilePath};
 
 use crate::mapping::beneath::{Beneath, DirHandle, Found, RenameMode};
@@ -54,6 +55,79 @@ pub(super) enum WriteOutcome {
     Failed(String),
 }
 
+/// Files up to this size have their content read from the store ahead, with the rest of their
+/// group's, in two lookups (manifests, then chunks) instead of a few per file.
+const PRELOAD_FILE: u64 = 256 << 10;
+/// Bytes of content a group reads ahead, at most (the rest is read file by file).
+const PRELOAD_BYTES: usize = 32 << 20;
+
+/// A small file's content, read ahead: its manifest and its chunks' bytes, in order (not yet
+/// checked against their hashes).
+type Preloaded = HashMap<ChunkHash, (Manifest, Vec<Vec<u8>>)>;
+
+/// The content of the small files among `jobs` that is all here, read from the store in two
+/// lookups: [`PRELOAD_FILE`] per file and [`PRELOAD_BYTES`] in all, whatever the manifests
+/// claim. Files patched from a local copy, larger ones and ones with content missing are left
+/// out (read file by file as before); a failed read leaves everything out.
+fn preload(blobs: &crate::store::BlobStore, jobs: &[WriteJob]) -> Preloaded {
+    let mut wanted: Vec<ChunkHash> = jobs
+        .iter()
+        .filter(|j| j.base.is_none() && j.meta.size <= PRELOAD_FILE)
+        .filter_map(|j| j.meta.manifest)
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let Ok(manifests) = blobs.get_many(&wanted, PRELOAD_BYTES) else {
+        return Preloaded::new();
+    };
+    let mut chosen: Vec<(ChunkHash, Manifest)> = Vec::new();
+    let mut budget = 0u64;
+    for (h, bytes) in manifests {
+        let Ok(m) = Manifest::decode(&bytes) else {
+            continue;
+        };
+        if !h.verifies(&bytes) || m.length() > PRELOAD_FILE {
+            continue;
+        }
+        budget += m.length();
+        if budget > PRELOAD_BYTES as u64 {
+            break;
+        }
+        chosen.push((h, m));
+    }
+    let mut chunks: Vec<ChunkHash> = chosen
+        .iter()
+        .flat_map(|(_, m)| m.chunks().iter().map(|c| c.hash))
+        .collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    let Ok(data) = blobs.get_many(&chunks, PRELOAD_BYTES) else {
+        return Preloaded::new();
+    };
+    let data: HashMap<ChunkHash, Vec<u8>> = data.into_iter().collect();
+    // Counted by the bytes held, not by what the manifests say of them.
+    let mut held = 0usize;
+    let mut out = Preloaded::new();
+    for (h, m) in chosen {
+        let content: Option<Vec<Vec<u8>>> = m
+            .chunks()
+            .iter()
+            .map(|c| {
+                data.get(&c.hash)
+                    .filter(|d| d.len() == c.len as usize)
+                    .cloned()
+            })
+            .collect();
+        let Some(content) = content else { continue };
+        held += content.iter().map(Vec::len).sum::<usize>();
+        if held > PRELOAD_BYTES {
+            break;
+        }
+        out.insert(h, (m, content));
+    }
+    out
+}
+
 /// Writes remote files in three steps: every file into a temporary file beside its target (a
 /// few at a time), then one flush of the file system (so the data of all of them is durable
 /// with one journal commit instead of one per file), then each replaces its target. Every
@@ -67,6 +141,7 @@ pub(super) fn write_files(
 ) -> Vec<(WriteJob, WriteOutcome)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+    let preloaded = preload(blobs, &jobs);
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<Stage>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let workers = jobs.len().clamp(1, 4);
@@ -75,7 +150,8 @@ pub(super) fn write_files(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let stage = stage_one(blobs, root, job);
+                let pre = job.meta.manifest.and_then(|m| preloaded.get(&m));
+                let stage = stage_one(blobs, root, job, pre);
                 *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(stage);
             });
         }
@@ -132,15 +208,31 @@ enum Stage {
     Done(WriteOutcome),
 }
 
-fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) -> Stage {
+/// Writes one file to a temporary file beside its target, from `pre` when its content was
+/// read ahead, else from the store.
+fn stage_one(
+    blobs: &crate::store::BlobStore,
+    root: &Beneath,
+    job: &WriteJob,
+    pre: Option<&(Manifest, Vec<Vec<u8>>)>,
+) -> Stage {
     let Some(manifest) = job.meta.manifest else {
         return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
-    let Ok(Some(m)) = blobs.manifest(&manifest) else {
-        return Stage::Done(WriteOutcome::Pending);
-    };
-    let Ok(absent) = blobs.absent(&m.chunks().iter().map(|c| c.hash).collect::<Vec<_>>()) else {
-        return Stage::Done(WriteOutcome::Pending);
+    let read;
+    let (m, absent) = match pre {
+        Some((m, _)) => (m, Vec::new()),
+        None => {
+            let Ok(Some(m)) = blobs.manifest(&manifest) else {
+                return Stage::Done(WriteOutcome::Pending);
+            };
+            let chunks: Vec<ChunkHash> = m.chunks().iter().map(|c| c.hash).collect();
+            let Ok(absent) = blobs.absent(&chunks) else {
+                return Stage::Done(WriteOutcome::Pending);
+            };
+            read = m;
+            (&read, absent)
+        }
     };
     if !absent.is_empty() && job.base.is_none() {
         return Stage::Done(WriteOutcome::Pending);
@@ -177,12 +269,24 @@ fn stage_one(blobs: &crate::store::BlobStore, root: &Beneath, job: &WriteJob) ->
     faults::at(faults::Moment::Write, &dir.path().join(&name));
     let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let written = (|| -> Result<(), String> {
-        let file = dir.create_new(&temp).map_err(|e| e.to_string())?;
-        match &base {
-            Some(base) => {
-                patch::write_patched(blobs, base, &m, &file)?;
+        let mut file = dir.create_new(&temp).map_err(|e| e.to_string())?;
+        match (&base, pre) {
+            (Some(base), _) => {
+                patch::write_patched(blobs, base, m, &file)?;
             }
-            None => {
+            (None, Some((m, content))) => {
+                // Checked as the store checks what it reads.
+                for (c, data) in m.chunks().iter().zip(content) {
+                    if !c.hash.verifies(data) {
+                        return Err(format!(
+                            "blob store: object {} does not match its hash",
+                            c.hash
+                        ));
+                    }
+                    file.write_all(data).map_err(|e| e.to_string())?;
+                }
+            }
+            (None, None) => {
                 let mut w = BufWriter::with_capacity(1 << 20, &file);
                 blobs
                     .write_to(&manifest, &mut w)
@@ -434,5 +538,103 @@ fn rename_case(root: &Beneath, from: &FilePath, to: &FilePath) -> Result<(), Str
         Ok(_) if dir.same_file(&old, new) => dir.rename_over(&old, new).map_err(|e| e.to_string()),
         Ok(_) => Err(format!("{to} exists")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::blob::chunk_boundaries;
+    use mesh_core::id::FolderId;
+    use mesh_core::model::FileKind;
+    use mesh_core::time::Timestamp;
+
+    use super::super::patch::tests::noise;
+    use super::*;
+    use crate::store::{BlobStore, Durability};
+
+    /// Stores `data` (its chunks, or `damaged` in place of the first, then its manifest) and
+    /// returns a job writing it at `name`.
+    fn job(blobs: &BlobStore, name: &str, data: &[u8], damaged: Option<&[u8]>) -> WriteJob {
+        let folder: FolderId = "f".parse().unwrap();
+        let chunks: Vec<(ChunkHash, Vec<u8>)> = chunk_boundaries(data)
+            .map(|r| (ChunkHash::of(&data[r.clone()]), data[r].to_vec()))
+            .collect();
+        let m = Manifest::new(chunks.iter().map(|(h, d)| (*h, d.len() as u32))).unwrap();
+        let enc = m.encode();
+        let stored = chunks.iter().enumerate().map(|(i, (h, d))| match damaged {
+            Some(bad) if i == 0 => (*h, bad),
+            _ => (*h, d.as_slice()),
+        });
+        blobs
+            .put_trusted(&folder, stored.chain([(m.hash(), enc.as_slice())]))
+            .unwrap();
+        WriteJob {
+            key: name.into(),
+            meta: FileMeta {
+                path: FilePath::new(name).unwrap(),
+                kind: FileKind::File,
+                size: data.len() as u64,
+                mtime_ns: 1_700_000_000_000_000_000,
+                mode: 0o644,
+                manifest: Some(m.hash()),
+                renamed_from: None,
+            },
+            version: "1".into(),
+            conflict_copy: false,
+            expected: None,
+            base: None,
+        }
+    }
+
+    /// Small files (one chunk, several chunks, empty) are written from content read ahead in
+    /// one lookup, a file above [`PRELOAD_FILE`] from the store as before: every one whole.
+    #[test]
+    fn small_files_read_ahead_and_large_ones_are_all_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs.db"), Durability::Normal).unwrap();
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("one.bin", noise(4096, 1)),
+            ("several.bin", noise(200 << 10, 2)),
+            ("empty.bin", Vec::new()),
+            ("large.bin", noise(PRELOAD_FILE as usize + (100 << 10), 3)),
+        ];
+        let jobs: Vec<WriteJob> = files.iter().map(|(n, d)| job(&blobs, n, d, None)).collect();
+        let ahead = preload(&blobs, &jobs);
+        assert_eq!(ahead.len(), 3, "the three small files are read ahead");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let root = Beneath::open(&tree).unwrap();
+        let now = Timestamp::from_unix(1_700_000_000).unwrap();
+        for (job, outcome) in write_files(&blobs, &root, jobs, "dev", now) {
+            assert!(
+                matches!(outcome, WriteOutcome::Written { .. }),
+                "{} not written",
+                job.key
+            );
+        }
+        for (name, data) in &files {
+            assert_eq!(&std::fs::read(tree.join(name)).unwrap(), data, "{name}");
+        }
+    }
+
+    /// A stored chunk whose bytes do not match its hash is refused when read ahead, as when
+    /// read from the store: the file is not written and no temporary file is left.
+    #[test]
+    fn a_damaged_chunk_read_ahead_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::memory();
+        let data = noise(4096, 4);
+        let mut bad = data.clone();
+        bad[100] ^= 1;
+        let jobs = vec![job(&blobs, "bad.bin", &data, Some(&bad))];
+        assert_eq!(preload(&blobs, &jobs).len(), 1);
+        let root = Beneath::open(dir.path()).unwrap();
+        let now = Timestamp::from_unix(1_700_000_000).unwrap();
+        let written = write_files(&blobs, &root, jobs, "dev", now);
+        match &written[0].1 {
+            WriteOutcome::Failed(e) => assert!(e.contains("does not match"), "{e}"),
+            _ => panic!("a damaged chunk was written"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

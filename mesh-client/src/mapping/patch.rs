@@ -241,7 +241,7 @@ fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use mesh_core::blob::chunk_boundaries;
     use mesh_core::id::FolderId;
     use mesh_core::model::{FileKind, FileMeta, FilePath};
@@ -252,7 +252,7 @@ mod tests {
     use super::*;
 
     /// Bytes that chunk like real content (no repeats), from `seed`.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    pub(in crate::mapping) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut out = vec![0u8; len];
         fastrand::Rng::with_seed(seed).fill(&mut out);
         out

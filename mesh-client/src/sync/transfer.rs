@@ -209,10 +209,13 @@ pub(crate) async fn download(
             folder,
         };
         match download_from(shared, transport, folder, &manifests, &progress).await {
-            Ok(n) => {
+            // Every object it asked for arrived and was stored: nothing is left to look up.
+            Ok((n, true)) => return Ok(downloaded + n),
+            Ok((n, false)) => {
                 downloaded += n;
-                if missing_locally(shared, folder, manifests.clone(), true)
+                if missing_locally(shared, folder, manifests.clone(), Decoded::default())
                     .await?
+                    .objects
                     .is_empty()
                 {
                     return Ok(downloaded);
@@ -227,86 +230,132 @@ pub(crate) async fn download(
             }
         }
     }
-    let missing = missing_locally(shared, folder, manifests, true).await?;
-    if missing.is_empty() {
+    let missing = missing_locally(shared, folder, manifests, Decoded::default()).await?;
+    if missing.objects.is_empty() {
         return Ok(downloaded);
     }
     Err(last_error.unwrap_or_else(|| {
         CoreError::NotFound {
             kind: "blob object",
-            id: missing[0].0.to_string(),
+            id: missing.objects[0].0.to_string(),
         }
         .into()
     }))
 }
 
-/// The objects of the blobs that are not stored here (after claiming for `folder` those that
-/// are, when `claim` is set): the missing manifests (with length 0) when some manifest is itself missing,
-/// else the missing chunks.
+/// Manifests a download has just received, decoded, by hash: the next round reads their
+/// chunk lists from here instead of from the store.
+type Decoded = Arc<std::collections::HashMap<ChunkHash, Manifest>>;
+
+/// What is not stored here of some blobs.
+struct Missing {
+    /// Whether `objects` are manifests (some manifest is itself missing) rather than chunks.
+    manifests: bool,
+    /// The objects, each with its length (0 for a manifest, whose length is not known yet).
+    objects: Vec<(ChunkHash, u64)>,
+}
+
+/// The objects of the blobs that are not stored here, after claiming for `folder` those that
+/// are: the missing manifests when some manifest is itself missing, else the missing chunks.
+/// A manifest in `decoded` is not read from the store.
 async fn missing_locally(
     shared: &SharedReplica,
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
-    claim: bool,
-) -> Result<Vec<(ChunkHash, u64)>> {
+    decoded: Decoded,
+) -> Result<Missing> {
     let folder = folder.clone();
     shared
         .run_blobs(move |b| {
-            let absent_manifests = b.absent(&manifests)?;
+            let unknown: Vec<ChunkHash> = manifests
+                .iter()
+                .filter(|h| !decoded.contains_key(h))
+                .copied()
+                .collect();
+            let absent_manifests = b.absent(&unknown)?;
             if !absent_manifests.is_empty() {
-                return Ok(absent_manifests.into_iter().map(|h| (h, 0)).collect());
+                let present: Vec<ChunkHash> = manifests
+                    .iter()
+                    .filter(|h| !absent_manifests.contains(h))
+                    .copied()
+                    .collect();
+                b.claim(&folder, &present)?;
+                return Ok(Missing {
+                    manifests: true,
+                    objects: absent_manifests.into_iter().map(|h| (h, 0)).collect(),
+                });
             }
             let mut seen = HashSet::new();
             let mut chunks: Vec<(ChunkHash, u64)> = Vec::new();
-            for h in &manifests {
-                let Some(m) = b.manifest(h)? else { continue };
+            let mut add = |m: &Manifest| {
                 for c in m.chunks() {
                     if seen.insert(c.hash) {
                         chunks.push((c.hash, u64::from(c.len)));
                     }
                 }
+            };
+            for h in &manifests {
+                match decoded.get(h) {
+                    Some(m) => add(m),
+                    None => {
+                        if let Some(m) = b.manifest(h)? {
+                            add(&m)
+                        }
+                    }
+                }
             }
             let mut all: Vec<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
             all.extend(manifests.iter().copied());
-            if claim {
-                b.claim(&folder, &all)?;
-            }
+            b.claim(&folder, &all)?;
             let absent: HashSet<_> = b
                 .absent(&chunks.iter().map(|(h, _)| *h).collect::<Vec<_>>())?
                 .into_iter()
                 .collect();
-            Ok(chunks
-                .into_iter()
-                .filter(|(h, _)| absent.contains(h))
-                .collect())
+            Ok(Missing {
+                manifests: false,
+                objects: chunks
+                    .into_iter()
+                    .filter(|(h, _)| absent.contains(h))
+                    .collect(),
+            })
         })
         .await?
 }
 
-/// One remote's attempt: downloads what it has of the missing objects. `Err` carries the
-/// bytes downloaded before a transport failure.
+/// One remote's attempt: downloads what it has of the missing objects. `Ok` carries the bytes
+/// downloaded and whether every missing object arrived (and was stored and claimed); `Err`
+/// the bytes downloaded before a transport failure.
 async fn download_from(
     shared: &SharedReplica,
     transport: &Arc<dyn Transport>,
     folder: &FolderId,
     manifests: &[ChunkHash],
     progress: &Progress<'_>,
-) -> std::result::Result<u64, (u64, TransportError)> {
+) -> std::result::Result<(u64, bool), (u64, TransportError)> {
     let local =
         |done: u64, e: ClientError| (done, TransportError::Server(format!("local store: {e}")));
     let mut done = 0u64;
-    // Two rounds: the manifests, then the chunks they list.
+    let mut decoded = std::collections::HashMap::new();
+    // Two rounds: the manifests, then the chunks they list (from the manifests as they
+    // arrived, without reading them back).
     for _ in 0..2 {
-        let todo = missing_locally(shared, folder, manifests.to_vec(), false)
-            .await
-            .map_err(|e| local(done, e))?;
-        if todo.is_empty() {
-            break;
+        let todo = missing_locally(
+            shared,
+            folder,
+            manifests.to_vec(),
+            Arc::new(std::mem::take(&mut decoded)),
+        )
+        .await
+        .map_err(|e| local(done, e))?;
+        if todo.objects.is_empty() {
+            return Ok((done, true));
         }
-        let total: u64 = todo.iter().map(|(_, n)| n).sum();
+        let total: u64 = todo.objects.iter().map(|(_, n)| n).sum();
         let mut round = 0u64;
-        let mut rest: Vec<ChunkHash> = todo.iter().map(|(h, _)| *h).collect();
+        let mut rest: Vec<ChunkHash> = todo.objects.iter().map(|(h, _)| *h).collect();
         let mut storing: Option<tokio::task::JoinHandle<Result<u64>>> = None;
+        // Whether the remote has sent every object asked for so far.
+        let mut all_sent = true;
         loop {
             // The next batch is asked for while the last one is being stored.
             let ask: Vec<ChunkHash> = rest.iter().take(HASHES_PER_FETCH).copied().collect();
@@ -327,7 +376,17 @@ async fn download_from(
             let got = got.map_err(|e| (done, e))?;
             if got.is_empty() {
                 // This remote has no more of them.
-                return Ok(done);
+                return Ok((done, false));
+            }
+            if todo.manifests {
+                // One that does not decode is read (and refused) from the store instead.
+                for (h, bytes) in &got {
+                    if let Ok(m) = Manifest::decode(bytes) {
+                        if h.verifies(bytes) {
+                            decoded.insert(*h, m);
+                        }
+                    }
+                }
             }
             let received: HashSet<ChunkHash> = got.iter().map(|(h, _)| *h).collect();
             let bytes: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
@@ -343,12 +402,18 @@ async fn download_from(
                     .filter(|h| !received.contains(h))
                     .collect();
                 if !skipped.is_empty() {
+                    all_sent = false;
                     rest.retain(|h| !skipped.contains(h));
                 }
             }
         }
+        if todo.manifests {
+            continue;
+        }
+        // The chunks' round, stored to the last batch: complete if every one arrived.
+        return Ok((done, all_sent));
     }
-    Ok(done)
+    Ok((done, false))
 }
 
 /// Waits for a batch being stored; the bytes it stored (0 without one).

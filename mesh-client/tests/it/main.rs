@@ -3,6 +3,7 @@
 mod client;
 mod common;
 mod convergence;
+mod downloads;
 mod incremental;
 mod invitations;
 mod mapping;

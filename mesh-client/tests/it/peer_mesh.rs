@@ -4,11 +4,9 @@
 use mesh_client::peer::{PeerListener, PeerTransport};
 use mesh_client::prelude::*;
 use mesh_client::store::StoreConfig;
-use mesh_client::transport::{
-    InProcessHub, LinkControl, SimConfig, SimNetwork, Transport, TransportError,
-};
+use mesh_client::transport::{InProcessHub, LinkControl, SimConfig, SimNetwork};
 
-use crate::common::builder;
+use crate::common::{builder, HubProxy};
 use crate::mapping::{noise, quiet_mapping, snapshot};
 use crate::peer::{loopback, notes_folder};
 
@@ -311,83 +309,6 @@ async fn files_sync_between_two_mapped_devices_with_the_hub_away() {
         std::fs::read(da.path().join("photos/big.bin")).unwrap(),
         edited
     );
-}
-
-/// A transport to an in-process hub that passes everything through, counting the blob
-/// objects it is asked for and letting a test change each `send` answer.
-pub(crate) struct HubProxy {
-    pub inner: mesh_client::transport::InProcessTransport,
-    /// Blob objects fetched through it.
-    pub fetched: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Applied to every answer to `send`.
-    pub on_answer: fn(&mut mesh_core::sync::Response),
-}
-
-impl HubProxy {
-    /// `user`'s transport to `hub`, through the proxy.
-    pub(crate) fn new(hub: &InProcessHub, user: &str) -> HubProxy {
-        HubProxy {
-            inner: hub.connect(user.parse().unwrap()),
-            fetched: Default::default(),
-            on_answer: |_| {},
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Transport for HubProxy {
-    async fn send(
-        &self,
-        r: mesh_core::sync::Request,
-    ) -> Result<mesh_core::sync::Response, TransportError> {
-        let mut answer = self.inner.send(r).await?;
-        (self.on_answer)(&mut answer);
-        Ok(answer)
-    }
-    async fn watch(
-        &self,
-    ) -> Result<
-        futures::stream::BoxStream<'static, mesh_client::transport::Notification>,
-        TransportError,
-    > {
-        self.inner.watch().await
-    }
-    fn describe(&self) -> String {
-        "hub proxy".into()
-    }
-    async fn enroll(
-        &self,
-        device: &mesh_core::id::DeviceId,
-        key: &mesh_core::trust::PublicKey,
-    ) -> Result<mesh_core::trust::Enrollment, TransportError> {
-        self.inner.enroll(device, key).await
-    }
-    async fn whoami(&self) -> Result<Option<mesh_client::transport::Identity>, TransportError> {
-        self.inner.whoami().await
-    }
-    async fn missing_objects(
-        &self,
-        folder: &FolderId,
-        hashes: &[mesh_core::blob::ChunkHash],
-    ) -> Result<Vec<mesh_core::blob::ChunkHash>, TransportError> {
-        self.inner.missing_objects(folder, hashes).await
-    }
-    async fn put_objects(
-        &self,
-        folder: &FolderId,
-        objects: Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>,
-    ) -> Result<(), TransportError> {
-        self.inner.put_objects(folder, objects).await
-    }
-    async fn get_objects(
-        &self,
-        folder: &FolderId,
-        hashes: &[mesh_core::blob::ChunkHash],
-    ) -> Result<Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>, TransportError> {
-        self.fetched
-            .fetch_add(hashes.len(), std::sync::atomic::Ordering::Relaxed);
-        self.inner.get_objects(folder, hashes).await
-    }
 }
 
 /// With the hub and a LAN peer both in reach, a device downloads a file's chunks from the

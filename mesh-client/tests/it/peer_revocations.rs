@@ -9,8 +9,9 @@ use mesh_core::id::DeviceId;
 use mesh_core::sync::{Request, Response};
 use mesh_core::trust::{Revocation, SecretKey};
 
+use crate::common::HubProxy;
 use crate::peer::next_event;
-use crate::peer_mesh::{add_peer, device, listen, HubProxy};
+use crate::peer_mesh::{add_peer, device, listen};
 
 fn phone() -> DeviceId {
     "phone".parse().unwrap()

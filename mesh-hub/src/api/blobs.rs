@@ -219,6 +219,11 @@ pub(crate) async fn upload(
     Ok(no_content())
 }
 
+/// An object whose stored length and bytes disagree while a `fetch` answer sends it.
+fn changed_while_sent(h: &ChunkHash) -> StoreError {
+    StoreError::Backend(format!("object {h} changed while it was sent"))
+}
+
 /// What a `fetch` answer has sent so far.
 struct Fetch {
     blobs: BlobStore,
@@ -249,11 +254,7 @@ impl Fetch {
                     let want = (len - sent).min(READ_PIECE as u64) as usize;
                     match blobs.read_for(&folder, &h, sent, want)? {
                         Some(d) if d.len() == want => piece.extend_from_slice(&d),
-                        _ => {
-                            return Err(StoreError::Backend(format!(
-                                "object {h} changed while it was sent"
-                            )))
-                        }
+                        _ => return Err(changed_while_sent(&h)),
                     }
                     total += want;
                     let sent = sent + want as u64;
@@ -265,11 +266,18 @@ impl Fetch {
                 }
                 let h = hashes[pos];
                 pos += 1;
-                if let Some(len) = blobs.len_for(&folder, &h)? {
+                // Its length and first piece in one read (a small object whole).
+                if let Some((len, head)) = blobs.read_sized_for(&folder, &h, 0, READ_PIECE)? {
+                    let want = len.min(READ_PIECE as u64) as usize;
+                    if head.len() != want {
+                        return Err(changed_while_sent(&h));
+                    }
                     piece.extend_from_slice(h.as_bytes());
                     piece.extend_from_slice(&(len as u32).to_be_bytes());
+                    piece.extend_from_slice(&head);
                     any = true;
-                    current = (len > 0).then_some((h, 0, len));
+                    total += want;
+                    current = ((want as u64) < len).then_some((h, want as u64, len));
                 }
             }
             Ok::<_, StoreError>((piece, pos, total, any, current))

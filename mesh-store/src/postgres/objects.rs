@@ -194,15 +194,15 @@ impl PgObjects {
         .map(|r| r.get::<_, i64>(0).max(0) as u64))
     }
 
-    /// Up to `max` bytes of one object `folder` claims, from `offset` (the server cuts the
-    /// piece: the rest of the object is not sent).
-    pub(crate) fn read_for(
+    /// The length of one object `folder` claims and up to `max` bytes of it from `offset`
+    /// (the server cuts the piece: the rest of the object is not sent).
+    pub(crate) fn read_sized_for(
         &self,
         folder: &FolderId,
         hash: &ChunkHash,
         offset: u64,
         max: usize,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         let c = self.db.connection()?;
         // Objects are at most 64 MiB (`MAX_OBJECT`): 32-bit positions, as `substring` takes.
         let from = i32::try_from(offset)
@@ -210,12 +210,12 @@ impl PgObjects {
             .saturating_add(1);
         let len = i32::try_from(max).unwrap_or(i32::MAX);
         Ok(block(c.query_opt(
-            "SELECT substring(o.data FROM $3 FOR $4) FROM mesh_object_refs r
+            "SELECT o.size, substring(o.data FROM $3 FOR $4) FROM mesh_object_refs r
              JOIN mesh_objects o USING (hash) WHERE r.folder = $1 AND r.hash = $2",
             &[&folder.as_str(), &&hash.as_bytes()[..], &from, &len],
         ))
         .map_err(pg("reading an object"))?
-        .map(|r| r.get(0)))
+        .map(|r| (r.get::<_, i64>(0).max(0) as u64, r.get(1))))
     }
 
     /// The number of objects and their total size.

@@ -79,6 +79,12 @@ fn suite(store: &BlobStore) {
     assert_eq!(got, vec![(b.0, b.1.clone()), (a.0, a.1.clone())]);
     assert_eq!(store.get(&a.0).unwrap(), Some(a.1.clone()));
     assert_eq!(store.get(&c.0).unwrap(), None);
+    // Many at once, whatever folder claims them: absent ones skipped, within the budget.
+    let got = store.get_many(&[c.0, b.0, a.0], usize::MAX).unwrap();
+    assert_eq!(got, vec![(b.0, b.1.clone()), (a.0, a.1.clone())]);
+    let got = store.get_many(&[c.0, b.0, a.0], 1).unwrap();
+    assert_eq!(got, vec![(b.0, b.1.clone())]);
+    assert!(store.get_many(&[c.0], usize::MAX).unwrap().is_empty());
     assert_eq!(store.usage().unwrap(), (2, 30));
     let mut hashes = store.hashes().unwrap();
     hashes.sort();
@@ -98,6 +104,16 @@ fn suite(store: &BlobStore) {
     );
     assert_eq!(store.read_for(&f1, &b.0, 25, 10).unwrap(), Some(Vec::new()));
     assert_eq!(store.read_for(&f2, &b.0, 0, 10).unwrap(), None);
+    // With the whole length, from the same lookup.
+    assert_eq!(
+        store.read_sized_for(&f1, &b.0, 0, 8).unwrap(),
+        Some((20, b.1[..8].to_vec()))
+    );
+    assert_eq!(
+        store.read_sized_for(&f1, &b.0, 12, 100).unwrap(),
+        Some((20, b.1[12..].to_vec()))
+    );
+    assert_eq!(store.read_sized_for(&f2, &b.0, 0, 10).unwrap(), None);
     // A whole blob: chunks and manifest, written back.
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let manifest = store

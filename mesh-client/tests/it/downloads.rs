@@ -1,0 +1,68 @@
+//! Blob downloads: a download is complete only when every object arrived; a remote that
+//! leaves one out fails the download, and the next asks only for what is still missing.
+
+use mesh_client::transport::InProcessHub;
+use mesh_core::blob::ChunkHash;
+use mesh_core::model::EntryDraft;
+use serde_json::json;
+
+use crate::common::*;
+
+/// A blob of many chunks: the download of its chunks fails while the remote leaves one of
+/// them out (the chunks it did send are kept), and the next download asks for that one chunk
+/// alone and completes with the whole content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
+    let hub = InProcessHub::new();
+    let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
+    let folder = a
+        .create_folder("f", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
+    let notes = a
+        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(16);
+    let data: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
+    let media = a
+        .put_blob(&folder.id, data.clone(), "application/octet-stream")
+        .await
+        .unwrap();
+    let mut draft = EntryDraft::new("big", json!({}));
+    draft.media = Some(media.clone());
+    a.put_many(&folder.id, &notes, vec![draft]).await.unwrap();
+    a.sync_now().await.unwrap();
+
+    let proxy = HubProxy::new(&hub, "ann");
+    let (asked, withheld) = (proxy.asked.clone(), proxy.withheld.clone());
+    let b = client("ann", "ann-b", proxy).await;
+    b.sync_now().await.unwrap();
+    // The manifest arrives; then one chunk of the middle is left out.
+    let manifest: ChunkHash = media.hash.parse().unwrap();
+    let chunks: Vec<ChunkHash> = mesh_core::blob::chunk_boundaries(&data)
+        .map(|r| ChunkHash::of(&data[r]))
+        .collect();
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    let left_out = chunks[chunks.len() / 2];
+    withheld.lock().unwrap().insert(left_out);
+    assert!(
+        b.fetch_blob(&folder.id, &media).await.is_err(),
+        "a download without one of its chunks is not complete"
+    );
+    assert!(b.read_blob(&folder.id, &media).await.is_err());
+    {
+        let asked = asked.lock().unwrap();
+        assert!(asked.contains(&manifest) && asked.contains(&left_out));
+    }
+
+    withheld.lock().unwrap().clear();
+    asked.lock().unwrap().clear();
+    b.fetch_blob(&folder.id, &media).await.unwrap();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![left_out],
+        "only the chunk still missing is asked for"
+    );
+    assert_eq!(b.read_blob(&folder.id, &media).await.unwrap(), data);
+}
