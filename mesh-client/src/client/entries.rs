@@ -181,17 +181,49 @@ impl MeshClient {
                 Ok((id.map_or_else(new_id, Ok)?, draft))
             })
             .collect::<Result<Vec<_>>>()?;
+        let (written, _) = self
+            .put_many_where(folder, feed, drafts, |_, _| true)
+            .await?;
+        Ok(written)
+    }
+
+    /// [`put_many`](MeshClient::put_many) for drafts that were planned against what their
+    /// entries were: each is written only if `still(id, entry as it is now)` holds, checked
+    /// in the same step as the write, so no sync can come in between. The others are left
+    /// out; their ids are returned beside the entries written.
+    pub(crate) async fn put_many_where<F>(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        drafts: Vec<(EntryId, EntryDraft)>,
+        still: F,
+    ) -> Result<(Vec<Entry>, Vec<EntryId>)>
+    where
+        F: Fn(&EntryId, Option<&Entry>) -> bool + Send + 'static,
+    {
         let key = Self::app_feed(folder, feed)?;
         let member = self.check(folder, Action::CreateEntry).await?;
         let role = member
             .as_ref()
             .and_then(mesh_core::model::Member::effective_role);
         let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
-        let written = self
+        let (written, changed) = self
             .shared()
             .run(move |r| {
-                may_change_all(r, &k, drafts.iter().map(|(id, _)| id), &actor.user, role)?;
-                r.write_batch(&k, drafts, &actor, now)
+                let mut kept = Vec::with_capacity(drafts.len());
+                let mut changed = Vec::new();
+                for (id, draft) in drafts {
+                    if still(&id, r.get(&k, &id)?.as_ref()) {
+                        kept.push((id, draft));
+                    } else {
+                        changed.push(id);
+                    }
+                }
+                if kept.is_empty() {
+                    return Ok((Vec::new(), changed));
+                }
+                may_change_all(r, &k, kept.iter().map(|(id, _)| id), &actor.user, role)?;
+                Ok::<_, ClientError>((r.write_batch(&k, kept, &actor, now)?, changed))
             })
             .await??;
         if let Some(last) = written.last() {
@@ -206,7 +238,7 @@ impl MeshClient {
             };
             out.push(self.announce(key.clone(), op, w.entry).await?);
         }
-        Ok(out)
+        Ok((out, changed))
     }
 
     /// Checks that this user may change the existing entry `id`; gives its feed key.
@@ -271,17 +303,47 @@ impl MeshClient {
         feed: &FeedName,
         ids: Vec<EntryId>,
     ) -> Result<Vec<Entry>> {
+        let (written, _) = self
+            .delete_many_where(folder, feed, ids, |_, _| true)
+            .await?;
+        Ok(written)
+    }
+
+    /// [`delete_many`](MeshClient::delete_many) for deletions planned against what their
+    /// entries were: each entry is deleted only if `still(id, entry as it is now)` holds,
+    /// checked in the same step; the ids of the others are returned beside the tombstones.
+    pub(crate) async fn delete_many_where<F>(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        ids: Vec<EntryId>,
+        still: F,
+    ) -> Result<(Vec<Entry>, Vec<EntryId>)>
+    where
+        F: Fn(&EntryId, Option<&Entry>) -> bool + Send + 'static,
+    {
         let key = Self::app_feed(folder, feed)?;
         let member = self.check(folder, Action::Read).await?;
         let role = member
             .as_ref()
             .and_then(mesh_core::model::Member::effective_role);
         let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
-        let written = self
+        let (written, changed) = self
             .shared()
             .run(move |r| {
-                may_change_all(r, &k, ids.iter(), &actor.user, role)?;
-                r.delete_batch(&k, &ids, &actor, now)
+                let (mut kept, mut changed) = (Vec::with_capacity(ids.len()), Vec::new());
+                for id in ids {
+                    if still(&id, r.get(&k, &id)?.as_ref()) {
+                        kept.push(id);
+                    } else {
+                        changed.push(id);
+                    }
+                }
+                if kept.is_empty() {
+                    return Ok((Vec::new(), changed));
+                }
+                may_change_all(r, &k, kept.iter(), &actor.user, role)?;
+                Ok::<_, ClientError>((r.delete_batch(&k, &kept, &actor, now)?, changed))
             })
             .await??;
         if let Some(last) = written.last() {
@@ -291,7 +353,7 @@ impl MeshClient {
         for w in written {
             out.push(self.announce(key.clone(), Op::Delete, w.entry).await?);
         }
-        Ok(out)
+        Ok((out, changed))
     }
 
     /// Entries of a feed that match `query` (filter, order, paging).

@@ -413,7 +413,7 @@ impl Mapper {
         }
         let mut local = scan.files;
         let me = client.device().clone();
-        let mut remote = self.remote_entries(&client).await?;
+        let (mut remote, mut seen) = self.remote_entries(&client).await?;
         self.follow_case(&mut local, &remote, &unknown).await?;
         // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
         // brings it back (by resolving the entry to it); the others wait for that.
@@ -441,7 +441,7 @@ impl Mapper {
             }
         }
         if revived {
-            remote = self.remote_entries(&client).await?;
+            (remote, seen) = self.remote_entries(&client).await?;
         }
         remote.retain(|_, (_, e)| !(e.is_deleted() && e.conflicts.iter().any(|c| !c.sync.deleted)));
 
@@ -677,16 +677,20 @@ impl Mapper {
             .into_iter()
             .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
             .collect();
-        self.execute(&client, plans, &manifests_of, &remote, local.len())
+        self.execute(&client, plans, &manifests_of, &remote, &seen, local.len())
             .await
     }
 
     /// The folder's `files` entries by fold key: the entry and its checked metadata (`None`
-    /// for a tombstone or an entry that was refused).
+    /// for a tombstone or an entry that was refused); and the version of every entry read
+    /// (refused ones too), which the pass's publications expect to find unchanged.
     async fn remote_entries(
         &mut self,
         client: &MeshClient,
-    ) -> Result<BTreeMap<String, (Option<FileMeta>, Entry)>> {
+    ) -> Result<(
+        BTreeMap<String, (Option<FileMeta>, Entry)>,
+        HashMap<EntryId, String>,
+    )> {
         let key = FeedKey::folder(self.folder.clone(), files_feed());
         let entries = client
             .shared()
@@ -709,6 +713,10 @@ impl Mapper {
             .map(|(k, rec)| (rec.path.entry_id(), k.clone()))
             .collect();
         let mut refusals = Vec::new();
+        let seen: HashMap<EntryId, String> = entries
+            .iter()
+            .map(|e| (e.entry_id().clone(), entry_version(e)))
+            .collect();
         for e in entries {
             if e.is_deleted() {
                 // A tombstone: its path is the one this device knew, if any.
@@ -739,7 +747,7 @@ impl Mapper {
         for (p, r) in refusals {
             self.report_once(p, r, true);
         }
-        Ok(out)
+        Ok((out, seen))
     }
 
     /// The mapped directory as opened by this pass.
@@ -772,6 +780,7 @@ impl Mapper {
         plans: Vec<(String, Plan)>,
         manifests: &HashMap<String, ChunkHash>,
         remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        versions: &HashMap<EntryId, String>,
         seen: usize,
     ) -> Result<()> {
         let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
@@ -882,7 +891,23 @@ impl Mapper {
             .map(|(k, l, m)| (l.path.entry_id(), (k, l, m)))
             .collect();
         for batch in drafts.chunks(1000) {
-            let written = client.put_many(&self.folder, &feed, batch.to_vec()).await?;
+            // Each entry only if it is still as this pass read it: a version that arrived
+            // since (a sync runs beside the pass) is not overwritten unseen; the next pass
+            // meets it (and keeps a conflict copy if the two differ).
+            let expected: HashMap<EntryId, Option<String>> = batch
+                .iter()
+                .map(|(id, _)| (id.clone(), versions.get(id).cloned()))
+                .collect();
+            let (written, changed) = client
+                .put_many_where(&self.folder, &feed, batch.to_vec(), move |id, now| {
+                    expected
+                        .get(id)
+                        .is_some_and(|want| now.map(entry_version) == *want)
+                })
+                .await?;
+            for id in changed {
+                tracing::debug!(entry = %id, "changed since the pass read it; left to the next pass");
+            }
             for e in written {
                 if let Some((key, l, m)) = by_id.remove(e.entry_id()) {
                     let rec = IndexRecord::of(&l, m, entry_version(&e));
@@ -893,9 +918,26 @@ impl Mapper {
         // Deletions in batches, like creations: one transaction for many tombstones.
         for batch in tombstones.chunks(1000) {
             let ids: Vec<EntryId> = batch.iter().map(|(_, id)| id.clone()).collect();
-            client.delete_many(&self.folder, &feed, ids).await?;
-            for (key, _) in batch {
-                self.forget(key.clone());
+            // Like publications: an edit that arrived since the pass read the entry is not
+            // deleted unseen (the next pass brings it back to the file).
+            let expected: HashMap<EntryId, Option<String>> = ids
+                .iter()
+                .map(|id| (id.clone(), versions.get(id).cloned()))
+                .collect();
+            let (_, changed) = client
+                .delete_many_where(&self.folder, &feed, ids, move |id, now| {
+                    expected
+                        .get(id)
+                        .is_some_and(|want| now.map(entry_version) == *want)
+                })
+                .await?;
+            let changed: HashSet<EntryId> = changed.into_iter().collect();
+            for (key, id) in batch {
+                if changed.contains(id) {
+                    tracing::debug!(entry = %id, "changed since the pass read it; left to the next pass");
+                } else {
+                    self.forget(key.clone());
+                }
             }
         }
 

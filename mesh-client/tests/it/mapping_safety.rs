@@ -368,6 +368,95 @@ async fn a_local_edit_made_during_a_download_is_kept() {
     }
 }
 
+/// Runs a pass of `client`'s mapping of `folder` at `root` in which `client` syncs (once) at
+/// the moment the pass reads the local file `name` to publish it: after the pass read the
+/// feed, before it writes.
+async fn rescan_syncing_as_it_reads(
+    client: &MeshClient,
+    folder: &FolderId,
+    root: &Path,
+    name: &str,
+) {
+    let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, once, name) = (client.clone(), synced.clone(), name.to_owned());
+    let runtime = tokio::runtime::Handle::current();
+    faults::set_hook(root, move |moment, target| {
+        if moment == faults::Moment::Read
+            && target.ends_with(&name)
+            && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            // (The hook runs on a worker of the runtime: the sync runs on a thread of its own.)
+            let (c, runtime) = (c.clone(), runtime.clone());
+            std::thread::spawn(move || runtime.block_on(c.sync_now()).map(|_| ()))
+                .join()
+                .unwrap()
+                .unwrap();
+        }
+    });
+    client.rescan(folder).await.unwrap();
+    faults::clear_hooks(root);
+    assert!(
+        synced.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+}
+
+/// Why: a version that arrived while a pass worked was overwritten unseen. The pass read
+/// the feed (no entry for the file yet), planned to publish the local file as new, and a sync
+/// brought the other device's version of it before the publish: the publish wrote over that
+/// version, and the other device then replaced its file without a conflict copy. The sync
+/// runs at the last moment, from a hook ([`faults::Moment::Read`]) as the pass reads the
+/// local file to publish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_arrives_during_a_pass_is_not_overwritten_unseen() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("plan.txt"), b"the laptop's").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.a.sync_now().await.unwrap();
+
+    std::fs::write(db.join("plan.txt"), b"the desktop's").unwrap();
+    rescan_syncing_as_it_reads(&p.b, &p.folder, db, "plan.txt").await;
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    for root in [da, db] {
+        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            vec![b"the desktop's".to_vec(), b"the laptop's".to_vec()]
+        );
+    }
+}
+
+/// The same race for a deletion: an edit that arrives while the pass that deletes the file
+/// works is not deleted unseen; the edit wins, as it does over a deletion it meets in a sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_that_arrives_during_a_pass_is_not_deleted_unseen() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("plan.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+
+    std::fs::write(da.join("plan.txt"), b"the laptop's edit").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.a.sync_now().await.unwrap();
+    // The desktop deletes the file and writes another, whose reading is the moment the
+    // laptop's edit arrives (after the pass has read the feed).
+    std::fs::remove_file(db.join("plan.txt")).unwrap();
+    std::fs::write(db.join("notes.txt"), b"notes").unwrap();
+    rescan_syncing_as_it_reads(&p.b, &p.folder, db, "notes.txt").await;
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    for root in [da, db] {
+        let files = snapshot(root);
+        assert_eq!(
+            files.get("plan.txt"),
+            Some(&Some(b"the laptop's edit".to_vec())),
+            "{files:?}"
+        );
+        assert_eq!(files.get("notes.txt"), Some(&Some(b"notes".to_vec())));
+    }
+}
+
 /// Why: two conflicts on one file within the same second lost the first local edit: copy
 /// names had one-second resolution and the second copy replaced the first. Both devices'
 /// clocks stand still here, so every copy is made in the same second; copies are named by the
