@@ -696,31 +696,31 @@ impl BlobStore {
     ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
         let mut out = Vec::new();
         let mut total = 0usize;
+        // On SQLite, one connection and statement for all (elsewhere `get` per object).
         let sqlite = self.pg().is_none() && self.mem().is_none();
-        if !sqlite {
-            for h in hashes {
-                if total >= max_bytes && !out.is_empty() {
-                    break;
-                }
-                if let Some(d) = self.get(h)? {
-                    total += d.len();
-                    out.push((*h, d));
-                }
-            }
-            return Ok(out);
-        }
-        let conn = self.sqlite_conn()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT data FROM objects WHERE hash = ?1")
-            .map_err(store_err)?;
+        let conn = if sqlite {
+            Some(self.sqlite_conn()?)
+        } else {
+            None
+        };
+        let mut stmt = match &conn {
+            Some(c) => Some(
+                c.prepare_cached("SELECT data FROM objects WHERE hash = ?1")
+                    .map_err(store_err)?,
+            ),
+            None => None,
+        };
         for h in hashes {
             if total >= max_bytes && !out.is_empty() {
                 break;
             }
-            let data: Option<Vec<u8>> = stmt
-                .query_row(params![&h.as_bytes()[..]], |r| r.get(0))
-                .optional()
-                .map_err(store_err)?;
+            let data: Option<Vec<u8>> = match &mut stmt {
+                Some(stmt) => stmt
+                    .query_row(params![&h.as_bytes()[..]], |r| r.get(0))
+                    .optional()
+                    .map_err(store_err)?,
+                None => self.get(h)?,
+            };
             if let Some(d) = data {
                 total += d.len();
                 out.push((*h, d));

@@ -210,15 +210,7 @@ impl MeshClient {
         let (written, changed) = self
             .shared()
             .run(move |r| {
-                let mut kept = Vec::with_capacity(drafts.len());
-                let mut changed = Vec::new();
-                for (id, draft) in drafts {
-                    if still(&id, r.get(&k, &id)?.as_ref()) {
-                        kept.push((id, draft));
-                    } else {
-                        changed.push(id);
-                    }
-                }
+                let (kept, changed) = split_unchanged(r, &k, drafts, |(id, _)| id, &still)?;
                 if kept.is_empty() {
                     return Ok((Vec::new(), changed));
                 }
@@ -331,14 +323,7 @@ impl MeshClient {
         let (written, changed) = self
             .shared()
             .run(move |r| {
-                let (mut kept, mut changed) = (Vec::with_capacity(ids.len()), Vec::new());
-                for id in ids {
-                    if still(&id, r.get(&k, &id)?.as_ref()) {
-                        kept.push(id);
-                    } else {
-                        changed.push(id);
-                    }
-                }
+                let (kept, changed) = split_unchanged(r, &k, ids, |id| id, &still)?;
                 if kept.is_empty() {
                     return Ok((Vec::new(), changed));
                 }
@@ -469,6 +454,27 @@ impl From<(EntryId, EntryDraft)> for BatchItem {
 
 /// Checks that `user`, holding `role`, may change every entry of `ids` that `feed` already
 /// holds (the others would be created): one check for the batch calls.
+/// Splits `items` into those whose entry (named by `id`) `still` accepts as it is now, and
+/// the ids of the others.
+fn split_unchanged<T>(
+    r: &Replica<ClientStore>,
+    feed: &FeedKey,
+    items: Vec<T>,
+    id: impl Fn(&T) -> &EntryId,
+    still: &impl Fn(&EntryId, Option<&Entry>) -> bool,
+) -> mesh_core::Result<(Vec<T>, Vec<EntryId>)> {
+    let (mut kept, mut changed) = (Vec::with_capacity(items.len()), Vec::new());
+    for item in items {
+        let i = id(&item);
+        if still(i, r.get(feed, i)?.as_ref()) {
+            kept.push(item);
+        } else {
+            changed.push(i.clone());
+        }
+    }
+    Ok((kept, changed))
+}
+
 fn may_change_all<'a>(
     r: &Replica<ClientStore>,
     feed: &FeedKey,

@@ -894,16 +894,9 @@ impl Mapper {
             // Each entry only if it is still as this pass read it: a version that arrived
             // since (a sync runs beside the pass) is not overwritten unseen; the next pass
             // meets it (and keeps a conflict copy if the two differ).
-            let expected: HashMap<EntryId, Option<String>> = batch
-                .iter()
-                .map(|(id, _)| (id.clone(), versions.get(id).cloned()))
-                .collect();
+            let still = as_read(versions, batch.iter().map(|(id, _)| id));
             let (written, changed) = client
-                .put_many_where(&self.folder, &feed, batch.to_vec(), move |id, now| {
-                    expected
-                        .get(id)
-                        .is_some_and(|want| now.map(entry_version) == *want)
-                })
+                .put_many_where(&self.folder, &feed, batch.to_vec(), still)
                 .await?;
             for id in changed {
                 tracing::debug!(entry = %id, "changed since the pass read it; left to the next pass");
@@ -920,16 +913,9 @@ impl Mapper {
             let ids: Vec<EntryId> = batch.iter().map(|(_, id)| id.clone()).collect();
             // Like publications: an edit that arrived since the pass read the entry is not
             // deleted unseen (the next pass brings it back to the file).
-            let expected: HashMap<EntryId, Option<String>> = ids
-                .iter()
-                .map(|id| (id.clone(), versions.get(id).cloned()))
-                .collect();
+            let still = as_read(versions, ids.iter());
             let (_, changed) = client
-                .delete_many_where(&self.folder, &feed, ids, move |id, now| {
-                    expected
-                        .get(id)
-                        .is_some_and(|want| now.map(entry_version) == *want)
-                })
+                .delete_many_where(&self.folder, &feed, ids, still)
                 .await?;
             let changed: HashSet<EntryId> = changed.into_iter().collect();
             for (key, id) in batch {
@@ -1123,6 +1109,22 @@ impl Mapper {
 }
 
 /// Whether `device` wrote this version.
+/// Whether an entry of `ids` is still as a pass read it: at the version `versions` recorded,
+/// or still absent if it had none.
+fn as_read<'a>(
+    versions: &HashMap<EntryId, String>,
+    ids: impl Iterator<Item = &'a EntryId>,
+) -> impl Fn(&EntryId, Option<&Entry>) -> bool + Send + 'static {
+    let expected: HashMap<EntryId, Option<String>> = ids
+        .map(|id| (id.clone(), versions.get(id).cloned()))
+        .collect();
+    move |id, now| {
+        expected
+            .get(id)
+            .is_some_and(|want| now.map(entry_version) == *want)
+    }
+}
+
 fn written_by(sync: &mesh_core::feedsync::SyncMeta, device: &mesh_core::id::DeviceId) -> bool {
     sync.topmost().and_then(|h| h.by.as_ref()) == Some(device)
 }

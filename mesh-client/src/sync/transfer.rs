@@ -274,9 +274,10 @@ async fn missing_locally(
                 .collect();
             let absent_manifests = b.absent(&unknown)?;
             if !absent_manifests.is_empty() {
+                let absent: HashSet<&ChunkHash> = absent_manifests.iter().collect();
                 let present: Vec<ChunkHash> = manifests
                     .iter()
-                    .filter(|h| !absent_manifests.contains(h))
+                    .filter(|h| !absent.contains(h))
                     .copied()
                     .collect();
                 b.claim(&folder, &present)?;
