@@ -386,14 +386,36 @@ impl MeshClient {
         id: &EntryId,
         resolution: Resolution,
     ) -> Result<Entry> {
+        self.resolve_where(folder, feed, id, resolution, |_| true)
+            .await?
+            .ok_or_else(|| ClientError::Conflict(format!("{id} changed while it was resolved")))
+    }
+
+    /// [`resolve`](MeshClient::resolve) for a resolution chosen from what the entry was: made
+    /// only if `still(entry as it is now)` holds, checked in the same step (`None` if not).
+    pub(crate) async fn resolve_where<F>(
+        &self,
+        folder: &FolderId,
+        feed: &FeedName,
+        id: &EntryId,
+        resolution: Resolution,
+        still: F,
+    ) -> Result<Option<Entry>>
+    where
+        F: FnOnce(&Entry) -> bool + Send + 'static,
+    {
         let key = self.check_change(folder, feed, id).await?;
         let (actor, now, id) = (self.actor().clone(), self.now(), id.clone());
         let k = key.clone();
         let w = self
             .shared()
             .run(move |r| {
+                let cur = r.get(&k, &id)?;
+                if cur.as_ref().is_some_and(|cur| !still(cur)) {
+                    return Ok(None);
+                }
                 if let Resolution::Keep(top) = &resolution {
-                    let there = r.get(&k, &id)?.is_some_and(|cur| {
+                    let there = cur.is_some_and(|cur| {
                         cur.sync.topmost() == Some(top)
                             || cur.conflicts.iter().any(|c| c.sync.topmost() == Some(top))
                     });
@@ -404,11 +426,12 @@ impl MeshClient {
                         )));
                     }
                 }
-                Ok(r.resolve(&k, &id, resolution, &actor, now)?)
+                Ok(Some(r.resolve(&k, &id, resolution, &actor, now)?))
             })
             .await??;
+        let Some(w) = w else { return Ok(None) };
         self.changed(key.clone(), w.seq);
-        self.announce(key, Op::Resolve, w.entry).await
+        self.announce(key, Op::Resolve, w.entry).await.map(Some)
     }
 }
 
@@ -452,8 +475,6 @@ impl From<(EntryId, EntryDraft)> for BatchItem {
     }
 }
 
-/// Checks that `user`, holding `role`, may change every entry of `ids` that `feed` already
-/// holds (the others would be created): one check for the batch calls.
 /// Splits `items` into those whose entry (named by `id`) `still` accepts as it is now, and
 /// the ids of the others.
 fn split_unchanged<T>(
@@ -475,6 +496,8 @@ fn split_unchanged<T>(
     Ok((kept, changed))
 }
 
+/// Checks that `user`, holding `role`, may change every entry of `ids` that `feed` already
+/// holds (the others would be created): one check for the batch calls.
 fn may_change_all<'a>(
     r: &Replica<ClientStore>,
     feed: &FeedKey,

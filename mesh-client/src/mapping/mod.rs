@@ -20,7 +20,9 @@
 //!   edits the one in the feed wins the path while this device's is kept as
 //!   `name (conflict <device> <date> <time>).ext` and published in turn. A FeedSync conflict
 //!   (two devices published concurrently) is settled the same way by the device whose version
-//!   lost: it renames its file to a conflict copy, writes the winner and resolves the entry.
+//!   lost: it renames its file to a conflict copy, writes the winner and acknowledges the loss
+//!   with an update of its own (which folds only its own versions: a third device's losing
+//!   version stays a conflict until that device has kept its copy).
 //!
 //! Two conflict copies of one file in the same second never replace each other (a counter is
 //! added: `… 2)`, `… 3)`), and copies name the device by its display name.
@@ -104,7 +106,7 @@ use std::sync::{Arc, Weak};
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::{
-    names, Action, Entry, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
+    names, Action, Entry, EntryData, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
 };
 use mesh_core::replica::Resolution;
 use mesh_core::store::Store;
@@ -207,7 +209,6 @@ enum Plan {
         meta: FileMeta,
         version: String,
         conflict_copy: bool,
-        resolve: bool,
         /// What the pass saw at the path (checked again just before the file is replaced).
         local: Option<LocalFile>,
     },
@@ -416,8 +417,11 @@ impl Mapper {
         let (mut remote, mut seen) = self.remote_entries(&client).await?;
         self.follow_case(&mut local, &remote, &unknown).await?;
         // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
-        // brings it back (by resolving the entry to it); the others wait for that.
-        let mut revived = false;
+        // brings it back, with an update of its own that keeps the edit's content (an update
+        // folds only this device's versions: another device's edit in conflict stays, for its
+        // device to keep in turn); the others wait for that. Only if the deletion is still
+        // the entry's winner as read: one that a sync replaced since waits for the next pass.
+        let mut revivals: Vec<(EntryId, EntryDraft)> = Vec::new();
         for (key, (_, e)) in &remote {
             if !e.is_deleted() {
                 continue;
@@ -425,22 +429,18 @@ impl Mapper {
             let mine = e
                 .conflicts
                 .iter()
-                .position(|c| !c.sync.deleted && written_by(&c.sync, &me));
-            if let Some(n) = mine {
-                client
-                    .resolve(
-                        &self.folder,
-                        &files_feed(),
-                        e.entry_id(),
-                        Resolution::Pick(n + 1),
-                    )
-                    .await?;
-                revived = true;
+                .find(|c| !c.sync.deleted && written_by(&c.sync, &me));
+            if let Some(c) = mine {
+                revivals.push((e.entry_id().clone(), draft_of(&c.content)));
             } else if e.conflicts.iter().any(|c| !c.sync.deleted) {
                 tracing::debug!(path = %key, "waiting for an edit to win over a deletion");
             }
         }
-        if revived {
+        if !revivals.is_empty() {
+            let still = as_read(&seen, revivals.iter().map(|(id, _)| id));
+            client
+                .put_many_where(&self.folder, &files_feed(), revivals, still)
+                .await?;
             (remote, seen) = self.remote_entries(&client).await?;
         }
         remote.retain(|_, (_, e)| !(e.is_deleted() && e.conflicts.iter().any(|c| !c.sync.deleted)));
@@ -546,7 +546,6 @@ impl Mapper {
                                 meta: meta.clone(),
                                 version: remote_version.clone().unwrap_or_default(),
                                 conflict_copy: lost && l.is_some(),
-                                resolve: lost,
                                 local: l.cloned(),
                             },
                         }
@@ -565,7 +564,6 @@ impl Mapper {
                             meta: meta.clone(),
                             version: remote_version.clone().unwrap_or_default(),
                             conflict_copy: false,
-                            resolve: false,
                             local: None,
                         },
                     },
@@ -652,7 +650,6 @@ impl Mapper {
                     meta: meta.clone(),
                     version: remote_version.unwrap_or_default(),
                     conflict_copy: true,
-                    resolve: false,
                     local: Some(l.clone()),
                 },
                 _ => {
@@ -787,8 +784,6 @@ impl Mapper {
         let mut published_recs: Vec<(String, LocalFile, Option<ChunkHash>)> = Vec::new();
         let mut tombstones: Vec<(String, EntryId)> = Vec::new();
         let mut jobs: Vec<WriteJob> = Vec::new();
-        // Entries whose conflict this device's lost version leaves to settle.
-        let mut to_resolve: Vec<String> = Vec::new();
         let mut dirs: Vec<(String, FileMeta, String)> = Vec::new();
         let mut removals: Vec<(String, LocalFile)> = Vec::new();
         let deleted_manifests: HashMap<ChunkHash, FilePath> = plans
@@ -833,12 +828,8 @@ impl Mapper {
                     meta,
                     version,
                     conflict_copy,
-                    resolve,
                     local,
                 } => {
-                    if resolve {
-                        to_resolve.push(key.clone());
-                    }
                     // The local file holds the version the index recorded: the new version's
                     // chunks it shares are copied from it rather than written again.
                     let base = match (&local, self.index.get(&key)) {
@@ -1041,20 +1032,8 @@ impl Mapper {
                     }
                 }
             }
-            // Settle the conflicts this device's versions lost.
-            for key in &to_resolve {
-                if let Some((Some(meta), e)) = remote.get(key) {
-                    if e.has_conflicts() {
-                        let _ = client
-                            .resolve(&self.folder, &feed, e.entry_id(), Resolution::Pick(0))
-                            .await
-                            .map_err(|err| {
-                                self.emit_error(format!("resolving {}: {err}", meta.path))
-                            });
-                    }
-                }
-            }
         }
+        self.acknowledge_losses(client, remote, versions).await?;
 
         removals.sort_by(|a, b| b.1.path.cmp(&a.1.path));
         for (key, l) in removals {
@@ -1106,9 +1085,102 @@ impl Mapper {
         });
         Ok(())
     }
+
+    /// Acknowledges the FeedSync conflicts this device's versions lost, once the winner is on
+    /// disk here (the index holds the winner's version, so the lost version was kept as a
+    /// conflict copy when the winner replaced it, or had no file): an update by this device
+    /// that keeps the winner's content. An update folds only this device's own versions into
+    /// its history; another device's losing version stays a conflict until that device has
+    /// kept it as a copy and acknowledged it in turn. (A resolution would fold every version,
+    /// and a device whose version was folded before it kept a copy would take the resolution
+    /// for a plain remote edit and write over its file.) Each update is written only if the
+    /// entry's winner is still the one this pass read and wrote to disk.
+    async fn acknowledge_losses(
+        &mut self,
+        client: &MeshClient,
+        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        versions: &HashMap<EntryId, String>,
+    ) -> Result<()> {
+        let me = client.device().clone();
+        let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
+        let mut keys: HashMap<EntryId, String> = HashMap::new();
+        for (key, (meta, e)) in remote {
+            let on_disk = self
+                .index
+                .get(key)
+                .is_some_and(|i| i.version == entry_version(e));
+            if meta.is_some() && on_disk && e.conflicts.iter().any(|c| written_by(&c.sync, &me)) {
+                drafts.push((e.entry_id().clone(), draft_of(&e.content)));
+                keys.insert(e.entry_id().clone(), key.clone());
+            }
+        }
+        // Two deletions in conflict hold no content: the devices whose deletion lost settle
+        // them, while every version is still a deletion.
+        let tombs: Vec<&Entry> = remote
+            .values()
+            .map(|(_, e)| e)
+            .filter(|e| {
+                e.is_deleted()
+                    && e.conflicts.iter().all(|c| c.sync.deleted)
+                    && e.conflicts.iter().any(|c| written_by(&c.sync, &me))
+            })
+            .collect();
+        for e in tombs {
+            let read = entry_version(e);
+            let settled = client
+                .resolve_where(
+                    &self.folder,
+                    &files_feed(),
+                    e.entry_id(),
+                    Resolution::Delete,
+                    move |now| {
+                        entry_version(now) == read
+                            && now.is_deleted()
+                            && now.conflicts.iter().all(|c| c.sync.deleted)
+                    },
+                )
+                .await;
+            if let Err(err) = settled {
+                self.emit_error(format!("settling two deletions: {err}"));
+            }
+        }
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let still = as_read(versions, drafts.iter().map(|(id, _)| id));
+        match client
+            .put_many_where(&self.folder, &files_feed(), drafts, still)
+            .await
+        {
+            Ok((written, changed)) => {
+                for id in changed {
+                    tracing::debug!(entry = %id, "conflict left to the next pass: the entry changed");
+                }
+                for e in written {
+                    let Some(key) = keys.remove(e.entry_id()) else {
+                        continue;
+                    };
+                    if let Some(mut rec) = self.index.get(&key).cloned() {
+                        rec.version = entry_version(&e);
+                        self.set_index(key, rec)?;
+                    }
+                }
+            }
+            Err(e) => self.emit_error(format!("acknowledging conflicts: {e}")),
+        }
+        Ok(())
+    }
 }
 
-/// Whether `device` wrote this version.
+/// A draft that writes `data`'s title, content and media again.
+fn draft_of(data: &EntryData) -> EntryDraft {
+    EntryDraft {
+        title: data.title.clone(),
+        content: data.content.clone(),
+        media: data.media.clone(),
+    }
+}
+
 /// Whether an entry of `ids` is still as a pass read it: at the version `versions` recorded,
 /// or still absent if it had none.
 fn as_read<'a>(
@@ -1125,6 +1197,7 @@ fn as_read<'a>(
     }
 }
 
+/// Whether `device` wrote this version.
 fn written_by(sync: &mesh_core::feedsync::SyncMeta, device: &mesh_core::id::DeviceId) -> bool {
     sync.topmost().and_then(|h| h.by.as_ref()) == Some(device)
 }

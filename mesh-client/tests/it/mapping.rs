@@ -141,6 +141,93 @@ pub(crate) async fn pair() -> Pair {
     }
 }
 
+/// Three devices mapping one folder, each with its directory.
+pub(crate) struct Trio {
+    _hub: InProcessHub,
+    pub(crate) devices: Vec<(MeshClient, tempfile::TempDir)>,
+    pub(crate) folder: FolderId,
+}
+
+pub(crate) async fn trio() -> Trio {
+    let hub = InProcessHub::new();
+    let mut devices = Vec::new();
+    for name in ["laptop", "desktop", "tablet"] {
+        devices.push((device(&hub, name).await, tempfile::tempdir().unwrap()));
+    }
+    let folder = devices[0]
+        .0
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    let clients: Vec<&MeshClient> = devices.iter().map(|(c, _)| c).collect();
+    settle(&clients).await;
+    for (c, d) in &devices {
+        c.map_folder_with(&folder, d.path(), quiet_mapping())
+            .await
+            .unwrap();
+    }
+    Trio {
+        _hub: hub,
+        devices,
+        folder,
+    }
+}
+
+impl Trio {
+    pub(crate) fn clients(&self) -> Vec<&MeshClient> {
+        self.devices.iter().map(|(c, _)| c).collect()
+    }
+
+    pub(crate) fn dir(&self, n: usize) -> &Path {
+        self.devices[n].1.path()
+    }
+
+    /// Rescans and syncs every device in turn until all directories agree twice in a row.
+    pub(crate) async fn converge(&self) {
+        let mut stable = 0;
+        for _ in 0..20 {
+            for (c, _) in &self.devices {
+                c.rescan(&self.folder).await.unwrap();
+                settle(&self.clients()).await;
+            }
+            let first = snapshot(self.dir(0));
+            if (1..self.devices.len()).all(|n| snapshot(self.dir(n)) == first) {
+                stable += 1;
+                if stable == 2 {
+                    return;
+                }
+            } else {
+                stable = 0;
+            }
+        }
+        panic!("directories did not converge");
+    }
+
+    /// Asserts that every device's directory holds exactly the files `want` (contents).
+    pub(crate) fn assert_contents(&self, want: &[&str]) {
+        for n in 0..self.devices.len() {
+            assert_eq!(
+                self.contents(n),
+                want,
+                "device {n}: {:?}",
+                snapshot(self.dir(n)).keys()
+            );
+        }
+    }
+
+    /// Every file's content, sorted, on device `n`.
+    fn contents(&self, n: usize) -> Vec<String> {
+        let mut out: Vec<String> = snapshot(self.dir(n))
+            .into_values()
+            .flatten()
+            .map(|c| String::from_utf8(c).unwrap())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_directories_edits_renames_and_deletions_reach_the_other_device() {
     let p = pair().await;

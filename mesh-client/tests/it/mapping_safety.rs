@@ -12,7 +12,7 @@ use mesh_client::{ClientError, Event, MappingEvent, MeshClient, PauseReason};
 use mesh_core::id::FolderId;
 
 use crate::common::{builder, settle};
-use crate::mapping::{converge, device, manual, pair, quiet_mapping, snapshot};
+use crate::mapping::{converge, device, manual, pair, quiet_mapping, snapshot, trio};
 
 /// Files (not directories) below `root`, by relative path.
 fn files(root: &Path) -> Vec<String> {
@@ -377,11 +377,22 @@ async fn rescan_syncing_as_it_reads(
     root: &Path,
     name: &str,
 ) {
+    rescan_syncing_at(client, folder, root, faults::Moment::Read, name).await
+}
+
+/// Runs a pass in which `client` syncs (once) at `moment` of the pass's work on file `name`.
+async fn rescan_syncing_at(
+    client: &MeshClient,
+    folder: &FolderId,
+    root: &Path,
+    at: faults::Moment,
+    name: &str,
+) {
     let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (c, once, name) = (client.clone(), synced.clone(), name.to_owned());
     let runtime = tokio::runtime::Handle::current();
     faults::set_hook(root, move |moment, target| {
-        if moment == faults::Moment::Read
+        if moment == at
             && target.ends_with(&name)
             && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
@@ -709,4 +720,88 @@ async fn paths_differing_only_in_case_converge() {
         ]
     );
     assert_eq!(conflict_copies(da).len(), 1);
+}
+
+/// Why: when three devices edited one file at once, the first device whose version lost
+/// resolved the entry to the winner, and so also resolved away the third device's version,
+/// which that device had not yet kept as a conflict copy: the third device then took the
+/// resolution as a plain remote edit and wrote over its file. Every edit must survive, as
+/// the file or as a conflict copy, on every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_devices_editing_one_file_at_once_lose_no_edit() {
+    let t = trio().await;
+    std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
+    t.converge().await;
+    for (n, (c, d)) in t.devices.iter().enumerate() {
+        std::fs::write(d.path().join("plan.txt"), format!("edit {n}")).unwrap();
+        c.rescan(&t.folder).await.unwrap();
+    }
+    settle(&t.clients()).await;
+    t.converge().await;
+    t.assert_contents(&["edit 0", "edit 1", "edit 2"]);
+}
+
+/// The same loss, as a race: a version that arrives while the pass that keeps this device's
+/// losing version works is not folded away unseen. The laptop and the desktop edit at once;
+/// as the loser's pass writes the winner, a sync brings the tablet's two edits (the second
+/// wins, being later in its own history), which no device has kept yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_arrives_as_a_loss_is_kept_is_not_folded_away() {
+    let t = trio().await;
+    std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
+    t.converge().await;
+    let (laptop, desktop, tablet) = (&t.devices[0].0, &t.devices[1].0, &t.devices[2].0);
+    for (n, c) in [laptop, desktop].into_iter().enumerate() {
+        std::fs::write(t.dir(n).join("plan.txt"), format!("edit {n}")).unwrap();
+        c.rescan(&t.folder).await.unwrap();
+    }
+    settle(&[laptop, desktop]).await;
+    let conflicted = laptop.conflicts(&t.folder).await.unwrap();
+    assert_eq!(conflicted.len(), 1);
+    let winner = conflicted[0].1.sync.topmost().unwrap().by.clone().unwrap();
+    let loser = if winner == *laptop.device() { 1 } else { 0 };
+
+    for edit in ["tablet a", "tablet b"] {
+        std::fs::write(t.dir(2).join("plan.txt"), edit).unwrap();
+        tablet.rescan(&t.folder).await.unwrap();
+    }
+    tablet.sync_now().await.unwrap();
+
+    let (c, root) = (&t.devices[loser].0, t.dir(loser));
+    rescan_syncing_at(c, &t.folder, root, faults::Moment::Write, "plan.txt").await;
+
+    t.converge().await;
+    t.assert_contents(&["edit 0", "edit 1", "tablet b"]);
+    assert!(laptop.conflicts(&t.folder).await.unwrap().is_empty());
+}
+
+/// An edit beats a deletion, and a second edit made at the same time survives too: the
+/// device that brings its edit back does not fold the other device's edit away with the
+/// deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edits_beat_a_deletion_and_both_survive() {
+    let t = trio().await;
+    std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
+    t.converge().await;
+    for n in [1, 2] {
+        std::fs::write(t.dir(n).join("plan.txt"), format!("edit {n}")).unwrap();
+        t.devices[n].0.rescan(&t.folder).await.unwrap();
+    }
+    // The deletion is the latest update: it wins the entry over both edits.
+    std::fs::remove_file(t.dir(0).join("plan.txt")).unwrap();
+    t.devices[0].0.rescan(&t.folder).await.unwrap();
+    settle(&t.clients()).await;
+    let conflicted = t.devices[0].0.conflicts(&t.folder).await.unwrap();
+    assert!(
+        conflicted.len() == 1 && conflicted[0].1.is_deleted(),
+        "the deletion wins: {conflicted:?}"
+    );
+    t.converge().await;
+    t.assert_contents(&["edit 1", "edit 2"]);
+    assert!(t.devices[0]
+        .0
+        .conflicts(&t.folder)
+        .await
+        .unwrap()
+        .is_empty());
 }
