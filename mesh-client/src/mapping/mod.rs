@@ -146,6 +146,20 @@ fn may_change(kind: &notify::EventKind) -> bool {
 /// group's content downloads.
 const WRITE_GROUP: usize = 1_000;
 
+/// Groups of remote files whose objects download ahead of the group being written.
+const FETCHES_AHEAD: usize = 2;
+
+/// Downloads running ahead of a pass's writes; stopped when the pass drops them.
+struct Downloads(std::collections::VecDeque<JoinHandle<Result<u64>>>);
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            d.abort();
+        }
+    }
+}
+
 enum Cmd {
     Rescan(oneshot::Sender<Result<()>>),
 }
@@ -956,51 +970,56 @@ impl Mapper {
         }
 
         if !jobs.is_empty() {
-            // In groups: the next group's objects download while this one's files are
-            // written (each group is written once its own download has ended).
+            // In groups: the next groups' objects download (up to FETCHES_AHEAD groups, each
+            // in a task of its own) while this one's files are written; each group is written
+            // once its own download has ended.
             let mut groups: Vec<Vec<WriteJob>> = Vec::new();
             let mut jobs = jobs.into_iter().peekable();
             while jobs.peek().is_some() {
                 groups.push(jobs.by_ref().take(WRITE_GROUP).collect());
             }
+            let mut needed = groups
+                .iter()
+                .map(|group| {
+                    group
+                        .iter()
+                        .filter_map(|j| j.meta.manifest)
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<ChunkHash>>()
+                })
+                .collect::<Vec<_>>()
+                .into_iter();
             let folder = self.folder.clone();
-            let fetch = |group: &[WriteJob]| {
-                let needed: Vec<ChunkHash> = group
-                    .iter()
-                    .filter_map(|j| j.meta.manifest)
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
+            let fetch = |needed: Vec<ChunkHash>| {
                 let (client, folder) = (client.clone(), folder.clone());
-                async move { client.fetch_objects(&folder, needed).await }
+                tokio::spawn(async move { client.fetch_objects(&folder, needed).await })
             };
-            let mut groups = groups.into_iter();
-            let mut next = groups.next();
-            let mut fetched = match &next {
-                Some(group) => Some(fetch(group).await),
-                None => None,
-            };
-            while let Some(group) = next.take() {
-                if let Some(Err(e)) = fetched.take() {
+            // (Dropped with the pass: a pass that ends early stops its downloads.)
+            let mut ahead = Downloads(needed.by_ref().take(FETCHES_AHEAD).map(fetch).collect());
+            for group in groups {
+                let fetched = match ahead.0.pop_front() {
+                    Some(download) => download
+                        .await
+                        .map_err(|e| ClientError::Internal(e.to_string()))
+                        .and_then(|r| r),
+                    None => Ok(0),
+                };
+                if let Err(e) = fetched {
                     // Write what is complete; the rest waits for the next pass.
                     self.emit_error(format!("download: {e}"));
                 }
-                next = groups.next();
+                if let Some(n) = needed.next() {
+                    ahead.0.push_back(fetch(n));
+                }
                 let root = self.opened()?;
                 let device_name = self.device_name.clone();
                 let blobs = client.shared().blobs().clone();
                 let now = client.now();
-                let written = tokio::task::spawn_blocking(move || {
+                let results = tokio::task::spawn_blocking(move || {
                     apply::write_files(&blobs, &root, group, &device_name, now)
-                });
-                let (results, after) = match &next {
-                    Some(following) => {
-                        let (results, after) = futures::join!(written, fetch(following));
-                        (results, Some(after))
-                    }
-                    None => (written.await, None),
-                };
-                fetched = after;
+                })
+                .await;
                 let results = results.map_err(|e| ClientError::Internal(e.to_string()))?;
                 for (job, outcome) in results {
                     match outcome {
