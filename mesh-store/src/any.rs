@@ -128,6 +128,14 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => AnyTxn::Postgres(s.begin()?),
         })
     }
+    fn begin_relaxed(&mut self) -> CoreResult<AnyTxn<'_>> {
+        Ok(match self {
+            AnyStore::Memory(s) => AnyTxn::Memory(s.begin_relaxed()?),
+            AnyStore::Sqlite(s) => AnyTxn::Sqlite(s.begin_relaxed()?),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => AnyTxn::Postgres(s.begin_relaxed()?),
+        })
+    }
 }
 
 macro_rules! each_txn {

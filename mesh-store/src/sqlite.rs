@@ -203,6 +203,15 @@ pub struct SqliteStore {
     conn: Connection,
     replica: ReplicaId,
     location: String,
+    /// `synchronous` as opened (`FULL` or `NORMAL`).
+    synchronous: &'static str,
+    /// Whether relaxed transactions may commit at `synchronous = NORMAL`: in WAL mode only
+    /// (where a commit that did not wait for the disk is lost whole or kept whole, and the
+    /// next synced commit syncs it too), and only when the store is at `FULL`.
+    may_relax: bool,
+    /// Whether the connection is at `NORMAL` for a relaxed transaction (set back to
+    /// `synchronous` by the next ordinary `begin`).
+    relaxed: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -247,12 +256,14 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
             Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e))?;
-        let store = Self::init(conn, location, new_replica, true)?;
+        let mut store = Self::init(conn, location, new_replica, true)?;
         if durability == Durability::Normal {
             store
                 .conn
                 .pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| StoreError::sqlite(store.location.to_string(), e))?;
+            store.synchronous = "NORMAL";
+            store.may_relax = false;
         }
         Ok(store)
     }
@@ -278,11 +289,13 @@ impl SqliteStore {
         // file that is not a database or is damaged.
         let version = identify(&conn, &location, &REPLICA_SCHEMA)?;
 
+        let mut wal = false;
         if on_disk {
             let mode: String = conn
                 .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
                 .map_err(fail)?;
-            if !mode.eq_ignore_ascii_case("wal") {
+            wal = mode.eq_ignore_ascii_case("wal");
+            if !wal {
                 tracing::warn!(
                     store = %location,
                     journal_mode = %mode,
@@ -305,6 +318,9 @@ impl SqliteStore {
             conn,
             replica,
             location,
+            synchronous: "FULL",
+            may_relax: wal,
+            relaxed: false,
         })
     }
 
@@ -322,6 +338,7 @@ impl SqliteStore {
 
     /// Sets a value of the store's `meta` table (durably, in its own transaction).
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.relax(false)?;
         self.conn
             .execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -830,6 +847,7 @@ impl Store for SqliteStore {
     }
 
     fn purge_feed(&mut self, feed: &FeedKey) -> CoreResult<u64> {
+        self.relax(false)?;
         let key = feed.to_string();
         let tx = self
             .conn
@@ -852,6 +870,32 @@ impl Store for SqliteStore {
     }
 
     fn begin(&mut self) -> CoreResult<SqliteTxn<'_>> {
+        self.relax(false)?;
+        self.begin_txn()
+    }
+
+    fn begin_relaxed(&mut self) -> CoreResult<SqliteTxn<'_>> {
+        self.relax(true)?;
+        self.begin_txn()
+    }
+}
+
+impl SqliteStore {
+    /// Puts the connection at `synchronous = NORMAL` for a relaxed transaction, or back at
+    /// the store's own level (the setting cannot change inside a transaction).
+    fn relax(&mut self, relaxed: bool) -> CoreResult<()> {
+        let relaxed = relaxed && self.may_relax;
+        if relaxed != self.relaxed {
+            let level = if relaxed { "NORMAL" } else { self.synchronous };
+            self.conn
+                .pragma_update(None, "synchronous", level)
+                .map_err(db("synchronous"))?;
+            self.relaxed = relaxed;
+        }
+        Ok(())
+    }
+
+    fn begin_txn(&mut self) -> CoreResult<SqliteTxn<'_>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1056,5 +1100,70 @@ impl StoreTxn for SqliteTxn<'_> {
                 .map_err(db("advancing the sequence counter"))?;
         }
         self.tx.commit().map_err(db("commit"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(s: &SqliteStore) -> i64 {
+        s.conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    fn commit_cursor(s: &mut SqliteStore, relaxed: bool) {
+        let remote: RemoteId = "hub".parse().unwrap();
+        let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+        let mut tx = if relaxed {
+            s.begin_relaxed().unwrap()
+        } else {
+            s.begin().unwrap()
+        };
+        tx.set_sync_state(&remote, &feed, &SyncState::default())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// A relaxed transaction commits without waiting for the disk (`NORMAL`, in WAL mode),
+    /// and every other write after it is back at the store's own level: an ordinary
+    /// transaction, a purge, a `meta` value.
+    #[test]
+    fn only_relaxed_transactions_skip_the_sync() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path().join("r.db"), "r1".parse().unwrap()).unwrap();
+        assert_eq!(synchronous(&s), FULL);
+        commit_cursor(&mut s, true);
+        assert_eq!(synchronous(&s), NORMAL);
+        commit_cursor(&mut s, false);
+        assert_eq!(synchronous(&s), FULL);
+        commit_cursor(&mut s, true);
+        s.set_meta("k", "v").unwrap();
+        assert_eq!(synchronous(&s), FULL);
+        commit_cursor(&mut s, true);
+        s.purge_feed(&FeedKey::folder(
+            "f1".parse().unwrap(),
+            "notes".parse().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(synchronous(&s), FULL);
+
+        // A store opened at NORMAL stays there; one without WAL (in memory here) is never
+        // relaxed.
+        let mut n = SqliteStore::open_with(
+            dir.path().join("n.db"),
+            "r2".parse().unwrap(),
+            Durability::Normal,
+        )
+        .unwrap();
+        commit_cursor(&mut n, true);
+        commit_cursor(&mut n, false);
+        assert_eq!(synchronous(&n), NORMAL);
+        let mut m = SqliteStore::open_in_memory("r3".parse().unwrap()).unwrap();
+        commit_cursor(&mut m, true);
+        assert_eq!(synchronous(&m), FULL);
     }
 }

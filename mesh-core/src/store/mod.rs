@@ -96,6 +96,15 @@ pub trait Store {
     /// Starts a write transaction.
     fn begin(&mut self) -> Result<Self::Txn<'_>>;
 
+    /// Starts a write transaction whose loss in a crash is harmless, because what it writes
+    /// is worked out again (a sync session's cursors: losing them means asking for, or
+    /// sending, a page again). A store may commit it without waiting for the disk, but in
+    /// order: once a later transaction is durable, so is this one. The default is
+    /// [`Store::begin`].
+    fn begin_relaxed(&mut self) -> Result<Self::Txn<'_>> {
+        self.begin()
+    }
+
     /// Removes `feed` altogether, at once and atomically: its entries, its change log and the
     /// sync states kept for it; returns how many entries it held. Unlike a tombstone this
     /// leaves nothing to sync: it is for a replica that must stop holding a feed's data (a

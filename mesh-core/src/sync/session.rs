@@ -262,7 +262,8 @@ impl Unsaved {
 
     fn flush<S: Store>(&mut self, local: &mut Replica<S>, remote: &RemoteId) -> Result<()> {
         if !self.states.is_empty() {
-            let mut tx = local.store_mut().begin()?;
+            // (Not waiting for the disk: losing cursor moves to a crash costs a page again.)
+            let mut tx = local.store_mut().begin_relaxed()?;
             for (feed, state) in &self.states {
                 tx.set_sync_state(remote, feed, state)?;
             }
