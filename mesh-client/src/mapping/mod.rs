@@ -1124,11 +1124,15 @@ impl Mapper {
         let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
         let mut keys: HashMap<EntryId, String> = HashMap::new();
         for (key, (meta, e)) in remote {
+            if meta.is_none() || !e.conflicts.iter().any(|c| written_by(&c.sync, &me)) {
+                continue;
+            }
+            // (The winner's version, formatted, only for the few entries in conflict.)
             let on_disk = self
                 .index
                 .get(key)
                 .is_some_and(|i| i.version == entry_version(e));
-            if meta.is_some() && on_disk && e.conflicts.iter().any(|c| written_by(&c.sync, &me)) {
+            if on_disk {
                 drafts.push((e.entry_id().clone(), draft_of(&e.content)));
                 keys.insert(e.entry_id().clone(), key.clone());
             }
