@@ -548,7 +548,10 @@ impl Mapper {
                                 meta: meta.clone(),
                                 version: remote_version.clone().unwrap_or_default(),
                             },
-                            FileKind::File if same_content && !lost => {
+                            // (A version that lost to the same content leaves nothing to
+                            // keep: the file already holds the winner, and the loss is
+                            // acknowledged once the index records it.)
+                            FileKind::File if same_content => {
                                 let l = l.cloned().unwrap_or_else(|| unreachable!());
                                 Plan::Adopt(IndexRecord::of(
                                     &l,

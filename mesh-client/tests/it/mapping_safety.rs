@@ -805,3 +805,24 @@ async fn two_edits_beat_a_deletion_and_both_survive() {
         .unwrap()
         .is_empty());
 }
+
+/// Two devices acknowledging their losses at the same time write two concurrent versions of
+/// the winner's content; the one that loses that conflict has nothing to keep (its file
+/// already holds the winner), so no conflict copy of the winner's content is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_acknowledgements_make_no_spurious_conflict_copy() {
+    let t = trio().await;
+    std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
+    t.converge().await;
+    for (n, (c, d)) in t.devices.iter().enumerate() {
+        std::fs::write(d.path().join("plan.txt"), format!("edit {n}")).unwrap();
+        c.rescan(&t.folder).await.unwrap();
+    }
+    settle(&t.clients()).await;
+    // Both losers keep their copies and acknowledge before either hears of the other.
+    for (c, _) in &t.devices {
+        c.rescan(&t.folder).await.unwrap();
+    }
+    t.converge().await;
+    t.assert_contents(&["edit 0", "edit 1", "edit 2"]);
+}
