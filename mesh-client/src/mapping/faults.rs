@@ -14,6 +14,8 @@ type Hook = Arc<dyn Fn(Moment, &Path) + Send + Sync>;
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
+    /// A pass has read the feed and is about to act on it (the target is the mapped root).
+    Plan,
     /// A local file's path was checked and is about to be opened and read to publish it.
     Read,
     /// A remote file's directory was checked and its temporary file is about to be written.

@@ -429,6 +429,7 @@ impl Mapper {
         let mut local = scan.files;
         let me = client.device().clone();
         let (mut remote, mut seen) = self.remote_entries(&client).await?;
+        faults::at(faults::Moment::Plan, &self.root);
         self.follow_case(&mut local, &remote, &unknown).await?;
         // A deletion that conflicts with an edit: the edit wins. The device whose edit it is
         // brings it back, with an update of its own that keeps the edit's content (an update

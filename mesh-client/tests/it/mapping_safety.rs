@@ -826,3 +826,43 @@ async fn concurrent_acknowledgements_make_no_spurious_conflict_copy() {
     t.converge().await;
     t.assert_contents(&["edit 0", "edit 1", "edit 2"]);
 }
+
+/// Why: an edit that beats a deletion is brought back by its device with an update of its
+/// own; written over a version that arrived after the pass read the feed, it would supersede
+/// that version unseen. Here the laptop's deletion wins over the desktop's edit; the laptop
+/// then writes the file anew, and that version arrives as the desktop's pass starts to bring
+/// its edit back (a sync at [`faults::Moment::Plan`]). Both contents survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bringing_an_edit_back_never_overwrites_a_version_unseen() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("plan.txt"), b"v1").unwrap();
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    std::fs::write(db.join("plan.txt"), b"the desktop's edit").unwrap();
+    p.b.rescan(&p.folder).await.unwrap();
+    // The deletion is the later update: it wins.
+    std::fs::remove_file(da.join("plan.txt")).unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    settle(&[&p.a, &p.b]).await;
+    let conflicted = p.b.conflicts(&p.folder).await.unwrap();
+    assert!(
+        conflicted.len() == 1 && conflicted[0].1.is_deleted(),
+        "the deletion wins: {conflicted:?}"
+    );
+    std::fs::write(da.join("plan.txt"), b"the laptop's new").unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    p.a.sync_now().await.unwrap();
+
+    rescan_syncing_at(&p.b, &p.folder, db, faults::Moment::Plan, "").await;
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    for root in [da, db] {
+        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            vec![b"the desktop's edit".to_vec(), b"the laptop's new".to_vec()],
+            "{:?}",
+            snapshot(root).keys()
+        );
+    }
+}
