@@ -30,6 +30,15 @@ fn conflict_copies(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that both directories hold exactly the files `want` (contents, sorted).
+fn assert_both_hold(da: &Path, db: &Path, want: &[&[u8]]) {
+    for root in [da, db] {
+        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
+        contents.sort();
+        assert_eq!(contents, want, "{:?}", snapshot(root).keys());
+    }
+}
+
 /// Publishes on `a`, then syncs both and applies on `b`.
 async fn push(a: &MeshClient, b: &MeshClient, folder: &FolderId) {
     let _ = a.rescan(folder).await;
@@ -355,17 +364,11 @@ async fn a_local_edit_made_during_a_download_is_kept() {
     push(&p.b, &p.a, &p.folder).await;
     faults::clear_hooks(da);
     converge(&p.a, &p.b, &p.folder, da, db).await;
-    for root in [da, db] {
-        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
-        contents.sort();
-        assert_eq!(
-            contents,
-            vec![
-                b"local edit, made during the download".to_vec(),
-                b"remote edit".to_vec()
-            ]
-        );
-    }
+    assert_both_hold(
+        da,
+        db,
+        &[b"local edit, made during the download", b"remote edit"],
+    );
 }
 
 /// Runs a pass of `client`'s mapping of `folder` at `root` in which `client` syncs (once) at
@@ -429,14 +432,7 @@ async fn a_version_that_arrives_during_a_pass_is_not_overwritten_unseen() {
     std::fs::write(db.join("plan.txt"), b"the desktop's").unwrap();
     rescan_syncing_as_it_reads(&p.b, &p.folder, db, "plan.txt").await;
     converge(&p.a, &p.b, &p.folder, da, db).await;
-    for root in [da, db] {
-        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
-        contents.sort();
-        assert_eq!(
-            contents,
-            vec![b"the desktop's".to_vec(), b"the laptop's".to_vec()]
-        );
-    }
+    assert_both_hold(da, db, &[b"the desktop's", b"the laptop's"]);
 }
 
 /// The same race for a deletion: an edit that arrives while the pass that deletes the file
@@ -855,14 +851,5 @@ async fn bringing_an_edit_back_never_overwrites_a_version_unseen() {
 
     rescan_syncing_at(&p.b, &p.folder, db, faults::Moment::Plan, "").await;
     converge(&p.a, &p.b, &p.folder, da, db).await;
-    for root in [da, db] {
-        let mut contents: Vec<Vec<u8>> = snapshot(root).into_values().flatten().collect();
-        contents.sort();
-        assert_eq!(
-            contents,
-            vec![b"the desktop's edit".to_vec(), b"the laptop's new".to_vec()],
-            "{:?}",
-            snapshot(root).keys()
-        );
-    }
+    assert_both_hold(da, db, &[b"the desktop's edit", b"the laptop's new"]);
 }
