@@ -68,18 +68,18 @@ proptest! {
         for (a, b) in prefix.iter().zip(after.iter()) {
             prop_assert_eq!(*a, b);
         }
-        // Chunks after the insertion come back, shifted by its length: only the chunk the
-        // insertion falls in and the few before the boundaries line up again are lost. (Cutting
-        // at fixed sizes would lose every chunk after the insertion.)
-        let old = chunk_hashes(&original);
-        let new: std::collections::HashSet<_> = chunk_hashes(&edited).into_iter().collect();
-        let lost = old.iter().filter(|h| !new.contains(h)).count();
-        let after = before.iter().filter(|r| r.start >= at).count();
-        prop_assert!(
-            lost <= 3 + after / 2,
-            "{lost} of {} chunks changed, {after} of them after the insertion",
-            old.len()
-        );
+        // After the insertion, chunking is content-defined again from the first cut both
+        // versions share: from there on the chunks are the same, shifted by the insertion.
+        // (How soon such a cut comes is a matter of chance, measured in
+        // `chunks_after_an_insertion_mostly_come_back`.)
+        let shifted: std::collections::HashSet<usize> =
+            after.iter().map(|r| r.end).filter(|&e| e > at + insert_len).map(|e| e - insert_len).collect();
+        if let Some(i) = before.iter().position(|r| r.end > at && shifted.contains(&r.end)) {
+            let j = after.iter().position(|r| r.end == before[i].end + insert_len).unwrap();
+            let rest_before: Vec<_> = before[i + 1..].iter().map(|r| r.len()).collect();
+            let rest_after: Vec<_> = after[j + 1..].iter().map(|r| r.len()).collect();
+            prop_assert_eq!(rest_before, rest_after);
+        }
     }
 
     /// Any byte string either decodes as a manifest that re-encodes to itself, or is refused
@@ -247,4 +247,48 @@ fn manifests_describe_and_address_a_blob() {
     assert!(pack::decode_hashes(&[0; 33]).is_err());
     let hs = [ChunkHash::of(b"a"), ChunkHash::of(b"b")];
     assert_eq!(pack::decode_hashes(&pack::encode_hashes(&hs)).unwrap(), hs);
+}
+
+/// Chunks after an insertion mostly come back: over 64 fixed cases (1–3 MB of noise, an
+/// insertion of up to 100 KB at 10–90% of the way), nine in ten of the chunks that start
+/// after the insertion are found again in the edited blob, and in nine cases in ten all but
+/// two at most (today: 1,051 of 1,088, and 63 cases of 64).
+/// Cutting at fixed sizes would find none of them. (A matter of chance per case: a chunk cut
+/// at `MAX_CHUNK`, or cuts that keep missing each other, can leave the two versions out of
+/// step for several chunks; so this is measured over many, deterministically.)
+#[test]
+fn chunks_after_an_insertion_mostly_come_back() {
+    let (mut kept, mut total, mut near) = (0usize, 0usize, 0usize);
+    let cases = 64;
+    for case in 0..cases {
+        let r = noise(0x5eed + case, 16);
+        let word = |i: usize| u64::from(r[i]) << 8 | u64::from(r[i + 1]);
+        let len = 1_000_000 + (word(0) as usize * 2_000_000 / 65_536);
+        let at = len / 10 + (word(2) as usize * (len * 8 / 10) / 65_536);
+        let insert_len = 1 + (word(4) as usize * 100_000 / 65_536);
+        let original = noise(case.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, len);
+        let mut edited = original[..at].to_vec();
+        edited.extend(noise(case ^ 0xdead_beef, insert_len));
+        edited.extend_from_slice(&original[at..]);
+        let new: std::collections::HashSet<_> = chunk_hashes(&edited).into_iter().collect();
+        let later: Vec<_> = chunk_boundaries(&original)
+            .filter(|r| r.start >= at)
+            .map(|r| ChunkHash::of(&original[r]))
+            .collect();
+        let found = later.iter().filter(|h| new.contains(h)).count();
+        kept += found;
+        total += later.len();
+        if later.len() - found <= 2 {
+            near += 1;
+        }
+    }
+    assert!(total > 0);
+    assert!(
+        kept * 10 >= total * 9,
+        "{kept} of {total} chunks found again"
+    );
+    assert!(
+        near * 10 >= cases as usize * 9,
+        "{near} of {cases} cases lost at most two"
+    );
 }
