@@ -718,13 +718,9 @@ async fn paths_differing_only_in_case_converge() {
     assert_eq!(conflict_copies(da).len(), 1);
 }
 
-/// Why: when three devices edited one file at once, the first device whose version lost
-/// resolved the entry to the winner, and so also resolved away the third device's version,
-/// which that device had not yet kept as a conflict copy: the third device then took the
-/// resolution as a plain remote edit and wrote over its file. Every edit must survive, as
-/// the file or as a conflict copy, on every device.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_devices_editing_one_file_at_once_lose_no_edit() {
+/// Three devices holding `plan.txt`, each of which then edits it (`edit <n>`) and publishes
+/// before any hears of the others; all synced, no pass run since.
+async fn three_edits_of_one_file() -> crate::mapping::Trio {
     let t = trio().await;
     std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
     t.converge().await;
@@ -733,6 +729,17 @@ async fn three_devices_editing_one_file_at_once_lose_no_edit() {
         c.rescan(&t.folder).await.unwrap();
     }
     settle(&t.clients()).await;
+    t
+}
+
+/// Why: when three devices edited one file at once, the first device whose version lost
+/// resolved the entry to the winner, and so also resolved away the third device's version,
+/// which that device had not yet kept as a conflict copy: the third device then took the
+/// resolution as a plain remote edit and wrote over its file. Every edit must survive, as
+/// the file or as a conflict copy, on every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_devices_editing_one_file_at_once_lose_no_edit() {
+    let t = three_edits_of_one_file().await;
     t.converge().await;
     t.assert_contents(&["edit 0", "edit 1", "edit 2"]);
 }
@@ -807,14 +814,7 @@ async fn two_edits_beat_a_deletion_and_both_survive() {
 /// already holds the winner), so no conflict copy of the winner's content is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_acknowledgements_make_no_spurious_conflict_copy() {
-    let t = trio().await;
-    std::fs::write(t.dir(0).join("plan.txt"), b"v1").unwrap();
-    t.converge().await;
-    for (n, (c, d)) in t.devices.iter().enumerate() {
-        std::fs::write(d.path().join("plan.txt"), format!("edit {n}")).unwrap();
-        c.rescan(&t.folder).await.unwrap();
-    }
-    settle(&t.clients()).await;
+    let t = three_edits_of_one_file().await;
     // Both losers keep their copies and acknowledge before either hears of the other.
     for (c, _) in &t.devices {
         c.rescan(&t.folder).await.unwrap();
