@@ -1,6 +1,7 @@
 //! A mapping's index: per path, the state both sides last agreed on.
 
 use mesh_core::blob::ChunkHash;
+use mesh_core::feedsync::{history_covers, HistoryItem};
 use mesh_core::model::{Entry, FileKind, FilePath};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,11 @@ pub struct IndexRecord {
     /// The file's inode number when recorded (0: unknown, as in older records).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ino: u64,
+    /// Set when this device wrote `version` only to acknowledge a lost conflict: the topmost
+    /// history item of the winner it acknowledged, whose content the version keeps. (None for
+    /// versions holding content of their own, and in older records.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<HistoryItem>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -41,7 +47,19 @@ impl IndexRecord {
             manifest,
             version,
             ino: local.ino,
+            acknowledged: None,
         }
+    }
+
+    /// Whether losing this record's version to `winner` leaves nothing to keep: the version
+    /// only acknowledged an earlier winner, and `winner`'s history covers that one, so whoever
+    /// wrote `winner` had the content this version keeps and replaced it knowingly. (A winner
+    /// that does not cover it, such as a third device's concurrent edit, leaves the content to
+    /// be kept as a conflict copy.)
+    pub fn loss_is_known_to(&self, winner: &mesh_core::feedsync::SyncMeta) -> bool {
+        self.acknowledged
+            .as_ref()
+            .is_some_and(|acked| history_covers(&winner.history, acked))
     }
 
     /// Whether the file on disk is still what this record says.

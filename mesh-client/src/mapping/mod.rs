@@ -104,6 +104,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use mesh_core::blob::ChunkHash;
+use mesh_core::feedsync::HistoryItem;
 use mesh_core::id::{EntryId, FeedName, FolderId};
 use mesh_core::model::{
     names, Action, Entry, EntryData, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
@@ -535,11 +536,12 @@ impl Mapper {
                             None => Plan::Forget,
                         }
                     } else if let Some(meta) = live {
-                        // Did this device's version lose a FeedSync conflict?
+                        // Did this device's version lose a FeedSync conflict, holding content
+                        // the winner's writer did not knowingly replace?
                         let lost = i.is_some_and(|i| {
                             r_entry.conflicts.iter().any(|c| {
                                 version_key(&c.sync) == i.version && written_by(&c.sync, &me)
-                            })
+                            }) && !i.loss_is_known_to(&r_entry.sync)
                         });
                         let same_content = i.is_some_and(|i| {
                             i.kind == meta.kind && i.manifest == meta.manifest && l.is_some()
@@ -962,6 +964,7 @@ impl Mapper {
                         manifest: None,
                         version,
                         ino: 0,
+                        acknowledged: None,
                     };
                     self.set_index(key, rec)?;
                     self.emit(MappingEvent::Applied {
@@ -1187,8 +1190,13 @@ impl Mapper {
                     let Some(key) = keys.remove(e.entry_id()) else {
                         continue;
                     };
-                    if let Some(mut rec) = self.index.get(&key).cloned() {
+                    let acked = remote.get(&key).and_then(|(_, read)| read.sync.topmost());
+                    if let (Some(mut rec), Some(acked)) = (self.index.get(&key).cloned(), acked) {
                         rec.version = entry_version(&e);
+                        rec.acknowledged = Some(HistoryItem {
+                            seal: None,
+                            ..acked.clone()
+                        });
                         self.set_index(key, rec)?;
                     }
                 }

@@ -823,6 +823,65 @@ async fn concurrent_acknowledgements_make_no_spurious_conflict_copy() {
     t.assert_contents(&["edit 0", "edit 1", "edit 2"]);
 }
 
+/// Why: two devices acknowledged their losses to the laptop's edit (updates keeping its
+/// content), and meanwhile the laptop edited the file again. Its new edit beat both
+/// acknowledgements, and each device kept its acknowledgement, a copy of the laptop's old
+/// content, as a conflict copy: twice the content the laptop itself had replaced. An
+/// acknowledgement that loses to a winner whose history covers the version it acknowledged
+/// leaves nothing to keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_overtaken_by_the_winners_next_edit_makes_no_conflict_copy() {
+    let t = trio().await;
+    let (laptop, desktop, tablet) = (&t.devices[0].0, &t.devices[1].0, &t.devices[2].0);
+    for (n, text) in [(1, "desktop 1"), (0, "laptop 1"), (2, "tablet 1")] {
+        std::fs::write(t.dir(n).join("plan.txt"), text).unwrap();
+    }
+    for c in [laptop, tablet] {
+        c.rescan(&t.folder).await.unwrap();
+        c.sync_now().await.unwrap();
+    }
+    std::fs::write(t.dir(0).join("plan.txt"), "laptop 2").unwrap();
+    for _ in 0..2 {
+        desktop.rescan(&t.folder).await.unwrap();
+        desktop.sync_now().await.unwrap();
+    }
+    tablet.rescan(&t.folder).await.unwrap();
+    t.converge().await;
+    // "laptop 1" was replaced by the laptop itself.
+    t.assert_contents(&["desktop 1", "laptop 2", "tablet 1"]);
+}
+
+/// The other side of the rule above: an acknowledgement that loses to an edit whose writer
+/// never saw the acknowledged content is kept as a conflict copy, since it may be the last
+/// version holding that content. The laptop and the desktop edit at once, and the loser
+/// acknowledges the winner (the winner's own version is then only history). The tablet,
+/// having heard of neither, had edited three times: its version has more updates and beats
+/// the acknowledgement. The winner's content must survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_beaten_by_an_edit_that_never_saw_it_is_kept() {
+    let t = trio().await;
+    let (laptop, desktop, tablet) = (&t.devices[0].0, &t.devices[1].0, &t.devices[2].0);
+    for text in ["tablet 1", "tablet 2", "tablet 3"] {
+        std::fs::write(t.dir(2).join("plan.txt"), text).unwrap();
+        tablet.rescan(&t.folder).await.unwrap();
+    }
+    for (n, text) in [(0, "laptop"), (1, "desktop")] {
+        std::fs::write(t.dir(n).join("plan.txt"), text).unwrap();
+        t.devices[n].0.rescan(&t.folder).await.unwrap();
+    }
+    settle(&[laptop, desktop]).await;
+    // The loser keeps its copy, writes the winner and acknowledges it.
+    for _ in 0..2 {
+        for c in [laptop, desktop] {
+            c.rescan(&t.folder).await.unwrap();
+        }
+        settle(&[laptop, desktop]).await;
+    }
+    assert!(laptop.conflicts(&t.folder).await.unwrap().is_empty());
+    t.converge().await;
+    t.assert_contents(&["desktop", "laptop", "tablet 3"]);
+}
+
 /// Why: an edit that beats a deletion is brought back by its device with an update of its
 /// own; written over a version that arrived after the pass read the feed, it would supersede
 /// that version unseen. Here the laptop's deletion wins over the desktop's edit; the laptop
