@@ -96,6 +96,7 @@ impl MeshClient {
             index: index_map,
             reported: HashSet::new(),
             unsaved: Vec::new(),
+            replaced: Vec::new(),
             options,
         };
         if let Some(reason) = paused {

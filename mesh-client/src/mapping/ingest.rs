@@ -9,21 +9,26 @@ use super::beneath::Beneath;
 use super::scan::LocalFile;
 use super::{faults, fsops};
 use crate::error::Result;
+use crate::store::blobs::LocatedFile;
 
-/// Chunks files of the mapped directory into the blob store: small files many per
-/// transaction, large ones streamed. Each file is opened beneath the root's handle (never
+/// Chunks files of the mapped directory: small files into the blob store, many per
+/// transaction; large ones (over [`SMALL`]) in place, streamed: only their manifests are
+/// stored, and where each chunk lies in the file is recorded for uploads and peers to read it
+/// from there (`located`). (A blob store that cannot record locations takes large files'
+/// chunks too.) Each file is opened beneath the root's handle (never
 /// through a symbolic link) and must be, before and after it is read, the file the scan saw
 /// (same size and modification time, and the same inode throughout): a file that changes
 /// while read is not published by this pass (the next one sees it settled).
 pub(super) fn ingest_files(
     b: &crate::store::BlobStore,
     folder: &FolderId,
+    mapping: &str,
     root: &Beneath,
     files: Vec<LocalFile>,
 ) -> Result<HashMap<String, std::result::Result<ChunkHash, String>>> {
     use std::io::Read;
-    const SMALL: u64 = 1 << 20;
     const BATCH: usize = 8 << 20;
+    let in_place = b.locates();
     let mut out = HashMap::new();
     let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -62,6 +67,32 @@ pub(super) fn ingest_files(
                 let h = ChunkHash::of(&enc);
                 pending.push((h, enc));
                 Ok(h)
+            } else if in_place {
+                let chunks = b
+                    .chunk_streamed(std::io::BufReader::with_capacity(
+                        1 << 20,
+                        (&f).take(l.size + 1),
+                    ))
+                    .map_err(|e| e.to_string())?;
+                let m = mesh_core::blob::Manifest::new(chunks.iter().map(|(h, _, n)| (*h, *n)))
+                    .map_err(|e| e.to_string())?;
+                if m.length() != l.size || !settled(&f) {
+                    return Err(changed);
+                }
+                let enc = m.encode();
+                let h = ChunkHash::of(&enc);
+                b.put_trusted(folder, [(h, enc.as_slice())])
+                    .map_err(|e| e.to_string())?;
+                let file = LocatedFile {
+                    key: l.path.fold_key(),
+                    path: l.path.to_string(),
+                    size: l.size,
+                    mtime_ns: l.mtime_ns,
+                    ino: ino_of(&before),
+                };
+                b.locate(folder, mapping, &file, &chunks)
+                    .map_err(|e| e.to_string())?;
+                Ok(h)
             } else {
                 let m = b
                     .ingest(
@@ -86,6 +117,24 @@ pub(super) fn ingest_files(
     }
     b.put_trusted(folder, pending.iter().map(|(h, d)| (*h, d.as_slice())))?;
     Ok(out)
+}
+
+/// Files up to this size are read whole and their chunks stored; larger ones are published
+/// in place.
+pub(super) const SMALL: u64 = 1 << 20;
+
+/// A file's inode number (0 where the platform has none).
+pub(super) fn ino_of(meta: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
 }
 
 /// Whether `after` is still the file `before` was (same inode on Unix) and both are what the

@@ -9,6 +9,10 @@
 //!
 //! * a local change is published: a file's content is chunked into the blob store and its
 //!   entry (path, size, mtime, mode, manifest; see [`FileMeta`]) written to the `files` feed;
+//!   a file over 1 MiB is published in place: only its manifest is stored, with where each
+//!   chunk lies in the file, and uploads and peers read the chunks from the file, checked
+//!   against their hashes (a chunk whose file changed since is unavailable, and its version
+//!   waits for the one the next pass publishes);
 //!   directories are entries too, so empty ones sync; a deleted file becomes a tombstone;
 //!   a rename is a tombstone plus a new entry whose content is already present everywhere
 //!   (no byte moves again);
@@ -94,6 +98,7 @@ pub mod faults;
 pub(crate) mod fsops;
 mod index;
 mod ingest;
+mod located;
 mod options;
 mod patch;
 mod root;
@@ -117,6 +122,7 @@ use tokio::task::JoinHandle;
 
 pub(crate) use fsops::write_atomically;
 pub use fsops::TEMP_PREFIX;
+pub(crate) use located::{read_located, read_objects};
 pub use options::MappingOptions;
 pub use root::MARKER_FILE;
 pub use scan::IGNORE_FILE;
@@ -201,6 +207,9 @@ struct Mapper {
     /// Index changes not yet saved to the blob store (saved at the end of a pass; a pass
     /// cut short by an error leaves them for the next one).
     unsaved: Vec<(String, Option<String>)>,
+    /// Paths a remote version was written over in this pass: where their chunks lay (if they
+    /// were published in place) is forgotten with the index changes.
+    replaced: Vec<String>,
     options: MappingOptions,
 }
 
@@ -785,9 +794,10 @@ impl Mapper {
         }
         let root = self.opened()?;
         let folder = self.folder.clone();
+        let mapping = self.marker.mapping.clone();
         client
             .shared()
-            .run_blobs(move |b| ingest::ingest_files(b, &folder, &root, files))
+            .run_blobs(move |b| ingest::ingest_files(b, &folder, &mapping, &root, files))
             .await?
     }
 
@@ -1038,6 +1048,7 @@ impl Mapper {
                                 });
                             }
                             let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
+                            self.replaced.push(job.key.clone());
                             self.set_index(job.key, rec)?;
                             self.emit(MappingEvent::Applied {
                                 path: job.meta.path.to_string(),
@@ -1097,12 +1108,19 @@ impl Mapper {
         }
 
         let changes = std::mem::take(&mut self.unsaved);
-        if !changes.is_empty() {
+        let replaced = std::mem::take(&mut self.replaced);
+        if !changes.is_empty() || !replaced.is_empty() {
             let f = self.folder.clone();
             let mapping = self.marker.mapping.clone();
             client
                 .shared()
-                .run_blobs(move |b| b.index_update(&f, &mapping, &changes))
+                .run_blobs(move |b| {
+                    b.index_update(&f, &mapping, &changes)?;
+                    if !replaced.is_empty() && b.has_located(Some(&f))? {
+                        b.unlocate(&f, &mapping, &replaced)?;
+                    }
+                    Ok::<_, crate::store::StoreError>(())
+                })
                 .await??;
         }
         self.emit(MappingEvent::Scanned {

@@ -23,6 +23,9 @@ const HASHES_PER_QUERY: usize = 16_384;
 const UPLOAD_BATCH: usize = 4 << 20;
 /// Hashes per download request.
 const HASHES_PER_FETCH: usize = 4_096;
+/// Located chunks read (and stored) at a time when a download finds them in mapped files:
+/// at most 16 MiB in memory.
+const LOCATED_PER_READ: usize = 64;
 
 /// Where transfer events go.
 pub(crate) struct Progress<'a> {
@@ -43,35 +46,43 @@ impl Progress<'_> {
     }
 }
 
-/// Every object of the blobs `manifests` that is stored here: each manifest's chunks, then the
-/// manifest itself (chunks first, so a remote that holds a manifest also holds its chunks).
-/// Blobs whose manifest is not stored here are skipped: their writer uploads them.
-pub(crate) async fn local_objects(
-    shared: &SharedReplica,
-    manifests: Vec<ChunkHash>,
-) -> Result<Vec<(ChunkHash, u64)>> {
+/// The objects of one blob this device can upload: its chunks and its manifest.
+struct LocalBlob {
+    manifest: (ChunkHash, u64),
+    chunks: Vec<(ChunkHash, u64)>,
+}
+
+/// The blobs of `manifests` whose manifest is stored here, with their chunks (stored, or
+/// located in a mapped file). Blobs whose manifest is not stored here are skipped: their
+/// writer uploads them.
+async fn local_blobs(shared: &SharedReplica, manifests: Vec<ChunkHash>) -> Result<Vec<LocalBlob>> {
     shared
         .run_blobs(move |b| {
-            let mut seen = HashSet::new();
             let mut out = Vec::new();
             for m in manifests {
                 let Some(bytes) = b.get(&m)? else { continue };
                 let manifest = Manifest::decode(&bytes)?;
-                for c in manifest.chunks() {
-                    if seen.insert(c.hash) {
-                        out.push((c.hash, u64::from(c.len)));
-                    }
-                }
-                if seen.insert(m) {
-                    out.push((m, bytes.len() as u64));
-                }
+                out.push(LocalBlob {
+                    manifest: (m, bytes.len() as u64),
+                    chunks: manifest
+                        .chunks()
+                        .iter()
+                        .map(|c| (c.hash, u64::from(c.len)))
+                        .collect(),
+                });
             }
             Ok(out)
         })
         .await?
 }
 
-/// Uploads the objects of `manifests` that `transport` lacks for `folder`.
+/// Uploads the objects of `manifests` that `transport` lacks for `folder`: every blob's
+/// chunks first, then the manifests, so a remote that holds a manifest holds its chunks.
+///
+/// Chunks are read from the blob store, or from the mapped file they were published from
+/// (checked against their hashes as they are read). A chunk that can no longer be read (its
+/// file was edited or removed since it was published) makes its blob unavailable: the blob's
+/// manifest is not uploaded, and the entry naming it waits for the version that replaced it.
 ///
 /// `known` holds objects this remote is known to have for the folder (answers and uploads of
 /// earlier calls): they are not asked about again, so an edit of a large file asks only about
@@ -84,27 +95,80 @@ pub(crate) async fn upload(
     progress: &Progress<'_>,
     known: &KnownObjects,
 ) -> std::result::Result<u64, UploadError> {
-    let mut objects = local_objects(shared, manifests).await?;
-    objects.retain(|(h, _)| !known.contains(folder, h));
-    if objects.is_empty() {
+    let blobs = local_blobs(shared, manifests).await?;
+    let mut seen = HashSet::new();
+    let mut chunks: Vec<(ChunkHash, u64)> = Vec::new();
+    let mut heads: Vec<(ChunkHash, u64)> = Vec::new();
+    for blob in &blobs {
+        chunks.extend(blob.chunks.iter().filter(|(h, _)| seen.insert(*h)).copied());
+        if seen.insert(blob.manifest.0) {
+            heads.push(blob.manifest);
+        }
+    }
+    let mut objects = chunks;
+    let first_head = objects.len();
+    objects.extend(heads);
+    let unknown: Vec<usize> = (0..objects.len())
+        .filter(|&i| !known.contains(folder, &objects[i].0))
+        .collect();
+    if unknown.is_empty() {
         return Ok(0);
     }
     let mut missing = HashSet::new();
-    for part in objects.chunks(HASHES_PER_QUERY) {
-        let hashes: Vec<_> = part.iter().map(|(h, _)| *h).collect();
+    for part in unknown.chunks(HASHES_PER_QUERY) {
+        let hashes: Vec<_> = part.iter().map(|&i| objects[i].0).collect();
         let lacking = transport.missing_objects(folder, &hashes).await?;
         let lacking_set: HashSet<_> = lacking.iter().copied().collect();
         known.add(folder, hashes.iter().filter(|h| !lacking_set.contains(h)));
         missing.extend(lacking);
     }
-    let todo: Vec<(ChunkHash, u64)> = objects
+    let (chunk_todo, head_todo): (Vec<_>, Vec<_>) = unknown
         .into_iter()
-        .filter(|(h, _)| missing.contains(h))
-        .collect();
-    let total: u64 = todo.iter().map(|(_, n)| n).sum();
+        .filter(|&i| missing.contains(&objects[i].0))
+        .partition(|&i| i < first_head);
+    let total: u64 = chunk_todo
+        .iter()
+        .chain(&head_todo)
+        .map(|&i| objects[i].1)
+        .sum();
     let mut done = 0u64;
-    // Batches of about UPLOAD_BATCH bytes, two in flight: one is read and sent while the
-    // remote stores the other.
+    let chunk_todo: Vec<(ChunkHash, u64)> = chunk_todo.into_iter().map(|i| objects[i]).collect();
+    let unavailable = send_all(shared, transport, folder, known, chunk_todo, |size| {
+        done += size;
+        progress.report(TransferDirection::Upload, done, total);
+    })
+    .await?;
+    let heads: Vec<(ChunkHash, u64)> = head_todo
+        .into_iter()
+        .map(|i| objects[i])
+        .filter(|(m, _)| {
+            let blob = blobs.iter().find(|b| b.manifest.0 == *m);
+            let whole = blob.is_none_or(|b| b.chunks.iter().all(|(c, _)| !unavailable.contains(c)));
+            if !whole {
+                tracing::info!(blob = %m, "not uploaded: a chunk's file changed since it was published");
+            }
+            whole
+        })
+        .collect();
+    send_all(shared, transport, folder, known, heads, |size| {
+        done += size;
+        progress.report(TransferDirection::Upload, done, total);
+    })
+    .await?;
+    Ok(total)
+}
+
+/// Sends `todo` in batches of about [`UPLOAD_BATCH`] bytes, two in flight (one is read and
+/// sent while the remote stores the other), calling `sent` with each batch's size. Returns
+/// the objects that could not be read here (neither stored nor readable where located).
+async fn send_all(
+    shared: &SharedReplica,
+    transport: &Arc<dyn Transport>,
+    folder: &FolderId,
+    known: &KnownObjects,
+    todo: Vec<(ChunkHash, u64)>,
+    mut sent: impl FnMut(u64),
+) -> std::result::Result<HashSet<ChunkHash>, UploadError> {
     let mut batches: Vec<(Vec<ChunkHash>, u64)> = Vec::new();
     let mut i = 0;
     while i < todo.len() {
@@ -118,30 +182,26 @@ pub(crate) async fn upload(
         i = j;
     }
     let sends = batches.into_iter().map(|(hashes, size)| async move {
+        let asked = hashes.clone();
         let batch = shared
-            .run_blobs(move |b| {
-                hashes
-                    .into_iter()
-                    .map(|h| {
-                        let data = b.get(&h)?.ok_or_else(|| {
-                            ClientError::Store(format!("object {h} vanished from the blob store"))
-                        })?;
-                        Ok((h, data))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
+            .run_blobs(move |b| crate::mapping::read_objects(b, None, &hashes, usize::MAX))
             .await??;
-        let sent: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
-        transport.put_objects(folder, batch).await?;
-        known.add(folder, sent.iter());
-        Ok::<u64, UploadError>(size)
+        let got: HashSet<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
+        let lost: Vec<ChunkHash> = asked.into_iter().filter(|h| !got.contains(h)).collect();
+        if !batch.is_empty() {
+            transport.put_objects(folder, batch).await?;
+            known.add(folder, got.iter());
+        }
+        Ok::<(u64, Vec<ChunkHash>), UploadError>((size, lost))
     });
     let mut sends = futures::stream::iter(sends).buffered(2);
-    while let Some(size) = sends.next().await {
-        done += size?;
-        progress.report(TransferDirection::Upload, done, total);
+    let mut unavailable = HashSet::new();
+    while let Some(r) = sends.next().await {
+        let (size, lost) = r?;
+        unavailable.extend(lost);
+        sent(size);
     }
-    Ok(total)
+    Ok(unavailable)
 }
 
 /// Objects a remote is known to hold, per folder (in memory; forgotten when it grows past a
@@ -308,10 +368,25 @@ async fn missing_locally(
             let mut all: Vec<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
             all.extend(manifests.iter().copied());
             b.claim(&folder, &all)?;
-            let absent: HashSet<_> = b
+            let mut absent: HashSet<_> = b
                 .absent(&chunks.iter().map(|(h, _)| *h).collect::<Vec<_>>())?
                 .into_iter()
                 .collect();
+            // Chunks of files this device published in place are read from those files.
+            if !absent.is_empty() && b.has_located(None)? {
+                let wanted: Vec<ChunkHash> = chunks
+                    .iter()
+                    .map(|(h, _)| *h)
+                    .filter(|h| absent.contains(h))
+                    .collect();
+                for part in wanted.chunks(LOCATED_PER_READ) {
+                    let found = crate::mapping::read_located(b, None, part, usize::MAX)?;
+                    b.put_trusted(&folder, found.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                    for h in found.keys() {
+                        absent.remove(h);
+                    }
+                }
+            }
             Ok(Missing {
                 manifests: false,
                 objects: chunks

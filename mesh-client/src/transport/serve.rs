@@ -161,9 +161,11 @@ impl ReplicaServer {
         self.allowed(user, folder, Action::Read).await?;
         let (folder, hashes) = (folder.clone(), hashes.to_vec());
         self.shared
-            .run_blobs(move |b| b.get_for(&folder, &hashes, MAX_OBJECTS_RESPONSE))
+            .run_blobs(move |b| {
+                crate::mapping::read_objects(b, Some(&folder), &hashes, MAX_OBJECTS_RESPONSE)
+            })
             .await
-            .and_then(|r| r.map_err(ClientError::from))
+            .and_then(|r| r)
             .map_err(blob_error)
     }
 

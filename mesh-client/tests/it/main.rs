@@ -7,6 +7,7 @@ mod downloads;
 mod incremental;
 mod invitations;
 mod mapping;
+mod mapping_in_place;
 mod mapping_props;
 mod mapping_safety;
 mod peer;

@@ -9,7 +9,7 @@
 //!
 //! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, 64 KiB
 //! pages, a rollback journal so that object bytes are written once, the replica's
-//! [`Durability`]). Schema version 2:
+//! [`Durability`]). Schema version 3:
 //!
 //! | table | holds |
 //! |---|---|
@@ -17,10 +17,12 @@
 //! | `refs(folder, hash)` | which folders claim which objects |
 //! | `file_index(folder, mapping, path, body)` | a mapped directory's last synced state of each path (JSON); `mapping` is the id in the directory's marker, so an index belongs to one directory |
 //! | `mapped_dirs(folder, root, mapping)` | where each folder is mapped on this device, and the id of that directory's marker |
+//! | `located_files`, `located` | where the chunks of large mapped files lie in the files themselves ([`located`]) |
 //!
 //! Version 2 replaced version 1's `file_index(folder, path, body)`, whose indexes belonged to a
 //! folder rather than to a directory: they are dropped (a directory mapped again without its
-//! index is merged with the feed, which never deletes anything).
+//! index is merged with the feed, which never deletes anything). Version 3 added the
+//! located chunks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,10 @@ use crate::any::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::sqlite::Durability;
 use crate::sqlite::{check_header, identify, migrate, open_error, Schema, BUSY_TIMEOUT};
+
+pub mod located;
+
+pub use located::{LocatedChunk, LocatedFile, Location};
 
 /// Inputs up to this size are read whole and chunked in memory.
 const WHOLE_READ_LIMIT: u64 = 4 << 20;
@@ -80,6 +86,28 @@ const MIGRATIONS: &[&str] = &[
         mapping TEXT NOT NULL
     ) STRICT;
     ",
+    "
+    CREATE TABLE located_files (
+        folder   TEXT NOT NULL,
+        mapping  TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        path     TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        PRIMARY KEY (folder, mapping, key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE located (
+        hash    BLOB NOT NULL,
+        folder  TEXT NOT NULL,
+        mapping TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        offset  INTEGER NOT NULL,
+        len     INTEGER NOT NULL,
+        PRIMARY KEY (hash, folder, mapping, key, offset)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX located_by_file ON located (folder, mapping, key);
+    ",
 ];
 
 const SCHEMA: Schema = Schema {
@@ -122,6 +150,7 @@ struct MemoryBlobs {
     refs: HashSet<(FolderId, ChunkHash)>,
     index: HashMap<(FolderId, String), BTreeMap<String, String>>,
     dirs: HashMap<FolderId, (String, String)>,
+    located: HashMap<(FolderId, String, String), located::MemLocated>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -495,8 +524,8 @@ impl BlobStore {
         tx.commit().map_err(store_err)
     }
 
-    /// Drops every claim of `folder` (a deleted folder) and removes the objects no other
-    /// folder claims; returns how many objects were removed.
+    /// Drops every claim of `folder` (a deleted folder) and its located files, and removes
+    /// the objects no other folder claims; returns how many objects were removed.
     pub fn release_folder(&self, folder: &FolderId) -> Result<u64> {
         if let Some(p) = self.pg() {
             return p.release_folder(folder);
@@ -509,6 +538,7 @@ impl BlobStore {
                 .map(|(_, h)| *h)
                 .collect();
             m.refs.retain(|(f, _)| f != folder);
+            m.located.retain(|(f, _, _), _| f != folder);
             let still: HashSet<ChunkHash> = m.refs.iter().map(|(_, h)| *h).collect();
             let mut removed = 0;
             for h in mine {
@@ -530,6 +560,11 @@ impl BlobStore {
             )
             .and_then(|n| {
                 tx.execute("DELETE FROM refs WHERE folder = ?1", [folder.as_str()])?;
+                tx.execute("DELETE FROM located WHERE folder = ?1", [folder.as_str()])?;
+                tx.execute(
+                    "DELETE FROM located_files WHERE folder = ?1",
+                    [folder.as_str()],
+                )?;
                 Ok(n)
             })
             .map_err(store_err)?;
@@ -556,7 +591,8 @@ impl BlobStore {
             chunks.extend(objects.iter().map(|(h, d)| (*h, d.len() as u32)));
             self.put_trusted(folder, objects)?;
         } else {
-            chunks = self.ingest_streamed(folder, reader)?;
+            let streamed = self.ingest_streamed(Some(folder), reader)?;
+            chunks.extend(streamed.into_iter().map(|(h, _, len)| (h, len)));
         }
         let manifest = Manifest::new(chunks)?;
         let encoded = manifest.encode();
@@ -564,25 +600,33 @@ impl BlobStore {
         Ok(manifest)
     }
 
+    /// Cuts and hashes everything `reader` yields, as [`ingest`](Self::ingest) would, without
+    /// storing anything: each chunk's hash, offset and length (for content read in place,
+    /// such as a large mapped file whose chunks are then [located](Self::locate)).
+    pub fn chunk_streamed(&self, reader: impl std::io::Read) -> Result<Vec<LocatedChunk>> {
+        self.ingest_streamed(None, reader)
+    }
+
     /// The streaming half of [`ingest`](Self::ingest), in two stages that overlap: this
-    /// thread reads and cuts chunks, a second hashes and stores them in batches. The queue
-    /// between them holds at most [`INGEST_QUEUE`] chunks, so memory stays bounded whatever
-    /// the input; an error on either side stops both.
+    /// thread reads and cuts chunks, a second hashes them and, with a `folder`, stores them in
+    /// batches. The queue between them holds at most [`INGEST_QUEUE`] chunks, so memory stays
+    /// bounded whatever the input; an error on either side stops both.
     fn ingest_streamed(
         &self,
-        folder: &FolderId,
+        folder: Option<&FolderId>,
         reader: impl std::io::Read,
-    ) -> Result<Vec<(ChunkHash, u32)>> {
+    ) -> Result<Vec<LocatedChunk>> {
         let io = |e: std::io::Error| StoreError::Backend(format!("reading blob content: {e}"));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(INGEST_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(INGEST_QUEUE);
         std::thread::scope(|scope| {
-            let store = scope.spawn(move || -> Result<Vec<(ChunkHash, u32)>> {
+            let store = scope.spawn(move || -> Result<Vec<LocatedChunk>> {
                 let mut chunks = Vec::new();
                 let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
                 let mut batch_bytes = 0usize;
-                for data in rx {
+                for (offset, data) in rx {
                     let h = ChunkHash::of(&data);
-                    chunks.push((h, data.len() as u32));
+                    chunks.push((h, offset, data.len() as u32));
+                    let Some(folder) = folder else { continue };
                     batch_bytes += data.len();
                     batch.push((h, data));
                     if batch_bytes >= INGEST_BATCH {
@@ -591,14 +635,16 @@ impl BlobStore {
                         batch_bytes = 0;
                     }
                 }
-                self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                if let Some(folder) = folder {
+                    self.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                }
                 Ok(chunks)
             });
             let mut read = Ok(());
             for c in StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
                 match c {
                     Ok(c) => {
-                        if tx.send(c.data).is_err() {
+                        if tx.send((c.offset, c.data)).is_err() {
                             // A closed queue: the storing side failed, and says why below.
                             break;
                         }
@@ -1036,7 +1082,7 @@ impl BlobStore {
     }
 
     /// Updates a mapped directory's index in one transaction: `Some(body)` sets a path,
-    /// `None` removes it.
+    /// `None` removes it (and forgets where its chunks lay, if it was located).
     pub fn index_update(
         &self,
         folder: &FolderId,
@@ -1053,6 +1099,12 @@ impl BlobStore {
                     Some(b) => index.insert(path.clone(), b.clone()),
                     None => index.remove(path),
                 };
+            }
+            for (path, body) in changes {
+                if body.is_none() {
+                    m.located
+                        .remove(&(folder.clone(), mapping.to_owned(), path.clone()));
+                }
             }
             return Ok(());
         }
@@ -1078,6 +1130,9 @@ impl BlobStore {
                     None => del.execute(params![folder.as_str(), mapping, path]),
                 }
                 .map_err(store_err)?;
+                if body.is_none() {
+                    located::forget(&tx, folder, mapping, path)?;
+                }
             }
         }
         tx.commit().map_err(store_err)
