@@ -108,6 +108,17 @@ impl MeshClient {
         folder: &FolderId,
         manifests: Vec<ChunkHash>,
     ) -> Result<u64> {
+        self.fetch_objects_with(folder, manifests, &transfer::Fetch::default())
+            .await
+    }
+
+    /// [`MeshClient::fetch_objects`], with the chunks going where `how` says.
+    pub(crate) async fn fetch_objects_with(
+        &self,
+        folder: &FolderId,
+        manifests: Vec<ChunkHash>,
+        how: &transfer::Fetch,
+    ) -> Result<u64> {
         let remotes = self.remotes();
         transfer::download(
             self.shared(),
@@ -115,6 +126,7 @@ impl MeshClient {
             &self.inner.events,
             folder,
             manifests,
+            how,
         )
         .await
     }

@@ -37,6 +37,9 @@ pub(super) struct WriteJob {
     /// The manifest the index recorded for `expected`, when `expected` is that file: the
     /// chunks the two versions share are copied from it ([`patch`]).
     pub base: Option<ChunkHash>,
+    /// A temporary file beside the target that already holds the content, complete
+    /// ([`super::stage`]).
+    pub staged: Option<String>,
 }
 
 /// What became of a [`WriteJob`].
@@ -219,6 +222,9 @@ fn stage_one(
     let Some(manifest) = job.meta.manifest else {
         return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
+    if let Some(temp) = &job.staged {
+        return staged(root, job, temp);
+    }
     let read;
     let (m, absent) = match pre {
         Some((m, _)) => (m, Vec::new()),
@@ -307,6 +313,30 @@ fn stage_one(
             let _ = dir.remove(&temp, false);
             Stage::Done(WriteOutcome::Failed(e))
         }
+    }
+}
+
+/// A file already written into `temp` beside its target ([`super::stage`]): ready once the
+/// target is still something it may replace.
+fn staged(root: &Beneath, job: &WriteJob, temp: &str) -> Stage {
+    let (dir, name) = match root.parent(&job.meta.path, false) {
+        Ok(d) => d,
+        Err(e) => return Stage::Done(WriteOutcome::Refused(e.to_string())),
+    };
+    let refused = match dir.entry(&name) {
+        Ok(Found::Dir { .. }) => Some(format!("{} is a directory", job.meta.path)),
+        Ok(Found::Symlink) => Some(format!("{} is a symbolic link", job.meta.path)),
+        _ => None,
+    };
+    if let Some(reason) = refused {
+        let _ = dir.remove(temp, false);
+        return Stage::Done(WriteOutcome::Refused(reason));
+    }
+    faults::at(faults::Moment::Write, &dir.path().join(&name));
+    Stage::Ready {
+        dir,
+        temp: temp.to_owned(),
+        name,
     }
 }
 
@@ -583,6 +613,7 @@ mod tests {
             conflict_copy: false,
             expected: None,
             base: None,
+            staged: None,
         }
     }
 

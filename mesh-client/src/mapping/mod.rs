@@ -103,6 +103,7 @@ mod options;
 mod patch;
 mod root;
 mod scan;
+mod stage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -125,6 +126,8 @@ pub use fsops::TEMP_PREFIX;
 pub(crate) use located::{read_located, read_objects};
 pub use options::MappingOptions;
 pub use root::MARKER_FILE;
+
+use crate::store::blobs::LocatedFile;
 pub use scan::IGNORE_FILE;
 
 use crate::client::Inner;
@@ -880,6 +883,7 @@ impl Mapper {
                         conflict_copy,
                         expected: local,
                         base,
+                        staged: None,
                     });
                 }
                 Plan::MakeDir { meta, version } => dirs.push((key, meta, version)),
@@ -995,26 +999,50 @@ impl Mapper {
             while jobs.peek().is_some() {
                 groups.push(jobs.by_ref().take(WRITE_GROUP).collect());
             }
+            // Large files download straight into place (`stage`), not into the store; files
+            // built on a local copy do not download the chunks that copy holds.
+            let blobs = client.shared().blobs().clone();
             let mut needed = groups
                 .iter()
                 .map(|group| {
-                    group
+                    let manifests = group
                         .iter()
+                        .filter(|j| !stage::is_large(&blobs, j))
                         .filter_map(|j| j.meta.manifest)
                         .collect::<BTreeSet<_>>()
                         .into_iter()
-                        .collect::<Vec<ChunkHash>>()
+                        .collect::<Vec<ChunkHash>>();
+                    let bases = group.iter().filter_map(|j| j.base).collect::<Vec<_>>();
+                    (manifests, bases)
                 })
                 .collect::<Vec<_>>()
                 .into_iter();
             let folder = self.folder.clone();
-            let fetch = |needed: Vec<ChunkHash>| {
+            let fetch = |(needed, bases): (Vec<ChunkHash>, Vec<ChunkHash>)| {
                 let (client, folder) = (client.clone(), folder.clone());
-                tokio::spawn(async move { client.fetch_objects(&folder, needed).await })
+                tokio::spawn(async move {
+                    let except = client
+                        .shared()
+                        .run_blobs(move |b| {
+                            let mut held = HashSet::new();
+                            for base in bases {
+                                if let Ok(Some(m)) = b.manifest(&base) {
+                                    held.extend(m.chunks().iter().map(|c| c.hash));
+                                }
+                            }
+                            held
+                        })
+                        .await?;
+                    let how = crate::sync::transfer::Fetch {
+                        sink: None,
+                        except: Arc::new(except),
+                    };
+                    client.fetch_objects_with(&folder, needed, &how).await
+                })
             };
             // (Dropped with the pass: a pass that ends early stops its downloads.)
             let mut ahead = Downloads(needed.by_ref().take(FETCHES_AHEAD).map(fetch).collect());
-            for group in groups {
+            for mut group in groups {
                 let fetched = match ahead.0.pop_front() {
                     Some(download) => download
                         .await
@@ -1029,6 +1057,9 @@ impl Mapper {
                 if let Some(n) = needed.next() {
                     ahead.0.push_back(fetch(n));
                 }
+                for job in group.iter_mut().filter(|j| stage::is_large(&blobs, j)) {
+                    job.staged = stage::stage(client, self.opened()?, &self.folder, job).await;
+                }
                 let root = self.opened()?;
                 let device_name = self.device_name.clone();
                 let blobs = client.shared().blobs().clone();
@@ -1038,6 +1069,7 @@ impl Mapper {
                 })
                 .await;
                 let results = results.map_err(|e| ClientError::Internal(e.to_string()))?;
+                let mut to_locate: Vec<(LocatedFile, ChunkHash)> = Vec::new();
                 for (job, outcome) in results {
                     match outcome {
                         WriteOutcome::Written { local, copy } => {
@@ -1047,8 +1079,21 @@ impl Mapper {
                                     copy: copy.to_string(),
                                 });
                             }
+                            match (&job.staged, job.meta.manifest) {
+                                // Its chunks now lie in the file: recorded below.
+                                (Some(_), Some(m)) => to_locate.push((
+                                    LocatedFile {
+                                        key: job.key.clone(),
+                                        path: local.path.to_string(),
+                                        size: local.size,
+                                        mtime_ns: local.mtime_ns,
+                                        ino: local.ino,
+                                    },
+                                    m,
+                                )),
+                                _ => self.replaced.push(job.key.clone()),
+                            }
                             let rec = IndexRecord::of(&local, job.meta.manifest, job.version);
-                            self.replaced.push(job.key.clone());
                             self.set_index(job.key, rec)?;
                             self.emit(MappingEvent::Applied {
                                 path: job.meta.path.to_string(),
@@ -1066,6 +1111,23 @@ impl Mapper {
                         WriteOutcome::Failed(error) => {
                             self.emit_error(format!("writing {}: {error}", job.meta.path))
                         }
+                    }
+                }
+                if !to_locate.is_empty() {
+                    let (f, mapping) = (self.folder.clone(), self.marker.mapping.clone());
+                    let located = client
+                        .shared()
+                        .run_blobs(move |b| {
+                            for (file, m) in to_locate {
+                                if let Some(m) = b.manifest(&m)? {
+                                    b.locate(&f, &mapping, &file, &stage::located_chunks(&m))?;
+                                }
+                            }
+                            Ok::<_, crate::store::StoreError>(())
+                        })
+                        .await?;
+                    if let Err(e) = located {
+                        self.emit_error(format!("recording where written files lie: {e}"));
                     }
                 }
             }

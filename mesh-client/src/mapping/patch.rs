@@ -323,6 +323,7 @@ pub(super) mod tests {
             conflict_copy: false,
             expected: Some(seen),
             base: Some(base.hash()),
+            staged: None,
         };
         Case {
             _dir: dir,

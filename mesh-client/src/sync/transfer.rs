@@ -259,6 +259,7 @@ pub(crate) async fn download(
     events: &broadcast::Sender<Event>,
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
+    how: &Fetch,
 ) -> Result<u64> {
     let mut last_error: Option<ClientError> = None;
     let mut downloaded = 0u64;
@@ -268,12 +269,20 @@ pub(crate) async fn download(
             remote,
             folder,
         };
-        match download_from(shared, transport, folder, &manifests, &progress).await {
+        match download_from(shared, transport, folder, &manifests, &progress, how).await {
             // Every object it asked for arrived and was stored: nothing is left to look up.
             Ok((n, true)) => return Ok(downloaded + n),
             Ok((n, false)) => {
                 downloaded += n;
-                if missing_locally(shared, folder, manifests.clone(), Decoded::default())
+                // (Chunks a sink took are not in the store: only a complete answer ends.)
+                if how.sink.is_none()
+                    && missing_locally(
+                        shared,
+                        folder,
+                        manifests.clone(),
+                        Decoded::default(),
+                        how.clone(),
+                    )
                     .await?
                     .objects
                     .is_empty()
@@ -290,17 +299,35 @@ pub(crate) async fn download(
             }
         }
     }
-    let missing = missing_locally(shared, folder, manifests, Decoded::default()).await?;
-    if missing.objects.is_empty() {
+    let missing =
+        missing_locally(shared, folder, manifests, Decoded::default(), how.clone()).await?;
+    if missing.objects.is_empty() && how.sink.is_none() {
         return Ok(downloaded);
     }
+    let missing_one = missing.objects.first().map(|(h, _)| h.to_string());
     Err(last_error.unwrap_or_else(|| {
         CoreError::NotFound {
             kind: "blob object",
-            id: missing.objects[0].0.to_string(),
+            id: missing_one.unwrap_or_default(),
         }
         .into()
     }))
+}
+
+/// Where a download puts the chunks it receives, and which it leaves out.
+#[derive(Default, Clone)]
+pub(crate) struct Fetch {
+    /// Takes the chunks (not the manifests) instead of the blob store, batch by batch as they
+    /// arrive, checked against their hashes: a large file written straight into place.
+    pub sink: Option<Arc<dyn ChunkSink>>,
+    /// Chunks not to download (a local copy holds them).
+    pub except: Arc<HashSet<ChunkHash>>,
+}
+
+/// Takes downloaded chunks instead of the blob store (see [`Fetch::sink`]).
+pub(crate) trait ChunkSink: Send + Sync {
+    /// Takes a batch of chunks, each already checked against its hash.
+    fn take(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
 }
 
 /// Manifests a download has just received, decoded, by hash: the next round reads their
@@ -323,6 +350,7 @@ async fn missing_locally(
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
     decoded: Decoded,
+    how: Fetch,
 ) -> Result<Missing> {
     let folder = folder.clone();
     shared
@@ -350,7 +378,7 @@ async fn missing_locally(
             let mut chunks: Vec<(ChunkHash, u64)> = Vec::new();
             let mut add = |m: &Manifest| {
                 for c in m.chunks() {
-                    if seen.insert(c.hash) {
+                    if !how.except.contains(&c.hash) && seen.insert(c.hash) {
                         chunks.push((c.hash, u64::from(c.len)));
                     }
                 }
@@ -372,7 +400,8 @@ async fn missing_locally(
                 .absent(&chunks.iter().map(|(h, _)| *h).collect::<Vec<_>>())?
                 .into_iter()
                 .collect();
-            // Chunks of files this device published in place are read from those files.
+            // Chunks that lie in files here (published in place, or written straight into
+            // place) are read from those files: into the store, or into the sink.
             if !absent.is_empty() && b.has_located(None)? {
                 let wanted: Vec<ChunkHash> = chunks
                     .iter()
@@ -381,7 +410,17 @@ async fn missing_locally(
                     .collect();
                 for part in wanted.chunks(LOCATED_PER_READ) {
                     let found = crate::mapping::read_located(b, None, part, usize::MAX)?;
-                    b.put_trusted(&folder, found.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                    match &how.sink {
+                        Some(sink) => sink.take(
+                            &found
+                                .iter()
+                                .map(|(h, d)| (*h, d.clone()))
+                                .collect::<Vec<_>>(),
+                        )?,
+                        None => {
+                            b.put_trusted(&folder, found.iter().map(|(h, d)| (*h, d.as_slice())))?;
+                        }
+                    }
                     for h in found.keys() {
                         absent.remove(h);
                     }
@@ -407,6 +446,7 @@ async fn download_from(
     folder: &FolderId,
     manifests: &[ChunkHash],
     progress: &Progress<'_>,
+    how: &Fetch,
 ) -> std::result::Result<(u64, bool), (u64, TransportError)> {
     let local =
         |done: u64, e: ClientError| (done, TransportError::Server(format!("local store: {e}")));
@@ -420,6 +460,7 @@ async fn download_from(
             folder,
             manifests.to_vec(),
             Arc::new(std::mem::take(&mut decoded)),
+            how.clone(),
         )
         .await
         .map_err(|e| local(done, e))?;
@@ -467,9 +508,21 @@ async fn download_from(
             let received: HashSet<ChunkHash> = got.iter().map(|(h, _)| *h).collect();
             let bytes: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
             let (sh, f) = (shared.clone(), folder.clone());
-            storing = Some(tokio::spawn(async move {
-                store(&sh, &f, got).await.map(|()| bytes)
-            }));
+            storing = Some(match (&how.sink, todo.manifests) {
+                (Some(sink), false) => {
+                    let sink = sink.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Some((h, _)) = got.iter().find(|(h, d)| !h.verifies(d)) {
+                            return Err(CoreError::InvalidBlob(format!(
+                                "object {h} does not match its content"
+                            ))
+                            .into());
+                        }
+                        sink.take(&got).map(|()| bytes)
+                    })
+                }
+                _ => tokio::spawn(async move { store(&sh, &f, got).await.map(|()| bytes) }),
+            });
             rest.retain(|h| !received.contains(h));
             // What it skipped in this answer, it does not have.
             if let Some(pos) = ask.iter().rposition(|h| received.contains(h)) {

@@ -21,9 +21,11 @@ async fn media_of(
     e.content.media.expect("a file's entry names its blob")
 }
 
-/// Why: a device copied every published file into its blob store before uploading it, so a
-/// large file was written to the device's disk a second time. Now only its manifest is stored,
-/// and the other device still receives it whole.
+/// Why: a device copied every published file into its blob store before uploading it, and
+/// the receiving device downloaded it into its store before writing the file, so a large
+/// file was written twice on each. Now each device stores only the manifest (the receiver
+/// writes the chunks straight into the file), and an edit moves only the chunks it changed,
+/// both ways: each side's copy serves the chunks the versions share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_is_published_without_a_copy_and_arrives_whole() {
     let p = pair().await;
@@ -39,6 +41,30 @@ async fn a_large_file_is_published_without_a_copy_and_arrives_whole() {
     assert_eq!(p.a.read_blob(&p.folder, &media).await.unwrap(), big);
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert_eq!(std::fs::read(db.join("video.bin")).unwrap(), big);
+    let held = p.b.blob_usage().await.unwrap().bytes;
+    assert!(held < 64 << 10, "the receiving device stored {held} bytes");
+
+    // An edit in the middle, on A, then another on B: each stores about what changed.
+    for (n, (from, dir)) in [(&p.a, da), (&p.b, db)].into_iter().enumerate() {
+        let mut edited = std::fs::read(dir.join("video.bin")).unwrap();
+        edited[(1 << 20)..(1 << 20) + 4096].copy_from_slice(&noise(20 + n as u64, 4096));
+        std::fs::write(dir.join("video.bin"), &edited).unwrap();
+        let before = [
+            p.a.blob_usage().await.unwrap().bytes,
+            p.b.blob_usage().await.unwrap().bytes,
+        ];
+        from.rescan(&p.folder).await.unwrap();
+        converge(&p.a, &p.b, &p.folder, da, db).await;
+        assert_eq!(std::fs::read(da.join("video.bin")).unwrap(), edited);
+        assert_eq!(std::fs::read(db.join("video.bin")).unwrap(), edited);
+        for (side, c) in [&p.a, &p.b].into_iter().enumerate() {
+            let grown = c.blob_usage().await.unwrap().bytes - before[side];
+            assert!(
+                grown < 1 << 20,
+                "edit {n}: device {side} stored {grown} bytes"
+            );
+        }
+    }
 }
 
 /// Why: a chunk read from a file that changed after it was published must never be sent as
@@ -77,4 +103,81 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
         .unwrap();
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert_eq!(std::fs::read(db.join("disk.img")).unwrap(), second);
+}
+
+/// A remote that changes the bytes of every chunk it serves (not the small manifests).
+struct Tampering(std::sync::Arc<dyn mesh_client::transport::Transport>);
+
+#[async_trait::async_trait]
+impl mesh_client::transport::Transport for Tampering {
+    async fn send(
+        &self,
+        r: mesh_core::sync::Request,
+    ) -> Result<mesh_core::sync::Response, mesh_client::transport::TransportError> {
+        self.0.send(r).await
+    }
+    async fn watch(
+        &self,
+    ) -> Result<
+        futures::stream::BoxStream<'static, mesh_client::transport::Notification>,
+        mesh_client::transport::TransportError,
+    > {
+        self.0.watch().await
+    }
+    fn describe(&self) -> String {
+        "tampering".into()
+    }
+    async fn get_objects(
+        &self,
+        folder: &mesh_core::id::FolderId,
+        hashes: &[mesh_core::blob::ChunkHash],
+    ) -> Result<Vec<(mesh_core::blob::ChunkHash, Vec<u8>)>, mesh_client::transport::TransportError>
+    {
+        let mut got = self.0.get_objects(folder, hashes).await?;
+        for (_, data) in got.iter_mut().filter(|(_, d)| d.len() >= 16 << 10) {
+            let last = data.len() - 1;
+            data[last] ^= 0xff;
+        }
+        Ok(got)
+    }
+}
+
+/// Why: a large file is written straight from the network into its temporary file, so the
+/// chunks must be checked before they are written, as the store checks what it keeps. A
+/// remote that alters every chunk gets nothing written: no file, no temporary file left, and
+/// the download reports the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_chunks_are_never_written_into_a_file() {
+    let hub = mesh_client::transport::InProcessHub::new();
+    let a = crate::mapping::device(&hub, "laptop").await;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    let b = crate::common::builder("ann", "desktop")
+        .remote(
+            "hub".parse().unwrap(),
+            Tampering(std::sync::Arc::new(hub.connect("ann".parse().unwrap()))),
+        )
+        .sync_options(crate::mapping::manual())
+        .build()
+        .await
+        .unwrap();
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (c, d) in [(&a, &da), (&b, &db)] {
+        c.map_folder_with(&folder, d.path(), crate::mapping::quiet_mapping())
+            .await
+            .unwrap();
+    }
+    std::fs::write(da.path().join("video.bin"), noise(3, BIG)).unwrap();
+    a.rescan(&folder).await.unwrap();
+    settle(&[&a, &b]).await;
+    b.rescan(&folder).await.unwrap();
+    assert!(
+        snapshot(db.path()).is_empty(),
+        "{:?}",
+        snapshot(db.path()).keys()
+    );
 }

@@ -1,0 +1,249 @@
+//! Large remote files downloaded straight into their temporary file.
+//!
+//! A remote file over 1 MiB that is not built on a local copy is not downloaded into the blob
+//! store and then copied out: its chunks are written into the temporary file beside its target
+//! as they arrive (each checked against its hash), the chunks this device already holds are
+//! copied in from the store or the files they lie in, and the file then goes through the usual
+//! flush and guarded replacement ([`super::apply`]). Once it is in place, the store records
+//! where its chunks lie (`located`), so peers and later edits read them from the file.
+//!
+//! A download that stops part way keeps what arrived: the chunks written so far are read back,
+//! checked, and stored before the temporary file is removed, so the next pass does not
+//! download them again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mesh_core::blob::{ChunkHash, Manifest};
+use mesh_core::id::FolderId;
+
+use super::apply::WriteJob;
+use super::beneath::{Beneath, DirHandle, Found};
+use super::fsops::{self, TEMP_PREFIX};
+use super::located::read_exact_at;
+use crate::store::BlobStore;
+use crate::sync::transfer::{ChunkSink, Fetch};
+use crate::MeshClient;
+
+/// Chunks read from the store or located files at a time while filling in a staged file.
+const LOCAL_PER_READ: usize = 64;
+
+/// Whether `job` is written by [`stage`]: a large file, not built on a local copy, on a store
+/// that can record where its chunks lie.
+pub(super) fn is_large(blobs: &BlobStore, job: &WriteJob) -> bool {
+    job.base.is_none()
+        && job.meta.size > super::ingest::SMALL
+        && job.meta.manifest.is_some()
+        && blobs.locates()
+}
+
+/// Where a staged file's chunks go: written at every offset where the manifest has them.
+struct FileSink {
+    blobs: BlobStore,
+    manifest: ChunkHash,
+    file: std::fs::File,
+    /// Offsets of each chunk, from the manifest (read once the download has stored it).
+    offsets: OnceLock<HashMap<ChunkHash, (u32, Vec<u64>)>>,
+    written: Mutex<HashSet<ChunkHash>>,
+}
+
+impl FileSink {
+    fn offsets(&self) -> &HashMap<ChunkHash, (u32, Vec<u64>)> {
+        self.offsets
+            .get_or_init(|| match self.blobs.manifest(&self.manifest) {
+                Ok(Some(m)) if m.hash() == self.manifest => offsets_of(&m),
+                _ => HashMap::new(),
+            })
+    }
+
+    fn written(&self) -> HashSet<ChunkHash> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn write(&self, hash: &ChunkHash, data: &[u8]) -> std::io::Result<bool> {
+        let Some((len, at)) = self.offsets().get(hash) else {
+            return Ok(false);
+        };
+        if data.len() != *len as usize {
+            return Ok(false);
+        }
+        for offset in at {
+            write_all_at(&self.file, data, *offset)?;
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*hash);
+        Ok(true)
+    }
+}
+
+impl ChunkSink for FileSink {
+    fn take(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> crate::error::Result<()> {
+        for (h, data) in chunks {
+            self.write(h, data)
+                .map_err(|e| crate::ClientError::Internal(format!("writing a chunk: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Each chunk's length and offsets in the blob.
+fn offsets_of(m: &Manifest) -> HashMap<ChunkHash, (u32, Vec<u64>)> {
+    let mut out: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
+    let mut at = 0u64;
+    for c in m.chunks() {
+        out.entry(c.hash).or_insert((c.len, Vec::new())).1.push(at);
+        at += u64::from(c.len);
+    }
+    out
+}
+
+/// Each chunk of `m` with its offset, in order (for recording where they lie).
+pub(super) fn located_chunks(m: &Manifest) -> Vec<(ChunkHash, u64, u32)> {
+    let mut at = 0u64;
+    m.chunks()
+        .iter()
+        .map(|c| {
+            let out = (c.hash, at, c.len);
+            at += u64::from(c.len);
+            out
+        })
+        .collect()
+}
+
+/// Downloads `job`'s file into a new temporary file beside its target and returns that
+/// file's name, complete, with the entry's modification time and mode; `None` when it could
+/// not be made now (the job then takes the usual path, which reports why or waits).
+pub(super) async fn stage(
+    client: &MeshClient,
+    root: Arc<Beneath>,
+    folder: &FolderId,
+    job: &WriteJob,
+) -> Option<String> {
+    let manifest = job.meta.manifest?;
+    let path = job.meta.path.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || -> Option<(DirHandle, String, std::fs::File)> {
+            let (dir, name) = root.parent(&path, true).ok()?;
+            if matches!(dir.entry(&name), Ok(Found::Dir { .. } | Found::Symlink)) {
+                return None; // Refused by the usual path, with the reason.
+            }
+            let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+            let file = dir.create_new(&temp).ok()?;
+            Some((dir, temp, file))
+        })
+        .await
+        .ok()??;
+    let (dir, temp, file) = opened;
+    let blobs = client.shared().blobs().clone();
+    let sink = Arc::new(FileSink {
+        blobs: blobs.clone(),
+        manifest,
+        file,
+        offsets: OnceLock::new(),
+        written: Mutex::new(HashSet::new()),
+    });
+    let how = Fetch {
+        sink: Some(sink.clone()),
+        except: Arc::default(),
+    };
+    let fetched = client
+        .fetch_objects_with(folder, vec![manifest], &how)
+        .await;
+    let (mtime, mode, folder) = (job.meta.mtime_ns, job.meta.mode, folder.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let complete = fetched.is_ok() && fill_in(&blobs, &sink).unwrap_or(false);
+        let finished = complete
+            && sink.file.set_modified(fsops::from_ns(mtime)).is_ok()
+            && fsops::set_mode(&sink.file, Some(mode)).is_ok()
+            && (cfg!(target_os = "linux") || sink.file.sync_all().is_ok());
+        if finished {
+            return Some(temp);
+        }
+        if let Err(e) = &fetched {
+            tracing::debug!(error = %e, "a large file's download stopped; what arrived is kept");
+        }
+        salvage(&blobs, &folder, &dir, &temp, &sink);
+        let _ = dir.remove(&temp, false);
+        None
+    })
+    .await
+    .ok()?;
+    done
+}
+
+/// Writes the chunks the download did not bring (this device held them) from the store or
+/// the files they lie in, each checked; whether the file is then complete.
+fn fill_in(blobs: &BlobStore, sink: &FileSink) -> crate::error::Result<bool> {
+    let written = sink.written();
+    let todo: Vec<ChunkHash> = sink
+        .offsets()
+        .keys()
+        .filter(|h| !written.contains(h))
+        .copied()
+        .collect();
+    if sink.offsets().is_empty() {
+        return Ok(false);
+    }
+    for part in todo.chunks(LOCAL_PER_READ) {
+        let got = super::located::read_objects(blobs, None, part, usize::MAX)?;
+        for (h, data) in &got {
+            if !h.verifies(data) {
+                return Ok(false);
+            }
+            sink.write(h, data)
+                .map_err(|e| crate::ClientError::Internal(format!("writing a chunk: {e}")))?;
+        }
+    }
+    let written = sink.written();
+    Ok(sink.offsets().keys().all(|h| written.contains(h)))
+}
+
+/// Stores the chunks already written to a staged file that is given up, read back and
+/// checked, so that the next attempt does not download them again. Best effort.
+fn salvage(blobs: &BlobStore, folder: &FolderId, dir: &DirHandle, temp: &str, sink: &FileSink) {
+    let written = sink.written();
+    if written.is_empty() {
+        return;
+    }
+    let Ok(file) = dir.open_read(temp) else {
+        return;
+    };
+    let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    for h in written {
+        let Some((len, at)) = sink.offsets().get(&h) else {
+            continue;
+        };
+        let mut data = vec![0u8; *len as usize];
+        if read_exact_at(&file, &mut data, at[0]).is_err() || !h.verifies(&data) {
+            continue;
+        }
+        bytes += data.len();
+        batch.push((h, data));
+        if bytes >= 8 << 20 {
+            let _ = blobs.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())));
+            batch.clear();
+            bytes = 0;
+        }
+    }
+    let _ = blobs.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())));
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, offset)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(data)
+}
