@@ -20,8 +20,8 @@ use super::{fsops, ingest};
 use crate::store::blobs::{LocatedFile, Location};
 use crate::store::BlobStore;
 
-/// The chunks of `hashes` that can be read from located files, checked, up to about
-/// `max_bytes` (the chunk that reaches the bound is the last one read). `folder` limits the
+/// The chunks of `hashes` that can be read from located files, checked, read in the order of
+/// `hashes` up to about `max_bytes` (the chunk that reaches the bound is the last one read). `folder` limits the
 /// search to that folder's mappings (`None`: any folder's, for this device's own use).
 /// Failures to read make chunks unavailable; only the store's own errors are returned.
 pub(crate) fn read_located(
@@ -170,6 +170,9 @@ pub(crate) fn read_objects(
     if located.is_empty() {
         return Ok(stored);
     }
+    // (Located chunks are read in the order asked, up to the same bound: the answer below
+    // reaches the bound no later than the last one read, so every hash it skips is one this
+    // device cannot serve, which is what a fetch's asker concludes from a skipped hash.)
     let mut stored: HashMap<ChunkHash, Vec<u8>> = stored.into_iter().collect();
     let mut out = Vec::new();
     let mut bytes = 0usize;

@@ -18,8 +18,10 @@
 //!   (no byte moves again);
 //! * a remote change is applied: missing chunks are downloaded (all files of a pass in shared
 //!   batches), each file is written to a temporary file beside its target, synced and renamed
-//!   over it, with the entry's mtime and mode; a tombstone deletes the file only if it is
-//!   unchanged since it was synced;
+//!   over it, with the entry's mtime and mode; a file over 1 MiB has its chunks written into
+//!   that temporary file as they arrive (checked first), not into the blob store, and an edit
+//!   of a file held unchanged is built on the local copy and downloads only what changed; a
+//!   tombstone deletes the file only if it is unchanged since it was synced;
 //! * when both changed, nothing is lost: an edit beats a deletion on either side, and of two
 //!   edits the one in the feed wins the path while this device's is kept as
 //!   `name (conflict <device> <date> <time>).ext` and published in turn. A FeedSync conflict

@@ -3,7 +3,7 @@
 //! where it stopped (only whole objects move, and an object once stored is never asked for
 //! again). Progress is reported in bytes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -96,61 +96,71 @@ pub(crate) async fn upload(
     known: &KnownObjects,
 ) -> std::result::Result<u64, UploadError> {
     let blobs = local_blobs(shared, manifests).await?;
+    // Each blob's chunks, then its manifest; an object named twice is sent once.
     let mut seen = HashSet::new();
-    let mut chunks: Vec<(ChunkHash, u64)> = Vec::new();
-    let mut heads: Vec<(ChunkHash, u64)> = Vec::new();
+    let mut objects: Vec<(ChunkHash, u64)> = Vec::new();
     for blob in &blobs {
-        chunks.extend(blob.chunks.iter().filter(|(h, _)| seen.insert(*h)).copied());
+        objects.extend(blob.chunks.iter().filter(|(h, _)| seen.insert(*h)).copied());
         if seen.insert(blob.manifest.0) {
-            heads.push(blob.manifest);
+            objects.push(blob.manifest);
         }
     }
-    let mut objects = chunks;
-    let first_head = objects.len();
-    objects.extend(heads);
-    let unknown: Vec<usize> = (0..objects.len())
-        .filter(|&i| !known.contains(folder, &objects[i].0))
-        .collect();
-    if unknown.is_empty() {
+    objects.retain(|(h, _)| !known.contains(folder, h));
+    if objects.is_empty() {
         return Ok(0);
     }
     let mut missing = HashSet::new();
-    for part in unknown.chunks(HASHES_PER_QUERY) {
-        let hashes: Vec<_> = part.iter().map(|&i| objects[i].0).collect();
+    for part in objects.chunks(HASHES_PER_QUERY) {
+        let hashes: Vec<_> = part.iter().map(|(h, _)| *h).collect();
         let lacking = transport.missing_objects(folder, &hashes).await?;
         let lacking_set: HashSet<_> = lacking.iter().copied().collect();
         known.add(folder, hashes.iter().filter(|h| !lacking_set.contains(h)));
         missing.extend(lacking);
     }
-    let (chunk_todo, head_todo): (Vec<_>, Vec<_>) = unknown
-        .into_iter()
-        .filter(|&i| missing.contains(&objects[i].0))
-        .partition(|&i| i < first_head);
-    let total: u64 = chunk_todo
+    objects.retain(|(h, _)| missing.contains(h));
+    let total: u64 = objects.iter().map(|(_, n)| n).sum();
+    // The manifests of blobs with chunks not in the store (read from the files they lie in,
+    // which may have changed) go last, once their chunks are known to be sent; the others
+    // travel with their chunks.
+    let to_send: Vec<ChunkHash> = objects.iter().map(|(h, _)| *h).collect();
+    let unstored: HashSet<ChunkHash> = shared
+        .run_blobs(move |b| {
+            if b.has_located(None)? {
+                Ok(b.absent(&to_send)?.into_iter().collect())
+            } else {
+                Ok::<_, crate::store::StoreError>(HashSet::new())
+            }
+        })
+        .await?
+        .map_err(ClientError::from)?;
+    let deferred: HashMap<ChunkHash, &LocalBlob> = blobs
         .iter()
-        .chain(&head_todo)
-        .map(|&i| objects[i].1)
-        .sum();
+        .filter(|b| b.chunks.iter().any(|(c, _)| unstored.contains(c)))
+        .map(|b| (b.manifest.0, b))
+        .collect();
+    let (last, first): (Vec<_>, Vec<_>) = objects
+        .into_iter()
+        .partition(|(h, _)| deferred.contains_key(h));
     let mut done = 0u64;
-    let chunk_todo: Vec<(ChunkHash, u64)> = chunk_todo.into_iter().map(|i| objects[i]).collect();
-    let unavailable = send_all(shared, transport, folder, known, chunk_todo, |size| {
+    let lost = send_all(shared, transport, folder, known, first, |size| {
         done += size;
         progress.report(TransferDirection::Upload, done, total);
     })
     .await?;
-    let heads: Vec<(ChunkHash, u64)> = head_todo
+    if let Some(h) = lost.iter().find(|h| !unstored.contains(h)) {
+        return Err(ClientError::Store(format!("object {h} vanished from the blob store")).into());
+    }
+    let last: Vec<(ChunkHash, u64)> = last
         .into_iter()
-        .map(|i| objects[i])
         .filter(|(m, _)| {
-            let blob = blobs.iter().find(|b| b.manifest.0 == *m);
-            let whole = blob.is_none_or(|b| b.chunks.iter().all(|(c, _)| !unavailable.contains(c)));
+            let whole = deferred[m].chunks.iter().all(|(c, _)| !lost.contains(c));
             if !whole {
                 tracing::info!(blob = %m, "not uploaded: a chunk's file changed since it was published");
             }
             whole
         })
         .collect();
-    send_all(shared, transport, folder, known, heads, |size| {
+    send_all(shared, transport, folder, known, last, |size| {
         done += size;
         progress.report(TransferDirection::Upload, done, total);
     })

@@ -80,6 +80,11 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
     let path = da.join("disk.img");
     std::fs::write(&path, noise(1, BIG)).unwrap();
     p.a.rescan(&p.folder).await.unwrap();
+    let first: mesh_core::blob::ChunkHash = media_of(&p.a, &p.folder, "disk.img")
+        .await
+        .hash
+        .parse()
+        .unwrap();
     let published = std::fs::metadata(&path).unwrap().modified().unwrap();
     let second = noise(2, BIG);
     {
@@ -90,6 +95,15 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
     p.a.sync_now()
         .await
         .expect("a version that cannot be read does not fail the sync");
+    // Its manifest was not uploaded: a hub never holds a manifest without its chunks.
+    let hub = mesh_client::transport::Transport::missing_objects(
+        &p._hub.connect("ann".parse().unwrap()),
+        &p.folder,
+        &[first],
+    )
+    .await
+    .unwrap();
+    assert_eq!(hub, vec![first]);
     settle(&[&p.a, &p.b]).await;
     p.b.rescan(&p.folder).await.unwrap();
     assert!(

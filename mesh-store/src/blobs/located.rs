@@ -14,6 +14,8 @@
 //! | `located_files(folder, mapping, key, path, size, mtime_ns, ino)` | one row per located file, by its mapping's index key |
 //! | `located(hash, folder, mapping, key, offset, len)` | where each chunk of a located file lies |
 
+use std::collections::HashMap;
+
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
 use rusqlite::{params, TransactionBehavior};
@@ -206,26 +208,29 @@ impl BlobStore {
         }
         let mut out = Vec::new();
         if let Some(m) = self.mem() {
-            for h in hashes {
-                let mut n = 0;
-                for ((f, mapping, _), (file, chunks)) in &m.located {
-                    if folder.is_some_and(|want| want != f) {
-                        continue;
-                    }
-                    for (c, offset, len) in chunks.iter().filter(|c| c.0 == *h) {
-                        if n < LOCATIONS_PER_CHUNK {
-                            n += 1;
-                            out.push(Location {
-                                hash: *c,
-                                folder: f.clone(),
-                                mapping: mapping.clone(),
-                                file: file.clone(),
-                                offset: *offset,
-                                len: *len,
-                            });
-                        }
+            // One walk over every located chunk, then the locations in the order asked.
+            let mut found: HashMap<ChunkHash, Vec<Location>> =
+                hashes.iter().map(|h| (*h, Vec::new())).collect();
+            for ((f, mapping, _), (file, chunks)) in &m.located {
+                if folder.is_some_and(|want| want != f) {
+                    continue;
+                }
+                for (c, offset, len) in chunks {
+                    let Some(at) = found.get_mut(c) else { continue };
+                    if at.len() < LOCATIONS_PER_CHUNK {
+                        at.push(Location {
+                            hash: *c,
+                            folder: f.clone(),
+                            mapping: mapping.clone(),
+                            file: file.clone(),
+                            offset: *offset,
+                            len: *len,
+                        });
                     }
                 }
+            }
+            for h in hashes {
+                out.extend(found.remove(h).unwrap_or_default());
             }
             return Ok(out);
         }
