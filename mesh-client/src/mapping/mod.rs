@@ -128,12 +128,11 @@ pub use fsops::TEMP_PREFIX;
 pub(crate) use located::{read_located, read_objects};
 pub use options::MappingOptions;
 pub use root::MARKER_FILE;
-
-use crate::store::blobs::LocatedFile;
 pub use scan::IGNORE_FILE;
 
 use crate::client::Inner;
 use crate::error::{ClientError, Result};
+use crate::store::blobs::LocatedFile;
 use crate::sync::events::{Event, MappingEvent};
 use crate::MeshClient;
 use apply::{WriteJob, WriteOutcome};
