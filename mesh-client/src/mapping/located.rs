@@ -243,6 +243,35 @@ mod tests {
             .is_empty());
     }
 
+    /// A located file swapped for a symbolic link (even to a file with the same bytes) is
+    /// not followed.
+    #[cfg(unix)]
+    #[test]
+    fn a_located_file_swapped_for_a_symbolic_link_serves_nothing() {
+        let (dir, blobs, folder, [x, y, _]) = setup();
+        let path = dir.path().join("a.bin");
+        let outside = tempfile::tempdir().unwrap();
+        let copy = outside.path().join("same.bin");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&copy, &path).unwrap();
+        // Recorded as the link's target is, so that only the link itself stands in the way.
+        let meta = std::fs::metadata(&copy).unwrap();
+        let file = LocatedFile {
+            key: "a.bin".into(),
+            path: "a.bin".into(),
+            size: meta.len(),
+            mtime_ns: fsops::mtime_ns(&meta),
+            ino: ingest::ino_of(&meta),
+        };
+        blobs
+            .locate(&folder, "m", &file, &[(x.0, 0, 100), (y.0, 100, 50)])
+            .unwrap();
+        assert!(read_located(&blobs, Some(&folder), &[x.0, y.0], usize::MAX)
+            .unwrap()
+            .is_empty());
+    }
+
     #[test]
     fn a_located_file_that_changed_serves_nothing() {
         let (dir, blobs, folder, [x, _, _]) = setup();
