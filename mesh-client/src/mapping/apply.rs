@@ -501,7 +501,8 @@ fn keep_as_copy(
 }
 
 /// Removes temporary files a crashed write left behind, below the opened root (never
-/// through a symbolic link).
+/// through a symbolic link). A large file's download in progress ([`super::stage`]) is kept
+/// for the next attempt to carry on from, unless it is older than [`STAGED_KEPT`].
 pub(super) fn remove_stale_temps(root: &Beneath) {
     let mut stack = vec![root.open_dir("")];
     while let Some(dir) = stack.pop() {
@@ -512,12 +513,28 @@ pub(super) fn remove_stale_temps(root: &Beneath) {
             match dir.entry(name) {
                 Ok(Found::Dir { .. }) => stack.push(dir.child_dir(name)),
                 Ok(Found::File { .. }) if name.starts_with(TEMP_PREFIX) => {
+                    if super::stage::is_staged(name) && !stale(&dir, name) {
+                        continue;
+                    }
                     let _ = dir.remove(name, false);
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// How long a large file's interrupted download is kept for the next attempt.
+const STAGED_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Whether the temporary file `name` was last written more than [`STAGED_KEPT`] ago.
+fn stale(dir: &DirHandle, name: &str) -> bool {
+    dir.open_read(name)
+        .and_then(|f| f.metadata())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > STAGED_KEPT)
 }
 
 /// Renames local paths to the case the feed names them in: `(key, from, to)`, parents before
@@ -581,6 +598,30 @@ mod tests {
     use super::super::patch::tests::noise;
     use super::*;
     use crate::store::{BlobStore, Durability};
+
+    /// Leftover temporary files go at start-up, except a large file's interrupted download
+    /// younger than a week (the next attempt carries on from it).
+    #[test]
+    fn stale_temporaries_go_but_a_recent_interrupted_download_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            format!("{TEMP_PREFIX}0123"),
+            format!("{TEMP_PREFIX}stage-recent"),
+            format!("{TEMP_PREFIX}stage-old"),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"part").unwrap();
+        }
+        let old = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(&names[2]))
+            .unwrap();
+        old.set_modified(std::time::SystemTime::now() - STAGED_KEPT * 2)
+            .unwrap();
+        remove_stale_temps(&Beneath::open(dir.path()).unwrap());
+        let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, false]);
+    }
 
     /// Stores `data` (its chunks, or `damaged` in place of the first, then its manifest) and
     /// returns a job writing it at `name`.

@@ -269,6 +269,37 @@ impl DirHandle {
         }
     }
 
+    /// Opens the existing regular file `name` in this directory for reading and writing (not
+    /// a symbolic link).
+    pub fn open_rw(&self, name: &str) -> io::Result<File> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{openat, Mode, OFlags};
+            let fd = openat(
+                &self.fd,
+                name,
+                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let file = File::from(fd);
+            if !file.metadata()?.is_file() {
+                return Err(io::Error::other("not a regular file"));
+            }
+            Ok(file)
+        }
+        #[cfg(not(unix))]
+        {
+            let path = self.path.join(name);
+            if !std::fs::symlink_metadata(&path)?.is_file() {
+                return Err(io::Error::other("not a regular file"));
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+        }
+    }
+
     /// Creates the new file `name` in this directory, for writing (fails if it exists).
     pub fn create_new(&self, name: &str) -> io::Result<File> {
         #[cfg(unix)]

@@ -7,9 +7,11 @@
 //! flush and guarded replacement ([`super::apply`]). Once it is in place, the store records
 //! where its chunks lie (`located`), so peers and later edits read them from the file.
 //!
-//! A download that stops part way keeps what arrived: the chunks written so far are read back,
-//! checked, and stored before the temporary file is removed, so the next pass does not
-//! download them again.
+//! A download that stops part way keeps what arrived. When the pass gives up on it, the chunks
+//! written so far are read back, checked, and stored before the temporary file is removed.
+//! When the process is killed, the temporary file stays (its name is derived from the path and
+//! the version, and the start-up clean-up leaves such files for a week): the next attempt
+//! reopens it, keeps every chunk in it that matches its hash, and downloads only the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,6 +29,25 @@ use crate::MeshClient;
 
 /// Chunks read from the store or located files at a time while filling in a staged file.
 const LOCAL_PER_READ: usize = 64;
+
+/// What the names of staged files start with, after [`TEMP_PREFIX`].
+const STAGED: &str = "stage-";
+
+/// Whether a temporary file's name is that of a staged download.
+pub(super) fn is_staged(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .is_some_and(|rest| rest.starts_with(STAGED))
+}
+
+/// The staged file's name for `job`: one per path and version.
+fn staged_name(job: &WriteJob, manifest: &ChunkHash) -> String {
+    let id = ChunkHash::of(format!("{}\n{manifest}", job.key).as_bytes());
+    let hex: String = id.as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{TEMP_PREFIX}{STAGED}{hex}")
+}
 
 /// Whether `job` is written by [`stage`]: a large file, not built on a local copy, on a store
 /// that can record where its chunks lie.
@@ -61,6 +82,29 @@ impl FileSink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Takes as written every chunk the file already holds at all its offsets (a download
+    /// a killed process left): each read back and checked against its hash.
+    fn recover(&self) {
+        // (Without the manifest stored yet, nothing can be checked: the file starts over.)
+        if !matches!(self.blobs.manifest(&self.manifest), Ok(Some(_))) {
+            return;
+        }
+        let mut found = HashSet::new();
+        for (h, (len, at)) in self.offsets() {
+            let mut data = vec![0u8; *len as usize];
+            let whole = at.iter().all(|offset| {
+                read_exact_at(&self.file, &mut data, *offset).is_ok() && h.verifies(&data)
+            });
+            if whole {
+                found.insert(*h);
+            }
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(found);
     }
 
     fn write(&self, hash: &ChunkHash, data: &[u8]) -> std::io::Result<bool> {
@@ -126,30 +170,41 @@ pub(super) async fn stage(
 ) -> Option<String> {
     let manifest = job.meta.manifest?;
     let path = job.meta.path.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || -> Option<(DirHandle, String, std::fs::File)> {
-            let (dir, name) = root.parent(&path, true).ok()?;
-            if matches!(dir.entry(&name), Ok(Found::Dir { .. } | Found::Symlink)) {
-                return None; // Refused by the usual path, with the reason.
-            }
-            let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
-            let file = dir.create_new(&temp).ok()?;
-            Some((dir, temp, file))
-        })
-        .await
-        .ok()??;
-    let (dir, temp, file) = opened;
+    let temp = staged_name(job, &manifest);
     let blobs = client.shared().blobs().clone();
-    let sink = Arc::new(FileSink {
-        blobs: blobs.clone(),
-        manifest,
-        file,
-        offsets: OnceLock::new(),
-        written: Mutex::new(HashSet::new()),
-    });
+    let (b, name_of_temp) = (blobs.clone(), temp.clone());
+    let opened = tokio::task::spawn_blocking(move || -> Option<(DirHandle, Arc<FileSink>)> {
+        let temp = name_of_temp;
+        let (dir, name) = root.parent(&path, true).ok()?;
+        if matches!(dir.entry(&name), Ok(Found::Dir { .. } | Found::Symlink)) {
+            return None; // Refused by the usual path, with the reason.
+        }
+        // A download a killed process left carries on; otherwise a new file.
+        let (file, resumed) = match dir.open_rw(&temp) {
+            Ok(f) => (f, true),
+            Err(_) => {
+                let _ = dir.remove(&temp, false);
+                (dir.create_new(&temp).ok()?, false)
+            }
+        };
+        let sink = Arc::new(FileSink {
+            blobs: b,
+            manifest,
+            file,
+            offsets: OnceLock::new(),
+            written: Mutex::new(HashSet::new()),
+        });
+        if resumed {
+            sink.recover();
+        }
+        Some((dir, sink))
+    })
+    .await
+    .ok()??;
+    let (dir, sink) = opened;
     let how = Fetch {
         sink: Some(sink.clone()),
-        except: Arc::default(),
+        except: Arc::new(sink.written()),
     };
     let fetched = client
         .fetch_objects_with(folder, vec![manifest], &how)
