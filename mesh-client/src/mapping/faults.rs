@@ -98,3 +98,10 @@ pub(crate) fn at(moment: Moment, target: &Path) {
         h(moment, target);
     }
 }
+
+/// The name of the temporary file a large remote file is downloaded into, for the file whose
+/// case-folded path is `key` and whose blob is `manifest` (tests plant things under it).
+#[doc(hidden)]
+pub fn staged_file_name(key: &str, manifest: &mesh_core::blob::ChunkHash) -> String {
+    super::stage::staged_file_name(key, manifest)
+}

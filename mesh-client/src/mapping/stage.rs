@@ -41,7 +41,13 @@ pub(super) fn is_staged(name: &str) -> bool {
 
 /// The staged file's name for `job`: one per path and version.
 fn staged_name(job: &WriteJob, manifest: &ChunkHash) -> String {
-    let id = ChunkHash::of(format!("{}\n{manifest}", job.key).as_bytes());
+    staged_file_name(&job.key, manifest)
+}
+
+/// The staged file's name for the index key `key` and the blob `manifest` (public to tests
+/// through [`super::faults::staged_file_name`]).
+pub(super) fn staged_file_name(key: &str, manifest: &ChunkHash) -> String {
+    let id = ChunkHash::of(format!("{key}\n{manifest}").as_bytes());
     let hex: String = id.as_bytes()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -75,6 +81,15 @@ impl FileSink {
                 Ok(Some(m)) if m.hash() == self.manifest => offsets_of(&m),
                 _ => HashMap::new(),
             })
+    }
+
+    /// The blob's length, from its chunks' offsets.
+    fn length(&self) -> u64 {
+        self.offsets()
+            .values()
+            .filter_map(|(len, at)| at.iter().max().map(|a| a + u64::from(*len)))
+            .max()
+            .unwrap_or(0)
     }
 
     fn written(&self) -> HashSet<ChunkHash> {
@@ -170,38 +185,45 @@ pub(super) async fn stage(
 ) -> Option<String> {
     let manifest = job.meta.manifest?;
     let path = job.meta.path.clone();
-    let temp = staged_name(job, &manifest);
+    let staged = staged_name(job, &manifest);
     let blobs = client.shared().blobs().clone();
-    let (b, name_of_temp) = (blobs.clone(), temp.clone());
-    let opened = tokio::task::spawn_blocking(move || -> Option<(DirHandle, Arc<FileSink>)> {
-        let temp = name_of_temp;
-        let (dir, name) = root.parent(&path, true).ok()?;
-        if matches!(dir.entry(&name), Ok(Found::Dir { .. } | Found::Symlink)) {
-            return None; // Refused by the usual path, with the reason.
-        }
-        // A download a killed process left carries on; otherwise a new file.
-        let (file, resumed) = match dir.open_rw(&temp) {
-            Ok(f) => (f, true),
-            Err(_) => {
-                let _ = dir.remove(&temp, false);
-                (dir.create_new(&temp).ok()?, false)
+    let b = blobs.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || -> Option<(DirHandle, Arc<FileSink>, String)> {
+            let (dir, name) = root.parent(&path, true).ok()?;
+            if matches!(dir.entry(&name), Ok(Found::Dir { .. } | Found::Symlink)) {
+                return None; // Refused by the usual path, with the reason.
             }
-        };
-        let sink = Arc::new(FileSink {
-            blobs: b,
-            manifest,
-            file,
-            offsets: OnceLock::new(),
-            written: Mutex::new(HashSet::new()),
-        });
-        if resumed {
-            sink.recover();
-        }
-        Some((dir, sink))
-    })
-    .await
-    .ok()??;
-    let (dir, sink) = opened;
+            // A download a killed process left carries on; otherwise a new file (under another
+            // name if something that is not a file holds this one).
+            let (file, resumed, temp) = match dir.open_rw(&staged) {
+                Ok(f) => (f, true, staged),
+                Err(_) => {
+                    let _ = dir.remove(&staged, false);
+                    match dir.create_new(&staged) {
+                        Ok(f) => (f, false, staged),
+                        Err(_) => {
+                            let other = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+                            (dir.create_new(&other).ok()?, false, other)
+                        }
+                    }
+                }
+            };
+            let sink = Arc::new(FileSink {
+                blobs: b,
+                manifest,
+                file,
+                offsets: OnceLock::new(),
+                written: Mutex::new(HashSet::new()),
+            });
+            if resumed {
+                sink.recover();
+            }
+            Some((dir, sink, temp))
+        })
+        .await
+        .ok()??;
+    let (dir, sink, temp) = opened;
     let how = Fetch {
         sink: Some(sink.clone()),
         except: Arc::new(sink.written()),
@@ -212,7 +234,9 @@ pub(super) async fn stage(
     let (mtime, mode, folder) = (job.meta.mtime_ns, job.meta.mode, folder.clone());
     let done = tokio::task::spawn_blocking(move || {
         let complete = fetched.is_ok() && fill_in(&blobs, &sink).unwrap_or(false);
+        // (A reopened file may hold more than the blob: cut to its length.)
         let finished = complete
+            && sink.file.set_len(sink.length()).is_ok()
             && sink.file.set_modified(fsops::from_ns(mtime)).is_ok()
             && fsops::set_mode(&sink.file, Some(mode)).is_ok()
             && (cfg!(target_os = "linux") || sink.file.sync_all().is_ok());

@@ -195,3 +195,43 @@ async fn altered_chunks_are_never_written_into_a_file() {
         snapshot(db.path()).keys()
     );
 }
+
+/// Why: a large file's download goes into a temporary file named after its path and version,
+/// which a killed download leaves for the next attempt. Whatever holds that name must neither
+/// block the file nor end up in it: a directory there makes the download take another name;
+/// a file there with other, longer content is reused only for the chunks that match their
+/// hashes and cut to the blob's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_holds_a_staged_name_neither_blocks_nor_taints_the_file() {
+    for planted in ["a directory", "a longer file"] {
+        let p = pair().await;
+        let (da, db) = (p.da.path(), p.db.path());
+        let big = noise(9, BIG);
+        std::fs::write(da.join("video.bin"), &big).unwrap();
+        p.a.rescan(&p.folder).await.unwrap();
+        let manifest: mesh_core::blob::ChunkHash = media_of(&p.a, &p.folder, "video.bin")
+            .await
+            .hash
+            .parse()
+            .unwrap();
+        let name = mesh_client::mapping::faults::staged_file_name("video.bin", &manifest);
+        match planted {
+            "a directory" => {
+                std::fs::create_dir(db.join(&name)).unwrap();
+                std::fs::write(db.join(&name).join("inside"), b"x").unwrap();
+            }
+            _ => {
+                let mut junk = big.clone();
+                junk[100] ^= 1;
+                junk.extend_from_slice(&noise(10, 5000));
+                std::fs::write(db.join(&name), junk).unwrap();
+            }
+        }
+        settle(&[&p.a, &p.b]).await;
+        p.b.rescan(&p.folder).await.unwrap();
+        assert!(
+            std::fs::read(db.join("video.bin")).is_ok_and(|got| got == big),
+            "with {planted} at the staged name"
+        );
+    }
+}
