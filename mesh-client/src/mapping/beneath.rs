@@ -244,41 +244,25 @@ impl DirHandle {
 
     /// Opens the regular file `name` in this directory for reading (not a symbolic link).
     pub fn open_read(&self, name: &str) -> io::Result<File> {
-        #[cfg(unix)]
-        {
-            use rustix::fs::{openat, Mode, OFlags};
-            let fd = openat(
-                &self.fd,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let file = File::from(fd);
-            if !file.metadata()?.is_file() {
-                return Err(io::Error::other("not a regular file"));
-            }
-            Ok(file)
-        }
-        #[cfg(not(unix))]
-        {
-            let path = self.path.join(name);
-            if !std::fs::symlink_metadata(&path)?.is_file() {
-                return Err(io::Error::other("not a regular file"));
-            }
-            File::open(path)
-        }
+        self.open_existing(name, false)
     }
 
     /// Opens the existing regular file `name` in this directory for reading and writing (not
     /// a symbolic link).
     pub fn open_rw(&self, name: &str) -> io::Result<File> {
+        self.open_existing(name, true)
+    }
+
+    /// Opens the existing regular file `name`, never through a symbolic link.
+    fn open_existing(&self, name: &str, write: bool) -> io::Result<File> {
         #[cfg(unix)]
         {
             use rustix::fs::{openat, Mode, OFlags};
+            let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
             let fd = openat(
                 &self.fd,
                 name,
-                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
             let file = File::from(fd);
@@ -295,7 +279,7 @@ impl DirHandle {
             }
             std::fs::OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(write)
                 .open(path)
         }
     }

@@ -107,6 +107,18 @@ pub fn mode_of(_meta: &fs::Metadata) -> u32 {
     0
 }
 
+/// A file's inode number (0 where the platform has none).
+#[cfg(unix)]
+pub fn ino_of(meta: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+/// A file's inode number (0 where the platform has none).
+#[cfg(not(unix))]
+pub fn ino_of(_meta: &fs::Metadata) -> u64 {
+    0
+}
+
 /// Nanoseconds since the Unix epoch of a file's modification time.
 pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
     match meta.modified() {

@@ -88,7 +88,7 @@ pub(super) fn ingest_files(
                     path: l.path.to_string(),
                     size: l.size,
                     mtime_ns: l.mtime_ns,
-                    ino: ino_of(&before),
+                    ino: fsops::ino_of(&before),
                 };
                 b.locate(folder, mapping, &file, &chunks)
                     .map_err(|e| e.to_string())?;
@@ -122,20 +122,6 @@ pub(super) fn ingest_files(
 /// Files up to this size are read whole and their chunks stored; larger ones are published
 /// in place.
 pub(super) const SMALL: u64 = 1 << 20;
-
-/// A file's inode number (0 where the platform has none).
-pub(super) fn ino_of(meta: &std::fs::Metadata) -> u64 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        meta.ino()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        0
-    }
-}
 
 /// Whether `after` is still the file `before` was (same inode on Unix) and both are what the
 /// scan saw as `l`.

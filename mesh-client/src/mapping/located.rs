@@ -16,7 +16,8 @@ use mesh_core::id::FolderId;
 use mesh_core::model::FilePath;
 
 use super::beneath::Beneath;
-use super::{fsops, ingest};
+use super::fsops;
+use super::patch::read_exact_at;
 use crate::store::blobs::{LocatedFile, Location};
 use crate::store::BlobStore;
 
@@ -101,7 +102,7 @@ fn open_file(root: &Beneath, file: &LocatedFile) -> Option<std::fs::File> {
     let same = meta.is_file()
         && meta.len() == file.size
         && fsops::mtime_ns(&meta) == file.mtime_ns
-        && (file.ino == 0 || ingest::ino_of(&meta) == file.ino);
+        && (file.ino == 0 || fsops::ino_of(&meta) == file.ino);
     same.then_some(f)
 }
 
@@ -110,28 +111,6 @@ fn read_chunk(file: &std::fs::File, loc: &Location) -> Option<Vec<u8>> {
     let mut data = vec![0u8; loc.len as usize];
     read_exact_at(file, &mut data, loc.offset).ok()?;
     loc.hash.verifies(&data).then_some(data)
-}
-
-#[cfg(unix)]
-pub(super) fn read_exact_at(
-    file: &std::fs::File,
-    buf: &mut [u8],
-    offset: u64,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
-}
-
-#[cfg(not(unix))]
-pub(super) fn read_exact_at(
-    file: &std::fs::File,
-    buf: &mut [u8],
-    offset: u64,
-) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    f.read_exact(buf)
 }
 
 /// `BlobStore::get_for` (or, without a folder, `get_many`) with located chunks read for the
@@ -217,7 +196,7 @@ mod tests {
             path: "a.bin".into(),
             size: file.len() as u64,
             mtime_ns: fsops::mtime_ns(&meta),
-            ino: ingest::ino_of(&meta),
+            ino: fsops::ino_of(&meta),
         };
         blobs
             .locate(&folder, "m", &located, &[(hx, 0, 100), (hy, 100, 50)])
@@ -262,7 +241,7 @@ mod tests {
             path: "a.bin".into(),
             size: meta.len(),
             mtime_ns: fsops::mtime_ns(&meta),
-            ino: ingest::ino_of(&meta),
+            ino: fsops::ino_of(&meta),
         };
         blobs
             .locate(&folder, "m", &file, &[(x.0, 0, 100), (y.0, 100, 50)])

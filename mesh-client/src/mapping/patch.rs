@@ -207,17 +207,17 @@ fn copy_range(src: &File, from: u64, dst: &File, to: u64, len: u64) -> std::io::
 }
 
 #[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+pub(super) fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
 }
 
 #[cfg(unix)]
-fn write_all_at(f: &File, buf: &[u8], at: u64) -> std::io::Result<()> {
+pub(super) fn write_all_at(f: &File, buf: &[u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, at)
 }
 
 #[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
+pub(super) fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         match f.seek_read(buf, at)? {
@@ -229,7 +229,7 @@ fn read_exact_at(f: &File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<(
 }
 
 #[cfg(windows)]
-fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> std::io::Result<()> {
+pub(super) fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         match f.seek_write(buf, at)? {

@@ -22,7 +22,7 @@ use mesh_core::id::FolderId;
 use super::apply::WriteJob;
 use super::beneath::{Beneath, DirHandle, Found};
 use super::fsops::{self, TEMP_PREFIX};
-use super::located::read_exact_at;
+use super::patch::{read_exact_at, write_all_at};
 use crate::store::BlobStore;
 use crate::sync::transfer::{ChunkSink, Fetch};
 use crate::MeshClient;
@@ -153,10 +153,8 @@ impl ChunkSink for FileSink {
 /// Each chunk's length and offsets in the blob.
 fn offsets_of(m: &Manifest) -> HashMap<ChunkHash, (u32, Vec<u64>)> {
     let mut out: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
-    let mut at = 0u64;
-    for c in m.chunks() {
-        out.entry(c.hash).or_insert((c.len, Vec::new())).1.push(at);
-        at += u64::from(c.len);
+    for (h, at, len) in located_chunks(m) {
+        out.entry(h).or_insert((len, Vec::new())).1.push(at);
     }
     out
 }
@@ -311,18 +309,4 @@ fn salvage(blobs: &BlobStore, folder: &FolderId, dir: &DirHandle, temp: &str, si
         }
     }
     let _ = blobs.put_trusted(folder, batch.iter().map(|(h, d)| (*h, d.as_slice())));
-}
-
-#[cfg(unix)]
-fn write_all_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(data, offset)
-}
-
-#[cfg(not(unix))]
-fn write_all_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    f.write_all(data)
 }
