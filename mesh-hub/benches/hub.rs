@@ -18,6 +18,7 @@
 //! MESH_BENCH_DURABILITY=normal cargo bench -p mesh-hub --bench hub   # the hub's --durability
 //! MESH_BENCH_ENTRIES=20000 MESH_BENCH_WRITES=200 MESH_BENCH_STREAMS=200 cargo bench -p mesh-hub --bench hub
 //! MESH_BENCH_ENTRIES=50 MESH_BENCH_ONLY=incremental cargo bench -p mesh-hub --bench hub   # bytes per hop
+//! MESH_BENCH_ROUNDS=200 ...   # more incremental rounds (20 by default)
 //! ```
 
 use std::path::Path;
@@ -40,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::{Error, HubProcess, NO_LIMITS};
+use common::{cpu_time_of, Error, HubProcess, NO_LIMITS};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -257,17 +258,24 @@ fn random_payload(i: usize) -> serde_json::Value {
 }
 
 /// Waits for `id`'s remote change event on a device and the end of the session that brought it.
-async fn change_received(events: &mut BoxStream<'static, Event>, id: &str) -> Result<(), Error> {
+/// Waits for the change event of entry `id` and the end of the session that brought it;
+/// returns when the change event came.
+async fn change_received(
+    events: &mut BoxStream<'static, Event>,
+    id: &str,
+) -> Result<Instant, Error> {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let mut seen = false;
+        let mut seen = None;
         while let Some(e) = events.next().await {
             match e {
                 Event::EntryChanged {
                     id: got,
                     source: ChangeSource::Remote(_),
                     ..
-                } if got.as_str() == id => seen = true,
-                Event::SyncProgress { done: true, .. } if seen => return Ok(()),
+                } if got.as_str() == id => seen = Some(Instant::now()),
+                Event::SyncProgress { done: true, .. } if seen.is_some() => {
+                    return Ok(seen.unwrap_or_else(Instant::now))
+                }
                 _ => {}
             }
         }
@@ -352,18 +360,22 @@ async fn run() -> Result<(), Error> {
         t.elapsed()
     );
     a_link.set_online(true);
+    let cpu = (cpu_time_of("self"), hub.cpu_time());
     let t = Instant::now();
     a.sync_now().await?;
     let push_time = t.elapsed();
+    let push_cpu = (cpu_time_of("self") - cpu.0, hub.cpu_time() - cpu.1);
     let sent = entries;
     // B starts cut off too, so that its first session is the timed one.
     let (link, control) = net.wrap(HttpTransport::new(&hub.url, &token_b)?);
     control.set_online(false);
     let b = device("ann", "b", link, ddir).await?;
     control.set_online(true);
+    let cpu = (cpu_time_of("self"), hub.cpu_time());
     let t = Instant::now();
     b.sync_now().await?;
     let pull_time = t.elapsed();
+    let pull_cpu = (cpu_time_of("self") - cpu.0, hub.cpu_time() - cpu.1);
     let received = b
         .query(&folder.id, &feed, mesh_core::model::Query::new())
         .await?
@@ -374,6 +386,18 @@ async fn run() -> Result<(), Error> {
         sent as f64 / push_time.as_secs_f64(),
         received as f64 / pull_time.as_secs_f64(),
         entries as f64 / total.as_secs_f64()
+    );
+    // Where the CPU goes (user + system time of the devices' process and of the hub's), per
+    // entry: on two cores a phase cannot take less than half its CPU time.
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / entries.max(1) as f64;
+    println!(
+        "CPU per entry: A→hub: device A {:.1} µs, hub {:.1} µs (wall {:.1} µs); hub→B: device B {:.1} µs, hub {:.1} µs (wall {:.1} µs)",
+        per(push_cpu.0),
+        per(push_cpu.1),
+        per(push_time),
+        per(pull_cpu.0),
+        per(pull_cpu.1),
+        per(pull_time),
     );
     println!(
         "hub RSS after the initial sync: {} MiB",
@@ -436,6 +460,53 @@ async fn run() -> Result<(), Error> {
         return Ok(());
     }
 
+    // ---- write on A → change event on B ----------------------------------------------------
+    if std::env::var("MESH_BENCH_ONLY").as_deref() != Ok("incremental") {
+        b.sync_now().await?;
+        a.sync_now().await?;
+        let mut b_events = b.subscribe(&folder.id, Some(&feed));
+        let mut lat = Vec::with_capacity(writes);
+        for i in 0..writes {
+            let t = Instant::now();
+            let e = a
+                .put(
+                    &folder.id,
+                    &feed,
+                    EntryDraft::new(format!("live {i}"), json!({"i": i})),
+                )
+                .await?;
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while let Some(ev) = b_events.next().await {
+                    if let Event::EntryChanged {
+                        id,
+                        source: ChangeSource::Remote(_),
+                        ..
+                    } = ev
+                    {
+                        if id == e.sync.id {
+                            return;
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(|_| "no change event on B")?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "write on A → change event on B over {writes} writes: p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or_default()
+        );
+    }
+    // Only the writer and one receiver are online while one entry's sync is timed, as in
+    // issue 16's "A → hub → B": the initial sync's devices would otherwise pull every change
+    // too, on the same two cores.
+    a.close();
+    b.close();
+
     // ---- incremental sync of one entry -----------------------------------------------------
     // C writes (behind a byte-counting proxy, without notifications: only its session counts);
     // D receives (behind another proxy, with its notification stream: the announcement and
@@ -462,9 +533,11 @@ async fn run() -> Result<(), Error> {
     ];
     for (what, payload) in contents {
         let mut times = Vec::new();
+        let mut local = Vec::new();
+        let mut end_to_end = Vec::new();
         let mut bytes = Vec::new();
         let mut bytes_d = Vec::new();
-        for i in 0..20 {
+        for i in 0..env_usize("MESH_BENCH_ROUNDS", 20) {
             let before = counters.total();
             let before_d = counters_d.total();
             let t = Instant::now();
@@ -475,70 +548,34 @@ async fn run() -> Result<(), Error> {
                     EntryDraft::new(format!("inc {i}"), payload(i)),
                 )
                 .await?;
+            local.push(t.elapsed());
             session_done(&mut c_events).await?;
             times.push(t.elapsed());
             bytes.push(counters.total() - before);
-            change_received(&mut d_events, e.sync.id.as_str()).await?;
+            let seen = change_received(&mut d_events, e.sync.id.as_str()).await?;
+            end_to_end.push(seen - t);
             bytes_d.push(counters_d.total() - before_d);
         }
         times.sort();
+        local.sort();
+        end_to_end.sort();
         bytes.sort();
         bytes_d.sort();
         println!(
-            "incremental sync of one 1 KiB entry ({what}): device C → hub median {:.2?}, max {:.2?}, {} bytes on the wire; hub → device D {} bytes (medians; requests, responses and notifications with HTTP headers)",
+            "incremental sync of one 1 KiB entry ({what}): device C → hub median {:.2?} (of which C's durable local write {:.2?}), max {:.2?}, {} bytes on the wire; hub → device D {} bytes (medians; requests, responses and notifications with HTTP headers); C's write → D's change event median {:.2?}",
             percentile(&times, 0.5),
+            percentile(&local, 0.5),
             times.last().copied().unwrap_or_default(),
             bytes[bytes.len() / 2],
             bytes_d[bytes_d.len() / 2],
+            percentile(&end_to_end, 0.5),
         );
     }
     d.close();
+    c.close();
     // MESH_BENCH_ONLY=incremental stops here.
     if std::env::var("MESH_BENCH_ONLY").as_deref() == Ok("incremental") {
         return Ok(());
-    }
-
-    // ---- write on A → change event on B ----------------------------------------------------
-    b.sync_now().await?;
-    a.sync_now().await?;
-    let mut b_events = b.subscribe(&folder.id, Some(&feed));
-    let mut lat = Vec::with_capacity(writes);
-    for i in 0..writes {
-        let t = Instant::now();
-        let e = a
-            .put(
-                &folder.id,
-                &feed,
-                EntryDraft::new(format!("live {i}"), json!({"i": i})),
-            )
-            .await?;
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(ev) = b_events.next().await {
-                if let Event::EntryChanged {
-                    id,
-                    source: ChangeSource::Remote(_),
-                    ..
-                } = ev
-                {
-                    if id == e.sync.id {
-                        return;
-                    }
-                }
-            }
-        })
-        .await
-        .map_err(|_| "no change event on B")?;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    println!(
-        "write on A → change event on B over {writes} writes: p50 {:.2?}, p99 {:.2?}, max {:.2?}",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or_default()
-    );
-    for d in [&a, &b, &c] {
-        d.close();
     }
     drop(hub);
 

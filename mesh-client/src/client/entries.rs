@@ -7,7 +7,7 @@ use mesh_core::model::{names, Action, Entry, EntryDraft, FeedKey, Query};
 use mesh_core::replica::{Replica, Resolution, Written};
 use mesh_core::store::Store;
 
-use crate::client::MeshClient;
+use crate::client::{check_in, MeshClient};
 use crate::error::{ClientError, Result};
 use crate::store::ClientStore;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
@@ -89,27 +89,27 @@ impl MeshClient {
         draft: EntryDraft,
     ) -> Result<Entry> {
         let key = Self::app_feed(folder, feed)?;
-        let existing = self.entry_author(&key, &id).await?;
-        let (actor, now) = (self.actor().clone(), self.now());
-        match existing {
-            Some(author) => {
-                self.check(folder, Action::ChangeEntry { author: &author })
-                    .await?;
-                let e = self
-                    .write_entry(key.clone(), move |r, k| {
-                        r.update(k, &id, draft, &actor, now)
-                    })
-                    .await?;
-                self.announce(key, Op::Update, e).await
-            }
-            None => {
-                self.check(folder, Action::CreateEntry).await?;
-                let e = self
-                    .write_entry(key.clone(), move |r, k| r.create(k, id, draft, &actor, now))
-                    .await?;
-                self.announce(key, Op::Create, e).await
-            }
-        }
+        let (actor, now, k) = (self.actor().clone(), self.now(), key.clone());
+        let (user, folder) = (self.user().clone(), folder.clone());
+        // The author's lookup, the role check and the write in one step on the replica: no
+        // sync comes in between, and the store's thread is reached once.
+        let (w, op) = self
+            .shared()
+            .run(move |r| -> Result<(Written, Op)> {
+                match r.get(&k, &id)?.map(|e| e.content.author) {
+                    Some(author) => {
+                        check_in(r, &user, &folder, Action::ChangeEntry { author: &author })?;
+                        Ok((r.update(&k, &id, draft, &actor, now)?, Op::Update))
+                    }
+                    None => {
+                        check_in(r, &user, &folder, Action::CreateEntry)?;
+                        Ok((r.create(&k, id, draft, &actor, now)?, Op::Create))
+                    }
+                }
+            })
+            .await??;
+        self.changed(key.clone(), w.seq);
+        self.announce(key, op, w.entry).await
     }
 
     /// Writes the entry `id` only if it is still at the version the caller read: `expected`

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{self, BoxStream, StreamExt};
 use mesh_core::id::{DeviceId, FolderId, RemoteId, UserId};
 use mesh_core::model::{authorize, Action, FeedKey, Member, Role, Scope};
-use mesh_core::replica::Actor;
+use mesh_core::replica::{Actor, Replica};
 use mesh_core::sync::{guard, SyncReport};
 use mesh_core::time::Timestamp;
 use tokio::sync::broadcast;
@@ -24,6 +24,7 @@ pub use entries::BatchItem;
 
 use crate::error::{ClientError, Result};
 use crate::shared::{Changed, SharedReplica};
+use crate::store::ClientStore;
 use crate::sync::engine::EngineHandle;
 use crate::sync::events::Event;
 use crate::transport::InProcessTransport;
@@ -249,12 +250,7 @@ impl MeshClient {
         let user = self.user().clone();
         Ok(self
             .shared()
-            .run(move |r| {
-                if guard::folder_deleted(r.store(), &folder)? {
-                    return Ok(Err(()));
-                }
-                guard::membership(r.store(), &folder, &user).map(Ok)
-            })
+            .run(move |r| membership_or_deleted(r, &folder, &user))
             .await??)
     }
 
@@ -263,18 +259,58 @@ impl MeshClient {
         folder: &FolderId,
         action: Action<'_>,
     ) -> Result<Option<Member>> {
-        let Ok(m) = self.membership_or_deleted(folder).await? else {
-            // Deleted here or by its owner elsewhere: the folder is gone for everyone.
-            return Err(mesh_core::CoreError::NotFound {
-                kind: "folder",
-                id: folder.to_string(),
-            }
-            .into());
-        };
-        let role = m.as_ref().and_then(Member::effective_role);
-        authorize(self.user(), role, action)?;
-        Ok(m)
+        let m = self.membership_or_deleted(folder).await?;
+        allowed(self.user(), folder, m, action)
     }
+}
+
+/// `user`'s membership record in `folder`, or `Err(())` when the folder was deleted.
+fn membership_or_deleted(
+    r: &Replica<ClientStore>,
+    folder: &FolderId,
+    user: &UserId,
+) -> mesh_core::Result<std::result::Result<Option<Member>, ()>> {
+    if guard::folder_deleted(r.store(), folder)? {
+        return Ok(Err(()));
+    }
+    guard::membership(r.store(), folder, user).map(Ok)
+}
+
+/// Whether `user`, with membership `m` in `folder` (`Err(())`: the folder was deleted), may
+/// do `action`; its record when it may.
+fn allowed(
+    user: &UserId,
+    folder: &FolderId,
+    m: std::result::Result<Option<Member>, ()>,
+    action: Action<'_>,
+) -> Result<Option<Member>> {
+    let Ok(m) = m else {
+        // Deleted here or by its owner elsewhere: the folder is gone for everyone.
+        return Err(mesh_core::CoreError::NotFound {
+            kind: "folder",
+            id: folder.to_string(),
+        }
+        .into());
+    };
+    let role = m.as_ref().and_then(Member::effective_role);
+    authorize(user, role, action)?;
+    Ok(m)
+}
+
+/// [`MeshClient::check`] where the caller already runs on the replica: the role check and
+/// the write that follows it are then one step, with no sync in between.
+pub(crate) fn check_in(
+    r: &Replica<ClientStore>,
+    user: &UserId,
+    folder: &FolderId,
+    action: Action<'_>,
+) -> Result<Option<Member>> {
+    allowed(
+        user,
+        folder,
+        membership_or_deleted(r, folder, user)?,
+        action,
+    )
 }
 
 fn event_stream(

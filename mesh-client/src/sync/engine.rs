@@ -512,23 +512,37 @@ impl Engine {
         // a feed, sent while this one is merged remotely (see `SyncSession::push_ahead`),
         // each with where it ends.
         let mut ahead: VecDeque<InFlight> = VecDeque::new();
+        // The session's next step when it was taken in the same hand-off to the store's
+        // thread as the answer before it (see `Polled`).
+        let mut polled: Option<Polled> = None;
         loop {
-            let (s, step) = self
-                .shared
-                .run(move |r| {
-                    let step = session.poll(r);
-                    (session, step)
-                })
-                .await?;
-            session = s;
-            match step? {
+            let p = match polled.take() {
+                Some(p) => p,
+                None => {
+                    let (fill, remote) = (ahead.is_empty(), self.remote.clone());
+                    let (s, p) = self
+                        .shared
+                        .run(move |r| {
+                            let p = Polled::poll(&mut session, r, fill, &remote);
+                            (session, p)
+                        })
+                        .await?;
+                    session = s;
+                    p
+                }
+            };
+            match p.step? {
                 Step::Done(report) => {
                     self.last_remote = session.remote_replica().cloned();
-                    let remote = self.remote.clone();
-                    let pending = self
-                        .shared
-                        .run(move |r| pending(r.store(), &remote))
-                        .await??;
+                    let pending = match p.pending {
+                        Some(pending) => pending?,
+                        None => {
+                            let remote = self.remote.clone();
+                            self.shared
+                                .run(move |r| pending(r.store(), &remote))
+                                .await??
+                        }
+                    };
                     self.emit(Event::SyncProgress {
                         remote: self.remote.clone(),
                         sent: report.sent,
@@ -553,28 +567,24 @@ impl Engine {
                     };
                     if pipelined {
                         // While this push travels and merges: send the ones after it (after
-                        // the last one sent ahead, if any).
-                        let ahead_len = ahead.len();
-                        let pushed_to = ahead.back().and_then(|f| f.place);
-                        let (s, next) = self
-                            .shared
-                            .run(move |r| {
-                                let mut next = Vec::new();
-                                let mut after = pushed_to;
-                                while ahead_len + next.len() < PUSHES_AHEAD {
-                                    match session.push_ahead(r, after) {
-                                        Ok(Some((request, place))) if pipelines(&request) => {
-                                            after = Some(place);
-                                            next.push((request, place));
-                                        }
-                                        Ok(_) => break,
-                                        Err(e) => return (session, Err(e)),
-                                    }
-                                }
-                                (session, Ok(next))
-                            })
-                            .await?;
-                        session = s;
+                        // the last one sent ahead, if any). With none in flight, the poll
+                        // above has already found them.
+                        let next = match p.ahead {
+                            Some(next) if ahead.is_empty() => next,
+                            _ => {
+                                let ahead_len = ahead.len();
+                                let pushed_to = ahead.back().and_then(|f| f.place);
+                                let (s, next) = self
+                                    .shared
+                                    .run(move |r| {
+                                        let next = pushes_ahead(&session, r, pushed_to, ahead_len);
+                                        (session, next)
+                                    })
+                                    .await?;
+                                session = s;
+                                next
+                            }
+                        };
                         ahead.extend(next?.into_iter().map(|(request, place)| {
                             let blobs = self.blob_upload(&request);
                             InFlight::send(&self.transport, request, Some(place), blobs)
@@ -603,6 +613,7 @@ impl Engine {
                         self.learn_trust(statements, certificates, relayer.as_ref())
                             .await?;
                     }
+                    let (fill, remote) = (ahead.is_empty(), self.remote.clone());
                     let (s, received) = self
                         .shared
                         .run(move |r| {
@@ -636,11 +647,21 @@ impl Engine {
                                 };
                                 Some((r.store().head(&feed).ok()?, feed))
                             });
-                            (session, evs.map(|e| (e, heads, resolved)))
+                            // The next step in the same hand-off, unless an answer refused
+                            // something (refused invitations are withdrawn first: that is a
+                            // local change the session should see).
+                            let next = evs.as_ref().ok().and_then(|evs| {
+                                let refused = evs
+                                    .iter()
+                                    .any(|e| matches!(e, SessionEvent::Rejected { .. }));
+                                (!refused).then(|| Polled::poll(&mut session, r, fill, &remote))
+                            });
+                            (session, evs.map(|e| (e, heads, resolved, next)))
                         })
                         .await?;
                     session = s;
-                    let (evs, head, resolved) = received?;
+                    let (evs, head, resolved, next) = received?;
+                    polled = next;
                     let refused = self.report_events(evs, head, &resolved);
                     self.withdraw_invitations(refused).await?;
                     let r = session.report();
@@ -890,6 +911,63 @@ impl Engine {
 /// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
 /// session asked for; and its answer to come (the request is cancelled if this is dropped
 /// unused: the session ended or failed first).
+/// One poll of a session, with what follows it done in the same hand-off to the store's
+/// thread (each hand-off is a thread switch; a one-entry sync used to make five): when the
+/// step is a push that pipelines and none is in flight, the pushes to send ahead of it;
+/// when the session is done, the local changes still unacknowledged.
+struct Polled {
+    step: mesh_core::Result<Step>,
+    ahead: Option<mesh_core::Result<Vec<(Request, PushPlace)>>>,
+    pending: Option<Result<u64>>,
+}
+
+impl Polled {
+    /// Polls `session`; `fill`: no push is in flight (so the pushes ahead start right after
+    /// this one).
+    fn poll(
+        session: &mut SyncSession,
+        r: &mut mesh_core::replica::Replica<crate::store::ClientStore>,
+        fill: bool,
+        remote: &RemoteId,
+    ) -> Polled {
+        let step = session.poll(r);
+        let (mut ahead, mut left) = (None, None);
+        match &step {
+            Ok(Step::Send(request)) if fill && pipelines(request) => {
+                ahead = Some(pushes_ahead(session, r, None, 0));
+            }
+            Ok(Step::Done(_)) => left = Some(pending(r.store(), remote)),
+            _ => {}
+        }
+        Polled {
+            step,
+            ahead,
+            pending: left,
+        }
+    }
+}
+
+/// The pushes to send after the one ending at `after` (the session's current one when
+/// `None`), up to [`PUSHES_AHEAD`] in flight counting the `in_flight` ones.
+fn pushes_ahead(
+    session: &SyncSession,
+    r: &mesh_core::replica::Replica<crate::store::ClientStore>,
+    mut after: Option<PushPlace>,
+    in_flight: usize,
+) -> mesh_core::Result<Vec<(Request, PushPlace)>> {
+    let mut next = Vec::new();
+    while in_flight + next.len() < PUSHES_AHEAD {
+        match session.push_ahead(r, after)? {
+            Some((request, place)) if pipelines(&request) => {
+                after = Some(place);
+                next.push((request, place));
+            }
+            _ => break,
+        }
+    }
+    Ok(next)
+}
+
 struct InFlight {
     request: Request,
     /// Where a push sent ahead ends, for the push after it.

@@ -74,6 +74,18 @@ pub(crate) fn request_coding(headers: &HeaderMap) -> Result<Coding, Box<Response
 
 /// Decodes a zstd body of at most `max` bytes once decoded.
 pub(crate) fn decode(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    decode_within(body, max)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the decoded body is over the hub's limit of {max} bytes"),
+        )
+    })
+}
+
+/// Decodes a zstd body, or `None` as soon as it gives more than `limit` bytes (having
+/// decoded at most one byte more).
+pub(crate) fn decode_within(body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
     let bad = |e: std::io::Error| {
         ApiError::bad_request(format!("the zstd request body does not decode: {e}"))
     };
@@ -81,17 +93,10 @@ pub(crate) fn decode(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
     decoder.window_log_max(WINDOW_LOG_MAX).map_err(bad)?;
     let mut out = Vec::new();
     decoder
-        .take(max as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(bad)?;
-    if out.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the decoded body is over the hub's limit of {max} bytes"),
-        ));
-    }
-    Ok(out)
+    Ok((out.len() <= limit).then_some(out))
 }
 
 /// Whether the request's `Accept-Encoding` takes zstd (`zstd` with no `q`, or a `q` above 0).
@@ -199,6 +204,18 @@ mod tests {
         let wide = enc.finish().unwrap();
         let e = decode(&wide, 1 << 20).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
+    }
+
+    #[test]
+    fn decoding_within_a_limit_stops_past_it() {
+        let big = vec![b'a'; 1 << 20];
+        let z = zstd::bulk::compress(&big, 3).unwrap();
+        assert_eq!(decode_within(&z, 1 << 20).unwrap(), Some(big));
+        assert_eq!(decode_within(&z, 4096).unwrap(), None);
+        assert_eq!(
+            decode_within(b"not zstd at all", 4096).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

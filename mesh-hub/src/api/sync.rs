@@ -28,16 +28,24 @@ pub(crate) async fn sync(
     };
     let compress_answer = encoding::accepts_zstd(&headers);
     let max = state.0.config.max_body;
-    let large = body.len() > 64 << 10 || coding == Coding::Zstd;
-    let parse = move || match coding {
-        Coding::Zstd => json_body::<Request>(&headers, &encoding::decode(&body, max)?),
-        Coding::Identity => json_body::<Request>(&headers, &body),
+    // A small body (one entry's push, a pull) is parsed here; a large one off the async
+    // threads: a push page can be megabytes. A compressed body counts as large as soon as it
+    // decodes to more than `INLINE`: at most that much is decoded here.
+    let small = match coding {
+        Coding::Identity => (body.len() <= INLINE).then(|| json_body::<Request>(&headers, &body)),
+        Coding::Zstd if body.len() <= INLINE => encoding::decode_within(&body, INLINE)?
+            .map(|json| json_body::<Request>(&headers, &json)),
+        Coding::Zstd => None,
     };
-    // Parse off the async threads: a push page can be megabytes (a compressed one more).
-    let request: Request = if large {
-        blocking(parse).await??
-    } else {
-        parse()?
+    let request: Request = match small {
+        Some(parsed) => parsed?,
+        None => {
+            blocking(move || match coding {
+                Coding::Zstd => json_body::<Request>(&headers, &encoding::decode(&body, max)?),
+                Coding::Identity => json_body::<Request>(&headers, &body),
+            })
+            .await??
+        }
     };
     let t_parse = t0.elapsed();
     let kind = match &request {
@@ -133,10 +141,14 @@ pub(crate) async fn sync(
         .entries_merged
         .inc_by(merged as u64);
     let t_respond = t0.elapsed();
-    let body = blocking(move || {
-        serde_json::to_vec(&response).map(|b| encoding::compress(b, compress_answer))
-    })
-    .await?;
+    let small = small_answer(&response);
+    let encode =
+        move || serde_json::to_vec(&response).map(|b| encoding::compress(b, compress_answer));
+    let body = if small {
+        encode()
+    } else {
+        blocking(encode).await?
+    };
     tracing::debug!(kind, ?t_parse, ?t_respond, total = ?t0.elapsed(), "sync");
     match body {
         Ok((body, coding)) => {
@@ -151,6 +163,35 @@ pub(crate) async fn sync(
             Ok(answer)
         }
         Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// The most bytes of JSON a request may have to be parsed on the async thread that took it.
+const INLINE: usize = 64 << 10;
+
+/// The most items (push results, entries, feeds) of an answer encoded on the async thread
+/// that took the request.
+const SMALL_ITEMS: usize = 64;
+
+/// Whether `response` is small enough to be encoded (and compressed) on the async thread:
+/// a hand-off to the blocking pool costs more than that for one entry's answer.
+fn small_answer(response: &SyncResponse) -> bool {
+    match response {
+        SyncResponse::Pushed { results, .. } => results.len() <= SMALL_ITEMS,
+        SyncResponse::Changes { entries, .. } => {
+            entries.len() <= SMALL_ITEMS
+                && entries
+                    .iter()
+                    .map(mesh_core::model::Entry::wire_len_bound)
+                    .sum::<usize>()
+                    <= INLINE
+        }
+        SyncResponse::Feeds {
+            feeds,
+            revocations,
+            certificates,
+            ..
+        } => feeds.len() + revocations.len() + certificates.len() <= SMALL_ITEMS,
     }
 }
 
