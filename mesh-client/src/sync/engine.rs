@@ -908,9 +908,6 @@ impl Engine {
     }
 }
 
-/// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
-/// session asked for; and its answer to come (the request is cancelled if this is dropped
-/// unused: the session ended or failed first).
 /// One poll of a session, with what follows it done in the same hand-off to the store's
 /// thread (each hand-off is a thread switch; a one-entry sync used to make five): when the
 /// step is a push that pipelines and none is in flight, the pushes to send ahead of it;
@@ -968,6 +965,9 @@ fn pushes_ahead(
     Ok(next)
 }
 
+/// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
+/// session asked for; and its answer to come (the request is cancelled if this is dropped
+/// unused: the session ended or failed first).
 struct InFlight {
     request: Request,
     /// Where a push sent ahead ends, for the push after it.
