@@ -512,8 +512,8 @@ pub(super) fn remove_stale_temps(root: &Beneath) {
             let Some(name) = name.to_str() else { continue };
             match dir.entry(name) {
                 Ok(Found::Dir { .. }) => stack.push(dir.child_dir(name)),
-                Ok(Found::File { .. }) if name.starts_with(TEMP_PREFIX) => {
-                    if super::stage::is_staged(name) && !stale(&dir, name) {
+                Ok(Found::File { mtime_ns, .. }) if name.starts_with(TEMP_PREFIX) => {
+                    if super::stage::is_staged(name) && !stale(mtime_ns) {
                         continue;
                     }
                     let _ = dir.remove(name, false);
@@ -527,14 +527,12 @@ pub(super) fn remove_stale_temps(root: &Beneath) {
 /// How long a large file's interrupted download is kept for the next attempt.
 const STAGED_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Whether the temporary file `name` was last written more than [`STAGED_KEPT`] ago.
-fn stale(dir: &DirHandle, name: &str) -> bool {
-    dir.open_read(name)
-        .and_then(|f| f.metadata())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_none_or(|age| age > STAGED_KEPT)
+/// Whether a file last written at `mtime_ns` was written more than [`STAGED_KEPT`] ago (or
+/// says it was written in the future).
+fn stale(mtime_ns: i64) -> bool {
+    fsops::from_ns(mtime_ns)
+        .elapsed()
+        .map_or(true, |age| age > STAGED_KEPT)
 }
 
 /// Renames local paths to the case the feed names them in: `(key, from, to)`, parents before

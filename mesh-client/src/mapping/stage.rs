@@ -39,20 +39,11 @@ pub(super) fn is_staged(name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(STAGED))
 }
 
-/// The staged file's name for `job`: one per path and version.
-fn staged_name(job: &WriteJob, manifest: &ChunkHash) -> String {
-    staged_file_name(&job.key, manifest)
-}
-
-/// The staged file's name for the index key `key` and the blob `manifest` (public to tests
-/// through [`super::faults::staged_file_name`]).
+/// The staged file's name for the index key `key` and the blob `manifest`: one per path and
+/// version (public to tests through [`super::faults::staged_file_name`]).
 pub(super) fn staged_file_name(key: &str, manifest: &ChunkHash) -> String {
     let id = ChunkHash::of(format!("{key}\n{manifest}").as_bytes());
-    let hex: String = id.as_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{TEMP_PREFIX}{STAGED}{hex}")
+    format!("{TEMP_PREFIX}{STAGED}{}", &id.hex()[..32])
 }
 
 /// Whether `job` is written by [`stage`]: a large file, not built on a local copy, on a store
@@ -64,32 +55,36 @@ pub(super) fn is_large(blobs: &BlobStore, job: &WriteJob) -> bool {
         && blobs.locates()
 }
 
+/// Each chunk's length and offsets in the blob.
+type Offsets = HashMap<ChunkHash, (u32, Vec<u64>)>;
+
 /// Where a staged file's chunks go: written at every offset where the manifest has them.
 struct FileSink {
     blobs: BlobStore,
     manifest: ChunkHash,
     file: std::fs::File,
-    /// Offsets of each chunk, from the manifest (read once the download has stored it).
-    offsets: OnceLock<HashMap<ChunkHash, (u32, Vec<u64>)>>,
+    /// The blob's length and the offsets of each chunk, from the manifest (read once the
+    /// download has stored it).
+    layout: OnceLock<(u64, Offsets)>,
     written: Mutex<HashSet<ChunkHash>>,
 }
 
 impl FileSink {
-    fn offsets(&self) -> &HashMap<ChunkHash, (u32, Vec<u64>)> {
-        self.offsets
+    fn layout(&self) -> &(u64, Offsets) {
+        self.layout
             .get_or_init(|| match self.blobs.manifest(&self.manifest) {
-                Ok(Some(m)) if m.hash() == self.manifest => offsets_of(&m),
-                _ => HashMap::new(),
+                Ok(Some(m)) if m.hash() == self.manifest => (m.length(), offsets_of(&m)),
+                _ => (0, HashMap::new()),
             })
     }
 
-    /// The blob's length, from its chunks' offsets.
+    fn offsets(&self) -> &Offsets {
+        &self.layout().1
+    }
+
+    /// The blob's length.
     fn length(&self) -> u64 {
-        self.offsets()
-            .values()
-            .filter_map(|(len, at)| at.iter().max().map(|a| a + u64::from(*len)))
-            .max()
-            .unwrap_or(0)
+        self.layout().0
     }
 
     fn written(&self) -> HashSet<ChunkHash> {
@@ -150,9 +145,9 @@ impl ChunkSink for FileSink {
     }
 }
 
-/// Each chunk's length and offsets in the blob.
-fn offsets_of(m: &Manifest) -> HashMap<ChunkHash, (u32, Vec<u64>)> {
-    let mut out: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
+/// The [`Offsets`] of manifest `m`.
+fn offsets_of(m: &Manifest) -> Offsets {
+    let mut out: Offsets = HashMap::new();
     for (h, at, len) in located_chunks(m) {
         out.entry(h).or_insert((len, Vec::new())).1.push(at);
     }
@@ -183,7 +178,7 @@ pub(super) async fn stage(
 ) -> Option<String> {
     let manifest = job.meta.manifest?;
     let path = job.meta.path.clone();
-    let staged = staged_name(job, &manifest);
+    let staged = staged_file_name(&job.key, &manifest);
     let blobs = client.shared().blobs().clone();
     let b = blobs.clone();
     let opened =
@@ -211,7 +206,7 @@ pub(super) async fn stage(
                 blobs: b,
                 manifest,
                 file,
-                offsets: OnceLock::new(),
+                layout: OnceLock::new(),
                 written: Mutex::new(HashSet::new()),
             });
             if resumed {
