@@ -147,7 +147,8 @@ fn by_size() -> Vec<(isize, isize)> {
         .collect()
 }
 
-/// The block an `Arc<str>` of `len` bytes takes: two counts, the text, padded to 8.
+/// The block an `Arc<str>` (or `Arc<RawValue>`, the same layout) of `len` bytes takes: two
+/// counts, the text, padded to 8.
 fn arc_str(len: usize) -> usize {
     (16 + len + 7) & !7
 }
@@ -155,7 +156,7 @@ fn arc_str(len: usize) -> usize {
 /// What blocks of `size` bytes (or of a [`class`]) are, in this program.
 fn label(size: usize, content_len: usize) -> &'static str {
     match size {
-        s if s == arc_str(content_len) => "content: Arc<str> (16 B of counts + the JSON text)",
+        s if s == arc_str(content_len) => "content: Arc<RawValue> (16 B of counts + the JSON text)",
         s if s == arc_str(14) => "entry id: Arc<str> (16 B of counts + 14 B, padded to 8)",
         6..=11 => "title: Box<str>",
         SLOTS => "slots: chunks of 1,024 packed entries of 104 B",

@@ -2,8 +2,14 @@
 //!
 //! Three request/response pairs carry everything; their JSON form (serde, tagged by `type`) is
 //! what transports move. See `docs/protocol.md`.
+//!
+//! They are read straight into their fields, whatever the place of `type` in the object
+//! ([`decode`]): serde's own reading of a tagged enum would first copy the whole message
+//! into an intermediate tree, and entries' content could not be taken as it came.
 
 use serde::{Deserialize, Serialize};
+
+mod decode;
 
 use crate::feedsync::MergeOutcome;
 use crate::id::{EntryId, ReplicaId};
@@ -21,7 +27,7 @@ pub const MAX_PAGE: u32 = 1000;
 pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// A request from the syncing replica to its peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Which feeds do you hold, and where are their heads?
@@ -60,7 +66,7 @@ pub enum Request {
 }
 
 /// The peer's answer to a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     /// Answer to [`Request::Feeds`].
