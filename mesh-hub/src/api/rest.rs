@@ -164,10 +164,12 @@ async fn write_checked(
     let endpoint = state.0.endpoint.clone();
     let changes = state.announcer();
     let accounts = state.0.accounts.clone();
-    let keyring = state.keyring();
+    // Read on the blocking thread: on PostgreSQL it is a query.
+    let keys = state.clone();
     let purge_state = state.clone();
     state
         .run_scoped(scope_of(&feed), move |r| {
+            let keyring = keys.keyring();
             if let Some(check) = check {
                 check(r)?;
             }
@@ -1369,9 +1371,10 @@ pub(crate) async fn post_entries(
         let from = state.0.replica_id.clone();
         let k = key.clone();
         let changes = state.announcer();
-        let keyring = state.keyring();
+        let keys = state.clone();
         let response = state
             .run_scoped(scope_of(&key), move |r| {
+                let keyring = keys.keyring();
                 let resp = guard::respond_as(
                     r,
                     Pusher::new(&user, &*keyring).with_threads(crate::api::sync::verify_threads()),

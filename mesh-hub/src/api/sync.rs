@@ -55,7 +55,9 @@ pub(crate) async fn sync(
     };
     let user = auth.principal.user.clone();
     let changes = state.announcer();
-    let keyring = state.keyring();
+    // The keyring is read on the blocking threads below, never here: reading it checks the
+    // accounts' version, a query on PostgreSQL (and a lock on SQLite).
+    let keys = state.clone();
     // The signatures of the pusher's own devices are checked first, on every core and outside
     // the folder's lock: the next page of a pipelined push verifies while this one merges,
     // and under the lock only the rules around the signatures remain.
@@ -65,8 +67,9 @@ pub(crate) async fn sync(
             feed,
             entries,
         } if entries.len() >= PRECHECK_FROM => {
-            let (ring, who) = (keyring.clone(), user.clone());
+            let (keys, who) = (keys.clone(), user.clone());
             blocking(move || {
+                let ring = keys.keyring();
                 let checked =
                     trust::check_signatures(&*ring, &who, &feed, &entries, verify_threads());
                 (
@@ -90,6 +93,7 @@ pub(crate) async fn sync(
         _ => None,
     };
     let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>| {
+        let keyring = keys.keyring();
         // The first write to a folder's members feed creates the folder.
         if let Request::Push { feed, entries, .. } = &request {
             let members = !entries.is_empty() && feed.name.as_str() == names::MEMBERS;
@@ -202,4 +206,212 @@ const PRECHECK_FROM: usize = 16;
 /// How many threads check the signatures of one push: the machine's cores.
 pub(crate) fn verify_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use mesh_core::id::{DeviceId, UserId};
+    use mesh_core::replica::Replica;
+    use mesh_store::accounts::{AccountStore, AddDevice, DeviceRow, SqliteAccounts};
+    use mesh_store::{AnyStore, BlobStore, StoreConfig};
+
+    use crate::accounts::Accounts;
+    use crate::state::{Backend, HubConfig, HubState};
+
+    /// Accounts whose `version` waits while the gate is closed: a PostgreSQL round trip, or
+    /// a lock held by another request, that takes long.
+    #[derive(Debug)]
+    struct Gated {
+        inner: SqliteAccounts,
+        closed: Mutex<bool>,
+        opened: Condvar,
+        waiting: AtomicUsize,
+    }
+
+    type R<T> = mesh_store::Result<T>;
+
+    impl AccountStore for GatedHandle {
+        fn version(&self) -> R<i64> {
+            let mut closed = self.0.closed.lock().unwrap();
+            if *closed {
+                self.0.waiting.fetch_add(1, Ordering::SeqCst);
+            }
+            // Bounded: a test that fails must not hang.
+            for _ in 0..30 {
+                if !*closed {
+                    break;
+                }
+                closed = self
+                    .0
+                    .opened
+                    .wait_timeout(closed, Duration::from_secs(1))
+                    .unwrap()
+                    .0;
+            }
+            drop(closed);
+            self.0.inner.version()
+        }
+        fn add_user(&self, u: &UserId, at: i64) -> R<bool> {
+            self.0.inner.add_user(u, at)
+        }
+        fn has_user(&self, u: &UserId) -> R<bool> {
+            self.0.inner.has_user(u)
+        }
+        fn users(&self) -> R<Vec<UserId>> {
+            self.0.inner.users()
+        }
+        fn add_device(
+            &self,
+            u: &UserId,
+            d: &DeviceId,
+            name: &str,
+            kind: &str,
+            at: i64,
+            token_hash: &str,
+            by: Option<&DeviceId>,
+        ) -> R<AddDevice> {
+            self.0
+                .inner
+                .add_device(u, d, name, kind, at, token_hash, by)
+        }
+        fn add_code(&self, u: &UserId, by: &DeviceId, hash: &str, until: i64) -> R<bool> {
+            self.0.inner.add_code(u, by, hash, until)
+        }
+        fn redeem_code(&self, hash: &str, now: i64) -> R<Option<(UserId, DeviceId)>> {
+            self.0.inner.redeem_code(hash, now)
+        }
+        fn confirm_device(&self, d: &DeviceId) -> R<bool> {
+            self.0.inner.confirm_device(d)
+        }
+        fn request_revocation(&self, t: &DeviceId, by: &DeviceId, at: i64) -> R<Vec<DeviceId>> {
+            self.0.inner.request_revocation(t, by, at)
+        }
+        fn remove_user(&self, u: &UserId, at: i64) -> R<Option<Vec<DeviceId>>> {
+            self.0.inner.remove_user(u, at)
+        }
+        fn touch(&self, seen: &[(DeviceId, i64)]) -> R<()> {
+            self.0.inner.touch(seen)
+        }
+        fn add_token(&self, d: &DeviceId, hash: &str, at: i64) -> R<bool> {
+            self.0.inner.add_token(d, hash, at)
+        }
+        fn revoke_device(&self, d: &DeviceId, at: i64) -> R<Option<UserId>> {
+            self.0.inner.revoke_device(d, at)
+        }
+        fn principal(&self, hash: &str) -> R<Option<(UserId, DeviceId)>> {
+            self.0.inner.principal(hash)
+        }
+        fn is_live(&self, u: &UserId, d: &DeviceId) -> R<bool> {
+            self.0.inner.is_live(u, d)
+        }
+        fn devices(&self, u: &UserId) -> R<Vec<DeviceRow>> {
+            self.0.inner.devices(u)
+        }
+        fn all_devices(&self) -> R<Vec<DeviceRow>> {
+            self.0.inner.all_devices()
+        }
+        fn set_certificate(&self, d: &DeviceId, body: &str, at: i64) -> R<()> {
+            self.0.inner.set_certificate(d, body, at)
+        }
+        fn key(&self, name: &str) -> R<Option<String>> {
+            self.0.inner.key(name)
+        }
+        fn init_key(&self, name: &str, value: &str) -> R<String> {
+            self.0.inner.init_key(name, value)
+        }
+    }
+
+    /// Reading the keyring checks the accounts' version: a query on PostgreSQL. A sync
+    /// request reads it on a blocking thread, so a slow one never holds the thread that
+    /// serves every other request (here the only one: a current-thread runtime).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_accounts_store_never_holds_the_async_threads() {
+        let gated = Arc::new(Gated {
+            inner: SqliteAccounts::in_memory().unwrap(),
+            closed: Mutex::new(false),
+            opened: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        });
+        let accounts = Accounts::over(Box::new(GatedHandle(gated.clone()))).unwrap();
+        let ann: UserId = "ann".parse().unwrap();
+        accounts.add_user(&ann).unwrap();
+        let token = accounts
+            .add_device(&ann, &"laptop".parse().unwrap(), "L", "laptop")
+            .unwrap();
+        let id: mesh_core::id::ReplicaId = "hub-test".parse().unwrap();
+        let store = AnyStore::open(&StoreConfig::Memory, id.clone()).unwrap();
+        let state = HubState::new(
+            Backend::Local(Box::new(std::sync::Mutex::new(Replica::new(store)))),
+            0,
+            id,
+            BlobStore::memory(),
+            Arc::new(accounts),
+            HubConfig::default(),
+            None,
+        );
+        // The hub on a runtime of one thread of its own.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, crate::api::router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        *gated.closed.lock().unwrap() = true;
+        let sync = tokio::spawn({
+            let (http, url, token) = (http.clone(), format!("{base}/mesh/sync"), token.clone());
+            async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({"type": "feeds", "from": "laptop"}))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        });
+        // The request has reached the accounts (bounded wait).
+        let reached = tokio::time::timeout(Duration::from_secs(10), async {
+            while gated.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "the sync request never read the keyring");
+        let health = tokio::time::timeout(
+            Duration::from_secs(5),
+            http.get(format!("{base}/health")).send(),
+        )
+        .await;
+        *gated.closed.lock().unwrap() = false;
+        gated.opened.notify_all();
+        assert!(
+            matches!(health, Ok(Ok(ref r)) if r.status().is_success()),
+            "the hub's only async thread waited for the accounts: {health:?}"
+        );
+        assert_eq!(sync.await.unwrap().unwrap(), reqwest::StatusCode::OK);
+        let _ = stop.send(());
+        server.join().unwrap();
+    }
+
+    /// The gated store, shared with the test that opens and closes the gate.
+    #[derive(Debug)]
+    struct GatedHandle(Arc<Gated>);
 }

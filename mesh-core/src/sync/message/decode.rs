@@ -143,8 +143,8 @@ impl<'de> Deserialize<'de> for Response {
 mod tests {
     use super::*;
 
-    /// The same messages as serde's tagged-enum reading took, with `type` anywhere; the
-    /// same refusals.
+    /// The messages serde's tagged-enum reading took, with `type` anywhere, and its
+    /// refusals; an array of fields (which serde took) is refused too.
     #[test]
     fn messages_read_as_before_with_type_anywhere() {
         let pull: Request = serde_json::from_str(
