@@ -266,8 +266,21 @@ impl HubState {
         F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.run_after(|| (), move |r, ()| f(r)).await
+    }
+
+    /// [`run`](Self::run), with what `prepare` makes first on the same blocking thread, before
+    /// a reader or the replica is taken: work that waits on something else (the keyring:
+    /// on PostgreSQL a query over a connection of its own, which must not be asked for while
+    /// this request holds one) without a second hand-off.
+    pub async fn run_after<P, R, G, F>(&self, prepare: G, f: F) -> Result<R, ApiError>
+    where
+        G: FnOnce() -> P + Send + 'static,
+        F: FnOnce(&mut Replica<AnyStore>, P) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let Some(pool) = &self.0.reader_pool else {
-            return self.run_in(None, f).await;
+            return self.run_in(None, prepare, f).await;
         };
         // At most `READERS` reads at once: the rest wait here, not on threads.
         let _permit = pool
@@ -281,8 +294,9 @@ impl HubState {
             let Some(pool) = &inner.reader_pool else {
                 return Err(ApiError::internal("the reader pool went away"));
             };
+            let prepared = prepare();
             let mut reader = pool.take().map_err(unavailable)?;
-            let out = f(&mut reader);
+            let out = f(&mut reader, prepared);
             pool.give_back(reader);
             Ok(out)
         })
@@ -293,33 +307,49 @@ impl HubState {
     /// Runs `f` on the replica as a writer of `scope` (a folder): with PostgreSQL, under the
     /// database's lock of that scope, so that no other process writes the folder (or changes
     /// its members) between the role checks `f` makes and its commit. In one process the
-    /// replica's lock does the same.
-    pub async fn run_scoped<R, F>(&self, scope: String, f: F) -> Result<R, ApiError>
+    /// replica's lock does the same. What `prepare` makes (see [`run_after`](Self::run_after))
+    /// is made first, before the scope's lock and the replica are taken.
+    pub async fn run_scoped<P, R, G, F>(
+        &self,
+        scope: String,
+        prepare: G,
+        f: F,
+    ) -> Result<R, ApiError>
     where
-        F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
+        G: FnOnce() -> P + Send + 'static,
+        F: FnOnce(&mut Replica<AnyStore>, P) -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.run_in(Some(scope), f).await
+        self.run_in(Some(scope), prepare, f).await
     }
 
-    async fn run_in<R, F>(&self, scope: Option<String>, f: F) -> Result<R, ApiError>
+    async fn run_in<P, R, G, F>(
+        &self,
+        scope: Option<String>,
+        prepare: G,
+        f: F,
+    ) -> Result<R, ApiError>
     where
-        F: FnOnce(&mut Replica<AnyStore>) -> R + Send + 'static,
+        G: FnOnce() -> P + Send + 'static,
+        F: FnOnce(&mut Replica<AnyStore>, P) -> R + Send + 'static,
         R: Send + 'static,
     {
         let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || match &inner.backend {
-            Backend::Local(replica) => {
-                let mut guard = replica.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(f(&mut guard))
-            }
-            Backend::Postgres(db) => {
-                let mut store = db.store().map_err(unavailable)?;
-                if let Some(scope) = scope {
-                    store.lock_scope(&scope)?;
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare();
+            match &inner.backend {
+                Backend::Local(replica) => {
+                    let mut guard = replica.lock().unwrap_or_else(|p| p.into_inner());
+                    Ok(f(&mut guard, prepared))
                 }
-                let mut replica = Replica::new(AnyStore::Postgres(store));
-                Ok(f(&mut replica))
+                Backend::Postgres(db) => {
+                    let mut store = db.store().map_err(unavailable)?;
+                    if let Some(scope) = scope {
+                        store.lock_scope(&scope)?;
+                    }
+                    let mut replica = Replica::new(AnyStore::Postgres(store));
+                    Ok(f(&mut replica, prepared))
+                }
             }
         })
         .await

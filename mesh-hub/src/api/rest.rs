@@ -164,54 +164,57 @@ async fn write_checked(
     let endpoint = state.0.endpoint.clone();
     let changes = state.announcer();
     let accounts = state.0.accounts.clone();
-    // Read on the blocking thread: on PostgreSQL it is a query.
+    // Read on the blocking thread, before the replica: on PostgreSQL it is a query.
     let keys = state.clone();
     let purge_state = state.clone();
     state
-        .run_scoped(scope_of(&feed), move |r| {
-            let keyring = keys.keyring();
-            if let Some(check) = check {
-                check(r)?;
-            }
-            let local = r.get(&feed, &id)?;
-            if let Some(cond) = precondition {
-                check_if_match(&cond, local.as_ref())?;
-            }
-            let when = now();
-            let stamp = Stamp::new(endpoint, when);
-            let mut new = make(local.as_ref(), &stamp, when)?;
-            // The hub writes under its own endpoint, signed with the authority key, and the
-            // guard checks the version as the caller's write, in the same transaction.
-            let deleted = new.sync.deleted;
-            trust::seal_version(
-                &feed,
-                &id,
-                &mut new.sync.history,
-                deleted,
-                &new.content,
-                accounts.authority(),
-            );
-            let judged = guard::push(
-                r,
-                Pusher::on_behalf_of(&user, &*keyring),
-                None,
-                &feed,
-                vec![new],
-            )?;
-            let changed = judged.iter().any(|j| j.outcome.changed());
-            if let Some(refused) = judged.into_iter().find_map(|j| j.refused) {
-                return Err(refused.into());
-            }
-            if changed {
-                if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
-                    // Deleting the folder record deletes the folder: purge it.
-                    crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
+        .run_scoped(
+            scope_of(&feed),
+            move || keys.keyring(),
+            move |r, keyring| {
+                if let Some(check) = check {
+                    check(r)?;
                 }
-                changes.moved(r.store(), &feed)?;
-            }
-            r.get(&feed, &id)?
-                .ok_or_else(|| ApiError::internal("written entry vanished"))
-        })
+                let local = r.get(&feed, &id)?;
+                if let Some(cond) = precondition {
+                    check_if_match(&cond, local.as_ref())?;
+                }
+                let when = now();
+                let stamp = Stamp::new(endpoint, when);
+                let mut new = make(local.as_ref(), &stamp, when)?;
+                // The hub writes under its own endpoint, signed with the authority key, and the
+                // guard checks the version as the caller's write, in the same transaction.
+                let deleted = new.sync.deleted;
+                trust::seal_version(
+                    &feed,
+                    &id,
+                    &mut new.sync.history,
+                    deleted,
+                    &new.content,
+                    accounts.authority(),
+                );
+                let judged = guard::push(
+                    r,
+                    Pusher::on_behalf_of(&user, &*keyring),
+                    None,
+                    &feed,
+                    vec![new],
+                )?;
+                let changed = judged.iter().any(|j| j.outcome.changed());
+                if let Some(refused) = judged.into_iter().find_map(|j| j.refused) {
+                    return Err(refused.into());
+                }
+                if changed {
+                    if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
+                        // Deleting the folder record deletes the folder: purge it.
+                        crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
+                    }
+                    changes.moved(r.store(), &feed)?;
+                }
+                r.get(&feed, &id)?
+                    .ok_or_else(|| ApiError::internal("written entry vanished"))
+            },
+        )
         .await?
 }
 
@@ -1373,24 +1376,28 @@ pub(crate) async fn post_entries(
         let changes = state.announcer();
         let keys = state.clone();
         let response = state
-            .run_scoped(scope_of(&key), move |r| {
-                let keyring = keys.keyring();
-                let resp = guard::respond_as(
-                    r,
-                    Pusher::new(&user, &*keyring).with_threads(crate::api::sync::verify_threads()),
-                    SyncRequest::Push {
-                        from,
-                        feed: k.clone(),
-                        entries: feed.entries,
-                    },
-                )?;
-                if let SyncResponse::Pushed { results, .. } = &resp {
-                    if results.iter().any(|x| x.outcome.changed()) {
-                        changes.moved(r.store(), &k)?;
+            .run_scoped(
+                scope_of(&key),
+                move || keys.keyring(),
+                move |r, keyring| {
+                    let resp = guard::respond_as(
+                        r,
+                        Pusher::new(&user, &*keyring)
+                            .with_threads(crate::api::sync::verify_threads()),
+                        SyncRequest::Push {
+                            from,
+                            feed: k.clone(),
+                            entries: feed.entries,
+                        },
+                    )?;
+                    if let SyncResponse::Pushed { results, .. } = &resp {
+                        if results.iter().any(|x| x.outcome.changed()) {
+                            changes.moved(r.store(), &k)?;
+                        }
                     }
-                }
-                Ok::<_, CoreError>(resp)
-            })
+                    Ok::<_, CoreError>(resp)
+                },
+            )
             .await??;
         let SyncResponse::Pushed { results, .. } = response else {
             return Err(ApiError::internal("push answered with another message"));

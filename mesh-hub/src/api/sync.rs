@@ -56,7 +56,8 @@ pub(crate) async fn sync(
     let user = auth.principal.user.clone();
     let changes = state.announcer();
     // The keyring is read on the blocking threads below, never here: reading it checks the
-    // accounts' version, a query on PostgreSQL (and a lock on SQLite).
+    // accounts' version, a query on PostgreSQL (and a lock on SQLite). For the work on the
+    // replica it is read before the replica (a PostgreSQL connection) is taken.
     let keys = state.clone();
     // The signatures of the pusher's own devices are checked first, on every core and outside
     // the folder's lock: the next page of a pipelined push verifies while this one merges,
@@ -92,8 +93,9 @@ pub(crate) async fn sync(
         Request::Push { feed, .. } => Some(scope_of(feed)),
         _ => None,
     };
-    let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>| {
-        let keyring = keys.keyring();
+    let keyring = move || keys.keyring();
+    let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>,
+                     keyring: std::sync::Arc<dyn trust::Keyring + Send + Sync>| {
         // The first write to a folder's members feed creates the folder.
         if let Request::Push { feed, entries, .. } = &request {
             let members = !entries.is_empty() && feed.name.as_str() == names::MEMBERS;
@@ -131,8 +133,8 @@ pub(crate) async fn sync(
         Ok::<_, mesh_core::CoreError>(Ok((response, merged)))
     };
     let (mut response, merged) = match scope {
-        Some(scope) => state.run_scoped(scope, work).await???,
-        None => state.run(work).await???,
+        Some(scope) => state.run_scoped(scope, keyring, work).await???,
+        None => state.run_after(keyring, work).await???,
     };
     if let SyncResponse::Feeds { epoch, .. } = &mut response {
         // Cursors are valid in this epoch and in those it continues (see `crate::epoch`).

@@ -564,3 +564,65 @@ async fn the_folder_quota_holds_across_processes() {
         "{answers:?}"
     );
 }
+
+/// A request holds at most one connection of the pool at a time: the keyring it checks
+/// signatures against (a query over a connection of its own) is read before the request's
+/// connection is taken. So a hub with a pool of one connection serves a device's whole sync
+/// (folder creation, pushes, a second device's pulls) instead of waiting on itself until the
+/// pool's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_one_connection_serves_whole_syncs() {
+    let Some(url) = server() else { return };
+    let hub = Hub::builder()
+        .postgres(
+            PgConfig::new(url)
+                .schema(crate::hubs::fresh_schema())
+                .max_connections(1),
+        )
+        .migrate(true)
+        .build()
+        .unwrap();
+    let served = crate::hubs::TestHub::start(hub).await;
+    let client = |device: &'static str| {
+        let http = served.transport("ann", device);
+        builder("ann", device)
+            .remote("hub".parse().unwrap(), http)
+            .sync_options(options())
+            .build()
+    };
+    let (a, b) = (
+        client("ann-a").await.unwrap(),
+        client("ann-b").await.unwrap(),
+    );
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        let folder = a
+            .create_folder("Shared", "app/notes".parse().unwrap())
+            .await
+            .unwrap();
+        let notes = a
+            .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+            .await
+            .unwrap();
+        for i in 0..20 {
+            a.put(
+                &folder.id,
+                &notes,
+                EntryDraft::new(format!("n {i}"), json!({ "i": i })),
+            )
+            .await
+            .unwrap();
+        }
+        a.sync_now().await.unwrap();
+        b.sync_now().await.unwrap();
+        b.query(&folder.id, &notes, Query::default())
+            .await
+            .unwrap()
+            .len()
+    })
+    .await;
+    assert_eq!(
+        done.ok(),
+        Some(20),
+        "every entry reached the second device in time"
+    );
+}
