@@ -61,8 +61,9 @@ pub(crate) async fn sync(
     let keys = state.clone();
     // The signatures of the pusher's own devices are checked first, on every core and outside
     // the folder's lock: the next page of a pipelined push verifies while this one merges,
-    // and under the lock only the rules around the signatures remain.
-    let (request, checked) = match request {
+    // and under the lock only the rules around the signatures remain (against the same
+    // keyring, read once).
+    let (request, checked, ring) = match request {
         Request::Push {
             from,
             feed,
@@ -80,11 +81,12 @@ pub(crate) async fn sync(
                         entries,
                     },
                     checked,
+                    Some(ring),
                 )
             })
             .await?
         }
-        other => (other, trust::Checked::default()),
+        other => (other, trust::Checked::default(), None),
     };
     let quotas = state.0.config.quotas.clone();
     let purge_state = state.clone();
@@ -93,7 +95,7 @@ pub(crate) async fn sync(
         Request::Push { feed, .. } => Some(scope_of(feed)),
         _ => None,
     };
-    let keyring = move || keys.keyring();
+    let keyring = move || ring.unwrap_or_else(|| keys.keyring());
     let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>,
                      keyring: std::sync::Arc<dyn trust::Keyring + Send + Sync>| {
         // The first write to a folder's members feed creates the folder.

@@ -583,17 +583,8 @@ async fn a_pool_of_one_connection_serves_whole_syncs() {
         .build()
         .unwrap();
     let served = crate::hubs::TestHub::start(hub).await;
-    let client = |device: &'static str| {
-        let http = served.transport("ann", device);
-        builder("ann", device)
-            .remote("hub".parse().unwrap(), http)
-            .sync_options(options())
-            .build()
-    };
-    let (a, b) = (
-        client("ann-a").await.unwrap(),
-        client("ann-b").await.unwrap(),
-    );
+    let a = crate::e2e::client(&served, "ann", "ann-a").await;
+    let b = crate::e2e::client(&served, "ann", "ann-b").await;
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         let folder = a
             .create_folder("Shared", "app/notes".parse().unwrap())
