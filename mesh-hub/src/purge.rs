@@ -37,9 +37,10 @@ pub(crate) fn if_deleted(
     for feed in &doomed {
         purged += r.store_mut().purge_feed(feed)?;
     }
-    // Its files: the objects no other folder claims.
+    // Its files: the objects no other folder claims (on PostgreSQL through the connection
+    // this request already holds).
     let objects = blobs
-        .release_folder(folder)
+        .release_folder_in(r.store(), folder)
         .map_err(|e| CoreError::Store(e.to_string()))?;
     if !doomed.is_empty() || objects > 0 {
         tracing::info!(

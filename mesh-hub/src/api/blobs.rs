@@ -203,15 +203,17 @@ pub(crate) async fn upload(
         .blobs(move |b| {
             // With a quota to hold, the check and the write it admits are one step: one
             // upload at a time in this process, and in every process of a shared database.
-            let admit = || {
+            let admit = |b: &BlobStore| {
                 crate::quota::check_bytes(b, &quotas, &owners, &objects).map_err(store_error)??;
                 let added = b.put(&folder, &objects).map_err(store_error)?;
                 Ok::<_, ApiError>((objects.len(), added))
             };
             if owners.is_empty() {
-                return admit();
+                return admit(b);
             }
             let _held = inner.quota_bytes.lock().unwrap_or_else(|p| p.into_inner());
+            // Inside, the section uses the store it is given (on PostgreSQL: the lock's own
+            // connection).
             b.exclusive(QUOTA_LOCK, admit).map_err(store_error)?
         })
         .await??;

@@ -617,3 +617,55 @@ async fn a_pool_of_one_connection_serves_whole_syncs() {
         "every entry reached the second device in time"
     );
 }
+
+/// A hub on a pool of one connection stores a file and purges the folder when it is deleted.
+/// Both steps once asked the pool for a second connection while holding one, and so waited on
+/// themselves until the pool's timeout: an upload under the stored-bytes quota (the quota's
+/// lock held on one connection, the check and the write on others), and the release of a
+/// deleted folder's objects (the request's connection held). The upload failed; the release
+/// failed after the deletion was merged, so the folder's objects stayed claimed for good (a
+/// retried deletion changes nothing, so nothing purges it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_one_connection_purges_a_deleted_folder() {
+    let Some(url) = server() else { return };
+    let mut config = PgConfig::new(url)
+        .schema(crate::hubs::fresh_schema())
+        .max_connections(1);
+    // Long enough for requests to take turns on the one connection, short enough for the
+    // deadlock this test guards against to fail it quickly.
+    config.timeout = Duration::from_secs(5);
+    let hub = Hub::builder()
+        .postgres(config)
+        .migrate(true)
+        .build()
+        .unwrap();
+    let served = crate::hubs::TestHub::start(hub).await;
+    let a = crate::e2e::client(&served, "ann", "ann-a").await;
+    let folder = a
+        .create_folder("Doomed", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
+    let notes = a
+        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let media = a
+        .put_blob(&folder.id, vec![9u8; 200_000], "application/octet-stream")
+        .await
+        .unwrap();
+    let mut draft = EntryDraft::new("file", json!({}));
+    draft.media = Some(media.clone());
+    a.put(&folder.id, &notes, draft).await.unwrap();
+    a.sync_now().await.unwrap();
+    let manifest: mesh_core::blob::ChunkHash = media.hash.parse().unwrap();
+    assert!(served.hub.blobs().get(&manifest).unwrap().is_some());
+
+    a.delete_folder(&folder.id).await.unwrap();
+    a.sync_now().await.unwrap();
+    assert_eq!(
+        served.hub.blobs().get(&manifest).unwrap(),
+        None,
+        "the deleted folder's objects were released"
+    );
+    assert_eq!(served.hub.blobs().usage().unwrap(), (0, 0));
+}

@@ -524,6 +524,20 @@ impl BlobStore {
         tx.commit().map_err(store_err)
     }
 
+    /// [`release_folder`](Self::release_folder) for a caller that holds `store`: where both
+    /// are on the same PostgreSQL database, the statement runs on the connection the store
+    /// holds rather than on a second one from the pool (a request that waited for a second
+    /// connection while holding one could wait on itself until the pool's timeout).
+    /// Elsewhere the same as `release_folder`.
+    pub fn release_folder_in(&self, store: &crate::AnyStore, folder: &FolderId) -> Result<u64> {
+        #[cfg(feature = "postgres")]
+        if let (Some(p), crate::AnyStore::Postgres(s)) = (self.pg(), store) {
+            return p.release_folder_in(s, folder);
+        }
+        let _ = store;
+        self.release_folder(folder)
+    }
+
     /// Drops every claim of `folder` (a deleted folder) and its located files, and removes
     /// the objects no other folder claims; returns how many objects were removed.
     pub fn release_folder(&self, folder: &FolderId) -> Result<u64> {
@@ -936,12 +950,17 @@ impl BlobStore {
     /// connection ends if the process dies); the other backends serve one process, whose
     /// caller serializes its own threads. For a check and the write it admits (the hub's
     /// stored-bytes quota), so that two processes cannot both pass the check on the same
-    /// room.
-    pub fn exclusive<T>(&self, name: &str, f: impl FnOnce() -> T) -> Result<T> {
-        match self.pg() {
-            Some(p) => p.exclusive(name, f),
-            None => Ok(f()),
+    /// room. `f` gets the store to use inside the section: on PostgreSQL the same objects
+    /// over the one connection that holds the lock (so the section never waits for a second
+    /// connection while holding one); elsewhere this store.
+    pub fn exclusive<T>(&self, name: &str, f: impl FnOnce(&BlobStore) -> T) -> Result<T> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.pg() {
+            return p.exclusive(name, |pinned| {
+                f(&BlobStore(Arc::new(Backend::Postgres(pinned.clone()))))
+            });
         }
+        Ok(f(self))
     }
 
     /// The number of objects stored and their total size in bytes.

@@ -194,6 +194,11 @@ impl PgDatabase {
         }
     }
 
+    /// Whether `other` is this handle or a clone of it (the same pool, schema and database).
+    pub(crate) fn same(&self, other: &PgDatabase) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The connection settings (for the listener's own connection).
     pub(crate) fn pg_config(&self) -> &tokio_postgres::Config {
         &self.inner.pg
@@ -394,6 +399,7 @@ impl PgDatabase {
             .cloned()
             .ok_or_else(|| StoreError::Config("open_replica was not called".into()))?;
         Ok(PgStore::new(
+            self.clone(),
             self.connection()?,
             replica,
             self.channel(super::CHANGES_CHANNEL),

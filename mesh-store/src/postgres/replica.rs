@@ -33,6 +33,8 @@ fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
 /// docs](super)). Made by [`PgDatabase::store`](super::PgDatabase::store); its methods block,
 /// so call them from a blocking thread.
 pub struct PgStore {
+    /// The database the connection came from.
+    db: super::PgDatabase,
     conn: Object,
     replica: ReplicaId,
     /// Where commits announce changed feeds (per schema).
@@ -50,13 +52,30 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    pub(crate) fn new(conn: Object, replica: ReplicaId, channel: String) -> Self {
+    pub(crate) fn new(
+        db: super::PgDatabase,
+        conn: Object,
+        replica: ReplicaId,
+        channel: String,
+    ) -> Self {
         PgStore {
+            db,
             conn,
             replica,
             channel,
             scoped: false,
         }
+    }
+
+    /// The database this store's connection came from.
+    pub(crate) fn database(&self) -> &super::PgDatabase {
+        &self.db
+    }
+
+    /// The connection this store holds (for other tables' statements on it, so that a
+    /// request never asks the pool for a second connection while it holds this one).
+    pub(crate) fn connection(&self) -> &tokio_postgres::Client {
+        &self.conn
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {

@@ -334,9 +334,9 @@ fn an_exclusive_section_holds_across_processes_of_one_database() {
     };
     std::thread::scope(|s| {
         let second = a
-            .exclusive(&name, || {
+            .exclusive(&name, |_| {
                 let second =
-                    s.spawn(|| b.exclusive(&name, || entered.store(true, Ordering::SeqCst)));
+                    s.spawn(|| b.exclusive(&name, |_| entered.store(true, Ordering::SeqCst)));
                 waiting();
                 assert!(
                     !entered.load(Ordering::SeqCst),
@@ -349,5 +349,49 @@ fn an_exclusive_section_holds_across_processes_of_one_database() {
     });
     assert!(entered.load(Ordering::SeqCst));
     // Memory and file stores run the section as it is (their callers serialize threads).
-    assert_eq!(BlobStore::memory().exclusive(&name, || 7).unwrap(), 7);
+    assert_eq!(BlobStore::memory().exclusive(&name, |_| 7).unwrap(), 7);
+}
+
+/// An exclusive section works on the store it is given, over the connection that holds the
+/// lock: on a pool of one connection it reads, writes and nests without waiting for a
+/// second connection (which would wait on itself until the pool's timeout), and the
+/// connection goes back to the pool, unlocked, when it ends.
+#[cfg(feature = "postgres")]
+#[test]
+fn an_exclusive_section_needs_no_second_connection() {
+    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
+    let Some(url) = crate::postgres::server() else {
+        return;
+    };
+    let schema = crate::postgres::fresh_schema();
+    let mut config = PgConfig::new(url).schema(schema.clone()).max_connections(1);
+    config.timeout = std::time::Duration::from_secs(2);
+    let db = PgDatabase::connect(config).unwrap();
+    db.migrate().unwrap();
+    let store = BlobStore::postgres(PgObjects::new(db));
+    let f = folder("f1");
+    let (h, data) = object(3, 1000);
+    let name = format!("pinned-{schema}");
+    let (added, got, nested) = store
+        .exclusive(&name, |b| {
+            let added = b.put(&f, &[(h, data.clone())]).unwrap();
+            let got = b.get(&h).unwrap();
+            let nested = b
+                .exclusive(&format!("{name}-inner"), |b| {
+                    b.claimed_bytes(std::slice::from_ref(&f))
+                })
+                .unwrap()
+                .unwrap();
+            (added, got, nested)
+        })
+        .unwrap();
+    assert_eq!(
+        (added, got.as_deref(), nested),
+        (1000, Some(&data[..]), 1000)
+    );
+    // The one connection is back in the pool, without the lock: a second section runs.
+    assert_eq!(
+        store.exclusive(&name, |b| b.usage().unwrap()).unwrap(),
+        (1, 1000)
+    );
 }
