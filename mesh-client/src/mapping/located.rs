@@ -36,7 +36,8 @@ pub(crate) fn read_located(
         return Ok(out);
     }
     let locations = blobs.locations(folder, hashes)?;
-    // One open file per located file, and one opened root per folder.
+    // One open file per located file (at most `MAX_OPEN_FILES` at once: a peer's request may
+    // name a chunk of each of hundreds of files), and one opened root per folder.
     let mut roots: HashMap<FolderId, Option<(String, Beneath)>> = HashMap::new();
     let mut files: HashMap<(FolderId, String, String), Option<std::fs::File>> = HashMap::new();
     let mut bytes = 0usize;
@@ -65,6 +66,10 @@ pub(crate) fn read_located(
         if *mapping != loc.mapping {
             continue; // Recorded by an earlier mapping of the folder.
         }
+        if files.len() >= MAX_OPEN_FILES && !files.contains_key(&id) {
+            // Bounded: a file met again later is opened (and checked) again.
+            files.clear();
+        }
         let file = files
             .entry(id.clone())
             .or_insert_with(|| open_file(root, &loc.file));
@@ -86,6 +91,9 @@ pub(crate) fn read_located(
     }
     Ok(out)
 }
+
+/// Files `read_located` keeps open at once.
+const MAX_OPEN_FILES: usize = 64;
 
 /// The folder's mapped directory, opened, with the id of its mapping.
 fn open_root(blobs: &BlobStore, folder: &FolderId) -> Option<(String, Beneath)> {
@@ -280,5 +288,56 @@ mod tests {
         assert!(read_located(&blobs, Some(&folder), &[x.0], usize::MAX)
             .unwrap()
             .is_empty());
+    }
+
+    /// More located files than are kept open at once, read in one call, twice over in an
+    /// order that meets each file again after it was closed: every chunk comes, checked.
+    #[test]
+    fn chunks_of_more_files_than_are_kept_open_are_all_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::memory();
+        let folder: FolderId = "f1".parse().unwrap();
+        blobs
+            .set_mapped_dir(&folder, Some((dir.path().to_str().unwrap(), "m")))
+            .unwrap();
+        let n = MAX_OPEN_FILES * 2 + 5;
+        let mut firsts = Vec::new();
+        let mut seconds = Vec::new();
+        for i in 0..n {
+            let (a, b) = (
+                format!("first {i}").into_bytes(),
+                format!("second {i}").into_bytes(),
+            );
+            let name = format!("f{i}.bin");
+            std::fs::write(dir.path().join(&name), [a.clone(), b.clone()].concat()).unwrap();
+            let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
+            let (ha, hb) = (ChunkHash::of(&a), ChunkHash::of(&b));
+            let file = LocatedFile {
+                key: name.clone(),
+                path: name,
+                size: (a.len() + b.len()) as u64,
+                mtime_ns: fsops::mtime_ns(&meta),
+                ino: fsops::ino_of(&meta),
+            };
+            blobs
+                .locate(
+                    &folder,
+                    "m",
+                    &file,
+                    &[
+                        (ha, 0, a.len() as u32),
+                        (hb, a.len() as u64, b.len() as u32),
+                    ],
+                )
+                .unwrap();
+            firsts.push((ha, a));
+            seconds.push((hb, b));
+        }
+        let wanted: Vec<ChunkHash> = firsts.iter().chain(&seconds).map(|(h, _)| *h).collect();
+        let got = read_located(&blobs, Some(&folder), &wanted, usize::MAX).unwrap();
+        assert_eq!(got.len(), 2 * n);
+        for (h, data) in firsts.iter().chain(&seconds) {
+            assert_eq!(got.get(h), Some(data));
+        }
     }
 }

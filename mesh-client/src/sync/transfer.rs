@@ -123,13 +123,11 @@ pub(crate) async fn upload(
     // which may have changed) go last, once their chunks are known to be sent; the others
     // travel with their chunks.
     let to_send: Vec<ChunkHash> = objects.iter().map(|(h, _)| *h).collect();
+    // (Asked whether or not any file is located now: a file published in place and deleted
+    // since is no longer located, and its chunks are no less absent from the store.)
     let unstored: HashSet<ChunkHash> = shared
         .run_blobs(move |b| {
-            if b.has_located(None)? {
-                Ok(b.absent(&to_send)?.into_iter().collect())
-            } else {
-                Ok::<_, crate::store::StoreError>(HashSet::new())
-            }
+            Ok::<_, crate::store::StoreError>(b.absent(&to_send)?.into_iter().collect())
         })
         .await?
         .map_err(ClientError::from)?;

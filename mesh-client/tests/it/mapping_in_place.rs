@@ -119,6 +119,48 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
     assert_eq!(std::fs::read(db.join("disk.img")).unwrap(), second);
 }
 
+/// Why: an upload took a chunk it could not read for one the store had lost (an error that
+/// failed every sync) whenever no file was located any more, which is what deleting the only
+/// file published in place leaves. Worse, it then sent the blob's manifest with its chunks
+/// instead of after them, so the hub could hold a manifest whose chunks never came. A file
+/// deleted after it was published and before its upload is now unavailable, like one edited:
+/// the sync goes on, the manifest stays here, and the deletion reaches the other device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_deleted_before_its_upload_is_skipped_not_an_error() {
+    let p = pair().await;
+    let (da, db) = (p.da.path(), p.db.path());
+    std::fs::write(da.join("keep.txt"), b"kept").unwrap();
+    std::fs::write(da.join("gone.bin"), noise(5, BIG)).unwrap();
+    p.a.rescan(&p.folder).await.unwrap();
+    let manifest: mesh_core::blob::ChunkHash = media_of(&p.a, &p.folder, "gone.bin")
+        .await
+        .hash
+        .parse()
+        .unwrap();
+    std::fs::remove_file(da.join("gone.bin")).unwrap();
+    // The pass that sees the deletion forgets where the file's chunks were: no file is
+    // located any more, and the version published before is still to be pushed.
+    p.a.rescan(&p.folder).await.unwrap();
+    p.a.sync_now()
+        .await
+        .expect("a deleted file's version does not fail the sync");
+    let hub = mesh_client::transport::Transport::missing_objects(
+        &p._hub.connect("ann".parse().unwrap()),
+        &p.folder,
+        &[manifest],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        hub,
+        vec![manifest],
+        "a manifest reached the hub without its chunks"
+    );
+    converge(&p.a, &p.b, &p.folder, da, db).await;
+    assert_eq!(std::fs::read(db.join("keep.txt")).unwrap(), b"kept");
+    assert!(!db.join("gone.bin").exists());
+}
+
 /// A remote that changes the bytes of every chunk it serves (not the small manifests).
 struct Tampering(std::sync::Arc<dyn mesh_client::transport::Transport>);
 
