@@ -27,6 +27,9 @@ use crate::error::{Result, StoreError};
 /// of zeros, is read from the first that still holds it).
 pub const LOCATIONS_PER_CHUNK: usize = 4;
 
+/// Hashes looked up per statement.
+const LOOKUP_GROUP: usize = 256;
+
 /// A mapped file whose chunks are read from the file itself, as it was when it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocatedFile {
@@ -195,8 +198,8 @@ impl BlobStore {
     }
 
     /// Where the chunks of `hashes` may be read: up to [`LOCATIONS_PER_CHUNK`] locations per
-    /// chunk, in `folder`'s mappings only (`None`: any folder's). Chunks located nowhere are
-    /// left out. The locations are claims, not facts: read them with the file's identity and
+    /// chunk, in `folder`'s mappings only (`None`: any folder's), in the order of `hashes` (a
+    /// hash named twice is answered once). Chunks located nowhere are left out. The locations are claims, not facts: read them with the file's identity and
     /// the chunk's hash checked.
     pub fn locations(
         &self,
@@ -234,25 +237,35 @@ impl BlobStore {
             }
             return Ok(out);
         }
+        // One statement per group of hashes (a statement per hash cost 25–40 µs each on a
+        // store of 64 KiB pages; this about 5), the hashes passed as a JSON array of hex.
         let conn = self.sqlite_conn()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT l.hash, l.folder, l.mapping, l.offset, l.len,
-                        f.key, f.path, f.size, f.mtime_ns, f.ino
-                 FROM located l JOIN located_files f
-                   ON f.folder = l.folder AND f.mapping = l.mapping AND f.key = l.key
-                 WHERE l.hash = ?1 AND (?2 IS NULL OR l.folder = ?2)
-                 LIMIT ?3",
+                "SELECT hash, folder, mapping, offset, len, key, path, size, mtime_ns, ino
+                 FROM (SELECT l.hash, l.folder, l.mapping, l.offset, l.len,
+                              f.key, f.path, f.size, f.mtime_ns, f.ino,
+                              row_number() OVER (PARTITION BY l.hash) AS n
+                       FROM located l JOIN located_files f
+                         ON f.folder = l.folder AND f.mapping = l.mapping AND f.key = l.key
+                       WHERE l.hash IN (SELECT unhex(value) FROM json_each(?1))
+                         AND (?2 IS NULL OR l.folder = ?2))
+                 WHERE n <= ?3",
             )
             .map_err(store_err)?;
-        for h in hashes {
+        let mut found: HashMap<ChunkHash, Vec<Location>> = HashMap::new();
+        for group in hashes.chunks(LOOKUP_GROUP) {
+            let list = format!(
+                "[{}]",
+                group
+                    .iter()
+                    .map(|h| format!("\"{}\"", h.hex()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
             let rows = stmt
                 .query_map(
-                    params![
-                        &h.as_bytes()[..],
-                        folder.map(|f| f.as_str()),
-                        LOCATIONS_PER_CHUNK as i64
-                    ],
+                    params![list, folder.map(|f| f.as_str()), LOCATIONS_PER_CHUNK as i64],
                     |r| {
                         Ok((
                             r.get::<_, Vec<u8>>(0)?,
@@ -276,8 +289,9 @@ impl BlobStore {
                 let (Ok(folder), Ok(len)) = (f.parse::<FolderId>(), u32::try_from(len)) else {
                     continue; // Not written by this store: skipped.
                 };
-                out.push(Location {
-                    hash: hash_from_sql(hash)?,
+                let hash = hash_from_sql(hash)?;
+                found.entry(hash).or_default().push(Location {
+                    hash,
                     folder,
                     mapping,
                     file,
@@ -285,6 +299,10 @@ impl BlobStore {
                     len,
                 });
             }
+        }
+        // In the order asked (a hash asked twice is answered once, as in memory).
+        for h in hashes {
+            out.extend(found.remove(h).unwrap_or_default());
         }
         Ok(out)
     }
@@ -385,6 +403,37 @@ mod tests {
                 s.locations(Some(&f), &[z]).unwrap().len(),
                 LOCATIONS_PER_CHUNK
             );
+        }
+    }
+
+    #[test]
+    fn many_chunks_are_found_in_the_order_asked() {
+        for (s, _dir) in stores() {
+            let f: FolderId = "f1".parse().unwrap();
+            let n = LOOKUP_GROUP * 2 + 7;
+            let chunks: Vec<LocatedChunk> = (0..n as u64)
+                .map(|i| (ChunkHash::of(&i.to_le_bytes()), i * 10, 10))
+                .collect();
+            s.locate(&f, "m", &file("big", n as u64 * 10), &chunks)
+                .unwrap();
+            let unknown = ChunkHash::of(b"nowhere");
+            let mut asked: Vec<ChunkHash> = chunks.iter().rev().map(|c| c.0).collect();
+            asked.insert(3, unknown);
+            asked.push(chunks[5].0);
+            let found = s.locations(Some(&f), &asked).unwrap();
+            // (The hash asked twice is answered once.)
+            let expected: Vec<(ChunkHash, u64)> = chunks.iter().rev().map(|c| (c.0, c.1)).collect();
+            let got: Vec<(ChunkHash, u64)> = found.iter().map(|l| (l.hash, l.offset)).collect();
+            assert!(
+                got == expected,
+                "{} found, {} expected",
+                got.len(),
+                expected.len()
+            );
+            assert!(s
+                .locations(Some(&"f2".parse().unwrap()), &asked)
+                .unwrap()
+                .is_empty());
         }
     }
 }
