@@ -199,8 +199,9 @@ impl BlobStore {
 
     /// Where the chunks of `hashes` may be read: up to [`LOCATIONS_PER_CHUNK`] locations per
     /// chunk, in `folder`'s mappings only (`None`: any folder's), in the order of `hashes` (a
-    /// hash named twice is answered once). Chunks located nowhere are left out. The locations are claims, not facts: read them with the file's identity and
-    /// the chunk's hash checked.
+    /// hash named twice is answered once). Chunks located nowhere are left out. The
+    /// locations are claims, not facts: read them with the file's identity and the chunk's
+    /// hash checked.
     pub fn locations(
         &self,
         folder: Option<&FolderId>,

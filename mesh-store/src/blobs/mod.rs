@@ -336,9 +336,6 @@ impl NoPostgres {
     fn usage(&self) -> Result<(u64, u64)> {
         match *self {}
     }
-    fn exclusive<T>(&self, _: &str, _: impl FnOnce() -> T) -> Result<T> {
-        match *self {}
-    }
     fn claimed_bytes(&self, _: &[FolderId]) -> Result<u64> {
         match *self {}
     }
@@ -960,6 +957,7 @@ impl BlobStore {
                 f(&BlobStore(Arc::new(Backend::Postgres(pinned.clone()))))
             });
         }
+        let _ = name; // (only PostgreSQL has a lock to take)
         Ok(f(self))
     }
 
