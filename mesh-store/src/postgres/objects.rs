@@ -69,6 +69,39 @@ fn take_pinned(pinned: &Mutex<Object>) -> Result<MutexGuard<'_, Object>> {
     }
 }
 
+/// An exclusive section's lock, released when it is dropped.
+struct Section<'a> {
+    pinned: Option<Arc<Mutex<Object>>>,
+    name: &'a str,
+    /// Whether the section took the connection from the pool (and so closes it if the lock
+    /// cannot be released).
+    owned: bool,
+}
+
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        let Some(pinned) = self.pinned.take() else {
+            return;
+        };
+        let unlocked = take_pinned(&pinned).is_ok_and(|c| {
+            block(c.execute(
+                "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                &[&self.name],
+            ))
+            .is_ok()
+        });
+        if !unlocked && self.owned {
+            // Closed rather than pooled with the lock still held (if a copy of the pinned
+            // objects was kept, the connection closes when that copy goes).
+            if let Ok(m) = Arc::try_unwrap(pinned) {
+                drop(Object::take(
+                    m.into_inner().unwrap_or_else(|p| p.into_inner()),
+                ));
+            }
+        }
+    }
+}
+
 fn hash_from_sql(bytes: Vec<u8>) -> Result<ChunkHash> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
         path: "postgres: mesh_objects".into(),
@@ -140,28 +173,21 @@ impl PgObjects {
             block(c.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&name]))
                 .map_err(pg("taking an advisory lock"))?;
         }
+        // Released when the section ends, also if `f` panics: a connection must never go back
+        // to the pool with the lock held (every later section, in every process, would wait
+        // for it for good).
+        let section = Section {
+            pinned: Some(pinned),
+            name,
+            owned: self.pinned.is_none(),
+        };
         let view = PgObjects {
             db: self.db.clone(),
-            pinned: Some(pinned.clone()),
+            pinned: section.pinned.clone(),
         };
         let out = f(&view);
         drop(view);
-        let unlocked = take_pinned(&pinned).is_ok_and(|c| {
-            block(c.execute(
-                "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
-                &[&name],
-            ))
-            .is_ok()
-        });
-        if !unlocked && self.pinned.is_none() {
-            // Closed rather than pooled with the lock still held (if `f` kept a copy of the
-            // pinned objects, the connection closes when that copy goes).
-            if let Ok(m) = Arc::try_unwrap(pinned) {
-                drop(Object::take(
-                    m.into_inner().unwrap_or_else(|p| p.into_inner()),
-                ));
-            }
-        }
+        drop(section);
         Ok(out)
     }
 

@@ -395,3 +395,42 @@ fn an_exclusive_section_needs_no_second_connection() {
         (1, 1000)
     );
 }
+
+/// A section whose closure panics still releases its lock: its connection goes back to the
+/// pool, and another handle on the database (another hub process) takes the lock at once
+/// instead of waiting for good.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_panicking_section_releases_its_lock() {
+    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
+    let Some(url) = crate::postgres::server() else {
+        return;
+    };
+    let schema = crate::postgres::fresh_schema();
+    let open = || {
+        let db = PgDatabase::connect(PgConfig::new(url.clone()).schema(schema.clone())).unwrap();
+        db.migrate().unwrap();
+        BlobStore::postgres(PgObjects::new(db))
+    };
+    let (a, b) = (open(), open());
+    let name = format!("panic-{schema}");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.exclusive(&name, |s| {
+            s.usage().unwrap();
+            panic!("a bug inside the section")
+        })
+    }));
+    assert!(panicked.is_err());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = name.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(b.exclusive(&other, |_| 7).unwrap());
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(20)).ok(),
+        Some(7),
+        "the lock was still held by the pooled connection"
+    );
+    // The first handle's pool still works, unlocked.
+    assert_eq!(a.exclusive(&name, |_| 8).unwrap(), 8);
+}
