@@ -276,24 +276,27 @@ fn the_object_suite_passes_on_postgres() {
     ));
 }
 
+/// A handle of its own on the database (as another hub process holds), in `schema`.
+#[cfg(feature = "postgres")]
+fn pg_handle(url: &str, schema: &str) -> BlobStore {
+    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
+    let db = PgDatabase::connect(PgConfig::new(url).schema(schema)).unwrap();
+    db.migrate().unwrap();
+    BlobStore::postgres(PgObjects::new(db))
+}
+
 /// Two handles on one database (as two hub processes hold): while one runs an exclusive
 /// section, the other's waits in PostgreSQL until it ends. Seen in `pg_locks`, not guessed
 /// from timing.
 #[cfg(feature = "postgres")]
 #[test]
 fn an_exclusive_section_holds_across_processes_of_one_database() {
-    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
     use std::sync::atomic::{AtomicBool, Ordering};
     let Some(url) = crate::postgres::server() else {
         return;
     };
     let schema = crate::postgres::fresh_schema();
-    let open = || {
-        let db = PgDatabase::connect(PgConfig::new(url.clone()).schema(schema.clone())).unwrap();
-        db.migrate().unwrap();
-        BlobStore::postgres(PgObjects::new(db))
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (pg_handle(&url, &schema), pg_handle(&url, &schema));
     // Advisory locks are database-wide: a name of this run's own.
     let name = format!("quota-{schema}");
     let entered = AtomicBool::new(false);
@@ -402,17 +405,11 @@ fn an_exclusive_section_needs_no_second_connection() {
 #[cfg(feature = "postgres")]
 #[test]
 fn a_panicking_section_releases_its_lock() {
-    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
     let Some(url) = crate::postgres::server() else {
         return;
     };
     let schema = crate::postgres::fresh_schema();
-    let open = || {
-        let db = PgDatabase::connect(PgConfig::new(url.clone()).schema(schema.clone())).unwrap();
-        db.migrate().unwrap();
-        BlobStore::postgres(PgObjects::new(db))
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (pg_handle(&url, &schema), pg_handle(&url, &schema));
     let name = format!("panic-{schema}");
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         a.exclusive(&name, |s| {
