@@ -96,14 +96,7 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
         .await
         .expect("a version that cannot be read does not fail the sync");
     // Its manifest was not uploaded: a hub never holds a manifest without its chunks.
-    let hub = mesh_client::transport::Transport::missing_objects(
-        &p._hub.connect("ann".parse().unwrap()),
-        &p.folder,
-        &[first],
-    )
-    .await
-    .unwrap();
-    assert_eq!(hub, vec![first]);
+    assert_eq!(hub_lacks(&p, first).await, vec![first]);
     settle(&[&p.a, &p.b]).await;
     p.b.rescan(&p.folder).await.unwrap();
     assert!(
@@ -117,6 +110,20 @@ async fn a_large_file_changed_before_its_upload_is_never_sent_stale() {
         .unwrap();
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert_eq!(std::fs::read(db.join("disk.img")).unwrap(), second);
+}
+
+/// Which of `h` the hub lacks for the pair's folder (asked as its user, not through a device).
+async fn hub_lacks(
+    p: &crate::mapping::Pair,
+    h: mesh_core::blob::ChunkHash,
+) -> Vec<mesh_core::blob::ChunkHash> {
+    mesh_client::transport::Transport::missing_objects(
+        &p._hub.connect("ann".parse().unwrap()),
+        &p.folder,
+        &[h],
+    )
+    .await
+    .unwrap()
 }
 
 /// Why: an upload took a chunk it could not read for one the store had lost (an error that
@@ -144,15 +151,8 @@ async fn a_large_file_deleted_before_its_upload_is_skipped_not_an_error() {
     p.a.sync_now()
         .await
         .expect("a deleted file's version does not fail the sync");
-    let hub = mesh_client::transport::Transport::missing_objects(
-        &p._hub.connect("ann".parse().unwrap()),
-        &p.folder,
-        &[manifest],
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        hub,
+        hub_lacks(&p, manifest).await,
         vec![manifest],
         "a manifest reached the hub without its chunks"
     );

@@ -565,6 +565,23 @@ async fn the_folder_quota_holds_across_processes() {
     );
 }
 
+/// A hub on a fresh schema whose pool holds one connection (waiting `timeout` for it, or the
+/// default).
+async fn one_connection_hub(url: String, timeout: Option<Duration>) -> crate::hubs::TestHub {
+    let mut config = PgConfig::new(url)
+        .schema(crate::hubs::fresh_schema())
+        .max_connections(1);
+    if let Some(t) = timeout {
+        config.timeout = t;
+    }
+    let hub = Hub::builder()
+        .postgres(config)
+        .migrate(true)
+        .build()
+        .unwrap();
+    crate::hubs::TestHub::start(hub).await
+}
+
 /// A request holds at most one connection of the pool at a time: the keyring it checks
 /// signatures against (a query over a connection of its own) is read before the request's
 /// connection is taken. So a hub with a pool of one connection serves a device's whole sync
@@ -573,16 +590,7 @@ async fn the_folder_quota_holds_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_connection_serves_whole_syncs() {
     let Some(url) = server() else { return };
-    let hub = Hub::builder()
-        .postgres(
-            PgConfig::new(url)
-                .schema(crate::hubs::fresh_schema())
-                .max_connections(1),
-        )
-        .migrate(true)
-        .build()
-        .unwrap();
-    let served = crate::hubs::TestHub::start(hub).await;
+    let served = one_connection_hub(url, None).await;
     let a = crate::e2e::client(&served, "ann", "ann-a").await;
     let b = crate::e2e::client(&served, "ann", "ann-b").await;
     let done = tokio::time::timeout(Duration::from_secs(60), async {
@@ -628,18 +636,9 @@ async fn a_pool_of_one_connection_serves_whole_syncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_connection_purges_a_deleted_folder() {
     let Some(url) = server() else { return };
-    let mut config = PgConfig::new(url)
-        .schema(crate::hubs::fresh_schema())
-        .max_connections(1);
     // Long enough for requests to take turns on the one connection, short enough for the
     // deadlock this test guards against to fail it quickly.
-    config.timeout = Duration::from_secs(5);
-    let hub = Hub::builder()
-        .postgres(config)
-        .migrate(true)
-        .build()
-        .unwrap();
-    let served = crate::hubs::TestHub::start(hub).await;
+    let served = one_connection_hub(url, Some(Duration::from_secs(5))).await;
     let a = crate::e2e::client(&served, "ann", "ann-a").await;
     let folder = a
         .create_folder("Doomed", "app/notes".parse().unwrap())
