@@ -50,6 +50,7 @@ mod quota;
 mod readers;
 pub mod server;
 mod state;
+mod uploads;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

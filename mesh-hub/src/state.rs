@@ -37,6 +37,12 @@ pub struct HubConfig {
     pub heartbeat: Duration,
     /// The longest a long-poll waits before answering with no changes.
     pub long_poll_max: Duration,
+    /// The longest an objects `fetch` may wait for objects still being uploaded (it asks with
+    /// `?wait=`; see [`upload_idle`](Self::upload_idle)).
+    pub fetch_wait_max: Duration,
+    /// How long after a folder's last upload ended a waiting `fetch` still expects more: past
+    /// it, a fetch that finds none of its objects answers at once.
+    pub upload_idle: Duration,
     /// How long the device certificates the hub issues stay valid.
     pub certificate_validity: Duration,
     /// Whether pushed versions are verified against the devices' certificates and authorized
@@ -63,6 +69,8 @@ impl Default for HubConfig {
             max_body: 32 << 20,
             heartbeat: Duration::from_secs(15),
             long_poll_max: Duration::from_secs(60),
+            fetch_wait_max: Duration::from_secs(10),
+            upload_idle: Duration::from_secs(2),
             certificate_validity: Duration::from_secs(365 * 86_400),
             verify_signatures: true,
             connections: ConnectionLimits::default(),
@@ -132,6 +140,8 @@ pub(crate) struct Inner {
     /// Held from the stored-bytes quota check of an upload to the write it admits, so that
     /// two uploads cannot both pass the check on the same free bytes (within this process).
     pub quota_bytes: Mutex<()>,
+    /// The uploads under way, per folder: what a waiting `fetch` waits on.
+    pub uploads: crate::uploads::Uploads,
 }
 
 /// How many reads run at once on their own SQLite connections.
@@ -253,6 +263,7 @@ impl HubState {
             epoch: std::sync::OnceLock::new(),
             reader_pool,
             quota_bytes: Mutex::new(()),
+            uploads: crate::uploads::Uploads::default(),
             config,
         }))
     }

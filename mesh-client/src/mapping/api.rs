@@ -97,6 +97,8 @@ impl MeshClient {
             reported: HashSet::new(),
             unsaved: Vec::new(),
             replaced: Vec::new(),
+            content_pending: false,
+            retry: None,
             options,
         };
         if let Some(reason) = paused {

@@ -214,8 +214,17 @@ struct Mapper {
     /// Paths a remote version was written over in this pass: where their chunks lay (if they
     /// were published in place) is forgotten with the index changes.
     replaced: Vec<String>,
+    /// Whether the last pass left a remote file unwritten because its content is not here
+    /// yet (no remote served all of it: a blob still uploading, or a remote that lost it).
+    content_pending: bool,
+    /// How long until the pass after one that left content pending (doubling, up to the
+    /// rescan interval; `None` when nothing is pending).
+    retry: Option<std::time::Duration>,
     options: MappingOptions,
 }
+
+/// The first wait before a pass tries again for content that was not available.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A changed local file whose fate is decided once its content is hashed.
 struct ToHash {
@@ -292,7 +301,7 @@ impl Mapper {
                     Some(Cmd::Rescan(tx)) => {
                         let r = self.pass().await;
                         let _ = tx.send(r);
-                        due = None;
+                        due = self.retry_due();
                         continue;
                     }
                     None => return,
@@ -316,13 +325,26 @@ impl Mapper {
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            due = None;
             match self.pass().await {
                 Ok(()) | Err(ClientError::MappingPaused { .. }) => {}
                 Err(ClientError::Closed) => return,
                 Err(e) => self.emit_error(e.to_string()),
             }
+            due = self.retry_due();
         }
+    }
+
+    /// When to run the next pass after one that left content pending, if it did. Content
+    /// that was not available may be by now without any new version announcing it (a relayed
+    /// blob finished uploading after the download stopped waiting; a remote got it back): it
+    /// is tried again, less and less often, up to the rescan interval.
+    fn retry_due(&mut self) -> Option<tokio::time::Instant> {
+        self.retry = self.content_pending.then(|| {
+            self.retry
+                .map_or(FIRST_RETRY, |d| d * 2)
+                .min(self.options.rescan_interval)
+        });
+        self.retry.map(|d| tokio::time::Instant::now() + d)
     }
 
     fn client(&self) -> Result<MeshClient> {
@@ -416,6 +438,7 @@ impl Mapper {
 
     /// One pass: scan, compare, publish, download, write, delete, record.
     async fn pass(&mut self) -> Result<()> {
+        self.content_pending = false;
         let client = self.client()?;
         let root = self.check_root().await?;
         let scan = tokio::task::spawn_blocking(move || {
@@ -1104,7 +1127,7 @@ impl Mapper {
                         WriteOutcome::Refused(reason) => {
                             self.report_once(job.meta.path.to_string(), reason, true)
                         }
-                        WriteOutcome::Pending => {}
+                        WriteOutcome::Pending => self.content_pending = true,
                         WriteOutcome::ChangedMeanwhile => tracing::info!(
                             path = %job.meta.path,
                             "changed locally while the remote version was written; both are kept"

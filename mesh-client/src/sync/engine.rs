@@ -991,10 +991,17 @@ impl InFlight {
             request,
             place,
             answer: Some(tokio::spawn(async move {
-                if let Some(blobs) = blobs {
-                    blobs.run().await?;
+                match blobs {
+                    Some(blobs) => {
+                        let push = transport.clone();
+                        blobs
+                            .run_then(async move {
+                                push.send(sent).await.map_err(UploadError::Transport)
+                            })
+                            .await
+                    }
+                    None => transport.send(sent).await.map_err(Failure::Transport),
                 }
-                transport.send(sent).await.map_err(Failure::Transport)
             })),
         }
     }
@@ -1022,26 +1029,31 @@ struct BlobUpload {
 }
 
 impl BlobUpload {
-    async fn run(self) -> std::result::Result<(), Failure> {
+    /// Uploads the objects, then sends the push (`then`); beside the chunks where the remote
+    /// relays blobs (see [`transfer::upload_then`]).
+    async fn run_then<T>(
+        self,
+        then: impl std::future::Future<Output = std::result::Result<T, UploadError>>,
+    ) -> std::result::Result<T, Failure> {
         let progress = Progress {
             events: &self.events,
             remote: &self.remote,
             folder: &self.folder,
         };
-        let uploaded = transfer::upload(
+        let uploaded = transfer::upload_then(
             &self.shared,
             &self.transport,
             &self.folder,
             self.manifests,
             &progress,
             &self.known,
+            then,
         )
         .await;
-        match uploaded {
-            Ok(_) => Ok(()),
-            Err(UploadError::Transport(e)) => Err(Failure::Transport(e)),
-            Err(UploadError::Client(e)) => Err(Failure::Client(e)),
-        }
+        uploaded.map_err(|e| match e {
+            UploadError::Transport(e) => Failure::Transport(e),
+            UploadError::Client(e) => Failure::Client(e),
+        })
     }
 }
 

@@ -23,6 +23,11 @@ const HASHES_PER_QUERY: usize = 16_384;
 const UPLOAD_BATCH: usize = 4 << 20;
 /// Hashes per download request.
 const HASHES_PER_FETCH: usize = 4_096;
+/// Bytes of chunks to upload from which a push travels beside them, to a remote that relays
+/// blobs (see [`upload_then`]): two upload requests' worth.
+pub(crate) const RELAY_FROM: u64 = 2 * UPLOAD_BATCH as u64;
+/// How long a download asks a remote that relays blobs to wait for chunks still arriving.
+const RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Located chunks read (and stored) at a time when a download finds them in mapped files:
 /// at most 16 MiB in memory.
 const LOCATED_PER_READ: usize = 64;
@@ -76,25 +81,34 @@ async fn local_blobs(shared: &SharedReplica, manifests: Vec<ChunkHash>) -> Resul
         .await?
 }
 
-/// Uploads the objects of `manifests` that `transport` lacks for `folder`: every blob's
-/// chunks first, then the manifests, so a remote that holds a manifest holds its chunks.
+/// Uploads the objects of `manifests` that `transport` lacks for `folder`, then runs `then`
+/// (sends the push naming them): every blob's chunks first, then the manifests, so a remote
+/// that holds a manifest holds its chunks.
+///
+/// Except where the remote relays blobs ([`Transport::relays_blobs`]) and at least
+/// [`RELAY_FROM`] bytes of chunks are to go: then the manifests go first and `then` runs
+/// beside the chunks' upload, so that the remote can serve the blob to other devices while it
+/// arrives. The result waits for both: a push whose chunks failed to upload fails all the
+/// same (its session ends, and the next one sends the push and the missing chunks again).
 ///
 /// Chunks are read from the blob store, or from the mapped file they were published from
 /// (checked against their hashes as they are read). A chunk that can no longer be read (its
 /// file was edited or removed since it was published) makes its blob unavailable: the blob's
-/// manifest is not uploaded, and the entry naming it waits for the version that replaced it.
+/// manifest is not uploaded (unless it went first), and the entry naming it waits for the
+/// version that replaced it.
 ///
 /// `known` holds objects this remote is known to have for the folder (answers and uploads of
 /// earlier calls): they are not asked about again, so an edit of a large file asks only about
 /// its new chunks.
-pub(crate) async fn upload(
+pub(crate) async fn upload_then<T>(
     shared: &SharedReplica,
     transport: &Arc<dyn Transport>,
     folder: &FolderId,
     manifests: Vec<ChunkHash>,
     progress: &Progress<'_>,
     known: &KnownObjects,
-) -> std::result::Result<u64, UploadError> {
+    then: impl std::future::Future<Output = std::result::Result<T, UploadError>>,
+) -> std::result::Result<T, UploadError> {
     let blobs = local_blobs(shared, manifests).await?;
     // Each blob's chunks, then its manifest; an object named twice is sent once.
     let mut seen = HashSet::new();
@@ -107,7 +121,7 @@ pub(crate) async fn upload(
     }
     objects.retain(|(h, _)| !known.contains(folder, h));
     if objects.is_empty() {
-        return Ok(0);
+        return then.await;
     }
     let mut missing = HashSet::new();
     for part in objects.chunks(HASHES_PER_QUERY) {
@@ -118,6 +132,9 @@ pub(crate) async fn upload(
         missing.extend(lacking);
     }
     objects.retain(|(h, _)| missing.contains(h));
+    if objects.is_empty() {
+        return then.await;
+    }
     let total: u64 = objects.iter().map(|(_, n)| n).sum();
     // The manifests of blobs with chunks not in the store (read from the files they lie in,
     // which may have changed) go last, once their chunks are known to be sent; the others
@@ -131,6 +148,43 @@ pub(crate) async fn upload(
         })
         .await?
         .map_err(ClientError::from)?;
+    let vanished = |lost: &HashSet<ChunkHash>| match lost.iter().find(|h| !unstored.contains(h)) {
+        Some(h) => Err(UploadError::from(ClientError::Store(format!(
+            "object {h} vanished from the blob store"
+        )))),
+        None => Ok(()),
+    };
+    let mut done = 0u64;
+    let heads: HashSet<ChunkHash> = blobs.iter().map(|b| b.manifest.0).collect();
+    let chunk_bytes: u64 = objects
+        .iter()
+        .filter(|(h, _)| !heads.contains(h))
+        .map(|(_, n)| n)
+        .sum();
+    if transport.relays_blobs() && chunk_bytes >= RELAY_FROM {
+        let (first, chunks): (Vec<_>, Vec<_>) =
+            objects.into_iter().partition(|(h, _)| heads.contains(h));
+        let lost = send_all(shared, transport, folder, known, first, |size| {
+            done += size;
+            progress.report(TransferDirection::Upload, done, total);
+        })
+        .await?;
+        vanished(&lost)?;
+        let sending = send_all(shared, transport, folder, known, chunks, |size| {
+            done += size;
+            progress.report(TransferDirection::Upload, done, total);
+        });
+        let (sent, answer) = futures::join!(sending, then);
+        let lost = sent?;
+        vanished(&lost)?;
+        if !lost.is_empty() {
+            tracing::info!(
+                chunks = lost.len(),
+                "not uploaded: their file changed since it was published"
+            );
+        }
+        return answer;
+    }
     let deferred: HashMap<ChunkHash, &LocalBlob> = blobs
         .iter()
         .filter(|b| b.chunks.iter().any(|(c, _)| unstored.contains(c)))
@@ -139,15 +193,12 @@ pub(crate) async fn upload(
     let (last, first): (Vec<_>, Vec<_>) = objects
         .into_iter()
         .partition(|(h, _)| deferred.contains_key(h));
-    let mut done = 0u64;
     let lost = send_all(shared, transport, folder, known, first, |size| {
         done += size;
         progress.report(TransferDirection::Upload, done, total);
     })
     .await?;
-    if let Some(h) = lost.iter().find(|h| !unstored.contains(h)) {
-        return Err(ClientError::Store(format!("object {h} vanished from the blob store")).into());
-    }
+    vanished(&lost)?;
     let last: Vec<(ChunkHash, u64)> = last
         .into_iter()
         .filter(|(m, _)| {
@@ -163,7 +214,7 @@ pub(crate) async fn upload(
         progress.report(TransferDirection::Upload, done, total);
     })
     .await?;
-    Ok(total)
+    then.await
 }
 
 /// Sends `todo` in batches of about [`UPLOAD_BATCH`] bytes, two in flight (one is read and
@@ -481,11 +532,27 @@ async fn download_from(
         let mut storing: Option<tokio::task::JoinHandle<Result<u64>>> = None;
         // Whether the remote has sent every object asked for so far.
         let mut all_sent = true;
+        // A remote that relays blobs may still be receiving these chunks: what an answer
+        // skips is asked for again after the rest, and an empty answer is asked once more,
+        // waiting for uploads under way (a waited answer that is empty ends the round). Each
+        // answer either brings an object or is one of those two, so the rounds are bounded.
+        let relay = transport.relays_blobs() && !todo.manifests;
+        let mut later: Vec<ChunkHash> = Vec::new();
+        let mut wait_next = false;
         loop {
+            if rest.is_empty() {
+                rest = std::mem::take(&mut later);
+            }
             // The next batch is asked for while the last one is being stored.
             let ask: Vec<ChunkHash> = rest.iter().take(HASHES_PER_FETCH).copied().collect();
             let got = if ask.is_empty() {
                 None
+            } else if wait_next {
+                Some(
+                    transport
+                        .get_objects_waiting(folder, &ask, RELAY_WAIT)
+                        .await,
+                )
             } else {
                 Some(transport.get_objects(folder, &ask).await)
             };
@@ -500,9 +567,14 @@ async fn download_from(
             let Some(got) = got else { break };
             let got = got.map_err(|e| (done, e))?;
             if got.is_empty() {
+                if relay && !wait_next {
+                    wait_next = true;
+                    continue;
+                }
                 // This remote has no more of them.
                 return Ok((done, false));
             }
+            wait_next = false;
             if todo.manifests {
                 // One that does not decode is read (and refused) from the store instead.
                 for (h, bytes) in &got {
@@ -539,7 +611,11 @@ async fn download_from(
                     .filter(|h| !received.contains(h))
                     .collect();
                 if !skipped.is_empty() {
-                    all_sent = false;
+                    if relay {
+                        later.extend(rest.iter().filter(|h| skipped.contains(h)));
+                    } else {
+                        all_sent = false;
+                    }
                     rest.retain(|h| !skipped.contains(h));
                 }
             }

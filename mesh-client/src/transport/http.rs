@@ -643,6 +643,30 @@ impl Transport for HttpTransport {
         let asked = &hashes[..hashes.len().min(MAX_HASHES)];
         self.retrying(|| self.fetch_once(&url, asked)).await
     }
+
+    fn relays_blobs(&self) -> bool {
+        true
+    }
+
+    async fn get_objects_waiting(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+        wait: Duration,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Well inside the request's own timeout (the hub bounds it too).
+        let wait = wait.min(self.inner.config.timeout / 2);
+        let url = format!(
+            "{}?wait={}",
+            self.folder_url(folder, "objects/fetch"),
+            wait.as_millis()
+        );
+        let asked = &hashes[..hashes.len().min(MAX_HASHES)];
+        self.retrying(|| self.fetch_once(&url, asked)).await
+    }
 }
 
 /// Percent-encodes an id for one path segment (everything but the unreserved characters).

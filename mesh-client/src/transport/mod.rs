@@ -242,6 +242,29 @@ pub trait Transport: Send + Sync + 'static {
         let _ = (folder, hashes);
         Err(TransportError::Unsupported("blobs".into()))
     }
+
+    /// Whether the remote relays blobs: it takes the entry naming a large blob while the
+    /// blob's chunks are still being uploaded (its manifest first), and serves the chunks to
+    /// other devices as they arrive, their fetches waiting for the rest
+    /// ([`get_objects_waiting`](Self::get_objects_waiting)). A hub over HTTP does; `false`
+    /// by default (the entry is then sent once its blob is whole on the remote).
+    fn relays_blobs(&self) -> bool {
+        false
+    }
+
+    /// [`get_objects`](Self::get_objects), except that an answer that would hold none of the
+    /// objects may wait up to about `wait` for uploads under way on the remote to bring some
+    /// (a remote that relays blobs; see [`relays_blobs`](Self::relays_blobs)). By default it
+    /// does not wait.
+    async fn get_objects_waiting(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+        wait: std::time::Duration,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        let _ = wait;
+        self.get_objects(folder, hashes).await
+    }
 }
 
 pub use mesh_core::blob::MAX_OBJECTS_RESPONSE;

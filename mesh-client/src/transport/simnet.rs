@@ -308,6 +308,22 @@ impl Transport for SimTransport {
         self.after_call()?;
         Ok(out)
     }
+
+    fn relays_blobs(&self) -> bool {
+        self.inner.relays_blobs()
+    }
+
+    async fn get_objects_waiting(
+        &self,
+        folder: &FolderId,
+        hashes: &[ChunkHash],
+        wait: std::time::Duration,
+    ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+        self.before_call().await?;
+        let out = self.inner.get_objects_waiting(folder, hashes, wait).await?;
+        self.after_call()?;
+        Ok(out)
+    }
 }
 
 impl SimTransport {

@@ -1017,3 +1017,63 @@ async fn one_pass_writes_every_group_of_remote_files() {
     }
     assert_eq!(applied, 2_505, "2,500 files and 5 directories");
 }
+
+/// A remote file whose content no remote served (a blob still uploading, a remote that had
+/// lost it) is tried again by itself a little later: no new version announces that the
+/// content is there now, and the rescan interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_content_was_not_available_is_tried_again_by_itself() {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let proxy = crate::common::HubProxy::new(&hub, "ann");
+    let withheld = proxy.withheld.clone();
+    let b = builder("ann", "desktop")
+        .remote("hub".parse().unwrap(), proxy)
+        .sync_options(manual())
+        .build()
+        .await
+        .unwrap();
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    settle(&[&a, &b]).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a.map_folder_with(&folder, da.path(), quiet_mapping())
+        .await
+        .unwrap();
+    let hourly = quiet_mapping().with_rescan_interval(std::time::Duration::from_secs(3600));
+    b.map_folder_with(&folder, db.path(), hourly).await.unwrap();
+    let data = noise(5, 300_000);
+    std::fs::write(da.path().join("photo.bin"), &data).unwrap();
+    a.rescan(&folder).await.unwrap();
+    a.sync_now().await.unwrap();
+    withheld.lock().unwrap().extend(
+        mesh_core::blob::chunk_boundaries(&data).map(|r| mesh_core::blob::ChunkHash::of(&data[r])),
+    );
+    let mut events = b.events().boxed();
+    b.sync_now().await.unwrap();
+    b.rescan(&folder).await.unwrap();
+    assert!(
+        !db.path().join("photo.bin").exists(),
+        "its content was withheld"
+    );
+    withheld.lock().unwrap().clear();
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            if let Event::Mapping {
+                event: MappingEvent::Applied { path, .. },
+                ..
+            } = e
+            {
+                if path == "photo.bin" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(arrived.is_ok(), "the file was not tried again");
+    assert_eq!(std::fs::read(db.path().join("photo.bin")).unwrap(), data);
+}

@@ -12,11 +12,13 @@
 //! Store work runs on the blocking pool; large answers are streamed a piece at a time so that
 //! neither a 256 MiB blob nor a slow reader holds memory or a blocking thread.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
     IF_RANGE, RANGE,
@@ -38,6 +40,7 @@ use crate::api::rest::folder_id;
 use crate::api::{content_type, no_content, Auth, RawBody};
 use crate::error::ApiError;
 use crate::state::HubState;
+use crate::uploads::Receiving;
 
 /// The store-wide lock under which a quota'd upload is checked and written.
 const QUOTA_LOCK: &str = "mesh_quota_bytes";
@@ -172,6 +175,8 @@ pub(crate) async fn upload(
 ) -> Result<Response, ApiError> {
     let f = access(&state, &auth.principal.user, &f, Action::CreateEntry).await?;
     check_type(&headers, PACK_TYPE)?;
+    // Fetches of this folder waiting for objects wait while this runs (see `uploads`).
+    let receiving = state.0.uploads.begin(&f);
     let folder = f.clone();
     let max_blob = state.0.config.max_blob;
     let quotas = state.0.config.quotas.clone();
@@ -218,6 +223,7 @@ pub(crate) async fn upload(
         })
         .await??;
     tracing::debug!(folder = %f, objects = count, new_bytes = added, "objects stored");
+    receiving.end(state.0.config.upload_idle);
     Ok(no_content())
 }
 
@@ -315,30 +321,72 @@ impl Fetch {
 /// `POST /mesh/folders/{folder}/objects/fetch`: a pack of the asked objects the folder claims,
 /// in the order asked, up to [`MAX_OBJECTS_RESPONSE`] bytes of objects (at least one object
 /// when any is available), streamed.
+///
+/// With `?wait=<milliseconds>` (at most [`HubConfig::fetch_wait_max`](crate::HubConfig)), an
+/// answer that would be empty waits instead while the folder is receiving uploads (see
+/// [`crate::uploads`]): it answers as soon as an upload brings some of the asked objects, and
+/// empty when the wait ends or the uploads stop.
 pub(crate) async fn fetch(
     State(state): State<HubState>,
     auth: Auth,
     Path(f): Path<String>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let folder = access(&state, &auth.principal.user, &f, Action::Read).await?;
-    let hashes = hash_list(&headers, &body)?;
-    let mut fetch = Fetch {
-        blobs: state.0.blobs.clone(),
-        folder,
-        hashes: hashes.into(),
-        pos: 0,
-        total: 0,
-        any: false,
-        done: false,
-        current: None,
+    let hashes: Arc<[ChunkHash]> = hash_list(&headers, &body)?.into();
+    let wait = match q.get("wait") {
+        None => Duration::ZERO,
+        Some(w) => match w.parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms).min(state.0.config.fetch_wait_max),
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "wait must be a number of milliseconds",
+                ))
+            }
+        },
     };
-    // The first piece before the answer: a store failure is still a clean 500.
-    let first = match fetch.next_piece().await {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => return Err(ApiError::internal(e)),
-        None => Bytes::new(),
+    let deadline = tokio::time::Instant::now() + wait;
+    let (fetch, first) = loop {
+        // Listening before looking, so that no upload ends unseen in between.
+        let ended = state.0.uploads.ended();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        let mut fetch = Fetch {
+            blobs: state.0.blobs.clone(),
+            folder: folder.clone(),
+            hashes: hashes.clone(),
+            pos: 0,
+            total: 0,
+            any: false,
+            done: false,
+            current: None,
+        };
+        // The first piece before the answer: a store failure is still a clean 500.
+        let first = match fetch.next_piece().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(ApiError::internal(e)),
+            None => Bytes::new(),
+        };
+        if !first.is_empty() || tokio::time::Instant::now() >= deadline {
+            break (fetch, first);
+        }
+        let until = match state
+            .0
+            .uploads
+            .receiving(&fetch.folder, state.0.config.upload_idle)
+        {
+            Receiving::No => break (fetch, first),
+            Receiving::InFlight => deadline,
+            Receiving::Until(t) => t.min(deadline),
+        };
+        let mut shutdown = state.0.shutdown.subscribe();
+        tokio::select! {
+            () = &mut ended => {}
+            () = tokio::time::sleep_until(until) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break (fetch, first),
+        }
     };
     if fetch.done {
         return Ok(binary(StatusCode::OK, PACK_TYPE, Body::from(first)));

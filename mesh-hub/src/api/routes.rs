@@ -237,7 +237,7 @@ const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         resource: "/mesh/folders/{folder}/objects/fetch",
-        description: "POST a hash list: a pack of the folder's objects among them, in order, up to 8 MiB (ask again for the rest)",
+        description: "POST a hash list: a pack of the folder's objects among them, in order, up to 8 MiB (ask again for the rest); ?wait=<ms> waits for objects still uploading",
         methods: &["POST", "OPTIONS"],
         accepts: HASHES,
         produces: PACK,

@@ -25,6 +25,7 @@ mod hubs;
 mod limits;
 mod ops;
 mod oracles;
+mod relay;
 mod router_props;
 mod scale_out;
 mod sdk;
