@@ -565,7 +565,14 @@ async fn download_from(
                 progress.report(TransferDirection::Download, round, total.max(round));
             }
             let Some(got) = got else { break };
-            let got = got.map_err(|e| (done, e))?;
+            // Only objects asked for count (a remote sending others would otherwise keep
+            // this loop going without ever shrinking what is left to ask).
+            let asked: HashSet<&ChunkHash> = ask.iter().collect();
+            let got: Vec<(ChunkHash, Vec<u8>)> = got
+                .map_err(|e| (done, e))?
+                .into_iter()
+                .filter(|(h, _)| asked.contains(h))
+                .collect();
             if got.is_empty() {
                 if relay && !wait_next {
                     wait_next = true;

@@ -1,9 +1,13 @@
 //! Blob downloads: a download is complete only when every object arrived; a remote that
 //! leaves one out fails the download, and the next asks only for what is still missing.
 
-use mesh_client::transport::InProcessHub;
+use futures::stream::BoxStream;
+use mesh_client::transport::{InProcessHub, Notification, Transport, TransportError};
 use mesh_core::blob::ChunkHash;
+use mesh_core::id::{DeviceId, FolderId};
 use mesh_core::model::EntryDraft;
+use mesh_core::sync::{Request, Response};
+use mesh_core::trust::{Enrollment, PublicKey};
 use serde_json::json;
 
 use crate::common::*;
@@ -65,4 +69,64 @@ async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
         "only the chunk still missing is asked for"
     );
     assert_eq!(b.read_blob(&folder.id, &media).await.unwrap(), data);
+}
+
+/// A remote that answers every fetch with an object nobody asked for (valid, and hashed
+/// right): the download ends, failed, instead of asking for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_answering_with_objects_not_asked_for_ends_the_download() {
+    struct Junk(mesh_client::transport::InProcessTransport);
+    #[async_trait::async_trait]
+    impl Transport for Junk {
+        async fn send(&self, r: Request) -> Result<Response, TransportError> {
+            self.0.send(r).await
+        }
+        async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
+            self.0.watch().await
+        }
+        fn describe(&self) -> String {
+            "junk".into()
+        }
+        async fn enroll(
+            &self,
+            device: &DeviceId,
+            key: &PublicKey,
+        ) -> Result<Enrollment, TransportError> {
+            self.0.enroll(device, key).await
+        }
+        async fn get_objects(
+            &self,
+            _: &FolderId,
+            _: &[ChunkHash],
+        ) -> Result<Vec<(ChunkHash, Vec<u8>)>, TransportError> {
+            Ok(vec![(ChunkHash::of(b"junk"), b"junk".to_vec())])
+        }
+    }
+    let hub = InProcessHub::new();
+    let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
+    let folder = a
+        .create_folder("f", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
+    let notes = a
+        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let media = a
+        .put_blob(&folder.id, vec![7u8; 100_000], "application/octet-stream")
+        .await
+        .unwrap();
+    let mut draft = EntryDraft::new("blob", json!({}));
+    draft.media = Some(media.clone());
+    a.put_many(&folder.id, &notes, vec![draft]).await.unwrap();
+    a.sync_now().await.unwrap();
+    let b = client("ann", "ann-b", Junk(hub.connect("ann".parse().unwrap()))).await;
+    b.sync_now().await.unwrap();
+    let fetched = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        b.fetch_blob(&folder.id, &media),
+    )
+    .await
+    .expect("the download ends");
+    assert!(fetched.is_err(), "nothing it asked for arrived");
 }

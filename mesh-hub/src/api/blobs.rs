@@ -41,6 +41,8 @@ use crate::api::{content_type, no_content, Auth, RawBody};
 use crate::error::ApiError;
 use crate::state::HubState;
 use crate::uploads::Receiving;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
 
 /// The store-wide lock under which a quota'd upload is checked and written.
 const QUOTA_LOCK: &str = "mesh_quota_bytes";
@@ -56,6 +58,8 @@ pub(crate) const PACK_TYPE: &str = "application/x-mesh-pack";
 const PIECE: usize = 1 << 20;
 /// The most hashes one blocking step of `fetch` looks up.
 const STEP_HASHES: usize = 512;
+/// How many hashes at the head of a waiting fetch's list it looks for when an upload wakes it.
+const WAIT_PROBE: usize = 64;
 
 // ---- access, bodies, errors ----------------------------------------------------------------
 
@@ -324,8 +328,9 @@ impl Fetch {
 ///
 /// With `?wait=<milliseconds>` (at most [`HubConfig::fetch_wait_max`](crate::HubConfig)), an
 /// answer that would be empty waits instead while the folder is receiving uploads (see
-/// [`crate::uploads`]): it answers as soon as an upload brings some of the asked objects, and
-/// empty when the wait ends or the uploads stop.
+/// [`crate::uploads`]): it answers as soon as an upload to the folder brings one of the first
+/// [`WAIT_PROBE`] asked objects, and with what is there when the wait ends or the uploads
+/// stop.
 pub(crate) async fn fetch(
     State(state): State<HubState>,
     auth: Auth,
@@ -347,45 +352,80 @@ pub(crate) async fn fetch(
             }
         },
     };
-    let deadline = tokio::time::Instant::now() + wait;
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let idle = state.0.config.upload_idle;
+    // Woken by an upload, a waiting fetch first looks for the head of its list (the objects
+    // a downloader wants next), so that each upload costs it a bounded lookup however long
+    // the list; the whole list is read again only when that finds one, or at the end.
+    // (Distinct hashes: the store answers each lacking hash once.)
+    let mut distinct = std::collections::HashSet::new();
+    let probe: Vec<ChunkHash> = hashes
+        .iter()
+        .filter(|h| distinct.insert(**h))
+        .take(WAIT_PROBE)
+        .copied()
+        .collect();
+    let mut looked = false;
+    let mut shutdown = state.0.shutdown.subscribe();
+    let mut waiting = None;
     let (fetch, first) = loop {
         // Listening before looking, so that no upload ends unseen in between.
-        let ended = state.0.uploads.ended();
-        tokio::pin!(ended);
-        ended.as_mut().enable();
-        let mut fetch = Fetch {
-            blobs: state.0.blobs.clone(),
-            folder: folder.clone(),
-            hashes: hashes.clone(),
-            pos: 0,
-            total: 0,
-            any: false,
-            done: false,
-            current: None,
-        };
-        // The first piece before the answer: a store failure is still a clean 500.
-        let first = match fetch.next_piece().await {
-            Some(Ok(b)) => b,
-            Some(Err(e)) => return Err(ApiError::internal(e)),
-            None => Bytes::new(),
-        };
-        if !first.is_empty() || tokio::time::Instant::now() >= deadline {
-            break (fetch, first);
+        let (receiving, wake) = state.0.uploads.watch(&folder, idle);
+        let woken = wake.as_deref().map(Notify::notified);
+        tokio::pin!(woken);
+        if let Some(w) = woken.as_mut().as_pin_mut() {
+            w.enable();
         }
-        let until = match state
-            .0
-            .uploads
-            .receiving(&fetch.folder, state.0.config.upload_idle)
-        {
-            Receiving::No => break (fetch, first),
-            Receiving::InFlight => deadline,
-            Receiving::Until(t) => t.min(deadline),
+        let ending = receiving == Receiving::No || tokio::time::Instant::now() >= deadline;
+        let worth = !looked || ending || {
+            let (f, head) = (folder.clone(), probe.clone());
+            let lacking = state
+                .blobs(move |b| b.missing(&f, &head))
+                .await?
+                .map_err(store_error)?;
+            lacking.len() < probe.len()
         };
-        let mut shutdown = state.0.shutdown.subscribe();
+        if worth {
+            let mut fetch = Fetch {
+                blobs: state.0.blobs.clone(),
+                folder: folder.clone(),
+                hashes: hashes.clone(),
+                pos: 0,
+                total: 0,
+                any: false,
+                done: false,
+                current: None,
+            };
+            // The first piece before the answer: a store failure is still a clean 500.
+            let first = match fetch.next_piece().await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return Err(ApiError::internal(e)),
+                None => Bytes::new(),
+            };
+            if !first.is_empty() || ending {
+                break (fetch, first);
+            }
+            looked = true;
+        }
+        let until = match receiving {
+            Receiving::Until(t) => t.min(deadline),
+            _ => deadline,
+        };
+        if waiting.is_none() {
+            waiting = Some(Waiting::new(&state.0.observer.metrics.fetches_waiting));
+        }
+        // (Without a wake-up, nothing but the time or a shutdown ends the wait.)
+        let woken_or_never = async {
+            match woken.as_mut().as_pin_mut() {
+                Some(w) => w.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = &mut ended => {}
+            () = woken_or_never => {}
             () = tokio::time::sleep_until(until) => {}
-            _ = shutdown.wait_for(|stop| *stop) => break (fetch, first),
+            // Shutting down: one last look, and the answer.
+            _ = shutdown.wait_for(|stop| *stop) => deadline = tokio::time::Instant::now(),
         }
     };
     if fetch.done {
@@ -397,6 +437,22 @@ pub(crate) async fn fetch(
     });
     let body = stream::once(async move { Ok::<_, io::Error>(first) }).chain(rest);
     Ok(binary(StatusCode::OK, PACK_TYPE, Body::from_stream(body)))
+}
+
+/// A fetch counted among those waiting for uploads (the `fetches_waiting` metric) while held.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(gauge: &Gauge) -> Waiting {
+        gauge.inc();
+        Waiting(gauge.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 // ---- objects and blobs over plain HTTP -----------------------------------------------------

@@ -47,6 +47,7 @@ pub(crate) struct Metrics {
     pub rate_limited: Counter,
     pub entries_merged: Counter,
     pub streams_open: Gauge,
+    pub fetches_waiting: Gauge,
     pub store_bytes: Family<StoreLabel, Gauge>,
 }
 
@@ -64,6 +65,7 @@ impl Metrics {
         let rate_limited = Counter::default();
         let entries_merged = Counter::default();
         let streams_open = Gauge::default();
+        let fetches_waiting = Gauge::default();
         let store_bytes = Family::<StoreLabel, Gauge>::default();
         registry.register(
             "requests",
@@ -107,6 +109,11 @@ impl Metrics {
             streams_open.clone(),
         );
         registry.register(
+            "fetches_waiting",
+            "Object fetches waiting for uploads under way to bring their objects (relayed blobs)",
+            fetches_waiting.clone(),
+        );
+        registry.register(
             "store_bytes",
             "Bytes held by the hub's stores: blobs, the objects' total size; replica_file, \
              blobs_file, accounts_file, the databases' files on disk",
@@ -123,6 +130,7 @@ impl Metrics {
             rate_limited,
             entries_merged,
             streams_open,
+            fetches_waiting,
             store_bytes,
         })
     }

@@ -73,14 +73,14 @@ async fn upload(rest: &crate::hubs::Rest, objects: &[(ChunkHash, Vec<u8>)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_fetch_answers_as_soon_as_an_upload_brings_an_object() {
     let hub = hub_with(Duration::from_secs(60), Duration::from_secs(60)).await;
-    let (_hub, ann, bob, _) = setup_on(hub).await;
+    let (hub, ann, bob, _) = setup_on(hub).await;
     // An upload to the folder: it is receiving.
     upload(&ann, &[obj(b"first of the blob")]).await;
     let later = obj(&noise(50_000, 7));
     let asked = [later.0];
     let waiting = tokio::spawn(async move { fetch_waiting(&bob, &asked, "30000").await });
-    // The fetch is waiting (it found nothing); the upload wakes it.
-    tokio::task::yield_now().await;
+    // The fetch waits (it found nothing); the upload wakes it.
+    until_waiting(&hub, 1).await;
     upload(&ann, std::slice::from_ref(&later)).await;
     let (s, objects, took) = waiting.await.unwrap();
     assert_eq!(s, 200);
@@ -88,7 +88,6 @@ async fn a_waiting_fetch_answers_as_soon_as_an_upload_brings_an_object() {
         took < Duration::from_secs(20),
         "woken by the upload, not its bound: {took:?}"
     );
-    // Either it asked before the upload and was woken, or after and found it at once.
     assert_eq!(objects, vec![later]);
 }
 
@@ -127,6 +126,64 @@ async fn a_waiting_fetch_ends_at_the_hubs_bound_and_its_wait_must_be_a_number() 
         .body(pack_of(&[obj(b"from a reader")])))
     .await;
     assert_eq!(s, 403);
+}
+
+/// How many fetches the hub counts as waiting for uploads (its metrics).
+async fn fetches_waiting(hub: &TestHub) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("mesh_hub_fetches_waiting "))
+        .expect("the metric is reported")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (bounded) until the hub counts `n` waiting fetches.
+async fn until_waiting(hub: &TestHub, n: u64) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while fetches_waiting(hub).await != n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the fetch waits");
+}
+
+/// An upload wakes a waiting fetch to look for the head of its list only (a bounded lookup
+/// per upload, whatever the list's length): objects further down do not end the wait; the
+/// last look at the end of the wait finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_wakes_a_waiting_fetch_for_the_head_of_its_list_only() {
+    let hub = hub_with(Duration::from_millis(1_500), Duration::from_secs(60)).await;
+    let (hub, ann, bob, _) = setup_on(hub).await;
+    upload(&ann, &[obj(b"first of the blob")]).await;
+    let tail = obj(&noise(20_000, 9));
+    // The head (65 objects that never come: more than a wake looks at, the first one named
+    // twice, which must not make the head look shorter), then the tail.
+    let mut asked: Vec<ChunkHash> = (0..65u32)
+        .map(|i| ChunkHash::of(&i.to_be_bytes()))
+        .collect();
+    asked.insert(1, asked[0]);
+    asked.push(tail.0);
+    let waiting = tokio::spawn(async move { fetch_waiting(&bob, &asked, "60000").await });
+    until_waiting(&hub, 1).await;
+    let woken_at = Instant::now();
+    upload(&ann, std::slice::from_ref(&tail)).await;
+    let (s, objects, _) = waiting.await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(objects, vec![tail]);
+    assert!(
+        woken_at.elapsed() >= Duration::from_millis(700),
+        "answered at its bound, not when the tail arrived: {:?}",
+        woken_at.elapsed()
+    );
+    assert_eq!(fetches_waiting(&hub).await, 0);
 }
 
 /// A device's transport to the hub whose blob uploads stop after the first `open` requests
