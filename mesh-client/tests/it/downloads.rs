@@ -5,19 +5,16 @@ use futures::stream::BoxStream;
 use mesh_client::transport::{InProcessHub, Notification, Transport, TransportError};
 use mesh_core::blob::ChunkHash;
 use mesh_core::id::{DeviceId, FolderId};
-use mesh_core::model::EntryDraft;
+use mesh_core::model::{EntryDraft, MediaRef};
 use mesh_core::sync::{Request, Response};
 use mesh_core::trust::{Enrollment, PublicKey};
 use serde_json::json;
 
 use crate::common::*;
 
-/// A blob of many chunks: the download of its chunks fails while the remote leaves one of
-/// them out (the chunks it did send are kept), and the next download asks for that one chunk
-/// alone and completes with the whole content.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
-    let hub = InProcessHub::new();
+/// A new folder of ann's with an entry whose media is `data`, written and synced to `hub` by
+/// a device of hers.
+async fn synced_blob(hub: &InProcessHub, data: Vec<u8>) -> (FolderId, MediaRef) {
     let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
     let folder = a
         .create_folder("f", "app/notes".parse().unwrap())
@@ -27,16 +24,26 @@ async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
         .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
         .await
         .unwrap();
-    let mut rng = fastrand::Rng::with_seed(16);
-    let data: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
     let media = a
-        .put_blob(&folder.id, data.clone(), "application/octet-stream")
+        .put_blob(&folder.id, data, "application/octet-stream")
         .await
         .unwrap();
-    let mut draft = EntryDraft::new("big", json!({}));
+    let mut draft = EntryDraft::new("blob", json!({}));
     draft.media = Some(media.clone());
     a.put_many(&folder.id, &notes, vec![draft]).await.unwrap();
     a.sync_now().await.unwrap();
+    (folder.id, media)
+}
+
+/// A blob of many chunks: the download of its chunks fails while the remote leaves one of
+/// them out (the chunks it did send are kept), and the next download asks for that one chunk
+/// alone and completes with the whole content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
+    let hub = InProcessHub::new();
+    let mut rng = fastrand::Rng::with_seed(16);
+    let data: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
+    let (folder, media) = synced_blob(&hub, data.clone()).await;
 
     let proxy = HubProxy::new(&hub, "ann");
     let (asked, withheld) = (proxy.asked.clone(), proxy.withheld.clone());
@@ -51,10 +58,10 @@ async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
     let left_out = chunks[chunks.len() / 2];
     withheld.lock().unwrap().insert(left_out);
     assert!(
-        b.fetch_blob(&folder.id, &media).await.is_err(),
+        b.fetch_blob(&folder, &media).await.is_err(),
         "a download without one of its chunks is not complete"
     );
-    assert!(b.read_blob(&folder.id, &media).await.is_err());
+    assert!(b.read_blob(&folder, &media).await.is_err());
     {
         let asked = asked.lock().unwrap();
         assert!(asked.contains(&manifest) && asked.contains(&left_out));
@@ -62,13 +69,13 @@ async fn a_download_missing_one_chunk_fails_and_the_next_asks_only_for_it() {
 
     withheld.lock().unwrap().clear();
     asked.lock().unwrap().clear();
-    b.fetch_blob(&folder.id, &media).await.unwrap();
+    b.fetch_blob(&folder, &media).await.unwrap();
     assert_eq!(
         *asked.lock().unwrap(),
         vec![left_out],
         "only the chunk still missing is asked for"
     );
-    assert_eq!(b.read_blob(&folder.id, &media).await.unwrap(), data);
+    assert_eq!(b.read_blob(&folder, &media).await.unwrap(), data);
 }
 
 /// A remote that answers every fetch with an object nobody asked for (valid, and hashed
@@ -103,28 +110,12 @@ async fn a_remote_answering_with_objects_not_asked_for_ends_the_download() {
         }
     }
     let hub = InProcessHub::new();
-    let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
-    let folder = a
-        .create_folder("f", "app/notes".parse().unwrap())
-        .await
-        .unwrap();
-    let notes = a
-        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
-    let media = a
-        .put_blob(&folder.id, vec![7u8; 100_000], "application/octet-stream")
-        .await
-        .unwrap();
-    let mut draft = EntryDraft::new("blob", json!({}));
-    draft.media = Some(media.clone());
-    a.put_many(&folder.id, &notes, vec![draft]).await.unwrap();
-    a.sync_now().await.unwrap();
+    let (folder, media) = synced_blob(&hub, vec![7u8; 100_000]).await;
     let b = client("ann", "ann-b", Junk(hub.connect("ann".parse().unwrap()))).await;
     b.sync_now().await.unwrap();
     let fetched = tokio::time::timeout(
         std::time::Duration::from_secs(20),
-        b.fetch_blob(&folder.id, &media),
+        b.fetch_blob(&folder, &media),
     )
     .await
     .expect("the download ends");
