@@ -6,8 +6,12 @@
 //! ```text
 //! cargo bench --bench folder_sync -- [--quick] [--files N] [--file-kib K] [--big-mib M]
 //!     [--change-kib K] [--dir DIR] [--keep] [--rounds N] [--timeout-s S] [--in-process]
-//!     [--peer] [--compare [--repeat N]] [--durability full|normal]
+//!     [--peer] [--compare [--repeat N]] [--durability full|normal] [--link-mbps R]
 //! ```
+//!
+//! `--link-mbps R` makes every counting proxy a link of R megabytes (10^6 bytes) per second in
+//! each direction, shared by its connections: A's and B's links to the hub (or B's to A with
+//! `--peer`), and rsync's one link, as when the devices are different machines on a network.
 //!
 //! `--compare` runs cases (a) to (c) with the hub over HTTP and with the peer transport in
 //! one process on the same data, alternating, `--repeat` times each (3 by default, fresh
@@ -92,6 +96,8 @@ struct Options {
     compare: bool,
     repeat: usize,
     durability: Durability,
+    /// `--link-mbps`: each proxy's bandwidth per direction, bytes per second.
+    link: Option<u64>,
 }
 
 impl Options {
@@ -110,6 +116,7 @@ impl Options {
             compare: false,
             repeat: 3,
             durability: Durability::Full,
+            link: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -143,6 +150,13 @@ impl Options {
                         }
                     }
                 }
+                "--link-mbps" => {
+                    let mbps: f64 = value("--link-mbps")?.parse()?;
+                    if !(mbps > 0.0 && mbps.is_finite()) {
+                        return Err("--link-mbps must be a positive number".into());
+                    }
+                    o.link = Some((mbps * 1e6) as u64);
+                }
                 // `cargo bench` passes `--bench` to every bench target.
                 "--bench" => {}
                 "-h" | "--help" => {
@@ -150,7 +164,7 @@ impl Options {
                         "folder_sync [--quick] [--files N] [--file-kib K] [--big-mib M] \
                          [--change-kib K] [--dir DIR] [--rounds N] [--timeout-s S] [--keep] \
                          [--in-process] [--peer] [--compare [--repeat N]] \
-                         [--durability full|normal]"
+                         [--durability full|normal] [--link-mbps R]"
                     );
                     std::process::exit(0);
                 }
@@ -169,11 +183,39 @@ impl Options {
 
 // ---- the counting proxy ----------------------------------------------------------------------
 
-/// Bytes through one proxy: `up` from the client to the server, `down` back.
+/// Each proxy's bandwidth per direction (bytes per second), when `--link-mbps` is given.
+static LINK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Bytes through one proxy: `up` from the client to the server, `down` back; and when each
+/// direction's link is next free (`--link-mbps`).
 #[derive(Debug, Default)]
 struct Counter {
     up: AtomicU64,
     down: AtomicU64,
+    up_free: std::sync::Mutex<Option<tokio::time::Instant>>,
+    down_free: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// Waits until `n` bytes have crossed a link of `LINK` bytes per second whose earlier bytes
+/// keep it busy until `free` (nothing without `--link-mbps`). Waits shorter than the timer's
+/// resolution are added up rather than slept one by one, and a link idle for less than
+/// 50 ms makes up for the time its last wait overslept, so the rate holds on average.
+async fn cross(free: &std::sync::Mutex<Option<tokio::time::Instant>>, n: usize) {
+    let Some(rate) = LINK.get() else { return };
+    let now = tokio::time::Instant::now();
+    let done = {
+        let mut free = free.lock().unwrap();
+        let start = match *free {
+            Some(f) if f + Duration::from_millis(50) > now => f,
+            _ => now,
+        };
+        let done = start + Duration::from_secs_f64(n as f64 / *rate as f64);
+        *free = Some(done);
+        done
+    };
+    if done > now + Duration::from_millis(2) {
+        tokio::time::sleep_until(done).await;
+    }
 }
 
 impl Counter {
@@ -204,7 +246,10 @@ async fn counting_proxy(target: SocketAddr) -> Result<(SocketAddr, Arc<Counter>)
                 let _ = outbound.set_nodelay(true);
                 let (ir, iw) = inbound.into_split();
                 let (or, ow) = outbound.into_split();
-                tokio::join!(pipe(ir, ow, &c.up), pipe(or, iw, &c.down));
+                tokio::join!(
+                    pipe(ir, ow, &c.up, &c.up_free),
+                    pipe(or, iw, &c.down, &c.down_free)
+                );
             });
         }
     });
@@ -215,12 +260,15 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     count: &AtomicU64,
+    free: &std::sync::Mutex<Option<tokio::time::Instant>>,
 ) {
-    let mut buf = vec![0u8; 256 * 1024];
+    // (Small reads on a paced link, so that pacing is smooth.)
+    let mut buf = vec![0u8; if LINK.get().is_some() { 64 } else { 256 } * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                cross(free, n).await;
                 count.fetch_add(n as u64, Ordering::Relaxed);
                 if to.write_all(&buf[..n]).await.is_err() {
                     break;
@@ -1070,6 +1118,13 @@ fn mib(b: u64) -> String {
 
 fn main() -> Result<()> {
     let o = Options::parse()?;
+    if let Some(rate) = o.link {
+        let _ = LINK.set(rate);
+        println!(
+            "links: {:.1} MB/s per direction through every proxy",
+            rate as f64 / 1e6
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
