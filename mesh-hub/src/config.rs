@@ -86,6 +86,14 @@ pub struct Settings {
     /// Largest blob (a manifest's declared length) accepted, in bytes [default: 17179869184].
     #[arg(long, env = "MESH_HUB_MAX_BLOB")]
     pub max_blob: Option<u64>,
+    /// Longest an objects fetch may wait for objects still being uploaded (relayed blobs), in
+    /// seconds; 0: fetches never wait [default: 10].
+    #[arg(long, env = "MESH_HUB_FETCH_WAIT")]
+    pub fetch_wait: Option<u64>,
+    /// How long after a folder's last upload a waiting fetch still expects more, in seconds
+    /// [default: 2].
+    #[arg(long, env = "MESH_HUB_UPLOAD_IDLE")]
+    pub upload_idle: Option<u64>,
     /// A token `GET /metrics` requires (as `Authorization: Bearer …`); without one the metrics
     /// are open to anyone who reaches the hub.
     #[arg(long, env = "MESH_HUB_METRICS_TOKEN", hide_env_values = true)]
@@ -136,6 +144,8 @@ impl Settings {
             max_folders,
             max_bytes,
             max_blob,
+            fetch_wait,
+            upload_idle,
             metrics_token
         )
     }
@@ -230,6 +240,12 @@ impl Settings {
         if let Some(v) = self.max_blob {
             c.max_blob = v;
         }
+        if let Some(v) = self.fetch_wait {
+            c.fetch_wait_max = secs(v);
+        }
+        if let Some(v) = self.upload_idle {
+            c.upload_idle = secs(v);
+        }
         c.metrics_token = self.metrics_token.clone();
         c
     }
@@ -248,6 +264,7 @@ mod tests {
             max-connections = 20
             device-rate = 7
             log-format = "json"
+            fetch-wait = 0
             "#,
         )
         .unwrap();
@@ -262,6 +279,8 @@ mod tests {
         let c = s.hub_config();
         assert_eq!(c.connections.max_connections, 20);
         assert_eq!(c.rates.device_per_second, 9);
+        assert_eq!(c.fetch_wait_max, Duration::ZERO);
+        assert_eq!(c.upload_idle, HubConfig::default().upload_idle);
         assert_eq!(
             c.rates.user_per_second,
             HubConfig::default().rates.user_per_second
