@@ -81,6 +81,11 @@ impl TestHub {
 
 /// A new hub on the backend under test (see [`TestHub::memory`]).
 pub fn fresh_hub() -> Hub {
+    fresh_hub_with(mesh_hub::HubConfig::default())
+}
+
+/// [`fresh_hub`] with these limits.
+pub fn fresh_hub_with(config: mesh_hub::HubConfig) -> Hub {
     match std::env::var("MESH_HUB_BACKEND").as_deref() {
         Ok("postgres") => {
             let url = std::env::var("MESH_TEST_POSTGRES")
@@ -88,10 +93,11 @@ pub fn fresh_hub() -> Hub {
             Hub::builder()
                 .postgres(mesh_store::postgres::PgConfig::new(url).schema(fresh_schema()))
                 .migrate(true)
+                .config(config)
                 .build()
                 .unwrap()
         }
-        Ok("memory") | Err(_) => Hub::builder().build().unwrap(),
+        Ok("memory") | Err(_) => Hub::builder().config(config).build().unwrap(),
         Ok(other) => panic!("MESH_HUB_BACKEND={other:?}: expected memory or postgres"),
     }
 }

@@ -1,6 +1,7 @@
 //! The hub relaying a large blob: the entry naming it arrives while its chunks still upload,
 //! and another device's fetches wait for the chunks as they arrive, within bounds the hub
-//! sets (never while nothing is uploading, never past its own limit).
+//! sets (never while nothing is uploading, never past its own limit). On the backend under
+//! test (`MESH_HUB_BACKEND`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use mesh_core::id::{DeviceId, FeedName, FolderId};
 use mesh_core::model::{EntryDraft, MediaRef, Query};
 use mesh_core::sync::{Request, Response};
 use mesh_core::trust::{Enrollment, PublicKey};
-use mesh_hub::{Hub, HubConfig};
+use mesh_hub::HubConfig;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use serde_json::json;
@@ -24,18 +25,18 @@ use tokio::sync::{watch, Notify};
 use crate::blobs::{noise, obj, pack_of, raw, setup_on, PACK};
 use crate::common::builder;
 use crate::e2e::options;
-use crate::hubs::TestHub;
+use crate::hubs::{fresh_hub_with, TestHub};
 
 const HASHES: &str = "application/x-mesh-hashes";
 
-/// An in-memory hub with these waiting bounds.
+/// A hub of the backend under test with these waiting bounds.
 async fn hub_with(fetch_wait_max: Duration, upload_idle: Duration) -> TestHub {
     let config = HubConfig {
         fetch_wait_max,
         upload_idle,
         ..HubConfig::default()
     };
-    TestHub::start(Hub::builder().config(config).build().unwrap()).await
+    TestHub::start(fresh_hub_with(config)).await
 }
 
 /// A fetch of `hashes` asking to wait `wait_ms`: its status, the objects and how long it took.
