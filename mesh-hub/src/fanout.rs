@@ -82,7 +82,7 @@ async fn run(db: PgDatabase, state: HubState) {
         if let Some(p) = pos {
             for moved in heads.into_iter().filter(|m| m.seq > p) {
                 state.0.readers.changed(&moved.feed);
-                let _ = state.0.changes.send(moved);
+                let _ = state.0.changes.send(moved.into());
             }
         }
         pos = Some(pos.map_or(top, |p| p.max(top)));
@@ -106,7 +106,7 @@ async fn run(db: PgDatabase, state: HubState) {
                     }
                     pos = Some(moved.seq);
                     state.0.readers.changed(&moved.feed);
-                    let _ = state.0.changes.send(moved);
+                    let _ = state.0.changes.send(moved.into());
                 }
                 _ = shutdown.changed() => return,
             }

@@ -37,6 +37,7 @@
 mod accounts;
 mod api;
 mod backup;
+mod changed;
 pub mod config;
 mod datadir;
 mod enrollment;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use mesh_core::id::{DeviceId, ReplicaId};
 use mesh_core::model::FeedKey;
 use mesh_core::replica::Replica;
+use mesh_core::store::Cursor;
 use mesh_core::time::Timestamp;
 use mesh_core::trust::{Keyring, NoKeyring};
 use mesh_store::postgres::PgDatabase;
@@ -23,10 +24,7 @@ use crate::quota::Quotas;
 use crate::server::rate::Limiter;
 use crate::server::{ConnectionLimits, RateLimits};
 
-/// A feed of the hub's replica moved to a new head: the head, and the replica-wide number
-/// that orders the move among all others (notification cursors count those; they never leave
-/// the hub in clear).
-pub(crate) type Changed = mesh_core::store::FeedMoved;
+pub(crate) use crate::changed::Changed;
 
 /// Limits and timings of a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +115,9 @@ pub(crate) struct Inner {
     pub housekeeping: std::sync::OnceLock<()>,
     /// Folder rosters shared by the notification streams.
     pub readers: Arc<crate::readers::Readers>,
+    /// How many notification streams of this process asked for changes along (see
+    /// [`crate::changed`]): while none does, pushes do not read their changes back.
+    pub paged: Arc<std::sync::atomic::AtomicUsize>,
     /// The replica-wide number of the replica's newest change when the hub opened
     /// (PostgreSQL): changes after it are announced by the notification task, even those that
     /// commit before it listens.
@@ -254,6 +255,7 @@ impl HubState {
             fanout: std::sync::OnceLock::new(),
             housekeeping: std::sync::OnceLock::new(),
             readers: Arc::default(),
+            paged: Arc::default(),
             opened_at,
             observer: Observer::new(),
             limiter: Limiter::new(&config.rates),
@@ -395,7 +397,11 @@ impl HubState {
 
     pub fn announcer(&self) -> Announcer {
         match &self.0.backend {
-            Backend::Local(_) => Announcer(Some((self.0.changes.clone(), self.0.readers.clone()))),
+            Backend::Local(_) => Announcer(Some(Listeners {
+                tx: self.0.changes.clone(),
+                readers: self.0.readers.clone(),
+                paged: self.0.paged.clone(),
+            })),
             Backend::Postgres(_) => Announcer(None),
         }
     }
@@ -445,13 +451,31 @@ impl HubState {
 
 /// Where a handler announces a feed's new head (see [`HubState::announcer`]).
 #[derive(Clone)]
-pub(crate) struct Announcer(Option<(broadcast::Sender<Changed>, Arc<crate::readers::Readers>)>);
+pub(crate) struct Announcer(Option<Listeners>);
+
+/// Where announcements go: the process's notification streams.
+#[derive(Clone)]
+pub(crate) struct Listeners {
+    tx: broadcast::Sender<Changed>,
+    readers: Arc<crate::readers::Readers>,
+    paged: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl Announcer {
+    /// An announcer to `tx` with `paged` streams asking for changes along (for tests).
+    #[cfg(test)]
+    pub fn listening(tx: broadcast::Sender<Changed>, paged: usize) -> Announcer {
+        Announcer(Some(Listeners {
+            tx,
+            readers: Arc::default(),
+            paged: Arc::new(std::sync::atomic::AtomicUsize::new(paged)),
+        }))
+    }
+
     fn send(&self, changed: Changed) {
-        if let Some((tx, readers)) = &self.0 {
-            readers.changed(&changed.feed);
-            let _ = tx.send(changed);
+        if let Some(l) = &self.0 {
+            l.readers.changed(&changed.moved.feed);
+            let _ = l.tx.send(changed);
         }
     }
 
@@ -463,8 +487,40 @@ impl Announcer {
         feed: &FeedKey,
     ) -> Result<(), mesh_core::CoreError> {
         if let Some(moved) = store.feed_moved(feed)? {
-            self.send(moved);
+            self.send(moved.into());
         }
+        Ok(())
+    }
+
+    /// Whether a notification stream asked for changes along: only then is a push's head
+    /// before it worth reading.
+    pub fn listened(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|l| l.paged.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
+    /// Announces `feed`'s new head after a push by `by` that found it at `since`, with the
+    /// push's changes when they are small enough to travel along (see [`crate::changed`]).
+    pub fn pushed(
+        &self,
+        store: &impl mesh_core::store::Store,
+        feed: &FeedKey,
+        since: Cursor,
+        by: &DeviceId,
+    ) -> Result<(), mesh_core::CoreError> {
+        let Some(moved) = store.feed_moved(feed)? else {
+            return Ok(());
+        };
+        let backed_up = self
+            .0
+            .as_ref()
+            .is_some_and(|l| l.tx.len() >= crate::changed::PAGED_BACKLOG);
+        let page = match self.listened() && !backed_up {
+            true => crate::changed::page(store, feed, since, &moved, by)?.map(Arc::new),
+            false => None,
+        };
+        self.send(Changed { moved, page });
         Ok(())
     }
 }

@@ -12,6 +12,9 @@ use mesh_core::model::FeedKey;
 use mesh_core::store::Cursor;
 use mesh_core::sync::FeedFilter;
 
+use crate::sync::notified::Notified;
+use crate::transport::Notification;
+
 /// Past this many changed feeds, the next sync looks at every feed.
 pub(crate) const MAX_TARGETED: usize = 64;
 
@@ -22,7 +25,13 @@ pub(crate) struct Dirty {
     feeds: BTreeSet<FeedKey>,
     /// The heads the remote announced for some of `feeds` (the latest of each).
     heads: BTreeMap<FeedKey, Cursor>,
+    /// The changes notifications carried for some of `feeds`.
+    pages: Notified,
 }
+
+/// What the next sync covers: the feeds, the remote heads announced for them, and the
+/// changes notifications carried.
+pub(crate) type Next = (FeedFilter, BTreeMap<FeedKey, Cursor>, Notified);
 
 impl Dirty {
     /// Every feed must be looked at.
@@ -30,15 +39,23 @@ impl Dirty {
         self.all = true;
         self.feeds.clear();
         self.heads.clear();
+        self.pages.clear();
     }
 
-    /// The remote announced `head` as `feed`'s new head.
-    pub fn announced(&mut self, feed: FeedKey, head: Cursor) {
-        self.feed(feed.clone());
+    /// The remote announced `n.head` as `n.feed`'s new head, maybe with its changes.
+    pub fn announced(&mut self, n: &Notification) {
+        self.feed(n.feed.clone());
         if !self.all {
-            let h = self.heads.entry(feed).or_insert(head);
-            *h = (*h).max(head);
+            let h = self.heads.entry(n.feed.clone()).or_insert(n.head);
+            *h = (*h).max(n.head);
+            self.pages.add(n);
         }
+    }
+
+    /// Forgets the changes notifications carried (their stream ended: the remote may have
+    /// restarted as another replica, whose cursors they are not).
+    pub fn forget_pages(&mut self) {
+        self.pages.clear();
     }
 
     /// `feed` changed (here or on the remote).
@@ -57,17 +74,17 @@ impl Dirty {
         self.all || !self.feeds.is_empty()
     }
 
-    /// What the next sync covers, and the remote heads announced for it, leaving nothing
-    /// waiting.
-    pub fn take(&mut self) -> (FeedFilter, BTreeMap<FeedKey, Cursor>) {
+    /// What the next sync covers, leaving nothing waiting.
+    pub fn take(&mut self) -> Next {
         let filter = if self.all {
             FeedFilter::All
         } else {
             FeedFilter::Only(std::mem::take(&mut self.feeds))
         };
         let heads = std::mem::take(&mut self.heads);
+        let pages = std::mem::take(&mut self.pages);
         *self = Dirty::default();
-        (filter, heads)
+        (filter, heads, pages)
     }
 }
 
@@ -103,17 +120,20 @@ mod tests {
     #[test]
     fn announced_heads_are_kept_with_their_feeds() {
         let mut d = Dirty::default();
-        d.announced(feed(1), Cursor(7));
-        d.announced(feed(1), Cursor(5));
+        d.announced(&Notification::new(feed(1), Cursor(7)));
+        d.announced(&Notification::new(feed(1), Cursor(5)));
         d.feed(feed(2));
-        let (filter, heads) = d.take();
+        let (filter, heads, _) = d.take();
         assert_eq!(
             filter,
             FeedFilter::Only([feed(1), feed(2)].into_iter().collect())
         );
         assert_eq!(heads, [(feed(1), Cursor(7))].into_iter().collect());
-        d.announced(feed(1), Cursor(9));
+        d.announced(&Notification::new(feed(1), Cursor(9)));
         d.everything();
-        assert_eq!(d.take(), (FeedFilter::All, BTreeMap::new()));
+        assert_eq!(
+            d.take(),
+            (FeedFilter::All, BTreeMap::new(), Notified::default())
+        );
     }
 }

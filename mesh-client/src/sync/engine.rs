@@ -31,6 +31,7 @@ use crate::shared::{Changed, SharedReplica};
 use crate::store::DeviceStore;
 use crate::sync::dirty::Dirty;
 use crate::sync::events::{ChangeKind, ChangeSource, Event};
+use crate::sync::notified::Notified;
 use crate::sync::status::{pending, StatusCell, Statuses};
 use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
@@ -282,13 +283,13 @@ impl Engine {
             }
             let due = retry_at.is_none_or(|t| Instant::now() >= t);
             if (dirty.is_set() || !waiters.is_empty()) && due {
-                let (mut filter, heads) = dirty.take();
+                let (mut filter, heads, pages) = dirty.take();
                 if !waiters.is_empty() {
                     // `sync_now` promises a whole sync.
                     filter = FeedFilter::All;
                 }
                 let stream_open = stream.watch.is_some();
-                match self.sessions(filter, heads, stream_open).await {
+                match self.sessions(filter, heads, pages, stream_open).await {
                     Ok((report, pending)) => {
                         failures = 0;
                         retry_at = None;
@@ -372,7 +373,7 @@ impl Engine {
                     Some(n) => {
                         self.status.announced(n.feed.clone());
                         if auto {
-                            dirty.announced(n.feed, n.head);
+                            dirty.announced(&n);
                         }
                     }
                     None => {
@@ -382,6 +383,7 @@ impl Engine {
                         // hammered.
                         stream.watch = None;
                         self.known_remote = None;
+                        dirty.forget_pages();
                         if stream.opened_at.elapsed() >= STREAM_SETTLED {
                             stream.failures = 0;
                         }
@@ -443,12 +445,13 @@ impl Engine {
     }
 
     /// Runs sessions as above. A targeted first session skips `feeds` when the remote's name is known (`heads` are
-    /// the remote heads notifications announced); a whole one run while the notification
-    /// stream is open (`stream_open`) makes the name known.
+    /// the remote heads notifications announced, `pages` the changes they carried); a whole
+    /// one run while the notification stream is open (`stream_open`) makes the name known.
     async fn sessions(
         &mut self,
         filter: FeedFilter,
         heads: BTreeMap<FeedKey, Cursor>,
+        mut pages: Notified,
         stream_open: bool,
     ) -> std::result::Result<(SyncReport, u64), Failure> {
         if !self.verified {
@@ -473,7 +476,11 @@ impl Engine {
                 _ => None,
             };
             let whole = feeds == FeedFilter::All;
-            let (r, p) = self.session(feeds, known).await?;
+            // Pages only stand for pulls of the remote they came from, known by name.
+            if known.is_none() {
+                pages.clear();
+            }
+            let (r, p) = self.session(feeds, known, &mut pages).await?;
             if whole && stream_open {
                 self.known_remote = self.last_remote.clone();
             }
@@ -493,12 +500,15 @@ impl Engine {
         Ok((total, pending))
     }
 
-    /// One session; its report and the local changes still unacknowledged at its end.
+    /// One session; its report and the local changes still unacknowledged at its end. A pull
+    /// from where a page of `pages` starts is answered by that page.
     async fn session(
         &mut self,
         feeds: FeedFilter,
         known: Option<KnownRemote>,
+        pages: &mut Notified,
     ) -> std::result::Result<(SyncReport, u64), Failure> {
+        let heads = known.as_ref().map(|k| k.heads.clone()).unwrap_or_default();
         let mut config = SessionConfig::new(self.remote.clone());
         config.feeds = feeds;
         config.known = known;
@@ -555,15 +565,19 @@ impl Engine {
                 Step::Send(request) => {
                     let pull = PullKey::of(&request);
                     let pipelined = pipelines(&request);
-                    let answer = match ahead.pop_front() {
-                        // Sent ahead, after the blobs it names.
-                        Some(p) if p.request == request => p,
-                        _ => {
-                            // Not what the session asks for: dropping them cancels them.
-                            ahead.clear();
-                            let blobs = self.blob_upload(&request);
-                            InFlight::send(&self.transport, request, None, blobs)
-                        }
+                    let answer = match pages.answer(&request, &heads) {
+                        // A notification brought this pull's answer.
+                        Some(response) => Answer::Notified(response),
+                        None => Answer::Remote(match ahead.pop_front() {
+                            // Sent ahead, after the blobs it names.
+                            Some(p) if p.request == request => p,
+                            _ => {
+                                // Not what the session asks for: dropping them cancels them.
+                                ahead.clear();
+                                let blobs = self.blob_upload(&request);
+                                InFlight::send(&self.transport, request, None, blobs)
+                            }
+                        }),
                     };
                     if pipelined {
                         // While this push travels and merges: send the ones after it (after
@@ -590,8 +604,11 @@ impl Engine {
                             InFlight::send(&self.transport, request, Some(place), blobs)
                         }));
                     }
-                    let mut response = answer.answer().await?;
-                    if ahead.is_empty() {
+                    let mut response = match answer {
+                        Answer::Notified(response) => response,
+                        Answer::Remote(answer) => answer.answer().await?,
+                    };
+                    if ahead.is_empty() && !follows_notified(pages, &response) {
                         ahead.extend(prefetch(&self.transport, pull, &response));
                     }
                     // The remote answered: say so before reporting what it sent.
@@ -965,6 +982,14 @@ fn pushes_ahead(
     Ok(next)
 }
 
+/// Where the answer to a session's request comes from.
+enum Answer {
+    /// A notification carried it (see [`Notified`]).
+    Notified(Response),
+    /// The remote, asked now or ahead.
+    Remote(InFlight),
+}
+
 /// A request on its way: a pull page asked for ahead, a push sent ahead, or the request the
 /// session asked for; and its answer to come (the request is cancelled if this is dropped
 /// unused: the session ended or failed first).
@@ -1110,6 +1135,15 @@ fn prefetch(
         limit,
     };
     Some(InFlight::send(transport, request, None, None))
+}
+
+/// Whether the page after `answer` (a pull's) came with a notification: it is not asked for
+/// ahead.
+fn follows_notified(pages: &Notified, answer: &Response) -> bool {
+    match answer {
+        Response::Changes { feed, next, .. } => pages.has(feed, *next),
+        _ => false,
+    }
 }
 
 /// Whether a push may travel beside the next page of its feed: not for the feeds whose

@@ -3,6 +3,7 @@
 mod dirty;
 pub(crate) mod engine;
 pub mod events;
+mod notified;
 mod options;
 pub(crate) mod status;
 pub(crate) mod stream;

@@ -497,7 +497,7 @@ impl Transport for HttpTransport {
             attempt += 1;
             let mut req = inner
                 .stream_client
-                .get(format!("{}/mesh/notifications", inner.base))
+                .get(format!("{}/mesh/notifications?changes=1", inner.base))
                 .bearer_auth(&inner.token)
                 .header(ACCEPT, "text/event-stream");
             let last = inner

@@ -46,6 +46,32 @@ pub struct Notification {
     pub feed: FeedKey,
     /// Its new head in the remote's change log.
     pub head: Cursor,
+    /// The changes that moved it, when the remote sent them along (a hub does for small
+    /// pushes): what a pull of `feed` after [`NotifiedChanges::since`] would answer, up to
+    /// `head`. The engine merges them in place of that pull when its cursor stands there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<NotifiedChanges>,
+}
+
+impl Notification {
+    /// A notification of `feed`'s new `head`, without its changes.
+    pub fn new(feed: FeedKey, head: Cursor) -> Self {
+        Notification {
+            feed,
+            head,
+            changes: None,
+        }
+    }
+}
+
+/// The changes a [`Notification`] carries: the feed's changes after `since`, up to the
+/// notification's head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifiedChanges {
+    /// The position in the remote's change log they follow.
+    pub since: Cursor,
+    /// The entries, in change order.
+    pub entries: Vec<mesh_core::model::Entry>,
 }
 
 /// Who a remote says a transport's credentials belong to (see [`Transport::whoami`]).

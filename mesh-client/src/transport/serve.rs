@@ -99,10 +99,7 @@ impl ReplicaServer {
                                 .run_now(|r| guard::can_read(r.store(), &user, &c.feed))
                                 .unwrap_or(false);
                             if visible {
-                                let n = Notification {
-                                    feed: c.feed,
-                                    head: c.head,
-                                };
+                                let n = Notification::new(c.feed, c.head);
                                 return Some((n, rx));
                             }
                         }

@@ -15,6 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -28,6 +30,7 @@ use mesh_core::model::{names, FeedKey, Scope};
 use mesh_core::store::{Cursor, Store};
 use mesh_core::sync::guard;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
@@ -145,6 +148,46 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 struct Note<'a> {
     feed: &'a FeedKey,
     head: Cursor,
+    /// A small push's changes, for every device but the pusher (see [`crate::changed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<NotePage<'a>>,
+}
+
+#[derive(Serialize)]
+struct NotePage<'a> {
+    since: Cursor,
+    entries: &'a RawValue,
+}
+
+impl<'a> Note<'a> {
+    /// The notification of `c` for watcher `w`: with the changes if it asked for them.
+    fn of(c: &'a Changed, w: &Watcher) -> Self {
+        let page = w.paged.as_ref().and_then(|_| c.page_for(&w.device));
+        Note {
+            feed: &c.moved.feed,
+            head: c.moved.head,
+            changes: page.map(|p| NotePage {
+                since: p.since,
+                entries: &p.entries,
+            }),
+        }
+    }
+}
+
+/// Counts a watch that asked for changes along (`?changes=1`) while it lasts.
+struct Paged(Arc<AtomicUsize>);
+
+impl Paged {
+    fn new(state: &HubState) -> Paged {
+        state.0.paged.fetch_add(1, Ordering::Relaxed);
+        Paged(state.0.paged.clone())
+    }
+}
+
+impl Drop for Paged {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Serialize)]
@@ -174,6 +217,8 @@ struct Watcher {
     pos: u64,
     heartbeat: tokio::time::Interval,
     _guard: StreamGuard,
+    /// Set when the watch asked for changes along.
+    paged: Option<Paged>,
     done: bool,
 }
 
@@ -193,11 +238,11 @@ async fn backlog(
                 global = global.max(m.seq);
                 if let Some(s) = since {
                     if m.seq > s && guard::can_read(r.store(), &user, &m.feed)? {
-                        out.push(m);
+                        out.push(Changed::from(m));
                     }
                 }
             }
-            out.sort_by_key(|m| m.seq);
+            out.sort_by_key(|m| m.moved.seq);
             Ok::<_, mesh_core::CoreError>((out, global))
         })
         .await?
@@ -250,7 +295,7 @@ impl Watcher {
             return None;
         }
         if let Some(c) = self.pending.pop_front() {
-            self.pos = self.pos.max(c.seq);
+            self.pos = self.pos.max(c.moved.seq);
             return Some(Item::Change(c));
         }
         loop {
@@ -271,11 +316,11 @@ impl Watcher {
                 },
                 c = self.rx.recv() => match c {
                     Ok(c) => {
-                        if c.feed.name.as_str() == names::MEMBERS {
+                        if c.moved.feed.name.as_str() == names::MEMBERS {
                             self.visible.clear();
                         }
-                        if c.seq > self.pos && self.visible(&c.feed).await {
-                            self.pos = c.seq;
+                        if c.moved.seq > self.pos && self.visible(&c.moved.feed).await {
+                            self.pos = c.moved.seq;
                             return Some(Item::Change(c));
                         }
                     }
@@ -285,7 +330,7 @@ impl Watcher {
                         let (back, _) = backlog(&self.state, &self.user, Some(self.pos)).await.ok()?;
                         self.pending.extend(back);
                         if let Some(c) = self.pending.pop_front() {
-                            self.pos = self.pos.max(c.seq);
+                            self.pos = self.pos.max(c.moved.seq);
                             return Some(Item::Change(c));
                         }
                     }
@@ -307,11 +352,7 @@ fn sse_event(w: &Watcher, item: Item) -> Event {
     let key = w.state.cursor_key();
     match item {
         Item::Change(c) => {
-            let data = serde_json::to_string(&Note {
-                feed: &c.feed,
-                head: c.head,
-            })
-            .unwrap_or_default();
+            let data = serde_json::to_string(&Note::of(&c, w)).unwrap_or_default();
             Event::default()
                 .event("change")
                 .id(encode_cursor(&key, "*", Cursor(w.pos)))
@@ -349,6 +390,11 @@ pub(crate) async fn notifications(
             Err(_) => return Err(ApiError::bad_request("wait must be a number of seconds")),
         },
     };
+    let paged = match q.get("changes").map(String::as_str) {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return Err(ApiError::bad_request("changes must be 0 or 1")),
+    };
     let sse = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -365,6 +411,7 @@ pub(crate) async fn notifications(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut w = Watcher {
         _guard: StreamGuard::new(&state, &auth.principal.device),
+        paged: paged.then(|| Paged::new(&state)),
         state,
         user,
         device: auth.principal.device,
@@ -395,7 +442,7 @@ pub(crate) async fn notifications(
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes: Vec<Changed> = w.pending.drain(..).collect();
     if let Some(c) = changes.last() {
-        w.pos = w.pos.max(c.seq);
+        w.pos = w.pos.max(c.moved.seq);
     }
     while changes.is_empty() {
         match tokio::time::timeout_at(deadline, w.next()).await {
@@ -407,13 +454,7 @@ pub(crate) async fn notifications(
     }
     let body = LongPoll {
         cursor: encode_cursor(&w.state.cursor_key(), "*", Cursor(w.pos)),
-        changes: changes
-            .iter()
-            .map(|c| Note {
-                feed: &c.feed,
-                head: c.head,
-            })
-            .collect(),
+        changes: changes.iter().map(|c| Note::of(c, &w)).collect(),
     };
     Ok(json(StatusCode::OK, &body))
 }

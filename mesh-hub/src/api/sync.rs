@@ -54,6 +54,7 @@ pub(crate) async fn sync(
         Request::Push { .. } => "push",
     };
     let user = auth.principal.user.clone();
+    let device = auth.principal.device.clone();
     let changes = state.announcer();
     // The keyring is read on the blocking threads below, never here: reading it checks the
     // accounts' version, a query on PostgreSQL (and a lock on SQLite). For the work on the
@@ -107,6 +108,15 @@ pub(crate) async fn sync(
                 }
             }
         }
+        // Where the pushed feed stood: a small push's changes travel in its notification.
+        let before = match &request {
+            Request::Push { feed, entries, .. }
+                if entries.len() <= crate::changed::PAGE_MAX_CHANGES && changes.listened() =>
+            {
+                Some(mesh_core::store::Store::head(r.store(), feed)?)
+            }
+            _ => None,
+        };
         let response = guard::respond_as(
             r,
             Pusher::new(&user, &*keyring)
@@ -123,7 +133,10 @@ pub(crate) async fn sync(
             }
             if results.iter().any(|x| x.outcome.changed()) {
                 // Announced under the lock, so announcements leave in change order.
-                changes.moved(r.store(), feed)?;
+                match before {
+                    Some(since) => changes.pushed(r.store(), feed, since, &device)?,
+                    None => changes.moved(r.store(), feed)?,
+                }
             }
         }
         let merged = match &response {

@@ -23,6 +23,7 @@ mod folder_delete;
 mod http_transport;
 mod hubs;
 mod limits;
+mod notified;
 mod ops;
 mod oracles;
 mod relay;

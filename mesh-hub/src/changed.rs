@@ -1,0 +1,199 @@
+//! What the hub's notification streams hear when a feed moves: the feed's new head and, for a
+//! small push, the changes themselves.
+//!
+//! A device told that a feed moved pulls it: one more round trip before the change is merged
+//! there. When the push that moved the feed was small, its changes travel in the notification
+//! (`changes`, see `docs/protocol.md`, "Notifications"), read back from the store under the
+//! folder's lock right after the push committed. A device whose pull cursor stands where they
+//! start merges them as the answer to that pull and skips the request. The changes are exactly
+//! what the pull would answer: everything the feed's change log holds between the head before
+//! the push and the head after it (the pushing device, which a pull would skip them for, gets
+//! the notification without them). Pages are optional: a device that is behind, a hub on
+//! PostgreSQL (whose notifications come from the database) or a push too large just announce
+//! the head, as before.
+
+use std::sync::Arc;
+
+use mesh_core::id::DeviceId;
+use mesh_core::model::{Entry, FeedKey};
+use mesh_core::store::{Cursor, FeedMoved, Store};
+use serde_json::value::RawValue;
+
+/// The most changes a notification carries.
+pub(crate) const PAGE_MAX_CHANGES: usize = 16;
+
+/// The most bytes of entries (by [`Entry::wire_len_bound`]) a notification carries.
+pub(crate) const PAGE_MAX_BYTES: usize = 16 << 10;
+
+/// Announcements not yet taken by every stream beyond which a push carries no changes: the
+/// broadcast holds what waits in memory (up to its capacity), and a stream that far behind
+/// would not use them anyway. So pages held stay under about this many times
+/// [`PAGE_MAX_BYTES`], whoever pushes.
+pub(crate) const PAGED_BACKLOG: usize = 256;
+
+/// A feed of the hub's replica moved to a new head: the head, and the replica-wide number
+/// that orders the move among all others (notification cursors count those; they never leave
+/// the hub in clear).
+#[derive(Debug, Clone)]
+pub(crate) struct Changed {
+    /// The feed, its new head and the replica-wide number.
+    pub moved: FeedMoved,
+    /// The changes that moved it, when they are few and small.
+    pub page: Option<Arc<Page>>,
+}
+
+impl From<FeedMoved> for Changed {
+    fn from(moved: FeedMoved) -> Self {
+        Changed { moved, page: None }
+    }
+}
+
+/// The changes of one push, from the head before it to [`FeedMoved::head`].
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// The head before the push: the pull cursor they follow.
+    pub since: Cursor,
+    /// The device that pushed them (its notification goes without them).
+    pub by: DeviceId,
+    /// The entries, in change order, as the JSON array a pull answer holds.
+    pub entries: Box<RawValue>,
+}
+
+impl Changed {
+    /// The page to send to `device`'s streams: none to the device that pushed it.
+    pub fn page_for(&self, device: &DeviceId) -> Option<&Page> {
+        self.page.as_deref().filter(|p| &p.by != device)
+    }
+}
+
+/// The changes of `feed` after `since`, if they end at `moved`'s head, are at most
+/// [`PAGE_MAX_CHANGES`] and [`PAGE_MAX_BYTES`], and encode. Read in the same transaction
+/// scope as the push (under the folder's lock), so nothing else lies in between.
+pub(crate) fn page<S: Store>(
+    store: &S,
+    feed: &FeedKey,
+    since: Cursor,
+    moved: &FeedMoved,
+    by: &DeviceId,
+) -> Result<Option<Page>, mesh_core::CoreError> {
+    if moved.head <= since {
+        return Ok(None);
+    }
+    let read = store.changes_since(feed, since, PAGE_MAX_CHANGES + 1, None)?;
+    if read.more || read.next != moved.head || read.changes.len() > PAGE_MAX_CHANGES {
+        return Ok(None);
+    }
+    let bytes: usize = read.changes.iter().map(|c| c.entry.wire_len_bound()).sum();
+    if bytes > PAGE_MAX_BYTES {
+        return Ok(None);
+    }
+    let entries: Vec<&Entry> = read.changes.iter().map(|c| &c.entry).collect();
+    let Ok(json) = serde_json::to_string(&entries) else {
+        return Ok(None);
+    };
+    let Ok(entries) = RawValue::from_string(json) else {
+        return Ok(None);
+    };
+    Ok(Some(Page {
+        since,
+        by: by.clone(),
+        entries,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::model::EntryDraft;
+    use mesh_core::replica::{Actor, Replica};
+    use mesh_core::store::MemoryStore;
+    use mesh_core::time::Timestamp;
+
+    use super::*;
+
+    fn feed() -> FeedKey {
+        FeedKey::folder("f1".parse().unwrap(), "todos".parse().unwrap())
+    }
+
+    /// A replica whose feed holds `n` entries of `bytes` bytes of content each.
+    fn replica(n: usize, bytes: usize) -> Replica<MemoryStore> {
+        let mut r = Replica::new(MemoryStore::new("hub".parse().unwrap()));
+        let ann = Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap());
+        let now = Timestamp::from_unix(1_700_000_000).unwrap();
+        for i in 0..n {
+            let draft = EntryDraft::new(
+                format!("t{i}"),
+                serde_json::json!({ "x": "y".repeat(bytes) }),
+            );
+            r.create(&feed(), format!("t{i}").parse().unwrap(), draft, &ann, now)
+                .unwrap();
+        }
+        r
+    }
+
+    fn moved(r: &Replica<MemoryStore>) -> FeedMoved {
+        r.store().feed_moved(&feed()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_page_holds_exactly_the_changes_from_its_cursor_to_the_head() {
+        let by: DeviceId = "laptop".parse().unwrap();
+        let r = replica(3, 10);
+        let m = moved(&r);
+        let page = page(r.store(), &feed(), Cursor(1), &m, &by)
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.since, Cursor(1));
+        let entries: Vec<Entry> = serde_json::from_str(page.entries.get()).unwrap();
+        let titles: Vec<_> = entries.iter().map(|e| e.content.title.as_str()).collect();
+        assert_eq!(titles, ["t1", "t2"]);
+        // The head read does not follow the cursor: nothing.
+        assert!(page_at(&r, Cursor(3)).is_none());
+        assert!(page_at(&r, Cursor(4)).is_none());
+    }
+
+    fn page_at(r: &Replica<MemoryStore>, since: Cursor) -> Option<Page> {
+        page(
+            r.store(),
+            &feed(),
+            since,
+            &moved(r),
+            &"laptop".parse().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn large_or_long_pushes_carry_no_changes() {
+        let r = replica(PAGE_MAX_CHANGES + 1, 10);
+        assert!(page_at(&r, Cursor::ZERO).is_none(), "too many changes");
+        assert!(page_at(&r, Cursor(1)).is_some(), "the last 16 fit");
+        let r = replica(2, PAGE_MAX_BYTES / 2);
+        assert!(page_at(&r, Cursor::ZERO).is_none(), "too many bytes");
+        assert!(page_at(&r, Cursor(1)).is_some());
+    }
+
+    #[test]
+    fn a_backed_up_broadcast_carries_no_more_changes() {
+        let r = replica(1, 10);
+        let by: DeviceId = "laptop".parse().unwrap();
+        let (tx, mut slow) = tokio::sync::broadcast::channel::<Changed>(4096);
+        let announcer = crate::state::Announcer::listening(tx, 1);
+        let mut paged = 0;
+        for _ in 0..PAGED_BACKLOG * 2 {
+            announcer
+                .pushed(r.store(), &feed(), Cursor::ZERO, &by)
+                .unwrap();
+        }
+        while let Ok(c) = slow.try_recv() {
+            paged += usize::from(c.page.is_some());
+        }
+        assert_eq!(paged, PAGED_BACKLOG, "pages stop once that many wait");
+        // A stream that keeps up gets every one.
+        for _ in 0..PAGED_BACKLOG * 2 {
+            announcer
+                .pushed(r.store(), &feed(), Cursor::ZERO, &by)
+                .unwrap();
+            assert!(slow.try_recv().unwrap().page.is_some());
+        }
+    }
+}
