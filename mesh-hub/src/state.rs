@@ -500,6 +500,37 @@ impl Announcer {
             .is_some_and(|l| l.paged.load(std::sync::atomic::Ordering::Relaxed) > 0)
     }
 
+    /// The head of `feed` before a write, when a notification may carry the write's changes
+    /// (`entries` of them at most; see [`crate::changed`]): for [`Announcer::written`].
+    pub fn before(
+        &self,
+        store: &impl mesh_core::store::Store,
+        feed: &FeedKey,
+        entries: usize,
+    ) -> Result<Option<Cursor>, mesh_core::CoreError> {
+        match entries <= crate::changed::PAGE_MAX_CHANGES && self.listened() {
+            true => store.head(feed).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// Announces `feed`'s new head after a write that found it at `since` (from
+    /// [`Announcer::before`]; `None`: the head only), with the write's changes when they are
+    /// small enough to travel along; `by`: the device that pushed them through the sync
+    /// protocol (none for the hub's own writes).
+    pub fn written(
+        &self,
+        store: &impl mesh_core::store::Store,
+        feed: &FeedKey,
+        since: Option<Cursor>,
+        by: Option<&DeviceId>,
+    ) -> Result<(), mesh_core::CoreError> {
+        match since {
+            Some(since) => self.pushed(store, feed, since, by),
+            None => self.moved(store, feed),
+        }
+    }
+
     /// Announces `feed`'s new head after a push by `by` that found it at `since`, with the
     /// push's changes when they are small enough to travel along (see [`crate::changed`]).
     pub fn pushed(
@@ -507,7 +538,7 @@ impl Announcer {
         store: &impl mesh_core::store::Store,
         feed: &FeedKey,
         since: Cursor,
-        by: &DeviceId,
+        by: Option<&DeviceId>,
     ) -> Result<(), mesh_core::CoreError> {
         let Some(moved) = store.feed_moved(feed)? else {
             return Ok(());

@@ -182,6 +182,7 @@ async fn write_checked(
                 let when = now();
                 let stamp = Stamp::new(endpoint, when);
                 let mut new = make(local.as_ref(), &stamp, when)?;
+                let before = changes.before(r.store(), &feed, 1)?;
                 // The hub writes under its own endpoint, signed with the authority key, and the
                 // guard checks the version as the caller's write, in the same transaction.
                 let deleted = new.sync.deleted;
@@ -209,7 +210,7 @@ async fn write_checked(
                         // Deleting the folder record deletes the folder: purge it.
                         crate::purge::if_deleted(r, &purge_state.0.blobs, f)?;
                     }
-                    changes.moved(r.store(), &feed)?;
+                    changes.written(r.store(), &feed, before, None)?;
                 }
                 r.get(&feed, &id)?
                     .ok_or_else(|| ApiError::internal("written entry vanished"))
@@ -1380,6 +1381,7 @@ pub(crate) async fn post_entries(
                 scope_of(&key),
                 move || keys.keyring(),
                 move |r, keyring| {
+                    let before = changes.before(r.store(), &k, feed.entries.len())?;
                     let resp = guard::respond_as(
                         r,
                         Pusher::new(&user, &*keyring)
@@ -1392,7 +1394,7 @@ pub(crate) async fn post_entries(
                     )?;
                     if let SyncResponse::Pushed { results, .. } = &resp {
                         if results.iter().any(|x| x.outcome.changed()) {
-                            changes.moved(r.store(), &k)?;
+                            changes.written(r.store(), &k, before, None)?;
                         }
                     }
                     Ok::<_, CoreError>(resp)

@@ -110,10 +110,8 @@ pub(crate) async fn sync(
         }
         // Where the pushed feed stood: a small push's changes travel in its notification.
         let before = match &request {
-            Request::Push { feed, entries, .. }
-                if entries.len() <= crate::changed::PAGE_MAX_CHANGES && changes.listened() =>
-            {
-                Some(mesh_core::store::Store::head(r.store(), feed)?)
+            Request::Push { feed, entries, .. } => {
+                changes.before(r.store(), feed, entries.len())?
             }
             _ => None,
         };
@@ -133,10 +131,7 @@ pub(crate) async fn sync(
             }
             if results.iter().any(|x| x.outcome.changed()) {
                 // Announced under the lock, so announcements leave in change order.
-                match before {
-                    Some(since) => changes.pushed(r.store(), feed, since, &device)?,
-                    None => changes.moved(r.store(), feed)?,
-                }
+                changes.written(r.store(), feed, before, Some(&device))?;
             }
         }
         let merged = match &response {

@@ -278,3 +278,37 @@ async fn only_streams_that_ask_for_changes_get_them() {
     assert!(without.get("changes").is_none(), "{without}");
     assert_eq!(with["head"], without["head"]);
 }
+
+/// A write through the REST API is the hub's own: its changes travel to every device that
+/// listens, the caller's own device too (its pull would not skip them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_write_reaches_devices_in_their_notifications() {
+    let hub = sqlite_hub().await;
+    let (a, _, _) = device(&hub, "ann-a").await;
+    let (b, b_seen, _) = device(&hub, "ann-b").await;
+    let (folder, feed) = shared_feed(&a, &b).await;
+    let before = b_seen.lock().unwrap().requests.len();
+    // With B's own credentials.
+    let token = hub
+        .hub
+        .accounts()
+        .mint_token(&"ann-b".parse().unwrap())
+        .unwrap();
+    let rest = crate::hubs::Rest::new(&hub, token);
+    let (s, body) = rest
+        .post(
+            &format!("/mesh/folders/{folder}/feeds/{feed}/entries"),
+            json!({"title": "from the web"}),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {body}");
+    until_entries(&b, &folder, &feed, 2).await;
+    until_entries(&a, &folder, &feed, 2).await;
+    let seen = b_seen.lock().unwrap();
+    assert_eq!(
+        pulls(&seen.requests[before..], &feed),
+        0,
+        "{:?}",
+        seen.requests
+    );
+}
