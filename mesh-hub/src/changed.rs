@@ -1,16 +1,17 @@
 //! What the hub's notification streams hear when a feed moves: the feed's new head and, for a
-//! small push, the changes themselves.
+//! small write, the changes themselves.
 //!
 //! A device told that a feed moved pulls it: one more round trip before the change is merged
-//! there. When the push that moved the feed was small, its changes travel in the notification
-//! (`changes`, see `docs/protocol.md`, "Notifications"), read back from the store under the
-//! folder's lock right after the push committed. A device whose pull cursor stands where they
-//! start merges them as the answer to that pull and skips the request. The changes are exactly
-//! what the pull would answer: everything the feed's change log holds between the head before
-//! the push and the head after it (the pushing device, which a pull would skip them for, gets
-//! the notification without them). Pages are optional: a device that is behind, a hub on
-//! PostgreSQL (whose notifications come from the database) or a push too large just announce
-//! the head, as before.
+//! there. When the write that moved the feed was small (a push through the sync protocol, or
+//! a REST write), its changes travel in the notification (`changes`, see `docs/protocol.md`,
+//! "Notifications"), read back from the store under the folder's lock right after the write
+//! committed. A device whose pull cursor stands where they start merges them as the answer to
+//! that pull and skips the request. The changes are exactly what the pull would answer:
+//! everything the feed's change log holds between the head before the write and the head
+//! after it (the pushing device, which a pull would skip them for, gets the notification
+//! without them). Pages are optional: a device that is behind, a hub on PostgreSQL (whose
+//! notifications come from the database) or a write too large just announce the head, as
+//! before.
 
 use std::sync::Arc;
 
@@ -48,10 +49,10 @@ impl From<FeedMoved> for Changed {
     }
 }
 
-/// The changes of one push, from the head before it to [`FeedMoved::head`].
+/// The changes of one write, from the head before it to [`FeedMoved::head`].
 #[derive(Debug)]
 pub(crate) struct Page {
-    /// The head before the push: the pull cursor they follow.
+    /// The head before the write: the pull cursor they follow.
     pub since: Cursor,
     /// The device that pushed them through the sync protocol, whose notification goes without
     /// them (its pull would skip them); `None` for the hub's own writes (REST), which every
@@ -72,7 +73,7 @@ impl Changed {
 
 /// The changes of `feed` after `since`, if they end at `moved`'s head, are at most
 /// [`PAGE_MAX_CHANGES`] and [`PAGE_MAX_BYTES`], and encode. Read in the same transaction
-/// scope as the push (under the folder's lock), so nothing else lies in between.
+/// scope as the write (under the folder's lock), so nothing else lies in between.
 pub(crate) fn page<S: Store>(
     store: &S,
     feed: &FeedKey,

@@ -148,7 +148,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 struct Note<'a> {
     feed: &'a FeedKey,
     head: Cursor,
-    /// A small push's changes, for every device but the pusher (see [`crate::changed`]).
+    /// A small write's changes, except to the device that pushed them (see
+    /// [`crate::changed`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<NotePage<'a>>,
 }
