@@ -533,9 +533,13 @@ async fn conflict_copies_in_the_same_second_never_replace_each_other() {
 }
 
 /// Swaps the directory `dir` (inside a mapped root) for a symbolic link to `outside`, keeping
-/// the real directory as `<dir>.real`.
+/// the real directory as `<dir>.real`. The swap is one atomic exchange, as an attacker would
+/// make it: with a rename and then a link, another writer thread of the mapping could find
+/// `dir` missing in between and create it again (a directory inside the root: harmless, but
+/// then there is nothing to swap).
 #[cfg(unix)]
 fn swap_for_symlink(dir: &Path, outside: &Path) {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
     // Hooks run on the mapping's writer threads, several at once: one swap at a time.
     static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = SWAP.lock().unwrap_or_else(|p| p.into_inner());
@@ -543,8 +547,11 @@ fn swap_for_symlink(dir: &Path, outside: &Path) {
     if dir.is_symlink() || real.exists() {
         return;
     }
-    std::fs::rename(dir, &real).unwrap();
-    std::os::unix::fs::symlink(outside, dir).unwrap();
+    let link = dir.with_extension("link");
+    std::os::unix::fs::symlink(outside, &link).unwrap();
+    renameat_with(CWD, &link, CWD, dir, RenameFlags::EXCHANGE).unwrap();
+    // `link` now names the real directory.
+    std::fs::rename(&link, &real).unwrap();
 }
 
 /// Why: path checks and the later open or rename were separate steps, so a process swapping a
