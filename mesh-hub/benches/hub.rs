@@ -573,10 +573,18 @@ async fn run() -> Result<(), Error> {
                 )
                 .await?;
             local.push(t.elapsed());
-            session_done(&mut c_events).await?;
-            times.push(t.elapsed());
+            // Both awaited together: D's change event often comes before C's session ends,
+            // and is timed when it comes, not after C's.
+            let (c_done, seen) = tokio::join!(
+                async {
+                    session_done(&mut c_events).await?;
+                    Ok::<_, Error>(t.elapsed())
+                },
+                change_received(&mut d_events, e.sync.id.as_str())
+            );
+            times.push(c_done?);
+            let seen = seen?;
             bytes.push(counters.total() - before);
-            let seen = change_received(&mut d_events, e.sync.id.as_str()).await?;
             end_to_end.push(seen - t);
             bytes_d.push(counters_d.total() - before_d);
         }

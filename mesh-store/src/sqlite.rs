@@ -282,6 +282,7 @@ impl SqliteStore {
         on_disk: bool,
     ) -> Result<Self, StoreError> {
         let fail = |e: rusqlite::Error| open_error(&location, e);
+        tune(&conn).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
 
@@ -437,6 +438,22 @@ impl SqliteStore {
             .close()
             .map_err(|(_, e)| StoreError::Backend(format!("{location}: closing: {e}")))
     }
+}
+
+/// Settings every connection of this crate takes, before anything else.
+///
+/// The query planner's stability guarantee: plans never depend on the values bound to a
+/// statement. Without it SQLite (3.45 and later) takes a bound `LIMIT ?` for a constant while
+/// planning, marks the statement to be planned again whenever that parameter is bound anew,
+/// and so parses and plans a cached statement over again on nearly every call (a page read
+/// asks for `limit + 1` rows, which varies). The statements here name their index where the
+/// plan matters (`INDEXED BY`), so nothing is lost by it.
+pub(crate) fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
 }
 
 /// The first bytes of every SQLite database file.
@@ -1106,6 +1123,25 @@ impl StoreTxn for SqliteTxn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cached statement is planned once: reading pages with a new limit each time does not
+    /// make SQLite parse and plan it again (see [`tune`]).
+    #[test]
+    fn page_reads_keep_their_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("r.db"), "r1".parse().unwrap()).unwrap();
+        let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+        for limit in 1..20 {
+            s.changes_since(&feed, Cursor(limit as u64), limit, None)
+                .unwrap();
+            s.list(&feed, None, limit).unwrap();
+        }
+        for sql in [SQL_CHANGES, SQL_LIST] {
+            let st = s.conn.prepare_cached(sql).unwrap();
+            let planned_again = st.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(planned_again, 0, "{sql}");
+        }
+    }
 
     fn synchronous(s: &SqliteStore) -> i64 {
         s.conn

@@ -530,17 +530,56 @@ impl Engine {
                 Some(p) => p,
                 None => {
                     let (fill, remote) = (ahead.is_empty(), self.remote.clone());
-                    let (s, p) = self
+                    // A pull that a notification answers is merged in the same hand-off as
+                    // the poll that asks for it. Only from a remote whose word is taken as
+                    // it comes (a hub): a peer's pages are judged first, on the way below.
+                    let notified = match pages.is_empty() {
+                        true => None,
+                        false => match self.transport.relayer().await {
+                            Ok(None) => Some((std::mem::take(pages), heads.clone())),
+                            _ => None,
+                        },
+                    };
+                    let (events, known) = (self.events.clone(), self.known.clone());
+                    let (s, p, back) = self
                         .shared
                         .run(move |r| {
-                            let p = Polled::poll(&mut session, r, fill, &remote);
-                            (session, p)
+                            let mut p = Polled::poll(&mut session, r, fill, &remote);
+                            let back = notified.map(|(mut pages, heads)| {
+                                if let Ok(Step::Send(request)) = &p.step {
+                                    if let Some(response) = pages.answer(request, &heads) {
+                                        p.received = Some(Box::new(receive_here(
+                                            &mut session,
+                                            r,
+                                            response,
+                                            None,
+                                            fill,
+                                            &remote,
+                                            &events,
+                                            &known,
+                                        )));
+                                    }
+                                }
+                                pages
+                            });
+                            (session, p, back)
                         })
                         .await?;
                     session = s;
+                    if let Some(back) = back {
+                        *pages = back;
+                    }
                     p
                 }
             };
+            if let Some(received) = p.received {
+                // The step was a pull that a notification answered, merged in the poll's
+                // hand-off.
+                self.set_online(true);
+                self.after_receiving(&session, *received, &mut polled)
+                    .await?;
+                continue;
+            }
             match p.step? {
                 Step::Done(report) => {
                     self.last_remote = session.remote_replica().cloned();
@@ -631,67 +670,51 @@ impl Engine {
                             .await?;
                     }
                     let (fill, remote) = (ahead.is_empty(), self.remote.clone());
+                    let (events, known) = (self.events.clone(), self.known.clone());
                     let (s, received) = self
                         .shared
                         .run(move |r| {
-                            let conflicted = conflicted_here(r.store(), &response);
-                            let evs = match &relayer {
-                                Some(peer) => {
-                                    let ring = lock_ring(peer.trust.keyring());
-                                    let judge = Pusher::new(&peer.user, &*ring)
-                                        .with_threads(VERIFY_THREADS);
-                                    session.receive_from(r, response, Some(judge))
-                                }
-                                None => session.receive(r, response),
-                            };
-                            let resolved: HashSet<EntryId> = conflicted
-                                .into_iter()
-                                .filter(|(feed, id)| {
-                                    r.store()
-                                        .get(feed, id)
-                                        .ok()
-                                        .flatten()
-                                        .is_some_and(|e| !e.has_conflicts())
-                                })
-                                .map(|(_, id)| id)
-                                .collect();
-                            let heads = evs.as_ref().ok().and_then(|evs| {
-                                let feed = match evs.first()? {
-                                    SessionEvent::Merged { feed, .. } => feed.clone(),
-                                    SessionEvent::Acknowledged { .. }
-                                    | SessionEvent::Rejected { .. }
-                                    | SessionEvent::RemoteReset { .. } => return None,
-                                };
-                                Some((r.store().head(&feed).ok()?, feed))
-                            });
-                            // The next step in the same hand-off, unless an answer refused
-                            // something (refused invitations are withdrawn first: that is a
-                            // local change the session should see).
-                            let next = evs.as_ref().ok().and_then(|evs| {
-                                let refused = evs
-                                    .iter()
-                                    .any(|e| matches!(e, SessionEvent::Rejected { .. }));
-                                (!refused).then(|| Polled::poll(&mut session, r, fill, &remote))
-                            });
-                            (session, evs.map(|e| (e, heads, resolved, next)))
+                            let received = receive_here(
+                                &mut session,
+                                r,
+                                response,
+                                relayer.as_ref(),
+                                fill,
+                                &remote,
+                                &events,
+                                &known,
+                            );
+                            (session, received)
                         })
                         .await?;
                     session = s;
-                    let (evs, head, resolved, next) = received?;
-                    polled = next;
-                    let refused = self.report_events(evs, head, &resolved);
-                    self.withdraw_invitations(refused).await?;
-                    let r = session.report();
-                    self.emit(Event::SyncProgress {
-                        remote: self.remote.clone(),
-                        sent: r.sent,
-                        received: r.received,
-                        pending: 0,
-                        done: false,
-                    });
+                    self.after_receiving(&session, received, &mut polled)
+                        .await?;
                 }
             }
         }
+    }
+
+    /// Acts on an answer merged by [`receive_here`]: `polled` takes the step found after it.
+    async fn after_receiving(
+        &mut self,
+        session: &SyncSession,
+        received: Received,
+        polled: &mut Option<Polled>,
+    ) -> std::result::Result<(), Failure> {
+        let (reported, head, next) = received?;
+        *polled = next;
+        let refused = self.reported(reported, head);
+        self.withdraw_invitations(refused).await?;
+        let r = session.report();
+        self.emit(Event::SyncProgress {
+            remote: self.remote.clone(),
+            sent: r.sent,
+            received: r.received,
+            pending: 0,
+            done: false,
+        });
+        Ok(())
     }
 
     /// Takes the revocation statements and certificates a `feeds` answer carried: those
@@ -780,99 +803,24 @@ impl Engine {
         })
     }
 
-    /// Reports what a response did; returns the member entries the remote refused because
-    /// the user they name has no account there.
-    fn report_events(
+    /// Acts on what a response did (its events are out already); returns the member entries
+    /// the remote refused because the user they name has no account there.
+    fn reported(
         &mut self,
-        evs: Vec<SessionEvent>,
+        reported: Reported,
         head: Option<(mesh_core::store::Cursor, mesh_core::model::FeedKey)>,
-        resolved: &HashSet<EntryId>,
     ) -> Vec<(FeedKey, EntryId)> {
-        let mut changed = false;
-        let mut unknown_users = Vec::new();
-        for e in evs {
-            match e {
-                SessionEvent::Merged { feed, report } => {
-                    if report.outcome.changed() && feed.name.as_str() == names::MEMBERS {
-                        self.membership_changed = true;
-                    }
-                    let kind = match report.outcome {
-                        MergeOutcome::Unchanged => continue,
-                        MergeOutcome::Conflict => ChangeKind::Conflict,
-                        _ if report.deleted => ChangeKind::Deleted,
-                        // A resolution made elsewhere cleared this entry's conflicts.
-                        _ if resolved.contains(&report.id) => ChangeKind::Resolved,
-                        MergeOutcome::Added => ChangeKind::Added,
-                        MergeOutcome::Updated => ChangeKind::Updated,
-                    };
-                    changed = true;
-                    self.emit(Event::EntryChanged {
-                        feed,
-                        id: report.id,
-                        kind,
-                        source: ChangeSource::Remote(self.remote.clone()),
-                    });
-                }
-                SessionEvent::RemoteReset {
-                    previous,
-                    now,
-                    feeds,
-                } => {
-                    // The objects it was known to hold may be gone with the rest.
-                    self.known.forget();
-                    self.emit(Event::RemoteReset {
-                        remote: self.remote.clone(),
-                        previous: previous.to_string(),
-                        now: now.to_string(),
-                        feeds,
-                    });
-                }
-                SessionEvent::Rejected {
-                    feed,
-                    id,
-                    code,
-                    reason,
-                } => {
-                    self.emit(Event::Rejected {
-                        remote: self.remote.clone(),
-                        feed,
-                        id,
-                        reason,
-                        kind: ErrorKind::of_code(&code).unwrap_or(ErrorKind::PermissionDenied),
-                    });
-                }
-                SessionEvent::Acknowledged { feed, result } => {
-                    if result.outcome.changed() && feed.name.as_str() == names::MEMBERS {
-                        self.membership_changed = true;
-                    }
-                    if let Some(reason) = result.refused {
-                        let kind = result
-                            .code
-                            .as_deref()
-                            .and_then(ErrorKind::of_code)
-                            .unwrap_or(ErrorKind::PermissionDenied);
-                        if kind == ErrorKind::NotFound && feed.name.as_str() == names::MEMBERS {
-                            unknown_users.push((feed.clone(), result.id.clone()));
-                        }
-                        self.emit(Event::Refused {
-                            remote: self.remote.clone(),
-                            feed,
-                            id: result.id,
-                            reason,
-                            kind,
-                        });
-                    }
-                }
-            }
+        if reported.membership_changed {
+            self.membership_changed = true;
         }
-        if let (true, Some((head, feed))) = (changed, head) {
+        if let (true, Some((head, feed))) = (reported.changed, head) {
             self.shared.notify(Changed {
                 feed,
                 head,
                 via: Some(self.remote.clone()),
             });
         }
-        unknown_users
+        reported.unknown_users
     }
 
     /// Withdraws (deletes) this user's invitations that the remote refused because the
@@ -933,6 +881,181 @@ struct Polled {
     step: mesh_core::Result<Step>,
     ahead: Option<mesh_core::Result<Vec<(Request, PushPlace)>>>,
     pending: Option<Result<u64>>,
+    /// The step's request, answered by a notification and merged in the same hand-off.
+    received: Option<Box<Received>>,
+}
+
+/// What [`receive_here`] did: what the answer changed, the head of the feed it merged into,
+/// and the session's next step (unless the answer refused something).
+type Received = mesh_core::Result<(
+    Reported,
+    Option<(mesh_core::store::Cursor, FeedKey)>,
+    Option<Polled>,
+)>;
+
+/// Merges `response` (from `relayer`, judged as a push, or from the authority as it comes)
+/// into the session on the store's thread; tells the application what changed at once (on
+/// `events`), then polls the session for its next step (`fill`: no push in flight).
+#[allow(clippy::too_many_arguments)]
+fn receive_here(
+    session: &mut SyncSession,
+    r: &mut mesh_core::replica::Replica<crate::store::ClientStore>,
+    response: Response,
+    relayer: Option<&Relayer>,
+    fill: bool,
+    remote: &RemoteId,
+    events: &broadcast::Sender<Event>,
+    known: &transfer::KnownObjects,
+) -> Received {
+    let conflicted = conflicted_here(r.store(), &response);
+    let evs = match relayer {
+        Some(peer) => {
+            let ring = lock_ring(peer.trust.keyring());
+            let judge = Pusher::new(&peer.user, &*ring).with_threads(VERIFY_THREADS);
+            session.receive_from(r, response, Some(judge))
+        }
+        None => session.receive(r, response),
+    }?;
+    let resolved: HashSet<EntryId> = conflicted
+        .into_iter()
+        .filter(|(feed, id)| {
+            r.store()
+                .get(feed, id)
+                .ok()
+                .flatten()
+                .is_some_and(|e| !e.has_conflicts())
+        })
+        .map(|(_, id)| id)
+        .collect();
+    let head = match evs.first() {
+        Some(SessionEvent::Merged { feed, .. }) => {
+            r.store().head(feed).ok().map(|h| (h, feed.clone()))
+        }
+        _ => None,
+    };
+    let mut reported = Reported::of(evs, remote, &resolved);
+    // Told at once, before the next step is looked for (and, at a session's end, the changes
+    // left to push are counted).
+    if reported.reset {
+        // The objects it was known to hold may be gone with the rest.
+        known.forget();
+    }
+    for e in reported.events.drain(..) {
+        let _ = events.send(e);
+    }
+    // The next step in the same hand-off, unless the answer refused something (refused
+    // invitations are withdrawn first: that is a local change the session should see).
+    let next = (!reported.rejected).then(|| Polled::poll(session, r, fill, remote));
+    Ok((reported, head, next))
+}
+
+/// What one response did to the local replica: the events the application is told, and what
+/// the engine does after them.
+struct Reported {
+    /// In the order they happened.
+    events: Vec<Event>,
+    /// A folder's members changed: more feeds may be readable or writable now.
+    membership_changed: bool,
+    /// The remote was reset (restored from a copy).
+    reset: bool,
+    /// An entry changed here.
+    changed: bool,
+    /// The remote refused a version (a refused invitation is withdrawn before the session goes
+    /// on: that is a local change it should see).
+    rejected: bool,
+    /// Member entries refused because the user they name has no account on the remote.
+    unknown_users: Vec<(FeedKey, EntryId)>,
+}
+
+impl Reported {
+    /// The events of `evs`, a response from `remote`; `resolved`: entries whose conflicts it
+    /// cleared.
+    fn of(evs: Vec<SessionEvent>, remote: &RemoteId, resolved: &HashSet<EntryId>) -> Reported {
+        let mut out = Reported {
+            events: Vec::new(),
+            membership_changed: false,
+            reset: false,
+            changed: false,
+            rejected: false,
+            unknown_users: Vec::new(),
+        };
+        for e in evs {
+            match e {
+                SessionEvent::Merged { feed, report } => {
+                    if report.outcome.changed() && feed.name.as_str() == names::MEMBERS {
+                        out.membership_changed = true;
+                    }
+                    let kind = match report.outcome {
+                        MergeOutcome::Unchanged => continue,
+                        MergeOutcome::Conflict => ChangeKind::Conflict,
+                        _ if report.deleted => ChangeKind::Deleted,
+                        // A resolution made elsewhere cleared this entry's conflicts.
+                        _ if resolved.contains(&report.id) => ChangeKind::Resolved,
+                        MergeOutcome::Added => ChangeKind::Added,
+                        MergeOutcome::Updated => ChangeKind::Updated,
+                    };
+                    out.changed = true;
+                    out.events.push(Event::EntryChanged {
+                        feed,
+                        id: report.id,
+                        kind,
+                        source: ChangeSource::Remote(remote.clone()),
+                    });
+                }
+                SessionEvent::RemoteReset {
+                    previous,
+                    now,
+                    feeds,
+                } => {
+                    out.reset = true;
+                    out.events.push(Event::RemoteReset {
+                        remote: remote.clone(),
+                        previous: previous.to_string(),
+                        now: now.to_string(),
+                        feeds,
+                    });
+                }
+                SessionEvent::Rejected {
+                    feed,
+                    id,
+                    code,
+                    reason,
+                } => {
+                    out.rejected = true;
+                    out.events.push(Event::Rejected {
+                        remote: remote.clone(),
+                        feed,
+                        id,
+                        reason,
+                        kind: ErrorKind::of_code(&code).unwrap_or(ErrorKind::PermissionDenied),
+                    });
+                }
+                SessionEvent::Acknowledged { feed, result } => {
+                    if result.outcome.changed() && feed.name.as_str() == names::MEMBERS {
+                        out.membership_changed = true;
+                    }
+                    if let Some(reason) = result.refused {
+                        let kind = result
+                            .code
+                            .as_deref()
+                            .and_then(ErrorKind::of_code)
+                            .unwrap_or(ErrorKind::PermissionDenied);
+                        if kind == ErrorKind::NotFound && feed.name.as_str() == names::MEMBERS {
+                            out.unknown_users.push((feed.clone(), result.id.clone()));
+                        }
+                        out.events.push(Event::Refused {
+                            remote: remote.clone(),
+                            feed,
+                            id: result.id,
+                            reason,
+                            kind,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Polled {
@@ -957,6 +1080,7 @@ impl Polled {
             step,
             ahead,
             pending: left,
+            received: None,
         }
     }
 }

@@ -70,6 +70,11 @@ impl Notified {
         );
     }
 
+    /// Whether no page is kept.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
     /// Whether a page follows `since` on `feed`.
     pub fn has(&self, feed: &FeedKey, since: Cursor) -> bool {
         self.pages.contains_key(&(feed.clone(), since))

@@ -16,6 +16,8 @@
 
 use std::io::Read;
 
+mod contexts;
+
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -89,13 +91,14 @@ pub(crate) fn decode_within(body: &[u8], limit: usize) -> Result<Option<Vec<u8>>
     let bad = |e: std::io::Error| {
         ApiError::bad_request(format!("the zstd request body does not decode: {e}"))
     };
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(bad)?;
-    decoder.window_log_max(WINDOW_LOG_MAX).map_err(bad)?;
-    let mut out = Vec::new();
-    decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(bad)?;
+    let out = contexts::decoding(|ctx| {
+        let mut decoder = zstd::stream::read::Decoder::with_context(body, ctx);
+        decoder.window_log_max(WINDOW_LOG_MAX)?;
+        let mut out = Vec::new();
+        decoder.take(limit as u64 + 1).read_to_end(&mut out)?;
+        Ok(out)
+    })
+    .map_err(bad)?;
     Ok((out.len() <= limit).then_some(out))
 }
 
@@ -125,7 +128,7 @@ pub(crate) fn compress(body: Vec<u8>, accepted: bool) -> (Vec<u8>, Coding) {
     if !accepted || body.len() < COMPRESS_ABOVE {
         return (body, Coding::Identity);
     }
-    match zstd::bulk::compress(&body, LEVEL) {
+    match contexts::compress(&body, LEVEL) {
         Ok(z) if z.len() + HEADER_COST < body.len() => (z, Coding::Zstd),
         _ => (body, Coding::Identity),
     }

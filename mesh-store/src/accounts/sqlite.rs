@@ -101,6 +101,7 @@ impl SqliteAccounts {
 
     fn init(mut conn: Connection, location: String) -> Result<Self> {
         let err = |e| StoreError::sqlite(location.clone(), e);
+        crate::sqlite::tune(&conn).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -229,6 +229,7 @@ impl BlobStore {
         let mut conn =
             Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e))?;
         let fail = |e: rusqlite::Error| open_error(&location, e);
+        crate::sqlite::tune(&conn).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         let version = identify(&conn, &location, &SCHEMA)?;
         if version == 0 {
