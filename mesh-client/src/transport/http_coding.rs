@@ -47,8 +47,8 @@ pub(crate) fn compress(json: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The most memory the calling thread's compressor keeps between uses: one grown past it by
-/// a large body is dropped.
-const KEPT_COMPRESSOR: usize = 1 << 20;
+/// a large body (past about 16 KiB) is dropped.
+const KEPT_COMPRESSOR: usize = 256 << 10;
 
 thread_local! {
     /// Kept per thread: making a context costs more than compressing one entry's push with it
