@@ -540,6 +540,11 @@ impl Engine {
                             _ => None,
                         },
                     };
+                    if notified.is_some() {
+                        // Its notifications came: the remote is online (said before the
+                        // changes they carried are reported, as for an answer).
+                        self.set_online(true);
+                    }
                     let (events, known) = (self.events.clone(), self.known.clone());
                     let (s, p, back) = self
                         .shared
@@ -575,7 +580,6 @@ impl Engine {
             if let Some(received) = p.received {
                 // The step was a pull that a notification answered, merged in the poll's
                 // hand-off.
-                self.set_online(true);
                 self.after_receiving(&session, *received, &mut polled)
                     .await?;
                 continue;
