@@ -440,7 +440,8 @@ impl SqliteStore {
     }
 }
 
-/// Settings every connection of this crate takes, before anything else.
+/// Settings the connections of the replica, blob and accounts stores take, before anything
+/// else.
 ///
 /// The query planner's stability guarantee: plans never depend on the values bound to a
 /// statement. Without it SQLite (3.45 and later) takes a bound `LIMIT ?` for a constant while
