@@ -444,7 +444,7 @@ impl SqliteStore {
 /// else.
 ///
 /// The query planner's stability guarantee: plans never depend on the values bound to a
-/// statement. Without it SQLite (3.45 and later) takes a bound `LIMIT ?` for a constant while
+/// statement. Without it the bundled SQLite (3.50) takes a bound `LIMIT ?` for a constant while
 /// planning, marks the statement to be planned again whenever that parameter is bound anew,
 /// and so parses and plans a cached statement over again on nearly every call (a page read
 /// asks for `limit + 1` rows, which varies). The statements here name their index where the
