@@ -955,6 +955,7 @@ fn receive_here(
 
 /// What one response did to the local replica: the events the application is told, and what
 /// the engine does after them.
+#[derive(Default)]
 struct Reported {
     /// In the order they happened.
     events: Vec<Event>,
@@ -975,14 +976,7 @@ impl Reported {
     /// The events of `evs`, a response from `remote`; `resolved`: entries whose conflicts it
     /// cleared.
     fn of(evs: Vec<SessionEvent>, remote: &RemoteId, resolved: &HashSet<EntryId>) -> Reported {
-        let mut out = Reported {
-            events: Vec::new(),
-            membership_changed: false,
-            reset: false,
-            changed: false,
-            rejected: false,
-            unknown_users: Vec::new(),
-        };
+        let mut out = Reported::default();
         for e in evs {
             match e {
                 SessionEvent::Merged { feed, report } => {

@@ -128,7 +128,7 @@ pub(crate) fn compress(body: Vec<u8>, accepted: bool) -> (Vec<u8>, Coding) {
     if !accepted || body.len() < COMPRESS_ABOVE {
         return (body, Coding::Identity);
     }
-    match contexts::compress(&body, LEVEL) {
+    match contexts::compress(&body) {
         Ok(z) if z.len() + HEADER_COST < body.len() => (z, Coding::Zstd),
         _ => (body, Coding::Identity),
     }

@@ -25,13 +25,13 @@ thread_local! {
     static DECOMPRESSOR: Cell<Option<DCtx<'static>>> = const { Cell::new(None) };
 }
 
-/// `data` compressed at `level` as one zstd frame, with this thread's context.
-pub(crate) fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+/// `data` compressed at the hub's level ([`super::LEVEL`]) as one zstd frame, with this
+/// thread's context.
+pub(crate) fn compress(data: &[u8]) -> io::Result<Vec<u8>> {
     let mut compressor = match COMPRESSOR.try_with(Cell::take).ok().flatten() {
         Some(c) => c,
-        None => Compressor::new(level)?,
+        None => Compressor::new(super::LEVEL)?,
     };
-    compressor.set_compression_level(level)?;
     let out = compressor.compress(data);
     if out.is_ok() && compressor.context_mut().sizeof() <= KEPT {
         // (Nothing is kept on a thread that is ending.)
@@ -78,7 +78,7 @@ mod tests {
     fn a_kept_context_serves_the_next_body_whatever_the_last_one_did() {
         let one = br#"{"type":"push","entries":[1,2,3]}"#.repeat(40);
         let two = br#"{"type":"pull","since":17}"#.repeat(40);
-        let (z1, z2) = (compress(&one, 3).unwrap(), compress(&two, 3).unwrap());
+        let (z1, z2) = (compress(&one).unwrap(), compress(&two).unwrap());
         assert_eq!(zstd::bulk::decompress(&z1, one.len()).unwrap(), one);
         assert_eq!(decode(&z1, 1 << 20).unwrap(), one);
         // Cut off half-way: the context stops in the middle of a frame.
@@ -103,7 +103,7 @@ mod tests {
             x ^= x << 17;
             *b = x as u8;
         }
-        let z = compress(&big, 3).unwrap();
+        let z = compress(&big).unwrap();
         assert!(
             COMPRESSOR.with(|c| c.take()).is_none(),
             "a large context was kept"
@@ -115,7 +115,7 @@ mod tests {
         );
         // Small ones are.
         let small = b"0123456789".repeat(100);
-        let z = compress(&small, 3).unwrap();
+        let z = compress(&small).unwrap();
         assert!(COMPRESSOR.with(|c| c.take()).is_some());
         assert_eq!(decode(&z, 1 << 20).unwrap(), small);
         assert!(DECOMPRESSOR.with(|c| c.take()).is_some());
