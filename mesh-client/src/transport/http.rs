@@ -3,8 +3,8 @@
 //! * `send` is `POST {base}/mesh/sync` with the JSON [`Request`] and a bearer token; the answer
 //!   is the JSON [`Response`]. Bodies are zstd-coded where the hub takes it and it pays
 //!   (`http_coding`).
-//! * `watch` is `GET {base}/mesh/notifications` as server-sent events: each `change` event
-//!   carries a [`Notification`]; the stream resumes from the last event id it saw when it is
+//! * `watch` is `GET {base}/mesh/notifications?changes=1` as server-sent events, zstd-coded
+//!   when the hub codes it: each `change` event carries a [`Notification`]; the stream resumes from the last event id it saw when it is
 //!   opened again, and ends when the hub revokes the device or the connection drops.
 //! * the blob calls are `POST {base}/mesh/folders/{folder}/objects/missing` (a hash list in, the
 //!   missing ones out; lists longer than the hub's 65,536 go in several requests),
@@ -499,7 +499,9 @@ impl Transport for HttpTransport {
                 .stream_client
                 .get(format!("{}/mesh/notifications?changes=1", inner.base))
                 .bearer_auth(&inner.token)
-                .header(ACCEPT, "text/event-stream");
+                .header(ACCEPT, "text/event-stream")
+                // Changes along compress; the hub codes each event as a frame of its own.
+                .header(ACCEPT_ENCODING, http_coding::ZSTD);
             let last = inner
                 .last_event_id
                 .lock()
@@ -533,9 +535,26 @@ impl Transport for HttpTransport {
             }
             return Err(status_error(status, &headers, &body));
         };
+        let coded = match resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim())
+        {
+            None | Some("") => None,
+            Some(c) if c.eq_ignore_ascii_case("identity") => None,
+            Some(c) if c.eq_ignore_ascii_case(http_coding::ZSTD) => {
+                Some(http_coding::StreamDecoder::new()?)
+            }
+            Some(other) => {
+                return Err(TransportError::Protocol(format!(
+                "the notification stream came in content coding {other:?}, which was not asked for"
+            )))
+            }
+        };
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();
         let state = SseState {
             bytes,
+            coded,
             buf: Vec::new(),
             inner,
             done: false,
@@ -757,6 +776,10 @@ impl<'a> PackReader<'a> {
 
 struct SseState {
     bytes: BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    /// Set when the stream is zstd-coded: what turns its bytes into `buf`'s text.
+    coded: Option<http_coding::StreamDecoder>,
+    /// Text received and not yet taken as events; at most [`MAX_EVENT`] bytes (and one
+    /// decoding step) when more is read.
     buf: Vec<u8>,
     inner: Arc<Inner>,
     done: bool,
@@ -783,13 +806,21 @@ impl SseState {
                     None => {}
                 }
             }
-            match self.bytes.next().await {
-                Some(Ok(chunk)) => {
-                    self.buf.extend_from_slice(&chunk);
-                    if self.buf.len() > MAX_EVENT {
-                        return None;
-                    }
+            if self.buf.len() > MAX_EVENT {
+                return None;
+            }
+            if let Some(d) = self.coded.as_mut().filter(|d| d.has_more()) {
+                // One bounded step at a time, the complete events taken between steps.
+                if d.step(&mut self.buf).is_err() {
+                    return None;
                 }
+                continue;
+            }
+            match self.bytes.next().await {
+                Some(Ok(chunk)) => match self.coded.as_mut() {
+                    Some(d) => d.feed(&chunk),
+                    None => self.buf.extend_from_slice(&chunk),
+                },
                 _ => return None,
             }
         }

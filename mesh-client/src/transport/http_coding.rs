@@ -5,6 +5,9 @@
 //! bodies only once the hub has said it takes them (`Accept-Encoding: zstd` on an answer):
 //! an older hub never says so and keeps getting plain bodies. Answers are decoded with the
 //! window limited to 8 MiB and the output to [`MAX_SYNC_ANSWER`].
+//!
+//! The notification stream asks for zstd too: the hub then codes each event as a frame of its
+//! own, and [`StreamDecoder`] reads the frames as they come, in bounded steps.
 
 use std::cell::Cell;
 use std::io::Read;
@@ -116,6 +119,71 @@ fn decode(body: &[u8], max: usize) -> Result<Vec<u8>, TransportError> {
     Ok(out)
 }
 
+/// The most bytes one step of a [`StreamDecoder`] writes.
+const STREAM_STEP: usize = 64 << 10;
+
+/// Decodes a zstd-coded stream (the notification stream: one or more frames, each flushed by
+/// the hub as it wrote it) in steps of at most [`STREAM_STEP`] bytes of output, so that the
+/// caller can take what is complete and bound what it holds between steps: a few bytes that
+/// would inflate to gigabytes never land in memory at once.
+pub(crate) struct StreamDecoder {
+    decoder: zstd::stream::raw::Decoder<'static>,
+    /// Coded bytes received and not decoded yet, from `at` on.
+    pending: Vec<u8>,
+    at: usize,
+    /// The last step filled its output: the decoder may hold more without new input.
+    full: bool,
+}
+
+impl StreamDecoder {
+    pub(crate) fn new() -> Result<StreamDecoder, TransportError> {
+        let bad = |e: std::io::Error| TransportError::Protocol(format!("zstd stream: {e}"));
+        let mut decoder = zstd::stream::raw::Decoder::new().map_err(bad)?;
+        decoder
+            .set_parameter(zstd::stream::raw::DParameter::WindowLogMax(WINDOW_LOG_MAX))
+            .map_err(bad)?;
+        Ok(StreamDecoder {
+            decoder,
+            pending: Vec::new(),
+            at: 0,
+            full: false,
+        })
+    }
+
+    /// Whether a [`step`](Self::step) can give more without new input.
+    pub(crate) fn has_more(&self) -> bool {
+        self.at < self.pending.len() || self.full
+    }
+
+    /// Takes the next coded bytes received.
+    pub(crate) fn feed(&mut self, coded: &[u8]) {
+        self.pending.drain(..self.at);
+        self.at = 0;
+        self.pending.extend_from_slice(coded);
+    }
+
+    /// Decodes what it can, up to [`STREAM_STEP`] bytes, onto the end of `out`.
+    pub(crate) fn step(&mut self, out: &mut Vec<u8>) -> Result<(), TransportError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let start = out.len();
+        out.resize(start + STREAM_STEP, 0);
+        let mut input = InBuffer::around(&self.pending[self.at..]);
+        let mut output = OutBuffer::around(&mut out[start..]);
+        let run = self.decoder.run(&mut input, &mut output);
+        let (used, made) = (input.pos(), output.pos());
+        out.truncate(start + made);
+        run.map_err(|e| TransportError::Protocol(format!("zstd stream: {e}")))?;
+        self.at += used;
+        self.full = made == STREAM_STEP;
+        if used == 0 && made == 0 && self.at < self.pending.len() {
+            return Err(TransportError::Protocol(
+                "zstd stream: no progress on its input".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +230,73 @@ mod tests {
         );
         // The next small body compresses the same as with a fresh context.
         assert_eq!(compress(&small), Some(z));
+    }
+
+    /// Everything a decoder gives, one step at a time, with what it holds checked after each.
+    fn decode_stream(coded: &[&[u8]], bound: usize) -> Result<Vec<u8>, TransportError> {
+        let mut d = StreamDecoder::new()?;
+        let mut out = Vec::new();
+        for piece in coded {
+            d.feed(piece);
+            while d.has_more() {
+                d.step(&mut out)?;
+                if out.len() > bound {
+                    return Err(TransportError::Protocol("over the bound".into()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_stream_of_frames_decodes_whatever_its_pieces() {
+        let events: Vec<Vec<u8>> = (0..20)
+            .map(|i| format!("event: change\ndata: {{\"head\":{i}}}\n\n").repeat(i + 1))
+            .map(String::into_bytes)
+            .collect();
+        let coded: Vec<u8> = events
+            .iter()
+            .flat_map(|e| zstd::bulk::compress(e, 3).unwrap())
+            .collect();
+        let plain = events.concat();
+        // As whole frames, byte by byte, and in pieces that cut frames anywhere.
+        let frames: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| zstd::bulk::compress(e, 3).unwrap())
+            .collect();
+        let whole: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        assert_eq!(decode_stream(&whole, usize::MAX).unwrap(), plain);
+        let bytes: Vec<&[u8]> = coded.chunks(1).collect();
+        assert_eq!(decode_stream(&bytes, usize::MAX).unwrap(), plain);
+        let cut: Vec<&[u8]> = coded.chunks(37).collect();
+        assert_eq!(decode_stream(&cut, usize::MAX).unwrap(), plain);
+        assert!(decode_stream(&[b"not zstd at all"], usize::MAX).is_err());
+    }
+
+    /// A few bytes that inflate to 64 MiB are decoded one step at a time: the caller sees
+    /// them pass its bound after one step more, not after 64 MiB.
+    #[test]
+    fn a_stream_bomb_is_seen_one_step_at_a_time() {
+        let bomb = zstd::bulk::compress(&vec![b'a'; 64 << 20], 19).unwrap();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let mut d = StreamDecoder::new().unwrap();
+        d.feed(&bomb);
+        let mut out = Vec::new();
+        let mut steps = 0;
+        while d.has_more() && out.len() <= 1 << 20 {
+            d.step(&mut out).unwrap();
+            steps += 1;
+            assert!(out.len() <= (1 << 20) + STREAM_STEP, "{} bytes", out.len());
+        }
+        assert!(d.has_more(), "the rest stays coded");
+        assert!(steps <= (1 << 20) / STREAM_STEP + 2, "{steps} steps");
+        // A frame asking for a window past 8 MiB is refused.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(27).unwrap();
+        std::io::Write::write_all(&mut enc, b"tiny").unwrap();
+        std::io::Write::flush(&mut enc).unwrap();
+        let wide = enc.finish().unwrap();
+        assert!(decode_stream(&[&wide], usize::MAX).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Content codings of sync bodies (`POST /mesh/sync` only): `zstd` both ways, negotiated.
+//! Content codings of sync bodies (`POST /mesh/sync`) and of notifications: `zstd`,
+//! negotiated.
 //!
 //! * A request body may come `Content-Encoding: zstd`. It is decoded with the window limited
 //!   to 8 MiB (the limit of the `zstd` HTTP content coding) and its output to the hub's body
@@ -11,6 +12,15 @@
 //! * Answers to `feeds` requests carry `Accept-Encoding: zstd`: that is how a client learns it
 //!   may compress its requests (an older hub never says so, and gets plain bodies).
 //!
+//! * A notification stream that carries changes (`?changes=1`, server-sent events) is coded
+//!   when its request's `Accept-Encoding` takes zstd: each event (and each heartbeat) is a
+//!   zstd frame of its own, flushed as it is written ([`stream_frames`]). A coded content may
+//!   be several frames (RFC 8878 §3.1), so any zstd decoder reads the stream as one. No
+//!   context is kept per stream between events: a stream-wide window would compress better
+//!   across events, but would hold about half a megabyte of encoder state for every open
+//!   stream, and a hub holds one stream per connected device. A long-poll answer is coded as
+//!   a sync answer is.
+//!
 //! Blob and object routes never take part: their bodies are chunks of files, mostly compressed
 //! already.
 
@@ -18,7 +28,7 @@ use std::io::Read;
 
 mod contexts;
 
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -132,6 +142,28 @@ pub(crate) fn compress(body: Vec<u8>, accepted: bool) -> (Vec<u8>, Coding) {
         Ok(z) if z.len() + HEADER_COST < body.len() => (z, Coding::Zstd),
         _ => (body, Coding::Identity),
     }
+}
+
+/// `response`'s body (a stream) coded as one zstd frame per piece, each flushed as it comes:
+/// for server-sent events, whose pieces are whole events. Headers say so
+/// (`Content-Encoding: zstd`, `Vary: Accept-Encoding`).
+pub(crate) fn stream_frames(response: Response) -> Response {
+    use futures::StreamExt;
+    let (mut parts, body) = response.into_parts();
+    let frames = body.into_data_stream().map(|piece| {
+        let piece = piece?;
+        contexts::compress(&piece)
+            .map(axum::body::Bytes::from)
+            .map_err(axum::Error::new)
+    });
+    parts
+        .headers
+        .insert(CONTENT_ENCODING, HeaderValue::from_static(ZSTD));
+    parts
+        .headers
+        .insert(VARY, HeaderValue::from_static("accept-encoding"));
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from_stream(frames))
 }
 
 /// Marks an answer as zstd-coded when it is.

@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{json, Auth};
+use crate::api::{encoding, json_bytes, Auth};
 use crate::error::ApiError;
 use crate::state::{Changed, HubState, StreamGuard};
 
@@ -436,7 +436,12 @@ pub(crate) async fn notifications(
             let ev = sse_event(&w, item);
             Some((Ok::<_, Infallible>(ev), w))
         });
-        return Ok(Sse::new(s).into_response());
+        let response = Sse::new(s).into_response();
+        // Notifications alone are too short to gain from coding; their changes are not.
+        if paged && encoding::accepts_zstd(&headers) {
+            return Ok(encoding::stream_frames(response));
+        }
+        return Ok(response);
     }
 
     // Long-poll: answer at once with what is pending, or wait for the first change.
@@ -457,7 +462,11 @@ pub(crate) async fn notifications(
         cursor: encode_cursor(&w.state.cursor_key(), "*", Cursor(w.pos)),
         changes: changes.iter().map(|c| Note::of(c, &w)).collect(),
     };
-    Ok(json(StatusCode::OK, &body))
+    let body = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+    let (body, coding) = encoding::compress(body, encoding::accepts_zstd(&headers));
+    let mut answer = json_bytes(StatusCode::OK, body);
+    encoding::mark(&mut answer, coding);
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -292,6 +292,70 @@ async fn the_watch_stream_reads_server_sent_events() {
     drop(t);
 }
 
+/// A mock hub whose notification stream is `body` in content coding `coding`, served only to
+/// requests that take zstd.
+async fn coded_stream(body: Vec<u8>, coding: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/mesh/notifications"))
+        .and(wiremock::matchers::header("accept-encoding", "zstd"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", coding)
+                .set_body_raw(body, "text/event-stream"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A zstd-coded stream (what the hub sends a client that takes zstd: a frame per event) reads
+/// as the plain one, however its frames fall; a coded stream that inflates past what an
+/// event may be ends without being held whole; a coding that was not asked for is refused.
+#[tokio::test]
+async fn the_watch_stream_reads_zstd_coded_events() {
+    use futures::StreamExt;
+    let event = |head: u32| {
+        format!(
+            "event: change\nid: {head}-abc\ndata: {{\"feed\":{{\"scope\":{{\"mesh\":\"ann\"}},\"name\":\"devices\"}},\"head\":{head}}}\n\n"
+        )
+    };
+    let frame = |text: &str| zstd::bulk::compress(text.as_bytes(), 3).unwrap();
+    let second = event(6);
+    let (a, b) = second.split_at(20);
+    let body = [
+        frame(": heartbeat\n\n"),
+        frame(&event(5)),
+        // One event in two frames, and two events in one.
+        frame(a),
+        frame(b),
+        frame(&(event(7) + &event(8))),
+    ]
+    .concat();
+    let server = coded_stream(body, "zstd").await;
+    let t = transport(&server, fast());
+    let heads: Vec<u64> = t.watch().await.unwrap().map(|n| n.head.0).collect().await;
+    assert_eq!(heads, [5, 6, 7, 8]);
+
+    // A 64 MiB event of junk, then a good one: the stream ends at the bound instead of
+    // holding the junk whole.
+    let mut junk = vec![b'a'; 64 << 20];
+    junk.extend_from_slice(b"\n\n");
+    let bomb = [zstd::bulk::compress(&junk, 19).unwrap(), frame(&event(9))].concat();
+    assert!(bomb.len() < 64 << 10);
+    let server = coded_stream(bomb, "zstd").await;
+    let t = transport(&server, fast());
+    let got: Vec<_> = t.watch().await.unwrap().collect().await;
+    assert!(got.is_empty(), "{got:?}");
+
+    let server = coded_stream(event(5).into_bytes(), "gzip").await;
+    let t = transport(&server, fast());
+    assert!(matches!(
+        t.watch().await.err(),
+        Some(TransportError::Protocol(_))
+    ));
+}
+
 /// A cursor the hub refuses (a hub restarted after a crash, in an epoch that does not continue
 /// it) is dropped and the stream opened afresh at once, not after a long backoff.
 #[tokio::test]

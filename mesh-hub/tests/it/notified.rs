@@ -312,3 +312,104 @@ async fn a_rest_write_reaches_devices_in_their_notifications() {
         seen.requests
     );
 }
+
+/// A stream with changes along that takes zstd is coded, a frame per event: it reads as the
+/// plain one does, in fewer bytes when the changes compress. A stream without changes, or
+/// that does not take zstd, stays plain; a long-poll answer is coded like a sync answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_changes_along_is_zstd_coded_when_taken() {
+    use std::io::Write;
+    use std::sync::atomic::AtomicUsize;
+    let hub = sqlite_hub().await;
+    let (a, _, _) = device(&hub, "ann-a").await;
+    let (b, _, _) = device(&hub, "ann-b").await;
+    let (folder, feed) = shared_feed(&a, &b).await;
+    let open = |query: &'static str, device: &str, zstd: bool, sse: bool| {
+        let token = hub.token("ann", device);
+        let url = format!("{}/mesh/notifications{query}", hub.url);
+        async move {
+            let mut r = reqwest::Client::new().get(url).bearer_auth(token);
+            if sse {
+                r = r.header("accept", "text/event-stream");
+            }
+            if zstd {
+                r = r.header("accept-encoding", "gzip, zstd");
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let coded = open("?changes=1", "ann-c", true, true).await;
+    let plain = open("?changes=1", "ann-d", false, true).await;
+    let heads_only = open("", "ann-e", true, true).await;
+    let coding = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(coding(&coded).as_deref(), Some("zstd"));
+    assert_eq!((coding(&plain), coding(&heads_only)), (None, None));
+
+    // The coded stream through a decoder of its own, counting the bytes on the wire.
+    let (wire, text) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).unwrap();
+    let (w, t) = (wire.clone(), text.clone());
+    let mut coded = coded.bytes_stream().map(move |chunk| {
+        chunk.map(|c| {
+            w.fetch_add(c.len(), Ordering::SeqCst);
+            decoder.write_all(&c).unwrap();
+            decoder.flush().unwrap();
+            let out = std::mem::take(decoder.get_mut());
+            t.fetch_add(out.len(), Ordering::SeqCst);
+            out
+        })
+    });
+    let mut plain = plain.bytes_stream();
+    let title = "0123456789".repeat(150);
+    write(&a, &folder, &feed, &title).await;
+    let from_coded = next_note_of(&mut coded, &feed).await;
+    let from_plain = next_note_of(&mut plain, &feed).await;
+    assert_eq!(from_coded, from_plain);
+    assert_eq!(
+        from_coded["changes"]["entries"][0]["content"]["title"],
+        title.as_str()
+    );
+    let (wire, text) = (wire.load(Ordering::SeqCst), text.load(Ordering::SeqCst));
+    assert!(text > 1500 && wire < text / 2, "{wire} bytes for {text}");
+
+    // Long-poll: the write above is this device's backlog (heads only: under 512 bytes, as it
+    // is), then a long answer from many feeds moved.
+    let token = hub.token("ann", "ann-f");
+    let poll = |cursor: Option<String>| {
+        let url = match cursor {
+            Some(c) => format!("{}/mesh/notifications?wait=0&cursor={c}", hub.url),
+            None => format!("{}/mesh/notifications?wait=0", hub.url),
+        };
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(&token)
+            .header("accept-encoding", "zstd");
+        async move { r.send().await.unwrap() }
+    };
+    let polled = poll(None).await;
+    assert_eq!(coding(&polled), None);
+    let cursor = polled.json::<serde_json::Value>().await.unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..12 {
+        let draft = EntryDraft::new("n", json!({ "n": i }));
+        let f = a
+            .create_feed(&folder, format!("feed-{i:02}").parse().unwrap(), "Feed")
+            .await
+            .unwrap();
+        a.put_many(&folder, &f, vec![draft]).await.unwrap();
+    }
+    a.sync_now().await.unwrap();
+    let long = poll(Some(cursor)).await;
+    assert_eq!(coding(&long).as_deref(), Some("zstd"));
+    let body = zstd::stream::decode_all(&long.bytes().await.unwrap()[..]).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let moved = body["changes"].as_array().unwrap().iter();
+    let named = |n: &serde_json::Value| n["feed"]["name"].as_str().unwrap().starts_with("feed-");
+    assert_eq!(moved.filter(|n| named(n)).count(), 12, "{body}");
+}
