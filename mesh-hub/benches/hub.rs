@@ -22,6 +22,7 @@
 //! MESH_BENCH_ENTRIES=50 MESH_BENCH_ONLY=incremental cargo bench -p mesh-hub --bench hub   # bytes per hop
 //! MESH_BENCH_ROUNDS=200 ...   # more incremental rounds (20 by default)
 //! MESH_BENCH_WARMUP=300 ...   # one-entry writes made first, untimed (0 by default)
+//! MESH_BENCH_DIRECT=1 ...     # the one-entry sync without the byte-counting proxies
 //! ```
 //!
 //! `MESH_BENCH_WARMUP` lets the incremental sync be timed on older stores: those of the
@@ -520,18 +521,28 @@ async fn run() -> Result<(), Error> {
     // C writes (behind a byte-counting proxy, without notifications: only its session counts);
     // D receives (behind another proxy, with its notification stream: the announcement and
     // its session count).
-    let (proxied, counters) = proxy(&hub.url).await?;
+    // MESH_BENCH_DIRECT=1: both devices reach the hub straight, to time the sync without the
+    // proxies' own hops (bytes are then not counted).
+    let direct = std::env::var("MESH_BENCH_DIRECT").as_deref() == Ok("1");
+    let through = |url: String| async move {
+        if direct {
+            Ok::<_, Error>((url, Counters::default()))
+        } else {
+            proxy(&url).await
+        }
+    };
+    let (url_c, counters) = through(hub.url.clone()).await?;
     let c = device(
         "ann",
         "c",
-        NoWatch(HttpTransport::new(&proxied, &token_c)?),
+        NoWatch(HttpTransport::new(&url_c, &token_c)?),
         ddir,
     )
     .await?;
     c.sync_now().await?; // catch up first (pulls everything)
     let token_d = admin(dir.path(), &["device", "add", "ann", "d"])?;
-    let (proxied_d, counters_d) = proxy(&hub.url).await?;
-    let d = device("ann", "d", HttpTransport::new(&proxied_d, &token_d)?, ddir).await?;
+    let (url_d, counters_d) = through(hub.url.clone()).await?;
+    let d = device("ann", "d", HttpTransport::new(&url_d, &token_d)?, ddir).await?;
     d.sync_now().await?;
     let mut c_events = c.events();
     let mut d_events = d.events();
@@ -593,13 +604,20 @@ async fn run() -> Result<(), Error> {
         end_to_end.sort();
         bytes.sort();
         bytes_d.sort();
+        let wire = if direct {
+            "bytes not counted (no proxies: MESH_BENCH_DIRECT=1)".to_owned()
+        } else {
+            format!(
+                "{} bytes on the wire; hub → device D {} bytes (medians; requests, responses and notifications with HTTP headers)",
+                bytes[bytes.len() / 2],
+                bytes_d[bytes_d.len() / 2],
+            )
+        };
         println!(
-            "incremental sync of one 1 KiB entry ({what}): device C → hub median {:.2?} (of which C's durable local write {:.2?}), max {:.2?}, {} bytes on the wire; hub → device D {} bytes (medians; requests, responses and notifications with HTTP headers); C's write → D's change event median {:.2?}",
+            "incremental sync of one 1 KiB entry ({what}): device C → hub median {:.2?} (of which C's durable local write {:.2?}), max {:.2?}, {wire}; C's write → D's change event median {:.2?}",
             percentile(&times, 0.5),
             percentile(&local, 0.5),
             times.last().copied().unwrap_or_default(),
-            bytes[bytes.len() / 2],
-            bytes_d[bytes_d.len() / 2],
             percentile(&end_to_end, 0.5),
         );
     }
