@@ -28,9 +28,31 @@ pub(crate) fn start(state: &HubState) {
     if state.0.housekeeping.set(()).is_err() {
         return;
     }
-    // A weak handle: the task never keeps a stopped hub (and its data directory's lock) alive.
+    // A weak handle: the task never keeps an idle hub (and its data directory's lock) alive;
+    // a round in progress holds it, so a server that stops waits for that round ([`stopped`]).
     let weak = std::sync::Arc::downgrade(&state.0);
-    runtime.spawn(run(weak, state.0.shutdown.subscribe()));
+    let task = runtime.spawn(run(weak, state.0.shutdown.subscribe()));
+    *state
+        .0
+        .housekeeper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(task);
+}
+
+/// Waits until the housekeeping task has ended, once the hub's shutdown was announced: a
+/// round in progress (at most a few reads of the accounts) finishes first. After this the
+/// task holds nothing of the hub, so a hub dropped after its server stopped lets go of its
+/// data directory at once.
+pub(crate) async fn stopped(state: &HubState) {
+    let task = state
+        .0
+        .housekeeper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
 }
 
 /// Writes the last-seen times now (the hub does it when it stops serving).
@@ -51,8 +73,13 @@ async fn run(
     let mut n: u32 = 0;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            // A tick that is due as the hub stops starts no round.
+            biased;
             _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if *shutdown.borrow() {
+            return;
         }
         let Some(inner) = weak.upgrade() else { return };
         let state = HubState(inner);

@@ -357,6 +357,8 @@ impl Hub {
             state.0.shutdown.send_replace(true);
         })
         .await?;
+        // The shutdown was announced: the housekeeping's round in progress, if any, ends.
+        housekeeping::stopped(&self.state).await;
         // Last-seen times of this run, kept for the next.
         housekeeping::flush_now(&self.state).await;
         // Every request has finished: the epoch ends here, cleanly.

@@ -113,6 +113,9 @@ pub(crate) struct Inner {
     pub fanout: std::sync::OnceLock<()>,
     /// Set once the housekeeping task runs.
     pub housekeeping: std::sync::OnceLock<()>,
+    /// The housekeeping task, until a server that stops waits for its end (see
+    /// `crate::housekeeping::stopped`).
+    pub housekeeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Folder rosters shared by the notification streams.
     pub readers: Arc<crate::readers::Readers>,
     /// How many notification streams of this process asked for changes along (see
@@ -254,6 +257,7 @@ impl HubState {
             presence: Mutex::new(HashMap::new()),
             fanout: std::sync::OnceLock::new(),
             housekeeping: std::sync::OnceLock::new(),
+            housekeeper: Mutex::new(None),
             readers: Arc::default(),
             paged: Arc::default(),
             opened_at,

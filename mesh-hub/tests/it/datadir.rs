@@ -109,3 +109,37 @@ fn admin_commands_make_the_directory_private() {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
 }
+
+/// A hub that has stopped serving has let go of its directory: the next hub opens it at
+/// once. Its housekeeping runs at once when serving starts (and then every half second); with
+/// many devices to read, that first round is still running when a hub stopped right away is
+/// done, and it must not keep the hub (and the directory's lock) alive past the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hub_lets_go_of_its_directory_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    {
+        // Set-up only: commits without waiting for the disk.
+        let hub = Hub::builder()
+            .data_dir(&dir)
+            .durability(mesh_store::Durability::Normal)
+            .open()
+            .unwrap();
+        let ann = "ann".parse().unwrap();
+        hub.accounts().add_user(&ann).unwrap();
+        for i in 0..20000 {
+            let d = format!("d{i}").parse().unwrap();
+            hub.accounts().add_device(&ann, &d, "d", "laptop").unwrap();
+        }
+    }
+    for round in 0..12 {
+        let hub = Hub::builder()
+            .data_dir(&dir)
+            .open()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let hub = TestHub::start(hub).await;
+        let r = reqwest::get(format!("{}/health", hub.url)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        hub.stop().await;
+    }
+}
