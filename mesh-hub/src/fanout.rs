@@ -15,7 +15,11 @@ use mesh_core::model::FeedKey;
 use mesh_core::store::{Cursor, FeedMoved, Store};
 use mesh_store::postgres::{PgDatabase, PgListener, CHANGES_CHANNEL, REVOKED_CHANNEL};
 
-use crate::state::{Backend, HubState};
+use std::sync::Weak;
+
+use tokio::sync::watch;
+
+use crate::state::{Backend, HubState, Inner};
 
 /// The longest wait between two attempts to listen again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -31,14 +35,36 @@ pub(crate) fn start(state: &HubState) {
     if state.0.fanout.set(()).is_err() {
         return;
     }
-    runtime.spawn(run(db.clone(), state.clone()));
+    // A weak handle, taken only while announcing (never across an await): the task never
+    // keeps a stopped hub (and a data directory's lock) alive.
+    let weak = std::sync::Arc::downgrade(&state.0);
+    runtime.spawn(run(
+        db.clone(),
+        weak,
+        state.0.shutdown.subscribe(),
+        state.0.opened_at,
+    ));
 }
 
-async fn run(db: PgDatabase, state: HubState) {
-    let mut shutdown = state.0.shutdown.subscribe();
+/// Announces `moved` to this process's streams; `false` once the hub is gone.
+fn announce(hub: &Weak<Inner>, moved: FeedMoved) -> bool {
+    let Some(inner) = hub.upgrade() else {
+        return false;
+    };
+    inner.readers.changed(&moved.feed);
+    let _ = inner.changes.send(moved.into());
+    true
+}
+
+async fn run(
+    db: PgDatabase,
+    hub: Weak<Inner>,
+    mut shutdown: watch::Receiver<bool>,
+    opened_at: u64,
+) {
     // Announce everything after the position the hub opened at, even what commits before the
     // first LISTEN is in place (the first connection resyncs from there).
-    let mut pos: Option<u64> = Some(state.0.opened_at);
+    let mut pos: Option<u64> = Some(opened_at);
     let (changes_channel, revoked_channel) =
         (db.channel(CHANGES_CHANNEL), db.channel(REVOKED_CHANNEL));
     let mut backoff = Duration::from_millis(50);
@@ -81,8 +107,9 @@ async fn run(db: PgDatabase, state: HubState) {
         let top = heads.last().map_or(0, |m| m.seq);
         if let Some(p) = pos {
             for moved in heads.into_iter().filter(|m| m.seq > p) {
-                state.0.readers.changed(&moved.feed);
-                let _ = state.0.changes.send(moved.into());
+                if !announce(&hub, moved) {
+                    return;
+                }
             }
         }
         pos = Some(pos.map_or(top, |p| p.max(top)));
@@ -92,7 +119,8 @@ async fn run(db: PgDatabase, state: HubState) {
                     let Some(n) = notice else { break };
                     if n.channel == revoked_channel {
                         if let Ok(device) = n.payload.parse() {
-                            let _ = state.0.revoked.send(device);
+                            let Some(inner) = hub.upgrade() else { return };
+                            let _ = inner.revoked.send(device);
                         }
                         continue;
                     }
@@ -105,8 +133,9 @@ async fn run(db: PgDatabase, state: HubState) {
                         continue;
                     }
                     pos = Some(moved.seq);
-                    state.0.readers.changed(&moved.feed);
-                    let _ = state.0.changes.send(moved.into());
+                    if !announce(&hub, moved) {
+                        return;
+                    }
                 }
                 _ = shutdown.changed() => return,
             }
