@@ -9,14 +9,12 @@
 //! backoff and first announces every feed that moved after the last number it announced:
 //! nothing committed while it was away is missed.
 
+use std::sync::Weak;
 use std::time::Duration;
 
 use mesh_core::model::FeedKey;
 use mesh_core::store::{Cursor, FeedMoved, Store};
 use mesh_store::postgres::{PgDatabase, PgListener, CHANGES_CHANNEL, REVOKED_CHANNEL};
-
-use std::sync::Weak;
-
 use tokio::sync::watch;
 
 use crate::state::{Backend, HubState, Inner};

@@ -4,8 +4,9 @@
 //!   is the JSON [`Response`]. Bodies are zstd-coded where the hub takes it and it pays
 //!   (`http_coding`).
 //! * `watch` is `GET {base}/mesh/notifications?changes=1` as server-sent events, zstd-coded
-//!   when the hub codes it: each `change` event carries a [`Notification`]; the stream resumes from the last event id it saw when it is
-//!   opened again, and ends when the hub revokes the device or the connection drops.
+//!   when the hub codes it: each `change` event carries a [`Notification`]; the stream
+//!   resumes from the last event id it saw when it is opened again, and ends when the hub
+//!   revokes the device or the connection drops.
 //! * the blob calls are `POST {base}/mesh/folders/{folder}/objects/missing` (a hash list in, the
 //!   missing ones out; lists longer than the hub's 65,536 go in several requests),
 //!   `POST …/objects` (a pack of objects, sent in batches of at most 4 MiB and 65,536 objects)
@@ -547,8 +548,8 @@ impl Transport for HttpTransport {
             }
             Some(other) => {
                 return Err(TransportError::Protocol(format!(
-                "the notification stream came in content coding {other:?}, which was not asked for"
-            )))
+                    "notification stream in content coding {other:?}, not asked for"
+                )))
             }
         };
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();
