@@ -536,21 +536,10 @@ impl Transport for HttpTransport {
             }
             return Err(status_error(status, &headers, &body));
         };
-        let coded = match resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| v.to_str().unwrap_or("?").trim())
-        {
-            None | Some("") => None,
-            Some(c) if c.eq_ignore_ascii_case("identity") => None,
-            Some(c) if c.eq_ignore_ascii_case(http_coding::ZSTD) => {
-                Some(http_coding::StreamDecoder::new()?)
-            }
-            Some(other) => {
-                return Err(TransportError::Protocol(format!(
-                    "notification stream in content coding {other:?}, not asked for"
-                )))
-            }
+        let coded = if http_coding::zstd_coded(resp.headers(), "the notification stream")? {
+            Some(http_coding::StreamDecoder::new()?)
+        } else {
+            None
         };
         let bytes = resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed();
         let state = SseState {

@@ -87,18 +87,28 @@ pub(crate) fn hub_takes_zstd(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The answer's body as JSON bytes: decoded when it came zstd-coded.
-pub(crate) fn decode_answer(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+/// Whether a body came zstd-coded, by its `Content-Encoding` (none, or `identity`: plain).
+/// Any other coding was not asked for, and `what` (the answer, the stream) is refused.
+pub(crate) fn zstd_coded(headers: &HeaderMap, what: &str) -> Result<bool, TransportError> {
     let coding = headers
         .get(CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim());
     match coding {
-        None | Some("") => Ok(body.to_vec()),
-        Some(c) if c.eq_ignore_ascii_case("identity") => Ok(body.to_vec()),
-        Some(c) if c.eq_ignore_ascii_case(ZSTD) => decode(body, MAX_SYNC_ANSWER),
+        None | Some("") => Ok(false),
+        Some(c) if c.eq_ignore_ascii_case("identity") => Ok(false),
+        Some(c) if c.eq_ignore_ascii_case(ZSTD) => Ok(true),
         Some(other) => Err(TransportError::Protocol(format!(
-            "the hub answered in content coding {other:?}, which was not asked for"
+            "{what} came in content coding {other:?}, which was not asked for"
         ))),
+    }
+}
+
+/// The answer's body as JSON bytes: decoded when it came zstd-coded.
+pub(crate) fn decode_answer(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+    if zstd_coded(headers, "the hub's answer")? {
+        decode(body, MAX_SYNC_ANSWER)
+    } else {
+        Ok(body.to_vec())
     }
 }
 
