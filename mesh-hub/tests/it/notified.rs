@@ -237,6 +237,27 @@ async fn next_note_of<B: AsRef<[u8]>>(
     .expect("the feed's notification arrives")
 }
 
+/// `GET /mesh/notifications{query}` with `token`: an SSE stream when `sse`, else a
+/// long-poll; with `Accept-Encoding: gzip, zstd` when `zstd`.
+async fn open_notifications(
+    hub: &TestHub,
+    query: &str,
+    token: &str,
+    sse: bool,
+    zstd: bool,
+) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/mesh/notifications{query}", hub.url))
+        .bearer_auth(token);
+    if sse {
+        r = r.header("accept", "text/event-stream");
+    }
+    if zstd {
+        r = r.header("accept-encoding", "gzip, zstd");
+    }
+    r.send().await.unwrap()
+}
+
 /// Changes travel only on streams that ask for them (`?changes=1`): other clients of the
 /// protocol get the notifications they always got. Anything but 0 or 1 is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,18 +266,10 @@ async fn only_streams_that_ask_for_changes_get_them() {
     let (a, _, _) = device(&hub, "ann-a").await;
     let (b, _, _) = device(&hub, "ann-b").await;
     let (folder, feed) = shared_feed(&a, &b).await;
-    let open = |query: &'static str, device: &str| {
+    let open = |query, device| {
         let token = hub.token("ann", device);
-        let url = format!("{}/mesh/notifications{query}", hub.url);
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .header("accept", "text/event-stream")
-                .send()
-                .await
-                .unwrap()
-        }
+        let hub = &hub;
+        async move { open_notifications(hub, query, &token, true, false).await }
     };
     let asking = open("?changes=1", "ann-c").await;
     let plain = open("", "ann-d").await;
@@ -324,23 +337,14 @@ async fn a_stream_with_changes_along_is_zstd_coded_when_taken() {
     let (a, _, _) = device(&hub, "ann-a").await;
     let (b, _, _) = device(&hub, "ann-b").await;
     let (folder, feed) = shared_feed(&a, &b).await;
-    let open = |query: &'static str, device: &str, zstd: bool, sse: bool| {
+    let open = |query, device, zstd| {
         let token = hub.token("ann", device);
-        let url = format!("{}/mesh/notifications{query}", hub.url);
-        async move {
-            let mut r = reqwest::Client::new().get(url).bearer_auth(token);
-            if sse {
-                r = r.header("accept", "text/event-stream");
-            }
-            if zstd {
-                r = r.header("accept-encoding", "gzip, zstd");
-            }
-            r.send().await.unwrap()
-        }
+        let hub = &hub;
+        async move { open_notifications(hub, query, &token, true, zstd).await }
     };
-    let coded = open("?changes=1", "ann-c", true, true).await;
-    let plain = open("?changes=1", "ann-d", false, true).await;
-    let heads_only = open("", "ann-e", true, true).await;
+    let coded = open("?changes=1", "ann-c", true).await;
+    let plain = open("?changes=1", "ann-d", false).await;
+    let heads_only = open("", "ann-e", true).await;
     let coding = |r: &reqwest::Response| {
         r.headers()
             .get("content-encoding")
@@ -379,18 +383,7 @@ async fn a_stream_with_changes_along_is_zstd_coded_when_taken() {
     // Long-poll: the write above is this device's backlog (heads only: under 512 bytes, as it
     // is), then a long answer from many feeds moved.
     let token = hub.token("ann", "ann-f");
-    let poll = |cursor: Option<String>| {
-        let url = match cursor {
-            Some(c) => format!("{}/mesh/notifications?wait=0&cursor={c}", hub.url),
-            None => format!("{}/mesh/notifications?wait=0", hub.url),
-        };
-        let r = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(&token)
-            .header("accept-encoding", "zstd");
-        async move { r.send().await.unwrap() }
-    };
-    let polled = poll(None).await;
+    let polled = open_notifications(&hub, "?wait=0", &token, false, true).await;
     assert_eq!(coding(&polled), None);
     let cursor = polled.json::<serde_json::Value>().await.unwrap()["cursor"]
         .as_str()
@@ -405,7 +398,8 @@ async fn a_stream_with_changes_along_is_zstd_coded_when_taken() {
         a.put_many(&folder, &f, vec![draft]).await.unwrap();
     }
     a.sync_now().await.unwrap();
-    let long = poll(Some(cursor)).await;
+    let query = format!("?wait=0&cursor={cursor}");
+    let long = open_notifications(&hub, &query, &token, false, true).await;
     assert_eq!(coding(&long).as_deref(), Some("zstd"));
     let body = zstd::stream::decode_all(&long.bytes().await.unwrap()[..]).unwrap();
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
