@@ -54,6 +54,16 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// [`SqliteStore::keep_file_locked`] for a store in a SQLite file; nothing for the others.
+    pub fn keep_file_locked(&mut self) -> Result<()> {
+        match self {
+            AnyStore::Sqlite(s) => s.keep_file_locked(),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A transaction on a [`AnyStore`].
 pub enum AnyTxn<'a> {
     /// In memory.

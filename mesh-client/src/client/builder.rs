@@ -130,6 +130,13 @@ impl MeshClientBuilder {
                 }
             };
             let mut store = ClientStore::open(&config, replica_id)?;
+            let blobs = BlobStore::for_config(&config)?;
+            if lock.is_some() {
+                // This client alone uses the files (the lock says so): each transaction
+                // can skip SQLite's file locking.
+                store.keep_file_locked()?;
+                blobs.keep_file_locked()?;
+            }
             let key = match given_key {
                 Some(key) => {
                     store.adopt_device_key(&key)?;
@@ -137,7 +144,7 @@ impl MeshClientBuilder {
                 }
                 None => store.device_key()?,
             };
-            Ok::<_, ClientError>((lock, store, BlobStore::for_config(&config)?, key))
+            Ok::<_, ClientError>((lock, store, blobs, key))
         })
         .await
         .map_err(|e| ClientError::Internal(e.to_string()))??;

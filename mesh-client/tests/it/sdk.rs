@@ -55,6 +55,42 @@ async fn a_store_is_opened_by_one_client_at_a_time() {
     assert!(again.folder(&f.id).await.unwrap().is_some());
 }
 
+/// A client keeps its store's files to itself while it runs (SQLite's exclusive locking
+/// mode, which spares every transaction the file-locking system calls): another connection
+/// cannot read them, and can again once the client is gone.
+#[tokio::test]
+async fn a_client_keeps_its_store_files_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    let blobs = mesh_client::store::BlobStore::path_beside(&path);
+    let read = |file: &std::path::Path| {
+        let c = rusqlite::Connection::open(file).unwrap();
+        c.busy_timeout(std::time::Duration::ZERO).unwrap();
+        c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    };
+    let client = builder("ann", "laptop")
+        .store(StoreConfig::Sqlite(path.clone()))
+        .build()
+        .await
+        .unwrap();
+    let f = client
+        .create_folder("Notes", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
+    client
+        .put_blob(&f.id, vec![7u8; 1000], "application/octet-stream")
+        .await
+        .unwrap();
+    assert!(read(&path).is_err(), "the replica was readable");
+    assert!(read(&blobs).is_err(), "the blob store was readable");
+    client.close();
+    drop(client);
+    assert!(read(&path).unwrap() > 0);
+    assert!(read(&blobs).unwrap() > 0);
+}
+
 /// Not a test of its own: the other process of the test above (does nothing otherwise).
 #[tokio::test]
 async fn lock_child() {

@@ -259,40 +259,43 @@ impl Fetch {
         let (mut pos, mut total, mut any, mut current) =
             (self.pos, self.total, self.any, self.current);
         let (piece, pos, total, any, current) = tokio::task::spawn_blocking(move || {
-            let mut piece = Vec::new();
-            let stop = (pos + STEP_HASHES).min(hashes.len());
-            while piece.len() < PIECE {
-                if let Some((h, sent, len)) = current {
-                    let want = (len - sent).min(READ_PIECE as u64) as usize;
-                    match blobs.read_for(&folder, &h, sent, want)? {
-                        Some(d) if d.len() == want => piece.extend_from_slice(&d),
-                        _ => return Err(changed_while_sent(&h)),
+            // One snapshot for the step's reads (one read transaction on SQLite).
+            blobs.reading(|blobs| {
+                let mut piece = Vec::new();
+                let stop = (pos + STEP_HASHES).min(hashes.len());
+                while piece.len() < PIECE {
+                    if let Some((h, sent, len)) = current {
+                        let want = (len - sent).min(READ_PIECE as u64) as usize;
+                        match blobs.read_sized_for(&folder, &h, sent, want)? {
+                            Some((_, d)) if d.len() == want => piece.extend_from_slice(&d),
+                            _ => return Err(changed_while_sent(&h)),
+                        }
+                        total += want;
+                        let sent = sent + want as u64;
+                        current = (sent < len).then_some((h, sent, len));
+                        continue;
                     }
-                    total += want;
-                    let sent = sent + want as u64;
-                    current = (sent < len).then_some((h, sent, len));
-                    continue;
-                }
-                if pos >= stop || (any && total >= MAX_OBJECTS_RESPONSE) {
-                    break;
-                }
-                let h = hashes[pos];
-                pos += 1;
-                // Its length and first piece in one read (a small object whole).
-                if let Some((len, head)) = blobs.read_sized_for(&folder, &h, 0, READ_PIECE)? {
-                    let want = len.min(READ_PIECE as u64) as usize;
-                    if head.len() != want {
-                        return Err(changed_while_sent(&h));
+                    if pos >= stop || (any && total >= MAX_OBJECTS_RESPONSE) {
+                        break;
                     }
-                    piece.extend_from_slice(h.as_bytes());
-                    piece.extend_from_slice(&(len as u32).to_be_bytes());
-                    piece.extend_from_slice(&head);
-                    any = true;
-                    total += want;
-                    current = ((want as u64) < len).then_some((h, want as u64, len));
+                    let h = hashes[pos];
+                    pos += 1;
+                    // Its length and first piece in one read (a small object whole).
+                    if let Some((len, head)) = blobs.read_sized_for(&folder, &h, 0, READ_PIECE)? {
+                        let want = len.min(READ_PIECE as u64) as usize;
+                        if head.len() != want {
+                            return Err(changed_while_sent(&h));
+                        }
+                        piece.extend_from_slice(h.as_bytes());
+                        piece.extend_from_slice(&(len as u32).to_be_bytes());
+                        piece.extend_from_slice(&head);
+                        any = true;
+                        total += want;
+                        current = ((want as u64) < len).then_some((h, want as u64, len));
+                    }
                 }
-            }
-            Ok::<_, StoreError>((piece, pos, total, any, current))
+                Ok((piece, pos, total, any, current))
+            })
         })
         .await
         .map_err(ApiError::internal)?

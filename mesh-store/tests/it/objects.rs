@@ -114,6 +114,24 @@ fn suite(store: &BlobStore) {
         Some((20, b.1[12..].to_vec()))
     );
     assert_eq!(store.read_sized_for(&f2, &b.0, 0, 10).unwrap(), None);
+    // The same reads within one reading.
+    let read = store
+        .reading(|r| {
+            Ok((
+                r.read_sized_for(&f1, &b.0, 12, 100)?,
+                r.read_sized_for(&f1, &a.0, 0, 4)?,
+                r.read_sized_for(&f2, &b.0, 0, 10)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(
+        read,
+        (
+            Some((20, b.1[12..].to_vec())),
+            Some((10, a.1[..4].to_vec())),
+            None
+        )
+    );
     // A whole blob: chunks and manifest, written back.
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let manifest = store
@@ -255,6 +273,73 @@ fn the_object_suite_passes_in_memory() {
 fn the_object_suite_passes_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     suite(&BlobStore::open(dir.path().join("blobs.db"), Durability::Full).unwrap());
+}
+
+/// A second connection to a SQLite blob store's file, which waits for no lock.
+fn other_connection(path: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(std::time::Duration::ZERO).unwrap();
+    c
+}
+
+/// A reading is one read transaction on SQLite: a writer elsewhere cannot change what it
+/// reads until it ends (one snapshot, and the file's locks taken once for all its reads).
+#[test]
+fn a_reading_on_sqlite_is_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blobs.db");
+    let store = BlobStore::open(&path, Durability::Full).unwrap();
+    let f1 = folder("f1");
+    let a = object(1, 10);
+    store.put(&f1, std::slice::from_ref(&a)).unwrap();
+    let other = other_connection(&path);
+    let drop_claims = || other.execute("DELETE FROM refs", []);
+    let (first, refused, second) = store
+        .reading(|r| {
+            let first = r.read_sized_for(&f1, &a.0, 0, 100)?;
+            let refused = drop_claims().is_err();
+            let second = r.read_sized_for(&f1, &a.0, 0, 100)?;
+            Ok((first, refused, second))
+        })
+        .unwrap();
+    assert!(refused, "a writer got in while the reading ran");
+    assert_eq!(first, Some((10, a.1.clone())));
+    assert_eq!(second, first);
+    // Once it ends, the writer may go on.
+    drop_claims().unwrap();
+    assert_eq!(store.read_sized_for(&f1, &a.0, 0, 100).unwrap(), None);
+}
+
+/// A blob store kept locked holds its file from its first write on, until it is dropped.
+#[test]
+fn a_blob_store_kept_locked_shuts_out_other_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blobs.db");
+    let f1 = folder("f1");
+    let a = object(1, 10);
+    let count = |c: &rusqlite::Connection| {
+        c.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))
+    };
+    {
+        let store = BlobStore::open(&path, Durability::Full).unwrap();
+        store.put(&f1, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(
+            count(&other_connection(&path)).unwrap(),
+            1,
+            "not kept locked"
+        );
+        store.keep_file_locked().unwrap();
+        let b = object(2, 20);
+        store.put(&f1, std::slice::from_ref(&b)).unwrap();
+        assert!(count(&other_connection(&path)).is_err());
+        // The store itself goes on as before.
+        assert_eq!(store.get(&b.0).unwrap(), Some(b.1));
+        assert!(store.missing(&f1, &[a.0, b.0]).unwrap().is_empty());
+    }
+    assert_eq!(count(&other_connection(&path)).unwrap(), 2);
+    let reopened = BlobStore::open(&path, Durability::Full).unwrap();
+    assert_eq!(reopened.get(&a.0).unwrap(), Some(a.1));
+    BlobStore::memory().keep_file_locked().unwrap();
 }
 
 #[cfg(feature = "postgres")]
