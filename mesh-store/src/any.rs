@@ -52,9 +52,7 @@ impl AnyStore {
             )),
         }
     }
-}
 
-impl AnyStore {
     /// [`SqliteStore::keep_file_locked`] for a store in a SQLite file; nothing for the others.
     pub fn keep_file_locked(&mut self) -> Result<()> {
         match self {

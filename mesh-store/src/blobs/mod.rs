@@ -356,12 +356,9 @@ impl BlobStore {
     /// replica (here it also spares the rollback journal's checks on every transaction);
     /// nothing for the other backends.
     pub fn keep_file_locked(&self) -> Result<()> {
-        match &*self.0 {
-            Backend::Sqlite { .. } => {
-                let conn = self.sqlite_conn()?;
-                crate::sqlite::hold_file(&conn, "blob store")
-            }
-            _ => Ok(()),
+        match self.conn() {
+            Some(conn) => crate::sqlite::hold_file(&conn, "blob store"),
+            None => Ok(()),
         }
     }
 
@@ -862,11 +859,10 @@ impl BlobStore {
         hashes: &[ChunkHash],
         max_bytes: usize,
     ) -> Result<Vec<(ChunkHash, Vec<u8>)>> {
-        if !matches!(&*self.0, Backend::Sqlite { .. }) {
-            return gather(hashes, max_bytes, |h| self.get(h));
-        }
         // On SQLite, one statement and one read transaction for all.
-        let conn = self.sqlite_conn()?;
+        let Some(conn) = self.conn() else {
+            return gather(hashes, max_bytes, |h| self.get(h));
+        };
         in_read(&conn, |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT data FROM objects WHERE hash = ?1")
@@ -1022,10 +1018,9 @@ impl BlobStore {
     /// assert_eq!(lengths, 11);
     /// ```
     pub fn reading<T>(&self, f: impl FnOnce(&Reading<'_>) -> Result<T>) -> Result<T> {
-        if !matches!(&*self.0, Backend::Sqlite { .. }) {
+        let Some(conn) = self.conn() else {
             return f(&Reading(ReadFrom::Store(self)));
-        }
-        let conn = self.sqlite_conn()?;
+        };
         in_read(&conn, |conn| f(&Reading(ReadFrom::Sqlite(conn))))
     }
 
