@@ -253,7 +253,7 @@ fn changes_since_benches(c: &mut Criterion) {
 fn trust_benches(c: &mut Criterion) {
     use mesh_core::time::Timestamp;
     use mesh_core::trust::{
-        seal_version, verify_entry, DeviceCertificate, MemoryKeyring, SecretKey,
+        seal_version, verify_entries, verify_entry, DeviceCertificate, MemoryKeyring, SecretKey,
     };
     let feed = feed();
     let key = SecretKey::from_seed([7; 32]);
@@ -313,6 +313,15 @@ fn trust_benches(c: &mut Criterion) {
         b.iter(|| {
             for e in &page {
                 verify_entry(&ring, &feed, None, black_box(e)).unwrap();
+            }
+        })
+    });
+    // The same page checked as a push is: its signatures in one batch, on one thread.
+    let pairs: Vec<(Option<&Entry>, &Entry)> = page.iter().map(|e| (None, e)).collect();
+    g.bench_function("verify_page_of_500_batched", |b| {
+        b.iter(|| {
+            for r in verify_entries(&ring, &feed, black_box(&pairs), 1) {
+                r.unwrap();
             }
         })
     });

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{CoreError, Result};
@@ -87,40 +87,19 @@ b64_value!(
     "digest"
 );
 
-/// How many decompressed keys each thread keeps (see [`PublicKey::verify`]).
-const KEPT_KEYS: usize = 8;
-
-thread_local! {
-    /// Keys this thread decompressed lately, the latest used first.
-    static DECOMPRESSED: std::cell::RefCell<Vec<([u8; 32], VerifyingKey)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl PublicKey {
-    /// Checks `signature` over `message` with this key (strict verification: no malleable or
-    /// small-order forms).
-    ///
-    /// Turning the key's 32 bytes into a curve point costs about a fifth of a verification,
-    /// and a push's items come from a few devices: each thread keeps the last
-    /// [`KEPT_KEYS`] keys it decompressed (only valid ones, so the answer is the same).
+    /// Checks `signature` over `message` with this key, by the rule in `docs/protocol.md`
+    /// ("Which signatures verify"): RFC 8032's cofactored equation, with canonical encodings
+    /// and no small-order key or `R`. To check many signatures at once, see
+    /// [`SignatureBatch`](super::SignatureBatch), which answers alike.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        let key = DECOMPRESSED.with(|kept| -> Result<VerifyingKey> {
-            let mut kept = kept.borrow_mut();
-            if let Some(i) = kept.iter().position(|(bytes, _)| *bytes == self.0) {
-                let hit = kept.remove(i);
-                let key = hit.1;
-                kept.insert(0, hit);
-                return Ok(key);
-            }
-            let key = VerifyingKey::from_bytes(&self.0)
-                .map_err(|_| CoreError::InvalidSignature(format!("{self} is not a valid key")))?;
-            kept.insert(0, (self.0, key));
-            kept.truncate(KEPT_KEYS);
-            Ok(key)
-        })?;
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig)
-            .map_err(|_| CoreError::InvalidSignature("the signature does not verify".into()))
+        if super::check::verify_one(self, message, signature) {
+            Ok(())
+        } else {
+            Err(CoreError::InvalidSignature(
+                "the signature does not verify".into(),
+            ))
+        }
     }
 }
 
@@ -206,42 +185,4 @@ pub(crate) fn check_authority(
             what()
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The keys a thread keeps decompressed change no answer: with more keys in turn than it
-    /// keeps, every good signature verifies under its own key only, again and again.
-    #[test]
-    fn kept_keys_answer_as_fresh_ones() {
-        let keys: Vec<SecretKey> = (0..(KEPT_KEYS as u8 + 3))
-            .map(|i| SecretKey::from_seed([i + 1; 32]))
-            .collect();
-        for round in 0..3 {
-            for (i, k) in keys.iter().enumerate() {
-                let msg = format!("message {i} {round}");
-                let sig = k.sign(msg.as_bytes());
-                assert!(k.public().verify(msg.as_bytes(), &sig).is_ok());
-                assert!(k.public().verify(b"another message", &sig).is_err());
-                let other = &keys[(i + 1) % keys.len()];
-                assert!(other.public().verify(msg.as_bytes(), &sig).is_err());
-            }
-        }
-        // Bytes that are no curve point are refused every time, and never kept.
-        let bad = (0..=255u8)
-            .map(|b| [b; 32])
-            .find(|bytes| VerifyingKey::from_bytes(bytes).is_err())
-            .expect("some repeated byte is no point");
-        let sig = keys[0].sign(b"m");
-        for _ in 0..2 {
-            assert!(PublicKey(bad).verify(b"m", &sig).is_err());
-        }
-        DECOMPRESSED.with(|kept| {
-            let kept = kept.borrow();
-            assert!(kept.len() <= KEPT_KEYS);
-            assert!(kept.iter().all(|(bytes, _)| *bytes != bad));
-        });
-    }
 }

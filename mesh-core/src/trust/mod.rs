@@ -12,6 +12,7 @@
 //! that another implementation can produce and check them.
 
 mod cert;
+mod check;
 mod keyring;
 mod keys;
 mod revocation;
@@ -19,6 +20,7 @@ mod seal;
 mod verify;
 
 pub use cert::{DeviceCertificate, Enrollment, CERT_TAG};
+pub use check::SignatureBatch;
 pub use keyring::{CertifiedDevice, KeyStatus, Keyring, MemoryKeyring, NoKeyring, Signer};
 pub use keys::{Digest, PublicKey, SecretKey, Signature};
 pub use revocation::{

@@ -7,6 +7,7 @@ use crate::error::{CoreError, Result};
 use crate::feedsync::{HistoryItem, SyncMeta};
 use crate::id::EntryId;
 use crate::model::{Entry, EntryData, EntryVersion, FeedKey};
+use crate::trust::check::SignatureBatch;
 use crate::trust::keyring::{KeyStatus, Keyring, Signer};
 use crate::trust::keys::PublicKey;
 use crate::trust::seal::{data_digest, signing_bytes, Seal};
@@ -29,25 +30,32 @@ pub fn verify_entry(
     local: Option<&Entry>,
     incoming: &Entry,
 ) -> Result<()> {
-    verify_entry_with(keyring, feed, local, incoming, None)
+    verify_entries_with(keyring, feed, &[(local, incoming)], 1, None)
+        .pop()
+        .unwrap_or(Ok(()))
 }
 
-/// [`verify_entry`], taking the signature checks `checked` already passed as passed (every
-/// other rule is applied as usual).
-fn verify_entry_with(
-    keyring: &dyn Keyring,
-    feed: &FeedKey,
-    local: Option<&Entry>,
-    incoming: &Entry,
-    checked: Option<&Checked>,
-) -> Result<()> {
-    let held: HashSet<&HistoryItem> = match local {
+/// The history items of the versions `local` holds (those need no check).
+fn held_items(local: Option<&Entry>) -> HashSet<&HistoryItem> {
+    match local {
         Some(l) => std::iter::once(&l.sync)
             .chain(l.conflicts.iter().map(|c| &c.sync))
             .flat_map(|s| s.history.iter())
             .collect(),
         None => HashSet::new(),
-    };
+    }
+}
+
+/// [`verify_entry`], taking the signature checks in `checked` as passed (every other rule is
+/// applied as usual).
+fn verify_entry_with(
+    keyring: &dyn Keyring,
+    feed: &FeedKey,
+    local: Option<&Entry>,
+    incoming: &Entry,
+    checked: &[&Checked],
+) -> Result<()> {
+    let held = held_items(local);
     let held_versions: Vec<(&SyncMeta, &EntryData)> = match local {
         Some(l) => std::iter::once((&l.sync, &l.content))
             .chain(l.conflicts.iter().map(|c| (&c.sync, &c.content)))
@@ -71,6 +79,56 @@ fn verify_entry_with(
         }
     }
     Ok(())
+}
+
+/// Adds to `batch` the signature check of every sealed history item of `incoming` that
+/// `local` does not hold, whose `by` `key_of` gives a key for, and that `skip` does not
+/// already hold.
+fn gather(
+    keyring: &dyn Keyring,
+    feed: &FeedKey,
+    (local, incoming): (Option<&Entry>, &Entry),
+    key_of: &dyn Fn(KeyStatus) -> Option<PublicKey>,
+    skip: Option<&Checked>,
+    batch: &mut SignatureBatch,
+) {
+    let held = held_items(local);
+    let versions =
+        std::iter::once(&incoming.sync).chain(incoming.conflicts.iter().map(|c| &c.sync));
+    for h in versions.flat_map(|s| s.history.iter()) {
+        let (Some(by), Some(seal)) = (&h.by, h.seal.as_deref()) else {
+            continue;
+        };
+        if held.contains(h) {
+            continue;
+        }
+        let Some(key) = key_of(keyring.lookup(by)) else {
+            continue;
+        };
+        let msg = signing_bytes(
+            feed,
+            &incoming.sync.id,
+            h,
+            seal.deleted,
+            &seal.author,
+            &seal.digest,
+        );
+        if skip.is_some_and(|c| c.holds(&key, seal.sig.as_bytes(), &msg)) {
+            continue;
+        }
+        batch.push(key, msg, seal.sig);
+    }
+}
+
+/// The digests of the checks in `batch` that pass.
+fn passed(batch: &SignatureBatch) -> Vec<[u8; 32]> {
+    batch
+        .check()
+        .into_iter()
+        .zip(batch.items())
+        .filter(|(ok, _)| *ok)
+        .map(|(_, (key, msg, sig))| Checked::digest(key, sig.as_bytes(), msg))
+        .collect()
 }
 
 /// Signature checks already passed: digests of (key, signature, signed bytes), so that a
@@ -109,39 +167,18 @@ pub fn check_signatures(
     entries: &[Entry],
     threads: usize,
 ) -> Checked {
-    let one = |e: &Entry| -> Vec<[u8; 32]> {
-        if crate::feedsync::limits::check_shape(None, e).is_err() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let versions = std::iter::once(&e.sync).chain(e.conflicts.iter().map(|c| &c.sync));
-        for h in versions.flat_map(|s| s.history.iter()) {
-            let (Some(by), Some(seal)) = (&h.by, h.seal.as_deref()) else {
-                continue;
-            };
-            let KeyStatus::Device(d) = keyring.lookup(by) else {
-                continue;
-            };
-            if d.certificate.user != *user {
-                continue;
-            }
-            let key = d.certificate.key;
-            let msg = signing_bytes(
-                feed,
-                &e.sync.id,
-                h,
-                seal.deleted,
-                &seal.author,
-                &seal.digest,
-            );
-            if key.verify(&msg, &seal.sig).is_ok() {
-                out.push(Checked::digest(&key, seal.sig.as_bytes(), &msg));
-            }
-        }
-        out
+    let own = |status: KeyStatus| match status {
+        KeyStatus::Device(d) if d.certificate.user == *user => Some(d.certificate.key),
+        _ => None,
     };
     let parts = spread(entries, threads, |part| {
-        part.iter().flat_map(one).collect::<Vec<_>>()
+        let mut batch = SignatureBatch::new();
+        for e in part {
+            if crate::feedsync::limits::check_shape(None, e).is_ok() {
+                gather(keyring, feed, (None, e), &own, None, &mut batch);
+            }
+        }
+        passed(&batch)
     });
     Checked(parts.into_iter().flatten().flatten().collect())
 }
@@ -193,11 +230,23 @@ pub(crate) fn verify_entries_with(
     threads: usize,
     checked: Option<&Checked>,
 ) -> Vec<Result<()>> {
-    let one = |&(local, incoming): &(Option<&Entry>, &Entry)| {
-        verify_entry_with(keyring, feed, local, incoming, checked)
+    // Each part's signatures are checked in one batch first; the rules around them are
+    // then applied entry by entry, taking the batch's passed checks as passed.
+    let signer = |status: KeyStatus| match status {
+        KeyStatus::Device(d) => Some(d.certificate.key),
+        KeyStatus::Authority(key) => Some(key),
+        KeyStatus::Uncertified | KeyStatus::Foreign => None,
     };
     let parts = spread(pairs, threads, |part| {
-        part.iter().map(one).collect::<Vec<_>>()
+        let mut batch = SignatureBatch::new();
+        for &pair in part {
+            gather(keyring, feed, pair, &signer, checked, &mut batch);
+        }
+        let batched = Checked(passed(&batch).into_iter().collect());
+        let all: Vec<&Checked> = checked.into_iter().chain([&batched]).collect();
+        part.iter()
+            .map(|&(local, incoming)| verify_entry_with(keyring, feed, local, incoming, &all))
+            .collect::<Vec<_>>()
     });
     let per = pairs.len().div_ceil(parts.len().max(1));
     parts
@@ -252,7 +301,7 @@ fn verify_item(
     id: &EntryId,
     h: &HistoryItem,
     top: bool,
-    checked: Option<&Checked>,
+    checked: &[&Checked],
 ) -> Result<()> {
     let Some(by) = &h.by else {
         return Ok(()); // FeedSync allows by-less items; nothing to check them against
@@ -294,7 +343,10 @@ fn verify_item(
         ))
     })?;
     let msg = signing_bytes(feed, id, h, seal.deleted, &seal.author, &seal.digest);
-    if checked.is_some_and(|c| c.holds(&key, seal.sig.as_bytes(), &msg)) {
+    if checked
+        .iter()
+        .any(|c| c.holds(&key, seal.sig.as_bytes(), &msg))
+    {
         return Ok(());
     }
     key.verify(&msg, &seal.sig).map_err(|_| {

@@ -1481,3 +1481,53 @@ fn early_signature_checks_change_no_verdict() {
         ]
     );
 }
+
+/// Signatures are checked in batches (each part of a push in one combined check): a push of
+/// many honest versions with a few forged ones among them, checked early or not, has exactly
+/// the forged ones refused and every honest one merged.
+#[test]
+fn a_batch_with_forged_signatures_refuses_exactly_those() {
+    let (mut plain, mut early) = (World::new(), World::new());
+    let notes = plain.notes.clone();
+    let mut runs = Vec::new();
+    for (w, checked) in [(&mut plain, false), (&mut early, true)] {
+        let mut frank = w.device("frank");
+        let a = actor("frank", "frank-dev");
+        let mut entries = Vec::new();
+        for i in 0..150 {
+            let now = w.now();
+            let mut e = frank
+                .create(
+                    &notes,
+                    id(&format!("b{i}")),
+                    draft(&format!("note {i}")),
+                    &a,
+                    now,
+                )
+                .unwrap()
+                .entry;
+            if i % 37 == 5 {
+                e.sync.history[0].seal.as_mut().unwrap().sig.0[40] ^= 0x10;
+            }
+            entries.push(e);
+        }
+        let got = if checked {
+            w.push_checked("frank", &notes, entries, None)
+        } else {
+            w.push("frank", &notes, entries)
+        };
+        for (i, (outcome, refused)) in got.iter().enumerate() {
+            if i % 37 == 5 {
+                assert_eq!(refused, &code(ErrorCode::InvalidSignature), "entry {i}");
+            } else {
+                assert_eq!(
+                    (outcome, refused),
+                    (&MergeOutcome::Added, &None),
+                    "entry {i}"
+                );
+            }
+        }
+        runs.push(got);
+    }
+    assert_eq!(runs[0], runs[1]);
+}
