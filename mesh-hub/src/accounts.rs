@@ -373,6 +373,15 @@ impl Accounts {
         if !self.store.is_live(&principal.user, &principal.device)? {
             return Err(HubError::NotFound(format!("device {}", principal.device)));
         }
+        if !key.is_sound() {
+            // No signature by such a key verifies; certifying it would only mislead.
+            return Err(HubError::Core(mesh_core::CoreError::InvalidId {
+                kind: "device key",
+                reason: format!(
+                    "{key} is not the canonical encoding of a curve point without small order"
+                ),
+            }));
+        }
         if let Some(known) = self.snapshot().device(&principal.device) {
             if known.certificate.key != key {
                 return Err(HubError::AlreadyExists(format!(

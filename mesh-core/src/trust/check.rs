@@ -93,6 +93,11 @@ fn checked_key(key: &PublicKey) -> Option<VerificationKey> {
     })
 }
 
+/// Rule 2 for a key (see [`PublicKey::is_sound`]).
+pub(crate) fn sound_key(key: &PublicKey) -> bool {
+    checked_key(key).is_some()
+}
+
 /// Rules 1 and 2 for the signature's own half: `s` canonical, `R` soundly encoded (whether it
 /// decodes at all is left to the equation's check, which decodes it anyway).
 fn sound_signature(sig: &Signature) -> bool {

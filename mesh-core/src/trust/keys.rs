@@ -88,11 +88,31 @@ b64_value!(
 );
 
 impl PublicKey {
+    /// Whether these bytes can be a signer's key: the canonical encoding of a curve point
+    /// that does not have small order. No signature by any other key verifies, and a hub
+    /// certifies no other key.
+    ///
+    /// ```
+    /// use mesh_core::trust::{PublicKey, SecretKey};
+    /// assert!(SecretKey::from_seed([7; 32]).public().is_sound());
+    /// let mut identity = [0u8; 32];
+    /// identity[0] = 1; // y = 1: the neutral point, of order 1
+    /// assert!(!PublicKey(identity).is_sound());
+    /// ```
+    pub fn is_sound(&self) -> bool {
+        super::check::sound_key(self)
+    }
+
     /// Checks `signature` over `message` with this key, by the rule in `docs/protocol.md`
     /// ("Which signatures verify"): RFC 8032's cofactored equation, with canonical encodings
     /// and no small-order key or `R`. To check many signatures at once, see
     /// [`SignatureBatch`](super::SignatureBatch), which answers alike.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
+        if !self.is_sound() {
+            return Err(CoreError::InvalidSignature(format!(
+                "{self} is not a usable key (not a canonical curve point, or of small order)"
+            )));
+        }
         if super::check::verify_one(self, message, signature) {
             Ok(())
         } else {

@@ -11,7 +11,7 @@ use mesh_core::replica::{Actor, Replica};
 use mesh_core::store::{Cursor, MemoryStore};
 use mesh_core::sync::{Request, Response};
 use mesh_core::time::Timestamp;
-use mesh_core::trust::{seal_version, SecretKey};
+use mesh_core::trust::{seal_version, PublicKey, SecretKey};
 use serde_json::json;
 
 use crate::hubs::{fast, send, Rest, TestHub};
@@ -611,6 +611,31 @@ async fn enrollment_binds_one_key_per_device_and_revocation_stops_new_versions()
         .enroll(&"frank-dev".parse().unwrap(), &frank.key.public())
         .await
         .unwrap();
+    // A key no signature could verify under is refused before anything is bound: the
+    // neutral point (y = 1), the point of order 2 (y = p − 1) and a non-canonical encoding
+    // (y = p + 1).
+    let newcomer = "nina-dev";
+    let nina =
+        HttpTransport::with_config(&f.hub.url, f.hub.token("nina", newcomer), fast()).unwrap();
+    let mut neutral = [0u8; 32];
+    neutral[0] = 1;
+    let mut order2 = [0xff; 32];
+    (order2[0], order2[31]) = (0xec, 0x7f);
+    let mut non_canonical = [0xff; 32];
+    (non_canonical[0], non_canonical[31]) = (0xee, 0x7f);
+    for bad in [neutral, order2, non_canonical] {
+        let err = nina
+            .enroll(&newcomer.parse().unwrap(), &PublicKey(bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("device key"), "{err}");
+    }
+    nina.enroll(
+        &newcomer.parse().unwrap(),
+        &SecretKey::from_seed([61; 32]).public(),
+    )
+    .await
+    .unwrap();
     // A token enrolls only its own device.
     assert!(frank
         .http
