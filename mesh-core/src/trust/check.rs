@@ -260,7 +260,8 @@ mod tests {
         }
         for t in EIGHT_TORSION {
             assert!(!sound_point(&t.compress().0));
-            // x = 0 with the sign bit set: the other encoding of orders 1 and 2.
+            // With the sign bit set: the negated point (small too), or, where x = 0 (orders 1
+            // and 2), a non-canonical encoding.
             let mut b = t.compress().0;
             b[31] |= 0x80;
             assert!(!sound_point(&b));
