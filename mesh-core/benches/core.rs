@@ -325,6 +325,22 @@ fn trust_benches(c: &mut Criterion) {
             }
         })
     });
+    // The same page with one forged signature: the combined check fails and the batch
+    // checks each signature alone to find it (what a hostile pusher can make it cost).
+    let mut forged = page.clone();
+    if let Some(seal) = forged[250].sync.history[0].seal.as_mut() {
+        seal.sig.0[40] ^= 0x10;
+    }
+    let forged_pairs: Vec<(Option<&Entry>, &Entry)> = forged.iter().map(|e| (None, e)).collect();
+    g.bench_function("verify_page_of_500_batched_one_forged", |b| {
+        b.iter(|| {
+            let refused = verify_entries(&ring, &feed, black_box(&forged_pairs), 1)
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+            assert_eq!(refused, 1);
+        })
+    });
     g.finish();
 }
 
