@@ -74,7 +74,7 @@ pub(crate) fn sound_point(bytes: &[u8; 32]) -> bool {
 /// `key` ready for checking, if it is sound (rule 2). Turning a key's 32 bytes into a point
 /// costs about a tenth of a check, and a push's items come from a few devices: each thread
 /// keeps the last [`KEPT_KEYS`] keys it accepted.
-fn checked_key(key: &PublicKey) -> Option<VerificationKey> {
+pub(crate) fn checked_key(key: &PublicKey) -> Option<VerificationKey> {
     KEYS.with(|kept| {
         let mut kept = kept.borrow_mut();
         if let Some(i) = kept.iter().position(|(bytes, _)| *bytes == key.0) {
@@ -107,15 +107,16 @@ fn sound_signature(sig: &Signature) -> bool {
     bool::from(Scalar::from_canonical_bytes(*s).is_some()) && sound_encoding(r)
 }
 
-/// Whether `sig` is `key`'s valid signature over `message` (all three rules).
-pub(crate) fn verify_one(key: &PublicKey, message: &[u8], sig: &Signature) -> bool {
-    let Some(checked) = checked_key(key) else {
-        return false;
-    };
-    sound_signature(sig)
-        && checked
-            .verify(&ed25519_zebra::Signature::from_bytes(&sig.0), message)
-            .is_ok()
+/// Whether `sig` is a valid signature over `message` by `key`, a key [`checked_key`] gave
+/// (rules 1 and 2 for the signature's half, then 3).
+pub(crate) fn verify_checked(key: &VerificationKey, message: &[u8], sig: &Signature) -> bool {
+    sound_signature(sig) && equation_holds(key, message, sig)
+}
+
+/// Rule 3 alone, for a signature whose encodings passed rules 1 and 2.
+fn equation_holds(key: &VerificationKey, message: &[u8], sig: &Signature) -> bool {
+    key.verify(&ed25519_zebra::Signature::from_bytes(&sig.0), message)
+        .is_ok()
 }
 
 /// Signature checks gathered to be made together.
@@ -176,9 +177,9 @@ impl SignatureBatch {
         let mut verifier = batch::Verifier::new();
         let mut transcript = blake3::Hasher::new_derive_key("mesh 2026-12 batch coefficients v1");
         for (i, (key, message, sig)) in self.items.iter().enumerate() {
-            if checked_key(key).is_none() || !sound_signature(sig) {
+            let Some(checked) = checked_key(key).filter(|_| sound_signature(sig)) else {
                 continue;
-            }
+            };
             transcript.update(&key.0);
             transcript.update(&sig.0);
             transcript.update(&(message.len() as u64).to_be_bytes());
@@ -188,16 +189,16 @@ impl SignatureBatch {
                 ed25519_zebra::Signature::from_bytes(&sig.0),
                 message.as_slice(),
             ));
-            queued.push(i);
+            queued.push((i, checked));
         }
         let together = queued.len() > 1
             && verifier
                 .verify(Coefficients(transcript.finalize_xof()))
                 .is_ok();
-        for i in queued {
+        for (i, checked) in queued {
             answers[i] = together || {
-                let (key, message, sig) = &self.items[i];
-                verify_one(key, message, sig)
+                let (_, message, sig) = &self.items[i];
+                equation_holds(&checked, message, sig)
             };
         }
         answers
@@ -314,6 +315,11 @@ mod tests {
             assert!(kept.len() <= KEPT_KEYS);
             assert!(kept.iter().all(|(bytes, _)| *bytes != bad));
         });
+    }
+
+    /// The single check, as `PublicKey::verify` makes it.
+    fn verify_one(key: &PublicKey, message: &[u8], sig: &Signature) -> bool {
+        checked_key(key).is_some_and(|k| verify_checked(&k, message, sig))
     }
 
     /// ℓ, the order of the base point, little-endian.

@@ -108,12 +108,12 @@ impl PublicKey {
     /// and no small-order key or `R`. To check many signatures at once, see
     /// [`SignatureBatch`](super::SignatureBatch), which answers alike.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        if !self.is_sound() {
+        let Some(key) = super::check::checked_key(self) else {
             return Err(CoreError::InvalidSignature(format!(
                 "{self} is not a usable key (not a canonical curve point, or of small order)"
             )));
-        }
-        if super::check::verify_one(self, message, signature) {
+        };
+        if super::check::verify_checked(&key, message, signature) {
             Ok(())
         } else {
             Err(CoreError::InvalidSignature(

@@ -48,14 +48,14 @@ fn held_items(local: Option<&Entry>) -> HashSet<&HistoryItem> {
 
 /// [`verify_entry`], taking the signature checks in `checked` as passed (every other rule is
 /// applied as usual).
+/// `held` is [`held_items`] of `local`.
 fn verify_entry_with(
     keyring: &dyn Keyring,
     feed: &FeedKey,
-    local: Option<&Entry>,
-    incoming: &Entry,
+    (local, incoming): (Option<&Entry>, &Entry),
+    held: &HashSet<&HistoryItem>,
     checked: &[&Checked],
 ) -> Result<()> {
-    let held = held_items(local);
     let held_versions: Vec<(&SyncMeta, &EntryData)> = match local {
         Some(l) => std::iter::once((&l.sync, &l.content))
             .chain(l.conflicts.iter().map(|c| (&c.sync, &c.content)))
@@ -81,18 +81,18 @@ fn verify_entry_with(
     Ok(())
 }
 
-/// Adds to `batch` the signature check of every sealed history item of `incoming` that
-/// `local` does not hold, whose `by` `key_of` gives a key for, and that `skip` does not
-/// already hold.
+/// Adds to `batch` the signature check of every sealed history item of `incoming` that is not
+/// in `held` (the replica holds it), whose `by` `key_of` gives a key for, and that `skip`
+/// does not already hold.
 fn gather(
     keyring: &dyn Keyring,
     feed: &FeedKey,
-    (local, incoming): (Option<&Entry>, &Entry),
+    incoming: &Entry,
+    held: &HashSet<&HistoryItem>,
     key_of: &dyn Fn(KeyStatus) -> Option<PublicKey>,
     skip: Option<&Checked>,
     batch: &mut SignatureBatch,
 ) {
-    let held = held_items(local);
     let versions =
         std::iter::once(&incoming.sync).chain(incoming.conflicts.iter().map(|c| &c.sync));
     for h in versions.flat_map(|s| s.history.iter()) {
@@ -175,7 +175,7 @@ pub fn check_signatures(
         let mut batch = SignatureBatch::new();
         for e in part {
             if crate::feedsync::limits::check_shape(None, e).is_ok() {
-                gather(keyring, feed, (None, e), &own, None, &mut batch);
+                gather(keyring, feed, e, &HashSet::new(), &own, None, &mut batch);
             }
         }
         passed(&batch)
@@ -238,14 +238,17 @@ pub(crate) fn verify_entries_with(
         KeyStatus::Uncertified | KeyStatus::Foreign => None,
     };
     let parts = spread(pairs, threads, |part| {
+        let held: Vec<HashSet<&HistoryItem>> =
+            part.iter().map(|&(local, _)| held_items(local)).collect();
         let mut batch = SignatureBatch::new();
-        for &pair in part {
-            gather(keyring, feed, pair, &signer, checked, &mut batch);
+        for (&(_, incoming), held) in part.iter().zip(&held) {
+            gather(keyring, feed, incoming, held, &signer, checked, &mut batch);
         }
         let batched = Checked(passed(&batch).into_iter().collect());
         let all: Vec<&Checked> = checked.into_iter().chain([&batched]).collect();
         part.iter()
-            .map(|&(local, incoming)| verify_entry_with(keyring, feed, local, incoming, &all))
+            .zip(&held)
+            .map(|(&pair, held)| verify_entry_with(keyring, feed, pair, held, &all))
             .collect::<Vec<_>>()
     });
     let per = pairs.len().div_ceil(parts.len().max(1));
