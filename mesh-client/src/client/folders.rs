@@ -77,7 +77,7 @@ impl MeshClient {
             summary: summary.clone(),
             at: self.now(),
         };
-        let id = eid(&uuid::Uuid::new_v4().simple().to_string())?;
+        let id = super::entries::new_id()?;
         self.upsert(FeedKey::folder_news(folder), id, summary, &item)
             .await?;
         Ok(())

@@ -541,3 +541,36 @@ async fn one_sync_after_accepting_brings_the_folder() {
     );
     assert_eq!(bob.folders().await.unwrap().len(), 1);
 }
+
+/// New entries' ids (32 hex digits) sort in the order they were made, by `put` and by
+/// `put_many` alike: every replica's index of entries by id then takes them at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_entry_ids_sort_in_the_order_they_were_made() {
+    let hub = InProcessHub::new();
+    let ann = client("ann", "ann-1", hub.connect("ann".parse().unwrap())).await;
+    let folder = ann
+        .create_folder("Ordered", "app/test".parse().unwrap())
+        .await
+        .unwrap();
+    let feed = ann
+        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let e = ann.put(&folder.id, &feed, draft("one", json!(i))).await;
+        ids.push(e.unwrap().sync.id.to_string());
+    }
+    let many = (0..50).map(|i| draft("many", json!(i))).collect::<Vec<_>>();
+    let written = ann.put_many(&folder.id, &feed, many).await.unwrap();
+    ids.extend(written.iter().map(|e| e.sync.id.to_string()));
+    for id in &ids {
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    for pair in ids.windows(2) {
+        assert!(pair[0] < pair[1], "{} was made before {}", pair[0], pair[1]);
+    }
+}
