@@ -301,6 +301,11 @@ impl SqliteStore {
         // file that is not a database or is damaged.
         let version = identify(&conn, &location, &REPLICA_SCHEMA)?;
 
+        if on_disk && version == 0 {
+            // Only a new file can take it.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .map_err(fail)?;
+        }
         let mut wal = false;
         if on_disk {
             let mode: String = conn
@@ -483,6 +488,15 @@ pub(crate) fn hold_file(conn: &Connection, location: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The page size of a new replica file (SQLite's default is 4 KiB). Entries are appended in
+/// the order of their positions and, with time-ordered ids, of their ids too, so a large
+/// commit writes whole pages: larger ones take fewer system calls per byte, to the log and
+/// again at each checkpoint, and waste less of each page on entries of about a KiB. But a
+/// one-entry commit writes each tree's last page whole. Measured on the initial sync of
+/// 100,000 entries and the one-entry sync: 8 KiB took about 14% off the first and nothing
+/// measurable from the second; 16 KiB gained no more and added about 0.14 ms to the second.
+pub(crate) const PAGE_SIZE: i64 = 8_192;
+
 /// The first bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -495,22 +509,61 @@ pub(crate) fn check_header(path: &Path, location: &str) -> Result<(), StoreError
         // Missing (to be created) or unreadable: SQLite reports what is wrong.
         Err(_) => return Ok(()),
     };
-    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    let io = |e| StoreError::Io {
+        path: path.to_owned(),
+        source: e,
+    };
+    let mut head = Vec::with_capacity(HEADER_PAGE_SIZE_END);
     file.by_ref()
-        .take(SQLITE_MAGIC.len() as u64)
+        .take(HEADER_PAGE_SIZE_END as u64)
         .read_to_end(&mut head)
-        .map_err(|e| StoreError::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
-    if head.is_empty() || head == SQLITE_MAGIC {
+        .map_err(io)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: location.to_owned(),
+        reason,
+    };
+    if head.is_empty() {
         return Ok(());
     }
-    Err(StoreError::Corrupt {
-        path: location.to_owned(),
-        reason: "not a database (no SQLite header)".into(),
+    if !head.starts_with(SQLITE_MAGIC) {
+        return Err(corrupt("not a database (no SQLite header)".into()));
+    }
+    // A file cut short inside a page: SQLite would read the rest of that page as zeros,
+    // and the cheap checks of an open need not touch it. Pages are written whole, so a
+    // file at rest that is not a whole number of them was cut (a shorter header is
+    // SQLite's to refuse). Not while a log beside it is not empty: a writer may be
+    // extending the file that moment (the size grows a memory page at a time), and after a
+    // crash SQLite restores the file from its log.
+    if let (&[hi, lo], false) = (&head[SQLITE_MAGIC.len()..], log_beside(path)) {
+        let page = match u16::from_be_bytes([hi, lo]) {
+            1 => 65_536,
+            n => u64::from(n),
+        };
+        if !page.is_power_of_two() || !(512..=65_536).contains(&page) {
+            return Err(corrupt(format!("invalid page size {page}")));
+        }
+        let len = file.metadata().map_err(io)?.len();
+        if len % page != 0 {
+            return Err(corrupt(format!(
+                "truncated: {len} bytes is not a whole number of {page}-byte pages"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the write-ahead log or rollback journal beside the database at `path` holds
+/// anything (a writer is at work, or SQLite has a crash to recover from).
+fn log_beside(path: &Path) -> bool {
+    ["-wal", "-journal"].iter().any(|suffix| {
+        let mut log = path.as_os_str().to_owned();
+        log.push(suffix);
+        std::fs::metadata(log).is_ok_and(|m| m.len() > 0)
     })
 }
+
+/// Where the page size ends in a SQLite file's header (two bytes after the magic string).
+const HEADER_PAGE_SIZE_END: usize = 18;
 
 /// Checks that the file is a mesh store this build can open (or a new, empty database), and
 /// returns its schema version (0 for a new database).

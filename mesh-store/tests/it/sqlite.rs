@@ -270,7 +270,19 @@ fn a_truncated_store_is_corrupt() {
     make_store(&path, 400);
     let full = std::fs::read(&path).unwrap();
     assert!(full.len() > 64 * 1024, "the store spans many pages");
-    for keep in [full.len() / 2, full.len() - 4096, 4096 + 100, 4096, 100, 50] {
+    let page = usize::from(u16::from_be_bytes([full[16], full[17]]));
+    let cuts = [
+        full.len() / 2,
+        full.len() - page,
+        // Inside a page: the open's own reads may never reach it.
+        full.len() - page / 2,
+        full.len() - 1,
+        page + 100,
+        page,
+        100,
+        50,
+    ];
+    for keep in cuts {
         let cut = dir.path().join(format!("cut-{keep}.db"));
         write_file(&cut, &full[..keep]);
         expect_corrupt(
@@ -659,4 +671,55 @@ fn a_version_1_store_keeps_its_positions_and_continues_them_per_feed() {
         "replica-wide numbers continue after the old counter"
     );
     store.check_integrity().unwrap();
+}
+
+/// A new replica file takes 8 KiB pages (large commits append whole pages: fewer writes per
+/// byte); a file made with SQLite's default 4 KiB pages keeps them and opens as before.
+#[test]
+fn new_files_take_large_pages_and_old_ones_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |path: &Path| {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let new = dir.path().join("new.db");
+    make_store(&new, 3);
+    assert_eq!(page_size(&new), 8_192);
+
+    // A store from before, with 4 KiB pages.
+    let old = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&old).unwrap();
+        c.pragma_update(None, "page_size", 4_096).unwrap();
+        c.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+            .unwrap();
+    }
+    make_store(&old, 3);
+    assert_eq!(page_size(&old), 4_096);
+    let store = SqliteStore::open(&old, rid("other")).unwrap();
+    assert_eq!(total_entries(&store), 3);
+}
+
+/// A file cut inside a page is refused at open by its size alone, but not while a log beside
+/// it holds something: a writer may be extending the file that moment, or SQLite has a crash
+/// to recover from, and the file's size is then SQLite's to judge.
+#[test]
+fn a_size_inside_a_page_is_judged_only_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    make_store(&path, 50);
+    let full = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.db");
+    write_file(&cut, &full[..full.len() - 1]);
+    let reason = expect_corrupt(SqliteStore::open(&cut, rid("r")), "cut inside a page");
+    assert!(reason.contains("whole number"), "{reason}");
+
+    let mut log = cut.as_os_str().to_owned();
+    log.push("-wal");
+    write_file(Path::new(&log), &[0; 32]);
+    if let Err(e) = SqliteStore::open(&cut, rid("r")) {
+        assert!(!e.to_string().contains("whole number"), "{e}");
+    }
 }
