@@ -54,7 +54,7 @@ use mesh_core::model::{Entry, FeedKey};
 use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 use rusqlite::{
-    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Rows, Transaction,
     TransactionBehavior,
 };
 
@@ -768,9 +768,14 @@ fn get_entry(conn: &Connection, feed: &FeedKey, id: &EntryId) -> CoreResult<Opti
     let key = feed.to_string();
     let mut stmt = conn.prepare_cached(SQL_GET).map_err(db("get"))?;
     let mut rows = stmt.query(params![key, id.as_str()]).map_err(db("get"))?;
-    match rows.next().map_err(db("get"))? {
+    first_entry(&mut rows, &key, "get")
+}
+
+/// The entry of the first row of a `SELECT id, body` of the feed `key`, if there is one.
+fn first_entry(rows: &mut Rows<'_>, key: &str, what: &'static str) -> CoreResult<Option<Entry>> {
+    match rows.next().map_err(db(what))? {
         Some(row) => Ok(Some(decode_entry(
-            &key,
+            key,
             text(row, 0, "entry id")?,
             text(row, 1, "entry body")?,
         )?)),
@@ -842,6 +847,35 @@ impl Store for SqliteStore {
 
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         get_entry(&self.conn, feed, id)
+    }
+
+    /// The feed's row is looked up once, then each id in the index of entries by id (a
+    /// push's page asks for up to 500: the lookup by feed key cost as much as the rest).
+    fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = feed.to_string();
+        let feed_id: Option<i64> = self
+            .conn
+            .prepare_cached(SQL_FEED_ID)
+            .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+            .map_err(db("get_many"))?;
+        let Some(feed_id) = feed_id else {
+            return Ok(vec![None; ids.len()]);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_GET_BY_FEED_ID)
+            .map_err(db("get_many"))?;
+        ids.iter()
+            .map(|id| {
+                let mut rows = stmt
+                    .query(params![feed_id, id.as_str()])
+                    .map_err(db("get_many"))?;
+                first_entry(&mut rows, &key, "get_many")
+            })
+            .collect()
     }
 
     fn changes_since(
@@ -1090,14 +1124,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 let mut rows = stmt
                     .query(params![f.feed_id, id.as_str()])
                     .map_err(db("get"))?;
-                match rows.next().map_err(db("get"))? {
-                    Some(row) => Some(decode_entry(
-                        &feed.to_string(),
-                        text(row, 0, "entry id")?,
-                        text(row, 1, "entry body")?,
-                    )?),
-                    None => None,
-                }
+                first_entry(&mut rows, &feed.to_string(), "get")?
             }
             None => get_entry(&self.tx, feed, id)?,
         };

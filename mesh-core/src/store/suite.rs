@@ -1212,6 +1212,14 @@ pub fn prefetch_is_only_a_hint<S: Store>(mut factory: impl FnMut(ReplicaId) -> S
         "get_many is per feed"
     );
     assert!(ok(store.get_many(&a, &[]), "get_many").is_empty());
+    assert_eq!(
+        ok(
+            store.get_many(&feed("folder:nowhere/todos"), &ids),
+            "get_many"
+        ),
+        vec![None; 4],
+        "a feed never written holds nothing"
+    );
 }
 
 /// After commit, every write is visible to reads and to later transactions.
