@@ -783,6 +783,33 @@ fn first_entry(rows: &mut Rows<'_>, key: &str, what: &'static str) -> CoreResult
     }
 }
 
+impl SqliteStore {
+    /// [`Store::get_many`]'s lookups.
+    fn get_each(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
+        let key = feed.to_string();
+        let feed_id: Option<i64> = self
+            .conn
+            .prepare_cached(SQL_FEED_ID)
+            .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+            .map_err(db("get_many"))?;
+        let Some(feed_id) = feed_id else {
+            return Ok(vec![None; ids.len()]);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_GET_BY_FEED_ID)
+            .map_err(db("get_many"))?;
+        ids.iter()
+            .map(|id| {
+                let mut rows = stmt
+                    .query(params![feed_id, id.as_str()])
+                    .map_err(db("get_many"))?;
+                first_entry(&mut rows, &key, "get_many")
+            })
+            .collect()
+    }
+}
+
 impl Store for SqliteStore {
     type Txn<'a> = SqliteTxn<'a>;
 
@@ -850,32 +877,22 @@ impl Store for SqliteStore {
     }
 
     /// The feed's row is looked up once, then each id in the index of entries by id (a
-    /// push's page asks for up to 500: the lookup by feed key cost as much as the rest).
+    /// push's page asks for up to 500: the lookup by feed key cost as much as the rest), all
+    /// in one read transaction: outside one, every statement takes and drops the log's read
+    /// lock, system calls that cost more than the lookup itself.
     fn get_many(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = feed.to_string();
-        let feed_id: Option<i64> = self
-            .conn
-            .prepare_cached(SQL_FEED_ID)
-            .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
-            .map_err(db("get_many"))?;
-        let Some(feed_id) = feed_id else {
-            return Ok(vec![None; ids.len()]);
+        let read = match self.conn.is_autocommit() {
+            true => Some(self.conn.unchecked_transaction().map_err(db("get_many"))?),
+            false => None,
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(SQL_GET_BY_FEED_ID)
-            .map_err(db("get_many"))?;
-        ids.iter()
-            .map(|id| {
-                let mut rows = stmt
-                    .query(params![feed_id, id.as_str()])
-                    .map_err(db("get_many"))?;
-                first_entry(&mut rows, &key, "get_many")
-            })
-            .collect()
+        let found = self.get_each(feed, ids)?;
+        if let Some(read) = read {
+            read.commit().map_err(db("get_many"))?;
+        }
+        Ok(found)
     }
 
     fn changes_since(
@@ -1280,6 +1297,25 @@ mod tests {
         let s = SqliteStore::open(&path, "r2".parse().unwrap()).unwrap();
         assert_eq!(s.replica_id().as_str(), "r1");
         assert_eq!(s.meta("k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    /// `get_many` reads in a transaction of its own and ends it, found or not, and does not
+    /// end one it did not begin.
+    #[test]
+    fn get_many_leaves_the_connection_as_it_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path().join("r.db"), "r1".parse().unwrap()).unwrap();
+        let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+        let ids: Vec<EntryId> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
+        for f in [&feed, &FeedKey::folder("f2".parse().unwrap(), "x".parse().unwrap())] {
+            assert_eq!(s.get_many(f, &ids).unwrap(), vec![None, None]);
+            assert!(s.conn.is_autocommit(), "get_many left a transaction open");
+        }
+        commit_cursor(&mut s, false);
+        s.conn.execute_batch("BEGIN").unwrap();
+        s.get_many(&feed, &ids).unwrap();
+        assert!(!s.conn.is_autocommit(), "get_many ended the caller's transaction");
+        s.conn.execute_batch("COMMIT").unwrap();
     }
 
     fn synchronous(s: &SqliteStore) -> i64 {
