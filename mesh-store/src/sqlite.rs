@@ -1307,14 +1307,20 @@ mod tests {
         let mut s = SqliteStore::open(dir.path().join("r.db"), "r1".parse().unwrap()).unwrap();
         let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
         let ids: Vec<EntryId> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
-        for f in [&feed, &FeedKey::folder("f2".parse().unwrap(), "x".parse().unwrap())] {
+        for f in [
+            &feed,
+            &FeedKey::folder("f2".parse().unwrap(), "x".parse().unwrap()),
+        ] {
             assert_eq!(s.get_many(f, &ids).unwrap(), vec![None, None]);
             assert!(s.conn.is_autocommit(), "get_many left a transaction open");
         }
         commit_cursor(&mut s, false);
         s.conn.execute_batch("BEGIN").unwrap();
         s.get_many(&feed, &ids).unwrap();
-        assert!(!s.conn.is_autocommit(), "get_many ended the caller's transaction");
+        assert!(
+            !s.conn.is_autocommit(),
+            "get_many ended the caller's transaction"
+        );
         s.conn.execute_batch("COMMIT").unwrap();
     }
 
