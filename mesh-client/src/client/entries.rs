@@ -451,8 +451,8 @@ fn describe(top: Option<&HistoryItem>) -> String {
 /// time it was made in milliseconds, so that the ids one process makes sort in the order it
 /// made them. Every replica keeps an index of entries by id; ids that arrive in order are
 /// appended to it, where random ones rewrite index pages all over it with every commit (about
-/// half of a plain SQLite insert's cost at 100,000 entries). The time they show is no more
-/// than the entry's own `published` says.
+/// half of a plain SQLite insert's cost at 100,000 entries). The time an id shows, to the
+/// millisecond, adds little to the entry's own `published` (to the second).
 pub(crate) fn new_id() -> Result<EntryId> {
     Ok(uuid::Uuid::now_v7().simple().to_string().parse()?)
 }
