@@ -771,6 +771,24 @@ fn get_entry(conn: &Connection, feed: &FeedKey, id: &EntryId) -> CoreResult<Opti
     first_entry(&mut rows, &key, "get")
 }
 
+/// Runs `f` inside one read transaction on `conn`, or inside the one already open there.
+/// Each statement outside a transaction is a transaction of its own, taking and dropping the
+/// file's or the log's locks (system calls that can cost more than the statement): a batch
+/// of reads pays that once, and reads one snapshot.
+pub(crate) fn in_read<T, E>(
+    conn: &Connection,
+    fail: impl Fn(rusqlite::Error) -> E,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    if !conn.is_autocommit() {
+        return f(conn);
+    }
+    let tx = conn.unchecked_transaction().map_err(&fail)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(fail)?;
+    Ok(out)
+}
+
 /// The entry of the first row of a `SELECT id, body` of the feed `key`, if there is one.
 fn first_entry(rows: &mut Rows<'_>, key: &str, what: &'static str) -> CoreResult<Option<Entry>> {
     match rows.next().map_err(db(what))? {
@@ -780,33 +798,6 @@ fn first_entry(rows: &mut Rows<'_>, key: &str, what: &'static str) -> CoreResult
             text(row, 1, "entry body")?,
         )?)),
         None => Ok(None),
-    }
-}
-
-impl SqliteStore {
-    /// [`Store::get_many`]'s lookups.
-    fn get_each(&self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<Vec<Option<Entry>>> {
-        let key = feed.to_string();
-        let feed_id: Option<i64> = self
-            .conn
-            .prepare_cached(SQL_FEED_ID)
-            .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
-            .map_err(db("get_many"))?;
-        let Some(feed_id) = feed_id else {
-            return Ok(vec![None; ids.len()]);
-        };
-        let mut stmt = self
-            .conn
-            .prepare_cached(SQL_GET_BY_FEED_ID)
-            .map_err(db("get_many"))?;
-        ids.iter()
-            .map(|id| {
-                let mut rows = stmt
-                    .query(params![feed_id, id.as_str()])
-                    .map_err(db("get_many"))?;
-                first_entry(&mut rows, &key, "get_many")
-            })
-            .collect()
     }
 }
 
@@ -884,15 +875,27 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let read = match self.conn.is_autocommit() {
-            true => Some(self.conn.unchecked_transaction().map_err(db("get_many"))?),
-            false => None,
-        };
-        let found = self.get_each(feed, ids)?;
-        if let Some(read) = read {
-            read.commit().map_err(db("get_many"))?;
-        }
-        Ok(found)
+        let key = feed.to_string();
+        in_read(&self.conn, db("get_many"), |conn| {
+            let feed_id: Option<i64> = conn
+                .prepare_cached(SQL_FEED_ID)
+                .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+                .map_err(db("get_many"))?;
+            let Some(feed_id) = feed_id else {
+                return Ok(vec![None; ids.len()]);
+            };
+            let mut stmt = conn
+                .prepare_cached(SQL_GET_BY_FEED_ID)
+                .map_err(db("get_many"))?;
+            ids.iter()
+                .map(|id| {
+                    let mut rows = stmt
+                        .query(params![feed_id, id.as_str()])
+                        .map_err(db("get_many"))?;
+                    first_entry(&mut rows, &key, "get_many")
+                })
+                .collect()
+        })
     }
 
     fn changes_since(

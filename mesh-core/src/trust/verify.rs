@@ -47,8 +47,7 @@ fn held_items(local: Option<&Entry>) -> HashSet<&HistoryItem> {
 }
 
 /// [`verify_entry`], taking the signature checks in `checked` as passed (every other rule is
-/// applied as usual).
-/// `held` is [`held_items`] of `local`.
+/// applied as usual); `held` is [`held_items`] of `local`.
 fn verify_entry_with(
     keyring: &dyn Keyring,
     feed: &FeedKey,

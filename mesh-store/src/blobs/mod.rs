@@ -191,15 +191,11 @@ pub fn chunk_in_memory(data: &[u8]) -> Vec<(ChunkHash, &[u8])> {
         .collect()
 }
 
-/// Runs `f` inside one read transaction on `conn`. Each statement outside a transaction is
-/// a transaction of its own, and on a store in rollback-journal mode every transaction takes
-/// and drops the file's locks and checks for a journal (eight system calls, 25–40 µs here):
-/// a batch of lookups pays that once, and reads one snapshot.
+/// [`crate::sqlite::in_read`] for the blob store's reads: on a store in rollback-journal
+/// mode every transaction takes and drops the file's locks and checks for a journal (eight
+/// system calls, 25–40 µs here), so a batch of lookups pays that once.
 fn in_read<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let tx = conn.unchecked_transaction().map_err(store_err)?;
-    let out = f(&tx)?;
-    tx.commit().map_err(store_err)?;
-    Ok(out)
+    crate::sqlite::in_read(conn, store_err, f)
 }
 
 /// The objects `fetch` finds for `hashes`, in order, until `max_bytes` are gathered (the
