@@ -194,6 +194,12 @@ pub(crate) fn check_bytes(
         if incoming == 0 {
             continue;
         }
+        // The kept per-folder totals first: they can only say more than the folders hold
+        // (an object in two of them counts twice), so under the limit with them is under it.
+        // The exact count reads every object the folders claim: only near the limit.
+        if blobs.claimed_bytes_bound(folders)?.saturating_add(incoming) <= limit {
+            continue;
+        }
         let used = blobs.claimed_bytes(folders)?;
         if used.saturating_add(incoming) > limit {
             return Ok(Err(QuotaError::Bytes {

@@ -9,12 +9,13 @@
 //!
 //! Backends: memory, or a SQLite file beside the replica's (`<replica file>.blobs`, 64 KiB
 //! pages, a rollback journal so that object bytes are written once, the replica's
-//! [`Durability`]). Schema version 3:
+//! [`Durability`]). Schema version 4:
 //!
 //! | table | holds |
 //! |---|---|
 //! | `objects(hash, size, data)` | one row per object; `hash` is its 32-byte BLAKE3 hash |
 //! | `refs(folder, hash)` | which folders claim which objects |
+//! | `folder_bytes(folder, bytes)` | the bytes of the objects each folder claims, kept in the transactions that claim |
 //! | `file_index(folder, mapping, path, body)` | a mapped directory's last synced state of each path (JSON); `mapping` is the id in the directory's marker, so an index belongs to one directory |
 //! | `mapped_dirs(folder, root, mapping)` | where each folder is mapped on this device, and the id of that directory's marker |
 //! | `located_files`, `located` | where the chunks of large mapped files lie in the files themselves ([`located`]) |
@@ -22,7 +23,8 @@
 //! Version 2 replaced version 1's `file_index(folder, path, body)`, whose indexes belonged to a
 //! folder rather than to a directory: they are dropped (a directory mapped again without its
 //! index is merged with the feed, which never deletes anything). Version 3 added the
-//! located chunks.
+//! located chunks, version 4 each folder's claimed bytes (counted from the claims already
+//! recorded when a file migrates).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -108,6 +110,19 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX located_by_file ON located (folder, mapping, key);
     ",
+    // 4: each folder's claimed bytes, added to in the transaction that adds claims
+    // (`count_claims`) and dropped with the folder's claims (`release_folder`). Not a
+    // trigger: a statement that fires one keeps a statement journal, a copy of every 64 KiB
+    // page it changes, and ingesting small files took 15% longer with it.
+    "
+    CREATE TABLE folder_bytes (
+        folder TEXT PRIMARY KEY NOT NULL,
+        bytes  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO folder_bytes (folder, bytes)
+        SELECT r.folder, sum(o.size) FROM refs AS r JOIN objects AS o USING (hash)
+        GROUP BY r.folder;
+    ",
 ];
 
 const SCHEMA: Schema = Schema {
@@ -148,9 +163,24 @@ enum Backend {
 struct MemoryBlobs {
     objects: HashMap<ChunkHash, Arc<[u8]>>,
     refs: HashSet<(FolderId, ChunkHash)>,
+    /// The bytes of the objects each folder claims (`refs`), kept with it.
+    folder_bytes: HashMap<FolderId, u64>,
     index: HashMap<(FolderId, String), BTreeMap<String, String>>,
     dirs: HashMap<FolderId, (String, String)>,
     located: HashMap<(FolderId, String, String), located::MemLocated>,
+}
+
+impl MemoryBlobs {
+    /// Records `folder`'s claim on `hash`, if the object is stored, and counts its bytes
+    /// once for the folder.
+    fn add_claim(&mut self, folder: &FolderId, hash: ChunkHash) {
+        let Some(len) = self.objects.get(&hash).map(|d| d.len() as u64) else {
+            return;
+        };
+        if self.refs.insert((folder.clone(), hash)) {
+            *self.folder_bytes.entry(folder.clone()).or_default() += len;
+        }
+    }
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -189,6 +219,33 @@ pub fn chunk_in_memory(data: &[u8]) -> Vec<(ChunkHash, &[u8])> {
     chunk_boundaries(data)
         .map(|r| (ChunkHash::of(&data[r.clone()]), &data[r]))
         .collect()
+}
+
+/// `folders` as one JSON array, for a statement to read with `json_each` (no limit on how
+/// many, one statement).
+fn json_list(folders: &[FolderId]) -> Result<String> {
+    let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+    serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Adds `bytes` (of objects newly claimed, each once) to `folder`'s claimed bytes, in the
+/// transaction that claimed them.
+fn count_claims(conn: &Connection, folder: &FolderId, bytes: u64) -> Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO folder_bytes (folder, bytes) VALUES (?1, ?2)
+         ON CONFLICT (folder) DO UPDATE SET bytes = bytes + excluded.bytes",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            folder.as_str(),
+            i64::try_from(bytes).unwrap_or(i64::MAX)
+        ])
+    })
+    .map_err(store_err)?;
+    Ok(())
 }
 
 /// [`crate::sqlite::in_read`] for the blob store's reads: on a store in rollback-journal
@@ -441,6 +498,9 @@ impl NoPostgres {
     fn claimed_bytes(&self, _: &[FolderId]) -> Result<u64> {
         match *self {}
     }
+    fn claimed_bytes_bound(&self, _: &[FolderId]) -> Result<u64> {
+        match *self {}
+    }
     fn claimed_among(&self, _: &[FolderId], _: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
         match *self {}
     }
@@ -546,7 +606,7 @@ impl BlobStore {
                     added += data.len() as u64;
                     v.insert(Arc::from(data));
                 }
-                m.refs.insert((folder.clone(), h));
+                m.add_claim(folder, h);
             }
             return Ok(added);
         }
@@ -569,6 +629,7 @@ impl BlobStore {
             let mut held = tx
                 .prepare_cached("SELECT 1 FROM objects WHERE hash = ?1")
                 .map_err(store_err)?;
+            let mut claimed = 0u64;
             for (h, data) in objects {
                 let key = &h.as_bytes()[..];
                 let stored = held
@@ -582,10 +643,16 @@ impl BlobStore {
                         .map_err(store_err)?;
                     added += data.len() as u64;
                 }
-                claim
+                // (An object's bytes match its hash, so `data`'s length is the stored one.)
+                if claim
                     .execute(params![folder.as_str(), &h.as_bytes()[..]])
-                    .map_err(store_err)?;
+                    .map_err(store_err)?
+                    > 0
+                {
+                    claimed += data.len() as u64;
+                }
             }
+            count_claims(&tx, folder, claimed)?;
         }
         tx.commit().map_err(store_err)?;
         Ok(added)
@@ -599,9 +666,7 @@ impl BlobStore {
         }
         if let Some(mut m) = self.mem() {
             for h in hashes {
-                if m.objects.contains_key(h) {
-                    m.refs.insert((folder.clone(), *h));
-                }
+                m.add_claim(folder, *h);
             }
             return Ok(());
         }
@@ -616,11 +681,23 @@ impl BlobStore {
                      SELECT ?1, hash FROM objects WHERE hash = ?2",
                 )
                 .map_err(store_err)?;
+            let mut size = tx
+                .prepare_cached("SELECT size FROM objects WHERE hash = ?1")
+                .map_err(store_err)?;
+            let mut claimed = 0u64;
             for h in hashes {
-                claim
+                if claim
                     .execute(params![folder.as_str(), &h.as_bytes()[..]])
-                    .map_err(store_err)?;
+                    .map_err(store_err)?
+                    > 0
+                {
+                    let n: i64 = size
+                        .query_row(params![&h.as_bytes()[..]], |r| r.get(0))
+                        .map_err(store_err)?;
+                    claimed += n.max(0) as u64;
+                }
             }
+            count_claims(&tx, folder, claimed)?;
         }
         tx.commit().map_err(store_err)
     }
@@ -653,6 +730,7 @@ impl BlobStore {
                 .map(|(_, h)| *h)
                 .collect();
             m.refs.retain(|(f, _)| f != folder);
+            m.folder_bytes.remove(folder);
             m.located.retain(|(f, _, _), _| f != folder);
             let still: HashSet<ChunkHash> = m.refs.iter().map(|(_, h)| *h).collect();
             let mut removed = 0;
@@ -675,6 +753,10 @@ impl BlobStore {
             )
             .and_then(|n| {
                 tx.execute("DELETE FROM refs WHERE folder = ?1", [folder.as_str()])?;
+                tx.execute(
+                    "DELETE FROM folder_bytes WHERE folder = ?1",
+                    [folder.as_str()],
+                )?;
                 tx.execute("DELETE FROM located WHERE folder = ?1", [folder.as_str()])?;
                 tx.execute(
                     "DELETE FROM located_files WHERE folder = ?1",
@@ -1081,9 +1163,7 @@ impl BlobStore {
                 .sum());
         }
         let conn = self.sqlite_conn()?;
-        // The folders go in as one JSON array (no limit on how many, one statement).
-        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
-        let list = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let list = json_list(folders)?;
         conn.query_row(
             "SELECT ifnull(sum(size), 0) FROM objects WHERE hash IN
                (SELECT hash FROM refs WHERE folder IN (SELECT value FROM json_each(?1)))",
@@ -1091,6 +1171,49 @@ impl BlobStore {
             |r| r.get::<_, i64>(0),
         )
         .map(|n| n as u64)
+        .map_err(store_err)
+    }
+
+    /// The sum over `folders` of the bytes each one claims: at least
+    /// [`claimed_bytes`](Self::claimed_bytes) (an object claimed by two of them counts
+    /// twice here), and the same when none is claimed by two. Read from a total kept per
+    /// folder, so its cost grows with the number of folders and not with what they hold: a
+    /// quota check compares this first and counts exactly only near its limit.
+    ///
+    /// ```
+    /// use mesh_store::BlobStore;
+    /// use mesh_core::blob::ChunkHash;
+    /// let store = BlobStore::memory();
+    /// let (f1, f2) = ("f1".parse().unwrap(), "f2".parse().unwrap());
+    /// let h = ChunkHash::of(b"chunk");
+    /// store.put(&f1, &[(h, b"chunk".to_vec())]).unwrap();
+    /// store.claim(&f2, &[h]).unwrap();
+    /// let both = [f1, f2];
+    /// assert_eq!(store.claimed_bytes(&both).unwrap(), 5);
+    /// assert_eq!(store.claimed_bytes_bound(&both).unwrap(), 10);
+    /// ```
+    pub fn claimed_bytes_bound(&self, folders: &[FolderId]) -> Result<u64> {
+        if folders.is_empty() {
+            return Ok(0);
+        }
+        if let Some(p) = self.pg() {
+            return p.claimed_bytes_bound(folders);
+        }
+        if let Some(m) = self.mem() {
+            let wanted: HashSet<&FolderId> = folders.iter().collect();
+            return Ok(wanted
+                .into_iter()
+                .filter_map(|f| m.folder_bytes.get(f))
+                .sum());
+        }
+        let conn = self.sqlite_conn()?;
+        let list = json_list(folders)?;
+        conn.prepare_cached(
+            "SELECT ifnull(sum(bytes), 0) FROM folder_bytes
+             WHERE folder IN (SELECT value FROM json_each(?1))",
+        )
+        .and_then(|mut s| s.query_row([list], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as u64)
         .map_err(store_err)
     }
 
@@ -1118,8 +1241,7 @@ impl BlobStore {
             return Ok(found.into_iter().collect());
         }
         let conn = self.sqlite_conn()?;
-        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
-        let list = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let list = json_list(folders)?;
         in_read(&conn, |conn| {
             let mut stmt = conn
                 .prepare_cached(

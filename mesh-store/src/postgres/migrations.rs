@@ -128,6 +128,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE mesh_feeds ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
     UPDATE mesh_feeds SET seq = head;
     ",
+    // 6: each folder's claimed bytes, kept by the statements that claim objects and dropped
+    // with the folder's claims (the stored-bytes quota reads these instead of summing every
+    // object a user's folders claim on each upload).
+    "
+    CREATE TABLE mesh_folder_bytes (
+        folder TEXT PRIMARY KEY,
+        bytes  BIGINT NOT NULL
+    );
+    INSERT INTO mesh_folder_bytes (folder, bytes)
+        SELECT r.folder, sum(o.size) FROM mesh_object_refs r JOIN mesh_objects o USING (hash)
+        GROUP BY r.folder;
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

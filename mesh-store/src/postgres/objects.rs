@@ -212,8 +212,13 @@ impl PgObjects {
                 .await?
                 .get(0);
             tx.execute(
-                "INSERT INTO mesh_object_refs (folder, hash)
-                 SELECT $1, h FROM unnest($2::bytea[]) AS h ON CONFLICT DO NOTHING",
+                format!(
+                    "WITH c AS (INSERT INTO mesh_object_refs (folder, hash)
+                       SELECT $1, h FROM unnest($2::bytea[]) AS h
+                       ON CONFLICT DO NOTHING RETURNING hash)
+                     {COUNT_CLAIMS}"
+                )
+                .as_str(),
                 &[&folder.as_str(), &hashes],
             )
             .await?;
@@ -226,11 +231,18 @@ impl PgObjects {
     /// Records `folder`'s claim on those of `hashes` that are stored.
     pub(crate) fn claim(&self, folder: &FolderId, hashes: &[ChunkHash]) -> Result<()> {
         let c = self.conn()?;
-        block(c.execute(
-            "INSERT INTO mesh_object_refs (folder, hash)
-             SELECT $1, hash FROM mesh_objects WHERE hash = ANY($2) ON CONFLICT DO NOTHING",
-            &[&folder.as_str(), &keys(hashes)],
-        ))
+        block(
+            c.execute(
+                format!(
+                    "WITH c AS (INSERT INTO mesh_object_refs (folder, hash)
+                   SELECT $1, hash FROM mesh_objects WHERE hash = ANY($2)
+                   ON CONFLICT DO NOTHING RETURNING hash)
+                 {COUNT_CLAIMS}"
+                )
+                .as_str(),
+                &[&folder.as_str(), &keys(hashes)],
+            ),
+        )
         .map_err(pg("claiming objects"))?;
         Ok(())
     }
@@ -359,6 +371,19 @@ impl PgObjects {
         Ok(r.get::<_, i64>(0) as u64)
     }
 
+    /// The sum of each of `folders`' claimed bytes, from their kept totals.
+    pub(crate) fn claimed_bytes_bound(&self, folders: &[FolderId]) -> Result<u64> {
+        let c = self.conn()?;
+        let names: Vec<&str> = folders.iter().map(FolderId::as_str).collect();
+        let r = block(c.query_one(
+            "SELECT coalesce(sum(bytes), 0)::bigint FROM mesh_folder_bytes
+             WHERE folder = ANY($1)",
+            &[&names],
+        ))
+        .map_err(pg("measuring a user's folders"))?;
+        Ok(r.get::<_, i64>(0).max(0) as u64)
+    }
+
     /// Which of `hashes` any of `folders` claims.
     pub(crate) fn claimed_among(
         &self,
@@ -384,9 +409,17 @@ impl PgObjects {
     }
 }
 
+/// The end of a statement that claims objects for folder `$1` in a data-modifying `WITH c`
+/// returning the hashes newly claimed: adds their bytes to the folder's total, in the same
+/// statement (a claim already recorded returns nothing, so nothing counts twice).
+const COUNT_CLAIMS: &str = "INSERT INTO mesh_folder_bytes (folder, bytes)
+     SELECT $1, sum(o.size) FROM c JOIN mesh_objects o USING (hash) HAVING count(*) > 0
+     ON CONFLICT (folder) DO UPDATE SET bytes = mesh_folder_bytes.bytes + EXCLUDED.bytes";
+
 fn release_folder_on(c: &tokio_postgres::Client, folder: &FolderId) -> Result<u64> {
     block(c.execute(
-        "WITH r AS (DELETE FROM mesh_object_refs WHERE folder = $1 RETURNING hash)
+        "WITH r AS (DELETE FROM mesh_object_refs WHERE folder = $1 RETURNING hash),
+              t AS (DELETE FROM mesh_folder_bytes WHERE folder = $1)
          DELETE FROM mesh_objects o
          WHERE o.hash IN (SELECT hash FROM r)
            AND NOT EXISTS (SELECT 1 FROM mesh_object_refs x

@@ -53,6 +53,29 @@ fn suite(store: &BlobStore) {
     assert_eq!(store.claimed_bytes(&[f1.clone(), f2.clone()]).unwrap(), 30);
     assert_eq!(store.claimed_bytes(&[folder("f9")]).unwrap(), 0);
     assert_eq!(store.claimed_bytes(&[]).unwrap(), 0);
+    // The kept totals: each folder's own, so `a` (in both) counts twice for the pair; the
+    // second put of `a` and the claim on `c` (not stored) added nothing.
+    assert_eq!(
+        store
+            .claimed_bytes_bound(std::slice::from_ref(&f1))
+            .unwrap(),
+        30
+    );
+    assert_eq!(
+        store
+            .claimed_bytes_bound(std::slice::from_ref(&f2))
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        store
+            .claimed_bytes_bound(&[f1.clone(), f2.clone(), f1.clone()])
+            .unwrap(),
+        40,
+        "a folder named twice counts once"
+    );
+    assert_eq!(store.claimed_bytes_bound(&[folder("f9")]).unwrap(), 0);
+    assert_eq!(store.claimed_bytes_bound(&[]).unwrap(), 0);
     let mut among = store
         .claimed_among(std::slice::from_ref(&f2), &[a.0, b.0, c.0, a.0])
         .unwrap();
@@ -158,6 +181,19 @@ fn suite(store: &BlobStore) {
     assert_eq!(store.len_for(&f2, &a.0).unwrap(), Some(10));
     assert_eq!(store.usage().unwrap().0, objects - removed);
     assert_eq!(store.release_folder(&f1).unwrap(), 0);
+    assert_eq!(
+        store
+            .claimed_bytes_bound(std::slice::from_ref(&f1))
+            .unwrap(),
+        0,
+        "a released folder's total goes with its claims"
+    );
+    assert_eq!(
+        store
+            .claimed_bytes_bound(std::slice::from_ref(&f2))
+            .unwrap(),
+        10
+    );
     large_blobs(store);
 }
 
@@ -273,6 +309,112 @@ fn the_object_suite_passes_in_memory() {
 fn the_object_suite_passes_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     suite(&BlobStore::open(dir.path().join("blobs.db"), Durability::Full).unwrap());
+}
+
+/// One step of [`kept_totals_agree_with_the_claims`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// Stores objects (by number, with repeats) for a folder.
+    Put(usize, Vec<u8>),
+    /// Claims objects (stored or not) for a folder.
+    Claim(usize, Vec<u8>),
+    /// Releases a folder.
+    Release(usize),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let objects = || proptest::collection::vec(0u8..12, 0..6);
+    prop_oneof![
+        4 => (0usize..4, objects()).prop_map(|(f, o)| Step::Put(f, o)),
+        3 => (0usize..4, objects()).prop_map(|(f, o)| Step::Claim(f, o)),
+        1 => (0usize..4).prop_map(Step::Release),
+    ]
+}
+
+/// Runs `steps` on `store`, checking after each that every folder's kept total is what its
+/// claims hold, and that any set of folders' sum of totals is at least what they hold
+/// together (equal for one folder).
+fn check_totals(
+    store: &BlobStore,
+    steps: &[Step],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prelude::*;
+    let folders: Vec<FolderId> = (0..4).map(|i| folder(&format!("f{i}"))).collect();
+    // Object n: n + 1 bytes, so that sizes tell objects apart in the sums.
+    let obj = |n: u8| object(n, usize::from(n) + 1);
+    for s in steps {
+        match s {
+            Step::Put(f, o) => {
+                let objects: Vec<_> = o.iter().map(|&n| obj(n)).collect();
+                store.put(&folders[*f], &objects).unwrap();
+            }
+            Step::Claim(f, o) => {
+                let hashes: Vec<_> = o.iter().map(|&n| obj(n).0).collect();
+                store.claim(&folders[*f], &hashes).unwrap();
+            }
+            Step::Release(f) => {
+                store.release_folder(&folders[*f]).unwrap();
+            }
+        }
+        for f in &folders {
+            let one = std::slice::from_ref(f);
+            prop_assert_eq!(
+                store.claimed_bytes_bound(one).unwrap(),
+                store.claimed_bytes(one).unwrap(),
+                "{} after {:?}",
+                f,
+                s
+            );
+        }
+        prop_assert!(
+            store.claimed_bytes_bound(&folders).unwrap() >= store.claimed_bytes(&folders).unwrap()
+        );
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+    /// Whatever puts, claims and releases run, in any order, the kept per-folder totals the
+    /// quota reads first agree with the claims (in memory and on SQLite).
+    #[test]
+    fn kept_totals_agree_with_the_claims(steps in proptest::collection::vec(step(), 1..24)) {
+        check_totals(&BlobStore::memory(), &steps)?;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs.db"), Durability::Normal).unwrap();
+        check_totals(&store, &steps)?;
+    }
+}
+
+/// A file of schema version 3 (before the kept totals) opens with each folder's total
+/// counted from the claims it holds.
+#[test]
+fn an_older_blob_store_opens_with_its_totals_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blobs.db");
+    let (f1, f2) = (folder("f1"), folder("f2"));
+    let (a, b) = (object(1, 10), object(2, 20));
+    {
+        let store = BlobStore::open(&path, Durability::Full).unwrap();
+        store.put(&f1, &[a.clone(), b.clone()]).unwrap();
+        store.put(&f2, std::slice::from_ref(&a)).unwrap();
+    }
+    // What version 3 had: no totals.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("DROP TABLE folder_bytes; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(c);
+    totals_counted_then_kept(&BlobStore::open(&path, Durability::Full).unwrap(), &b);
+}
+
+/// After a migration from a store where f1 claimed objects 1 (10 bytes) and 2 (`b`, 20)
+/// and f2 object 1: the totals were counted, and are kept from then on.
+fn totals_counted_then_kept(store: &BlobStore, b: &(ChunkHash, Vec<u8>)) {
+    let bound = |f: &str| store.claimed_bytes_bound(&[folder(f)]).unwrap();
+    assert_eq!((bound("f1"), bound("f2")), (30, 10));
+    store.put(&folder("f2"), std::slice::from_ref(b)).unwrap();
+    assert_eq!(bound("f2"), 30);
 }
 
 /// A second connection to a SQLite blob store's file, which waits for no lock.
@@ -515,4 +657,48 @@ fn a_panicking_section_releases_its_lock() {
     );
     // The first handle's pool still works, unlocked.
     assert_eq!(a.exclusive(&name, |_| 8).unwrap(), 8);
+}
+
+/// A database of schema version 5 (before the kept totals) migrates with each folder's total
+/// counted from the claims it holds, and keeps it from then on.
+#[cfg(feature = "postgres")]
+#[test]
+fn an_older_database_migrates_with_its_totals_counted() {
+    use mesh_store::postgres::{PgConfig, PgDatabase, PgObjects};
+    let Some(url) = crate::postgres::server() else {
+        return;
+    };
+    let schema = crate::postgres::fresh_schema();
+    let (a, b) = (object(1, 10), object(2, 20));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = crate::postgres::database_at(&url, &schema, 5).await;
+        for (h, d) in [&a, &b] {
+            client
+                .execute(
+                    "INSERT INTO mesh_objects (hash, size, data) VALUES ($1, $2, $3)",
+                    &[&&h.as_bytes()[..], &(d.len() as i64), &&d[..]],
+                )
+                .await
+                .unwrap();
+        }
+        for (f, h) in [("f1", &a.0), ("f1", &b.0), ("f2", &a.0)] {
+            client
+                .execute(
+                    "INSERT INTO mesh_object_refs (folder, hash) VALUES ($1, $2)",
+                    &[&f, &&h.as_bytes()[..]],
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let db = PgDatabase::connect(PgConfig::new(url).schema(schema)).unwrap();
+    assert_eq!(
+        db.migrate().unwrap(),
+        mesh_store::postgres::MIGRATIONS.len() - 5
+    );
+    totals_counted_then_kept(&BlobStore::postgres(PgObjects::new(db)), &b);
 }

@@ -312,6 +312,40 @@ fn epochs_span_a_run_of_the_processes_and_end_with_the_last() {
     assert_eq!(e5, "e5");
 }
 
+/// A connection to a new schema `schema` of the test server holding the database as schema
+/// version `version` left it (its first migrations, recorded as applied), to migrate from
+/// there. Runs on the caller's runtime.
+pub async fn database_at(url: &str, schema: &str, version: usize) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema};"
+        ))
+        .await
+        .unwrap();
+    for step in &mesh_store::postgres::MIGRATIONS[..version] {
+        client.batch_execute(step).await.unwrap();
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE mesh_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now());",
+        )
+        .await
+        .unwrap();
+    for v in 1..=version as i32 {
+        client
+            .execute("INSERT INTO mesh_migrations (version) VALUES ($1)", &[&v])
+            .await
+            .unwrap();
+    }
+    client
+}
+
 /// A database of schema version 4 (changes numbered replica-wide only) migrates keeping
 /// every position a remote may hold; new changes continue per feed after the feed's head.
 #[test]
@@ -323,26 +357,10 @@ fn a_version_4_database_keeps_its_positions_and_continues_them_per_feed() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; SET search_path TO {schema};"
-            ))
-            .await
-            .unwrap();
-        for step in &mesh_store::postgres::MIGRATIONS[..4] {
-            client.batch_execute(step).await.unwrap();
-        }
+        let client = database_at(&url, &schema, 4).await;
         client
             .batch_execute(
-                "CREATE TABLE mesh_migrations (
-                    version INTEGER PRIMARY KEY,
-                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-                 INSERT INTO mesh_migrations (version) VALUES (1), (2), (3), (4);
-                 INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 3);
+                "INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 3);
                  INSERT INTO mesh_feeds (feed_id, key, head, entries) VALUES
                     (1, 'folder:f/notes', 3, 2), (2, 'folder:f/other', 2, 1);",
             )
