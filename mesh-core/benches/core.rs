@@ -8,6 +8,10 @@
 //! * `changes_since_1M/*`: one `changes_since(cursor, 10)` call on a feed whose change log
 //!   holds 1,000,000 entries.
 //!
+//! * `feeds_answer_10k/*`: answering a `feeds` request on a replica holding 10,000 feeds of
+//!   one entry each (a hub serving many users), for a peer asking about one feed by name and
+//!   for one asking about every feed.
+//!
 //! Every scenario is run once outside the timed loop and its outcomes are checked, so the
 //! timed loop measures the work the scenario names.
 
@@ -248,6 +252,58 @@ fn changes_since_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Feeds held by the replica of the `feeds_answer_10k` benchmarks.
+const FEEDS_N: usize = 10_000;
+
+fn feeds_answer_benches(c: &mut Criterion) {
+    use mesh_core::sync::{respond, Request, Response};
+    let key = |i: usize| -> FeedKey { format!("folder:f{i}/todos").parse().unwrap() };
+    let hub = OnceCell::new();
+    let ask = |only: Option<Vec<FeedKey>>| Request::Feeds {
+        from: "peer".parse().unwrap(),
+        only,
+        certificates: false,
+    };
+
+    let mut g = c.benchmark_group("feeds_answer_10k");
+    g.sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, only, want) in [
+        ("one_by_name", Some(vec![key(FEEDS_N / 2)]), 1),
+        ("every_feed", None, FEEDS_N),
+    ] {
+        g.bench_function(name, |b| {
+            let hub = hub.get_or_init(|| {
+                let mut r = empty_replica();
+                let actor = Actor::new("ann".parse().unwrap(), fixtures::device("device-a"));
+                for i in 0..FEEDS_N {
+                    let draft = EntryDraft::new("item", serde_json::json!({ "i": i }));
+                    r.create(
+                        &key(i),
+                        fixtures::entry_id(0),
+                        draft,
+                        &actor,
+                        fixtures::at(0),
+                    )
+                    .unwrap();
+                }
+                std::cell::RefCell::new(r)
+            });
+            let answer =
+                |only: Option<Vec<FeedKey>>| match respond(&mut hub.borrow_mut(), ask(only))
+                    .unwrap()
+                {
+                    Response::Feeds { feeds, .. } => feeds.len(),
+                    other => panic!("{other:?}"),
+                };
+            assert_eq!(answer(only.clone()), want);
+            b.iter(|| answer(black_box(only.clone())))
+        });
+    }
+    g.finish();
+}
+
 /// The cost of trust: signing one write, and verifying entries the way a hub checks a pushed
 /// page (one entry alone, and a page of 500 new entries of 1 KiB).
 fn trust_benches(c: &mut Criterion) {
@@ -348,6 +404,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     merge_benches(&mut c);
     changes_since_benches(&mut c);
+    feeds_answer_benches(&mut c);
     trust_benches(&mut c);
     c.final_summary();
 }

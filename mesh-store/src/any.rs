@@ -102,6 +102,9 @@ impl Store for AnyStore {
     fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
         each!(self, s => s.feed_moved(feed))
     }
+    fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
+        each!(self, s => s.feed_head(feed))
+    }
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         each!(self, s => s.get(feed, id))
     }

@@ -155,6 +155,7 @@ const SQL_LIST_AFTER: &str = "SELECT id, body FROM entries INDEXED BY entries_by
 const SQL_FEEDS: &str = "SELECT key, head, entries FROM feeds WHERE entries > 0";
 const SQL_MOVED: &str = "SELECT key, head, seq FROM feeds WHERE entries > 0";
 const SQL_FEED_MOVED: &str = "SELECT head, seq FROM feeds WHERE key = ?1 AND entries > 0";
+const SQL_FEED_HEAD: &str = "SELECT head, entries FROM feeds WHERE key = ?1 AND entries > 0";
 const SQL_SYNC_STATE: &str =
     "SELECT remote_replica, pulled, pushed FROM sync_state WHERE remote = ?1 AND feed = ?2";
 const SQL_SET_SYNC_STATE: &str =
@@ -858,6 +859,27 @@ impl Store for SqliteStore {
                 feed: feed.clone(),
                 head: seq_from_sql(head)?,
                 seq: seq_from_sql(seq)?.0,
+            })
+        })
+        .transpose()
+    }
+
+    fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached(SQL_FEED_HEAD)
+            .and_then(|mut s| {
+                s.query_row([feed.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(db("feed head"))?;
+        row.map(|(head, entries)| {
+            Ok(FeedHead {
+                feed: feed.clone(),
+                head: seq_from_sql(head)?,
+                entries: u64::try_from(entries).map_err(|_| {
+                    CoreError::Store(format!("sqlite: feed {feed}: invalid count {entries}"))
+                })?,
             })
         })
         .transpose()

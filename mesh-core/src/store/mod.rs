@@ -61,6 +61,11 @@ pub trait Store {
     /// [`FeedMoved`] for one feed (`None` for an empty or unknown feed).
     fn feed_moved(&self, feed: &FeedKey) -> Result<Option<FeedMoved>>;
 
+    /// The [`FeedHead`] that [`feeds`](Self::feeds) lists for one feed (`None` for an empty
+    /// or unknown feed), looked up by its key: what answers a peer that asks about a few
+    /// feeds, at a cost that does not grow with the replica's other feeds.
+    fn feed_head(&self, feed: &FeedKey) -> Result<Option<FeedHead>>;
+
     /// One entry.
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>>;
 

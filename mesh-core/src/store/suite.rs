@@ -861,11 +861,22 @@ pub fn heads_and_feeds<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
             "head of {}",
             w.feed
         );
+        assert_eq!(
+            ok(store.feed_head(&w.feed), "feed_head").as_ref(),
+            Some(w),
+            "feed_head gives what feeds lists for {}",
+            w.feed
+        );
     }
     assert_eq!(
         ok(store.head(&feed("folder:f9/todos")), "head"),
         Cursor::ZERO,
         "an unknown feed's head is zero"
+    );
+    assert_eq!(
+        ok(store.feed_head(&feed("folder:f9/todos")), "feed_head"),
+        None,
+        "an unknown feed has no head to list"
     );
     let mut moved = ok(store.moved_feeds(), "moved_feeds");
     moved.sort_by_key(|m| m.seq);
@@ -1344,6 +1355,11 @@ pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         ok(store.feed_moved(&gone), "feed_moved"),
         None,
         "a purged feed has not moved"
+    );
+    assert_eq!(
+        ok(store.feed_head(&gone), "feed_head"),
+        None,
+        "a purged feed is not listed, by key either"
     );
     assert_eq!(
         ok(store.moved_feeds(), "moved_feeds")

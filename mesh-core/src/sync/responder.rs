@@ -4,9 +4,30 @@ use crate::error::Result;
 use crate::id::ReplicaId;
 use crate::model::FeedKey;
 use crate::replica::Replica;
-use crate::store::Cursor;
 use crate::store::Store;
+use crate::store::{Cursor, FeedHead};
 use crate::sync::message::{PushResult, Request, Response, MAX_PAGE, MAX_PAGE_BYTES};
+
+/// The heads a `feeds` request asks about, in the order of their keys: every feed's, or
+/// only those of the feeds it names (each once). Those are looked up one by one, so
+/// answering a peer that asks about a few feeds costs the same however many others the
+/// replica holds (a hub holds every user's).
+pub(crate) fn asked_heads<S: Store>(
+    store: &S,
+    only: Option<Vec<FeedKey>>,
+) -> Result<Vec<FeedHead>> {
+    let Some(only) = only else {
+        return store.feeds();
+    };
+    let only: std::collections::BTreeSet<FeedKey> = only.into_iter().collect();
+    let mut heads = Vec::with_capacity(only.len());
+    for feed in &only {
+        if let Some(h) = store.feed_head(feed)? {
+            heads.push(h);
+        }
+    }
+    Ok(heads)
+}
 
 /// Answers one request from a peer against `replica`.
 ///
@@ -16,10 +37,7 @@ use crate::sync::message::{PushResult, Request, Response, MAX_PAGE, MAX_PAGE_BYT
 pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<Response> {
     match request {
         Request::Feeds { from: _, only, .. } => {
-            let mut feeds = replica.store().feeds()?;
-            if let Some(only) = only {
-                feeds.retain(|h| only.contains(&h.feed));
-            }
+            let feeds = asked_heads(replica.store(), only)?;
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,

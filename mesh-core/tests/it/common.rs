@@ -52,3 +52,64 @@ pub fn tops<T>(item: &Item<T>) -> Vec<(String, u32)> {
         })
         .collect()
 }
+
+/// A [`MemoryStore`] that refuses to list its feeds: serving a request through it shows
+/// the request was answered by looking feeds up by key, never by going through them all.
+pub struct Unlisted(pub MemoryStore);
+
+impl mesh_core::store::Store for Unlisted {
+    type Txn<'a> = <MemoryStore as mesh_core::store::Store>::Txn<'a>;
+
+    fn replica_id(&self) -> mesh_core::id::ReplicaId {
+        self.0.replica_id()
+    }
+    fn feeds(&self) -> mesh_core::Result<Vec<mesh_core::store::FeedHead>> {
+        Err(mesh_core::CoreError::Store("listed every feed".into()))
+    }
+    fn moved_feeds(&self) -> mesh_core::Result<Vec<mesh_core::store::FeedMoved>> {
+        Err(mesh_core::CoreError::Store("listed every feed".into()))
+    }
+    fn feed_moved(&self, feed: &FeedKey) -> mesh_core::Result<Option<mesh_core::store::FeedMoved>> {
+        self.0.feed_moved(feed)
+    }
+    fn feed_head(&self, feed: &FeedKey) -> mesh_core::Result<Option<mesh_core::store::FeedHead>> {
+        self.0.feed_head(feed)
+    }
+    fn get(
+        &self,
+        feed: &FeedKey,
+        id: &EntryId,
+    ) -> mesh_core::Result<Option<mesh_core::model::Entry>> {
+        self.0.get(feed, id)
+    }
+    fn changes_since(
+        &self,
+        feed: &FeedKey,
+        since: mesh_core::store::Cursor,
+        limit: usize,
+        skip_origin: Option<&mesh_core::id::ReplicaId>,
+    ) -> mesh_core::Result<mesh_core::store::ChangePage> {
+        self.0.changes_since(feed, since, limit, skip_origin)
+    }
+    fn list(
+        &self,
+        feed: &FeedKey,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> mesh_core::Result<Vec<mesh_core::model::Entry>> {
+        self.0.list(feed, after, limit)
+    }
+    fn sync_state(
+        &self,
+        remote: &mesh_core::id::RemoteId,
+        feed: &FeedKey,
+    ) -> mesh_core::Result<mesh_core::store::SyncState> {
+        self.0.sync_state(remote, feed)
+    }
+    fn begin(&mut self) -> mesh_core::Result<Self::Txn<'_>> {
+        self.0.begin()
+    }
+    fn purge_feed(&mut self, feed: &FeedKey) -> mesh_core::Result<u64> {
+        self.0.purge_feed(feed)
+    }
+}

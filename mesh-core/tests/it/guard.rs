@@ -608,3 +608,52 @@ fn a_pulled_page_founds_a_folder_only_with_its_founders_records() {
     let pushed = Pusher::new(&relay, &NoKeyring);
     assert_eq!(judge("x@ann", pushed), Some(ErrorCode::NotFound));
 }
+
+/// A user asking about a few feeds by name is answered from those feeds alone, looked up by
+/// key (not by going through every feed the hub holds), and still sees only what they may
+/// read.
+#[test]
+fn feeds_asked_about_by_name_are_looked_up_by_key_and_checked() {
+    let mut hub = replica("hub");
+    let mine: FolderId = "mine@ann".parse().unwrap();
+    let theirs: FolderId = "theirs@bob".parse().unwrap();
+    for (folder, user) in [(&mine, "ann"), (&theirs, "bob")] {
+        let (members, entries) = founding(folder, user);
+        assert_eq!(
+            push(&mut hub, user, &members, entries),
+            [(MergeOutcome::Added, false)]
+        );
+    }
+    let mut hub = Replica::new(Unlisted(hub.into_store()));
+    let ask = |only| Request::Feeds {
+        from: "ann-dev".parse().unwrap(),
+        only,
+        certificates: false,
+    };
+    let Response::Feeds { feeds, .. } = respond_as(
+        &mut hub,
+        Pusher::new(&"ann".parse().unwrap(), &NoKeyring),
+        ask(Some(vec![
+            FeedKey::members(&theirs),
+            FeedKey::members(&mine),
+            FeedKey::members(&"nowhere@ann".parse().unwrap()),
+        ])),
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        feeds.iter().map(|h| h.feed.clone()).collect::<Vec<_>>(),
+        [FeedKey::members(&mine)]
+    );
+    assert_eq!(
+        respond_as(
+            &mut hub,
+            Pusher::new(&"ann".parse().unwrap(), &NoKeyring),
+            ask(None)
+        )
+        .unwrap_err()
+        .code(),
+        ErrorCode::Store
+    );
+}

@@ -656,3 +656,51 @@ fn a_page_cut_by_bytes_is_a_prefix_that_resumes_where_it_ends() {
         }
     });
 }
+
+/// A peer that asks about a few feeds is answered by looking those up by key: the answer is
+/// what the full listing says about them (each once, unknown ones left out), and it is given
+/// without going through the replica's other feeds, which on a hub are every user's.
+#[test]
+fn feeds_asked_about_by_name_are_looked_up_by_key() {
+    let mut hub = replica("hub");
+    let ann = actor("ann", "a");
+    let key =
+        |n: u32| -> mesh_core::model::FeedKey { format!("folder:f{n}/todos").parse().unwrap() };
+    for n in 0..20 {
+        for e in 0..=n % 3 {
+            hub.create(&key(n), id(&format!("e{e}")), draft("x"), &ann, t(0))
+                .unwrap();
+        }
+    }
+    let ask = |only: Option<Vec<mesh_core::model::FeedKey>>| Request::Feeds {
+        from: "b".parse().unwrap(),
+        only,
+        certificates: false,
+    };
+    let Response::Feeds { feeds: all, .. } = respond(&mut hub, ask(None)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(all.len(), 20);
+    let asked = vec![key(7), key(2), key(7), key(99), key(13)];
+    let mut want: Vec<_> = all
+        .iter()
+        .filter(|h| asked.contains(&h.feed))
+        .cloned()
+        .collect();
+    want.sort_by(|a, b| a.feed.cmp(&b.feed));
+
+    let mut unlisted = Replica::new(Unlisted(hub.into_store()));
+    let Response::Feeds { feeds, .. } = respond(&mut unlisted, ask(Some(asked))).unwrap() else {
+        panic!()
+    };
+    assert_eq!(feeds, want);
+    let Response::Feeds { feeds, .. } = respond(&mut unlisted, ask(Some(vec![]))).unwrap() else {
+        panic!()
+    };
+    assert!(feeds.is_empty(), "{feeds:?}");
+    // The wrapper is no pretence: a request for every feed does need the listing.
+    assert_eq!(
+        respond(&mut unlisted, ask(None)).unwrap_err().code(),
+        ErrorCode::Store
+    );
+}

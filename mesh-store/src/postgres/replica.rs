@@ -202,6 +202,26 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
+        let row = self
+            .q_opt(
+                "SELECT head, entries FROM mesh_feeds WHERE key = $1 AND entries > 0",
+                &[&feed.to_string()],
+            )
+            .map_err(db("feed head"))?;
+        row.map(|r| {
+            let entries: i64 = r.get(1);
+            Ok(FeedHead {
+                feed: feed.clone(),
+                head: seq_from_sql(r.get(0))?,
+                entries: u64::try_from(entries).map_err(|_| {
+                    CoreError::Store(format!("postgres: feed {feed}: invalid count {entries}"))
+                })?,
+            })
+        })
+        .transpose()
+    }
+
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         get_entry(self, feed, id)
     }

@@ -170,6 +170,14 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn feed_head(&self, feed: &FeedKey) -> Result<Option<FeedHead>> {
+        Ok(self.feeds.get(feed).map(|f| FeedHead {
+            feed: feed.clone(),
+            head: Cursor(f.head()),
+            entries: f.len() as u64,
+        }))
+    }
+
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>> {
         let Some(fs) = self.feeds.get(feed) else {
             return Ok(None);

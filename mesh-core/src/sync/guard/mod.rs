@@ -474,10 +474,8 @@ pub fn respond_as<S: Store>(
             certificates,
         } => {
             let mut feeds = Vec::new();
-            for h in replica.store().feeds()? {
-                if only.as_ref().is_none_or(|o| o.contains(&h.feed))
-                    && can_read(replica.store(), user, &h.feed)?
-                {
+            for h in crate::sync::responder::asked_heads(replica.store(), only)? {
+                if can_read(replica.store(), user, &h.feed)? {
                     feeds.push(h);
                 }
             }
