@@ -10,7 +10,8 @@
 //!
 //! * `feeds_answer_10k/*`: answering a `feeds` request on a replica holding 10,000 feeds of
 //!   one entry each (a hub serving many users), for a peer asking about one feed by name and
-//!   for one asking about every feed.
+//!   for one asking about every feed; and a hub answering a user who asks about every feed
+//!   they may read, on a replica of 5,000 folders of two feeds, one of them theirs.
 //!
 //! Every scenario is run once outside the timed loop and its outcomes are checked, so the
 //! timed loop measures the work the scenario names.
@@ -301,6 +302,60 @@ fn feeds_answer_benches(c: &mut Criterion) {
             b.iter(|| answer(black_box(only.clone())))
         });
     }
+    // A hub's answer to a user who asks about every feed: only their own folders' feeds are
+    // gone through (the store's index of member records finds them), however many folders
+    // the hub holds.
+    g.bench_function("every_readable_feed_as_a_user", |b| {
+        use mesh_core::content::JsonContent;
+        use mesh_core::model::{InvitationState, Member, Role};
+        use mesh_core::sync::guard::Pusher;
+        use mesh_core::sync::respond_as;
+        use mesh_core::trust::NoKeyring;
+        let mut r = empty_replica();
+        let actor = Actor::new("ann".parse().unwrap(), fixtures::device("device-a"));
+        for i in 0..FEEDS_N / 2 {
+            let folder: mesh_core::id::FolderId = format!("f{i}@u{i}").parse().unwrap();
+            let user: mesh_core::id::UserId = format!("u{i}").parse().unwrap();
+            let member = Member {
+                user: user.clone(),
+                role: Role::Owner,
+                state: InvitationState::Active,
+                invited_by: user.clone(),
+                invited_at: fixtures::at(0),
+            };
+            let draft = EntryDraft {
+                title: user.to_string(),
+                content: JsonContent::from_serialize(&member).unwrap(),
+                media: None,
+            };
+            let id = user.as_str().parse().unwrap();
+            r.create(
+                &FeedKey::members(&folder),
+                id,
+                draft,
+                &actor,
+                fixtures::at(0),
+            )
+            .unwrap();
+            let todos = FeedKey::folder(folder, "todos".parse().unwrap());
+            let draft = EntryDraft::new("item", serde_json::json!({ "i": i }));
+            r.create(
+                &todos,
+                fixtures::entry_id(0),
+                draft,
+                &actor,
+                fixtures::at(0),
+            )
+            .unwrap();
+        }
+        let user: mesh_core::id::UserId = "u7".parse().unwrap();
+        let mut answer = || match respond_as(&mut r, Pusher::new(&user, &NoKeyring), ask(None)) {
+            Ok(Response::Feeds { feeds, .. }) => feeds.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(answer(), 2);
+        b.iter(&mut answer)
+    });
     g.finish();
 }
 

@@ -25,13 +25,10 @@ pub(crate) fn if_deleted(
     }
     let doomed: Vec<FeedKey> = r
         .store()
-        .feeds()?
+        .scope_feeds(&Scope::Folder(folder.clone()))?
         .into_iter()
         .map(|h| h.feed)
-        .filter(|f| {
-            matches!(&f.scope, Scope::Folder(x) if x == folder)
-                && !matches!(f.name.as_str(), names::MEMBERS | names::INFO)
-        })
+        .filter(|f| !matches!(f.name.as_str(), names::MEMBERS | names::INFO))
         .collect();
     let mut purged = 0;
     for feed in &doomed {

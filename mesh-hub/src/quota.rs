@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use mesh_core::id::{FolderId, UserId};
-use mesh_core::model::{names, FeedKey, Role, Scope};
+use mesh_core::model::{FeedKey, Role};
 use mesh_core::replica::Replica;
 use mesh_core::store::Store;
 use mesh_core::sync::guard;
@@ -82,17 +82,11 @@ pub(crate) fn owned_folders(
     user: &UserId,
 ) -> Result<Vec<FolderId>, CoreError> {
     let mut owned = Vec::new();
-    for h in r.store().feeds()? {
-        if h.feed.name.as_str() != names::MEMBERS {
-            continue;
-        }
-        let Scope::Folder(f) = &h.feed.scope else {
-            continue;
-        };
-        if guard::membership(r.store(), f, user)?.and_then(|m| m.effective_role())
+    for f in r.store().member_folders(user)? {
+        if guard::membership(r.store(), &f, user)?.and_then(|m| m.effective_role())
             == Some(Role::Owner)
         {
-            owned.push(f.clone());
+            owned.push(f);
         }
     }
     Ok(owned)

@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 
-use mesh_core::id::{EntryId, RemoteId, ReplicaId};
-use mesh_core::model::{Entry, FeedKey};
+use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
+use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{
     ChangePage, Cursor, FeedHead, FeedMoved, MemoryStore, Store, StoreTxn, SyncState,
 };
@@ -104,6 +104,12 @@ impl Store for AnyStore {
     }
     fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
         each!(self, s => s.feed_head(feed))
+    }
+    fn scope_feeds(&self, scope: &Scope) -> CoreResult<Vec<FeedHead>> {
+        each!(self, s => s.scope_feeds(scope))
+    }
+    fn member_folders(&self, user: &UserId) -> CoreResult<Vec<FolderId>> {
+        each!(self, s => s.member_folders(user))
     }
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         each!(self, s => s.get(feed, id))

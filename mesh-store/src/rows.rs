@@ -1,9 +1,9 @@
 //! How a replica's values are kept in SQL columns, shared by the SQLite and PostgreSQL
 //! stores: change-log positions, sync-state cursors, counts, and entries as checked JSON.
 
-use mesh_core::id::ReplicaId;
-use mesh_core::model::{Entry, FeedKey};
-use mesh_core::store::{Change, ChangePage, Cursor};
+use mesh_core::id::{FolderId, ReplicaId};
+use mesh_core::model::{Entry, FeedKey, Scope};
+use mesh_core::store::{Change, ChangePage, Cursor, FeedHead};
 use mesh_core::CoreError;
 
 /// A change-log position as a column (positions past `i64::MAX` are never given out, so
@@ -23,6 +23,57 @@ pub(crate) fn seq_from_sql(engine: &str, v: i64) -> Result<Cursor, CoreError> {
 pub(crate) fn feed_key(engine: &str, key: &str) -> Result<FeedKey, CoreError> {
     key.parse()
         .map_err(|e| CoreError::Store(format!("{engine}: unreadable feed key {key:?}: {e}")))
+}
+
+/// The range of feed keys `[from, to)` that holds every feed of `scope`: from the scope's
+/// prefix (which ends in `/`) to the same text ending in the next character, `0`. Ids may
+/// hold a `/`, so keys of other scopes fall in it too (`folder:a/b/todos` for folder `a`):
+/// [`scope_head`] drops them.
+pub(crate) fn scope_range(scope: &Scope) -> (String, String) {
+    let from = scope.key_prefix();
+    let mut to = from.clone();
+    to.pop();
+    to.push('0');
+    (from, to)
+}
+
+/// A row of a scope's feeds read back: its head, or `None` for a key of another scope that
+/// [`scope_range`] let in.
+pub(crate) fn scope_head(
+    engine: &str,
+    scope: &Scope,
+    key: &str,
+    head: i64,
+    entries: i64,
+) -> Result<Option<FeedHead>, CoreError> {
+    let feed = feed_key(engine, key)?;
+    if &feed.scope != scope {
+        return Ok(None);
+    }
+    let entries = u64::try_from(entries)
+        .map_err(|_| CoreError::Store(format!("{engine}: feed {feed}: invalid count {entries}")))?;
+    Ok(Some(FeedHead {
+        head: seq_from_sql(engine, head)?,
+        entries,
+        feed,
+    }))
+}
+
+/// The folders of `members` feeds read back from the index of member records, in order.
+pub(crate) fn member_folders<'a>(
+    engine: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<Vec<FolderId>, CoreError> {
+    let mut out = Vec::new();
+    for key in keys {
+        let feed = feed_key(engine, key)?;
+        let folder = feed.members_folder().cloned().ok_or_else(|| {
+            CoreError::Store(format!("{engine}: {feed} indexed as a members feed"))
+        })?;
+        out.push(folder);
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The number after `n` (a position or a replica-wide number), if it still fits a column.

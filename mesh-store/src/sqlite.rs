@@ -49,8 +49,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_core::id::{EntryId, RemoteId, ReplicaId};
-use mesh_core::model::{Entry, FeedKey};
+use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
+use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 use rusqlite::{
@@ -115,6 +115,18 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX entries_log;
     CREATE UNIQUE INDEX entries_pos ON entries (feed_id, pos);
     ",
+    // 3: the folders each user has a member record in (`Store::member_folders`), kept as
+    // entries are added to `members` feeds and dropped with a purged feed.
+    "
+    CREATE TABLE members (
+        member  TEXT NOT NULL,
+        feed_id INTEGER NOT NULL REFERENCES feeds (feed_id),
+        PRIMARY KEY (member, feed_id)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO members (member, feed_id)
+        SELECT e.id, e.feed_id FROM entries AS e JOIN feeds AS f USING (feed_id)
+        WHERE f.key GLOB 'folder:*/members';
+    ",
 ];
 
 /// A kind of mesh SQLite file: the `application_id` that marks it and its migrations.
@@ -156,6 +168,14 @@ const SQL_FEEDS: &str = "SELECT key, head, entries FROM feeds WHERE entries > 0"
 const SQL_MOVED: &str = "SELECT key, head, seq FROM feeds WHERE entries > 0";
 const SQL_FEED_MOVED: &str = "SELECT head, seq FROM feeds WHERE key = ?1 AND entries > 0";
 const SQL_FEED_HEAD: &str = "SELECT head, entries FROM feeds WHERE key = ?1 AND entries > 0";
+// Keys from a scope's prefix up to the same text with its last character, `/`, replaced by
+// the next one, `0`: every key of the scope, and keys of scopes whose id goes on with a `/`
+// (ids may hold one), which the caller drops.
+const SQL_SCOPE_FEEDS: &str = "SELECT key, head, entries FROM feeds
+    WHERE key >= ?1 AND key < ?2 AND entries > 0 ORDER BY key";
+const SQL_MEMBER_FOLDERS: &str = "SELECT f.key FROM members AS m JOIN feeds AS f USING (feed_id)
+    WHERE m.member = ?1 AND f.entries > 0";
+const SQL_ADD_MEMBER: &str = "INSERT OR IGNORE INTO members (member, feed_id) VALUES (?1, ?2)";
 const SQL_SYNC_STATE: &str =
     "SELECT remote_replica, pulled, pushed FROM sync_state WHERE remote = ?1 AND feed = ?2";
 const SQL_SET_SYNC_STATE: &str =
@@ -419,6 +439,27 @@ impl SqliteStore {
         if let Some(key) = bad_feed {
             return Err(corrupt(format!(
                 "head or entry count of feed {key} does not match its change log"
+            )));
+        }
+        let unindexed: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT f.key FROM entries AS e JOIN feeds AS f USING (feed_id)
+                 WHERE f.key GLOB 'folder:*/members' AND NOT EXISTS
+                   (SELECT 1 FROM members AS m WHERE m.member = e.id AND m.feed_id = e.feed_id)
+                 UNION ALL
+                 SELECT f.key FROM members AS m JOIN feeds AS f USING (feed_id)
+                 WHERE NOT EXISTS
+                   (SELECT 1 FROM entries AS e WHERE e.feed_id = m.feed_id AND e.id = m.member)
+                 LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        if let Some(key) = unindexed {
+            return Err(corrupt(format!(
+                "the index of member records does not match feed {key}"
             )));
         }
         let last_seq = read_last_seq(&self.conn).map_err(|e| corrupt(e.to_string()))?;
@@ -885,6 +926,34 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    fn scope_feeds(&self, scope: &Scope) -> CoreResult<Vec<FeedHead>> {
+        let (from, to) = rows::scope_range(scope);
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_SCOPE_FEEDS)
+            .map_err(db("scope feeds"))?;
+        let mut rows = stmt.query([from, to]).map_err(db("scope feeds"))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db("scope feeds"))? {
+            let row = (|| Ok::<_, rusqlite::Error>((r.get(0)?, r.get(1)?, r.get(2)?)))();
+            let (key, head, entries): (String, i64, i64) = row.map_err(db("scope feeds"))?;
+            out.extend(rows::scope_head("sqlite", scope, &key, head, entries)?);
+        }
+        Ok(out)
+    }
+
+    fn member_folders(&self, user: &UserId) -> CoreResult<Vec<FolderId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_MEMBER_FOLDERS)
+            .map_err(db("member folders"))?;
+        let keys = stmt
+            .query_map([user.as_str()], |r| r.get::<_, String>(0))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(db("member folders"))?;
+        rows::member_folders("sqlite", keys.iter().map(String::as_str))
+    }
+
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         get_entry(&self.conn, feed, id)
     }
@@ -1032,6 +1101,10 @@ impl Store for SqliteStore {
                 [&key],
             )
             .and_then(|n| {
+                tx.execute(
+                    "DELETE FROM members WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = ?1)",
+                    [&key],
+                )?;
                 tx.execute("DELETE FROM sync_state WHERE feed = ?1", [&key])?;
                 // The row stays, with its head: positions continue after it.
                 tx.execute("UPDATE feeds SET entries = 0 WHERE key = ?1", [&key])?;
@@ -1210,6 +1283,12 @@ impl StoreTxn for SqliteTxn<'_> {
                 .prepare_cached(SQL_INSERT_ENTRY)
                 .and_then(|mut s| s.execute(args))
                 .map_err(db("inserting an entry"))?;
+            if feed.members_folder().is_some() {
+                self.tx
+                    .prepare_cached(SQL_ADD_MEMBER)
+                    .and_then(|mut s| s.execute(params![entry.sync.id.as_str(), feed_id]))
+                    .map_err(db("indexing a member"))?;
+            }
             1
         } else {
             0

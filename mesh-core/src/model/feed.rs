@@ -64,7 +64,36 @@ pub mod names {
     pub const RESERVED: &[&str] = &[DEVICES, FOLDERS, NEWS, MEMBERS, MAPPINGS, FEEDS, INFO];
 }
 
+impl Scope {
+    /// What the text of every feed key of this scope starts with (`folder:<id>/` or
+    /// `mesh:<user>/`); ids hold no `/`, so no other scope's keys start with it.
+    ///
+    /// ```
+    /// use mesh_core::model::{FeedKey, Scope};
+    /// let scope = Scope::Folder("f1".parse().unwrap());
+    /// assert_eq!(scope.key_prefix(), "folder:f1/");
+    /// let other: FeedKey = "folder:f10/todos".parse().unwrap();
+    /// assert!(!other.to_string().starts_with(&scope.key_prefix()));
+    /// ```
+    pub fn key_prefix(&self) -> String {
+        match self {
+            Scope::Mesh(u) => format!("mesh:{u}/"),
+            Scope::Folder(id) => format!("folder:{id}/"),
+        }
+    }
+}
+
 impl FeedKey {
+    /// The folder whose `members` feed this is (`None` for any other feed). A store keeps
+    /// the ids of such feeds' entries, which are their users' ids, in an index
+    /// ([`Store::member_folders`](crate::store::Store::member_folders)).
+    pub fn members_folder(&self) -> Option<&FolderId> {
+        match &self.scope {
+            Scope::Folder(f) if self.name.as_str() == names::MEMBERS => Some(f),
+            _ => None,
+        }
+    }
+
     /// A feed in a folder.
     pub fn folder(folder: FolderId, name: FeedName) -> Self {
         FeedKey {

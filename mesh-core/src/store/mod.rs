@@ -23,8 +23,8 @@ pub use change::{Change, ChangePage, Cursor, FeedHead, FeedMoved, SyncState};
 pub use memory::MemoryStore;
 
 use crate::error::Result;
-use crate::id::{EntryId, RemoteId, ReplicaId};
-use crate::model::{Entry, FeedKey};
+use crate::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
+use crate::model::{Entry, FeedKey, Scope};
 
 /// How many change-log records [`Store::changes_since`] examines at most for a page of
 /// `limit` changes: at least 1,024, and 8 per change asked for. It bounds the work of a page
@@ -65,6 +65,19 @@ pub trait Store {
     /// or unknown feed), looked up by its key: what answers a peer that asks about a few
     /// feeds, at a cost that does not grow with the replica's other feeds.
     fn feed_head(&self, feed: &FeedKey) -> Result<Option<FeedHead>>;
+
+    /// Every feed of `scope` (one folder's, or one user's mesh feeds) that holds at least one
+    /// entry, as [`feeds`](Self::feeds) lists it, in key order: found by the range of keys
+    /// that start with the scope's [prefix](crate::model::Scope::key_prefix), at a cost that
+    /// does not grow with the replica's other scopes.
+    fn scope_feeds(&self, scope: &Scope) -> Result<Vec<FeedHead>>;
+
+    /// The folders whose `members` feed holds a record for `user` (live or deleted: a
+    /// member record's id is its user's id), in order, from an index the store keeps as it
+    /// stores member records. Only feeds that hold entries count, so a purged folder is
+    /// not listed. This is how a hub finds the folders a user may see without going through
+    /// every folder it holds; the caller still reads the record to learn the user's role.
+    fn member_folders(&self, user: &UserId) -> Result<Vec<FolderId>>;
 
     /// One entry.
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>>;

@@ -38,8 +38,8 @@ use std::fmt::Debug;
 
 use crate::content::JsonContent;
 use crate::feedsync::{self, Stamp};
-use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
-use crate::model::{Entry, EntryData, FeedKey, MediaRef};
+use crate::id::{DeviceId, EntryId, FolderId, RemoteId, ReplicaId, UserId};
+use crate::model::{Entry, EntryData, FeedKey, MediaRef, Scope};
 use crate::store::{Change, ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use crate::time::Timestamp;
 
@@ -61,6 +61,7 @@ pub fn run_all<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     prefetch_is_only_a_hint(&mut factory);
     commit_makes_writes_visible(&mut factory);
     purge_feed(&mut factory);
+    scopes_and_member_records(&mut factory);
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1378,4 +1379,123 @@ pub fn purge_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
         Some(4),
         "nor do replica-wide numbers"
     );
+}
+
+/// [`Store::scope_feeds`] lists exactly one scope's feeds that hold entries, in key order, as
+/// [`Store::feeds`] lists them, also where another scope's id starts with this one's or
+/// goes on with a `/` (ids may hold one). [`Store::member_folders`] lists the folders whose
+/// `members` feed holds an entry with the user's id, deleted ones too, in order, and nothing
+/// a rollback undid, a purge removed or another feed holds.
+pub fn scopes_and_member_records<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
+    let mut store = factory(replica("hub"));
+    let folder = |s: &str| parsed::<FolderId>(s);
+    let user = |s: &str| parsed::<UserId>(s);
+    let in_scope = |store: &S, scope: &Scope| -> Vec<String> {
+        ok(store.scope_feeds(scope), "scope_feeds")
+            .into_iter()
+            .map(|h| h.feed.to_string())
+            .collect()
+    };
+    let folders = |store: &S, u: &str| -> Vec<String> {
+        ok(store.member_folders(&user(u)), "member_folders")
+            .into_iter()
+            .map(|f| f.to_string())
+            .collect()
+    };
+    let writes: &[(&str, &[&str])] = &[
+        ("folder:f1/todos", &["ann", "t1"]),
+        ("folder:f1/members", &["ann", "bob"]),
+        ("folder:f1/-x", &["x"]),
+        ("folder:f1/.y", &["y"]),
+        ("folder:f10/todos", &["t"]),
+        ("folder:f1/x/todos", &["t"]),
+        ("folder:f1/x/members", &["carol"]),
+        ("folder:f/todos", &["t"]),
+        ("folder:a-b/members", &["ann"]),
+        ("folder:f2/members", &["ann"]),
+        ("folder:f3/members", &["bob"]),
+        ("folder:f3/todos", &["bob"]),
+        ("mesh:ann/devices", &["d1"]),
+        ("mesh:ann/news", &["n1"]),
+        ("mesh:anna/devices", &["d1"]),
+        ("mesh:ann/x/devices", &["d1"]),
+    ];
+    for (key, ids) in writes {
+        for id in *ids {
+            put_one(&mut store, &feed(key), &entry(id, id));
+        }
+    }
+    for scope in [
+        Scope::Folder(folder("f1")),
+        Scope::Folder(folder("f1/x")),
+        Scope::Folder(folder("f")),
+        Scope::Folder(folder("nowhere")),
+        Scope::Mesh(user("ann")),
+        Scope::Mesh(user("ann/x")),
+        Scope::Mesh(user("an")),
+    ] {
+        let mut listed: Vec<FeedHead> = ok(store.feeds(), "feeds")
+            .into_iter()
+            .filter(|h| h.feed.scope == scope)
+            .collect();
+        listed.sort_by(|a, b| a.feed.cmp(&b.feed));
+        assert_eq!(
+            ok(store.scope_feeds(&scope), "scope_feeds"),
+            listed,
+            "scope_feeds of {scope:?} is what feeds lists of it, in key order"
+        );
+    }
+    assert_eq!(
+        in_scope(&store, &Scope::Folder(folder("f1"))),
+        [
+            "folder:f1/-x",
+            "folder:f1/.y",
+            "folder:f1/members",
+            "folder:f1/todos"
+        ]
+    );
+    assert_eq!(
+        in_scope(&store, &Scope::Mesh(user("ann"))),
+        ["mesh:ann/devices", "mesh:ann/news"]
+    );
+    assert_eq!(folders(&store, "ann"), ["a-b", "f1", "f2"], "ann's folders");
+    assert_eq!(folders(&store, "bob"), ["f1", "f3"], "bob's folders");
+    assert_eq!(folders(&store, "carol"), ["f1/x"], "carol's folders");
+    assert!(
+        folders(&store, "t1").is_empty(),
+        "only members feeds are indexed"
+    );
+
+    // A deleted member record still names its folder (it tells the user they were removed).
+    let tomb = ok(
+        feedsync::delete(&entry("ann", "ann"), &stamp("dev-b", 9)),
+        "delete",
+    );
+    put_one(&mut store, &feed("folder:f2/members"), &tomb);
+    assert_eq!(folders(&store, "ann"), ["a-b", "f1", "f2"]);
+
+    // What a rollback undid is not indexed, in a feed that existed or one it made.
+    {
+        let mut tx = ok(store.begin(), "begin");
+        for key in ["folder:f3/members", "folder:f4/members"] {
+            ok(tx.put(&feed(key), entry("dave", "dave"), None), "put");
+        }
+    }
+    assert!(folders(&store, "dave").is_empty(), "rolled back");
+    assert!(in_scope(&store, &Scope::Folder(folder("f4"))).is_empty());
+
+    // A purged members feed drops its records, and writing it again does not bring them back.
+    ok(store.purge_feed(&feed("folder:f3/members")), "purge");
+    assert_eq!(folders(&store, "bob"), ["f1"], "purged");
+    assert_eq!(
+        in_scope(&store, &Scope::Folder(folder("f3"))),
+        ["folder:f3/todos"]
+    );
+    put_one(
+        &mut store,
+        &feed("folder:f3/members"),
+        &entry("erin", "erin"),
+    );
+    assert_eq!(folders(&store, "erin"), ["f3"]);
+    assert_eq!(folders(&store, "bob"), ["f1"], "not brought back");
 }

@@ -75,6 +75,18 @@ impl mesh_core::store::Store for Unlisted {
     fn feed_head(&self, feed: &FeedKey) -> mesh_core::Result<Option<mesh_core::store::FeedHead>> {
         self.0.feed_head(feed)
     }
+    fn scope_feeds(
+        &self,
+        scope: &mesh_core::model::Scope,
+    ) -> mesh_core::Result<Vec<mesh_core::store::FeedHead>> {
+        self.0.scope_feeds(scope)
+    }
+    fn member_folders(
+        &self,
+        user: &mesh_core::id::UserId,
+    ) -> mesh_core::Result<Vec<mesh_core::id::FolderId>> {
+        self.0.member_folders(user)
+    }
     fn get(
         &self,
         feed: &FeedKey,

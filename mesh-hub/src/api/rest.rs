@@ -571,13 +571,7 @@ pub(crate) async fn folders(
     let mut list: Vec<Folder> = state
         .run(move |r| {
             let mut out = Vec::new();
-            for h in r.store().feeds()? {
-                if h.feed.name.as_str() != names::MEMBERS {
-                    continue;
-                }
-                let Scope::Folder(f) = &h.feed.scope else {
-                    continue;
-                };
+            for f in &r.store().member_folders(&user)? {
                 let active = guard::membership(r.store(), f, &user)?
                     .is_some_and(|m| m.effective_role().is_some());
                 if !active {
@@ -920,15 +914,13 @@ pub(crate) async fn invitations(
     let list = state
         .run(move |r| {
             let mut out = Vec::new();
-            for h in r.store().feeds()? {
-                if let (Scope::Folder(f), names::MEMBERS) = (&h.feed.scope, h.feed.name.as_str()) {
-                    if let Some(m) = guard::membership(r.store(), f, &user)? {
-                        if m.state == InvitationState::Invited {
-                            out.push(Invitation {
-                                folder: f.clone(),
-                                member: m,
-                            });
-                        }
+            for f in r.store().member_folders(&user)? {
+                if let Some(m) = guard::membership(r.store(), &f, &user)? {
+                    if m.state == InvitationState::Invited {
+                        out.push(Invitation {
+                            folder: f,
+                            member: m,
+                        });
                     }
                 }
             }
@@ -1109,7 +1101,7 @@ pub(crate) async fn mesh_news(
     let entries = state
         .run(move |r| {
             let mut out = Vec::new();
-            for h in r.store().feeds()? {
+            for h in guard::user_heads(r.store(), &user)? {
                 if h.feed.name.as_str() != names::NEWS
                     || !guard::can_read(r.store(), &user, &h.feed)?
                 {
@@ -1231,12 +1223,7 @@ pub(crate) async fn feed(
         .run(move |r| {
             let info = r.get(&FeedKey::feeds(&f), &id)?.filter(|e| !e.is_deleted());
             let head = r.store().head(&k)?;
-            let count = r
-                .store()
-                .feeds()?
-                .into_iter()
-                .find(|h| h.feed == k)
-                .map_or(0, |h| h.entries);
+            let count = r.store().feed_head(&k)?.map_or(0, |h| h.entries);
             Ok::<_, CoreError>((info, head, count))
         })
         .await??;

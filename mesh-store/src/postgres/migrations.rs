@@ -140,6 +140,21 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT r.folder, sum(o.size) FROM mesh_object_refs r JOIN mesh_objects o USING (hash)
         GROUP BY r.folder;
     ",
+    // 7: the folders each user has a member record in (`Store::member_folders`), kept as
+    // entries are written to `members` feeds and dropped with a purged feed; and the feeds'
+    // keys in byte order, which a scope's feeds are a range of whatever the database's
+    // collation.
+    "
+    CREATE TABLE mesh_members (
+        member  TEXT NOT NULL,
+        feed_id BIGINT NOT NULL REFERENCES mesh_feeds (feed_id),
+        PRIMARY KEY (member, feed_id)
+    );
+    INSERT INTO mesh_members (member, feed_id)
+        SELECT e.id, e.feed_id FROM mesh_entries e JOIN mesh_feeds f USING (feed_id)
+        WHERE f.key LIKE 'folder:%/members';
+    CREATE INDEX mesh_feeds_by_key_bytes ON mesh_feeds (key COLLATE \"C\");
+    ",
 ];
 
 /// The advisory lock key migrations run under (any constant that no other lock uses).

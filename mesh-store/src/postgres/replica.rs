@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
-use mesh_core::id::{EntryId, RemoteId, ReplicaId};
-use mesh_core::model::{Entry, FeedKey};
+use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
+use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 use mesh_core::CoreError;
 
@@ -222,6 +222,40 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn scope_feeds(&self, scope: &Scope) -> CoreResult<Vec<FeedHead>> {
+        let (from, to) = rows::scope_range(scope);
+        let found = self
+            .q(
+                "SELECT key, head, entries FROM mesh_feeds
+                 WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2 AND entries > 0
+                 ORDER BY key COLLATE \"C\"",
+                &[&from, &to],
+            )
+            .map_err(db("scope feeds"))?;
+        let mut out = Vec::with_capacity(found.len());
+        for r in &found {
+            out.extend(rows::scope_head(
+                "postgres",
+                scope,
+                r.get(0),
+                r.get(1),
+                r.get(2),
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn member_folders(&self, user: &UserId) -> CoreResult<Vec<FolderId>> {
+        let found = self
+            .q(
+                "SELECT f.key FROM mesh_members m JOIN mesh_feeds f USING (feed_id)
+                 WHERE m.member = $1 AND f.entries > 0",
+                &[&user.as_str()],
+            )
+            .map_err(db("member folders"))?;
+        rows::member_folders("postgres", found.iter().map(|r| r.get(0)))
+    }
+
     fn get(&self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Entry>> {
         get_entry(self, feed, id)
     }
@@ -234,6 +268,8 @@ impl Store for PgStore {
                 "WITH e AS (DELETE FROM mesh_entries
                             WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
                             RETURNING 1),
+                      m AS (DELETE FROM mesh_members
+                            WHERE feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)),
                       s AS (DELETE FROM mesh_sync_state WHERE feed = $1),
                       f AS (UPDATE mesh_feeds SET entries = 0 WHERE key = $1)
                  SELECT count(*) FROM e",
@@ -483,6 +519,8 @@ impl PgTxn<'_> {
             );
             // Per feed: its new head and the replica-wide number of its latest change.
             let mut heads: HashMap<i64, (i64, i64)> = HashMap::new();
+            // Entries of `members` feeds, for the index of member records.
+            let (mut m_ids, mut m_feeds) = (Vec::new(), Vec::new());
             for ((feed, id), w) in &self.writes {
                 let feed_id = *ids
                     .get(&feed.to_string())
@@ -491,6 +529,10 @@ impl PgTxn<'_> {
                 let h = heads.entry(feed_id).or_insert((pos, seq));
                 *h = (h.0.max(pos), h.1.max(seq));
                 feed_ids.push(feed_id);
+                if feed.members_folder().is_some() {
+                    m_ids.push(id.as_str());
+                    m_feeds.push(feed_id);
+                }
                 eids.push(id.as_str().to_owned());
                 positions.push(pos);
                 origins.push(w.origin.clone());
@@ -506,6 +548,16 @@ impl PgTxn<'_> {
                 &[&feed_ids, &eids, &positions, &origins, &bodies],
             )
             .map_err(db("writing entries"))?;
+            if !m_ids.is_empty() {
+                store
+                    .exec(
+                        "INSERT INTO mesh_members (member, feed_id)
+                         SELECT * FROM unnest($1::text[], $2::bigint[])
+                         ON CONFLICT DO NOTHING",
+                        &[&m_ids, &m_feeds],
+                    )
+                    .map_err(db("indexing members"))?;
+            }
             let mut added: HashMap<i64, i64> = HashMap::new();
             for r in &rows {
                 if r.get::<_, bool>(1) {

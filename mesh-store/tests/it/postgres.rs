@@ -346,35 +346,32 @@ pub async fn database_at(url: &str, schema: &str, version: usize) -> tokio_postg
     client
 }
 
-/// A database of schema version 4 (changes numbered replica-wide only) migrates keeping
-/// every position a remote may hold; new changes continue per feed after the feed's head.
-#[test]
-fn a_version_4_database_keeps_its_positions_and_continues_them_per_feed() {
-    let Some(url) = server() else { return };
+/// A database as schema version `version` left it, holding what `setup` writes and
+/// `entries` (feed id, position, entry id; the position in column `pos_column`), migrated by
+/// this build and opened.
+fn migrated_from(
+    url: &str,
+    version: usize,
+    setup: &str,
+    pos_column: &str,
+    entries: &[(i64, i64, &str)],
+) -> PgDatabase {
     let schema = fresh_schema();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = database_at(&url, &schema, 4).await;
-        client
-            .batch_execute(
-                "INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 3);
-                 INSERT INTO mesh_feeds (feed_id, key, head, entries) VALUES
-                    (1, 'folder:f/notes', 3, 2), (2, 'folder:f/other', 2, 1);",
-            )
-            .await
-            .unwrap();
-        // notes: changes 1 and 3; other: change 2 (as version 4 numbered them).
-        for (seq, feed_id, id) in [(1i64, 1i64, "a1"), (2, 2, "b1"), (3, 1, "a2")] {
-            let body = serde_json::to_string(&entry(id, seq)).unwrap();
+        let client = database_at(url, &schema, version).await;
+        client.batch_execute(setup).await.unwrap();
+        let insert = format!(
+            "INSERT INTO mesh_entries (feed_id, id, {pos_column}, origin, body)
+             VALUES ($1, $2, $3, NULL, $4)"
+        );
+        for (feed_id, pos, id) in entries {
+            let body = serde_json::to_string(&entry(id, *pos)).unwrap();
             client
-                .execute(
-                    "INSERT INTO mesh_entries (feed_id, id, seq, origin, body)
-                     VALUES ($1, $2, $3, NULL, $4)",
-                    &[&feed_id, &id, &seq, &body],
-                )
+                .execute(&insert, &[feed_id, id, pos, &body])
                 .await
                 .unwrap();
         }
@@ -382,9 +379,55 @@ fn a_version_4_database_keeps_its_positions_and_continues_them_per_feed() {
     let db = PgDatabase::connect(PgConfig::new(url).schema(schema)).unwrap();
     assert_eq!(
         db.migrate().unwrap(),
-        mesh_store::postgres::MIGRATIONS.len() - 4
+        mesh_store::postgres::MIGRATIONS.len() - version
     );
     db.open_replica("new".parse().unwrap()).unwrap();
+    db
+}
+
+/// A database of schema version 6 (before the index of member records) migrates with every
+/// member record it holds indexed, and other feeds' entries left out.
+#[test]
+fn a_version_6_database_migrates_with_its_member_records_indexed() {
+    let Some(url) = server() else { return };
+    let db = migrated_from(
+        &url,
+        6,
+        "INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 4);
+         INSERT INTO mesh_feeds (feed_id, key, head, entries, seq) VALUES
+            (1, 'folder:f1/members', 2, 2, 2), (2, 'folder:f2/members', 1, 1, 3),
+            (3, 'folder:f2/todos', 1, 1, 4);",
+        "pos",
+        &[(1, 1, "ann"), (1, 2, "bob"), (2, 1, "bob"), (3, 1, "carol")],
+    );
+    let s = db.store().unwrap();
+    let folders = |u: &str| -> Vec<String> {
+        s.member_folders(&u.parse().unwrap())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(folders("ann"), ["f1"]);
+    assert_eq!(folders("bob"), ["f1", "f2"]);
+    assert!(folders("carol").is_empty(), "not a members feed");
+}
+
+/// A database of schema version 4 (changes numbered replica-wide only) migrates keeping
+/// every position a remote may hold; new changes continue per feed after the feed's head.
+#[test]
+fn a_version_4_database_keeps_its_positions_and_continues_them_per_feed() {
+    let Some(url) = server() else { return };
+    // notes: changes 1 and 3; other: change 2 (as version 4 numbered them).
+    let db = migrated_from(
+        &url,
+        4,
+        "INSERT INTO mesh_replica (id, last_seq) VALUES ('old-hub', 3);
+         INSERT INTO mesh_feeds (feed_id, key, head, entries) VALUES
+            (1, 'folder:f/notes', 3, 2), (2, 'folder:f/other', 2, 1);",
+        "seq",
+        &[(1, 1, "a1"), (2, 2, "b1"), (1, 3, "a2")],
+    );
     let mut s = db.store().unwrap();
     let (a, b): (FeedKey, FeedKey) = (feed(), "folder:f/other".parse().unwrap());
     let positions = |s: &mesh_store::postgres::PgStore, f: &FeedKey, since: u64| -> Vec<u64> {

@@ -673,6 +673,108 @@ fn a_version_1_store_keeps_its_positions_and_continues_them_per_feed() {
     store.check_integrity().unwrap();
 }
 
+/// A file of schema version 2 (before the index of member records) opens with every member
+/// record it holds indexed, deleted ones too, and other feeds' entries left out.
+#[test]
+fn a_version_2_store_opens_with_its_member_records_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for step in &mesh_store::sqlite::MIGRATIONS[..2] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "application_id", SqliteStore::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('replica_id', 'old-hub');
+             UPDATE meta SET value = 4 WHERE key = 'last_seq';
+             INSERT INTO feeds (feed_id, key, head, entries, seq) VALUES
+                (1, 'folder:f1/members', 2, 2, 2), (2, 'folder:f2/members', 1, 1, 3),
+                (3, 'folder:f2/todos', 1, 1, 4);",
+        )
+        .unwrap();
+        let gone = mesh_core::feedsync::delete(
+            &remote_entry("bob", "bob"),
+            &mesh_core::feedsync::Stamp::new(
+                "dev-b".parse().unwrap(),
+                mesh_core::time::Timestamp::from_unix(1_700_000_009).unwrap(),
+            ),
+        )
+        .unwrap();
+        for (seq, feed_id, pos, e) in [
+            (1, 1, 1, remote_entry("ann", "ann")),
+            (2, 1, 2, remote_entry("bob", "bob")),
+            (3, 2, 1, gone),
+            (4, 3, 1, remote_entry("carol", "carol")),
+        ] {
+            conn.execute(
+                "INSERT INTO entries (seq, feed_id, id, origin, body, pos)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+                rusqlite::params![
+                    seq,
+                    feed_id,
+                    e.sync.id.as_str(),
+                    serde_json::to_string(&e).unwrap(),
+                    pos
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path, rid("new")).unwrap();
+    store.check_integrity().unwrap();
+    let folders = |u: &str| -> Vec<String> {
+        let user: mesh_core::id::UserId = u.parse().unwrap();
+        store
+            .member_folders(&user)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(folders("ann"), ["f1"]);
+    assert_eq!(folders("bob"), ["f1", "f2"], "a deleted record counts");
+    assert!(folders("carol").is_empty(), "not a members feed");
+}
+
+/// The index of member records is checked with the rest of the file: a record it misses, or
+/// one it names that the file does not hold, is reported as damage.
+#[test]
+fn a_member_index_that_does_not_match_its_records_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("members.db");
+    {
+        let mut store = SqliteStore::open(&path, rid("hub")).unwrap();
+        let mut tx = store.begin().unwrap();
+        let members: FeedKey = "folder:f1/members".parse().unwrap();
+        tx.put(&members, remote_entry("ann", "ann"), None).unwrap();
+        tx.commit().unwrap();
+        store.check_integrity().unwrap();
+    }
+    for (damage, what) in [
+        ("DELETE FROM members", "a record left out"),
+        (
+            "INSERT INTO members (member, feed_id) VALUES ('mallory', 1)",
+            "a record made up",
+        ),
+    ] {
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        rusqlite::Connection::open(&copy)
+            .unwrap()
+            .execute_batch(damage)
+            .unwrap();
+        let err = SqliteStore::open(&copy, rid("hub"))
+            .unwrap()
+            .check_integrity()
+            .unwrap_err();
+        assert!(err.to_string().contains("member records"), "{what}: {err}");
+        std::fs::remove_file(&copy).unwrap();
+    }
+}
+
 /// A new replica file takes 8 KiB pages (large commits append whole pages: fewer writes per
 /// byte); a file made with SQLite's default 4 KiB pages keeps them and opens as before.
 #[test]
@@ -721,5 +823,122 @@ fn a_size_inside_a_page_is_judged_only_at_rest() {
     write_file(Path::new(&log), &[0; 32]);
     if let Err(e) = SqliteStore::open(&cut, rid("r")) {
         assert!(!e.to_string().contains("whole number"), "{e}");
+    }
+}
+
+/// A step of [`the_member_index_agrees_with_the_records`].
+#[derive(Debug, Clone)]
+enum MemberStep {
+    /// Writes the record of user `.1` (a deleted one when `.3`) in folder `.0`'s `members`
+    /// feed when `.2`, else in its `todos` feed; rolled back when `.4`.
+    Write(usize, usize, bool, bool, bool),
+    /// Purges feed `.1` of folder `.0`.
+    Purge(usize, bool),
+}
+
+fn member_step() -> impl proptest::strategy::Strategy<Value = MemberStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0usize..3, 0usize..3, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(f, u, members, delete, rollback)| {
+                MemberStep::Write(f, u, members, delete, rollback)
+            }),
+        1 => (0usize..3, any::<bool>()).prop_map(|(f, m)| MemberStep::Purge(f, m)),
+    ]
+}
+
+/// Runs `steps` on `store`, checking after each that `member_folders` lists, for every user,
+/// exactly the folders whose `members` feed holds the user's record, and `scope_feeds` each
+/// folder's listed feeds.
+fn check_member_index<S: Store>(
+    store: &mut S,
+    steps: &[MemberStep],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use mesh_core::id::{FolderId, UserId};
+    use mesh_core::model::Scope;
+    use proptest::prelude::*;
+    let folders: Vec<FolderId> = ["f", "f/x", "f-1"].map(|f| f.parse().unwrap()).to_vec();
+    let users: Vec<UserId> = ["ann", "bob", "ann/x"].map(|u| u.parse().unwrap()).to_vec();
+    let key = |f: usize, members: bool| -> FeedKey {
+        format!(
+            "folder:{}/{}",
+            folders[f],
+            if members { "members" } else { "todos" }
+        )
+        .parse()
+        .unwrap()
+    };
+    let mut secs = 1;
+    for s in steps {
+        match *s {
+            MemberStep::Write(f, u, members, delete, rollback) => {
+                let mut e = remote_entry(users[u].as_str(), "m");
+                if delete {
+                    secs += 1;
+                    e = feedsync::delete(&e, &Stamp::new("phone".parse().unwrap(), t(secs)))
+                        .unwrap();
+                }
+                let mut tx = store.begin().unwrap();
+                tx.put(&key(f, members), e, None).unwrap();
+                if !rollback {
+                    tx.commit().unwrap();
+                }
+            }
+            MemberStep::Purge(f, members) => {
+                store.purge_feed(&key(f, members)).unwrap();
+            }
+        }
+        for u in &users {
+            let mut want: Vec<FolderId> = store
+                .feeds()
+                .unwrap()
+                .into_iter()
+                .filter_map(|h| h.feed.members_folder().cloned())
+                .filter(|f| {
+                    let id = u.as_str().parse().unwrap();
+                    store.get(&FeedKey::members(f), &id).unwrap().is_some()
+                })
+                .collect();
+            want.sort();
+            prop_assert_eq!(
+                store.member_folders(u).unwrap(),
+                want,
+                "{} after {:?}",
+                u,
+                s
+            );
+        }
+        for f in &folders {
+            let scope = Scope::Folder(f.clone());
+            let mut want: Vec<_> = store
+                .feeds()
+                .unwrap()
+                .into_iter()
+                .filter(|h| h.feed.scope == scope)
+                .collect();
+            want.sort_by(|a, b| a.feed.cmp(&b.feed));
+            prop_assert_eq!(
+                store.scope_feeds(&scope).unwrap(),
+                want,
+                "{} after {:?}",
+                f,
+                s
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+    /// Whatever member records are written, deleted, rolled back or purged, the store's index
+    /// of them agrees with the records themselves (in memory and on SQLite), and so does the
+    /// listing of each folder's feeds, with folder and user ids that go on with a `/`.
+    #[test]
+    fn the_member_index_agrees_with_the_records(
+        steps in proptest::collection::vec(member_step(), 1..24)
+    ) {
+        check_member_index(&mut mesh_core::store::MemoryStore::new(rid("m")), &steps)?;
+        check_member_index(&mut SqliteStore::open_in_memory(rid("s")).unwrap(), &steps)?;
     }
 }

@@ -16,11 +16,11 @@ mod who;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{CoreError, Result};
-use crate::id::{EntryId, RemoteId, ReplicaId};
-use crate::model::{Entry, FeedKey};
+use crate::id::{EntryId, FeedName, FolderId, RemoteId, ReplicaId, UserId};
+use crate::model::{Entry, FeedKey, Scope};
 use crate::store::{Change, ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
 
 use chunked::Chunked;
@@ -82,6 +82,10 @@ pub struct MemoryStore {
     /// The replica-wide number of the latest change.
     seq: u64,
     feeds: HashMap<FeedKey, FeedState>,
+    /// The names of the feeds in `feeds`, by scope.
+    scopes: HashMap<Scope, BTreeSet<FeedName>>,
+    /// The folders whose `members` feed holds an entry, by the entry's id (its user's).
+    members: HashMap<EntryId, BTreeSet<FolderId>>,
     /// The heads of purged feeds, where their positions continue should they be written again.
     purged: HashMap<FeedKey, u64>,
     whos: Whos,
@@ -95,6 +99,8 @@ impl MemoryStore {
             replica,
             seq: 0,
             feeds: HashMap::new(),
+            scopes: HashMap::new(),
+            members: HashMap::new(),
             purged: HashMap::new(),
             whos: Whos::default(),
             sync: HashMap::new(),
@@ -115,6 +121,55 @@ impl MemoryStore {
     fn unpack(&self, feed: &FeedKey, fs: &FeedState, i: u32) -> Result<Entry> {
         let slot = fs.slot(feed, i)?;
         Ok(slot.unpack(self.whos.get(slot.who)?))
+    }
+}
+
+/// Files `feed` under its scope, as it comes to hold entries.
+fn scope_added(scopes: &mut HashMap<Scope, BTreeSet<FeedName>>, feed: &FeedKey) {
+    match scopes.get_mut(&feed.scope) {
+        Some(names) => {
+            names.insert(feed.name.clone());
+        }
+        None => {
+            scopes.insert(feed.scope.clone(), BTreeSet::from([feed.name.clone()]));
+        }
+    }
+}
+
+/// Takes `feed` out of its scope, as it is removed.
+fn scope_removed(scopes: &mut HashMap<Scope, BTreeSet<FeedName>>, feed: &FeedKey) {
+    if let Some(names) = scopes.get_mut(&feed.scope) {
+        names.remove(&feed.name);
+        if names.is_empty() {
+            scopes.remove(&feed.scope);
+        }
+    }
+}
+
+/// Indexes entry `id` of `feed` if that is a `members` feed.
+fn member_added(members: &mut HashMap<EntryId, BTreeSet<FolderId>>, feed: &FeedKey, id: &EntryId) {
+    if let Some(folder) = feed.members_folder() {
+        members
+            .entry(id.clone())
+            .or_default()
+            .insert(folder.clone());
+    }
+}
+
+/// Drops entry `id` of `feed` from the index if that is a `members` feed.
+fn member_removed(
+    members: &mut HashMap<EntryId, BTreeSet<FolderId>>,
+    feed: &FeedKey,
+    id: &EntryId,
+) {
+    let Some(folder) = feed.members_folder() else {
+        return;
+    };
+    if let Some(folders) = members.get_mut(id) {
+        folders.remove(folder);
+        if folders.is_empty() {
+            members.remove(id);
+        }
     }
 }
 
@@ -176,6 +231,31 @@ impl Store for MemoryStore {
             head: Cursor(f.head()),
             entries: f.len() as u64,
         }))
+    }
+
+    fn scope_feeds(&self, scope: &Scope) -> Result<Vec<FeedHead>> {
+        let Some(names) = self.scopes.get(scope) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let feed = FeedKey {
+                scope: scope.clone(),
+                name: name.clone(),
+            };
+            if let Some(h) = self.feed_head(&feed)? {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
+    fn member_folders(&self, user: &UserId) -> Result<Vec<FolderId>> {
+        Ok(self
+            .members
+            .get(user.as_str())
+            .map(|f| f.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     fn get(&self, feed: &FeedKey, id: &EntryId) -> Result<Option<Entry>> {
@@ -262,10 +342,12 @@ impl Store for MemoryStore {
         let Some(fs) = self.feeds.remove(feed) else {
             return Ok(0);
         };
+        scope_removed(&mut self.scopes, feed);
         self.purged.insert(feed.clone(), fs.head());
         // The feed's writers are released with its slots.
         for slot in fs.slots.iter() {
             self.whos.release(slot.who);
+            member_removed(&mut self.members, feed, &slot.id);
         }
         Ok(fs.len() as u64)
     }
@@ -340,13 +422,16 @@ impl StoreTxn for MemoryTxn<'_> {
         slot.who = store.whos.intern(who)?;
         let fs = match store.feeds.get_mut(feed) {
             Some(fs) => fs,
-            None => store
-                .feeds
-                .entry(feed.clone())
-                .or_insert_with(|| FeedState {
-                    base,
-                    ..FeedState::default()
-                }),
+            None => {
+                scope_added(&mut store.scopes, feed);
+                store
+                    .feeds
+                    .entry(feed.clone())
+                    .or_insert_with(|| FeedState {
+                        base,
+                        ..FeedState::default()
+                    })
+            }
         };
         let hash = fs.index.hash(slot.id.as_str());
         let existing = fs.find(hash, &slot.id);
@@ -363,8 +448,12 @@ impl StoreTxn for MemoryTxn<'_> {
                 (i, Some(prev))
             }
             (None, _) if !full => {
+                let member = feed.members_folder().map(|_| slot.id.clone());
                 let i = fs.slots.push(slot).map_err(|_| too_many(feed))?;
                 fs.index.insert(hash, i);
+                if let Some(id) = member {
+                    member_added(&mut store.members, feed, &id);
+                }
                 (i, None)
             }
             _ => {
@@ -372,6 +461,7 @@ impl StoreTxn for MemoryTxn<'_> {
                 store.whos.release(slot.who);
                 if fs.len() == 0 {
                     store.feeds.remove(feed);
+                    scope_removed(&mut store.scopes, feed);
                 }
                 return Err(if full {
                     too_many(feed)
@@ -456,6 +546,7 @@ impl Drop for MemoryTxn<'_> {
                             let cur = fs.slots.pop();
                             if let Some(c) = &cur {
                                 fs.index.remove(fs.index.hash(c.id.as_str()), slot);
+                                member_removed(&mut store.members, &feed, &c.id);
                             }
                             cur
                         }
@@ -465,6 +556,7 @@ impl Drop for MemoryTxn<'_> {
                     }
                     if fs.len() == 0 {
                         store.feeds.remove(&feed);
+                        scope_removed(&mut store.scopes, &feed);
                     }
                 }
                 Undo::Sync { key, prev } => match prev {

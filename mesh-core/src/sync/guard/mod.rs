@@ -457,6 +457,20 @@ impl MergeGate for Gate<'_, '_> {
     }
 }
 
+/// The heads of every feed `user` may read and then some, in key order: their own mesh
+/// feeds and those of the folders they have a member record in (found by the store's
+/// index of member records), never any other folder's. The caller checks each with
+/// [`can_read`]. What a hub does for each `feeds` request grows with the asker's folders,
+/// not with the folders of every user it serves.
+pub fn user_heads<S: Store>(store: &S, user: &UserId) -> Result<Vec<crate::store::FeedHead>> {
+    let mut heads = store.scope_feeds(&Scope::Mesh(user.clone()))?;
+    for folder in store.member_folders(user)? {
+        heads.extend(store.scope_feeds(&Scope::Folder(folder))?);
+    }
+    heads.sort_by(|a, b| a.feed.cmp(&b.feed));
+    Ok(heads)
+}
+
 /// Answers `request` from `pusher` against `replica`, applying the access rules above: feeds
 /// the user may not read are left out of listings and answered `not_found`; pushed entries
 /// that may not be stored are refused one by one (see [`PushResult::refused`]) while the rest
@@ -473,8 +487,12 @@ pub fn respond_as<S: Store>(
             only,
             certificates,
         } => {
+            let asked = match only {
+                Some(only) => crate::sync::responder::asked_heads(replica.store(), Some(only))?,
+                None => user_heads(replica.store(), user)?,
+            };
             let mut feeds = Vec::new();
-            for h in crate::sync::responder::asked_heads(replica.store(), only)? {
+            for h in asked {
                 if can_read(replica.store(), user, &h.feed)? {
                     feeds.push(h);
                 }
