@@ -102,6 +102,9 @@ impl Store for AnyStore {
     fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
         each!(self, s => s.feed_moved(feed))
     }
+    fn last_moved(&self) -> CoreResult<u64> {
+        each!(self, s => s.last_moved())
+    }
     fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
         each!(self, s => s.feed_head(feed))
     }

@@ -905,6 +905,10 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    fn last_moved(&self) -> CoreResult<u64> {
+        read_last_seq(&self.conn)
+    }
+
     fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
         let row: Option<(i64, i64)> = self
             .conn

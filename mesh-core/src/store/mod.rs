@@ -61,6 +61,11 @@ pub trait Store {
     /// [`FeedMoved`] for one feed (`None` for an empty or unknown feed).
     fn feed_moved(&self, feed: &FeedKey) -> Result<Option<FeedMoved>>;
 
+    /// The newest replica-wide number a committed change took (0 before the first): every
+    /// feed's [`FeedMoved::seq`] is at most this, and the next change takes a larger one. It
+    /// tells a hub where a new notification stream starts without going through its feeds.
+    fn last_moved(&self) -> Result<u64>;
+
     /// The [`FeedHead`] that [`feeds`](Self::feeds) lists for one feed (`None` for an empty
     /// or unknown feed), looked up by its key: what answers a peer that asks about a few
     /// feeds, at a cost that does not grow with the replica's other feeds.

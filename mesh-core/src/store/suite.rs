@@ -62,6 +62,7 @@ pub fn run_all<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
     commit_makes_writes_visible(&mut factory);
     purge_feed(&mut factory);
     scopes_and_member_records(&mut factory);
+    last_moved_bounds_every_feed(&mut factory);
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1498,4 +1499,47 @@ pub fn scopes_and_member_records<S: Store>(mut factory: impl FnMut(ReplicaId) ->
     );
     assert_eq!(folders(&store, "erin"), ["f3"]);
     assert_eq!(folders(&store, "bob"), ["f1"], "not brought back");
+}
+
+/// [`Store::last_moved`] is the newest replica-wide number committed: 0 at first, then the
+/// largest [`FeedMoved::seq`], unmoved by a rollback, kept when the feed that took it is
+/// purged, and below the number the next change takes.
+pub fn last_moved_bounds_every_feed<S: Store>(mut factory: impl FnMut(ReplicaId) -> S) {
+    let mut store = factory(replica("suite-last-moved"));
+    assert_eq!(ok(store.last_moved(), "last_moved"), 0, "nothing moved yet");
+    let (a, b) = (feed("folder:f1/a"), feed("folder:f1/b"));
+    put_one(&mut store, &a, &entry("1", "1"));
+    put_one(&mut store, &b, &entry("2", "2"));
+    put_one(&mut store, &a, &entry("3", "3"));
+    let top = |store: &S| {
+        ok(store.moved_feeds(), "moved_feeds")
+            .iter()
+            .map(|m| m.seq)
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(ok(store.last_moved(), "last_moved"), 3);
+    assert_eq!(top(&store), 3);
+    {
+        let mut tx = ok(store.begin(), "begin");
+        ok(tx.put(&b, entry("4", "4"), None), "put");
+    }
+    assert_eq!(
+        ok(store.last_moved(), "last_moved"),
+        3,
+        "a rollback moves nothing"
+    );
+    ok(store.purge_feed(&a), "purge");
+    assert_eq!(top(&store), 2);
+    assert_eq!(
+        ok(store.last_moved(), "last_moved"),
+        3,
+        "a purge does not take numbers back"
+    );
+    put_one(&mut store, &b, &entry("5", "5"));
+    assert_eq!(
+        ok(store.feed_moved(&b), "feed_moved").map(|m| m.seq),
+        Some(4)
+    );
+    assert_eq!(ok(store.last_moved(), "last_moved"), 4);
 }

@@ -72,6 +72,9 @@ impl mesh_core::store::Store for Unlisted {
     fn feed_moved(&self, feed: &FeedKey) -> mesh_core::Result<Option<mesh_core::store::FeedMoved>> {
         self.0.feed_moved(feed)
     }
+    fn last_moved(&self) -> mesh_core::Result<u64> {
+        self.0.last_moved()
+    }
     fn feed_head(&self, feed: &FeedKey) -> mesh_core::Result<Option<mesh_core::store::FeedHead>> {
         self.0.feed_head(feed)
     }

@@ -233,11 +233,15 @@ async fn backlog(
     let user = user.clone();
     state
         .run(move |r| {
-            let mut global = 0;
+            // The user's own feeds only: what a stream costs grows with the asker's
+            // folders, not with every user's.
+            let global = r.store().last_moved()?;
             let mut out = Vec::new();
-            for m in r.store().moved_feeds()? {
-                global = global.max(m.seq);
-                if let Some(s) = since {
+            if let Some(s) = since.filter(|s| *s < global) {
+                for h in guard::user_heads(r.store(), &user)? {
+                    let Some(m) = r.store().feed_moved(&h.feed)? else {
+                        continue;
+                    };
                     if m.seq > s && guard::can_read(r.store(), &user, &m.feed)? {
                         out.push(Changed::from(m));
                     }

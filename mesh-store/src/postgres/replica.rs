@@ -202,6 +202,15 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn last_moved(&self) -> CoreResult<u64> {
+        let v: i64 = self
+            .q_one("SELECT last_seq FROM mesh_replica", &[])
+            .map_err(db("reading the sequence counter"))?
+            .get(0);
+        u64::try_from(v)
+            .map_err(|_| CoreError::Store(format!("postgres: invalid sequence counter {v}")))
+    }
+
     fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
         let row = self
             .q_opt(

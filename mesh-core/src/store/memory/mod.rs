@@ -225,6 +225,10 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn last_moved(&self) -> Result<u64> {
+        Ok(self.seq)
+    }
+
     fn feed_head(&self, feed: &FeedKey) -> Result<Option<FeedHead>> {
         Ok(self.feeds.get(feed).map(|f| FeedHead {
             feed: feed.clone(),
