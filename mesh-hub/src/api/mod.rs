@@ -4,6 +4,7 @@ mod blob_stream;
 mod blobs;
 mod encoding;
 mod me;
+mod news;
 mod notify;
 mod rest;
 mod routes;

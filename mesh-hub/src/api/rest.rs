@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::api::news;
 use crate::api::notify::decode_cursor;
 use crate::api::{
     atom, blocking, encode_cursor, is_atom_body, json, json_body, no_content, wants_atom, Auth,
@@ -1084,11 +1085,12 @@ pub(crate) async fn folder_news(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let top = top_param(&q, 100)?;
-    let mut items: Vec<NewsItem> =
-        readable_records(&state, &auth, &f, FeedKey::folder_news).await?;
-    items.sort_by_key(|n| std::cmp::Reverse(n.at));
-    items.truncate(top);
-    Ok(json(StatusCode::OK, &items))
+    let key = FeedKey::folder_news(&folder_id(&f)?);
+    check_read(&state, &auth.principal.user, &key).await?;
+    let items = state
+        .run(move |r| news::recent(r.store(), &key, top))
+        .await??;
+    Ok(json(StatusCode::OK, &news::newest(items, top)))
 }
 
 pub(crate) async fn mesh_news(
@@ -1114,19 +1116,12 @@ pub(crate) async fn mesh_news(
                         continue;
                     }
                 }
-                out.extend(r.store().list(&h.feed, None, usize::MAX)?);
+                out.extend(news::recent(r.store(), &h.feed, top)?);
             }
             Ok::<_, CoreError>(out)
         })
         .await??;
-    let mut items: Vec<NewsItem> = entries
-        .iter()
-        .filter(|e| !e.is_deleted())
-        .filter_map(|e| decode(e).ok())
-        .collect();
-    items.sort_by_key(|n| std::cmp::Reverse(n.at));
-    items.truncate(top);
-    Ok(json(StatusCode::OK, &items))
+    Ok(json(StatusCode::OK, &news::newest(entries, top)))
 }
 
 // ---- feeds ---------------------------------------------------------------------------------
