@@ -1,17 +1,19 @@
 //! The answering side of the protocol.
 
+use crate::error::CoreError;
 use crate::error::Result;
 use crate::id::ReplicaId;
 use crate::model::FeedKey;
 use crate::replica::Replica;
 use crate::store::Store;
 use crate::store::{Cursor, FeedHead};
-use crate::sync::message::{PushResult, Request, Response, MAX_PAGE, MAX_PAGE_BYTES};
+use crate::sync::message::{PushResult, Request, Response, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES};
 
 /// The heads a `feeds` request asks about, in the order of their keys: every feed's, or
 /// only those of the feeds it names (each once). Those are looked up one by one, so
 /// answering a peer that asks about a few feeds costs the same however many others the
-/// replica holds (a hub holds every user's).
+/// replica holds (a hub holds every user's); a request naming more than [`MAX_ONLY`] is
+/// refused before any is looked up.
 pub(crate) fn asked_heads<S: Store>(
     store: &S,
     only: Option<Vec<FeedKey>>,
@@ -19,6 +21,12 @@ pub(crate) fn asked_heads<S: Store>(
     let Some(only) = only else {
         return store.feeds();
     };
+    if only.len() > MAX_ONLY {
+        return Err(CoreError::Protocol(format!(
+            "a feeds request names {} feeds; at most {MAX_ONLY} are answered",
+            only.len()
+        )));
+    }
     let only: std::collections::BTreeSet<FeedKey> = only.into_iter().collect();
     let mut heads = Vec::with_capacity(only.len());
     for feed in &only {

@@ -10,7 +10,7 @@ use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
 use crate::sync::guard::{self, Pusher};
 use crate::sync::message::{
-    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_PAGE, MAX_PAGE_BYTES,
+    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES,
 };
 
 /// Which feeds a session syncs.
@@ -322,9 +322,13 @@ impl SyncSession {
                     }
                 }
                 self.phase = Phase::AwaitFeeds;
+                // Past what a responder answers by name, ask about every feed: the answer
+                // is filtered here all the same.
                 let only = match &self.config.feeds {
-                    FeedFilter::All => None,
-                    FeedFilter::Only(set) => Some(set.iter().cloned().collect()),
+                    FeedFilter::Only(set) if set.len() <= MAX_ONLY => {
+                        Some(set.iter().cloned().collect())
+                    }
+                    _ => None,
                 };
                 Ok(self.send(Request::Feeds {
                     from: local.id(),

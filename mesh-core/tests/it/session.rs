@@ -704,3 +704,42 @@ fn feeds_asked_about_by_name_are_looked_up_by_key() {
         ErrorCode::Store
     );
 }
+
+/// A `feeds` request naming more than `MAX_ONLY` feeds is refused before any is looked up;
+/// a session limited to more feeds than that asks about every feed instead, and still syncs
+/// only its own.
+#[test]
+fn a_feeds_request_names_at_most_max_only_feeds() {
+    use mesh_core::sync::{FeedFilter, MAX_ONLY};
+    let mut hub = replica("hub");
+    let ann = actor("ann", "a");
+    let key = |n: usize| -> mesh_core::model::FeedKey {
+        format!("folder:f{n}/todos").parse().unwrap()
+    };
+    hub.create(&key(0), id("t"), draft("mine"), &ann, t(0))
+        .unwrap();
+    hub.create(&key(MAX_ONLY + 5), id("t"), draft("not mine"), &ann, t(0))
+        .unwrap();
+    let ask = |n: usize| Request::Feeds {
+        from: "b".parse().unwrap(),
+        only: Some((0..n).map(key).collect()),
+        certificates: false,
+    };
+    assert!(respond(&mut hub, ask(MAX_ONLY)).is_ok());
+    assert_eq!(
+        respond(&mut hub, ask(MAX_ONLY + 1)).unwrap_err().code(),
+        ErrorCode::Protocol
+    );
+
+    let mut b = replica("b");
+    let mut c = config(100);
+    c.feeds = FeedFilter::Only((0..=MAX_ONLY).map(key).collect());
+    let (_, sent) = sync_with(&mut b, &mut hub, c);
+    assert!(
+        matches!(sent.first(), Some(Request::Feeds { only: None, .. })),
+        "{:?}",
+        sent.first().map(|r| matches!(r, Request::Feeds { .. }))
+    );
+    assert_eq!(b.store().feeds().unwrap().len(), 1, "only its own feed");
+    assert!(b.get(&key(0), &id("t")).unwrap().is_some());
+}

@@ -20,6 +20,11 @@ use crate::trust::{DeviceCertificate, Revocation};
 /// The most changes a responder returns in one page, whatever the request asks.
 pub const MAX_PAGE: u32 = 1000;
 
+/// The most feeds a `feeds` request names in `only`: a responder refuses a request naming
+/// more (a protocol error), since it looks each up. A [`SyncSession`](crate::sync::SyncSession)
+/// limited to more feeds than this asks about every feed and keeps those it syncs.
+pub const MAX_ONLY: usize = 4096;
+
 /// The most bytes of entries a page carries, pushed or pulled, by
 /// [`Entry::wire_len_bound`]: a page ends before the change that would take it past this,
 /// though it always holds at least one change. Pages of large entries stay well within a
