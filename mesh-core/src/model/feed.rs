@@ -66,7 +66,8 @@ pub mod names {
 
 impl Scope {
     /// What the text of every feed key of this scope starts with (`folder:<id>/` or
-    /// `mesh:<user>/`); ids hold no `/`, so no other scope's keys start with it.
+    /// `mesh:<user>/`). Ids may hold a `/`, so the keys of a scope whose id goes on after
+    /// this one's with a `/` start with it too: compare parsed scopes, not only text.
     ///
     /// ```
     /// use mesh_core::model::{FeedKey, Scope};
@@ -74,6 +75,9 @@ impl Scope {
     /// assert_eq!(scope.key_prefix(), "folder:f1/");
     /// let other: FeedKey = "folder:f10/todos".parse().unwrap();
     /// assert!(!other.to_string().starts_with(&scope.key_prefix()));
+    /// let nested: FeedKey = "folder:f1/x/todos".parse().unwrap();
+    /// assert!(nested.to_string().starts_with(&scope.key_prefix()));
+    /// assert_ne!(nested.scope, scope);
     /// ```
     pub fn key_prefix(&self) -> String {
         match self {

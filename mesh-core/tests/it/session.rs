@@ -713,9 +713,8 @@ fn a_feeds_request_names_at_most_max_only_feeds() {
     use mesh_core::sync::{FeedFilter, MAX_ONLY};
     let mut hub = replica("hub");
     let ann = actor("ann", "a");
-    let key = |n: usize| -> mesh_core::model::FeedKey {
-        format!("folder:f{n}/todos").parse().unwrap()
-    };
+    let key =
+        |n: usize| -> mesh_core::model::FeedKey { format!("folder:f{n}/todos").parse().unwrap() };
     hub.create(&key(0), id("t"), draft("mine"), &ann, t(0))
         .unwrap();
     hub.create(&key(MAX_ONLY + 5), id("t"), draft("not mine"), &ann, t(0))
