@@ -32,4 +32,4 @@ pub use file::{FileKind, FileMeta, FilePath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use kind::{AppName, CustomKind, FolderKind, MAX_KIND_LEN};
 pub use member::{authorize, Action, InvitationState, Member, Role};
 pub use mesh::{Device, Folder, Mapping, NewsItem, NewsKind};
-pub use query::{Field, Filter, Query};
+pub use query::{Field, Filter, Query, Selection};

@@ -214,39 +214,123 @@ impl Query {
 
     /// Runs the query over entries (given in any order).
     pub fn run(&self, entries: impl IntoIterator<Item = Entry>) -> Vec<Entry> {
-        let mut out: Vec<Entry> = entries
-            .into_iter()
-            .filter(|e| self.include_deleted || !e.is_deleted())
-            .filter(|e| self.filter.as_ref().is_none_or(|f| f.matches(e)))
-            .collect();
-        let keyed = !self.order.is_empty();
-        if keyed {
-            let mut with_keys: Vec<(Vec<Option<Value>>, Entry)> = out
-                .into_iter()
-                .map(|e| (self.order.iter().map(|(f, _)| f.value(&e)).collect(), e))
-                .collect();
-            with_keys.sort_by(|(ka, a), (kb, b)| {
-                for ((f, desc), (x, y)) in self.order.iter().zip(ka.iter().zip(kb)) {
-                    let o = match (x, y) {
-                        (Some(x), Some(y)) => compare(f, x, y).unwrap_or(Ordering::Equal),
-                        (None, Some(_)) => Ordering::Less,
-                        (Some(_), None) => Ordering::Greater,
-                        (None, None) => Ordering::Equal,
-                    };
-                    let o = if *desc { o.reverse() } else { o };
-                    if o != Ordering::Equal {
-                        return o;
-                    }
-                }
-                a.sync.id.cmp(&b.sync.id)
-            });
-            out = with_keys.into_iter().map(|(_, e)| e).collect();
-        } else {
-            out.sort_by(|a, b| a.sync.id.cmp(&b.sync.id));
+        let mut s = Selection::new(self, usize::MAX);
+        for e in entries {
+            s.offer(e);
         }
-        out.into_iter()
-            .skip(self.skip)
-            .take(self.top.unwrap_or(usize::MAX))
-            .collect()
+        s.finish().0
+    }
+
+    /// The values of the sort keys of `e`.
+    fn keys(&self, e: &Entry) -> Vec<Option<Value>> {
+        self.order.iter().map(|(f, _)| f.value(e)).collect()
+    }
+
+    /// The order of results: by the sort keys, then by id.
+    fn cmp(&self, (ka, a): &Keyed, (kb, b): &Keyed) -> Ordering {
+        for ((f, desc), (x, y)) in self.order.iter().zip(ka.iter().zip(kb)) {
+            let o = match (x, y) {
+                (Some(x), Some(y)) => compare(f, x, y).unwrap_or(Ordering::Equal),
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            let o = if *desc { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.sync.id.cmp(&b.sync.id)
+    }
+}
+
+/// An entry with the values of its sort keys.
+type Keyed = (Vec<Option<Value>>, Entry);
+
+/// A [`Query`]'s results gathered from entries offered one at a time, holding at most about
+/// twice `skip + top + 1` of them whatever is offered: how a server answers a query over a
+/// feed it reads page by page, in memory bounded by the query, not by the feed.
+///
+/// `top` is the query's, or `page` when it names none.
+///
+/// ```
+/// use mesh_core::model::{Query, Selection};
+/// # use mesh_core::feedsync::{create, Stamp};
+/// # use mesh_core::model::EntryDraft;
+/// # let at = mesh_core::time::Timestamp::from_unix(1_700_000_000).unwrap();
+/// # let entry = |i: u32| create(
+/// #     format!("e{i:03}").parse().unwrap(),
+/// #     &Stamp::new("d".parse().unwrap(), at),
+/// #     EntryDraft::new("t", serde_json::json!({})).into_new_data("ann".parse().unwrap(), at),
+/// # );
+/// let query = Query::new().skip(2).top(3);
+/// let mut selection = Selection::new(&query, 100);
+/// for i in 0..10 {
+///     selection.offer(entry(i));
+/// }
+/// let (page, more) = selection.finish();
+/// let ids: Vec<_> = page.iter().map(|e| e.sync.id.to_string()).collect();
+/// assert_eq!(ids, ["e002", "e003", "e004"]);
+/// assert!(more, "entries match past the page");
+/// ```
+pub struct Selection<'q> {
+    query: &'q Query,
+    top: usize,
+    /// `skip + top + 1`: enough to answer and to tell whether more match.
+    cap: usize,
+    kept: Vec<Keyed>,
+}
+
+impl<'q> Selection<'q> {
+    /// An empty selection for `query`, answering `page` results when it names no `top`.
+    pub fn new(query: &'q Query, page: usize) -> Self {
+        let top = query.top.unwrap_or(page);
+        Selection {
+            query,
+            top,
+            cap: query.skip.saturating_add(top).saturating_add(1),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Offers one entry: kept if it matches and may still be among the results.
+    pub fn offer(&mut self, e: Entry) {
+        let q = self.query;
+        let hidden = e.is_deleted() && !q.include_deleted;
+        if hidden || !q.filter.as_ref().is_none_or(|f| f.matches(&e)) {
+            return;
+        }
+        self.kept.push((q.keys(&e), e));
+        if self.kept.len() >= self.cap.saturating_mul(2).max(64) {
+            self.trim();
+        }
+    }
+
+    /// Whether, the entries being offered in id order, none offered later can change the
+    /// results: no order was asked, so the results are the first matches, and enough of
+    /// those are held. A reader of a feed in id order stops there.
+    pub fn is_settled(&self) -> bool {
+        self.query.order.is_empty() && self.kept.len() >= self.cap
+    }
+
+    /// Sorts what is kept and drops what can no longer be a result.
+    fn trim(&mut self) {
+        let q = self.query;
+        self.kept.sort_by(|a, b| q.cmp(a, b));
+        self.kept.truncate(self.cap);
+    }
+
+    /// The results, and whether more entries matched than `skip + top`.
+    pub fn finish(mut self) -> (Vec<Entry>, bool) {
+        self.trim();
+        let more = self.kept.len() > self.query.skip.saturating_add(self.top);
+        let page = self
+            .kept
+            .into_iter()
+            .skip(self.query.skip)
+            .take(self.top)
+            .map(|(_, e)| e)
+            .collect();
+        (page, more)
     }
 }

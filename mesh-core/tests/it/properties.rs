@@ -1708,3 +1708,86 @@ fn malformed_json_is_a_typed_error() {
         assert_eq!(err.code(), ErrorCode::InvalidJson, "{text}: {err}");
     }
 }
+
+/// An entry for the query properties: id `q.<n>` (ids compare as text), a title from a few,
+/// content `{"n": …}` from a few values, deleted or not.
+fn query_entry(n: usize, title: u8, value: u8, deleted: bool) -> Entry {
+    use mesh_core::model::EntryDraft;
+    let data = EntryDraft::new(format!("t{title}"), serde_json::json!({ "n": value }))
+        .into_new_data("ann".parse().unwrap(), t0());
+    let e = create(
+        format!("q.{n}").parse().unwrap(),
+        &Stamp::new(device(0), t0()),
+        data,
+    );
+    if deleted {
+        delete(&e, &Stamp::new(device(1), t0())).unwrap()
+    } else {
+        e
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A `Selection` fed entries one at a time, as a server reads a feed in id order (it
+    /// drops what can no longer be a result as it goes), answers what filtering, sorting
+    /// and paging the whole feed at once does, tells rightly whether more entries match,
+    /// and, when no order is asked, has everything it needs once `is_settled` says so.
+    #[test]
+    fn a_selection_answers_what_the_whole_feed_does(
+        rows in prop::collection::vec((0u8..4, 0u8..5, any::<bool>()), 0..400),
+        order in prop::option::of((any::<bool>(), any::<bool>())),
+        filtered in any::<bool>(),
+        deleted_too in any::<bool>(),
+        skip in 0usize..30,
+        top in prop::option::of(0usize..30),
+        page in 0usize..30,
+    ) {
+        use mesh_core::model::{Field, Filter, Query, Selection};
+        let mut entries: Vec<Entry> = rows
+            .iter()
+            .enumerate()
+            .map(|(n, &(title, value, deleted))| query_entry(n, title, value, deleted))
+            .collect();
+        entries.sort_by(|a, b| a.sync.id.cmp(&b.sync.id));
+        let mut q = Query::new().skip(skip);
+        q.top = top;
+        q.include_deleted = deleted_too;
+        if filtered {
+            q = q.filter(Filter::ne(Field::content("n"), serde_json::json!(0)));
+        }
+        if let Some((by_title, desc)) = order {
+            q = q.order_by(if by_title { Field::Title } else { Field::content("n") }, desc);
+        }
+        // The whole feed at once.
+        let mut all = q.clone();
+        all.skip = 0;
+        all.top = None;
+        let matching = all.run(entries.clone());
+        let effective_top = top.unwrap_or(page);
+        let want: Vec<Entry> = matching.iter().skip(skip).take(effective_top).cloned().collect();
+        let want_more = matching.len() > skip + effective_top;
+
+        let mut s = Selection::new(&q, page);
+        let mut settled_at = None;
+        for (i, e) in entries.iter().enumerate() {
+            s.offer(e.clone());
+            if settled_at.is_none() && s.is_settled() {
+                settled_at = Some(i);
+            }
+        }
+        let (got, more) = s.finish();
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(more, want_more);
+
+        // Stopping where it settled gives the same answer.
+        if let Some(i) = settled_at {
+            prop_assert!(order.is_none());
+            let mut s = Selection::new(&q, page);
+            for e in &entries[..=i] {
+                s.offer(e.clone());
+            }
+            prop_assert_eq!(s.finish(), (want, want_more));
+        }
+    }
+}

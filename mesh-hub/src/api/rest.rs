@@ -16,9 +16,10 @@ use mesh_core::atom::{read_feed_bytes, write_entry, write_feed, AtomFeed};
 use mesh_core::content::JsonContent;
 use mesh_core::feedsync::{self, Stamp};
 use mesh_core::id::{DeviceId, EntryId, FeedName, FolderId, UserId};
+use mesh_core::model::odata::MAX_TOP;
 use mesh_core::model::{
     names, odata, Device, Entry, EntryDraft, FeedInfo, FeedKey, Folder, FolderKind,
-    InvitationState, Mapping, MediaRef, Member, NewsItem, NewsKind, Role, Scope,
+    InvitationState, Mapping, MediaRef, Member, NewsItem, NewsKind, Role, Scope, Selection,
 };
 use mesh_core::replica::Replica;
 use mesh_core::store::{Cursor, Store};
@@ -1248,6 +1249,8 @@ fn feed_key(f: &str, n: &str) -> Result<FeedKey, ApiError> {
 struct EntryList<'a> {
     feed: &'a FeedKey,
     count: usize,
+    /// Whether more entries match past this page (then `$skip` reads on).
+    more: bool,
     entries: &'a [Entry],
 }
 
@@ -1263,6 +1266,34 @@ fn atom_feed(state: &HubState, feed: &FeedKey, entries: Vec<Entry>) -> AtomFeed 
         updated,
         entries,
     }
+}
+
+/// Entries read from a feed a page at a time.
+const LIST_PAGE: usize = 1_000;
+
+/// The answer to `query` over feed `key`, and whether more entries match than it returns (at
+/// most [`MAX_TOP`] when it names no `$top`). The feed is read in pages of [`LIST_PAGE`] in id
+/// order and what is held stays bounded by the query's `$skip` and `$top`
+/// ([`Selection`]); without `$orderby`, reading stops once enough entries match.
+fn select<S: Store>(
+    store: &S,
+    key: &FeedKey,
+    query: &mesh_core::model::Query,
+) -> Result<(Vec<Entry>, bool), CoreError> {
+    let mut selection = Selection::new(query, MAX_TOP);
+    let mut after: Option<EntryId> = None;
+    loop {
+        let page = store.list(key, after.as_ref(), LIST_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.entry_id().clone());
+        for e in page {
+            selection.offer(e);
+        }
+        if selection.is_settled() {
+            break;
+        }
+    }
+    Ok(selection.finish())
 }
 
 pub(crate) async fn entries(
@@ -1285,17 +1316,15 @@ pub(crate) async fn entries(
         atom_out || matches!(q.get("deleted").map(String::as_str), Some("true" | "1"));
     check_read(&state, &auth.principal.user, &key).await?;
     let k = key.clone();
-    let list = state
-        .run(move |r| -> Result<Vec<Entry>, CoreError> {
-            // Without filter or order the id order of the store pages directly.
-            if query.filter.is_none() && query.order.is_empty() && query.include_deleted {
-                let want = query.skip.saturating_add(query.top.unwrap_or(usize::MAX));
-                let all = r.store().list(&k, None, want)?;
-                return Ok(query.run(all));
-            }
-            Ok(query.run(r.store().list(&k, None, usize::MAX)?))
-        })
-        .await??;
+    let asked_top = query.top.is_some();
+    let (list, more) = state.run(move |r| select(r.store(), &k, &query)).await??;
+    if more && !asked_top {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit_exceeded",
+            format!("more than {MAX_TOP} entries of feed {key} match: page with $top and $skip"),
+        ));
+    }
     if atom_out {
         let feed = atom_feed(&state, &key, list);
         let xml = blocking(move || write_feed(&feed)).await?;
@@ -1306,6 +1335,7 @@ pub(crate) async fn entries(
         &EntryList {
             feed: &key,
             count: list.len(),
+            more,
             entries: &list,
         },
     ))
@@ -1592,4 +1622,36 @@ pub(crate) async fn changes(
             more: page.more,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::replica::Actor;
+    use mesh_core::store::MemoryStore;
+
+    /// A listing without `$top` answers at most `MAX_TOP` entries and says that more match;
+    /// without `$orderby` it reads only as far as it needs.
+    #[test]
+    fn a_listing_is_bounded_and_says_when_more_match() {
+        let mut r = Replica::new(MemoryStore::new("hub".parse().unwrap()));
+        let feed = FeedKey::folder("f@ann".parse().unwrap(), "todos".parse().unwrap());
+        let actor = Actor::new("ann".parse().unwrap(), "d".parse().unwrap());
+        let at = Timestamp::from_unix(1_700_000_000).unwrap();
+        for n in 0..=MAX_TOP {
+            let id = format!("e{n:05}").parse().unwrap();
+            let draft = EntryDraft::new("t", serde_json::json!({ "n": n }));
+            r.create(&feed, id, draft, &actor, at).unwrap();
+        }
+        let query = |s: &str| odata::parse_query(None, Some(s), None, None).unwrap();
+        let (list, more) = select(r.store(), &feed, &query("")).unwrap();
+        assert_eq!((list.len(), more), (MAX_TOP, true));
+        let (list, more) = select(r.store(), &feed, &query("id desc")).unwrap();
+        assert_eq!((list.len(), more), (MAX_TOP, true));
+        assert_eq!(list[0].sync.id.as_str(), format!("e{MAX_TOP:05}"));
+        let mut q = query("");
+        q.top = Some(MAX_TOP + 1);
+        let (list, more) = select(r.store(), &feed, &q).unwrap();
+        assert_eq!((list.len(), more), (MAX_TOP + 1, false));
+    }
 }

@@ -284,7 +284,23 @@ async fn queries_filter_order_and_page() {
         .await;
     assert_eq!(titles(v), ["a", "c"]);
     let (_, v) = ann.get(&q("$orderby=title&$skip=1&$top=2")).await;
+    assert_eq!(v["more"], true, "d matches past the page");
     assert_eq!(titles(v), ["b", "c"]);
+    let (_, v) = ann.get(&q("$orderby=title&$skip=2&$top=2")).await;
+    assert_eq!(
+        (v["count"].clone(), v["more"].clone()),
+        (json!(2), json!(false))
+    );
+    let (_, v) = ann.get(&q("$top=3")).await;
+    assert_eq!(
+        (v["count"].clone(), v["more"].clone()),
+        (json!(3), json!(true))
+    );
+    let (_, v) = ann.get(base).await;
+    assert_eq!(
+        (v["count"].clone(), v["more"].clone()),
+        (json!(4), json!(false))
+    );
     let (_, v) = ann.get(&q("$filter=author%20ne%20'ann'")).await;
     assert_eq!(v["count"], 0);
     let (_, v) = ann
