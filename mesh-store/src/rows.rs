@@ -50,13 +50,23 @@ pub(crate) fn scope_head(
     if &feed.scope != scope {
         return Ok(None);
     }
+    feed_head(engine, feed, head, entries).map(Some)
+}
+
+/// A feed's head and entry count read back; a negative one is a damaged store.
+pub(crate) fn feed_head(
+    engine: &str,
+    feed: FeedKey,
+    head: i64,
+    entries: i64,
+) -> Result<FeedHead, CoreError> {
     let entries = u64::try_from(entries)
         .map_err(|_| CoreError::Store(format!("{engine}: feed {feed}: invalid count {entries}")))?;
-    Ok(Some(FeedHead {
+    Ok(FeedHead {
         head: seq_from_sql(engine, head)?,
         entries,
         feed,
-    }))
+    })
 }
 
 /// The folders of `members` feeds read back from the index of member records, in order.

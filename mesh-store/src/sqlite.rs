@@ -857,15 +857,9 @@ impl Store for SqliteStore {
         while let Some(row) = rows.next().map_err(db("feeds"))? {
             let key = text(row, 0, "feed key")?;
             let feed = rows::feed_key("sqlite", key)?;
-            let head = seq_from_sql(row.get(1).map_err(db("feed head"))?)?;
-            let entries: i64 = row.get(2).map_err(db("feed entry count"))?;
-            out.push(FeedHead {
-                feed,
-                head,
-                entries: u64::try_from(entries).map_err(|_| {
-                    CoreError::Store(format!("sqlite: feed {key}: invalid count {entries}"))
-                })?,
-            });
+            let head = row.get(1).map_err(db("feed head"))?;
+            let entries = row.get(2).map_err(db("feed entry count"))?;
+            out.push(rows::feed_head("sqlite", feed, head, entries)?);
         }
         out.sort_by(|a, b| a.feed.cmp(&b.feed));
         Ok(out)
@@ -887,14 +881,7 @@ impl Store for SqliteStore {
     }
 
     fn feed_moved(&self, feed: &FeedKey) -> CoreResult<Option<FeedMoved>> {
-        let row: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached(SQL_FEED_MOVED)
-            .and_then(|mut s| {
-                s.query_row([feed.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(db("moved"))?;
+        let row = self.feed_row(SQL_FEED_MOVED, feed, "moved")?;
         row.map(|(head, seq)| {
             Ok(FeedMoved {
                 feed: feed.clone(),
@@ -910,24 +897,9 @@ impl Store for SqliteStore {
     }
 
     fn feed_head(&self, feed: &FeedKey) -> CoreResult<Option<FeedHead>> {
-        let row: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached(SQL_FEED_HEAD)
-            .and_then(|mut s| {
-                s.query_row([feed.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(db("feed head"))?;
-        row.map(|(head, entries)| {
-            Ok(FeedHead {
-                feed: feed.clone(),
-                head: seq_from_sql(head)?,
-                entries: u64::try_from(entries).map_err(|_| {
-                    CoreError::Store(format!("sqlite: feed {feed}: invalid count {entries}"))
-                })?,
-            })
-        })
-        .transpose()
+        let row = self.feed_row(SQL_FEED_HEAD, feed, "feed head")?;
+        row.map(|(head, entries)| rows::feed_head("sqlite", feed.clone(), head, entries))
+            .transpose()
     }
 
     fn scope_feeds(&self, scope: &Scope) -> CoreResult<Vec<FeedHead>> {
@@ -1131,6 +1103,22 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The two numbers `sql` reads from the row of one feed (`?1`, its key), if it has one.
+    fn feed_row(
+        &self,
+        sql: &str,
+        feed: &FeedKey,
+        what: &'static str,
+    ) -> CoreResult<Option<(i64, i64)>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_row([feed.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(db(what))
+    }
+
     /// Puts the connection at `synchronous = NORMAL` for a relaxed transaction, or back at
     /// the store's own level (the setting cannot change inside a transaction).
     fn relax(&mut self, relaxed: bool) -> CoreResult<()> {

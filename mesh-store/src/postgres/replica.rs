@@ -151,16 +151,8 @@ impl Store for PgStore {
             .map_err(db("feeds"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let key: &str = row.get(0);
-            let feed = rows::feed_key("postgres", key)?;
-            let entries: i64 = row.get(2);
-            out.push(FeedHead {
-                feed,
-                head: seq_from_sql(row.get(1))?,
-                entries: u64::try_from(entries).map_err(|_| {
-                    CoreError::Store(format!("postgres: feed {key}: invalid count {entries}"))
-                })?,
-            });
+            let feed = rows::feed_key("postgres", row.get(0))?;
+            out.push(rows::feed_head("postgres", feed, row.get(1), row.get(2))?);
         }
         out.sort_by(|a, b| a.feed.cmp(&b.feed));
         Ok(out)
@@ -218,17 +210,8 @@ impl Store for PgStore {
                 &[&feed.to_string()],
             )
             .map_err(db("feed head"))?;
-        row.map(|r| {
-            let entries: i64 = r.get(1);
-            Ok(FeedHead {
-                feed: feed.clone(),
-                head: seq_from_sql(r.get(0))?,
-                entries: u64::try_from(entries).map_err(|_| {
-                    CoreError::Store(format!("postgres: feed {feed}: invalid count {entries}"))
-                })?,
-            })
-        })
-        .transpose()
+        row.map(|r| rows::feed_head("postgres", feed.clone(), r.get(0), r.get(1)))
+            .transpose()
     }
 
     fn scope_feeds(&self, scope: &Scope) -> CoreResult<Vec<FeedHead>> {
