@@ -9,18 +9,11 @@ use crate::store::Store;
 use crate::store::{Cursor, FeedHead};
 use crate::sync::message::{PushResult, Request, Response, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES};
 
-/// The heads a `feeds` request asks about, in the order of their keys: every feed's, or
-/// only those of the feeds it names (each once). Those are looked up one by one, so
-/// answering a peer that asks about a few feeds costs the same however many others the
-/// replica holds (a hub holds every user's); a request naming more than [`MAX_ONLY`] is
-/// refused before any is looked up.
-pub(crate) fn asked_heads<S: Store>(
-    store: &S,
-    only: Option<Vec<FeedKey>>,
-) -> Result<Vec<FeedHead>> {
-    let Some(only) = only else {
-        return store.feeds();
-    };
+/// The heads of the feeds a `feeds` request names in `only`, each once, in the order of
+/// their keys. They are looked up one by one, so answering a peer that asks about a few
+/// feeds costs the same however many others the replica holds (a hub holds every user's);
+/// a request naming more than [`MAX_ONLY`] is refused before any is looked up.
+pub(crate) fn named_heads<S: Store>(store: &S, only: Vec<FeedKey>) -> Result<Vec<FeedHead>> {
     if only.len() > MAX_ONLY {
         return Err(CoreError::Protocol(format!(
             "a feeds request names {} feeds; at most {MAX_ONLY} are answered",
@@ -45,7 +38,10 @@ pub(crate) fn asked_heads<S: Store>(
 pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<Response> {
     match request {
         Request::Feeds { from: _, only, .. } => {
-            let feeds = asked_heads(replica.store(), only)?;
+            let feeds = match only {
+                Some(only) => named_heads(replica.store(), only)?,
+                None => replica.store().feeds()?,
+            };
             Ok(Response::Feeds {
                 replica: replica.id(),
                 feeds,

@@ -488,7 +488,7 @@ pub fn respond_as<S: Store>(
             certificates,
         } => {
             let asked = match only {
-                Some(only) => crate::sync::responder::asked_heads(replica.store(), Some(only))?,
+                Some(only) => crate::sync::responder::named_heads(replica.store(), only)?,
                 None => user_heads(replica.store(), user)?,
             };
             let mut feeds = Vec::new();
