@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{
-    ChangePage, Cursor, FeedHead, FeedMoved, MemoryStore, Store, StoreTxn, SyncState,
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, MemoryStore, Store, StoreTxn, SyncState,
 };
 use mesh_core::Result as CoreResult;
 
@@ -128,6 +128,15 @@ impl Store for AnyStore {
         skip_origin: Option<&ReplicaId>,
     ) -> CoreResult<ChangePage> {
         each!(self, s => s.changes_since(feed, since, limit, skip_origin))
+    }
+    fn encoded_changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> CoreResult<EncodedPage> {
+        each!(self, s => s.encoded_changes_since(feed, since, limit, skip_origin))
     }
     fn list(
         &self,

@@ -3,8 +3,9 @@
 
 use mesh_core::id::{FolderId, ReplicaId};
 use mesh_core::model::{Entry, FeedKey, Scope};
-use mesh_core::store::{Change, ChangePage, Cursor, FeedHead};
+use mesh_core::store::{Change, ChangePage, Cursor, EncodedChange, EncodedPage, FeedHead};
 use mesh_core::CoreError;
+use serde_json::value::RawValue;
 
 /// A change-log position as a column (positions past `i64::MAX` are never given out, so
 /// clamping a query bound there changes nothing).
@@ -131,29 +132,31 @@ pub(crate) fn decode_entry(
     Ok(entry)
 }
 
-/// Builds a page of [`Store::changes_since`](mesh_core::store::Store::changes_since) from
+/// Builds a page of [`Store::changes_since`](mesh_core::store::Store::changes_since) (or
+/// of [`encoded_changes_since`](mesh_core::store::Store::encoded_changes_since)) from
 /// change-log records read in order, with the rules every store shares: at most `limit`
 /// changes, at most [`scan_cap`](mesh_core::store::scan_cap) records examined, no record
 /// read once the changes held pass [`MAX_PAGE_BYTES`](mesh_core::sync::MAX_PAGE_BYTES),
-/// records from `skip_origin` passed over but still moving `next`.
-pub(crate) struct PageBuilder<'a> {
-    page: ChangePage,
+/// records from `skip_origin` passed over but still moving `next`. `T` is what a change
+/// holds: a decoded [`Entry`], or its stored JSON.
+pub(crate) struct PageBuilder<'a, T = Entry> {
+    changes: Vec<(Cursor, T)>,
+    next: Cursor,
+    more: bool,
     limit: usize,
     scan_cap: usize,
     scanned: usize,
-    /// The [`Entry::wire_len_bound`]s of the changes held, added up.
+    /// The sizes of the changes held, added up.
     bytes: usize,
     skip_origin: Option<&'a ReplicaId>,
 }
 
-impl<'a> PageBuilder<'a> {
+impl<'a, T> PageBuilder<'a, T> {
     pub(crate) fn new(since: Cursor, limit: usize, skip_origin: Option<&'a ReplicaId>) -> Self {
         PageBuilder {
-            page: ChangePage {
-                changes: Vec::new(),
-                next: since,
-                more: false,
-            },
+            changes: Vec::new(),
+            next: since,
+            more: false,
             limit,
             scan_cap: mesh_core::store::scan_cap(limit),
             scanned: 0,
@@ -170,11 +173,11 @@ impl<'a> PageBuilder<'a> {
 
     /// Whether the page is full; then it says more follow, and no record is read further.
     pub(crate) fn full(&mut self) -> bool {
-        if self.page.changes.len() >= self.limit
+        if self.changes.len() >= self.limit
             || self.scanned >= self.scan_cap
             || self.bytes > mesh_core::sync::MAX_PAGE_BYTES
         {
-            self.page.more = true;
+            self.more = true;
             return true;
         }
         false
@@ -188,26 +191,86 @@ impl<'a> PageBuilder<'a> {
         origin: impl FnOnce() -> Result<Option<String>, CoreError>,
     ) -> Result<bool, CoreError> {
         self.scanned += 1;
-        self.page.next = seq;
+        self.next = seq;
         match self.skip_origin {
             Some(skip) => Ok(origin()?.as_deref() != Some(skip.as_str())),
             None => Ok(true),
         }
     }
 
-    /// Adds the entry of the record last counted.
-    pub(crate) fn push(&mut self, seq: Cursor, entry: Entry) {
-        self.bytes = self.bytes.saturating_add(entry.wire_len_bound());
-        self.page.changes.push(Change { seq, entry });
+    /// Adds the change of the record last counted.
+    pub(crate) fn push(&mut self, seq: Cursor, change: T)
+    where
+        T: PageItem,
+    {
+        self.bytes = self.bytes.saturating_add(change.page_bytes());
+        self.changes.push((seq, change));
     }
 
     /// Says more may follow although the records read ran out: the database stopped early.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn ends_early(&mut self) {
-        self.page.more = true;
+        self.more = true;
     }
+}
 
-    pub(crate) fn finish(self) -> ChangePage {
-        self.page
+/// What a page holds per change, and how much of the page's byte bound it takes.
+pub(crate) trait PageItem {
+    fn page_bytes(&self) -> usize;
+}
+
+impl PageItem for Entry {
+    fn page_bytes(&self) -> usize {
+        self.wire_len_bound()
     }
+}
+
+/// An entry's stored JSON takes its own length.
+impl PageItem for Box<RawValue> {
+    fn page_bytes(&self) -> usize {
+        self.get().len()
+    }
+}
+
+impl PageBuilder<'_, Entry> {
+    pub(crate) fn finish(self) -> ChangePage {
+        ChangePage {
+            changes: self
+                .changes
+                .into_iter()
+                .map(|(seq, entry)| Change { seq, entry })
+                .collect(),
+            next: self.next,
+            more: self.more,
+        }
+    }
+}
+
+impl PageBuilder<'_, Box<RawValue>> {
+    pub(crate) fn finish_encoded(self) -> EncodedPage {
+        EncodedPage {
+            changes: self
+                .changes
+                .into_iter()
+                .map(|(seq, entry)| EncodedChange { seq, entry })
+                .collect(),
+            next: self.next,
+            more: self.more,
+        }
+    }
+}
+
+/// An entry's stored JSON as a page passes it on: checked to be one JSON value (a store
+/// that was damaged must not put something else into the answer around it), not decoded.
+pub(crate) fn encoded_entry(
+    engine: &str,
+    feed: &str,
+    id: &str,
+    body: String,
+) -> Result<Box<RawValue>, CoreError> {
+    RawValue::from_string(body).map_err(|e| {
+        CoreError::Store(format!(
+            "{engine}: entry {id:?} of {feed}: unreadable body: {e}"
+        ))
+    })
 }

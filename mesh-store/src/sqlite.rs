@@ -51,7 +51,9 @@ use std::time::Duration;
 
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
-use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
+use mesh_core::store::{
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Store, StoreTxn, SyncState,
+};
 use mesh_core::CoreError;
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Rows, Transaction,
@@ -973,33 +975,26 @@ impl Store for SqliteStore {
         skip_origin: Option<&ReplicaId>,
     ) -> CoreResult<ChangePage> {
         let mut page = PageBuilder::new(since, limit, skip_origin);
-        let key = feed.to_string();
-        let mut stmt = self
-            .conn
-            .prepare_cached(SQL_CHANGES)
-            .map_err(db("changes_since"))?;
-        let mut rows = stmt
-            .query(params![key, seq_to_sql(since), page.fetch()])
-            .map_err(db("changes_since"))?;
-        while let Some(row) = rows.next().map_err(db("changes_since"))? {
-            if page.full() {
-                break;
-            }
-            let seq = seq_from_sql(row.get(0).map_err(db("change position"))?)?;
-            let origin = || {
-                let v = row.get_ref(1).map_err(db("change origin"))?;
-                let s = v
-                    .as_str_or_null()
-                    .map_err(|e| CoreError::Store(format!("sqlite: change origin: {e}")))?;
-                Ok(s.map(str::to_owned))
-            };
-            if page.wants(seq, origin)? {
-                let entry =
-                    decode_entry(&key, text(row, 2, "entry id")?, text(row, 3, "entry body")?)?;
-                page.push(seq, entry);
-            }
-        }
+        self.read_changes(feed, since, &mut page, |key, row| {
+            decode_entry(key, text(row, 2, "entry id")?, text(row, 3, "entry body")?)
+        })?;
         Ok(page.finish())
+    }
+
+    /// The stored bodies, checked to be JSON and passed on as they are.
+    fn encoded_changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> CoreResult<EncodedPage> {
+        let mut page = PageBuilder::new(since, limit, skip_origin);
+        self.read_changes(feed, since, &mut page, |key, row| {
+            let body = text(row, 3, "entry body")?.to_owned();
+            rows::encoded_entry("sqlite", key, text(row, 2, "entry id")?, body)
+        })?;
+        Ok(page.finish_encoded())
     }
 
     fn list(
@@ -1103,6 +1098,43 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Reads `feed`'s change-log records after `since` into `page`, making each change it
+    /// wants with `change` (from the feed's key and the record: position, origin, entry id,
+    /// body).
+    fn read_changes<T: rows::PageItem>(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        page: &mut PageBuilder<'_, T>,
+        change: impl Fn(&str, &Row<'_>) -> CoreResult<T>,
+    ) -> CoreResult<()> {
+        let key = feed.to_string();
+        let mut stmt = self
+            .conn
+            .prepare_cached(SQL_CHANGES)
+            .map_err(db("changes_since"))?;
+        let mut rows = stmt
+            .query(params![key, seq_to_sql(since), page.fetch()])
+            .map_err(db("changes_since"))?;
+        while let Some(row) = rows.next().map_err(db("changes_since"))? {
+            if page.full() {
+                break;
+            }
+            let seq = seq_from_sql(row.get(0).map_err(db("change position"))?)?;
+            let origin = || {
+                let v = row.get_ref(1).map_err(db("change origin"))?;
+                let s = v
+                    .as_str_or_null()
+                    .map_err(|e| CoreError::Store(format!("sqlite: change origin: {e}")))?;
+                Ok(s.map(str::to_owned))
+            };
+            if page.wants(seq, origin)? {
+                page.push(seq, change(&key, row)?);
+            }
+        }
+        Ok(())
+    }
+
     /// The two numbers `sql` reads from the row of one feed (`?1`, its key), if it has one.
     fn feed_row(
         &self,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::{CoreError, Result};
 use crate::id::ReplicaId;
@@ -85,15 +86,7 @@ impl ChangePage {
     /// assert_eq!(empty.clone().within(0), empty);
     /// ```
     pub fn within(mut self, bytes: usize) -> ChangePage {
-        let mut total = 0usize;
-        let keep = self
-            .changes
-            .iter()
-            .position(|c| {
-                total = total.saturating_add(c.entry.wire_len_bound());
-                total > bytes
-            })
-            .map_or(self.changes.len(), |i| i.max(1));
+        let keep = kept_within(&self.changes, bytes, |c| c.entry.wire_len_bound());
         if keep < self.changes.len() {
             self.changes.truncate(keep);
             self.next = self.changes[keep - 1].seq;
@@ -101,6 +94,97 @@ impl ChangePage {
         }
         self
     }
+}
+
+/// One change as its store keeps it: the position, and the entry's JSON as the store holds
+/// it, which is the entry's wire form (stores keep what [`Entry`]'s `Serialize` writes). A
+/// responder passes it on without decoding and encoding the entry again.
+#[derive(Debug, Clone)]
+pub struct EncodedChange {
+    /// The change's position.
+    pub seq: Cursor,
+    /// The entry after the change, as JSON: checked to be one JSON value, not decoded.
+    pub entry: Box<RawValue>,
+}
+
+/// A page of [`EncodedChange`]s from
+/// [`Store::encoded_changes_since`](crate::store::Store::encoded_changes_since): the same
+/// changes, `next` and `more` as [`ChangePage`], except that its byte bound counts the
+/// entries' JSON itself rather than their [`Entry::wire_len_bound`]s.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedPage {
+    /// The changes, in sequence order.
+    pub changes: Vec<EncodedChange>,
+    /// Where the next page starts (as [`ChangePage::next`]).
+    pub next: Cursor,
+    /// Whether more changes may follow `next`.
+    pub more: bool,
+}
+
+impl EncodedPage {
+    /// `page` with each entry encoded: what a store that keeps entries decoded answers.
+    pub fn encode(page: ChangePage) -> Result<EncodedPage> {
+        let changes = page
+            .changes
+            .into_iter()
+            .map(|c| {
+                let entry = serde_json::value::to_raw_value(&c.entry).map_err(|e| {
+                    CoreError::Store(format!("encoding entry {}: {e}", c.entry.sync.id))
+                })?;
+                Ok(EncodedChange { seq: c.seq, entry })
+            })
+            .collect::<Result<_>>()?;
+        Ok(EncodedPage {
+            changes,
+            next: page.next,
+            more: page.more,
+        })
+    }
+
+    /// The page cut to its changes whose JSON adds up to at most `bytes`, and always its
+    /// first, as [`ChangePage::within`] cuts.
+    ///
+    /// ```
+    /// use mesh_core::store::{Cursor, EncodedChange, EncodedPage};
+    /// use serde_json::value::RawValue;
+    /// let change = |seq, json: &str| EncodedChange {
+    ///     seq: Cursor(seq),
+    ///     entry: RawValue::from_string(json.to_owned()).unwrap(),
+    /// };
+    /// let page = EncodedPage {
+    ///     changes: vec![change(3, "[1,2]"), change(5, "[3,4]"), change(6, "[5]")],
+    ///     next: Cursor(9),
+    ///     more: false,
+    /// };
+    /// let cut = page.clone().within(10);
+    /// assert_eq!((cut.changes.len(), cut.next, cut.more), (2, Cursor(5), true));
+    /// let first = page.clone().within(0);
+    /// assert_eq!((first.changes.len(), first.next, first.more), (1, Cursor(3), true));
+    /// let whole = page.within(13);
+    /// assert_eq!((whole.changes.len(), whole.next, whole.more), (3, Cursor(9), false));
+    /// ```
+    pub fn within(mut self, bytes: usize) -> EncodedPage {
+        let keep = kept_within(&self.changes, bytes, |c| c.entry.get().len());
+        if keep < self.changes.len() {
+            self.changes.truncate(keep);
+            self.next = self.changes[keep - 1].seq;
+            self.more = true;
+        }
+        self
+    }
+}
+
+/// How many of `changes` a page cut to `bytes` keeps: those whose sizes add up to at most
+/// `bytes`, and always the first.
+fn kept_within<T>(changes: &[T], bytes: usize, size: impl Fn(&T) -> usize) -> usize {
+    let mut total = 0usize;
+    changes
+        .iter()
+        .position(|c| {
+            total = total.saturating_add(size(c));
+            total > bytes
+        })
+        .map_or(changes.len(), |i| i.max(1))
 }
 
 /// A feed and the newest position of its change log, as replicas tell each other.

@@ -19,7 +19,9 @@ pub mod suite;
 
 use std::borrow::Cow;
 
-pub use change::{Change, ChangePage, Cursor, FeedHead, FeedMoved, SyncState};
+pub use change::{
+    Change, ChangePage, Cursor, EncodedChange, EncodedPage, FeedHead, FeedMoved, SyncState,
+};
 pub use memory::MemoryStore;
 
 use crate::error::Result;
@@ -109,6 +111,22 @@ pub trait Store {
         limit: usize,
         skip_origin: Option<&ReplicaId>,
     ) -> Result<ChangePage>;
+
+    /// [`changes_since`](Self::changes_since) with each entry as the store keeps it (its
+    /// JSON), checked to be one JSON value but not decoded: what a responder sends on, so
+    /// that it does not decode and encode again what it stored in its wire form. The page
+    /// holds the same changes, except that the byte bound counts the entries' JSON (never
+    /// more than their [`Entry::wire_len_bound`]s), so a page of large entries may hold more.
+    /// The default encodes what `changes_since` answers.
+    fn encoded_changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> Result<EncodedPage> {
+        EncodedPage::encode(self.changes_since(feed, since, limit, skip_origin)?)
+    }
 
     /// Entries of a feed in id order, starting after `after`, at most `limit`.
     fn list(&self, feed: &FeedKey, after: Option<&EntryId>, limit: usize) -> Result<Vec<Entry>>;

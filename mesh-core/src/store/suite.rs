@@ -212,7 +212,71 @@ fn changes<S: Store>(
         "changes_since",
     );
     check_page_shape(&page, since, limit);
+    check_encoded_page(store, feed, since, limit, skip, &page);
     page
+}
+
+/// `encoded_changes_since` answers what `changes_since` does, each entry as its JSON: the
+/// same changes, except that a page cut by bytes may hold more (JSON is never longer than
+/// the bound `changes_since` counts), and never past the bound by its JSON.
+fn check_encoded_page<S: Store>(
+    store: &S,
+    feed: &FeedKey,
+    since: u64,
+    limit: usize,
+    skip: Option<&ReplicaId>,
+    page: &ChangePage,
+) {
+    let encoded = ok(
+        store.encoded_changes_since(feed, Cursor(since), limit, skip),
+        "encoded_changes_since",
+    );
+    assert!(
+        encoded.changes.len() <= limit && encoded.next >= Cursor(since),
+        "encoded_changes_since(since {since}, limit {limit}): {} changes, next {}",
+        encoded.changes.len(),
+        encoded.next
+    );
+    let n = page.changes.len();
+    assert!(
+        encoded.changes.len() >= n,
+        "an encoded page holds fewer changes ({}) than the decoded one ({n})",
+        encoded.changes.len()
+    );
+    for (i, e) in encoded.changes.iter().enumerate() {
+        let entry: Entry = ok(
+            serde_json::from_str(e.entry.get()),
+            "decoding an encoded entry",
+        );
+        if let Some(c) = page.changes.get(i) {
+            assert_eq!(e.seq, c.seq, "encoded change {i} at another position");
+            assert_eq!(entry, c.entry, "encoded change {i} holds another entry");
+            assert_eq!(
+                e.entry.get(),
+                ok(serde_json::to_string(&c.entry), "encoding an entry"),
+                "an entry's stored JSON is its wire form"
+            );
+        }
+    }
+    if encoded.changes.len() == n {
+        assert_eq!(
+            (encoded.next, encoded.more),
+            (page.next, page.more),
+            "an encoded page of the same changes ends where the decoded one does"
+        );
+    } else {
+        assert!(page.more, "a decoded page cut short says more");
+    }
+    let json: Vec<usize> = encoded
+        .changes
+        .iter()
+        .map(|c| c.entry.get().len())
+        .collect();
+    let before_last: usize = json.iter().rev().skip(1).sum();
+    assert!(
+        before_last <= crate::sync::MAX_PAGE_BYTES,
+        "an encoded page read on after its JSON passed the bound: {json:?}"
+    );
 }
 
 /// The rules every page obeys whatever the log holds.

@@ -14,10 +14,10 @@ mod session;
 
 pub use guard::respond_as;
 pub use message::{
-    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_EPOCH_ID, MAX_ONLY, MAX_PAGE,
-    MAX_PAGE_BYTES,
+    EncodedChanges, Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_EPOCH_ID,
+    MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES,
 };
-pub use responder::respond;
+pub use responder::{pull_encoded, respond};
 pub use session::{
     FeedFilter, KnownRemote, PushPlace, SessionConfig, SessionEvent, Step, SyncReport, SyncSession,
 };

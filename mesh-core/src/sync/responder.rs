@@ -7,7 +7,9 @@ use crate::model::FeedKey;
 use crate::replica::Replica;
 use crate::store::Store;
 use crate::store::{Cursor, FeedHead};
-use crate::sync::message::{PushResult, Request, Response, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES};
+use crate::sync::message::{
+    EncodedChanges, PushResult, Request, Response, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES,
+};
 
 /// The heads of the feeds a `feeds` request names in `only`, each once, in the order of
 /// their keys. They are looked up one by one, so answering a peer that asks about a few
@@ -93,6 +95,40 @@ pub(crate) fn pull<S: Store>(
         .changes_since(&feed, since, limit, Some(from))?
         .within(MAX_PAGE_BYTES);
     Ok(Response::Changes {
+        feed,
+        entries: page.changes.into_iter().map(|c| c.entry).collect(),
+        next: page.next,
+        more: page.more,
+    })
+}
+
+/// Answers a pull as [`pull`] does, with the entries passed on as the store keeps them
+/// ([`Store::encoded_changes_since`]): what a responder that only relays entries (a hub)
+/// sends, without decoding each stored entry and encoding it again.
+///
+/// ```
+/// use mesh_core::replica::Replica;
+/// use mesh_core::store::{Cursor, MemoryStore};
+/// use mesh_core::sync::pull_encoded;
+/// let replica = Replica::new(MemoryStore::new("hub".parse().unwrap()));
+/// let feed: mesh_core::model::FeedKey = "mesh:u1/devices".parse().unwrap();
+/// let from = "device-a".parse().unwrap();
+/// let page = pull_encoded(&replica, &from, feed, Cursor::ZERO, 100).unwrap();
+/// assert!(page.entries.is_empty() && !page.more);
+/// ```
+pub fn pull_encoded<S: Store>(
+    replica: &Replica<S>,
+    from: &ReplicaId,
+    feed: FeedKey,
+    since: Cursor,
+    limit: u32,
+) -> Result<EncodedChanges> {
+    let limit = limit.clamp(1, MAX_PAGE) as usize;
+    let page = replica
+        .store()
+        .encoded_changes_since(&feed, since, limit, Some(from))?
+        .within(MAX_PAGE_BYTES);
+    Ok(EncodedChanges {
         feed,
         entries: page.changes.into_iter().map(|c| c.entry).collect(),
         next: page.next,

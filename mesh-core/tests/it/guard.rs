@@ -66,15 +66,29 @@ fn pull(hub: &mut Replica<MemoryStore>, user: &str, feed: &FeedKey) -> Result<us
         since: Cursor::ZERO,
         limit: 100,
     };
-    match respond_as(
-        hub,
-        Pusher::new(&user.parse::<UserId>().unwrap(), &NoKeyring),
-        req,
-    ) {
-        Ok(Response::Changes { entries, .. }) => Ok(entries.len()),
+    let who = user.parse::<UserId>().unwrap();
+    let decoded = match respond_as(hub, Pusher::new(&who, &NoKeyring), req) {
+        Ok(Response::Changes { entries, .. }) => Ok(entries),
         Ok(other) => panic!("{other:?}"),
         Err(e) => Err(e.code()),
+    };
+    // A hub's pull, with the entries as stored, is judged the same and answers the same.
+    let from = "x".parse().unwrap();
+    let encoded =
+        mesh_core::sync::guard::pull_as(hub, &who, &from, feed.clone(), Cursor::ZERO, 100);
+    match (&decoded, encoded) {
+        (Ok(entries), Ok(page)) => {
+            let json: Vec<String> = entries
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap())
+                .collect();
+            let stored: Vec<&str> = page.entries.iter().map(|e| e.get()).collect();
+            assert_eq!(stored, json, "pull_as answers what respond_as does");
+        }
+        (Err(code), Err(e)) => assert_eq!(*code, e.code(), "pull_as refuses as respond_as does"),
+        (d, e) => panic!("respond_as: {d:?}; pull_as: {e:?}"),
     }
+    decoded.map(|e| e.len())
 }
 
 #[test]

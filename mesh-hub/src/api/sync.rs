@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use mesh_core::model::{names, Scope};
 use mesh_core::sync::guard::Pusher;
-use mesh_core::sync::{guard, Request, Response as SyncResponse};
+use mesh_core::sync::{guard, EncodedChanges, Request, Response as SyncResponse};
 use mesh_core::trust;
 
 use crate::api::encoding::{self, Coding};
@@ -115,14 +115,23 @@ pub(crate) async fn sync(
             }
             _ => None,
         };
-        let response = guard::respond_as(
-            r,
-            Pusher::new(&user, &*keyring)
-                .with_threads(verify_threads())
-                .with_checked(&checked),
-            request,
-        )?;
-        if let SyncResponse::Pushed { feed, results } = &response {
+        let response = match request {
+            // Entries pulled go out as the store keeps them, not decoded and encoded again.
+            Request::Pull {
+                from,
+                feed,
+                since,
+                limit,
+            } => Answer::Changes(guard::pull_as(r, &user, &from, feed, since, limit)?),
+            request => Answer::Message(guard::respond_as(
+                r,
+                Pusher::new(&user, &*keyring)
+                    .with_threads(verify_threads())
+                    .with_checked(&checked),
+                request,
+            )?),
+        };
+        if let Answer::Message(SyncResponse::Pushed { feed, results }) = &response {
             if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
                 if results.iter().any(|x| x.outcome.changed()) {
                     // The folder record may have become a tombstone: the folder is gone.
@@ -135,7 +144,7 @@ pub(crate) async fn sync(
             }
         }
         let merged = match &response {
-            SyncResponse::Pushed { results, .. } => {
+            Answer::Message(SyncResponse::Pushed { results, .. }) => {
                 results.iter().filter(|x| x.outcome.changed()).count()
             }
             _ => 0,
@@ -146,7 +155,7 @@ pub(crate) async fn sync(
         Some(scope) => state.run_scoped(scope, keyring, work).await???,
         None => state.run_after(keyring, work).await???,
     };
-    if let SyncResponse::Feeds { epoch, .. } = &mut response {
+    if let Answer::Message(SyncResponse::Feeds { epoch, .. }) = &mut response {
         // Cursors are valid in this epoch and in those it continues (see `crate::epoch`).
         epoch.clone_from(&state.0.epoch.get().cloned());
     }
@@ -189,9 +198,25 @@ const INLINE: usize = 64 << 10;
 /// that took the request.
 const SMALL_ITEMS: usize = 64;
 
+/// What the hub answers a sync request: a message, or a pull's changes as its store keeps
+/// them (which the client reads as [`SyncResponse::Changes`]).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Message(SyncResponse),
+    Changes(EncodedChanges),
+}
+
 /// Whether `response` is small enough to be encoded (and compressed) on the async thread:
 /// a hand-off to the blocking pool costs more than that for one entry's answer.
-fn small_answer(response: &SyncResponse) -> bool {
+fn small_answer(response: &Answer) -> bool {
+    let response = match response {
+        Answer::Changes(page) => {
+            return page.entries.len() <= SMALL_ITEMS
+                && page.entries.iter().map(|e| e.get().len()).sum::<usize>() <= INLINE
+        }
+        Answer::Message(m) => m,
+    };
     match response {
         SyncResponse::Pushed { results, .. } => results.len() <= SMALL_ITEMS,
         SyncResponse::Changes { entries, .. } => {

@@ -143,3 +143,62 @@ async fn a_stopped_hub_lets_go_of_its_directory_at_once() {
         hub.stop().await;
     }
 }
+
+/// A pull is answered with the entries' JSON as the replica keeps it, not decoded and encoded
+/// again (issue 16, item 2): a stored body's own spacing, which no encoder writes, reaches the
+/// asker, and the answer still reads as the entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_passes_stored_entries_on_as_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    let hub = TestHub::start(Hub::builder().data_dir(&dir).open().unwrap()).await;
+    let token = hub.token("ann", "ann-laptop");
+    let ann = Rest::new(&hub, token.clone());
+    let (s, _) = ann
+        .post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
+        .await;
+    assert_eq!(s, 201);
+    hub.stop().await;
+    let db = rusqlite::Connection::open(dir.join(mesh_hub::REPLICA_DB)).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE entries SET body = '{ ' || substr(body, 2)
+             WHERE feed_id = (SELECT feed_id FROM feeds WHERE key = 'folder:f1@ann/members')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "the folder's one member record");
+    drop(db);
+
+    let hub = TestHub::start(Hub::builder().data_dir(&dir).open().unwrap()).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/mesh/sync", hub.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(
+            r#"{"type":"pull","from":"probe","feed":{"scope":{"folder":"f1@ann"},"name":"members"},"since":0,"limit":10}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(r#""entries":[{ ""#),
+        "the stored body as it is: {text}"
+    );
+    let response: mesh_core::sync::Response = serde_json::from_str(&text).unwrap();
+    let mesh_core::sync::Response::Changes {
+        entries,
+        next,
+        more,
+        ..
+    } = response
+    else {
+        panic!("{text}")
+    };
+    assert_eq!((entries.len(), next.0, more), (1, 1, false), "{text}");
+    assert_eq!(entries[0].sync.id.as_str(), "ann");
+    hub.stop().await;
+}

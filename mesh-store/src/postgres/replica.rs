@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
-use mesh_core::store::{ChangePage, Cursor, FeedHead, FeedMoved, Store, StoreTxn, SyncState};
+use mesh_core::store::{
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Store, StoreTxn, SyncState,
+};
 use mesh_core::CoreError;
 
 use crate::rows::{
@@ -52,6 +54,60 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Reads `feed`'s change-log records after `since` into `page`, making each change it
+    /// wants with `change` (from the feed's key and the row: position, origin, entry id,
+    /// body).
+    fn read_changes<T: rows::PageItem>(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        page: &mut PageBuilder<'_, T>,
+        change: impl Fn(&str, &Row) -> CoreResult<T>,
+    ) -> CoreResult<()> {
+        let key = feed.to_string();
+        // The server sends no row after the one whose body takes the rows' bodies past the
+        // page's byte bound (`octet_length` reads a stored value's length, not the value):
+        // rows arrive all at once, so this is what bounds the reader's memory. A body is never
+        // longer than its entry's `wire_len_bound`, and a page counts at least its bodies'
+        // lengths, so the builder is full no later.
+        let rows = self
+            .q(
+                "SELECT pos, origin, id, body, run FROM (
+                     SELECT e.pos, e.origin, e.id, e.body,
+                            SUM(octet_length(e.body)) OVER (ORDER BY e.pos) AS run,
+                            octet_length(e.body) AS len
+                     FROM mesh_entries e
+                     WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
+                       AND e.pos > $2
+                     ORDER BY e.pos LIMIT $3) t
+                 WHERE run - len <= $4
+                 ORDER BY pos",
+                &[
+                    &key,
+                    &seq_to_sql(since),
+                    &page.fetch(),
+                    &count_to_sql(mesh_core::sync::MAX_PAGE_BYTES),
+                ],
+            )
+            .map_err(db("changes_since"))?;
+        let cut = rows.last().is_some_and(|row| {
+            row.get::<_, i64>(4) > count_to_sql(mesh_core::sync::MAX_PAGE_BYTES)
+        });
+        for row in rows {
+            if page.full() {
+                break;
+            }
+            let seq = seq_from_sql(row.get(0))?;
+            if page.wants(seq, || Ok(row.get::<_, Option<String>>(1)))? {
+                page.push(seq, change(&key, &row)?);
+            }
+        }
+        if cut {
+            page.ends_early();
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(
         db: super::PgDatabase,
         conn: Object,
@@ -302,47 +358,25 @@ impl Store for PgStore {
         skip_origin: Option<&ReplicaId>,
     ) -> CoreResult<ChangePage> {
         let mut page = PageBuilder::new(since, limit, skip_origin);
-        let key = feed.to_string();
-        // The server sends no row after the one whose body takes the rows' bodies past the
-        // page's byte bound (`octet_length` reads a stored value's length, not the value):
-        // rows arrive all at once, so this is what bounds the reader's memory. A body is never
-        // longer than its entry's `wire_len_bound`, so the builder is full no later.
-        let rows = self
-            .q(
-                "SELECT pos, origin, id, body, run FROM (
-                     SELECT e.pos, e.origin, e.id, e.body,
-                            SUM(octet_length(e.body)) OVER (ORDER BY e.pos) AS run,
-                            octet_length(e.body) AS len
-                     FROM mesh_entries e
-                     WHERE e.feed_id = (SELECT feed_id FROM mesh_feeds WHERE key = $1)
-                       AND e.pos > $2
-                     ORDER BY e.pos LIMIT $3) t
-                 WHERE run - len <= $4
-                 ORDER BY pos",
-                &[
-                    &key,
-                    &seq_to_sql(since),
-                    &page.fetch(),
-                    &count_to_sql(mesh_core::sync::MAX_PAGE_BYTES),
-                ],
-            )
-            .map_err(db("changes_since"))?;
-        let cut = rows.last().is_some_and(|row| {
-            row.get::<_, i64>(4) > count_to_sql(mesh_core::sync::MAX_PAGE_BYTES)
-        });
-        for row in rows {
-            if page.full() {
-                break;
-            }
-            let seq = seq_from_sql(row.get(0))?;
-            if page.wants(seq, || Ok(row.get::<_, Option<String>>(1)))? {
-                page.push(seq, decode_entry(&key, row.get(2), row.get(3))?);
-            }
-        }
-        if cut {
-            page.ends_early();
-        }
+        self.read_changes(feed, since, &mut page, |key, row| {
+            decode_entry(key, row.get(2), row.get(3))
+        })?;
         Ok(page.finish())
+    }
+
+    /// The stored bodies, checked to be JSON and passed on as they are.
+    fn encoded_changes_since(
+        &self,
+        feed: &FeedKey,
+        since: Cursor,
+        limit: usize,
+        skip_origin: Option<&ReplicaId>,
+    ) -> CoreResult<EncodedPage> {
+        let mut page = PageBuilder::new(since, limit, skip_origin);
+        self.read_changes(feed, since, &mut page, |key, row| {
+            rows::encoded_entry("postgres", key, row.get(2), row.get(3))
+        })?;
+        Ok(page.finish_encoded())
     }
 
     fn list(

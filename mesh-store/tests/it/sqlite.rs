@@ -394,7 +394,32 @@ fn damaged_store_contents_are_typed_errors() {
         .changes_since(&feed(), Cursor::ZERO, 10, None)
         .is_err());
     assert!(store.list(&feed(), None, 10).is_err());
+    // A body passed on without decoding is still checked to be one JSON value: a damaged one
+    // must not go into an answer, nor change the answer around it.
+    let err = store
+        .encoded_changes_since(&feed(), Cursor::ZERO, 10, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Store(m) if m.contains("e00002")),
+        "{err:?}"
+    );
+    let page = store
+        .encoded_changes_since(&feed(), Cursor::ZERO, 1, None)
+        .unwrap();
+    assert_eq!(page.changes.len(), 1, "the change before the damage reads");
     expect_corrupt(store.check_integrity(), "check_integrity on a bad body");
+    let store = tamper(
+        "spliced-body",
+        r#"UPDATE entries SET body = '{}],"next":999,"more":false,"x":[{}' WHERE id = 'e00002'"#,
+    )
+    .unwrap();
+    let err = store
+        .encoded_changes_since(&feed(), Cursor::ZERO, 10, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Store(m) if m.contains("e00002")),
+        "{err:?}"
+    );
 
     let store = tamper(
         "wrong-id",

@@ -471,6 +471,23 @@ pub fn user_heads<S: Store>(store: &S, user: &UserId) -> Result<Vec<crate::store
     Ok(heads)
 }
 
+/// Answers `user`'s pull of `feed` as [`respond_as`] does (`not_found` when they may not
+/// read it), with the entries passed on as the store keeps them
+/// ([`pull_encoded`](crate::sync::pull_encoded)): a hub's answer to a pull.
+pub fn pull_as<S: Store>(
+    replica: &Replica<S>,
+    user: &UserId,
+    from: &ReplicaId,
+    feed: FeedKey,
+    since: crate::store::Cursor,
+    limit: u32,
+) -> Result<crate::sync::EncodedChanges> {
+    if !can_read(replica.store(), user, &feed)? {
+        return Err(not_found(&feed));
+    }
+    crate::sync::pull_encoded(replica, from, feed, since, limit)
+}
+
 /// Answers `request` from `pusher` against `replica`, applying the access rules above: feeds
 /// the user may not read are left out of listings and answered `not_found`; pushed entries
 /// that may not be stored are refused one by one (see [`PushResult::refused`]) while the rest

@@ -119,6 +119,35 @@ pub enum Response {
     },
 }
 
+/// A [`Response::Changes`] whose entries are the JSON its responder's store keeps
+/// ([`Store::encoded_changes_since`](crate::store::Store::encoded_changes_since)): it
+/// serializes to the same message, so the asker reads it as a [`Response::Changes`], but the
+/// responder never decodes the entries to encode them again.
+///
+/// ```
+/// use mesh_core::sync::{EncodedChanges, Response};
+/// let feed: mesh_core::model::FeedKey = "mesh:u1/devices".parse().unwrap();
+/// let (next, more) = (mesh_core::store::Cursor(7), true);
+/// let encoded = EncodedChanges { feed: feed.clone(), entries: vec![], next, more };
+/// let decoded = Response::Changes { feed, entries: vec![], next, more };
+/// assert_eq!(
+///     serde_json::to_string(&encoded).unwrap(),
+///     serde_json::to_string(&decoded).unwrap()
+/// );
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "changes")]
+pub struct EncodedChanges {
+    /// The feed.
+    pub feed: FeedKey,
+    /// Changed entries, in change order, as JSON.
+    pub entries: Vec<Box<serde_json::value::RawValue>>,
+    /// Where to continue from.
+    pub next: Cursor,
+    /// Whether more changes follow.
+    pub more: bool,
+}
+
 /// The most earlier epochs an [`Epoch`] may name as continued.
 pub const MAX_CONTINUED_EPOCHS: usize = 64;
 
