@@ -26,6 +26,7 @@
 //!     title: "To Do List".into(),
 //!     updated: t.plus_secs(60),
 //!     entries: vec![entry],
+//!     next: None,
 //! };
 //! let xml = write_feed(&feed);
 //! assert!(xml.contains(r#"<sx:history sequence="2" when="2008-01-10T21:21:00Z" by="phone"/>"#));
@@ -39,6 +40,7 @@
 //!   <title>FEED TITLE</title>
 //!   <id>FEED ID</id>
 //!   <updated>2007-01-19T00:14:38Z</updated>
+//!   <link rel="next" href="NEXT PAGE"/>   (a paged feed only)
 //!   <entry>
 //!     <id>SYNC-ID</id>
 //!     <title>TITLE</title>
@@ -70,6 +72,7 @@
 //! | `content.author` | `atom:author/atom:name` |
 //! | `content.published`, `updated` | `atom:published`, `atom:updated` |
 //! | `conflicts` | `sx:sync/sx:conflicts/atom:entry`, each with its own `sx:sync` |
+//! | [`AtomFeed::next`] | the feed's `atom:link rel="next"` (RFC 5005), at most one |
 //!
 //! Times are RFC 3339 UTC with whole seconds ([`Timestamp`]).
 //!
@@ -145,4 +148,8 @@ pub struct AtomFeed {
     pub updated: Timestamp,
     /// The entries, in document order; their sync ids are unique.
     pub entries: Vec<Entry>,
+    /// Where the feed's next page is, when it is split into pages (RFC 5005's paged feeds:
+    /// `<link rel="next" href="…"/>`), as a URI reference, resolved against the document's
+    /// own address. A reader follows it to read the rest.
+    pub next: Option<String>,
 }

@@ -161,7 +161,7 @@ fn timestamp(cursor: &mut Cursor<'_>, el: &Element<'_>) -> Result<Timestamp> {
 
 /// The body of `<feed>`.
 fn feed(cursor: &mut Cursor<'_>, el: &Element<'_>) -> Result<AtomFeed> {
-    let (mut id, mut title, mut updated) = (None, None, None);
+    let (mut id, mut title, mut updated, mut next) = (None, None, None, None);
     let mut entries = Vec::new();
     loop {
         match cursor.next()? {
@@ -177,6 +177,10 @@ fn feed(cursor: &mut Cursor<'_>, el: &Element<'_>) -> Result<AtomFeed> {
                     once(cursor, &child, &mut updated, t)?;
                 } else if child.is(Ns::Atom, "entry") {
                     entries.push(entry(cursor, &child)?);
+                } else if child.is(Ns::Atom, "link") && child.attr("rel") == Some("next") {
+                    let href = required(cursor, &child, "href")?.to_owned();
+                    cursor.skip(&child)?;
+                    once(cursor, &child, &mut next, href)?;
                 } else {
                     cursor.skip(&child)?;
                 }
@@ -191,6 +195,7 @@ fn feed(cursor: &mut Cursor<'_>, el: &Element<'_>) -> Result<AtomFeed> {
         title: title.ok_or_else(|| missing(cursor, el, "<title>"))?,
         updated: updated.ok_or_else(|| missing(cursor, el, "<updated>"))?,
         entries,
+        next,
     })
 }
 

@@ -19,6 +19,13 @@ pub fn write_feed(feed: &AtomFeed) -> String {
     w.text_element(1, "title", &feed.title, Escape::Text);
     w.text_element(1, "id", &feed.id, Escape::TrimmedText);
     w.text_element(1, "updated", &feed.updated.to_string(), Escape::Text);
+    if let Some(next) = &feed.next {
+        w.indent(1);
+        w.out.push_str("<link");
+        w.attr("rel", "next");
+        w.attr("href", next);
+        w.out.push_str("/>\n");
+    }
     for entry in &feed.entries {
         w.entry(1, entry, false);
     }

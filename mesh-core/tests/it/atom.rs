@@ -242,6 +242,7 @@ fn feed_with_a_conflict_round_trips() {
         title: "To do".into(),
         updated: ts("2007-01-02T00:00:00Z"),
         entries: vec![entry.clone()],
+        next: Some("?$skip=1&$top=1".into()),
     };
     let xml = write_feed(&feed);
     assert_eq!(xml.matches("<sx:conflicts>").count(), 1);
@@ -354,6 +355,7 @@ fn special_characters_round_trip() {
             title: title.into(),
             updated: ts("2007-01-01T00:00:00Z"),
             entries: vec![e],
+            next: None,
         };
         assert_eq!(read_feed(&write_feed(&feed)).unwrap(), feed);
     }
@@ -936,11 +938,13 @@ fn arb_feed() -> impl Strategy<Value = AtomFeed> {
         arb_title(),
         arb_time(),
         prop::collection::vec(arb_entry(), 0..4),
+        prop::option::of(any::<String>()),
     )
-        .prop_map(|(id, title, updated, entries)| AtomFeed {
+        .prop_map(|(id, title, updated, entries, next)| AtomFeed {
             id,
             title,
             updated,
+            next,
             entries: entries
                 .into_iter()
                 .enumerate()

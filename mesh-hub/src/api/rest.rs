@@ -1254,7 +1254,12 @@ struct EntryList<'a> {
     entries: &'a [Entry],
 }
 
-fn atom_feed(state: &HubState, feed: &FeedKey, entries: Vec<Entry>) -> AtomFeed {
+fn atom_feed(
+    state: &HubState,
+    feed: &FeedKey,
+    entries: Vec<Entry>,
+    next: Option<String>,
+) -> AtomFeed {
     let updated = entries
         .iter()
         .map(|e| e.content.updated)
@@ -1265,7 +1270,45 @@ fn atom_feed(state: &HubState, feed: &FeedKey, entries: Vec<Entry>) -> AtomFeed 
         title: feed.to_string(),
         updated,
         entries,
+        next,
     }
+}
+
+/// Where the next page of a listing is, as a reference of its query alone (`?…`, which keeps
+/// the request's own path, behind whatever proxy): the request's parameters `q` with
+/// `$skip` moved past the `returned` entries of this page, and `$top` as asked (or
+/// [`MAX_TOP`]). Parameters are written in name order.
+fn next_listing(q: &HashMap<String, String>, skip: usize, returned: usize, top: usize) -> String {
+    let mut params: Vec<(&str, String)> = q
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "$skip" | "$top"))
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    params.push(("$skip", skip.saturating_add(returned).to_string()));
+    params.push(("$top", top.to_string()));
+    params.sort();
+    let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    for (k, v) in &params {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+/// Where the next page of changes is: the request's parameters `q` with `cursor` moved to
+/// `cursor`, as [`next_listing`] writes them.
+fn next_changes(q: &HashMap<String, String>, cursor: &str) -> String {
+    let mut params: Vec<(&str, &str)> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "cursor")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    params.push(("cursor", cursor));
+    params.sort();
+    let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    for (k, v) in &params {
+        out.append_pair(k, v);
+    }
+    out.finish()
 }
 
 /// Entries read from a feed a page at a time.
@@ -1316,19 +1359,22 @@ pub(crate) async fn entries(
         atom_out || matches!(q.get("deleted").map(String::as_str), Some("true" | "1"));
     check_read(&state, &auth.principal.user, &key).await?;
     let k = key.clone();
-    let asked_top = query.top.is_some();
+    let (skip, top) = (query.skip, query.top);
     let (list, more) = state.run(move |r| select(r.store(), &k, &query)).await??;
-    if more && !asked_top {
+    if atom_out {
+        // A paged feed (RFC 5005): a reader follows the next link to read on, so a listing
+        // without `$top` is answered a page at a time rather than refused.
+        let next = more.then(|| next_listing(&q, skip, list.len(), top.unwrap_or(MAX_TOP)));
+        let feed = atom_feed(&state, &key, list, next);
+        let xml = blocking(move || write_feed(&feed)).await?;
+        return Ok(atom(StatusCode::OK, xml));
+    }
+    if more && top.is_none() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "limit_exceeded",
             format!("more than {MAX_TOP} entries of feed {key} match: page with $top and $skip"),
         ));
-    }
-    if atom_out {
-        let feed = atom_feed(&state, &key, list);
-        let xml = blocking(move || write_feed(&feed)).await?;
-        return Ok(atom(StatusCode::OK, xml));
     }
     Ok(json(
         StatusCode::OK,
@@ -1601,7 +1647,8 @@ pub(crate) async fn changes(
     let cursor = encode_cursor(&cursor_key, &scope, page.next);
     let entries: Vec<Entry> = page.changes.into_iter().map(|c| c.entry).collect();
     if wants_atom(&headers) {
-        let feed = atom_feed(&state, &key, entries);
+        let next = page.more.then(|| next_changes(&q, &cursor));
+        let feed = atom_feed(&state, &key, entries, next);
         let xml = blocking(move || write_feed(&feed)).await?;
         let mut resp = atom(StatusCode::OK, xml);
         if let Ok(v) = HeaderValue::from_str(&cursor) {

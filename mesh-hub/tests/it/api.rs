@@ -326,6 +326,112 @@ async fn queries_filter_order_and_page() {
     hub.stop().await;
 }
 
+/// An Atom listing split into pages links to the next one (RFC 5005), relative to the
+/// request, keeping its other parameters: following the links reads the feed once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atom_pages_link_to_the_next() {
+    let (hub, ann, _bob) = setup().await;
+    let base = "/mesh/folders/f1@ann/feeds/todos/entries";
+    for i in 0..5 {
+        let (s, _) = ann
+            .post(
+                base,
+                json!({"id": format!("e{i}"), "title": format!("t & {i}")}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    let read = |path: String| {
+        let req = ann
+            .req(Method::GET, &path)
+            .header("Accept", "application/atom+xml");
+        async move { read_feed(&req.send().await.unwrap().text().await.unwrap()).unwrap() }
+    };
+    // Entries, two a page, filtered (a value that needs escaping in a query) and ordered.
+    let first = format!("{base}?$top=2&$orderby=id%20desc&$filter=title%20ne%20'x%20%26%20y'");
+    let (mut ids, mut path, mut pages) = (Vec::new(), first, 0);
+    loop {
+        let feed = read(path.clone()).await;
+        pages += 1;
+        ids.extend(feed.entries.iter().map(|e| e.sync.id.to_string()));
+        let Some(next) = feed.next else { break };
+        assert!(next.starts_with("?%24filter="), "{next}");
+        path = format!("{base}{next}");
+        assert!(pages < 5, "the links do not end");
+    }
+    assert_eq!(ids, ["e4", "e3", "e2", "e1", "e0"]);
+    assert_eq!(pages, 3);
+    // A whole listing has no next link.
+    assert_eq!(read(base.to_owned()).await.next, None);
+
+    // Changes, two a page: the link carries the cursor on.
+    let changes = "/mesh/folders/f1@ann/feeds/todos/changes";
+    let (mut ids, mut path, mut pages) = (Vec::new(), format!("{changes}?limit=2"), 0);
+    loop {
+        let feed = read(path.clone()).await;
+        pages += 1;
+        ids.extend(feed.entries.iter().map(|e| e.sync.id.to_string()));
+        let Some(next) = feed.next else { break };
+        path = format!("{changes}{next}");
+        assert!(pages < 5, "the links do not end");
+    }
+    assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
+    assert_eq!(pages, 3);
+    hub.stop().await;
+}
+
+/// An Atom listing without `$top` of more entries than one answer holds is answered a page at
+/// a time with a next link, where a JSON one is refused (`422 limit_exceeded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_atom_listing_is_paged_not_refused() {
+    let (hub, ann, _bob) = setup().await;
+    let base = "/mesh/folders/f1@ann/feeds/todos/entries";
+    let key = FeedKey::folder("f1@ann".parse().unwrap(), "todos".parse().unwrap());
+    let mut tool = Replica::new(MemoryStore::new("tool".parse().unwrap()));
+    let actor = Actor::new("ann".parse().unwrap(), "feedsync-tool".parse().unwrap());
+    let t = Timestamp::from_unix(1_800_000_000).unwrap();
+    let max_top = 10_000;
+    let entries: Vec<_> = (0..=max_top)
+        .map(|i| {
+            let draft = EntryDraft::new(format!("{i}"), json!(null));
+            let id = format!("e{i:05}").parse().unwrap();
+            tool.create(&key, id, draft, &actor, t).unwrap().entry
+        })
+        .collect();
+    let xml = write_feed(&AtomFeed {
+        id: "urn:tool".into(),
+        title: "tool".into(),
+        updated: t,
+        entries,
+        next: None,
+    });
+    let (s, v) = send(
+        ann.req(Method::POST, base)
+            .header("Content-Type", "application/atom+xml")
+            .body(xml),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, v) = ann.get(base).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("limit_exceeded")));
+    let get = |path: String| {
+        let req = ann
+            .req(Method::GET, &path)
+            .header("Accept", "application/atom+xml");
+        async move { read_feed(&req.send().await.unwrap().text().await.unwrap()).unwrap() }
+    };
+    let first = get(base.to_owned()).await;
+    assert_eq!(first.entries.len(), max_top);
+    let next = first.next.expect("a next link");
+    assert_eq!(next, "?%24skip=10000&%24top=10000");
+    let rest = get(format!("{base}{next}")).await;
+    let ids: Vec<String> = rest.entries.iter().map(|e| e.sync.id.to_string()).collect();
+    assert_eq!(ids, [format!("e{max_top:05}")]);
+    assert_eq!(rest.next, None);
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atom_out_and_a_feedsync_feed_in() {
     let (hub, ann, bob) = setup().await;
@@ -387,6 +493,7 @@ async fn atom_out_and_a_feedsync_feed_in() {
         title: "tool".into(),
         updated: t,
         entries: vec![edited, new],
+        next: None,
     });
     let (s, v) = send(
         ann.req(Method::POST, base)

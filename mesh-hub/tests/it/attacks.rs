@@ -125,6 +125,7 @@ impl Device {
             title: "attack".into(),
             updated: Timestamp::from_unix(1_900_000_000).unwrap(),
             entries,
+            next: None,
         });
         let (s, v) = send(
             self.rest
