@@ -16,14 +16,14 @@
 use std::sync::Arc;
 
 use mesh_core::id::DeviceId;
-use mesh_core::model::{Entry, FeedKey};
+use mesh_core::model::FeedKey;
 use mesh_core::store::{Cursor, FeedMoved, Store};
 use serde_json::value::RawValue;
 
 /// The most changes a notification carries.
 pub(crate) const PAGE_MAX_CHANGES: usize = 16;
 
-/// The most bytes of entries (by [`Entry::wire_len_bound`]) a notification carries.
+/// The most bytes of entries (their JSON, as the replica keeps it) a notification carries.
 pub(crate) const PAGE_MAX_BYTES: usize = 16 << 10;
 
 /// Announcements not yet taken by every stream beyond which a push carries no changes: the
@@ -58,8 +58,8 @@ pub(crate) struct Page {
     /// them (its pull would skip them); `None` for the hub's own writes (REST), which every
     /// device's pull returns.
     pub by: Option<DeviceId>,
-    /// The entries, in change order, as the JSON array a pull answer holds.
-    pub entries: Box<RawValue>,
+    /// The entries, in change order, each as the replica keeps it: what a pull answer holds.
+    pub entries: Vec<Box<RawValue>>,
 }
 
 impl Changed {
@@ -72,8 +72,9 @@ impl Changed {
 }
 
 /// The changes of `feed` after `since`, if they end at `moved`'s head, are at most
-/// [`PAGE_MAX_CHANGES`] and [`PAGE_MAX_BYTES`], and encode. Read in the same transaction
-/// scope as the write (under the folder's lock), so nothing else lies in between.
+/// [`PAGE_MAX_CHANGES`] and [`PAGE_MAX_BYTES`]. Read in the same transaction scope as the
+/// write (under the folder's lock), so nothing else lies in between; the entries are passed
+/// on as the replica keeps them, not decoded and encoded again.
 pub(crate) fn page<S: Store>(
     store: &S,
     feed: &FeedKey,
@@ -84,31 +85,24 @@ pub(crate) fn page<S: Store>(
     if moved.head <= since {
         return Ok(None);
     }
-    let read = store.changes_since(feed, since, PAGE_MAX_CHANGES + 1, None)?;
+    let read = store.encoded_changes_since(feed, since, PAGE_MAX_CHANGES + 1, None)?;
     if read.more || read.next != moved.head || read.changes.len() > PAGE_MAX_CHANGES {
         return Ok(None);
     }
-    let bytes: usize = read.changes.iter().map(|c| c.entry.wire_len_bound()).sum();
+    let bytes: usize = read.changes.iter().map(|c| c.entry.get().len()).sum();
     if bytes > PAGE_MAX_BYTES {
         return Ok(None);
     }
-    let entries: Vec<&Entry> = read.changes.iter().map(|c| &c.entry).collect();
-    let Ok(json) = serde_json::to_string(&entries) else {
-        return Ok(None);
-    };
-    let Ok(entries) = RawValue::from_string(json) else {
-        return Ok(None);
-    };
     Ok(Some(Page {
         since,
         by: by.cloned(),
-        entries,
+        entries: read.changes.into_iter().map(|c| c.entry).collect(),
     }))
 }
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::model::EntryDraft;
+    use mesh_core::model::{Entry, EntryDraft};
     use mesh_core::replica::{Actor, Replica};
     use mesh_core::store::MemoryStore;
     use mesh_core::time::Timestamp;
@@ -148,7 +142,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(page.since, Cursor(1));
-        let entries: Vec<Entry> = serde_json::from_str(page.entries.get()).unwrap();
+        let entries: Vec<Entry> = page
+            .entries
+            .iter()
+            .map(|e| serde_json::from_str(e.get()).unwrap())
+            .collect();
         let titles: Vec<_> = entries.iter().map(|e| e.content.title.as_str()).collect();
         assert_eq!(titles, ["t1", "t2"]);
         // The head read does not follow the cursor: nothing.

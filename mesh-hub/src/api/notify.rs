@@ -157,7 +157,7 @@ struct Note<'a> {
 #[derive(Serialize)]
 struct NotePage<'a> {
     since: Cursor,
-    entries: &'a RawValue,
+    entries: &'a [Box<RawValue>],
 }
 
 impl<'a> Note<'a> {

@@ -1609,7 +1609,7 @@ pub(crate) async fn delete_entry(
 #[derive(Serialize)]
 struct ChangesDoc<'a> {
     feed: &'a FeedKey,
-    entries: &'a [Entry],
+    entries: Vec<Box<serde_json::value::RawValue>>,
     cursor: String,
     more: bool,
 }
@@ -1641,34 +1641,38 @@ pub(crate) async fn changes(
     };
     check_read(&state, &auth.principal.user, &key).await?;
     let k = key.clone();
+    if !wants_atom(&headers) {
+        // JSON: the entries go out as the replica keeps them, not decoded and encoded again.
+        let page = state
+            .run(move |r| r.store().encoded_changes_since(&k, since, limit, None))
+            .await??;
+        return Ok(json(
+            StatusCode::OK,
+            &ChangesDoc {
+                feed: &key,
+                entries: page.changes.into_iter().map(|c| c.entry).collect(),
+                cursor: encode_cursor(&cursor_key, &scope, page.next),
+                more: page.more,
+            },
+        ));
+    }
     let page = state
         .run(move |r| r.store().changes_since(&k, since, limit, None))
         .await??;
     let cursor = encode_cursor(&cursor_key, &scope, page.next);
     let entries: Vec<Entry> = page.changes.into_iter().map(|c| c.entry).collect();
-    if wants_atom(&headers) {
-        let next = page.more.then(|| next_changes(&q, &cursor));
-        let feed = atom_feed(&state, &key, entries, next);
-        let xml = blocking(move || write_feed(&feed)).await?;
-        let mut resp = atom(StatusCode::OK, xml);
-        if let Ok(v) = HeaderValue::from_str(&cursor) {
-            resp.headers_mut().insert("Mesh-Cursor", v);
-        }
-        resp.headers_mut().insert(
-            "Mesh-More",
-            HeaderValue::from_static(if page.more { "true" } else { "false" }),
-        );
-        return Ok(resp);
+    let next = page.more.then(|| next_changes(&q, &cursor));
+    let feed = atom_feed(&state, &key, entries, next);
+    let xml = blocking(move || write_feed(&feed)).await?;
+    let mut resp = atom(StatusCode::OK, xml);
+    if let Ok(v) = HeaderValue::from_str(&cursor) {
+        resp.headers_mut().insert("Mesh-Cursor", v);
     }
-    Ok(json(
-        StatusCode::OK,
-        &ChangesDoc {
-            feed: &key,
-            entries: &entries,
-            cursor,
-            more: page.more,
-        },
-    ))
+    resp.headers_mut().insert(
+        "Mesh-More",
+        HeaderValue::from_static(if page.more { "true" } else { "false" }),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]

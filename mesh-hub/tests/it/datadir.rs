@@ -144,9 +144,9 @@ async fn a_stopped_hub_lets_go_of_its_directory_at_once() {
     }
 }
 
-/// A pull is answered with the entries' JSON as the replica keeps it, not decoded and encoded
-/// again (issue 16, item 2): a stored body's own spacing, which no encoder writes, reaches the
-/// asker, and the answer still reads as the entries.
+/// A pull (and the REST changes resource) is answered with the entries' JSON as the replica
+/// keeps it, not decoded and encoded again (issue 16, item 2): a stored body's own spacing,
+/// which no encoder writes, reaches the asker, and the answer still reads as the entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_passes_stored_entries_on_as_they_are() {
     let tmp = tempfile::tempdir().unwrap();
@@ -200,5 +200,24 @@ async fn a_pull_passes_stored_entries_on_as_they_are() {
     };
     assert_eq!((entries.len(), next.0, more), (1, 1, false), "{text}");
     assert_eq!(entries[0].sync.id.as_str(), "ann");
+    // So does the REST changes resource, in JSON.
+    let text = reqwest::Client::new()
+        .get(format!(
+            "{}/mesh/folders/f1@ann/feeds/members/changes",
+            hub.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#""entries":[{ ""#),
+        "the stored body as it is: {text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["entries"][0]["sync"]["id"], "ann", "{text}");
     hub.stop().await;
 }
