@@ -1277,32 +1277,27 @@ fn atom_feed(
 /// Where the next page of a listing is, as a reference of its query alone (`?…`, which keeps
 /// the request's own path, behind whatever proxy): the request's parameters `q` with
 /// `$skip` moved past the `returned` entries of this page, and `$top` as asked (or
-/// [`MAX_TOP`]). Parameters are written in name order.
+/// [`MAX_TOP`]).
 fn next_listing(q: &HashMap<String, String>, skip: usize, returned: usize, top: usize) -> String {
-    let mut params: Vec<(&str, String)> = q
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "$skip" | "$top"))
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    params.push(("$skip", skip.saturating_add(returned).to_string()));
-    params.push(("$top", top.to_string()));
-    params.sort();
-    let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
-    for (k, v) in &params {
-        out.append_pair(k, v);
-    }
-    out.finish()
+    let (skip, top) = (skip.saturating_add(returned).to_string(), top.to_string());
+    query_reference(q, &[("$skip", &skip), ("$top", &top)])
 }
 
 /// Where the next page of changes is: the request's parameters `q` with `cursor` moved to
 /// `cursor`, as [`next_listing`] writes them.
 fn next_changes(q: &HashMap<String, String>, cursor: &str) -> String {
+    query_reference(q, &[("cursor", cursor)])
+}
+
+/// A reference of a query alone (`?…`): the parameters `q` with those of `set` replaced (or
+/// added), form-encoded, in name order.
+fn query_reference(q: &HashMap<String, String>, set: &[(&str, &str)]) -> String {
     let mut params: Vec<(&str, &str)> = q
         .iter()
-        .filter(|(k, _)| k.as_str() != "cursor")
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, _)| !set.iter().any(|(s, _)| s == k))
+        .chain(set.iter().copied())
         .collect();
-    params.push(("cursor", cursor));
     params.sort();
     let mut out = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     for (k, v) in &params {
@@ -1680,6 +1675,22 @@ mod tests {
     use super::*;
     use mesh_core::replica::Actor;
     use mesh_core::store::MemoryStore;
+
+    /// A next-page link keeps the request's other parameters, replaces the ones it moves, and
+    /// encodes what a query needs encoded.
+    #[test]
+    fn a_query_reference_keeps_the_rest_of_the_query() {
+        let q: HashMap<String, String> = [("$filter", "a & b"), ("cursor", "old"), ("x", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(next_changes(&q, "c1"), "?%24filter=a+%26+b&cursor=c1&x=1");
+        assert_eq!(
+            next_listing(&q, 20, 10, 10),
+            "?%24filter=a+%26+b&%24skip=30&%24top=10&cursor=old&x=1"
+        );
+        assert_eq!(next_changes(&HashMap::new(), "c"), "?cursor=c");
+    }
 
     /// A listing without `$top` answers at most `MAX_TOP` entries and says that more match;
     /// without `$orderby` it reads only as far as it needs.
