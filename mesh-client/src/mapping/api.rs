@@ -94,6 +94,7 @@ impl MeshClient {
             paused: None,
             opened: None,
             index: index_map,
+            feed_read: Default::default(),
             reported: HashSet::new(),
             unsaved: Vec::new(),
             replaced: Vec::new(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mesh_core::model::{Entry, FileMeta, FilePath};
+use mesh_core::model::FilePath;
 
 use super::index::entry_version;
 use super::scan::{self, LocalFile};
@@ -22,7 +22,7 @@ impl Mapper {
     pub(super) async fn follow_case(
         &mut self,
         local: &mut BTreeMap<String, LocalFile>,
-        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        remote: &super::remote::RemoteFiles,
         unknown: &[String],
     ) -> Result<()> {
         let mut moves: Vec<(String, FilePath, FilePath)> = Vec::new();

@@ -5,7 +5,8 @@
 //! rescan as a fallback for missed events, and a pass whenever a sync brings changes to the
 //! folder's files. Each pass ([`MeshClient::rescan`] runs one now) compares three things per
 //! path: what is on disk, what the feed holds, and the mapping's index (what both last agreed
-//! on), and so tells local changes from remote ones:
+//! on), and so tells local changes from remote ones. (The feed is read whole once; each later
+//! pass reads only the entries changed since, from the feed's change log.)
 //!
 //! * a local change is published: a file's content is chunked into the blob store and its
 //!   entry (path, size, mtime, mode, manifest; see [`FileMeta`]) written to the `files` feed;
@@ -103,6 +104,7 @@ mod ingest;
 mod located;
 mod options;
 mod patch;
+mod remote;
 mod root;
 mod scan;
 mod stage;
@@ -118,7 +120,6 @@ use mesh_core::model::{
     names, Action, Entry, EntryData, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
 };
 use mesh_core::replica::Resolution;
-use mesh_core::store::Store;
 use notify::Watcher;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -138,6 +139,7 @@ use crate::MeshClient;
 use apply::{WriteJob, WriteOutcome};
 use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
+use remote::RemoteFiles;
 use scan::{Ignore, LocalFile};
 
 /// Whether a file-system notification may mean a change a pass would publish. Reads do not:
@@ -206,6 +208,8 @@ struct Mapper {
     paused: Option<crate::sync::events::PauseReason>,
     /// By fold key.
     index: BTreeMap<String, IndexRecord>,
+    /// The folder's `files` feed as read so far (each pass reads on from where it ended).
+    feed_read: remote::FeedRead,
     /// Skips and refusals already reported (each is reported once).
     reported: HashSet<(String, String)>,
     /// Index changes not yet saved to the blob store (saved at the end of a pass; a pass
@@ -736,71 +740,24 @@ impl Mapper {
 
     /// The folder's `files` entries by fold key: the entry and its checked metadata (`None`
     /// for a tombstone or an entry that was refused); and the version of every entry read
-    /// (refused ones too), which the pass's publications expect to find unchanged.
+    /// (refused ones too), which the pass's publications expect to find unchanged. Reads only
+    /// the changes since the last pass read the feed ([`remote::FeedRead`]).
     async fn remote_entries(
         &mut self,
         client: &MeshClient,
-    ) -> Result<(
-        BTreeMap<String, (Option<FileMeta>, Entry)>,
-        HashMap<EntryId, String>,
-    )> {
+    ) -> Result<(RemoteFiles, HashMap<EntryId, String>)> {
         let key = FeedKey::folder(self.folder.clone(), files_feed());
-        let entries = client
+        let since = self.feed_read.upto();
+        let changed = client
             .shared()
-            .run(move |r| {
-                let mut out = Vec::new();
-                let mut after: Option<EntryId> = None;
-                loop {
-                    let page = r.store().list(&key, after.as_ref(), 1000)?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.entry_id().clone());
-                    out.extend(page);
-                }
-                Ok::<_, mesh_core::CoreError>(out)
-            })
+            .run(move |r| remote::read_changes(r.store(), &key, since))
             .await??;
-        let mut out = BTreeMap::new();
-        let by_id: HashMap<EntryId, String> = self
-            .index
-            .iter()
-            .map(|(k, rec)| (rec.path.entry_id(), k.clone()))
-            .collect();
-        let mut refusals = Vec::new();
-        let seen: HashMap<EntryId, String> = entries
-            .iter()
-            .map(|e| (e.entry_id().clone(), entry_version(e)))
-            .collect();
-        for e in entries {
-            if e.is_deleted() {
-                // A tombstone: its path is the one this device knew, if any.
-                let key = match serde_json::from_str::<FileMeta>(e.content.content.as_str()) {
-                    Ok(m) if m.path.entry_id() == *e.entry_id() => m.path.fold_key(),
-                    _ => match by_id.get(e.entry_id()) {
-                        Some(k) => k.clone(),
-                        None => continue,
-                    },
-                };
-                out.insert(key, (None, e));
-                continue;
-            }
-            match check_entry(&e) {
-                Ok(meta) => {
-                    out.insert(meta.path.fold_key(), (Some(meta), e));
-                }
-                Err(reason) => {
-                    let shown =
-                        serde_json::from_str::<serde_json::Value>(e.content.content.as_str())
-                            .ok()
-                            .and_then(|v| v.get("path").and_then(|p| p.as_str()).map(str::to_owned))
-                            .unwrap_or_else(|| e.entry_id().to_string());
-                    refusals.push((shown, reason));
-                }
-            }
-        }
-        for (p, r) in refusals {
+        self.feed_read.apply(changed);
+        let view = self.feed_read.view(&self.index);
+        for (p, r) in view.refused {
             self.report_once(p, r, true);
         }
-        Ok((out, seen))
+        Ok((view.files, view.versions))
     }
 
     /// The mapped directory as opened by this pass.
@@ -833,7 +790,7 @@ impl Mapper {
         client: &MeshClient,
         plans: Vec<(String, Plan)>,
         manifests: &HashMap<String, ChunkHash>,
-        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        remote: &RemoteFiles,
         versions: &HashMap<EntryId, String>,
         seen: usize,
     ) -> Result<()> {
@@ -1228,7 +1185,7 @@ impl Mapper {
     async fn acknowledge_losses(
         &mut self,
         client: &MeshClient,
-        remote: &BTreeMap<String, (Option<FileMeta>, Entry)>,
+        remote: &RemoteFiles,
         versions: &HashMap<EntryId, String>,
     ) -> Result<()> {
         let me = client.device().clone();
@@ -1252,7 +1209,7 @@ impl Mapper {
         // them, while every version is still a deletion.
         let tombs: Vec<&Entry> = remote
             .values()
-            .map(|(_, e)| e)
+            .map(|(_, e)| &**e)
             .filter(|e| {
                 e.is_deleted()
                     && e.conflicts.iter().all(|c| c.sync.deleted)
@@ -1339,25 +1296,4 @@ fn as_read<'a>(
 /// Whether `device` wrote this version.
 fn written_by(sync: &mesh_core::feedsync::SyncMeta, device: &mesh_core::id::DeviceId) -> bool {
     sync.topmost().and_then(|h| h.by.as_ref()) == Some(device)
-}
-
-/// Checks a live remote entry: its metadata parses (which validates the path), fits together
-/// and belongs to the entry's id.
-fn check_entry(e: &Entry) -> std::result::Result<FileMeta, String> {
-    let meta: FileMeta =
-        serde_json::from_str(e.content.content.as_str()).map_err(|e| e.to_string())?;
-    meta.check().map_err(|e| e.to_string())?;
-    if meta.path.entry_id() != *e.entry_id() {
-        return Err(format!(
-            "entry id {} does not belong to the path {}",
-            e.entry_id(),
-            meta.path
-        ));
-    }
-    if let (Some(m), Some(media)) = (&meta.manifest, &e.content.media) {
-        if media.hash != m.to_string() {
-            return Err("the media and the manifest differ".into());
-        }
-    }
-    Ok(meta)
 }
