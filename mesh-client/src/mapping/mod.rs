@@ -6,7 +6,8 @@
 //! folder's files. Each pass ([`MeshClient::rescan`] runs one now) compares three things per
 //! path: what is on disk, what the feed holds, and the mapping's index (what both last agreed
 //! on), and so tells local changes from remote ones. (The feed is read whole once; each later
-//! pass reads only the entries changed since, from the feed's change log.)
+//! pass reads only the entries changed since, from the feed's change log. Changed local files
+//! are hashed a group at a time, and each group is published as soon as it is hashed.)
 //!
 //! * a local change is published: a file's content is chunked into the blob store and its
 //!   entry (path, size, mtime, mode, manifest; see [`FileMeta`]) written to the `files` feed;
@@ -239,10 +240,20 @@ struct ToHash {
     remote_version: Option<String>,
 }
 
+/// A local file or directory to publish: its fold key, what the scan saw, and its manifest
+/// (`None` for a directory).
+type ToPublish = (String, LocalFile, Option<ChunkHash>);
+
+/// Files whose changes a pass hashes, then publishes, at a time (or fewer, up to
+/// [`PUBLISH_GROUP_BYTES`] of content).
+const PUBLISH_GROUP: usize = 1_000;
+
+/// Content a pass hashes, then publishes, at a time (a group ends with the file that passes
+/// it).
+const PUBLISH_GROUP_BYTES: u64 = 64 << 20;
+
 /// What a pass decided for one path.
 enum Plan {
-    /// Publish the local file or directory.
-    Publish(LocalFile),
     /// Publish a tombstone for the entry.
     Tombstone(EntryId),
     /// Write the remote file (after keeping the local one as a conflict copy, if set).
@@ -663,19 +674,51 @@ impl Mapper {
             plans.push((key, plan));
         }
 
-        // Hash the local files that changed: publish, adopt, or lose to the feed's version.
-        let to_hash: Vec<LocalFile> = publish_check
+        // Hash the local files that changed, a group at a time: publish, adopt, or lose to the
+        // feed's version. Each group's new versions are published as soon as it is hashed, so
+        // the engine uploads and pushes them while the next group is read.
+        let deleted = self.deleted_manifests(&plans);
+        let mut published = 0;
+        let mut checks = publish_check.into_iter().peekable();
+        while checks.peek().is_some() {
+            let mut group = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(t) =
+                checks.next_if(|_| group.len() < PUBLISH_GROUP && bytes < PUBLISH_GROUP_BYTES)
+            {
+                bytes += t.local.size;
+                group.push(t);
+            }
+            let (decided, publish) = self.hash_and_decide(&client, group, &remote).await?;
+            plans.extend(decided);
+            published += self.publish(&client, publish, &deleted, &seen).await?;
+        }
+        self.execute(&client, plans, &remote, &seen, local.len(), published)
+            .await
+    }
+
+    /// Hashes the changed local files of `group` and decides what becomes of each: the plans,
+    /// and apart from them the versions to publish (with their manifests).
+    async fn hash_and_decide(
+        &mut self,
+        client: &MeshClient,
+        group: Vec<ToHash>,
+        remote: &RemoteFiles,
+    ) -> Result<(Vec<(String, Plan)>, Vec<ToPublish>)> {
+        let to_hash: Vec<LocalFile> = group
             .iter()
             .filter(|t| t.local.kind == FileKind::File)
             .map(|t| t.local.clone())
             .collect();
-        let hashed = self.ingest(&client, to_hash).await?;
+        let hashed = self.ingest(client, to_hash).await?;
+        let mut plans = Vec::new();
+        let mut publish = Vec::new();
         for ToHash {
             key,
             local: l,
             remote_changed,
             remote_version,
-        } in publish_check
+        } in group
         {
             let i = self.index.get(&key);
             let live = remote
@@ -704,7 +747,8 @@ impl Mapper {
                 }
                 // The same content, renamed here in case: the rename is the newer change.
                 (true, Some(meta)) if meta.manifest == manifest && meta.kind == l.kind => {
-                    Plan::Publish(l)
+                    publish.push((key, l, manifest));
+                    continue;
                 }
                 (true, Some(meta)) => Plan::Write {
                     meta: meta.clone(),
@@ -724,18 +768,99 @@ impl Mapper {
                         let v = i.map(|i| i.version.clone()).unwrap_or_default();
                         Plan::Adopt(IndexRecord::of(&l, manifest, v))
                     } else {
-                        Plan::Publish(l)
+                        publish.push((key, l, manifest));
+                        continue;
                     }
                 }
             };
             plans.push((key, plan));
         }
-        let manifests_of: HashMap<String, ChunkHash> = hashed
-            .into_iter()
-            .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
-            .collect();
-        self.execute(&client, plans, &manifests_of, &remote, &seen, local.len())
-            .await
+        Ok((plans, publish))
+    }
+
+    /// The manifests of the files `plans` delete, with their paths: a new file with one of
+    /// these manifests is published as renamed from that path.
+    fn deleted_manifests(&self, plans: &[(String, Plan)]) -> HashMap<ChunkHash, FilePath> {
+        plans
+            .iter()
+            .filter_map(|(k, p)| match p {
+                Plan::Tombstone(_) => self
+                    .index
+                    .get(k)
+                    .and_then(|i| i.manifest.map(|m| (m, i.path.clone()))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Publishes local files and directories (with their manifests), each only if its entry
+    /// is still as the pass read it, and records what was written in the index. Gives how
+    /// many were asked to be published (none when this user may not write).
+    async fn publish(
+        &mut self,
+        client: &MeshClient,
+        files: Vec<ToPublish>,
+        deleted: &HashMap<ChunkHash, FilePath>,
+        versions: &HashMap<EntryId, String>,
+    ) -> Result<usize> {
+        if files.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = client.check(&self.folder, Action::CreateEntry).await {
+            self.report_once(
+                String::new(),
+                format!("local changes are not published: {e}"),
+                false,
+            );
+            return Ok(0);
+        }
+        let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::with_capacity(files.len());
+        let mut by_id: HashMap<EntryId, ToPublish> = HashMap::with_capacity(files.len());
+        for (key, l, manifest) in files {
+            let meta = FileMeta {
+                path: l.path.clone(),
+                kind: l.kind,
+                size: l.size,
+                mtime_ns: l.mtime_ns,
+                mode: l.mode,
+                manifest,
+                renamed_from: manifest.and_then(|m| deleted.get(&m).cloned()),
+            };
+            let draft = EntryDraft {
+                title: l.path.to_string(),
+                content: mesh_core::content::JsonContent::from(
+                    &serde_json::to_value(&meta).map_err(mesh_core::CoreError::from)?,
+                ),
+                media: manifest.map(|m| MediaRef {
+                    hash: m.to_string(),
+                    content_type: "application/octet-stream".into(),
+                    length: l.size,
+                }),
+            };
+            drafts.push((l.path.entry_id(), draft));
+            by_id.insert(l.path.entry_id(), (key, l, manifest));
+        }
+        let asked = drafts.len();
+        let feed = files_feed();
+        for batch in drafts.chunks(1000) {
+            // Each entry only if it is still as this pass read it: a version that arrived
+            // since (a sync runs beside the pass) is not overwritten unseen; the next pass
+            // meets it (and keeps a conflict copy if the two differ).
+            let still = as_read(versions, batch.iter().map(|(id, _)| id));
+            let (written, changed) = client
+                .put_many_where(&self.folder, &feed, batch.to_vec(), still)
+                .await?;
+            for id in changed {
+                tracing::debug!(entry = %id, "changed since the pass read it; left to the next pass");
+            }
+            for e in written {
+                if let Some((key, l, m)) = by_id.remove(e.entry_id()) {
+                    let rec = IndexRecord::of(&l, m, entry_version(&e));
+                    self.set_index(key, rec)?;
+                }
+            }
+        }
+        Ok(asked)
     }
 
     /// The folder's `files` entries by fold key: the entry and its checked metadata (`None`
@@ -789,54 +914,17 @@ impl Mapper {
         &mut self,
         client: &MeshClient,
         plans: Vec<(String, Plan)>,
-        manifests: &HashMap<String, ChunkHash>,
         remote: &RemoteFiles,
         versions: &HashMap<EntryId, String>,
         seen: usize,
+        published: usize,
     ) -> Result<()> {
-        let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
-        let mut published_recs: Vec<(String, LocalFile, Option<ChunkHash>)> = Vec::new();
         let mut tombstones: Vec<(String, EntryId)> = Vec::new();
         let mut jobs: Vec<WriteJob> = Vec::new();
         let mut dirs: Vec<(String, FileMeta, String)> = Vec::new();
         let mut removals: Vec<(String, LocalFile)> = Vec::new();
-        let deleted_manifests: HashMap<ChunkHash, FilePath> = plans
-            .iter()
-            .filter_map(|(k, p)| match p {
-                Plan::Tombstone(_) => self
-                    .index
-                    .get(k)
-                    .and_then(|i| i.manifest.map(|m| (m, i.path.clone()))),
-                _ => None,
-            })
-            .collect();
         for (key, plan) in plans {
             match plan {
-                Plan::Publish(l) => {
-                    let manifest = manifests.get(l.path.as_str()).copied();
-                    let meta = FileMeta {
-                        path: l.path.clone(),
-                        kind: l.kind,
-                        size: l.size,
-                        mtime_ns: l.mtime_ns,
-                        mode: l.mode,
-                        manifest,
-                        renamed_from: manifest.and_then(|m| deleted_manifests.get(&m).cloned()),
-                    };
-                    let draft = EntryDraft {
-                        title: l.path.to_string(),
-                        content: mesh_core::content::JsonContent::from(
-                            &serde_json::to_value(&meta).map_err(mesh_core::CoreError::from)?,
-                        ),
-                        media: manifest.map(|m| MediaRef {
-                            hash: m.to_string(),
-                            content_type: "application/octet-stream".into(),
-                            length: l.size,
-                        }),
-                    };
-                    drafts.push((l.path.entry_id(), draft));
-                    published_recs.push((key, l, manifest));
-                }
                 Plan::Tombstone(id) => tombstones.push((key, id)),
                 Plan::Write {
                     meta,
@@ -877,43 +965,10 @@ impl Mapper {
                 }
             }
         }
-        let published = drafts.len() + tombstones.len();
+        let published = published + tombstones.len();
 
-        // Publish local changes.
+        // Publish local deletions.
         let feed = files_feed();
-        if !drafts.is_empty() {
-            if let Err(e) = client.check(&self.folder, Action::CreateEntry).await {
-                self.report_once(
-                    String::new(),
-                    format!("local changes are not published: {e}"),
-                    false,
-                );
-                published_recs.clear();
-                drafts.clear();
-            }
-        }
-        let mut by_id: HashMap<EntryId, (String, LocalFile, Option<ChunkHash>)> = published_recs
-            .into_iter()
-            .map(|(k, l, m)| (l.path.entry_id(), (k, l, m)))
-            .collect();
-        for batch in drafts.chunks(1000) {
-            // Each entry only if it is still as this pass read it: a version that arrived
-            // since (a sync runs beside the pass) is not overwritten unseen; the next pass
-            // meets it (and keeps a conflict copy if the two differ).
-            let still = as_read(versions, batch.iter().map(|(id, _)| id));
-            let (written, changed) = client
-                .put_many_where(&self.folder, &feed, batch.to_vec(), still)
-                .await?;
-            for id in changed {
-                tracing::debug!(entry = %id, "changed since the pass read it; left to the next pass");
-            }
-            for e in written {
-                if let Some((key, l, m)) = by_id.remove(e.entry_id()) {
-                    let rec = IndexRecord::of(&l, m, entry_version(&e));
-                    self.set_index(key, rec)?;
-                }
-            }
-        }
         // Deletions in batches, like creations: one transaction for many tombstones.
         for batch in tombstones.chunks(1000) {
             let ids: Vec<EntryId> = batch.iter().map(|(_, id)| id.clone()).collect();

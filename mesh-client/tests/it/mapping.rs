@@ -1018,6 +1018,58 @@ async fn one_pass_writes_every_group_of_remote_files() {
     assert_eq!(applied, 2_505, "2,500 files and 5 directories");
 }
 
+/// A pass publishes the changed files it hashes a group at a time (1,000 files): the first
+/// group's entries are in the feed, for the engine to upload and push, before the pass reads
+/// a file of the next group, rather than once it has read every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_publishes_each_group_of_files_before_reading_the_next() {
+    use mesh_client::mapping::faults;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = pair().await;
+    // (The mapping's first pass has ended: every file below is read by the pass timed here.)
+    p.a.rescan(&p.folder).await.unwrap();
+    for f in 0..1_200u64 {
+        std::fs::write(p.da.path().join(format!("f{f:04}")), noise(f + 1, 64)).unwrap();
+    }
+    let files: mesh_core::id::FeedName = "files".parse().unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let published_then: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
+    let (c, folder, runtime) = (
+        p.a.clone(),
+        p.folder.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let (count, then, feed) = (reads.clone(), published_then.clone(), files.clone());
+    faults::set_hook(p.da.path(), move |moment, _| {
+        if moment == faults::Moment::Read && count.fetch_add(1, Ordering::SeqCst) == 1_000 {
+            // (The hook runs on the pass's blob thread: the query runs on a thread of its own.)
+            let (c, folder, feed, runtime) =
+                (c.clone(), folder.clone(), feed.clone(), runtime.clone());
+            let held = std::thread::spawn(move || {
+                runtime.block_on(c.query(&folder, &feed, mesh_core::model::Query::new()))
+            })
+            .join()
+            .unwrap()
+            .unwrap()
+            .len();
+            *then.lock().unwrap() = Some(held);
+        }
+    });
+    p.a.rescan(&p.folder).await.unwrap();
+    faults::clear_hooks(p.da.path());
+    assert_eq!(reads.load(Ordering::SeqCst), 1_200);
+    assert_eq!(
+        *published_then.lock().unwrap(),
+        Some(1_000),
+        "the first group is published before the 1,001st file is read"
+    );
+    let all =
+        p.a.query(&p.folder, &files, mesh_core::model::Query::new())
+            .await
+            .unwrap();
+    assert_eq!(all.len(), 1_200);
+}
+
 /// A remote file whose content no remote served (a blob still uploading, a remote that had
 /// lost it) is tried again by itself a little later: no new version announces that the
 /// content is there now, and the rescan interval is an hour.
