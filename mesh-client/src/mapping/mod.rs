@@ -864,9 +864,10 @@ impl Mapper {
     }
 
     /// The folder's `files` entries by fold key: the entry and its checked metadata (`None`
-    /// for a tombstone or an entry that was refused); and the version of every entry read
-    /// (refused ones too), which the pass's publications expect to find unchanged. Reads only
-    /// the changes since the last pass read the feed ([`remote::FeedRead`]).
+    /// for a tombstone; entries that were refused are reported and left out); and the version
+    /// of every entry read (refused ones too), which the pass's publications expect to find
+    /// unchanged. Reads only the changes since the last pass read the feed
+    /// ([`remote::FeedRead`]).
     async fn remote_entries(
         &mut self,
         client: &MeshClient,
