@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use mesh_core::model::FilePath;
 
-use super::index::entry_version;
 use super::scan::{self, LocalFile};
 use super::{apply, Mapper};
 use crate::error::{ClientError, Result};
@@ -37,7 +36,7 @@ impl Mapper {
             // The feed still has the version this device last agreed on: the local name is
             // the newer one (published by the pass). When the feed changed too, its name wins
             // and the local content is kept as a conflict copy if it differs.
-            if i.is_some_and(|i| i.path == meta.path && i.version == entry_version(e)) {
+            if i.is_some_and(|i| i.path == meta.path && i.version == e.version()) {
                 continue;
             }
             moves.push((key.clone(), l.path.clone(), meta.path.clone()));

@@ -494,12 +494,12 @@ impl Mapper {
                 continue;
             }
             let mine = e
-                .conflicts
+                .conflicts()
                 .iter()
                 .find(|c| !c.sync.deleted && written_by(&c.sync, &me));
             if let Some(c) = mine {
                 revivals.push((e.entry_id().clone(), draft_of(&c.content)));
-            } else if e.conflicts.iter().any(|c| !c.sync.deleted) {
+            } else if e.conflicts().iter().any(|c| !c.sync.deleted) {
                 tracing::debug!(path = %key, "waiting for an edit to win over a deletion");
             }
         }
@@ -510,7 +510,8 @@ impl Mapper {
                 .await?;
             (remote, seen) = self.remote_entries(&client).await?;
         }
-        remote.retain(|_, (_, e)| !(e.is_deleted() && e.conflicts.iter().any(|c| !c.sync.deleted)));
+        remote
+            .retain(|_, (_, e)| !(e.is_deleted() && e.conflicts().iter().any(|c| !c.sync.deleted)));
 
         let mut keys: BTreeSet<String> = local.keys().cloned().collect();
         keys.extend(self.index.keys().cloned());
@@ -534,7 +535,7 @@ impl Mapper {
                 // A local case-only rename the feed has not seen is published below; any
                 // other difference in case is one `follow_case` could not settle.
                 let newer_here = i.is_some_and(|i| {
-                    i.path == meta.path && r.is_some_and(|(_, e)| entry_version(e) == i.version)
+                    i.path == meta.path && r.is_some_and(|(_, e)| e.version() == i.version)
                 });
                 if let Some(l) = l {
                     if l.path != meta.path && !newer_here {
@@ -552,7 +553,7 @@ impl Mapper {
                 (Some(l), Some(i)) => !i.matches(l),
                 _ => true,
             };
-            let remote_version = r.map(|(_, e)| entry_version(e));
+            let remote_version = r.map(|(_, e)| e.version().to_owned());
             let remote_changed = match (&remote_version, i) {
                 (Some(v), Some(i)) => *v != i.version,
                 (Some(_), None) => r.is_some_and(|(_, e)| !e.is_deleted()),
@@ -590,9 +591,11 @@ impl Mapper {
                         // Did this device's version lose a FeedSync conflict, holding content
                         // the winner's writer did not knowingly replace?
                         let lost = i.is_some_and(|i| {
-                            r_entry.conflicts.iter().any(|c| {
+                            r_entry.conflicts().iter().any(|c| {
                                 version_key(&c.sync) == i.version && written_by(&c.sync, &me)
-                            }) && !i.loss_is_known_to(&r_entry.sync)
+                            }) && !r_entry
+                                .with_conflicts()
+                                .is_some_and(|e| i.loss_is_known_to(&e.sync))
                         });
                         let same_content = i.is_some_and(|i| {
                             i.kind == meta.kind && i.manifest == meta.manifest && l.is_some()
@@ -1248,6 +1251,9 @@ impl Mapper {
         let mut drafts: Vec<(EntryId, EntryDraft)> = Vec::new();
         let mut keys: HashMap<EntryId, String> = HashMap::new();
         for (key, (meta, e)) in remote {
+            let Some(e) = e.with_conflicts() else {
+                continue;
+            };
             if meta.is_none() || !e.conflicts.iter().any(|c| written_by(&c.sync, &me)) {
                 continue;
             }
@@ -1265,7 +1271,7 @@ impl Mapper {
         // them, while every version is still a deletion.
         let tombs: Vec<&Entry> = remote
             .values()
-            .map(|(_, e)| &**e)
+            .filter_map(|(_, e)| e.with_conflicts())
             .filter(|e| {
                 e.is_deleted()
                     && e.conflicts.iter().all(|c| c.sync.deleted)
@@ -1307,7 +1313,10 @@ impl Mapper {
                     let Some(key) = keys.remove(e.entry_id()) else {
                         continue;
                     };
-                    let acked = remote.get(&key).and_then(|(_, read)| read.sync.topmost());
+                    let acked = remote
+                        .get(&key)
+                        .and_then(|(_, read)| read.with_conflicts())
+                        .and_then(|read| read.sync.topmost());
                     if let (Some(mut rec), Some(acked)) = (self.index.get(&key).cloned(), acked) {
                         rec.version = entry_version(&e);
                         rec.acknowledged = Some(HistoryItem {

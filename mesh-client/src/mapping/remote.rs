@@ -11,14 +11,63 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mesh_core::id::EntryId;
-use mesh_core::model::{Entry, FeedKey, FileMeta};
+use mesh_core::model::{Entry, EntryVersion, FeedKey, FileMeta};
 use mesh_core::store::{Cursor, Store};
 
 use super::index::{entry_version, IndexRecord};
 
 /// The feed's entries for a pass, by fold key: each with its checked metadata (`None` for a
 /// tombstone).
-pub(super) type RemoteFiles = BTreeMap<String, (Option<FileMeta>, Arc<Entry>)>;
+pub(super) type RemoteFiles = BTreeMap<String, (Option<FileMeta>, Arc<RemoteEntry>)>;
+
+/// A feed entry as a pass needs it: its id, its winning version and whether that is a
+/// deletion; the whole entry only while it holds conflicts, which a pass settles from their
+/// versions. (Most entries have none: the feed as read is kept for as long as the mapping
+/// runs, at a fraction of what the decoded entries would take.)
+#[derive(Debug, PartialEq)]
+pub(super) struct RemoteEntry {
+    id: EntryId,
+    version: String,
+    deleted: bool,
+    /// Present exactly when the entry holds conflicts (boxed: most entries have none).
+    full: Option<Box<Entry>>,
+}
+
+impl RemoteEntry {
+    fn of(entry: Entry) -> Self {
+        RemoteEntry {
+            id: entry.entry_id().clone(),
+            version: entry_version(&entry),
+            deleted: entry.is_deleted(),
+            full: (!entry.conflicts.is_empty()).then(|| Box::new(entry)),
+        }
+    }
+
+    /// The entry's id.
+    pub(super) fn entry_id(&self) -> &EntryId {
+        &self.id
+    }
+
+    /// The key of its winning version ([`entry_version`]).
+    pub(super) fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Whether its winning version is a deletion.
+    pub(super) fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The versions that lost to the winner (none for most entries).
+    pub(super) fn conflicts(&self) -> &[EntryVersion] {
+        self.full.as_ref().map_or(&[], |e| e.conflicts.as_slice())
+    }
+
+    /// The whole entry, when it holds conflicts.
+    pub(super) fn with_conflicts(&self) -> Option<&Entry> {
+        self.full.as_deref()
+    }
+}
 
 /// The `files` feed as read so far.
 #[derive(Debug, Default)]
@@ -32,7 +81,7 @@ pub(super) struct FeedRead {
 /// One entry as read, and what the mapping made of it.
 #[derive(Debug)]
 struct Read {
-    entry: Arc<Entry>,
+    entry: Arc<RemoteEntry>,
     made: Made,
 }
 
@@ -131,7 +180,7 @@ impl FeedRead {
             self.entries.insert(
                 entry.entry_id().clone(),
                 Read {
-                    entry: Arc::new(entry),
+                    entry: Arc::new(RemoteEntry::of(entry)),
                     made,
                 },
             );
@@ -149,7 +198,7 @@ impl FeedRead {
         let mut versions = HashMap::with_capacity(self.entries.len());
         let mut refused = Vec::new();
         for (id, read) in &self.entries {
-            versions.insert(id.clone(), entry_version(&read.entry));
+            versions.insert(id.clone(), read.entry.version.clone());
             match &read.made {
                 Made::Live(meta) => {
                     files.insert(
@@ -379,6 +428,52 @@ mod tests {
         let view = read.view(&index);
         assert!(same_view(&view, &listed(&other).view(&index)));
         assert_eq!(view.files.len(), 2);
+    }
+
+    /// Only an entry with conflicts is kept whole: for the others the view keeps what a pass
+    /// reads of them (id, winning version, deletion), not their content and history.
+    #[test]
+    fn only_entries_in_conflict_are_kept_whole() {
+        let mut store = MemoryStore::new("dev-a-replica".parse().unwrap());
+        write(&mut store, 0, How::Live, 0);
+        // Two devices create file 1 at the same moment: one version wins, one is a conflict.
+        let p = path(1);
+        let version = |device: &str, title: &str| {
+            let when = Timestamp::from_unix(1_700_000_000).unwrap();
+            let data = EntryData {
+                title: title.into(),
+                content: JsonContent::from(&meta(&p)),
+                media: None,
+                author: "ann".parse().unwrap(),
+                published: when,
+                updated: when,
+            };
+            feedsync::create(
+                p.entry_id(),
+                &Stamp::new(device.parse::<DeviceId>().unwrap(), when),
+                data,
+            )
+        };
+        let merged = feedsync::merge(Some(&version("dev-a", "one")), version("dev-b", "two"))
+            .unwrap()
+            .item
+            .expect("the merge keeps both");
+        assert_eq!(merged.conflicts.len(), 1);
+        let mut tx = store.begin().unwrap();
+        tx.put(&files(), merged.clone(), None).unwrap();
+        tx.commit().unwrap();
+
+        let mut read = FeedRead::default();
+        read.apply(read_changes(&store, &files(), Cursor::ZERO).unwrap());
+        let view = read.view(&BTreeMap::new());
+        let plain = &view.files[&path(0).fold_key()].1;
+        assert!(plain.with_conflicts().is_none() && plain.conflicts().is_empty());
+        assert!(!plain.is_deleted());
+        let torn = &view.files[&p.fold_key()].1;
+        assert_eq!(torn.with_conflicts(), Some(&merged));
+        assert_eq!(torn.conflicts().len(), 1);
+        assert_eq!(torn.version(), entry_version(&merged));
+        assert_eq!(view.versions[&p.entry_id()], entry_version(&merged));
     }
 
     /// Each part of the view, for the kinds of entries a feed holds.
