@@ -87,8 +87,8 @@ struct Read {
 
 #[derive(Debug)]
 enum Made {
-    /// A live entry whose metadata passed [`check_entry`].
-    Live(FileMeta),
+    /// A live entry whose metadata passed [`check_entry`], with its path's fold key.
+    Live { key: String, meta: FileMeta },
     /// A tombstone, with the fold key of the path its own metadata names, when that path is
     /// the entry's (otherwise the key is the one this device's index has for the entry).
     Deleted(Option<String>),
@@ -165,7 +165,10 @@ impl FeedRead {
                 Made::Deleted(own)
             } else {
                 match check_entry(&entry) {
-                    Ok(meta) => Made::Live(meta),
+                    Ok(meta) => Made::Live {
+                        key: meta.path.fold_key(),
+                        meta,
+                    },
                     Err(reason) => {
                         let shown = serde_json::from_str::<serde_json::Value>(
                             entry.content.content.as_str(),
@@ -200,11 +203,8 @@ impl FeedRead {
         for (id, read) in &self.entries {
             versions.insert(id.clone(), read.entry.version.clone());
             match &read.made {
-                Made::Live(meta) => {
-                    files.insert(
-                        meta.path.fold_key(),
-                        (Some(meta.clone()), read.entry.clone()),
-                    );
+                Made::Live { key, meta } => {
+                    files.insert(key.clone(), (Some(meta.clone()), read.entry.clone()));
                 }
                 Made::Deleted(Some(key)) => {
                     files.insert(key.clone(), (None, read.entry.clone()));
