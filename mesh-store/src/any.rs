@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{
-    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, MemoryStore, Store, StoreTxn, SyncState,
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Incoming, MemoryStore, Store, StoreTxn,
+    SyncState,
 };
 use mesh_core::Result as CoreResult;
 
@@ -189,6 +190,14 @@ impl StoreTxn for AnyTxn<'_> {
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
         each_txn!(self, t => t.put(feed, entry, origin))
+    }
+    fn put_incoming(
+        &mut self,
+        feed: &FeedKey,
+        entry: Incoming,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        each_txn!(self, t => t.put_incoming(feed, entry, origin))
     }
     fn set_sync_state(
         &mut self,

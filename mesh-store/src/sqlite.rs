@@ -52,7 +52,7 @@ use std::time::Duration;
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{
-    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Store, StoreTxn, SyncState,
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Incoming, Store, StoreTxn, SyncState,
 };
 use mesh_core::CoreError;
 use rusqlite::{
@@ -1249,39 +1249,20 @@ impl SqliteTxn<'_> {
         );
         Ok(feed_id)
     }
-}
 
-impl StoreTxn for SqliteTxn<'_> {
-    fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
-        let found = match self.feeds.get(feed) {
-            // The feed's row id is known: skip the key lookup.
-            Some(f) => {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached(SQL_GET_BY_FEED_ID)
-                    .map_err(db("get"))?;
-                let mut rows = stmt
-                    .query(params![f.feed_id, id.as_str()])
-                    .map_err(db("get"))?;
-                first_entry(&mut rows, &feed.to_string(), "get")?
-            }
-            None => get_entry(&self.tx, feed, id)?,
-        };
-        self.absent = found.is_none().then(|| (feed.clone(), id.clone()));
-        Ok(found.map(Cow::Owned))
-    }
-
-    fn put(
+    /// Stores `entry`, whose JSON is `body`, at the feed's next position (see
+    /// [`StoreTxn::put`]).
+    fn put_json(
         &mut self,
         feed: &FeedKey,
-        entry: Entry,
+        entry: &Entry,
+        body: &str,
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
         let next = |n| rows::next_number("sqlite", n);
         let seq = next(self.last_seq)?;
         let feed_id = self.feed_id(feed)?;
         let pos = next(self.feeds.get(feed).map_or(0, |f| f.head.0))?;
-        let body = serde_json::to_string(&entry)?;
         let args = params![
             seq_to_sql(seq),
             origin.map(ReplicaId::as_str),
@@ -1324,6 +1305,52 @@ impl StoreTxn for SqliteTxn<'_> {
         }
         self.last_seq = seq.0;
         Ok(pos)
+    }
+}
+
+impl StoreTxn for SqliteTxn<'_> {
+    fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
+        let found = match self.feeds.get(feed) {
+            // The feed's row id is known: skip the key lookup.
+            Some(f) => {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached(SQL_GET_BY_FEED_ID)
+                    .map_err(db("get"))?;
+                let mut rows = stmt
+                    .query(params![f.feed_id, id.as_str()])
+                    .map_err(db("get"))?;
+                first_entry(&mut rows, &feed.to_string(), "get")?
+            }
+            None => get_entry(&self.tx, feed, id)?,
+        };
+        self.absent = found.is_none().then(|| (feed.clone(), id.clone()));
+        Ok(found.map(Cow::Owned))
+    }
+
+    fn put(
+        &mut self,
+        feed: &FeedKey,
+        entry: Entry,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        let body = serde_json::to_string(&entry)?;
+        self.put_json(feed, &entry, &body, origin)
+    }
+
+    fn put_incoming(
+        &mut self,
+        feed: &FeedKey,
+        entry: Incoming,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        match entry.into_parts() {
+            (entry, Some(body)) => {
+                debug_assert_eq!(serde_json::to_string(&entry).ok(), Some(body.clone()));
+                self.put_json(feed, &entry, &body, origin)
+            }
+            (entry, None) => self.put(feed, entry, origin),
+        }
     }
 
     fn set_sync_state(

@@ -27,7 +27,7 @@ use crate::error::{CoreError, Result};
 use crate::feedsync::{self, MergeOutcome, Merged, Stamp};
 use crate::id::{DeviceId, EntryId, RemoteId, ReplicaId, UserId};
 use crate::model::{Entry, EntryData, EntryDraft, FeedKey};
-use crate::store::{ChangePage, Cursor, Store, StoreTxn, SyncState};
+use crate::store::{ChangePage, Cursor, Incoming, Store, StoreTxn, SyncState};
 use crate::time::Timestamp;
 use crate::trust::{self, PublicKey, SecretKey};
 
@@ -417,19 +417,26 @@ impl<S: Store> Replica<S> {
     /// gate refuses with a per-entry error (see [`is_refusal`]) is left out (reported
     /// `Unchanged`, with the refusal) while the rest of the batch is merged; any other error
     /// aborts the whole batch.
+    ///
+    /// An incoming entry that carries its JSON ([`Incoming::encoded`]) and is stored as it
+    /// came (no local version kept beside it, no conflicts) is written as that JSON.
     pub fn merge_batch_filtered(
         &mut self,
         feed: &FeedKey,
-        incoming: Vec<Entry>,
+        incoming: Vec<Incoming>,
         origin: Option<&ReplicaId>,
         gate: &mut dyn MergeGate,
     ) -> Result<Vec<(MergeReport, Option<CoreError>)>> {
-        check_unique(feed, &incoming)?;
+        check_unique(feed, incoming.iter().map(Incoming::entry))?;
         let mut tx = self.store.begin()?;
-        let ids: Vec<EntryId> = incoming.iter().map(|e| e.sync.id.clone()).collect();
+        let ids: Vec<EntryId> = incoming.iter().map(|e| e.entry().sync.id.clone()).collect();
         tx.prefetch(feed, &ids)?;
         let mut out = Vec::with_capacity(incoming.len());
-        for entry in incoming {
+        for incoming in incoming {
+            let (entry, json) = incoming.into_parts();
+            // One version, no conflicts: stored as it came exactly when the merge keeps it
+            // verbatim (the item is then that version, moved).
+            let single = entry.conflicts.is_empty();
             let id = entry.sync.id.clone();
             let mut report = MergeReport {
                 id,
@@ -462,8 +469,12 @@ impl<S: Store> Replica<S> {
                 report.outcome = merged.outcome;
                 if let Some(item) = merged.item {
                     report.deleted = item.sync.deleted;
-                    let origin = if merged.verbatim { origin } else { None };
-                    report.seq = Some(tx.put(feed, item, origin)?);
+                    report.seq = Some(if merged.verbatim {
+                        let json = json.filter(|_| single);
+                        tx.put_incoming(feed, Incoming::rejoin(item, json), origin)?
+                    } else {
+                        tx.put(feed, item, None)?
+                    });
                 }
             }
             out.push((report, refused));
@@ -481,7 +492,7 @@ impl<S: Store> Replica<S> {
         origin: Option<&ReplicaId>,
         state: Option<(&RemoteId, &SyncState)>,
     ) -> Result<Vec<MergeReport>> {
-        check_unique(feed, &incoming)?;
+        check_unique(feed, incoming.iter())?;
         let mut tx = self.store.begin()?;
         let ids: Vec<EntryId> = incoming.iter().map(|e| e.sync.id.clone()).collect();
         tx.prefetch(feed, &ids)?;
@@ -547,7 +558,10 @@ fn not_found(id: &EntryId) -> CoreError {
 }
 
 /// Refuses a batch that names one sync id twice.
-fn check_unique(feed: &FeedKey, incoming: &[Entry]) -> Result<()> {
+fn check_unique<'a>(
+    feed: &FeedKey,
+    incoming: impl ExactSizeIterator<Item = &'a Entry>,
+) -> Result<()> {
     if incoming.len() > 1 {
         let mut seen = HashSet::with_capacity(incoming.len());
         for e in incoming {

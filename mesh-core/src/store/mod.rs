@@ -14,6 +14,7 @@
 //! orders).
 
 mod change;
+mod incoming;
 mod memory;
 pub mod suite;
 
@@ -22,6 +23,7 @@ use std::borrow::Cow;
 pub use change::{
     Change, ChangePage, Cursor, EncodedChange, EncodedPage, FeedHead, FeedMoved, SyncState,
 };
+pub use incoming::Incoming;
 pub use memory::MemoryStore;
 
 use crate::error::Result;
@@ -171,6 +173,18 @@ pub trait StoreTxn {
     /// position, which is returned; the change also takes the replica's next replica-wide
     /// number. `origin` is the replica it came from verbatim, if any.
     fn put(&mut self, feed: &FeedKey, entry: Entry, origin: Option<&ReplicaId>) -> Result<Cursor>;
+
+    /// [`StoreTxn::put`] of an [`Incoming`] entry: a store that keeps entries as their JSON
+    /// stores the JSON made ahead, when there is one, instead of encoding the entry again.
+    /// The default encodes as `put` does.
+    fn put_incoming(
+        &mut self,
+        feed: &FeedKey,
+        entry: Incoming,
+        origin: Option<&ReplicaId>,
+    ) -> Result<Cursor> {
+        self.put(feed, entry.into_parts().0, origin)
+    }
 
     /// Records the sync state of one feed with one remote.
     fn set_sync_state(

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::header::ACCEPT_ENCODING;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use mesh_core::model::{names, Scope};
+use mesh_core::id::ReplicaId;
+use mesh_core::model::{names, FeedKey, Scope};
+use mesh_core::store::Incoming;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{guard, EncodedChanges, Request, Response as SyncResponse};
 use mesh_core::trust;
@@ -63,8 +65,8 @@ pub(crate) async fn sync(
     // The signatures of the pusher's own devices are checked first, on every core and outside
     // the folder's lock: the next page of a pipelined push verifies while this one merges,
     // and under the lock only the rules around the signatures remain (against the same
-    // keyring, read once).
-    let (request, checked, ring) = match request {
+    // keyring, read once). The entries' JSON, as the store keeps it, is made there too.
+    let (job, checked, ring) = match request {
         Request::Push {
             from,
             feed,
@@ -75,33 +77,34 @@ pub(crate) async fn sync(
                 let ring = keys.keyring();
                 let checked =
                     trust::check_signatures(&*ring, &who, &feed, &entries, verify_threads());
-                (
-                    Request::Push {
+                let entries = entries
+                    .into_iter()
+                    .map(Incoming::encoded)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, mesh_core::CoreError>((
+                    Job::Push {
                         from,
                         feed,
                         entries,
                     },
                     checked,
                     Some(ring),
-                )
+                ))
             })
-            .await?
+            .await??
         }
-        other => (other, trust::Checked::default(), None),
+        other => (Job::Other(other), trust::Checked::default(), None),
     };
     let quotas = state.0.config.quotas.clone();
     let purge_state = state.clone();
     // A push writes one feed: its folder's writers take turns (across processes too).
-    let scope = match &request {
-        Request::Push { feed, .. } => Some(scope_of(feed)),
-        _ => None,
-    };
+    let scope = job.pushed().map(|(feed, _)| scope_of(feed));
     let keyring = move || ring.unwrap_or_else(|| keys.keyring());
     let work = move |r: &mut mesh_core::replica::Replica<mesh_store::AnyStore>,
                      keyring: std::sync::Arc<dyn trust::Keyring + Send + Sync>| {
         // The first write to a folder's members feed creates the folder.
-        if let Request::Push { feed, entries, .. } = &request {
-            let members = !entries.is_empty() && feed.name.as_str() == names::MEMBERS;
+        if let Some((feed, n)) = job.pushed() {
+            let members = n > 0 && feed.name.as_str() == names::MEMBERS;
             if let (true, Scope::Folder(f)) = (members, &feed.scope) {
                 if let Err(e) = crate::quota::check_new_folder(r, &quotas, &user, f)? {
                     return Ok(Err(e));
@@ -109,27 +112,27 @@ pub(crate) async fn sync(
             }
         }
         // Where the pushed feed stood: a small push's changes travel in its notification.
-        let before = match &request {
-            Request::Push { feed, entries, .. } => {
-                changes.before(r.store(), feed, entries.len())?
-            }
-            _ => None,
+        let before = match job.pushed() {
+            Some((feed, n)) => changes.before(r.store(), feed, n)?,
+            None => None,
         };
-        let response = match request {
+        let pusher = Pusher::new(&user, &*keyring)
+            .with_threads(verify_threads())
+            .with_checked(&checked);
+        let response = match job {
             // Entries pulled go out as the store keeps them, not decoded and encoded again.
-            Request::Pull {
+            Job::Other(Request::Pull {
                 from,
                 feed,
                 since,
                 limit,
-            } => Answer::Changes(guard::pull_as(r, &user, &from, feed, since, limit)?),
-            request => Answer::Message(guard::respond_as(
-                r,
-                Pusher::new(&user, &*keyring)
-                    .with_threads(verify_threads())
-                    .with_checked(&checked),
-                request,
-            )?),
+            }) => Answer::Changes(guard::pull_as(r, &user, &from, feed, since, limit)?),
+            Job::Other(request) => Answer::Message(guard::respond_as(r, pusher, request)?),
+            Job::Push {
+                from,
+                feed,
+                entries,
+            } => Answer::Message(guard::answer_push(r, pusher, &from, feed, entries)?),
         };
         if let Answer::Message(SyncResponse::Pushed { feed, results }) = &response {
             if let (names::INFO, Scope::Folder(f)) = (feed.name.as_str(), &feed.scope) {
@@ -188,6 +191,29 @@ pub(crate) async fn sync(
             Ok(answer)
         }
         Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// A sync request as the work under the lock takes it.
+enum Job {
+    /// A large push, its signatures checked and its entries' JSON made ahead.
+    Push {
+        from: ReplicaId,
+        feed: FeedKey,
+        entries: Vec<Incoming>,
+    },
+    /// Any other request, small pushes included.
+    Other(Request),
+}
+
+impl Job {
+    /// The feed a push writes, and how many entries it pushes.
+    fn pushed(&self) -> Option<(&FeedKey, usize)> {
+        match self {
+            Job::Push { feed, entries, .. } => Some((feed, entries.len())),
+            Job::Other(Request::Push { feed, entries, .. }) => Some((feed, entries.len())),
+            Job::Other(_) => None,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use deadpool_postgres::Object;
 use mesh_core::id::{EntryId, FolderId, RemoteId, ReplicaId, UserId};
 use mesh_core::model::{Entry, FeedKey, Scope};
 use mesh_core::store::{
-    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Store, StoreTxn, SyncState,
+    ChangePage, Cursor, EncodedPage, FeedHead, FeedMoved, Incoming, Store, StoreTxn, SyncState,
 };
 use mesh_core::CoreError;
 
@@ -466,6 +466,8 @@ struct Write {
     pos: Cursor,
     origin: Option<String>,
     entry: Entry,
+    /// The entry's JSON, when it came made ahead ([`Incoming`]).
+    json: Option<String>,
 }
 
 /// A transaction on a [`PgStore`]. Reads see committed rows and the transaction's own
@@ -562,7 +564,10 @@ impl PgTxn<'_> {
                 eids.push(id.as_str().to_owned());
                 positions.push(pos);
                 origins.push(w.origin.clone());
-                bodies.push(serde_json::to_string(&w.entry)?);
+                bodies.push(match &w.json {
+                    Some(json) => json.clone(),
+                    None => serde_json::to_string(&w.entry)?,
+                });
             }
             // `xmax = 0` marks a row the upsert inserted rather than updated.
             let rows = store.q(
@@ -726,6 +731,16 @@ impl StoreTxn for PgTxn<'_> {
         entry: Entry,
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
+        self.put_incoming(feed, Incoming::from(entry), origin)
+    }
+
+    fn put_incoming(
+        &mut self,
+        feed: &FeedKey,
+        entry: Incoming,
+        origin: Option<&ReplicaId>,
+    ) -> CoreResult<Cursor> {
+        let (entry, json) = entry.into_parts();
         self.ensure_begun()?;
         let next = |n| rows::next_number("postgres", n);
         let seq = next(self.last_seq)?;
@@ -755,6 +770,7 @@ impl StoreTxn for PgTxn<'_> {
                 pos,
                 origin: origin.map(|o| o.as_str().to_owned()),
                 entry,
+                json,
             },
         );
         self.heads.insert(feed.clone(), pos.0);

@@ -34,7 +34,7 @@ use crate::model::{
     authorize, names, Action, Entry, FeedKey, InvitationState, Member, Role, Scope,
 };
 use crate::replica::{MergeGate, Replica};
-use crate::store::Store;
+use crate::store::{Incoming, Store};
 use crate::sync::message::{PushResult, Request, Response};
 use crate::trust::{Checked, Keyring};
 
@@ -274,15 +274,19 @@ pub struct Judged {
 /// Entries of the `members` and `info` feeds may depend on each other (a folder's first owner,
 /// then the invitations that owner made): refused ones are looked at again after each pass
 /// that merged something, at most once per entry of the batch.
-pub fn push<S: Store>(
+///
+/// Entries may come with their JSON made ahead ([`Incoming::encoded`]): those stored as they
+/// came are written as that JSON.
+pub fn push<S: Store, E: Into<Incoming>>(
     replica: &mut Replica<S>,
     pusher: Pusher<'_>,
     origin: Option<&ReplicaId>,
     feed: &FeedKey,
-    entries: Vec<Entry>,
+    entries: Vec<E>,
 ) -> Result<Vec<Judged>> {
+    let entries: Vec<Incoming> = entries.into_iter().map(Into::into).collect();
     for e in &entries {
-        e.validate()?;
+        e.entry().validate()?;
     }
     let dependent = matches!(feed.name.as_str(), names::MEMBERS | names::INFO);
     let mut results: Vec<Judged> = entries
@@ -309,19 +313,19 @@ pub fn push<S: Store>(
     // Shapes and signatures do not depend on the other entries of the push: they are judged
     // once, up front (signatures on several threads), against what the replica holds.
     let verdicts: Vec<Option<CoreError>> = {
-        let ids: Vec<EntryId> = entries.iter().map(|e| e.sync.id.clone()).collect();
+        let ids: Vec<EntryId> = entries.iter().map(|e| e.entry().sync.id.clone()).collect();
         let locals = replica.store().get_many(feed, &ids)?;
         let shaped: Vec<Result<()>> = locals
             .iter()
             .zip(&entries)
-            .map(|(l, e)| limits::check_shape(l.as_ref(), e))
+            .map(|(l, e)| limits::check_shape(l.as_ref(), e.entry()))
             .collect();
         let pairs: Vec<(Option<&Entry>, &Entry)> = locals
             .iter()
             .zip(&entries)
             .zip(&shaped)
             .filter(|(_, s)| s.is_ok())
-            .map(|((l, e), _)| (l.as_ref(), e))
+            .map(|((l, e), _)| (l.as_ref(), e.entry()))
             .collect();
         let mut signed = crate::trust::verify_entries_with(
             pusher.keyring,
@@ -336,7 +340,7 @@ pub fn push<S: Store>(
             .map(|s| s.and_then(|()| signed.next().unwrap_or(Ok(()))).err())
             .collect()
     };
-    let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
+    let mut pending: Vec<(usize, Incoming)> = entries.into_iter().enumerate().collect();
     let mut passes = 0;
     while !pending.is_empty() {
         passes += 1;
@@ -351,7 +355,7 @@ pub fn push<S: Store>(
             }
             break;
         }
-        let (index, batch): (Vec<usize>, Vec<Entry>) = pending.into_iter().unzip();
+        let (index, batch): (Vec<usize>, Vec<Incoming>) = pending.into_iter().unzip();
         let retry = dependent.then(|| batch.clone());
         let mut gate = Gate {
             pusher,
@@ -377,7 +381,7 @@ pub fn push<S: Store>(
         }
         pending = match retry {
             Some(batch) if progress && passes <= results.len() => {
-                let mut batch: Vec<Option<Entry>> = batch.into_iter().map(Some).collect();
+                let mut batch: Vec<Option<Incoming>> = batch.into_iter().map(Some).collect();
                 refused
                     .into_iter()
                     .filter_map(|n| batch[n].take().map(|e| (index[n], e)))
@@ -559,20 +563,32 @@ pub fn respond_as<S: Store>(
             from,
             feed,
             entries,
-        } => {
-            let ids: Vec<_> = entries.iter().map(|e| e.sync.id.clone()).collect();
-            let judged = push(replica, pusher, Some(&from), &feed, entries)?;
-            let results = ids
-                .into_iter()
-                .zip(judged)
-                .map(|(id, j)| PushResult {
-                    id,
-                    outcome: j.outcome,
-                    code: j.refused.as_ref().map(|e| e.code().as_str().to_string()),
-                    refused: j.refused.map(|e| e.to_string()),
-                })
-                .collect();
-            Ok(Response::Pushed { feed, results })
-        }
+        } => answer_push(replica, pusher, &from, feed, entries),
     }
+}
+
+/// Answers a push of `entries` into `feed` from the replica `from` as [`respond_as`] does
+/// ([`push`], then the answer), for a caller that took the request apart: to make the entries'
+/// JSON ahead ([`Incoming::encoded`]) before it takes the feed's lock, say.
+pub fn answer_push<S: Store, E: Into<Incoming>>(
+    replica: &mut Replica<S>,
+    pusher: Pusher<'_>,
+    from: &ReplicaId,
+    feed: FeedKey,
+    entries: Vec<E>,
+) -> Result<Response> {
+    let entries: Vec<Incoming> = entries.into_iter().map(Into::into).collect();
+    let ids: Vec<_> = entries.iter().map(|e| e.entry().sync.id.clone()).collect();
+    let judged = push(replica, pusher, Some(from), &feed, entries)?;
+    let results = ids
+        .into_iter()
+        .zip(judged)
+        .map(|(id, j)| PushResult {
+            id,
+            outcome: j.outcome,
+            code: j.refused.as_ref().map(|e| e.code().as_str().to_string()),
+            refused: j.refused.map(|e| e.to_string()),
+        })
+        .collect();
+    Ok(Response::Pushed { feed, results })
 }
