@@ -1,6 +1,6 @@
 //! The background sync engine: one task per remote.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -911,7 +911,6 @@ fn receive_here(
     events: &broadcast::Sender<Event>,
     known: &transfer::KnownObjects,
 ) -> Received {
-    let conflicted = conflicted_here(r.store(), &response);
     let evs = match relayer {
         Some(peer) => {
             let ring = lock_ring(peer.trust.keyring());
@@ -920,24 +919,13 @@ fn receive_here(
         }
         None => session.receive(r, response),
     }?;
-    let resolved: HashSet<EntryId> = conflicted
-        .into_iter()
-        .filter(|(feed, id)| {
-            r.store()
-                .get(feed, id)
-                .ok()
-                .flatten()
-                .is_some_and(|e| !e.has_conflicts())
-        })
-        .map(|(_, id)| id)
-        .collect();
     let head = match evs.first() {
         Some(SessionEvent::Merged { feed, .. }) => {
             r.store().head(feed).ok().map(|h| (h, feed.clone()))
         }
         _ => None,
     };
-    let mut reported = Reported::of(evs, remote, &resolved);
+    let mut reported = Reported::of(evs, remote);
     // Told at once, before the next step is looked for (and, at a session's end, the changes
     // left to push are counted).
     if reported.reset {
@@ -973,9 +961,8 @@ struct Reported {
 }
 
 impl Reported {
-    /// The events of `evs`, a response from `remote`; `resolved`: entries whose conflicts it
-    /// cleared.
-    fn of(evs: Vec<SessionEvent>, remote: &RemoteId, resolved: &HashSet<EntryId>) -> Reported {
+    /// The events of `evs`, a response from `remote`.
+    fn of(evs: Vec<SessionEvent>, remote: &RemoteId) -> Reported {
         let mut out = Reported::default();
         for e in evs {
             match e {
@@ -988,7 +975,7 @@ impl Reported {
                         MergeOutcome::Conflict => ChangeKind::Conflict,
                         _ if report.deleted => ChangeKind::Deleted,
                         // A resolution made elsewhere cleared this entry's conflicts.
-                        _ if resolved.contains(&report.id) => ChangeKind::Resolved,
+                        _ if report.resolved => ChangeKind::Resolved,
                         MergeOutcome::Added => ChangeKind::Added,
                         MergeOutcome::Updated => ChangeKind::Updated,
                     };
@@ -1284,26 +1271,6 @@ fn medias(entry: &Entry) -> impl Iterator<Item = &MediaRef> {
     std::iter::once(&entry.content)
         .chain(entry.conflicts.iter().map(|c| &c.content))
         .filter_map(|v| v.media.as_ref())
-}
-
-/// The entries of a pulled page whose local copy has conflicts while the incoming version has
-/// none: the ones a resolution made elsewhere may clear.
-fn conflicted_here<S: Store>(store: &S, response: &Response) -> Vec<(FeedKey, EntryId)> {
-    let Response::Changes { feed, entries, .. } = response else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter(|e| !e.has_conflicts())
-        .filter(|e| {
-            store
-                .get(feed, e.entry_id())
-                .ok()
-                .flatten()
-                .is_some_and(|local| local.has_conflicts())
-        })
-        .map(|e| (feed.clone(), e.entry_id().clone()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -81,6 +81,10 @@ pub struct MergeReport {
     /// Whether the entry's winning version is now a tombstone (when it changed).
     #[serde(default)]
     pub deleted: bool,
+    /// Whether the merge cleared conflicts the entry held here: it had some, and what it
+    /// stored has none (a resolution made elsewhere arrived).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resolved: bool,
 }
 
 /// How an application resolves an entry's conflicts.
@@ -443,11 +447,13 @@ impl<S: Store> Replica<S> {
                 outcome: MergeOutcome::Unchanged,
                 seq: None,
                 deleted: false,
+                resolved: false,
             };
-            let (merged, refused) = {
+            let (merged, refused, had_conflicts) = {
                 let local = tx.get(feed, &report.id)?;
                 let local = local.as_deref();
-                match gate.before(local, &entry) {
+                let had_conflicts = local.is_some_and(Entry::has_conflicts);
+                let (merged, refused) = match gate.before(local, &entry) {
                     Err(e) if is_refusal(&e) => (None, Some(e)),
                     Err(e) => return Err(e),
                     Ok(()) => {
@@ -463,12 +469,14 @@ impl<S: Store> Replica<S> {
                         };
                         (Some(merged), refused)
                     }
-                }
+                };
+                (merged, refused, had_conflicts)
             };
             if let (Some(merged), None) = (merged, &refused) {
                 report.outcome = merged.outcome;
                 if let Some(item) = merged.item {
                     report.deleted = item.sync.deleted;
+                    report.resolved = had_conflicts && !item.has_conflicts();
                     report.seq = Some(if merged.verbatim {
                         let json = json.filter(|_| single);
                         tx.put_incoming(feed, Incoming::rejoin(item, json), origin)?
@@ -499,23 +507,26 @@ impl<S: Store> Replica<S> {
         let mut reports = Vec::with_capacity(incoming.len());
         for entry in incoming {
             let id = entry.sync.id.clone();
-            let merged = {
+            let (merged, had_conflicts) = {
                 let local = tx.get(feed, &id)?;
-                feedsync::merge(local.as_deref(), entry)?
+                let had_conflicts = local.as_deref().is_some_and(Entry::has_conflicts);
+                (feedsync::merge(local.as_deref(), entry)?, had_conflicts)
             };
-            let (seq, deleted) = match merged.item {
+            let (seq, deleted, resolved) = match merged.item {
                 Some(item) => {
                     let deleted = item.sync.deleted;
+                    let resolved = had_conflicts && !item.has_conflicts();
                     let origin = if merged.verbatim { origin } else { None };
-                    (Some(tx.put(feed, item, origin)?), deleted)
+                    (Some(tx.put(feed, item, origin)?), deleted, resolved)
                 }
-                None => (None, false),
+                None => (None, false, false),
             };
             reports.push(MergeReport {
                 id,
                 outcome: merged.outcome,
                 seq,
                 deleted,
+                resolved,
             });
         }
         if let Some((remote, state)) = state {

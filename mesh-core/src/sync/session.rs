@@ -536,6 +536,7 @@ impl SyncSession {
                                 outcome: j.outcome,
                                 seq: j.seq,
                                 deleted: j.deleted,
+                                resolved: j.resolved,
                             }),
                         }
                     }

@@ -675,3 +675,44 @@ fn feeds_asked_about_by_name_are_looked_up_by_key_and_checked() {
         [FeedKey::members(&mine)]
     );
 }
+
+/// A pushed version that clears the conflicts an entry holds here is judged `resolved`;
+/// the conflicting edits before it are not.
+#[test]
+fn a_pushed_resolution_is_judged_resolved() {
+    use mesh_core::replica::Resolution;
+    use mesh_core::sync::guard;
+    let folder: FolderId = "f@ann".parse().unwrap();
+    let (members, founders) = founding(&folder, "ann");
+    let notes = FeedKey::folder(folder.clone(), "notes".parse().unwrap());
+    let mut hub = replica("hub");
+    push(&mut hub, "ann", &members, founders);
+    let (mut one, mut two) = (replica("ann-dev"), replica("ann-dev2"));
+    let (on_one, on_two) = (actor("ann", "ann-dev"), actor("ann", "ann-dev2"));
+    one.create(&notes, id("n1"), draft("note"), &on_one, t(1))
+        .unwrap();
+    two.merge(&notes, changes(&one, &notes).remove(0), None)
+        .unwrap();
+    one.update(&notes, &id("n1"), draft("one"), &on_one, t(2))
+        .unwrap();
+    two.update(&notes, &id("n1"), draft("two"), &on_two, t(3))
+        .unwrap();
+    let ann: UserId = "ann".parse().unwrap();
+    let judge = |hub: &mut Replica<MemoryStore>, entry: Entry| {
+        let from = "ann-dev".parse().unwrap();
+        let pusher = Pusher::new(&ann, &NoKeyring);
+        let j = guard::push(hub, pusher, Some(&from), &notes, vec![entry]).unwrap();
+        assert!(j[0].refused.is_none(), "{j:?}");
+        (j[0].outcome, j[0].resolved)
+    };
+    let first = changes(&one, &notes).remove(0);
+    assert_eq!(judge(&mut hub, first), (MergeOutcome::Added, false));
+    let second = changes(&two, &notes).remove(0);
+    assert_eq!(judge(&mut hub, second), (MergeOutcome::Conflict, false));
+    let held = hub.get(&notes, &id("n1")).unwrap().unwrap();
+    one.merge(&notes, held, None).unwrap();
+    one.resolve(&notes, &id("n1"), Resolution::Pick(0), &on_one, t(4))
+        .unwrap();
+    let resolution = changes(&one, &notes).remove(0);
+    assert_eq!(judge(&mut hub, resolution), (MergeOutcome::Updated, true));
+}

@@ -88,8 +88,27 @@ fn two_devices_converge_through_a_hub_and_see_the_conflict() {
     )
     .unwrap();
     sync(&mut a, &mut hub, 100);
-    sync(&mut b, &mut hub, 100);
+    let (_, ev) = sync(&mut b, &mut hub, 100);
     assert!(titles(&b).contains(&("t1".into(), "milk (A+B)".into(), 0)));
+    // The merge says it cleared b's conflict; no other merge says so.
+    let resolved: Vec<bool> = ev
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Merged { report, .. } => Some(report.resolved),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved, vec![true], "{ev:?}");
+    a.update(&f, &id("t1"), draft("milk (A+B), 2"), &ann_a, t(30))
+        .unwrap();
+    sync(&mut a, &mut hub, 100);
+    let (_, ev) = sync(&mut b, &mut hub, 100);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, SessionEvent::Merged { report, .. }
+            if report.outcome == MergeOutcome::Updated && !report.resolved)),
+        "a plain update clears nothing: {ev:?}"
+    );
     assert_eq!(titles(&a), titles(&b));
     assert_eq!(titles(&hub), titles(&b));
 }

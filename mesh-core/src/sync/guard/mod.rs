@@ -265,6 +265,10 @@ pub struct Judged {
     pub seq: Option<crate::store::Cursor>,
     /// Whether the entry's winning version is now a tombstone (when it changed).
     pub deleted: bool,
+    /// Whether the merge cleared conflicts the entry held (see [`MergeReport::resolved`]).
+    ///
+    /// [`MergeReport::resolved`]: crate::replica::MergeReport::resolved
+    pub resolved: bool,
 }
 
 /// Pushes `entries` into `feed` of `replica` as `pusher`, in the replica's transactions:
@@ -296,6 +300,7 @@ pub fn push<S: Store, E: Into<Incoming>>(
             refused: None,
             seq: None,
             deleted: false,
+            resolved: false,
         })
         .collect();
     // A stranger to the feed learns nothing, not even which entries it already holds, and
@@ -372,6 +377,7 @@ pub fn push<S: Store, E: Into<Incoming>>(
             let i = index[n];
             results[i].outcome = report.outcome;
             results[i].deleted = report.deleted;
+            results[i].resolved = report.resolved;
             results[i].seq = report.seq;
             progress |= report.outcome.changed();
             if why.is_some() {
