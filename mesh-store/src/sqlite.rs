@@ -1177,6 +1177,7 @@ impl SqliteStore {
             last_seq,
             feeds: HashMap::new(),
             absent: None,
+            fetched: HashMap::new(),
         })
     }
 }
@@ -1202,6 +1203,9 @@ pub struct SqliteTxn<'a> {
     /// The entry the last `get` found absent: a `put` of it right after can insert without
     /// first trying to replace (the usual create and merge-of-a-new-entry path).
     absent: Option<(FeedKey, EntryId)>,
+    /// Entries read ahead by `prefetch`, per feed, each given out once by `get` (a write to
+    /// one drops it first).
+    fetched: HashMap<FeedKey, HashMap<EntryId, Option<Entry>>>,
 }
 
 impl std::fmt::Debug for SqliteTxn<'_> {
@@ -1259,6 +1263,9 @@ impl SqliteTxn<'_> {
         body: &str,
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
+        if let Some(ahead) = self.fetched.get_mut(feed) {
+            ahead.remove(&entry.sync.id);
+        }
         let next = |n| rows::next_number("sqlite", n);
         let seq = next(self.last_seq)?;
         let feed_id = self.feed_id(feed)?;
@@ -1310,9 +1317,11 @@ impl SqliteTxn<'_> {
 
 impl StoreTxn for SqliteTxn<'_> {
     fn get(&mut self, feed: &FeedKey, id: &EntryId) -> CoreResult<Option<Cow<'_, Entry>>> {
-        let found = match self.feeds.get(feed) {
+        let ahead = self.fetched.get_mut(feed).and_then(|f| f.remove(id));
+        let found = match (ahead, self.feeds.get(feed)) {
+            (Some(found), _) => found,
             // The feed's row id is known: skip the key lookup.
-            Some(f) => {
+            (None, Some(f)) => {
                 let mut stmt = self
                     .tx
                     .prepare_cached(SQL_GET_BY_FEED_ID)
@@ -1322,10 +1331,44 @@ impl StoreTxn for SqliteTxn<'_> {
                     .map_err(db("get"))?;
                 first_entry(&mut rows, &feed.to_string(), "get")?
             }
-            None => get_entry(&self.tx, feed, id)?,
+            (None, None) => get_entry(&self.tx, feed, id)?,
         };
         self.absent = found.is_none().then(|| (feed.clone(), id.clone()));
         Ok(found.map(Cow::Owned))
+    }
+
+    /// Reads the entries in one pass over one statement, for `get` to give out.
+    fn prefetch(&mut self, feed: &FeedKey, ids: &[EntryId]) -> CoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = feed.to_string();
+        let feed_id = match self.feeds.get(feed) {
+            Some(f) => Some(f.feed_id),
+            None => self
+                .tx
+                .prepare_cached(SQL_FEED_ID)
+                .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+                .map_err(db("prefetch"))?,
+        };
+        let mut found = Vec::with_capacity(ids.len());
+        match feed_id {
+            Some(feed_id) => {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached(SQL_GET_BY_FEED_ID)
+                    .map_err(db("prefetch"))?;
+                for id in ids {
+                    let mut rows = stmt
+                        .query(params![feed_id, id.as_str()])
+                        .map_err(db("prefetch"))?;
+                    found.push((id.clone(), first_entry(&mut rows, &key, "prefetch")?));
+                }
+            }
+            None => found.extend(ids.iter().map(|id| (id.clone(), None))),
+        }
+        self.fetched.entry(feed.clone()).or_default().extend(found);
+        Ok(())
     }
 
     fn put(

@@ -1274,6 +1274,14 @@ pub fn prefetch_is_only_a_hint<S: Store>(mut factory: impl FnMut(ReplicaId) -> S
         Some(old2.clone()),
         "a later prefetch does not hide the transaction's own write"
     );
+    ok(tx.prefetch(&a, &[eid("third")]), "prefetch");
+    let third = entry("third", "third");
+    ok(tx.put(&a, third.clone(), None), "put");
+    assert_eq!(
+        txn_get(&mut tx, &a, "third"),
+        Some(third),
+        "a write made before any read of a prefetched entry wins over its 'absent'"
+    );
     ok(tx.commit(), "commit");
     assert_eq!(get(&store, &a, "old"), Some(old2.clone()));
     assert_eq!(get(&store, &a, "new"), Some(new.clone()));
