@@ -149,6 +149,9 @@ fn describe_request(r: &Request) -> String {
         Request::Feeds { .. } => "feeds?".into(),
         Request::Pull { feed, since, .. } => format!("pull {feed} since #{since}"),
         Request::Push { feed, entries, .. } => format!("push {} entries to {feed}", entries.len()),
+        Request::PushEncoded { feed, entries, .. } => {
+            format!("push {} entries to {feed}", entries.len())
+        }
     }
 }
 

@@ -785,17 +785,10 @@ impl Engine {
     /// into a folder feed, the blob objects the remote lacks, so that a device that receives
     /// an entry can always fetch its content.
     fn blob_upload(&self, request: &Request) -> Option<BlobUpload> {
-        let Request::Push { feed, entries, .. } = request else {
+        let Scope::Folder(folder) = &pushed_feed(request)?.scope else {
             return None;
         };
-        let Scope::Folder(folder) = &feed.scope else {
-            return None;
-        };
-        let manifests: Vec<ChunkHash> = entries
-            .iter()
-            .flat_map(medias)
-            .filter_map(|m| m.hash.parse().ok())
-            .collect();
+        let manifests = pushed_manifests(request);
         (!manifests.is_empty()).then(|| BlobUpload {
             shared: self.shared.clone(),
             transport: self.transport.clone(),
@@ -1260,10 +1253,36 @@ fn follows_notified(pages: &Notified, answer: &Response) -> bool {
 /// owner's record merged first). A push that names blobs may: each push's task uploads its
 /// blobs before sending it.
 fn pipelines(request: &Request) -> bool {
-    let Request::Push { feed, .. } = request else {
-        return false;
-    };
-    !matches!(feed.name.as_str(), names::MEMBERS | names::INFO)
+    pushed_feed(request)
+        .is_some_and(|feed| !matches!(feed.name.as_str(), names::MEMBERS | names::INFO))
+}
+
+/// The feed `request` pushes into, if it is a push.
+fn pushed_feed(request: &Request) -> Option<&FeedKey> {
+    match request {
+        Request::Push { feed, .. } | Request::PushEncoded { feed, .. } => Some(feed),
+        _ => None,
+    }
+}
+
+/// The blob manifests the versions pushed by `request` name. Of a push of stored JSON, only
+/// the entries whose JSON holds a `"media"` key somewhere are decoded (a version's medium is
+/// written under that key; content that merely holds the word costs a decode, nothing else).
+/// An entry whose JSON does not decode names no blobs here: the receiver refuses it (with its
+/// whole push) as it reads the request.
+fn pushed_manifests(request: &Request) -> Vec<ChunkHash> {
+    let hashes =
+        |e: &Entry| -> Vec<ChunkHash> { medias(e).filter_map(|m| m.hash.parse().ok()).collect() };
+    match request {
+        Request::Push { entries, .. } => entries.iter().flat_map(hashes).collect(),
+        Request::PushEncoded { entries, .. } => entries
+            .iter()
+            .filter(|e| e.get().contains("\"media\""))
+            .filter_map(|e| e.decode().ok())
+            .flat_map(|e| hashes(&e))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The blobs the versions of `entry` name.

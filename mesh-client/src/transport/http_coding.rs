@@ -36,6 +36,7 @@ pub(crate) fn answer_worth_compressing(request: &Request) -> bool {
     match request {
         Request::Feeds { .. } | Request::Pull { .. } => true,
         Request::Push { entries, .. } => entries.len() >= PUSH_ACK_WORTH,
+        Request::PushEncoded { entries, .. } => entries.len() >= PUSH_ACK_WORTH,
     }
 }
 

@@ -36,7 +36,9 @@ impl Transport for Recording {
         let s = match &r {
             Request::Feeds { only, .. } => Sent::Feeds(only.clone()),
             Request::Pull { feed, .. } => Sent::Pull(feed.clone()),
-            Request::Push { feed, .. } => Sent::Push(feed.clone()),
+            Request::Push { feed, .. } | Request::PushEncoded { feed, .. } => {
+                Sent::Push(feed.clone())
+            }
         };
         self.sent.lock().unwrap().push(s);
         self.inner.send(r).await

@@ -49,7 +49,8 @@ struct Watching {
 #[async_trait]
 impl Transport for Watching {
     async fn send(&self, r: Request) -> Result<Response, TransportError> {
-        let Request::Push { feed, entries, .. } = &r else {
+        let pushed = r.clone().decoded().unwrap();
+        let Request::Push { feed, entries, .. } = &pushed else {
             return self.inner.send(r).await;
         };
         let c = &*self.counts;

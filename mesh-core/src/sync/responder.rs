@@ -39,6 +39,7 @@ pub(crate) fn named_heads<S: Store>(store: &S, only: Vec<FeedKey>) -> Result<Vec
 /// came from the asker; pushes are merged in one transaction.
 pub fn respond<S: Store>(replica: &mut Replica<S>, request: Request) -> Result<Response> {
     match request {
+        push @ Request::PushEncoded { .. } => respond(replica, push.decoded()?),
         Request::Feeds { from: _, only, .. } => {
             let feeds = match only {
                 Some(only) => named_heads(replica.store(), only)?,

@@ -10,7 +10,8 @@ use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
 use crate::sync::guard::{self, Pusher};
 use crate::sync::message::{
-    Epoch, PushResult, Request, Response, MAX_CONTINUED_EPOCHS, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES,
+    Epoch, PushResult, RawEntry, Request, Response, MAX_CONTINUED_EPOCHS, MAX_ONLY, MAX_PAGE,
+    MAX_PAGE_BYTES,
 };
 
 /// Which feeds a session syncs.
@@ -741,23 +742,28 @@ fn push_page<S: Store>(
     since: Cursor,
     limit: u32,
     remote: &ReplicaId,
-) -> Result<crate::store::ChangePage> {
+) -> Result<crate::store::EncodedPage> {
     Ok(local
         .store()
-        .changes_since(feed, since, limit as usize, Some(remote))?
+        .encoded_changes_since(feed, since, limit as usize, Some(remote))?
         .within(MAX_PAGE_BYTES))
 }
 
-/// The push that sends `page` of `feed`.
+/// The push that sends `page` of `feed`: the entries as the store keeps them, not decoded
+/// and encoded again.
 fn push_of<S: Store>(
     local: &Replica<S>,
     feed: &FeedKey,
-    page: crate::store::ChangePage,
+    page: crate::store::EncodedPage,
 ) -> Request {
-    Request::Push {
+    Request::PushEncoded {
         from: local.id(),
         feed: feed.clone(),
-        entries: page.changes.into_iter().map(|c| c.entry).collect(),
+        entries: page
+            .changes
+            .into_iter()
+            .map(|c| RawEntry::new(c.entry))
+            .collect(),
     }
 }
 

@@ -29,8 +29,8 @@ use mesh_core::model::{Entry, EntryData, EntryDraft, FeedKey, MediaRef, Scope};
 use mesh_core::replica::{Actor, Replica, ReplicaOptions, Resolution};
 use mesh_core::store::{Cursor, FeedHead, MemoryStore, Store};
 use mesh_core::sync::{
-    respond, Epoch, PushResult, Request, Response, SessionConfig, SessionEvent, Step, SyncReport,
-    SyncSession,
+    respond, Epoch, PushResult, RawEntry, Request, Response, SessionConfig, SessionEvent, Step,
+    SyncReport, SyncSession,
 };
 use mesh_core::time::Timestamp;
 use mesh_core::{CoreError, ErrorCode};
@@ -683,6 +683,19 @@ fn through_json<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v
     back
 }
 
+/// A request sent through JSON: the receiver reads the request with its entries decoded
+/// (a device sends its own entries as the JSON its store keeps).
+fn request_through_json(r: Request) -> Request {
+    let bytes = serde_json::to_vec(&r).expect("serializes");
+    let back: Request = serde_json::from_slice(&bytes).expect("deserializes");
+    assert_eq!(
+        back,
+        r.decoded().expect("decodes"),
+        "JSON round trip lost something"
+    );
+    back
+}
+
 /// Both replicas of a pair, mutably.
 fn two<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
     assert_ne!(a, b);
@@ -902,7 +915,7 @@ impl ReplicaSim {
                     }
                     return Some(SessionEnd { report, events });
                 }
-                Step::Send(request) => through_json(request),
+                Step::Send(request) => request_through_json(request),
             };
             assert!(session.is_waiting());
             if let Some((at, delivered)) = cut {
@@ -1363,6 +1376,29 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), response, "{}", text);
     }
 
+    /// Property 6b': a push of entries as their stored JSON is, on the wire, the push of the
+    /// entries themselves, and decodes to it.
+    #[test]
+    fn an_encoded_push_is_the_same_message(
+        entries in prop::collection::vec(arb_entry(), 0..4),
+        feed in arb_feed(),
+    ) {
+        let from: ReplicaId = "laptop".parse().unwrap();
+        let raw: Vec<RawEntry> = entries
+            .iter()
+            .map(|e| {
+                let json = serde_json::to_string(e).unwrap();
+                RawEntry::new(serde_json::value::RawValue::from_string(json).unwrap())
+            })
+            .collect();
+        let encoded = Request::PushEncoded { from: from.clone(), feed: feed.clone(), entries: raw };
+        let plain = Request::Push { from, feed, entries };
+        let text = serde_json::to_string(&encoded).unwrap();
+        prop_assert_eq!(&text, &serde_json::to_string(&plain).unwrap());
+        prop_assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), plain.clone());
+        prop_assert_eq!(encoded.decoded().unwrap(), plain);
+    }
+
     /// Property 6c: no input makes the JSON readers panic: arbitrary bytes, and valid documents
     /// with a few bytes changed. What they do accept serializes back to something they accept.
     #[test]
@@ -1629,7 +1665,10 @@ fn session_rejects_unexpected_responses() {
     };
     let response = respond(&mut peer, request).unwrap();
     session.receive(&mut mine, response).unwrap();
-    let Step::Send(Request::Push { entries, .. }) = session.poll(&mut mine).unwrap() else {
+    let Step::Send(push) = session.poll(&mut mine).unwrap() else {
+        panic!("expected a request")
+    };
+    let Request::Push { entries, .. } = push.decoded().unwrap() else {
         panic!("expected a push")
     };
     assert_eq!(entries.len(), 2);

@@ -233,7 +233,7 @@ fn protocol_misuse_is_a_typed_error() {
         ErrorCode::Protocol
     );
     s.receive(&mut a, respond(&mut hub, req).unwrap()).unwrap();
-    let Step::Send(Request::Push { .. }) = s.poll(&mut a).unwrap() else {
+    let Step::Send(Request::PushEncoded { .. }) = s.poll(&mut a).unwrap() else {
         panic!("expected a push")
     };
     // An acknowledgement of the wrong size is refused and moves no cursor.
@@ -456,7 +456,7 @@ fn a_known_remote_is_not_asked_for_its_feeds() {
         .unwrap();
     let (report, sent) = sync_with(&mut a, &mut hub, known_config("hub", None));
     assert!(
-        matches!(sent.as_slice(), [Request::Push { entries, .. }] if entries.len() == 1),
+        matches!(sent.as_slice(), [Request::PushEncoded { entries, .. }] if entries.len() == 1),
         "{sent:?}"
     );
     assert_eq!(report.sent, 1);
@@ -505,7 +505,7 @@ fn the_next_push_is_what_the_session_asks_for_after_the_acknowledgement() {
             assert_eq!(p, req, "the peeked push is the one asked for");
             checked += 1;
         }
-        let is_push = matches!(req, Request::Push { .. });
+        let is_push = matches!(req, Request::PushEncoded { .. });
         // Answer the early push first, then the awaited one: merging is order-free.
         let resp = respond(&mut hub, req).unwrap();
         if is_push {
@@ -548,7 +548,7 @@ fn pushes_sent_ahead_are_the_ones_the_session_asks_for_in_turn() {
         let (mut pushes, mut matched) = (0usize, 0usize);
         for _ in 0..500 {
             let Step::Send(req) = s.poll(&mut a).unwrap() else { break };
-            let is_push = matches!(req, Request::Push { .. });
+            let is_push = matches!(req, Request::PushEncoded { .. });
             if let Some(p) = ahead.pop_front() {
                 prop_assert_eq!(&p, &req, "a push sent ahead is the one asked for");
                 matched += 1;
@@ -607,6 +607,7 @@ fn pages_of_large_entries_are_cut_by_bytes() {
                 break;
             };
             let resp = respond(to, req.clone()).unwrap();
+            let req = req.decoded().unwrap();
             for (entries, what) in [
                 (
                     match &req {

@@ -53,7 +53,7 @@ pub(crate) async fn sync(
     let kind = match &request {
         Request::Feeds { .. } => "feeds",
         Request::Pull { .. } => "pull",
-        Request::Push { .. } => "push",
+        Request::Push { .. } | Request::PushEncoded { .. } => "push",
     };
     let user = auth.principal.user.clone();
     let device = auth.principal.device.clone();
@@ -212,6 +212,7 @@ impl Job {
         match self {
             Job::Push { feed, entries, .. } => Some((feed, entries.len())),
             Job::Other(Request::Push { feed, entries, .. }) => Some((feed, entries.len())),
+            Job::Other(Request::PushEncoded { feed, entries, .. }) => Some((feed, entries.len())),
             Job::Other(_) => None,
         }
     }

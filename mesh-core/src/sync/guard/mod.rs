@@ -570,6 +570,7 @@ pub fn respond_as<S: Store>(
             feed,
             entries,
         } => answer_push(replica, pusher, &from, feed, entries),
+        push @ Request::PushEncoded { .. } => respond_as(replica, pusher, push.decoded()?),
     }
 }
 

@@ -68,7 +68,84 @@ pub enum Request {
         /// Entries, each at most once.
         entries: Vec<Entry>,
     },
+    /// [`Request::Push`] with each entry as the JSON the sender's store keeps: how a device
+    /// sends its own changes, so that it does not decode them to encode them again. It is the
+    /// same message (`"type": "push"`), so a receiver reads it as a [`Request::Push`]; one
+    /// answered in process is decoded first ([`Request::decoded`]).
+    #[serde(rename = "push")]
+    PushEncoded {
+        /// The sending replica.
+        from: ReplicaId,
+        /// The feed.
+        feed: FeedKey,
+        /// Entries, each at most once, as JSON.
+        entries: Vec<RawEntry>,
+    },
 }
+
+impl Request {
+    /// The request with a [`Request::PushEncoded`]'s entries decoded (a [`Request::Push`]);
+    /// any other request as it is. An entry that does not decode is an
+    /// [`CoreError::InvalidJson`](crate::CoreError::InvalidJson).
+    ///
+    /// ```
+    /// use mesh_core::sync::{RawEntry, Request};
+    /// let feed: mesh_core::model::FeedKey = "mesh:u1/devices".parse().unwrap();
+    /// let from: mesh_core::id::ReplicaId = "laptop".parse().unwrap();
+    /// let encoded = Request::PushEncoded { from: from.clone(), feed: feed.clone(), entries: vec![] };
+    /// let decoded = Request::Push { from, feed, entries: vec![] };
+    /// assert_eq!(serde_json::to_string(&encoded).unwrap(), serde_json::to_string(&decoded).unwrap());
+    /// assert_eq!(encoded.decoded().unwrap(), decoded);
+    /// ```
+    pub fn decoded(self) -> crate::Result<Request> {
+        match self {
+            Request::PushEncoded {
+                from,
+                feed,
+                entries,
+            } => Ok(Request::Push {
+                from,
+                feed,
+                entries: entries
+                    .iter()
+                    .map(RawEntry::decode)
+                    .collect::<crate::Result<_>>()?,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// An entry as JSON (see [`Request::PushEncoded`]): checked to be one JSON value, not decoded.
+/// Two are equal when their JSON is the same text.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawEntry(Box<serde_json::value::RawValue>);
+
+impl RawEntry {
+    /// `json`, as a store keeps it.
+    pub fn new(json: Box<serde_json::value::RawValue>) -> Self {
+        RawEntry(json)
+    }
+
+    /// The JSON.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The entry it holds.
+    pub fn decode(&self) -> crate::Result<Entry> {
+        Ok(serde_json::from_str(self.0.get())?)
+    }
+}
+
+impl PartialEq for RawEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawEntry {}
 
 /// The peer's answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
