@@ -815,6 +815,37 @@ fn get_entry(conn: &Connection, feed: &FeedKey, id: &EntryId) -> CoreResult<Opti
     first_entry(&mut rows, &key, "get")
 }
 
+/// The entries `ids` of the feed whose key is `key` (row id `feed_id` when the caller knows
+/// it), in the order asked: the feed's row is looked up once, then each id in the index of
+/// entries by id through one statement.
+fn read_entries(
+    conn: &Connection,
+    feed_id: Option<i64>,
+    key: &str,
+    ids: &[EntryId],
+    what: &'static str,
+) -> CoreResult<Vec<Option<Entry>>> {
+    let feed_id = match feed_id {
+        Some(id) => Some(id),
+        None => conn
+            .prepare_cached(SQL_FEED_ID)
+            .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+            .map_err(db(what))?,
+    };
+    let Some(feed_id) = feed_id else {
+        return Ok(vec![None; ids.len()]);
+    };
+    let mut stmt = conn.prepare_cached(SQL_GET_BY_FEED_ID).map_err(db(what))?;
+    ids.iter()
+        .map(|id| {
+            let mut rows = stmt
+                .query(params![feed_id, id.as_str()])
+                .map_err(db(what))?;
+            first_entry(&mut rows, key, what)
+        })
+        .collect()
+}
+
 /// Runs `f` inside one read transaction on `conn`, or inside the one already open there.
 /// Each statement outside a transaction is a transaction of its own, taking and dropping the
 /// file's or the log's locks (system calls that can cost more than the statement): a batch
@@ -946,24 +977,7 @@ impl Store for SqliteStore {
         }
         let key = feed.to_string();
         in_read(&self.conn, db("get_many"), |conn| {
-            let feed_id: Option<i64> = conn
-                .prepare_cached(SQL_FEED_ID)
-                .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
-                .map_err(db("get_many"))?;
-            let Some(feed_id) = feed_id else {
-                return Ok(vec![None; ids.len()]);
-            };
-            let mut stmt = conn
-                .prepare_cached(SQL_GET_BY_FEED_ID)
-                .map_err(db("get_many"))?;
-            ids.iter()
-                .map(|id| {
-                    let mut rows = stmt
-                        .query(params![feed_id, id.as_str()])
-                        .map_err(db("get_many"))?;
-                    first_entry(&mut rows, &key, "get_many")
-                })
-                .collect()
+            read_entries(conn, None, &key, ids, "get_many")
         })
     }
 
@@ -1343,31 +1357,12 @@ impl StoreTxn for SqliteTxn<'_> {
             return Ok(());
         }
         let key = feed.to_string();
-        let feed_id = match self.feeds.get(feed) {
-            Some(f) => Some(f.feed_id),
-            None => self
-                .tx
-                .prepare_cached(SQL_FEED_ID)
-                .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
-                .map_err(db("prefetch"))?,
-        };
-        let mut found = Vec::with_capacity(ids.len());
-        match feed_id {
-            Some(feed_id) => {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached(SQL_GET_BY_FEED_ID)
-                    .map_err(db("prefetch"))?;
-                for id in ids {
-                    let mut rows = stmt
-                        .query(params![feed_id, id.as_str()])
-                        .map_err(db("prefetch"))?;
-                    found.push((id.clone(), first_entry(&mut rows, &key, "prefetch")?));
-                }
-            }
-            None => found.extend(ids.iter().map(|id| (id.clone(), None))),
-        }
-        self.fetched.entry(feed.clone()).or_default().extend(found);
+        let feed_id = self.feeds.get(feed).map(|f| f.feed_id);
+        let found = read_entries(&self.tx, feed_id, &key, ids, "prefetch")?;
+        self.fetched
+            .entry(feed.clone())
+            .or_default()
+            .extend(ids.iter().cloned().zip(found));
         Ok(())
     }
 
