@@ -6,8 +6,12 @@
 //! ```text
 //! cargo bench --bench folder_sync -- [--quick] [--files N] [--file-kib K] [--big-mib M]
 //!     [--change-kib K] [--dir DIR] [--keep] [--rounds N] [--timeout-s S] [--in-process]
-//!     [--peer] [--compare [--repeat N]] [--durability full|normal] [--link-mbps R]
+//!     [--peer] [--compare [--repeat N]] [--durability full|normal] [--link-mbps R] [--settle]
 //! ```
+//!
+//! `--settle` waits, before anything else, until [`SETTLE`] has passed since the last run in the
+//! same directory deleted its data (see "Runs back to back" in `docs/benchmarks.md`); without
+//! it, a run that starts sooner says so.
 //!
 //! `--link-mbps R` makes every counting proxy a link of R megabytes (10^6 bytes) per second in
 //! each direction, shared by its connections: A's and B's links to the hub (or B's to A with
@@ -98,6 +102,8 @@ struct Options {
     durability: Durability,
     /// `--link-mbps`: each proxy's bandwidth per direction, bytes per second.
     link: Option<u64>,
+    /// `--settle`: wait until [`SETTLE`] has passed since the last run's clean-up.
+    settle: bool,
 }
 
 impl Options {
@@ -117,6 +123,7 @@ impl Options {
             repeat: 3,
             durability: Durability::Full,
             link: None,
+            settle: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -150,6 +157,7 @@ impl Options {
                         }
                     }
                 }
+                "--settle" => o.settle = true,
                 "--link-mbps" => {
                     let mbps: f64 = value("--link-mbps")?.parse()?;
                     if !(mbps > 0.0 && mbps.is_finite()) {
@@ -164,7 +172,7 @@ impl Options {
                         "folder_sync [--quick] [--files N] [--file-kib K] [--big-mib M] \
                          [--change-kib K] [--dir DIR] [--rounds N] [--timeout-s S] [--keep] \
                          [--in-process] [--peer] [--compare [--repeat N]] \
-                         [--durability full|normal] [--link-mbps R]"
+                         [--durability full|normal] [--link-mbps R] [--settle]"
                     );
                     std::process::exit(0);
                 }
@@ -179,6 +187,62 @@ impl Options {
         }
         Ok(o)
     }
+
+    /// Where runs in this run's parent directory note when they last deleted their data.
+    fn cleanup_stamp(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".mesh-folder-bench-cleaned")
+    }
+}
+
+// ---- runs back to back -----------------------------------------------------------------------
+
+/// How long a run's deleted files keep slowing the creation of new ones.
+///
+/// ext4 without a journal (this project's benchmark machine) passes over every free inode
+/// that was freed within the last 60 s, or 360 s while its inode table block is still
+/// dirty, when it looks for one to give a new file (the kernel's `recently_deleted`). A run
+/// deletes some 30,000 files at its end, so the next run's file creations (the data, B's
+/// copies, rsync's) scan past them: on that machine 10,000 new files took 0.9–2.4 s instead
+/// of 0.3 s in a directory created seconds after such a deletion.
+const SETTLE: Duration = Duration::from_secs(360);
+
+/// Says, and with `--settle` waits, when the last run in the same place deleted its data
+/// less than [`SETTLE`] ago.
+fn settle(o: &Options) {
+    let Ok(age) = std::fs::metadata(o.cleanup_stamp())
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().unwrap_or_default())
+    else {
+        return;
+    };
+    if age >= SETTLE {
+        return;
+    }
+    let left = SETTLE - age;
+    if o.settle {
+        println!(
+            "settling: the last run deleted its data {:.0} s ago; waiting {:.0} s",
+            age.as_secs_f64(),
+            left.as_secs_f64()
+        );
+        std::thread::sleep(left);
+    } else {
+        println!(
+            "note: the last run deleted its data {:.0} s ago. File creation may be slower \
+             for another {:.0} s on file systems that pass over recently freed inodes (ext4 \
+             without a journal); --settle waits",
+            age.as_secs_f64(),
+            left.as_secs_f64()
+        );
+    }
+}
+
+/// Notes that a run has just deleted its data (see [`settle`]).
+fn stamp_cleanup(o: &Options) {
+    let _ = std::fs::write(o.cleanup_stamp(), b"");
 }
 
 // ---- the counting proxy ----------------------------------------------------------------------
@@ -871,8 +935,8 @@ async fn compare(
                 }
                 results[c][t].push(row);
             }
-            // The copies are not needed any more; the disk is.
-            let _ = std::fs::remove_dir_all(&side_root);
+            // The copies stay until the run ends: deleting them here would slow the next
+            // side's file creations (see `SETTLE`).
         }
     }
     let median = |mut v: Vec<f64>| -> f64 {
@@ -1119,6 +1183,7 @@ fn mib(b: u64) -> String {
 
 fn main() -> Result<()> {
     let o = Options::parse()?;
+    settle(&o);
     if let Some(rate) = o.link {
         let _ = LINK.set(rate);
         println!(
@@ -1133,6 +1198,10 @@ fn main() -> Result<()> {
     let result = rt.block_on(run(&o));
     // The clients' and hub's tasks end with the runtime.
     rt.shutdown_timeout(Duration::from_secs(5));
+    // `run` deleted its directory unless told to keep it.
+    if !o.keep {
+        stamp_cleanup(&o);
+    }
     result
 }
 
