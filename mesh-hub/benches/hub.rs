@@ -157,6 +157,13 @@ impl Transport for NoWatch {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         self.0.send(request).await
     }
+    async fn send_pull(
+        &self,
+        request: Request,
+        next: &mesh_client::transport::NextPage,
+    ) -> Result<Response, TransportError> {
+        self.0.send_pull(request, next).await
+    }
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
         Ok(futures::stream::pending().boxed())
     }

@@ -37,7 +37,7 @@ use crate::sync::stream::{jittered, Stream, STREAM_SETTLED};
 use crate::sync::transfer::{self, Progress, UploadError};
 use crate::sync::SyncOptions;
 use crate::transport::serve::lock_ring;
-use crate::transport::{Notification, Relayer, Transport, TransportError};
+use crate::transport::{NextPage, NextPageTold, Notification, Relayer, Transport, TransportError};
 
 enum Cmd {
     SyncNow(oneshot::Sender<Result<SyncReport>>),
@@ -647,6 +647,12 @@ impl Engine {
                             InFlight::send(&self.transport, request, Some(place), blobs)
                         }));
                     }
+                    let mut answer = answer;
+                    if let (Answer::Remote(asked), true) = (&mut answer, ahead.is_empty()) {
+                        // The page after this one, asked for as soon as the remote says where
+                        // it starts: it travels while this one is read and merged.
+                        ahead.extend(ask_ahead(&self.transport, pages, asked).await);
+                    }
                     let mut response = match answer {
                         Answer::Notified(response) => response,
                         Answer::Remote(answer) => answer.answer().await?,
@@ -1099,6 +1105,9 @@ struct InFlight {
     request: Request,
     /// Where a push sent ahead ends, for the push after it.
     place: Option<PushPlace>,
+    /// A pull's: where the page after it starts, if the remote tells before its answer is
+    /// read whole (see [`Transport::send_pull`]).
+    next: Option<NextPageTold>,
     answer: Option<JoinHandle<std::result::Result<Response, Failure>>>,
 }
 
@@ -1114,10 +1123,24 @@ impl InFlight {
     ) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
+        let (next, told) = match (&request, &blobs) {
+            (Request::Pull { .. }, None) => {
+                let (next, told) = NextPage::channel();
+                (Some(next), Some(told))
+            }
+            _ => (None, None),
+        };
         InFlight {
             request,
             place,
+            next: told,
             answer: Some(tokio::spawn(async move {
+                if let Some(next) = next {
+                    return transport
+                        .send_pull(sent, &next)
+                        .await
+                        .map_err(Failure::Transport);
+                }
                 match blobs {
                     Some(blobs) => {
                         let push = transport.clone();
@@ -1235,6 +1258,36 @@ fn prefetch(
         feed,
         since: *next,
         limit,
+    };
+    Some(InFlight::send(transport, request, None, None))
+}
+
+/// Asks for the page after `asked` (a pull in flight) once the remote tells where it starts,
+/// before `asked`'s answer is read whole; nothing if it does not tell (see
+/// [`Transport::send_pull`]) or that page came with a notification. A wrong word costs only
+/// the page asked in vain: the session's next request is made from the answer, and a page
+/// asked for ahead that is not it is dropped unused.
+async fn ask_ahead(
+    transport: &Arc<dyn Transport>,
+    pages: &Notified,
+    asked: &mut InFlight,
+) -> Option<InFlight> {
+    let told = asked.next.take()?;
+    let Request::Pull {
+        from, feed, limit, ..
+    } = &asked.request
+    else {
+        return None;
+    };
+    let since = told.told().await?;
+    if pages.has(feed, since) {
+        return None;
+    }
+    let request = Request::Pull {
+        from: from.clone(),
+        feed: feed.clone(),
+        since,
+        limit: *limit,
     };
     Some(InFlight::send(transport, request, None, None))
 }

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use mesh_core::blob::{pack, ChunkHash};
 use mesh_core::id::FolderId;
+use mesh_core::store::Cursor;
 use mesh_core::sync::{Request, Response};
 use mesh_core::CoreError;
 use reqwest::header::{
@@ -44,7 +45,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::transport::http_coding;
-use crate::transport::{Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
+use crate::transport::{NextPage, Notification, Transport, TransportError, MAX_OBJECTS_RESPONSE};
 
 /// The most hashes the hub takes in one request (and objects in one uploaded pack); longer
 /// lists are sent in several requests.
@@ -305,12 +306,18 @@ impl HttpTransport {
     }
 
     /// One sync request: zstd-coded when the hub has said it takes that, and sent again
-    /// plain (with plain bodies from then on) when the hub refuses the coding.
-    async fn send_once(&self, json: &[u8], accept_zstd: bool) -> Result<Response, TransportError> {
+    /// plain (with plain bodies from then on) when the hub refuses the coding. `next`: a
+    /// pull's, told the answer's `Mesh-Next` as soon as its headers are in.
+    async fn send_once(
+        &self,
+        json: &[u8],
+        accept_zstd: bool,
+        next: Option<&NextPage>,
+    ) -> Result<Response, TransportError> {
         let inner = &self.inner;
         if inner.zstd_requests.load(Ordering::Relaxed) {
             if let Some(z) = http_coding::compress(json) {
-                match self.post_sync(z, true, accept_zstd).await {
+                match self.post_sync(z, true, accept_zstd, next).await {
                     Err(TransportError::Remote(CoreError::InvalidJson(_))) => {}
                     Err(TransportError::Refused { code, .. })
                         if code == "unsupported_media_type" => {}
@@ -320,7 +327,8 @@ impl HttpTransport {
                 inner.zstd_requests.store(false, Ordering::Relaxed);
             }
         }
-        self.post_sync(json.to_vec(), false, accept_zstd).await
+        self.post_sync(json.to_vec(), false, accept_zstd, next)
+            .await
     }
 
     async fn post_sync(
@@ -328,6 +336,7 @@ impl HttpTransport {
         body: Vec<u8>,
         zstd_body: bool,
         accept_zstd: bool,
+        next: Option<&NextPage>,
     ) -> Result<Response, TransportError> {
         let inner = &self.inner;
         // No `Accept`: the hub answers sync requests in JSON only.
@@ -348,6 +357,15 @@ impl HttpTransport {
         if http_coding::hub_takes_zstd(&headers) {
             inner.zstd_requests.store(true, Ordering::Relaxed);
         }
+        if let (true, Some(next)) = (status.is_success(), next) {
+            if let Some(at) = next_page(&headers) {
+                next.tell(at);
+                // The engine's task, woken by this, would otherwise wait on this thread
+                // (tokio runs a task woken by another next on the same worker, where no
+                // other worker takes it) until the answer is read and parsed.
+                tokio::task::yield_now().await;
+            }
+        }
         let body = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 TransportError::Timeout
@@ -363,6 +381,19 @@ impl HttpTransport {
         Err(status_error(status, &headers, &body))
     }
 }
+
+/// The answer's `Mesh-Next` header (see `docs/protocol.md`, "Asking ahead"): a position in
+/// decimal digits, or nothing.
+fn next_page(headers: &HeaderMap) -> Option<Cursor> {
+    let v = headers.get(MESH_NEXT)?.to_str().ok()?.trim();
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().map(Cursor)
+}
+
+/// The header in which a hub says where the page after a pull's answer starts.
+const MESH_NEXT: &str = "mesh-next";
 
 fn request_error(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
@@ -487,7 +518,20 @@ impl Transport for HttpTransport {
         let json = serde_json::to_vec(&request)
             .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
         let accept_zstd = http_coding::answer_worth_compressing(&request);
-        self.retrying(|| self.send_once(&json, accept_zstd)).await
+        self.retrying(|| self.send_once(&json, accept_zstd, None))
+            .await
+    }
+
+    async fn send_pull(
+        &self,
+        request: Request,
+        next: &NextPage,
+    ) -> Result<Response, TransportError> {
+        let json = serde_json::to_vec(&request)
+            .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
+        let accept_zstd = http_coding::answer_worth_compressing(&request);
+        self.retrying(|| self.send_once(&json, accept_zstd, Some(next)))
+            .await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {

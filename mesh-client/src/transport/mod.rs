@@ -186,11 +186,80 @@ impl TransportError {
     }
 }
 
+/// Where the page after a pull's answer starts, as the remote tells it ahead of the answer
+/// (see [`Transport::send_pull`]). Only the first thing told counts.
+///
+/// ```
+/// use mesh_client::transport::NextPage;
+/// use mesh_core::store::Cursor;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let (next, told) = NextPage::channel();
+/// next.tell(Cursor(42));
+/// next.tell(Cursor(7)); // too late: the first one counts
+/// assert_eq!(told.told().await, Some(Cursor(42)));
+///
+/// let (next, told) = NextPage::channel();
+/// drop(next); // the answer came without saying
+/// assert_eq!(told.told().await, None);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct NextPage(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Cursor>>>);
+
+/// The receiving end of a [`NextPage`].
+#[derive(Debug)]
+pub struct NextPageTold(tokio::sync::oneshot::Receiver<Cursor>);
+
+impl NextPage {
+    /// A `NextPage` to hand to [`Transport::send_pull`], and what it will be told.
+    pub fn channel() -> (NextPage, NextPageTold) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (NextPage(std::sync::Mutex::new(Some(tx))), NextPageTold(rx))
+    }
+
+    /// Says that the page after this pull's starts at `next` (the first call only).
+    pub fn tell(&self, next: Cursor) {
+        let sender = match self.0.lock() {
+            Ok(mut s) => s.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(tx) = sender {
+            let _ = tx.send(next);
+        }
+    }
+}
+
+impl NextPageTold {
+    /// What was told, once it was; `None` once the [`NextPage`] is dropped without a word
+    /// (the pull ended, failed or was cancelled).
+    pub async fn told(self) -> Option<Cursor> {
+        self.0.await.ok()
+    }
+}
+
 /// Carries the sync protocol to one remote replica.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Sends one request and waits for its response.
     async fn send(&self, request: Request) -> Result<Response, TransportError>;
+
+    /// Sends a [`Request::Pull`] like [`send`](Self::send), and tells `next` where the page
+    /// after this one starts as soon as the remote says so, before the answer is read whole
+    /// (a hub says it in the answer's `Mesh-Next` header; see `docs/protocol.md`, "Asking
+    /// ahead"). The engine then asks for that page while this one is still being read.
+    ///
+    /// What is told is a hint: the engine still moves its cursor by the answer alone, and
+    /// drops a page asked for ahead that is not the one the answer leads to. Transports that
+    /// cannot tell anything early keep this default, which tells nothing.
+    async fn send_pull(
+        &self,
+        request: Request,
+        next: &NextPage,
+    ) -> Result<Response, TransportError> {
+        let _ = next;
+        self.send(request).await
+    }
 
     /// A stream of the remote's change notifications for feeds this client may read. The
     /// stream ends when the connection is lost; the engine then reconnects with backoff.

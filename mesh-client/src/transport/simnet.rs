@@ -13,7 +13,7 @@ use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
 use mesh_core::sync::{Request, Response};
 
-use crate::transport::{Notification, Transport, TransportError};
+use crate::transport::{NextPage, Notification, Transport, TransportError};
 
 /// Fault rates and delays of a [`SimNetwork`]. Rates are probabilities from 0 to 1.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,9 +192,13 @@ impl SimTransport {
     }
 }
 
-#[async_trait]
-impl Transport for SimTransport {
-    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+impl SimTransport {
+    /// A request through the simulated network; a pull's `next` goes to the wrapped transport.
+    async fn carry(
+        &self,
+        request: Request,
+        next: Option<&NextPage>,
+    ) -> Result<Response, TransportError> {
         self.check_link()?;
         let d = self.net.delay();
         if !d.is_zero() {
@@ -230,11 +234,29 @@ impl Transport for SimTransport {
         if self.net.roll(self.net.config.duplicate) {
             let _ = self.inner.send(request.clone()).await;
         }
-        let response = self.inner.send(request).await?;
+        let response = match next {
+            Some(next) => self.inner.send_pull(request, next).await?,
+            None => self.inner.send(request).await?,
+        };
         if self.net.roll(self.net.config.drop_response) || !self.link.is_online() {
             return Err(TransportError::Timeout);
         }
         Ok(response)
+    }
+}
+
+#[async_trait]
+impl Transport for SimTransport {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        self.carry(request, None).await
+    }
+
+    async fn send_pull(
+        &self,
+        request: Request,
+        next: &NextPage,
+    ) -> Result<Response, TransportError> {
+        self.carry(request, Some(next)).await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {

@@ -144,6 +144,33 @@ impl Transport for Watching {
     }
 }
 
+/// A new folder of `a`'s with a feed `notes`.
+async fn notes_folder(a: &MeshClient) -> (FolderId, FeedName) {
+    let folder = a
+        .create_folder("f", "app/notes".parse().unwrap())
+        .await
+        .unwrap();
+    let notes = a
+        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
+        .await
+        .unwrap();
+    (folder.id, notes)
+}
+
+/// A device of ann syncing through `remote` in pages of 10, only when asked to.
+async fn paged(device: &str, remote: impl Transport) -> MeshClient {
+    builder("ann", device)
+        .remote("hub".parse().unwrap(), remote)
+        .sync_options(
+            SyncOptions::default()
+                .with_page_size(10)
+                .with_poll_interval(Duration::from_secs(3600)),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
 /// Ann's device writing through [`Watching`] in pages of 10, with a folder and feed synced
 /// and then 95 entries written locally (their sync starts in the background), each naming a
 /// blob of its own when `blobs` is set.
@@ -160,24 +187,8 @@ async fn writer(
         inner: hub.connect("ann".parse().unwrap()),
         counts: counts.clone(),
     };
-    let a = builder("ann", "ann-a")
-        .remote("hub".parse().unwrap(), watching)
-        .sync_options(
-            SyncOptions::default()
-                .with_page_size(10)
-                .with_poll_interval(Duration::from_secs(3600)),
-        )
-        .build()
-        .await
-        .unwrap();
-    let folder = a
-        .create_folder("f", "app/notes".parse().unwrap())
-        .await
-        .unwrap();
-    let notes = a
-        .create_feed(&folder.id, "notes".parse().unwrap(), "Notes")
-        .await
-        .unwrap();
+    let a = paged("ann-a", watching).await;
+    let (folder, notes) = notes_folder(&a).await;
     a.sync_now().await.unwrap();
     counts.armed.store(true, Ordering::SeqCst);
     let mut drafts = Vec::new();
@@ -185,12 +196,12 @@ async fn writer(
         let mut draft = EntryDraft::new(format!("n{i}"), json!({ "i": i }));
         if blobs {
             let data = format!("the content of note {i}").repeat(100).into_bytes();
-            draft.media = Some(a.put_blob(&folder.id, data, "text/plain").await.unwrap());
+            draft.media = Some(a.put_blob(&folder, data, "text/plain").await.unwrap());
         }
         drafts.push(draft);
     }
-    a.put_many(&folder.id, &notes, drafts).await.unwrap();
-    (a, counts, folder.id, notes)
+    a.put_many(&folder, &notes, drafts).await.unwrap();
+    (a, counts, folder, notes)
 }
 
 /// How many entries of `folder`'s `notes` a fresh device of ann pulls from the hub.
@@ -281,4 +292,158 @@ async fn pushes_naming_blobs_are_pipelined_each_after_its_blobs() {
         let want = format!("the content of note {i}").repeat(100).into_bytes();
         assert_eq!(b.read_blob(&folder, &media).await.unwrap(), want);
     }
+}
+
+/// What [`Telling`] saw.
+#[derive(Default)]
+struct Told {
+    /// The `since` of every pull of the watched feed, in the order they were sent.
+    asked: std::sync::Mutex<Vec<u64>>,
+    pulled: Notify,
+    /// Answers that saw the pull of the page after them sent while they were held.
+    followed_early: AtomicUsize,
+    /// Answers held in vain (at most 2 s each).
+    held_in_vain: AtomicUsize,
+    /// Where the answers said the next page starts: (in the answer, in the word ahead).
+    next: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+/// Tells the engine where the next page of `feed` starts before it answers a pull of it
+/// (`lie`: a wrong place), then holds the answer until the pull of that page is sent (at most
+/// 2 s, so that an engine that does not ask ahead fails slowly instead of hanging).
+struct Telling {
+    inner: InProcessTransport,
+    feed: mesh_core::model::FeedKey,
+    lie: bool,
+    told: Arc<Told>,
+}
+
+#[async_trait]
+impl Transport for Telling {
+    async fn send(&self, r: Request) -> Result<Response, TransportError> {
+        self.inner.send(r).await
+    }
+    async fn send_pull(
+        &self,
+        r: Request,
+        next: &mesh_client::transport::NextPage,
+    ) -> Result<Response, TransportError> {
+        let watched = match &r {
+            Request::Pull { feed, since, .. } if *feed == self.feed => {
+                self.told.asked.lock().unwrap().push(since.0);
+                self.told.pulled.notify_waiters();
+                true
+            }
+            _ => false,
+        };
+        let answer = self.inner.send(r).await?;
+        let Response::Changes {
+            next: at,
+            more: true,
+            ..
+        } = &answer
+        else {
+            return Ok(answer);
+        };
+        if !watched {
+            return Ok(answer);
+        }
+        let at = at.0;
+        let said = if self.lie { at + 3 } else { at };
+        self.told.next.lock().unwrap().push((at, said));
+        next.tell(mesh_core::store::Cursor(said));
+        let t = &*self.told;
+        let asked = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let pulled = t.pulled.notified();
+                tokio::pin!(pulled);
+                pulled.as_mut().enable();
+                if t.asked.lock().unwrap().contains(&said) {
+                    return;
+                }
+                pulled.await;
+            }
+        })
+        .await;
+        match asked {
+            Ok(()) => t.followed_early.fetch_add(1, Ordering::SeqCst),
+            Err(_) => t.held_in_vain.fetch_add(1, Ordering::SeqCst),
+        };
+        Ok(answer)
+    }
+    async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
+        self.inner.watch().await
+    }
+    fn describe(&self) -> String {
+        "telling".into()
+    }
+}
+
+/// 25 entries written by one device; another pulls them through [`Telling`] in pages of 10.
+async fn pulled_through_telling(lie: bool) -> (Arc<Told>, usize) {
+    let hub = InProcessHub::new();
+    let a = client("ann", "ann-a", hub.connect("ann".parse().unwrap())).await;
+    let (folder, notes) = notes_folder(&a).await;
+    let drafts = (0..25u32)
+        .map(|i| EntryDraft::new(format!("n{i}"), json!({ "i": i })))
+        .collect();
+    a.put_many(&folder, &notes, drafts).await.unwrap();
+    a.sync_now().await.unwrap();
+
+    let told = Arc::new(Told::default());
+    let telling = Telling {
+        inner: hub.connect("ann".parse().unwrap()),
+        feed: mesh_core::model::FeedKey::folder(folder.clone(), notes.clone()),
+        lie,
+        told: told.clone(),
+    };
+    let b = paged("ann-b", telling).await;
+    b.sync_now().await.unwrap();
+    let held = b
+        .query(&folder, &notes, mesh_core::model::Query::new())
+        .await
+        .unwrap()
+        .len();
+    // Nothing left: the cursor stands at the end.
+    let again: usize = b
+        .sync_now()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, r)| r.received)
+        .sum();
+    assert_eq!(again, 0, "pulled again after a complete pull");
+    (told, held)
+}
+
+/// The page after a pull's is asked for as soon as the remote says where it starts, while
+/// the answer itself is still on its way (`Transport::send_pull`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_page_is_asked_for_as_soon_as_the_remote_says_where_it_starts() {
+    let (told, held) = pulled_through_telling(false).await;
+    assert_eq!(held, 25);
+    assert_eq!(
+        told.followed_early.load(Ordering::SeqCst),
+        2,
+        "both answers followed by more saw the next page asked for while held"
+    );
+    assert_eq!(told.held_in_vain.load(Ordering::SeqCst), 0);
+}
+
+/// A remote that says the wrong place costs a page asked for in vain, never an entry: the
+/// engine moves by the answers, and drops the page it asked for ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_word_about_the_next_page_loses_nothing() {
+    let (told, held) = pulled_through_telling(true).await;
+    assert_eq!(held, 25, "every entry pulled");
+    let asked = told.asked.lock().unwrap().clone();
+    let next = told.next.lock().unwrap().clone();
+    // The first answer's word was taken: its wrong page was asked for, and then the one the
+    // answer leads to.
+    let (at, said) = next[0];
+    assert!(asked.contains(&said), "the named page asked for: {asked:?}");
+    assert!(
+        asked.contains(&at),
+        "the page the answer leads to: {asked:?}"
+    );
 }

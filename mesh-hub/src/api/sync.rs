@@ -169,6 +169,12 @@ pub(crate) async fn sync(
         .entries_merged
         .inc_by(merged as u64);
     let t_respond = t0.elapsed();
+    // Where the next page starts, said in a header too, so that the device can ask for it
+    // before it has read this one (see `docs/protocol.md`, "Asking ahead").
+    let next_page = match &response {
+        Answer::Changes(page) if page.more => Some(page.next),
+        _ => None,
+    };
     let small = small_answer(&response);
     let encode =
         move || serde_json::to_vec(&response).map(|b| encoding::compress(b, compress_answer));
@@ -182,6 +188,11 @@ pub(crate) async fn sync(
         Ok((body, coding)) => {
             let mut answer = crate::api::json_bytes(StatusCode::OK, body);
             encoding::mark(&mut answer, coding);
+            if let Some(next) = next_page {
+                answer
+                    .headers_mut()
+                    .insert(MESH_NEXT, HeaderValue::from(next.0));
+            }
             if kind == "feeds" {
                 // Tells the client it may send its requests zstd-coded.
                 answer
@@ -193,6 +204,9 @@ pub(crate) async fn sync(
         Err(e) => Err(ApiError::internal(e)),
     }
 }
+
+/// The header of a pull's answer that says where the next page starts, when more follow.
+const MESH_NEXT: &str = "mesh-next";
 
 /// A sync request as the work under the lock takes it.
 enum Job {

@@ -680,3 +680,139 @@ async fn uploads_and_long_hash_lists_are_split_into_requests() {
         TransportError::Protocol(_)
     ));
 }
+
+/// A pull of `folder`'s `todos` from `since`, `limit` entries.
+fn pull_todos(since: u64, limit: u32) -> Request {
+    Request::Pull {
+        from: "probe".parse().unwrap(),
+        feed: "folder:f1@ann/todos".parse().unwrap(),
+        since: mesh_core::store::Cursor(since),
+        limit,
+    }
+}
+
+/// A hub's answer to a pull says in its `Mesh-Next` header where the next page starts, when
+/// one follows, and the transport tells it before it reads the answer (see `docs/protocol.md`,
+/// "Asking ahead"). The last page says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulls_answer_says_where_the_next_page_starts() {
+    use crate::hubs::Rest;
+    use mesh_client::transport::NextPage;
+    use serde_json::json;
+
+    let hub = TestHub::memory().await;
+    let token = hub.token("ann", "ann-laptop");
+    let ann = Rest::new(&hub, token.clone());
+    let (s, _) = ann
+        .post("/mesh/folders", json!({"name": "F", "id": "f1@ann"}))
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = ann
+        .post("/mesh/folders/f1@ann/feeds", json!({"name": "todos"}))
+        .await;
+    assert_eq!(s, 201);
+    for id in ["a", "b", "c"] {
+        let (s, _) = ann
+            .post(
+                "/mesh/folders/f1@ann/feeds/todos/entries",
+                json!({"id": id, "title": id}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    // The header itself, beside the answer's own `next`.
+    let raw = |since: u64| {
+        let url = format!("{}/mesh/sync", hub.url);
+        let token = token.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&pull_todos(since, 2))
+                .send()
+                .await
+                .unwrap();
+            let header = r
+                .headers()
+                .get("mesh-next")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let Response::Changes { next, more, .. } = r.json().await.unwrap() else {
+                panic!("not changes")
+            };
+            (header, next.0, more)
+        }
+    };
+    let (header, next, more) = raw(0).await;
+    assert!(more);
+    assert_eq!(
+        header,
+        Some(next.to_string()),
+        "the header says the body's next"
+    );
+    let (header, _, more) = raw(next).await;
+    assert!(!more);
+    assert_eq!(header, None, "no next page, no header");
+
+    // Through the transport.
+    let t = hub.transport("ann", "ann-phone");
+    let (told, heard) = NextPage::channel();
+    let Response::Changes { next, more, .. } = t.send_pull(pull_todos(0, 2), &told).await.unwrap()
+    else {
+        panic!("not changes")
+    };
+    assert!(more);
+    drop(told);
+    assert_eq!(heard.told().await, Some(next));
+    let (told, heard) = NextPage::channel();
+    t.send_pull(pull_todos(next.0, 2), &told).await.unwrap();
+    drop(told);
+    assert_eq!(heard.told().await, None);
+    hub.stop().await;
+}
+
+/// What the transport tells of a `Mesh-Next` header: the number, or nothing when it is not
+/// one (or the answer is an error); the answer is read all the same.
+#[tokio::test]
+async fn a_mesh_next_header_that_is_not_a_position_is_ignored() {
+    use mesh_client::transport::NextPage;
+
+    let body = r#"{"type":"changes","feed":{"scope":{"folder":"f1@ann"},"name":"todos"},"entries":[],"next":42,"more":true}"#;
+    for (status, header, want) in [
+        (200, Some("41"), Some(41)),
+        (200, Some(" 7 "), Some(7)),
+        (200, None, None),
+        (200, Some("abc"), None),
+        (200, Some("-1"), None),
+        (200, Some("4.5"), None),
+        (200, Some("99999999999999999999999"), None),
+        (200, Some("18446744073709551616"), None),
+        (200, Some(""), None),
+        (404, Some("41"), None),
+    ] {
+        let server = MockServer::start().await;
+        let mut reply = ResponseTemplate::new(status);
+        reply = if status == 200 {
+            reply.set_body_raw(body, "application/json")
+        } else {
+            reply.set_body_raw(r#"{"code":"not_found","message":"no"}"#, "application/json")
+        };
+        if let Some(h) = header {
+            reply = reply.insert_header("mesh-next", h);
+        }
+        Mock::given(method("POST"))
+            .and(path("/mesh/sync"))
+            .respond_with(reply)
+            .mount(&server)
+            .await;
+        let t = transport(&server, fast());
+        let (told, heard) = NextPage::channel();
+        let answer = t.send_pull(pull_todos(0, 2), &told).await;
+        drop(told);
+        assert_eq!(
+            heard.told().await.map(|c| c.0),
+            want,
+            "status {status}, header {header:?}"
+        );
+        assert_eq!(answer.is_ok(), status == 200, "{answer:?}");
+    }
+}
