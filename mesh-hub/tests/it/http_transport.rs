@@ -783,6 +783,7 @@ async fn a_mesh_next_header_that_is_not_a_position_is_ignored() {
         (200, None, None),
         (200, Some("abc"), None),
         (200, Some("-1"), None),
+        (200, Some("+5"), None),
         (200, Some("4.5"), None),
         (200, Some("99999999999999999999999"), None),
         (200, Some("18446744073709551616"), None),
