@@ -10,8 +10,8 @@
 //! ```
 //!
 //! `--settle` waits, before anything else, until [`SETTLE`] has passed since the last run in the
-//! same directory deleted its data (see "Runs back to back" in `docs/benchmarks.md`); without
-//! it, a run that starts sooner says so.
+//! same directory deleted its data (see `docs/benchmarks.md`, twenty-ninth session, "What the
+//! disk stalls were"); without it, a run that starts sooner says so.
 //!
 //! `--link-mbps R` makes every counting proxy a link of R megabytes (10^6 bytes) per second in
 //! each direction, shared by its connections: A's and B's links to the hub (or B's to A with
