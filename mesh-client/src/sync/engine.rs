@@ -1123,8 +1123,8 @@ impl InFlight {
     ) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
-        let (next, told) = match (&request, &blobs) {
-            (Request::Pull { .. }, None) => {
+        let (next, told) = match &request {
+            Request::Pull { .. } => {
                 let (next, told) = NextPage::channel();
                 (Some(next), Some(told))
             }
@@ -1228,6 +1228,18 @@ impl PullKey {
             _ => None,
         }
     }
+
+    /// The same pull from `since`, sent on a task of its own.
+    fn send_from(self, transport: &Arc<dyn Transport>, since: Cursor) -> InFlight {
+        let PullKey(from, feed, limit) = self;
+        let request = Request::Pull {
+            from,
+            feed,
+            since,
+            limit,
+        };
+        InFlight::send(transport, request, None, None)
+    }
 }
 
 /// After the answer to a pull (`pull`) that says more changes follow, asks
@@ -1240,7 +1252,7 @@ fn prefetch(
     pull: Option<PullKey>,
     answer: &Response,
 ) -> Option<InFlight> {
-    let PullKey(from, feed, limit) = pull?;
+    let pull = pull?;
     let Response::Changes {
         feed: answered,
         next,
@@ -1250,16 +1262,10 @@ fn prefetch(
     else {
         return None;
     };
-    if *answered != feed {
+    if *answered != pull.1 {
         return None;
     }
-    let request = Request::Pull {
-        from,
-        feed,
-        since: *next,
-        limit,
-    };
-    Some(InFlight::send(transport, request, None, None))
+    Some(pull.send_from(transport, *next))
 }
 
 /// Asks for the page after `asked` (a pull in flight) once the remote tells where it starts,
@@ -1273,23 +1279,12 @@ async fn ask_ahead(
     asked: &mut InFlight,
 ) -> Option<InFlight> {
     let told = asked.next.take()?;
-    let Request::Pull {
-        from, feed, limit, ..
-    } = &asked.request
-    else {
-        return None;
-    };
+    let pull = PullKey::of(&asked.request)?;
     let since = told.told().await?;
-    if pages.has(feed, since) {
+    if pages.has(&pull.1, since) {
         return None;
     }
-    let request = Request::Pull {
-        from: from.clone(),
-        feed: feed.clone(),
-        since,
-        limit: *limit,
-    };
-    Some(InFlight::send(transport, request, None, None))
+    Some(pull.send_from(transport, since))
 }
 
 /// Whether the page after `answer` (a pull's) came with a notification: it is not asked for

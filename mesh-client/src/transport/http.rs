@@ -305,6 +305,21 @@ impl HttpTransport {
         Err(status_error(status, &headers, &body))
     }
 
+    /// A sync request, tried again as the configuration says (`next`: see [`send_once`]).
+    ///
+    /// [`send_once`]: Self::send_once
+    async fn sync(
+        &self,
+        request: Request,
+        next: Option<&NextPage>,
+    ) -> Result<Response, TransportError> {
+        let json = serde_json::to_vec(&request)
+            .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
+        let accept_zstd = http_coding::answer_worth_compressing(&request);
+        self.retrying(|| self.send_once(&json, accept_zstd, next))
+            .await
+    }
+
     /// One sync request: zstd-coded when the hub has said it takes that, and sent again
     /// plain (with plain bodies from then on) when the hub refuses the coding. `next`: a
     /// pull's, told the answer's `Mesh-Next` as soon as its headers are in.
@@ -515,11 +530,7 @@ fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Transpo
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        let json = serde_json::to_vec(&request)
-            .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
-        let accept_zstd = http_coding::answer_worth_compressing(&request);
-        self.retrying(|| self.send_once(&json, accept_zstd, None))
-            .await
+        self.sync(request, None).await
     }
 
     async fn send_pull(
@@ -527,11 +538,7 @@ impl Transport for HttpTransport {
         request: Request,
         next: &NextPage,
     ) -> Result<Response, TransportError> {
-        let json = serde_json::to_vec(&request)
-            .map_err(|e| TransportError::Protocol(format!("unserializable request: {e}")))?;
-        let accept_zstd = http_coding::answer_worth_compressing(&request);
-        self.retrying(|| self.send_once(&json, accept_zstd, Some(next)))
-            .await
+        self.sync(request, Some(next)).await
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, Notification>, TransportError> {
