@@ -59,6 +59,13 @@ impl SharedReplica {
         }))
     }
 
+    /// Whether the store keeps entries as their JSON (all but the in-memory one), so that
+    /// JSON made ahead of a merge saves its thread the work (see
+    /// [`Prepared`](mesh_core::sync::Prepared)).
+    pub fn stores_json(&self) -> bool {
+        !self.0.inline
+    }
+
     /// What the client learned of the mesh's devices (see [`TrustRegistry`]).
     pub fn trust(&self) -> &TrustRegistry {
         &self.0.trust

@@ -15,8 +15,8 @@ use mesh_core::store::Cursor;
 use mesh_core::store::Store;
 use mesh_core::sync::guard::Pusher;
 use mesh_core::sync::{
-    FeedFilter, KnownRemote, PushPlace, Request, Response, SessionConfig, SessionEvent, Step,
-    SyncReport, SyncSession,
+    FeedFilter, KnownRemote, Prepared, PushPlace, Request, Response, SessionConfig, SessionEvent,
+    Step, SyncReport, SyncSession,
 };
 use mesh_core::trust::PublicKey;
 use mesh_core::CoreError;
@@ -175,6 +175,12 @@ const VERIFY_THREADS: usize = 2;
 /// at once): enough to keep a remote that checks pages on several cores busy while this side
 /// reads the next page from its store.
 const PUSHES_AHEAD: usize = 2;
+
+/// Pages of a pull asked for ahead of the one being merged: the next one, asked for when the
+/// remote says where it starts (see [`ask_ahead`]), and, while a page is merged, the one after
+/// that, as soon as the remote says where it starts. So the remote answers one page while
+/// this side reads another and merges a third.
+const PAGES_AHEAD: usize = 2;
 
 async fn next_notification(
     w: &mut Option<BoxStream<'static, Notification>>,
@@ -517,6 +523,8 @@ impl Engine {
         // certificates: it asks for those of the devices it may receive versions from.
         config.certificates = self.shared.trust().in_use();
         let mut session = SyncSession::new(config);
+        // The store keeps entries as JSON: a pulled page's is made as it is read.
+        let encode = self.shared.stores_json();
         // Requests sent ahead, in the order the session will ask for them: the next page of
         // a pull, asked for while this one is merged (see `prefetch`), or the next pushes of
         // a feed, sent while this one is merged remotely (see `SyncSession::push_ahead`),
@@ -618,7 +626,7 @@ impl Engine {
                                 // Not what the session asks for: dropping them cancels them.
                                 ahead.clear();
                                 let blobs = self.blob_upload(&request);
-                                InFlight::send(&self.transport, request, None, blobs)
+                                InFlight::send(&self.transport, request, None, blobs, encode)
                             }
                         }),
                     };
@@ -644,7 +652,7 @@ impl Engine {
                         };
                         ahead.extend(next?.into_iter().map(|(request, place)| {
                             let blobs = self.blob_upload(&request);
-                            InFlight::send(&self.transport, request, Some(place), blobs)
+                            InFlight::send(&self.transport, request, Some(place), blobs, encode)
                         }));
                     }
                     let mut answer = answer;
@@ -654,11 +662,12 @@ impl Engine {
                         ahead.extend(ask_ahead(&self.transport, pages, asked).await);
                     }
                     let mut response = match answer {
-                        Answer::Notified(response) => response,
+                        Answer::Notified(response) => Prepared::from(response),
                         Answer::Remote(answer) => answer.answer().await?,
                     };
-                    if ahead.is_empty() && !follows_notified(pages, &response) {
-                        ahead.extend(prefetch(&self.transport, pull, &response));
+                    if ahead.is_empty() && !follows_notified(pages, response.response()) {
+                        let answer = response.response();
+                        ahead.extend(prefetch(&self.transport, pull, answer, encode));
                     }
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);
@@ -668,35 +677,31 @@ impl Engine {
                         // The revocations the client learns hold for this peer's pages too.
                         self.shared.trust().adopt(&peer.trust);
                     }
-                    if let Response::Feeds {
-                        revocations,
-                        certificates,
-                        ..
-                    } = &mut response
-                    {
-                        let statements = std::mem::take(revocations);
-                        let certificates = std::mem::take(certificates);
+                    if let Some((statements, certificates)) = response.take_trust() {
                         self.learn_trust(statements, certificates, relayer.as_ref())
                             .await?;
                     }
                     let (fill, remote) = (ahead.is_empty(), self.remote.clone());
                     let (events, known) = (self.events.clone(), self.known.clone());
-                    let (s, received) = self
-                        .shared
-                        .run(move |r| {
-                            let received = receive_here(
-                                &mut session,
-                                r,
-                                response,
-                                relayer.as_ref(),
-                                fill,
-                                &remote,
-                                &events,
-                                &known,
-                            );
-                            (session, received)
-                        })
-                        .await?;
+                    let merged = self.shared.run(move |r| {
+                        let received = receive_here(
+                            &mut session,
+                            r,
+                            response,
+                            relayer.as_ref(),
+                            fill,
+                            &remote,
+                            &events,
+                            &known,
+                        );
+                        (session, received)
+                    });
+                    // While this page merges: the page after the last one asked for, once the
+                    // remote says where it starts.
+                    let deeper = ask_deeper(&self.transport, pages, &mut ahead);
+                    let (merged, deeper) = futures::join!(merged, deeper);
+                    ahead.extend(deeper);
+                    let (s, received) = merged?;
                     session = s;
                     self.after_receiving(&session, received, &mut polled)
                         .await?;
@@ -903,7 +908,7 @@ type Received = mesh_core::Result<(
 fn receive_here(
     session: &mut SyncSession,
     r: &mut mesh_core::replica::Replica<crate::store::ClientStore>,
-    response: Response,
+    response: impl Into<Prepared>,
     relayer: Option<&Relayer>,
     fill: bool,
     remote: &RemoteId,
@@ -1108,18 +1113,24 @@ struct InFlight {
     /// A pull's: where the page after it starts, if the remote tells before its answer is
     /// read whole (see [`Transport::send_pull`]).
     next: Option<NextPageTold>,
-    answer: Option<JoinHandle<std::result::Result<Response, Failure>>>,
+    /// Whether a pull's answer has its entries' JSON made on the task that read it (see
+    /// [`Prepared`]), while the page before it is merged: for a store that keeps entries as
+    /// JSON.
+    encode: bool,
+    answer: Option<JoinHandle<std::result::Result<Prepared, Failure>>>,
 }
 
 impl InFlight {
     /// Sends `request` (a push sent ahead says where it ends: `place`) on a task of its own:
     /// at once, or once `blobs` are uploaded (the push names them). So a push of files sent
-    /// ahead uploads its blobs while the pushes before it travel and merge.
+    /// ahead uploads its blobs while the pushes before it travel and merge. A pull's answer
+    /// is [`Prepared::encoded`] on that task when `encode` is set.
     fn send(
         transport: &Arc<dyn Transport>,
         request: Request,
         place: Option<PushPlace>,
         blobs: Option<BlobUpload>,
+        encode: bool,
     ) -> InFlight {
         let transport = transport.clone();
         let sent = request.clone();
@@ -1134,14 +1145,19 @@ impl InFlight {
             request,
             place,
             next: told,
+            encode,
             answer: Some(tokio::spawn(async move {
                 if let Some(next) = next {
                     return transport
                         .send_pull(sent, &next)
                         .await
+                        .map(|answer| match encode {
+                            true => Prepared::encoded(answer),
+                            false => Prepared::from(answer),
+                        })
                         .map_err(Failure::Transport);
                 }
-                match blobs {
+                let answer = match blobs {
                     Some(blobs) => {
                         let push = transport.clone();
                         blobs
@@ -1151,12 +1167,13 @@ impl InFlight {
                             .await
                     }
                     None => transport.send(sent).await.map_err(Failure::Transport),
-                }
+                };
+                answer.map(Prepared::from)
             })),
         }
     }
 
-    async fn answer(mut self) -> std::result::Result<Response, Failure> {
+    async fn answer(mut self) -> std::result::Result<Prepared, Failure> {
         let offline = |why: String| Failure::Transport(TransportError::Offline(why));
         match self.answer.take() {
             Some(h) => h
@@ -1230,7 +1247,7 @@ impl PullKey {
     }
 
     /// The same pull from `since`, sent on a task of its own.
-    fn send_from(self, transport: &Arc<dyn Transport>, since: Cursor) -> InFlight {
+    fn send_from(self, transport: &Arc<dyn Transport>, since: Cursor, encode: bool) -> InFlight {
         let PullKey(from, feed, limit) = self;
         let request = Request::Pull {
             from,
@@ -1238,7 +1255,7 @@ impl PullKey {
             since,
             limit,
         };
-        InFlight::send(transport, request, None, None)
+        InFlight::send(transport, request, None, None, encode)
     }
 }
 
@@ -1251,6 +1268,7 @@ fn prefetch(
     transport: &Arc<dyn Transport>,
     pull: Option<PullKey>,
     answer: &Response,
+    encode: bool,
 ) -> Option<InFlight> {
     let pull = pull?;
     let Response::Changes {
@@ -1265,7 +1283,7 @@ fn prefetch(
     if *answered != pull.1 {
         return None;
     }
-    Some(pull.send_from(transport, *next))
+    Some(pull.send_from(transport, *next, encode))
 }
 
 /// Asks for the page after `asked` (a pull in flight) once the remote tells where it starts,
@@ -1284,7 +1302,22 @@ async fn ask_ahead(
     if pages.has(&pull.1, since) {
         return None;
     }
-    Some(pull.send_from(transport, since))
+    Some(pull.send_from(transport, since, asked.encode))
+}
+
+/// The page after the last request in flight (`ahead`), asked for once the remote says where
+/// it starts, as [`ask_ahead`] does: while the page before them is merged. Nothing when
+/// [`PAGES_AHEAD`] pages are in flight already, or the last request is not a pull that the
+/// remote tells the next page of (it then waits for that answer at most).
+async fn ask_deeper(
+    transport: &Arc<dyn Transport>,
+    pages: &Notified,
+    ahead: &mut VecDeque<InFlight>,
+) -> Option<InFlight> {
+    if ahead.len() >= PAGES_AHEAD {
+        return None;
+    }
+    ask_ahead(transport, pages, ahead.back_mut()?).await
 }
 
 /// Whether the page after `answer` (a pull's) came with a notification: it is not asked for
@@ -1369,23 +1402,143 @@ mod tests {
         let transport: Arc<dyn Transport> =
             Arc::new(InProcessHub::new().connect("ann".parse().unwrap()));
         let key = PullKey::of;
-        let ahead = prefetch(
-            &transport,
-            key(&pull(0)),
-            &changes("folder:f/notes", 7, true),
-        );
+        let more = changes("folder:f/notes", 7, true);
+        let ahead = prefetch(&transport, key(&pull(0)), &more, false);
         assert_eq!(ahead.map(|p| p.request.clone()), Some(pull(7)));
         for (answer, why) in [
             (changes("folder:f/notes", 7, false), "the last page"),
             (changes("folder:f/other", 7, true), "another feed's page"),
         ] {
             assert!(
-                prefetch(&transport, key(&pull(0)), &answer).is_none(),
+                prefetch(&transport, key(&pull(0)), &answer, false).is_none(),
                 "{why}"
             );
         }
         // Only after a pull: a push's answer asks for nothing.
-        assert!(prefetch(&transport, None, &changes("folder:f/notes", 7, true)).is_none());
+        assert!(prefetch(&transport, None, &more, false).is_none());
+    }
+
+    /// Answers every request with the same response.
+    struct Canned(Response);
+
+    #[async_trait::async_trait]
+    impl Transport for Canned {
+        async fn send(&self, _: Request) -> std::result::Result<Response, TransportError> {
+            Ok(self.0.clone())
+        }
+        async fn watch(
+            &self,
+        ) -> std::result::Result<futures::stream::BoxStream<'static, Notification>, TransportError>
+        {
+            Err(TransportError::Unsupported("watch".into()))
+        }
+        fn describe(&self) -> String {
+            "canned".into()
+        }
+    }
+
+    /// Says that the page after each pull starts two further on, and that more follow.
+    struct Endless;
+
+    #[async_trait::async_trait]
+    impl Transport for Endless {
+        async fn send(&self, r: Request) -> std::result::Result<Response, TransportError> {
+            let Request::Pull { feed, since, .. } = r else {
+                return Err(TransportError::Unsupported("only pulls".into()));
+            };
+            let next = Cursor(since.0 + 2);
+            Ok(Response::Changes {
+                feed,
+                entries: Vec::new(),
+                next,
+                more: true,
+            })
+        }
+        async fn send_pull(
+            &self,
+            r: Request,
+            next: &crate::transport::NextPage,
+        ) -> std::result::Result<Response, TransportError> {
+            if let Request::Pull { since, .. } = &r {
+                next.tell(Cursor(since.0 + 2));
+            }
+            self.send(r).await
+        }
+        async fn watch(
+            &self,
+        ) -> std::result::Result<futures::stream::BoxStream<'static, Notification>, TransportError>
+        {
+            Err(TransportError::Unsupported("watch".into()))
+        }
+        fn describe(&self) -> String {
+            "endless".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn two_pages_are_asked_for_ahead_of_the_one_merged() {
+        let transport: Arc<dyn Transport> = Arc::new(Endless);
+        let pages = Notified::default();
+        let mut ahead = VecDeque::new();
+        assert!(ask_deeper(&transport, &pages, &mut ahead).await.is_none());
+        ahead.push_back(InFlight::send(&transport, pull(2), None, None, false));
+        let deeper = ask_deeper(&transport, &pages, &mut ahead).await;
+        let deeper = deeper.expect("the page after the one in flight is asked for");
+        assert_eq!(deeper.request, pull(4));
+        ahead.push_back(deeper);
+        assert!(
+            ask_deeper(&transport, &pages, &mut ahead).await.is_none(),
+            "no more than {PAGES_AHEAD} ahead"
+        );
+        // The word is taken once: the page in flight is not asked for again.
+        ahead.pop_back();
+        assert!(ask_deeper(&transport, &pages, &mut ahead).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pulled_page_is_encoded_as_it_is_read_for_a_store_that_keeps_json() {
+        use mesh_core::feedsync::{self, Stamp};
+        use mesh_core::model::EntryDraft;
+        use mesh_core::time::Timestamp;
+        let when = Timestamp::from_unix(1_700_000_000).unwrap();
+        let entry = |id: &str| {
+            let draft = EntryDraft::new(id, serde_json::json!({ "n": 1 }));
+            feedsync::create(
+                id.parse().unwrap(),
+                &Stamp::new("dev".parse().unwrap(), when),
+                draft.into_new_data("ann".parse().unwrap(), when),
+            )
+        };
+        let answer = Response::Changes {
+            feed: "folder:f/notes".parse().unwrap(),
+            entries: vec![entry("e1"), entry("e2")],
+            next: Cursor(2),
+            more: false,
+        };
+        let transport: Arc<dyn Transport> = Arc::new(Canned(answer.clone()));
+        for (encode, made) in [(true, 2), (false, 0)] {
+            let Ok(got) = InFlight::send(&transport, pull(0), None, None, encode)
+                .answer()
+                .await
+            else {
+                panic!("no answer");
+            };
+            assert_eq!(got.response(), &answer);
+            assert_eq!(got.made_ahead(), made, "encode: {encode}");
+        }
+        // Only a pull's answer: a push's carries no entries to store.
+        let push = Request::Push {
+            from: "me".parse().unwrap(),
+            feed: "folder:f/notes".parse().unwrap(),
+            entries: vec![entry("e3")],
+        };
+        let Ok(got) = InFlight::send(&transport, push, None, None, true)
+            .answer()
+            .await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(got.made_ahead(), 0);
     }
 
     #[test]

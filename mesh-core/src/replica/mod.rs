@@ -493,19 +493,29 @@ impl<S: Store> Replica<S> {
 
     /// [`Replica::merge_batch`], also recording a sync state in the same transaction (so that
     /// a pull cursor never runs ahead of the merged data).
-    pub fn merge_batch_with_state(
+    ///
+    /// An incoming entry that carries its JSON ([`Incoming::encoded`]) and is stored as it
+    /// came (no local version kept beside it, no conflicts) is written as that JSON, as in
+    /// [`Replica::merge_batch_filtered`]: a receiver can make it while the batch before is
+    /// merged.
+    pub fn merge_batch_with_state<E: Into<Incoming>>(
         &mut self,
         feed: &FeedKey,
-        incoming: Vec<Entry>,
+        incoming: Vec<E>,
         origin: Option<&ReplicaId>,
         state: Option<(&RemoteId, &SyncState)>,
     ) -> Result<Vec<MergeReport>> {
-        check_unique(feed, incoming.iter())?;
+        let incoming: Vec<Incoming> = incoming.into_iter().map(Into::into).collect();
+        check_unique(feed, incoming.iter().map(Incoming::entry))?;
         let mut tx = self.store.begin()?;
-        let ids: Vec<EntryId> = incoming.iter().map(|e| e.sync.id.clone()).collect();
+        let ids: Vec<EntryId> = incoming.iter().map(|e| e.entry().sync.id.clone()).collect();
         tx.prefetch(feed, &ids)?;
         let mut reports = Vec::with_capacity(incoming.len());
-        for entry in incoming {
+        for incoming in incoming {
+            let (entry, json) = incoming.into_parts();
+            // Stored as it came only when the merge keeps it verbatim and it has one version
+            // (see `merge_batch_filtered`).
+            let single = entry.conflicts.is_empty();
             let id = entry.sync.id.clone();
             let (merged, had_conflicts) = {
                 let local = tx.get(feed, &id)?;
@@ -516,8 +526,13 @@ impl<S: Store> Replica<S> {
                 Some(item) => {
                     let deleted = item.sync.deleted;
                     let resolved = had_conflicts && !item.has_conflicts();
-                    let origin = if merged.verbatim { origin } else { None };
-                    (Some(tx.put(feed, item, origin)?), deleted, resolved)
+                    let seq = if merged.verbatim {
+                        let json = json.filter(|_| single);
+                        tx.put_incoming(feed, Incoming::rejoin(item, json), origin)?
+                    } else {
+                        tx.put(feed, item, None)?
+                    };
+                    (Some(seq), deleted, resolved)
                 }
                 None => (None, false, false),
             };

@@ -14,7 +14,7 @@ mod session;
 
 pub use guard::respond_as;
 pub use message::{
-    EncodedChanges, Epoch, PushResult, RawEntry, Request, Response, MAX_CONTINUED_EPOCHS,
+    EncodedChanges, Epoch, Prepared, PushResult, RawEntry, Request, Response, MAX_CONTINUED_EPOCHS,
     MAX_EPOCH_ID, MAX_ONLY, MAX_PAGE, MAX_PAGE_BYTES,
 };
 pub use responder::{pull_encoded, respond};

@@ -10,8 +10,8 @@ use crate::replica::{MergeReport, Replica};
 use crate::store::{Cursor, Store, StoreTxn, SyncState};
 use crate::sync::guard::{self, Pusher};
 use crate::sync::message::{
-    Epoch, PushResult, RawEntry, Request, Response, MAX_CONTINUED_EPOCHS, MAX_ONLY, MAX_PAGE,
-    MAX_PAGE_BYTES,
+    Epoch, Prepared, PushResult, RawEntry, Request, Response, MAX_CONTINUED_EPOCHS, MAX_ONLY,
+    MAX_PAGE, MAX_PAGE_BYTES,
 };
 
 /// Which feeds a session syncs.
@@ -453,7 +453,7 @@ impl SyncSession {
     pub fn receive<S: Store>(
         &mut self,
         local: &mut Replica<S>,
-        response: Response,
+        response: impl Into<Prepared>,
     ) -> Result<Vec<SessionEvent>> {
         self.receive_from(local, response, None)
     }
@@ -468,12 +468,16 @@ impl SyncSession {
     /// [`SessionEvent::Rejected`]; the rest merge. The cursor moves past the page once what
     /// was accepted is merged (a crash in between pulls the page again, which merges as
     /// unchanged).
+    ///
+    /// A response [`Prepared::encoded`] has its entries stored as the JSON made for them where
+    /// the merge keeps them as they came.
     pub fn receive_from<S: Store>(
         &mut self,
         local: &mut Replica<S>,
-        response: Response,
+        response: impl Into<Prepared>,
         relayer: Option<Pusher<'_>>,
     ) -> Result<Vec<SessionEvent>> {
+        let (response, json) = response.into().into_parts();
         match (&self.phase, response) {
             (
                 Phase::AwaitFeeds,
@@ -522,6 +526,7 @@ impl SyncSession {
                     Vec::new()
                 } else if let Some(relayer) = relayer.map(Pusher::pulled) {
                     let ids: Vec<EntryId> = entries.iter().map(|e| e.sync.id.clone()).collect();
+                    let entries = Prepared::rejoin(entries, json);
                     let judged = guard::push(local, relayer, Some(&remote), &feed, entries)?;
                     let mut reports = Vec::with_capacity(judged.len());
                     for (id, j) in ids.into_iter().zip(judged) {
@@ -548,7 +553,7 @@ impl SyncSession {
                 } else {
                     let reports = local.merge_batch_with_state(
                         &feed,
-                        entries,
+                        Prepared::rejoin(entries, json),
                         Some(&remote),
                         Some((&self.config.remote, &state)),
                     )?;

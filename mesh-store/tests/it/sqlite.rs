@@ -1022,7 +1022,9 @@ proptest::proptest! {
     #![proptest_config(proptest::test_runner::Config::with_cases(96))]
     /// Entries merged with their JSON made ahead are stored exactly as the store would encode
     /// what it holds, however their versions were ordered or merged with local ones; and the
-    /// store ends holding what an in-memory replica that was given no JSON holds.
+    /// store ends holding what an in-memory replica that was given no JSON holds. Both merges
+    /// that take JSON made ahead are held to it: a hub's (`merge_batch_filtered`) and a
+    /// puller's (`merge_batch_with_state`).
     #[test]
     fn json_made_ahead_is_stored_only_when_it_is_what_is_stored(
         batches in proptest::collection::vec(arrivals(), 1..6)
@@ -1030,6 +1032,7 @@ proptest::proptest! {
         use mesh_core::store::Incoming;
         use proptest::prelude::*;
         let mut sqlite = Replica::new(SqliteStore::open_in_memory(rid("s")).unwrap());
+        let mut pulled = Replica::new(SqliteStore::open_in_memory(rid("p")).unwrap());
         let mut memory = Replica::new(mesh_core::store::MemoryStore::new(rid("m")));
         for batch in &batches {
             let mut seen = HashSet::new();
@@ -1053,6 +1056,9 @@ proptest::proptest! {
                     Incoming::from(entry)
                 });
             }
+            let merged = pulled
+                .merge_batch_with_state(&feed(), ahead.clone(), None, None)
+                .unwrap();
             let judged = sqlite
                 .merge_batch_filtered(&feed(), ahead, None, &mut Open)
                 .unwrap();
@@ -1060,21 +1066,23 @@ proptest::proptest! {
             let expected = memory
                 .merge_batch_filtered(&feed(), plain, None, &mut Open)
                 .unwrap();
+            let reports: Vec<_> = expected.iter().map(|(report, _)| report.clone()).collect();
             prop_assert_eq!(judged, expected);
+            prop_assert_eq!(merged, reports);
         }
-        let page = sqlite
-            .store()
-            .encoded_changes_since(&feed(), Cursor::ZERO, 100, None)
-            .unwrap();
-        for change in &page.changes {
-            let held: Entry = serde_json::from_str(change.entry.get()).unwrap();
-            prop_assert_eq!(change.entry.get(), serde_json::to_string(&held).unwrap());
-            let kept = memory.store().get(&feed(), &held.sync.id).unwrap();
-            prop_assert_eq!(Some(&held), kept.as_ref());
+        let entries = memory.store().feeds().unwrap().iter().map(|f| f.entries).sum::<u64>();
+        for replica in [&sqlite, &pulled] {
+            let page = replica
+                .store()
+                .encoded_changes_since(&feed(), Cursor::ZERO, 100, None)
+                .unwrap();
+            for change in &page.changes {
+                let held: Entry = serde_json::from_str(change.entry.get()).unwrap();
+                prop_assert_eq!(change.entry.get(), serde_json::to_string(&held).unwrap());
+                let kept = memory.store().get(&feed(), &held.sync.id).unwrap();
+                prop_assert_eq!(Some(&held), kept.as_ref());
+            }
+            prop_assert_eq!(page.changes.len() as u64, entries);
         }
-        prop_assert_eq!(
-            page.changes.len() as u64,
-            memory.store().feeds().unwrap().iter().map(|f| f.entries).sum::<u64>()
-        );
     }
 }

@@ -10,6 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 mod decode;
+mod prepared;
+
+pub use prepared::Prepared;
 
 use crate::feedsync::MergeOutcome;
 use crate::id::{EntryId, ReplicaId};
