@@ -615,6 +615,9 @@ impl Engine {
                 }
                 Step::Send(request) => {
                     let pull = PullKey::of(&request);
+                    // No page from the remote head the session knows is asked for ahead: the
+                    // session stops there.
+                    let ends = pull.as_ref().and_then(|p| session.pull_ends(&p.1));
                     let pipelined = pipelines(&request);
                     let answer = match pages.answer(&request, &heads) {
                         // A notification brought this pull's answer.
@@ -659,7 +662,7 @@ impl Engine {
                     if let (Answer::Remote(asked), true) = (&mut answer, ahead.is_empty()) {
                         // The page after this one, asked for as soon as the remote says where
                         // it starts: it travels while this one is read and merged.
-                        ahead.extend(ask_ahead(&self.transport, pages, asked).await);
+                        ahead.extend(ask_ahead(&self.transport, pages, asked, ends).await);
                     }
                     let mut response = match answer {
                         Answer::Notified(response) => Prepared::from(response),
@@ -667,7 +670,7 @@ impl Engine {
                     };
                     if ahead.is_empty() && !follows_notified(pages, response.response()) {
                         let answer = response.response();
-                        ahead.extend(prefetch(&self.transport, pull, answer, encode));
+                        ahead.extend(prefetch(&self.transport, pull, answer, encode, ends));
                     }
                     // The remote answered: say so before reporting what it sent.
                     self.set_online(true);
@@ -698,7 +701,7 @@ impl Engine {
                     });
                     // While this page merges: the page after the last one asked for, once the
                     // remote says where it starts.
-                    let deeper = ask_deeper(&self.transport, pages, &mut ahead);
+                    let deeper = ask_deeper(&self.transport, pages, &mut ahead, ends);
                     let (merged, deeper) = futures::join!(merged, deeper);
                     ahead.extend(deeper);
                     let (s, received) = merged?;
@@ -1261,14 +1264,16 @@ impl PullKey {
 
 /// After the answer to a pull (`pull`) that says more changes follow, asks
 /// for the next page at once, so that it travels while this one is merged and saved: the
-/// session's next request is that very pull unless it has reached the head it was told, and
-/// the cursor still moves only over what is merged (a page fetched ahead and not asked for is
-/// dropped). Pulls are reads: a page asked for twice, or in vain, changes nothing.
+/// session's next request is that very pull unless it has reached the head it was told
+/// (`ends`: nothing is asked for from there), and the cursor still moves only over what is
+/// merged (a page fetched ahead and not asked for is dropped). Pulls are reads: a page asked
+/// for twice, or in vain, changes nothing.
 fn prefetch(
     transport: &Arc<dyn Transport>,
     pull: Option<PullKey>,
     answer: &Response,
     encode: bool,
+    ends: Option<Cursor>,
 ) -> Option<InFlight> {
     let pull = pull?;
     let Response::Changes {
@@ -1280,7 +1285,7 @@ fn prefetch(
     else {
         return None;
     };
-    if *answered != pull.1 {
+    if *answered != pull.1 || ends.is_some_and(|end| *next >= end) {
         return None;
     }
     Some(pull.send_from(transport, *next, encode))
@@ -1288,18 +1293,20 @@ fn prefetch(
 
 /// Asks for the page after `asked` (a pull in flight) once the remote tells where it starts,
 /// before `asked`'s answer is read whole; nothing if it does not tell (see
-/// [`Transport::send_pull`]) or that page came with a notification. A wrong word costs only
+/// [`Transport::send_pull`]), that page came with a notification, or it starts at or past
+/// where the session's pull ends (`ends`, see [`SyncSession::pull_ends`]). A wrong word costs only
 /// the page asked in vain: the session's next request is made from the answer, and a page
 /// asked for ahead that is not it is dropped unused.
 async fn ask_ahead(
     transport: &Arc<dyn Transport>,
     pages: &Notified,
     asked: &mut InFlight,
+    ends: Option<Cursor>,
 ) -> Option<InFlight> {
     let told = asked.next.take()?;
     let pull = PullKey::of(&asked.request)?;
     let since = told.told().await?;
-    if pages.has(&pull.1, since) {
+    if pages.has(&pull.1, since) || ends.is_some_and(|end| since >= end) {
         return None;
     }
     Some(pull.send_from(transport, since, asked.encode))
@@ -1313,11 +1320,12 @@ async fn ask_deeper(
     transport: &Arc<dyn Transport>,
     pages: &Notified,
     ahead: &mut VecDeque<InFlight>,
+    ends: Option<Cursor>,
 ) -> Option<InFlight> {
     if ahead.len() >= PAGES_AHEAD {
         return None;
     }
-    ask_ahead(transport, pages, ahead.back_mut()?).await
+    ask_ahead(transport, pages, ahead.back_mut()?, ends).await
 }
 
 /// Whether the page after `answer` (a pull's) came with a notification: it is not asked for
@@ -1403,19 +1411,26 @@ mod tests {
             Arc::new(InProcessHub::new().connect("ann".parse().unwrap()));
         let key = PullKey::of;
         let more = changes("folder:f/notes", 7, true);
-        let ahead = prefetch(&transport, key(&pull(0)), &more, false);
+        let ahead = prefetch(&transport, key(&pull(0)), &more, false, None);
         assert_eq!(ahead.map(|p| p.request.clone()), Some(pull(7)));
         for (answer, why) in [
             (changes("folder:f/notes", 7, false), "the last page"),
             (changes("folder:f/other", 7, true), "another feed's page"),
         ] {
             assert!(
-                prefetch(&transport, key(&pull(0)), &answer, false).is_none(),
+                prefetch(&transport, key(&pull(0)), &answer, false, None).is_none(),
                 "{why}"
             );
         }
         // Only after a pull: a push's answer asks for nothing.
-        assert!(prefetch(&transport, None, &more, false).is_none());
+        assert!(prefetch(&transport, None, &more, false, None).is_none());
+        // Nor from the head the session stops at, or past it.
+        for end in [7, 5] {
+            let ends = Some(Cursor(end));
+            assert!(prefetch(&transport, key(&pull(0)), &more, false, ends).is_none());
+        }
+        let ends = Some(Cursor(8));
+        assert!(prefetch(&transport, key(&pull(0)), &more, false, ends).is_some());
     }
 
     /// Answers every request with the same response.
@@ -1480,19 +1495,31 @@ mod tests {
         let transport: Arc<dyn Transport> = Arc::new(Endless);
         let pages = Notified::default();
         let mut ahead = VecDeque::new();
-        assert!(ask_deeper(&transport, &pages, &mut ahead).await.is_none());
+        let ends = Some(Cursor(5));
+        assert!(ask_deeper(&transport, &pages, &mut ahead, ends)
+            .await
+            .is_none());
         ahead.push_back(InFlight::send(&transport, pull(2), None, None, false));
-        let deeper = ask_deeper(&transport, &pages, &mut ahead).await;
+        let deeper = ask_deeper(&transport, &pages, &mut ahead, ends).await;
         let deeper = deeper.expect("the page after the one in flight is asked for");
         assert_eq!(deeper.request, pull(4));
         ahead.push_back(deeper);
         assert!(
-            ask_deeper(&transport, &pages, &mut ahead).await.is_none(),
+            ask_deeper(&transport, &pages, &mut ahead, ends)
+                .await
+                .is_none(),
             "no more than {PAGES_AHEAD} ahead"
         );
         // The word is taken once: the page in flight is not asked for again.
         ahead.pop_back();
-        assert!(ask_deeper(&transport, &pages, &mut ahead).await.is_none());
+        assert!(ask_deeper(&transport, &pages, &mut ahead, ends)
+            .await
+            .is_none());
+        // Nothing from where the session's pull ends: the page from 6 would come after it.
+        let mut ahead = VecDeque::from([InFlight::send(&transport, pull(4), None, None, false)]);
+        assert!(ask_deeper(&transport, &pages, &mut ahead, ends)
+            .await
+            .is_none());
     }
 
     #[tokio::test]

@@ -298,6 +298,18 @@ impl SyncSession {
         self.remote_replica.as_ref()
     }
 
+    /// Where the session's pull of `feed` ends, while it pulls that feed: the remote's head it
+    /// was told (by the `feeds` answer or [`SessionConfig::known`]). The session asks for no
+    /// page that starts there or after it, even when an answer says more changes follow (those
+    /// are for a later session), so a caller asking for pages ahead has no use for them
+    /// either. `None` when the session is not pulling `feed`.
+    pub fn pull_ends(&self, feed: &FeedKey) -> Option<Cursor> {
+        match self.queue.front() {
+            Some(w) if &w.feed == feed && !w.pull_done => w.remote_head,
+            _ => None,
+        }
+    }
+
     /// Counters so far.
     pub fn report(&self) -> &SyncReport {
         &self.report

@@ -484,6 +484,58 @@ fn a_known_remote_is_not_asked_for_its_feeds() {
     );
 }
 
+/// A session told a remote head pulls up to it and no further, even when answers say more
+/// follow; `pull_ends` says where that is while the pull runs, so a caller asking for pages
+/// ahead stops there too.
+#[test]
+fn a_pull_ends_at_the_head_the_session_was_told() {
+    let (mut a, mut b, mut hub) = (replica("a"), replica("b"), replica("hub"));
+    let f = feed();
+    let write = |a: &mut R, hub: &mut R, from: i64, to: i64| {
+        for i in from..to {
+            let title = format!("n{i}");
+            a.create(&f, id(&title), draft(&title), &actor("ann", "a"), t(i))
+                .unwrap();
+        }
+        sync(a, hub, 100);
+        hub.store().head(&f).unwrap()
+    };
+    write(&mut a, &mut hub, 0, 1);
+    sync(&mut b, &mut hub, 100);
+    // B is told of the head after four more writes; three more follow before it pulls.
+    let told = write(&mut a, &mut hub, 1, 5);
+    let head = write(&mut a, &mut hub, 5, 8);
+    assert!(head > told);
+
+    // And B has a change of its own to push after its pull.
+    b.create(&f, id("mine"), draft("mine"), &actor("ann", "b"), t(9))
+        .unwrap();
+    let mut config = known_config("hub", Some(told.0));
+    config.page_size = 2;
+    let mut s = SyncSession::new(config);
+    let mut pulled_from = Vec::new();
+    let other: mesh_core::model::FeedKey = "folder:f9/other".parse().unwrap();
+    while let Step::Send(req) = s.poll(&mut b).unwrap() {
+        match &req {
+            Request::Pull { since, .. } => {
+                pulled_from.push(*since);
+                assert_eq!(s.pull_ends(&f), Some(told), "while pulling");
+                assert_eq!(s.pull_ends(&other), None, "another feed");
+            }
+            _ => assert_eq!(s.pull_ends(&f), None, "while pushing: {req:?}"),
+        }
+        let resp = respond(&mut hub, req).unwrap();
+        s.receive(&mut b, resp).unwrap();
+    }
+    assert!(!pulled_from.is_empty());
+    assert!(
+        pulled_from.iter().all(|since| *since < told),
+        "{pulled_from:?}"
+    );
+    assert_eq!(s.pull_ends(&f), None, "after the pull");
+    assert!(b.store().head(&f).unwrap() < hub.store().head(&f).unwrap());
+}
+
 /// `next_push` names, while a push is awaited, exactly the request `poll` makes once that
 /// push is acknowledged: the next page of the same feed, or nothing after its last page.
 /// Sending it early and answering it out of turn loses nothing.
