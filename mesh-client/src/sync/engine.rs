@@ -1249,8 +1249,18 @@ impl PullKey {
         }
     }
 
-    /// The same pull from `since`, sent on a task of its own.
-    fn send_from(self, transport: &Arc<dyn Transport>, since: Cursor, encode: bool) -> InFlight {
+    /// The same pull from `since`, sent on a task of its own; nothing from where the session's
+    /// pull ends (`ends`, see [`SyncSession::pull_ends`]) or after it.
+    fn send_from(
+        self,
+        transport: &Arc<dyn Transport>,
+        since: Cursor,
+        encode: bool,
+        ends: Option<Cursor>,
+    ) -> Option<InFlight> {
+        if ends.is_some_and(|end| since >= end) {
+            return None;
+        }
         let PullKey(from, feed, limit) = self;
         let request = Request::Pull {
             from,
@@ -1258,7 +1268,7 @@ impl PullKey {
             since,
             limit,
         };
-        InFlight::send(transport, request, None, None, encode)
+        Some(InFlight::send(transport, request, None, None, encode))
     }
 }
 
@@ -1285,10 +1295,10 @@ fn prefetch(
     else {
         return None;
     };
-    if *answered != pull.1 || ends.is_some_and(|end| *next >= end) {
+    if *answered != pull.1 {
         return None;
     }
-    Some(pull.send_from(transport, *next, encode))
+    pull.send_from(transport, *next, encode, ends)
 }
 
 /// Asks for the page after `asked` (a pull in flight) once the remote tells where it starts,
@@ -1306,10 +1316,10 @@ async fn ask_ahead(
     let told = asked.next.take()?;
     let pull = PullKey::of(&asked.request)?;
     let since = told.told().await?;
-    if pages.has(&pull.1, since) || ends.is_some_and(|end| since >= end) {
+    if pages.has(&pull.1, since) {
         return None;
     }
-    Some(pull.send_from(transport, since, asked.encode))
+    pull.send_from(transport, since, asked.encode, ends)
 }
 
 /// The page after the last request in flight (`ahead`), asked for once the remote says where
@@ -1433,51 +1443,31 @@ mod tests {
         assert!(prefetch(&transport, key(&pull(0)), &more, false, ends).is_some());
     }
 
-    /// Answers every request with the same response.
-    struct Canned(Response);
+    /// Answers each request as its function says, and tells where a pull's next page starts
+    /// (before its answer) when the answer says more follow.
+    type Script = dyn Fn(&Request) -> std::result::Result<Response, TransportError> + Send + Sync;
+    struct Scripted(Box<Script>);
 
     #[async_trait::async_trait]
-    impl Transport for Canned {
-        async fn send(&self, _: Request) -> std::result::Result<Response, TransportError> {
-            Ok(self.0.clone())
-        }
-        async fn watch(
-            &self,
-        ) -> std::result::Result<futures::stream::BoxStream<'static, Notification>, TransportError>
-        {
-            Err(TransportError::Unsupported("watch".into()))
-        }
-        fn describe(&self) -> String {
-            "canned".into()
-        }
-    }
-
-    /// Says that the page after each pull starts two further on, and that more follow.
-    struct Endless;
-
-    #[async_trait::async_trait]
-    impl Transport for Endless {
+    impl Transport for Scripted {
         async fn send(&self, r: Request) -> std::result::Result<Response, TransportError> {
-            let Request::Pull { feed, since, .. } = r else {
-                return Err(TransportError::Unsupported("only pulls".into()));
-            };
-            let next = Cursor(since.0 + 2);
-            Ok(Response::Changes {
-                feed,
-                entries: Vec::new(),
-                next,
-                more: true,
-            })
+            (self.0)(&r)
         }
         async fn send_pull(
             &self,
             r: Request,
             next: &crate::transport::NextPage,
         ) -> std::result::Result<Response, TransportError> {
-            if let Request::Pull { since, .. } = &r {
-                next.tell(Cursor(since.0 + 2));
+            let answer = (self.0)(&r)?;
+            if let Response::Changes {
+                next: at,
+                more: true,
+                ..
+            } = &answer
+            {
+                next.tell(*at);
             }
-            self.send(r).await
+            Ok(answer)
         }
         async fn watch(
             &self,
@@ -1486,13 +1476,22 @@ mod tests {
             Err(TransportError::Unsupported("watch".into()))
         }
         fn describe(&self) -> String {
-            "endless".into()
+            "scripted".into()
         }
     }
 
     #[tokio::test]
     async fn two_pages_are_asked_for_ahead_of_the_one_merged() {
-        let transport: Arc<dyn Transport> = Arc::new(Endless);
+        // The page after each pull starts two further on, and more follow.
+        let transport: Arc<dyn Transport> = Arc::new(Scripted(Box::new(|r| match r {
+            Request::Pull { feed, since, .. } => Ok(Response::Changes {
+                feed: feed.clone(),
+                entries: Vec::new(),
+                next: Cursor(since.0 + 2),
+                more: true,
+            }),
+            _ => Err(TransportError::Unsupported("only pulls".into())),
+        })));
         let pages = Notified::default();
         let mut ahead = VecDeque::new();
         let ends = Some(Cursor(5));
@@ -1542,7 +1541,9 @@ mod tests {
             next: Cursor(2),
             more: false,
         };
-        let transport: Arc<dyn Transport> = Arc::new(Canned(answer.clone()));
+        let canned = answer.clone();
+        let transport: Arc<dyn Transport> =
+            Arc::new(Scripted(Box::new(move |_| Ok(canned.clone()))));
         for (encode, made) in [(true, 2), (false, 0)] {
             let Ok(got) = InFlight::send(&transport, pull(0), None, None, encode)
                 .answer()

@@ -437,10 +437,7 @@ impl<S: Store> Replica<S> {
         tx.prefetch(feed, &ids)?;
         let mut out = Vec::with_capacity(incoming.len());
         for incoming in incoming {
-            let (entry, json) = incoming.into_parts();
-            // One version, no conflicts: stored as it came exactly when the merge keeps it
-            // verbatim (the item is then that version, moved).
-            let single = entry.conflicts.is_empty();
+            let (entry, json) = incoming.into_storable_parts();
             let id = entry.sync.id.clone();
             let mut report = MergeReport {
                 id,
@@ -477,12 +474,14 @@ impl<S: Store> Replica<S> {
                 if let Some(item) = merged.item {
                     report.deleted = item.sync.deleted;
                     report.resolved = had_conflicts && !item.has_conflicts();
-                    report.seq = Some(if merged.verbatim {
-                        let json = json.filter(|_| single);
-                        tx.put_incoming(feed, Incoming::rejoin(item, json), origin)?
-                    } else {
-                        tx.put(feed, item, None)?
-                    });
+                    report.seq = Some(put_merged(
+                        &mut tx,
+                        feed,
+                        item,
+                        merged.verbatim,
+                        json,
+                        origin,
+                    )?);
                 }
             }
             out.push((report, refused));
@@ -512,10 +511,7 @@ impl<S: Store> Replica<S> {
         tx.prefetch(feed, &ids)?;
         let mut reports = Vec::with_capacity(incoming.len());
         for incoming in incoming {
-            let (entry, json) = incoming.into_parts();
-            // Stored as it came only when the merge keeps it verbatim and it has one version
-            // (see `merge_batch_filtered`).
-            let single = entry.conflicts.is_empty();
+            let (entry, json) = incoming.into_storable_parts();
             let id = entry.sync.id.clone();
             let (merged, had_conflicts) = {
                 let local = tx.get(feed, &id)?;
@@ -526,12 +522,7 @@ impl<S: Store> Replica<S> {
                 Some(item) => {
                     let deleted = item.sync.deleted;
                     let resolved = had_conflicts && !item.has_conflicts();
-                    let seq = if merged.verbatim {
-                        let json = json.filter(|_| single);
-                        tx.put_incoming(feed, Incoming::rejoin(item, json), origin)?
-                    } else {
-                        tx.put(feed, item, None)?
-                    };
+                    let seq = put_merged(&mut tx, feed, item, merged.verbatim, json, origin)?;
                     (Some(seq), deleted, resolved)
                 }
                 None => (None, false, false),
@@ -574,6 +565,23 @@ pub fn is_refusal(e: &CoreError) -> bool {
             | CoreError::Revoked { .. }
             | CoreError::LimitExceeded(_)
     )
+}
+
+/// Stores a merge's result `item`: when the merge kept the incoming entry `verbatim`, as the
+/// JSON made ahead for it (if any, see [`Incoming::into_storable_parts`]) and as coming from
+/// `origin`; otherwise encoded by the store, as this replica's own version.
+fn put_merged<T: StoreTxn>(
+    tx: &mut T,
+    feed: &FeedKey,
+    item: Entry,
+    verbatim: bool,
+    json: Option<String>,
+    origin: Option<&ReplicaId>,
+) -> Result<Cursor> {
+    match verbatim {
+        true => tx.put_incoming(feed, Incoming::rejoin(item, json), origin),
+        false => tx.put(feed, item, None),
+    }
 }
 
 fn not_found(id: &EntryId) -> CoreError {

@@ -62,6 +62,14 @@ impl Incoming {
         (self.entry, self.json)
     }
 
+    /// The entry, and its JSON made ahead when a merge that keeps the entry as it came may
+    /// store that JSON: only for an entry of one version. A merge that keeps an entry with
+    /// conflicts verbatim may still order its conflicts otherwise than they came.
+    pub(crate) fn into_storable_parts(self) -> (Entry, Option<String>) {
+        let json = self.json.filter(|_| self.entry.conflicts.is_empty());
+        (self.entry, json)
+    }
+
     /// `entry` with `json`, which the caller knows to be the JSON of this very entry (made by
     /// [`Incoming::encoded`] for an entry that the caller has only moved since).
     pub(crate) fn rejoin(entry: Entry, json: Option<String>) -> Self {
