@@ -841,7 +841,7 @@ fn read_entries(
             let mut rows = stmt
                 .query(params![feed_id, id.as_str()])
                 .map_err(db(what))?;
-            first_entry(&mut rows, key, what)
+            first_entry(&mut rows, &key, what)
         })
         .collect()
 }
@@ -865,10 +865,16 @@ pub(crate) fn in_read<T, E>(
 }
 
 /// The entry of the first row of a `SELECT id, body` of the feed `key`, if there is one.
-fn first_entry(rows: &mut Rows<'_>, key: &str, what: &'static str) -> CoreResult<Option<Entry>> {
+/// The key is written out only for an entry found (it names the feed in a decoding error): a
+/// merge of new entries looks up each one and finds none.
+fn first_entry(
+    rows: &mut Rows<'_>,
+    key: &dyn std::fmt::Display,
+    what: &'static str,
+) -> CoreResult<Option<Entry>> {
     match rows.next().map_err(db(what))? {
         Some(row) => Ok(Some(decode_entry(
-            key,
+            &key.to_string(),
             text(row, 0, "entry id")?,
             text(row, 1, "entry body")?,
         )?)),
@@ -1343,7 +1349,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 let mut rows = stmt
                     .query(params![f.feed_id, id.as_str()])
                     .map_err(db("get"))?;
-                first_entry(&mut rows, &feed.to_string(), "get")?
+                first_entry(&mut rows, feed, "get")?
             }
             (None, None) => get_entry(&self.tx, feed, id)?,
         };

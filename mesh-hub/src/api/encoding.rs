@@ -166,6 +166,48 @@ pub(crate) fn stream_frames(response: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from_stream(frames))
 }
 
+/// An answer whose headers leave now and whose body follows once `make` has made it on a
+/// blocking thread: coded as one zstd frame when `zstd` (however much that saves: the coding
+/// is said before the body exists; a frame of bytes that do not compress costs a few bytes
+/// per 128 KiB block), as it is otherwise.
+///
+/// A pull's page that has more after it goes so: its `Mesh-Next` header tells the device where
+/// the next page starts while this one is still being encoded and compressed, so that the
+/// next page is read from the store meanwhile (see `docs/protocol.md`, "Asking ahead"). The
+/// body is sent chunked. Should `make` fail, the body ends in an error: the connection is
+/// cut before the chunked body's end, and the client sees a truncated answer.
+pub(crate) fn answer_later<E>(
+    zstd: bool,
+    make: impl FnOnce() -> Result<Vec<u8>, E> + Send + 'static,
+) -> Response
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let body = make()
+            .map_err(axum::Error::new)
+            .and_then(|json| match zstd {
+                true => contexts::compress(&json).map_err(axum::Error::new),
+                false => Ok(json),
+            });
+        // The client may be gone: then nobody waits for the body.
+        let _ = tx.send(body);
+    });
+    let body = futures::stream::once(async move {
+        rx.await
+            .map_err(axum::Error::new)
+            .and_then(|made| made.map(axum::body::Bytes::from))
+    });
+    let mut answer = crate::api::json_bytes(StatusCode::OK, Vec::new());
+    *answer.body_mut() = axum::body::Body::from_stream(body);
+    answer.headers_mut().remove(CONTENT_LENGTH);
+    if zstd {
+        mark(&mut answer, Coding::Zstd);
+    }
+    answer
+}
+
 /// Marks an answer as zstd-coded when it is.
 pub(crate) fn mark(response: &mut Response, coding: Coding) {
     if coding == Coding::Zstd {
@@ -183,6 +225,89 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_static(value));
         h
+    }
+
+    /// Serves `answer` (called once per request) on 127.0.0.1 through the hub's own server.
+    async fn serve_one(
+        answer: impl Fn() -> Response + Clone + Send + Sync + 'static,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
+        use crate::server::listener::{serve, Shared};
+        let app = axum::Router::new().route(
+            "/page",
+            axum::routing::get(move || {
+                let answer = answer.clone();
+                async move { answer() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared {
+            app,
+            limits: crate::server::ConnectionLimits::default(),
+            max_body: 1 << 20,
+            tls: None,
+            observer: crate::ops::Observer::new(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, shared, async move {
+            let _ = stopped.await;
+        }));
+        (base, stop)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_answer_sends_its_headers_before_its_body_is_made() {
+        let json = br#"{"type":"changes","entries":[]}"#.repeat(100);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+        let made = json.clone();
+        let (base, _stop) = serve_one(move || {
+            let (wait, made) = (wait.clone(), made.clone());
+            let mut answer = answer_later(true, move || {
+                // Made only once the client has the headers.
+                wait.lock().unwrap().recv().map(|()| made)
+            });
+            answer
+                .headers_mut()
+                .insert("mesh-next", HeaderValue::from(7));
+            answer
+        })
+        .await;
+        let client = reqwest::Client::new();
+        let asked = client.get(format!("{base}/page")).send();
+        let head = tokio::time::timeout(std::time::Duration::from_secs(20), asked)
+            .await
+            .expect("the headers came before the body was made")
+            .unwrap();
+        assert_eq!(head.headers()["mesh-next"], "7");
+        assert_eq!(head.headers()[CONTENT_ENCODING], ZSTD);
+        assert!(head.headers().get(CONTENT_LENGTH).is_none());
+        release.send(()).unwrap();
+        let body = head.bytes().await.unwrap();
+        assert_eq!(zstd::decode_all(&body[..]).unwrap(), json);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_answer_that_fails_is_cut_short() {
+        let (base, _stop) = serve_one(|| {
+            answer_later(false, || {
+                Err(std::io::Error::other("the page failed to encode"))
+            })
+        })
+        .await;
+        let head = reqwest::get(format!("{base}/page")).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert!(head.headers().get(CONTENT_ENCODING).is_none());
+        assert!(
+            head.bytes().await.is_err(),
+            "a failed body never reads as whole"
+        );
+        // A plain answer made later reads whole.
+        let (base, _stop) =
+            serve_one(|| answer_later(false, || Ok::<_, std::io::Error>(b"{}".to_vec()))).await;
+        let body = reqwest::get(format!("{base}/page")).await.unwrap();
+        assert!(body.headers().get(CONTENT_ENCODING).is_none());
+        assert_eq!(&body.bytes().await.unwrap()[..], b"{}");
     }
 
     #[test]

@@ -176,6 +176,17 @@ pub(crate) async fn sync(
         _ => None,
     };
     let small = small_answer(&response);
+    if let (Some(next), false) = (next_page, small) {
+        // A large page with more after it: its headers leave now, and the device asks for the
+        // next page while this one is encoded and compressed.
+        tracing::debug!(kind, ?t_parse, ?t_respond, "sync, its page to follow");
+        let mut answer =
+            encoding::answer_later(compress_answer, move || serde_json::to_vec(&response));
+        answer
+            .headers_mut()
+            .insert(MESH_NEXT, HeaderValue::from(next.0));
+        return Ok(answer);
+    }
     let encode =
         move || serde_json::to_vec(&response).map(|b| encoding::compress(b, compress_answer));
     let body = if small {

@@ -767,6 +767,64 @@ async fn a_pulls_answer_says_where_the_next_page_starts() {
     t.send_pull(pull_todos(next.0, 2), &told).await.unwrap();
     drop(told);
     assert_eq!(heard.told().await, None);
+
+    // A large page with more after it: its headers leave before its body is made, so its
+    // length is not known up front (the body is chunked), and the coding is said up front.
+    for i in 0..70 {
+        let (s, _) = ann
+            .post(
+                "/mesh/folders/f1@ann/feeds/todos/entries",
+                json!({"id": format!("x{i}"), "title": "a title that compresses well"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    for zstd in [false, true] {
+        let mut ask = reqwest::Client::new()
+            .post(format!("{}/mesh/sync", hub.url))
+            .bearer_auth(&token)
+            .json(&pull_todos(0, 66));
+        if zstd {
+            ask = ask.header("accept-encoding", "zstd");
+        }
+        let r = ask.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let header = r
+            .headers()
+            .get("mesh-next")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(r.headers().get("content-length").is_none(), "zstd {zstd}");
+        let coded = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(coded.as_deref(), zstd.then_some("zstd"));
+        let body = r.bytes().await.unwrap();
+        let json = match zstd {
+            true => zstd::decode_all(&body[..]).unwrap(),
+            false => body.to_vec(),
+        };
+        let Response::Changes {
+            entries,
+            next,
+            more,
+            ..
+        } = serde_json::from_slice(&json).unwrap()
+        else {
+            panic!("not changes")
+        };
+        assert_eq!((entries.len(), more), (66, true));
+        assert_eq!(header, Some(next.to_string()), "zstd {zstd}");
+    }
+    let (told, heard) = NextPage::channel();
+    let Response::Changes { entries, next, .. } =
+        t.send_pull(pull_todos(0, 66), &told).await.unwrap()
+    else {
+        panic!("not changes")
+    };
+    assert_eq!(entries.len(), 66);
+    drop(told);
+    assert_eq!(heard.told().await, Some(next));
     hub.stop().await;
 }
 
