@@ -1378,7 +1378,7 @@ impl StoreTxn for SqliteTxn<'_> {
         entry: Entry,
         origin: Option<&ReplicaId>,
     ) -> CoreResult<Cursor> {
-        let body = serde_json::to_string(&entry)?;
+        let body = entry.to_json()?;
         self.put_json(feed, &entry, &body, origin)
     }
 

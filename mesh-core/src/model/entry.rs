@@ -109,6 +109,33 @@ impl Item<EntryData> {
         &self.content
     }
 
+    /// The entry's JSON as stores keep it and sync messages carry it: what
+    /// `serde_json::to_string` gives, written into a buffer sized once by
+    /// [`wire_len_bound`](Self::wire_len_bound) instead of one grown (and copied) as it is
+    /// written.
+    ///
+    /// ```
+    /// use mesh_core::model::{EntryDraft, FeedKey};
+    /// use mesh_core::replica::{Actor, Replica};
+    /// use mesh_core::store::MemoryStore;
+    /// use mesh_core::time::Timestamp;
+    ///
+    /// let mut replica = Replica::new(MemoryStore::new("laptop".parse().unwrap()));
+    /// let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+    /// let ann = Actor::new("ann".parse().unwrap(), "laptop".parse().unwrap());
+    /// let draft = EntryDraft::new("Quote \"1\"\n", serde_json::json!({"x": "é".repeat(100)}));
+    /// let now = Timestamp::from_unix(1_700_000_000).unwrap();
+    /// let entry = replica.create(&feed, "t1".parse().unwrap(), draft, &ann, now).unwrap().entry;
+    /// assert_eq!(entry.to_json().unwrap(), serde_json::to_string(&entry).unwrap());
+    /// ```
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let mut out = Vec::with_capacity(self.wire_len_bound());
+        serde_json::to_writer(&mut out, self)?;
+        String::from_utf8(out).map_err(|e| {
+            <serde_json::Error as serde::ser::Error>::custom(format!("not UTF-8: {e}"))
+        })
+    }
+
     /// At least as many bytes as the entry takes in a sync message's JSON, all its versions
     /// and history included (strings counted as if every character were escaped): what
     /// bounds a page by bytes ([`MAX_PAGE_BYTES`](crate::sync::MAX_PAGE_BYTES)). Counted

@@ -40,7 +40,7 @@ pub struct Incoming {
 impl Incoming {
     /// `entry` with its JSON, made now.
     pub fn encoded(entry: Entry) -> Result<Self> {
-        let json = serde_json::to_string(&entry)?;
+        let json = entry.to_json()?;
         Ok(Incoming {
             entry,
             json: Some(json),

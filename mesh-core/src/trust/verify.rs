@@ -46,14 +46,14 @@ fn held_items(local: Option<&Entry>) -> HashSet<&HistoryItem> {
     }
 }
 
-/// [`verify_entry`], taking the signature checks in `checked` as passed (every other rule is
+/// [`verify_entry`], taking the signatures `marks` holds as passed (every other rule is
 /// applied as usual); `held` is [`held_items`] of `local`.
 fn verify_entry_with(
     keyring: &dyn Keyring,
     feed: &FeedKey,
     (local, incoming): (Option<&Entry>, &Entry),
     held: &HashSet<&HistoryItem>,
-    checked: &[&Checked],
+    marks: &Marks<'_>,
 ) -> Result<()> {
     let held_versions: Vec<(&SyncMeta, &EntryData)> = match local {
         Some(l) => std::iter::once((&l.sync, &l.content))
@@ -74,7 +74,7 @@ fn verify_entry_with(
             if held.contains(h) {
                 continue;
             }
-            verify_item(keyring, feed, id, h, top, checked)?;
+            verify_item(keyring, feed, id, h, top, marks)?;
         }
     }
     Ok(())
@@ -82,15 +82,19 @@ fn verify_entry_with(
 
 /// Adds to `batch` the signature check of every sealed history item of `incoming` that is not
 /// in `held` (the replica holds it), whose `by` `key_of` gives a key for, and that `skip`
-/// does not already hold.
-fn gather(
+/// does not already hold. With `marks`, notes which item each check added is for, and which
+/// items `skip` held, so that judging the entries afterwards need not make their signed bytes
+/// again.
+#[allow(clippy::too_many_arguments)]
+fn gather<'e>(
     keyring: &dyn Keyring,
     feed: &FeedKey,
-    incoming: &Entry,
+    incoming: &'e Entry,
     held: &HashSet<&HistoryItem>,
     key_of: &dyn Fn(KeyStatus) -> Option<PublicKey>,
     skip: Option<&Checked>,
     batch: &mut SignatureBatch,
+    mut marks: Option<&mut Marks<'e>>,
 ) {
     let versions =
         std::iter::once(&incoming.sync).chain(incoming.conflicts.iter().map(|c| &c.sync));
@@ -113,9 +117,53 @@ fn gather(
             &seal.digest,
         );
         if skip.is_some_and(|c| c.holds(&key, seal.sig.as_bytes(), &msg)) {
+            if let Some(m) = marks.as_deref_mut() {
+                m.good.insert(ItemAt::of(h), key);
+            }
             continue;
         }
+        if let Some(m) = marks.as_deref_mut() {
+            m.queued.push((ItemAt::of(h), key));
+        }
         batch.push(key, msg, seal.sig);
+    }
+}
+
+/// Where a history item is in memory: which item of the entries being judged it is, for as
+/// long as they are borrowed (they cannot move or change meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ItemAt(*const HistoryItem);
+
+impl ItemAt {
+    fn of(h: &HistoryItem) -> Self {
+        ItemAt(std::ptr::from_ref(h))
+    }
+}
+
+/// The items of the entries being judged whose signature is known to hold, under which key:
+/// those an early check passed ([`Checked`]), and those the batch passed. `queued` is the
+/// batch's items in order, until the batch is checked.
+#[derive(Default)]
+struct Marks<'e> {
+    good: std::collections::HashMap<ItemAt, PublicKey>,
+    queued: Vec<(ItemAt, PublicKey)>,
+    /// The entries the addresses point into, borrowed for as long as the marks live.
+    _entries: std::marker::PhantomData<&'e Entry>,
+}
+
+impl Marks<'_> {
+    /// Takes the batch's answers (in the order its checks were added) into `good`.
+    fn passed(&mut self, answers: Vec<bool>) {
+        for ((at, key), ok) in self.queued.drain(..).zip(answers) {
+            if ok {
+                self.good.insert(at, key);
+            }
+        }
+    }
+
+    /// Whether `h`'s signature is known to hold under `key`.
+    fn holds(&self, h: &HistoryItem, key: &PublicKey) -> bool {
+        self.good.get(&ItemAt::of(h)) == Some(key)
     }
 }
 
@@ -174,7 +222,16 @@ pub fn check_signatures(
         let mut batch = SignatureBatch::new();
         for e in part {
             if crate::feedsync::limits::check_shape(None, e).is_ok() {
-                gather(keyring, feed, e, &HashSet::new(), &own, None, &mut batch);
+                gather(
+                    keyring,
+                    feed,
+                    e,
+                    &HashSet::new(),
+                    &own,
+                    None,
+                    &mut batch,
+                    None,
+                );
             }
         }
         passed(&batch)
@@ -240,14 +297,17 @@ pub(crate) fn verify_entries_with(
         let held: Vec<HashSet<&HistoryItem>> =
             part.iter().map(|&(local, _)| held_items(local)).collect();
         let mut batch = SignatureBatch::new();
+        let mut marks = Marks::default();
         for (&(_, incoming), held) in part.iter().zip(&held) {
-            gather(keyring, feed, incoming, held, &signer, checked, &mut batch);
+            let marks = Some(&mut marks);
+            gather(
+                keyring, feed, incoming, held, &signer, checked, &mut batch, marks,
+            );
         }
-        let batched = Checked(passed(&batch).into_iter().collect());
-        let all: Vec<&Checked> = checked.into_iter().chain([&batched]).collect();
+        marks.passed(batch.check());
         part.iter()
             .zip(&held)
-            .map(|(&pair, held)| verify_entry_with(keyring, feed, pair, held, &all))
+            .map(|(&pair, held)| verify_entry_with(keyring, feed, pair, held, &marks))
             .collect::<Vec<_>>()
     });
     let per = pairs.len().div_ceil(parts.len().max(1));
@@ -303,7 +363,7 @@ fn verify_item(
     id: &EntryId,
     h: &HistoryItem,
     top: bool,
-    checked: &[&Checked],
+    marks: &Marks<'_>,
 ) -> Result<()> {
     let Some(by) = &h.by else {
         return Ok(()); // FeedSync allows by-less items; nothing to check them against
@@ -344,13 +404,10 @@ fn verify_item(
             h.sequence
         ))
     })?;
-    let msg = signing_bytes(feed, id, h, seal.deleted, &seal.author, &seal.digest);
-    if checked
-        .iter()
-        .any(|c| c.holds(&key, seal.sig.as_bytes(), &msg))
-    {
+    if marks.holds(h, &key) {
         return Ok(());
     }
+    let msg = signing_bytes(feed, id, h, seal.deleted, &seal.author, &seal.digest);
     key.verify(&msg, &seal.sig).map_err(|_| {
         CoreError::InvalidSignature(format!(
             "the signature of history item {} of entry {id} by {by} does not verify",

@@ -1531,3 +1531,69 @@ fn a_batch_with_forged_signatures_refuses_exactly_those() {
     }
     assert_eq!(runs[0], runs[1]);
 }
+
+/// A signature the batch passed counts as passed when the entry is judged only under the key
+/// it was checked with: a keyring that gives another key by the time the entry is judged
+/// (say, a certificate replaced meanwhile) has the entry checked again, under that key.
+#[test]
+fn a_signature_passed_in_the_batch_holds_only_under_the_key_it_was_checked_with() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// frank's device under its own key for the first `honest` lookups, then under erin's.
+    struct Swapping<'a> {
+        ring: &'a MemoryKeyring,
+        lookups: AtomicUsize,
+        honest: usize,
+    }
+    impl Keyring for Swapping<'_> {
+        fn lookup(&self, device: &DeviceId) -> KeyStatus {
+            let n = self.lookups.fetch_add(1, Ordering::Relaxed);
+            match (
+                self.ring.lookup(device),
+                self.ring.lookup(&"erin-dev".parse().unwrap()),
+            ) {
+                (KeyStatus::Device(mut d), KeyStatus::Device(erin)) if n >= self.honest => {
+                    d.certificate.key = erin.certificate.key;
+                    KeyStatus::Device(d)
+                }
+                (status, _) => status,
+            }
+        }
+    }
+
+    let mut w = World::new();
+    let notes = w.notes.clone();
+    let mut frank = w.device("frank");
+    let a = actor("frank", "frank-dev");
+    let entries: Vec<Entry> = (0..100)
+        .map(|i| {
+            let now = w.now();
+            let draft = draft(&format!("note {i}"));
+            frank
+                .create(&notes, id(&format!("s{i}")), draft, &a, now)
+                .unwrap()
+                .entry
+        })
+        .collect();
+    let pairs: Vec<(Option<&Entry>, &Entry)> = entries.iter().map(|e| (None, e)).collect();
+    // Honest throughout: every one passes.
+    let honest = Swapping {
+        ring: &w.ring,
+        lookups: AtomicUsize::new(0),
+        honest: usize::MAX,
+    };
+    let all = mesh_core::trust::verify_entries(&honest, &notes, &pairs, 1);
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
+    // The batch gathers each entry's one item under frank's key; judging them, the keyring
+    // gives erin's.
+    let swapped = Swapping {
+        ring: &w.ring,
+        lookups: AtomicUsize::new(0),
+        honest: entries.len(),
+    };
+    let all = mesh_core::trust::verify_entries(&swapped, &notes, &pairs, 1);
+    for (i, got) in all.into_iter().enumerate() {
+        let e = got.expect_err("judged under erin's key");
+        assert_eq!(e.code(), ErrorCode::InvalidSignature, "entry {i}: {e}");
+    }
+}

@@ -566,7 +566,7 @@ impl PgTxn<'_> {
                 origins.push(w.origin.clone());
                 bodies.push(match &w.json {
                     Some(json) => json.clone(),
-                    None => serde_json::to_string(&w.entry)?,
+                    None => w.entry.to_json()?,
                 });
             }
             // `xmax = 0` marks a row the upsert inserted rather than updated.

@@ -55,7 +55,7 @@ impl Prepared {
         let json = match &response {
             Response::Changes { entries, .. } => entries
                 .iter()
-                .map(serde_json::to_string)
+                .map(crate::model::Entry::to_json)
                 .collect::<std::result::Result<_, _>>()
                 .unwrap_or_default(),
             _ => Vec::new(),
