@@ -38,7 +38,7 @@ pub struct SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            page_size: 500,
+            page_size: mesh_core::sync::MAX_PAGE,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(60),

@@ -76,12 +76,14 @@ pub struct KnownRemote {
 }
 
 impl SessionConfig {
-    /// Both directions, every feed, pages of 500.
+    /// Both directions, every feed, pages of [`MAX_PAGE`](super::MAX_PAGE) entries (1,000)
+    /// at most: the most a responder gives, and fewer durable commits on each side than
+    /// smaller pages (see `docs/benchmarks.md`, thirty-first session).
     pub fn new(remote: RemoteId) -> Self {
         SessionConfig {
             remote,
             feeds: FeedFilter::All,
-            page_size: 500,
+            page_size: super::MAX_PAGE,
             pull: true,
             push: true,
             known: None,
