@@ -111,10 +111,11 @@ pub(crate) fn count_to_sql(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// An entry's stored JSON, checked to hold the entry its row says.
+/// An entry's stored JSON, checked to hold the entry its row says. `feed` is written out only
+/// into an error.
 pub(crate) fn decode_entry(
     engine: &str,
-    feed: &str,
+    feed: &(impl std::fmt::Display + ?Sized),
     id: &str,
     body: &str,
 ) -> Result<Entry, CoreError> {

@@ -804,7 +804,11 @@ fn seq_from_sql(v: i64) -> CoreResult<Cursor> {
     rows::seq_from_sql("sqlite", v)
 }
 
-fn decode_entry(feed: &str, id: &str, body: &str) -> CoreResult<Entry> {
+fn decode_entry(
+    feed: &(impl std::fmt::Display + ?Sized),
+    id: &str,
+    body: &str,
+) -> CoreResult<Entry> {
     rows::decode_entry("sqlite", feed, id, body)
 }
 
@@ -841,7 +845,7 @@ fn read_entries(
             let mut rows = stmt
                 .query(params![feed_id, id.as_str()])
                 .map_err(db(what))?;
-            first_entry(&mut rows, &key, what)
+            first_entry(&mut rows, key, what)
         })
         .collect()
 }
@@ -865,16 +869,16 @@ pub(crate) fn in_read<T, E>(
 }
 
 /// The entry of the first row of a `SELECT id, body` of the feed `key`, if there is one.
-/// The key is written out only for an entry found (it names the feed in a decoding error): a
-/// merge of new entries looks up each one and finds none.
+/// The key is written out only into a decoding error: a merge of new entries looks up each one
+/// and finds none, and one that finds an entry decodes it without it.
 fn first_entry(
     rows: &mut Rows<'_>,
-    key: &dyn std::fmt::Display,
+    key: &(impl std::fmt::Display + ?Sized),
     what: &'static str,
 ) -> CoreResult<Option<Entry>> {
     match rows.next().map_err(db(what))? {
         Some(row) => Ok(Some(decode_entry(
-            &key.to_string(),
+            key,
             text(row, 0, "entry id")?,
             text(row, 1, "entry body")?,
         )?)),

@@ -201,7 +201,6 @@ where
     });
     let mut answer = crate::api::json_bytes(StatusCode::OK, Vec::new());
     *answer.body_mut() = axum::body::Body::from_stream(body);
-    answer.headers_mut().remove(CONTENT_LENGTH);
     if zstd {
         mark(&mut answer, Coding::Zstd);
     }
