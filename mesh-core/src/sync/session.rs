@@ -76,7 +76,7 @@ pub struct KnownRemote {
 }
 
 impl SessionConfig {
-    /// Both directions, every feed, pages of [`MAX_PAGE`](super::MAX_PAGE) entries (1,000)
+    /// Both directions, every feed, pages of [`MAX_PAGE`](super::MAX_PAGE) entries (2,000)
     /// at most: the most a responder gives, and fewer durable commits on each side than
     /// smaller pages (see `docs/benchmarks.md`, thirty-first session).
     pub fn new(remote: RemoteId) -> Self {
