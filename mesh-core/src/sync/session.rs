@@ -78,7 +78,7 @@ pub struct KnownRemote {
 impl SessionConfig {
     /// Both directions, every feed, pages of [`MAX_PAGE`](super::MAX_PAGE) entries (2,000)
     /// at most: the most a responder gives, and fewer durable commits on each side than
-    /// smaller pages (see `docs/benchmarks.md`, thirty-first session).
+    /// smaller pages (see `docs/benchmarks.md`, thirty-first and thirty-second sessions).
     pub fn new(remote: RemoteId) -> Self {
         SessionConfig {
             remote,

@@ -20,8 +20,8 @@ use crate::model::{Entry, FeedKey};
 use crate::store::{Cursor, FeedHead};
 use crate::trust::{DeviceCertificate, Revocation};
 
-/// The most changes a responder returns in one page, whatever the request asks (2,000; it was
-/// 1,000 before the thirty-second session of issue 16, and 500 by default before that).
+/// The most changes a responder returns in one page, whatever the request asks (2,000; it
+/// was 1,000 before, and sessions asked for 500 before that).
 ///
 /// A page is one request and one durable commit on the side that merges it, so the count
 /// sets how many syncs of the disk a large sync costs: on the benchmark machine, where each
