@@ -17,11 +17,13 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 
 use mesh_core::blob::{ChunkHash, Manifest};
-use mesh_core::model::{FileMeta, FilePath};
+use mesh_core::model::{FileKind, FileMeta, FilePath};
 
 use crate::mapping::beneath::{Beneath, DirHandle, Found, RenameMode};
+use crate::mapping::dirs::DirCache;
 use crate::mapping::faults;
 use crate::mapping::fsops::{self, TEMP_PREFIX};
+use crate::mapping::index::IndexRecord;
 use crate::mapping::patch;
 use crate::mapping::scan::LocalFile;
 
@@ -134,7 +136,9 @@ fn preload(blobs: &crate::store::BlobStore, jobs: &[WriteJob]) -> Preloaded {
 /// Writes remote files in three steps: every file into a temporary file beside its target (a
 /// few at a time), then one flush of the file system (so the data of all of them is durable
 /// with one journal commit instead of one per file), then each replaces its target. Every
-/// operation goes through the handle of the target's directory, opened beneath the root.
+/// operation goes through the handle of the target's directory, opened beneath the root once
+/// for the whole group ([`DirCache`]: at most [`super::dirs::MAX_HELD`] held open, whatever
+/// the group's directories).
 pub(super) fn write_files(
     blobs: &crate::store::BlobStore,
     root: &Beneath,
@@ -145,6 +149,7 @@ pub(super) fn write_files(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let preloaded = preload(blobs, &jobs);
+    let dirs = DirCache::new(root);
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<Stage>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let workers = jobs.len().clamp(1, 4);
@@ -154,7 +159,7 @@ pub(super) fn write_files(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
                 let pre = job.meta.manifest.and_then(|m| preloaded.get(&m));
-                let stage = stage_one(blobs, root, job, pre);
+                let stage = stage_one(blobs, &dirs, job, pre);
                 *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(stage);
             });
         }
@@ -172,15 +177,23 @@ pub(super) fn write_files(
     jobs.into_iter()
         .zip(stages)
         .map(|(job, stage)| {
-            let outcome = match (stage, &synced) {
-                (Stage::Done(o), _) => o,
-                (Stage::Ready { dir, temp, name }, Ok(())) => {
-                    finish_one(root, &job, &dir, &temp, &name, device, now)
-                }
-                (Stage::Ready { dir, temp, .. }, Err(e)) => {
-                    let _ = dir.remove(&temp, false);
-                    WriteOutcome::Failed(format!("syncing to disk: {e}"))
-                }
+            let outcome = match stage {
+                Stage::Done(o) => o,
+                // The directory's handle again: the one the file was written through, unless
+                // the group had more directories than the cache holds (then opened anew).
+                Stage::Ready { temp, name } => match dirs.parent(&job.meta.path, false) {
+                    Err(e) => WriteOutcome::Failed(format!(
+                        "{}: reopening its directory: {e}",
+                        job.meta.path
+                    )),
+                    Ok((dir, _)) => match &synced {
+                        Ok(()) => finish_one(root, &job, &dir, &temp, &name, device, now),
+                        Err(e) => {
+                            let _ = dir.remove(&temp, false);
+                            WriteOutcome::Failed(format!("syncing to disk: {e}"))
+                        }
+                    },
+                },
             };
             (job, outcome)
         })
@@ -201,13 +214,10 @@ fn sync(root: &Beneath) -> std::io::Result<()> {
     }
 }
 
-/// A remote file on its way: written to `temp` in `dir`, to replace `name` there.
+/// A remote file on its way: written to `temp` in its target's directory, to replace `name`
+/// there. The directory's handle is not kept here (see [`write_files`]).
 enum Stage {
-    Ready {
-        dir: DirHandle,
-        temp: String,
-        name: String,
-    },
+    Ready { temp: String, name: String },
     Done(WriteOutcome),
 }
 
@@ -215,7 +225,7 @@ enum Stage {
 /// read ahead, else from the store.
 fn stage_one(
     blobs: &crate::store::BlobStore,
-    root: &Beneath,
+    dirs: &DirCache<'_>,
     job: &WriteJob,
     pre: Option<&(Manifest, Vec<Vec<u8>>)>,
 ) -> Stage {
@@ -223,7 +233,7 @@ fn stage_one(
         return Stage::Done(WriteOutcome::Refused("file entry without content".into()));
     };
     if let Some(temp) = &job.staged {
-        return staged(root, job, temp);
+        return staged(dirs, job, temp);
     }
     let read;
     let (m, absent) = match pre {
@@ -243,7 +253,7 @@ fn stage_one(
     if !absent.is_empty() && job.base.is_none() {
         return Stage::Done(WriteOutcome::Pending);
     }
-    let (dir, name) = match root.parent(&job.meta.path, true) {
+    let (dir, name) = match dirs.parent(&job.meta.path, true) {
         Ok(d) => d,
         Err(e) => return Stage::Done(WriteOutcome::Refused(e.to_string())),
     };
@@ -308,7 +318,7 @@ fn stage_one(
         Ok(())
     })();
     match written {
-        Ok(()) => Stage::Ready { dir, temp, name },
+        Ok(()) => Stage::Ready { temp, name },
         Err(e) => {
             let _ = dir.remove(&temp, false);
             Stage::Done(WriteOutcome::Failed(e))
@@ -318,8 +328,8 @@ fn stage_one(
 
 /// A file already written into `temp` beside its target ([`super::stage`]): ready once the
 /// target is still something it may replace.
-fn staged(root: &Beneath, job: &WriteJob, temp: &str) -> Stage {
-    let (dir, name) = match root.parent(&job.meta.path, false) {
+fn staged(dirs: &DirCache<'_>, job: &WriteJob, temp: &str) -> Stage {
+    let (dir, name) = match dirs.parent(&job.meta.path, false) {
         Ok(d) => d,
         Err(e) => return Stage::Done(WriteOutcome::Refused(e.to_string())),
     };
@@ -334,7 +344,6 @@ fn staged(root: &Beneath, job: &WriteJob, temp: &str) -> Stage {
     }
     faults::at(faults::Moment::Write, &dir.path().join(&name));
     Stage::Ready {
-        dir,
         temp: temp.to_owned(),
         name,
     }
@@ -504,14 +513,20 @@ fn keep_as_copy(
 /// through a symbolic link). A large file's download in progress ([`super::stage`]) is kept
 /// for the next attempt to carry on from, unless it is older than [`STAGED_KEPT`].
 pub(super) fn remove_stale_temps(root: &Beneath) {
-    let mut stack = vec![root.open_dir("")];
-    while let Some(dir) = stack.pop() {
-        let Ok(dir) = dir else { continue };
+    // By path, each directory opened when its turn comes (one open at a time, as in a scan).
+    let mut stack = vec![String::new()];
+    while let Some(path) = stack.pop() {
+        let Ok(dir) = root.open_dir(&path) else {
+            continue;
+        };
         let Ok(names) = dir.list() else { continue };
         for name in names {
             let Some(name) = name.to_str() else { continue };
             match dir.entry(name) {
-                Ok(Found::Dir { .. }) => stack.push(dir.child_dir(name)),
+                Ok(Found::Dir { .. }) => stack.push(match path.is_empty() {
+                    true => name.to_owned(),
+                    false => format!("{path}/{name}"),
+                }),
                 Ok(Found::File { mtime_ns, .. }) if name.starts_with(TEMP_PREFIX) => {
                     if super::stage::is_staged(name) && !stale(mtime_ns) {
                         continue;
@@ -567,6 +582,35 @@ pub(super) fn rename_cases(
     out
 }
 
+/// Removes what remote deletions name, in the order given (deepest first, so that a
+/// directory's files go before it): a file only while it is unchanged since it was synced
+/// (`expected`), a directory only while it is one (and empty: the system refuses otherwise).
+/// Each through its directory's handle, opened once for all of them ([`DirCache`]). Something
+/// already gone counts as removed.
+pub(super) fn remove_files(
+    root: &Beneath,
+    asked: Vec<(FilePath, FileKind, Option<IndexRecord>)>,
+) -> Vec<Result<(), String>> {
+    let dirs = DirCache::new(root);
+    asked
+        .into_iter()
+        .map(|(path, kind, expected)| {
+            let (dir, name) = dirs.parent(&path, false).map_err(|e| e.to_string())?;
+            let now = dir.stat(&name, &path);
+            match (kind, now, expected) {
+                (FileKind::File, Some(now), Some(exp)) if exp.matches(&now) => {
+                    dir.remove(&name, false).map_err(|e| e.to_string())
+                }
+                (FileKind::Dir, Some(now), _) if now.kind == FileKind::Dir => {
+                    dir.remove(&name, true).map_err(|e| e.to_string())
+                }
+                (_, None, _) => Ok(()),
+                _ => Err("changed since it was synced; kept".into()),
+            }
+        })
+        .collect()
+}
+
 /// Renames `from` to `to`, which differs from it only in case, in the same directory; never
 /// over another file (on a case-insensitive file system the two names are one file).
 fn rename_case(root: &Beneath, from: &FilePath, to: &FilePath) -> Result<(), String> {
@@ -590,7 +634,6 @@ fn rename_case(root: &Beneath, from: &FilePath, to: &FilePath) -> Result<(), Str
 mod tests {
     use mesh_core::blob::chunk_boundaries;
     use mesh_core::id::FolderId;
-    use mesh_core::model::FileKind;
     use mesh_core::time::Timestamp;
 
     use super::super::patch::tests::noise;
@@ -685,6 +728,100 @@ mod tests {
         for (name, data) in &files {
             assert_eq!(&std::fs::read(tree.join(name)).unwrap(), data, "{name}");
         }
+    }
+
+    /// A group of files in more directories than the process may hold open at once is
+    /// written whole: the group does not keep a handle per directory until its end. Checked in
+    /// a child process (this test binary again) whose open-file limit is lowered to 200, with
+    /// 600 files in 600 directories (a remote chooses both).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_group_in_more_directories_than_the_open_file_limit_is_written_whole() {
+        if !super::super::dirs::limited::under_file_limit(
+            "mapping::apply::tests::a_group_in_more_directories_than_the_open_file_limit_is_written_whole",
+            200,
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs.db"), Durability::Normal).unwrap();
+        let jobs: Vec<WriteJob> = (0..600u64)
+            .map(|i| job(&blobs, &format!("d{i:03}/f.bin"), &noise(100, i), None))
+            .collect();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let root = Beneath::open(&tree).unwrap();
+        let now = Timestamp::from_unix(1_700_000_000).unwrap();
+        for (job, outcome) in write_files(&blobs, &root, jobs, "dev", now) {
+            match outcome {
+                WriteOutcome::Written { .. } => {}
+                WriteOutcome::Refused(e) | WriteOutcome::Failed(e) => {
+                    panic!("{} not written: {e}", job.key)
+                }
+                _ => panic!("{} not written", job.key),
+            }
+        }
+        for i in 0..600u64 {
+            let path = tree.join(format!("d{i:03}/f.bin"));
+            assert_eq!(std::fs::read(path).unwrap(), noise(100, i));
+        }
+    }
+
+    /// Remote deletions applied together: an unchanged file goes, a changed one stays, a
+    /// directory goes once its files have (deepest first), something already gone counts as
+    /// removed, and a path through a symbolic link removes nothing outside the root.
+    #[cfg(unix)]
+    #[test]
+    fn deletions_remove_only_what_is_unchanged_and_beneath_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        for d in ["tree/a", "tree/b"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in ["a/same", "a/also", "b/changed"] {
+            std::fs::write(tree.join(f), b"synced").unwrap();
+        }
+        std::fs::write(outside.path().join("x"), b"not ours").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.join("link")).unwrap();
+        let root = Beneath::open(&tree).unwrap();
+        let record = |p: &str| {
+            let path = FilePath::new(p).unwrap();
+            let (d, name) = root.parent(&path, false).unwrap();
+            IndexRecord::of(&d.stat(&name, &path).unwrap(), None, "1".into())
+        };
+        let (same, also, changed) = (record("a/same"), record("a/also"), record("b/changed"));
+        std::fs::write(tree.join("b/changed"), b"edited here since").unwrap();
+        let asked = |p: &str, kind, exp: Option<&IndexRecord>| {
+            (FilePath::new(p).unwrap(), kind, exp.cloned())
+        };
+        let results = remove_files(
+            &root,
+            vec![
+                asked("link/x", FileKind::File, Some(&same)),
+                asked("gone", FileKind::File, Some(&same)),
+                asked("b/changed", FileKind::File, Some(&changed)),
+                asked("b", FileKind::Dir, None),
+                asked("a/same", FileKind::File, Some(&same)),
+                asked("a/also", FileKind::File, Some(&also)),
+                asked("a", FileKind::Dir, None),
+            ],
+        );
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(
+            ok,
+            [false, true, false, false, true, true, true],
+            "{results:?}"
+        );
+        assert!(!tree.join("a").exists());
+        assert_eq!(
+            std::fs::read(tree.join("b/changed")).unwrap(),
+            b"edited here since"
+        );
+        assert_eq!(
+            std::fs::read(outside.path().join("x")).unwrap(),
+            b"not ours"
+        );
     }
 
     /// A stored chunk whose bytes do not match its hash is refused when read ahead, as when

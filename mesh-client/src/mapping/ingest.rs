@@ -6,6 +6,7 @@ use mesh_core::blob::ChunkHash;
 use mesh_core::id::FolderId;
 
 use super::beneath::Beneath;
+use super::dirs::DirCache;
 use super::scan::LocalFile;
 use super::{faults, fsops};
 use crate::error::Result;
@@ -32,10 +33,12 @@ pub(super) fn ingest_files(
     let mut out = HashMap::new();
     let mut pending: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
     let mut pending_bytes = 0usize;
+    // One handle per directory for the whole batch, not one per file.
+    let dirs = DirCache::new(root);
     for l in files {
         let result: std::result::Result<ChunkHash, String> = (|| {
             faults::at(faults::Moment::Read, &root.path().join(l.path.as_str()));
-            let f = root.open_read(&l.path).map_err(|e| e.to_string())?;
+            let f = dirs.open_read(&l.path).map_err(|e| e.to_string())?;
             let before = f.metadata().map_err(|e| e.to_string())?;
             let changed = "changed while read; published once it settles".to_string();
             if !same_file(&before, &before, &l) {

@@ -97,6 +97,7 @@ mod api;
 mod apply;
 mod beneath;
 mod case;
+mod dirs;
 #[doc(hidden)]
 pub mod faults;
 pub(crate) mod fsops;
@@ -1175,37 +1176,27 @@ impl Mapper {
         self.acknowledge_losses(client, remote, versions).await?;
 
         removals.sort_by(|a, b| b.1.path.cmp(&a.1.path));
-        for (key, l) in removals {
+        if !removals.is_empty() {
+            // All of them in one hand-off, through one handle per directory.
             let root = self.opened()?;
-            let path = l.path.clone();
-            let kind = l.kind;
-            let expected = self.index.get(&key).cloned();
-            let removed = tokio::task::spawn_blocking(move || {
-                let (dir, name) = root.parent(&path, false).map_err(|e| e.to_string())?;
-                // Only what is unchanged since it was synced.
-                let now = dir.stat(&name, &path);
-                match (kind, now, expected) {
-                    (FileKind::File, Some(now), Some(exp)) if exp.matches(&now) => {
-                        dir.remove(&name, false).map_err(|e| e.to_string())
-                    }
-                    (FileKind::Dir, Some(now), _) if now.kind == FileKind::Dir => {
-                        dir.remove(&name, true).map_err(|e| e.to_string())
-                    }
-                    (_, None, _) => Ok(()),
-                    _ => Err("changed since it was synced; kept".into()),
+            let asked: Vec<(FilePath, FileKind, Option<IndexRecord>)> = removals
+                .iter()
+                .map(|(key, l)| (l.path.clone(), l.kind, self.index.get(key).cloned()))
+                .collect();
+            let results = tokio::task::spawn_blocking(move || apply::remove_files(&root, asked))
+                .await
+                .map_err(|e| ClientError::Internal(e.to_string()))?;
+            for ((key, l), removed) in removals.into_iter().zip(results) {
+                // Forgotten either way: a directory with files left in it, or a changed file,
+                // is published again by the next pass.
+                self.forget(key);
+                match removed {
+                    Ok(()) => self.emit(MappingEvent::Applied {
+                        path: l.path.to_string(),
+                        deleted: true,
+                    }),
+                    Err(reason) => tracing::debug!(path = %l.path, %reason, "not removed"),
                 }
-            })
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-            // Forgotten either way: a directory with files left in it, or a changed file, is
-            // published again by the next pass.
-            self.forget(key);
-            match removed {
-                Ok(()) => self.emit(MappingEvent::Applied {
-                    path: l.path.to_string(),
-                    deleted: true,
-                }),
-                Err(reason) => tracing::debug!(path = %l.path, %reason, "not removed"),
             }
         }
 
