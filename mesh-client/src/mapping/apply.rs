@@ -582,6 +582,25 @@ pub(super) fn rename_cases(
     out
 }
 
+/// Makes the directories remote entries name, in the order given (a parent before what is
+/// in it), with missing parents on the way; one that is already a directory counts as made,
+/// one held by something else (a file, a symbolic link) is refused. Through one handle per
+/// parent directory ([`DirCache`]).
+pub(super) fn make_dirs(root: &Beneath, paths: &[FilePath]) -> Vec<Result<(), String>> {
+    let dirs = DirCache::new(root);
+    paths
+        .iter()
+        .map(|path| {
+            let (dir, name) = dirs.parent(path, true).map_err(|e| e.to_string())?;
+            match dir.entry(&name) {
+                Ok(Found::Dir { .. }) => Ok(()),
+                Ok(_) => Err(format!("{path} exists and is not a directory")),
+                Err(_) => dir.mkdir(&name).map_err(|e| e.to_string()),
+            }
+        })
+        .collect()
+}
+
 /// Removes what remote deletions name, in the order given (deepest first, so that a
 /// directory's files go before it): a file only while it is unchanged since it was synced
 /// (`expected`), a directory only while it is one (and empty: the system refuses otherwise).
@@ -765,6 +784,37 @@ mod tests {
             let path = tree.join(format!("d{i:03}/f.bin"));
             assert_eq!(std::fs::read(path).unwrap(), noise(100, i));
         }
+    }
+
+    /// Remote directories made together: nested ones with their parents, an existing one
+    /// counted as made, a name held by a file or a symbolic link refused, and nothing made
+    /// outside the root through the link.
+    #[cfg(unix)]
+    #[test]
+    fn directories_are_made_beneath_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("old")).unwrap();
+        std::fs::write(tree.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.join("link")).unwrap();
+        let root = Beneath::open(&tree).unwrap();
+        let paths: Vec<FilePath> = ["a", "a/b", "c/d/e", "old", "file", "link", "link/x"]
+            .iter()
+            .map(|p| FilePath::new(p).unwrap())
+            .collect();
+        let made = make_dirs(&root, &paths);
+        let ok: Vec<bool> = made.iter().map(Result::is_ok).collect();
+        assert_eq!(
+            ok,
+            [true, true, true, true, false, false, false],
+            "{made:?}"
+        );
+        for d in ["a/b", "c/d/e", "old"] {
+            assert!(tree.join(d).is_dir(), "{d}");
+        }
+        assert!(tree.join("file").is_file());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     /// Remote deletions applied together: an unchanged file goes, a changed one stays, a

@@ -995,39 +995,35 @@ impl Mapper {
 
         // Apply remote changes: directories, then files (after one shared download), then
         // deletions deepest first.
-        for (key, meta, version) in dirs {
+        if !dirs.is_empty() {
+            // All of them in one hand-off, through one handle per parent directory.
             let root = self.opened()?;
-            let path = meta.path.clone();
-            let made = tokio::task::spawn_blocking(move || {
-                let (dir, name) = root.parent(&path, true).map_err(|e| e.to_string())?;
-                match dir.entry(&name) {
-                    Ok(beneath::Found::Dir { .. }) => Ok(()),
-                    Ok(_) => Err(format!("{path} exists and is not a directory")),
-                    Err(_) => dir.mkdir(&name).map_err(|e| e.to_string()),
+            let paths: Vec<FilePath> = dirs.iter().map(|(_, meta, _)| meta.path.clone()).collect();
+            let made = tokio::task::spawn_blocking(move || apply::make_dirs(&root, &paths))
+                .await
+                .map_err(|e| ClientError::Internal(e.to_string()))?;
+            for ((key, meta, version), made) in dirs.into_iter().zip(made) {
+                match made {
+                    Ok(()) => {
+                        let rec = IndexRecord {
+                            path: meta.path.clone(),
+                            kind: FileKind::Dir,
+                            size: 0,
+                            mtime_ns: 0,
+                            mode: 0,
+                            manifest: None,
+                            version,
+                            ino: 0,
+                            acknowledged: None,
+                        };
+                        self.set_index(key, rec)?;
+                        self.emit(MappingEvent::Applied {
+                            path: meta.path.to_string(),
+                            deleted: false,
+                        });
+                    }
+                    Err(reason) => self.report_once(meta.path.to_string(), reason, true),
                 }
-            })
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-            match made {
-                Ok(_) => {
-                    let rec = IndexRecord {
-                        path: meta.path.clone(),
-                        kind: FileKind::Dir,
-                        size: 0,
-                        mtime_ns: 0,
-                        mode: 0,
-                        manifest: None,
-                        version,
-                        ino: 0,
-                        acknowledged: None,
-                    };
-                    self.set_index(key, rec)?;
-                    self.emit(MappingEvent::Applied {
-                        path: meta.path.to_string(),
-                        deleted: false,
-                    });
-                }
-                Err(reason) => self.report_once(meta.path.to_string(), reason, true),
             }
         }
 
