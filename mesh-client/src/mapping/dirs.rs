@@ -4,8 +4,9 @@
 //! beneath the root one component at a time ([`Beneath::parent`]). Opened afresh for each file,
 //! that is a duplicate of the root's handle, one `openat2` per directory on the way and as many
 //! `close`s: more system calls than the file's own work for a small file. A batch (one group
-//! of files written, one pass's files read or removed) asks a [`DirCache`] instead, which
-//! opens each directory once and hands the same handle to every file in it.
+//! of files written; one pass's files read, directories made or files removed) asks a
+//! [`DirCache`] instead, which opens each directory once and hands the same handle to every
+//! file in it.
 //!
 //! The cache holds at most [`MAX_HELD`] handles, whatever the batch: a batch's paths come
 //! from the remote, and a thousand files in a thousand directories must not hold a thousand
