@@ -27,7 +27,8 @@ use mesh_core::model::FilePath;
 
 use crate::mapping::beneath::{Beneath, DirHandle};
 
-/// Directory handles a [`DirCache`] keeps open at most.
+/// Directory handles a [`DirCache`] keeps open at most; also the levels of a scan's way down
+/// that keep their handle for the directories waiting below them (see [`super::scan::scan`]).
 pub(super) const MAX_HELD: usize = 64;
 
 /// The directories of one batch of file operations, each opened once beneath the root (see

@@ -1,11 +1,13 @@
 //! Scanning a mapped directory: what is there now, minus what `.meshignore` leaves out.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use mesh_core::model::{FileKind, FilePath};
 
-use crate::mapping::beneath::{Beneath, Found};
+use crate::mapping::beneath::{Beneath, DirHandle, Found};
+use crate::mapping::dirs::MAX_HELD;
 use crate::mapping::fsops::TEMP_PREFIX;
 use crate::mapping::root::MARKER_FILE;
 
@@ -105,16 +107,23 @@ pub fn scan(root: &Beneath, ignore: &Ignore) -> Scan {
         skipped: Vec::new(),
         unreadable: Vec::new(),
     };
-    // Directories still to list, by path: each is opened beneath the root when its turn
-    // comes, so one is open at a time however many wait (a directory's thousands of
-    // subdirectories must not hold as many descriptors open).
-    let mut stack: Vec<String> = vec![String::new()];
-    while let Some(prefix) = stack.pop() {
+    // Directories still to list, each opened when its turn comes, so that a directory's
+    // thousands of subdirectories waiting do not hold as many descriptors open. A waiting
+    // directory keeps its parent's handle (shared by its siblings) to be opened from: those
+    // are the directories on the way down to the one being listed, one each. Below
+    // `MAX_HELD` levels none is kept, and a waiting directory is opened from the root by its
+    // path (a remote can make paths of 2,000 levels).
+    let mut stack: Vec<(Option<Arc<DirHandle>>, String)> = vec![(None, String::new())];
+    while let Some((parent, prefix)) = stack.pop() {
         let shown = prefix.trim_end_matches('/').to_owned();
-        let listed = root.open_dir(&shown).and_then(|d| {
+        let opened = match parent {
+            Some(parent) => parent.child_dir(shown.rsplit('/').next().unwrap_or(&shown)),
+            None => root.open_dir(&shown),
+        };
+        let listed = opened.and_then(|d| {
             crate::mapping::faults::listing(d.path())?;
             let names = d.list()?;
-            Ok((d, names))
+            Ok((Arc::new(d), names))
         });
         let (dir, mut names) = match listed {
             Ok(listed) => listed,
@@ -171,7 +180,8 @@ pub fn scan(root: &Beneath, ignore: &Ignore) -> Scan {
                 continue;
             }
             if is_dir {
-                stack.push(format!("{rel}/"));
+                let from = (prefix.matches('/').count() < MAX_HELD).then(|| dir.clone());
+                stack.push((from, format!("{rel}/")));
             }
             if let Some(local) = found.local(&path) {
                 out.files.insert(key, local);
@@ -186,8 +196,10 @@ mod tests {
     use super::*;
 
     /// A directory with more subdirectories than the process may hold open at once is listed
-    /// whole: the subdirectories waiting their turn hold no descriptor. Checked in a child
-    /// process whose open-file limit is lowered to 200, with 600 subdirectories.
+    /// whole, and so is a chain of directories deeper than that: the directories waiting their
+    /// turn hold a descriptor only for the first levels of the way down. Checked in a child
+    /// process whose open-file limit is lowered to 200, with 600 subdirectories and a chain of
+    /// 300 levels.
     #[cfg(target_os = "linux")]
     #[test]
     fn more_subdirectories_than_the_open_file_limit_are_all_listed() {
@@ -203,6 +215,15 @@ mod tests {
             std::fs::create_dir_all(sub.join("inner")).unwrap();
             std::fs::write(sub.join("inner/f"), b"x").unwrap();
         }
+        // And a chain 300 levels deep, each level with a sibling waiting its turn (listed
+        // after the chain's next level: the last name in order is walked first).
+        let mut deep = dir.path().join("deep");
+        for _ in 0..300 {
+            std::fs::create_dir_all(deep.join("a")).unwrap();
+            deep = deep.join("z");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"x").unwrap();
         let root = Beneath::open(dir.path()).unwrap();
         let found = scan(&root, &Ignore::load(&root));
         assert!(
@@ -210,6 +231,7 @@ mod tests {
             "{:?}",
             found.unreadable.first()
         );
-        assert_eq!(found.files.len(), 1800);
+        // 600 × (directory, inner, file); deep, 300 × (a, z), and the file.
+        assert_eq!(found.files.len(), 1800 + 1 + 300 * 2 + 1);
     }
 }
