@@ -83,6 +83,11 @@
 //!   the other content kept as a conflict copy.
 //! * **Bulk changes** are published in batches: up to 1,000 new versions, and up to 1,000
 //!   tombstones, per transaction.
+//! * **A watch that misses is said so.** Notifications only start passes (see `watch`): a
+//!   lost one (the kernel's queue overflowed) starts a pass, and when the system's limit on
+//!   watched directories is reached the mapping emits a [`MappingEvent::Error`] once, keeps
+//!   watching what it could, and finds changes in the rest by its periodic rescan. The watch
+//!   never follows a symbolic link out of the directory.
 //!
 //! Safety of remote entries: every path is validated ([`FilePath`]: no absolute paths, `..`,
 //! backslashes, NUL, `:`, reserved device names) and must match the entry's id; a symbolic link
@@ -110,6 +115,7 @@ mod remote;
 mod root;
 mod scan;
 mod stage;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -122,7 +128,6 @@ use mesh_core::model::{
     names, Action, Entry, EntryData, EntryDraft, FeedKey, FileKind, FileMeta, FilePath, MediaRef,
 };
 use mesh_core::replica::Resolution;
-use notify::Watcher;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -143,19 +148,6 @@ use beneath::Beneath;
 use index::{entry_version, version_key, IndexRecord};
 use remote::RemoteFiles;
 use scan::{Ignore, LocalFile};
-
-/// Whether a file-system notification may mean a change a pass would publish. Reads do not:
-/// Linux reports every open of a file or directory (`IN_OPEN`, `IN_CLOSE_NOWRITE`), so an
-/// application reading its files, or a pass's own scan opening each directory, would
-/// otherwise start another pass, and each pass the next one, without end.
-fn may_change(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        notify::EventKind::Access(_) => false,
-        _ => true,
-    }
-}
 
 /// Remote files a pass writes at once (with one flush of the file system), while the next
 /// group's content downloads.
@@ -286,20 +278,30 @@ impl Mapper {
             })
             .await;
         }
-        let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
-        // Kept alive for as long as the mapping runs.
+        let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<watch::Signal>();
+        // Kept alive for as long as the mapping runs. Set up off the runtime's workers: it
+        // walks the whole tree. A gap in the watch is told once per mapping.
         let mut _watcher = None;
+        let mut gap_told = false;
         if self.options.watch {
-            let tx = fs_tx;
-            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok_and(|e| may_change(&e.kind)) {
-                    let _ = tx.send(());
+            let root = self.root.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                watch::start(&root, move |res: notify::Result<notify::Event>| {
+                    let signal = watch::signal(&res);
+                    if signal != watch::Signal::Nothing {
+                        let _ = fs_tx.send(signal);
+                    }
+                })
+            })
+            .await;
+            match started {
+                Ok(started) => {
+                    _watcher = started.watcher;
+                    if let Some(gap) = started.gap {
+                        gap_told = true;
+                        self.emit_error(gap);
+                    }
                 }
-            }) {
-                Ok(mut w) => match w.watch(&self.root, notify::RecursiveMode::Recursive) {
-                    Ok(()) => _watcher = Some(w),
-                    Err(e) => self.emit_error(format!("watching {}: {e}", self.root.display())),
-                },
                 Err(e) => self.emit_error(format!("file-system notifications: {e}")),
             }
         }
@@ -322,7 +324,12 @@ impl Mapper {
                     }
                     None => return,
                 },
-                Some(()) = fs_rx.recv() => {
+                Some(signal) = fs_rx.recv() => {
+                    if let watch::Signal::Gap(error) = signal {
+                        if !std::mem::replace(&mut gap_told, true) {
+                            self.emit_error(error);
+                        }
+                    }
                     // The first notification sets the deadline; later ones ride along.
                     if due.is_none() {
                         due = Some(tokio::time::Instant::now() + self.options.debounce);

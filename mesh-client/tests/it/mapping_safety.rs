@@ -919,3 +919,142 @@ async fn bringing_an_edit_back_never_overwrites_a_version_unseen() {
     converge(&p.a, &p.b, &p.folder, da, db).await;
     assert_both_hold(da, db, &[b"the desktop's edit", b"the laptop's new"]);
 }
+
+/// Set in the child process that runs a test under a low limit on inotify watches.
+const LOW_WATCH_LIMIT: &str = "MESH_TEST_LOW_WATCH_LIMIT";
+
+/// In the test process: runs the test `name` again in a child process (this test binary, in a
+/// user namespace of its own whose limit on inotify watches is `limit`), checks that it
+/// passed, and returns `false`. In that child: returns `true`, and the caller does the work.
+/// Where user namespaces are not allowed, says so and skips (with `MESH_REQUIRE_USERNS` set,
+/// as `.ci/run` does, fails).
+fn under_watch_limit(name: &str, limit: u32) -> bool {
+    if std::env::var_os(LOW_WATCH_LIMIT).is_some() {
+        return true;
+    }
+    let allowed = std::process::Command::new("unshare")
+        .args(["-U", "-r", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !allowed {
+        assert!(
+            std::env::var_os("MESH_REQUIRE_USERNS").is_none(),
+            "MESH_REQUIRE_USERNS is set: `unshare -U -r` must work"
+        );
+        eprintln!("SKIPPED {name}: no user namespaces here (`unshare -U -r` failed)");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new("unshare")
+        .args(["-U", "-r", "sh", "-c"])
+        .arg(format!(
+            r#"echo {limit} > /proc/sys/user/max_inotify_watches && exec "$0" "$@""#
+        ))
+        .arg(exe)
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(LOW_WATCH_LIMIT, "1")
+        .output()
+        .expect("unshare runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "the test did not run: {text}");
+    false
+}
+
+/// A watched mapping of a directory holding `n` subdirectories of one file each, and the
+/// device's events.
+async fn watched_tree(
+    n: usize,
+) -> (
+    MeshClient,
+    FolderId,
+    tempfile::TempDir,
+    futures::stream::BoxStream<'static, Event>,
+) {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    let da = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        std::fs::create_dir(da.path().join(format!("d{i}"))).unwrap();
+        std::fs::write(da.path().join(format!("d{i}/f.txt")), format!("{i}")).unwrap();
+    }
+    let watched = MappingOptions::default()
+        .with_debounce(Duration::from_millis(20))
+        .with_rescan_interval(Duration::from_secs(3600))
+        .with_follow_remote(false);
+    let events = a.events().boxed();
+    a.map_folder_with(&folder, da.path(), watched)
+        .await
+        .unwrap();
+    (a, folder, da, events)
+}
+
+fn told_the_limit(e: &Event) -> Option<String> {
+    match e {
+        Event::Mapping {
+            event: MappingEvent::Error { error },
+            ..
+        } if error.contains("limit on watched directories") => Some(error.clone()),
+        _ => None,
+    }
+}
+
+fn scanned(e: &Event) -> Option<usize> {
+    match e {
+        Event::Mapping {
+            event: MappingEvent::Scanned { paths, .. },
+            ..
+        } => Some(*paths),
+        _ => None,
+    }
+}
+
+/// Why: an error of the watch (here the system's limit on watched directories, reached by
+/// directories made after the mapping started) was dropped unseen, and no pass looked at what
+/// the watch stopped seeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_made_past_the_watch_limit_are_told_and_scanned() {
+    if !under_watch_limit(
+        "mapping_safety::directories_made_past_the_watch_limit_are_told_and_scanned",
+        6,
+    ) {
+        return;
+    }
+    let (a, folder, da, mut events) = watched_tree(2).await;
+    // The first pass: two directories with a file each.
+    assert_eq!(wait_for(&mut events, scanned).await, 4);
+    for i in 2..12 {
+        std::fs::create_dir(da.path().join(format!("d{i}"))).unwrap();
+        std::fs::write(da.path().join(format!("d{i}/f.txt")), format!("{i}")).unwrap();
+    }
+    wait_for(&mut events, told_the_limit).await;
+    // A pass after the error sees (and publishes) every directory made, watched or not.
+    while wait_for(&mut events, scanned).await < 24 {}
+    drop((a, folder));
+}
+
+/// Why: a tree with more directories than the limit on watches at start lost the whole watch
+/// (the part set up was dropped with the error), so even the root's changes waited for the
+/// periodic rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_past_the_watch_limit_is_told_and_watched_in_part() {
+    if !under_watch_limit(
+        "mapping_safety::a_tree_past_the_watch_limit_is_told_and_watched_in_part",
+        6,
+    ) {
+        return;
+    }
+    let (a, folder, da, mut events) = watched_tree(12).await;
+    wait_for(&mut events, told_the_limit).await;
+    assert_eq!(wait_for(&mut events, scanned).await, 24);
+    // The root was watched first: a change there starts a pass by itself.
+    std::fs::write(da.path().join("top.txt"), b"new").unwrap();
+    assert_eq!(wait_for(&mut events, scanned).await, 25);
+    drop((a, folder));
+}
