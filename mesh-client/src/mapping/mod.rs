@@ -278,7 +278,7 @@ impl Mapper {
             })
             .await;
         }
-        let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<watch::Signal>();
+        let (wakes, mut woken) = watch::wakes();
         // Kept alive for as long as the mapping runs. Set up off the runtime's workers: it
         // walks the whole tree. A gap in the watch is told once per mapping.
         let mut _watcher = None;
@@ -287,10 +287,7 @@ impl Mapper {
             let root = self.root.clone();
             let started = tokio::task::spawn_blocking(move || {
                 watch::start(&root, move |res: notify::Result<notify::Event>| {
-                    let signal = watch::signal(&res);
-                    if signal != watch::Signal::Nothing {
-                        let _ = fs_tx.send(signal);
-                    }
+                    wakes.note(&res)
                 })
             })
             .await;
@@ -324,8 +321,8 @@ impl Mapper {
                     }
                     None => return,
                 },
-                Some(signal) = fs_rx.recv() => {
-                    if let watch::Signal::Gap(error) = signal {
+                Some(gap) = woken.next() => {
+                    if let Some(error) = gap {
                         if !std::mem::replace(&mut gap_told, true) {
                             self.emit_error(error);
                         }

@@ -20,14 +20,18 @@
 //!   periodic rescan ([`super::MappingOptions::rescan_interval`]) for what the watch does not
 //!   see.
 //!
+//! * **Wake-ups are bounded.** However many notifications arrive while a pass runs, one
+//!   wake-up waits for the mapping ([`Wakes`]); a gap's message is kept aside from it.
+//!
 //! Setting a watch up walks the whole tree (one watch per directory): [`start`] is blocking,
 //! and the mapping calls it off the async runtime's workers.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// What a notification means to the mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Signal {
+enum Signal {
     /// Something may have changed: run a pass soon.
     Change,
     /// The watch missed or may miss changes from now on: tell the user, and run a pass.
@@ -37,7 +41,7 @@ pub(super) enum Signal {
 }
 
 /// What the notification `res` means to the mapping.
-pub(super) fn signal(res: &notify::Result<notify::Event>) -> Signal {
+fn signal(res: &notify::Result<notify::Event>) -> Signal {
     use notify::event::{AccessKind, AccessMode};
     match res {
         Err(e) => Signal::Gap(gap(e)),
@@ -58,6 +62,59 @@ fn gap(e: &notify::Error) -> String {
              unwatched are found by the periodic rescan only"
         ),
         _ => format!("file-system notifications: {e}"),
+    }
+}
+
+/// Where the watch's thread leaves notifications for the mapping: at most one wake-up
+/// pending, however many notifications arrive while a pass runs (a build writing a million
+/// files must not queue a million wake-ups), and the first gap's message kept aside so that
+/// it is never lost to a full queue.
+pub(super) struct Wakes {
+    tx: tokio::sync::mpsc::Sender<()>,
+    gap: Arc<Mutex<Option<String>>>,
+}
+
+/// The mapping's side of [`Wakes`].
+pub(super) struct Woken {
+    rx: tokio::sync::mpsc::Receiver<()>,
+    gap: Arc<Mutex<Option<String>>>,
+}
+
+/// A new pair: the watch's side and the mapping's.
+pub(super) fn wakes() -> (Wakes, Woken) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let gap = Arc::new(Mutex::new(None));
+    (
+        Wakes {
+            tx,
+            gap: gap.clone(),
+        },
+        Woken { rx, gap },
+    )
+}
+
+impl Wakes {
+    /// Takes the notification `res` (on the watch's thread).
+    pub(super) fn note(&self, res: &notify::Result<notify::Event>) {
+        match signal(res) {
+            Signal::Nothing => return,
+            Signal::Change => {}
+            Signal::Gap(why) => {
+                let mut gap = self.gap.lock().unwrap_or_else(|p| p.into_inner());
+                gap.get_or_insert(why);
+            }
+        }
+        // Full means a wake-up is already pending: this one rides along.
+        let _ = self.tx.try_send(());
+    }
+}
+
+impl Woken {
+    /// The next wake-up, with the message of a gap noted since the last one; `None` once the
+    /// watch is gone.
+    pub(super) async fn next(&mut self) -> Option<Option<String>> {
+        self.rx.recv().await?;
+        Some(self.gap.lock().unwrap_or_else(|p| p.into_inner()).take())
     }
 }
 
@@ -156,6 +213,35 @@ mod tests {
             .filter(|p| !p.starts_with(root.join("sub")) && *p != &root)
             .collect();
         assert!(stray.is_empty(), "notified through the link: {stray:?}");
+    }
+
+    /// A flood of notifications while the mapping is busy leaves one wake-up pending, not
+    /// one per notification; a gap noted in the flood is still told, once.
+    #[tokio::test]
+    async fn a_flood_of_notifications_queues_one_wake_up_and_keeps_the_gap() {
+        use notify::event::CreateKind;
+        use notify::{Event, EventKind};
+        let (wakes, mut woken) = wakes();
+        let made = Ok(Event::new(EventKind::Create(CreateKind::File)));
+        for i in 0..100_000 {
+            wakes.note(&made);
+            if i == 50_000 {
+                wakes.note(&Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)));
+            }
+        }
+        let gap = woken.next().await.expect("a wake-up");
+        assert!(gap.is_some_and(|g| g.contains("limit on watched directories")));
+        assert!(woken.rx.try_recv().is_err(), "more than one wake-up queued");
+        // Reads wake nothing; a change after the wake-up wakes again, without the gap.
+        let read = Ok(Event::new(EventKind::Access(
+            notify::event::AccessKind::Open(notify::event::AccessMode::Any),
+        )));
+        wakes.note(&read);
+        assert!(woken.rx.try_recv().is_err());
+        wakes.note(&made);
+        assert_eq!(woken.next().await, Some(None));
+        drop(wakes);
+        assert_eq!(woken.next().await, None, "the watch is gone");
     }
 
     #[test]
