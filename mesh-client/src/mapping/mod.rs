@@ -308,13 +308,17 @@ impl Mapper {
         };
         let files = FeedKey::folder(self.folder.clone(), files_feed());
         let mut due = Some(tokio::time::Instant::now());
+        // When the last pass ended and how long it took (see `watch::pass_after`).
+        let mut last: Option<(tokio::time::Instant, std::time::Duration)> = None;
         loop {
             let rescan_at = tokio::time::Instant::now() + self.options.rescan_interval;
             let wake = due.unwrap_or(rescan_at);
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Cmd::Rescan(tx)) => {
+                        let started = tokio::time::Instant::now();
                         let r = self.pass().await;
+                        last = Some((tokio::time::Instant::now(), started.elapsed()));
                         let _ = tx.send(r);
                         due = self.retry_due();
                         continue;
@@ -329,7 +333,11 @@ impl Mapper {
                     }
                     // The first notification sets the deadline; later ones ride along.
                     if due.is_none() {
-                        due = Some(tokio::time::Instant::now() + self.options.debounce);
+                        due = Some(watch::pass_after(
+                            tokio::time::Instant::now(),
+                            &self.options,
+                            last,
+                        ));
                     }
                     continue;
                 }
@@ -345,7 +353,10 @@ impl Mapper {
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            match self.pass().await {
+            let started = tokio::time::Instant::now();
+            let r = self.pass().await;
+            last = Some((tokio::time::Instant::now(), started.elapsed()));
+            match r {
                 Ok(()) | Err(ClientError::MappingPaused { .. }) => {}
                 Err(ClientError::Closed) => return,
                 Err(e) => self.emit_error(e.to_string()),

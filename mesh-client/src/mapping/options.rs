@@ -17,7 +17,10 @@ use std::time::Duration;
 pub struct MappingOptions {
     /// Watch the directory with file-system notifications.
     pub watch: bool,
-    /// How long to wait after a notification for more before a pass.
+    /// How long to wait after a notification for more before a pass. Right after a long
+    /// pass the wait is longer: a pass started by notifications waits at least four times as
+    /// long as the last pass took, since it ended (at most `rescan_interval`), so a file
+    /// written all the time does not keep the tree rescanned back to back.
     pub debounce: Duration,
     /// How often to rescan without notifications (the fallback for missed events).
     pub rescan_interval: Duration,

@@ -22,6 +22,10 @@
 //!
 //! * **Wake-ups are bounded.** However many notifications arrive while a pass runs, one
 //!   wake-up waits for the mapping ([`Wakes`]); a gap's message is kept aside from it.
+//! * **Passes are paced.** A pass started by notifications waits for the debounce, and at
+//!   least four times as long as the last pass took since it ended ([`pass_after`]), so a file
+//!   written all the time does not keep the whole tree rescanned back to back. Passes for
+//!   remote changes, asked for, or retried are not paced.
 //!
 //! Setting a watch up walks the whole tree (one watch per directory): [`start`] is blocking,
 //! and the mapping calls it off the async runtime's workers.
@@ -63,6 +67,34 @@ fn gap(e: &notify::Error) -> String {
         ),
         _ => format!("file-system notifications: {e}"),
     }
+}
+
+/// How many times as long as the last pass took a pass started by notifications waits after
+/// it: passes started by notifications then take at most a fifth of the time, however often
+/// the directory changes.
+const BUSY: u32 = 4;
+
+/// When a pass is due for a notification at `now`, given when the last pass ended and how
+/// long it took (`last`). After the debounce at the earliest; and, so that a file changed
+/// all the time (a log, a database) does not keep the mapping rescanning the whole tree
+/// back to back, not before [`BUSY`] times the last pass's duration has passed since it
+/// ended. That wait is at most the periodic rescan's interval (a pass longer than the interval
+/// runs at that pace anyway). A quiet directory is not delayed: a pass long ago waits for the
+/// debounce only.
+pub(super) fn pass_after(
+    now: tokio::time::Instant,
+    options: &super::MappingOptions,
+    last: Option<(tokio::time::Instant, std::time::Duration)>,
+) -> tokio::time::Instant {
+    let debounced = now + options.debounce;
+    let Some((ended, took)) = last else {
+        return debounced;
+    };
+    let rested = ended
+        .checked_add(took.saturating_mul(BUSY))
+        .unwrap_or(debounced)
+        .min(now + options.rescan_interval);
+    debounced.max(rested)
 }
 
 /// Where the watch's thread leaves notifications for the mapping: at most one wake-up
@@ -213,6 +245,34 @@ mod tests {
             .filter(|p| !p.starts_with(root.join("sub")) && *p != &root)
             .collect();
         assert!(stray.is_empty(), "notified through the link: {stray:?}");
+    }
+
+    #[test]
+    fn a_directory_changed_all_the_time_is_not_rescanned_back_to_back() {
+        use tokio::time::Instant;
+        let s = Duration::from_secs;
+        let options = crate::mapping::MappingOptions::default()
+            .with_debounce(Duration::from_millis(100))
+            .with_rescan_interval(s(60));
+        let t0 = Instant::now();
+        // No pass yet, or a short one: the debounce.
+        assert_eq!(pass_after(t0, &options, None), t0 + options.debounce);
+        let short = Some((t0, Duration::from_millis(10)));
+        assert_eq!(pass_after(t0, &options, short), t0 + options.debounce);
+        // A pass of 2 s that has just ended: the next waits 8 s after it.
+        let long = Some((t0, s(2)));
+        assert_eq!(pass_after(t0, &options, long), t0 + s(8));
+        assert_eq!(pass_after(t0 + s(3), &options, long), t0 + s(8));
+        // Long after it: the debounce only.
+        assert_eq!(
+            pass_after(t0 + s(60), &options, long),
+            t0 + s(60) + options.debounce
+        );
+        // Never later than the periodic rescan would come.
+        let huge = Some((t0, s(3600)));
+        assert_eq!(pass_after(t0, &options, huge), t0 + s(60));
+        let endless = Some((t0, Duration::MAX));
+        assert!(pass_after(t0, &options, endless) <= t0 + s(60));
     }
 
     /// A flood of notifications while the mapping is busy leaves one wake-up pending, not
