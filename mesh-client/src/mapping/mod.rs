@@ -346,6 +346,13 @@ impl Mapper {
                         Ok(c) if c.feed == files && c.via.is_some() && self.options.follow_remote => {
                             due = Some(tokio::time::Instant::now());
                         }
+                        // Changes went by unread while a pass ran: the folder's may be among
+                        // them.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+                            if self.options.follow_remote =>
+                        {
+                            due = Some(tokio::time::Instant::now());
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                         _ => {}
                     }

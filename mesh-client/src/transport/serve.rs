@@ -83,7 +83,9 @@ impl ReplicaServer {
     }
 
     /// The replica's change notifications for the feeds `user` may read (checked when each
-    /// arrives, so a membership change takes effect at once). Ends when the replica closes.
+    /// arrives, so a membership change takes effect at once). Ends when the replica closes,
+    /// and when the stream falls so far behind that changes went by unannounced (more than the
+    /// replica's broadcast keeps): the watcher then opens it again and syncs everything.
     pub(crate) fn watch(&self, user: &UserId) -> BoxStream<'static, Notification> {
         let rx = self.shared.subscribe();
         let shared = self.shared.clone();
@@ -103,8 +105,10 @@ impl ReplicaServer {
                                 return Some((n, rx));
                             }
                         }
-                        // Missed some: the receiver syncs everything anyway.
-                        Err(RecvError::Lagged(_)) => continue,
+                        // Missed some, perhaps of a feed the watcher will hear of no
+                        // more: the stream ends, and a watcher that opens it again syncs
+                        // everything first.
+                        Err(RecvError::Lagged(_)) => return None,
                         Err(RecvError::Closed) => return None,
                     }
                 }
@@ -188,5 +192,36 @@ fn blob_error(e: ClientError) -> TransportError {
     match e {
         ClientError::Core(c) => TransportError::Remote(c),
         other => TransportError::Server(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::model::FeedKey;
+    use mesh_core::replica::Replica;
+    use mesh_core::store::{Cursor, MemoryStore};
+
+    use crate::store::{BlobStore, ClientStore};
+
+    /// Why: a stream that fell behind skipped what it missed and went on, so a watcher never
+    /// heard of a feed whose only change was among the missed ones (until its next periodic
+    /// sync).
+    #[tokio::test(start_paused = true)]
+    async fn a_notification_stream_that_fell_behind_ends() {
+        let store = ClientStore::Memory(MemoryStore::new("hub-test".parse().unwrap()));
+        let shared = SharedReplica::new(Replica::new(store), BlobStore::memory(), Vec::new());
+        let server = ReplicaServer::new(shared.clone(), None);
+        let mut stream = server.watch(&"ann".parse().unwrap());
+        let feed = FeedKey::folder("f1".parse().unwrap(), "notes".parse().unwrap());
+        for i in 0..1_100 {
+            shared.notify(Changed {
+                feed: feed.clone(),
+                head: Cursor(i),
+                via: None,
+            });
+        }
+        let next = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next()).await;
+        assert!(matches!(next, Ok(None)), "the stream went on");
     }
 }

@@ -115,6 +115,11 @@ pub(crate) struct Pair {
 }
 
 pub(crate) async fn pair() -> Pair {
+    pair_with(quiet_mapping()).await
+}
+
+/// A [`pair`] whose desktop maps its directory with `b_options`.
+pub(crate) async fn pair_with(b_options: MappingOptions) -> Pair {
     let hub = InProcessHub::new();
     let a = device(&hub, "laptop").await;
     let b = device(&hub, "desktop").await;
@@ -128,7 +133,7 @@ pub(crate) async fn pair() -> Pair {
     a.map_folder_with(&folder, da.path(), quiet_mapping())
         .await
         .unwrap();
-    b.map_folder_with(&folder, db.path(), quiet_mapping())
+    b.map_folder_with(&folder, db.path(), b_options)
         .await
         .unwrap();
     Pair {

@@ -1058,3 +1058,85 @@ async fn a_tree_past_the_watch_limit_is_told_and_watched_in_part() {
     assert_eq!(wait_for(&mut events, scanned).await, 25);
     drop((a, folder));
 }
+
+/// Why: a mapping hears of remote changes through a broadcast of every change of the replica
+/// (1,024 kept). While a pass ran, more than that went by (an application writing entries
+/// one by one), the folder's own change was dropped with them, and the mapping took the
+/// "missed some" answer for nothing to do: the remote file waited for the periodic rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_changes_missed_in_a_flood_of_others_still_start_a_pass() {
+    // Passes for remote changes only on the desktop (no watch; no periodic rescan within the
+    // test).
+    let following = MappingOptions::default()
+        .with_watch(false)
+        .with_rescan_interval(Duration::from_secs(3600));
+    let p = crate::mapping::pair_with(following).await;
+    let (a, b, folder, da, db) = (&p.a, &p.b, &p.folder, &p.da, &p.db);
+    // (The mapping's first pass is over once this one is.)
+    b.rescan(folder).await.unwrap();
+    let mut events = b.events().boxed();
+    // While B's next pass runs: A publishes a file, B syncs it in, then B writes 1,100 entries of
+    // another feed, one by one.
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a2, b2, f2, da2, once) = (
+        a.clone(),
+        b.clone(),
+        folder.clone(),
+        da.path().to_owned(),
+        ran.clone(),
+    );
+    let runtime = tokio::runtime::Handle::current();
+    faults::set_hook(db.path(), move |moment, _| {
+        if moment != faults::Moment::Plan || once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let (a, b, folder, da, runtime) = (
+            a2.clone(),
+            b2.clone(),
+            f2.clone(),
+            da2.clone(),
+            runtime.clone(),
+        );
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                std::fs::write(da.join("late.txt"), b"arrived during the pass").unwrap();
+                a.rescan(&folder).await.unwrap();
+                a.sync_now().await.unwrap();
+                b.sync_now().await.unwrap();
+                let notes: mesh_core::id::FeedName = "notes".parse().unwrap();
+                for i in 0..1_100 {
+                    let draft = mesh_core::model::EntryDraft::new(
+                        format!("note {i}"),
+                        serde_json::json!(i),
+                    );
+                    b.put(&folder, &notes, draft).await.unwrap();
+                }
+            })
+        })
+        .join()
+        .unwrap();
+    });
+    b.rescan(folder).await.unwrap();
+    faults::clear_hooks(db.path());
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    assert!(
+        !db.path().join("late.txt").exists(),
+        "the pass read the feed before"
+    );
+    // The next pass comes by itself.
+    wait_for(&mut events, |e| match e {
+        Event::Mapping {
+            event: MappingEvent::Applied { path, .. },
+            ..
+        } if path == "late.txt" => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(db.path().join("late.txt")).unwrap(),
+        b"arrived during the pass"
+    );
+}
