@@ -19,7 +19,6 @@
 //!   it. The mapping tells the user once, runs a pass at once, and from then on relies on its
 //!   periodic rescan ([`super::MappingOptions::rescan_interval`]) for what the watch does not
 //!   see.
-//!
 //! * **Wake-ups are bounded.** However many notifications arrive while a pass runs, one
 //!   wake-up waits for the mapping ([`Wakes`]); a gap's message is kept aside from it.
 //! * **Passes are paced.** A pass started by notifications waits for the debounce, and at
