@@ -279,27 +279,14 @@ impl Mapper {
             .await;
         }
         let (wakes, mut woken) = watch::wakes();
-        // Kept alive for as long as the mapping runs. Set up off the runtime's workers: it
-        // walks the whole tree. A gap in the watch is told once per mapping.
-        let mut _watcher = None;
+        // Kept for as long as the mapping runs, set up again when the root is another
+        // directory. A gap in the watch is told once per mapping.
+        let mut watching = watch::Watch::default();
         let mut gap_told = false;
         if self.options.watch {
-            let root = self.root.clone();
-            let started = tokio::task::spawn_blocking(move || {
-                watch::start(&root, move |res: notify::Result<notify::Event>| {
-                    wakes.note(&res)
-                })
-            })
-            .await;
-            match started {
-                Ok(started) => {
-                    _watcher = started.watcher;
-                    if let Some(gap) = started.gap {
-                        gap_told = true;
-                        self.emit_error(gap);
-                    }
-                }
-                Err(e) => self.emit_error(format!("file-system notifications: {e}")),
+            if let Some(gap) = watching.ensure(&self.root, &wakes).await {
+                gap_told = true;
+                self.emit_error(gap);
             }
         }
         let mut remote = match self.client.upgrade() {
@@ -320,6 +307,7 @@ impl Mapper {
                         let r = self.pass().await;
                         last = Some((tokio::time::Instant::now(), started.elapsed()));
                         let _ = tx.send(r);
+                        self.rewatch(&mut watching, &wakes, &mut gap_told).await;
                         due = self.retry_due();
                         continue;
                     }
@@ -368,7 +356,26 @@ impl Mapper {
                 Err(ClientError::Closed) => return,
                 Err(e) => self.emit_error(e.to_string()),
             }
+            self.rewatch(&mut watching, &wakes, &mut gap_told).await;
             due = self.retry_due();
+        }
+    }
+
+    /// After a pass that found the root in place: the watch set up again if the directory
+    /// there is not the one watched (see [`watch::Watch`]).
+    async fn rewatch(
+        &mut self,
+        watching: &mut watch::Watch,
+        wakes: &watch::Wakes,
+        gap_told: &mut bool,
+    ) {
+        if !self.options.watch || self.paused.is_some() {
+            return;
+        }
+        if let Some(gap) = watching.ensure(&self.root, wakes).await {
+            if !std::mem::replace(gap_told, true) {
+                self.emit_error(gap);
+            }
         }
     }
 

@@ -26,6 +26,10 @@
 //!   written all the time does not keep the whole tree rescanned back to back. Passes for
 //!   remote changes, asked for, or retried are not paced.
 //!
+//! * **The watch follows the root.** After every pass that found the root in place, the
+//!   mapping sets the watch up again if the directory there is not the one watched ([`Watch`]):
+//!   one made again, or a copy put back from a backup.
+//!
 //! Setting a watch up walks the whole tree (one watch per directory): [`start`] is blocking,
 //! and the mapping calls it off the async runtime's workers.
 
@@ -100,6 +104,7 @@ pub(super) fn pass_after(
 /// pending, however many notifications arrive while a pass runs (a build writing a million
 /// files must not queue a million wake-ups), and the first gap's message kept aside so that
 /// it is never lost to a full queue.
+#[derive(Clone)]
 pub(super) struct Wakes {
     tx: tokio::sync::mpsc::Sender<()>,
     gap: Arc<Mutex<Option<String>>>,
@@ -146,6 +151,66 @@ impl Woken {
     pub(super) async fn next(&mut self) -> Option<Option<String>> {
         self.rx.recv().await?;
         Some(self.gap.lock().unwrap_or_else(|p| p.into_inner()).take())
+    }
+}
+
+/// A mapping's watch, set up again when the directory at its root is no longer the one
+/// watched: a watch follows the directory it was set on, so a root deleted and made again,
+/// or replaced by a copy holding the same marker (restored from a backup), would otherwise
+/// go unwatched for as long as the mapping runs; and a root missing at start had no watch.
+#[derive(Default)]
+pub(super) struct Watch {
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The directory the watch was set up on, by device and inode (`Some(None)`: it could
+    /// not be looked at); `None` before the first set-up.
+    watched: Option<Option<(u64, u64)>>,
+}
+
+impl Watch {
+    /// Sets the watch up on `root` (off the runtime's workers), unless it is already set up
+    /// on the directory there now; notifications go to `wakes`. Returns what to tell the user
+    /// when the new watch does not cover the whole tree, or could not be set up.
+    pub(super) async fn ensure(&mut self, root: &Path, wakes: &Wakes) -> Option<String> {
+        let at = root.to_owned();
+        let now = tokio::task::spawn_blocking(move || identity(&at))
+            .await
+            .ok()
+            .flatten();
+        if self.watched == Some(now) {
+            return None;
+        }
+        // The old watch's resources go first: a limit on watches counts them.
+        self.watcher = None;
+        self.watched = Some(now);
+        let (at, wakes) = (root.to_owned(), wakes.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            start(&at, move |res: notify::Result<notify::Event>| {
+                wakes.note(&res)
+            })
+        })
+        .await;
+        match started {
+            Ok(started) => {
+                self.watcher = started.watcher;
+                started.gap
+            }
+            Err(e) => Some(format!("file-system notifications: {e}")),
+        }
+    }
+}
+
+/// The device and inode of the directory at `root`, following a symbolic link as the watch
+/// does (`None` where it cannot be looked at, or off Unix).
+fn identity(root: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = root;
+        None
     }
 }
 

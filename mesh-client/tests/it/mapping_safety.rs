@@ -962,6 +962,18 @@ fn under_watch_limit(name: &str, limit: u32) -> bool {
     false
 }
 
+/// One device of a new hub, with a new folder.
+async fn one_device() -> (MeshClient, FolderId) {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    (a, folder)
+}
+
 /// A watched mapping of a directory holding `n` subdirectories of one file each, and the
 /// device's events.
 async fn watched_tree(
@@ -972,13 +984,7 @@ async fn watched_tree(
     tempfile::TempDir,
     futures::stream::BoxStream<'static, Event>,
 ) {
-    let hub = InProcessHub::new();
-    let a = device(&hub, "laptop").await;
-    let folder = a
-        .create_folder("Docs", "files".parse().unwrap())
-        .await
-        .unwrap()
-        .id;
+    let (a, folder) = one_device().await;
     let da = tempfile::tempdir().unwrap();
     for i in 0..n {
         std::fs::create_dir(da.path().join(format!("d{i}"))).unwrap();
@@ -1139,4 +1145,37 @@ async fn remote_changes_missed_in_a_flood_of_others_still_start_a_pass() {
         std::fs::read(db.path().join("late.txt")).unwrap(),
         b"arrived during the pass"
     );
+}
+
+/// Why: the watch was set up once, when the mapping started, and a watch follows the
+/// directory it was set on. A root put back from a copy (the same marker, another directory)
+/// resumed the mapping, but its changes waited for the periodic rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_put_back_from_a_copy_is_watched_again() {
+    let (a, folder) = one_device().await;
+    let parent = tempfile::tempdir().unwrap();
+    let da = parent.path().join("Docs");
+    std::fs::create_dir(&da).unwrap();
+    std::fs::write(da.join("kept.txt"), b"kept").unwrap();
+    let watched = MappingOptions::default()
+        .with_debounce(Duration::from_millis(20))
+        .with_rescan_interval(Duration::from_secs(3600))
+        .with_follow_remote(false);
+    a.map_folder_with(&folder, &da, watched).await.unwrap();
+    a.rescan(&folder).await.unwrap();
+    // Moved away, and a copy put in its place (marker included).
+    let old = parent.path().join("Docs.old");
+    std::fs::rename(&da, &old).unwrap();
+    std::fs::create_dir(&da).unwrap();
+    for name in ["kept.txt", mesh_client::mapping::MARKER_FILE] {
+        std::fs::copy(old.join(name), da.join(name)).unwrap();
+    }
+    // The first rescan finds the copy (the mapping resumes if a pass paused it meanwhile);
+    // the second is answered only after the mapping has looked at its watch again.
+    a.rescan(&folder).await.unwrap();
+    a.rescan(&folder).await.unwrap();
+    let mut events = a.events().boxed();
+    std::fs::write(da.join("new.txt"), b"new").unwrap();
+    // A pass comes by itself and sees the new file.
+    wait_for(&mut events, |e| scanned(e).filter(|&paths| paths == 2)).await;
 }
