@@ -190,6 +190,22 @@ impl DirHandle {
         &self.path
     }
 
+    /// The directory's device and inode (`None` where they cannot be read, or off Unix).
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        #[cfg(unix)]
+        {
+            // (The fields' types differ between systems.)
+            #[allow(clippy::unnecessary_cast)]
+            rustix::fs::fstat(&self.fd)
+                .ok()
+                .map(|st| (st.st_dev as u64, st.st_ino as u64))
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
     fn try_clone(&self) -> io::Result<DirHandle> {
         Ok(DirHandle {
             #[cfg(unix)]

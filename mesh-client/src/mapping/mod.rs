@@ -269,22 +269,25 @@ enum Plan {
 
 impl Mapper {
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<Cmd>) {
-        {
+        // The root as opened at start, by device and inode: the watch is set up on it.
+        let identity = {
             let (root, marker) = (self.root.clone(), self.marker.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(opened) = root::check(&root, &marker) {
-                    apply::remove_stale_temps(&opened);
-                }
+            tokio::task::spawn_blocking(move || {
+                let opened = root::check(&root, &marker).ok()?;
+                apply::remove_stale_temps(&opened);
+                opened.root().identity()
             })
-            .await;
-        }
+            .await
+            .ok()
+            .flatten()
+        };
         let (wakes, mut woken) = watch::wakes();
         // Kept for as long as the mapping runs, set up again when the root is another
         // directory. A gap in the watch is told once per mapping.
         let mut watching = watch::Watch::default();
         let mut gap_told = false;
         if self.options.watch {
-            if let Some(gap) = watching.ensure(&self.root, &wakes).await {
+            if let Some(gap) = watching.ensure(&self.root, identity, &wakes).await {
                 gap_told = true;
                 self.emit_error(gap);
             }
@@ -372,7 +375,9 @@ impl Mapper {
         if !self.options.watch || self.paused.is_some() {
             return;
         }
-        if let Some(gap) = watching.ensure(&self.root, wakes).await {
+        // The directory this pass checked and opened (no second look-up by path).
+        let now = self.opened.as_ref().and_then(|o| o.root().identity());
+        if let Some(gap) = watching.ensure(&self.root, now, wakes).await {
             if !std::mem::replace(gap_told, true) {
                 self.emit_error(gap);
             }

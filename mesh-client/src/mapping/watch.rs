@@ -162,20 +162,21 @@ impl Woken {
 pub(super) struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     /// The directory the watch was set up on, by device and inode (`Some(None)`: it could
-    /// not be looked at); `None` before the first set-up.
+    /// not be opened); `None` before the first set-up.
     watched: Option<Option<(u64, u64)>>,
 }
 
 impl Watch {
     /// Sets the watch up on `root` (off the runtime's workers), unless it is already set up
-    /// on the directory there now; notifications go to `wakes`. Returns what to tell the user
-    /// when the new watch does not cover the whole tree, or could not be set up.
-    pub(super) async fn ensure(&mut self, root: &Path, wakes: &Wakes) -> Option<String> {
-        let at = root.to_owned();
-        let now = tokio::task::spawn_blocking(move || identity(&at))
-            .await
-            .ok()
-            .flatten();
+    /// on `now`, the directory there as the caller opened it (by [`super::beneath::DirHandle::identity`];
+    /// `None`: not opened). Notifications go to `wakes`. Returns what to tell the user when
+    /// the new watch does not cover the whole tree, or could not be set up.
+    pub(super) async fn ensure(
+        &mut self,
+        root: &Path,
+        now: Option<(u64, u64)>,
+        wakes: &Wakes,
+    ) -> Option<String> {
         if self.watched == Some(now) {
             return None;
         }
@@ -196,21 +197,6 @@ impl Watch {
             }
             Err(e) => Some(format!("file-system notifications: {e}")),
         }
-    }
-}
-
-/// The device and inode of the directory at `root`, following a symbolic link as the watch
-/// does (`None` where it cannot be looked at, or off Unix).
-fn identity(root: &Path) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = root;
-        None
     }
 }
 
