@@ -34,6 +34,18 @@ pub(crate) async fn device(hub: &InProcessHub, name: &str) -> MeshClient {
         .unwrap()
 }
 
+/// One device ("laptop") of a new hub, with a new folder of files ("Docs").
+pub(crate) async fn one_device() -> (MeshClient, FolderId) {
+    let hub = InProcessHub::new();
+    let a = device(&hub, "laptop").await;
+    let folder = a
+        .create_folder("Docs", "files".parse().unwrap())
+        .await
+        .unwrap()
+        .id;
+    (a, folder)
+}
+
 /// Deterministic pseudo-random bytes (xorshift): no repeats for the chunker to deduplicate.
 pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -909,13 +921,7 @@ fn blob_store_files_are_checked_when_opened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_mapped_files_starts_no_pass() {
     use std::time::Duration;
-    let hub = InProcessHub::new();
-    let a = device(&hub, "laptop").await;
-    let folder = a
-        .create_folder("Docs", "files".parse().unwrap())
-        .await
-        .unwrap()
-        .id;
+    let (a, folder) = one_device().await;
     let dir = tempfile::tempdir().unwrap();
     for d in 0..4 {
         std::fs::create_dir(dir.path().join(format!("d{d}"))).unwrap();

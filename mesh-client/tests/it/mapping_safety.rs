@@ -12,7 +12,7 @@ use mesh_client::{ClientError, Event, MappingEvent, MeshClient, PauseReason};
 use mesh_core::id::FolderId;
 
 use crate::common::{builder, settle};
-use crate::mapping::{converge, device, manual, pair, quiet_mapping, snapshot, trio};
+use crate::mapping::{converge, device, manual, one_device, pair, quiet_mapping, snapshot, trio};
 
 /// Files (not directories) below `root`, by relative path.
 fn files(root: &Path) -> Vec<String> {
@@ -960,18 +960,6 @@ fn under_watch_limit(name: &str, limit: u32) -> bool {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "the test did not run: {text}");
     false
-}
-
-/// One device of a new hub, with a new folder.
-async fn one_device() -> (MeshClient, FolderId) {
-    let hub = InProcessHub::new();
-    let a = device(&hub, "laptop").await;
-    let folder = a
-        .create_folder("Docs", "files".parse().unwrap())
-        .await
-        .unwrap()
-        .id;
-    (a, folder)
 }
 
 /// A watched mapping of a directory holding `n` subdirectories of one file each, and the
